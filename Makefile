@@ -1,0 +1,31 @@
+# twin-server: `make run` serves the demo, `make test` runs the tests.
+# Both create .venv on first use and reinstall when pyproject.toml changes.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+CONFIG ?= configs/demo.toml
+PYTEST_ARGS ?=
+
+.PHONY: run test bench check clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/twin-server run $(CONFIG)
+
+check: $(STAMP)
+	$(VENV)/bin/twin-server check $(CONFIG)
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not soak" $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) -m tests.bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

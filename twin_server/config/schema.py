@@ -1,0 +1,132 @@
+"""The shape of a config file, as frozen pydantic models that forbid unknown keys.
+
+This checks structure and plain values only. What needs the model registry or the
+connection graph (unknown models, parameters and ports, doubly-connected inputs,
+algebraic loops) is checked by ``twin_server.engine.twin.compile_twin``; the
+loader runs both and reports every error at once.
+
+Example (``configs/demo.toml`` is the full one)::
+
+    [server]
+    endpoint = "opc.tcp://127.0.0.1:4840/twin-server"
+
+    [twins.tank_level.components.tank]
+    model = "water_tank"
+    parameters = { area = 1.5 }
+    initial = { level = 0.5 }
+
+    [twins.tank_level]
+    connections = ["tank.level -> controller.measurement"]
+
+    [sessions.tank]
+    twin = "tank_level"
+    step_size = 0.01
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)]
+"""Names of twins, components, sessions and variables: they become NodeId parts,
+so no dots, slashes or spaces."""
+
+Scalar = float | int | bool | str
+
+_CONNECTION = re.compile(
+    r"^\s*(?P<src>[A-Za-z_]\w*)\.(?P<src_port>[A-Za-z_]\w*)\s*->\s*"
+    r"(?P<dst>[A-Za-z_]\w*)\.(?P<dst_port>[A-Za-z_]\w*)\s*$"
+)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+
+
+class ServerConfig(_Frozen):
+    """The OPC UA endpoint and the daemon's own settings."""
+
+    endpoint: str = Field(
+        "opc.tcp://127.0.0.1:4840/twin-server",
+        pattern=r"^opc\.tcp://[^/:]+(:\d{1,5})?(/.*)?$",
+        description="opc.tcp URL the server binds; port 0 picks a free one (tests)",
+    )
+    application_name: str = "twin-server"
+    application_uri: str = "urn:twin-server:server"
+    state_dir: str = Field("var", description="where the database and PKI live (relative to the cwd)")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class ConnectionSpec(_Frozen):
+    """``"src.port -> dst.port"`` parsed; kept as the parts the graph needs."""
+
+    source: Name
+    source_port: Name
+    target: Name
+    target_port: Name
+
+    @classmethod
+    def parse(cls, text: str) -> ConnectionSpec:
+        m = _CONNECTION.match(text)
+        if m is None:
+            raise ValueError(
+                f"a connection is written 'component.output -> component.input' (got {text!r})"
+            )
+        return cls(source=m["src"], source_port=m["src_port"], target=m["dst"],
+                   target_port=m["dst_port"])
+
+    def __str__(self) -> str:
+        return f"{self.source}.{self.source_port} -> {self.target}.{self.target_port}"
+
+
+class ComponentConfig(_Frozen):
+    """One component of a twin: its model, parameter values, initial states and
+    default values of its unconnected inputs."""
+
+    model: Name
+    description: str = ""
+    parameters: dict[Name, Scalar] = Field(default_factory=dict)
+    initial: dict[Name, Scalar] = Field(default_factory=dict, description="initial state values")
+    inputs: dict[Name, Scalar] = Field(default_factory=dict, description="values of unconnected inputs")
+    options: dict[str, Scalar] = Field(default_factory=dict, description="model settings (an FMU's path)")
+
+
+class TwinConfig(_Frozen):
+    """A twin definition: components and the connections between them."""
+
+    description: str = ""
+    components: dict[Name, ComponentConfig] = Field(min_length=1)
+    connections: tuple[ConnectionSpec, ...] = ()
+
+    @field_validator("connections", mode="before")
+    @classmethod
+    def _parse_connections(cls, value: object) -> object:
+        if isinstance(value, list | tuple):
+            return tuple(ConnectionSpec.parse(v) if isinstance(v, str) else v for v in value)
+        return value
+
+
+class SessionConfig(_Frozen):
+    """A session that the daemon creates at start (and never expires)."""
+
+    twin: Name
+    autostart: bool = True
+    step_size: float = Field(0.01, gt=0, le=3600, description="seconds of simulated time per tick")
+    realtime_factor: float = Field(1.0, ge=0, le=1000,
+                                   description="simulated seconds per wall second; 0 = as fast as possible")
+    publish_rate: float = Field(10.0, gt=0, le=1000, description="OPC UA updates per wall second")
+    overrun_policy: Literal["skip", "catch_up"] = "skip"
+    parameters: dict[Name, dict[Name, Scalar]] = Field(
+        default_factory=dict, description="per component: parameter overrides"
+    )
+
+
+class Config(_Frozen):
+    """A whole config file."""
+
+    server: ServerConfig = Field(default_factory=ServerConfig)  # type: ignore[arg-type]
+    twins: dict[Name, TwinConfig] = Field(default_factory=dict)
+    sessions: dict[Name, SessionConfig] = Field(default_factory=dict)

@@ -1,0 +1,199 @@
+"""The contract between a model and the engine: declared variables, reset and step.
+
+A model is a pure, synchronous block: no I/O, no asyncio, no OPC UA. It declares
+its variables (name, kind, data type, unit, range, default) and implements
+
+* ``reset(parameters, initial)``: take the full parameter set and initial state
+  values and return the outputs at the start time;
+* ``step(t, dt, inputs)``: advance from ``t`` to ``t + dt`` with the inputs held
+  over the interval and return the outputs at ``t + dt``.
+
+``direct_feedthrough`` says whether a step's outputs depend on that step's
+inputs (a gain, a PID) or only on the state carried in from before (a tank's
+level, a lag's output): only feedthrough components order the graph, so a loop
+through a tank is fine and a loop of gains is an algebraic loop.
+"""
+
+from __future__ import annotations
+
+import abc
+import copy
+import enum
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from twin_server.errors import NotFound, NotWritable, OutOfRange, TypeMismatch
+
+Value = float | int | bool | str
+
+
+class Kind(enum.StrEnum):
+    """What a variable is to its component; also the folder it appears in over OPC UA."""
+
+    INPUT = "input"
+    OUTPUT = "output"
+    STATE = "state"
+    PARAMETER = "parameter"
+
+    @property
+    def folder(self) -> str:
+        return {"input": "Inputs", "output": "Outputs", "state": "States",
+                "parameter": "Parameters"}[self.value]
+
+
+class DataType(enum.StrEnum):
+    """The value types a variable may have; named as OPC UA names them."""
+
+    DOUBLE = "Double"
+    INT32 = "Int32"
+    BOOLEAN = "Boolean"
+    STRING = "String"
+
+
+_INT32 = (-(2**31), 2**31 - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Variable:
+    """One declared variable of a model.
+
+    ``unit`` is a symbol (``m``, ``m^3/s``, ``degC``, ``W``); the OPC UA layer maps it
+    to a UNECE code for EngineeringUnits. ``low``/``high`` bound the value (either
+    may be None); for parameters ``tunable`` says whether a change takes effect at
+    the next tick while running (True) or only at Reset (False).
+    """
+
+    name: str
+    kind: Kind
+    unit: str = ""
+    low: float | None = None
+    high: float | None = None
+    default: Value = 0.0
+    datatype: DataType = DataType.DOUBLE
+    description: str = ""
+    tunable: bool = True
+
+    def coerce(self, value: Any) -> Value:
+        """Return ``value`` as this variable's type, or raise TypeMismatch / OutOfRange.
+
+        Ints are accepted for Double; bools are never taken as numbers; a Double
+        must be finite. The message names the variable, the value and the range.
+        """
+        dt = self.datatype
+        if dt is DataType.BOOLEAN:
+            if not isinstance(value, bool):
+                raise TypeMismatch(f"{self.kind} {self.name!r} takes a Boolean "
+                                   f"(got {type(value).__name__} {value!r})")
+            return value
+        if dt is DataType.STRING:
+            if not isinstance(value, str):
+                raise TypeMismatch(f"{self.kind} {self.name!r} takes a String "
+                                   f"(got {type(value).__name__} {value!r})")
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeMismatch(f"{self.kind} {self.name!r} takes a {dt.value} "
+                               f"(got {type(value).__name__} {value!r})")
+        if dt is DataType.INT32:
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise TypeMismatch(f"{self.kind} {self.name!r} takes an Int32 "
+                                       f"(got non-integral {value!r})")
+                value = int(value)
+            if not _INT32[0] <= value <= _INT32[1]:
+                raise OutOfRange(f"{self.kind} {self.name!r} must fit an Int32 (got {value})")
+            result: Value = value
+        else:
+            result = float(value)
+            if not math.isfinite(result):
+                raise OutOfRange(f"{self.kind} {self.name!r} must be finite (got {result})")
+        self.check_range(result)
+        return result
+
+    def check_range(self, value: Value) -> None:
+        """Raise OutOfRange when a numeric value lies outside [low, high]."""
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return
+        if (self.low is not None and value < self.low) or (
+            self.high is not None and value > self.high
+        ):
+            raise OutOfRange(
+                f"{self.kind} {self.name!r} must be within {self.range_text()} "
+                f"{self.unit}".rstrip() + f" (got {value})"
+            )
+
+    def range_text(self) -> str:
+        low = "-inf" if self.low is None else f"{self.low:g}"
+        high = "inf" if self.high is None else f"{self.high:g}"
+        return f"[{low}, {high}]"
+
+
+class Model(abc.ABC):
+    """Base of every component model. Subclasses declare ``variables`` and implement
+    ``reset`` and ``step``; they never do I/O.
+
+    The engine guarantees that ``reset`` and ``step`` receive complete mappings of
+    coerced, in-range values: every parameter, every input.
+    """
+
+    #: the variables of every instance; a model whose variables depend on its
+    #: configuration (an FMU) sets ``self.variables`` in ``__init__`` instead.
+    variables: ClassVar[tuple[Variable, ...]] = ()
+    direct_feedthrough: ClassVar[bool] = True
+    description: ClassVar[str] = ""
+
+    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+        """``options`` are non-variable settings from the config (an FMU's path)."""
+        self.options = dict(options or {})
+
+    # -- the contract ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    def reset(self, parameters: Mapping[str, Value], initial: Mapping[str, Value]) -> dict[str, Value]:
+        """Take all parameters and initial state values; return the outputs at start."""
+
+    @abc.abstractmethod
+    def step(self, t: float, dt: float, inputs: Mapping[str, Value]) -> dict[str, Value]:
+        """Advance from ``t`` to ``t + dt`` with ``inputs`` held; return the outputs at ``t + dt``."""
+
+    def set_parameter(self, name: str, value: Value) -> None:
+        """Apply a tunable parameter from the next step on. The default stores it in
+        ``self.parameters``; override where a parameter needs derived values updated."""
+        self.parameters[name] = value
+
+    def get_states(self) -> dict[str, Value]:
+        """The current values of the declared STATE variables."""
+        return {}
+
+    def set_states(self, states: Mapping[str, Value]) -> None:
+        """Overwrite some STATE variables (coerced and in range) from the next step on."""
+        if states:
+            raise NotWritable(f"{type(self).__name__} has no writable states")
+
+    def snapshot(self) -> Any:
+        """An opaque copy of everything the model carries, for Snapshot and Fork."""
+        return copy.deepcopy(self.__dict__)
+
+    def restore(self, snapshot: Any) -> None:
+        """Return to a state taken by ``snapshot``."""
+        self.__dict__.update(copy.deepcopy(snapshot))
+
+    # -- helpers for subclasses and the engine -------------------------------------
+
+    parameters: dict[str, Value]
+
+    @classmethod
+    def declared(cls, kind: Kind) -> tuple[Variable, ...]:
+        return tuple(v for v in cls.variables if v.kind is kind)
+
+    def variables_of(self, kind: Kind) -> tuple[Variable, ...]:
+        return tuple(v for v in self.variables if v.kind is kind)
+
+    def variable(self, kind: Kind, name: str) -> Variable:
+        for v in self.variables:
+            if v.kind is kind and v.name == name:
+                return v
+        names = ", ".join(v.name for v in self.variables if v.kind is kind) or "none"
+        raise NotFound(f"{type(self).__name__} has no {kind} {name!r} (its {kind}s: {names})")
+
