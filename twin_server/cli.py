@@ -1,0 +1,103 @@
+"""The ``twin-server`` command.
+
+    twin-server run CONFIG [--endpoint URL] [--log-level LEVEL]
+    twin-server check CONFIG [CONFIG ...]
+
+Exit status: 0 on success or a clean stop, 2 for an invalid config (every error
+printed, each with its file and key path), 1 for anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+import structlog
+
+from twin_server import __version__, logs
+from twin_server.errors import ConfigErrors
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="twin-server",
+        description="OPC UA digital twin runtime: config-defined twins stepped in real time.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="serve the twins of CONFIG over OPC UA (foreground)")
+    run.add_argument("config", help="path of the TOML config file")
+    run.add_argument("--endpoint", help="override server.endpoint, e.g. opc.tcp://0.0.0.0:4840/twin-server")
+    run.add_argument("--log-level", choices=sorted(logs.LEVELS),
+                     help="log level; else $TWIN_SERVER_LOG_LEVEL, else server.log_level")
+
+    check = commands.add_parser("check", help="validate config files and print every error")
+    check.add_argument("configs", nargs="+", metavar="CONFIG")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "check":
+        return _check(args.configs)
+    return _run(args)
+
+
+def _check(paths: Sequence[str]) -> int:
+    from twin_server.config.loader import load_config
+
+    status = EXIT_OK
+    for path in paths:
+        try:
+            loaded = load_config(path)
+        except ConfigErrors as errors:
+            print(str(errors), file=sys.stderr)
+            print(f"{path}: {errors.message}", file=sys.stderr)
+            status = EXIT_CONFIG
+            continue
+        print(f"{path}: ok ({len(loaded.twins)} twins, {len(loaded.config.sessions)} sessions)")
+    return status
+
+
+def _run(args: argparse.Namespace) -> int:
+    from twin_server.config.loader import load_config
+
+    try:
+        loaded = load_config(args.config)
+    except ConfigErrors as errors:
+        print(str(errors), file=sys.stderr)
+        print(f"{args.config}: {errors.message}; not started", file=sys.stderr)
+        return EXIT_CONFIG
+    logs.configure(args.log_level, default=loaded.config.server.log_level)
+
+    from twin_server.app import Daemon
+
+    daemon = Daemon(loaded, endpoint=args.endpoint)
+    try:
+        _run_loop(daemon.run(install_signal_handlers=True))
+    except OSError as exc:  # the endpoint could not be bound: say which and why
+        structlog.get_logger(__name__).error("daemon_failed", error=str(exc))
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop when it is installed (faster socket I/O), else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
