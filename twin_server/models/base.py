@@ -147,6 +147,13 @@ class Model(abc.ABC):
         """``options`` are non-variable settings from the config (an FMU's path)."""
         self.options = dict(options or {})
 
+    @classmethod
+    def declare(cls, options: Mapping[str, Any]) -> tuple[Variable, ...]:
+        """The variables an instance made with ``options`` will have, without making
+        one: config checks call this. Override where they depend on the options
+        (an FMU reads its modelDescription); the default is ``cls.variables``."""
+        return cls.variables
+
     # -- the contract ---------------------------------------------------------------
 
     @abc.abstractmethod
