@@ -43,7 +43,9 @@ class TestNotifier:
 
     def test_manager_gone_is_not_fatal(self, tmp_path: Path) -> None:
         """A socket path with nobody listening makes send return False, not raise."""
-        assert not Notifier(str(tmp_path / "gone.sock")).watchdog()
+        notifier = Notifier(str(tmp_path / "gone.sock"))
+        assert not notifier.watchdog()
+        notifier.close()
 
     @pytest.mark.parametrize(
         ("usec", "pid", "expected"),
