@@ -15,16 +15,44 @@ Run states follow the OPC UA Program state machine:
     Running|Suspended --Halt--> Halted;  any --Reset--> Ready
     Ready|Suspended --Step(n)--> Suspended (n ticks taken)
     a model fault in any tick --> Halted (``fault`` set)
+
+Decisions beyond the contract:
+
+* Parameters belong to the session: a written parameter (tunable or fixed) keeps
+  its value across Reset; Reset brings back the initial *states* and t0, applies
+  the pending fixed parameters, then the overrides given to it.
+* Forced inputs survive Reset (a HIL binding keeps forcing what it mirrors).
+* Each component's input mapping is one dict, reused from tick to tick: a model
+  must not keep a reference to it beyond ``step`` (copy what it needs).
+* A fault stops the tick at the failing component: components before it in the
+  order have advanced, ``step_count`` has not. Only Reset leaves Halted.
 """
 
 from __future__ import annotations
 
 import enum
+import math
+import time
+import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
+
+import structlog
 
 from twin_server.engine.twin import TwinDefinition
-from twin_server.models.base import Kind, Model, Value, Variable
+from twin_server.errors import (
+    ConfigError,
+    InvalidArgument,
+    InvalidState,
+    NotFound,
+    NotWritable,
+    SessionFault,
+    ValueRejected,
+)
+from twin_server.models.base import DataType, Kind, Model, Value, Variable
+
+log = structlog.get_logger(__name__)
 
 
 class RunState(enum.StrEnum):
@@ -70,9 +98,56 @@ class SessionEvent:
 
 Listener = Callable[[SessionEvent], None]
 
+#: OPC UA severities of the events a session emits (1 lowest .. 1000 highest)
+SEVERITY_INFO = 100
+SEVERITY_CHANGE = 200
+SEVERITY_HALT = 400
+SEVERITY_FAULT = 900
+
+_KIND_ORDER = (Kind.INPUT, Kind.OUTPUT, Kind.STATE, Kind.PARAMETER)
+_OVERRUN_POLICIES = ("skip", "catch_up")
+
+
+class _Missing(Exception):
+    """Raised inside a tick when a model returns without one of its outputs."""
+
+
+class _NonFinite(Exception):
+    """Raised inside a tick when a model returns NaN or inf; becomes a SessionFault."""
+
+    def __init__(self, name: str, value: Any) -> None:
+        self.name = name
+        self.value = value
+
+
+@dataclass(slots=True)
+class _Component:
+    """Everything the session keeps about one component (built once)."""
+
+    index: int
+    name: str
+    model: Model
+    variables: dict[tuple[Kind, str], Variable]
+    #: input name -> (source component index, source port), for connected inputs
+    connected: dict[str, tuple[int, str]]
+    #: the configured default of every input (config value, else Variable.default)
+    defaults: dict[str, Value]
+    #: numeric outputs checked for NaN/inf after every step
+    numeric_outputs: tuple[str, ...]
+    #: every declared output (checked present after reset)
+    output_names: tuple[str, ...]
+    #: the live input mapping handed to ``step`` (reused every tick)
+    inputs: dict[str, Value]
+    #: forced input values (client or HIL), winning over connection and default
+    forced: dict[str, Value]
+    #: the parameter values in effect (the model has them)
+    parameters: dict[str, Value]
+    #: fixed parameters written while not running, applied at Reset
+    pending: dict[str, Value]
+
 
 class Session:
-    """One running instance of a twin. API contract (bodies filled in by the engine work).
+    """One running instance of a twin.
 
     Attributes read by the clock and the OPC UA layer:
       name, twin, settings, state (RunState), step_count (int), sim_time (float, t0 + k*dt),
@@ -87,31 +162,195 @@ class Session:
     version: int
 
     def __init__(self, name: str, twin: TwinDefinition, settings: SessionSettings) -> None:
-        raise NotImplementedError
+        if not (math.isfinite(settings.step_size) and settings.step_size > 0):
+            raise InvalidArgument(f"session {name!r}: step_size must be a finite number "
+                                  f"> 0 s (got {settings.step_size!r})")
+        _check_factor(name, settings.realtime_factor)
+        if settings.overrun_policy not in _OVERRUN_POLICIES:
+            raise InvalidArgument(f"session {name!r}: overrun_policy must be one of "
+                                  f"{', '.join(_OVERRUN_POLICIES)} "
+                                  f"(got {settings.overrun_policy!r})")
+        self.name = name
+        self.twin = twin
+        self.settings = settings
+        self.step_size = float(settings.step_size)
+        self.realtime_factor = float(settings.realtime_factor)
+        self.publish_rate = settings.publish_rate
+        self.state = RunState.READY
+        self.step_count = 0
+        self.version = 0
+        self.fault: SessionFault | None = None
+        self._listeners: list[Listener] = []
+        self._duration_sum = 0.0
+        self._duration_max = 0.0
+        self._duration_count = 0
+
+        self._components: list[_Component] = []
+        self._by_name: dict[str, _Component] = {}
+        self._build(twin)
+        self._models = types.MappingProxyType({c.name: c.model for c in self._components})
+        self._keys: dict[VarKey, tuple[_Component, Variable]] = {}
+        for comp in self._components:
+            for kind in _KIND_ORDER:
+                for var in comp.model.variables:
+                    if var.kind is kind:
+                        self._keys[VarKey(comp.name, kind, var.name)] = (comp, var)
+        overrides = self._validate_overrides(settings.parameters or {})
+        for comp in self._components:
+            comp.parameters.update(overrides.get(comp.name, {}))
+        #: the latest outputs of each component, by evaluation index
+        self._outputs: list[Mapping[str, Value]] = [{} for _ in self._components]
+        #: per component: (index, bound step, inputs, links), links = ((input, src, port), ...)
+        self._plan: list[tuple[int, Callable[..., Any], dict[str, Value],
+                               tuple[tuple[str, int, str], ...], tuple[str, ...]]] = []
+        self._initialise()
+
+    # -- construction ----------------------------------------------------------------
+
+    def _build(self, twin: TwinDefinition) -> None:
+        for index, cdef in enumerate(twin.components):
+            model = cdef.instantiate()
+            variables = {(v.kind, v.name): v for v in model.variables}
+            parameters = dict(cdef.parameters)
+            for var in model.variables:
+                if var.kind is Kind.PARAMETER:
+                    parameters.setdefault(var.name, var.default)
+            defaults: dict[str, Value] = {}
+            for var in model.variables:
+                if var.kind is Kind.INPUT:
+                    configured = cdef.inputs.get(var.name, var.default)
+                    try:
+                        defaults[var.name] = var.coerce(configured)
+                    except ValueRejected as exc:
+                        raise ConfigError(_located(exc, var, cdef.name),
+                                          path=f"components.{cdef.name}.inputs.{var.name}"
+                                          ) from None
+            outputs = tuple(v for v in model.variables if v.kind is Kind.OUTPUT)
+            comp = _Component(
+                index=index, name=cdef.name, model=model, variables=variables,
+                connected={}, defaults=defaults,
+                numeric_outputs=tuple(v.name for v in outputs
+                                      if v.datatype is not DataType.STRING),
+                output_names=tuple(v.name for v in outputs),
+                inputs=dict(defaults), forced={}, parameters=parameters, pending={},
+            )
+            self._components.append(comp)
+            self._by_name[cdef.name] = comp
+        for conn in twin.connections:
+            source = self._by_name.get(conn.source)
+            target = self._by_name.get(conn.target)
+            if (source is None or target is None
+                    or (Kind.OUTPUT, conn.source_port) not in source.variables
+                    or (Kind.INPUT, conn.target_port) not in target.variables):
+                raise ConfigError(f"connection {conn} names an unknown component or port",
+                                  path="connections")
+            if conn.target_port in target.connected:
+                raise ConfigError(f"input {conn.target}.{conn.target_port} is connected twice",
+                                  path="connections")
+            target.connected[conn.target_port] = (source.index, conn.source_port)
+
+    def _validate_overrides(
+        self, overrides: Mapping[str, Mapping[str, Value]]
+    ) -> dict[str, dict[str, Value]]:
+        """Coerce parameter overrides, raising the first refusal (nothing applied)."""
+        result: dict[str, dict[str, Value]] = {}
+        for cname, values in overrides.items():
+            comp = self._component(cname)
+            for pname, value in values.items():
+                var = self._variable(comp, Kind.PARAMETER, pname)
+                result.setdefault(cname, {})[pname] = self._coerce(comp, var, value)
+        return result
+
+    def _initialise(self) -> None:
+        """Reset every model at t0 and rebuild the tick plan; raise SessionFault on failure."""
+        self.step_count = 0
+        for comp in self._components:
+            try:
+                outputs = comp.model.reset(dict(comp.parameters), dict(self._initial(comp)))
+                for oname in comp.output_names:
+                    if oname not in outputs:
+                        raise _Missing(oname)
+                    value = outputs[oname]
+                    if oname in comp.numeric_outputs and not math.isfinite(value):
+                        raise _NonFinite(oname, value)
+            except Exception as exc:
+                self._fault(comp, exc, during="reset")
+                raise self.fault from exc  # type: ignore[misc]
+            self._outputs[comp.index] = outputs
+        self._plan = [self._plan_entry(comp) for comp in self._components]
+        for comp in self._components:
+            self._refresh_inputs(comp)
+
+    def _initial(self, comp: _Component) -> Mapping[str, Value]:
+        return self.twin.components[comp.index].initial
+
+    def _plan_entry(
+        self, comp: _Component
+    ) -> tuple[int, Callable[..., Any], dict[str, Value],
+               tuple[tuple[str, int, str], ...], tuple[str, ...]]:
+        links = tuple((name, src, port) for name, (src, port) in comp.connected.items()
+                      if name not in comp.forced)
+        return (comp.index, comp.model.step, comp.inputs, links, comp.numeric_outputs)
+
+    def _refresh_inputs(self, comp: _Component) -> None:
+        """Set every input to what the next tick would give it, so reads show it now."""
+        for name in comp.inputs:
+            if name in comp.forced:
+                comp.inputs[name] = comp.forced[name]
+            elif name in comp.connected:
+                src, port = comp.connected[name]
+                comp.inputs[name] = self._outputs[src][port]
+            else:
+                comp.inputs[name] = comp.defaults[name]
 
     # -- introspection ---------------------------------------------------------------
+
     @property
     def sim_time(self) -> float:
         """t0 + step_count * step_size (t0 = 0), never accumulated."""
-        raise NotImplementedError
+        return self.step_count * self.step_size
 
     def components(self) -> Mapping[str, Model]:
-        """Component name -> model instance, in evaluation order."""
-        raise NotImplementedError
+        """Component name -> model instance, in evaluation order (a read-only view)."""
+        return self._models
 
     def variables(self) -> list[tuple[VarKey, Variable]]:
         """Every variable of every component (inputs, outputs, states, parameters),
         in a stable order: components in evaluation order, then kind, then declaration."""
-        raise NotImplementedError
+        return [(key, var) for key, (_, var) in self._keys.items()]
 
     def read(self, key: VarKey) -> Value:
-        raise NotImplementedError
+        comp, var = self._lookup(key)
+        kind = var.kind
+        if kind is Kind.OUTPUT:
+            return self._outputs[comp.index][var.name]
+        if kind is Kind.INPUT:
+            return comp.inputs[var.name]
+        if kind is Kind.PARAMETER:
+            return comp.pending.get(var.name, comp.parameters[var.name])
+        return comp.model.get_states()[var.name]
 
     def values(self) -> dict[VarKey, Value]:
         """The current value of every variable (a fresh dict the caller may keep)."""
-        raise NotImplementedError
+        result: dict[VarKey, Value] = {}
+        states: dict[str, Value] = {}
+        last: _Component | None = None
+        for key, (comp, var) in self._keys.items():
+            kind = var.kind
+            if kind is Kind.OUTPUT:
+                result[key] = self._outputs[comp.index][var.name]
+            elif kind is Kind.INPUT:
+                result[key] = comp.inputs[var.name]
+            elif kind is Kind.PARAMETER:
+                result[key] = comp.pending.get(var.name, comp.parameters[var.name])
+            else:
+                if comp is not last:
+                    states, last = comp.model.get_states(), comp
+                result[key] = states[var.name]
+        return result
 
     # -- writes (each validated first; a refused write changes nothing) -------------
+
     def write(self, key: VarKey, value: Value) -> Value:
         """Write one variable and return the coerced value.
 
@@ -121,45 +360,277 @@ class Session:
         NotWritable while Running and otherwise are stored and applied at Reset.
         OUTPUT: NotWritable. Bad values: TypeMismatch / OutOfRange. Unknown: NotFound.
         """
-        raise NotImplementedError
+        comp, var = self._lookup(key)
+        kind = var.kind
+        if kind is Kind.OUTPUT:
+            raise NotWritable(f"output {var.name!r} of component {comp.name!r} is computed "
+                              f"by the model and cannot be written; force an input instead")
+        if kind is Kind.PARAMETER and not var.tunable and self.state is RunState.RUNNING:
+            raise NotWritable(f"parameter {var.name!r} of component {comp.name!r} is fixed "
+                              f"while the session runs; suspend or halt it, write it, "
+                              f"then Reset")
+        coerced = self._coerce(comp, var, value)
+        if kind is Kind.INPUT:
+            comp.forced[var.name] = coerced
+            comp.inputs[var.name] = coerced
+            self._plan[comp.index] = self._plan_entry(comp)
+        elif kind is Kind.STATE:
+            try:
+                comp.model.set_states({var.name: coerced})
+            except ValueRejected as exc:
+                raise type(exc)(f"state {var.name!r} of component {comp.name!r}: "
+                                f"{exc}") from None
+        elif var.tunable:
+            comp.model.set_parameter(var.name, coerced)
+            comp.parameters[var.name] = coerced
+            self._emit("parameter_changed",
+                       f"parameter {var.name!r} of component {comp.name!r} set to "
+                       f"{coerced!r}{_unit(var)}", SEVERITY_CHANGE)
+        else:
+            comp.pending[var.name] = coerced
+            self._emit("parameter_changed",
+                       f"parameter {var.name!r} of component {comp.name!r} set to "
+                       f"{coerced!r}{_unit(var)}; it applies at the next Reset",
+                       SEVERITY_CHANGE)
+        self.version += 1
+        return coerced
 
     def release(self, key: VarKey) -> None:
         """Stop forcing an input; it follows its connection or default again."""
-        raise NotImplementedError
+        comp, var = self._lookup(key)
+        if var.kind is not Kind.INPUT:
+            raise InvalidArgument(f"{var.kind} {var.name!r} of component {comp.name!r} is "
+                                  f"not an input; only inputs are forced and released")
+        if var.name not in comp.forced:
+            return
+        del comp.forced[var.name]
+        self._plan[comp.index] = self._plan_entry(comp)
+        self._refresh_inputs(comp)
+        self.version += 1
+
+    def forced(self) -> dict[VarKey, Value]:
+        """Every input currently forced, with its value (a fresh dict)."""
+        return {VarKey(c.name, Kind.INPUT, n): v
+                for c in self._components for n, v in c.forced.items()}
 
     def set_realtime_factor(self, factor: float) -> None:
         """0 = as fast as possible; the clock re-anchors its deadlines at the next tick."""
-        raise NotImplementedError
+        _check_factor(self.name, factor)
+        self.realtime_factor = float(factor)
+        self.version += 1
+        self._emit("realtime_factor_changed",
+                   f"real-time factor set to {self.realtime_factor:g}"
+                   + (" (as fast as possible)" if factor == 0 else ""), SEVERITY_INFO)
 
     # -- run control (InvalidState with the current state named when not allowed) --
-    def start(self) -> None: raise NotImplementedError
-    def suspend(self) -> None: raise NotImplementedError
-    def resume(self) -> None: raise NotImplementedError
-    def halt(self) -> None: raise NotImplementedError
+
+    def start(self) -> None:
+        self._require("Start", RunState.READY)
+        self._transition(RunState.RUNNING, "started", "started")
+
+    def suspend(self) -> None:
+        self._require("Suspend", RunState.RUNNING)
+        self._transition(RunState.SUSPENDED, "suspended", "suspended")
+
+    def resume(self) -> None:
+        self._require("Resume", RunState.SUSPENDED)
+        self._transition(RunState.RUNNING, "resumed", "resumed")
+
+    def halt(self) -> None:
+        self._require("Halt", RunState.RUNNING, RunState.SUSPENDED)
+        self._transition(RunState.HALTED, "halted", "halted", SEVERITY_HALT)
 
     def reset(self, parameters: Mapping[str, Mapping[str, Value]] | None = None) -> None:
         """Back to Ready at t0 with initial states; pending fixed parameters and the
-        given overrides (validated all-or-none) apply."""
-        raise NotImplementedError
+        given overrides (validated all-or-none) apply.
+
+        If a model's ``reset`` fails, the session is Halted with ``fault`` set and
+        SessionFault is raised.
+        """
+        overrides = self._validate_overrides(parameters or {})
+        applied: list[str] = []
+        for comp in self._components:
+            updates = {**comp.pending, **overrides.get(comp.name, {})}
+            comp.parameters.update(updates)
+            comp.pending.clear()
+            applied += [f"{comp.name}.{p}={v!r}" for p, v in updates.items()]
+        self.fault = None
+        self.version += 1
+        self._initialise()
+        self.state = RunState.READY
+        self._duration_sum = self._duration_max = 0.0
+        self._duration_count = 0
+        message = "reset to t=0"
+        if applied:
+            message += f"; parameters applied: {', '.join(applied)}"
+        self._emit("reset", message, SEVERITY_INFO)
 
     def step(self, count: int = 1) -> None:
-        """Take ``count`` ticks now (Ready or Suspended; ends Suspended)."""
-        raise NotImplementedError
+        """Take ``count`` ticks now (Ready or Suspended; ends Suspended).
+
+        A fault stops the stepping and leaves the session Halted (no exception,
+        as with ``tick``; ``fault`` and the fault event tell what happened).
+        """
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise InvalidArgument(f"session {self.name!r}: Step takes a whole number of "
+                                  f"ticks >= 1 (got {count!r})")
+        self._require("Step", RunState.READY, RunState.SUSPENDED)
+        self.state = RunState.SUSPENDED
+        advance = self._advance
+        for _ in range(count):
+            if not advance():
+                return
+        noun = "tick" if count == 1 else "ticks"
+        self._emit("stepped", f"stepped {count} {noun} to t={self.sim_time:g} s",
+                   SEVERITY_INFO)
 
     def tick(self) -> None:
         """Take one tick (the clock calls this while Running). A model that raises
         or returns a non-finite number halts the session with ``fault`` set and
         emits a fault event; no exception escapes."""
-        raise NotImplementedError
+        if self.state is not RunState.RUNNING:
+            raise InvalidState(f"cannot tick session {self.name!r} in state {self.state}; "
+                               f"only a Running session ticks (Step it instead)",
+                               session=self.name, state=self.state)
+        self._advance()
+
+    def _advance(self) -> bool:
+        """One tick; False (and Halted) when a model faulted."""
+        k = self.step_count
+        dt = self.step_size
+        t = k * dt
+        outputs = self._outputs
+        isfinite = math.isfinite
+        index = 0
+        out: Any = None
+        started = time.perf_counter()
+        try:
+            for index, step, inputs, links, checked in self._plan:
+                for name, src, port in links:
+                    inputs[name] = outputs[src][port]
+                out = None
+                out = step(t, dt, inputs)
+                for name in checked:
+                    if not isfinite(out[name]):
+                        raise _NonFinite(name, out[name])
+                outputs[index] = out
+        except Exception as exc:
+            self.version += 1
+            if isinstance(exc, KeyError) and isinstance(out, Mapping):
+                # the model returned, but without one of its declared outputs
+                exc = _Missing(*exc.args)
+            self._fault(self._components[index], exc, during=f"tick {k} (t={t:g} s)")
+            return False
+        elapsed = time.perf_counter() - started
+        self.step_count = k + 1
+        self.version += 1
+        self._duration_sum += elapsed
+        self._duration_count += 1
+        if elapsed > self._duration_max:
+            self._duration_max = elapsed
+        return True
 
     # -- observation -----------------------------------------------------------------
+
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener`` for every SessionEvent (state changes included);
-        returns an unsubscribe function."""
-        raise NotImplementedError
+        returns an unsubscribe function (safe to call more than once)."""
+        self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            try:
+                self._listeners.remove(listener)
+            except ValueError:
+                pass
+
+        return unsubscribe
 
     def statistics(self) -> SessionStatistics:
-        raise NotImplementedError
+        count = self._duration_count
+        return SessionStatistics(
+            step_count=self.step_count,
+            sim_time=self.sim_time,
+            state=self.state,
+            step_duration_mean=self._duration_sum / count if count else 0.0,
+            step_duration_max=self._duration_max,
+        )
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _component(self, name: str) -> _Component:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            known = ", ".join(self._by_name) or "none"
+            raise NotFound(f"session {self.name!r} has no component {name!r} "
+                           f"(its components: {known})") from None
+
+    def _variable(self, comp: _Component, kind: Kind, name: str) -> Variable:
+        try:
+            return comp.variables[(kind, name)]
+        except KeyError:
+            names = ", ".join(n for k, n in comp.variables if k is kind) or "none"
+            raise NotFound(f"component {comp.name!r} has no {kind} {name!r} "
+                           f"(its {kind}s: {names})") from None
+
+    def _lookup(self, key: VarKey) -> tuple[_Component, Variable]:
+        try:
+            return self._keys[key]
+        except (KeyError, TypeError):
+            comp = self._component(key.component)
+            try:
+                kind = Kind(key.kind)
+            except ValueError:
+                raise NotFound(f"{key.kind!r} is not a kind of variable (kinds: "
+                               f"{', '.join(k.value for k in Kind)})") from None
+            return comp, self._variable(comp, kind, key.name)
+
+    @staticmethod
+    def _coerce(comp: _Component, var: Variable, value: Any) -> Value:
+        try:
+            return var.coerce(value)
+        except ValueRejected as exc:
+            raise type(exc)(_located(exc, var, comp.name)) from None
+
+    def _require(self, method: str, *allowed: RunState) -> None:
+        if self.state not in allowed:
+            may = " or ".join(str(s) for s in allowed)
+            raise InvalidState(f"cannot {method} session {self.name!r} in state {self.state} "
+                               f"({method} needs {may})", session=self.name, state=self.state)
+
+    def _transition(self, state: RunState, kind: str, verb: str,
+                    severity: int = SEVERITY_INFO) -> None:
+        self.state = state
+        self.version += 1
+        self._emit(kind, f"{verb} at t={self.sim_time:g} s (tick {self.step_count})", severity)
+
+    def _fault(self, comp: _Component, exc: BaseException, *, during: str) -> None:
+        if isinstance(exc, _NonFinite):
+            what = f"returned a non-finite output {exc.name!r} = {exc.value!r}"
+            cause: Any = None
+        elif isinstance(exc, _Missing):
+            what = f"returned no value for its output {exc.args[0]!r}"
+            cause = None
+        else:
+            what = f"raised {type(exc).__name__}: {exc}"
+            cause = exc
+        message = (f"session {self.name!r}: component {comp.name!r} {what} in {during}; "
+                   f"the session halted; fix the cause, then Reset it")
+        self.fault = SessionFault(message, session=self.name, component=comp.name,
+                                  tick=self.step_count, cause=cause)
+        self.state = RunState.HALTED
+        self._emit("fault", message, SEVERITY_FAULT)
+
+    def _emit(self, kind: str, message: str, severity: int) -> None:
+        if not self._listeners:
+            return
+        event = SessionEvent(kind, message, severity)
+        for listener in tuple(self._listeners):
+            try:
+                listener(event)
+            except Exception as exc:  # a listener's bug must not break the session
+                log.error("session_listener_failed", session=self.name, event=kind,
+                          listener=repr(listener), error=repr(exc))
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,3 +642,23 @@ class SessionStatistics:
     state: RunState
     step_duration_mean: float  # seconds of wall time per tick (model work only)
     step_duration_max: float
+
+
+def _check_factor(session: str, factor: float) -> None:
+    if (isinstance(factor, bool) or not isinstance(factor, int | float)
+            or not math.isfinite(factor) or factor < 0):
+        raise InvalidArgument(f"session {session!r}: the real-time factor must be a finite "
+                              f"number >= 0, 0 meaning as fast as possible (got {factor!r})")
+
+
+def _located(exc: BaseException, var: Variable, component: str) -> str:
+    """``exc``'s message with the component named after the variable."""
+    text = str(exc)
+    head = f"{var.kind} {var.name!r}"
+    if text.startswith(head):
+        return f"{head} of component {component!r}{text[len(head):]}"
+    return f"{head} of component {component!r}: {text}"
+
+
+def _unit(var: Variable) -> str:
+    return f" {var.unit}" if var.unit else ""
