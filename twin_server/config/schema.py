@@ -1,6 +1,7 @@
 """The shape of a config file, as frozen pydantic models that forbid unknown keys.
 
-This checks structure and plain values only. What needs the model registry or the
+This checks structure and plain values only, strictly: TOML is typed, so a string
+where a number belongs (``step_size = "0.1"``) is an error, not a conversion. What needs the model registry or the
 connection graph (unknown models, parameters and ports, doubly-connected inputs,
 algebraic loops) is checked by ``twin_server.engine.twin.compile_twin``; the
 loader runs both and reports every error at once.
@@ -26,15 +27,41 @@ Example (``configs/demo.toml`` is the full one)::
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
-Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)]
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=64)]
 """Names of twins, components, sessions and variables: they become NodeId parts,
 so no dots, slashes or spaces."""
 
-Scalar = float | int | bool | str
+
+def _scalar(value: Any) -> float | int | bool | str:
+    # One plain check instead of a float|int|bool|str union: a union reports four
+    # errors for one bad value. The model's Variable.coerce types it later.
+    if isinstance(value, bool | int | float | str):
+        return value
+    raise PydanticCustomError("scalar_type", "expected a number, boolean or string")
+
+
+Scalar = Annotated[
+    float | int | bool | str,
+    PlainValidator(_scalar),
+    WithJsonSchema({"type": ["number", "integer", "boolean", "string"]}),
+]
+"""A variable's value as written in the file: typed against the model at compile time."""
 
 _CONNECTION = re.compile(
     r"^\s*(?P<src>[A-Za-z_]\w*)\.(?P<src_port>[A-Za-z_]\w*)\s*->\s*"
@@ -43,7 +70,9 @@ _CONNECTION = re.compile(
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+    # strict: no str -> float or float -> str conversions (ints are still taken
+    # for floats); allow_inf_nan=False: `step_size = inf` is a mistake, not a value.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class ServerConfig(_Frozen):
@@ -82,6 +111,22 @@ class ConnectionSpec(_Frozen):
         return f"{self.source}.{self.source_port} -> {self.target}.{self.target_port}"
 
 
+def _connection(value: Any) -> Any:
+    if isinstance(value, str):
+        m = _CONNECTION.match(value)
+        if m is None:
+            raise PydanticCustomError(
+                "connection_syntax",
+                "a connection is written 'component.output -> component.input' (got {text})",
+                {"text": repr(value)},
+            )
+        return {"source": m["src"], "source_port": m["src_port"],
+                "target": m["dst"], "target_port": m["dst_port"]}
+    if isinstance(value, ConnectionSpec):
+        return value
+    raise PydanticCustomError("connection_type", "expected a string 'component.output -> component.input'")
+
+
 class ComponentConfig(_Frozen):
     """One component of a twin: its model, parameter values, initial states and
     default values of its unconnected inputs."""
@@ -99,14 +144,13 @@ class TwinConfig(_Frozen):
 
     description: str = ""
     components: dict[Name, ComponentConfig] = Field(min_length=1)
-    connections: tuple[ConnectionSpec, ...] = ()
+    connections: tuple[Annotated[ConnectionSpec, BeforeValidator(_connection)], ...] = ()
 
     @field_validator("connections", mode="before")
     @classmethod
-    def _parse_connections(cls, value: object) -> object:
-        if isinstance(value, list | tuple):
-            return tuple(ConnectionSpec.parse(v) if isinstance(v, str) else v for v in value)
-        return value
+    def _array_as_tuple(cls, value: object) -> object:
+        # TOML arrays arrive as lists; strict mode takes only tuples for a tuple field.
+        return tuple(value) if isinstance(value, list) else value
 
 
 class SessionConfig(_Frozen):

@@ -1,0 +1,369 @@
+"""Load a config file: TOML, then its structure (pydantic), then its twins and sessions.
+
+Every problem is collected and raised together as one ``ConfigErrors``, each a
+``ConfigError`` with the file, the dotted key path and what was expected::
+
+    configs/demo.toml: sessions.tank.step_size: must be greater than 0 (got -1)
+    configs/demo.toml: twins.t.components.tank: unknown key 'paramters' (allowed: model,
+        description, parameters, initial, inputs, options); did you mean 'parameters'?
+    configs/demo.toml: TOML syntax error at line 3, column 9: invalid value
+
+A twin whose structure is fine is compiled even when another part of the file is
+not, so that one run of ``twin-server check`` reports everything.
+
+The loader is where the config meets the engine: it runs
+``engine.twin.compile_twin`` (model registry, connection graph) on each twin,
+so the daemon receives only compiled, checked definitions.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import difflib
+import json
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar, Union, get_args, get_origin
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
+from twin_server.config.schema import NAME_PATTERN, Config, SessionConfig, TwinConfig
+from twin_server.engine.twin import Resolver, TwinDefinition, compile_twin
+from twin_server.errors import ConfigError, ConfigErrors
+from twin_server.models import registry
+from twin_server.models.base import Value
+
+STRING_FILE = "<string>"
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    """A checked config: its structure, its compiled twins and the session overrides
+    coerced against the models (session -> component -> parameter -> value)."""
+
+    config: Config
+    twins: dict[str, TwinDefinition]
+    path: Path | None = None
+    session_parameters: dict[str, dict[str, dict[str, Value]]] = field(default_factory=dict)
+
+    @property
+    def file(self) -> str:
+        return str(self.path) if self.path is not None else STRING_FILE
+
+
+def load_config(path: str | Path, *, resolve: Resolver = registry.get) -> LoadedConfig:
+    """Read, parse and check the config file at ``path``; raise ConfigErrors with
+    every problem (a missing or unreadable file is one too)."""
+    file = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigErrors([ConfigError(f"cannot read the config file: {reason}", file=file)]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigErrors([ConfigError(
+            f"the config file is not UTF-8 text (byte {exc.start}: {data[exc.start:exc.start + 1]!r})",
+            file=file)]) from None
+    loaded = parse_config(text, file=file, resolve=resolve)
+    return LoadedConfig(loaded.config, loaded.twins, Path(path), loaded.session_parameters)
+
+
+def parse_config(text: str, *, file: str = STRING_FILE, resolve: Resolver = registry.get) -> LoadedConfig:
+    """Like ``load_config`` for TOML text; errors name ``file``."""
+    errors: list[ConfigError] = []
+    raw = _toml(text, file)
+
+    config: Config | None = None
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        errors.extend(translate(exc, root=Config, file=file))
+    twin_configs = dict(config.twins) if config else _valid_entries(raw, "twins", TwinConfig)
+    session_configs = dict(config.sessions) if config else _valid_entries(raw, "sessions", SessionConfig)
+
+    twins: dict[str, TwinDefinition] = {}
+    for name, twin in twin_configs.items():
+        try:
+            twins[name] = compile_twin(name, twin, resolve=resolve)
+        except ConfigErrors as group:
+            errors.extend(e.with_context(file=file) for e in group.exceptions)
+
+    declared = _keys(raw.get("twins"))
+    parameters: dict[str, dict[str, dict[str, Value]]] = {}
+    for name, session in session_configs.items():
+        base = f"sessions.{name}"
+        if session.twin not in declared:
+            known = ", ".join(declared) or "none"
+            errors.append(ConfigError(
+                f"unknown twin {session.twin!r} (twins in this file: {known})"
+                f"{_did_you_mean(session.twin, declared)}", path=f"{base}.twin", file=file))
+            continue
+        twin_def = twins.get(session.twin)
+        if twin_def is None:
+            continue  # the twin's own errors are reported; its overrides cannot be checked
+        try:
+            parameters[name] = twin_def.check_overrides(session.parameters,
+                                                        prefix=f"{base}.parameters")
+        except ConfigErrors as group:
+            errors.extend(e.with_context(file=file) for e in group.exceptions)
+
+    if errors:
+        raise ConfigErrors(sorted(errors, key=lambda e: _file_order(raw, e.path)))
+    assert config is not None
+    return LoadedConfig(config, twins, None, parameters)
+
+
+def parse_twin(
+    text: str, name: str | None = None, *, file: str = STRING_FILE,
+    resolve: Resolver = registry.get,
+) -> TwinDefinition:
+    """Check and compile one twin given as TOML text (DefineTwin), exactly as in a file.
+
+    The text is either the twin's own table (``description``, ``connections``,
+    ``[components.<name>]``), which needs ``name``, or a ``[twins.<name>]`` table
+    holding one twin (``name``, if given, must match). Raises ConfigErrors.
+    """
+    raw = _toml(text, file)
+    prefix: tuple[str, ...] = ()
+    body: Any = raw
+    if "twins" in raw and "components" not in raw:
+        entries = raw["twins"]
+        if not isinstance(entries, dict) or len(entries) != 1:
+            count = len(entries) if isinstance(entries, dict) else 0
+            raise ConfigErrors([ConfigError(
+                f"expected exactly one twin under [twins] (got {count})", path="twins", file=file)])
+        (found, body), = entries.items()
+        if name is not None and name != found:
+            raise ConfigErrors([ConfigError(
+                f"the twin is named {found!r} here but {name!r} was asked for",
+                path=f"twins.{_key(found)}", file=file)])
+        name, prefix = found, ("twins", found)
+    if name is None:
+        raise ConfigErrors([ConfigError(
+            "a twin given on its own needs a name (or write it as [twins.<name>])", file=file)])
+    if not re.match(NAME_PATTERN, name) or len(name) > 64:
+        raise ConfigErrors([ConfigError(_bad_name(name), path=_dotted(prefix), file=file)])
+    try:
+        twin = TwinConfig.model_validate(body)
+    except ValidationError as exc:
+        raise ConfigErrors(translate(exc, root=TwinConfig, file=file, prefix=prefix)) from None
+    try:
+        return compile_twin(name, twin, resolve=resolve, prefix=_dotted(prefix))
+    except ConfigErrors as group:
+        raise ConfigErrors([e.with_context(file=file) for e in group.exceptions]) from None
+
+
+# -- TOML ---------------------------------------------------------------------------
+
+_TOML_WHERE = re.compile(r"^(?P<msg>.*?)\s*\((?:at line (?P<line>\d+), column (?P<col>\d+)"
+                         r"|at end of document)\)$", re.DOTALL)
+
+
+def _toml(text: str, file: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigErrors([ConfigError(_toml_message(str(exc)), file=file)]) from None
+
+
+def _toml_message(text: str) -> str:
+    m = _TOML_WHERE.match(text)
+    if m is None:
+        return f"TOML syntax error: {text}"
+    msg = m["msg"][:1].lower() + m["msg"][1:]
+    if m["line"] is None:
+        return f"TOML syntax error at the end of the file: {msg}"
+    return f"TOML syntax error at line {m['line']}, column {m['col']}: {msg}"
+
+
+# -- pydantic's errors, in words a person reads ---------------------------------------
+
+_EXPECTED = {
+    "float_type": "a number", "float_parsing": "a number",
+    "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
+    "bool_type": "true or false", "bool_parsing": "true or false",
+    "string_type": "a string",
+    "dict_type": "a table", "model_type": "a table", "model_attributes_type": "a table",
+    "tuple_type": "an array", "list_type": "an array",
+    "scalar_type": "a number, boolean or string",
+    "connection_type": "a string 'component.output -> component.input'",
+}
+
+
+def translate(
+    exc: ValidationError, *, root: type[BaseModel] = Config, file: str | None = None,
+    prefix: tuple[str | int, ...] = (),
+) -> list[ConfigError]:
+    """Each of pydantic's errors as a ConfigError at its dotted key path below ``prefix``."""
+    result = []
+    for error in exc.errors(include_url=False):
+        path, message = _explain(error, root)
+        result.append(ConfigError(message, path=_dotted((*prefix, *path)), file=file))
+    return result
+
+
+def _explain(error: ErrorDetails, root: type[BaseModel]) -> tuple[tuple[str | int, ...], str]:
+    kind = error["type"]
+    loc = tuple(error["loc"])
+    value = error.get("input")
+    ctx = error.get("ctx") or {}
+    if loc and loc[-1] == "[key]":  # a table key (a name) failed its own check
+        return loc[:-1], _bad_name(value)
+    if kind == "extra_forbidden":
+        model = _model_at(root, loc[:-1])
+        allowed = list(model.model_fields) if model else []
+        key = str(loc[-1])
+        return loc[:-1], (f"unknown key {key!r} (allowed: {', '.join(allowed)})"
+                          f"{_did_you_mean(key, allowed)}")
+    if kind == "missing":
+        return loc[:-1], f"missing required key {loc[-1]!r}"
+    if kind in _EXPECTED:
+        return loc, f"expected {_EXPECTED[kind]}, got {_describe(value)}"
+    got = f" (got {_show(value)})"
+    bounds = {"greater_than": ("gt", "greater than"), "greater_than_equal": ("ge", "at least"),
+              "less_than": ("lt", "less than"), "less_than_equal": ("le", "at most")}
+    if kind in bounds:
+        key, words = bounds[kind]
+        return loc, f"must be {words} {_show(ctx.get(key))}{got}"
+    if kind == "finite_number":
+        return loc, f"must be a finite number{got}"
+    if kind == "literal_error":
+        return loc, f"must be {ctx.get('expected')}{got}"
+    if kind == "string_pattern_mismatch":
+        if ctx.get("pattern") == NAME_PATTERN:
+            return loc, _bad_name(value)
+        if loc and loc[-1] == "endpoint":
+            return loc, f"must be an opc.tcp URL such as 'opc.tcp://0.0.0.0:4840/twin-server'{got}"
+        return loc, f"must match the pattern {ctx.get('pattern')}{got}"
+    if kind == "string_too_long":
+        if isinstance(value, str) and re.match(NAME_PATTERN, value):
+            return loc, _bad_name(value)
+        return loc, f"must be at most {ctx.get('max_length')} characters long{got}"
+    if kind == "too_short":
+        if loc and loc[-1] == "components":
+            return loc, "a twin needs at least one component"
+        return loc, f"must have at least {ctx.get('min_length')} entries"
+    if kind == "connection_syntax":
+        return loc, error["msg"]
+    return loc, f"{error['msg'][:1].lower()}{error['msg'][1:]}{got}"
+
+
+def _model_at(root: type[BaseModel], loc: Iterable[str | int]) -> type[BaseModel] | None:
+    """The pydantic model found by following ``loc`` down from ``root``'s annotations."""
+    tp: Any = root
+    for part in loc:
+        tp = _unwrap(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            info = tp.model_fields.get(str(part))
+            if info is None:
+                return None
+            tp = info.annotation
+        elif get_origin(tp) is dict:
+            tp = get_args(tp)[1]
+        elif get_origin(tp) is tuple:
+            tp = get_args(tp)[0]
+        else:
+            return None
+    tp = _unwrap(tp)
+    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
+
+
+def _unwrap(tp: Any) -> Any:
+    while hasattr(tp, "__metadata__"):  # Annotated[X, ...]
+        tp = get_args(tp)[0]
+    if get_origin(tp) is Union:  # X | None
+        args = [a for a in get_args(tp) if a is not type(None)]
+        tp = args[0] if len(args) == 1 else tp
+    return tp
+
+
+def _bad_name(value: object) -> str:
+    return (f"invalid name {_show(value)}: a name is at most 64 letters, digits and '_', "
+            "not starting with a digit (it becomes part of OPC UA NodeIds)")
+
+
+def _describe(value: object) -> str:
+    """A TOML value as its TOML type and value: ``string 'abc'``, ``integer 3``."""
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, int):
+        return f"integer {value}"
+    if isinstance(value, float):
+        return f"number {value!r}"
+    if isinstance(value, str):
+        return f"string {value!r}"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list | tuple):
+        return "an array"
+    if isinstance(value, _dt.date | _dt.time):
+        return f"date-time {value.isoformat()}"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _show(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return f"{value:g}"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _dotted(parts: Iterable[str | int]) -> str:
+    """``twins.t.connections[2]``; a key that is not a plain name is quoted as in TOML."""
+    text = ""
+    for part in parts:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += ("." if text else "") + _key(part)
+    return text
+
+
+def _key(part: str) -> str:
+    return part if re.fullmatch(r"[A-Za-z0-9_-]+", part) else json.dumps(part)
+
+
+def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _file_order(raw: Mapping[str, Any], path: str) -> tuple[int, int]:
+    """Where an error's section (``twins``) and entry (``t``) come in the file, so the
+    errors of one twin or session are listed together, in the file's order."""
+    parts = path.split(".", 2)
+    sections = _keys(raw)
+    first = sections.index(parts[0]) if parts[0] in sections else -1
+    entries = _keys(raw.get(parts[0])) if len(parts) > 1 else []
+    name = parts[1].split("[", 1)[0] if len(parts) > 1 else ""
+    return first, entries.index(name) if name in entries else -1
+
+
+def _keys(table: object) -> list[str]:
+    return [str(k) for k in table] if isinstance(table, Mapping) else []
+
+
+def _valid_entries(raw: Mapping[str, Any], section: str, model: type[M]) -> dict[str, M]:
+    """When the whole file failed validation: the entries of ``section`` that pass on
+    their own, so their deeper (semantic) checks still run."""
+    table = raw.get(section)
+    if not isinstance(table, Mapping):
+        return {}
+    valid: dict[str, M] = {}
+    for name, body in table.items():
+        if not (isinstance(name, str) and re.match(NAME_PATTERN, name) and len(name) <= 64):
+            continue
+        try:
+            valid[name] = model.model_validate(body)
+        except ValidationError:
+            continue  # reported by the whole-file validation
+    return valid
