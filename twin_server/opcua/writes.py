@@ -1,0 +1,136 @@
+"""Client writes to our nodes, forwarded to the session, one status per node.
+
+asyncua's own hooks do not fit: a value setter (``set_attribute_value_setter``)
+returns nothing, so it can't refuse a write with a status; it is also called for
+the server's own ``write_attribute_value``, which the publisher uses. And
+``AttributeService.write`` answers BadUserAccessDenied for a read-only node where
+OPC UA clients expect BadNotWritable.
+
+So ``TwinAttributeService`` replaces the server's ``iserver.attribute_service``
+(``InternalSession.write`` looks it up on every request). For each WriteValue in
+our namespace it checks the Variant type, calls the node's handler (which calls
+``Session.write`` or ``set_realtime_factor``), turns a refusal into that node's
+status code and, only if accepted, puts the coerced value into the node with
+``AddressSpace.write_attribute_value`` (which notifies monitored items). Every
+other WriteValue goes to asyncua's own implementation in one batch. One bad
+write never fails the others; a refused one changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from asyncua import ua
+from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.server.address_space import AddressSpace, AttributeService
+
+from twin_server.errors import TwinServerError
+from twin_server.opcua.status import GOOD, status_of
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteTarget:
+    """A writable node: the Variant type it takes and what applies a value.
+
+    ``apply`` returns the value as stored (coerced) or raises a TwinServerError;
+    ``accepted`` is told the stored value (the publisher's cache).
+    """
+
+    vtype: ua.VariantType
+    apply: Callable[[Any], Any]
+    session: str
+    accepted: Callable[[Any], None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WriteStatistics:
+    accepted: int
+    refused: int
+
+
+class TwinAttributeService(AttributeService):
+    """asyncua's AttributeService with writes to our namespace routed to sessions."""
+
+    def __init__(self, aspace: AddressSpace, namespace: int) -> None:
+        super().__init__(aspace)
+        self.namespace = namespace
+        self.targets: dict[ua.NodeId, WriteTarget] = {}
+        self._accepted = 0
+        self._refused = 0
+
+    def statistics(self) -> WriteStatistics:
+        return WriteStatistics(self._accepted, self._refused)
+
+    async def write(self, params: ua.WriteParameters,
+                    user: User = User(role=UserRole.Admin)) -> list[ua.StatusCode]:  # noqa: B008 - asyncua's signature
+        results: list[ua.StatusCode | None] = []
+        foreign: list[tuple[int, ua.WriteValue]] = []
+        for index, wv in enumerate(params.NodesToWrite):
+            if wv.NodeId.NamespaceIndex != self.namespace:
+                foreign.append((index, wv))
+                results.append(None)
+            else:
+                results.append(await self._write_ours(wv))
+        if foreign:
+            theirs = await super().write(
+                ua.WriteParameters(NodesToWrite=[wv for _, wv in foreign]), user)
+            for (index, _), status in zip(foreign, theirs, strict=True):
+                results[index] = status
+        return [r if r is not None else ua.StatusCode(ua.StatusCodes.BadInternalError)
+                for r in results]
+
+    async def _write_ours(self, wv: ua.WriteValue) -> ua.StatusCode:
+        nodeid = wv.NodeId
+        if nodeid not in self._aspace:
+            return ua.StatusCode(ua.StatusCodes.BadNodeIdUnknown)
+        target = self.targets.get(nodeid)
+        if target is None or wv.AttributeId != ua.AttributeIds.Value:
+            return self._refuse(nodeid, ua.StatusCodes.BadNotWritable, "read-only")
+        if wv.IndexRange:
+            return self._refuse(nodeid, ua.StatusCodes.BadWriteNotSupported,
+                                "index ranges are not supported on scalars")
+        dv = wv.Value
+        if dv.StatusCode is not None and not dv.StatusCode.is_good():
+            return self._refuse(nodeid, ua.StatusCodes.BadWriteNotSupported,
+                                "writing a status code is not supported")
+        variant = dv.Value
+        if (variant is None or variant.VariantType != target.vtype or variant.is_array
+                or isinstance(variant.Value, list | tuple)):
+            got = "null" if variant is None else variant.VariantType.name
+            return self._refuse(nodeid, ua.StatusCodes.BadTypeMismatch,
+                                f"takes a {target.vtype.name} (got {got})")
+        try:
+            stored = target.apply(variant.Value)
+        except TwinServerError as exc:
+            status = status_of(exc)
+            self._refused += 1
+            log.info("write_refused", session=target.session, node=nodeid.Identifier,
+                     status=status.name, reason=str(exc))
+            return status
+        except Exception:
+            self._refused += 1
+            log.exception("write_failed", session=target.session, node=nodeid.Identifier)
+            return ua.StatusCode(ua.StatusCodes.BadInternalError)
+        now = datetime.now(UTC)
+        await self._aspace.write_attribute_value(
+            nodeid, ua.AttributeIds.Value,
+            ua.DataValue(ua.Variant(stored, target.vtype), SourceTimestamp=now,
+                         ServerTimestamp=now))
+        if target.accepted is not None:
+            target.accepted(stored)
+        self._accepted += 1
+        log.debug("write_accepted", session=target.session, node=nodeid.Identifier,
+                  value=stored)
+        return GOOD
+
+    def _refuse(self, nodeid: ua.NodeId, code: int, reason: str) -> ua.StatusCode:
+        status = ua.StatusCode(code)
+        self._refused += 1
+        log.info("write_refused", node=nodeid.Identifier, status=status.name, reason=reason)
+        return status
