@@ -1,0 +1,256 @@
+/* A minimal FMI 2.0 implementation shared by the test FMUs (co-simulation and
+ * model exchange in one binary).
+ *
+ * A model file defines, before including this header:
+ *   GUID, NR/NI/NB/NS (counts of Real/Integer/Boolean/String variables; the value
+ *   reference of each is its index within its type), NX (continuous states),
+ *   NZ (event indicators), a `Data` struct with at least
+ *   `double time; double r[NR]; int i[NI]; int b[NB]; char s[NS][64];`,
+ *   and the hooks below. Everything model-specific lives in `Data`, so get/set
+ *   FMU state and serialization are plain copies of it.
+ *
+ * Functions a model does not need are weak stubs (stubs2.c) returning fmi2Error.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "fmi2Functions.h"
+
+typedef struct {
+    Data d;
+    char name[128];
+    fmi2CallbackFunctions cb;
+    int is_me;
+    int initialized;
+} Instance;
+
+static void model_defaults(Data *d);                 /* start values */
+static void model_initialize(Data *d);               /* at exitInitializationMode */
+static fmi2Status model_do_step(Instance *m, double h); /* CS: advance d->time by h */
+static void model_get_x(const Data *d, double *x);   /* ME */
+static void model_set_x(Data *d, const double *x);
+static void model_derivatives(const Data *d, double *dx);
+static void model_event_indicators(const Data *d, double *z);
+static void model_event_update(Data *d, fmi2EventInfo *info); /* ME: handle any event */
+
+#define LOG(m, status, ...) do { \
+    if ((m)->cb.logger) (m)->cb.logger((m)->cb.componentEnvironment, (m)->name, status, "logStatusError", __VA_ARGS__); \
+} while (0)
+
+#define CHECK_VR(kind, vr, n) if ((vr) >= (n)) { \
+    LOG(m, fmi2Error, "%s: unknown value reference %u", kind, (unsigned)(vr)); return fmi2Error; }
+
+const char *fmi2GetTypesPlatform(void) { return fmi2TypesPlatform; }
+const char *fmi2GetVersion(void) { return fmi2Version; }
+
+fmi2Status fmi2SetDebugLogging(fmi2Component c, fmi2Boolean on, size_t n, const fmi2String cats[]) {
+    (void)c; (void)on; (void)n; (void)cats;
+    return fmi2OK;
+}
+
+fmi2Component fmi2Instantiate(fmi2String name, fmi2Type type, fmi2String guid,
+                              fmi2String resources, const fmi2CallbackFunctions *cb,
+                              fmi2Boolean visible, fmi2Boolean loggingOn) {
+    (void)resources; (void)visible; (void)loggingOn;
+    if (strcmp(guid, GUID) != 0) return NULL;
+    Instance *m = calloc(1, sizeof(Instance));
+    if (!m) return NULL;
+    snprintf(m->name, sizeof m->name, "%s", name ? name : "");
+    if (cb) m->cb = *cb;
+    m->is_me = type == fmi2ModelExchange;
+    model_defaults(&m->d);
+    return m;
+}
+
+void fmi2FreeInstance(fmi2Component c) { free(c); }
+
+fmi2Status fmi2SetupExperiment(fmi2Component c, fmi2Boolean tolDefined, fmi2Real tol,
+                               fmi2Real start, fmi2Boolean stopDefined, fmi2Real stop) {
+    (void)tolDefined; (void)tol; (void)stopDefined; (void)stop;
+    ((Instance *)c)->d.time = start;
+    return fmi2OK;
+}
+
+fmi2Status fmi2EnterInitializationMode(fmi2Component c) { (void)c; return fmi2OK; }
+
+fmi2Status fmi2ExitInitializationMode(fmi2Component c) {
+    Instance *m = c;
+    model_initialize(&m->d);
+    m->initialized = 1;
+    return fmi2OK;
+}
+
+fmi2Status fmi2Terminate(fmi2Component c) { (void)c; return fmi2OK; }
+
+fmi2Status fmi2Reset(fmi2Component c) {
+    Instance *m = c;
+    model_defaults(&m->d);
+    m->initialized = 0;
+    return fmi2OK;
+}
+
+fmi2Status fmi2GetReal(fmi2Component c, const fmi2ValueReference vr[], size_t n, fmi2Real v[]) {
+    Instance *m = c;
+    for (size_t k = 0; k < n; k++) { CHECK_VR("fmi2GetReal", vr[k], NR); v[k] = m->d.r[vr[k]]; }
+    return fmi2OK;
+}
+
+fmi2Status fmi2GetInteger(fmi2Component c, const fmi2ValueReference vr[], size_t n, fmi2Integer v[]) {
+    Instance *m = c;
+    for (size_t k = 0; k < n; k++) { CHECK_VR("fmi2GetInteger", vr[k], NI); v[k] = m->d.i[vr[k]]; }
+    return fmi2OK;
+}
+
+fmi2Status fmi2GetBoolean(fmi2Component c, const fmi2ValueReference vr[], size_t n, fmi2Boolean v[]) {
+    Instance *m = c;
+    for (size_t k = 0; k < n; k++) { CHECK_VR("fmi2GetBoolean", vr[k], NB); v[k] = m->d.b[vr[k]]; }
+    return fmi2OK;
+}
+
+fmi2Status fmi2GetString(fmi2Component c, const fmi2ValueReference vr[], size_t n, fmi2String v[]) {
+    Instance *m = c;
+    for (size_t k = 0; k < n; k++) { CHECK_VR("fmi2GetString", vr[k], NS); v[k] = m->d.s[vr[k]]; }
+    return fmi2OK;
+}
+
+fmi2Status fmi2SetReal(fmi2Component c, const fmi2ValueReference vr[], size_t n, const fmi2Real v[]) {
+    Instance *m = c;
+    for (size_t k = 0; k < n; k++) { CHECK_VR("fmi2SetReal", vr[k], NR); m->d.r[vr[k]] = v[k]; }
+    return fmi2OK;
+}
+
+fmi2Status fmi2SetInteger(fmi2Component c, const fmi2ValueReference vr[], size_t n, const fmi2Integer v[]) {
+    Instance *m = c;
+    for (size_t k = 0; k < n; k++) { CHECK_VR("fmi2SetInteger", vr[k], NI); m->d.i[vr[k]] = v[k]; }
+    return fmi2OK;
+}
+
+fmi2Status fmi2SetBoolean(fmi2Component c, const fmi2ValueReference vr[], size_t n, const fmi2Boolean v[]) {
+    Instance *m = c;
+    for (size_t k = 0; k < n; k++) { CHECK_VR("fmi2SetBoolean", vr[k], NB); m->d.b[vr[k]] = v[k] != 0; }
+    return fmi2OK;
+}
+
+fmi2Status fmi2SetString(fmi2Component c, const fmi2ValueReference vr[], size_t n, const fmi2String v[]) {
+    Instance *m = c;
+    for (size_t k = 0; k < n; k++) {
+        CHECK_VR("fmi2SetString", vr[k], NS);
+        snprintf(m->d.s[vr[k]], sizeof m->d.s[vr[k]], "%s", v[k] ? v[k] : "");
+    }
+    return fmi2OK;
+}
+
+/* FMU state: a heap copy of Data */
+fmi2Status fmi2GetFMUstate(fmi2Component c, fmi2FMUstate *state) {
+    Instance *m = c;
+    if (!*state) *state = malloc(sizeof(Data));
+    memcpy(*state, &m->d, sizeof(Data));
+    return fmi2OK;
+}
+
+fmi2Status fmi2SetFMUstate(fmi2Component c, fmi2FMUstate state) {
+    memcpy(&((Instance *)c)->d, state, sizeof(Data));
+    return fmi2OK;
+}
+
+fmi2Status fmi2FreeFMUstate(fmi2Component c, fmi2FMUstate *state) {
+    (void)c;
+    free(*state);
+    *state = NULL;
+    return fmi2OK;
+}
+
+fmi2Status fmi2SerializedFMUstateSize(fmi2Component c, fmi2FMUstate state, size_t *size) {
+    (void)c; (void)state;
+    *size = sizeof(Data);
+    return fmi2OK;
+}
+
+fmi2Status fmi2SerializeFMUstate(fmi2Component c, fmi2FMUstate state, fmi2Byte buf[], size_t size) {
+    (void)c;
+    if (size != sizeof(Data)) return fmi2Error;
+    memcpy(buf, state, sizeof(Data));
+    return fmi2OK;
+}
+
+fmi2Status fmi2DeSerializeFMUstate(fmi2Component c, const fmi2Byte buf[], size_t size, fmi2FMUstate *state) {
+    Instance *m = c;
+    if (size != sizeof(Data)) { LOG(m, fmi2Error, "serialized state has %zu bytes, expected %zu", size, sizeof(Data)); return fmi2Error; }
+    if (!*state) *state = malloc(sizeof(Data));
+    memcpy(*state, buf, sizeof(Data));
+    return fmi2OK;
+}
+
+/* ---- co-simulation ---- */
+
+fmi2Status fmi2DoStep(fmi2Component c, fmi2Real t, fmi2Real h, fmi2Boolean noSetPrior) {
+    Instance *m = c;
+    (void)noSetPrior;
+    if (fabs(t - m->d.time) > 1e-9 * (1.0 + fabs(t))) {
+        LOG(m, fmi2Error, "fmi2DoStep: communication point %g is not the FMU time %g", t, m->d.time);
+        return fmi2Error;
+    }
+    return model_do_step(m, h);
+}
+
+fmi2Status fmi2CancelStep(fmi2Component c) { (void)c; return fmi2Error; }
+
+fmi2Status fmi2GetStatus(fmi2Component c, const fmi2StatusKind s, fmi2Status *v) { (void)c; (void)s; *v = fmi2OK; return fmi2OK; }
+fmi2Status fmi2GetRealStatus(fmi2Component c, const fmi2StatusKind s, fmi2Real *v) {
+    (void)s; *v = ((Instance *)c)->d.time; return fmi2OK;
+}
+fmi2Status fmi2GetBooleanStatus(fmi2Component c, const fmi2StatusKind s, fmi2Boolean *v) { (void)c; (void)s; *v = fmi2False; return fmi2OK; }
+
+/* ---- model exchange ---- */
+
+fmi2Status fmi2EnterEventMode(fmi2Component c) { (void)c; return fmi2OK; }
+
+fmi2Status fmi2NewDiscreteStates(fmi2Component c, fmi2EventInfo *info) {
+    Instance *m = c;
+    memset(info, 0, sizeof *info);
+    model_event_update(&m->d, info);
+    return fmi2OK;
+}
+
+fmi2Status fmi2EnterContinuousTimeMode(fmi2Component c) { (void)c; return fmi2OK; }
+
+fmi2Status fmi2CompletedIntegratorStep(fmi2Component c, fmi2Boolean noSetPrior,
+                                       fmi2Boolean *enterEventMode, fmi2Boolean *terminate) {
+    (void)c; (void)noSetPrior;
+    *enterEventMode = fmi2False;
+    *terminate = fmi2False;
+    return fmi2OK;
+}
+
+fmi2Status fmi2SetTime(fmi2Component c, fmi2Real t) { ((Instance *)c)->d.time = t; return fmi2OK; }
+
+fmi2Status fmi2SetContinuousStates(fmi2Component c, const fmi2Real x[], size_t nx) {
+    if (nx != NX) return fmi2Error;
+    model_set_x(&((Instance *)c)->d, x);
+    return fmi2OK;
+}
+
+fmi2Status fmi2GetContinuousStates(fmi2Component c, fmi2Real x[], size_t nx) {
+    if (nx != NX) return fmi2Error;
+    model_get_x(&((Instance *)c)->d, x);
+    return fmi2OK;
+}
+
+fmi2Status fmi2GetDerivatives(fmi2Component c, fmi2Real dx[], size_t nx) {
+    if (nx != NX) return fmi2Error;
+    model_derivatives(&((Instance *)c)->d, dx);
+    return fmi2OK;
+}
+
+fmi2Status fmi2GetEventIndicators(fmi2Component c, fmi2Real z[], size_t nz) {
+    if (nz != NZ) return fmi2Error;
+    model_event_indicators(&((Instance *)c)->d, z);
+    return fmi2OK;
+}
+
+fmi2Status fmi2GetNominalsOfContinuousStates(fmi2Component c, fmi2Real x[], size_t nx) {
+    (void)c;
+    for (size_t k = 0; k < nx; k++) x[k] = 1.0;
+    return fmi2OK;
+}

@@ -1,0 +1,172 @@
+/* A minimal FMI 3.0 co-simulation implementation shared by the test FMUs.
+ *
+ * A model file defines, before including this header: TOKEN (instantiation
+ * token), NR/NI/NB/NS (counts of Float64/Int32/Boolean/String variables, whose
+ * value references are 1.., 101.., 201.., 301..), a `Data` struct with
+ * `double time; double r[NR]; int i[NI]; bool b[NB]; char s[NS][64];`, and the
+ * hooks below. Functions a model does not need are weak stubs (stubs3.c)
+ * returning fmi3Error.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "fmi3Functions.h"
+
+typedef struct {
+    Data d;
+    char name[128];
+    fmi3InstanceEnvironment env;
+    fmi3LogMessageCallback log;
+} Instance;
+
+static void model_defaults(Data *d);
+static void model_initialize(Data *d);
+static fmi3Status model_do_step(Instance *m, double h);
+
+static void logf3(Instance *m, fmi3Status status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+#include <stdarg.h>
+static void logf3(Instance *m, fmi3Status status, const char *fmt, ...) {
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (m->log) m->log(m->env, status, "logStatusError", buf);
+}
+#define LOG logf3
+
+#define ACCESS(base, n) \
+    size_t idx = (size_t)(vr[k] - (base)); \
+    if (vr[k] < (base) || idx >= (n)) { LOG(m, fmi3Error, "unknown value reference %u", (unsigned)vr[k]); return fmi3Error; }
+
+const char *fmi3GetVersion(void) { return fmi3Version; }
+
+fmi3Status fmi3SetDebugLogging(fmi3Instance c, fmi3Boolean on, size_t n, const fmi3String cats[]) {
+    (void)c; (void)on; (void)n; (void)cats;
+    return fmi3OK;
+}
+
+fmi3Instance fmi3InstantiateCoSimulation(fmi3String name, fmi3String token, fmi3String resources,
+        fmi3Boolean visible, fmi3Boolean loggingOn, fmi3Boolean eventModeUsed,
+        fmi3Boolean earlyReturnAllowed, const fmi3ValueReference required[], size_t nRequired,
+        fmi3InstanceEnvironment env, fmi3LogMessageCallback log,
+        fmi3IntermediateUpdateCallback intermediateUpdate) {
+    (void)resources; (void)visible; (void)loggingOn; (void)eventModeUsed; (void)earlyReturnAllowed;
+    (void)required; (void)nRequired; (void)intermediateUpdate;
+    if (strcmp(token, TOKEN) != 0) return NULL;
+    Instance *m = calloc(1, sizeof(Instance));
+    if (!m) return NULL;
+    snprintf(m->name, sizeof m->name, "%s", name ? name : "");
+    m->env = env;
+    m->log = log;
+    model_defaults(&m->d);
+    return m;
+}
+
+void fmi3FreeInstance(fmi3Instance c) { free(c); }
+
+fmi3Status fmi3EnterInitializationMode(fmi3Instance c, fmi3Boolean tolDefined, fmi3Float64 tol,
+        fmi3Float64 start, fmi3Boolean stopDefined, fmi3Float64 stop) {
+    (void)tolDefined; (void)tol; (void)stopDefined; (void)stop;
+    ((Instance *)c)->d.time = start;
+    return fmi3OK;
+}
+
+fmi3Status fmi3ExitInitializationMode(fmi3Instance c) { model_initialize(&((Instance *)c)->d); return fmi3OK; }
+fmi3Status fmi3EnterEventMode(fmi3Instance c) { (void)c; return fmi3OK; }
+fmi3Status fmi3EnterStepMode(fmi3Instance c) { (void)c; return fmi3OK; }
+fmi3Status fmi3Terminate(fmi3Instance c) { (void)c; return fmi3OK; }
+fmi3Status fmi3Reset(fmi3Instance c) { model_defaults(&((Instance *)c)->d); return fmi3OK; }
+
+fmi3Status fmi3UpdateDiscreteStates(fmi3Instance c, fmi3Boolean *needUpdate, fmi3Boolean *terminate,
+        fmi3Boolean *nominalsChanged, fmi3Boolean *valuesChanged, fmi3Boolean *nextDefined,
+        fmi3Float64 *next) {
+    (void)c;
+    *needUpdate = false; *terminate = false; *nominalsChanged = false; *valuesChanged = false;
+    *nextDefined = false; *next = 0.0;
+    return fmi3OK;
+}
+
+fmi3Status fmi3GetFloat64(fmi3Instance c, const fmi3ValueReference vr[], size_t n, fmi3Float64 v[], size_t nv) {
+    Instance *m = c; (void)nv;
+    for (size_t k = 0; k < n; k++) { ACCESS(1, NR) v[k] = m->d.r[idx]; }
+    return fmi3OK;
+}
+fmi3Status fmi3SetFloat64(fmi3Instance c, const fmi3ValueReference vr[], size_t n, const fmi3Float64 v[], size_t nv) {
+    Instance *m = c; (void)nv;
+    for (size_t k = 0; k < n; k++) { ACCESS(1, NR) m->d.r[idx] = v[k]; }
+    return fmi3OK;
+}
+fmi3Status fmi3GetInt32(fmi3Instance c, const fmi3ValueReference vr[], size_t n, fmi3Int32 v[], size_t nv) {
+    Instance *m = c; (void)nv;
+    for (size_t k = 0; k < n; k++) { ACCESS(101, NI) v[k] = m->d.i[idx]; }
+    return fmi3OK;
+}
+fmi3Status fmi3SetInt32(fmi3Instance c, const fmi3ValueReference vr[], size_t n, const fmi3Int32 v[], size_t nv) {
+    Instance *m = c; (void)nv;
+    for (size_t k = 0; k < n; k++) { ACCESS(101, NI) m->d.i[idx] = v[k]; }
+    return fmi3OK;
+}
+fmi3Status fmi3GetBoolean(fmi3Instance c, const fmi3ValueReference vr[], size_t n, fmi3Boolean v[], size_t nv) {
+    Instance *m = c; (void)nv;
+    for (size_t k = 0; k < n; k++) { ACCESS(201, NB) v[k] = m->d.b[idx]; }
+    return fmi3OK;
+}
+fmi3Status fmi3SetBoolean(fmi3Instance c, const fmi3ValueReference vr[], size_t n, const fmi3Boolean v[], size_t nv) {
+    Instance *m = c; (void)nv;
+    for (size_t k = 0; k < n; k++) { ACCESS(201, NB) m->d.b[idx] = v[k]; }
+    return fmi3OK;
+}
+fmi3Status fmi3GetString(fmi3Instance c, const fmi3ValueReference vr[], size_t n, fmi3String v[], size_t nv) {
+    Instance *m = c; (void)nv;
+    for (size_t k = 0; k < n; k++) { ACCESS(301, NS) v[k] = m->d.s[idx]; }
+    return fmi3OK;
+}
+fmi3Status fmi3SetString(fmi3Instance c, const fmi3ValueReference vr[], size_t n, const fmi3String v[], size_t nv) {
+    Instance *m = c; (void)nv;
+    for (size_t k = 0; k < n; k++) { ACCESS(301, NS) snprintf(m->d.s[idx], 64, "%s", v[k] ? v[k] : ""); }
+    return fmi3OK;
+}
+
+fmi3Status fmi3GetFMUState(fmi3Instance c, fmi3FMUState *state) {
+    if (!*state) *state = malloc(sizeof(Data));
+    memcpy(*state, &((Instance *)c)->d, sizeof(Data));
+    return fmi3OK;
+}
+fmi3Status fmi3SetFMUState(fmi3Instance c, fmi3FMUState state) {
+    memcpy(&((Instance *)c)->d, state, sizeof(Data));
+    return fmi3OK;
+}
+fmi3Status fmi3FreeFMUState(fmi3Instance c, fmi3FMUState *state) { (void)c; free(*state); *state = NULL; return fmi3OK; }
+fmi3Status fmi3SerializedFMUStateSize(fmi3Instance c, fmi3FMUState state, size_t *size) {
+    (void)c; (void)state; *size = sizeof(Data); return fmi3OK;
+}
+fmi3Status fmi3SerializeFMUState(fmi3Instance c, fmi3FMUState state, fmi3Byte buf[], size_t size) {
+    (void)c;
+    if (size != sizeof(Data)) return fmi3Error;
+    memcpy(buf, state, sizeof(Data));
+    return fmi3OK;
+}
+fmi3Status fmi3DeserializeFMUState(fmi3Instance c, const fmi3Byte buf[], size_t size, fmi3FMUState *state) {
+    (void)c;
+    if (size != sizeof(Data)) return fmi3Error;
+    if (!*state) *state = malloc(sizeof(Data));
+    memcpy(*state, buf, sizeof(Data));
+    return fmi3OK;
+}
+
+fmi3Status fmi3DoStep(fmi3Instance c, fmi3Float64 t, fmi3Float64 h, fmi3Boolean noSetPrior,
+        fmi3Boolean *eventNeeded, fmi3Boolean *terminate, fmi3Boolean *earlyReturn, fmi3Float64 *lastTime) {
+    Instance *m = c;
+    (void)noSetPrior;
+    *eventNeeded = false; *terminate = false; *earlyReturn = false;
+    if (fabs(t - m->d.time) > 1e-9 * (1.0 + fabs(t))) {
+        LOG(m, fmi3Error, "fmi3DoStep: communication point %g is not the FMU time %g", t, m->d.time);
+        *lastTime = m->d.time;
+        return fmi3Error;
+    }
+    fmi3Status s = model_do_step(m, h);
+    *lastTime = m->d.time;
+    return s;
+}
