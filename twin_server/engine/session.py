@@ -377,11 +377,13 @@ class Session:
         elif kind is Kind.STATE:
             try:
                 comp.model.set_states({var.name: coerced})
-            except ValueRejected as exc:
-                raise type(exc)(f"state {var.name!r} of component {comp.name!r}: "
-                                f"{exc}") from None
+            except ValueRejected as exc:  # the model's own check (a level above the rim)
+                raise type(exc)(_located(exc, var, comp.name)) from None
         elif var.tunable:
-            comp.model.set_parameter(var.name, coerced)
+            try:
+                comp.model.set_parameter(var.name, coerced)
+            except ValueRejected as exc:  # the model's own check (output_min > output_max)
+                raise type(exc)(_located(exc, var, comp.name)) from None
             comp.parameters[var.name] = coerced
             self._emit("parameter_changed",
                        f"parameter {var.name!r} of component {comp.name!r} set to "
@@ -629,7 +631,7 @@ class Session:
             try:
                 listener(event)
             except Exception as exc:  # a listener's bug must not break the session
-                log.error("session_listener_failed", session=self.name, event=kind,
+                log.error("session_listener_failed", session=self.name, kind=kind,
                           listener=repr(listener), error=repr(exc))
 
 
