@@ -8,8 +8,10 @@
     │   ├── TypeMismatch             BadTypeMismatch: a value of the wrong type
     │   ├── NotWritable              BadNotWritable: an output, or a fixed parameter while running
     │   ├── InvalidArgument          BadInvalidArgument: a malformed method argument
-    │   └── NotFound                 BadNotFound: no such session, component or variable
+    │   ├── NotFound                 BadNotFound: no such session, component or variable
+    │   └── NotSupported             BadNotSupported: the model cannot do that (an FMU without get/set state)
     ├── InvalidState                 BadInvalidState: a method called in the wrong run state
+    ├── FMIError                     an FMI call returned Error/Fatal: FMI function and status
     └── SessionFault                 a model raised or produced NaN/inf: session, component, tick
 
 The engine and models raise these; the OPC UA adapter translates ``status`` into
@@ -107,6 +109,12 @@ class NotFound(ValueRejected):
     status = "BadNotFound"
 
 
+class NotSupported(ValueRejected):
+    """A call the model cannot serve (Snapshot of an FMU that cannot get and set its state)."""
+
+    status = "BadNotSupported"
+
+
 class InvalidState(TwinServerError):
     """A run-state transition that the session's current state does not allow."""
 
@@ -115,6 +123,18 @@ class InvalidState(TwinServerError):
     def __init__(self, message: str, *, session: str = "", state: str = "") -> None:
         self.session = session
         self.state = state
+        super().__init__(message)
+
+
+class FMIError(TwinServerError):
+    """An FMI function returned Error or Fatal; raised from a model's step, so the
+    session turns it into a SessionFault of that session alone."""
+
+    status = "BadInternalError"
+
+    def __init__(self, message: str, *, function: str = "", fmi_status: str = "") -> None:
+        self.function = function
+        self.fmi_status = fmi_status
         super().__init__(message)
 
 

@@ -178,6 +178,10 @@ class Model(abc.ABC):
         if states:
             raise NotWritable(f"{type(self).__name__} has no writable states")
 
+    def close(self) -> None:
+        """Release what the instance holds outside Python (an FMU instance); called
+        when its session goes. Idempotent; the default holds nothing."""
+
     def snapshot(self) -> Any:
         """An opaque copy of everything the model carries, for Snapshot and Fork."""
         return copy.deepcopy(self.__dict__)
