@@ -69,9 +69,11 @@ def load_config(path: str | Path, *, resolve: Resolver = registry.get) -> Loaded
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
         raise ConfigErrors([ConfigError(
-            f"the config file is not UTF-8 text (byte {exc.start}: {data[exc.start:exc.start + 1]!r})",
-            file=file)]) from None
+            f"the config file is not UTF-8 text (line {line}, column {column}: "
+            f"byte 0x{data[exc.start]:02x}); save it as UTF-8", file=file)]) from None
     loaded = parse_config(text, file=file, resolve=resolve)
     return LoadedConfig(loaded.config, loaded.twins, Path(path), loaded.session_parameters)
 
@@ -97,21 +99,23 @@ def parse_config(text: str, *, file: str = STRING_FILE, resolve: Resolver = regi
             errors.extend(e.with_context(file=file) for e in group.exceptions)
 
     declared = _keys(raw.get("twins"))
-    parameters: dict[str, dict[str, dict[str, Value]]] = {}
-    for name, session in session_configs.items():
-        base = f"sessions.{name}"
-        if session.twin not in declared:
+    raw_sessions = raw.get("sessions")
+    for name, body in (raw_sessions.items() if isinstance(raw_sessions, Mapping) else ()):
+        # checked on the raw table, so that a session with other errors gets this one too
+        twin_name = body.get("twin") if isinstance(body, Mapping) else None
+        if isinstance(twin_name, str) and twin_name not in declared:
             known = ", ".join(declared) or "none"
             errors.append(ConfigError(
-                f"unknown twin {session.twin!r} (twins in this file: {known})"
-                f"{_did_you_mean(session.twin, declared)}", path=f"{base}.twin", file=file))
-            continue
+                f"unknown twin {twin_name!r} (twins in this file: {known})"
+                f"{_did_you_mean(twin_name, declared)}", path=f"sessions.{_key(name)}.twin", file=file))
+    parameters: dict[str, dict[str, dict[str, Value]]] = {}
+    for name, session in session_configs.items():
         twin_def = twins.get(session.twin)
         if twin_def is None:
-            continue  # the twin's own errors are reported; its overrides cannot be checked
+            continue  # an unknown twin, or one with errors of its own: reported already
         try:
             parameters[name] = twin_def.check_overrides(session.parameters,
-                                                        prefix=f"{base}.parameters")
+                                                        prefix=f"sessions.{name}.parameters")
         except ConfigErrors as group:
             errors.extend(e.with_context(file=file) for e in group.exceptions)
 
