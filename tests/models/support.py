@@ -13,7 +13,8 @@ def defaults(cls: type[Model], kind: Kind) -> dict[str, Value]:
     return {v.name: v.default for v in cls.declared(kind)}
 
 
-def make(cls: type[Model], initial: Mapping[str, Value] | None = None, **parameters: Any) -> Model:
+def make(cls: type[Model], initial: Mapping[str, Value] | None = None, /,
+         **parameters: Any) -> Model:
     """An instance of ``cls`` reset with its default parameters, overridden by ``parameters``."""
     model = cls()
     model.reset({**defaults(cls, Kind.PARAMETER), **parameters}, dict(initial or {}))
