@@ -13,9 +13,14 @@ from typing import Any
 
 import pytest
 
-from twin_server.engine.session import Session, SessionSettings
+from twin_server.engine.session import Session, SessionSettings, VarKey
 from twin_server.engine.twin import ComponentDefinition, Connection, TwinDefinition
 from twin_server.models.base import DataType, Kind, Model, Value, Variable
+from twin_server.models.pid import PID
+from twin_server.models.water_tank import WaterTank
+
+#: writes to apply before given ticks: {tick: [(key, value), ...]}
+Script = dict[int, list[tuple[VarKey, Any]]]
 
 
 class Recording(Model):
@@ -196,6 +201,55 @@ def make_session(definition: TwinDefinition, name: str = "s", **settings: Any) -
 @pytest.fixture
 def loop_session() -> Session:
     return make_session(loop_twin(), step_size=0.1)
+
+
+def tank_pid_twin() -> TwinDefinition:
+    """A water tank under PID level control, built by hand: tank before pid in the
+    order (the tank has no feedthrough), so the pid reads this tick's level and the
+    tank the previous tick's valve command."""
+    return twin(
+        "tank_pid",
+        component("tank", WaterTank, parameters={"area": 0.5, "initial_level": 0.2}),
+        component("pid", PID, parameters={"kp": 0.8, "ki": 0.2, "kd": 0.05,
+                                          "derivative_filter_time": 0.5, "output_max": 0.5},
+                  inputs={"setpoint": 1.0}),
+        connections=("tank.level -> pid.measurement", "pid.output -> tank.inflow"),
+    )
+
+
+def run_scripted(s: Session, ticks: int, script: Script) -> None:
+    """Step ``ticks`` ticks through step(n), applying ``script``'s writes before their tick."""
+    k = 0
+    for at in sorted({*script, ticks}):
+        if at > ticks:
+            break
+        if at > k:
+            s.step(at - k)
+            k = at
+        for key, value in script.get(at, []):
+            s.write(key, value)
+
+
+def bits(values: dict[VarKey, Any]) -> dict[str, Any]:
+    return {k.path: v.hex() if isinstance(v, float) else v for k, v in values.items()}
+
+
+def script_clock_ticks(session: Session, script: Script, stop_at: int) -> list[int]:
+    """Make the clock's ``session.tick()`` apply ``script`` before each tick and Suspend
+    after tick ``stop_at``; returns a list that collects the step counts ticked."""
+    real_tick = session.tick
+    ticked: list[int] = []
+
+    def tick() -> None:
+        for key, value in script.get(session.step_count, []):
+            session.write(key, value)
+        ticked.append(session.step_count)
+        real_tick()
+        if session.step_count == stop_at:
+            session.suspend()
+
+    session.tick = tick  # type: ignore[method-assign]
+    return ticked
 
 
 class FakeClock:

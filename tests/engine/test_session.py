@@ -17,9 +17,12 @@ from tests.engine.conftest import (
     Integrator,
     Switch,
     TimeSource,
+    bits,
     component,
     loop_twin,
     make_session,
+    run_scripted,
+    tank_pid_twin,
     twin,
 )
 from twin_server.engine.session import (
@@ -629,38 +632,6 @@ class TestObservation:
         values = loop_session.values()
         values[out("fb", "y")] = 99.0
         assert loop_session.read(out("fb", "y")) == 0.25
-
-
-def tank_pid_twin() -> Any:
-    """A water tank under PID level control, built by hand: tank before pid in the
-    order (the tank has no feedthrough), so the pid reads this tick's level and the
-    tank the previous tick's valve command."""
-    from twin_server.models.pid import PID
-    from twin_server.models.water_tank import WaterTank
-
-    return twin(
-        "tank_pid",
-        component("tank", WaterTank, parameters={"area": 0.5, "initial_level": 0.2}),
-        component("pid", PID, parameters={"kp": 0.8, "ki": 0.2, "kd": 0.05,
-                                          "derivative_filter_time": 0.5, "output_max": 0.5},
-                  inputs={"setpoint": 1.0}),
-        connections=("tank.level -> pid.measurement", "pid.output -> tank.inflow"),
-    )
-
-
-def run_scripted(s: Session, ticks: int, script: dict[int, list[tuple[VarKey, Any]]]) -> None:
-    """Step ``ticks`` ticks through step(n), applying ``script``'s writes before their tick."""
-    k = 0
-    for at in sorted([*script, ticks]):
-        if at > k:
-            s.step(at - k)
-            k = at
-        for key, value in script.get(at, []):
-            s.write(key, value)
-
-
-def bits(values: dict[VarKey, Any]) -> dict[str, Any]:
-    return {k.path: v.hex() if isinstance(v, float) else v for k, v in values.items()}
 
 
 class TestDeterminism:

@@ -148,8 +148,10 @@ class Clock:
         while session.state is running and session.realtime_factor == 0:
             since = now()
             for _ in range(ticks):
+                k = session.step_count
                 tick()
-                self._ticks += 1
+                if session.step_count != k:  # not a faulted tick
+                    self._ticks += 1
                 if session.state is not running or session.realtime_factor != 0:
                     break
                 if now() - since >= budget:
@@ -165,6 +167,7 @@ class Clock:
         running = RunState.RUNNING
         factor = session.realtime_factor
         period = session.step_size / factor
+        catch_up = session.settings.overrun_policy == "catch_up"
         anchor_k, anchor_wall = 0, 0.0
         burst_start = now()
         burst_ticks = 0
@@ -189,12 +192,12 @@ class Clock:
             lateness = -delay
             if lateness > period:
                 self._overruns += 1
-                if (self.session.settings.overrun_policy != "catch_up"
-                        or lateness > max(self._max_backlog, 2 * period)):
+                if not catch_up or lateness > max(self._max_backlog, 2 * period):
                     anchor_k, anchor_wall = k, started
             self._record(lateness)
             session.tick()
-            self._ticks += 1
+            if session.step_count != k:  # not a faulted tick
+                self._ticks += 1
             burst_ticks += 1
             # back-to-back ticks (catching up, or a tick that took a whole period):
             # let the rest of the server run every few ms
