@@ -95,17 +95,29 @@ class TestFileErrors:
         with pytest.raises(ConfigErrors) as info:
             load_config(path)
         assert str(info.value) == (
-            f"{path}: the config file is not UTF-8 text (line 2, column 24: byte 0xe9); save it as UTF-8")
+            f"{path}: the config file is not UTF-8 text (line 2, column 24: byte 0xe9); "
+            "save it as UTF-8"
+        )
 
     @pytest.mark.parametrize(
         ("text", "message"),
         [
-            pytest.param("[server]\nendpoint = \n", "TOML syntax error at line 2, column 12: invalid value",
-                         id="missing-value"),
-            pytest.param("a = 1\na = 2\n", "TOML syntax error at line 2, column 6: cannot overwrite a value",
-                         id="duplicate-key"),
-            pytest.param("[twins", "TOML syntax error at the end of the file: expected ']' at the end of a table declaration",
-                         id="unclosed-table"),
+            pytest.param(
+                "[server]\nendpoint = \n",
+                "TOML syntax error at line 2, column 12: invalid value",
+                id="missing-value",
+            ),
+            pytest.param(
+                "a = 1\na = 2\n",
+                "TOML syntax error at line 2, column 6: cannot overwrite a value",
+                id="duplicate-key",
+            ),
+            pytest.param(
+                "[twins",
+                "TOML syntax error at the end of the file: "
+                "expected ']' at the end of a table declaration",
+                id="unclosed-table",
+            ),
         ],
     )
     def test_toml_syntax(self, tmp_path: Path, text: str, message: str) -> None:
@@ -121,71 +133,153 @@ class TestSchemaErrors:
                 "[twins.t.components.tank]\nmodel = 'lag'\nparamters = {}\n",
                 "twins.t.components.tank",
                 "unknown key 'paramters' (allowed: model, description, parameters, initial, "
-                "inputs, options); did you mean 'parameters'?", id="unknown-key"),
+                "inputs, options); did you mean 'parameters'?",
+                id="unknown-key",
+            ),
             pytest.param(
-                "[serv]\n", "", "unknown key 'serv' (allowed: server, twins, sessions); did you mean 'server'?",
-                id="unknown-top-level-key"),
+                "[serv]\n",
+                "",
+                "unknown key 'serv' (allowed: server, twins, sessions); did you mean 'server'?",
+                id="unknown-top-level-key",
+            ),
             pytest.param(
-                "[twins.t.components.tank]\ndescription = 'x'\n", "twins.t.components.tank",
-                "missing required key 'model'", id="missing-model"),
-            pytest.param("[twins.t]\n", "twins.t", "missing required key 'components'",
-                         id="missing-components"),
-            pytest.param("[twins.t]\ncomponents = {}\n", "twins.t.components",
-                         "a twin needs at least one component", id="no-components"),
-            pytest.param("[sessions.s]\nautostart = true\n", "sessions.s", "missing required key 'twin'",
-                         id="missing-twin"),
-            pytest.param("[sessions.s]\ntwin = 't'\nstep_size = -1\n", "sessions.s.step_size",
-                         "must be greater than 0 (got -1)", id="step-size-negative"),
-            pytest.param("[sessions.s]\ntwin = 't'\nstep_size = 7200\n", "sessions.s.step_size",
-                         "must be at most 3600 (got 7200)", id="step-size-too-big"),
-            pytest.param("[sessions.s]\ntwin = 't'\nrealtime_factor = -0.5\n",
-                         "sessions.s.realtime_factor", "must be at least 0 (got -0.5)",
-                         id="realtime-factor-negative"),
-            pytest.param("[sessions.s]\ntwin = 't'\nstep_size = inf\n", "sessions.s.step_size",
-                         "must be a finite number (got inf)", id="infinite"),
-            pytest.param("[sessions.s]\ntwin = 't'\nstep_size = 'abc'\n", "sessions.s.step_size",
-                         "expected a number, got string 'abc'", id="string-for-number"),
-            pytest.param("[sessions.s]\ntwin = 't'\nstep_size = '0.1'\n", "sessions.s.step_size",
-                         "expected a number, got string '0.1'", id="numeric-string-not-converted"),
-            pytest.param("[sessions.s]\ntwin = 't'\nstep_size = true\n", "sessions.s.step_size",
-                         "expected a number, got boolean true", id="bool-for-number"),
-            pytest.param("[sessions.s]\ntwin = 't'\nautostart = 1\n", "sessions.s.autostart",
-                         "expected true or false, got integer 1", id="int-for-bool"),
-            pytest.param("[sessions.s]\ntwin = 't'\noverrun_policy = 'drop'\n",
-                         "sessions.s.overrun_policy", "must be 'skip' or 'catch_up' (got 'drop')",
-                         id="bad-choice"),
-            pytest.param("[sessions.s]\ntwin = 3\n", "sessions.s.twin", "expected a string, got integer 3",
-                         id="int-for-string"),
-            pytest.param("[server]\napplication_name = 2024-01-01T00:00:00\n", "server.application_name",
-                         "expected a string, got date-time 2024-01-01T00:00:00", id="datetime-for-string"),
-            pytest.param("twins = 3\n", "twins", "expected a table, got integer 3", id="int-for-table"),
-            pytest.param("[server]\nendpoint = 'http://localhost:4840'\n", "server.endpoint",
-                         "must be an opc.tcp URL such as 'opc.tcp://0.0.0.0:4840/twin-server' "
-                         "(got 'http://localhost:4840')", id="bad-endpoint"),
-            pytest.param("[server]\nlog_level = 'loud'\n", "server.log_level",
-                         "must be 'debug', 'info', 'warning' or 'error' (got 'loud')", id="bad-log-level"),
+                "[twins.t.components.tank]\ndescription = 'x'\n",
+                "twins.t.components.tank",
+                "missing required key 'model'",
+                id="missing-model",
+            ),
             pytest.param(
-                "[twins.'my twin'.components.a]\nmodel = 'lag'\n", 'twins."my twin"',
-                "invalid name 'my twin': a name is at most 64 letters, digits and '_', not starting "
-                "with a digit (it becomes part of OPC UA NodeIds)", id="bad-name-key"),
+                "[twins.t]\n",
+                "twins.t",
+                "missing required key 'components'",
+                id="missing-components",
+            ),
+            pytest.param(
+                "[twins.t]\ncomponents = {}\n",
+                "twins.t.components",
+                "a twin needs at least one component",
+                id="no-components",
+            ),
+            pytest.param(
+                "[sessions.s]\nautostart = true\n",
+                "sessions.s",
+                "missing required key 'twin'",
+                id="missing-twin",
+            ),
+            pytest.param(
+                "[sessions.s]\ntwin = 't'\nstep_size = -1\n",
+                "sessions.s.step_size",
+                "must be greater than 0 (got -1)",
+                id="step-size-negative",
+            ),
+            pytest.param(
+                "[sessions.s]\ntwin = 't'\nstep_size = 7200\n",
+                "sessions.s.step_size",
+                "must be at most 3600 (got 7200)",
+                id="step-size-too-big",
+            ),
+            pytest.param(
+                "[sessions.s]\ntwin = 't'\nrealtime_factor = -0.5\n",
+                "sessions.s.realtime_factor",
+                "must be at least 0 (got -0.5)",
+                id="realtime-factor-negative",
+            ),
+            pytest.param(
+                "[sessions.s]\ntwin = 't'\nstep_size = inf\n",
+                "sessions.s.step_size",
+                "must be a finite number (got inf)",
+                id="infinite",
+            ),
+            pytest.param(
+                "[sessions.s]\ntwin = 't'\nstep_size = 'abc'\n",
+                "sessions.s.step_size",
+                "expected a number, got string 'abc'",
+                id="string-for-number",
+            ),
+            pytest.param(
+                "[sessions.s]\ntwin = 't'\nstep_size = '0.1'\n",
+                "sessions.s.step_size",
+                "expected a number, got string '0.1'",
+                id="numeric-string-not-converted",
+            ),
+            pytest.param(
+                "[sessions.s]\ntwin = 't'\nstep_size = true\n",
+                "sessions.s.step_size",
+                "expected a number, got boolean true",
+                id="bool-for-number",
+            ),
+            pytest.param(
+                "[sessions.s]\ntwin = 't'\nautostart = 1\n",
+                "sessions.s.autostart",
+                "expected true or false, got integer 1",
+                id="int-for-bool",
+            ),
+            pytest.param(
+                "[sessions.s]\ntwin = 't'\noverrun_policy = 'drop'\n",
+                "sessions.s.overrun_policy",
+                "must be 'skip' or 'catch_up' (got 'drop')",
+                id="bad-choice",
+            ),
+            pytest.param(
+                "[sessions.s]\ntwin = 3\n",
+                "sessions.s.twin",
+                "expected a string, got integer 3",
+                id="int-for-string",
+            ),
+            pytest.param(
+                "[server]\napplication_name = 2024-01-01T00:00:00\n",
+                "server.application_name",
+                "expected a string, got date-time 2024-01-01T00:00:00",
+                id="datetime-for-string",
+            ),
+            pytest.param(
+                "twins = 3\n", "twins", "expected a table, got integer 3", id="int-for-table"
+            ),
+            pytest.param(
+                "[server]\nendpoint = 'http://localhost:4840'\n",
+                "server.endpoint",
+                "must be an opc.tcp URL such as 'opc.tcp://0.0.0.0:4840/twin-server' "
+                "(got 'http://localhost:4840')",
+                id="bad-endpoint",
+            ),
+            pytest.param(
+                "[server]\nlog_level = 'loud'\n",
+                "server.log_level",
+                "must be 'debug', 'info', 'warning' or 'error' (got 'loud')",
+                id="bad-log-level",
+            ),
+            pytest.param(
+                "[twins.'my twin'.components.a]\nmodel = 'lag'\n",
+                'twins."my twin"',
+                "invalid name 'my twin': a name is at most 64 letters, digits and '_', not "
+                "starting with a digit (it becomes part of OPC UA NodeIds)",
+                id="bad-name-key",
+            ),
             pytest.param(
                 "[twins.t.components.a]\nmodel = 'lag'\nparameters = { tau = [1, 2] }\n",
-                "twins.t.components.a.parameters.tau", "expected a number, boolean or string, got an array",
-                id="array-for-value"),
+                "twins.t.components.a.parameters.tau",
+                "expected a number, boolean or string, got an array",
+                id="array-for-value",
+            ),
             pytest.param(
                 "[twins.t]\nconnections = ['a.y => a.u']\n[twins.t.components.a]\nmodel = 'lag'\n",
                 "twins.t.connections[0]",
                 "a connection is written 'component.output -> component.input' (got 'a.y => a.u')",
-                id="connection-syntax"),
+                id="connection-syntax",
+            ),
             pytest.param(
-                "[twins.t]\nconnections = [{ from = 'a.y' }]\n[twins.t.components.a]\nmodel = 'lag'\n",
+                "[twins.t]\nconnections = [{ from = 'a.y' }]\n"
+                "[twins.t.components.a]\nmodel = 'lag'\n",
                 "twins.t.connections[0]",
                 "expected a string 'component.output -> component.input', got a table",
-                id="connection-not-a-string"),
+                id="connection-not-a-string",
+            ),
             pytest.param(
                 "[twins.t]\nconnections = 'a.y -> a.u'\n[twins.t.components.a]\nmodel = 'lag'\n",
-                "twins.t.connections", "expected an array, got string 'a.y -> a.u'",
-                id="connections-not-an-array"),
+                "twins.t.connections",
+                "expected an array, got string 'a.y -> a.u'",
+                id="connections-not-an-array",
+            ),
         ],
     )
     def test_error(self, tmp_path: Path, text: str, path: str, message: str) -> None:
@@ -207,25 +301,37 @@ class TestSemanticErrors:
     def test_unknown_twin(self, tmp_path: Path) -> None:
         """A session naming an unknown twin lists the twins in the file."""
         assert errors(tmp_path, VALID + "[sessions.s2]\ntwin = 'tt'\n") == [
-            ("sessions.s2.twin", "unknown twin 'tt' (twins in this file: t); did you mean 't'?")]
+            ("sessions.s2.twin", "unknown twin 'tt' (twins in this file: t); did you mean 't'?")
+        ]
 
     def test_session_overrides(self, tmp_path: Path) -> None:
         """Overrides naming unknown components or parameters, or bad values, are all reported."""
         text = VALID + "[sessions.s.parameters]\nsrc = { level = -1, lvl = 2 }\npump = { x = 1 }\n"
         assert errors(tmp_path, text) == [
-            ("sessions.s.parameters.src.level", "parameter 'level' must be within [0, 10] m (got -1.0)"),
-            ("sessions.s.parameters.src.lvl",
-             "unknown parameter 'lvl' of model 'source' (its parameters: level, count, enabled); "
-             "did you mean 'level'?"),
-            ("sessions.s.parameters.pump", "unknown component 'pump' in twin 't' (its components: src, plant)"),
+            (
+                "sessions.s.parameters.src.level",
+                "parameter 'level' must be within [0, 10] m (got -1.0)",
+            ),
+            (
+                "sessions.s.parameters.src.lvl",
+                "unknown parameter 'lvl' of model 'source' (its parameters: level, count, "
+                "enabled); did you mean 'level'?",
+            ),
+            (
+                "sessions.s.parameters.pump",
+                "unknown component 'pump' in twin 't' (its components: src, plant)",
+            ),
         ]
 
     def test_compile_errors_located(self, tmp_path: Path) -> None:
         """compile_twin's errors come with the file and the full key path."""
-        text = VALID.replace("model = \"lag\"", "model = \"lagg\"")
-        assert errors(tmp_path, text) == [(
-            "twins.t.components.plant.model",
-            "unknown model 'lagg' (known models: adder, gain, lag, picky, source, switch)")]
+        text = VALID.replace('model = "lag"', 'model = "lagg"')
+        assert errors(tmp_path, text) == [
+            (
+                "twins.t.components.plant.model",
+                "unknown model 'lagg' (known models: adder, gain, lag, picky, source, switch)",
+            )
+        ]
 
     def test_session_of_broken_twin(self, tmp_path: Path) -> None:
         """A session of a twin with errors adds no error of its own."""
@@ -235,7 +341,7 @@ class TestSemanticErrors:
 
 class TestAllAtOnce:
     def test_every_error_reported(self, tmp_path: Path) -> None:
-        """Structural and semantic errors across twins and sessions come in one group, in file order."""
+        """Structural and semantic errors of all twins and sessions come together, in file order."""
         text = """
         [server]
         endpoint = "tcp://x"
@@ -262,18 +368,29 @@ class TestAllAtOnce:
         twin = "missing"
         """
         assert errors(tmp_path, text) == [
-            ("server.endpoint",
-             "must be an opc.tcp URL such as 'opc.tcp://0.0.0.0:4840/twin-server' (got 'tcp://x')"),
-            ("twins.broken.components.a",
-             "unknown key 'paramters' (allowed: model, description, parameters, initial, inputs, "
-             "options); did you mean 'parameters'?"),
-            ("twins.good.components.g2.parameters.k", "parameter 'k' takes a Double (got str 'two')"),
-            ("twins.good.connections[2]",
-             "input g1.u is connected twice: 'g2.y -> g1.u' (connections[1]) and 'src.y -> g1.u' "
-             "(connections[2]); an input takes one connection"),
-            ("twins.good.connections",
-             "algebraic loop: g1.y -> g2.u -> g2.y -> g1.u (every component in it has direct "
-             "feedthrough; put one with state, such as a first_order_lag, in the loop)"),
+            (
+                "server.endpoint",
+                "must be an opc.tcp URL such as 'opc.tcp://0.0.0.0:4840/twin-server' (got 'tcp://x')",
+            ),
+            (
+                "twins.broken.components.a",
+                "unknown key 'paramters' (allowed: model, description, parameters, initial, "
+                "inputs, options); did you mean 'parameters'?",
+            ),
+            (
+                "twins.good.components.g2.parameters.k",
+                "parameter 'k' takes a Double (got str 'two')",
+            ),
+            (
+                "twins.good.connections[2]",
+                "input g1.u is connected twice: 'g2.y -> g1.u' (connections[1]) and "
+                "'src.y -> g1.u' (connections[2]); an input takes one connection",
+            ),
+            (
+                "twins.good.connections",
+                "algebraic loop: g1.y -> g2.u -> g2.y -> g1.u (every component in it has direct "
+                "feedthrough; put one with state, such as a first_order_lag, in the loop)",
+            ),
             ("sessions.a.step_size", "must be greater than 0 (got 0)"),
             ("sessions.b.twin", "unknown twin 'missing' (twins in this file: broken, good)"),
         ]
@@ -309,24 +426,57 @@ class TestParseTwin:
     @pytest.mark.parametrize(
         ("text", "name", "path", "message"),
         [
-            pytest.param(BARE, None, "", "a twin given on its own needs a name (or write it as "
-                         "[twins.<name>])", id="no-name"),
-            pytest.param(BARE, "my twin", "", "invalid name 'my twin': a name is at most 64 letters, "
-                         "digits and '_', not starting with a digit (it becomes part of OPC UA NodeIds)",
-                         id="bad-name"),
-            pytest.param(VALID.split("[sessions")[0], "other", "twins.t",
-                         "the twin is named 't' here but 'other' was asked for", id="name-mismatch"),
-            pytest.param("[twins.a.components.x]\nmodel='lag'\n[twins.b.components.x]\nmodel='lag'\n",
-                         None, "twins", "expected exactly one twin under [twins] (got 2)", id="two-twins"),
-            pytest.param(BARE.replace("lag", "lagg"), "mine", "components.plant.model",
-                         "unknown model 'lagg' (known models: adder, gain, lag, picky, source, switch)",
-                         id="compile-error-relative-path"),
-            pytest.param(BARE + "    colour = 'red'\n", "mine", "components.plant",
-                         "unknown key 'colour' (allowed: model, description, parameters, initial, "
-                         "inputs, options)", id="schema-error-relative-path"),
-            pytest.param("[twins.t.components.x]\nmodel = 'lag'\nparameters = { tau = 0 }\n", None,
-                         "twins.t.components.x.parameters.tau",
-                         "parameter 'tau' must be within [0.001, inf] s (got 0.0)", id="wrapped-path"),
+            pytest.param(
+                BARE,
+                None,
+                "",
+                "a twin given on its own needs a name (or write it as [twins.<name>])",
+                id="no-name",
+            ),
+            pytest.param(
+                BARE,
+                "my twin",
+                "",
+                "invalid name 'my twin': a name is at most 64 letters, "
+                "digits and '_', not starting with a digit (it becomes part of OPC UA NodeIds)",
+                id="bad-name",
+            ),
+            pytest.param(
+                VALID.split("[sessions")[0],
+                "other",
+                "twins.t",
+                "the twin is named 't' here but 'other' was asked for",
+                id="name-mismatch",
+            ),
+            pytest.param(
+                "[twins.a.components.x]\nmodel='lag'\n[twins.b.components.x]\nmodel='lag'\n",
+                None,
+                "twins",
+                "expected exactly one twin under [twins] (got 2)",
+                id="two-twins",
+            ),
+            pytest.param(
+                BARE.replace("lag", "lagg"),
+                "mine",
+                "components.plant.model",
+                "unknown model 'lagg' (known models: adder, gain, lag, picky, source, switch)",
+                id="compile-error-relative-path",
+            ),
+            pytest.param(
+                BARE + "    colour = 'red'\n",
+                "mine",
+                "components.plant",
+                "unknown key 'colour' (allowed: model, description, parameters, initial, "
+                "inputs, options)",
+                id="schema-error-relative-path",
+            ),
+            pytest.param(
+                "[twins.t.components.x]\nmodel = 'lag'\nparameters = { tau = 0 }\n",
+                None,
+                "twins.t.components.x.parameters.tau",
+                "parameter 'tau' must be within [0.001, inf] s (got 0.0)",
+                id="wrapped-path",
+            ),
         ],
     )
     def test_errors(self, text: str, name: str | None, path: str, message: str) -> None:
@@ -334,4 +484,5 @@ class TestParseTwin:
         with pytest.raises(ConfigErrors) as info:
             parse_twin(textwrap.dedent(text), name, file="<DefineTwin>", resolve=resolve)
         assert [(e.file, e.path, e.message) for e in info.value.exceptions] == [
-            ("<DefineTwin>", path, message)]
+            ("<DefineTwin>", path, message)
+        ]

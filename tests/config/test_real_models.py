@@ -99,16 +99,35 @@ class TestRealModels:
     @pytest.mark.parametrize(
         ("old", "new", "path", "message"),
         [
-            pytest.param("area = 0.5", "area = -1", "twins.tank_level.components.tank.parameters.area",
-                         "parameter 'area' must be within [1e-06, inf] m^2 (got -1.0)", id="negative-area"),
-            pytest.param('model = "sine"', 'model = "sinus"', "twins.room.components.weather.model",
-                         "unknown model 'sinus' (known models: ", id="unknown-model-lists-known"),
-            pytest.param('"tank.level -> controller.measurement"', '"tank.height -> controller.measurement"',
-                         "twins.tank_level.connections[1]",
-                         "tank.height is a parameter, not an output, in 'tank.height -> controller.measurement'",
-                         id="parameter-as-source"),
-            pytest.param("area = 0.75", "aera = 0.75", "sessions.tank.parameters.tank.aera",
-                         "unknown parameter 'aera' of model 'water_tank'", id="session-override"),
+            pytest.param(
+                "area = 0.5",
+                "area = -1",
+                "twins.tank_level.components.tank.parameters.area",
+                "parameter 'area' must be within [1e-06, inf] m^2 (got -1.0)",
+                id="negative-area",
+            ),
+            pytest.param(
+                'model = "sine"',
+                'model = "sinus"',
+                "twins.room.components.weather.model",
+                "unknown model 'sinus' (known models: ",
+                id="unknown-model-lists-known",
+            ),
+            pytest.param(
+                '"tank.level -> controller.measurement"',
+                '"tank.height -> controller.measurement"',
+                "twins.tank_level.connections[1]",
+                "tank.height is a parameter, not an output, "
+                "in 'tank.height -> controller.measurement'",
+                id="parameter-as-source",
+            ),
+            pytest.param(
+                "area = 0.75",
+                "aera = 0.75",
+                "sessions.tank.parameters.tank.aera",
+                "unknown parameter 'aera' of model 'water_tank'",
+                id="session-override",
+            ),
         ],
     )
     def test_errors(self, tmp_path: Path, old: str, new: str, path: str, message: str) -> None:
@@ -134,4 +153,5 @@ class TestRealModels:
             load_config(write(tmp_path, text))
         assert str(info.value).startswith(
             f"{tmp_path / 'plant.toml'}: twins.loop.connections: "
-            "algebraic loop: k.output -> s.a -> s.output -> k.input")
+            "algebraic loop: k.output -> s.a -> s.output -> k.input"
+        )

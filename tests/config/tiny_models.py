@@ -10,7 +10,9 @@ from twin_server.models.base import DataType, Kind, Model, Value, Variable
 
 
 class _Base(Model):
-    def reset(self, parameters: Mapping[str, Value], initial: Mapping[str, Value]) -> dict[str, Value]:
+    def reset(
+        self, parameters: Mapping[str, Value], initial: Mapping[str, Value]
+    ) -> dict[str, Value]:
         self.parameters = dict(parameters)
         return {v.name: v.default for v in self.variables_of(Kind.OUTPUT)}
 
@@ -80,7 +82,12 @@ class Picky(_Base):
 
 
 MODELS: dict[str, type[Model]] = {
-    "source": Source, "gain": Gain, "adder": Adder, "lag": Lag, "switch": Switch, "picky": Picky,
+    "source": Source,
+    "gain": Gain,
+    "adder": Adder,
+    "lag": Lag,
+    "switch": Switch,
+    "picky": Picky,
 }
 
 
@@ -89,4 +96,6 @@ def resolve(name: str) -> type[Model]:
     try:
         return MODELS[name]
     except KeyError:
-        raise ConfigError(f"unknown model {name!r} (known models: {', '.join(sorted(MODELS))})") from None
+        raise ConfigError(
+            f"unknown model {name!r} (known models: {', '.join(sorted(MODELS))})"
+        ) from None

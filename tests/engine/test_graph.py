@@ -14,7 +14,9 @@ class TestTopologicalOrder:
         ("nodes", "edges", "expected"),
         [
             pytest.param("abc", [], list("abc"), id="no-edges-keep-declaration-order"),
-            pytest.param("abc", [("c", "a")], ["b", "c", "a"], id="one-edge-moves-only-what-it-must"),
+            pytest.param(
+                "abc", [("c", "a")], ["b", "c", "a"], id="one-edge-moves-only-what-it-must"
+            ),
             pytest.param("abcd", [("c", "a"), ("d", "b")], list("cadb"), id="ties-by-declaration"),
             pytest.param("ab", [("a", "b"), ("a", "b")], list("ab"), id="duplicate-edges"),
             pytest.param("", [], [], id="empty"),
@@ -49,10 +51,16 @@ class TestFindCycles:
         [
             pytest.param([("a", "a")], [("a",)], id="self-loop"),
             pytest.param([("a", "b"), ("b", "a")], [("a", "b")], id="two"),
-            pytest.param([("a", "b"), ("b", "a"), ("c", "d"), ("d", "c")], [("a", "b"), ("c", "d")],
-                         id="two-separate-loops-both-reported"),
-            pytest.param([("a", "b"), ("b", "c"), ("c", "a"), ("b", "a")], [("a", "b")],
-                         id="shortest-cycle-through-first-node"),
+            pytest.param(
+                [("a", "b"), ("b", "a"), ("c", "d"), ("d", "c")],
+                [("a", "b"), ("c", "d")],
+                id="two-separate-loops-both-reported",
+            ),
+            pytest.param(
+                [("a", "b"), ("b", "c"), ("c", "a"), ("b", "a")],
+                [("a", "b")],
+                id="shortest-cycle-through-first-node",
+            ),
             pytest.param([("a", "b"), ("b", "c")], [], id="acyclic"),
         ],
     )
@@ -88,7 +96,9 @@ def dags(draw: st.DrawFn) -> tuple[list[int], list[tuple[int, int]], set[int]]:
 
 class TestProperties:
     @given(dags())
-    def test_feedthrough_edges_go_forward(self, graph: tuple[list[int], list[tuple[int, int]], set[int]]) -> None:
+    def test_feedthrough_edges_go_forward(
+        self, graph: tuple[list[int], list[tuple[int, int]], set[int]]
+    ) -> None:
         """For any DAG, every edge into a feedthrough node goes forward in the order."""
         nodes, edges, feedthrough = graph
         order = evaluation_order(nodes, edges, feedthrough)
@@ -99,13 +109,16 @@ class TestProperties:
                 assert where[source] < where[target]
 
     @given(dags(), st.randoms(use_true_random=False))
-    def test_order_is_stable(self, graph: tuple[list[int], list[tuple[int, int]], set[int]],
-                             rnd: object) -> None:
+    def test_order_is_stable(
+        self, graph: tuple[list[int], list[tuple[int, int]], set[int]], rnd: object
+    ) -> None:
         """The order depends on the nodes' declaration, never on the order edges are listed."""
         nodes, edges, feedthrough = graph
         shuffled = list(edges)
         rnd.shuffle(shuffled)  # type: ignore[attr-defined]
-        assert evaluation_order(nodes, edges, feedthrough) == evaluation_order(nodes, shuffled, feedthrough)
+        assert evaluation_order(nodes, edges, feedthrough) == evaluation_order(
+            nodes, shuffled, feedthrough
+        )
 
     @given(dags(), st.data())
     def test_feedthrough_cycle_always_reported(

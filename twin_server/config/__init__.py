@@ -1,11 +1,12 @@
 """Config files: their schema (pydantic), loading, and every error at once.
 
-    from twin_server.config import load_config
-    loaded = load_config("configs/demo.toml")   # raises ConfigErrors
-    loaded.twins["tank_level"]                  # a compiled TwinDefinition
+from twin_server.config import load_config
+loaded = load_config("configs/demo.toml")   # raises ConfigErrors
+loaded.twins["tank_level"]                  # a compiled TwinDefinition
 """
 
-from twin_server.config.schema import (  # schema first: the loader imports it
+from twin_server.config.loader import LoadedConfig, load_config, parse_config, parse_twin
+from twin_server.config.schema import (
     ComponentConfig,
     Config,
     ConnectionSpec,
@@ -13,7 +14,6 @@ from twin_server.config.schema import (  # schema first: the loader imports it
     SessionConfig,
     TwinConfig,
 )
-from twin_server.config.loader import LoadedConfig, load_config, parse_config, parse_twin  # noqa: I001
 
 __all__ = [
     "ComponentConfig",

@@ -65,20 +65,30 @@ def load_config(path: str | Path, *, resolve: Resolver = registry.get) -> Loaded
         data = Path(path).read_bytes()
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        raise ConfigErrors([ConfigError(f"cannot read the config file: {reason}", file=file)]) from None
+        raise ConfigErrors(
+            [ConfigError(f"cannot read the config file: {reason}", file=file)]
+        ) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise ConfigErrors([ConfigError(
-            f"the config file is not UTF-8 text (line {line}, column {column}: "
-            f"byte 0x{data[exc.start]:02x}); save it as UTF-8", file=file)]) from None
+        raise ConfigErrors(
+            [
+                ConfigError(
+                    f"the config file is not UTF-8 text (line {line}, column {column}: "
+                    f"byte 0x{data[exc.start]:02x}); save it as UTF-8",
+                    file=file,
+                )
+            ]
+        ) from None
     loaded = parse_config(text, file=file, resolve=resolve)
     return LoadedConfig(loaded.config, loaded.twins, Path(path), loaded.session_parameters)
 
 
-def parse_config(text: str, *, file: str = STRING_FILE, resolve: Resolver = registry.get) -> LoadedConfig:
+def parse_config(
+    text: str, *, file: str = STRING_FILE, resolve: Resolver = registry.get
+) -> LoadedConfig:
     """Like ``load_config`` for TOML text; errors name ``file``."""
     errors: list[ConfigError] = []
     raw = _toml(text, file)
@@ -89,35 +99,43 @@ def parse_config(text: str, *, file: str = STRING_FILE, resolve: Resolver = regi
     except ValidationError as exc:
         errors.extend(translate(exc, root=Config, file=file))
     twin_configs = dict(config.twins) if config else _valid_entries(raw, "twins", TwinConfig)
-    session_configs = dict(config.sessions) if config else _valid_entries(raw, "sessions", SessionConfig)
+    session_configs = (
+        dict(config.sessions) if config else _valid_entries(raw, "sessions", SessionConfig)
+    )
 
     twins: dict[str, TwinDefinition] = {}
     for name, twin in twin_configs.items():
         try:
             twins[name] = compile_twin(name, twin, resolve=resolve)
         except ConfigErrors as group:
-            errors.extend(e.with_context(file=file) for e in group.exceptions)
+            errors.extend(_in_file(group, file))
 
     declared = _keys(raw.get("twins"))
     raw_sessions = raw.get("sessions")
-    for name, body in (raw_sessions.items() if isinstance(raw_sessions, Mapping) else ()):
+    for name, body in raw_sessions.items() if isinstance(raw_sessions, Mapping) else ():
         # checked on the raw table, so that a session with other errors gets this one too
         twin_name = body.get("twin") if isinstance(body, Mapping) else None
         if isinstance(twin_name, str) and twin_name not in declared:
             known = ", ".join(declared) or "none"
-            errors.append(ConfigError(
-                f"unknown twin {twin_name!r} (twins in this file: {known})"
-                f"{_did_you_mean(twin_name, declared)}", path=f"sessions.{_key(name)}.twin", file=file))
+            errors.append(
+                ConfigError(
+                    f"unknown twin {twin_name!r} (twins in this file: {known})"
+                    f"{_did_you_mean(twin_name, declared)}",
+                    path=f"sessions.{_key(name)}.twin",
+                    file=file,
+                )
+            )
     parameters: dict[str, dict[str, dict[str, Value]]] = {}
     for name, session in session_configs.items():
         twin_def = twins.get(session.twin)
         if twin_def is None:
             continue  # an unknown twin, or one with errors of its own: reported already
         try:
-            parameters[name] = twin_def.check_overrides(session.parameters,
-                                                        prefix=f"sessions.{name}.parameters")
+            parameters[name] = twin_def.check_overrides(
+                session.parameters, prefix=f"sessions.{name}.parameters"
+            )
         except ConfigErrors as group:
-            errors.extend(e.with_context(file=file) for e in group.exceptions)
+            errors.extend(_in_file(group, file))
 
     if errors:
         raise ConfigErrors(sorted(errors, key=lambda e: _file_order(raw, e.path)))
@@ -126,7 +144,10 @@ def parse_config(text: str, *, file: str = STRING_FILE, resolve: Resolver = regi
 
 
 def parse_twin(
-    text: str, name: str | None = None, *, file: str = STRING_FILE,
+    text: str,
+    name: str | None = None,
+    *,
+    file: str = STRING_FILE,
     resolve: Resolver = registry.get,
 ) -> TwinDefinition:
     """Check and compile one twin given as TOML text (DefineTwin), exactly as in a file.
@@ -142,17 +163,36 @@ def parse_twin(
         entries = raw["twins"]
         if not isinstance(entries, dict) or len(entries) != 1:
             count = len(entries) if isinstance(entries, dict) else 0
-            raise ConfigErrors([ConfigError(
-                f"expected exactly one twin under [twins] (got {count})", path="twins", file=file)])
-        (found, body), = entries.items()
+            raise ConfigErrors(
+                [
+                    ConfigError(
+                        f"expected exactly one twin under [twins] (got {count})",
+                        path="twins",
+                        file=file,
+                    )
+                ]
+            )
+        ((found, body),) = entries.items()
         if name is not None and name != found:
-            raise ConfigErrors([ConfigError(
-                f"the twin is named {found!r} here but {name!r} was asked for",
-                path=f"twins.{_key(found)}", file=file)])
+            raise ConfigErrors(
+                [
+                    ConfigError(
+                        f"the twin is named {found!r} here but {name!r} was asked for",
+                        path=f"twins.{_key(found)}",
+                        file=file,
+                    )
+                ]
+            )
         name, prefix = found, ("twins", found)
     if name is None:
-        raise ConfigErrors([ConfigError(
-            "a twin given on its own needs a name (or write it as [twins.<name>])", file=file)])
+        raise ConfigErrors(
+            [
+                ConfigError(
+                    "a twin given on its own needs a name (or write it as [twins.<name>])",
+                    file=file,
+                )
+            ]
+        )
     if not re.match(NAME_PATTERN, name) or len(name) > 64:
         raise ConfigErrors([ConfigError(_bad_name(name), path=_dotted(prefix), file=file)])
     try:
@@ -162,13 +202,16 @@ def parse_twin(
     try:
         return compile_twin(name, twin, resolve=resolve, prefix=_dotted(prefix))
     except ConfigErrors as group:
-        raise ConfigErrors([e.with_context(file=file) for e in group.exceptions]) from None
+        raise ConfigErrors(_in_file(group, file)) from None
 
 
 # -- TOML ---------------------------------------------------------------------------
 
-_TOML_WHERE = re.compile(r"^(?P<msg>.*?)\s*\((?:at line (?P<line>\d+), column (?P<col>\d+)"
-                         r"|at end of document)\)$", re.DOTALL)
+_TOML_WHERE = re.compile(
+    r"^(?P<msg>.*?)\s*\((?:at line (?P<line>\d+), column (?P<col>\d+)"
+    r"|at end of document)\)$",
+    re.DOTALL,
+)
 
 
 def _toml(text: str, file: str) -> dict[str, Any]:
@@ -191,19 +234,29 @@ def _toml_message(text: str) -> str:
 # -- pydantic's errors, in words a person reads ---------------------------------------
 
 _EXPECTED = {
-    "float_type": "a number", "float_parsing": "a number",
-    "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
-    "bool_type": "true or false", "bool_parsing": "true or false",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
     "string_type": "a string",
-    "dict_type": "a table", "model_type": "a table", "model_attributes_type": "a table",
-    "tuple_type": "an array", "list_type": "an array",
+    "dict_type": "a table",
+    "model_type": "a table",
+    "model_attributes_type": "a table",
+    "tuple_type": "an array",
+    "list_type": "an array",
     "scalar_type": "a number, boolean or string",
     "connection_type": "a string 'component.output -> component.input'",
 }
 
 
 def translate(
-    exc: ValidationError, *, root: type[BaseModel] = Config, file: str | None = None,
+    exc: ValidationError,
+    *,
+    root: type[BaseModel] = Config,
+    file: str | None = None,
     prefix: tuple[str | int, ...] = (),
 ) -> list[ConfigError]:
     """Each of pydantic's errors as a ConfigError at its dotted key path below ``prefix``."""
@@ -225,15 +278,20 @@ def _explain(error: ErrorDetails, root: type[BaseModel]) -> tuple[tuple[str | in
         model = _model_at(root, loc[:-1])
         allowed = list(model.model_fields) if model else []
         key = str(loc[-1])
-        return loc[:-1], (f"unknown key {key!r} (allowed: {', '.join(allowed)})"
-                          f"{_did_you_mean(key, allowed)}")
+        return loc[:-1], (
+            f"unknown key {key!r} (allowed: {', '.join(allowed)}){_did_you_mean(key, allowed)}"
+        )
     if kind == "missing":
         return loc[:-1], f"missing required key {loc[-1]!r}"
     if kind in _EXPECTED:
         return loc, f"expected {_EXPECTED[kind]}, got {_describe(value)}"
     got = f" (got {_show(value)})"
-    bounds = {"greater_than": ("gt", "greater than"), "greater_than_equal": ("ge", "at least"),
-              "less_than": ("lt", "less than"), "less_than_equal": ("le", "at most")}
+    bounds = {
+        "greater_than": ("gt", "greater than"),
+        "greater_than_equal": ("ge", "at least"),
+        "less_than": ("lt", "less than"),
+        "less_than_equal": ("le", "at most"),
+    }
     if kind in bounds:
         key, words = bounds[kind]
         return loc, f"must be {words} {_show(ctx.get(key))}{got}"
@@ -290,8 +348,10 @@ def _unwrap(tp: Any) -> Any:
 
 
 def _bad_name(value: object) -> str:
-    return (f"invalid name {_show(value)}: a name is at most 64 letters, digits and '_', "
-            "not starting with a digit (it becomes part of OPC UA NodeIds)")
+    return (
+        f"invalid name {_show(value)}: a name is at most 64 letters, digits and '_', "
+        "not starting with a digit (it becomes part of OPC UA NodeIds)"
+    )
 
 
 def _describe(value: object) -> str:
@@ -339,6 +399,10 @@ def _key(part: str) -> str:
 def _did_you_mean(word: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _in_file(group: ConfigErrors, file: str) -> list[ConfigError]:
+    return [e.with_context(file=file) for e in group.exceptions if isinstance(e, ConfigError)]
 
 
 def _file_order(raw: Mapping[str, Any], path: str) -> tuple[int, int]:

@@ -1,23 +1,28 @@
 """The shape of a config file, as frozen pydantic models that forbid unknown keys.
 
 This checks structure and plain values only, strictly: TOML is typed, so a string
-where a number belongs (``step_size = "0.1"``) is an error, not a conversion. What needs the model registry or the
-connection graph (unknown models, parameters and ports, doubly-connected inputs,
-algebraic loops) is checked by ``twin_server.engine.twin.compile_twin``; the
-loader runs both and reports every error at once.
+where a number belongs (``step_size = "0.1"``) is an error, not a conversion. What
+needs the model registry or the connection graph (unknown models, parameters and
+ports, doubly-connected inputs, algebraic loops) is checked by
+``twin_server.engine.twin.compile_twin``; the loader runs both and reports every
+error at once.
 
 Example (``configs/demo.toml`` is the full one)::
 
     [server]
     endpoint = "opc.tcp://127.0.0.1:4840/twin-server"
 
+    [twins.tank_level]
+    connections = ["tank.level -> controller.measurement", "controller.output -> tank.inflow"]
+
     [twins.tank_level.components.tank]
     model = "water_tank"
-    parameters = { area = 1.5 }
-    initial = { level = 0.5 }
+    parameters = { area = 1.5, initial_level = 0.5 }
 
-    [twins.tank_level]
-    connections = ["tank.level -> controller.measurement"]
+    [twins.tank_level.components.controller]
+    model = "pid"
+    parameters = { kp = 0.2, ki = 0.004, output_max = 0.05 }
+    inputs = { setpoint = 1.0 }
 
     [sessions.tank]
     twin = "tank_level"
@@ -85,7 +90,9 @@ class ServerConfig(_Frozen):
     )
     application_name: str = "twin-server"
     application_uri: str = "urn:twin-server:server"
-    state_dir: str = Field("var", description="where the database and PKI live (relative to the cwd)")
+    state_dir: str = Field(
+        "var", description="where the database and PKI live (relative to the cwd)"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
@@ -104,8 +111,9 @@ class ConnectionSpec(_Frozen):
             raise ValueError(
                 f"a connection is written 'component.output -> component.input' (got {text!r})"
             )
-        return cls(source=m["src"], source_port=m["src_port"], target=m["dst"],
-                   target_port=m["dst_port"])
+        return cls(
+            source=m["src"], source_port=m["src_port"], target=m["dst"], target_port=m["dst_port"]
+        )
 
     def __str__(self) -> str:
         return f"{self.source}.{self.source_port} -> {self.target}.{self.target_port}"
@@ -120,11 +128,17 @@ def _connection(value: Any) -> Any:
                 "a connection is written 'component.output -> component.input' (got {text})",
                 {"text": repr(value)},
             )
-        return {"source": m["src"], "source_port": m["src_port"],
-                "target": m["dst"], "target_port": m["dst_port"]}
+        return {
+            "source": m["src"],
+            "source_port": m["src_port"],
+            "target": m["dst"],
+            "target_port": m["dst_port"],
+        }
     if isinstance(value, ConnectionSpec):
         return value
-    raise PydanticCustomError("connection_type", "expected a string 'component.output -> component.input'")
+    raise PydanticCustomError(
+        "connection_type", "expected a string 'component.output -> component.input'"
+    )
 
 
 class ComponentConfig(_Frozen):
@@ -135,8 +149,12 @@ class ComponentConfig(_Frozen):
     description: str = ""
     parameters: dict[Name, Scalar] = Field(default_factory=dict)
     initial: dict[Name, Scalar] = Field(default_factory=dict, description="initial state values")
-    inputs: dict[Name, Scalar] = Field(default_factory=dict, description="values of unconnected inputs")
-    options: dict[str, Scalar] = Field(default_factory=dict, description="model settings (an FMU's path)")
+    inputs: dict[Name, Scalar] = Field(
+        default_factory=dict, description="values of unconnected inputs"
+    )
+    options: dict[str, Scalar] = Field(
+        default_factory=dict, description="model settings (an FMU's path)"
+    )
 
 
 class TwinConfig(_Frozen):
@@ -159,8 +177,9 @@ class SessionConfig(_Frozen):
     twin: Name
     autostart: bool = True
     step_size: float = Field(0.01, gt=0, le=3600, description="seconds of simulated time per tick")
-    realtime_factor: float = Field(1.0, ge=0, le=1000,
-                                   description="simulated seconds per wall second; 0 = as fast as possible")
+    realtime_factor: float = Field(
+        1.0, ge=0, le=1000, description="simulated seconds per wall second; 0 = as fast as possible"
+    )
     publish_rate: float = Field(10.0, gt=0, le=1000, description="OPC UA updates per wall second")
     overrun_policy: Literal["skip", "catch_up"] = "skip"
     parameters: dict[Name, dict[Name, Scalar]] = Field(

@@ -32,7 +32,9 @@ class CycleError(ValueError, Generic[N]):
         super().__init__(f"cycle: {text}")
 
 
-def _index(nodes: Sequence[N], edges: Iterable[tuple[N, N]]) -> tuple[dict[N, int], list[list[int]]]:
+def _index(
+    nodes: Sequence[N], edges: Iterable[tuple[N, N]]
+) -> tuple[dict[N, int], list[list[int]]]:
     """Node -> declaration index, and successor lists (deduplicated, in declaration order)."""
     position: dict[N, int] = {}
     for node in nodes:

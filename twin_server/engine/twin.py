@@ -99,15 +99,24 @@ class TwinDefinition:
         names = [c.name for c in self.components]
         for cname, values in overrides.items():
             if cname not in names:
-                errors.append(ConfigError(
-                    f"unknown component {cname!r} in twin {self.name!r} "
-                    f"(its components: {', '.join(names)}){_did_you_mean(cname, names)}",
-                    path=_join(prefix, cname)))
+                errors.append(
+                    ConfigError(
+                        f"unknown component {cname!r} in twin {self.name!r} "
+                        f"(its components: {', '.join(names)}){_did_you_mean(cname, names)}",
+                        path=_join(prefix, cname),
+                    )
+                )
                 continue
             comp = self.component(cname)
             checked[cname] = _check_values(
-                comp.declared(), Kind.PARAMETER, values, model=comp.model,
-                path=_join(prefix, cname), errors=errors)
+                comp.declared(),
+                Kind.PARAMETER,
+                values,
+                model=comp.model,
+                path=_join(prefix, cname),
+                errors=errors,
+                fill=False,
+            )
         if errors:
             raise ConfigErrors(errors)
         return checked
@@ -154,8 +163,10 @@ def compile_twin(
     for i, spec in enumerate(twin.connections):
         conn = Connection(spec.source, spec.source_port, spec.target, spec.target_port)
         path = f"connections[{i}]"
-        ends = [_port(conn, conn.source, conn.source_port, Kind.OUTPUT, components, built),
-                _port(conn, conn.target, conn.target_port, Kind.INPUT, components, built)]
+        ends = [
+            _port(conn, conn.source, conn.source_port, Kind.OUTPUT, components, built),
+            _port(conn, conn.target, conn.target_port, Kind.INPUT, components, built),
+        ]
         problems = [p for p in ends if isinstance(p, str)]
         for problem in problems:
             fail(path, problem)
@@ -164,15 +175,21 @@ def compile_twin(
         out, inp = ends
         assert isinstance(out, Variable) and isinstance(inp, Variable)
         if not _compatible(out.datatype, inp.datatype):
-            fail(path, f"cannot connect output {conn.source}.{out.name} ({out.datatype}) "
-                       f"to input {conn.target}.{inp.name} ({inp.datatype})")
+            fail(
+                path,
+                f"cannot connect output {conn.source}.{out.name} ({out.datatype}) "
+                f"to input {conn.target}.{inp.name} ({inp.datatype})",
+            )
             continue
         key = (conn.target, conn.target_port)
         if key in fed_by:
             j, first = fed_by[key]
-            fail(path, f"input {conn.target}.{conn.target_port} is connected twice: "
-                       f"'{first}' (connections[{j}]) and '{conn}' (connections[{i}]); "
-                       "an input takes one connection")
+            fail(
+                path,
+                f"input {conn.target}.{conn.target_port} is connected twice: "
+                f"'{first}' (connections[{j}]) and '{conn}' (connections[{i}]); "
+                "an input takes one connection",
+            )
             continue
         fed_by[key] = (i, conn)
         connections.append(conn)
@@ -181,9 +198,11 @@ def compile_twin(
     # (a connection wins over the configured value), so it is a mistake to report.
     for (target, port), (i, conn) in fed_by.items():
         if port in twin.components[target].inputs:
-            fail(f"components.{target}.inputs.{port}",
-                 f"input {port!r} is connected by '{conn}' (connections[{i}]) and also "
-                 "given a value here, which would never be used; remove one of the two")
+            fail(
+                f"components.{target}.inputs.{port}",
+                f"input {port!r} is connected by '{conn}' (connections[{i}]) and also "
+                "given a value here, which would never be used; remove one of the two",
+            )
 
     # -- evaluation order and algebraic loops --------------------------------------
     feedthrough = {n for n, c in built.items() if c.direct_feedthrough}
@@ -193,9 +212,12 @@ def compile_twin(
         order = evaluation_order(components, edges, feedthrough)
     except CycleError as exc:
         for cycle in exc.cycles:
-            fail("connections", f"algebraic loop: {_loop_text(cycle, connections)} "
-                 "(every component in it has direct feedthrough; put one with state, "
-                 "such as a first_order_lag, in the loop)")
+            fail(
+                "connections",
+                f"algebraic loop: {_loop_text(cycle, connections)} "
+                "(every component in it has direct feedthrough; put one with state, "
+                "such as a first_order_lag, in the loop)",
+            )
 
     if errors:
         raise ConfigErrors(errors)
@@ -211,20 +233,45 @@ def compile_twin(
 
 
 def _component(
-    name: str, comp: ComponentConfig, factory: type[Model], variables: tuple[Variable, ...],
-    where: str, errors: list[ConfigError],
+    name: str,
+    comp: ComponentConfig,
+    factory: type[Model],
+    variables: tuple[Variable, ...],
+    where: str,
+    errors: list[ConfigError],
 ) -> ComponentDefinition:
     base = _join(where, f"components.{name}")
-    parameters = _check_values(variables, Kind.PARAMETER, comp.parameters, model=comp.model,
-                               path=f"{base}.parameters", errors=errors)
-    initial = _check_values(variables, Kind.STATE, comp.initial, model=comp.model,
-                            path=f"{base}.initial", errors=errors, fill=False)
-    inputs = _check_values(variables, Kind.INPUT, comp.inputs, model=comp.model,
-                           path=f"{base}.inputs", errors=errors)
+    parameters = _check_values(
+        variables,
+        Kind.PARAMETER,
+        comp.parameters,
+        model=comp.model,
+        path=f"{base}.parameters",
+        errors=errors,
+    )
+    initial = _check_values(
+        variables,
+        Kind.STATE,
+        comp.initial,
+        model=comp.model,
+        path=f"{base}.initial",
+        errors=errors,
+        fill=False,
+    )
+    inputs = _check_values(
+        variables, Kind.INPUT, comp.inputs, model=comp.model, path=f"{base}.inputs", errors=errors
+    )
     return ComponentDefinition(
-        name=name, model=comp.model, factory=factory, parameters=parameters, initial=initial,
-        inputs=inputs, options=dict(comp.options), description=comp.description,
-        variables=variables, direct_feedthrough=bool(factory.direct_feedthrough),
+        name=name,
+        model=comp.model,
+        factory=factory,
+        parameters=parameters,
+        initial=initial,
+        inputs=inputs,
+        options=dict(comp.options),
+        description=comp.description,
+        variables=variables,
+        direct_feedthrough=bool(factory.direct_feedthrough),
     )
 
 
@@ -232,8 +279,14 @@ _SECTION = {Kind.PARAMETER: "parameters", Kind.STATE: "initial", Kind.INPUT: "in
 
 
 def _check_values(
-    variables: Iterable[Variable], kind: Kind, given: Mapping[str, Any], *, model: str,
-    path: str, errors: list[ConfigError], fill: bool = True,
+    variables: Iterable[Variable],
+    kind: Kind,
+    given: Mapping[str, Any],
+    *,
+    model: str,
+    path: str,
+    errors: list[ConfigError],
+    fill: bool = True,
 ) -> dict[str, Value]:
     """``given`` coerced against the variables of ``kind``; with ``fill``, every
     variable of that kind not given takes its default."""
@@ -250,9 +303,13 @@ def _check_values(
                 hint = f"; {key!r} is {_a(other.kind)} (set it under {_SECTION[other.kind]})"
             elif other is not None:
                 hint = f"; {key!r} is {_a(other.kind)}, which the config does not set"
-            errors.append(ConfigError(
-                f"unknown {kind} {key!r} of model {model!r} "
-                f"(its {kind}s: {', '.join(of_kind) or 'none'}){hint}", path=f"{path}.{key}"))
+            errors.append(
+                ConfigError(
+                    f"unknown {kind} {key!r} of model {model!r} "
+                    f"(its {kind}s: {', '.join(of_kind) or 'none'}){hint}",
+                    path=f"{path}.{key}",
+                )
+            )
             continue
         try:
             values[key] = var.coerce(raw)
@@ -264,14 +321,20 @@ def _check_values(
 
 
 def _port(
-    conn: Connection, component: str, port: str, kind: Kind, components: list[str],
+    conn: Connection,
+    component: str,
+    port: str,
+    kind: Kind,
+    components: list[str],
     built: Mapping[str, ComponentDefinition],
 ) -> Variable | str | None:
     """The variable at one end of a connection, a message saying why there is none,
     or None when the component's model could not be resolved (reported already)."""
     if component not in components:
-        return (f"unknown component {component!r} in '{conn}' "
-                f"(components: {', '.join(components)}){_did_you_mean(component, components)}")
+        return (
+            f"unknown component {component!r} in '{conn}' "
+            f"(components: {', '.join(components)}){_did_you_mean(component, components)}"
+        )
     comp = built.get(component)
     if comp is None:
         return None
@@ -281,10 +344,14 @@ def _port(
     names = ", ".join(same) or "none"
     other = next((v for v in comp.variables if v.name == port), None)
     if other is not None:
-        return (f"{component}.{port} is {_a(other.kind)}, not {_a(kind)}, in '{conn}': a "
-                f"connection goes from an output to an input ({component}'s {kind}s: {names})")
-    return (f"component {component!r} ({comp.model}) has no {kind} {port!r} in '{conn}' "
-            f"(its {kind}s: {names}){_did_you_mean(port, same)}")
+        return (
+            f"{component}.{port} is {_a(other.kind)}, not {_a(kind)}, in '{conn}': a "
+            f"connection goes from an output to an input ({component}'s {kind}s: {names})"
+        )
+    return (
+        f"component {component!r} ({comp.model}) has no {kind} {port!r} in '{conn}' "
+        f"(its {kind}s: {names}){_did_you_mean(port, same)}"
+    )
 
 
 def _compatible(source: DataType, target: DataType) -> bool:
