@@ -1,0 +1,612 @@
+"""FMUs as twin components: FMI 2.0 and 3.0 co-simulation, FMI 2.0 and 3.0 model
+exchange, through FMPy.
+
+Config::
+
+    [twins.plant.components.oven]
+    model = "fmu"
+    options = { path = "/srv/fmus/Oven.fmu", states = "T_wall, T_air" }
+    parameters = { k = 2.5 }
+
+Each instance loads the FMU's binary and owns one FMI instance (one per session);
+``close()`` frees it, with a finalizer as the safety net. Reading and unpacking
+the FMU (``fmu_description``) happen once, in ``declare``/``__init__``; ``step``
+only makes FMI calls, through value-reference arrays prepared up front.
+
+Stepping:
+
+* co-simulation: set the inputs, ``doStep(t, dt)``, read the outputs;
+* model exchange: the component integrates with FMPy's CVode (BDF, dense, root
+  finding on the event indicators) from ``t`` to ``t + dt`` with the inputs held,
+  stopping at time events (``nextEventTime``) and state events (roots), with the
+  FMU's event iteration at each. CVode is re-initialised at every tick: inputs may
+  jump between ticks (a discontinuity a multistep method must restart at anyway),
+  and it makes each tick a function of the FMU state alone, so Snapshot/Restore
+  and Fork give bit-identical futures.
+
+A modelDescription's outputs are values *after* a step, computed with the inputs
+held over it, so an FMU breaks loops like a tank does (``direct_feedthrough`` is
+False); an output that truly feeds an input straight through lags one tick.
+
+Errors: reading problems are ConfigErrors naming the file; an FMI call that
+returns Discard, Error or Fatal raises FMIError naming the function, the status,
+the simulation time and the FMU's last log message; after Fatal the instance is
+re-created at the next Reset. Snapshot needs ``canGetAndSetFMUstate`` (NotSupported
+otherwise); across instances (Fork, restart) also ``canSerializeFMUstate``.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import itertools
+import math
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import structlog
+from fmpy import fmi2, fmi3
+from fmpy.fmi1 import FMICallException
+
+from twin_server.errors import ConfigError, FMIError, NotSupported, NotWritable
+from twin_server.models.base import Kind, Model, Value, Variable
+from twin_server.models.fmu_description import (
+    FMUDescription,
+    FMUOptions,
+    FMUVariable,
+    check_binary,
+    choose_interface,
+    describe,
+    inspect_fmu,
+    unpack,
+)
+
+__all__ = ["FMU", "FMUSnapshot", "inspect_fmu"]
+
+log = structlog.get_logger(__name__)
+
+_STATUS = {0: "OK", 1: "Warning", 2: "Discard", 3: "Error", 4: "Fatal", 5: "Pending"}
+_instances = itertools.count(1)
+
+
+# -- typed access through prepared value-reference arrays -----------------------------
+
+
+@dataclass(slots=True)
+class _Group:
+    """Variables of one FMI type read or written in a single call."""
+
+    names: tuple[str, ...]
+    vrs: Any  # ctypes array of value references
+    values: Any  # ctypes array of values
+    get: Callable[..., int]
+    set: Callable[..., int]
+    to_py: Callable[[Any], Value]
+    to_c: Callable[[Value], Any]
+    fmi3: bool
+
+
+def _groups(fmu: Any, version: int, variables: Sequence[FMUVariable]) -> tuple[_Group, ...]:
+    by_type: dict[str, list[FMUVariable]] = {}
+    for fv in variables:
+        by_type.setdefault(fv.fmi_type, []).append(fv)
+    groups = []
+    for fmi_type, members in by_type.items():
+        ctype, suffix, to_py, to_c = _TYPES[version][fmi_type]
+        vr_type = fmi2.fmi2ValueReference if version == 2 else fmi3.fmi3ValueReference
+        n = len(members)
+        groups.append(_Group(
+            names=tuple(fv.variable.name for fv in members),
+            vrs=(vr_type * n)(*(fv.value_reference for fv in members)),
+            values=(ctype * n)(),
+            get=getattr(fmu, f"fmi{version}Get{suffix}"),
+            set=getattr(fmu, f"fmi{version}Set{suffix}"),
+            to_py=to_py, to_c=to_c, fmi3=version == 3,
+        ))
+    return tuple(groups)
+
+
+def _string_in(value: Value) -> bytes:
+    return str(value).encode("utf-8")
+
+
+def _string_out(raw: Any) -> str:
+    return raw.decode("utf-8") if raw else ""
+
+
+_TYPES: dict[int, dict[str, tuple[Any, str, Callable[[Any], Value], Callable[[Value], Any]]]] = {
+    2: {
+        "Real": (fmi2.fmi2Real, "Real", float, float),
+        "Integer": (fmi2.fmi2Integer, "Integer", int, int),
+        "Enumeration": (fmi2.fmi2Integer, "Integer", int, int),
+        "Boolean": (fmi2.fmi2Boolean, "Boolean", bool, int),
+        "String": (fmi2.fmi2String, "String", _string_out, _string_in),
+    },
+    3: {
+        "Float64": (fmi3.fmi3Float64, "Float64", float, float),
+        "Float32": (fmi3.fmi3Float32, "Float32", float, float),
+        "Int8": (fmi3.fmi3Int8, "Int8", int, int),
+        "UInt8": (fmi3.fmi3UInt8, "UInt8", int, int),
+        "Int16": (fmi3.fmi3Int16, "Int16", int, int),
+        "UInt16": (fmi3.fmi3UInt16, "UInt16", int, int),
+        "Int32": (fmi3.fmi3Int32, "Int32", int, int),
+        "Enumeration": (fmi3.fmi3Int64, "Int64", int, int),
+        "UInt32": (fmi3.fmi3UInt32, "UInt32", float, int),
+        "Int64": (fmi3.fmi3Int64, "Int64", float, int),
+        "UInt64": (fmi3.fmi3UInt64, "UInt64", float, int),
+        "Boolean": (fmi3.fmi3Boolean, "Boolean", bool, bool),
+        "String": (fmi3.fmi3String, "String", _string_out, _string_in),
+    },
+}
+
+
+def _read(component: Any, groups: Sequence[_Group], out: dict[str, Value]) -> dict[str, Value]:
+    for g in groups:
+        n = len(g.names)
+        if g.fmi3:
+            g.get(component, g.vrs, n, g.values, n)
+        else:
+            g.get(component, g.vrs, n, g.values)
+        values, to_py = g.values, g.to_py
+        for i, name in enumerate(g.names):
+            out[name] = to_py(values[i])
+    return out
+
+
+def _write(component: Any, groups: Sequence[_Group], values: Mapping[str, Value]) -> None:
+    for g in groups:
+        n = len(g.names)
+        buf, to_c = g.values, g.to_c
+        for i, name in enumerate(g.names):
+            buf[i] = to_c(values[name])
+        if g.fmi3:
+            g.set(component, g.vrs, n, buf, n)
+        else:
+            g.set(component, g.vrs, n, buf)
+
+
+# -- the FMU's log ------------------------------------------------------------------------
+
+
+class _FMULog:
+    """Keeps the FMU's last messages (quoted in errors) and forwards them to structlog.
+    Holds no reference to the model, so the native callback does not keep it alive."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.recent: collections.deque[str] = collections.deque(maxlen=5)
+
+    def message(self, status: int, category: bytes | None, message: bytes | None) -> None:
+        text = message.decode("utf-8", "replace") if message else ""
+        self.recent.append(text)
+        level = "warning" if status in (1, 2) else "error" if status >= 3 else "debug"
+        getattr(log, level)("fmu_log", fmu=self.name, status=_STATUS.get(status, status),
+                            category=category.decode("utf-8", "replace") if category else "",
+                            message=text)
+
+    def last(self) -> str:
+        return self.recent[-1] if self.recent else ""
+
+
+class _NoInput:
+    """FMPy's CVode wrapper re-applies an input signal at each root evaluation; the
+    component holds its inputs over the tick, so there is nothing to re-apply."""
+
+    def apply(self, time: float, continuous: bool = True, discrete: bool = True,
+              after_event: bool = False) -> None:
+        return None
+
+
+def _release(fmu: Any, handle: list[Any]) -> None:
+    """Free an FMI instance and its library (finalizer: holds no model reference)."""
+    if not handle or handle[0] is None:
+        return
+    handle[0] = None
+    try:
+        fmu.freeInstance()
+    except Exception as exc:  # freeing must never raise out of a finalizer
+        log.warning("fmu_free_failed", error=str(exc))
+
+
+def _free_state(fmu: Any, handle: list[Any], state: Any) -> None:
+    """Free an unserialized FMU state when its snapshot goes, if the instance lives."""
+    if handle and handle[0] is not None:
+        try:
+            fmu.freeFMUstate(state)
+        except Exception as exc:  # a finalizer must not raise
+            log.warning("fmu_free_state_failed", error=str(exc))
+
+
+# -- the model --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FMUSnapshot:
+    """An FMU component's state: the FMI state (serialized where the FMU can) and
+    the component's own bookkeeping."""
+
+    token: str  # which FMU and interface took it
+    serialized: bytes | None
+    handle: Any = None  # an unserialized fmi*FMUstate of the instance ``owner``
+    owner: int = 0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+class FMU(Model):
+    """A component whose variables and behaviour come from an FMU file (options.path)."""
+
+    description: ClassVar[str] = ("An FMI 2.0/3.0 FMU (co-simulation or model exchange) "
+                                  "from options.path")
+    direct_feedthrough: ClassVar[bool] = False
+
+    @classmethod
+    def declare(cls, options: Mapping[str, Any]) -> tuple[Variable, ...]:
+        opts = FMUOptions.parse(options)
+        desc = describe(opts.path)
+        check_binary(desc, choose_interface(desc, opts.interface))
+        return tuple(fv.variable for fv in cls._chosen(desc, opts))
+
+    @staticmethod
+    def _chosen(desc: FMUDescription, opts: FMUOptions) -> tuple[FMUVariable, ...]:
+        states = []
+        for name in opts.states:
+            fv = desc.local(name)
+            if fv is None:
+                names = ", ".join(f.variable.name for f in desc.locals) or "none"
+                raise ConfigError(f"options.states: FMU {desc.path.name!r} has no local "
+                                  f"variable {name!r} (its locals: {names})")
+            states.append(fv)
+        return (*desc.variables, *states)
+
+    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(options)
+        opts = FMUOptions.parse(self.options)
+        desc = describe(opts.path)
+        self._opts = opts
+        self._desc = desc
+        self._interface = choose_interface(desc, opts.interface)
+        check_binary(desc, self._interface)
+        chosen = self._chosen(desc, opts)
+        self.variables = tuple(fv.variable for fv in chosen)  # type: ignore[misc]
+        self._fmi = {fv.variable.name: fv for fv in chosen if fv.variable.kind is not Kind.STATE}
+        self._states = {fv.variable.name: fv for fv in chosen if fv.variable.kind is Kind.STATE}
+        self._version = desc.fmi_version
+        self._me = self._interface == "me"
+        self._token = f"{desc.md.guid}:{self._interface}"
+        self._unpacked = unpack(opts.path, opts.cache_dir)
+        self._name = f"{desc.model_identifier(self._interface)}#{next(_instances)}"
+        self._log = _FMULog(self._name)
+        self.parameters: dict[str, Value] = {}
+        self._pending: dict[str, Value] = {}
+        self._initialized = False
+        self._broken = False
+        self._time = 0.0
+        self._next_event: float | None = None
+        self._last_inputs: dict[str, Value] = {}
+        self._solver: Any = None
+        self._handle: list[Any] = []
+        self._finalizer: weakref.finalize | None = None
+        self._instantiate()
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def _instantiate(self) -> None:
+        desc, identifier = self._desc, self._desc.model_identifier(self._interface)
+        common = {"guid": desc.md.guid, "modelIdentifier": identifier,
+                  "unzipDirectory": str(self._unpacked), "instanceName": self._name}
+        fmu: Any
+        try:
+            if self._version == 2:
+                fmu = (fmi2.FMU2Model if self._me else fmi2.FMU2Slave)(**common)
+                fmu.instantiate(callbacks=self._fmi2_callbacks())
+            else:
+                fmu = (fmi3.FMU3Model if self._me else fmi3.FMU3Slave)(**common)
+                fmu.instantiate(logMessage=self._fmi3_logger())
+        except FMICallException as exc:
+            raise self._fmi_error(exc, "instantiating") from None
+        except Exception as exc:  # FMPy raises plain Exception for load failures
+            raise ConfigError(f"FMU file {str(desc.path)!r} could not be instantiated: {exc}"
+                              f"{self._log_suffix()}") from None
+        self._fmu = fmu
+        self._handle = [fmu.component]
+        self._finalizer = weakref.finalize(self, _release, fmu, self._handle)
+        groups = {kind: _groups(fmu, self._version,
+                                [fv for fv in self._fmi.values() if fv.variable.kind is kind])
+                  for kind in (Kind.INPUT, Kind.OUTPUT)}
+        self._inputs_g = groups[Kind.INPUT]
+        self._outputs_g = groups[Kind.OUTPUT]
+        self._states_g = _groups(fmu, self._version, list(self._states.values()))
+        self._input_names = tuple(n for g in self._inputs_g for n in g.names)
+        self._outputs: dict[str, Value] = {}
+        self._initialized = False
+        self._broken = False
+
+    def _fmi2_callbacks(self) -> Any:
+        callbacks = fmi2.fmi2CallbackFunctions()
+        fmu_log = self._log
+
+        def logger(env: Any, instance: bytes, status: int, category: bytes, message: bytes) -> None:
+            fmu_log.message(status, category, message)
+
+        callbacks.logger = fmi2.fmi2CallbackLoggerTYPE(logger)
+        callbacks.allocateMemory = fmi2.fmi2CallbackAllocateMemoryTYPE(fmi2.calloc)
+        callbacks.freeMemory = fmi2.fmi2CallbackFreeMemoryTYPE(fmi2.free)
+        from fmpy.logging import addLoggerProxy  # formats the variadic C message
+
+        addLoggerProxy(ctypes.byref(callbacks))
+        self._callbacks = callbacks  # the FMU keeps a pointer to it
+        return callbacks
+
+    def _fmi3_logger(self) -> Callable[..., None]:
+        fmu_log = self._log
+
+        def log_message(env: Any, status: int, category: bytes, message: bytes) -> None:
+            fmu_log.message(status, category, message)
+
+        return log_message
+
+    def close(self) -> None:
+        """Free the FMI instance (idempotent); the component cannot step afterwards."""
+        self._solver = None
+        if self._finalizer is not None:
+            self._finalizer()
+        self._initialized = False
+
+    @property
+    def closed(self) -> bool:
+        return not self._handle or self._handle[0] is None
+
+    # -- the contract ---------------------------------------------------------------
+
+    def reset(self, parameters: Mapping[str, Value], initial: Mapping[str, Value]) -> dict[str, Value]:
+        if self.closed or self._broken:
+            self.close()
+            self._instantiate()
+        elif self._initialized:
+            try:
+                self._fmu.reset()
+            except FMICallException:  # some FMUs cannot reset: start a fresh instance
+                self.close()
+                self._instantiate()
+        self.parameters = dict(parameters)
+        self._pending = {}
+        self._time = 0.0
+        self._next_event = None
+        self._solver = None
+        for name, value in initial.items():
+            fv = self._states[name]
+            if not fv.settable:
+                raise NotWritable(
+                    f"state {name!r} (FMI local {fv.fmi_name!r}) is calculated by the FMU "
+                    f"(initial={fv.initial}) and cannot be given an initial value")
+        inputs = {n: self._fmi[n].variable.default for n in self._input_names}
+        try:
+            self._setup(parameters, initial, inputs)
+        except FMICallException as exc:
+            self._broken = exc.status >= 4
+            raise self._fmi_error(exc, "initializing") from None
+        self._last_inputs = inputs
+        self._initialized = True
+        return dict(_read(self._fmu.component, self._outputs_g, self._outputs))
+
+    def _setup(self, parameters: Mapping[str, Value], initial: Mapping[str, Value],
+               inputs: Mapping[str, Value]) -> None:
+        fmu = self._fmu
+        if self._version == 2:
+            fmu.setupExperiment(tolerance=self._opts.tolerance if self._me else None,
+                                startTime=0.0)
+        values = {**{n: v for n, v in parameters.items()}, **inputs}
+        self._set_by_name(values)
+        self._set_by_name(initial, states=True)
+        if self._version == 2:
+            fmu.enterInitializationMode()
+        else:
+            fmu.enterInitializationMode(tolerance=self._opts.tolerance if self._me else None,
+                                        startTime=0.0)
+        fmu.exitInitializationMode()
+        if self._me:
+            self._event_iteration()
+            fmu.enterContinuousTimeMode()
+            self._solver = self._make_solver()
+
+    def _set_by_name(self, values: Mapping[str, Value], *, states: bool = False) -> None:
+        table = self._states if states else self._fmi
+        chosen = [table[n] for n in values]
+        if chosen:
+            _write(self._fmu.component, _groups(self._fmu, self._version, chosen), values)
+
+    def step(self, t: float, dt: float, inputs: Mapping[str, Value]) -> dict[str, Value]:
+        c = self._fmu.component
+        try:
+            if self._me:
+                self._step_me(t, dt, inputs)
+            else:
+                if self._pending:
+                    self._set_by_name(self._pending)
+                    self._pending = {}
+                _write(c, self._inputs_g, inputs)
+                if self._version == 2:
+                    self._fmu.fmi2DoStep(c, t, dt, fmi2.fmi2True)
+                else:
+                    self._fmu.doStep(t, dt)
+        except FMICallException as exc:
+            self._broken = exc.status >= 4
+            raise self._fmi_error(exc, f"stepping from t={t:g} s") from None
+        self._time = t + dt
+        return dict(_read(c, self._outputs_g, self._outputs))
+
+    def set_parameter(self, name: str, value: Value) -> None:
+        """A tunable parameter: applied to the FMU before the next step (in event
+        mode for model exchange)."""
+        self.parameters[name] = value
+        self._pending[name] = value
+
+    def get_states(self) -> dict[str, Value]:
+        if not self._states_g or self.closed:
+            return {}
+        return _read(self._fmu.component, self._states_g, {})
+
+    def set_states(self, states: Mapping[str, Value]) -> None:
+        if not states:
+            return
+        continuous = self._continuous_index()
+        for name in states:
+            if name not in continuous:
+                fv = self._states[name]
+                raise NotWritable(
+                    f"state {name!r} (FMI local {fv.fmi_name!r}) cannot be overwritten while "
+                    f"the FMU runs (FMI allows only continuous states of model-exchange FMUs); "
+                    f"give it in 'initial' and Reset")
+        nx = len(self._desc.md.derivatives)
+        x = (ctypes.c_double * nx)()
+        self._fmu.getContinuousStates(x, nx)
+        for name, value in states.items():
+            x[continuous[name]] = float(value)
+        self._fmu.setContinuousStates(x, nx)
+
+    def _continuous_index(self) -> dict[str, int]:
+        if not self._me:
+            return {}
+        index = {}
+        for i, unknown in enumerate(self._desc.md.derivatives):
+            state = unknown.variable.derivative
+            for name, fv in self._states.items():
+                if state is not None and fv.fmi_name == state.name:
+                    index[name] = i
+        return index
+
+    # -- model exchange ---------------------------------------------------------------
+
+    def _make_solver(self) -> Any:
+        from fmpy.sundials import CVodeSolver
+
+        fmu, md = self._fmu, self._desc.md
+        return CVodeSolver(
+            nx=md.numberOfContinuousStates, nz=md.numberOfEventIndicators,
+            get_x=fmu.getContinuousStates, set_x=fmu.setContinuousStates,
+            get_dx=fmu.getDerivatives if self._version == 2 else fmu.getContinuousStateDerivatives,
+            get_z=fmu.getEventIndicators, get_nominals=fmu.getNominalsOfContinuousStates,
+            set_time=fmu.setTime, input=_NoInput(), startTime=0.0,
+            relativeTolerance=self._opts.tolerance,
+        )
+
+    def _event_iteration(self) -> None:
+        update = self._fmu.newDiscreteStates if self._version == 2 else self._fmu.updateDiscreteStates
+        while True:
+            need_more, terminate, _, _, defined, next_time = update()
+            if terminate:
+                raise FMIError(f"FMU {self._name} requested termination at t={self._time:g} s"
+                               f"{self._log_suffix()}", function="newDiscreteStates",
+                               fmi_status="terminateSimulation")
+            if not need_more:
+                break
+        self._next_event = float(next_time) if defined else None
+
+    def _step_me(self, t: float, dt: float, inputs: Mapping[str, Value]) -> None:
+        fmu, c, solver = self._fmu, self._fmu.component, self._solver
+        t_end = t + dt
+        changed = any(inputs[n] != self._last_inputs.get(n) for n in self._input_names)
+        if changed or self._pending:
+            # a new input or parameter value is an event: discrete equations see it
+            fmu.enterEventMode()
+            if self._pending:
+                self._set_by_name(self._pending)
+                self._pending = {}
+            _write(c, self._inputs_g, inputs)
+            self._last_inputs = dict(inputs)
+            self._event_iteration()
+            fmu.enterContinuousTimeMode()
+        time = t
+        fmu.setTime(time)
+        solver.reset(time)
+        needs_completed = bool(self._desc.md.modelExchange.needsCompletedIntegratorStep)
+        while time < t_end and not math.isclose(time, t_end, rel_tol=0, abs_tol=1e-12 * (1 + t_end)):
+            t_next, time_event = t_end, False
+            if self._next_event is not None and self._next_event <= t_next + 1e-12 * (1 + t_end):
+                t_next, time_event = max(self._next_event, time), True
+            state_event, _, time = solver.step(time, t_next)
+            if time_event and not math.isclose(time, t_next, rel_tol=0, abs_tol=1e-12 * (1 + t_end)):
+                time_event = False  # a state event came first
+            fmu.setTime(time)
+            step_event = terminate = False
+            if needs_completed:
+                step_event, terminate = fmu.completedIntegratorStep()
+            if terminate:
+                raise FMIError(f"FMU {self._name} requested termination at t={time:g} s"
+                               f"{self._log_suffix()}", function="completedIntegratorStep",
+                               fmi_status="terminateSimulation")
+            if state_event or time_event or step_event:
+                fmu.enterEventMode()
+                self._time = time
+                self._event_iteration()
+                fmu.enterContinuousTimeMode()
+                solver.reset(time)
+
+    # -- snapshot / restore -------------------------------------------------------------
+
+    def snapshot(self) -> FMUSnapshot:
+        if not self._desc.can_get_and_set_state(self._interface):
+            raise NotSupported(
+                f"FMU {self._desc.path.name!r} cannot snapshot: its modelDescription does not "
+                f"declare canGetAndSetFMUstate, so Snapshot, Restore and Fork are not "
+                f"available for this component (Reset is)")
+        extra = {"parameters": dict(self.parameters), "pending": dict(self._pending),
+                 "time": self._time, "next_event": self._next_event,
+                 "last_inputs": dict(self._last_inputs), "initialized": self._initialized}
+        try:
+            state = self._fmu.getFMUstate()
+            if self._desc.can_serialize_state(self._interface):
+                data = self._fmu.serializeFMUstate(state)
+                self._fmu.freeFMUstate(state)
+                return FMUSnapshot(self._token, data, extra=extra)
+        except FMICallException as exc:
+            raise self._fmi_error(exc, "taking a snapshot") from None
+        snap = FMUSnapshot(self._token, None, handle=state, owner=id(self), extra=extra)
+        weakref.finalize(snap, _free_state, self._fmu, self._handle, state)
+        return snap
+
+    def restore(self, snapshot: Any) -> None:
+        if not isinstance(snapshot, FMUSnapshot) or snapshot.token != self._token:
+            raise NotSupported(f"this snapshot was not taken from FMU {self._desc.path.name!r} "
+                               f"({self._interface}); it cannot be restored into it")
+        if snapshot.serialized is None and snapshot.owner != id(self):
+            raise NotSupported(
+                f"FMU {self._desc.path.name!r} cannot serialize its state "
+                f"(canSerializeFMUstate is false): a snapshot can be restored only into the "
+                f"instance that took it, so Fork and restoring after a restart are not available")
+        try:
+            if snapshot.serialized is not None:
+                state = self._fmu.deSerializeFMUstate(snapshot.serialized)
+                self._fmu.setFMUstate(state)
+                self._fmu.freeFMUstate(state)
+            else:
+                self._fmu.setFMUstate(snapshot.handle)
+        except FMICallException as exc:
+            raise self._fmi_error(exc, "restoring a snapshot") from None
+        extra = snapshot.extra
+        self.parameters = dict(extra["parameters"])
+        self._pending = dict(extra["pending"])
+        self._time = extra["time"]
+        self._next_event = extra["next_event"]
+        self._last_inputs = dict(extra["last_inputs"])
+        self._initialized = extra["initialized"]
+        if self._me and self._solver is None:
+            self._solver = self._make_solver()
+
+    # -- errors ----------------------------------------------------------------------------
+
+    def _fmi_error(self, exc: FMICallException, doing: str) -> FMIError:
+        status = _STATUS.get(exc.status, str(exc.status))
+        return FMIError(
+            f"FMU {self._desc.path.name!r}: {exc.function} returned {status} while {doing}"
+            f"{self._log_suffix()}", function=exc.function, fmi_status=status)
+
+    def _log_suffix(self) -> str:
+        last = self._log.last()
+        return f" (FMU log: {last})" if last else ""
+
+    def statistics(self) -> dict[str, Any]:
+        return {"fmu": str(self._desc.path), "fmi_version": self._desc.md.fmiVersion,
+                "interface": self._interface, "instance": self._name}
