@@ -7,6 +7,22 @@ from typing import Any
 
 from twin_server.models.base import Kind, Model, Value
 
+#: the built-in model names and the classes pyproject.toml registers them as
+BUILTIN = {
+    "water_tank": "twin_server.models.water_tank.WaterTank",
+    "room_temperature": "twin_server.models.room_temperature.RoomTemperature",
+    "pid": "twin_server.models.pid.PID",
+    "constant": "twin_server.models.sources.Constant",
+    "step": "twin_server.models.sources.Step",
+    "ramp": "twin_server.models.sources.Ramp",
+    "sine": "twin_server.models.sources.Sine",
+    "square": "twin_server.models.sources.Square",
+    "gain": "twin_server.models.blocks.Gain",
+    "sum": "twin_server.models.blocks.Sum",
+    "first_order_lag": "twin_server.models.blocks.FirstOrderLag",
+    "noisy_sensor": "twin_server.models.blocks.NoisySensor",
+}
+
 
 def defaults(cls: type[Model], kind: Kind) -> dict[str, Value]:
     """The declared defaults of ``cls``'s variables of one kind."""

@@ -48,7 +48,7 @@ class TestAgainstSolveIvp:
         expected = reference(h0, inflow, area, k, np.arange(1, steps + 1) * dt)
         assert np.max(np.abs(levels - expected)) < TOLERANCE_M
 
-    @pytest.mark.parametrize("dt", [pytest.param(0.001, id="1ms"), pytest.param(1.0, id="1s"),
+    @pytest.mark.parametrize("dt", [pytest.param(0.01, id="10ms"), pytest.param(1.0, id="1s"),
                                     pytest.param(60.0, id="1min"), pytest.param(900.0, id="15min")])
     def test_exact_for_any_step_size(self, dt: float) -> None:
         """Large steps are as accurate as small ones (no stability limit): 1e-9 m at t = 1800 s."""
