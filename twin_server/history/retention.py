@@ -1,0 +1,96 @@
+"""Retention: how long and how much history to keep, enforced in bulk.
+
+Policies are set per session (applying to each of its series) or per series
+(overriding its session's). ``enforce`` runs in one transaction and issues one
+DELETE per series and kind of limit, through ``executemany``: by age
+``DELETE ... WHERE series_id = ? AND t < ?`` (a range scan at the head of the
+series' key range), by size a delete of everything older than the N-th newest
+key. Nothing is deleted per insert: a periodic task calls ``enforce``, so each
+round deletes only what aged out since the last one.
+
+Deleted pages go to SQLite's free list and are reused by new samples, so a store
+under retention stops growing at its high-water mark rather than shrinking.
+"""
+
+from __future__ import annotations
+
+import time
+
+import aiosqlite
+
+from twin_server.history.records import RetentionPolicy, RetentionResult
+
+
+class Policies:
+    """Session and series policies, as the daemon configured them."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, RetentionPolicy] = {}
+        self.series: dict[tuple[str, str], RetentionPolicy] = {}
+
+    def set(self, session: str, path: str | None, policy: RetentionPolicy | None) -> None:
+        if path:
+            if policy is None:
+                self.series.pop((session, path), None)
+            else:
+                self.series[(session, path)] = policy
+        elif policy is None:
+            self.sessions.pop(session, None)
+        else:
+            self.sessions[session] = policy
+
+    def forget(self, session: str) -> None:
+        self.sessions.pop(session, None)
+        for key in [k for k in self.series if k[0] == session]:
+            del self.series[key]
+
+    def of(self, session: str, path: str) -> RetentionPolicy | None:
+        return self.series.get((session, path)) or self.sessions.get(session)
+
+    def __bool__(self) -> bool:
+        return bool(self.sessions or self.series)
+
+
+_BY_AGE = "DELETE FROM samples WHERE series_id = ? AND t < ?"
+_BY_SIZE = ("DELETE FROM samples WHERE series_id = ? AND (t, seq) < "
+            "(SELECT t, seq FROM samples WHERE series_id = ? "
+            "ORDER BY t DESC, seq DESC LIMIT 1 OFFSET ?)")
+_EVENTS_BY_AGE = "DELETE FROM events WHERE session = ? AND t < ?"
+
+
+async def enforce(db: aiosqlite.Connection, policies: Policies, now: float) -> RetentionResult:
+    """Apply ``policies`` at wall time ``now`` (caller holds the write lock)."""
+    started = time.perf_counter()
+    if not policies:
+        return RetentionResult(0, 0, 0.0)
+    now_us = round(now * 1_000_000)
+    async with db.execute("SELECT id, session, path FROM series") as cur:
+        series = list(await cur.fetchall())
+    by_age: list[tuple[int, int]] = []
+    by_size: list[tuple[int, int, int]] = []
+    for series_id, session, path in series:
+        policy = policies.of(session, path)
+        if policy is None:
+            continue
+        if policy.max_age is not None:
+            by_age.append((series_id, now_us - round(policy.max_age * 1_000_000)))
+        if policy.max_samples is not None:
+            by_size.append((series_id, series_id, policy.max_samples - 1))
+    events = [(session, now_us - round(p.max_age * 1_000_000))
+              for session, p in policies.sessions.items() if p.max_age is not None]
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        before = db.total_changes
+        if by_age:
+            await db.executemany(_BY_AGE, by_age)
+        if by_size:
+            await db.executemany(_BY_SIZE, by_size)
+        samples = db.total_changes - before
+        if events:
+            await db.executemany(_EVENTS_BY_AGE, events)
+        events_deleted = db.total_changes - before - samples
+        await db.execute("COMMIT")
+    except BaseException:
+        await db.execute("ROLLBACK")
+        raise
+    return RetentionResult(samples, events_deleted, time.perf_counter() - started)
