@@ -48,7 +48,9 @@ class Integrator(Recording):
         Variable("x0", Kind.PARAMETER, low=-1e6, high=1e6, default=0.0, tunable=False),
     )
 
-    def reset(self, parameters: Mapping[str, Value], initial: Mapping[str, Value]) -> dict[str, Value]:
+    def reset(
+        self, parameters: Mapping[str, Value], initial: Mapping[str, Value]
+    ) -> dict[str, Value]:
         self.parameters = dict(parameters)
         self.x = float(initial.get("x", parameters["x0"]))
         return {"y": self.x}
@@ -76,7 +78,9 @@ class Gain(Recording):
         Variable("bias", Kind.PARAMETER, default=0.0),
     )
 
-    def reset(self, parameters: Mapping[str, Value], initial: Mapping[str, Value]) -> dict[str, Value]:
+    def reset(
+        self, parameters: Mapping[str, Value], initial: Mapping[str, Value]
+    ) -> dict[str, Value]:
         self.parameters = dict(parameters)
         return {"y": float(self.parameters["bias"])}
 
@@ -91,7 +95,9 @@ class TimeSource(Recording):
 
     variables = (Variable("time", Kind.OUTPUT, unit="s"),)
 
-    def reset(self, parameters: Mapping[str, Value], initial: Mapping[str, Value]) -> dict[str, Value]:
+    def reset(
+        self, parameters: Mapping[str, Value], initial: Mapping[str, Value]
+    ) -> dict[str, Value]:
         self.parameters = dict(parameters)
         return {"time": 0.0}
 
@@ -110,7 +116,9 @@ class Faulty(Recording):
         Variable("mode", Kind.PARAMETER, datatype=DataType.INT32, low=0, high=2, default=0),
     )
 
-    def reset(self, parameters: Mapping[str, Value], initial: Mapping[str, Value]) -> dict[str, Value]:
+    def reset(
+        self, parameters: Mapping[str, Value], initial: Mapping[str, Value]
+    ) -> dict[str, Value]:
         self.parameters = dict(parameters)
         self.k = 0
         return {"y": 0.0}
@@ -138,7 +146,9 @@ class Switch(Recording):
         Variable("mode", Kind.PARAMETER, datatype=DataType.INT32, low=0, high=3, default=1),
     )
 
-    def reset(self, parameters: Mapping[str, Value], initial: Mapping[str, Value]) -> dict[str, Value]:
+    def reset(
+        self, parameters: Mapping[str, Value], initial: Mapping[str, Value]
+    ) -> dict[str, Value]:
         self.parameters = dict(parameters)
         self.count = 0
         return {"label": "off", "count": 0}
@@ -150,16 +160,27 @@ class Switch(Recording):
         return {"label": "on" if inputs["on"] else "off", "count": self.count}
 
 
-def component(name: str, factory: type[Model], *, parameters: Mapping[str, Value] | None = None,
-              initial: Mapping[str, Value] | None = None,
-              inputs: Mapping[str, Value] | None = None,
-              options: Mapping[str, Any] | None = None) -> ComponentDefinition:
+def component(
+    name: str,
+    factory: type[Model],
+    *,
+    parameters: Mapping[str, Value] | None = None,
+    initial: Mapping[str, Value] | None = None,
+    inputs: Mapping[str, Value] | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> ComponentDefinition:
     """A ComponentDefinition with every parameter filled from the model's defaults."""
     params = {v.name: v.default for v in factory.variables if v.kind is Kind.PARAMETER}
     params.update(parameters or {})
-    return ComponentDefinition(name=name, model=factory.__name__.lower(), factory=factory,
-                               parameters=params, initial=dict(initial or {}),
-                               inputs=dict(inputs or {}), options=dict(options or {}))
+    return ComponentDefinition(
+        name=name,
+        model=factory.__name__.lower(),
+        factory=factory,
+        parameters=params,
+        initial=dict(initial or {}),
+        inputs=dict(inputs or {}),
+        options=dict(options or {}),
+    )
 
 
 def connect(spec: str) -> Connection:
@@ -170,10 +191,12 @@ def connect(spec: str) -> Connection:
     return Connection(source, source_port, target, target_port)
 
 
-def twin(name: str, *components: ComponentDefinition, connections: tuple[str, ...] = ()
-         ) -> TwinDefinition:
-    return TwinDefinition(name=name, components=tuple(components),
-                          connections=tuple(connect(c) for c in connections))
+def twin(
+    name: str, *components: ComponentDefinition, connections: tuple[str, ...] = ()
+) -> TwinDefinition:
+    return TwinDefinition(
+        name=name, components=tuple(components), connections=tuple(connect(c) for c in connections)
+    )
 
 
 def loop_twin(*, record: bool = True) -> TwinDefinition:
@@ -210,9 +233,18 @@ def tank_pid_twin() -> TwinDefinition:
     return twin(
         "tank_pid",
         component("tank", WaterTank, parameters={"area": 0.5, "initial_level": 0.2}),
-        component("pid", PID, parameters={"kp": 0.8, "ki": 0.2, "kd": 0.05,
-                                          "derivative_filter_time": 0.5, "output_max": 0.5},
-                  inputs={"setpoint": 1.0}),
+        component(
+            "pid",
+            PID,
+            parameters={
+                "kp": 0.8,
+                "ki": 0.2,
+                "kd": 0.05,
+                "derivative_filter_time": 0.5,
+                "output_max": 0.5,
+            },
+            inputs={"setpoint": 1.0},
+        ),
         connections=("tank.level -> pid.measurement", "pid.output -> tank.inflow"),
     )
 

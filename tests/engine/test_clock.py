@@ -5,6 +5,7 @@ real-time factor. A fake wall clock drives all but one short real-time test."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
 from collections.abc import AsyncIterator, Callable
@@ -13,8 +14,8 @@ from typing import Any
 import pytest
 
 from tests.engine.conftest import (
-    Faulty,
     FakeClock,
+    Faulty,
     Gain,
     Script,
     TimeSource,
@@ -76,8 +77,9 @@ async def running() -> AsyncIterator[Callable[..., Running]]:
             await r.stop()
 
 
-def timed_ticks(session: Session, fake: FakeClock, *,
-                slow: dict[int, float] | None = None) -> list[float]:
+def timed_ticks(
+    session: Session, fake: FakeClock, *, slow: dict[int, float] | None = None
+) -> list[float]:
     """Record the fake time at which each tick starts; tick k takes ``slow[k]`` seconds."""
     real_tick = session.tick
     times: list[float] = []
@@ -94,13 +96,16 @@ def timed_ticks(session: Session, fake: FakeClock, *,
 
 
 def counter_session(**settings: Any) -> Session:
-    return make_session(twin("c", component("clock", TimeSource, options={"record": False})),
-                        step_size=DT, **settings)
+    return make_session(
+        twin("c", component("clock", TimeSource, options={"record": False})),
+        step_size=DT,
+        **settings,
+    )
 
 
 class TestPacing:
     async def test_deadlines_are_absolute(self, fake_clock: FakeClock, running: Any) -> None:
-        """Over 10,000 ticks with random oversleep, tick k starts within the oversleep of its deadline: no drift."""
+        """Over 10,000 jittered ticks each starts within the jitter of its own deadline."""
         rng = random.Random(7)
         fake_clock.oversleep = lambda: rng.uniform(0.0, 0.5 * DT)
         s = counter_session()
@@ -116,8 +121,9 @@ class TestPacing:
         assert clock.statistics().overruns == 0
         assert s.sim_time == s.step_count * DT
 
-    async def test_first_tick_one_period_after_start(self, fake_clock: FakeClock,
-                                                     running: Any) -> None:
+    async def test_first_tick_one_period_after_start(
+        self, fake_clock: FakeClock, running: Any
+    ) -> None:
         """The first tick (t: 0 -> dt) runs when dt of wall time has passed since Start."""
         s = counter_session()
         times = timed_ticks(s, fake_clock)
@@ -127,22 +133,26 @@ class TestPacing:
         await until(lambda: s.step_count >= 3)
         assert times[:3] == pytest.approx([t0 + DT, t0 + 2 * DT, t0 + 3 * DT], abs=1e-12)
 
-    @pytest.mark.parametrize("factor", [
-        pytest.param(2.0, id="twice-as-fast"), pytest.param(0.5, id="half-speed"),
-    ])
-    async def test_realtime_factor_scales_period(self, fake_clock: FakeClock, running: Any,
-                                                 factor: float) -> None:
+    @pytest.mark.parametrize(
+        "factor",
+        [
+            pytest.param(2.0, id="twice-as-fast"),
+            pytest.param(0.5, id="half-speed"),
+        ],
+    )
+    async def test_realtime_factor_scales_period(
+        self, fake_clock: FakeClock, running: Any, factor: float
+    ) -> None:
         """Ticks are dt / realtime_factor of wall time apart."""
         s = counter_session(realtime_factor=factor)
         times = timed_ticks(s, fake_clock)
         running(Clock(s, now=fake_clock.now, sleep=fake_clock.sleep))
         s.start()
         await until(lambda: s.step_count >= 20)
-        gaps = [b - a for a, b in zip(times, times[1:20], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(times[:20])]
         assert gaps == pytest.approx([DT / factor] * 19, abs=1e-9)
 
-    async def test_suspended_clock_does_not_spin(self, fake_clock: FakeClock,
-                                                 running: Any) -> None:
+    async def test_suspended_clock_does_not_spin(self, fake_clock: FakeClock, running: Any) -> None:
         """A clock whose session is Ready, Suspended or Halted sleeps on events, never polls."""
         s = counter_session()
         running(Clock(s, now=fake_clock.now, sleep=fake_clock.sleep))
@@ -160,7 +170,7 @@ class TestPacing:
         assert s.step_count == 5
 
     async def test_resume_reanchors(self, fake_clock: FakeClock, running: Any) -> None:
-        """After a long Suspend, Resume anchors afresh: no overrun, next tick one period after Resume."""
+        """Resume after a long Suspend anchors afresh: no overrun, next tick a period later."""
         s = counter_session()
         script_clock_ticks(s, {}, stop_at=10)
         times = timed_ticks(s, fake_clock)
@@ -172,14 +182,13 @@ class TestPacing:
         resumed = fake_clock.now()
         s.resume()
         await until(lambda: s.step_count >= 15)
-        assert times[10:15] == pytest.approx([resumed + (i + 1) * DT for i in range(5)],
-                                             abs=1e-9)
+        assert times[10:15] == pytest.approx([resumed + (i + 1) * DT for i in range(5)], abs=1e-9)
         stats = clock.statistics()
         assert stats.overruns == 0
         assert stats.lateness_max < 1e-9
 
     async def test_factor_change_reanchors(self, fake_clock: FakeClock, running: Any) -> None:
-        """A new real-time factor while running re-anchors: no overrun, the new period from then on."""
+        """A new real-time factor re-anchors: no overrun, the new period from then on."""
         s = counter_session()
         times = timed_ticks(s, fake_clock)
         real_tick = s.tick
@@ -194,12 +203,13 @@ class TestPacing:
         running(clock)
         s.start()
         await until(lambda: s.step_count >= 20)
-        gaps = [b - a for a, b in zip(times, times[1:20], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(times[:20])]
         assert gaps == pytest.approx([DT] * 9 + [DT / 4] * 10, abs=1e-9)
         assert clock.statistics().overruns == 0
 
-    async def test_factor_change_ends_a_long_wait(self, fake_clock: FakeClock,
-                                                  running: Any) -> None:
+    async def test_factor_change_ends_a_long_wait(
+        self, fake_clock: FakeClock, running: Any
+    ) -> None:
         """A slow-motion wait is cut short by a new real-time factor instead of running out."""
         hung = asyncio.Event()
 
@@ -216,9 +226,10 @@ class TestPacing:
         s.set_realtime_factor(0)
         await until(lambda: s.step_count >= 1000)
 
-    async def test_halt_during_a_long_wait_stops_at_once(self, fake_clock: FakeClock,
-                                                         running: Any) -> None:
-        """Halting a session whose clock waits a long period leaves the clock idle, no tick taken."""
+    async def test_halt_during_a_long_wait_stops_at_once(
+        self, fake_clock: FakeClock, running: Any
+    ) -> None:
+        """Halt during a long wait leaves the clock idle at once, no tick taken."""
         cancelled = asyncio.Event()
 
         async def sleep(seconds: float) -> None:
@@ -239,7 +250,7 @@ class TestPacing:
 
 class TestOverruns:
     async def test_skip_drops_missed_deadlines(self, fake_clock: FakeClock, running: Any) -> None:
-        """With "skip", a tick 2.5 periods late counts one overrun and re-anchors there; the rest are on time."""
+        """With "skip", a tick 2.5 periods late is one overrun; it re-anchors there."""
         s = counter_session(overrun_policy="skip")
         times = timed_ticks(s, fake_clock, slow={5: 3.5 * DT})
         clock = Clock(s, now=fake_clock.now, sleep=fake_clock.sleep)
@@ -248,16 +259,17 @@ class TestOverruns:
         s.start()
         await until(lambda: s.step_count >= 12)
         assert times[6] == pytest.approx(t0 + 6 * DT + 3.5 * DT, abs=1e-9)
-        gaps = [b - a for a, b in zip(times[6:], times[7:12], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(times[6:12])]
         assert gaps == pytest.approx([DT] * 5, abs=1e-9)
         stats = clock.statistics()
         assert stats.overruns == 1
         assert stats.lateness_max == pytest.approx(2.5 * DT, abs=1e-9)
         assert s.sim_time == s.step_count * DT
 
-    async def test_catch_up_runs_late_ticks_back_to_back(self, fake_clock: FakeClock,
-                                                         running: Any) -> None:
-        """With "catch_up", the late ticks run back to back until on time; each tick over a period late is an overrun."""
+    async def test_catch_up_runs_late_ticks_back_to_back(
+        self, fake_clock: FakeClock, running: Any
+    ) -> None:
+        """With "catch_up", late ticks run back to back; each over a period late is an overrun."""
         s = counter_session(overrun_policy="catch_up")
         times = timed_ticks(s, fake_clock, slow={5: 3.5 * DT})
         clock = Clock(s, now=fake_clock.now, sleep=fake_clock.sleep)
@@ -270,8 +282,7 @@ class TestOverruns:
         assert times[9:12] == pytest.approx([t0 + (k + 1) * DT for k in range(9, 12)], abs=1e-9)
         assert clock.statistics().overruns == 2
 
-    async def test_catch_up_drops_a_long_backlog(self, fake_clock: FakeClock,
-                                                 running: Any) -> None:
+    async def test_catch_up_drops_a_long_backlog(self, fake_clock: FakeClock, running: Any) -> None:
         """A stall longer than max_backlog is dropped as with "skip" instead of stepped flat out."""
         s = counter_session(overrun_policy="catch_up")
         times = timed_ticks(s, fake_clock, slow={5: 5.0})
@@ -279,7 +290,7 @@ class TestOverruns:
         running(clock)
         s.start()
         await until(lambda: s.step_count >= 10)
-        gaps = [b - a for a, b in zip(times[6:], times[7:10], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(times[6:10])]
         assert gaps == pytest.approx([DT] * 3, abs=1e-9)
         assert clock.statistics().overruns == 1
 
@@ -292,12 +303,17 @@ class TestOverruns:
         await until(lambda: s.step_count >= 60)
         assert fake_clock.sleeps.count(0) >= 50 // 8 - 1
 
-    async def test_fault_stops_catch_up_at_once(self, fake_clock: FakeClock,
-                                                running: Any) -> None:
+    async def test_fault_stops_catch_up_at_once(self, fake_clock: FakeClock, running: Any) -> None:
         """A fault in the middle of a catch-up burst stops the ticking at the faulting tick."""
-        s = make_session(twin("f", component("src", TimeSource, options={"record": False}),
-                              component("bad", Faulty, parameters={"at": 8})),
-                         step_size=DT, overrun_policy="catch_up")
+        s = make_session(
+            twin(
+                "f",
+                component("src", TimeSource, options={"record": False}),
+                component("bad", Faulty, parameters={"at": 8}),
+            ),
+            step_size=DT,
+            overrun_policy="catch_up",
+        )
         timed_ticks(s, fake_clock, slow={5: 0.3})
         clock = Clock(s, now=fake_clock.now, sleep=fake_clock.sleep)
         running(clock)
@@ -324,7 +340,8 @@ class TestStatistics:
         stats = clock.statistics()
         assert stats.ticks == s.step_count
         assert (stats.lateness_p50, stats.lateness_p99, stats.lateness_max) == pytest.approx(
-            (0.002, 0.002, 0.002), abs=1e-9)
+            (0.002, 0.002, 0.002), abs=1e-9
+        )
 
     async def test_window_keeps_recent_ticks(self, fake_clock: FakeClock, running: Any) -> None:
         """Statistics cover only the last ``window`` ticks."""
@@ -338,9 +355,8 @@ class TestStatistics:
         assert stats.lateness_p50 == pytest.approx(0.004, abs=1e-9)
         assert stats.lateness_max == pytest.approx(0.004, abs=1e-9)
 
-    async def test_percentiles_of_mixed_lateness(self, fake_clock: FakeClock,
-                                                 running: Any) -> None:
-        """p50 and p99 follow the distribution: one late tick in a hundred shows in p99 and max, not p50."""
+    async def test_percentiles_of_mixed_lateness(self, fake_clock: FakeClock, running: Any) -> None:
+        """One late tick in a hundred shows in p99 and max, not in p50."""
         fake_clock.oversleep = lambda: 0.009 if s.step_count % 100 == 50 else 0.001
         s = counter_session()
         clock = Clock(s, now=fake_clock.now, sleep=fake_clock.sleep, window=1000)
@@ -414,21 +430,25 @@ class TestDeterminism:
         run_scripted(s, ticks, SCRIPT)
         return bits(s.values())
 
-    @pytest.mark.parametrize(("factor", "policy", "jitter"), [
-        pytest.param(1.0, "skip", 0.0, id="rt1"),
-        pytest.param(1.0, "skip", 3.0, id="rt1-jitter-skip"),
-        pytest.param(1.0, "catch_up", 3.0, id="rt1-jitter-catch-up"),
-        pytest.param(10.0, "skip", 0.5, id="rt10"),
-        pytest.param(0.0, "skip", 0.0, id="flat-out"),
-    ])
-    async def test_bit_identical_across_factors(self, fake_clock: FakeClock, running: Any,
-                                                factor: float, policy: str,
-                                                jitter: float) -> None:
-        """The tank+PID twin with the same writes at the same ticks ends bit-identical to step(n), whatever the factor, jitter or policy."""
+    @pytest.mark.parametrize(
+        ("factor", "policy", "jitter"),
+        [
+            pytest.param(1.0, "skip", 0.0, id="rt1"),
+            pytest.param(1.0, "skip", 3.0, id="rt1-jitter-skip"),
+            pytest.param(1.0, "catch_up", 3.0, id="rt1-jitter-catch-up"),
+            pytest.param(10.0, "skip", 0.5, id="rt10"),
+            pytest.param(0.0, "skip", 0.0, id="flat-out"),
+        ],
+    )
+    async def test_bit_identical_across_factors(
+        self, fake_clock: FakeClock, running: Any, factor: float, policy: str, jitter: float
+    ) -> None:
+        """Tank+PID with scripted writes ends bit-identical to step(n) at any factor or policy."""
         rng = random.Random(3)
         fake_clock.oversleep = lambda: rng.uniform(0, jitter * DT)
-        s = make_session(tank_pid_twin(), step_size=DT, realtime_factor=factor,
-                         overrun_policy=policy)
+        s = make_session(
+            tank_pid_twin(), step_size=DT, realtime_factor=factor, overrun_policy=policy
+        )
         script_clock_ticks(s, SCRIPT, stop_at=200)
         running(Clock(s, now=fake_clock.now, sleep=fake_clock.sleep))
         s.start()
@@ -441,14 +461,16 @@ class TestDeterminism:
         s = make_session(tank_pid_twin(), step_size=DT, realtime_factor=1.0)
         script = {k: v for k, v in SCRIPT.items() if k < 30} | {
             10: [(VarKey("pid", Kind.INPUT, "setpoint"), 1.4)],
-            20: [(VarKey("pid", Kind.PARAMETER, "ki"), 0.5)]}
+            20: [(VarKey("pid", Kind.PARAMETER, "ki"), 0.5)],
+        }
         script_clock_ticks(s, script, stop_at=30)
         clock = Clock(s)
         running(clock)
         began = time.monotonic()
         s.start()
-        await asyncio.wait_for(until(lambda: s.state is RunState.SUSPENDED,
-                                     spins=10**9), timeout=10)
+        await asyncio.wait_for(
+            until(lambda: s.state is RunState.SUSPENDED, spins=10**9), timeout=10
+        )
         elapsed = time.monotonic() - began
         assert s.step_count == 30
         assert elapsed >= 30 * DT - 0.005
@@ -470,8 +492,7 @@ class TestLifecycle:
 
     async def test_reset_and_restart(self, fake_clock: FakeClock, running: Any) -> None:
         """After Halt, Reset and Start the clock paces the session again from t0."""
-        s = make_session(twin("g", component("g", Gain, options={"record": False})),
-                         step_size=DT)
+        s = make_session(twin("g", component("g", Gain, options={"record": False})), step_size=DT)
         clock = Clock(s, now=fake_clock.now, sleep=fake_clock.sleep)
         running(clock)
         s.start()

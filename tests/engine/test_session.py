@@ -4,7 +4,7 @@ faults, events and determinism, on small hand-built twins (see conftest)."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import structlog
@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from tests.engine.conftest import (
     Faulty,
     Gain,
-    Integrator,
+    Script,
     Switch,
     TimeSource,
     bits,
@@ -81,12 +81,19 @@ def model(session: Session, name: str) -> Any:
 
 
 class TestStepping:
-    def test_loop_through_integrator_uses_this_and_previous_tick(self, loop_session: Session) -> None:
-        """An input from a component earlier in the order sees this tick's output; one from later sees the previous tick's."""
+    def test_loop_through_integrator_uses_this_and_previous_tick(
+        self, loop_session: Session
+    ) -> None:
+        """An input sees an earlier component's output of this tick, a later one's of the last."""
         loop_session.step(5)
-        seen = [(model(loop_session, "integ").calls[k][1]["u"],
-                 model(loop_session, "fb").calls[k][1]["u"],
-                 model(loop_session, "sum").calls[k][1]["u"]) for k in range(5)]
+        seen = [
+            (
+                model(loop_session, "integ").calls[k][1]["u"],
+                model(loop_session, "fb").calls[k][1]["u"],
+                model(loop_session, "sum").calls[k][1]["u"],
+            )
+            for k in range(5)
+        ]
         assert seen == reference_loop(5, 0.1)
 
     def test_components_run_in_definition_order(self, loop_session: Session) -> None:
@@ -99,12 +106,16 @@ class TestStepping:
         assert loop_session.read(inp("fb", "u")) == 1.0  # integ's initial y = x0
         assert loop_session.read(inp("sum", "u")) == 0.25
 
-    @pytest.mark.parametrize(("configured", "expected"), [
-        pytest.param({}, 0.0, id="variable-default"),
-        pytest.param({"u": 3.5}, 3.5, id="configured-default"),
-    ])
-    def test_unconnected_input_takes_default(self, configured: dict[str, float],
-                                             expected: float) -> None:
+    @pytest.mark.parametrize(
+        ("configured", "expected"),
+        [
+            pytest.param({}, 0.0, id="variable-default"),
+            pytest.param({"u": 3.5}, 3.5, id="configured-default"),
+        ],
+    )
+    def test_unconnected_input_takes_default(
+        self, configured: dict[str, float], expected: float
+    ) -> None:
         """An unconnected input takes the configured default, else the variable's default."""
         s = make_session(twin("t", component("g", Gain, inputs=configured)))
         s.step(2)
@@ -114,14 +125,16 @@ class TestStepping:
     def test_outputs_after_each_tick(self, loop_session: Session) -> None:
         """read() returns the outputs of the last tick."""
         loop_session.step(3)
-        integ_u, fb_u, sum_u = reference_loop(3, 0.1)[-1]
+        _, fb_u, sum_u = reference_loop(3, 0.1)[-1]
         assert loop_session.read(out("fb", "y")) == -0.5 * fb_u + 0.25
         assert loop_session.read(out("sum", "y")) == 2.0 * sum_u
         assert loop_session.read(state("integ", "x")) == fb_u
 
     @settings(max_examples=60, deadline=None)
-    @given(dt=st.floats(min_value=1e-6, max_value=1e3, allow_nan=False, allow_infinity=False),
-           ticks=st.integers(min_value=1, max_value=300))
+    @given(
+        dt=st.floats(min_value=1e-6, max_value=1e3, allow_nan=False, allow_infinity=False),
+        ticks=st.integers(min_value=1, max_value=300),
+    )
     def test_time_is_counted_not_accumulated(self, dt: float, ticks: int) -> None:
         """Every tick k steps from t == k*dt exactly, and sim_time == k*dt."""
         s = make_session(twin("t", component("clock", TimeSource)), step_size=dt)
@@ -193,41 +206,78 @@ class TestForcedInputs:
 
 REFUSALS = [
     pytest.param(out("fb", "y"), 1.0, NotWritable, "output 'y' of component 'fb'", id="output"),
-    pytest.param(par("integ", "gain"), 1000, OutOfRange,
-                 r"parameter 'gain' of component 'integ' must be within \[-100, 100\] \(got 1000",
-                 id="out-of-range"),
-    pytest.param(inp("integ", "u"), math.nan, OutOfRange, "input 'u' of component 'integ'",
-                 id="nan"),
-    pytest.param(inp("integ", "u"), "1.0", TypeMismatch,
-                 "input 'u' of component 'integ' takes a Double", id="string-for-double"),
+    pytest.param(
+        par("integ", "gain"),
+        1000,
+        OutOfRange,
+        r"parameter 'gain' of component 'integ' must be within \[-100, 100\] \(got 1000",
+        id="out-of-range",
+    ),
+    pytest.param(
+        inp("integ", "u"), math.nan, OutOfRange, "input 'u' of component 'integ'", id="nan"
+    ),
+    pytest.param(
+        inp("integ", "u"),
+        "1.0",
+        TypeMismatch,
+        "input 'u' of component 'integ' takes a Double",
+        id="string-for-double",
+    ),
     pytest.param(inp("integ", "u"), True, TypeMismatch, "takes a Double", id="bool-for-double"),
-    pytest.param(inp("sw", "on"), 1, TypeMismatch, "input 'on' of component 'sw' takes a Boolean",
-                 id="int-for-boolean"),
+    pytest.param(
+        inp("sw", "on"),
+        1,
+        TypeMismatch,
+        "input 'on' of component 'sw' takes a Boolean",
+        id="int-for-boolean",
+    ),
     pytest.param(par("sw", "mode"), 1.5, TypeMismatch, "takes an Int32", id="fraction-for-int32"),
-    pytest.param(par("sw", "mode"), 7, OutOfRange, r"within \[0, 3\] \(got 7\)",
-                 id="int32-out-of-range"),
-    pytest.param(VarKey("nope", Kind.INPUT, "u"), 1.0, NotFound,
-                 "has no component 'nope' .*integ", id="unknown-component"),
-    pytest.param(inp("integ", "nope"), 1.0, NotFound,
-                 "component 'integ' has no input 'nope' \\(its inputs: u\\)", id="unknown-variable"),
-    pytest.param(state("fb", "x"), 1.0, NotFound, "component 'fb' has no state 'x'",
-                 id="no-such-state"),
-    pytest.param(state("integ", "x"), 1e9, OutOfRange, "state 'x' of component 'integ'",
-                 id="state-out-of-range"),
+    pytest.param(
+        par("sw", "mode"), 7, OutOfRange, r"within \[0, 3\] \(got 7\)", id="int32-out-of-range"
+    ),
+    pytest.param(
+        VarKey("nope", Kind.INPUT, "u"),
+        1.0,
+        NotFound,
+        "has no component 'nope' .*integ",
+        id="unknown-component",
+    ),
+    pytest.param(
+        inp("integ", "nope"),
+        1.0,
+        NotFound,
+        "component 'integ' has no input 'nope' \\(its inputs: u\\)",
+        id="unknown-variable",
+    ),
+    pytest.param(
+        state("fb", "x"), 1.0, NotFound, "component 'fb' has no state 'x'", id="no-such-state"
+    ),
+    pytest.param(
+        state("integ", "x"),
+        1e9,
+        OutOfRange,
+        "state 'x' of component 'integ'",
+        id="state-out-of-range",
+    ),
 ]
 
 
 def typed_twin_session() -> Session:
     definition = loop_twin()
-    definition = twin("loop", *definition.components, component("sw", Switch),
-                      connections=tuple(str(c) for c in definition.connections))
+    definition = twin(
+        "loop",
+        *definition.components,
+        component("sw", Switch),
+        connections=tuple(str(c) for c in definition.connections),
+    )
     return make_session(definition, step_size=0.1)
 
 
 class TestWrites:
     @pytest.mark.parametrize(("key", "value", "error", "message"), REFUSALS)
-    def test_refused_write_changes_nothing(self, key: VarKey, value: Any,
-                                           error: type[Exception], message: str) -> None:
+    def test_refused_write_changes_nothing(
+        self, key: VarKey, value: Any, error: type[Exception], message: str
+    ) -> None:
         """A refused write raises the matching error, says what was wrong, and changes nothing."""
         s = typed_twin_session()
         s.step(2)
@@ -262,7 +312,9 @@ class TestWrites:
         loop_session.step(1)
         assert loop_session.read(out("integ", "y")) == 10.0 + 1.0 * 1.0 * 0.1
 
-    def test_tunable_parameter_applies_at_next_tick_while_running(self, loop_session: Session) -> None:
+    def test_tunable_parameter_applies_at_next_tick_while_running(
+        self, loop_session: Session
+    ) -> None:
         """A tunable parameter written while Running takes effect at the next tick."""
         loop_session.write(inp("integ", "u"), 1.0)
         loop_session.start()
@@ -274,20 +326,24 @@ class TestWrites:
         assert loop_session.read(state("integ", "x")) == x + 3.0 * 1.0 * 0.1
 
     def test_fixed_parameter_refused_while_running(self, loop_session: Session) -> None:
-        """A fixed parameter cannot be written while the session runs; the message says what to do."""
+        """A fixed parameter is refused while Running; the message says what to do."""
         loop_session.start()
         with pytest.raises(NotWritable) as info:
             loop_session.write(par("integ", "x0"), 5.0)
         assert str(info.value) == (
             "parameter 'x0' of component 'integ' is fixed while the session runs; "
-            "suspend or halt it, write it, then Reset")
+            "suspend or halt it, write it, then Reset"
+        )
         assert loop_session.read(par("integ", "x0")) == 1.0
 
-    @pytest.mark.parametrize("setup", [
-        pytest.param(lambda s: None, id="ready"),
-        pytest.param(lambda s: s.step(2), id="suspended"),
-        pytest.param(lambda s: (s.start(), s.halt()), id="halted"),
-    ])
+    @pytest.mark.parametrize(
+        "setup",
+        [
+            pytest.param(lambda s: None, id="ready"),
+            pytest.param(lambda s: s.step(2), id="suspended"),
+            pytest.param(lambda s: (s.start(), s.halt()), id="halted"),
+        ],
+    )
     def test_fixed_parameter_pending_until_reset(self, loop_session: Session, setup: Any) -> None:
         """A fixed parameter written while not running reads back at once and applies at Reset."""
         setup(loop_session)
@@ -348,15 +404,20 @@ TRANSITIONS = {
     "step": {RunState.READY: RunState.SUSPENDED, RunState.SUSPENDED: RunState.SUSPENDED},
     "reset": {s: RunState.READY for s in ALL_STATES},
 }
-CASES = [pytest.param(method, start, TRANSITIONS[method].get(start),
-                      id=f"{method}-from-{start.value.lower()}")
-         for method in TRANSITIONS for start in ALL_STATES]
+CASES = [
+    pytest.param(
+        method, start, TRANSITIONS[method].get(start), id=f"{method}-from-{start.value.lower()}"
+    )
+    for method in TRANSITIONS
+    for start in ALL_STATES
+]
 
 
 class TestRunStates:
     @pytest.mark.parametrize(("method", "start", "expected"), CASES)
-    def test_transition(self, loop_session: Session, method: str, start: RunState,
-                        expected: RunState | None) -> None:
+    def test_transition(
+        self, loop_session: Session, method: str, start: RunState, expected: RunState | None
+    ) -> None:
         """Each method moves between run states as the Program state machine says, or refuses."""
         bring_to(loop_session, start)
         assert loop_session.state is start
@@ -364,7 +425,8 @@ class TestRunStates:
             with pytest.raises(InvalidState) as info:
                 getattr(loop_session, method)()
             assert str(info.value).startswith(
-                f"cannot {method.capitalize()} session 's' in state {start.value}")
+                f"cannot {method.capitalize()} session 's' in state {start.value}"
+            )
             assert info.value.session == "s"
             assert info.value.state == start.value
             assert loop_session.state is start
@@ -390,7 +452,13 @@ class TestRunStates:
         loop_session.reset()
         loop_session.start()
         assert [e.kind for e in events] == [
-            "stepped", "resumed", "suspended", "halted", "reset", "started"]
+            "stepped",
+            "resumed",
+            "suspended",
+            "halted",
+            "reset",
+            "started",
+        ]
         assert events[0].message == "stepped 2 ticks to t=0.2 s"
 
     def test_tick_only_while_running(self, loop_session: Session) -> None:
@@ -399,20 +467,29 @@ class TestRunStates:
             loop_session.tick()
         assert loop_session.step_count == 0
 
-    @pytest.mark.parametrize("count", [
-        pytest.param(0, id="zero"), pytest.param(-1, id="negative"),
-        pytest.param(1.5, id="fraction"), pytest.param(True, id="bool"),
-    ])
+    @pytest.mark.parametrize(
+        "count",
+        [
+            pytest.param(0, id="zero"),
+            pytest.param(-1, id="negative"),
+            pytest.param(1.5, id="fraction"),
+            pytest.param(True, id="bool"),
+        ],
+    )
     def test_step_count_must_be_positive_int(self, loop_session: Session, count: Any) -> None:
         """Step(n) takes a whole number of ticks >= 1."""
         with pytest.raises(InvalidArgument, match="whole number of ticks"):
             loop_session.step(count)
         assert loop_session.state is RunState.READY
 
-    @pytest.mark.parametrize("factor", [
-        pytest.param(-1.0, id="negative"), pytest.param(math.inf, id="inf"),
-        pytest.param(math.nan, id="nan"),
-    ])
+    @pytest.mark.parametrize(
+        "factor",
+        [
+            pytest.param(-1.0, id="negative"),
+            pytest.param(math.inf, id="inf"),
+            pytest.param(math.nan, id="nan"),
+        ],
+    )
     def test_bad_realtime_factor_refused(self, loop_session: Session, factor: float) -> None:
         """The real-time factor must be finite and >= 0."""
         with pytest.raises(InvalidArgument, match="real-time factor"):
@@ -440,7 +517,7 @@ class TestReset:
         assert loop_session.values() == initial
 
     def test_reset_keeps_tuned_parameters(self, loop_session: Session) -> None:
-        """A tunable parameter written before Reset keeps its value (parameters belong to the session)."""
+        """A tuned parameter keeps its value across Reset (parameters belong to the session)."""
         loop_session.write(par("fb", "k"), 3.0)
         loop_session.reset()
         assert loop_session.read(par("fb", "k")) == 3.0
@@ -454,16 +531,21 @@ class TestReset:
         assert loop_session.read(par("integ", "gain")) == 4.0
         assert loop_session.read(out("fb", "y")) == 1.0
 
-    @pytest.mark.parametrize(("overrides", "error"), [
-        pytest.param({"integ": {"x0": 2.0, "gain": 1000.0}}, OutOfRange, id="out-of-range"),
-        pytest.param({"integ": {"x0": 2.0}, "nope": {"k": 1.0}}, NotFound, id="unknown-component"),
-        pytest.param({"integ": {"x0": 2.0, "nope": 1.0}}, NotFound, id="unknown-parameter"),
-        pytest.param({"integ": {"x0": "two"}}, TypeMismatch, id="wrong-type"),
-    ])
-    def test_reset_overrides_all_or_none(self, loop_session: Session,
-                                         overrides: dict[str, dict[str, Any]],
-                                         error: type[Exception]) -> None:
-        """One bad override refuses the whole Reset: state, time and parameters stay as they were."""
+    @pytest.mark.parametrize(
+        ("overrides", "error"),
+        [
+            pytest.param({"integ": {"x0": 2.0, "gain": 1000.0}}, OutOfRange, id="out-of-range"),
+            pytest.param(
+                {"integ": {"x0": 2.0}, "nope": {"k": 1.0}}, NotFound, id="unknown-component"
+            ),
+            pytest.param({"integ": {"x0": 2.0, "nope": 1.0}}, NotFound, id="unknown-parameter"),
+            pytest.param({"integ": {"x0": "two"}}, TypeMismatch, id="wrong-type"),
+        ],
+    )
+    def test_reset_overrides_all_or_none(
+        self, loop_session: Session, overrides: dict[str, dict[str, Any]], error: type[Exception]
+    ) -> None:
+        """One bad override refuses the whole Reset: state, time and parameters stay."""
         loop_session.step(3)
         before = loop_session.values()
         with pytest.raises(error):
@@ -483,11 +565,14 @@ class TestReset:
         with pytest.raises(OutOfRange, match="parameter 'gain' of component 'integ'"):
             Session("s", loop_twin(), SessionSettings(parameters={"integ": {"gain": -500}}))
 
-    @pytest.mark.parametrize(("settings_", "message"), [
-        pytest.param(SessionSettings(step_size=0.0), "step_size", id="zero-step"),
-        pytest.param(SessionSettings(overrun_policy="wait"), "overrun_policy", id="policy"),
-        pytest.param(SessionSettings(realtime_factor=-1.0), "real-time factor", id="factor"),
-    ])
+    @pytest.mark.parametrize(
+        ("settings_", "message"),
+        [
+            pytest.param(SessionSettings(step_size=0.0), "step_size", id="zero-step"),
+            pytest.param(SessionSettings(overrun_policy="wait"), "overrun_policy", id="policy"),
+            pytest.param(SessionSettings(realtime_factor=-1.0), "real-time factor", id="factor"),
+        ],
+    )
     def test_bad_settings_refused(self, settings_: SessionSettings, message: str) -> None:
         """Impossible settings are refused when the session is made."""
         with pytest.raises(InvalidArgument, match=message):
@@ -495,20 +580,26 @@ class TestReset:
 
 
 def faulty_twin(at: int, mode: int) -> Any:
-    return twin("f", component("src", TimeSource),
-                component("bad", Faulty, parameters={"at": at, "mode": mode}),
-                component("after", Gain),
-                connections=("src.time -> bad.u", "bad.y -> after.u"))
+    return twin(
+        "f",
+        component("src", TimeSource),
+        component("bad", Faulty, parameters={"at": at, "mode": mode}),
+        component("after", Gain),
+        connections=("src.time -> bad.u", "bad.y -> after.u"),
+    )
 
 
 class TestFaults:
-    @pytest.mark.parametrize(("mode", "what"), [
-        pytest.param(0, "raised ZeroDivisionError: boom", id="raises"),
-        pytest.param(1, "returned a non-finite output 'y' = nan", id="nan"),
-        pytest.param(2, "returned no value for its output 'y'", id="missing-output"),
-    ])
+    @pytest.mark.parametrize(
+        ("mode", "what"),
+        [
+            pytest.param(0, "raised ZeroDivisionError: boom", id="raises"),
+            pytest.param(1, "returned a non-finite output 'y' = nan", id="nan"),
+            pytest.param(2, "returned no value for its output 'y'", id="missing-output"),
+        ],
+    )
     def test_fault_halts_and_names_component_and_tick(self, mode: int, what: str) -> None:
-        """A model that raises, returns NaN or omits an output halts the session; the fault names session, component and tick."""
+        """A raise, NaN or missing output halts the session; the fault names component and tick."""
         s = make_session(faulty_twin(3, mode), name="plant", step_size=0.5)
         events: list[SessionEvent] = []
         s.subscribe(events.append)
@@ -521,8 +612,10 @@ class TestFaults:
         fault = s.fault
         assert isinstance(fault, SessionFault)
         assert (fault.session, fault.component, fault.tick) == ("plant", "bad", 3)
-        assert str(fault) == (f"session 'plant': component 'bad' {what} in tick 3 (t=1.5 s); "
-                              f"the session halted; fix the cause, then Reset it")
+        assert str(fault) == (
+            f"session 'plant': component 'bad' {what} in tick 3 (t=1.5 s); "
+            f"the session halted; fix the cause, then Reset it"
+        )
         assert events[-1].kind == "fault"
         assert events[-1].severity >= 900
         assert events[-1].message == str(fault)
@@ -591,7 +684,7 @@ class TestObservation:
         assert [e.kind for e in events] == ["started"]
 
     def test_raising_listener_does_not_break_session(self, loop_session: Session) -> None:
-        """A listener that raises is logged and skipped; the session and other listeners carry on."""
+        """A raising listener is logged and skipped; the session and other listeners carry on."""
         events: list[SessionEvent] = []
 
         def broken(event: SessionEvent) -> None:
@@ -609,7 +702,11 @@ class TestObservation:
     def test_statistics(self, loop_session: Session) -> None:
         """statistics() reports tick count, time, state and the wall time of model work."""
         empty = loop_session.statistics()
-        assert (empty.step_count, empty.step_duration_mean, empty.step_duration_max) == (0, 0.0, 0.0)
+        assert (empty.step_count, empty.step_duration_mean, empty.step_duration_max) == (
+            0,
+            0.0,
+            0.0,
+        )
         loop_session.step(20)
         stats = loop_session.statistics()
         assert stats.step_count == 20
@@ -622,9 +719,13 @@ class TestObservation:
         paths = [key.path for key, _ in loop_session.variables()]
         assert paths[:7] == [
             "Components.src.Outputs.time",
-            "Components.integ.Inputs.u", "Components.integ.Outputs.y",
-            "Components.integ.States.x", "Components.integ.Parameters.gain",
-            "Components.integ.Parameters.x0", "Components.fb.Inputs.u"]
+            "Components.integ.Inputs.u",
+            "Components.integ.Outputs.y",
+            "Components.integ.States.x",
+            "Components.integ.Parameters.gain",
+            "Components.integ.Parameters.x0",
+            "Components.fb.Inputs.u",
+        ]
         assert list(loop_session.values()) == [key for key, _ in loop_session.variables()]
 
     def test_values_is_a_fresh_dict(self, loop_session: Session) -> None:
@@ -635,14 +736,14 @@ class TestObservation:
 
 
 class TestDeterminism:
-    SCRIPT: dict[int, list[tuple[VarKey, Any]]] = {
+    SCRIPT: ClassVar[Script] = {
         50: [(inp("pid", "setpoint"), 1.5)],
         120: [(par("pid", "kp"), 1.2)],
         200: [(state("tank", "level"), 0.9)],
     }
 
     def test_step_and_tick_agree(self) -> None:
-        """The same twin stepped by step(n) in chunks and by tick() one at a time ends bit-identical."""
+        """step(n) in chunks and tick() one at a time end bit-identical."""
         a = make_session(tank_pid_twin(), step_size=0.05)
         b = make_session(tank_pid_twin(), step_size=0.05)
         run_scripted(a, 300, self.SCRIPT)

@@ -100,8 +100,13 @@ class Clock:
             worst = float(recent.max())
         else:
             p50 = p99 = worst = 0.0
-        return ClockStatistics(ticks=self._ticks, overruns=self._overruns,
-                               lateness_p50=p50, lateness_p99=p99, lateness_max=worst)
+        return ClockStatistics(
+            ticks=self._ticks,
+            overruns=self._overruns,
+            lateness_p50=p50,
+            lateness_p99=p99,
+            lateness_max=worst,
+        )
 
     # -- the loop --------------------------------------------------------------------
 
@@ -118,8 +123,7 @@ class Clock:
             while True:
                 if session.state is not RunState.RUNNING:
                     self._wake.clear()
-                    if session.state is not RunState.RUNNING:
-                        await self._wake.wait()
+                    await self._wake.wait()
                     self._reanchor = True
                     continue
                 if session.realtime_factor == 0:

@@ -30,6 +30,7 @@ Decisions beyond the contract:
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import math
 import time
@@ -163,13 +164,17 @@ class Session:
 
     def __init__(self, name: str, twin: TwinDefinition, settings: SessionSettings) -> None:
         if not (math.isfinite(settings.step_size) and settings.step_size > 0):
-            raise InvalidArgument(f"session {name!r}: step_size must be a finite number "
-                                  f"> 0 s (got {settings.step_size!r})")
+            raise InvalidArgument(
+                f"session {name!r}: step_size must be a finite number "
+                f"> 0 s (got {settings.step_size!r})"
+            )
         _check_factor(name, settings.realtime_factor)
         if settings.overrun_policy not in _OVERRUN_POLICIES:
-            raise InvalidArgument(f"session {name!r}: overrun_policy must be one of "
-                                  f"{', '.join(_OVERRUN_POLICIES)} "
-                                  f"(got {settings.overrun_policy!r})")
+            raise InvalidArgument(
+                f"session {name!r}: overrun_policy must be one of "
+                f"{', '.join(_OVERRUN_POLICIES)} "
+                f"(got {settings.overrun_policy!r})"
+            )
         self.name = name
         self.twin = twin
         self.settings = settings
@@ -201,8 +206,15 @@ class Session:
         #: the latest outputs of each component, by evaluation index
         self._outputs: list[Mapping[str, Value]] = [{} for _ in self._components]
         #: per component: (index, bound step, inputs, links), links = ((input, src, port), ...)
-        self._plan: list[tuple[int, Callable[..., Any], dict[str, Value],
-                               tuple[tuple[str, int, str], ...], tuple[str, ...]]] = []
+        self._plan: list[
+            tuple[
+                int,
+                Callable[..., Any],
+                dict[str, Value],
+                tuple[tuple[str, int, str], ...],
+                tuple[str, ...],
+            ]
+        ] = []
         self._initialise()
 
     # -- construction ----------------------------------------------------------------
@@ -222,31 +234,43 @@ class Session:
                     try:
                         defaults[var.name] = var.coerce(configured)
                     except ValueRejected as exc:
-                        raise ConfigError(_located(exc, var, cdef.name),
-                                          path=f"components.{cdef.name}.inputs.{var.name}"
-                                          ) from None
+                        raise ConfigError(
+                            _located(exc, var, cdef.name),
+                            path=f"components.{cdef.name}.inputs.{var.name}",
+                        ) from None
             outputs = tuple(v for v in model.variables if v.kind is Kind.OUTPUT)
             comp = _Component(
-                index=index, name=cdef.name, model=model, variables=variables,
-                connected={}, defaults=defaults,
-                numeric_outputs=tuple(v.name for v in outputs
-                                      if v.datatype is not DataType.STRING),
+                index=index,
+                name=cdef.name,
+                model=model,
+                variables=variables,
+                connected={},
+                defaults=defaults,
+                numeric_outputs=tuple(v.name for v in outputs if v.datatype is not DataType.STRING),
                 output_names=tuple(v.name for v in outputs),
-                inputs=dict(defaults), forced={}, parameters=parameters, pending={},
+                inputs=dict(defaults),
+                forced={},
+                parameters=parameters,
+                pending={},
             )
             self._components.append(comp)
             self._by_name[cdef.name] = comp
         for conn in twin.connections:
             source = self._by_name.get(conn.source)
             target = self._by_name.get(conn.target)
-            if (source is None or target is None
-                    or (Kind.OUTPUT, conn.source_port) not in source.variables
-                    or (Kind.INPUT, conn.target_port) not in target.variables):
-                raise ConfigError(f"connection {conn} names an unknown component or port",
-                                  path="connections")
+            if (
+                source is None
+                or target is None
+                or (Kind.OUTPUT, conn.source_port) not in source.variables
+                or (Kind.INPUT, conn.target_port) not in target.variables
+            ):
+                raise ConfigError(
+                    f"connection {conn} names an unknown component or port", path="connections"
+                )
             if conn.target_port in target.connected:
-                raise ConfigError(f"input {conn.target}.{conn.target_port} is connected twice",
-                                  path="connections")
+                raise ConfigError(
+                    f"input {conn.target}.{conn.target_port} is connected twice", path="connections"
+                )
             target.connected[conn.target_port] = (source.index, conn.source_port)
 
     def _validate_overrides(
@@ -271,11 +295,10 @@ class Session:
                     if oname not in outputs:
                         raise _Missing(oname)
                     value = outputs[oname]
-                    if oname in comp.numeric_outputs and not math.isfinite(value):
+                    if oname in comp.numeric_outputs and not math.isfinite(float(value)):
                         raise _NonFinite(oname, value)
             except Exception as exc:
-                self._fault(comp, exc, during="reset")
-                raise self.fault from exc  # type: ignore[misc]
+                raise self._fault(comp, exc, during="reset") from exc
             self._outputs[comp.index] = outputs
         self._plan = [self._plan_entry(comp) for comp in self._components]
         for comp in self._components:
@@ -286,10 +309,14 @@ class Session:
 
     def _plan_entry(
         self, comp: _Component
-    ) -> tuple[int, Callable[..., Any], dict[str, Value],
-               tuple[tuple[str, int, str], ...], tuple[str, ...]]:
-        links = tuple((name, src, port) for name, (src, port) in comp.connected.items()
-                      if name not in comp.forced)
+    ) -> tuple[
+        int, Callable[..., Any], dict[str, Value], tuple[tuple[str, int, str], ...], tuple[str, ...]
+    ]:
+        links = tuple(
+            (name, src, port)
+            for name, (src, port) in comp.connected.items()
+            if name not in comp.forced
+        )
         return (comp.index, comp.model.step, comp.inputs, links, comp.numeric_outputs)
 
     def _refresh_inputs(self, comp: _Component) -> None:
@@ -363,12 +390,16 @@ class Session:
         comp, var = self._lookup(key)
         kind = var.kind
         if kind is Kind.OUTPUT:
-            raise NotWritable(f"output {var.name!r} of component {comp.name!r} is computed "
-                              f"by the model and cannot be written; force an input instead")
+            raise NotWritable(
+                f"output {var.name!r} of component {comp.name!r} is computed "
+                f"by the model and cannot be written; force an input instead"
+            )
         if kind is Kind.PARAMETER and not var.tunable and self.state is RunState.RUNNING:
-            raise NotWritable(f"parameter {var.name!r} of component {comp.name!r} is fixed "
-                              f"while the session runs; suspend or halt it, write it, "
-                              f"then Reset")
+            raise NotWritable(
+                f"parameter {var.name!r} of component {comp.name!r} is fixed "
+                f"while the session runs; suspend or halt it, write it, "
+                f"then Reset"
+            )
         coerced = self._coerce(comp, var, value)
         if kind is Kind.INPUT:
             comp.forced[var.name] = coerced
@@ -385,15 +416,19 @@ class Session:
             except ValueRejected as exc:  # the model's own check (output_min > output_max)
                 raise type(exc)(_located(exc, var, comp.name)) from None
             comp.parameters[var.name] = coerced
-            self._emit("parameter_changed",
-                       f"parameter {var.name!r} of component {comp.name!r} set to "
-                       f"{coerced!r}{_unit(var)}", SEVERITY_CHANGE)
+            self._emit(
+                "parameter_changed",
+                f"parameter {var.name!r} of component {comp.name!r} set to {coerced!r}{_unit(var)}",
+                SEVERITY_CHANGE,
+            )
         else:
             comp.pending[var.name] = coerced
-            self._emit("parameter_changed",
-                       f"parameter {var.name!r} of component {comp.name!r} set to "
-                       f"{coerced!r}{_unit(var)}; it applies at the next Reset",
-                       SEVERITY_CHANGE)
+            self._emit(
+                "parameter_changed",
+                f"parameter {var.name!r} of component {comp.name!r} set to "
+                f"{coerced!r}{_unit(var)}; it applies at the next Reset",
+                SEVERITY_CHANGE,
+            )
         self.version += 1
         return coerced
 
@@ -401,8 +436,10 @@ class Session:
         """Stop forcing an input; it follows its connection or default again."""
         comp, var = self._lookup(key)
         if var.kind is not Kind.INPUT:
-            raise InvalidArgument(f"{var.kind} {var.name!r} of component {comp.name!r} is "
-                                  f"not an input; only inputs are forced and released")
+            raise InvalidArgument(
+                f"{var.kind} {var.name!r} of component {comp.name!r} is "
+                f"not an input; only inputs are forced and released"
+            )
         if var.name not in comp.forced:
             return
         del comp.forced[var.name]
@@ -412,17 +449,21 @@ class Session:
 
     def forced(self) -> dict[VarKey, Value]:
         """Every input currently forced, with its value (a fresh dict)."""
-        return {VarKey(c.name, Kind.INPUT, n): v
-                for c in self._components for n, v in c.forced.items()}
+        return {
+            VarKey(c.name, Kind.INPUT, n): v for c in self._components for n, v in c.forced.items()
+        }
 
     def set_realtime_factor(self, factor: float) -> None:
         """0 = as fast as possible; the clock re-anchors its deadlines at the next tick."""
         _check_factor(self.name, factor)
         self.realtime_factor = float(factor)
         self.version += 1
-        self._emit("realtime_factor_changed",
-                   f"real-time factor set to {self.realtime_factor:g}"
-                   + (" (as fast as possible)" if factor == 0 else ""), SEVERITY_INFO)
+        self._emit(
+            "realtime_factor_changed",
+            f"real-time factor set to {self.realtime_factor:g}"
+            + (" (as fast as possible)" if factor == 0 else ""),
+            SEVERITY_INFO,
+        )
 
     # -- run control (InvalidState with the current state named when not allowed) --
 
@@ -474,8 +515,9 @@ class Session:
         as with ``tick``; ``fault`` and the fault event tell what happened).
         """
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise InvalidArgument(f"session {self.name!r}: Step takes a whole number of "
-                                  f"ticks >= 1 (got {count!r})")
+            raise InvalidArgument(
+                f"session {self.name!r}: Step takes a whole number of ticks >= 1 (got {count!r})"
+            )
         self._require("Step", RunState.READY, RunState.SUSPENDED)
         self.state = RunState.SUSPENDED
         advance = self._advance
@@ -483,17 +525,19 @@ class Session:
             if not advance():
                 return
         noun = "tick" if count == 1 else "ticks"
-        self._emit("stepped", f"stepped {count} {noun} to t={self.sim_time:g} s",
-                   SEVERITY_INFO)
+        self._emit("stepped", f"stepped {count} {noun} to t={self.sim_time:g} s", SEVERITY_INFO)
 
     def tick(self) -> None:
         """Take one tick (the clock calls this while Running). A model that raises
         or returns a non-finite number halts the session with ``fault`` set and
         emits a fault event; no exception escapes."""
         if self.state is not RunState.RUNNING:
-            raise InvalidState(f"cannot tick session {self.name!r} in state {self.state}; "
-                               f"only a Running session ticks (Step it instead)",
-                               session=self.name, state=self.state)
+            raise InvalidState(
+                f"cannot tick session {self.name!r} in state {self.state}; "
+                f"only a Running session ticks (Step it instead)",
+                session=self.name,
+                state=self.state,
+            )
         self._advance()
 
     def _advance(self) -> bool:
@@ -540,10 +584,8 @@ class Session:
         self._listeners.append(listener)
 
         def unsubscribe() -> None:
-            try:
+            with contextlib.suppress(ValueError):
                 self._listeners.remove(listener)
-            except ValueError:
-                pass
 
         return unsubscribe
 
@@ -564,16 +606,18 @@ class Session:
             return self._by_name[name]
         except KeyError:
             known = ", ".join(self._by_name) or "none"
-            raise NotFound(f"session {self.name!r} has no component {name!r} "
-                           f"(its components: {known})") from None
+            raise NotFound(
+                f"session {self.name!r} has no component {name!r} (its components: {known})"
+            ) from None
 
     def _variable(self, comp: _Component, kind: Kind, name: str) -> Variable:
         try:
             return comp.variables[(kind, name)]
         except KeyError:
             names = ", ".join(n for k, n in comp.variables if k is kind) or "none"
-            raise NotFound(f"component {comp.name!r} has no {kind} {name!r} "
-                           f"(its {kind}s: {names})") from None
+            raise NotFound(
+                f"component {comp.name!r} has no {kind} {name!r} (its {kind}s: {names})"
+            ) from None
 
     def _lookup(self, key: VarKey) -> tuple[_Component, Variable]:
         try:
@@ -583,8 +627,10 @@ class Session:
             try:
                 kind = Kind(key.kind)
             except ValueError:
-                raise NotFound(f"{key.kind!r} is not a kind of variable (kinds: "
-                               f"{', '.join(k.value for k in Kind)})") from None
+                raise NotFound(
+                    f"{key.kind!r} is not a kind of variable (kinds: "
+                    f"{', '.join(k.value for k in Kind)})"
+                ) from None
             return comp, self._variable(comp, kind, key.name)
 
     @staticmethod
@@ -597,16 +643,21 @@ class Session:
     def _require(self, method: str, *allowed: RunState) -> None:
         if self.state not in allowed:
             may = " or ".join(str(s) for s in allowed)
-            raise InvalidState(f"cannot {method} session {self.name!r} in state {self.state} "
-                               f"({method} needs {may})", session=self.name, state=self.state)
+            raise InvalidState(
+                f"cannot {method} session {self.name!r} in state {self.state} "
+                f"({method} needs {may})",
+                session=self.name,
+                state=self.state,
+            )
 
-    def _transition(self, state: RunState, kind: str, verb: str,
-                    severity: int = SEVERITY_INFO) -> None:
+    def _transition(
+        self, state: RunState, kind: str, verb: str, severity: int = SEVERITY_INFO
+    ) -> None:
         self.state = state
         self.version += 1
         self._emit(kind, f"{verb} at t={self.sim_time:g} s (tick {self.step_count})", severity)
 
-    def _fault(self, comp: _Component, exc: BaseException, *, during: str) -> None:
+    def _fault(self, comp: _Component, exc: BaseException, *, during: str) -> SessionFault:
         if isinstance(exc, _NonFinite):
             what = f"returned a non-finite output {exc.name!r} = {exc.value!r}"
             cause: Any = None
@@ -616,12 +667,16 @@ class Session:
         else:
             what = f"raised {type(exc).__name__}: {exc}"
             cause = exc
-        message = (f"session {self.name!r}: component {comp.name!r} {what} in {during}; "
-                   f"the session halted; fix the cause, then Reset it")
-        self.fault = SessionFault(message, session=self.name, component=comp.name,
-                                  tick=self.step_count, cause=cause)
+        message = (
+            f"session {self.name!r}: component {comp.name!r} {what} in {during}; "
+            f"the session halted; fix the cause, then Reset it"
+        )
+        self.fault = fault = SessionFault(
+            message, session=self.name, component=comp.name, tick=self.step_count, cause=cause
+        )
         self.state = RunState.HALTED
         self._emit("fault", message, SEVERITY_FAULT)
+        return fault
 
     def _emit(self, kind: str, message: str, severity: int) -> None:
         if not self._listeners:
@@ -631,8 +686,13 @@ class Session:
             try:
                 listener(event)
             except Exception as exc:  # a listener's bug must not break the session
-                log.error("session_listener_failed", session=self.name, kind=kind,
-                          listener=repr(listener), error=repr(exc))
+                log.error(
+                    "session_listener_failed",
+                    session=self.name,
+                    kind=kind,
+                    listener=repr(listener),
+                    error=repr(exc),
+                )
 
 
 @dataclass(frozen=True, slots=True)
@@ -647,10 +707,16 @@ class SessionStatistics:
 
 
 def _check_factor(session: str, factor: float) -> None:
-    if (isinstance(factor, bool) or not isinstance(factor, int | float)
-            or not math.isfinite(factor) or factor < 0):
-        raise InvalidArgument(f"session {session!r}: the real-time factor must be a finite "
-                              f"number >= 0, 0 meaning as fast as possible (got {factor!r})")
+    if (
+        isinstance(factor, bool)
+        or not isinstance(factor, int | float)
+        or not math.isfinite(factor)
+        or factor < 0
+    ):
+        raise InvalidArgument(
+            f"session {session!r}: the real-time factor must be a finite "
+            f"number >= 0, 0 meaning as fast as possible (got {factor!r})"
+        )
 
 
 def _located(exc: BaseException, var: Variable, component: str) -> str:
@@ -658,7 +724,7 @@ def _located(exc: BaseException, var: Variable, component: str) -> str:
     text = str(exc)
     head = f"{var.kind} {var.name!r}"
     if text.startswith(head):
-        return f"{head} of component {component!r}{text[len(head):]}"
+        return f"{head} of component {component!r}{text[len(head) :]}"
     return f"{head} of component {component!r}: {text}"
 
 
