@@ -42,7 +42,9 @@ def inputs(cls: type[Model], **values: Any) -> dict[str, Value]:
     return {**defaults(cls, Kind.INPUT), **values}
 
 
-def run(model: Model, dt: float, steps: int, start: int = 0, **values: Any) -> list[dict[str, Value]]:
+def run(
+    model: Model, dt: float, steps: int, start: int = 0, **values: Any
+) -> list[dict[str, Value]]:
     """Step ``model`` ``steps`` times from tick ``start`` (t = k*dt) with inputs held."""
     held = inputs(type(model), **values)
     return [model.step(k * dt, dt, held) for k in range(start, start + steps)]

@@ -73,7 +73,8 @@ class TestNoisySensor:
         sensor.reset(sensor.parameters, {})
         assert run(sensor, 0.1, 300, input=0.0) == first
 
-    @pytest.mark.parametrize("at", [pytest.param(0, id="at-reset"), pytest.param(100, id="mid-block"),
+    @pytest.mark.parametrize("at", [pytest.param(0, id="at-reset"),
+                                    pytest.param(100, id="mid-block"),
                                     pytest.param(256, id="block-boundary")])
     def test_restore_reproduces_the_noise(self, at: int) -> None:
         """A snapshot taken after ``at`` steps replays the same noise after restore."""
@@ -85,7 +86,7 @@ class TestNoisySensor:
         assert run(sensor, 0.1, 600, start=at, input=2.0) == first
 
     def test_statistics(self) -> None:
-        """Over 100 000 samples the noise has mean 0 (within 5 standard errors) and std sigma (2 %)."""
+        """Over 100 000 samples the noise has mean 0 (5 standard errors) and std sigma (2 %)."""
         sigma, n = 0.3, 100_000
         sensor = make(NoisySensor, seed=2024, noise_std=sigma)
         noise = np.array([o["output"] for o in run(sensor, 0.01, n, input=5.0)]) - 5.0

@@ -96,7 +96,7 @@ class TestAntiWindup:
     def test_output_and_integral_stay_within_limits(self, kp: float, ki: float, kd: float,
                                                     low: float, span: float,
                                                     signal: list[tuple[float, float]]) -> None:
-        """Whatever the gains and signals, output and integral stay within [output_min, output_max]."""
+        """Whatever the gains and signals, output and integral stay within the output limits."""
         high = low + span
         pid = make(PID, kp=kp, ki=ki, kd=kd, output_min=low, output_max=high)
         for k, (sp, pv) in enumerate(signal):
@@ -125,7 +125,7 @@ class TestRetuning:
         pytest.param("kp", 4.0, id="kp"), pytest.param("kd", 2.0, id="kd"),
         pytest.param("ki", 3.0, id="ki")])
     def test_bumpless_with_integral_action(self, name: str, value: float) -> None:
-        """With ki > 0 a gain change leaves the output moving as the new gains alone would (1e-12)."""
+        """With ki > 0 a gain change moves the output only as the new gains would (1e-12)."""
         pid = make(PID, kp=1.0, ki=0.5, kd=0.5, output_min=-100.0, output_max=100.0)
         for k in range(20):  # measurement ramps at 0.1/s: D is steady at -kd*0.1
             before = pid.step(k * 0.1, 0.1, {"setpoint": 1.0, "measurement": 0.01 * k})["output"]
@@ -174,7 +174,7 @@ class TestClosedLoop:
         assert u == pytest.approx(0.05 * math.sqrt(1.2), abs=1e-5)
 
     def test_restore_gives_bit_identical_future(self) -> None:
-        """After restore the same inputs give exactly the same outputs, derivative memory included."""
+        """After restore the same inputs give exactly the same outputs, derivative included."""
         pid = make(PID, kp=1.0, ki=0.2, kd=0.3, derivative_filter_time=0.5)
         for k in range(20):
             pid.step(k * 0.1, 0.1, {"setpoint": 5.0, "measurement": 0.1 * k})

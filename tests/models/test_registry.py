@@ -14,7 +14,6 @@ from twin_server.errors import ConfigError
 from twin_server.models import registry
 from twin_server.models.base import Model
 
-
 PLUGIN_MODULE = '''
 """A throwaway third-party model."""
 from twin_server.models.base import Kind, Model, Variable

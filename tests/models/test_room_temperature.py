@@ -53,7 +53,7 @@ class TestAgainstAnalytic:
 
 class TestBehaviour:
     def test_defaults_describe_a_room(self) -> None:
-        """Default time constant RC is 5000 s and a 2 kW heater holds the room 10 K above ambient."""
+        """Default RC is 5000 s, and a 2 kW heater holds the room 10 K above ambient."""
         defaults = {v.name: v.default for v in RoomTemperature.variables if v.kind == "parameter"}
         assert defaults["thermal_resistance"] * defaults["thermal_capacitance"] == 5000.0
         room = make(RoomTemperature, {"temperature": 10.0})

@@ -70,7 +70,7 @@ class TestClosedForms:
         assert out["level"] == 0.0 and out["outflow"] == 0.0
 
     def test_levels_satisfy_the_implicit_solution(self) -> None:
-        """Each level, put into t(u) = 2A/k*((u0-u) + u*ln((u*-u0)/(u*-u))), gives its time (1e-9 s)."""
+        """Each level in t(u) = 2A/k*((u0-u) + u*ln((u*-u0)/(u*-u))) gives its time (1e-9 s)."""
         h0, inflow, area, k, dt = 0.04, 0.05, 1.0, 0.05, 0.01
         u0, u_eq = math.sqrt(h0), inflow / k
         tank = make(WaterTank, {"level": h0}, area=area, outflow_coefficient=k)

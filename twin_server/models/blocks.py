@@ -23,7 +23,9 @@ class Gain(Model):
         Variable("gain", Kind.PARAMETER, default=1.0, description="factor"),
     )
 
-    def reset(self, parameters: Mapping[str, Value], initial: Mapping[str, Value]) -> dict[str, Value]:
+    def reset(
+        self, parameters: Mapping[str, Value], initial: Mapping[str, Value]
+    ) -> dict[str, Value]:
         self.parameters = dict(parameters)
         return {"output": 0.0}
 
@@ -49,7 +51,9 @@ class Sum(Model):
         Variable("weight_c", Kind.PARAMETER, default=1.0, description="weight of c (-1 subtracts)"),
     )
 
-    def reset(self, parameters: Mapping[str, Value], initial: Mapping[str, Value]) -> dict[str, Value]:
+    def reset(
+        self, parameters: Mapping[str, Value], initial: Mapping[str, Value]
+    ) -> dict[str, Value]:
         self.parameters = dict(parameters)
         return {"output": 0.0}
 
@@ -80,7 +84,9 @@ class FirstOrderLag(Model):
 
     output: float
 
-    def reset(self, parameters: Mapping[str, Value], initial: Mapping[str, Value]) -> dict[str, Value]:
+    def reset(
+        self, parameters: Mapping[str, Value], initial: Mapping[str, Value]
+    ) -> dict[str, Value]:
         self.parameters = dict(parameters)
         self.output = float(initial.get("output", 0.0))
         self._factors: dict[float, float] = {}
@@ -129,7 +135,9 @@ class NoisySensor(Model):
                  description="seed of the noise generator; applies at Reset"),
     )
 
-    def reset(self, parameters: Mapping[str, Value], initial: Mapping[str, Value]) -> dict[str, Value]:
+    def reset(
+        self, parameters: Mapping[str, Value], initial: Mapping[str, Value]
+    ) -> dict[str, Value]:
         self.parameters = dict(parameters)
         # numpy rejects negative seeds; map the Int32 range onto non-negative ones
         self._rng = np.random.default_rng(int(parameters["seed"]) & 0xFFFFFFFF)

@@ -45,7 +45,8 @@ class PID(Model):
     description = "PID controller with derivative on measurement and anti-windup"
     direct_feedthrough = True
     variables = (
-        Variable("setpoint", Kind.INPUT, default=0.0, description="desired value of the measurement"),
+        Variable("setpoint", Kind.INPUT, default=0.0,
+                 description="desired value of the measurement"),
         Variable("measurement", Kind.INPUT, default=0.0, description="controlled process value"),
         Variable("output", Kind.OUTPUT, default=0.0,
                  description="manipulated value, within [output_min, output_max]"),
@@ -66,7 +67,9 @@ class PID(Model):
 
     integral: float
 
-    def reset(self, parameters: Mapping[str, Value], initial: Mapping[str, Value]) -> dict[str, Value]:
+    def reset(
+        self, parameters: Mapping[str, Value], initial: Mapping[str, Value]
+    ) -> dict[str, Value]:
         _check_limits(float(parameters["output_min"]), float(parameters["output_max"]))
         self.parameters = dict(parameters)
         self._limits = (float(parameters["output_min"]), float(parameters["output_max"]))

@@ -52,7 +52,9 @@ class RoomTemperature(Model):
 
     temperature: float
 
-    def reset(self, parameters: Mapping[str, Value], initial: Mapping[str, Value]) -> dict[str, Value]:
+    def reset(
+        self, parameters: Mapping[str, Value], initial: Mapping[str, Value]
+    ) -> dict[str, Value]:
         self.parameters = dict(parameters)
         self.temperature = float(initial.get("temperature", parameters["initial_temperature"]))
         self._factors: dict[float, float] = {}

@@ -31,7 +31,9 @@ class _Source(Model):
 
     direct_feedthrough = False
 
-    def reset(self, parameters: Mapping[str, Value], initial: Mapping[str, Value]) -> dict[str, Value]:
+    def reset(
+        self, parameters: Mapping[str, Value], initial: Mapping[str, Value]
+    ) -> dict[str, Value]:
         self.parameters = dict(parameters)
         return {"output": self.value(0.0)}
 
@@ -97,7 +99,8 @@ class Sine(_Source):
     description = "Sine: offset + amplitude * sin(2*pi*frequency*t + phase)"
     variables = (
         _OUTPUT,
-        Variable("amplitude", Kind.PARAMETER, default=1.0, description="peak deviation from offset"),
+        Variable("amplitude", Kind.PARAMETER, default=1.0,
+                 description="peak deviation from offset"),
         Variable("frequency", Kind.PARAMETER, "Hz", low=0.0, default=0.1,
                  description="oscillations per second"),
         Variable("phase", Kind.PARAMETER, "rad", default=0.0, description="phase at t = 0"),

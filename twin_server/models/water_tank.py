@@ -138,7 +138,9 @@ class WaterTank(Model):
     level: float
     overflow: bool
 
-    def reset(self, parameters: Mapping[str, Value], initial: Mapping[str, Value]) -> dict[str, Value]:
+    def reset(
+        self, parameters: Mapping[str, Value], initial: Mapping[str, Value]
+    ) -> dict[str, Value]:
         self.parameters = dict(parameters)
         level = float(initial.get("level", parameters["initial_level"]))
         height = float(parameters["height"])
