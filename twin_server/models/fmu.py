@@ -214,7 +214,7 @@ def _free_state(fmu: Any, handle: list[Any], state: Any) -> None:
     """Free an unserialized FMU state when its snapshot goes, if the instance lives."""
     if handle and handle[0] is not None:
         try:
-            fmu.freeFMUstate(state)
+            fmu.freeFMUState(state)
         except Exception as exc:  # a finalizer must not raise
             log.warning("fmu_free_state_failed", error=str(exc))
 
@@ -556,10 +556,10 @@ class FMU(Model):
                  "time": self._time, "next_event": self._next_event,
                  "last_inputs": dict(self._last_inputs), "initialized": self._initialized}
         try:
-            state = self._fmu.getFMUstate()
+            state = self._fmu.getFMUState()
             if self._desc.can_serialize_state(self._interface):
-                data = self._fmu.serializeFMUstate(state)
-                self._fmu.freeFMUstate(state)
+                data = self._fmu.serializeFMUState(state)
+                self._fmu.freeFMUState(state)
                 return FMUSnapshot(self._token, data, extra=extra)
         except FMICallException as exc:
             raise self._fmi_error(exc, "taking a snapshot") from None
@@ -578,11 +578,11 @@ class FMU(Model):
                 f"instance that took it, so Fork and restoring after a restart are not available")
         try:
             if snapshot.serialized is not None:
-                state = self._fmu.deSerializeFMUstate(snapshot.serialized)
-                self._fmu.setFMUstate(state)
-                self._fmu.freeFMUstate(state)
+                state = self._fmu.deserializeFMUState(snapshot.serialized)
+                self._fmu.setFMUState(state)
+                self._fmu.freeFMUState(state)
             else:
-                self._fmu.setFMUstate(snapshot.handle)
+                self._fmu.setFMUState(snapshot.handle)
         except FMICallException as exc:
             raise self._fmi_error(exc, "restoring a snapshot") from None
         extra = snapshot.extra
