@@ -1,0 +1,106 @@
+"""FMUs in twins: a config with an FMU connected to built-in models, compiled and
+stepped by Sessions; faults of one session only; fixed vs tunable parameters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from twin_server.config.loader import load_config
+from twin_server.engine.session import RunState, Session, SessionSettings, VarKey
+from twin_server.engine.twin import TwinDefinition
+from twin_server.errors import ConfigErrors, NotWritable
+from twin_server.models.base import Kind
+
+CONFIG = """
+[twins.heater.components.source]
+model = "step"
+parameters = {{ initial = 0.0, final = 1.0, step_time = 0.1 }}
+
+[twins.heater.components.plant]
+model = "fmu"
+options = {{ path = "{path}", cache_dir = "{cache}", states = "energy" }}
+parameters = {{ k = 1.5, y0 = 0.0 }}
+
+[twins.heater.components.sensor]
+model = "gain"
+parameters = {{ gain = 2.0 }}
+
+[twins.heater]
+connections = ["source.output -> plant.u", "plant.y -> sensor.input"]
+"""
+
+
+def load_twin(tmp_path: Path, fmu: Path, cache_dir: Path) -> TwinDefinition:
+    config = tmp_path / "heater.toml"
+    config.write_text(CONFIG.format(path=fmu, cache=cache_dir))
+    return load_config(config).twins["heater"]
+
+
+def key(component: str, kind: Kind, name: str) -> VarKey:
+    return VarKey(component, kind, name)
+
+
+class TestFMUInTwin:
+    @pytest.mark.parametrize("name", ["lag2", "lag3"])
+    def test_fmu_between_built_in_models(self, tmp_path: Path, fmus: dict[str, Path],
+                                         cache_dir: Path, name: str) -> None:
+        """A step source drives the FMU whose output feeds a gain, all stepped by a Session."""
+        twin = load_twin(tmp_path, fmus[name], cache_dir)
+        session = Session("s", twin, SessionSettings(step_size=0.01))
+        ys, sensed = [], []
+        for _ in range(300):
+            session.step(1)
+            ys.append(session.read(key("plant", Kind.OUTPUT, "y")))
+            sensed.append(session.read(key("sensor", Kind.OUTPUT, "output")))
+        assert session.fault is None
+        assert sensed == [2.0 * y for y in ys]  # the gain runs after the FMU in each tick
+        assert ys[5] == 0.0 and ys[-1] == pytest.approx(1.5, rel=1e-2)  # k * final, after 6 T
+        assert session.read(key("plant", Kind.STATE, "energy")) > 0.0
+        assert session.read(key("plant", Kind.OUTPUT, "steps")) == 300
+
+    def test_sessions_of_one_twin_are_independent_and_deterministic(
+            self, tmp_path: Path, fmus: dict[str, Path], cache_dir: Path) -> None:
+        """Two sessions of one FMU twin hold separate instances and give identical results."""
+        twin = load_twin(tmp_path, fmus["lag2"], cache_dir)
+        a = Session("a", twin, SessionSettings(step_size=0.01))
+        b = Session("b", twin, SessionSettings(step_size=0.01))
+        a.step(50)
+        assert b.read(key("plant", Kind.OUTPUT, "steps")) == 0
+        b.step(50)
+        assert a.values() == b.values()
+
+    def test_fmi_error_faults_only_its_session(self, tmp_path: Path, fmus: dict[str, Path],
+                                               cache_dir: Path) -> None:
+        """An FMI Error halts that session with a fault naming the FMI call; others step on."""
+        twin = load_twin(tmp_path, fmus["lag2"], cache_dir)
+        bad = Session("bad", twin, SessionSettings(step_size=0.01,
+                                                   parameters={"plant": {"fail_at": 0.2}}))
+        good = Session("good", twin, SessionSettings(step_size=0.01))
+        bad.step(100)
+        good.step(100)
+        assert bad.state is RunState.HALTED and bad.fault is not None
+        assert "fmi2DoStep returned Error while stepping from t=0.2 s" in str(bad.fault)
+        assert bad.fault.component == "plant"
+        assert good.fault is None and good.read(key("plant", Kind.OUTPUT, "steps")) == 100
+
+    def test_fixed_parameter_refused_while_running(self, tmp_path: Path, fmus: dict[str, Path],
+                                                   cache_dir: Path) -> None:
+        """A running session takes a tunable FMU parameter and refuses a fixed one."""
+        twin = load_twin(tmp_path, fmus["lag2"], cache_dir)
+        session = Session("s", twin, SessionSettings(step_size=0.01))
+        session.start()
+        session.write(key("plant", Kind.PARAMETER, "k"), 3.0)
+        with pytest.raises(NotWritable, match="parameter 'T' of component 'plant' is fixed"):
+            session.write(key("plant", Kind.PARAMETER, "T"), 1.0)
+        session.tick()
+        assert session.read(key("plant", Kind.PARAMETER, "k")) == 3.0
+
+    def test_missing_fmu_is_a_config_error_at_its_key(self, tmp_path: Path, cache_dir: Path) -> None:
+        """A config naming a missing FMU fails to load with the file and the component's key."""
+        with pytest.raises(ConfigErrors) as info:
+            load_twin(tmp_path, tmp_path / "gone.fmu", cache_dir)
+        text = str(info.value)
+        assert "twins.heater.components.plant.options" in text
+        assert f"FMU file '{tmp_path / 'gone.fmu'}' does not exist" in text
