@@ -78,6 +78,8 @@ class Picky(_Base):
     def declare(cls, options: Mapping[str, Any]) -> tuple[Variable, ...]:
         if "ports" not in options:
             raise ValueError("option 'ports' is required")
+        if not options["ports"]:
+            raise ConfigError("must name at least one port", path="options.ports")
         return tuple(Variable(str(p), Kind.INPUT) for p in str(options["ports"]).split(","))
 
 

@@ -144,6 +144,12 @@ class TestComponentErrors:
                 "model 'picky' rejected its options: option 'ports' is required",
                 id="bad-options",
             ),
+            pytest.param(
+                {"model": "picky", "options": {"ports": ""}},
+                "twins.t.components.c.options.ports",
+                "must name at least one port",
+                id="options-config-error-keeps-its-path",
+            ),
         ],
     )
     def test_error(self, component: dict[str, Any], path: str, message: str) -> None:

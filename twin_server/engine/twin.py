@@ -151,7 +151,10 @@ def compile_twin(
             continue
         try:
             variables = tuple(factory.declare(comp.options))
-        except Exception as exc:  # a model's own option check; say which component
+        except ConfigError as exc:  # the model's own words (an FMU's missing file)
+            fail(f"{base}.{exc.path or 'options'}", exc.message)
+            continue
+        except Exception as exc:  # a plug-in's check that raised anything else
             fail(f"{base}.options", f"model {comp.model!r} rejected its options: {exc}")
             continue
         built[cname] = _component(cname, comp, factory, variables, where, errors)
