@@ -9,6 +9,7 @@ Everything session-specific is in the modules beside this one: the tree layout
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import time
 from dataclasses import dataclass
@@ -151,6 +152,15 @@ class OpcUaServer:
             self.state = ServerState.STOPPED
             return
         self.state = ServerState.STOPPING
+        # asyncua's stop waits for its CurrentTime loop to finish a 1 s sleep; end
+        # that loop now so that a shutdown stage does not spend a second on it
+        iserver = self._server.iserver
+        time_task = getattr(iserver, "time_task", None)
+        if time_task is not None:
+            iserver._time_task_stop = True
+            time_task.cancel()
+            await asyncio.wait([time_task])
+            iserver.time_task = None
         await self._server.stop()
         self.state = ServerState.STOPPED
         self._log.info("opcua_server_stopped")
@@ -222,7 +232,13 @@ class OpcUaServer:
         self._publisher.remove(name)
         for nodeid in served.nodes.all:
             self._attributes.targets.pop(nodeid, None)
-        items = [ua.DeleteNodesItem(NodeId=n, DeleteTargetReferences=True)
+        # DeleteTargetReferences makes asyncua scan every reference of every node in
+        # the server for each node deleted; the only reference into the subtree from
+        # outside is the Sessions folder's, so drop that one and delete the nodes bare
+        aspace = self._iserver.aspace
+        folder = aspace[self.nodeid(SESSIONS)]
+        folder.references[:] = [r for r in folder.references if r.NodeId != served.nodes.root]
+        items = [ua.DeleteNodesItem(NodeId=n, DeleteTargetReferences=False)
                  for n in reversed(served.nodes.all)]
         results = self._iserver.node_mgt_service.delete_nodes(
             ua.DeleteNodesParameters(NodesToDelete=items))

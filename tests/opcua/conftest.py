@@ -1,0 +1,120 @@
+"""A real server on 127.0.0.1 (port 0), a real session of a tank-under-PID twin,
+and a real asyncua client connected to it.
+
+asyncua's Server.init loads the standard address space in seconds, so one server
+serves a whole test module (its tests run in the module's event loop: each
+module sets ``pytestmark = MODULE_LOOP``); every test gets a fresh session, added
+before and removed after it, and its own client connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+import pytest_asyncio
+from asyncua import Client, Node, ua
+
+from twin_server.config.loader import parse_config
+from twin_server.config.schema import ServerConfig
+from twin_server.engine.clock import Clock
+from twin_server.engine.session import Session, SessionSettings
+from twin_server.engine.twin import TwinDefinition
+from twin_server.opcua.server import NAMESPACE_URI, OpcUaServer
+
+PLANT = """
+[twins.plant]
+description = "Water tank with a PID level controller"
+connections = [
+    "setpoint.output -> controller.setpoint",
+    "tank.level -> controller.measurement",
+    "controller.output -> tank.inflow",
+]
+
+[twins.plant.components.setpoint]
+model = "step"
+description = "Level setpoint"
+parameters = { initial = 0.5, final = 1.0, step_time = 0.5 }
+
+[twins.plant.components.tank]
+model = "water_tank"
+parameters = { area = 0.5, outflow_coefficient = 0.02, height = 2.0, initial_level = 0.5 }
+
+[twins.plant.components.controller]
+model = "pid"
+parameters = { kp = 0.2, ki = 0.004, output_min = 0.0, output_max = 0.05 }
+"""
+
+
+MODULE_LOOP = pytest.mark.asyncio(loop_scope="module")
+
+
+@functools.cache
+def plant() -> TwinDefinition:
+    return parse_config(PLANT).twins["plant"]
+
+
+@dataclass
+class Served:
+    """What a test talks to: the server, the session behind it and a connected client."""
+
+    server: OpcUaServer
+    session: Session
+    clock: Clock
+    client: Client
+    ns: int
+
+    def node(self, path: str) -> Node:
+        """The client node of a dotted path below TwinServer."""
+        return self.client.get_node(ua.NodeId(path, self.ns))
+
+    def var(self, path: str) -> Node:
+        """A node of the served session: ``var("Components.tank.Outputs.level")``."""
+        return self.node(f"Sessions.{self.session.name}.{path}")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def server() -> AsyncIterator[OpcUaServer]:
+    srv = OpcUaServer(ServerConfig(), endpoint="opc.tcp://127.0.0.1:0/twin-server")
+    await srv.start()
+    await srv.add_twin(plant())
+    try:
+        yield srv
+    finally:
+        await srv.stop()
+
+
+@pytest.fixture
+def settings() -> SessionSettings:
+    return SessionSettings(step_size=0.01, realtime_factor=1.0, publish_rate=50.0)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def served(server: OpcUaServer, settings: SessionSettings) -> AsyncIterator[Served]:
+    session = Session("tank", plant(), settings)
+    clock = Clock(session)
+    await server.add_session(session, clock)
+    try:
+        async with Client(server.endpoint_url, timeout=10) as client:
+            ns = await client.get_namespace_index(NAMESPACE_URI)
+            yield Served(server, session, clock, client, ns)
+    finally:
+        await server.remove_session(session.name)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def running(served: Served) -> AsyncIterator[Served]:
+    """``served`` with the session's real clock and the publisher running."""
+    tasks = [asyncio.create_task(served.clock.run()), asyncio.create_task(served.server.publish_forever())]
+    try:
+        yield served
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
