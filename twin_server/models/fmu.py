@@ -379,7 +379,9 @@ class FMU(Model):
 
     # -- the contract ---------------------------------------------------------------
 
-    def reset(self, parameters: Mapping[str, Value], initial: Mapping[str, Value]) -> dict[str, Value]:
+    def reset(
+        self, parameters: Mapping[str, Value], initial: Mapping[str, Value]
+    ) -> dict[str, Value]:
         if self.closed or self._broken:
             self.close()
             self._instantiate()
@@ -512,7 +514,8 @@ class FMU(Model):
         )
 
     def _event_iteration(self) -> None:
-        update = self._fmu.newDiscreteStates if self._version == 2 else self._fmu.updateDiscreteStates
+        fmu = self._fmu
+        update = fmu.newDiscreteStates if self._version == 2 else fmu.updateDiscreteStates
         while True:
             need_more, terminate, _, _, defined, next_time = update()
             if terminate:
@@ -541,12 +544,13 @@ class FMU(Model):
         fmu.setTime(time)
         solver.reset(time)
         needs_completed = bool(self._desc.md.modelExchange.needsCompletedIntegratorStep)
-        while time < t_end and not math.isclose(time, t_end, rel_tol=0, abs_tol=1e-12 * (1 + t_end)):
+        eps = 1e-12 * (1 + t_end)  # "the same time" for event and end-of-tick tests
+        while time < t_end and not math.isclose(time, t_end, rel_tol=0, abs_tol=eps):
             t_next, time_event = t_end, False
-            if self._next_event is not None and self._next_event <= t_next + 1e-12 * (1 + t_end):
+            if self._next_event is not None and self._next_event <= t_next + eps:
                 t_next, time_event = max(self._next_event, time), True
             state_event, _, time = solver.step(time, t_next)
-            if time_event and not math.isclose(time, t_next, rel_tol=0, abs_tol=1e-12 * (1 + t_end)):
+            if time_event and not math.isclose(time, t_next, rel_tol=0, abs_tol=eps):
                 time_event = False  # a state event came first
             fmu.setTime(time)
             step_event = terminate = False
@@ -625,7 +629,3 @@ class FMU(Model):
     def _log_suffix(self) -> str:
         last = self._log.last()
         return f" (FMU log: {last})" if last else ""
-
-    def statistics(self) -> dict[str, Any]:
-        return {"fmu": str(self._desc.path), "fmi_version": self._desc.md.fmiVersion,
-                "interface": self._interface, "instance": self._name}

@@ -360,10 +360,9 @@ def inspect_fmu(path: str | os.PathLike[str]) -> str:
     start, description) and how to use it in a config: ``twin-server fmu inspect``."""
     desc = describe(Path(path).expanduser().absolute())
     md = desc.md
-    lines = [
-        f"{desc.path.name}: {md.modelName} (FMI {md.fmiVersion}; "
-        f"{', '.join({'cs': 'co-simulation', 'me': 'model exchange'}[i] for i in desc.interfaces)})",
-    ]
+    offered = ", ".join({"cs": "co-simulation", "me": "model exchange"}[i]
+                        for i in desc.interfaces)
+    lines = [f"{desc.path.name}: {md.modelName} (FMI {md.fmiVersion}; {offered})"]
     if md.description:
         lines.append(f"  {md.description}")
     if md.generationTool:

@@ -31,7 +31,8 @@ def run(model: FMU, start: int, stop: int, u: object = None) -> list[dict[str, V
 
 class TestCoSimulation:
     @pytest.mark.parametrize("name", ["lag2", "lag3"])
-    def test_agrees_with_simulate_fmu(self, fmus: dict[str, Path], cache_dir: Path, name: str) -> None:
+    def test_agrees_with_simulate_fmu(self, fmus: dict[str, Path], cache_dir: Path,
+                                      name: str) -> None:
         """200 ticks with a sampled sine input match FMPy's simulate_fmu to 1e-12 (same doSteps)."""
         times = np.arange(0, 201) * DT
         signal = np.array(list(zip(times, np.sin(3 * times), strict=True)),
