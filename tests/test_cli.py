@@ -90,6 +90,8 @@ class TestRun:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+            assert proc.stderr is not None
+            proc.stderr.close()
 
 
 def _wait_for_ready(proc: subprocess.Popen[str], timeout: float = 30.0) -> str:
