@@ -12,7 +12,7 @@ import asyncio
 import enum
 import gc
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import structlog
@@ -21,6 +21,7 @@ from twin_server.config.loader import LoadedConfig
 from twin_server.config.schema import SessionConfig
 from twin_server.engine.clock import Clock
 from twin_server.engine.session import Session, SessionSettings
+from twin_server.models.base import Value
 from twin_server.opcua.server import OpcUaServer
 
 log = structlog.get_logger(__name__)
@@ -37,15 +38,17 @@ class DaemonState(enum.StrEnum):
 STAGE_TIMEOUT = 5.0
 
 
-def session_settings(cfg: SessionConfig) -> SessionSettings:
-    """The engine's settings for a session declared in the config."""
+def session_settings(cfg: SessionConfig,
+                     parameters: Mapping[str, Mapping[str, Value]]) -> SessionSettings:
+    """The engine's settings for a session declared in the config, with its
+    parameter overrides as the loader coerced them."""
     return SessionSettings(
         step_size=cfg.step_size,
         realtime_factor=cfg.realtime_factor,
         publish_rate=cfg.publish_rate,
         overrun_policy=cfg.overrun_policy,
         autostart=cfg.autostart,
-        parameters={c: dict(p) for c, p in cfg.parameters.items()},
+        parameters={c: dict(p) for c, p in parameters.items()},
     )
 
 
@@ -92,7 +95,8 @@ class Daemon:
             for twin in self.loaded.twins.values():
                 await server.add_twin(twin)
             for name, scfg in config.sessions.items():
-                session = Session(name, self.loaded.twins[scfg.twin], session_settings(scfg))
+                session = Session(name, self.loaded.twins[scfg.twin], session_settings(
+                    scfg, self.loaded.session_parameters.get(name, {})))
                 clock = Clock(session)
                 self.sessions[name] = _Running(session, clock)
                 await server.add_session(session, clock)
