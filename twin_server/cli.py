@@ -2,6 +2,7 @@
 
     twin-server run CONFIG [--endpoint URL] [--log-level LEVEL]
     twin-server check CONFIG [CONFIG ...]
+    twin-server fmu inspect FILE
 
 Exit status: 0 on success or a clean stop, 2 for an invalid config (every error
 printed, each with its file and key path), 1 for anything else.
@@ -41,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="validate config files and print every error")
     check.add_argument("configs", nargs="+", metavar="CONFIG")
+
+    fmu = commands.add_parser("fmu", help="work with FMU files")
+    fmu_commands = fmu.add_subparsers(dest="fmu_command", required=True, metavar="COMMAND")
+    inspect = fmu_commands.add_parser(
+        "inspect", help="print an FMU's variables (causality, type, unit, range, start)")
+    inspect.add_argument("file", help="path of the .fmu file")
     return parser
 
 
@@ -48,6 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "check":
         return _check(args.configs)
+    if args.command == "fmu":
+        return _fmu_inspect(args.file)
     return _run(args)
 
 
@@ -65,6 +74,18 @@ def _check(paths: Sequence[str]) -> int:
             continue
         print(f"{path}: ok ({len(loaded.twins)} twins, {len(loaded.config.sessions)} sessions)")
     return status
+
+
+def _fmu_inspect(path: str) -> int:
+    from twin_server.errors import ConfigError
+    from twin_server.models.fmu import inspect_fmu
+
+    try:
+        print(inspect_fmu(path))
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_CONFIG
+    return EXIT_OK
 
 
 def _run(args: argparse.Namespace) -> int:

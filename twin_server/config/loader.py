@@ -31,7 +31,7 @@ from typing import Any, TypeVar, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from twin_server.config.schema import NAME_PATTERN, Config, SessionConfig, TwinConfig
+from twin_server.config.schema import NAME_PATTERN, Config, ServerConfig, SessionConfig, TwinConfig
 from twin_server.engine.twin import Resolver, TwinDefinition, compile_twin
 from twin_server.errors import ConfigError, ConfigErrors
 from twin_server.models import registry
@@ -82,14 +82,16 @@ def load_config(path: str | Path, *, resolve: Resolver = registry.get) -> Loaded
                 )
             ]
         ) from None
-    loaded = parse_config(text, file=file, resolve=resolve)
+    loaded = parse_config(text, file=file, resolve=resolve, base_dir=Path(path).parent)
     return LoadedConfig(loaded.config, loaded.twins, Path(path), loaded.session_parameters)
 
 
 def parse_config(
-    text: str, *, file: str = STRING_FILE, resolve: Resolver = registry.get
+    text: str, *, file: str = STRING_FILE, resolve: Resolver = registry.get,
+    base_dir: Path | None = None,
 ) -> LoadedConfig:
-    """Like ``load_config`` for TOML text; errors name ``file``."""
+    """Like ``load_config`` for TOML text; errors name ``file``. Relative file
+    options (an FMU's ``path``) resolve against ``base_dir`` (the cwd if None)."""
     errors: list[ConfigError] = []
     raw = _toml(text, file)
 
@@ -103,10 +105,12 @@ def parse_config(
         dict(config.sessions) if config else _valid_entries(raw, "sessions", SessionConfig)
     )
 
+    state_dir = Path(config.server.state_dir if config else ServerConfig().state_dir)
     twins: dict[str, TwinDefinition] = {}
     for name, twin in twin_configs.items():
         try:
-            twins[name] = compile_twin(name, twin, resolve=resolve)
+            twins[name] = compile_twin(
+                name, with_file_options(twin, base_dir, state_dir), resolve=resolve)
         except ConfigErrors as group:
             errors.extend(_in_file(group, file))
 
@@ -435,3 +439,20 @@ def _valid_entries(raw: Mapping[str, Any], section: str, model: type[M]) -> dict
         except ValidationError:
             continue  # reported by the whole-file validation
     return valid
+
+
+def with_file_options(twin: TwinConfig, base_dir: Path | None, state_dir: Path) -> TwinConfig:
+    """``twin`` with each component's ``options.path`` made absolute against the
+    config file's folder, and FMUs caching their unpacked files under the state
+    directory unless the config says where."""
+    components = {}
+    for name, comp in twin.components.items():
+        options = dict(comp.options)
+        path = options.get("path")
+        if isinstance(path, str) and base_dir is not None and not Path(path).is_absolute():
+            options["path"] = str((base_dir / path).resolve())
+        if comp.model == "fmu" and "cache_dir" not in options:
+            options["cache_dir"] = str((state_dir / "fmu-cache").resolve())
+        components[name] = comp if options == comp.options else comp.model_copy(
+            update={"options": options})
+    return twin.model_copy(update={"components": components})

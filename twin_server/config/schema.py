@@ -68,6 +68,20 @@ Scalar = Annotated[
 ]
 """A variable's value as written in the file: typed against the model at compile time."""
 
+
+def _option(value: Any) -> float | int | bool | str | tuple[str, ...]:
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    return _scalar(value)
+
+
+Option = Annotated[
+    float | int | bool | str | tuple[str, ...],
+    PlainValidator(_option),
+    WithJsonSchema({"type": ["number", "integer", "boolean", "string", "array"]}),
+]
+"""A model setting: a scalar or a list of names (an FMU's ``states``)."""
+
 _CONNECTION = re.compile(
     r"^\s*(?P<src>[A-Za-z_]\w*)\.(?P<src_port>[A-Za-z_]\w*)\s*->\s*"
     r"(?P<dst>[A-Za-z_]\w*)\.(?P<dst_port>[A-Za-z_]\w*)\s*$"
@@ -152,8 +166,9 @@ class ComponentConfig(_Frozen):
     inputs: dict[Name, Scalar] = Field(
         default_factory=dict, description="values of unconnected inputs"
     )
-    options: dict[str, Scalar] = Field(
-        default_factory=dict, description="model settings (an FMU's path)"
+    options: dict[str, Option] = Field(
+        default_factory=dict,
+        description="model settings (an FMU's path, relative to the config file's folder)",
     )
 
 

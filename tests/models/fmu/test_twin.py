@@ -104,3 +104,50 @@ class TestFMUInTwin:
         text = str(info.value)
         assert "twins.heater.components.plant.options" in text
         assert f"FMU file '{tmp_path / 'gone.fmu'}' does not exist" in text
+
+
+class TestFileOptions:
+    def test_relative_path_and_default_cache(self, tmp_path: Path,
+                                             fmus: dict[str, Path]) -> None:
+        """An FMU path resolves against the config's folder; the cache goes under state_dir."""
+        folder = tmp_path / "plant"
+        (folder / "fmus").mkdir(parents=True)
+        (folder / "fmus" / "lag.fmu").write_bytes(fmus["lag2"].read_bytes())
+        state = tmp_path / "state"
+        config = folder / "plant.toml"
+        config.write_text(
+            f'[server]\nstate_dir = "{state}"\n'
+            '[twins.t.components.plant]\nmodel = "fmu"\noptions = { path = "fmus/lag.fmu" }\n')
+        options = load_config(config).twins["t"].component("plant").options
+        assert options["path"] == str(folder / "fmus" / "lag.fmu")
+        assert options["cache_dir"] == str(state / "fmu-cache")
+
+    def test_states_as_a_list(self, tmp_path: Path, fmus: dict[str, Path],
+                              cache_dir: Path) -> None:
+        """options.states may be a TOML array of local variable names."""
+        config = tmp_path / "t.toml"
+        config.write_text(
+            '[twins.t.components.plant]\nmodel = "fmu"\n'
+            f'options = {{ path = "{fmus["lag2"]}", cache_dir = "{cache_dir}", '
+            'states = ["energy"] }\n')
+        twin = load_config(config).twins["t"]
+        names = [v.name for v in twin.component("plant").declared() if v.kind is Kind.STATE]
+        assert names == ["energy"]
+
+
+class TestInspectCommand:
+    def test_prints_variables(self, fmus: dict[str, Path], capsys: pytest.CaptureFixture[str]
+                              ) -> None:
+        """`twin-server fmu inspect FILE` prints the FMU's variables and exits 0."""
+        from twin_server.cli import main
+
+        assert main(["fmu", "inspect", str(fmus["lag2"])]) == 0
+        out = capsys.readouterr().out
+        assert "k" in out and "parameter" in out and "y" in out
+
+    def test_missing_file(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """A missing FMU is named on stderr with exit status 2."""
+        from twin_server.cli import main
+
+        assert main(["fmu", "inspect", str(tmp_path / "none.fmu")]) == 2
+        assert "none.fmu" in capsys.readouterr().err
