@@ -165,6 +165,14 @@ class TestForcedInputs:
         assert loop_session.read(out("fb", "y")) == -0.5 * 4.0 + 0.25
         assert loop_session.forced() == {inp("fb", "u"): 4.0}
 
+    def test_reforcing_updates_value(self, loop_session: Session) -> None:
+        """Writing a forced input again changes the value the next tick uses."""
+        loop_session.write(inp("fb", "u"), 4.0)
+        loop_session.step(1)
+        loop_session.write(inp("fb", "u"), 6.0)
+        loop_session.step(1)
+        assert [c[1]["u"] for c in model(loop_session, "fb").calls] == [4.0, 6.0]
+
     def test_release_follows_connection_again(self, loop_session: Session) -> None:
         """After release the input reads the connected output at once and follows it next tick."""
         loop_session.write(inp("fb", "u"), 4.0)

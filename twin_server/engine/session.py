@@ -402,9 +402,11 @@ class Session:
             )
         coerced = self._coerce(comp, var, value)
         if kind is Kind.INPUT:
+            newly_forced = var.name not in comp.forced
             comp.forced[var.name] = coerced
             comp.inputs[var.name] = coerced
-            self._plan[comp.index] = self._plan_entry(comp)
+            if newly_forced:  # a HIL binding rewrites its inputs every cycle: keep that cheap
+                self._plan[comp.index] = self._plan_entry(comp)
         elif kind is Kind.STATE:
             try:
                 comp.model.set_states({var.name: coerced})
