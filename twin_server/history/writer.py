@@ -156,8 +156,8 @@ class Writer:
         """Drain the queue in batches until ``close()``; owned by the daemon's TaskGroup."""
         if self._running:
             raise InvalidState("the history writer is already running")
-        if self._closing:
-            raise InvalidState("the history store is closed")
+        if self._closing:  # close() came first (a TaskGroup may start us late): nothing to do
+            return
         self._running = True
         self._stopped.clear()
         loop = asyncio.get_running_loop()
