@@ -73,8 +73,9 @@ class Served:
         return self.client.get_node(ua.NodeId(path, self.ns))
 
     def var(self, path: str) -> Node:
-        """A node of the served session: ``var("Components.tank.Outputs.level")``."""
-        return self.node(f"Sessions.{self.session.name}.{path}")
+        """A node of the served session: ``var("Components.tank.Outputs.level")``;
+        ``var("")`` is the session object itself."""
+        return self.node(".".join(p for p in ("Sessions", self.session.name, path) if p))
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

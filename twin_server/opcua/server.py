@@ -10,8 +10,11 @@ Everything session-specific is in the modules beside this one: the tree layout
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
+import gc
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -122,7 +125,7 @@ class OpcUaServer:
         self._publisher = Publisher(iserver.aspace)
         batch = self._batch()
         build_root(batch, ua.NodeId(ua.ObjectIds.ObjectsFolder))
-        self._nodes += len(batch.commit(iserver.node_mgt_service))
+        self._nodes += len(batch.commit(iserver.aspace))
         await server.start()
         self._endpoint = self._bound_endpoint()
         self._log = log.bind(endpoint=self._endpoint)
@@ -172,7 +175,7 @@ class OpcUaServer:
             raise ValueError(f"twin {twin.name!r} is already served")
         batch = self._batch()
         build_twin(batch, twin)
-        added = batch.commit(self._iserver.node_mgt_service)
+        added = batch.commit(self._iserver.aspace)
         self._twins[twin.name] = added
         self._nodes += len(added)
         self._log.info("twin_added", twin=twin.name, nodes=len(added))
@@ -186,9 +189,10 @@ class OpcUaServer:
         started = time.perf_counter()
         batch = self._batch()
         variables: list[tuple[VarKey, Variable, ua.NodeId]] = []
-        nodes = build_session(batch, session, clock,
-                              lambda key, var, nodeid: variables.append((key, var, nodeid)))
-        batch.commit(self._iserver.node_mgt_service)
+        with _collector_paused():
+            nodes = build_session(batch, session, clock,
+                                  lambda key, var, nodeid: variables.append((key, var, nodeid)))
+            batch.commit(self._iserver.aspace)
         target = PublishTarget(session, clock, nodes)
         publisher = self._publisher
 
@@ -291,6 +295,21 @@ class OpcUaServer:
     @staticmethod
     def root_path() -> str:
         return ROOT
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Hold off the cyclic garbage collector while a subtree is built: the build
+    allocates ~50 objects per node, all of which live on, and the full collections
+    they would trigger each walk asyncua's whole address space (~0.2 s apiece,
+    more than the build itself)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _writer(session: Session, key: VarKey) -> Any:

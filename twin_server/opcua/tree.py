@@ -187,7 +187,7 @@ def build_session(batch: NodeBatch, session: Session, clock: StatisticsSource | 
                   on_variable: Callable[[VarKey, Variable, ua.NodeId], None] | None = None,
                   ) -> SessionNodes:
     """``Sessions.<session>`` with its scalars, methods and every variable."""
-    start = len(batch.items)
+    start = len(batch)
     base = f"{SESSIONS}.{session.name}"
     root = batch.object(batch.nodeid(SESSIONS), base, session.name,
                         session.twin.description or f"A session of twin {session.twin.name}")
@@ -237,7 +237,7 @@ def build_session(batch: NodeBatch, session: Session, clock: StatisticsSource | 
         if on_variable is not None:
             on_variable(key, var, nodeid)
     nodes = SessionNodes(root, scalars, variables, methods)
-    nodes.all = [item.RequestedNewNodeId for item in batch.items[start:]]
+    nodes.all = batch.nodeids[start:]
     return nodes
 
 

@@ -1,0 +1,116 @@
+"""The publisher: values reach subscribed clients, only changed ones are written."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from asyncua import ua
+
+from tests.opcua.conftest import MODULE_LOOP, Served
+from twin_server.engine.session import SessionSettings
+from twin_server.opcua.tree import scalar_values
+
+pytestmark = MODULE_LOOP
+
+
+class _Changes:
+    """A subscription handler that queues every data change."""
+
+    def __init__(self) -> None:
+        self.values: asyncio.Queue[Any] = asyncio.Queue()
+
+    def datachange_notification(self, node: Any, val: Any, data: Any) -> None:
+        self.values.put_nowait(val)
+
+
+class TestSubscription:
+    async def test_output_changes_while_running(self, running: Served) -> None:
+        """A client subscribed to an output sees it change while the session runs."""
+        handler = _Changes()
+        subscription = await running.client.create_subscription(20, handler)
+        try:
+            await subscription.subscribe_data_change(
+                running.var("Components.controller.Outputs.output"))
+            first = await asyncio.wait_for(handler.values.get(), 5)
+            await running.var("").call_method(running.var("Start").nodeid)
+            seen = {first}
+            async with asyncio.timeout(10):
+                while len(seen) < 3:
+                    seen.add(await handler.values.get())
+        finally:
+            await subscription.delete()
+
+    async def test_diagnostics_follow_the_clock(self, running: Served) -> None:
+        """Diagnostics.Ticks and StepCount advance while the clock runs the session."""
+        running.session.start()
+        ticks = running.var("Diagnostics.Ticks")
+        async with asyncio.timeout(10):
+            while await ticks.read_value() < 10:
+                await asyncio.sleep(0.05)
+        assert await running.var("StepCount").read_value() >= 10
+        assert await running.var("State").read_value() == "Running"
+
+    async def test_values_carry_timestamps(self, running: Served) -> None:
+        """Published values carry a source and a server timestamp."""
+        running.session.start()
+        node = running.var("SimTime")
+        async with asyncio.timeout(10):
+            while await node.read_value() == 0.0:
+                await asyncio.sleep(0.05)
+        dv = await node.read_data_value()
+        assert dv.SourceTimestamp is not None
+        assert dv.ServerTimestamp is not None
+
+
+class TestChangedOnly:
+    async def test_only_changed_values_are_written(self, served: Served) -> None:
+        """A publish writes exactly the values that changed since the previous one."""
+        session, server = served.session, served.server
+        assert await server.publish("tank") == 0  # add_session published everything
+        values_before = session.values()
+        scalars_before = scalar_values(session, served.clock)
+        session.step(1)
+        values_after = session.values()
+        scalars_after = scalar_values(session, served.clock)
+        expected = sum(values_before[k] != v for k, v in values_after.items()) + sum(
+            a != b for a, b in zip(scalars_before, scalars_after, strict=True))
+        published = server.statistics().values_published
+        assert await server.publish("tank") == expected
+        assert server.statistics().values_published - published == expected
+        assert 0 < expected < len(values_after) + len(scalars_after)
+
+    async def test_unchanged_session_is_skipped(self, served: Served) -> None:
+        """A session whose version did not move writes nothing and counts a skipped cycle."""
+        server = served.server
+        before = server.statistics().publisher
+        assert await server.publish("tank") == 0
+        after = server.statistics().publisher
+        assert after.publish_cycles - before.publish_cycles == 1
+        assert after.skipped_cycles - before.skipped_cycles == 1
+
+    async def test_state_change_without_version(self, served: Served) -> None:
+        """State is compared on every publish, so a bare state change still shows."""
+        served.session.start()
+        await served.server.publish("tank")
+        assert await served.var("State").read_value() == "Running"
+
+    async def test_client_write_is_not_republished(self, served: Served) -> None:
+        """A value a client wrote is already in its node: the next publish skips it."""
+        await served.var("Components.tank.Parameters.area").write_value(
+            ua.DataValue(ua.Variant(0.7, ua.VariantType.Double)))
+        assert await served.server.publish("tank") == 0
+
+
+class TestRate:
+    @pytest.fixture
+    def settings(self) -> SessionSettings:
+        return SessionSettings(step_size=0.01, realtime_factor=1.0, publish_rate=20.0)
+
+    async def test_publishes_at_the_session_rate(self, running: Served) -> None:
+        """publish_forever publishes a session about publish_rate times a second."""
+        before = running.server.statistics().publish_cycles
+        await asyncio.sleep(1.0)
+        cycles = running.server.statistics().publish_cycles - before
+        assert 12 <= cycles <= 25
