@@ -110,7 +110,8 @@ async def served(server: OpcUaServer, settings: SessionSettings) -> AsyncIterato
 @pytest_asyncio.fixture(loop_scope="module")
 async def running(served: Served) -> AsyncIterator[Served]:
     """``served`` with the session's real clock and the publisher running."""
-    tasks = [asyncio.create_task(served.clock.run()), asyncio.create_task(served.server.publish_forever())]
+    tasks = [asyncio.create_task(served.clock.run()),
+             asyncio.create_task(served.server.publish_forever())]
     try:
         yield served
     finally:

@@ -108,7 +108,8 @@ class TestTwinDefinition:
         """Twins.<twin> shows the description, the connections and each component's model."""
         twin = served.node("Twins.plant")
         children = await _children(twin)
-        assert await children["Description"].read_value() == "Water tank with a PID level controller"
+        description = await children["Description"].read_value()
+        assert description == "Water tank with a PID level controller"
         assert await children["Connections"].read_value() == [
             "setpoint.output -> controller.setpoint",
             "tank.level -> controller.measurement",

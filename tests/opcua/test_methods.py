@@ -14,7 +14,8 @@ pytestmark = MODULE_LOOP
 
 async def _call(served: Served, method: str, *args: ua.Variant) -> ua.CallMethodResult:
     """Call a session method and return the raw result (status, argument results)."""
-    request = ua.CallMethodRequest(ObjectId=served.var("").nodeid, MethodId=served.var(method).nodeid,
+    request = ua.CallMethodRequest(ObjectId=served.var("").nodeid,
+                                   MethodId=served.var(method).nodeid,
                                    InputArguments=list(args))
     (result,) = await served.client.uaclient.call([request])
     return result

@@ -54,7 +54,7 @@ class WriteStatistics:
     refused: int
 
 
-class TwinAttributeService(AttributeService):
+class TwinAttributeService(AttributeService):  # type: ignore[misc]  # asyncua: untyped to mypy
     """asyncua's AttributeService with writes to our namespace routed to sessions."""
 
     def __init__(self, aspace: AddressSpace, namespace: int) -> None:
