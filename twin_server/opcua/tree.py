@@ -191,11 +191,15 @@ def build_session(batch: NodeBatch, session: Session, clock: StatisticsSource | 
     base = f"{SESSIONS}.{session.name}"
     root = batch.object(batch.nodeid(SESSIONS), base, session.name,
                         session.twin.description or f"A session of twin {session.twin.name}")
-    diagnostics = batch.folder(root, f"{base}.Diagnostics", "Diagnostics",
-                               "Clock and stepping figures (times in ms)")
+    diagnostics: ua.NodeId | None = None
     scalars: list[tuple[ua.NodeId, ua.VariantType]] = []
     for spec, value in zip(SCALARS, scalar_values(session, clock), strict=True):
-        parent = diagnostics if spec.path.startswith("Diagnostics.") else root
+        parent = root
+        if spec.path.startswith("Diagnostics."):
+            if diagnostics is None:  # after the session's own scalars, as a browser lists them
+                diagnostics = batch.folder(root, f"{base}.Diagnostics", "Diagnostics",
+                                           "Clock and stepping figures (times in ms)")
+            parent = diagnostics
         analog = spec.vtype is ua.VariantType.Double and (
             spec.unit is not None or spec.low is not None)
         nodeid = batch.variable(
