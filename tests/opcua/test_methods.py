@@ -56,6 +56,12 @@ class TestRunControl:
         await served.var("").call_method(served.var("Step").nodeid, 3)
         assert served.session.step_count == 3
 
+    async def test_long_step(self, served: Served) -> None:
+        """A Step longer than one chunk takes exactly the ticks asked for."""
+        result = await _call(served, "Step", ua.Variant(2_345, ua.VariantType.UInt32))
+        assert result.StatusCode.is_good()
+        assert await served.var("StepCount").read_value() == 2_345
+
     async def test_halt(self, served: Served) -> None:
         """Halt from Running ends in Halted; only Reset leaves it."""
         await _call(served, "Start")

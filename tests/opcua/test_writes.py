@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import structlog
 from asyncua import ua
 from asyncua.ua.uaerrors import BadNotWritable, BadOutOfRange, BadTypeMismatch
 
@@ -79,6 +80,19 @@ class TestParameterWrites:
             await served.var("Components.tank.Parameters.initial_level").write_value(
                 _dv(1.0, ua.VariantType.Double))
         assert served.session.state is RunState.RUNNING
+
+
+class TestLogging:
+    async def test_refusal_is_logged(self, served: Served) -> None:
+        """A refused write logs write_refused with the session, node, status and reason."""
+        with structlog.testing.capture_logs() as logs, pytest.raises(BadOutOfRange):
+            await served.var("Components.tank.Parameters.area").write_value(
+                _dv(-1.0, ua.VariantType.Double))
+        (event,) = [e for e in logs if e["event"] == "write_refused"]
+        assert event["session"] == "tank"
+        assert event["node"] == "Sessions.tank.Components.tank.Parameters.area"
+        assert event["status"] == "BadOutOfRange"
+        assert "-1.0" in event["reason"]
 
 
 class TestOtherWrites:
