@@ -142,7 +142,9 @@ class OpcUaServer:
         url = urlparse(self._endpoint)
         if url.port == port:
             return self._endpoint
-        bound = url._replace(netloc=f"{url.hostname}:{port}").geturl()
+        host = url.hostname or ""
+        host = f"[{host}]" if ":" in host else host  # an IPv6 literal keeps its brackets
+        bound = url._replace(netloc=f"{host}:{port}").geturl()
         self._server.endpoint = urlparse(bound)
         for edp in self._server.iserver.endpoints:
             edp.EndpointUrl = bound
