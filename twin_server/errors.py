@@ -9,6 +9,8 @@
     │   ├── NotWritable              BadNotWritable: an output, or a fixed parameter while running
     │   ├── InvalidArgument          BadInvalidArgument: a malformed method argument
     │   ├── NotFound                 BadNotFound: no such session, component or variable
+    │   ├── AlreadyExists            BadBrowseNameDuplicated: a session or twin name is taken
+    │   ├── ResourceExhausted        BadResourceUnavailable: server.max_sessions reached
     │   └── NotSupported             BadNotSupported: the model cannot do that (an FMU without get/set state)
     ├── InvalidState                 BadInvalidState: a method called in the wrong run state
     ├── FMIError                     an FMI call returned Error/Fatal: FMI function and status
@@ -113,6 +115,18 @@ class NotSupported(ValueRejected):
     """A call the model cannot serve (Snapshot of an FMU that cannot get and set its state)."""
 
     status = "BadNotSupported"
+
+
+class AlreadyExists(ValueRejected):
+    """A session or twin of that name exists already."""
+
+    status = "BadBrowseNameDuplicated"
+
+
+class ResourceExhausted(ValueRejected):
+    """A configured limit reached (``server.max_sessions``)."""
+
+    status = "BadResourceUnavailable"
 
 
 class InvalidState(TwinServerError):

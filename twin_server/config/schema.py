@@ -108,6 +108,13 @@ class ServerConfig(_Frozen):
         "var", description="where the database and PKI live (relative to the cwd)"
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    max_sessions: int = Field(100, ge=1, le=100_000,
+                              description="most sessions at once, config and client ones together")
+    session_idle_timeout: float = Field(
+        3600.0, ge=0,
+        description="seconds after which a client-created session nobody reads, writes, "
+                    "subscribes to or calls is deleted; 0 = never",
+    )
 
 
 class ConnectionSpec(_Frozen):

@@ -1,0 +1,50 @@
+"""What the OPC UA methods need of the daemon: the session and twin lifecycle.
+
+The address space does not own sessions or their clocks; the daemon does
+(``twin_server.app.Daemon`` implements this protocol). A method handler parses
+and checks its arguments, calls one of these, and maps our exceptions to status
+codes. Each call either completes (nodes added or removed, events emitted) or
+raises with nothing changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+from twin_server.engine.session import Session
+from twin_server.engine.twin import TwinDefinition
+from twin_server.models.base import Value
+
+Overrides = Mapping[str, Mapping[str, Value]]
+
+
+class Runtime(Protocol):
+    async def create_session(self, twin: str, name: str, parameters: Overrides) -> Session:
+        """A new client-owned session of ``twin``, served and Ready (NotFound for an
+        unknown twin, InvalidArgument for a bad name/parameters or a duplicate,
+        ResourceExhausted beyond ``server.max_sessions``)."""
+        ...
+
+    async def delete_session(self, name: str) -> None:
+        """Stop, unserve and free the session (NotFound if unknown)."""
+        ...
+
+    async def fork_session(self, source: str, name: str, realtime_factor: float) -> Session:
+        """A new client-owned session of the same twin in exactly ``source``'s current
+        state, running at ``realtime_factor`` if the source runs, else Suspended."""
+        ...
+
+    async def define_twin(self, definition: str) -> TwinDefinition:
+        """Validate TOML text as a config's twin and serve it (ConfigErrors if invalid,
+        InvalidArgument if the name is taken)."""
+        ...
+
+    async def remove_twin(self, name: str) -> None:
+        """Unserve a twin (NotFound if unknown, InvalidState while sessions of it exist)."""
+        ...
+
+    def touch(self, session: str) -> None:
+        """Note client activity on a session (reads, writes, calls, subscriptions),
+        which keeps a client-created session from expiring."""
+        ...
