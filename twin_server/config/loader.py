@@ -23,7 +23,7 @@ import difflib
 import json
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin
@@ -31,11 +31,19 @@ from typing import Any, TypeVar, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from twin_server.config.schema import NAME_PATTERN, Config, ServerConfig, SessionConfig, TwinConfig
+from twin_server.config.schema import (
+    NAME_PATTERN,
+    Config,
+    HilBinding,
+    HilSecurity,
+    ServerConfig,
+    SessionConfig,
+    TwinConfig,
+)
 from twin_server.engine.twin import Resolver, TwinDefinition, compile_twin
-from twin_server.errors import ConfigError, ConfigErrors
+from twin_server.errors import ConfigError, ConfigErrors, ValueRejected
 from twin_server.models import registry
-from twin_server.models.base import Value
+from twin_server.models.base import Kind, Value, Variable
 
 STRING_FILE = "<string>"
 
@@ -140,6 +148,8 @@ def parse_config(
             )
         except ConfigErrors as group:
             errors.extend(_in_file(group, file))
+
+    errors.extend(_check_hil(raw, session_configs, twins, file))
 
     if errors:
         raise ConfigErrors(sorted(errors, key=lambda e: _file_order(raw, e.path)))
@@ -316,8 +326,10 @@ def _explain(error: ErrorDetails, root: type[BaseModel]) -> tuple[tuple[str | in
     if kind == "too_short":
         if loc and loc[-1] == "components":
             return loc, "a twin needs at least one component"
+        if loc and loc[-1] == "bindings":
+            return loc, "a HIL peer needs at least one binding"
         return loc, f"must have at least {ctx.get('min_length')} entries"
-    if kind == "connection_syntax":
+    if kind in ("connection_syntax", "hil_syntax"):
         return loc, error["msg"]
     return loc, f"{error['msg'][:1].lower()}{error['msg'][1:]}{got}"
 
@@ -456,3 +468,127 @@ def with_file_options(twin: TwinConfig, base_dir: Path | None, state_dir: Path) 
         components[name] = comp if options == comp.options else comp.model_copy(
             update={"options": options})
     return twin.model_copy(update={"components": components})
+
+
+# -- hardware in the loop ---------------------------------------------------------------
+
+_READ_KINDS = (Kind.OUTPUT, Kind.STATE)
+
+
+def _check_hil(raw: Mapping[str, Any], sessions: Mapping[str, SessionConfig],
+               twins: Mapping[str, TwinDefinition], file: str) -> list[ConfigError]:
+    """What the ``[hil.<peer>]`` tables' structure cannot say: the session exists, each
+    binding names a variable of its twin of the right kind for its direction, gives
+    exactly one of ``node`` and ``browse_path``, a fallback only where one applies and
+    of the variable's type, at most one binding per input; security settings agree.
+
+    Checked on the raw tables, entry by entry, so that a peer with a structural error
+    elsewhere still gets these checks."""
+    errors: list[ConfigError] = []
+    peers = raw.get("hil")
+    declared = _keys(raw.get("sessions"))
+    for peer, body in peers.items() if isinstance(peers, Mapping) else ():
+        if not isinstance(body, Mapping):
+            continue
+        where = f"hil.{_key(str(peer))}"
+
+        def fail(path: str, message: str) -> None:
+            errors.append(ConfigError(message, path=f"{where}.{path}" if path else where,
+                                      file=file))
+
+        _check_security(body.get("security"), fail)
+        session_name = body.get("session")
+        twin: TwinDefinition | None = None
+        if isinstance(session_name, str):
+            if session_name not in declared:
+                known = ", ".join(declared) or "none"
+                fail("session", f"unknown session {session_name!r} (sessions in this file: "
+                                f"{known}){_did_you_mean(session_name, declared)}")
+            elif session_name in sessions:
+                twin = twins.get(sessions[session_name].twin)
+        bindings = body.get("bindings")
+        forced: dict[str, str] = {}
+        for bname, bbody in bindings.items() if isinstance(bindings, Mapping) else ():
+            try:
+                binding = HilBinding.model_validate(bbody)
+            except ValidationError:
+                continue  # reported by the whole-file validation
+            path = f"bindings.{_key(str(bname))}"
+            if (binding.node is None) == (binding.browse_path is None):
+                fail(path, "a binding names its PLC node with exactly one of 'node' "
+                           "(a NodeId) and 'browse_path'")
+            if binding.fallback is not None and binding.direction != "from_plc":
+                fail(f"{path}.fallback", "only a from_plc binding has a fallback (the value "
+                                         "its input takes while the PLC is unreachable)")
+            if twin is None:
+                continue  # an unknown session or a broken twin: reported already
+            variable = _binding_variable(twin, binding, session_name, lambda m, p=path:
+                                         fail(f"{p}.variable", m))
+            if variable is None:
+                continue
+            if binding.direction == "from_plc":
+                other = forced.setdefault(binding.variable, str(bname))
+                if other != bname:
+                    fail(f"{path}.variable", f"input {binding.variable!r} is already bound "
+                                             f"from the PLC by binding {other!r}")
+                if binding.fallback is not None:
+                    try:
+                        variable.coerce(binding.fallback)
+                    except ValueRejected as exc:
+                        fail(f"{path}.fallback", f"fallback for {binding.variable!r}: {exc}")
+    return errors
+
+
+def _binding_variable(twin: TwinDefinition, binding: HilBinding, session: str,
+                      fail: Callable[[str], None]) -> Variable | None:
+    """The variable a binding mirrors, or None after reporting why there is none."""
+    cname, _, vname = binding.variable.partition(".")
+    names = [c.name for c in twin.components]
+    if cname not in names:
+        fail(f"session {session!r} (twin {twin.name!r}) has no component {cname!r} "
+             f"(its components: {', '.join(names)}){_did_you_mean(cname, names)}")
+        return None
+    declared = twin.component(cname).declared()
+    kinds = _READ_KINDS if binding.direction == "to_plc" else (Kind.INPUT,)
+    for kind in kinds:
+        for var in declared:
+            if var.kind is kind and var.name == vname:
+                return var
+    wanted = "an output or state" if binding.direction == "to_plc" else "an input"
+    fitting = [v.name for v in declared if v.kind in kinds]
+    other = next((v for v in declared if v.name == vname), None)
+    if other is not None:
+        hint = ("inputs come from the PLC: use direction = 'from_plc'"
+                if other.kind is Kind.INPUT else
+                "outputs and states go to the PLC: use direction = 'to_plc'"
+                if other.kind in _READ_KINDS else
+                "parameters are not mirrored")
+        fail(f"{binding.variable!r} is {_a(other.kind)} {other.kind}, but a "
+             f"{binding.direction} binding needs {wanted}; {hint}")
+    else:
+        fail(f"component {cname!r} has no {vname!r} (a {binding.direction} binding needs "
+             f"{wanted}; it has: {', '.join(fitting) or 'none'})"
+             f"{_did_you_mean(vname, fitting)}")
+    return None
+
+
+def _a(kind: Kind) -> str:
+    return "an" if kind.value[0] in "aeiou" else "a"
+
+
+def _check_security(body: object, fail: Callable[[str, str], None]) -> None:
+    try:
+        security = HilSecurity.model_validate(body if body is not None else {})
+    except ValidationError:
+        return  # reported by the whole-file validation
+    if (security.policy == "None") != (security.mode == "None"):
+        fail("security", f"policy {security.policy!r} with mode {security.mode!r}: either both "
+                         f"are 'None' or a policy goes with mode 'Sign' or 'SignAndEncrypt'")
+    if security.policy != "None" and not (security.certificate and security.private_key):
+        fail("security", f"policy {security.policy!r} needs the client's 'certificate' and "
+                         f"'private_key'")
+    if (security.password is not None or security.password_env is not None) \
+            and not security.username:
+        fail("security.username", "a password needs a username")
+    if security.password is not None and security.password_env is not None:
+        fail("security", "give either 'password' or 'password_env', not both")

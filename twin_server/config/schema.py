@@ -31,7 +31,9 @@ Example (``configs/demo.toml`` is the full one)::
 
 from __future__ import annotations
 
+import os
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -105,7 +107,9 @@ class ServerConfig(_Frozen):
     application_name: str = "twin-server"
     application_uri: str = "urn:twin-server:server"
     state_dir: str = Field(
-        "var", description="where the database and PKI live (relative to the cwd)"
+        default_factory=lambda: os.environ.get("STATE_DIRECTORY", "var"),
+        description="where the database, FMU cache and PKI live (relative to the cwd); "
+        "default $STATE_DIRECTORY (set by systemd's StateDirectory=), else 'var'",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     max_sessions: int = Field(100, ge=1, le=100_000,
@@ -215,3 +219,134 @@ class Config(_Frozen):
     server: ServerConfig = Field(default_factory=ServerConfig)  # type: ignore[arg-type]
     twins: dict[Name, TwinConfig] = Field(default_factory=dict)
     sessions: dict[Name, SessionConfig] = Field(default_factory=dict)
+    hil: dict[Name, HilPeerConfig] = Field(
+        default_factory=dict, description="hardware-in-the-loop peers (PLCs), by name")
+
+
+# -- hardware in the loop ------------------------------------------------------------
+
+_NODE_ID = re.compile(r"^(?:ns=(?P<ns>\d+);|nsu=(?P<nsu>[^;]+);)?(?P<type>[isgb])=(?P<id>.+)$",
+                      re.DOTALL)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRef:
+    """A PLC NodeId as written in the config: ``ns=2;s=Level``, ``nsu=urn:plc;i=7``.
+
+    ``namespace`` is an index or a namespace URI (resolved against the PLC's
+    NamespaceArray at connect); ``id_type`` is ``i``, ``s``, ``g`` or ``b``.
+    """
+
+    namespace: int | str
+    id_type: str
+    identifier: str
+
+    @classmethod
+    def parse(cls, text: str) -> NodeRef:
+        m = _NODE_ID.match(text.strip())
+        if m is None:
+            raise ValueError(
+                f"a PLC node is written 'ns=<index>;s=<name>', 'nsu=<namespace URI>;s=<name>' "
+                f"or with i=<number>, g=<guid>, b=<base64> (got {text!r})")
+        namespace: int | str = m["nsu"] if m["nsu"] is not None else int(m["ns"] or 0)
+        if m["type"] == "i" and not m["id"].isdigit():
+            raise ValueError(f"a numeric NodeId (i=...) needs a whole number (got {text!r})")
+        return cls(namespace, m["type"], m["id"])
+
+
+def parse_browse_path(text: str) -> tuple[tuple[int | str, str], ...]:
+    """``0:Objects/2:PLC/2:Level`` (or ``urn:plc:Level`` with a namespace URI) as
+    (namespace index or URI, browse name) pairs from the Root folder.
+
+    An element is ``<index>:<name>`` or ``<namespace URI>:<name>``; with a URI the
+    name is what follows the last ':' (a browse name containing ':' needs an index).
+    """
+    elements = [e for e in text.strip().strip("/").split("/")]
+    if not text.strip().strip("/") or any(not e for e in elements):
+        raise ValueError(f"a browse path is written '0:Objects/2:PLC/2:Level' (got {text!r})")
+    result: list[tuple[int | str, str]] = []
+    for element in elements:
+        head, sep, tail = element.partition(":")
+        if sep and head.isdigit() and tail:
+            result.append((int(head), tail))
+            continue
+        uri, sep, name = element.rpartition(":")
+        if not sep or not uri or not name:
+            raise ValueError(
+                f"each element of a browse path is '<namespace index>:<name>' or "
+                f"'<namespace URI>:<name>' (got {element!r} in {text!r})")
+        result.append((uri, name))
+    return tuple(result)
+
+
+def _node_text(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            NodeRef.parse(value)
+        except ValueError as exc:
+            raise PydanticCustomError("hil_syntax", "{message}", {"message": str(exc)}) from None
+    return value
+
+
+def _browse_path_text(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            parse_browse_path(value)
+        except ValueError as exc:
+            raise PydanticCustomError("hil_syntax", "{message}", {"message": str(exc)}) from None
+    return value
+
+
+class HilBinding(_Frozen):
+    """One session variable mirrored to or from one PLC node."""
+
+    variable: str = Field(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$",
+        description="'component.variable' of the peer's session: an output or state for "
+                    "to_plc, an input for from_plc")
+    direction: Literal["to_plc", "from_plc"]
+    node: Annotated[str, BeforeValidator(_node_text)] | None = Field(
+        None, description="'ns=2;s=Level' or 'nsu=<namespace URI>;s=Level'")
+    browse_path: Annotated[str, BeforeValidator(_browse_path_text)] | None = Field(
+        None, description="'0:Objects/2:PLC/2:Level' from the Root folder; namespace URIs "
+                          "may stand in place of indices")
+    deadband: float = Field(0.0, ge=0, description="absolute: smaller changes are not sent")
+    sampling_interval: float | None = Field(
+        None, ge=0, le=3_600_000,
+        description="ms; from_plc: the monitored item's sampling interval "
+                    "(default: the session's publish period)")
+    fallback: Scalar | None = Field(
+        None, description="from_plc: the value the input takes while the link is down "
+                          "(default: it keeps its last value)")
+
+
+class HilSecurity(_Frozen):
+    """How the mirror authenticates to a PLC."""
+
+    policy: Literal["None", "Basic256Sha256", "Aes128Sha256RsaOaep", "Aes256Sha256RsaPss"] = "None"
+    mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
+    username: str | None = None
+    password: str | None = None
+    password_env: str | None = Field(
+        None, description="name of an environment variable holding the password")
+    certificate: str | None = Field(None, description="client certificate (PEM or DER) path")
+    private_key: str | None = Field(None, description="its private key (PEM or DER) path")
+    private_key_password: str | None = None
+    server_certificate: str | None = Field(
+        None, description="the PLC's certificate; default: taken from its endpoints")
+
+
+class HilPeerConfig(_Frozen):
+    """An external OPC UA server (a PLC) and the bindings mirrored with it."""
+
+    endpoint: str = Field(pattern=r"^opc\.tcp://[^/:]+(:\d{1,5})?(/.*)?$")
+    session: Name
+    security: HilSecurity = Field(default_factory=HilSecurity)  # type: ignore[arg-type]
+    timeout: float = Field(2.0, gt=0, le=60, description="seconds per request")
+    keepalive_interval: float = Field(
+        1.0, gt=0, le=60,
+        description="seconds between liveness reads, each also timing out after as long: "
+                    "a hung peer is detected within twice this")
+    reconnect_min: float = Field(0.5, gt=0, le=3600, description="first backoff, seconds")
+    reconnect_max: float = Field(30.0, gt=0, le=3600, description="longest backoff, seconds")
+    bindings: dict[Name, HilBinding] = Field(min_length=1)
