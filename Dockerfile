@@ -1,4 +1,4 @@
-# twin-server: a first working image (the operations work adds HEALTHCHECK and more).
+# twin-server: a slim image running as a non-root user, state in a volume.
 #   docker build -t twin-server .
 #   docker run --rm -p 4840:4840 -v twin-server-state:/var/lib/twin-server twin-server
 FROM python:3.11-slim AS build
@@ -16,5 +16,8 @@ USER twin
 WORKDIR /var/lib/twin-server
 VOLUME ["/var/lib/twin-server"]
 EXPOSE 4840
+ENV STATE_DIRECTORY=/var/lib/twin-server
+HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
+    CMD ["twin-server", "health", "opc.tcp://127.0.0.1:4840/twin-server", "--timeout", "5"]
 ENTRYPOINT ["twin-server"]
 CMD ["run", "/etc/twin-server/demo.toml", "--endpoint", "opc.tcp://0.0.0.0:4840/twin-server"]

@@ -54,6 +54,14 @@ class TestCheck:
         assert "nope.toml" in result.stderr
 
 
+class TestHealth:
+    def test_nothing_listening(self) -> None:
+        """`health` against a port nobody serves exits 1 and says why."""
+        result = run_cli("health", "opc.tcp://127.0.0.1:1/twin-server", "--timeout", "2")
+        assert result.returncode == 1
+        assert "cannot connect" in result.stderr
+
+
 class TestRun:
     def test_bad_config_does_not_start(self, tmp_path: Path) -> None:
         """`run` with an invalid config exits 2 naming the problem, serving nothing."""
@@ -73,6 +81,9 @@ class TestRun:
         )
         try:
             endpoint = _wait_for_ready(proc)
+            health = run_cli("health", endpoint)
+            assert health.returncode == 0, health.stderr
+            assert "Running, 2 sessions" in health.stdout
             async with Client(endpoint, timeout=10) as client:
                 ns = await client.get_namespace_index("urn:twin-server")
                 level = client.get_node(

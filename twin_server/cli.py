@@ -2,6 +2,7 @@
 
     twin-server run CONFIG [--endpoint URL] [--log-level LEVEL]
     twin-server check CONFIG [CONFIG ...]
+    twin-server health [ENDPOINT] [--timeout SECONDS]
     twin-server fmu inspect FILE
 
 Exit status: 0 on success or a clean stop, 2 for an invalid config (every error
@@ -43,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate config files and print every error")
     check.add_argument("configs", nargs="+", metavar="CONFIG")
 
+    health = commands.add_parser(
+        "health", help="check that a daemon serves at an endpoint (exit 0 if so, 1 if not)")
+    health.add_argument("endpoint", nargs="?", default="opc.tcp://127.0.0.1:4840/twin-server")
+    health.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+
     fmu = commands.add_parser("fmu", help="work with FMU files")
     fmu_commands = fmu.add_subparsers(dest="fmu_command", required=True, metavar="COMMAND")
     inspect = fmu_commands.add_parser(
@@ -57,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check(args.configs)
     if args.command == "fmu":
         return _fmu_inspect(args.file)
+    if args.command == "health":
+        return _health(args.endpoint, args.timeout)
     return _run(args)
 
 
@@ -74,6 +82,14 @@ def _check(paths: Sequence[str]) -> int:
             continue
         print(f"{path}: ok ({len(loaded.twins)} twins, {len(loaded.config.sessions)} sessions)")
     return status
+
+
+def _health(endpoint: str, timeout: float) -> int:
+    from twin_server.health import check
+
+    result = asyncio.run(check(endpoint, timeout))
+    print(result.message, file=sys.stdout if result.ok else sys.stderr)
+    return EXIT_OK if result.ok else EXIT_FAILURE
 
 
 def _fmu_inspect(path: str) -> int:

@@ -1,0 +1,50 @@
+"""``twin-server health``: is the daemon at an endpoint up and serving?
+
+Connects as an OPC UA client, reads ``Server/ServerStatus/State`` and the
+number of sessions under ``TwinServer/Sessions``, and disconnects. Docker's
+HEALTHCHECK and monitoring scripts use its exit status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from asyncua import Client, ua
+
+NAMESPACE_URI = "urn:twin-server"
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    ok: bool
+    message: str
+
+
+async def check(endpoint: str, timeout: float = 5.0) -> Health:
+    """Connect to ``endpoint`` within ``timeout`` seconds and report what it serves."""
+    client = Client(endpoint, timeout=timeout)
+    try:
+        async with asyncio.timeout(timeout):
+            await client.connect()
+    except (OSError, TimeoutError, ua.UaError) as exc:
+        return Health(False, f"{endpoint}: cannot connect: {exc or type(exc).__name__}")
+    try:
+        async with asyncio.timeout(timeout):
+            state = await client.get_node(ua.NodeId(ua.ObjectIds.Server_ServerStatus_State)
+                                          ).read_value()
+            ns = await client.get_namespace_index(NAMESPACE_URI)
+            sessions = await client.get_node(ua.NodeId("Sessions", ns)).get_children()
+    except (OSError, TimeoutError, ValueError, ua.UaError) as exc:
+        return Health(False, f"{endpoint}: connected but not serving twins: "
+                             f"{exc or type(exc).__name__}")
+    finally:
+        try:
+            async with asyncio.timeout(timeout):
+                await client.disconnect()
+        except (OSError, TimeoutError, ua.UaError):
+            pass
+    name = ua.ServerState(state).name
+    if state != ua.ServerState.Running:
+        return Health(False, f"{endpoint}: server state {name}")
+    return Health(True, f"{endpoint}: {name}, {len(sessions)} sessions")
