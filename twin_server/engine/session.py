@@ -25,14 +25,29 @@ Decisions beyond the contract:
 * Each component's input mapping is one dict, reused from tick to tick: a model
   must not keep a reference to it beyond ``step`` (copy what it needs).
 * A fault stops the tick at the failing component: components before it in the
-  order have advanced, ``step_count`` has not. Only Reset leaves Halted.
+  order have advanced, ``step_count`` has not. Only Reset (or Restore) leaves Halted.
+* Parameter changes are all or none: ``set_parameters`` and ``reset`` validate
+  every value first (a fixed parameter while Running is refused too), then apply;
+  a model's own cross-parameter check that refuses is rolled back. Each changed
+  parameter emits its own ``parameter_changed`` event, as a single write does.
+* Snapshot and Restore: ``snapshot()`` works in every state except after a fault
+  (the failing tick left the components half advanced: Reset first).
+  ``restore()`` is refused while Running (Suspend first) and works from Ready,
+  Suspended and Halted (a fault included, which it clears); it ends Suspended,
+  or Ready for a snapshot taken in Ready, and emits ``restored``. A snapshot of
+  another twin, or of a session with another step size, is InvalidArgument.
+* ``fork`` is snapshot + restore into fresh model instances; ``close()`` frees
+  every model, ends Halted (so an attached clock stops ticking), emits
+  ``closed``; afterwards every method refuses with InvalidState.
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
+import dataclasses
 import math
+import pickle
 import time
 import types
 from collections.abc import Callable, Mapping
@@ -47,8 +62,10 @@ from twin_server.errors import (
     InvalidArgument,
     InvalidState,
     NotFound,
+    NotSupported,
     NotWritable,
     SessionFault,
+    TwinServerError,
     ValueRejected,
 )
 from twin_server.models.base import DataType, Kind, Model, Value, Variable
@@ -190,8 +207,17 @@ class Session:
         self._duration_max = 0.0
         self._duration_count = 0
 
+        self._closed = False
         self._components: list[_Component] = []
         self._by_name: dict[str, _Component] = {}
+        try:
+            self._construct(twin, settings)
+        except BaseException:
+            for comp in self._components:  # free what was built (FMU instances)
+                _close_quietly(self.name, comp)
+            raise
+
+    def _construct(self, twin: TwinDefinition, settings: SessionSettings) -> None:
         self._build(twin)
         self._models = types.MappingProxyType({c.name: c.model for c in self._components})
         self._keys: dict[VarKey, tuple[_Component, Variable]] = {}
@@ -278,8 +304,18 @@ class Session:
     ) -> dict[str, dict[str, Value]]:
         """Coerce parameter overrides, raising the first refusal (nothing applied)."""
         result: dict[str, dict[str, Value]] = {}
+        if not isinstance(overrides, Mapping):
+            raise InvalidArgument(
+                f"session {self.name!r}: parameters must map component -> parameter -> value "
+                f"(got {type(overrides).__name__})"
+            )
         for cname, values in overrides.items():
             comp = self._component(cname)
+            if not isinstance(values, Mapping):
+                raise InvalidArgument(
+                    f"session {self.name!r}: the parameters of component {cname!r} must map "
+                    f"parameter -> value (got {type(values).__name__} {values!r})"
+                )
             for pname, value in values.items():
                 var = self._variable(comp, Kind.PARAMETER, pname)
                 result.setdefault(cname, {})[pname] = self._coerce(comp, var, value)
@@ -303,6 +339,26 @@ class Session:
         self._plan = [self._plan_entry(comp) for comp in self._components]
         for comp in self._components:
             self._refresh_inputs(comp)
+
+    def _dry_reset(self, comp: _Component, parameters: Mapping[str, Value]) -> None:
+        """Reset a scratch instance of ``comp``'s model with ``parameters``; raise the
+        model's own ValueRejected (located) if it refuses them. Other failures are
+        left to the real reset, which faults."""
+        try:
+            scratch = self.twin.components[comp.index].instantiate()
+        except Exception:
+            return
+        try:
+            scratch.reset(dict(parameters), dict(self._initial(comp)))
+        except ValueRejected as exc:
+            raise type(exc)(
+                f"session {self.name!r}: component {comp.name!r} refuses these parameters "
+                f"at Reset: {exc} (nothing was changed)"
+            ) from None
+        except Exception:  # noqa: S110 - the real reset reports it as a fault
+            pass
+        finally:
+            scratch.close()
 
     def _initial(self, comp: _Component) -> Mapping[str, Value]:
         return self.twin.components[comp.index].initial
@@ -347,6 +403,8 @@ class Session:
         return [(key, var) for key, (_, var) in self._keys.items()]
 
     def read(self, key: VarKey) -> Value:
+        if self._closed:
+            self._require_open("read")
         comp, var = self._lookup(key)
         kind = var.kind
         if kind is Kind.OUTPUT:
@@ -359,6 +417,8 @@ class Session:
 
     def values(self) -> dict[VarKey, Value]:
         """The current value of every variable (a fresh dict the caller may keep)."""
+        if self._closed:
+            self._require_open("read")
         result: dict[VarKey, Value] = {}
         states: dict[str, Value] = {}
         last: _Component | None = None
@@ -387,6 +447,8 @@ class Session:
         NotWritable while Running and otherwise are stored and applied at Reset.
         OUTPUT: NotWritable. Bad values: TypeMismatch / OutOfRange. Unknown: NotFound.
         """
+        if self._closed:
+            self._require_open("write")
         comp, var = self._lookup(key)
         kind = var.kind
         if kind is Kind.OUTPUT:
@@ -436,6 +498,7 @@ class Session:
 
     def release(self, key: VarKey) -> None:
         """Stop forcing an input; it follows its connection or default again."""
+        self._require_open("release")
         comp, var = self._lookup(key)
         if var.kind is not Kind.INPUT:
             raise InvalidArgument(
@@ -457,6 +520,7 @@ class Session:
 
     def set_realtime_factor(self, factor: float) -> None:
         """0 = as fast as possible; the clock re-anchors its deadlines at the next tick."""
+        self._require_open("SetRealtimeFactor")
         _check_factor(self.name, factor)
         self.realtime_factor = float(factor)
         self.version += 1
@@ -466,6 +530,243 @@ class Session:
             + (" (as fast as possible)" if factor == 0 else ""),
             SEVERITY_INFO,
         )
+
+    def set_parameters(
+        self, overrides: Mapping[str, Mapping[str, Value]]
+    ) -> dict[str, dict[str, Value]]:
+        """Write several parameters at once, all or none; return the coerced values.
+
+        Every value is checked first (NotFound, TypeMismatch, OutOfRange,
+        InvalidArgument for a non-mapping; NotWritable for a fixed parameter while
+        Running, naming every such one); then tunable ones take effect at the next
+        tick and fixed ones wait for Reset, as with ``write``. A model's own check
+        (the PID's output_min <= output_max) is tried in the given order, then in
+        reverse, and rolled back if both refuse. One ``parameter_changed`` event
+        per parameter, after all are applied.
+        """
+        self._require_open("SetParameters")
+        checked = self._validate_overrides(overrides)
+        fixed = [
+            f"{cname}.{pname}"
+            for cname, values in checked.items()
+            for pname in values
+            if not self._by_name[cname].variables[(Kind.PARAMETER, pname)].tunable
+        ]
+        if fixed and self.state is RunState.RUNNING:
+            raise NotWritable(
+                f"session {self.name!r}: {_plural(len(fixed), 'parameter')} "
+                f"{', '.join(fixed)} {'is' if len(fixed) == 1 else 'are'} fixed while "
+                f"the session runs; suspend or halt it, set them, then Reset "
+                f"(nothing was changed)"
+            )
+        touched: list[tuple[_Component, Any, dict[str, Value]]] = []
+        try:
+            for cname, values in checked.items():
+                comp = self._by_name[cname]
+                tunable = {
+                    p: v for p, v in values.items() if comp.variables[(Kind.PARAMETER, p)].tunable
+                }
+                if not tunable:
+                    continue
+                saved = _model_snapshot_or_none(comp.model)
+                touched.append((comp, saved, dict(comp.parameters)))
+                _apply_tunable(comp, tunable, saved)
+        except ValueRejected:
+            for comp, saved, before in reversed(touched):
+                if saved is not None:
+                    comp.model.restore(saved)
+                comp.parameters.clear()
+                comp.parameters.update(before)
+            raise
+        for cname, values in checked.items():
+            comp = self._by_name[cname]
+            for pname, value in values.items():
+                var = comp.variables[(Kind.PARAMETER, pname)]
+                if var.tunable:
+                    comp.parameters[pname] = value
+                    message = (
+                        f"parameter {pname!r} of component {cname!r} set to {value!r}{_unit(var)}"
+                    )
+                else:
+                    comp.pending[pname] = value
+                    message = (
+                        f"parameter {pname!r} of component {cname!r} set to {value!r}"
+                        f"{_unit(var)}; it applies at the next Reset"
+                    )
+                self._emit("parameter_changed", message, SEVERITY_CHANGE)
+        if checked:
+            self.version += 1
+        return checked
+
+    # -- snapshot, restore, fork, close ------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def snapshot(self) -> SessionSnapshot:
+        """A self-contained copy of everything that determines this session's future.
+
+        Any state but a faulted one (InvalidState: the failing tick left the
+        components half advanced). NotSupported, naming the component, for a model
+        that cannot snapshot (an FMU without canGetAndSetFMUstate).
+        """
+        self._require_open("Snapshot")
+        if self.fault is not None:
+            raise InvalidState(
+                f"cannot Snapshot session {self.name!r}: it halted on a fault at tick "
+                f"{self.fault.tick} (component {self.fault.component!r}), which left its "
+                f"components half stepped; Reset it first",
+                session=self.name,
+                state=self.state,
+            )
+        models = []
+        for comp in self._components:
+            try:
+                models.append(comp.model.snapshot())
+            except NotSupported as exc:
+                raise NotSupported(
+                    f"session {self.name!r}: component {comp.name!r} cannot be "
+                    f"snapshotted: {exc}"
+                ) from None
+        comps = self._components
+        return SessionSnapshot(
+            session=self.name,
+            twin=self.twin.name,
+            layout=_layout(self.twin),
+            step_size=self.step_size,
+            step_count=self.step_count,
+            state=self.state,
+            realtime_factor=self.realtime_factor,
+            models=tuple(models),
+            parameters=tuple(dict(c.parameters) for c in comps),
+            pending=tuple(dict(c.pending) for c in comps),
+            forced=tuple(dict(c.forced) for c in comps),
+            inputs=tuple(dict(c.inputs) for c in comps),
+            outputs=tuple(dict(o) for o in self._outputs),
+        )
+
+    def restore(self, snapshot: SessionSnapshot) -> None:
+        """Return to exactly the state ``snapshot`` recorded (see the module docstring
+        for the run states); the same inputs then give bit-identical results.
+
+        InvalidState while Running; InvalidArgument for a snapshot of another twin
+        or step size. A model that fails to restore (an FMU refusing a state it did
+        not take) leaves the session Halted with ``fault`` set, and the error,
+        naming the component, is raised.
+        """
+        self._require_open("Restore")
+        if self.state is RunState.RUNNING:
+            raise InvalidState(
+                f"cannot Restore session {self.name!r} in state {self.state} "
+                f"(Restore needs Ready, Suspended or Halted); Suspend it first",
+                session=self.name,
+                state=self.state,
+            )
+        self._check_compatible(snapshot)
+        for comp, model_snap in zip(self._components, snapshot.models, strict=True):
+            try:
+                comp.model.restore(model_snap)
+            except Exception as exc:
+                self.version += 1
+                fault = self._fault(comp, exc, during="Restore")
+                if isinstance(exc, TwinServerError):
+                    raise type(exc)(
+                        f"session {self.name!r}: component {comp.name!r} cannot be "
+                        f"restored: {exc}"
+                    ) from exc
+                raise fault from exc
+        for i, comp in enumerate(self._components):
+            comp.parameters.clear()
+            comp.parameters.update(snapshot.parameters[i])
+            comp.pending.clear()
+            comp.pending.update(snapshot.pending[i])
+            comp.forced.clear()
+            comp.forced.update(snapshot.forced[i])
+            comp.inputs.clear()
+            comp.inputs.update(snapshot.inputs[i])
+            self._outputs[i] = dict(snapshot.outputs[i])
+        self._plan = [self._plan_entry(comp) for comp in self._components]
+        self.step_count = snapshot.step_count
+        self.realtime_factor = snapshot.realtime_factor
+        self.fault = None
+        self.state = RunState.READY if snapshot.state is RunState.READY else RunState.SUSPENDED
+        self.version += 1
+        self._emit(
+            "restored",
+            f"restored to tick {self.step_count} (t={self.sim_time:g} s) from a snapshot "
+            f"taken in state {snapshot.state}; now {self.state}",
+            SEVERITY_CHANGE,
+        )
+
+    def fork(self, name: str, settings: SessionSettings | None = None) -> Session:
+        """A new session of the same twin in exactly this session's current state, in
+        fresh model instances (Suspended, or Ready if this one is Ready; its realtime
+        factor is the one in ``settings``, default this session's settings).
+
+        Refusals as ``snapshot``; NotSupported naming the component for a model
+        whose state cannot move to another instance (an FMU without
+        canSerializeFMUstate). The new session has no listeners yet.
+        """
+        self._require_open("Fork")
+        snap = self.snapshot()
+        base = settings if settings is not None else self.settings
+        if base.step_size != self.step_size:
+            raise InvalidArgument(
+                f"cannot fork session {self.name!r} into {name!r} with step size "
+                f"{base.step_size!r} s: a fork steps as its source does ({self.step_size!r} s)"
+            )
+        base = dataclasses.replace(base, parameters=None, autostart=False)
+        child = Session(name, self.twin, base)
+        try:
+            child.restore(snap)
+        except BaseException:
+            child.close()
+            raise
+        child.realtime_factor = float(base.realtime_factor)
+        self._emit(
+            "forked",
+            f"forked into session {name!r} at tick {self.step_count} (t={self.sim_time:g} s)",
+            SEVERITY_INFO,
+        )
+        return child
+
+    def close(self) -> None:
+        """Free every model (FMU instances); idempotent. The session ends Halted and
+        emits ``closed``; afterwards every method refuses with InvalidState."""
+        if self._closed:
+            return
+        self._closed = True
+        for comp in self._components:
+            _close_quietly(self.name, comp)
+        previous = self.state
+        self.state = RunState.HALTED
+        self.version += 1
+        self._emit("closed", f"closed (was {previous} at tick {self.step_count})", SEVERITY_INFO)
+        self._listeners.clear()
+
+    def _check_compatible(self, snapshot: SessionSnapshot) -> None:
+        if not isinstance(snapshot, SessionSnapshot):
+            raise InvalidArgument(
+                f"session {self.name!r}: expected a SessionSnapshot (got {type(snapshot).__name__})"
+            )
+        if snapshot.twin != self.twin.name or snapshot.layout != _layout(self.twin):
+            what = (
+                f"twin {snapshot.twin!r}"
+                if snapshot.twin != self.twin.name
+                else f"a different definition of twin {snapshot.twin!r} (its components: "
+                f"{', '.join(f'{c} ({m})' for c, m in snapshot.layout)})"
+            )
+            raise InvalidArgument(
+                f"cannot restore session {self.name!r} (twin {self.twin.name!r}) from a "
+                f"snapshot of {what} taken in session {snapshot.session!r}"
+            )
+        if snapshot.step_size != self.step_size:
+            raise InvalidArgument(
+                f"cannot restore session {self.name!r} (step size {self.step_size!r} s) from "
+                f"a snapshot taken at step size {snapshot.step_size!r} s in session "
+                f"{snapshot.session!r}"
+            )
 
     # -- run control (InvalidState with the current state named when not allowed) --
 
@@ -489,16 +790,27 @@ class Session:
         """Back to Ready at t0 with initial states; pending fixed parameters and the
         given overrides (validated all-or-none) apply.
 
-        If a model's ``reset`` fails, the session is Halted with ``fault`` set and
+        All or none: every override is checked first, and a component whose
+        parameters change is first reset on a scratch instance, so that a model's
+        own refusal (a tank's initial level above its height) raises that
+        ValueRejected, naming the component, with nothing changed. If a model's
+        ``reset`` fails otherwise, the session is Halted with ``fault`` set and
         SessionFault is raised.
         """
+        self._require_open("Reset")
         overrides = self._validate_overrides(parameters or {})
+        updates = {
+            comp.name: {**comp.pending, **overrides.get(comp.name, {})}
+            for comp in self._components
+        }
+        for comp in self._components:
+            if updates[comp.name]:
+                self._dry_reset(comp, {**comp.parameters, **updates[comp.name]})
         applied: list[str] = []
         for comp in self._components:
-            updates = {**comp.pending, **overrides.get(comp.name, {})}
-            comp.parameters.update(updates)
+            comp.parameters.update(updates[comp.name])
             comp.pending.clear()
-            applied += [f"{comp.name}.{p}={v!r}" for p, v in updates.items()]
+            applied += [f"{comp.name}.{p}={v!r}" for p, v in updates[comp.name].items()]
         self.fault = None
         self.version += 1
         self._initialise()
@@ -591,6 +903,11 @@ class Session:
 
         return unsubscribe
 
+    def emit(self, kind: str, message: str, severity: int = SEVERITY_INFO) -> None:
+        """Emit a SessionEvent from outside the session (the manager's
+        ``snapshot_taken``, the daemon's ``created`` or ``expired``)."""
+        self._emit(kind, message, severity)
+
     def statistics(self) -> SessionStatistics:
         count = self._duration_count
         return SessionStatistics(
@@ -642,7 +959,17 @@ class Session:
         except ValueRejected as exc:
             raise type(exc)(_located(exc, var, comp.name)) from None
 
+    def _require_open(self, method: str) -> None:
+        if self._closed:
+            raise InvalidState(
+                f"cannot {method} session {self.name!r}: it is closed (deleted)",
+                session=self.name,
+                state=self.state,
+            )
+
     def _require(self, method: str, *allowed: RunState) -> None:
+        if self._closed:
+            self._require_open(method)
         if self.state not in allowed:
             may = " or ".join(str(s) for s in allowed)
             raise InvalidState(
@@ -706,6 +1033,138 @@ class SessionStatistics:
     state: RunState
     step_duration_mean: float  # seconds of wall time per tick (model work only)
     step_duration_max: float
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSnapshot:
+    """Everything that determines a session's future, detached from the session.
+
+    Per component (in evaluation order): the model's own ``snapshot()``, the
+    parameters in effect, the pending fixed parameters, the forced inputs, the
+    input and output values. Restore copies out of it, so one snapshot can be
+    restored many times and into other sessions of the same twin (Fork). Treat
+    it as read-only. ``state`` is the run state it was taken in (a daemon that
+    restores sessions after a restart resumes those that were Running).
+    """
+
+    session: str
+    twin: str
+    #: (component, model) in evaluation order: restores only into the same layout
+    layout: tuple[tuple[str, str], ...]
+    step_size: float
+    step_count: int
+    state: RunState
+    realtime_factor: float
+    models: tuple[Any, ...]
+    parameters: tuple[dict[str, Value], ...]
+    pending: tuple[dict[str, Value], ...]
+    forced: tuple[dict[str, Value], ...]
+    inputs: tuple[dict[str, Value], ...]
+    outputs: tuple[dict[str, Value], ...]
+
+    @property
+    def sim_time(self) -> float:
+        return self.step_count * self.step_size
+
+    def to_bytes(self) -> bytes:
+        """Serialise for the history store (a versioned pickle). NotSupported, naming
+        the component, when a model's state lives only in its instance (an FMU
+        without canSerializeFMUstate)."""
+        try:
+            body = pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            raise NotSupported(
+                f"the snapshot of session {self.session!r} cannot be saved: "
+                f"{self._unpicklable(exc)}"
+            ) from None
+        return _SNAPSHOT_MAGIC + bytes([SNAPSHOT_FORMAT]) + body
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SessionSnapshot:
+        """The snapshot ``to_bytes`` wrote (InvalidArgument for anything else).
+
+        Unpickles: only for bytes this server wrote itself (its own store),
+        never for bytes from a client."""
+        head = len(_SNAPSHOT_MAGIC)
+        if not isinstance(data, bytes | bytearray) or data[:head] != _SNAPSHOT_MAGIC:
+            raise InvalidArgument("not a twin-server session snapshot (its header is missing)")
+        if len(data) <= head or data[head] != SNAPSHOT_FORMAT:
+            found = data[head] if len(data) > head else "none"
+            raise InvalidArgument(
+                f"session snapshot format {found} cannot be read by this version of "
+                f"twin-server (it reads format {SNAPSHOT_FORMAT})"
+            )
+        try:
+            snapshot = pickle.loads(data[head + 1 :])  # noqa: S301 - our own store's bytes
+        except Exception as exc:
+            raise InvalidArgument(f"the session snapshot is damaged: {exc}") from None
+        if not isinstance(snapshot, cls):
+            raise InvalidArgument(
+                f"the session snapshot holds a {type(snapshot).__name__}, not a snapshot"
+            )
+        return snapshot
+
+    def _unpicklable(self, exc: Exception) -> str:
+        for (component, _), state in zip(self.layout, self.models, strict=True):
+            try:
+                pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception as inner:
+                reason = getattr(state, "serialized", b"") is None and (
+                    "its FMU cannot serialize its state (canSerializeFMUstate is false), so "
+                    "the state exists only inside the running instance"
+                )
+                return f"component {component!r}: {reason or inner}"
+        return str(exc)
+
+
+#: the first bytes of ``SessionSnapshot.to_bytes``, then one byte of format version
+_SNAPSHOT_MAGIC = b"twin-server snapshot\n"
+SNAPSHOT_FORMAT = 1
+
+
+def _layout(twin: TwinDefinition) -> tuple[tuple[str, str], ...]:
+    return tuple((c.name, c.model) for c in twin.components)
+
+
+def _model_snapshot_or_none(model: Model) -> Any:
+    try:
+        return model.snapshot()
+    except Exception:  # an FMU without get/set state: its set_parameter cannot refuse
+        return None
+
+
+def _apply_tunable(comp: _Component, values: Mapping[str, Value], saved: Any) -> None:
+    """Set tunable parameters on the model in the given order, else in reverse (two
+    limits moved together past each other); restore ``saved`` and raise the first
+    refusal when neither order works."""
+    first: ValueRejected | None = None
+    for order in (list(values), list(reversed(values))):
+        try:
+            for name in order:
+                comp.model.set_parameter(name, values[name])
+            return
+        except ValueRejected as exc:
+            if first is None:
+                var = comp.variables[(Kind.PARAMETER, name)]
+                first = type(exc)(f"{_located(exc, var, comp.name)} (nothing was changed)")
+            if saved is None or len(values) < 2:
+                break
+            comp.model.restore(saved)
+    if saved is not None:
+        comp.model.restore(saved)
+    assert first is not None
+    raise first
+
+
+def _close_quietly(session: str, comp: _Component) -> None:
+    try:
+        comp.model.close()
+    except Exception as exc:  # closing must not stop the others from closing
+        log.warning("model_close_failed", session=session, component=comp.name, error=repr(exc))
+
+
+def _plural(count: int, noun: str) -> str:
+    return noun if count == 1 else f"{noun}s"
 
 
 def _check_factor(session: str, factor: float) -> None:
