@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
 
 import pytest
 
 from twin_server.engine.session import Session, SessionSettings, VarKey
 from twin_server.engine.twin import ComponentDefinition, Connection, TwinDefinition
 from twin_server.models.base import DataType, Kind, Model, Value, Variable
+from twin_server.models.blocks import NoisySensor
 from twin_server.models.pid import PID
 from twin_server.models.water_tank import WaterTank
 
@@ -247,6 +248,59 @@ def tank_pid_twin() -> TwinDefinition:
         ),
         connections=("tank.level -> pid.measurement", "pid.output -> tank.inflow"),
     )
+
+
+def noisy_loop_twin() -> TwinDefinition:
+    """The tank under PID control measured through a noisy sensor: tank, sensor, pid.
+    The noise comes from a seeded numpy Generator, so snapshots must carry its state."""
+    return twin(
+        "noisy_loop",
+        component("tank", WaterTank, parameters={"area": 0.5, "initial_level": 0.2}),
+        component("sensor", NoisySensor, parameters={"noise_std": 0.02, "seed": 7}),
+        component(
+            "pid",
+            PID,
+            parameters={"kp": 0.8, "ki": 0.2, "kd": 0.05, "output_max": 0.5},
+            inputs={"setpoint": 1.0},
+        ),
+        connections=(
+            "tank.level -> sensor.input",
+            "sensor.output -> pid.measurement",
+            "pid.output -> tank.inflow",
+        ),
+    )
+
+
+def faulting_twin(at: int, mode: int = 0, name: str = "faulting") -> TwinDefinition:
+    """src -> bad (Faulty: raises at tick ``at`` with mode 0, NaN with mode 1) -> after."""
+    return twin(
+        name,
+        component("src", TimeSource, options={"record": False}),
+        component("bad", Faulty, parameters={"at": at, "mode": mode}, options={"record": False}),
+        component("after", Gain, options={"record": False}),
+        connections=("src.time -> bad.u", "bad.y -> after.u"),
+    )
+
+
+class Tracked(Gain):
+    """A Gain that counts its instances and closes in ``Tracked.open`` (class-wide)."""
+
+    open: ClassVar[set[int]] = set()
+
+    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(options)
+        Tracked.open.add(id(self))
+
+    def close(self) -> None:
+        Tracked.open.discard(id(self))
+
+
+@pytest.fixture
+def tracked() -> Iterator[set[int]]:
+    """The ids of Tracked instances not yet closed (empty at the start of the test)."""
+    Tracked.open.clear()
+    yield Tracked.open
+    Tracked.open.clear()
 
 
 def run_scripted(s: Session, ticks: int, script: Script) -> None:

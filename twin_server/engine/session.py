@@ -44,8 +44,8 @@ Decisions beyond the contract:
 from __future__ import annotations
 
 import contextlib
-import enum
 import dataclasses
+import enum
 import math
 import pickle
 import time
@@ -355,7 +355,7 @@ class Session:
                 f"session {self.name!r}: component {comp.name!r} refuses these parameters "
                 f"at Reset: {exc} (nothing was changed)"
             ) from None
-        except Exception:  # noqa: S110 - the real reset reports it as a fault
+        except Exception:  # the real reset reports it as a fault
             pass
         finally:
             scratch.close()
@@ -626,8 +626,7 @@ class Session:
                 models.append(comp.model.snapshot())
             except NotSupported as exc:
                 raise NotSupported(
-                    f"session {self.name!r}: component {comp.name!r} cannot be "
-                    f"snapshotted: {exc}"
+                    f"session {self.name!r}: component {comp.name!r} cannot be snapshotted: {exc}"
                 ) from None
         comps = self._components
         return SessionSnapshot(
@@ -672,8 +671,7 @@ class Session:
                 fault = self._fault(comp, exc, during="Restore")
                 if isinstance(exc, TwinServerError):
                     raise type(exc)(
-                        f"session {self.name!r}: component {comp.name!r} cannot be "
-                        f"restored: {exc}"
+                        f"session {self.name!r}: component {comp.name!r} cannot be restored: {exc}"
                     ) from exc
                 raise fault from exc
         for i, comp in enumerate(self._components):
@@ -800,8 +798,7 @@ class Session:
         self._require_open("Reset")
         overrides = self._validate_overrides(parameters or {})
         updates = {
-            comp.name: {**comp.pending, **overrides.get(comp.name, {})}
-            for comp in self._components
+            comp.name: {**comp.pending, **overrides.get(comp.name, {})} for comp in self._components
         }
         for comp in self._components:
             if updates[comp.name]:
@@ -1095,7 +1092,7 @@ class SessionSnapshot:
                 f"twin-server (it reads format {SNAPSHOT_FORMAT})"
             )
         try:
-            snapshot = pickle.loads(data[head + 1 :])  # noqa: S301 - our own store's bytes
+            snapshot = pickle.loads(data[head + 1 :])  # our own store's bytes only
         except Exception as exc:
             raise InvalidArgument(f"the session snapshot is damaged: {exc}") from None
         if not isinstance(snapshot, cls):
@@ -1138,7 +1135,8 @@ def _apply_tunable(comp: _Component, values: Mapping[str, Value], saved: Any) ->
     limits moved together past each other); restore ``saved`` and raise the first
     refusal when neither order works."""
     first: ValueRejected | None = None
-    for order in (list(values), list(reversed(values))):
+    names = list(values)
+    for order in (names, names[::-1]):
         try:
             for name in order:
                 comp.model.set_parameter(name, values[name])
