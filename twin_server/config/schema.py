@@ -48,6 +48,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from twin_server.config.security import LimitsConfig, SecurityConfig
+
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=64)]
@@ -119,6 +121,12 @@ class ServerConfig(_Frozen):
         description="seconds after which a client-created session nobody reads, writes, "
                     "subscribes to or calls is deleted; 0 = never",
     )
+    security: SecurityConfig = Field(
+        default_factory=SecurityConfig,  # type: ignore[arg-type]
+        description="endpoints, certificates, users and anonymous access ([server.security])")
+    limits: LimitsConfig = Field(
+        default_factory=LimitsConfig,  # type: ignore[arg-type]
+        description="bounds on what clients may hold ([server.limits])")
 
 
 class ConnectionSpec(_Frozen):

@@ -1,0 +1,119 @@
+"""The ``[server.security]`` and ``[server.limits]`` tables of a config file.
+
+Secure by default: without a ``[server.security]`` table the server offers only
+encrypted endpoints (Basic256Sha256, Aes128_Sha256_RsaOaep, Aes256_Sha256_RsaPss,
+each SignAndEncrypt) and anonymous clients may only read. A config opts in to
+the unencrypted endpoint and to anonymous operation, as the demo does::
+
+    [server.security]
+    policies = ["None", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"]
+    modes = ["Sign", "SignAndEncrypt"]
+    anonymous = "operator"          # "off", "viewer", "operator" or "admin"
+    users_file = "users.json"       # relative to server.state_dir
+    pki_dir = "pki"                 # relative to server.state_dir
+
+    [server.limits]
+    max_client_sessions = 50
+    max_message_size = 4194304
+
+Everything here is checked when the config loads; ``twin_server.security``
+applies it when the OPC UA server starts.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Policy = Literal["None", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"]
+Mode = Literal["Sign", "SignAndEncrypt"]
+AnonymousAccess = Literal["off", "viewer", "operator", "admin"]
+
+SECURE_POLICIES: tuple[Policy, ...] = (
+    "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class SecurityConfig(_Frozen):
+    """Endpoints, the server's certificate, trust, users and anonymous access."""
+
+    policies: tuple[Policy, ...] = Field(
+        SECURE_POLICIES, min_length=1,
+        description="security policies offered; 'None' is the unencrypted endpoint (opt-in)")
+    modes: tuple[Mode, ...] = Field(
+        ("SignAndEncrypt",), min_length=1,
+        description="message security modes each secure policy is offered with")
+    anonymous: AnonymousAccess = Field(
+        "viewer", description="what a client without a user name may do: 'off' (log in "
+                              "required), 'viewer' (read, browse, subscribe, history), "
+                              "'operator' (also write inputs and parameters, run sessions), "
+                              "'admin' (everything; only for a demo on loopback)")
+    users_file: str = Field(
+        "users.json", description="the users file (twin-server user add), relative to state_dir")
+    pki_dir: str = Field(
+        "pki", description="OPC UA Part 12 certificate store (own, trusted, issuers, rejected), "
+                           "relative to state_dir")
+    hostnames: tuple[str, ...] = Field(
+        (), description="extra DNS names and IP addresses put in the server certificate; the "
+                        "endpoint's host and this machine's name are always in it")
+    certificate_key_size: Literal[2048, 3072, 4096] = 2048
+    certificate_days: int = Field(
+        1825, ge=30, le=36500, description="validity of a certificate created on first start")
+    max_rejected: int = Field(
+        100, ge=0, le=100_000,
+        description="most refused client certificates kept in rejected/certs (oldest go first)")
+
+    @field_validator("policies", "modes", "hostnames", mode="before")
+    @classmethod
+    def _array_as_tuple(cls, value: object) -> object:
+        # TOML arrays arrive as lists; strict mode takes only tuples for a tuple field
+        return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("policies", "modes")
+    @classmethod
+    def _no_duplicates(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"each entry at most once (got {list(value)})")
+        return value
+
+    @property
+    def secure_policies(self) -> tuple[Policy, ...]:
+        return tuple(p for p in self.policies if p != "None")
+
+    @property
+    def allows_none(self) -> bool:
+        return "None" in self.policies
+
+
+class LimitsConfig(_Frozen):
+    """Bounds on what clients may hold, so that a hostile or broken one cannot
+    exhaust the server."""
+
+    max_connections: int = Field(
+        100, ge=1, le=100_000, description="TCP connections at once, before activation too")
+    max_client_sessions: int = Field(
+        50, ge=1, le=100_000, description="activated OPC UA client sessions at once")
+    max_subscriptions: int = Field(500, ge=1, le=1_000_000, description="in the whole server")
+    max_subscriptions_per_session: int = Field(20, ge=1, le=100_000)
+    max_monitored_items: int = Field(50_000, ge=1, le=10_000_000,
+                                     description="in the whole server")
+    max_monitored_items_per_subscription: int = Field(5_000, ge=1, le=1_000_000)
+    max_monitored_item_queue_size: int = Field(1_000, ge=1, le=100_000)
+    max_message_size: int = Field(
+        4 * 1024 * 1024, ge=64 * 1024, le=100 * 1024 * 1024,
+        description="bytes of one request, all its chunks together")
+    max_pending_messages: int = Field(
+        100, ge=1, le=100_000, description="requests queued per connection before it is closed")
+    activation_timeout: float = Field(
+        10.0, gt=0, le=3600,
+        description="seconds a connection may stay without an activated session")
+    max_session_timeout: float = Field(
+        600.0, ge=10, le=86_400, description="longest session timeout a client may ask for, s")
+    log_burst: int = Field(
+        20, ge=1, le=100_000,
+        description="records per minute each asyncua log message may emit; the rest are "
+                    "counted and summarised")
