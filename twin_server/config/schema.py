@@ -342,6 +342,8 @@ class HilSecurity(_Frozen):
     private_key_password: str | None = None
     server_certificate: str | None = Field(
         None, description="the PLC's certificate; default: taken from its endpoints")
+    application_uri: str = Field(
+        "urn:twin-server:hil", description="our ApplicationUri (must match the certificate's)")
 
 
 class HilPeerConfig(_Frozen):

@@ -1,0 +1,548 @@
+"""The HIL mirror: session variables to and from external PLC OPC UA servers.
+
+One ``HilMirror`` holds every configured peer; ``run`` is its task (the daemon
+runs it in its TaskGroup) and owns one task per peer in its own TaskGroup. A
+peer's task loops through its link states::
+
+    connecting --ok--> connected --loss--> disconnected --> backoff --> connecting
+         \\--fail----------------------------/
+
+While connected, four tasks share one asyncua Client:
+
+* the **writer**: at the session's publish rate, reads the to_plc variables,
+  keeps those that changed beyond their deadband, casts them to each node's
+  DataType and writes them with the Write service, in batches of at most the
+  PLC's MaxNodesPerWrite;
+* the **reader**: consumes the peer's subscription (one monitored item per
+  from_plc binding, created in batches of MaxMonitoredItemsPerCall) and forces
+  each new value onto the session's input, cast to its type: it takes effect
+  at the session's next tick;
+* the **keepalive**: reads ServerStatus.CurrentTime every ``keepalive_interval``
+  seconds with as long a timeout (a hung PLC is detected within twice the
+  interval, 2 s by default) and keeps the latest round trip;
+* the **watch**: notices the transport closing (a reset PLC) at once.
+
+The first of them to fail ends the link. Then every from_plc input is marked:
+it keeps its last value (UncertainLastUsableValue) or takes its configured
+fallback (UncertainSubstituteValue); the session keeps stepping. Reconnects
+follow an exponential backoff with jitter; the first failure is logged at
+ERROR, repeats at DEBUG until the link is back; every connect resolves the
+nodes afresh (a PLC may have been re-programmed meanwhile).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from asyncua import Client, ua
+from asyncua.client.ua_client import UaClientState
+from asyncua.common.subscription import DataChangeEvent, StatusChangeEvent, Subscription
+
+from twin_server.config.schema import HilBinding, HilPeerConfig, HilSecurity
+from twin_server.engine.session import Session, VarKey
+from twin_server.errors import ValueRejected
+from twin_server.hil import health
+from twin_server.hil.casting import changed, from_plc, to_plc
+from twin_server.hil.health import (
+    BindingStatistics,
+    LinkState,
+    MirrorStatistics,
+    PeerStatistics,
+)
+from twin_server.hil.resolve import Limits, Resolved, chunks, read_limits, resolve
+from twin_server.models.base import Kind, Value, Variable
+
+log = structlog.get_logger(__name__)
+
+_VALUE = ua.AttributeIds.Value
+_CURRENT_TIME = ua.NodeId(ua.ObjectIds.Server_ServerStatus_CurrentTime)
+#: seconds a refused write waits before it is tried again with an unchanged value
+_RETRY_REFUSED = 1.0
+#: server-side session timeout we ask for: a PLC frees a dead link's session
+#: after this (PLCs serve few sessions; asyncua's default is an hour)
+_SESSION_TIMEOUT_MS = 30_000
+#: seconds a close may take before the socket is simply dropped
+_CLOSE_TIMEOUT = 1.0
+
+ClientFactory = Callable[[str, float], Client]
+
+
+class _LinkLost(Exception):
+    """The link to a peer ended; the message says why, for LastError."""
+
+
+@dataclass(slots=True, eq=False)
+class _Binding:
+    """A binding's configuration and what the mirror knows of it now."""
+
+    name: str
+    config: HilBinding
+    key: VarKey
+    variable: Variable
+    fallback: Value | None
+    node: str  # for health: the resolved NodeId, else as configured
+    resolved: Resolved | None = None
+    status: str = health.WAITING
+    error: str = ""
+    value: Value | None = None  # last value sent (twin side) or applied
+    has_value: bool = False
+    transfers: int = 0
+    clamped: int = 0
+    retry_at: float = 0.0
+    logged: str = ""  # the last error logged, so that a repeat is not
+    warned_clamp: bool = False
+
+    @property
+    def to_plc(self) -> bool:
+        return self.config.direction == "to_plc"
+
+    def statistics(self) -> BindingStatistics:
+        return BindingStatistics(
+            name=self.name, variable=self.config.variable, direction=self.config.direction,
+            node=self.node, datatype=self.resolved.vtype.name if self.resolved else "",
+            status=self.status, error=self.error, value=self.value,
+            transfers=self.transfers, clamped=self.clamped)
+
+
+class HilMirror:
+    """Every HIL peer of the daemon. ``run`` until ``stop`` or cancellation."""
+
+    def __init__(self, peers: Mapping[str, HilPeerConfig], sessions: Mapping[str, Session], *,
+                 rng: random.Random | None = None,
+                 client_factory: ClientFactory | None = None) -> None:
+        missing = sorted({p.session for p in peers.values()} - set(sessions))
+        if missing:
+            raise ValueError(f"HIL peers serve sessions that do not exist: {', '.join(missing)}")
+        self._rng = rng or random.Random()
+        self._peers = [_Peer(name, cfg, sessions[cfg.session], self._rng,
+                             client_factory or _client)
+                       for name, cfg in peers.items()]
+        self._stop = asyncio.Event()
+
+    @property
+    def peer_names(self) -> list[str]:
+        return [p.name for p in self._peers]
+
+    def statistics(self) -> MirrorStatistics:
+        return MirrorStatistics(tuple(p.statistics() for p in self._peers))
+
+    def stop(self) -> None:
+        """Ask ``run`` to close every link and return."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Mirror every peer until ``stop`` is called or the task is cancelled; the
+        clients are closed either way."""
+        if not self._peers:
+            await self._stop.wait()
+            return
+        log.info("hil_started", peers=self.peer_names)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(p.run(), name=f"hil:{p.name}") for p in self._peers]
+                await self._stop.wait()
+                for task in tasks:
+                    task.cancel()
+        finally:
+            log.info("hil_stopped", peers=self.peer_names)
+
+
+def _client(endpoint: str, timeout: float) -> Client:
+    return Client(endpoint, timeout=timeout,
+                  # asyncua's own liveness probe is replaced by ours (which also
+                  # measures the round trip); its supervisor still sees a reset at once
+                  watchdog_intervall=3600.0)
+
+
+class _Peer:
+    """One PLC: its link loop and its bindings."""
+
+    def __init__(self, name: str, config: HilPeerConfig, session: Session,
+                 rng: random.Random, client_factory: ClientFactory) -> None:
+        self.name = name
+        self.config = config
+        self.session = session
+        self._rng = rng
+        self._client_factory = client_factory
+        self._log = log.bind(peer=name, endpoint=config.endpoint, session=session.name)
+        self.state = LinkState.DISCONNECTED
+        self.last_error = ""
+        self.reconnect_count = 0
+        self.writes_sent = 0
+        self.write_requests = 0
+        self.values_received = 0
+        self.round_trip = 0.0
+        self.limits = Limits()
+        self._ever_connected = False
+        self._handles: dict[int, _Binding] = {}
+        variables = {(k.component, k.kind, k.name): (k, v) for k, v in session.variables()}
+        self.bindings: list[_Binding] = []
+        for bname, bcfg in config.bindings.items():
+            component, _, vname = bcfg.variable.partition(".")
+            kinds = (Kind.OUTPUT, Kind.STATE) if bcfg.direction == "to_plc" else (Kind.INPUT,)
+            found = next((variables[(component, k, vname)] for k in kinds
+                          if (component, k, vname) in variables), None)
+            if found is None:  # the loader checks this; a hand-built config may not have been
+                raise ValueError(f"HIL peer {name!r}, binding {bname!r}: session "
+                                 f"{session.name!r} has no {bcfg.variable!r} for {bcfg.direction}")
+            key, variable = found
+            fallback = None if bcfg.fallback is None else variable.coerce(bcfg.fallback)
+            self.bindings.append(_Binding(bname, bcfg, key, variable, fallback,
+                                          bcfg.node or bcfg.browse_path or ""))
+        self._to_plc = [b for b in self.bindings if b.to_plc]
+        self._from_plc = [b for b in self.bindings if not b.to_plc]
+
+    def statistics(self) -> PeerStatistics:
+        return PeerStatistics(
+            name=self.name, endpoint=self.config.endpoint, session=self.session.name,
+            state=self.state, last_error=self.last_error, reconnect_count=self.reconnect_count,
+            writes_sent=self.writes_sent, write_requests=self.write_requests,
+            values_received=self.values_received, round_trip_latency=self.round_trip,
+            max_nodes_per_write=self.limits.max_nodes_per_write,
+            bindings=tuple(b.statistics() for b in self.bindings))
+
+    # -- the link loop -------------------------------------------------------------
+    async def run(self) -> None:
+        failures = 0
+        down_since: float | None = None
+        try:
+            while True:
+                self.state = LinkState.CONNECTING
+                client: Client | None = None
+                alive = False
+                try:
+                    client = self._client_factory(self.config.endpoint, self.config.timeout)
+                    subscription = await self._connect(client)
+                    alive = True
+                    self.state = LinkState.CONNECTED
+                    if self._ever_connected:
+                        self.reconnect_count += 1
+                    self._ever_connected = True
+                    if failures:
+                        self._log.info("hil_recovered", attempts=failures,
+                                       down_seconds=round(time.monotonic() - (down_since or 0), 3))
+                    else:
+                        self._log.info("hil_connected", bindings=len(self.bindings))
+                    failures, down_since = 0, None
+                    await self._serve(client, subscription)
+                except Exception as exc:  # every way a link can end; CancelledError passes
+                    alive = alive and not isinstance(_leaf(exc), _LinkLost | OSError)
+                    self._failed(exc, first=failures == 0)
+                    failures += 1
+                    down_since = down_since or time.monotonic()
+                finally:
+                    if client is not None:
+                        await self._close(client, alive)
+                self._mark_lost()
+                self.state = LinkState.BACKOFF
+                await asyncio.sleep(self._backoff(failures))
+        finally:
+            self.state = LinkState.DISCONNECTED
+
+    def _backoff(self, failures: int) -> float:
+        """Exponential from ``reconnect_min`` up to ``reconnect_max``, with +-20 % jitter
+        so that many mirrors restarted together do not knock in step."""
+        cfg = self.config
+        base = min(cfg.reconnect_max, cfg.reconnect_min * 2.0 ** max(failures - 1, 0))
+        return base * self._rng.uniform(0.8, 1.2)
+
+    def _failed(self, exc: BaseException, *, first: bool) -> None:
+        leaf = _leaf(exc)
+        message = str(leaf) if isinstance(leaf, _LinkLost) else _describe(leaf, self.config)
+        self.last_error = message
+        if first and self.state is LinkState.CONNECTED:
+            self._log.error("hil_link_lost", error=message)
+        elif first:
+            self._log.error("hil_connect_failed", error=message)
+        else:
+            self._log.debug("hil_reconnect_failed", error=message)
+        self.state = LinkState.DISCONNECTED
+
+    def _mark_lost(self) -> None:
+        """The link is down: from_plc inputs keep their last value or take their fallback."""
+        for b in self._from_plc:
+            if b.fallback is not None:
+                try:
+                    self.session.write(b.key, b.fallback)
+                except ValueRejected as exc:  # coerced at start: only a model's own check
+                    self._binding_error(b, exc.status, f"fallback refused: {exc}")
+                    continue
+                b.value, b.has_value = b.fallback, True
+                b.status = health.SUBSTITUTE
+            else:
+                b.status = health.LAST_USABLE if b.has_value else health.COMMUNICATION_ERROR
+        for b in self._to_plc:
+            if b.resolved is not None:
+                b.status = health.COMMUNICATION_ERROR
+
+    async def _close(self, client: Client, alive: bool) -> None:
+        """Close the session (deleting its subscription) when the PLC still answers;
+        drop the socket in any case."""
+        try:
+            async with asyncio.timeout(_CLOSE_TIMEOUT if alive else 0.2):
+                await client.close_session()
+                if alive:
+                    await client.close_secure_channel()
+        except Exception as exc:  # a dead peer: nothing more to say to it
+            self._log.debug("hil_close_incomplete", error=repr(exc))
+        finally:
+            client.disconnect_socket()
+
+    # -- connecting ----------------------------------------------------------------
+    async def _connect(self, client: Client) -> Subscription | None:
+        cfg = self.config
+        client.name = client.description = f"twin-server HIL ({self.name})"
+        client.application_uri = cfg.security.application_uri
+        client.session_timeout = _SESSION_TIMEOUT_MS
+        await _apply_security(client, cfg.security)
+        await client.connect()
+        self.limits = await read_limits(client)
+        found = await resolve(client, [(b.name, b.config) for b in self.bindings], self.limits)
+        for b in self.bindings:
+            result = found[b.name]
+            if isinstance(result, Resolved):
+                b.resolved = result
+                b.node = result.nodeid.to_string()
+                b.status, b.error, b.logged = health.WAITING, "", ""
+                b.retry_at = 0.0
+                if b.to_plc:
+                    b.value = None  # a fresh link: send every value once
+            else:
+                b.resolved = None
+                self._binding_error(b, result.status, result.message)
+        return await self._subscribe(client)
+
+    async def _subscribe(self, client: Client) -> Subscription | None:
+        bindings = [b for b in self._from_plc if b.resolved is not None]
+        if not bindings:
+            return None
+        period = 1000.0 / max(float(self.session.publish_rate), 1e-3)
+        subscription = await client.create_subscription(period, None, queue_maxsize=10_000)
+        self._handles = {}
+        requests = []
+        for handle, b in enumerate(bindings, start=1):
+            assert b.resolved is not None
+            params = ua.MonitoringParameters(
+                ClientHandle=handle, QueueSize=1, DiscardOldest=True,
+                SamplingInterval=(b.config.sampling_interval
+                                  if b.config.sampling_interval is not None else period))
+            requests.append(ua.MonitoredItemCreateRequest(
+                ItemToMonitor=ua.ReadValueId(NodeId=b.resolved.nodeid, AttributeId=_VALUE),
+                MonitoringMode=ua.MonitoringMode.Reporting, RequestedParameters=params))
+            self._handles[handle] = b
+        for part in chunks(requests, self.limits.max_monitored_items_per_call):
+            results = await subscription.create_monitored_items(part)
+            for request, result in zip(part, results, strict=True):
+                if isinstance(result, ua.StatusCode):
+                    b = self._handles.pop(request.RequestedParameters.ClientHandle)
+                    status = _status_name(result)
+                    b.resolved = None
+                    self._binding_error(b, status, f"the PLC refused to monitor node "
+                                                   f"{b.node} ({status})")
+        return subscription
+
+    def _binding_error(self, b: _Binding, status: str, message: str) -> None:
+        b.status, b.error = status, message
+        if b.logged != message:  # once per distinct problem, not at every reconnect
+            b.logged = message
+            self._log.error("hil_binding_failed", binding=b.name, variable=b.config.variable,
+                            status=status, error=message)
+
+    # -- connected -----------------------------------------------------------------
+    async def _serve(self, client: Client, subscription: Subscription | None) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._watch(client), name=f"hil:{self.name}:watch")
+            tg.create_task(self._keepalive(client), name=f"hil:{self.name}:keepalive")
+            tg.create_task(self._writer(client), name=f"hil:{self.name}:writer")
+            if subscription is not None:
+                tg.create_task(self._reader(subscription), name=f"hil:{self.name}:reader")
+
+    async def _watch(self, client: Client) -> None:
+        async with client.uaclient.subscribe_state() as states:
+            if client.uaclient.state is UaClientState.CONNECTED:
+                await states.wait_for_state(UaClientState.DISCONNECTED)
+        raise _LinkLost("the PLC closed the connection")
+
+    async def _keepalive(self, client: Client) -> None:
+        interval = self.config.keepalive_interval
+        while True:
+            started = time.perf_counter()
+            try:
+                async with asyncio.timeout(interval):
+                    result = await client.uaclient.read_attributes([_CURRENT_TIME], _VALUE)
+            except TimeoutError:
+                raise _LinkLost(f"no answer to the liveness read (ServerStatus.CurrentTime) "
+                                f"within {interval:g} s") from None
+            except (ConnectionError, OSError, ua.UaError) as exc:
+                raise _LinkLost(f"liveness read failed: {_text(exc)}") from None
+            elapsed = time.perf_counter() - started
+            if not result[0].StatusCode.is_good():
+                raise _LinkLost(f"liveness read answered {_status_name(result[0].StatusCode)}")
+            self.round_trip = elapsed * 1e3
+            await asyncio.sleep(max(interval - elapsed, 0.0))
+
+    async def _writer(self, client: Client) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time()
+        while True:
+            try:
+                await self._write_changes(client)
+            except (ConnectionError, OSError, TimeoutError, ua.UaError) as exc:
+                raise _LinkLost(f"write failed: {_text(exc)}") from None
+            period = 1.0 / max(float(self.session.publish_rate), 1e-3)
+            deadline += period
+            now = loop.time()
+            if deadline <= now:  # fell behind: skip the missed cycles
+                deadline = now + period
+            await asyncio.sleep(deadline - now)
+
+    async def _write_changes(self, client: Client) -> int:
+        """Write what changed since the last write; return how many values were sent."""
+        now = time.monotonic()
+        read = self.session.read
+        batch: list[tuple[_Binding, Value, Any, bool]] = []
+        for b in self._to_plc:
+            resolved = b.resolved
+            if resolved is None:
+                continue
+            value = read(b.key)
+            if not changed(value, b.value, b.config.deadband) and b.status == health.GOOD:
+                continue
+            if b.status != health.GOOD and b.status != health.WAITING and now < b.retry_at:
+                continue
+            try:
+                cast = to_plc(value, resolved.vtype)
+            except ValueRejected as exc:
+                self._refused(b, exc.status, f"cannot send {value!r}: {exc}", now)
+                continue
+            batch.append((b, value, cast.value, cast.clamped))
+        sent = 0
+        for part in chunks(batch, self.limits.max_nodes_per_write):
+            params = ua.WriteParameters()
+            params.NodesToWrite = [
+                ua.WriteValue(NodeId=b.resolved.nodeid, AttributeId=_VALUE,  # type: ignore[union-attr]
+                              Value=ua.DataValue(ua.Variant(v, b.resolved.vtype)))  # type: ignore[union-attr]
+                for b, _, v, _ in part]
+            results = await client.uaclient.write(params)
+            self.write_requests += 1
+            for (b, value, plc_value, clamped), status in zip(part, results, strict=True):
+                if status.is_good():
+                    b.value, b.has_value = value, True
+                    b.status, b.error, b.logged = health.GOOD, "", ""
+                    b.transfers += 1
+                    sent += 1
+                    if clamped:
+                        self._clamped(b, value, plc_value)
+                else:
+                    name = _status_name(status)
+                    self._refused(b, name, f"the PLC refused {plc_value!r} for node {b.node} "
+                                           f"({name})", now)
+        self.writes_sent += sent
+        return sent
+
+    def _refused(self, b: _Binding, status: str, message: str, now: float) -> None:
+        b.retry_at = now + _RETRY_REFUSED
+        b.status, b.error = status, message
+        if b.logged != message:
+            b.logged = message
+            self._log.warning("hil_write_refused", binding=b.name, variable=b.config.variable,
+                              status=status, error=message)
+
+    def _clamped(self, b: _Binding, value: Any, result: Any) -> None:
+        b.clamped += 1
+        if not b.warned_clamp:  # once per binding: a saturated signal repeats every cycle
+            b.warned_clamp = True
+            self._log.warning("hil_value_clamped", binding=b.name, variable=b.config.variable,
+                              value=value, sent=result,
+                              datatype=b.resolved.vtype.name if b.resolved else "")
+
+    async def _reader(self, subscription: Subscription) -> None:
+        async for event in subscription:
+            if isinstance(event, DataChangeEvent):
+                self._apply(event)
+            elif isinstance(event, StatusChangeEvent):
+                status = event.notification.Status
+                if not status.is_good():
+                    raise _LinkLost(f"the PLC ended the subscription ({_status_name(status)})")
+        raise _LinkLost("the subscription was closed")
+
+    def _apply(self, event: DataChangeEvent) -> None:
+        b = self._handles.get(event.data.subscription_data.client_handle or -1)
+        if b is None:
+            return
+        dv = event.data.monitored_item.Value
+        if not dv.StatusCode.is_good():  # the PLC says the value is not usable
+            b.status = _status_name(dv.StatusCode)
+            b.error = f"the PLC reports {b.status} for node {b.node}; the input keeps its value"
+            return
+        self.values_received += 1
+        try:
+            cast = from_plc(None if dv.Value is None else dv.Value.Value, b.variable)
+            if changed(cast.value, b.value, b.config.deadband) or b.status != health.GOOD:
+                self.session.write(b.key, cast.value)
+                b.value, b.has_value = cast.value, True
+                b.transfers += 1
+                if cast.clamped:
+                    self._clamped(b, dv.Value.Value if dv.Value else None, cast.value)
+        except ValueRejected as exc:
+            self._binding_error(b, exc.status, f"cannot apply the PLC's value: {exc}")
+            return
+        b.status, b.error, b.logged = health.GOOD, "", ""
+
+
+async def _apply_security(client: Client, security: HilSecurity) -> None:
+    if security.username:
+        client.set_user(security.username)
+        password = security.password
+        if security.password_env is not None:
+            password = os.environ.get(security.password_env)
+            if password is None:
+                raise _LinkLost(f"the environment variable {security.password_env!r} holding "
+                                f"the password is not set")
+        if password is not None:
+            client.set_password(password)
+    if security.policy != "None":
+        from asyncua.crypto import security_policies
+
+        policy = getattr(security_policies, f"SecurityPolicy{security.policy}")
+        assert security.certificate is not None and security.private_key is not None
+        await client.set_security(
+            policy, security.certificate, security.private_key,
+            security.private_key_password, security.server_certificate,
+            getattr(ua.MessageSecurityMode, security.mode))
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The first exception inside (nested) exception groups."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _describe(exc: BaseException, config: HilPeerConfig) -> str:
+    if isinstance(exc, ConnectionRefusedError | OSError) and not isinstance(exc, TimeoutError):
+        return f"cannot reach {config.endpoint}: {_text(exc)}"
+    if isinstance(exc, TimeoutError):
+        return f"no answer from {config.endpoint} within {config.timeout:g} s"
+    return _text(exc)
+
+
+def _text(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _status_name(code: ua.StatusCode) -> str:
+    try:
+        return str(code.name)
+    except Exception:  # an unknown code
+        return f"0x{code.value:08X}"
+
