@@ -19,25 +19,30 @@ async def _children(node: Node) -> dict[str, Node]:
 
 class TestTree:
     async def test_root_is_below_objects(self, served: Served) -> None:
-        """Objects/TwinServer is ns;s=TwinServer with the Twins and Sessions folders."""
+        """Objects/TwinServer is ns;s=TwinServer with the Twins and Sessions folders and
+        the server methods."""
         objects = await _children(served.client.nodes.objects)
         root = objects["TwinServer"]
         assert root.nodeid == ua.NodeId("TwinServer", served.ns)
         children = await _children(root)
+        names = ("Twins", "Sessions", "CreateSession", "DeleteSession", "DefineTwin",
+                 "RemoveTwin")
         assert {n: c.nodeid for n, c in children.items()} == {
-            "Twins": ua.NodeId("Twins", served.ns),
-            "Sessions": ua.NodeId("Sessions", served.ns),
-        }
+            n: ua.NodeId(n, served.ns) for n in names}
 
     async def test_session_children(self, served: Served) -> None:
-        """A session has its scalars, Diagnostics, methods and Components, named by path."""
+        """A session has its scalars, Diagnostics, state machine, methods and Components,
+        named by path; the Program state machine's members have ns 0 browse names."""
         children = await _children(served.node("Sessions.tank"))
-        assert set(children) == {
+        standard = {"CurrentState", "LastTransition", "Deletable", "AutoDelete",
+                    "RecycleCount", "Start", "Suspend", "Resume", "Halt", "Reset"}
+        assert set(children) == standard | {
             "State", "SimTime", "StepCount", "StepSize", "RealtimeFactor", "Diagnostics",
-            "Start", "Suspend", "Resume", "Halt", "Reset", "Step", "Components"}
+            "Step", "SetParameters", "Snapshot", "Restore", "Fork", "Components"}
         for name, node in children.items():
             assert node.nodeid == ua.NodeId(f"Sessions.tank.{name}", served.ns)
-            assert (await node.read_browse_name()).NamespaceIndex == served.ns
+            namespace = 0 if name in standard else served.ns
+            assert (await node.read_browse_name()).NamespaceIndex == namespace
         diagnostics = await _children(children["Diagnostics"])
         assert set(diagnostics) == {"Overruns", "LatenessP50", "LatenessP99", "LatenessMax",
                                     "StepDurationMean", "StepDurationMax", "Ticks"}

@@ -100,9 +100,9 @@ class TestRefusals:
     ])
     async def test_step_count_out_of_range(self, served: Served, count: int,
                                            argument_status: str) -> None:
-        """Step(count) outside 1..1,000,000 gets BadInvalidArgument with a message."""
+        """Step(count) outside 1..1,000,000 gets BadOutOfRange with a message."""
         result = await _call(served, "Step", ua.Variant(count, ua.VariantType.UInt32))
-        assert result.StatusCode.name == "BadInvalidArgument"
+        assert result.StatusCode.name == "BadOutOfRange"
         assert [r.name for r in result.InputArgumentResults] == [argument_status]
         message = result.InputArgumentDiagnosticInfos[0].AdditionalInfo
         assert "1, 1000000" in message and str(count) in message

@@ -1,29 +1,70 @@
-"""The run-control methods of a session node: Start, Suspend, Resume, Halt, Reset, Step.
+"""The methods of a session node and of TwinServer.
+
+Session: Start, Suspend, Resume, Halt, Reset([Parameters]), Step(Count),
+SetParameters(Parameters), Snapshot() -> SnapshotId, Restore(SnapshotId),
+Fork(Name, RealtimeFactor) -> SessionNodeId.
+TwinServer: CreateSession(Twin, Name, Parameters) -> SessionNodeId,
+DeleteSession(Name), DefineTwin(Definition) -> TwinNodeId, RemoveTwin(Name).
 
 asyncua's MethodService turns any exception from a callback into
 BadUnexpectedError, so callbacks here never raise: they return a
-``ua.CallMethodResult`` that MethodService passes through unchanged. Its
-StatusCode says what went wrong (BadInvalidState for the wrong run state,
-BadInvalidArgument for a bad argument value or type, BadArgumentsMissing /
-BadTooManyArguments for a wrong count); for an argument, InputArgumentResults
-names the offending one and InputArgumentDiagnosticInfos carries the message
-as AdditionalInfo. Every refusal is also logged with its message.
+``ua.CallMethodResult`` that MethodService passes through unchanged.
+
+Status codes. The call's StatusCode is
+
+* BadArgumentsMissing / BadTooManyArguments for a wrong count;
+* BadInvalidArgument for an argument of the wrong type (its
+  InputArgumentResult is BadTypeMismatch) or a malformed one (bad JSON, a name
+  that cannot be a NodeId part);
+* otherwise the refusal's own code: BadOutOfRange (a value outside its range),
+  BadNotFound (an unknown twin, session, component, parameter or snapshot),
+  BadBrowseNameDuplicated (a taken name), BadResourceUnavailable (beyond
+  ``server.max_sessions``), BadNotWritable (a fixed parameter while Running),
+  BadInvalidState (the wrong run state, or a twin still in use),
+  BadConfigurationError (DefineTwin with an invalid definition), BadNotSupported
+  (a model that cannot snapshot).
+
+Messages. When a refusal concerns one argument, that argument's
+InputArgumentResult carries the code and its InputArgumentDiagnosticInfo the
+message as AdditionalInfo. A refusal of the call as a whole (the wrong state,
+too many sessions) carries the message in every argument's DiagnosticInfo, and
+for a method without arguments in a one-element InputArgumentDiagnosticInfos.
+Every refusal is also logged with its message. Nothing changes on a refusal.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 from asyncua import ua
 
+from twin_server.engine.manager import parse_parameters
 from twin_server.engine.session import Session
-from twin_server.errors import InvalidArgument, OutOfRange, TwinServerError, TypeMismatch
+from twin_server.errors import (
+    AlreadyExists,
+    ConfigError,
+    ConfigErrors,
+    InvalidArgument,
+    NotFound,
+    NotSupported,
+    OutOfRange,
+    TwinServerError,
+    TypeMismatch,
+    ValueRejected,
+)
+from twin_server.opcua.runtime import Runtime
 from twin_server.opcua.status import GOOD, diagnostic, status_code, status_of
-from twin_server.opcua.tree import MAX_STEP_COUNT, METHODS, MethodSpec
+from twin_server.opcua.tree import (
+    MAX_REALTIME_FACTOR,
+    MAX_STEP_COUNT,
+    METHODS,
+    SERVER_METHODS,
+    MethodSpec,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -34,6 +75,9 @@ _INTEGER_TYPES = frozenset({
     ua.VariantType.SByte, ua.VariantType.Byte, ua.VariantType.Int16, ua.VariantType.UInt16,
     ua.VariantType.Int32, ua.VariantType.UInt32, ua.VariantType.Int64, ua.VariantType.UInt64,
 })
+_FLOAT_TYPES = frozenset({ua.VariantType.Float, ua.VariantType.Double})
+#: refusals that say an argument is malformed rather than refused on its merits
+_MALFORMED = (InvalidArgument, TypeMismatch)
 
 
 class ArgumentError(Exception):
@@ -46,6 +90,9 @@ class ArgumentError(Exception):
 
 
 MethodCallback = Callable[..., Awaitable[ua.CallMethodResult]]
+Action = Callable[..., Awaitable[list[ua.Variant] | None]]
+#: which argument a refusal raised by an action concerns (None: the call as a whole)
+Attribution = Callable[[TwinServerError], int | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,32 +101,210 @@ class MethodStatistics:
     refused: int
 
 
-class SessionMethods:
-    """The method callbacks of one session; ``changed`` runs after every call so
-    that State, StepCount and SimTime show the outcome at once."""
+@dataclass(slots=True)
+class MethodCounter:
+    calls: int = 0
+    refused: int = 0
 
-    def __init__(self, session: Session, changed: Callable[[], Awaitable[None]]) -> None:
+
+@dataclass(slots=True)
+class _Call:
+    """What one callback needs besides its action."""
+
+    spec: MethodSpec
+    subject: str  # the session's name, or "TwinServer"
+    counter: MethodCounter
+    after: Callable[[], Awaitable[None]] | None = None
+    before: Callable[[], None] | None = None
+    attribute: Attribution | None = None
+    log_context: dict[str, Any] = field(default_factory=dict)
+
+
+def make_callback(call: _Call, action: Action) -> MethodCallback:
+    """An asyncua method callback around ``action`` that never raises."""
+    spec = call.spec
+
+    async def callback(parent: ua.NodeId, *args: ua.Variant) -> ua.CallMethodResult:
+        call.counter.calls += 1
+        if call.before is not None:
+            call.before()
+        result = ua.CallMethodResult()
+        try:
+            values = check_arguments(spec, args)
+            outputs = await action(*values)
+        except ArgumentError as exc:
+            result = _refuse(call, args, exc.error, exc.index)
+        except TwinServerError as exc:
+            index = call.attribute(exc) if call.attribute is not None else None
+            if index is not None and index >= len(args):
+                index = None
+            result = _refuse(call, args, exc, index)
+        except Exception:
+            call.counter.refused += 1
+            log.exception("method_failed", method=spec.name, **call.log_context)
+            result.StatusCode = ua.StatusCode(ua.StatusCodes.BadInternalError)
+        else:
+            result.OutputArguments = outputs or []
+            log.info("method_called", method=spec.name,
+                     arguments=[a.Value for a in args] or None,
+                     outputs=[o.Value for o in outputs] if outputs else None,
+                     **call.log_context)
+        if not result.InputArgumentResults:
+            result.InputArgumentResults = [GOOD for _ in args]
+        if call.after is not None:
+            await call.after()
+        return result
+    return callback
+
+
+def _refuse(call: _Call, args: Sequence[ua.Variant], error: TwinServerError,
+            index: int | None) -> ua.CallMethodResult:
+    """The result of a refused call; ``index`` names the argument concerned."""
+    spec = call.spec
+    message = str(error)
+    code = status_of(error)
+    results = [GOOD for _ in args]
+    if index is None:
+        call_status = code
+        diagnostics = [diagnostic(message) for _ in args] or [diagnostic(message)]
+    else:
+        diagnostics = [ua.DiagnosticInfo() for _ in args]
+        if index < len(args):
+            results[index] = code
+            diagnostics[index] = diagnostic(message)
+        # a wrong count has its own codes; a malformed argument is a bad argument
+        if isinstance(error, InvalidArgument) and index >= len(args):
+            call_status = status_code("BadArgumentsMissing")
+        elif isinstance(error, InvalidArgument) and len(args) > len(spec.inputs):
+            call_status = status_code("BadTooManyArguments")
+        elif isinstance(error, _MALFORMED):
+            call_status = status_code("BadInvalidArgument")
+        else:
+            call_status = code
+    call.counter.refused += 1
+    log.info("method_refused", method=spec.name, status=call_status.name, reason=message,
+             **call.log_context)
+    return ua.CallMethodResult(StatusCode=call_status, InputArgumentResults=results,
+                               InputArgumentDiagnosticInfos=diagnostics)
+
+
+def check_arguments(spec: MethodSpec, args: Sequence[ua.Variant]) -> list[Any]:
+    """The Python values of ``args``, or ArgumentError naming the first bad one."""
+    least = len(spec.inputs) - spec.optional
+    if len(args) < least:
+        missing = ", ".join(a.name for a in spec.inputs[len(args):least])
+        raise ArgumentError(len(args), InvalidArgument(
+            f"{spec.name} takes {_count(spec)} argument(s); missing {missing}"))
+    if len(args) > len(spec.inputs):
+        raise ArgumentError(len(spec.inputs), InvalidArgument(
+            f"{spec.name} takes {_count(spec)} argument(s) (got {len(args)})"))
+    values: list[Any] = []
+    for index, (arg, variant) in enumerate(zip(spec.inputs, args, strict=False)):
+        value = variant.Value
+        if variant.is_array or isinstance(value, list | tuple):
+            raise ArgumentError(index, TypeMismatch(
+                f"{spec.name} argument {arg.name} takes a scalar {arg.vtype.name} "
+                f"(got an array)"))
+        if arg.vtype in _INTEGER_TYPES:
+            # clients often send a plain integer as Int64; any integer type will do
+            if variant.VariantType not in _INTEGER_TYPES:
+                raise ArgumentError(index, TypeMismatch(
+                    f"{spec.name} argument {arg.name} takes an integer "
+                    f"({arg.vtype.name}) (got {variant.VariantType.name} {value!r})"))
+        elif arg.vtype is ua.VariantType.Double:
+            if variant.VariantType not in _FLOAT_TYPES | _INTEGER_TYPES:
+                raise ArgumentError(index, TypeMismatch(
+                    f"{spec.name} argument {arg.name} takes a Double "
+                    f"(got {variant.VariantType.name} {value!r})"))
+            value = float(value)
+        elif variant.VariantType != arg.vtype:
+            raise ArgumentError(index, TypeMismatch(
+                f"{spec.name} argument {arg.name} takes a {arg.vtype.name} "
+                f"(got {variant.VariantType.name})"))
+        if arg.vtype is ua.VariantType.String and value is None:
+            value = ""  # a null String is an empty one
+        values.append(value)
+    return values
+
+
+def _count(spec: MethodSpec) -> str:
+    most = len(spec.inputs)
+    return f"{most - spec.optional} to {most}" if spec.optional else str(most)
+
+
+def _parameters(text: str, index: int = 0) -> dict[str, dict[str, Any]]:
+    try:
+        return parse_parameters(text)
+    except InvalidArgument as exc:
+        raise ArgumentError(index, exc) from None
+
+
+class SessionMethods:
+    """The method callbacks of one session. ``changed`` runs after every call so
+    that State, StepCount, SimTime and the session's events show the outcome at
+    once; ``runtime`` (the daemon) serves Snapshot, Restore and Fork and is told
+    of every call (``touch``)."""
+
+    def __init__(self, session: Session, changed: Callable[[], Awaitable[None]], *,
+                 runtime: Runtime | None = None,
+                 session_nodeid: Callable[[str], ua.NodeId] | None = None) -> None:
         self.session = session
         self._changed = changed
-        self.calls = 0
-        self.refused = 0
+        self._runtime = runtime
+        self._session_nodeid = session_nodeid
+        self._counter = MethodCounter()
+
+    @property
+    def calls(self) -> int:
+        return self._counter.calls
+
+    @property
+    def refused(self) -> int:
+        return self._counter.refused
 
     def callbacks(self) -> dict[str, MethodCallback]:
-        actions: dict[str, Callable[..., Awaitable[None]]] = {
-            "Start": self._run(self.session.start),
-            "Suspend": self._run(self.session.suspend),
-            "Resume": self._run(self.session.resume),
-            "Halt": self._run(self.session.halt),
-            "Reset": self._run(self.session.reset),
-            "Step": self._step,
+        session = self.session
+        actions: dict[str, tuple[Action, Attribution | None]] = {
+            "Start": (self._run(session.start), None),
+            "Suspend": (self._run(session.suspend), None),
+            "Resume": (self._run(session.resume), None),
+            "Halt": (self._run(session.halt), None),
+            "Reset": (self._reset, _value_refusals),
+            "Step": (self._step, None),
+            "SetParameters": (self._set_parameters, _value_refusals),
+            "Snapshot": (self._snapshot, None),
+            "Restore": (self._restore, _restore_refusals),
+            "Fork": (self._fork, _fork_refusals),
         }
-        return {spec.name: self._callback(spec, actions[spec.name]) for spec in METHODS}
+        callbacks: dict[str, MethodCallback] = {}
+        for spec in METHODS:
+            action, attribution = actions[spec.name]
+            call = _Call(spec, session.name, self._counter, after=self._changed,
+                         before=self._touch, attribute=attribution,
+                         log_context={"session": session.name})
+            callbacks[spec.name] = make_callback(call, action)
+        return callbacks
+
+    def _touch(self) -> None:
+        if self._runtime is not None:
+            self._runtime.touch(self.session.name)
+
+    def _need_runtime(self, method: str) -> Runtime:
+        if self._runtime is None:
+            raise NotSupported(f"{method} needs the daemon; this server runs without one")
+        return self._runtime
 
     @staticmethod
-    def _run(action: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+    def _run(action: Callable[[], None]) -> Action:
         async def run() -> None:
             action()
         return run
+
+    async def _reset(self, parameters: str = "") -> None:
+        self.session.reset(_parameters(parameters))
+
+    async def _set_parameters(self, parameters: str) -> None:
+        self.session.set_parameters(_parameters(parameters))
 
     async def _step(self, count: int) -> None:
         if not 1 <= count <= MAX_STEP_COUNT:
@@ -95,83 +320,113 @@ class SessionMethods:
             if done < count:
                 await asyncio.sleep(0)
 
-    def _callback(self, spec: MethodSpec,
-                  action: Callable[..., Awaitable[None]]) -> MethodCallback:
-        async def call(parent: ua.NodeId, *args: ua.Variant) -> ua.CallMethodResult:
-            self.calls += 1
-            result = ua.CallMethodResult()
-            try:
-                values = _check_arguments(spec, args)
-                await action(*values)
-            except ArgumentError as exc:
-                result = self._refuse_argument(spec, args, exc)
-            except TwinServerError as exc:
-                result.StatusCode = status_of(exc)
-                self._log_refused(spec.name, result.StatusCode, str(exc))
-            except Exception:
-                self.refused += 1
-                log.exception("method_failed", session=self.session.name, method=spec.name)
-                result.StatusCode = ua.StatusCode(ua.StatusCodes.BadInternalError)
-            else:
-                log.info("method_called", session=self.session.name, method=spec.name,
-                         arguments=[a.Value for a in args] or None,
-                         state=str(self.session.state))
-            if not result.InputArgumentResults:
-                result.InputArgumentResults = [GOOD for _ in args]
-            await self._changed()
-            return result
-        return call
+    async def _snapshot(self) -> list[ua.Variant]:
+        snapshot_id = self._need_runtime("Snapshot").take_snapshot(self.session.name)
+        return [ua.Variant(snapshot_id, ua.VariantType.String)]
 
-    def _refuse_argument(self, spec: MethodSpec, args: Sequence[ua.Variant],
-                         exc: ArgumentError) -> ua.CallMethodResult:
-        message = str(exc)
-        arg_status = status_of(exc.error)
-        results = [GOOD for _ in args]
-        diagnostics = [ua.DiagnosticInfo() for _ in args]
-        if exc.index < len(args):
-            results[exc.index] = arg_status
-            diagnostics[exc.index] = diagnostic(message)
-        # a wrong count has its own codes; a wrong value or type is a bad argument
-        if isinstance(exc.error, InvalidArgument) and exc.index >= len(args):
-            call_status = status_code("BadArgumentsMissing")
-        elif isinstance(exc.error, InvalidArgument) and len(args) > len(spec.inputs):
-            call_status = status_code("BadTooManyArguments")
-        else:
-            call_status = status_code("BadInvalidArgument")
-        self._log_refused(spec.name, call_status, message)
-        return ua.CallMethodResult(StatusCode=call_status, InputArgumentResults=results,
-                                   InputArgumentDiagnosticInfos=diagnostics)
+    async def _restore(self, snapshot_id: str) -> None:
+        self._need_runtime("Restore").restore_snapshot(self.session.name, snapshot_id)
 
-    def _log_refused(self, method: str, status: ua.StatusCode, message: str) -> None:
-        self.refused += 1
-        log.info("method_refused", session=self.session.name, method=method,
-                 status=status.name, reason=message)
+    async def _fork(self, name: str, realtime_factor: float) -> list[ua.Variant]:
+        if not 0.0 <= realtime_factor <= MAX_REALTIME_FACTOR:  # also refuses NaN
+            raise ArgumentError(1, OutOfRange(
+                f"Fork RealtimeFactor must be within [0, {MAX_REALTIME_FACTOR:g}] "
+                f"(got {realtime_factor}); 0 runs as fast as possible"))
+        runtime = self._need_runtime("Fork")
+        child = await runtime.fork_session(self.session.name, name, realtime_factor)
+        assert self._session_nodeid is not None
+        return [ua.Variant(self._session_nodeid(child.name), ua.VariantType.NodeId)]
 
 
-def _check_arguments(spec: MethodSpec, args: Sequence[ua.Variant]) -> list[Any]:
-    """The Python values of ``args``, or ArgumentError naming the first bad one."""
-    if len(args) < len(spec.inputs):
-        missing = ", ".join(a.name for a in spec.inputs[len(args):])
-        raise ArgumentError(len(args), InvalidArgument(
-            f"{spec.name} takes {len(spec.inputs)} argument(s); missing {missing}"))
-    if len(args) > len(spec.inputs):
-        raise ArgumentError(len(spec.inputs), InvalidArgument(
-            f"{spec.name} takes {len(spec.inputs)} argument(s) (got {len(args)})"))
-    values: list[Any] = []
-    for index, (arg, variant) in enumerate(zip(spec.inputs, args, strict=True)):
-        if arg.vtype in _INTEGER_TYPES:
-            # clients often send a plain integer as Int64; any integer type will do
-            if variant.VariantType not in _INTEGER_TYPES or variant.is_array:
-                raise ArgumentError(index, TypeMismatch(
-                    f"{spec.name} argument {arg.name} takes an integer "
-                    f"({arg.vtype.name}) (got {variant.VariantType.name} {variant.Value!r})"))
-        elif variant.VariantType != arg.vtype:
-            raise ArgumentError(index, TypeMismatch(
-                f"{spec.name} argument {arg.name} takes a {arg.vtype.name} "
-                f"(got {variant.VariantType.name})"))
-        values.append(variant.Value)
-    return values
+def _value_refusals(exc: TwinServerError) -> int | None:
+    """Reset and SetParameters: a refused value concerns the Parameters argument."""
+    return 0 if isinstance(exc, ValueRejected) else None
 
 
-def method_statistics(methods: Sequence[SessionMethods]) -> MethodStatistics:
+def _restore_refusals(exc: TwinServerError) -> int | None:
+    return 0 if isinstance(exc, NotFound | InvalidArgument) else None
+
+
+def _fork_refusals(exc: TwinServerError) -> int | None:
+    return 0 if isinstance(exc, AlreadyExists | InvalidArgument) else None
+
+
+class ServerMethods:
+    """CreateSession, DeleteSession, DefineTwin and RemoveTwin on TwinServer."""
+
+    def __init__(self, runtime: Runtime, *, session_nodeid: Callable[[str], ua.NodeId],
+                 twin_nodeid: Callable[[str], ua.NodeId],
+                 after: Callable[[], Awaitable[None]] | None = None) -> None:
+        self._runtime = runtime
+        self._session_nodeid = session_nodeid
+        self._twin_nodeid = twin_nodeid
+        self._after = after
+        self._counter = MethodCounter()
+
+    @property
+    def calls(self) -> int:
+        return self._counter.calls
+
+    @property
+    def refused(self) -> int:
+        return self._counter.refused
+
+    def callbacks(self) -> dict[str, MethodCallback]:
+        actions: dict[str, tuple[Action, Attribution | None]] = {
+            "CreateSession": (self._create, _create_refusals),
+            "DeleteSession": (self._delete, _name_refusals),
+            "DefineTwin": (self._define, _name_refusals),
+            "RemoveTwin": (self._remove, _name_refusals),
+        }
+        callbacks: dict[str, MethodCallback] = {}
+        for spec in SERVER_METHODS:
+            action, attribution = actions[spec.name]
+            call = _Call(spec, "TwinServer", self._counter, after=self._after,
+                         attribute=attribution)
+            callbacks[spec.name] = make_callback(call, action)
+        return callbacks
+
+    async def _create(self, twin: str, name: str, parameters: str) -> list[ua.Variant]:
+        overrides = _parameters(parameters, 2)
+        try:
+            session = await self._runtime.create_session(twin, name, overrides)
+        except NotFound as exc:
+            # an unknown twin, else an unknown component or parameter
+            raise ArgumentError(0 if twin not in self._runtime.twins else 2, exc) from None
+        return [ua.Variant(self._session_nodeid(session.name), ua.VariantType.NodeId)]
+
+    async def _delete(self, name: str) -> None:
+        await self._runtime.delete_session(name)
+
+    async def _define(self, definition: str) -> list[ua.Variant]:
+        if not definition.strip():
+            raise ArgumentError(0, InvalidArgument(
+                "DefineTwin takes a twin in TOML, e.g. [twins.tank] with "
+                "[twins.tank.components.tank] model = \"water_tank\" (got an empty text)"))
+        try:
+            twin = await self._runtime.define_twin(definition)
+        except ConfigErrors as group:
+            # every error of the definition, one per line, as `twin-server check` prints
+            raise ArgumentError(0, ConfigError(str(group))) from None
+        return [ua.Variant(self._twin_nodeid(twin.name), ua.VariantType.NodeId)]
+
+    async def _remove(self, name: str) -> None:
+        await self._runtime.remove_twin(name)
+
+
+def _create_refusals(exc: TwinServerError) -> int | None:
+    if isinstance(exc, AlreadyExists | InvalidArgument):
+        return 1  # the name (the parameters' form was checked before)
+    if isinstance(exc, ValueRejected) and exc.status != "BadResourceUnavailable":
+        return 2  # a parameter's value
+    return None
+
+
+def _name_refusals(exc: TwinServerError) -> int | None:
+    """A one-argument method's refusals concern that argument, except state ones."""
+    return 0 if isinstance(exc, ValueRejected) else None
+
+
+def method_statistics(methods: Sequence[SessionMethods | ServerMethods]) -> MethodStatistics:
     return MethodStatistics(sum(m.calls for m in methods), sum(m.refused for m in methods))
+

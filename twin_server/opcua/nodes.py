@@ -65,6 +65,7 @@ _EU_INFORMATION = ua.NodeId(ua.ObjectIds.EUInformation)
 _ARGUMENT = ua.NodeId(ua.ObjectIds.Argument)
 
 _A = ua.AttributeIds
+_SUBSCRIBE_TO_EVENTS = ua.EventNotifier.SubscribeToEvents.mask
 
 
 def datatype_id(vtype: ua.VariantType) -> ua.NodeId:
@@ -164,30 +165,43 @@ class NodeBatch:
         return nodeid
 
     # -- objects -------------------------------------------------------------------
-    def folder(self, parent: ua.NodeId, path: str, name: str, description: str = "") -> ua.NodeId:
-        nodeid = self._add(parent, path, name, ua.NodeClass.Object, _FOLDER_TYPE,
-                           _object_attributes(name, description))
+    def folder(self, parent: ua.NodeId, path: str, name: str, description: str = "", *,
+               notifier: bool = False) -> ua.NodeId:
+        attributes = _object_attributes(name, description)
+        if notifier:
+            attributes[_A.EventNotifier] = _shared(_SUBSCRIBE_TO_EVENTS, ua.VariantType.Byte)
+        nodeid = self._add(parent, path, name, ua.NodeClass.Object, _FOLDER_TYPE, attributes)
         self._folders.add(nodeid)
         return nodeid
 
-    def object(self, parent: ua.NodeId, path: str, name: str, description: str = "") -> ua.NodeId:
-        return self._add(parent, path, name, ua.NodeClass.Object, _OBJECT_TYPE,
-                         _object_attributes(name, description))
+    def object(self, parent: ua.NodeId, path: str, name: str, description: str = "", *,
+               typedef: ua.NodeId | None = None, notifier: bool = False,
+               namespace: int | None = None) -> ua.NodeId:
+        """An object (BaseObjectType unless ``typedef``); ``notifier`` sets its
+        EventNotifier to SubscribeToEvents."""
+        attributes = _object_attributes(name, description)
+        if notifier:
+            attributes[_A.EventNotifier] = _shared(_SUBSCRIBE_TO_EVENTS, ua.VariantType.Byte)
+        return self._add(parent, path, name, ua.NodeClass.Object, typedef or _OBJECT_TYPE,
+                         attributes, namespace=namespace)
 
     # -- variables -----------------------------------------------------------------
     def variable(
         self, parent: ua.NodeId, path: str, name: str, value: Any, vtype: ua.VariantType, *,
         description: str = "", writable: bool = False, analog: bool = False,
         unit: ua.EUInformation | None = None, low: float | None = None,
-        high: float | None = None,
+        high: float | None = None, typedef: ua.NodeId | None = None,
+        namespace: int | None = None,
     ) -> ua.NodeId:
         """A scalar data variable; ``analog`` makes it an AnalogItemType with EURange
-        (open ends as -inf/inf) and, given a unit, EngineeringUnits."""
+        (open ends as -inf/inf) and, given a unit, EngineeringUnits. ``typedef``
+        and ``namespace`` (of the browse name) serve standard instance declarations
+        such as a state machine's CurrentState."""
         nodeid = self._add(
             parent, path, name, ua.NodeClass.Variable,
-            _ANALOG_ITEM_TYPE if analog else _DATA_VARIABLE_TYPE,
+            typedef or (_ANALOG_ITEM_TYPE if analog else _DATA_VARIABLE_TYPE),
             _variable_attributes(name, description, datatype_id(vtype), writable=writable),
-            value=(value, vtype, False))
+            namespace=namespace, value=(value, vtype, False))
         if analog:
             eu_range = ua.Range(Low=-math.inf if low is None else float(low),
                                 High=math.inf if high is None else float(high))
@@ -213,7 +227,8 @@ class NodeBatch:
 
     # -- methods -------------------------------------------------------------------
     def method(self, parent: ua.NodeId, path: str, name: str, description: str,
-               inputs: Sequence[Argument] = ()) -> ua.NodeId:
+               inputs: Sequence[Argument] = (), outputs: Sequence[Argument] = (), *,
+               namespace: int | None = None) -> ua.NodeId:
         attributes = {
             _A.Description: _text(description),
             _A.WriteMask: _shared(0, ua.VariantType.UInt32),
@@ -222,10 +237,14 @@ class NodeBatch:
             _A.UserExecutable: _shared(True, ua.VariantType.Boolean),
         }
         nodeid = self._add(parent, path, name, ua.NodeClass.Method, None, attributes,
-                           reference=_HAS_COMPONENT)
+                           reference=_HAS_COMPONENT, namespace=namespace)
         if inputs:
             self.property(nodeid, f"{path}.InputArguments", "InputArguments",
                           [a.to_ua() for a in inputs], ua.VariantType.ExtensionObject,
+                          datatype=_ARGUMENT, namespace=0, array=True)
+        if outputs:
+            self.property(nodeid, f"{path}.OutputArguments", "OutputArguments",
+                          [a.to_ua() for a in outputs], ua.VariantType.ExtensionObject,
                           datatype=_ARGUMENT, namespace=0, array=True)
         return nodeid
 
@@ -284,6 +303,21 @@ class NodeBatch:
                 TypeDefinition=typedef))
             targets[p.nodeid] = _Target(p.nodeclass, p.browse_name, p.display_name, typedef)
         return [p.nodeid for p in pending]
+
+
+def add_reference(aspace: AddressSpace, source: ua.NodeId, target: ua.NodeId,
+                  reftype: ua.NodeId) -> None:
+    """A non-hierarchical-by-construction reference (HasNotifier, HasEventSource)
+    from ``source`` to ``target``, with its inverse, both nodes existing."""
+    src, dst = _describe(aspace, source), _describe(aspace, target)
+    aspace[source].references.append(ua.ReferenceDescription(
+        ReferenceTypeId=reftype, IsForward=True, NodeId=target, NodeClass=dst.nodeclass,
+        BrowseName=dst.browse_name, DisplayName=dst.display_name,
+        TypeDefinition=dst.typedef))
+    aspace[target].references.append(ua.ReferenceDescription(
+        ReferenceTypeId=reftype, IsForward=False, NodeId=source, NodeClass=src.nodeclass,
+        BrowseName=src.browse_name, DisplayName=src.display_name,
+        TypeDefinition=src.typedef))
 
 
 def _describe(aspace: AddressSpace, nodeid: ua.NodeId) -> _Target:

@@ -22,7 +22,7 @@ import structlog
 from asyncua import ua
 from asyncua.server.address_space import AddressSpace
 
-from twin_server.engine.session import Session
+from twin_server.engine.session import Session, VarKey
 from twin_server.opcua.tree import SessionNodes, StatisticsSource, scalar_values
 
 log = structlog.get_logger(__name__)
@@ -55,6 +55,10 @@ class PublishTarget:
     sent_values: list[Any] = field(default_factory=list)
     deadline: float = 0.0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: told of each published change of a watched variable (index into variables)
+    #: after the first publish: the edges of Boolean outputs (``server.py``)
+    on_flag: Callable[[VarKey, Any], None] | None = None
+    flags: frozenset[int] = frozenset()
 
     def __post_init__(self) -> None:
         self.sent_scalars = [_UNSENT] * len(self.nodes.scalars)
@@ -113,11 +117,14 @@ class Publisher:
                 target.version = version
                 values = session.values()
                 sent = target.sent_values
+                flags = target.flags
                 for i, (key, nodeid, vtype) in enumerate(target.nodes.variables):
                     value = values[key]
                     if sent[i] != value:
                         await write(nodeid, _VALUE, ua.DataValue(
                             ua.Variant(value, vtype), SourceTimestamp=now, ServerTimestamp=now))
+                        if i in flags and sent[i] is not _UNSENT and target.on_flag is not None:
+                            target.on_flag(key, value)
                         sent[i] = value
                         written += 1
             else:

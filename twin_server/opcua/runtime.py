@@ -20,9 +20,15 @@ Overrides = Mapping[str, Mapping[str, Value]]
 
 
 class Runtime(Protocol):
+    @property
+    def twins(self) -> Mapping[str, TwinDefinition]:
+        """Every twin definition by name (read-only)."""
+        ...
+
     async def create_session(self, twin: str, name: str, parameters: Overrides) -> Session:
         """A new client-owned session of ``twin``, served and Ready (NotFound for an
-        unknown twin, InvalidArgument for a bad name/parameters or a duplicate,
+        unknown twin, component or parameter; InvalidArgument for a bad name;
+        AlreadyExists for a taken one; TypeMismatch / OutOfRange for a bad value;
         ResourceExhausted beyond ``server.max_sessions``)."""
         ...
 
@@ -37,11 +43,19 @@ class Runtime(Protocol):
 
     async def define_twin(self, definition: str) -> TwinDefinition:
         """Validate TOML text as a config's twin and serve it (ConfigErrors if invalid,
-        InvalidArgument if the name is taken)."""
+        AlreadyExists if the name is taken)."""
         ...
 
     async def remove_twin(self, name: str) -> None:
         """Unserve a twin (NotFound if unknown, InvalidState while sessions of it exist)."""
+        ...
+
+    def take_snapshot(self, session: str) -> str:
+        """Record the session's state; return the snapshot's id."""
+        ...
+
+    def restore_snapshot(self, session: str, snapshot_id: str) -> None:
+        """Return the session to a recorded state (NotFound for an unknown id)."""
         ...
 
     def touch(self, session: str) -> None:

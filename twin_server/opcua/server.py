@@ -10,12 +10,14 @@ Everything session-specific is in the modules beside this one: the tree layout
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import enum
 import gc
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlparse
 
@@ -23,24 +25,29 @@ import structlog
 from asyncua import Server, ua
 
 from twin_server.config.schema import ServerConfig
-from twin_server.engine.session import Session, VarKey
+from twin_server.engine.session import RunState, Session, SessionEvent, VarKey
 from twin_server.engine.twin import TwinDefinition
 from twin_server.errors import OutOfRange, TypeMismatch
-from twin_server.models.base import Variable
-from twin_server.opcua.methods import SessionMethods, method_statistics
-from twin_server.opcua.nodes import NodeBatch
+from twin_server.models.base import DataType, Kind, Variable
+from twin_server.opcua import events as ev
+from twin_server.opcua.methods import ServerMethods, SessionMethods, method_statistics
+from twin_server.opcua.nodes import NodeBatch, add_reference
+from twin_server.opcua.program import STATES, ProgramState, StateView
 from twin_server.opcua.publisher import Publisher, PublisherStatistics, PublishTarget
+from twin_server.opcua.runtime import Runtime
 from twin_server.opcua.tree import (
     MAX_REALTIME_FACTOR,
     ROOT,
     SESSIONS,
+    TWINS,
+    ProgramNodes,
     SessionNodes,
     StatisticsSource,
     build_root,
     build_session,
     build_twin,
 )
-from twin_server.opcua.writes import TwinAttributeService, WriteTarget
+from twin_server.opcua.writes import TwinAttributeService, WriteTarget, session_of
 
 log = structlog.get_logger(__name__)
 
@@ -72,27 +79,60 @@ class ServerStatistics:
     publisher: PublisherStatistics
 
 
+_HAS_NOTIFIER = ua.NodeId(ua.ObjectIds.HasNotifier)
+_FOLDER_TYPE = ua.NodeId(ua.ObjectIds.FolderType)
+_OBJECT_TYPE = ua.NodeId(ua.ObjectIds.BaseObjectType)
+_PROGRAM_TYPE = ua.NodeId(ua.ObjectIds.ProgramStateMachineType)
+_VALUE = ua.AttributeIds.Value
+
+
 @dataclass(slots=True)
 class _Served:
+    session: Session
     nodes: SessionNodes
     methods: SessionMethods
     target: PublishTarget
+    program: ProgramState
+    unsubscribe: Callable[[], None] = lambda: None
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A session event waiting to be emitted (the session's listener is synchronous)."""
+
+    served: _Served
+    kind: str
+    message: str
+    severity: int
+    state: RunState
+    sim_time: float
+    step_count: int
+    time: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 class OpcUaServer:
     """Our address space served over opc.tcp, fed by sessions, writing back to them."""
 
-    def __init__(self, server_config: ServerConfig, *, endpoint: str | None = None) -> None:
+    def __init__(self, server_config: ServerConfig, *, endpoint: str | None = None,
+                 runtime: Runtime | None = None) -> None:
         self.config = server_config
         self._endpoint = endpoint or server_config.endpoint
         self._server = Server()
         self.state = ServerState.CREATED
         self.namespace = 0
+        #: the daemon: serves the TwinServer methods and Snapshot/Restore/Fork, and is
+        #: told of client activity on sessions (without it those methods refuse)
+        self.runtime = runtime
         self._attributes: TwinAttributeService | None = None
         self._publisher: Publisher | None = None
+        self._emitter: ev.Emitter | None = None
+        self._server_methods: ServerMethods | None = None
         self._folders: set[ua.NodeId] = {ua.NodeId(ua.ObjectIds.ObjectsFolder)}
         self._twins: dict[str, list[ua.NodeId]] = {}
         self._sessions: dict[str, _Served] = {}
+        self._pending: collections.deque[_Pending] = collections.deque()
+        self._pending_wake = asyncio.Event()
+        self._flush_lock = asyncio.Lock()
         self._nodes = 0
         self._log = log.bind(endpoint=self._endpoint)
 
@@ -120,12 +160,24 @@ class OpcUaServer:
         server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
         self.namespace = await server.register_namespace(NAMESPACE_URI)
         iserver = server.iserver
-        self._attributes = TwinAttributeService(iserver.aspace, self.namespace)
+        self._attributes = TwinAttributeService(iserver.aspace, self.namespace,
+                                                on_activity=self._touch)
         iserver.attribute_service = self._attributes
         self._publisher = Publisher(iserver.aspace)
+        self._emitter = ev.Emitter(server, await ev.register_event_type(server, self.namespace))
         batch = self._batch()
-        build_root(batch, ua.NodeId(ua.ObjectIds.ObjectsFolder))
-        self._nodes += len(batch.commit(iserver.aspace))
+        server_methods = build_root(batch, ua.NodeId(ua.ObjectIds.ObjectsFolder))
+        aspace = iserver.aspace
+        self._nodes += len(batch.commit(aspace))
+        # the notifier chain (events.py): Server --HasNotifier--> TwinServer
+        add_reference(aspace, ev.SERVER_OBJECT, self.nodeid(ROOT), _HAS_NOTIFIER)
+        if self.runtime is not None:
+            self._server_methods = ServerMethods(
+                self.runtime, session_nodeid=self.session_nodeid,
+                twin_nodeid=lambda name: self.nodeid(f"{TWINS}.{name}"),
+                after=self.flush_events)
+            for name, callback in self._server_methods.callbacks().items():
+                aspace.add_method_callback(server_methods[name], callback)
         await server.start()
         self._endpoint = self._bound_endpoint()
         self._log = log.bind(endpoint=self._endpoint)
@@ -171,50 +223,103 @@ class OpcUaServer:
         self._log.info("opcua_server_stopped")
 
     # -- twins and sessions --------------------------------------------------------
-    async def add_twin(self, twin: TwinDefinition) -> None:
-        """Add ``Twins.<twin>``: the definition, read-only."""
+    async def add_twin(self, twin: TwinDefinition) -> ua.NodeId:
+        """Add ``Twins.<twin>``: the definition, read-only; return its NodeId."""
         if twin.name in self._twins:
             raise ValueError(f"twin {twin.name!r} is already served")
         batch = self._batch()
-        build_twin(batch, twin)
+        root = build_twin(batch, twin)
         added = batch.commit(self._iserver.aspace)
         self._twins[twin.name] = added
         self._nodes += len(added)
         self._log.info("twin_added", twin=twin.name, nodes=len(added))
+        await self._model_changed(TWINS, root, _OBJECT_TYPE, added=True,
+                                  message=f"twin {twin.name!r} added")
+        return root
 
-    async def add_session(self, session: Session, clock: StatisticsSource | None = None) -> None:
+    async def remove_twin(self, name: str) -> None:
+        """Take ``Twins.<name>`` out of the address space."""
+        added = self._twins.pop(name, None)
+        if added is None:
+            raise KeyError(name)
+        self._delete_subtree(TWINS, added, name)
+        self._nodes -= len(added)
+        self._log.info("twin_removed", twin=name, nodes=len(added))
+        await self._model_changed(TWINS, added[0], _OBJECT_TYPE, added=False,
+                                  message=f"twin {name!r} removed")
+
+    async def add_session(self, session: Session, clock: StatisticsSource | None = None, *,
+                          created: str | None = None) -> ua.NodeId:
         """Add ``Sessions.<session>`` with every variable, its methods and write routes;
-        the publisher feeds it from now on."""
+        the publisher feeds it from now on, its events become OPC UA events.
+        ``created`` is the message of its ``created`` event (none if None). Returns
+        the session's NodeId."""
         if session.name in self._sessions:
             raise ValueError(f"session {session.name!r} is already served")
         assert self._publisher is not None and self._attributes is not None, "not started"
         started = time.perf_counter()
         batch = self._batch()
         variables: list[tuple[VarKey, Variable, ua.NodeId]] = []
+        program = ProgramState(session.state)
         with _collector_paused():
             nodes = build_session(batch, session, clock,
-                                  lambda key, var, nodeid: variables.append((key, var, nodeid)))
+                                  lambda key, var, nodeid: variables.append((key, var, nodeid)),
+                                  program.view())
             batch.commit(self._iserver.aspace)
+        aspace = self._iserver.aspace
         target = PublishTarget(session, clock, nodes)
         publisher = self._publisher
 
         async def changed() -> None:
             await publisher.publish(target)
+            await self.flush_events()
 
-        methods = SessionMethods(session, changed)
-        aspace = self._iserver.aspace
+        methods = SessionMethods(session, changed, runtime=self.runtime,
+                                 session_nodeid=self.session_nodeid)
         for name, callback in methods.callbacks().items():
             aspace.add_method_callback(nodes.methods[name], callback)
         self._route_writes(session, nodes, target, variables)
+        served = _Served(session, nodes, methods, target, program)
+        self._watch_flags(served, variables)
         # what the build put in the nodes counts as sent
         await publisher.publish(target)
         publisher.add(target)
-        self._sessions[session.name] = _Served(nodes, methods, target)
+        self._sessions[session.name] = served
+        served.unsubscribe = session.subscribe(
+            lambda event: self._on_session_event(served, event))
         self._nodes += len(nodes.all)
         elapsed = time.perf_counter() - started
         self._log.info("session_added", session=session.name, twin=session.twin.name,
                        nodes=len(nodes.all), variables=len(variables),
                        seconds=round(elapsed, 4))
+        if created is not None:
+            self._queue(served, "created", created, ev.SEVERITY_LIFECYCLE)
+        await self.flush_events()
+        await self._model_changed(SESSIONS, nodes.root, _PROGRAM_TYPE, added=True,
+                                  message=f"session {session.name!r} added")
+        return nodes.root
+
+    def _watch_flags(self, served: _Served,
+                     variables: list[tuple[VarKey, Variable, ua.NodeId]]) -> None:
+        """Boolean outputs are alarm flags (a tank's ``overflow``): each edge the
+        publisher sees becomes an ``alarm`` / ``alarm_cleared`` event."""
+        flags = frozenset(i for i, (key, var, _) in enumerate(variables)
+                          if key.kind is Kind.OUTPUT and var.datatype is DataType.BOOLEAN)
+        if not flags:
+            return
+        session = served.session
+
+        def on_flag(key: VarKey, value: Any) -> None:
+            where = (f"output {key.name!r} of component {key.component!r}")
+            at = f"at t={session.sim_time:g} s (tick {session.step_count})"
+            if value:
+                self._queue(served, "alarm", f"{where} turned true {at}", ev.SEVERITY_ALARM)
+            else:
+                self._queue(served, "alarm_cleared", f"{where} turned false again {at}",
+                            ev.SEVERITY_ALARM_CLEARED)
+
+        served.target.flags = flags
+        served.target.on_flag = on_flag
 
     def _route_writes(self, session: Session, nodes: SessionNodes, target: PublishTarget,
                       variables: list[tuple[VarKey, Variable, ua.NodeId]]) -> None:
@@ -228,39 +333,156 @@ class OpcUaServer:
         targets[nodes.scalar("RealtimeFactor")] = WriteTarget(
             ua.VariantType.Double, _realtime_factor_writer(session), session.name)
 
-    async def remove_session(self, name: str) -> None:
+    async def remove_session(self, name: str, *, kind: str = "deleted",
+                             message: str | None = None,
+                             severity: int = ev.SEVERITY_LIFECYCLE) -> None:
         """Take ``Sessions.<name>`` out of the address space (the session itself is
-        the caller's to stop)."""
-        served = self._sessions.pop(name, None)
+        the caller's to stop and close). Its pending events go out first, then a
+        last one of ``kind`` with ``message`` (none if None)."""
+        served = self._sessions.get(name)
         if served is None:
             raise KeyError(name)
         assert self._publisher is not None and self._attributes is not None
+        served.unsubscribe()
+        if message is not None:
+            self._queue(served, kind, message, severity)
+        await self.flush_events()
+        del self._sessions[name]
         self._publisher.remove(name)
         for nodeid in served.nodes.all:
             self._attributes.targets.pop(nodeid, None)
+        self._delete_subtree(SESSIONS, served.nodes.all, name)
+        self._nodes -= len(served.nodes.all)
+        self._log.info("session_removed", session=name, nodes=len(served.nodes.all))
+        await self._model_changed(SESSIONS, served.nodes.root, _PROGRAM_TYPE, added=False,
+                                  message=f"session {name!r} removed")
+
+    def _delete_subtree(self, folder: str, nodeids: list[ua.NodeId], name: str) -> None:
         # DeleteTargetReferences makes asyncua scan every reference of every node in
-        # the server for each node deleted; the only reference into the subtree from
-        # outside is the Sessions folder's, so drop that one and delete the nodes bare
+        # the server for each node deleted; the only references into the subtree from
+        # outside is its folder's Organizes, so drop that one and delete
+        # the nodes bare
         aspace = self._iserver.aspace
-        folder = aspace[self.nodeid(SESSIONS)]
-        folder.references[:] = [r for r in folder.references if r.NodeId != served.nodes.root]
+        root = nodeids[0]
+        data = aspace[self.nodeid(folder)]
+        data.references[:] = [r for r in data.references if r.NodeId != root]
         items = [ua.DeleteNodesItem(NodeId=n, DeleteTargetReferences=False)
-                 for n in reversed(served.nodes.all)]
+                 for n in reversed(nodeids)]
         results = self._iserver.node_mgt_service.delete_nodes(
             ua.DeleteNodesParameters(NodesToDelete=items))
         failed = [i.NodeId.to_string() for i, r in zip(items, results, strict=True)
                   if not r.is_good()]
         if failed:
-            self._log.warning("session_nodes_not_deleted", session=name, nodes=failed[:10],
-                              count=len(failed))
-        self._nodes -= len(served.nodes.all)
-        self._log.info("session_removed", session=name, nodes=len(served.nodes.all))
+            self._log.warning("nodes_not_deleted", folder=folder, name=name,
+                              nodes=failed[:10], count=len(failed))
+
+    async def _model_changed(self, folder: str, root: ua.NodeId, root_type: ua.NodeId, *,
+                             added: bool, message: str) -> None:
+        """A GeneralModelChangeEvent from ``folder`` (and up the notifier chain)."""
+        if self._emitter is None or self.state is not ServerState.RUNNING:
+            return
+        folder_id = self.nodeid(folder)
+        node_verb = ev.NODE_ADDED if added else ev.NODE_DELETED
+        ref_verb = ev.REFERENCE_ADDED if added else ev.REFERENCE_DELETED
+        await self._emitter.model_change(
+            (folder_id, self.nodeid(ROOT), ev.SERVER_OBJECT), folder,
+            [(root, root_type, node_verb), (folder_id, _FOLDER_TYPE, ref_verb)], message)
+
+    # -- session events ------------------------------------------------------------
+    def _on_session_event(self, served: _Served, event: SessionEvent) -> None:
+        """The session's listener: synchronous (it may run inside a tick), so the
+        event waits in a queue for ``flush_events``."""
+        self._queue(served, event.kind, event.message, event.severity)
+
+    def _queue(self, served: _Served, kind: str, message: str, severity: int) -> None:
+        session = served.session
+        self._pending.append(_Pending(served, kind, message, severity, session.state,
+                                      session.sim_time, session.step_count))
+        self._pending_wake.set()
+
+    async def flush_events(self) -> None:
+        """Emit every queued session event and update the state machine nodes."""
+        if not self._pending:
+            return
+        async with self._flush_lock:
+            emitter = self._emitter
+            while self._pending:
+                item = self._pending.popleft()
+                served = item.served
+                if served.program.follow(item.kind, item.state):
+                    await self._write_program(served.nodes.program, served.program.view())
+                if emitter is None:
+                    continue
+                root = served.nodes.root
+                try:
+                    await emitter.session_event(
+                        (root, self.nodeid(SESSIONS), self.nodeid(ROOT), ev.SERVER_OBJECT),
+                        served.session.name, item.kind, item.message, item.severity,
+                        item.sim_time, item.step_count, item.time)
+                except Exception:
+                    self._log.exception("event_failed", session=served.session.name,
+                                        kind=item.kind)
+
+    async def _write_program(self, nodes: ProgramNodes, view: StateView) -> None:
+        aspace = self._iserver.aspace
+        if nodes.current not in aspace:
+            return  # removed meanwhile
+        now = datetime.now(UTC)
+        state_id, number = STATES[view.state]
+        t = view.transition
+        values: list[tuple[ua.NodeId, ua.Variant]] = [
+            (nodes.current, ua.Variant(ua.LocalizedText(str(view.state)),
+                                       ua.VariantType.LocalizedText)),
+            (nodes.current_id, ua.Variant(state_id, ua.VariantType.NodeId)),
+            (nodes.current_number, ua.Variant(number, ua.VariantType.UInt32)),
+            (nodes.recycle_count, ua.Variant(view.recycle_count, ua.VariantType.Int32)),
+        ]
+        if t is not None:
+            values += [
+                (nodes.last, ua.Variant(ua.LocalizedText(t.name), ua.VariantType.LocalizedText)),
+                (nodes.last_id, ua.Variant(t.nodeid, ua.VariantType.NodeId)),
+                (nodes.last_number, ua.Variant(t.number, ua.VariantType.UInt32)),
+                (nodes.last_time, ua.Variant(view.transition_time, ua.VariantType.DateTime)),
+            ]
+        for nodeid, variant in values:
+            await aspace.write_attribute_value(
+                nodeid, _VALUE, ua.DataValue(variant, SourceTimestamp=now, ServerTimestamp=now))
+
+    async def _pump_events(self) -> None:
+        """Emit events from ticks (faults, alarm flags) as they come."""
+        while True:
+            await self._pending_wake.wait()
+            self._pending_wake.clear()
+            await self.flush_events()
+
+    # -- activity ------------------------------------------------------------------
+    def _touch(self, session: str) -> None:
+        if self.runtime is not None and session in self._sessions:
+            self.runtime.touch(session)
+
+    def subscribed_sessions(self) -> set[str]:
+        """Sessions some client monitors (a value, or events on the session node).
+        Walks asyncua's monitored items (``MonitoredItemService._monitored_items``):
+        a cost per monitored item in the server, paid by the expiry check only."""
+        names: set[str] = set()
+        ns = self.namespace
+        for sub in list(self._iserver.subscription_service.subscriptions.values()):
+            for mdata in list(sub.monitored_item_srv._monitored_items.values()):
+                rvid = mdata.read_value_id
+                if rvid is not None:
+                    name = session_of(rvid.NodeId, ns)
+                    if name:
+                        names.add(name)
+        return names
 
     # -- publishing ----------------------------------------------------------------
     async def publish_forever(self) -> None:
-        """Publish every session at its own ``publish_rate`` until cancelled."""
+        """Publish every session at its own ``publish_rate``, and emit the events of
+        ticks as they come, until cancelled."""
         assert self._publisher is not None, "not started"
-        await self._publisher.run()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._publisher.run(), name="publisher")
+            tg.create_task(self._pump_events(), name="events")
 
     async def publish(self, name: str) -> int:
         """Publish one session now (tests, and after a change that must show at once)."""
@@ -271,7 +493,9 @@ class OpcUaServer:
         assert self._publisher is not None and self._attributes is not None, "not started"
         pub = self._publisher.statistics()
         writes = self._attributes.statistics()
-        calls = method_statistics([s.methods for s in self._sessions.values()])
+        calls = method_statistics(
+            [s.methods for s in self._sessions.values()]
+            + ([self._server_methods] if self._server_methods is not None else []))
         return ServerStatistics(
             state=self.state, twins=len(self._twins), sessions=len(self._sessions),
             nodes=self._nodes, publish_cycles=pub.publish_cycles,

@@ -7,12 +7,18 @@
         Description, Connections (String[])         properties
         Components/<component>                      ns;s=Twins.<twin>.Components.<component>
           Model, Description                        properties
-      Sessions/<session>                            ns;s=Sessions.<session>
+      Sessions/<session>                            ns;s=Sessions.<session>  ProgramStateMachineType
         State, SimTime, StepCount, StepSize, RealtimeFactor
         Diagnostics/{Overruns, LatenessP50, LatenessP99, LatenessMax,
                      StepDurationMean, StepDurationMax, Ticks}
-        Start, Suspend, Resume, Halt, Reset, Step   methods
+        CurrentState, LastTransition, Deletable, AutoDelete, RecycleCount  (0: browse names)
+        Start, Suspend, Resume, Halt, Reset         methods (0: browse names)
+        Step, SetParameters, Snapshot, Restore, Fork  methods
         Components/<component>/{Inputs,Outputs,States,Parameters}/<var>
+      CreateSession, DeleteSession, DefineTwin, RemoveTwin  methods
+
+TwinServer, Twins, Sessions and every session are event notifiers (session log
+events, GeneralModelChangeEvents; ``events.py``).
 
 Only the kind folders a component has are created (a source has no Inputs).
 Diagnostics times are in milliseconds, as their EngineeringUnits and
@@ -32,6 +38,15 @@ from twin_server.engine.session import Session, VarKey
 from twin_server.engine.twin import TwinDefinition
 from twin_server.models.base import DataType, Kind, Variable
 from twin_server.opcua.nodes import VARIANT_TYPES, Argument, NodeBatch
+from twin_server.opcua.program import (
+    FINITE_STATE_VARIABLE_TYPE,
+    FINITE_TRANSITION_VARIABLE_TYPE,
+    PROGRAM_STATE_MACHINE_TYPE,
+    STANDARD_METHODS,
+    STATES,
+    ProgramState,
+    StateView,
+)
 from twin_server.opcua.units import engineering_units
 
 ROOT = "TwinServer"
@@ -124,19 +139,82 @@ class MethodSpec:
     name: str
     description: str
     inputs: tuple[Argument, ...] = ()
+    outputs: tuple[Argument, ...] = ()
+    #: how many trailing inputs a caller may leave out (Reset's Parameters)
+    optional: int = 0
 
+
+_PARAMETERS_JSON = (
+    'JSON object {"component": {"parameter": value, ...}, ...}, e.g. '
+    '{"tank": {"area": 2.0}}; empty or {} = none')
 
 METHODS: tuple[MethodSpec, ...] = (
     MethodSpec("Start", "Ready -> Running: the clock starts ticking"),
     MethodSpec("Suspend", "Running -> Suspended: the clock pauses, state is kept"),
     MethodSpec("Resume", "Suspended -> Running"),
-    MethodSpec("Halt", "Running or Suspended -> Halted; only Reset leaves Halted"),
+    MethodSpec("Halt", "Running or Suspended -> Halted; only Reset (or Restore) leaves Halted"),
     MethodSpec("Reset", "Any state -> Ready at t0 with initial states; pending fixed "
-               "parameters apply"),
+               "parameters apply, then the optional Parameters (all or none)",
+               (Argument("Parameters", ua.VariantType.String,
+                         f"Optional new parameters: {_PARAMETERS_JSON}"),), optional=1),
     MethodSpec("Step", "Take Count ticks now (from Ready or Suspended; ends Suspended)",
                (Argument("Count", ua.VariantType.UInt32,
                          f"Ticks to take, 1..{MAX_STEP_COUNT:,}"),)),
+    MethodSpec("SetParameters", "Change parameters, all or none: tunable ones take effect "
+               "at the next tick, fixed ones are refused while Running and otherwise "
+               "apply at Reset",
+               (Argument("Parameters", ua.VariantType.String, _PARAMETERS_JSON),)),
+    MethodSpec("Snapshot", "Record the session's complete state (not while faulted); "
+               "returns the id that Restore takes",
+               outputs=(Argument("SnapshotId", ua.VariantType.String,
+                                 "Id of the snapshot, for Restore"),)),
+    MethodSpec("Restore", "Return to a recorded state (not while Running: Suspend first); "
+               "ends Suspended, or Ready for a snapshot taken in Ready",
+               (Argument("SnapshotId", ua.VariantType.String, "An id Snapshot returned"),)),
+    MethodSpec("Fork", "A new session in exactly this session's current state; it runs "
+               "at RealtimeFactor if this one runs, else it is Suspended (or Ready)",
+               (Argument("Name", ua.VariantType.String,
+                         "Name of the new session (letters, digits, _; not starting "
+                         "with a digit)"),
+                Argument("RealtimeFactor", ua.VariantType.Double,
+                         f"Its real-time factor, 0..{MAX_REALTIME_FACTOR:g} (0 = as fast "
+                         "as possible)")),
+               (Argument("SessionNodeId", ua.VariantType.NodeId, "The new session's node"),)),
 )
+
+SERVER_METHODS: tuple[MethodSpec, ...] = (
+    MethodSpec("CreateSession", "A new session of a twin, Ready, served under Sessions",
+               (Argument("Twin", ua.VariantType.String, "Name of a twin under Twins"),
+                Argument("Name", ua.VariantType.String,
+                         "Name of the new session (letters, digits, _; not starting "
+                         "with a digit)"),
+                Argument("Parameters", ua.VariantType.String,
+                         f"Parameter overrides: {_PARAMETERS_JSON}")),
+               (Argument("SessionNodeId", ua.VariantType.NodeId, "The new session's node"),)),
+    MethodSpec("DeleteSession", "Stop and remove a session (config sessions too, until "
+               "the next start)",
+               (Argument("Name", ua.VariantType.String, "Name of the session"),)),
+    MethodSpec("DefineTwin", "Add a twin given as TOML, checked exactly as in a config "
+               "file: a [twins.<name>] table with its components and connections",
+               (Argument("Definition", ua.VariantType.String, "The twin in TOML"),),
+               (Argument("TwinNodeId", ua.VariantType.NodeId, "The new twin's node"),)),
+    MethodSpec("RemoveTwin", "Remove a twin (refused while sessions of it exist)",
+               (Argument("Name", ua.VariantType.String, "Name of the twin"),)),
+)
+
+
+@dataclass(slots=True)
+class ProgramNodes:
+    """The Program state machine members of a session (``program.py``)."""
+
+    current: ua.NodeId
+    current_id: ua.NodeId
+    current_number: ua.NodeId
+    last: ua.NodeId
+    last_id: ua.NodeId
+    last_number: ua.NodeId
+    last_time: ua.NodeId
+    recycle_count: ua.NodeId
 
 
 @dataclass(slots=True)
@@ -147,6 +225,7 @@ class SessionNodes:
     scalars: list[tuple[ua.NodeId, ua.VariantType]]  # aligned with SCALARS
     variables: list[tuple[VarKey, ua.NodeId, ua.VariantType]]
     methods: dict[str, ua.NodeId]
+    program: ProgramNodes
     all: list[ua.NodeId] = field(default_factory=list)  # every node, parents first
 
     def scalar(self, path: str) -> ua.NodeId:
@@ -156,10 +235,15 @@ class SessionNodes:
         raise KeyError(path)
 
 
-def build_root(batch: NodeBatch, objects: ua.NodeId) -> None:
-    root = batch.folder(objects, ROOT, ROOT, "twin-server: twins and their running sessions")
-    batch.folder(root, TWINS, TWINS, "Twin definitions (read-only)")
-    batch.folder(root, SESSIONS, SESSIONS, "Running instances of twins")
+def build_root(batch: NodeBatch, objects: ua.NodeId) -> dict[str, ua.NodeId]:
+    """TwinServer with its Twins and Sessions folders (event notifiers all three)
+    and the server methods; returns the methods' NodeIds by name."""
+    root = batch.object(objects, ROOT, ROOT, "twin-server: twins and their running sessions",
+                        notifier=True)
+    batch.folder(root, TWINS, TWINS, "Twin definitions", notifier=True)
+    batch.folder(root, SESSIONS, SESSIONS, "Running instances of twins", notifier=True)
+    return {m.name: batch.method(root, m.name, m.name, m.description, m.inputs, m.outputs)
+            for m in SERVER_METHODS}
 
 
 def build_twin(batch: NodeBatch, twin: TwinDefinition) -> ua.NodeId:
@@ -185,12 +269,16 @@ def build_twin(batch: NodeBatch, twin: TwinDefinition) -> ua.NodeId:
 
 def build_session(batch: NodeBatch, session: Session, clock: StatisticsSource | None,
                   on_variable: Callable[[VarKey, Variable, ua.NodeId], None] | None = None,
-                  ) -> SessionNodes:
-    """``Sessions.<session>`` with its scalars, methods and every variable."""
+                  view: StateView | None = None) -> SessionNodes:
+    """``Sessions.<session>`` with its scalars, state machine, methods and every
+    variable."""
+    if view is None:
+        view = ProgramState(session.state).view()
     start = len(batch)
     base = f"{SESSIONS}.{session.name}"
     root = batch.object(batch.nodeid(SESSIONS), base, session.name,
-                        session.twin.description or f"A session of twin {session.twin.name}")
+                        session.twin.description or f"A session of twin {session.twin.name}",
+                        typedef=PROGRAM_STATE_MACHINE_TYPE, notifier=True)
     diagnostics: ua.NodeId | None = None
     scalars: list[tuple[ua.NodeId, ua.VariantType]] = []
     for spec, value in zip(SCALARS, scalar_values(session, clock), strict=True):
@@ -208,7 +296,10 @@ def build_session(batch: NodeBatch, session: Session, clock: StatisticsSource | 
             unit=engineering_units(spec.unit) if spec.unit else None,
             low=spec.low, high=spec.high)
         scalars.append((nodeid, spec.vtype))
-    methods = {m.name: batch.method(root, f"{base}.{m.name}", m.name, m.description, m.inputs)
+    program = _build_program(batch, root, base, view)
+    methods = {m.name: batch.method(root, f"{base}.{m.name}", m.name, m.description, m.inputs,
+                                    m.outputs,
+                                    namespace=0 if m.name in STANDARD_METHODS else None)
                for m in METHODS}
 
     components = batch.folder(root, f"{base}.Components", "Components",
@@ -240,9 +331,48 @@ def build_session(batch: NodeBatch, session: Session, clock: StatisticsSource | 
         variables.append((key, nodeid, vtype))
         if on_variable is not None:
             on_variable(key, var, nodeid)
-    nodes = SessionNodes(root, scalars, variables, methods)
+    nodes = SessionNodes(root, scalars, variables, methods, program)
     nodes.all = batch.nodeids[start:]
     return nodes
+
+
+def _build_program(batch: NodeBatch, root: ua.NodeId, base: str,
+                   view: StateView) -> ProgramNodes:
+    """The ProgramStateMachineType members (``program.py``), browse names in ns 0."""
+    current_id, current_number = STATES[view.state]
+    current = batch.variable(
+        root, f"{base}.CurrentState", "CurrentState", ua.LocalizedText(str(view.state)),
+        ua.VariantType.LocalizedText, typedef=FINITE_STATE_VARIABLE_TYPE, namespace=0,
+        description="Current state of the Program state machine (Ready, Running, "
+                    "Suspended, Halted)")
+    cid = batch.property(current, f"{base}.CurrentState.Id", "Id", current_id,
+                         ua.VariantType.NodeId, namespace=0,
+                         description="The standard state node (ProgramStateMachineType)")
+    cnum = batch.property(current, f"{base}.CurrentState.Number", "Number", current_number,
+                          ua.VariantType.UInt32, namespace=0, description="StateNumber")
+    t = view.transition
+    last = batch.variable(
+        root, f"{base}.LastTransition", "LastTransition",
+        ua.LocalizedText(t.name if t else None), ua.VariantType.LocalizedText,
+        typedef=FINITE_TRANSITION_VARIABLE_TYPE, namespace=0,
+        description="The latest transition of the Program state machine")
+    lid = batch.property(last, f"{base}.LastTransition.Id", "Id",
+                         t.nodeid if t else ua.NodeId(), ua.VariantType.NodeId, namespace=0,
+                         description="The standard transition node")
+    lnum = batch.property(last, f"{base}.LastTransition.Number", "Number",
+                          t.number if t else 0, ua.VariantType.UInt32, namespace=0,
+                          description="TransitionNumber")
+    ltime = batch.property(last, f"{base}.LastTransition.TransitionTime", "TransitionTime",
+                           view.transition_time, ua.VariantType.DateTime, namespace=0,
+                           description="When the transition happened")
+    batch.property(root, f"{base}.Deletable", "Deletable", True, ua.VariantType.Boolean,
+                   namespace=0, description="DeleteSession on TwinServer removes it")
+    batch.property(root, f"{base}.AutoDelete", "AutoDelete", False, ua.VariantType.Boolean,
+                   namespace=0, description="Not deleted when it halts")
+    recycle = batch.property(root, f"{base}.RecycleCount", "RecycleCount", view.recycle_count,
+                             ua.VariantType.Int32, namespace=0,
+                             description="Resets since the session was created")
+    return ProgramNodes(current, cid, cnum, last, lid, lnum, ltime, recycle)
 
 
 def _describe(var: Variable) -> str:

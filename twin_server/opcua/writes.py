@@ -57,15 +57,37 @@ class WriteStatistics:
 class TwinAttributeService(AttributeService):  # type: ignore[misc]  # asyncua: untyped to mypy
     """asyncua's AttributeService with writes to our namespace routed to sessions."""
 
-    def __init__(self, aspace: AddressSpace, namespace: int) -> None:
+    def __init__(self, aspace: AddressSpace, namespace: int,
+                 on_activity: Callable[[str], None] | None = None) -> None:
         super().__init__(aspace)
         self.namespace = namespace
         self.targets: dict[ua.NodeId, WriteTarget] = {}
+        #: told the name of every session a client reads or writes (expiry)
+        self.on_activity = on_activity
         self._accepted = 0
         self._refused = 0
 
     def statistics(self) -> WriteStatistics:
         return WriteStatistics(self._accepted, self._refused)
+
+    def read(self, params: ua.ReadParameters) -> list[ua.DataValue]:
+        if self.on_activity is not None:
+            self._note_reads(params.NodesToRead)
+        return super().read(params)  # type: ignore[no-any-return]
+
+    def _note_reads(self, items: list[ua.ReadValueId]) -> None:
+        """Tell ``on_activity`` which sessions a read touches: the session name is
+        the second part of our string NodeIds (``Sessions.<name>...``), so this
+        is a prefix test per item, once per run of items of one session."""
+        notify = self.on_activity
+        assert notify is not None
+        ns = self.namespace
+        last = ""
+        for item in items:
+            name = session_of(item.NodeId, ns)
+            if name and name != last:
+                notify(name)
+                last = name
 
     async def write(self, params: ua.WriteParameters,
                     user: User = User(role=UserRole.Admin)) -> list[ua.StatusCode]:  # noqa: B008 - asyncua's signature
@@ -105,6 +127,8 @@ class TwinAttributeService(AttributeService):  # type: ignore[misc]  # asyncua: 
             got = "null" if variant is None else variant.VariantType.name
             return self._refuse(nodeid, ua.StatusCodes.BadTypeMismatch,
                                 f"takes a {target.vtype.name} (got {got})")
+        if self.on_activity is not None:
+            self.on_activity(target.session)
         try:
             stored = target.apply(variant.Value)
         except TwinServerError as exc:
@@ -134,3 +158,16 @@ class TwinAttributeService(AttributeService):  # type: ignore[misc]  # asyncua: 
         self._refused += 1
         log.info("write_refused", node=nodeid.Identifier, status=status.name, reason=reason)
         return status
+
+
+_SESSIONS_PREFIX = "Sessions."
+
+
+def session_of(nodeid: ua.NodeId, namespace: int) -> str:
+    """The session a NodeId of ours belongs to (``Sessions.<name>...``), else ""."""
+    if nodeid.NamespaceIndex != namespace:
+        return ""
+    ident = nodeid.Identifier
+    if not isinstance(ident, str) or not ident.startswith(_SESSIONS_PREFIX):
+        return ""
+    return ident[len(_SESSIONS_PREFIX):].partition(".")[0]
