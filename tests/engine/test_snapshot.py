@@ -4,6 +4,8 @@ futures after restore and fork, the run states they allow, and every refusal."""
 from __future__ import annotations
 
 import pickle
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +26,7 @@ from tests.engine.conftest import (
     tank_pid_twin,
     twin,
 )
+from tests.models.fmu import conftest as fmu_conftest
 from twin_server.engine.session import (
     SNAPSHOT_FORMAT,
     RunState,
@@ -43,6 +46,11 @@ from twin_server.errors import (
     TypeMismatch,
 )
 from twin_server.models.base import Kind
+from twin_server.models.fmu import FMU
+
+# the FMUs compiled once per test session (tests/models/fmu/conftest.py)
+fmus = fmu_conftest.fmus
+cache_dir = fmu_conftest.cache_dir
 
 SETPOINT = VarKey("pid", Kind.INPUT, "setpoint")
 LEVEL = VarKey("tank", Kind.STATE, "level")
@@ -631,3 +639,73 @@ class TestLoopTwin:
         s.step(3)
         s.restore(snap)
         assert trace(s, 10) == expected
+
+
+def fmu_session(fmus: dict[str, Path], cache_dir: Path, which: str, name: str = "s") -> Session:
+    """A time source feeding the FMU ``which`` (lag2 variants: into its input u)."""
+    options = {"path": str(fmus[which]), "cache_dir": str(cache_dir)}
+    components = [component("plant", FMU, options=options)]
+    connections: tuple[str, ...] = ()
+    if which.startswith("lag2"):
+        components.insert(0, component("src", TimeSource, options={"record": False}))
+        connections = ("src.time -> plant.u",)
+    return make_session(twin(which, *components, connections=connections), name, step_size=0.05)
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is needed to build FMUs")
+class TestFMU:
+    @pytest.mark.parametrize("which", ["lag2", "ball2", "lag3"])
+    def test_fork_and_restore_are_exact(
+        self, fmus: dict[str, Path], cache_dir: Path, which: str
+    ) -> None:
+        """FMUs that serialise their state fork and restore bit for bit (CS and ME)."""
+        s = fmu_session(fmus, cache_dir, which)
+        s.step(17)
+        snap = s.snapshot()
+        fork = s.fork("f")
+        expected = trace(s, 30)
+        assert trace(fork, 30) == expected
+        s.restore(snap)
+        assert trace(s, 30) == expected
+        other = fmu_session(fmus, cache_dir, which, "other")
+        other.restore(SessionSnapshot.from_bytes(snap.to_bytes()))
+        assert trace(other, 30) == expected
+        for x in (s, fork, other):
+            x.close()
+
+    def test_no_state_cannot_snapshot(self, fmus: dict[str, Path], cache_dir: Path) -> None:
+        """An FMU without canGetAndSetFMUstate: Snapshot and Fork are NotSupported naming it."""
+        s = fmu_session(fmus, cache_dir, "lag2_nostate")
+        s.step(2)
+        for call in (s.snapshot, lambda: s.fork("f")):
+            with pytest.raises(NotSupported, match="component 'plant' cannot be snapshotted"):
+                call()
+        s.close()
+
+    def test_no_serialize_restores_only_in_place(
+        self, fmus: dict[str, Path], cache_dir: Path
+    ) -> None:
+        """Without canSerializeFMUstate a snapshot restores in its own session only; Fork
+        and to_bytes are NotSupported naming the component."""
+        s = fmu_session(fmus, cache_dir, "lag2_noserialize")
+        s.step(5)
+        snap = s.snapshot()
+        expected = trace(s, 10)
+        s.restore(snap)
+        assert trace(s, 10) == expected
+        with pytest.raises(NotSupported, match="component 'plant' cannot be restored"):
+            s.fork("f")
+        with pytest.raises(
+            NotSupported, match="component 'plant': its FMU cannot serialize its state"
+        ):
+            snap.to_bytes()
+        s.close()
+
+    def test_close_frees_the_instances(self, fmus: dict[str, Path], cache_dir: Path) -> None:
+        """close() frees the FMU instance of every FMU component."""
+        s = fmu_session(fmus, cache_dir, "lag2")
+        plant = s.components()["plant"]
+        assert isinstance(plant, FMU)
+        assert not plant.closed
+        s.close()
+        assert plant.closed
