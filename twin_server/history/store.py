@@ -289,7 +289,7 @@ class HistoryStore:
             try:
                 result = await self.enforce_retention()
             except Exception as exc:
-                self._writer._fail(exc, "history retention failed")
+                self._writer.report_failure(exc, "history retention failed")
             else:
                 if result.samples_deleted or result.events_deleted:
                     log.info("history_retention", samples=result.samples_deleted,

@@ -30,7 +30,7 @@ from typing import Any
 import aiosqlite
 import structlog
 
-from twin_server.errors import InvalidState, ValueRejected
+from twin_server.errors import InvalidArgument, InvalidState, ValueRejected
 from twin_server.history.records import (
     SOURCE_CODES,
     SeriesKey,
@@ -85,9 +85,9 @@ class Writer:
                  batch_interval: float, batch_size: int, max_queue: int,
                  on_error: ErrorHook | None) -> None:
         if not (math.isfinite(batch_interval) and batch_interval > 0):
-            raise ValueRejected(f"history batch_interval must be > 0 s (got {batch_interval!r})")
+            raise InvalidArgument(f"history batch_interval must be > 0 s (got {batch_interval!r})")
         if batch_size < 1 or max_queue < batch_size:
-            raise ValueRejected(f"history batch_size must be >= 1 and max_queue >= batch_size "
+            raise InvalidArgument(f"history batch_size must be >= 1 and max_queue >= batch_size "
                                 f"(got batch_size={batch_size}, max_queue={max_queue})")
         self._db = db
         self.lock = lock
@@ -236,7 +236,7 @@ class Writer:
                 raise
         except Exception as exc:  # the database refused: keep the batch, report, retry
             self._retry = items
-            self._fail(exc, f"history batch of {len(items)} items failed")
+            self.report_failure(exc, f"history batch of {len(items)} items failed")
             return False
         self._seq = seq
         self.series.update(new_series)
@@ -256,7 +256,8 @@ class Writer:
                         reason=reason)
         return True
 
-    def _fail(self, exc: BaseException, what: str) -> None:
+    def report_failure(self, exc: BaseException, what: str) -> None:
+        """Count a failure, surface it in statistics and on_error; log the first loudly."""
         first = self._healthy
         self._healthy = False
         self._errors += 1
