@@ -653,3 +653,22 @@ class TestParseParameters:
         """What parse_parameters returns goes straight into create."""
         s = m.create("tank_pid", "a", parse_parameters('{"tank.area": 2, "pid": {"kp": 0.5}}'))
         assert (s.read(AREA), s.read(KP)) == (2.0, 0.5)
+
+
+class TestStatistics:
+    def test_counts(self, m: SessionManager) -> None:
+        """statistics() counts twins, sessions by origin, snapshots, creations, deletions."""
+        m.create("tank_pid", "plant", origin="config")
+        m.create("tank_pid", "a")
+        m.fork("a", "b", 1.0)
+        m.take_snapshot("a")
+        m.take_snapshot("plant")
+        m.delete("b")
+        stats = m.statistics()
+        assert (stats.twins, stats.sessions, stats.client_sessions, stats.max_sessions) == (
+            2,
+            2,
+            1,
+            100,
+        )
+        assert (stats.snapshots, stats.sessions_created, stats.sessions_deleted) == (2, 3, 1)

@@ -92,6 +92,8 @@ class SessionManager:
         self._last_used: dict[str, float] = {}
         self._snapshots: dict[str, collections.OrderedDict[str, SessionSnapshot]] = {}
         self._snapshot_ids: dict[str, itertools.count[int]] = {}
+        self._created = 0
+        self._deleted = 0
         self.twins: Mapping[str, TwinDefinition] = types.MappingProxyType(self._twins)
         """Twin name -> definition (a read-only view)."""
         self.sessions: Mapping[str, Session] = types.MappingProxyType(self._sessions)
@@ -194,6 +196,7 @@ class SessionManager:
         del self._last_used[name]
         del self._snapshots[name]
         del self._snapshot_ids[name]
+        self._deleted += 1
         session.close()
         return session
 
@@ -219,6 +222,7 @@ class SessionManager:
 
     def _add(self, session: Session, origin: Origin) -> None:
         name = session.name
+        self._created += 1
         self._sessions[name] = session
         self._origin[name] = origin
         self._last_used[name] = self._now()
@@ -293,6 +297,20 @@ class SessionManager:
             if self._origin[name] == "client" and now - last > self.idle_timeout
         ]
 
+    # -- observation -----------------------------------------------------------------
+
+    def statistics(self) -> ManagerStatistics:
+        origins = list(self._origin.values())
+        return ManagerStatistics(
+            twins=len(self._twins),
+            sessions=len(origins),
+            client_sessions=origins.count("client"),
+            max_sessions=self.max_sessions,
+            snapshots=sum(len(store) for store in self._snapshots.values()),
+            sessions_created=self._created,
+            sessions_deleted=self._deleted,
+        )
+
     # -- helpers ---------------------------------------------------------------------
 
     def _twin(self, name: str) -> TwinDefinition:
@@ -314,6 +332,19 @@ class SessionManager:
                 f"sessions, its limit (server.max_sessions = {self.max_sessions}); delete "
                 f"sessions or raise server.max_sessions in the config"
             )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ManagerStatistics:
+    """An immutable snapshot of the manager's counts, for diagnostics."""
+
+    twins: int
+    sessions: int  # config and client ones together
+    client_sessions: int
+    max_sessions: int
+    snapshots: int  # stored, over every session
+    sessions_created: int  # since start, forks included
+    sessions_deleted: int  # since start, expired ones included
 
 
 def _check_name(what: str, name: Any) -> None:

@@ -559,24 +559,22 @@ class Session:
                 f"the session runs; suspend or halt it, set them, then Reset "
                 f"(nothing was changed)"
             )
-        touched: list[tuple[_Component, Any, dict[str, Value]]] = []
+        # the session's own records change only once every model has taken its values
+        touched: list[tuple[Model, Any]] = []
         try:
             for cname, values in checked.items():
                 comp = self._by_name[cname]
                 tunable = {
                     p: v for p, v in values.items() if comp.variables[(Kind.PARAMETER, p)].tunable
                 }
-                if not tunable:
-                    continue
-                saved = _model_snapshot_or_none(comp.model)
-                touched.append((comp, saved, dict(comp.parameters)))
-                _apply_tunable(comp, tunable, saved)
+                if tunable:
+                    saved = _model_snapshot_or_none(comp.model)
+                    touched.append((comp.model, saved))
+                    _apply_tunable(comp, tunable, saved)
         except ValueRejected:
-            for comp, saved, before in reversed(touched):
+            for model, saved in reversed(touched):
                 if saved is not None:
-                    comp.model.restore(saved)
-                comp.parameters.clear()
-                comp.parameters.update(before)
+                    model.restore(saved)
             raise
         for cname, values in checked.items():
             comp = self._by_name[cname]
