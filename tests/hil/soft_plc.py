@@ -9,6 +9,8 @@ It prints ``PORT <n>`` on stdout once it serves ``opc.tcp://127.0.0.1:<n>/plc``
     Level      Float    writable  the tank level the twin sends (m)
     LevelMm    Int16    writable  the same in mm (casting test)
     Overflow   Boolean  writable  the tank's overflow flag
+    Count      Int16    writable  (casting test: clamping)
+    Word       UInt16   writable  (casting test: clamping at 0)
     Valve      Double   read-only the valve command the scan loop computes (m^3/s)
     ValveMm    Int16    read-only the same in 1e-4 m^3/s (a cast into a Double input)
     Setpoint   Double   writable  the level setpoint (m)
@@ -90,6 +92,8 @@ async def main(argv: list[str]) -> None:
     level = await var("Level", 0.0, ua.VariantType.Float, True)
     await var("LevelMm", 0, ua.VariantType.Int16, True)
     await var("Overflow", False, ua.VariantType.Boolean, True)
+    await var("Count", 0, ua.VariantType.Int16, True)
+    await var("Word", 0, ua.VariantType.UInt16, True)
     valve = await var("Valve", 0.0, ua.VariantType.Double, False)
     valve_mm = await var("ValveMm", 0, ua.VariantType.Int16, False)
     setpoint = await var("Setpoint", args.setpoint, ua.VariantType.Double, True)

@@ -236,12 +236,12 @@ class _Peer:
                 except Exception as exc:  # every way a link can end; CancelledError passes
                     alive = alive and not isinstance(_leaf(exc), _LinkLost | OSError)
                     self._failed(exc, first=failures == 0)
+                    self._mark_lost()  # before closing: a hung peer's close takes a while
                     failures += 1
                     down_since = down_since or time.monotonic()
                 finally:
                     if client is not None:
                         await self._close(client, alive)
-                self._mark_lost()
                 self.state = LinkState.BACKOFF
                 await asyncio.sleep(self._backoff(failures))
         finally:

@@ -1,0 +1,214 @@
+"""A soft PLC in a subprocess, and a water-tank twin with a HIL peer bound to it.
+
+The PLC (``tests/hil/soft_plc.py``) is a real asyncua server on 127.0.0.1 that
+prints its port; tests that kill, stop or restart it get their own, the others
+share one per module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from twin_server.config.loader import LoadedConfig, parse_config
+from twin_server.engine.clock import Clock
+from twin_server.engine.session import Session, SessionSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class SoftPlc:
+    """The soft PLC subprocess: start, kill, pause (SIGSTOP) and restart on its port."""
+
+    def __init__(self, *args: str) -> None:
+        self.args = args
+        self.port = 0
+        self.process: subprocess.Popen[str] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"opc.tcp://127.0.0.1:{self.port}/plc"
+
+    def start(self) -> SoftPlc:
+        argv = [sys.executable, "-m", "tests.hil.soft_plc", "--port", str(self.port), *self.args]
+        self.process = process = subprocess.Popen(
+            argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert process.stdout is not None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([process.stdout], [], [], 0.2)
+            if ready:
+                line = process.stdout.readline()
+                if line.startswith("PORT "):
+                    self.port = int(line.split()[1])
+                    return self
+                if not line and process.poll() is not None:
+                    break
+        self.kill()
+        raise RuntimeError(f"the soft PLC did not start ({argv})")
+
+    def kill(self) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGCONT)
+            process.kill()
+        process.wait(10)
+        if process.stdout is not None:
+            process.stdout.close()
+
+    def pause(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGCONT)
+
+
+@pytest.fixture(scope="module")
+def shared_plc() -> Iterator[SoftPlc]:
+    plc = SoftPlc("--max-nodes-per-write", "2").start()
+    try:
+        yield plc
+    finally:
+        plc.kill()
+
+
+@pytest.fixture
+def own_plc() -> Iterator[SoftPlc]:
+    plc = SoftPlc().start()
+    try:
+        yield plc
+    finally:
+        plc.kill()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+TWIN = """
+[twins.tank]
+connections = []
+
+[twins.tank.components.tank]
+model = "water_tank"
+parameters = {{ area = 0.5, outflow_coefficient = 0.05, height = 2.0, initial_level = 0.5 }}
+
+[twins.tank.components.small]
+model = "constant"
+parameters = {{ value = 12.6 }}
+
+[twins.tank.components.big]
+model = "constant"
+parameters = {{ value = 40000.0 }}
+
+[twins.tank.components.negative]
+model = "constant"
+parameters = {{ value = -3.4 }}
+
+[twins.tank.components.scaled]
+model = "gain"
+
+[sessions.s]
+twin = "tank"
+realtime_factor = {rtf}
+publish_rate = 20.0
+
+[hil.plc]
+endpoint = "{endpoint}"
+session = "s"
+reconnect_min = 0.2
+reconnect_max = 1.0
+{peer}
+"""
+
+#: the tank loop: level out as Float, valve command in (by browse path, namespace URI)
+LOOP = """
+[hil.plc.bindings.level]
+variable = "tank.level"
+direction = "to_plc"
+node = "nsu=urn:soft-plc;s=PLC.Level"
+
+[hil.plc.bindings.valve]
+variable = "tank.inflow"
+direction = "from_plc"
+browse_path = "0:Objects/urn:soft-plc:PLC/urn:soft-plc:Valve"
+"""
+
+#: casts: Float, Int16 (rounded, clamped), UInt16 (clamped), Boolean; Int16 into a Double
+CASTS = """
+[hil.plc.bindings.small]
+variable = "small.output"
+direction = "to_plc"
+node = "nsu=urn:soft-plc;s=PLC.LevelMm"
+
+[hil.plc.bindings.big]
+variable = "big.output"
+direction = "to_plc"
+node = "nsu=urn:soft-plc;s=PLC.Count"
+
+[hil.plc.bindings.negative]
+variable = "negative.output"
+direction = "to_plc"
+node = "nsu=urn:soft-plc;s=PLC.Word"
+
+[hil.plc.bindings.overflow]
+variable = "tank.overflow"
+direction = "to_plc"
+node = "nsu=urn:soft-plc;s=PLC.Overflow"
+
+[hil.plc.bindings.valve_mm]
+variable = "scaled.input"
+direction = "from_plc"
+node = "nsu=urn:soft-plc;s=PLC.ValveMm"
+"""
+
+
+def load(endpoint: str, peer: str, *, rtf: float = 4.0) -> LoadedConfig:
+    return parse_config(TWIN.format(endpoint=endpoint, peer=peer, rtf=rtf))
+
+
+def session_of(loaded: LoadedConfig) -> Session:
+    cfg = loaded.config.sessions["s"]
+    return Session("s", loaded.twins[cfg.twin], SessionSettings(
+        step_size=cfg.step_size, realtime_factor=cfg.realtime_factor,
+        publish_rate=cfg.publish_rate))
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float, step: float = 0.02) -> float:
+    """Wait until ``condition()`` holds; return the seconds it took (fail after ``timeout``)."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(step)
+    return time.monotonic() - started
+
+
+async def cancel(*tasks: asyncio.Task[None]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def start_clock(session: Session) -> asyncio.Task[None]:
+    session.start()
+    return asyncio.create_task(Clock(session).run())
+
+
+Runner = Callable[[], Awaitable[None]]

@@ -1,0 +1,207 @@
+"""The mirror against a real soft PLC in a subprocess, closing the loop with a tank twin."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+from asyncua import Client
+
+from tests.hil.conftest import (
+    CASTS,
+    LOOP,
+    SoftPlc,
+    cancel,
+    load,
+    session_of,
+    start_clock,
+    wait_for,
+)
+from twin_server.engine.session import Session, VarKey
+from twin_server.hil import HilMirror, LinkState
+from twin_server.hil.health import PeerStatistics
+from twin_server.models.base import Kind
+
+
+@contextlib.asynccontextmanager
+async def mirrored(endpoint: str, peer: str, *, clock: bool = True,
+                   rtf: float = 4.0) -> AsyncIterator[tuple[Session, HilMirror]]:
+    """A session (ticking when ``clock``) and a running mirror of it."""
+    loaded = load(endpoint, peer, rtf=rtf)
+    session = session_of(loaded)
+    mirror = HilMirror(loaded.config.hil, {"s": session})
+    tasks = [asyncio.create_task(mirror.run())]
+    if clock:
+        tasks.append(start_clock(session))
+    try:
+        yield session, mirror
+    finally:
+        await cancel(*tasks)
+
+
+def peer(mirror: HilMirror) -> PeerStatistics:
+    return mirror.statistics().peer("plc")
+
+
+INFLOW = VarKey("tank", Kind.INPUT, "inflow")
+LEVEL = VarKey("tank", Kind.OUTPUT, "level")
+
+
+class TestClosedLoop:
+    async def test_level_settles_at_the_plcs_setpoint(self, shared_plc: SoftPlc) -> None:
+        """The PLC's P controller, fed the twin's level, drives the twin's tank to 1.0 m."""
+        async with mirrored(shared_plc.endpoint, LOOP) as (session, mirror):
+            await wait_for(lambda: peer(mirror).connected, 5)
+            await wait_for(lambda: abs(float(session.read(LEVEL)) - 1.0) < 0.005
+                           and session.sim_time > 10, 20)
+            assert session.forced()[INFLOW] == pytest.approx(0.05, abs=0.005)
+            stats = peer(mirror)
+            assert stats.binding("valve").status == "Good"
+            assert stats.binding("level").datatype == "Float"
+            assert stats.writes_sent > 10 and stats.values_received > 10
+            assert stats.round_trip_latency > 0
+
+    async def test_plc_nodes_receive_values_cast_to_their_types(
+            self, shared_plc: SoftPlc) -> None:
+        """Int16 rounds and clamps, UInt16 clamps at 0, Boolean and Float are exact."""
+        async with mirrored(shared_plc.endpoint, CASTS, clock=False) as (session, mirror):
+            await wait_for(lambda: peer(mirror).binding("overflow").status == "Good"
+                           and peer(mirror).binding("valve_mm").status == "Good", 5)
+            async with Client(shared_plc.endpoint) as client:
+                values = {name: await client.get_node(f"ns=2;s=PLC.{name}").read_value()
+                          for name in ("LevelMm", "Count", "Word", "Overflow")}
+            assert values == {"LevelMm": 13, "Count": 32767, "Word": 0, "Overflow": False}
+            stats = peer(mirror)
+            assert [stats.binding(b).clamped for b in ("small", "big", "negative")] == [0, 1, 1]
+            assert stats.binding("big").datatype == "Int16"
+            # four values in batches of the PLC's MaxNodesPerWrite = 2
+            assert stats.max_nodes_per_write == 2
+            assert stats.write_requests >= 2
+            # an Int16 command into a Double input
+            scaled = session.read(VarKey("scaled", Kind.INPUT, "input"))
+            assert isinstance(scaled, float) and scaled == float(round(scaled))
+
+    async def test_only_changed_values_are_sent(self, shared_plc: SoftPlc) -> None:
+        """Constants are written once; the changing level keeps being written."""
+        async with mirrored(shared_plc.endpoint, CASTS, clock=False) as (session, mirror):
+            await wait_for(lambda: peer(mirror).binding("small").transfers == 1, 5)
+            await asyncio.sleep(0.3)  # six more publish periods
+            assert peer(mirror).binding("small").transfers == 1
+            session.step(10)  # the tank has no inflow yet: its level falls
+            await wait_for(lambda: peer(mirror).binding("overflow").transfers == 1, 1)
+            assert peer(mirror).binding("small").transfers == 1
+
+
+class TestBindingErrors:
+    BAD = """
+[hil.plc.bindings.level]
+variable = "tank.level"
+direction = "to_plc"
+node = "nsu=urn:soft-plc;s=PLC.Level"
+
+[hil.plc.bindings.missing]
+variable = "small.output"
+direction = "to_plc"
+node = "nsu=urn:soft-plc;s=PLC.NoSuchNode"
+
+[hil.plc.bindings.read_only]
+variable = "big.output"
+direction = "to_plc"
+node = "nsu=urn:soft-plc;s=PLC.Status"
+
+[hil.plc.bindings.other_namespace]
+variable = "negative.output"
+direction = "to_plc"
+node = "nsu=urn:not-here;s=PLC.Word"
+
+[hil.plc.bindings.nowhere]
+variable = "tank.inflow"
+direction = "from_plc"
+browse_path = "0:Objects/urn:soft-plc:PLC/urn:soft-plc:Nothing"
+"""
+
+    async def test_unresolvable_bindings_are_named_while_the_others_work(
+            self, shared_plc: SoftPlc) -> None:
+        """Each bad binding gets its own status and message; the good one is mirrored."""
+        async with mirrored(shared_plc.endpoint, self.BAD, clock=False) as (_, mirror):
+            await wait_for(lambda: peer(mirror).binding("level").status == "Good", 5)
+            stats = peer(mirror)
+            assert stats.connected
+            missing = stats.binding("missing")
+            assert missing.status == "BadNodeIdUnknown"
+            assert "ns=2;s=PLC.NoSuchNode does not exist" in missing.error
+            read_only = stats.binding("read_only")
+            assert read_only.status == "BadNotWritable"
+            assert "not writable" in read_only.error
+            other = stats.binding("other_namespace")
+            assert other.status == "BadNodeIdUnknown"
+            assert "'urn:not-here' is not on the PLC" in other.error
+            nowhere = stats.binding("nowhere")
+            assert nowhere.status.startswith("Bad") and "browse path" in nowhere.error
+
+
+class TestLinkLoss:
+    async def test_killed_plc_marks_inputs_and_recovers_on_restart(
+            self, own_plc: SoftPlc) -> None:
+        """Kill: inputs UncertainLastUsableValue within 3 s, the twin steps on; restart:
+        the mirror reconnects by itself."""
+        async with mirrored(own_plc.endpoint, LOOP) as (session, mirror):
+            await wait_for(lambda: peer(mirror).binding("valve").status == "Good", 5)
+            held = session.read(INFLOW)
+            own_plc.kill()
+            took = await wait_for(
+                lambda: peer(mirror).binding("valve").status == "UncertainLastUsableValue", 3)
+            assert took < 3.0
+            stats = peer(mirror)
+            assert not stats.connected and stats.last_error
+            ticks = session.step_count
+            await asyncio.sleep(0.3)
+            assert session.step_count > ticks  # the twin keeps stepping
+            assert session.read(INFLOW) == held  # holding the last value
+            own_plc.start()
+            await wait_for(lambda: peer(mirror).connected
+                           and peer(mirror).binding("valve").status == "Good", 10)
+            assert peer(mirror).reconnect_count == 1
+
+    async def test_hung_plc_is_detected_within_3_seconds(self, own_plc: SoftPlc) -> None:
+        """A PLC that stops answering (SIGSTOP) is a lost link after at most 2 keepalives."""
+        async with mirrored(own_plc.endpoint, LOOP) as (session, mirror):
+            await wait_for(lambda: peer(mirror).binding("valve").status == "Good", 5)
+            own_plc.pause()
+            try:
+                took = await wait_for(lambda: not peer(mirror).connected, 3)
+                assert took < 3.0
+                assert peer(mirror).binding("valve").status == "UncertainLastUsableValue"
+            finally:
+                own_plc.resume()
+            await wait_for(lambda: peer(mirror).connected, 10)
+
+
+class TestFallback:
+    FALLBACK = LOOP + "fallback = 0.01\n"
+
+    async def test_unreachable_plc_gives_inputs_their_fallback(self) -> None:
+        """With no PLC, a from_plc input takes its fallback and the peer backs off."""
+        from tests.hil.conftest import free_port
+
+        endpoint = f"opc.tcp://127.0.0.1:{free_port()}/plc"
+        async with mirrored(endpoint, self.FALLBACK) as (session, mirror):
+            await wait_for(lambda: peer(mirror).binding("valve").status
+                           == "UncertainSubstituteValue", 3)
+            assert session.read(INFLOW) == 0.01
+            stats = peer(mirror)
+            assert stats.state in (LinkState.BACKOFF, LinkState.CONNECTING)
+            assert "cannot reach" in stats.last_error
+            assert stats.binding("level").status == "BadWaitingForInitialData"
+
+    async def test_unreachable_plc_without_fallback_leaves_inputs_alone(self) -> None:
+        """Without a fallback and before any value came, the input is not forced."""
+        from tests.hil.conftest import free_port
+
+        endpoint = f"opc.tcp://127.0.0.1:{free_port()}/plc"
+        async with mirrored(endpoint, LOOP) as (session, mirror):
+            await wait_for(lambda: peer(mirror).binding("valve").status
+                           == "BadCommunicationError", 3)
+            assert INFLOW not in session.forced()
