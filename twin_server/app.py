@@ -1,14 +1,27 @@
 """The daemon: wires config, sessions, clocks and the OPC UA server, and owns
 their lifecycle.
 
-Every background task runs in the daemon's TaskGroup. Shutdown runs in stages
-(clocks, publisher, server), each with a timeout that logs what was still
-running when it expires.
+Every background task runs in the daemon's TaskGroup: one clock per session
+(a session created at run time gets its clock task there too), the publisher
+(which also emits the OPC UA events of ticks) and the expiry check. Shutdown
+runs in stages (clocks, publisher and expiry, server), each with a timeout that
+logs what was still running when it expires.
+
+The daemon is the ``opcua.runtime.Runtime`` the OPC UA methods call: it keeps
+the ``SessionManager`` (twins, sessions, snapshots, idle times) and the address
+space in step. Each call either completes or raises with nothing changed.
+
+Expiry: every ``expiry_interval`` seconds (a quarter of
+``server.session_idle_timeout``, between 0.05 and 5 s) the sessions some client
+monitors are touched, then every client-created session idle for longer than
+the timeout is deleted with an ``expired`` event that says why. Config sessions
+never expire; a timeout of 0 turns expiry off.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import gc
 import signal
@@ -17,11 +30,15 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from twin_server.config.loader import LoadedConfig
+from twin_server.config.loader import LoadedConfig, parse_twin
 from twin_server.config.schema import SessionConfig
 from twin_server.engine.clock import Clock
+from twin_server.engine.manager import Overrides, SessionManager
 from twin_server.engine.session import Session, SessionSettings
+from twin_server.engine.twin import TwinDefinition
+from twin_server.errors import InvalidState, NotFound
 from twin_server.models.base import Value
+from twin_server.opcua import events as ev
 from twin_server.opcua.server import OpcUaServer
 
 log = structlog.get_logger(__name__)
@@ -68,13 +85,26 @@ class Daemon:
     state: DaemonState = DaemonState.STARTING
     server: OpcUaServer | None = None
     sessions: dict[str, _Running] = field(default_factory=dict)
+    #: settings of sessions created by clients (CreateSession)
+    client_settings: SessionSettings = field(default_factory=SessionSettings)
+    manager: SessionManager = field(init=False)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
+    _tasks: asyncio.TaskGroup | None = None
+
+    def __post_init__(self) -> None:
+        server = self.loaded.config.server
+        self.manager = SessionManager(self.loaded.twins, max_sessions=server.max_sessions,
+                                      idle_timeout=server.session_idle_timeout)
 
     @property
     def endpoint_url(self) -> str:
         assert self.server is not None, "the server is not started"
         return self.server.endpoint_url
+
+    @property
+    def expiry_interval(self) -> float:
+        return min(5.0, max(0.05, self.manager.idle_timeout / 4))
 
     async def wait_ready(self) -> None:
         """Return once the endpoint is bound and every session is served."""
@@ -87,7 +117,7 @@ class Daemon:
     async def run(self, *, install_signal_handlers: bool = False,
                   on_ready: Callable[[Daemon], Awaitable[None] | None] | None = None) -> None:
         config = self.loaded.config
-        self.server = server = OpcUaServer(config.server, endpoint=self.endpoint)
+        self.server = server = OpcUaServer(config.server, endpoint=self.endpoint, runtime=self)
         if install_signal_handlers:
             self._install_signal_handlers()
         await server.start()
@@ -95,16 +125,16 @@ class Daemon:
             for twin in self.loaded.twins.values():
                 await server.add_twin(twin)
             for name, scfg in config.sessions.items():
-                session = Session(name, self.loaded.twins[scfg.twin], session_settings(
-                    scfg, self.loaded.session_parameters.get(name, {})))
-                clock = Clock(session)
-                self.sessions[name] = _Running(session, clock)
-                await server.add_session(session, clock)
+                settings = session_settings(scfg, self.loaded.session_parameters.get(name, {}))
+                session = self.manager.create(scfg.twin, name, None, settings, origin="config")
+                await self._serve(session, f"session {name!r} of twin {scfg.twin!r} created "
+                                           f"from the config")
             async with asyncio.TaskGroup() as tg:
+                self._tasks = tg
                 for running in self.sessions.values():
-                    running.task = tg.create_task(running.clock.run(),
-                                                  name=f"clock:{running.session.name}")
+                    self._start_clock(running)
                 publisher = tg.create_task(server.publish_forever(), name="publisher")
+                expiry = tg.create_task(self._expire_forever(), name="expiry")
                 for name, scfg in config.sessions.items():
                     if scfg.autostart:
                         self.sessions[name].session.start()
@@ -116,7 +146,7 @@ class Daemon:
                 self.state = DaemonState.RUNNING
                 self._ready.set()
                 log.info("daemon_ready", endpoint=server.endpoint_url,
-                         sessions=len(self.sessions), twins=len(self.loaded.twins))
+                         sessions=len(self.sessions), twins=len(self.manager.twins))
                 if on_ready is not None:
                     result = on_ready(self)
                     if result is not None:
@@ -125,12 +155,141 @@ class Daemon:
                 self.state = DaemonState.STOPPING
                 log.info("daemon_stopping")
                 await _stop_stage("clocks", [r.task for r in self.sessions.values() if r.task])
-                await _stop_stage("publisher", [publisher])
+                await _stop_stage("publisher", [publisher, expiry])
         finally:
+            self._tasks = None
             self.state = DaemonState.STOPPING
             await _with_timeout("server", server.stop())
+            for name in list(self.manager.sessions):
+                self.manager.delete(name)  # frees the models (FMU instances)
             self.state = DaemonState.STOPPED
             log.info("daemon_stopped")
+
+    # -- Runtime: what the OPC UA methods call ------------------------------------------
+
+    @property
+    def twins(self) -> Mapping[str, TwinDefinition]:
+        return self.manager.twins
+
+    async def create_session(self, twin: str, name: str, parameters: Overrides) -> Session:
+        self._require_running("create a session")
+        session = self.manager.create(twin, name, parameters, self.client_settings,
+                                      origin="client")
+        given = "; parameters " + ", ".join(
+            f"{c}.{p}={v!r}" for c, values in parameters.items() for p, v in values.items()
+        ) if parameters else ""
+        await self._serve(session, f"session {name!r} of twin {twin!r} created by a client"
+                                   f"{given}", start_clock=True)
+        return session
+
+    async def delete_session(self, name: str, *, kind: str = "deleted",
+                             message: str | None = None,
+                             severity: int = ev.SEVERITY_LIFECYCLE) -> None:
+        running = self.sessions.pop(name, None)
+        if running is None:
+            self.manager.get(name)  # NotFound naming the sessions there are
+            raise NotFound(f"session {name!r} is being deleted already")
+        try:
+            if running.task is not None:
+                running.task.cancel()
+                await asyncio.wait([running.task])  # (does not raise its CancelledError)
+            assert self.server is not None
+            with contextlib.suppress(KeyError):
+                await self.server.remove_session(
+                    name, kind=kind, severity=severity,
+                    message=message or f"session {name!r} deleted by a client "
+                                       f"(was {running.session.state} at tick "
+                                       f"{running.session.step_count})")
+        finally:
+            self.manager.delete(name)
+        log.info("session_deleted", session=name, kind=kind)
+
+    async def fork_session(self, source: str, name: str, realtime_factor: float) -> Session:
+        self._require_running("fork a session")
+        child = self.manager.fork(source, name, realtime_factor)
+        await self._serve(
+            child, f"session {name!r} forked from {source!r} at tick {child.step_count} "
+                   f"(t={child.sim_time:g} s), {child.state}, real-time factor "
+                   f"{realtime_factor:g}", start_clock=True)
+        return child
+
+    async def define_twin(self, definition: str) -> TwinDefinition:
+        twin = parse_twin(definition, file="DefineTwin")
+        self.manager.define_twin(twin)
+        assert self.server is not None
+        try:
+            await self.server.add_twin(twin)
+        except BaseException:
+            self.manager.remove_twin(twin.name)
+            raise
+        log.info("twin_defined", twin=twin.name, components=len(twin.components))
+        return twin
+
+    async def remove_twin(self, name: str) -> None:
+        self.manager.remove_twin(name)
+        assert self.server is not None
+        await self.server.remove_twin(name)
+        log.info("twin_removed", twin=name)
+
+    def take_snapshot(self, session: str) -> str:
+        return self.manager.take_snapshot(session)
+
+    def restore_snapshot(self, session: str, snapshot_id: str) -> None:
+        self.manager.restore_snapshot(session, snapshot_id)
+
+    def touch(self, session: str) -> None:
+        self.manager.touch(session)
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _require_running(self, what: str) -> None:
+        if self._tasks is None or self.state is not DaemonState.RUNNING:
+            raise InvalidState(f"cannot {what}: the server is {self.state}")
+
+    async def _serve(self, session: Session, created: str, *,
+                     start_clock: bool = False) -> None:
+        """Put a session the manager holds into the address space with its clock;
+        on failure the manager lets go of it again."""
+        assert self.server is not None
+        clock = Clock(session)
+        running = _Running(session, clock)
+        try:
+            await self.server.add_session(session, clock, created=created)
+        except BaseException:
+            self.manager.delete(session.name)
+            raise
+        self.sessions[session.name] = running
+        if start_clock:
+            self._start_clock(running)
+
+    def _start_clock(self, running: _Running) -> None:
+        assert self._tasks is not None
+        running.task = self._tasks.create_task(running.clock.run(),
+                                               name=f"clock:{running.session.name}")
+
+    async def _expire_forever(self) -> None:
+        """Delete client-created sessions nobody used for session_idle_timeout s."""
+        manager = self.manager
+        if manager.idle_timeout == 0:
+            return
+        assert self.server is not None
+        server = self.server
+        while True:
+            await asyncio.sleep(self.expiry_interval)
+            for name in server.subscribed_sessions():
+                manager.touch(name)
+            for name in manager.expired():
+                if name not in self.sessions:
+                    continue  # being deleted
+                idle = manager.idle_for(name)
+                try:
+                    await self.delete_session(
+                        name, kind="expired", severity=ev.SEVERITY_EXPIRED,
+                        message=f"session {name!r} expired: no client read, wrote, "
+                                f"subscribed to or called it for {idle:.1f} s "
+                                f"(server.session_idle_timeout = {manager.idle_timeout:g} s)")
+                except Exception:
+                    log.exception("session_expiry_failed", session=name)
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()

@@ -19,6 +19,7 @@ import pytest
 import pytest_asyncio
 from asyncua import Client, Node, ua
 
+from twin_server.app import Daemon
 from twin_server.config.loader import parse_config
 from twin_server.config.schema import ServerConfig
 from twin_server.engine.clock import Clock
@@ -120,3 +121,70 @@ async def running(served: Served) -> AsyncIterator[Served]:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+# -- a whole daemon (the OPC UA methods' Runtime), one per test module ------------------
+
+async def run_daemon(config: str) -> tuple[Daemon, asyncio.Task[None]]:
+    """Start a Daemon serving ``config`` on a free port; return it once ready."""
+    daemon = Daemon(parse_config(config), endpoint="opc.tcp://127.0.0.1:0/twin-server")
+    task = asyncio.create_task(daemon.run())
+    ready = asyncio.create_task(daemon.wait_ready())
+    await asyncio.wait([task, ready], timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    if not ready.done():
+        ready.cancel()
+        await task  # raises what stopped it
+    return daemon, task
+
+
+async def stop_daemon(daemon: Daemon, task: asyncio.Task[None]) -> None:
+    daemon.stop()
+    await asyncio.wait_for(task, 30)
+
+
+@dataclass
+class Connected:
+    """A daemon and a client connected to it."""
+
+    daemon: Daemon
+    client: Client
+    ns: int
+
+    def node(self, path: str) -> Node:
+        return self.client.get_node(ua.NodeId(path, self.ns))
+
+    async def call(self, obj: str, method: str, *args: ua.Variant) -> ua.CallMethodResult:
+        """Call ``method`` (a path below TwinServer) on ``obj``; the raw result."""
+        request = ua.CallMethodRequest(ObjectId=ua.NodeId(obj, self.ns),
+                                       MethodId=ua.NodeId(method, self.ns),
+                                       InputArguments=list(args))
+        (result,) = await self.client.uaclient.call([request])
+        return result
+
+    async def server_call(self, method: str, *args: ua.Variant) -> ua.CallMethodResult:
+        return await self.call("TwinServer", method, *args)
+
+    async def session_call(self, session: str, method: str,
+                           *args: ua.Variant) -> ua.CallMethodResult:
+        return await self.call(f"Sessions.{session}", f"Sessions.{session}.{method}", *args)
+
+    async def create(self, name: str, parameters: str = "", twin: str = "plant") -> ua.NodeId:
+        result = await self.server_call("CreateSession", s(twin), s(name), s(parameters))
+        assert result.StatusCode.is_good(), _diagnostics(result)
+        return result.OutputArguments[0].Value  # type: ignore[no-any-return]
+
+
+def s(text: str) -> ua.Variant:
+    """A String argument."""
+    return ua.Variant(text, ua.VariantType.String)
+
+
+def _diagnostics(result: ua.CallMethodResult) -> str:
+    return f"{result.StatusCode.name}: " + " | ".join(
+        d.AdditionalInfo or "" for d in result.InputArgumentDiagnosticInfos or [])
+
+
+def message(result: ua.CallMethodResult) -> str:
+    """Every diagnostic message of a refused call, joined."""
+    return " | ".join(d.AdditionalInfo for d in result.InputArgumentDiagnosticInfos or []
+                      if d.AdditionalInfo)
