@@ -1,0 +1,141 @@
+"""The [hil.<peer>] tables: what the loader accepts and every error it reports."""
+
+from __future__ import annotations
+
+import pytest
+
+from twin_server.config.loader import parse_config
+from twin_server.config.schema import NodeRef, parse_browse_path
+from twin_server.errors import ConfigErrors
+
+BASE = """
+[twins.t]
+[twins.t.components.tank]
+model = "water_tank"
+[twins.t.components.c]
+model = "constant"
+
+[sessions.s]
+twin = "t"
+
+[hil.plc]
+endpoint = "opc.tcp://127.0.0.1:4840"
+session = "s"
+"""
+
+
+def errors(text: str) -> list[tuple[str, str]]:
+    with pytest.raises(ConfigErrors) as info:
+        parse_config(BASE + text)
+    return [(e.path, e.message) for e in info.value.exceptions]
+
+
+class TestValid:
+    def test_full_peer(self) -> None:
+        """A peer with security, NodeId and browse-path bindings, deadband and fallback loads."""
+        loaded = parse_config(BASE + """
+security = { username = "op", password_env = "PLC_PW" }
+keepalive_interval = 0.5
+[hil.plc.bindings.level]
+variable = "tank.level"
+direction = "to_plc"
+node = "nsu=urn:plc;s=Level"
+deadband = 0.001
+[hil.plc.bindings.valve]
+variable = "tank.inflow"
+direction = "from_plc"
+browse_path = "0:Objects/2:PLC/urn:plc:Valve"
+sampling_interval = 50.0
+fallback = 0.0
+""")
+        peer = loaded.config.hil["plc"]
+        assert peer.security.username == "op"
+        assert peer.bindings["valve"].fallback == 0.0
+        assert peer.bindings["level"].deadband == 0.001
+
+
+class TestErrors:
+    @pytest.mark.parametrize(("text", "path", "message"), [
+        pytest.param('[hil.plc.bindings.b]\nvariable = "tank.nope"\ndirection = "to_plc"\n'
+                     'node = "ns=2;s=X"\n', "hil.plc.bindings.b.variable",
+                     "component 'tank' has no 'nope'", id="unknown-variable"),
+        pytest.param('[hil.plc.bindings.b]\nvariable = "tonk.level"\ndirection = "to_plc"\n'
+                     'node = "ns=2;s=X"\n', "hil.plc.bindings.b.variable",
+                     "has no component 'tonk'", id="unknown-component"),
+        pytest.param('[hil.plc.bindings.b]\nvariable = "tank.inflow"\ndirection = "to_plc"\n'
+                     'node = "ns=2;s=X"\n', "hil.plc.bindings.b.variable",
+                     "use direction = 'from_plc'", id="input-to-plc"),
+        pytest.param('[hil.plc.bindings.b]\nvariable = "tank.level"\ndirection = "from_plc"\n'
+                     'node = "ns=2;s=X"\n', "hil.plc.bindings.b.variable",
+                     "use direction = 'to_plc'", id="output-from-plc"),
+        pytest.param('[hil.plc.bindings.b]\nvariable = "tank.area"\ndirection = "to_plc"\n'
+                     'node = "ns=2;s=X"\n', "hil.plc.bindings.b.variable",
+                     "parameters are not mirrored", id="parameter"),
+        pytest.param('[hil.plc.bindings.b]\nvariable = "tank.level"\ndirection = "to_plc"\n',
+                     "hil.plc.bindings.b", "exactly one of 'node'", id="no-node"),
+        pytest.param('[hil.plc.bindings.b]\nvariable = "tank.level"\ndirection = "to_plc"\n'
+                     'node = "Level"\n', "hil.plc.bindings.b.node",
+                     "a PLC node is written", id="bad-nodeid"),
+        pytest.param('[hil.plc.bindings.b]\nvariable = "tank.level"\ndirection = "to_plc"\n'
+                     'browse_path = "Objects//Level"\n', "hil.plc.bindings.b.browse_path",
+                     "a browse path is written", id="bad-browse-path"),
+        pytest.param('[hil.plc.bindings.b]\nvariable = "tank.level"\ndirection = "sideways"\n'
+                     'node = "ns=2;s=X"\n', "hil.plc.bindings.b.direction",
+                     "must be 'to_plc' or 'from_plc'", id="bad-direction"),
+        pytest.param('[hil.plc.bindings.b]\nvariable = "tank.level"\ndirection = "to_plc"\n'
+                     'node = "ns=2;s=X"\nfallback = 1.0\n', "hil.plc.bindings.b.fallback",
+                     "only a from_plc binding has a fallback", id="fallback-to-plc"),
+        pytest.param('[hil.plc.bindings.b]\nvariable = "tank.inflow"\ndirection = "from_plc"\n'
+                     'node = "ns=2;s=X"\nfallback = -1.0\n', "hil.plc.bindings.b.fallback",
+                     "must be within [0, inf]", id="fallback-out-of-range"),
+        pytest.param('[hil.plc.bindings.b]\nvariable = "tank.inflow"\ndirection = "from_plc"\n'
+                     'node = "ns=2;s=X"\n[hil.plc.bindings.c]\nvariable = "tank.inflow"\n'
+                     'direction = "from_plc"\nnode = "ns=2;s=Y"\n', "hil.plc.bindings.c.variable",
+                     "already bound from the PLC by binding 'b'", id="input-bound-twice"),
+        pytest.param('[hil.plc.bindings.b]\nvariable = "tank.level"\ndirection = "to_plc"\n'
+                     'node = "ns=2;s=X"\ndeadband = -1.0\n', "hil.plc.bindings.b.deadband",
+                     "must be at least 0", id="negative-deadband"),
+        pytest.param('security = { password = "x" }\n[hil.plc.bindings.b]\n'
+                     'variable = "tank.level"\ndirection = "to_plc"\nnode = "ns=2;s=X"\n',
+                     "hil.plc.security.username", "a password needs a username",
+                     id="password-without-user"),
+        pytest.param('security = { policy = "Basic256Sha256", mode = "SignAndEncrypt" }\n'
+                     '[hil.plc.bindings.b]\nvariable = "tank.level"\ndirection = "to_plc"\n'
+                     'node = "ns=2;s=X"\n', "hil.plc.security",
+                     "needs the client's 'certificate' and 'private_key'", id="policy-no-cert"),
+        pytest.param('security = { policy = "Basic256Sha256" }\n'
+                     '[hil.plc.bindings.b]\nvariable = "tank.level"\ndirection = "to_plc"\n'
+                     'node = "ns=2;s=X"\n', "hil.plc.security",
+                     "either both are 'None'", id="policy-mode-mismatch"),
+        pytest.param("bindings = {}\n", "hil.plc.bindings",
+                     "a HIL peer needs at least one binding", id="no-bindings"),
+    ])
+    def test_error(self, text: str, path: str, message: str) -> None:
+        """Each problem is reported at its key path with what to do about it."""
+        found = errors(text)
+        assert any(p == path and message in m for p, m in found), found
+
+    def test_unknown_session(self) -> None:
+        """A peer serving a session the file does not declare is named with the known ones."""
+        with pytest.raises(ConfigErrors) as info:
+            parse_config(BASE.replace('session = "s"', 'session = "x"') + (
+                '[hil.plc.bindings.b]\nvariable = "tank.level"\ndirection = "to_plc"\n'
+                'node = "ns=2;s=X"\n'))
+        assert [(e.path, e.message) for e in info.value.exceptions] == [
+            ("hil.plc.session", "unknown session 'x' (sessions in this file: s)")]
+
+
+class TestAddresses:
+    @pytest.mark.parametrize(("text", "expected"), [
+        pytest.param("ns=2;s=PLC.Level", NodeRef(2, "s", "PLC.Level"), id="index"),
+        pytest.param("nsu=urn:plc;i=7", NodeRef("urn:plc", "i", "7"), id="uri"),
+        pytest.param("i=2258", NodeRef(0, "i", "2258"), id="ns0"),
+    ])
+    def test_node(self, text: str, expected: NodeRef) -> None:
+        """NodeIds take an index or a namespace URI."""
+        assert NodeRef.parse(text) == expected
+
+    def test_browse_path(self) -> None:
+        """Browse path elements take an index or a URI (the name after its last ':')."""
+        assert parse_browse_path("0:Objects/urn:plc:PLC/2:Level") == (
+            (0, "Objects"), ("urn:plc", "PLC"), (2, "Level"))
