@@ -122,3 +122,38 @@ def _wait_for_ready(proc: subprocess.Popen[str], timeout: float = 30.0) -> str:
         if event.get("event") == "daemon_ready":
             return str(event["endpoint"])
     raise AssertionError("daemon never became ready:\n" + "".join(seen))
+
+
+class TestHistoryExport:
+    async def test_csv_to_stdout(self, tmp_path: Path) -> None:
+        """`history export` writes only CSV to stdout: a header and one row per sample."""
+        from twin_server.history import HistoryStore
+
+        db = tmp_path / "history.db"
+        store = await HistoryStore.open(db)
+        for k in range(5):
+            store.record("tank/Components.tank.Outputs.level", 1_700_000_000.0 + k, 0.5 + k)
+        await store.close()
+        result = await asyncio.to_thread(
+            run_cli, "history", "export", str(db), "--session", "tank",
+            "--path", "Components.tank.Outputs.level",
+            "--start", "2023-11-14T22:13:20Z", "--end", "1700000003.5")
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert lines[0] == "time,epoch_s,Components.tank.Outputs.level"
+        assert [line.split(",")[2] for line in lines[1:]] == ["0.5", "1.5", "2.5", "3.5"]
+        assert "4 rows written" in result.stderr
+
+    def test_missing_database(self, tmp_path: Path) -> None:
+        """A database that does not exist is named, with exit status 2."""
+        result = run_cli("history", "export", str(tmp_path / "none.db"), "--session", "s",
+                         "--start", "0", "--end", "1")
+        assert result.returncode == 2
+        assert "none.db" in result.stderr
+
+    def test_bad_time(self, tmp_path: Path) -> None:
+        """A time that is neither ISO 8601 nor a number is refused by the parser."""
+        result = run_cli("history", "export", str(tmp_path / "h.db"), "--session", "s",
+                         "--start", "yesterday", "--end", "1")
+        assert result.returncode == 2
+        assert "not a time" in result.stderr

@@ -3,6 +3,7 @@
     twin-server run CONFIG [--endpoint URL] [--log-level LEVEL]
     twin-server check CONFIG [CONFIG ...]
     twin-server health [ENDPOINT] [--timeout SECONDS]
+    twin-server history export DATABASE --session S --start T --end T [--path P ...] [-o FILE]
     twin-server fmu inspect FILE
 
 Exit status: 0 on success or a clean stop, 2 for an invalid config (every error
@@ -15,6 +16,8 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Coroutine, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -49,6 +52,26 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("endpoint", nargs="?", default="opc.tcp://127.0.0.1:4840/twin-server")
     health.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
 
+    history = commands.add_parser("history", help="work with the history database")
+    history_commands = history.add_subparsers(dest="history_command", required=True,
+                                              metavar="COMMAND")
+    export = history_commands.add_parser(
+        "export", help="write a session's recorded samples as CSV",
+        description="Write a session's samples in [START, END) as CSV, for a spreadsheet "
+                    "or pandas (pandas.read_csv(f, parse_dates=['time'])).")
+    export.add_argument("database", type=Path, help="the history SQLite file")
+    export.add_argument("--session", required=True, help="the session whose history to export")
+    export.add_argument("--path", dest="paths", action="append", default=[], metavar="PATH",
+                        help="a variable below the session, e.g. Components.tank.Outputs.level "
+                             "(repeat for several; default: every recorded variable)")
+    export.add_argument("--start", required=True, type=_history_time,
+                        help="ISO 8601 (UTC unless an offset is given) or epoch seconds")
+    export.add_argument("--end", required=True, type=_history_time, help="as --start; excluded")
+    export.add_argument("--layout", choices=("wide", "long"), default="wide",
+                        help="wide: a column per variable (default); long: a row per sample "
+                             "with path, status and source")
+    export.add_argument("-o", "--output", default="-", help="the CSV file, or - for stdout")
+
     fmu = commands.add_parser("fmu", help="work with FMU files")
     fmu_commands = fmu.add_subparsers(dest="fmu_command", required=True, metavar="COMMAND")
     inspect = fmu_commands.add_parser(
@@ -59,12 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command != "run":  # keep stdout for the command's output (CSV, tables)
+        logs.configure("warning")
     if args.command == "check":
         return _check(args.configs)
     if args.command == "fmu":
         return _fmu_inspect(args.file)
     if args.command == "health":
         return _health(args.endpoint, args.timeout)
+    if args.command == "history":
+        return asyncio.run(_history_export(args))
     return _run(args)
 
 
@@ -82,6 +109,42 @@ def _check(paths: Sequence[str]) -> int:
             continue
         print(f"{path}: ok ({len(loaded.twins)} twins, {len(loaded.config.sessions)} sessions)")
     return status
+
+
+def _history_time(text: str) -> datetime | float:
+    """A command-line time: ISO 8601 (UTC unless it has an offset) or epoch seconds."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a time: {text!r} (ISO 8601 such as 2024-05-01T12:00:00Z, "
+            "or seconds since the epoch)") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+async def _history_export(args: argparse.Namespace) -> int:
+    from twin_server.history import HistoryStore, export_csv
+
+    if not args.database.is_file():
+        print(f"twin-server: no history database at {args.database}", file=sys.stderr)
+        return EXIT_CONFIG
+    store = await HistoryStore.open(args.database)
+    try:
+        if args.output == "-":
+            rows = await export_csv(store, args.session, args.paths, args.start, args.end,
+                                    sys.stdout, layout=args.layout)
+        else:
+            with open(args.output, "w", newline="", encoding="utf-8") as out:
+                rows = await export_csv(store, args.session, args.paths, args.start, args.end,
+                                        out, layout=args.layout)
+    finally:
+        await store.close()
+    print(f"{rows} rows written", file=sys.stderr)
+    return EXIT_OK
 
 
 def _health(endpoint: str, timeout: float) -> int:
