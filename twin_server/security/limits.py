@@ -1,0 +1,123 @@
+"""Limits under hostile clients, and a rate limit on asyncua's logging.
+
+``apply_limits`` sets asyncua's own bounds from ``[server.limits]``: message and
+chunk sizes (``Server.limits``), TCP connections, queued requests per
+connection, subscriptions, monitored-item queues, session timeouts and the time
+a connection may stay without an activated session (asyncua's binary server
+closes it then). Sessions, subscriptions per session and monitored items are
+counted by ``guard.Guard``.
+
+asyncua logs a warning or a traceback for every malformed frame; a client
+sending garbage in a loop would fill the disk. ``LogRateLimit`` lets the first
+``burst`` records of each (logger, message format) through per minute, counts
+the rest, and at the end of the minute logs one ``log_records_suppressed`` event
+with the counts. It is attached to every ``asyncua*`` logger that exists when
+installed (asyncua creates its loggers at import).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from asyncua.common.connection import TransportLimits
+
+from twin_server.config.security import LimitsConfig
+
+log = structlog.get_logger(__name__)
+
+#: most (logger, format) pairs counted per window
+MAX_KEYS = 10_000
+#: the largest chunk we accept or send (OPC UA's usual 64 KiB)
+CHUNK_SIZE = 65535
+
+
+def apply_limits(server: Any, limits: LimitsConfig) -> None:
+    """Put ``limits`` into an asyncua Server before it starts."""
+    server.limits = TransportLimits(
+        max_recv_buffer=CHUNK_SIZE, max_send_buffer=CHUNK_SIZE,
+        max_chunk_count=math.ceil(limits.max_message_size / CHUNK_SIZE),
+        max_message_size=limits.max_message_size)
+    iserver = server.iserver
+    iserver.max_connections = limits.max_connections
+    iserver.max_pending_messages_per_connection = limits.max_pending_messages
+    iserver.max_pending_activation_seconds = limits.activation_timeout
+    iserver.max_subscriptions = limits.max_subscriptions
+    iserver.max_monitored_item_queue_size = limits.max_monitored_item_queue_size
+    iserver.max_session_timeout_ms = limits.max_session_timeout * 1000.0
+    iserver.min_session_timeout_ms = min(iserver.min_session_timeout_ms,
+                                         iserver.max_session_timeout_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class LogLimitStatistics:
+    passed: int
+    suppressed: int
+
+
+class LogRateLimit(logging.Filter):
+    """At most ``burst`` records per (logger, message format) per ``window`` seconds."""
+
+    def __init__(self, burst: int = 20, window: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.burst = burst
+        self.window = window
+        self.clock = clock
+        self._lock = threading.Lock()  # asyncua also logs from its method thread pool
+        self._window_start = clock()
+        self._counts: dict[tuple[str, str], int] = {}
+        self._passed = 0
+        self._suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        summary: dict[str, int] | None = None
+        with self._lock:
+            now = self.clock()
+            if now - self._window_start >= self.window:
+                summary = {f"{name}: {msg}"[:200]: count - self.burst
+                           for (name, msg), count in self._counts.items() if count > self.burst}
+                self._counts.clear()
+                self._window_start = now
+            key = (record.name, str(record.msg))
+            if key in self._counts or len(self._counts) < MAX_KEYS:
+                count = self._counts[key] = self._counts.get(key, 0) + 1
+                allowed = count <= self.burst
+            else:
+                allowed = False  # a flood of distinct formats: the table stays bounded
+            if allowed:
+                self._passed += 1
+            else:
+                self._suppressed += 1
+        if summary:
+            log.warning("log_records_suppressed", window=self.window, burst=self.burst,
+                        suppressed=sum(summary.values()), messages=dict(list(summary.items())[:20]))
+        return allowed
+
+    def statistics(self) -> LogLimitStatistics:
+        return LogLimitStatistics(self._passed, self._suppressed)
+
+
+_installed: LogRateLimit | None = None
+
+
+def install_log_rate_limit(burst: int, prefix: str = "asyncua") -> LogRateLimit:
+    """Attach one process-wide LogRateLimit to every logger named ``prefix*``
+    (``asyncua``, ``asyncua.server.uaprocessor``, ``asyncuagds.validate``, ...);
+    again with another ``burst`` changes the limit of the installed one."""
+    global _installed
+    if _installed is None:
+        _installed = LogRateLimit(burst)
+    _installed.burst = burst
+    names = [prefix, *(n for n in logging.root.manager.loggerDict if n.startswith(prefix))]
+    for name in names:
+        logger = logging.getLogger(name)
+        if _installed not in logger.filters:
+            logger.addFilter(_installed)
+    return _installed

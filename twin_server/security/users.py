@@ -1,0 +1,370 @@
+"""The users file, password hashing and the throttling of failed logins.
+
+The users file (``<state_dir>/users.json``, mode 0600) maps each user name to a
+role and a salted scrypt hash::
+
+    {"version": 1,
+     "users": {"alice": {"role": "operator",
+                         "password": "scrypt$16384$8$1$<salt, base64>$<key, base64>",
+                         "changed": "2025-01-31T12:00:00+00:00"}}}
+
+It is written by ``twin-server user add|remove|passwd`` (functions here; the
+password comes from a prompt, or from stdin when that is not a terminal, never
+from an argument) and read by the daemon, which notices a change at the next
+login without a restart.
+
+A hash is scrypt with a per-user 16-byte random salt and the cost (N, r, p)
+stored beside it, so that a stronger default later still verifies old hashes.
+Comparison is constant-time (``hmac.compare_digest``), and an unknown user name
+costs as much as a wrong password, so timing does not tell which names exist.
+
+Failed logins back off per user name and per peer address: the first
+``FREE_ATTEMPTS`` failures cost nothing, then each further one locks that name
+(or peer) for twice as long as the last, from 1 s up to ``MAX_LOCKOUT``. While
+locked, attempts are refused without checking the password (even a right one),
+so a guesser gets a handful of tries per hour instead of thousands per second.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import functools
+import getpass
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import sys
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import structlog
+
+from twin_server.security.roles import Role
+
+log = structlog.get_logger(__name__)
+
+#: scrypt cost: N=2^14, r=8, p=1 takes ~16 MiB and a few tens of ms per check
+SCRYPT_N = 2**14
+SCRYPT_R = 8
+SCRYPT_P = 1
+SALT_BYTES = 16
+KEY_BYTES = 32
+MIN_PASSWORD = 8
+MAX_PASSWORD = 1024
+USERNAME_MAX = 64
+
+FREE_ATTEMPTS = 3
+MAX_LOCKOUT = 300.0
+#: most user names and peers the throttle remembers (the oldest are forgotten first)
+THROTTLE_ENTRIES = 10_000
+
+FILE_VERSION = 1
+
+
+class UsersFileError(Exception):
+    """The users file cannot be read or a user command cannot be done."""
+
+
+# -- hashing -------------------------------------------------------------------------
+
+def hash_password(password: str, *, n: int = SCRYPT_N, r: int = SCRYPT_R,
+                  p: int = SCRYPT_P) -> str:
+    """``scrypt$N$r$p$salt$key`` with a fresh random salt."""
+    salt = secrets.token_bytes(SALT_BYTES)
+    key = _scrypt(password, salt, n, r, p)
+    return "$".join(("scrypt", str(n), str(r), str(p), _b64(salt), _b64(key)))
+
+
+def verify_password(password: str, encoded: str) -> bool:
+    """Does ``password`` match ``encoded`` (a ``hash_password`` result)? Constant-time;
+    a malformed hash matches nothing."""
+    try:
+        scheme, n, r, p, salt, key = encoded.split("$")
+        if scheme != "scrypt":
+            return False
+        expected = base64.b64decode(key, validate=True)
+        actual = _scrypt(password, base64.b64decode(salt, validate=True), int(n), int(r), int(p))
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(actual, expected)
+
+
+def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    return hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p,
+                          maxmem=128 * r * (n + p + 2) + 1024 * 1024, dklen=KEY_BYTES)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Compared against for an unknown user name, so that it costs as much as a known one."""
+    return hash_password(secrets.token_urlsafe(16))
+
+
+# -- the file ------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    name: str
+    role: Role
+    password: str  # the encoded hash
+    changed: str = ""
+
+
+def check_username(name: str) -> str:
+    if not name or len(name) > USERNAME_MAX or not name.isprintable() or name != name.strip():
+        raise UsersFileError(f"a user name is 1..{USERNAME_MAX} printable characters without "
+                             f"leading or trailing spaces (got {name!r})")
+    return name
+
+
+def read_users(path: Path) -> dict[str, UserRecord]:
+    """The users in ``path``; an absent file is no users."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise UsersFileError(f"{path}: cannot read the users file: {exc}") from exc
+    try:
+        data = json.loads(text)
+        if not isinstance(data, dict) or data.get("version") != FILE_VERSION:
+            raise ValueError(f"expected version {FILE_VERSION}")
+        users = {}
+        for name, entry in data["users"].items():
+            users[name] = UserRecord(name, Role.parse(entry["role"]), str(entry["password"]),
+                                     str(entry.get("changed", "")))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise UsersFileError(f"{path}: not a twin-server users file: {exc}") from exc
+    return users
+
+
+def write_users(path: Path, users: dict[str, UserRecord]) -> None:
+    """Replace ``path`` atomically with ``users``, mode 0600."""
+    data = {"version": FILE_VERSION,
+            "users": {u.name: {"role": str(u.role), "password": u.password,
+                               "changed": u.changed} for u in sorted(users.values(),
+                                                                     key=lambda u: u.name)}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+
+
+def add_user(path: Path, name: str, role: Role, password: str) -> UserRecord:
+    """Add ``name``; refused if it exists (use ``set_password`` / ``set_role``)."""
+    users = read_users(path)
+    check_username(name)
+    if name in users:
+        raise UsersFileError(f"user {name!r} exists already; change the password with "
+                             f"'twin-server user passwd {name}'")
+    record = UserRecord(name, role, hash_password(_check_password(password)), _now())
+    users[name] = record
+    write_users(path, users)
+    return record
+
+
+def set_password(path: Path, name: str, password: str, role: Role | None = None) -> UserRecord:
+    """New password (and role, if given) for an existing user."""
+    users = read_users(path)
+    old = users.get(name)
+    if old is None:
+        raise UsersFileError(f"no user {name!r} in {path}")
+    record = UserRecord(name, role or old.role, hash_password(_check_password(password)), _now())
+    users[name] = record
+    write_users(path, users)
+    return record
+
+
+def set_role(path: Path, name: str, role: Role) -> UserRecord:
+    users = read_users(path)
+    old = users.get(name)
+    if old is None:
+        raise UsersFileError(f"no user {name!r} in {path}")
+    users[name] = record = UserRecord(name, role, old.password, _now())
+    write_users(path, users)
+    return record
+
+
+def remove_user(path: Path, name: str) -> None:
+    users = read_users(path)
+    if users.pop(name, None) is None:
+        raise UsersFileError(f"no user {name!r} in {path}")
+    write_users(path, users)
+
+
+def _check_password(password: str) -> str:
+    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        raise UsersFileError(f"a password has {MIN_PASSWORD}..{MAX_PASSWORD} characters "
+                             f"(got {len(password)})")
+    return password
+
+
+def read_password(stdin: IO[str] | None = None, *, confirm: bool = True,
+                  prompt: Callable[[str], str] = getpass.getpass) -> str:
+    """A password from a prompt (typed twice) when stdin is a terminal, else the first
+    line of stdin (for scripts: ``printf '%s\\n' "$PW" | twin-server user add ...``)."""
+    stream = stdin if stdin is not None else sys.stdin
+    if stream.isatty():
+        first = prompt("Password: ")
+        if confirm and prompt("Password again: ") != first:
+            raise UsersFileError("the two passwords differ; nothing changed")
+        return first
+    line = stream.readline()
+    if not line:
+        raise UsersFileError("no password on stdin")
+    return line.rstrip("\r\n")
+
+
+# -- logins --------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class _Failures:
+    count: int = 0
+    locked_until: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class LoginStatistics:
+    accepted: int
+    failed: int
+    throttled: int
+    locked: int  # names and peers locked out now
+
+
+class LoginThrottle:
+    """Backoff after failed logins, by key (``user:<name>``, ``peer:<address>``)."""
+
+    def __init__(self, *, free: int = FREE_ATTEMPTS, max_lockout: float = MAX_LOCKOUT,
+                 clock: Callable[[], float] = time.monotonic,
+                 entries: int = THROTTLE_ENTRIES) -> None:
+        self.free = free
+        self.max_lockout = max_lockout
+        self.clock = clock
+        self.entries = entries
+        self._failures: OrderedDict[str, _Failures] = OrderedDict()
+
+    def locked_for(self, key: str) -> float:
+        """Seconds ``key`` stays locked (0 when it may try)."""
+        entry = self._failures.get(key)
+        if entry is None:
+            return 0.0
+        return max(0.0, entry.locked_until - self.clock())
+
+    def failed(self, key: str) -> float:
+        """Count a failure; returns the lockout it starts (0 within the free attempts)."""
+        entry = self._failures.pop(key, None) or _Failures()
+        entry.count += 1
+        self._failures[key] = entry  # most recent last
+        while len(self._failures) > self.entries:
+            self._failures.popitem(last=False)
+        over = entry.count - self.free
+        if over <= 0:
+            return 0.0
+        lockout = min(self.max_lockout, 2.0 ** (over - 1))
+        entry.locked_until = self.clock() + lockout
+        return lockout
+
+    def succeeded(self, key: str) -> None:
+        self._failures.pop(key, None)
+
+    def locked(self) -> int:
+        now = self.clock()
+        return sum(1 for e in self._failures.values() if e.locked_until > now)
+
+
+class UserStore:
+    """The daemon's view of the users file: re-read when it changes, checks logins."""
+
+    def __init__(self, path: Path, throttle: LoginThrottle | None = None) -> None:
+        self.path = path
+        self.throttle = throttle or LoginThrottle()
+        self._users: dict[str, UserRecord] = {}
+        self._stamp: tuple[int, int] | None = None
+        self._accepted = 0
+        self._failed = 0
+        self._throttled = 0
+        self._check_mode()
+
+    def _check_mode(self) -> None:
+        try:
+            mode = self.path.stat().st_mode & 0o777
+        except FileNotFoundError:
+            return
+        if mode & 0o077:
+            log.warning("users_file_readable_by_others", path=str(self.path), mode=oct(mode),
+                        fix=f"chmod 600 {self.path}")
+
+    def users(self) -> dict[str, UserRecord]:
+        try:
+            st = self.path.stat()
+            stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            stamp = None
+        if stamp != self._stamp:
+            try:
+                self._users = read_users(self.path) if stamp else {}
+            except UsersFileError as exc:
+                # keep the last good list: a half-edited file must not lock everyone out
+                log.error("users_file_invalid", error=str(exc))
+            else:
+                self._stamp = stamp
+                log.info("users_file_loaded", path=str(self.path), users=len(self._users))
+        return self._users
+
+    def authenticate(self, name: str, password: str, peer: str | None = None) -> Role | None:
+        """The role of ``name`` if ``password`` is right and neither the name nor the
+        peer is locked out; None otherwise. Logs every refusal (never the password)."""
+        keys = [f"user:{name}"] + ([f"peer:{peer}"] if peer else [])
+        wait = max(self.throttle.locked_for(k) for k in keys)
+        if wait > 0:
+            self._throttled += 1
+            log.warning("login_throttled", user=name, peer=peer, retry_after=round(wait, 1))
+            return None
+        record = self.users().get(name)
+        ok = verify_password(password, record.password if record else _dummy_hash())
+        if ok and record is not None:
+            for key in keys:
+                self.throttle.succeeded(key)
+            self._accepted += 1
+            log.info("login_accepted", user=name, role=str(record.role), peer=peer)
+            return record.role
+        self._failed += 1
+        lockout = max(self.throttle.failed(k) for k in keys)
+        log.warning("login_failed", user=name, peer=peer,
+                    reason="unknown user" if record is None else "wrong password",
+                    lockout=lockout or None)
+        return None
+
+    def statistics(self) -> LoginStatistics:
+        return LoginStatistics(self._accepted, self._failed, self._throttled,
+                               self.throttle.locked())
+
+
+def describe(users: dict[str, UserRecord]) -> list[dict[str, Any]]:
+    return [{"name": u.name, "role": str(u.role), "changed": u.changed}
+            for u in sorted(users.values(), key=lambda u: u.name)]
