@@ -205,6 +205,57 @@ class TwinConfig(_Frozen):
         return tuple(value) if isinstance(value, list) else value
 
 
+_VARIABLE_PATTERN = r"^[A-Za-z0-9_*?\[\]!]+\.[A-Za-z0-9_*?\[\]!]+$"
+
+
+class SessionHistoryConfig(_Frozen):
+    """What one session records (``[sessions.<name>.history]``); a field left out
+    takes the server-wide ``[history]`` value."""
+
+    enabled: bool | None = Field(None, description="record this session (default: [history].enabled)")
+    variables: tuple[Annotated[str, StringConstraints(pattern=_VARIABLE_PATTERN)], ...] | None = Field(
+        None,
+        description="'component.variable' names or glob patterns ('tank.*', '*.level'), any kind "
+                    "of variable; default: every output and state")
+    record_rate: float | None = Field(
+        None, gt=0, le=1000, description="records per wall second; default: the publish rate")
+    mode: Literal["change", "every"] | None = Field(
+        None, description="'change': store a value only when it differs from the last one "
+                          "stored (default); 'every': store every variable at every record")
+    max_age: float | None = Field(None, gt=0, description="retention: seconds of history kept")
+    max_samples: int | None = Field(None, ge=1, description="retention: newest samples kept "
+                                                             "per variable")
+
+    @field_validator("variables", mode="before")
+    @classmethod
+    def _array_as_tuple(cls, value: object) -> object:
+        return tuple(value) if isinstance(value, list) else value
+
+
+class HistoryConfig(SessionHistoryConfig):
+    """The history store (``[history]``): the SQLite file under ``server.state_dir``,
+    its batching, retention, session snapshots, and the recording defaults of every
+    session (config and client-created alike)."""
+
+    enabled: bool = True  # type: ignore[assignment]  # a concrete default server-wide
+    mode: Literal["change", "every"] = "change"  # type: ignore[assignment]
+    file: str = Field("history.db", min_length=1,
+                      description="the database, relative to server.state_dir")
+    batch_interval: float = Field(
+        1.0, gt=0, le=60, description="seconds between commits: a crash loses at most this")
+    batch_size: int = Field(10_000, ge=1, le=1_000_000, description="most samples per commit")
+    max_queue: int = Field(200_000, ge=1, le=100_000_000,
+                           description="samples held in memory while the disk is slow; "
+                                       "beyond it samples are dropped (and counted)")
+    retention_interval: float = Field(60.0, gt=0, le=86_400,
+                                      description="seconds between retention rounds")
+    snapshot_interval: float = Field(
+        10.0, ge=0, le=86_400,
+        description="seconds between snapshots of every session; 0 = only at stop")
+    resume: bool = Field(True, description="at start, bring back client sessions and run-time "
+                                           "twins, and resume every session from its snapshot")
+
+
 class SessionConfig(_Frozen):
     """A session that the daemon creates at start (and never expires)."""
 
@@ -219,6 +270,9 @@ class SessionConfig(_Frozen):
     parameters: dict[Name, dict[Name, Scalar]] = Field(
         default_factory=dict, description="per component: parameter overrides"
     )
+    history: SessionHistoryConfig = Field(
+        default_factory=SessionHistoryConfig,  # type: ignore[arg-type]
+        description="what this session records ([sessions.<name>.history])")
 
 
 class Config(_Frozen):
@@ -229,6 +283,9 @@ class Config(_Frozen):
     sessions: dict[Name, SessionConfig] = Field(default_factory=dict)
     hil: dict[Name, HilPeerConfig] = Field(
         default_factory=dict, description="hardware-in-the-loop peers (PLCs), by name")
+    history: HistoryConfig = Field(
+        default_factory=HistoryConfig,  # type: ignore[arg-type]
+        description="the history store and recording defaults ([history])")
 
 
 # -- hardware in the loop ------------------------------------------------------------
