@@ -45,9 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import enum
 import math
-import pickle
 import time
 import types
 from collections.abc import Callable, Mapping
@@ -56,6 +54,19 @@ from typing import Any
 
 import structlog
 
+from twin_server.engine.snapshot import SNAPSHOT_FORMAT, SessionSnapshot
+from twin_server.engine.state import (
+    SEVERITY_CHANGE,
+    SEVERITY_FAULT,
+    SEVERITY_HALT,
+    SEVERITY_INFO,
+    Listener,
+    RunState,
+    SessionEvent,
+    SessionSettings,
+    SessionStatistics,
+    VarKey,
+)
 from twin_server.engine.twin import TwinDefinition
 from twin_server.errors import (
     ConfigError,
@@ -70,57 +81,14 @@ from twin_server.errors import (
 )
 from twin_server.models.base import DataType, Kind, Model, Value, Variable
 
+__all__ = [
+    "SEVERITY_CHANGE", "SEVERITY_FAULT", "SEVERITY_HALT", "SEVERITY_INFO", "SNAPSHOT_FORMAT",
+    "Listener", "RunState", "Session", "SessionEvent", "SessionSettings", "SessionSnapshot",
+    "SessionStatistics", "VarKey",
+]
+
 log = structlog.get_logger(__name__)
 
-
-class RunState(enum.StrEnum):
-    READY = "Ready"
-    RUNNING = "Running"
-    SUSPENDED = "Suspended"
-    HALTED = "Halted"
-
-
-@dataclass(frozen=True, slots=True)
-class VarKey:
-    """Address of one variable in a session: component, kind, name."""
-
-    component: str
-    kind: Kind
-    name: str
-
-    @property
-    def path(self) -> str:
-        """``Components.<component>.<Folder>.<name>``, the NodeId tail below the session."""
-        return f"Components.{self.component}.{self.kind.folder}.{self.name}"
-
-
-@dataclass(frozen=True, slots=True)
-class SessionSettings:
-    step_size: float = 0.01
-    realtime_factor: float = 1.0
-    publish_rate: float = 10.0
-    overrun_policy: str = "skip"  # "skip" | "catch_up"
-    autostart: bool = False
-    #: per component: parameter overrides on top of the twin's values
-    parameters: Mapping[str, Mapping[str, Value]] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SessionEvent:
-    """Something a person should see in the session log (issue: sessions as objects)."""
-
-    kind: str  # "started", "suspended", "reset", "parameter_changed", "fault", ...
-    message: str
-    severity: int = 100  # OPC UA severity 1..1000
-
-
-Listener = Callable[[SessionEvent], None]
-
-#: OPC UA severities of the events a session emits (1 lowest .. 1000 highest)
-SEVERITY_INFO = 100
-SEVERITY_CHANGE = 200
-SEVERITY_HALT = 400
-SEVERITY_FAULT = 900
 
 _KIND_ORDER = (Kind.INPUT, Kind.OUTPUT, Kind.STATE, Kind.PARAMETER)
 _OVERRUN_POLICIES = ("skip", "catch_up")
@@ -1017,104 +985,6 @@ class Session:
                     listener=repr(listener),
                     error=repr(exc),
                 )
-
-
-@dataclass(frozen=True, slots=True)
-class SessionStatistics:
-    """An immutable snapshot for the Diagnostics nodes (clock figures filled by the clock)."""
-
-    step_count: int
-    sim_time: float
-    state: RunState
-    step_duration_mean: float  # seconds of wall time per tick (model work only)
-    step_duration_max: float
-
-
-@dataclass(frozen=True, slots=True)
-class SessionSnapshot:
-    """Everything that determines a session's future, detached from the session.
-
-    Per component (in evaluation order): the model's own ``snapshot()``, the
-    parameters in effect, the pending fixed parameters, the forced inputs, the
-    input and output values. Restore copies out of it, so one snapshot can be
-    restored many times and into other sessions of the same twin (Fork). Treat
-    it as read-only. ``state`` is the run state it was taken in (a daemon that
-    restores sessions after a restart resumes those that were Running).
-    """
-
-    session: str
-    twin: str
-    #: (component, model) in evaluation order: restores only into the same layout
-    layout: tuple[tuple[str, str], ...]
-    step_size: float
-    step_count: int
-    state: RunState
-    realtime_factor: float
-    models: tuple[Any, ...]
-    parameters: tuple[dict[str, Value], ...]
-    pending: tuple[dict[str, Value], ...]
-    forced: tuple[dict[str, Value], ...]
-    inputs: tuple[dict[str, Value], ...]
-    outputs: tuple[dict[str, Value], ...]
-
-    @property
-    def sim_time(self) -> float:
-        return self.step_count * self.step_size
-
-    def to_bytes(self) -> bytes:
-        """Serialise for the history store (a versioned pickle). NotSupported, naming
-        the component, when a model's state lives only in its instance (an FMU
-        without canSerializeFMUstate)."""
-        try:
-            body = pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:
-            raise NotSupported(
-                f"the snapshot of session {self.session!r} cannot be saved: "
-                f"{self._unpicklable(exc)}"
-            ) from None
-        return _SNAPSHOT_MAGIC + bytes([SNAPSHOT_FORMAT]) + body
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> SessionSnapshot:
-        """The snapshot ``to_bytes`` wrote (InvalidArgument for anything else).
-
-        Unpickles: only for bytes this server wrote itself (its own store),
-        never for bytes from a client."""
-        head = len(_SNAPSHOT_MAGIC)
-        if not isinstance(data, bytes | bytearray) or data[:head] != _SNAPSHOT_MAGIC:
-            raise InvalidArgument("not a twin-server session snapshot (its header is missing)")
-        if len(data) <= head or data[head] != SNAPSHOT_FORMAT:
-            found = data[head] if len(data) > head else "none"
-            raise InvalidArgument(
-                f"session snapshot format {found} cannot be read by this version of "
-                f"twin-server (it reads format {SNAPSHOT_FORMAT})"
-            )
-        try:
-            snapshot = pickle.loads(data[head + 1 :])  # our own store's bytes only
-        except Exception as exc:
-            raise InvalidArgument(f"the session snapshot is damaged: {exc}") from None
-        if not isinstance(snapshot, cls):
-            raise InvalidArgument(
-                f"the session snapshot holds a {type(snapshot).__name__}, not a snapshot"
-            )
-        return snapshot
-
-    def _unpicklable(self, exc: Exception) -> str:
-        for (component, _), state in zip(self.layout, self.models, strict=True):
-            try:
-                pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
-            except Exception as inner:
-                reason = getattr(state, "serialized", b"") is None and (
-                    "its FMU cannot serialize its state (canSerializeFMUstate is false), so "
-                    "the state exists only inside the running instance"
-                )
-                return f"component {component!r}: {reason or inner}"
-        return str(exc)
-
-
-#: the first bytes of ``SessionSnapshot.to_bytes``, then one byte of format version
-_SNAPSHOT_MAGIC = b"twin-server snapshot\n"
-SNAPSHOT_FORMAT = 1
 
 
 def _layout(twin: TwinDefinition) -> tuple[tuple[str, str], ...]:
