@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= configs/demo.toml
 PYTEST_ARGS ?=
 
-.PHONY: run test bench check clean
+.PHONY: run test bench check lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ check: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not soak" $(PYTEST_ARGS)
+
+# ruff and mypy (strict on twin_server); not part of `make test`
+lint: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,dev]'
+	$(VENV)/bin/ruff check twin_server tests
+	$(VENV)/bin/mypy
 
 bench: $(STAMP)
 	$(PY) -m tests.bench
