@@ -104,7 +104,9 @@ class Daemon:
 
     @property
     def expiry_interval(self) -> float:
-        return min(5.0, max(0.05, self.manager.idle_timeout / 4))
+        """Seconds between two expiry checks (from the configured idle timeout)."""
+        timeout = self.loaded.config.server.session_idle_timeout
+        return min(5.0, max(0.05, timeout / 4))
 
     async def wait_ready(self) -> None:
         """Return once the endpoint is bound and every session is served."""
@@ -270,7 +272,7 @@ class Daemon:
     async def _expire_forever(self) -> None:
         """Delete client-created sessions nobody used for session_idle_timeout s."""
         manager = self.manager
-        if manager.idle_timeout == 0:
+        if self.loaded.config.server.session_idle_timeout == 0:
             return
         assert self.server is not None
         server = self.server
