@@ -399,6 +399,16 @@ class GuardedAttributeService:
             return dv
         return ua.DataValue(ua.Variant(False, ua.VariantType.Boolean), StatusCode=dv.StatusCode)
 
+    def _writable(self, node: ua.NodeId, attribute: int) -> bool:
+        """Is the Value of ``node`` writable at all? If not, that is no question of
+        permission: the write path answers (BadNotWritable for our read-only nodes)."""
+        if attribute != ua.AttributeIds.Value:
+            return True
+        dv = self.guard.iserver.aspace.read_attribute_value(node, ua.AttributeIds.AccessLevel)
+        if dv.Value is None or dv.Value.Value is None:
+            return True  # unknown node or no AccessLevel: let the write path answer
+        return bool(int(dv.Value.Value) & ua.AccessLevel.CurrentWrite.mask)
+
     async def write(self, params: ua.WriteParameters, user: User | None = None,
                     ) -> list[ua.StatusCode]:
         if user is None:
@@ -406,7 +416,8 @@ class GuardedAttributeService:
         results: list[ua.StatusCode | None] = []
         allowed: list[tuple[int, ua.WriteValue]] = []
         for index, wv in enumerate(params.NodesToWrite):
-            if self.guard.may_write(user, wv.NodeId, wv.AttributeId):
+            if self.guard.may_write(user, wv.NodeId, wv.AttributeId) or \
+                    not self._writable(wv.NodeId, wv.AttributeId):
                 allowed.append((index, wv))
                 results.append(None)
             else:
