@@ -5,9 +5,12 @@ wrote and writes only the differences, each as a prepared ``ua.DataValue``
 (Source- and ServerTimestamp = the publish time) through
 ``AddressSpace.write_attribute_value``: the server-side fast path, which skips
 the client-side service round trip of ``Node.write_value`` and still notifies
-monitored items. The session-level scalars (State, SimTime, Diagnostics, a
-dozen values) are compared on every cycle; the component variables only when
-the session's ``version`` moved since the last publish.
+monitored items. A session whose ``version`` has not moved since the last
+publish is skipped whole: every value it shows, the clock's Diagnostics
+included, changes only with a tick, a write, a reset or a state change, each
+of which moves the version. (100 Suspended sessions publishing at 10 Hz cost
+~10 % of a core when their dozen scalars and clock percentiles were computed
+anyway on every cycle.)
 """
 
 from __future__ import annotations
@@ -101,6 +104,11 @@ class Publisher:
         async with target.lock:
             started = time.perf_counter()
             session = target.session
+            version = session.version
+            if version == target.version:
+                self._skipped += 1
+                self._cycles += 1
+                return 0
             now = datetime.now(UTC)
             written = 0
             write = self._aspace.write_attribute_value
@@ -112,23 +120,19 @@ class Publisher:
                         ua.Variant(value, vtype), SourceTimestamp=now, ServerTimestamp=now))
                     sent[i] = value
                     written += 1
-            version = session.version
-            if version != target.version:
-                target.version = version
-                values = session.values()
-                sent = target.sent_values
-                flags = target.flags
-                for i, (key, nodeid, vtype) in enumerate(target.nodes.variables):
-                    value = values[key]
-                    if sent[i] != value:
-                        await write(nodeid, _VALUE, ua.DataValue(
-                            ua.Variant(value, vtype), SourceTimestamp=now, ServerTimestamp=now))
-                        if i in flags and sent[i] is not _UNSENT and target.on_flag is not None:
-                            target.on_flag(key, value)
-                        sent[i] = value
-                        written += 1
-            else:
-                self._skipped += 1
+            target.version = version
+            values = session.values()
+            sent = target.sent_values
+            flags = target.flags
+            for i, (key, nodeid, vtype) in enumerate(target.nodes.variables):
+                value = values[key]
+                if sent[i] != value:
+                    await write(nodeid, _VALUE, ua.DataValue(
+                        ua.Variant(value, vtype), SourceTimestamp=now, ServerTimestamp=now))
+                    if i in flags and sent[i] is not _UNSENT and target.on_flag is not None:
+                        target.on_flag(key, value)
+                    sent[i] = value
+                    written += 1
             self._cycles += 1
             self._values += written
             self._last_cycle = time.perf_counter() - started
@@ -153,6 +157,10 @@ class Publisher:
                     target.deadline += period
                     if target.deadline <= now:
                         target.deadline = now + period
+                    # let due clock ticks run between two sessions' publishes: many
+                    # sessions due at once would otherwise hold the loop for the
+                    # whole round (100 sessions: tens of ms of lateness for each)
+                    await asyncio.sleep(0)
                 next_due = min((t.deadline for t in self._targets.values()), default=now + 1.0)
                 self._wake.clear()
                 delay = next_due - loop.time()
