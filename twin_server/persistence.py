@@ -1,0 +1,372 @@
+"""Sessions and run-time twins that survive a restart, kept in the history store.
+
+At stop, and every ``[history].snapshot_interval`` seconds while running, every
+session is saved: its ``SessionSnapshot`` (states, parameters in effect,
+forced inputs, step count, run state, real-time factor) inside an envelope
+that also says where the session came from (``config`` or ``client``), its
+twin, its settings and a fingerprint of its definition. Twins defined at run
+time (DefineTwin) are saved with their TOML when they are defined. At start the
+daemon loads all of it and:
+
+* defines the stored twins again (a name the config now defines wins: the
+  stored one is skipped with a warning);
+* creates the stored client sessions again, with their settings;
+* restores every session, config and client, from its snapshot, and resumes
+  those that were Running (a Halted one is halted again; a Ready one with
+  ``autostart`` starts, as it would have).
+
+Decisions:
+
+* A snapshot applies only to the definition it was taken of: the twin's
+  components, models, configured parameters, initial values, inputs,
+  connections, the model variables, the step size and the session's own
+  parameter overrides are fingerprinted. A snapshot whose fingerprint differs
+  (someone edited the config) is skipped with a ``session_snapshot_skipped``
+  warning and the session starts fresh; so is one that does not restore for
+  any other reason (a model whose state no longer fits).
+* Simulated time resumes at the snapshot's; the wall time the daemon was down
+  is not simulated. A crash loses what happened since the last snapshot (at
+  most ``snapshot_interval`` seconds of simulation), a graceful stop nothing.
+* A session that cannot be snapshotted (halted on a fault; an FMU that cannot
+  serialise its state) is saved without a snapshot: a client session comes
+  back Ready, from its definition, and the warning says why.
+* What is saved is what is live: ``save_state`` deletes the saved state of
+  sessions that no longer exist (deleted or expired), unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import json
+import struct
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import structlog
+
+from twin_server.config.loader import parse_twin
+from twin_server.engine.session import RunState, Session, SessionSettings, SessionSnapshot
+from twin_server.engine.twin import TwinDefinition
+from twin_server.errors import InvalidArgument, TwinServerError
+from twin_server.history import HistoryStore
+
+log = structlog.get_logger(__name__)
+
+Origin = Literal["config", "client"]
+
+#: the first bytes of a saved session, then one byte of format, then the header length
+_MAGIC = b"twin-server session\n"
+FORMAT = 1
+_LENGTH = struct.Struct("<I")
+
+
+class SessionSource(Protocol):
+    """What ``save_state`` needs of the daemon's sessions (``SessionManager`` has it)."""
+
+    @property
+    def sessions(self) -> Mapping[str, Session]: ...
+
+    def origin(self, name: str) -> Origin: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSession:
+    """One saved session: enough to create it again and put it back where it was."""
+
+    name: str
+    origin: Origin
+    twin: str
+    settings: SessionSettings
+    fingerprint: str
+    state: RunState
+    step_count: int
+    saved_at: float  # wall time, seconds since the epoch
+    snapshot: SessionSnapshot | None
+    #: why there is no snapshot ("" if there is one)
+    problem: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredState:
+    """Everything ``load_state`` found."""
+
+    twins: dict[str, str]  # name -> TOML text (DefineTwin's definition)
+    sessions: dict[str, StoredSession]
+    #: saved sessions that could not be read (name -> why); their rows stay until saved over
+    unreadable: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SaveResult:
+    saved: tuple[str, ...]  # sessions saved (with or without a snapshot)
+    without_snapshot: tuple[str, ...]  # of which saved without one (see ``problem``)
+    deleted: tuple[str, ...]  # stale saved sessions deleted
+    seconds: float
+
+
+# -- fingerprint and envelope ---------------------------------------------------------------
+
+
+def fingerprint(twin: TwinDefinition, settings: SessionSettings) -> str:
+    """A hash of everything a snapshot relies on besides itself (module docstring)."""
+    spec = {
+        "twin": twin.name,
+        "components": [
+            {
+                "name": c.name, "model": c.model,
+                "parameters": dict(c.parameters), "initial": dict(c.initial),
+                "inputs": dict(c.inputs),
+                "options": {k: repr(v) for k, v in c.options.items()},
+                "variables": [(v.name, str(v.kind), str(v.datatype)) for v in c.variables],
+            }
+            for c in twin.components
+        ],
+        "connections": [str(c) for c in twin.connections],
+        "step_size": repr(float(settings.step_size)),
+        "overrides": {c: dict(p) for c, p in (settings.parameters or {}).items()},
+    }
+    text = json.dumps(spec, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _settings_dict(settings: SessionSettings) -> dict[str, Any]:
+    return {
+        "step_size": settings.step_size, "realtime_factor": settings.realtime_factor,
+        "publish_rate": settings.publish_rate, "overrun_policy": settings.overrun_policy,
+        "autostart": settings.autostart,
+        "parameters": {c: dict(p) for c, p in (settings.parameters or {}).items()},
+    }
+
+
+def encode_session(session: Session, origin: Origin, *, now: float | None = None) -> bytes:
+    """The envelope of ``session``: a JSON header and, if it can be taken and
+    serialised, its snapshot. Never raises for a session that cannot be
+    snapshotted: the header's ``problem`` says why instead."""
+    return _encode(session, origin, now)[0]
+
+
+def _encode(session: Session, origin: Origin, now: float | None) -> tuple[bytes, str]:
+    problem = ""
+    body = b""
+    try:
+        body = session.snapshot().to_bytes()
+    except TwinServerError as exc:  # InvalidState (faulted), NotSupported (an FMU)
+        problem = str(exc)
+    header = {
+        "format": FORMAT, "origin": origin, "twin": session.twin.name,
+        "settings": _settings_dict(session.settings),
+        "fingerprint": fingerprint(session.twin, session.settings),
+        "state": str(session.state), "step_count": session.step_count,
+        "saved_at": time.time() if now is None else now, "problem": problem,
+    }
+    head = json.dumps(header, sort_keys=True).encode()
+    return _MAGIC + bytes([FORMAT]) + _LENGTH.pack(len(head)) + head + body, problem
+
+
+def decode_session(name: str, blob: bytes) -> StoredSession:
+    """What ``encode_session`` wrote (InvalidArgument for anything else)."""
+    start = len(_MAGIC)
+    if blob[:start] != _MAGIC:
+        raise InvalidArgument(f"saved session {name!r} is not a twin-server session envelope")
+    if len(blob) <= start or blob[start] != FORMAT:
+        found = blob[start] if len(blob) > start else "none"
+        raise InvalidArgument(f"saved session {name!r} has envelope format {found}; this "
+                              f"twin-server reads format {FORMAT}")
+    try:
+        (length,) = _LENGTH.unpack_from(blob, start + 1)
+        offset = start + 1 + _LENGTH.size
+        header = json.loads(blob[offset:offset + length])
+        body = blob[offset + length:]
+        raw = header["settings"]
+        settings = SessionSettings(
+            step_size=float(raw["step_size"]), realtime_factor=float(raw["realtime_factor"]),
+            publish_rate=float(raw["publish_rate"]), overrun_policy=str(raw["overrun_policy"]),
+            autostart=bool(raw["autostart"]),
+            parameters={c: dict(p) for c, p in raw["parameters"].items()} or None)
+        origin = header["origin"]
+        if origin not in ("config", "client"):
+            raise ValueError(f"origin {origin!r}")
+        snapshot = SessionSnapshot.from_bytes(body) if body else None
+        return StoredSession(
+            name=name, origin=origin, twin=str(header["twin"]), settings=settings,
+            fingerprint=str(header["fingerprint"]), state=RunState(header["state"]),
+            step_count=int(header["step_count"]), saved_at=float(header["saved_at"]),
+            snapshot=snapshot, problem=str(header["problem"]))
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"saved session {name!r}: {exc}") from None
+    except (KeyError, ValueError, TypeError, struct.error) as exc:
+        raise InvalidArgument(f"saved session {name!r} is damaged: "
+                              f"{type(exc).__name__}: {exc}") from None
+
+
+# -- save and load ----------------------------------------------------------------------------
+
+
+async def save_state(store: HistoryStore, sessions: SessionSource, *,
+                     keep: Iterable[str] = ()) -> SaveResult:
+    """Save every session of ``sessions``; delete saved sessions that no longer exist
+    (except those named in ``keep``). Each session is committed on its own, so
+    one that fails to save (reported) does not stop the others."""
+    started = time.perf_counter()
+    live = dict(sessions.sessions)
+    saved: list[str] = []
+    without: list[str] = []
+    now = time.time()
+    for name, session in live.items():
+        if session.closed:
+            continue
+        blob, problem = _encode(session, sessions.origin(name), now)
+        try:
+            await store.save_snapshot(name, blob)
+        except Exception as exc:
+            log.error("session_save_failed", session=name, error=f"{type(exc).__name__}: {exc}")
+            continue
+        saved.append(name)
+        if problem:
+            without.append(name)
+    stored = await store.load_snapshots()
+    keep = set(keep)
+    deleted = [name for name in stored if name not in live and name not in keep]
+    for name in deleted:
+        await store.delete_snapshot(name)
+    result = SaveResult(tuple(saved), tuple(without), tuple(deleted),
+                        time.perf_counter() - started)
+    log.info("sessions_saved", saved=len(saved), without_snapshot=list(without),
+             deleted=deleted, seconds=round(result.seconds, 4))
+    return result
+
+
+async def load_state(store: HistoryStore) -> StoredState:
+    """Every saved session and run-time twin; a saved session that cannot be read is
+    listed in ``unreadable`` and logged, never raised."""
+    twins = await store.load_twins()
+    sessions: dict[str, StoredSession] = {}
+    unreadable: dict[str, str] = {}
+    for name, blob in (await store.load_snapshots()).items():
+        try:
+            sessions[name] = decode_session(name, blob)
+        except InvalidArgument as exc:
+            unreadable[name] = str(exc)
+            log.warning("session_state_unreadable", session=name, error=str(exc))
+    log.info("state_loaded", twins=len(twins), sessions=len(sessions),
+             unreadable=len(unreadable))
+    return StoredState(twins, sessions, unreadable)
+
+
+async def save_twin(store: HistoryStore, name: str, definition: str) -> None:
+    """Keep a twin defined at run time (its DefineTwin TOML) for the next start."""
+    await store.save_twin(name, definition)
+
+
+async def forget_twin(store: HistoryStore, name: str) -> None:
+    await store.delete_twin(name)
+
+
+async def forget_session(store: HistoryStore, name: str) -> None:
+    """Drop a deleted session's saved state now (its recorded history stays)."""
+    await store.delete_snapshot(name)
+
+
+# -- bringing things back ---------------------------------------------------------------------
+
+
+def stored_twins(state: StoredState, existing: Mapping[str, TwinDefinition]
+                 ) -> list[tuple[TwinDefinition, str]]:
+    """The stored twins to define again, each with its TOML (skipping, with a
+    warning, those whose name the config now takes and those that no longer
+    compile, e.g. a model that is gone)."""
+    result: list[tuple[TwinDefinition, str]] = []
+    for name, text in state.twins.items():
+        if name in existing:
+            log.warning("stored_twin_skipped", twin=name,
+                        reason="the config defines a twin of this name; the config's wins")
+            continue
+        try:
+            twin = parse_twin(text, file=f"stored twin {name}")
+        except Exception as exc:
+            log.warning("stored_twin_skipped", twin=name, reason=str(exc))
+            continue
+        result.append((twin, text))
+    return result
+
+
+def client_sessions(state: StoredState) -> list[StoredSession]:
+    """The stored sessions clients created (or forked), in name order."""
+    return [s for _, s in sorted(state.sessions.items()) if s.origin == "client"]
+
+
+def resume(session: Session, stored: StoredSession | None, *, autostart: bool = False) -> str:
+    """Put a freshly created, Ready ``session`` back where ``stored`` left it; return
+    what happened: ``restored`` (then Running, Suspended or Halted as it was, or
+    Ready), ``fresh`` (nothing stored), or ``skipped`` (a snapshot of another
+    definition, or one that did not restore: the session stays fresh). With
+    ``autostart`` a session that ends Ready is started, as the config says."""
+    outcome = "fresh"
+    if stored is not None and stored.snapshot is None:
+        log.warning("session_snapshot_missing", session=session.name,
+                    reason=stored.problem or "saved without a snapshot")
+    elif stored is not None:
+        expected = fingerprint(session.twin, session.settings)
+        if stored.fingerprint != expected:
+            log.warning("session_snapshot_skipped", session=session.name,
+                        reason=f"twin {session.twin.name!r} or the session's settings "
+                               f"changed since the snapshot was saved; starting fresh")
+            outcome = "skipped"
+        else:
+            try:
+                session.restore(stored.snapshot)  # type: ignore[arg-type]
+                outcome = "restored"
+            except Exception as exc:
+                log.warning("session_snapshot_skipped", session=session.name,
+                            reason=f"{type(exc).__name__}: {exc}; starting fresh")
+                outcome = "skipped"
+                if session.fault is not None:  # a model refused the state: start over
+                    session.reset()
+    if outcome == "restored":
+        assert stored is not None and stored.snapshot is not None
+        was = stored.snapshot.state
+        if was is RunState.RUNNING:
+            session.resume()
+        elif was is RunState.HALTED and session.state is RunState.SUSPENDED:
+            session.halt()
+        log.info("session_resumed", session=session.name, state=str(session.state),
+                 step_count=session.step_count, sim_time=session.sim_time,
+                 saved_at=stored.saved_at)
+    if autostart and session.state is RunState.READY:
+        session.start()
+    return outcome
+
+
+class Snapshots:
+    """Saves every session every ``interval`` seconds (``run``, in the daemon's
+    TaskGroup) and once more on demand at stop (``save``)."""
+
+    def __init__(self, store: HistoryStore, sessions: SessionSource, interval: float) -> None:
+        if interval < 0:
+            raise InvalidArgument(f"snapshot interval must be >= 0 s, 0 = only at stop "
+                                  f"(got {interval})")
+        self.store = store
+        self.sessions = sessions
+        self.interval = interval
+        self.last: SaveResult | None = None
+        self.failures = 0
+
+    async def save(self) -> SaveResult | None:
+        try:
+            self.last = await save_state(self.store, self.sessions)
+        except Exception as exc:
+            self.failures += 1
+            log.error("sessions_save_failed", error=f"{type(exc).__name__}: {exc}")
+            return None
+        return self.last
+
+    async def run(self) -> None:
+        if self.interval == 0:
+            return
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.save()
