@@ -17,6 +17,7 @@ installed (asyncua creates its loggers at import).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import threading
@@ -53,6 +54,64 @@ def apply_limits(server: Any, limits: LimitsConfig) -> None:
     iserver.max_session_timeout_ms = limits.max_session_timeout * 1000.0
     iserver.min_session_timeout_ms = min(iserver.min_session_timeout_ms,
                                          iserver.max_session_timeout_ms)
+    if not isinstance(iserver.asyncio_transports, GuardedTransports):
+        transports = GuardedTransports(iserver.asyncio_transports)
+        iserver.asyncio_transports = transports
+
+
+#: most bytes of an incomplete chunk a connection may keep buffered: one chunk
+#: (asyncua refuses bigger ones only once they have fully arrived)
+MAX_PARTIAL_CHUNK = CHUNK_SIZE + 1024
+
+
+class ChunkLimitProtocol(asyncio.Protocol):
+    """Stands between a transport and asyncua's OPCUAProtocol and closes the
+    connection whose incomplete chunk outgrows ``MAX_PARTIAL_CHUNK``.
+
+    asyncua buffers a chunk until all the bytes its header announces have come (up
+    to 4 GiB), so a client announcing a huge chunk and streaming could otherwise
+    grow the server's memory until the activation timeout closes it."""
+
+    def __init__(self, inner: Any, transport: asyncio.BaseTransport) -> None:
+        self.inner = inner
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.inner.data_received(data)
+        pending = len(getattr(self.inner, "_buffer", b""))
+        if pending > MAX_PARTIAL_CHUNK and not self.transport.is_closing():
+            log.warning("connection_closed", peer=_peer(self.transport), reason="chunk too large",
+                        buffered=pending, limit=MAX_PARTIAL_CHUNK)
+            self.inner._buffer = b""
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.inner.connection_lost(exc)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()  # type: ignore[no-any-return]
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+
+def _peer(transport: asyncio.BaseTransport) -> str | None:
+    peer = transport.get_extra_info("peername")
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else None
+
+
+class GuardedTransports(list):  # type: ignore[type-arg]  # holds asyncio transports
+    """``InternalServer.asyncio_transports``: asyncua appends each accepted
+    connection's transport here, which is where ChunkLimitProtocol is put in."""
+
+    def append(self, transport: Any) -> None:
+        super().append(transport)
+        protocol = transport.get_protocol()
+        if not isinstance(protocol, ChunkLimitProtocol):
+            transport.set_protocol(ChunkLimitProtocol(protocol, transport))
 
 
 @dataclass(frozen=True, slots=True)

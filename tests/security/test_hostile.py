@@ -1,0 +1,267 @@
+"""Hostile clients: connections that never log in, too many sessions, subscriptions
+and monitored items, huge chunks, and thousands of malformed or mutated messages."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import random
+import struct
+import time
+import tracemalloc
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from asyncua import Client, ua
+from asyncua.common.connection import SecureConnection, TransportLimits
+from asyncua.crypto.security_policies import SecurityPolicyNone
+from asyncua.ua.ua_binary import struct_to_binary, uatcp_to_binary
+
+from tests.security.conftest import ENDPOINT, MODULE_LOOP, Secured, secured_server
+from twin_server.config.schema import ServerConfig
+from twin_server.config.security import LimitsConfig, SecurityConfig
+from twin_server.security.limits import LogRateLimit
+
+pytestmark = MODULE_LOOP
+
+ACTIVATION_TIMEOUT = 1.0
+VARIABLE = "Sessions.s.Components.c.Inputs.x"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def secured(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Secured]:
+    config = ServerConfig(
+        endpoint=ENDPOINT,
+        security=SecurityConfig(policies=("None",), anonymous="viewer"),
+        limits=LimitsConfig(activation_timeout=ACTIVATION_TIMEOUT, max_client_sessions=3,
+                            max_subscriptions_per_session=2,
+                            max_monitored_items_per_subscription=3,
+                            max_connections=60, log_burst=5))
+    async with secured_server(config, tmp_path_factory.mktemp("state"), (VARIABLE,)) as srv:
+        yield srv
+
+
+def address(secured: Secured) -> tuple[str, int]:
+    port = int(secured.url.rsplit(":", 1)[1].split("/")[0])
+    return "127.0.0.1", port
+
+
+async def closed_by_server(reader: asyncio.StreamReader, within: float) -> bool:
+    try:
+        async with asyncio.timeout(within):
+            while await reader.read(65536):
+                pass
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        return True
+    return True
+
+
+class TestIdleConnections:
+    async def test_silent_connection_closed(self, secured: Secured) -> None:
+        """A connection that sends nothing is closed after the activation timeout."""
+        reader, writer = await asyncio.open_connection(*address(secured))
+        try:
+            assert await closed_by_server(reader, ACTIVATION_TIMEOUT + 2.0)
+        finally:
+            writer.close()
+
+    async def test_hello_only_connection_closed(self, secured: Secured) -> None:
+        """A connection that says Hello but never activates a session is closed too."""
+        reader, writer = await asyncio.open_connection(*address(secured))
+        try:
+            writer.write(hello(secured.url))
+            await writer.drain()
+            assert await closed_by_server(reader, ACTIVATION_TIMEOUT + 2.0)
+        finally:
+            writer.close()
+
+
+class TestLimits:
+    async def test_client_sessions(self, secured: Secured) -> None:
+        """Past max_client_sessions a new session is refused with BadTooManySessions."""
+        clients = [Client(secured.url, timeout=5) for _ in range(3)]
+        for c in clients:
+            await c.connect()
+        extra = Client(secured.url, timeout=5)
+        try:
+            with pytest.raises(ua.UaStatusCodeError) as refused:
+                await extra.connect()
+            assert refused.value.code == ua.StatusCodes.BadTooManySessions
+        finally:
+            extra.disconnect_socket()
+            for c in clients:
+                await c.disconnect()
+
+    async def test_subscriptions_and_monitored_items(self, secured: Secured) -> None:
+        """Subscriptions per session and monitored items per subscription are capped."""
+        async with Client(secured.url, timeout=5) as c:
+            node = c.get_node(secured.nodeid(VARIABLE))
+            first = await c.create_subscription(100, None)
+            await c.create_subscription(100, None)
+            with pytest.raises(ua.UaStatusCodeError) as refused:
+                await c.create_subscription(100, None)
+            assert refused.value.code == ua.StatusCodes.BadTooManySubscriptions
+            await first.subscribe_data_change([node, node, node])
+            with pytest.raises(ua.UaStatusCodeError) as refused:
+                await first.subscribe_data_change([node])
+            assert refused.value.code == ua.StatusCodes.BadTooManyMonitoredItems
+
+    async def test_huge_chunk_closed(self, secured: Secured) -> None:
+        """A chunk announcing 100 MB is cut off after about one chunk's worth of bytes,
+        not buffered."""
+        reader, writer = await asyncio.open_connection(*address(secured))
+        try:
+            writer.write(hello(secured.url))
+            writer.write(b"MSGF" + struct.pack("<I", 100_000_000))
+            sent = 0
+            with pytest.raises(ConnectionError):
+                for _ in range(200):
+                    writer.write(b"\0" * 65536)
+                    await writer.drain()
+                    sent += 65536
+                    await asyncio.sleep(0)
+            assert sent < 8 * 1024 * 1024
+        finally:
+            writer.close()
+
+
+def hello(url: str) -> bytes:
+    return bytes(uatcp_to_binary(ua.MessageType.Hello, ua.Hello(
+        ProtocolVersion=0, ReceiveBufferSize=65535, SendBufferSize=65535, MaxMessageSize=0,
+        MaxChunkCount=0, EndpointUrl=url)))
+
+
+def seeds(url: str) -> list[bytes]:
+    """Well-formed messages to mutate: Hello, OpenSecureChannel, a Read, CloseSecureChannel."""
+    conn = SecureConnection(SecurityPolicyNone(), TransportLimits())
+    opn = conn.message_to_binary(struct_to_binary(ua.OpenSecureChannelRequest(
+        Parameters=ua.OpenSecureChannelParameters(
+            RequestType=ua.SecurityTokenRequestType.Issue,
+            SecurityMode=ua.MessageSecurityMode.None_, RequestedLifetime=3600000))),
+        message_type=ua.MessageType.SecureOpen, request_id=1)
+    read = conn.message_to_binary(struct_to_binary(ua.ReadRequest(
+        Parameters=ua.ReadParameters(NodesToRead=[ua.ReadValueId(
+            NodeId=ua.NodeId(ua.ObjectIds.Server_ServerStatus_State),
+            AttributeId=ua.AttributeIds.Value)]))), request_id=2)
+    close = conn.message_to_binary(struct_to_binary(ua.CloseSecureChannelRequest()),
+                                   message_type=ua.MessageType.SecureClose, request_id=3)
+    return [hello(url), bytes(opn), bytes(read), bytes(close)]
+
+
+def mutate(rng: random.Random, seed: bytes) -> bytes:
+    data = bytearray(seed)
+    kind = rng.randrange(8)
+    if kind == 0:  # flip bytes
+        for _ in range(rng.randint(1, 8)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+    elif kind == 1:  # truncate (the size field still claims the whole)
+        data = data[:rng.randrange(1, len(data))]
+    elif kind == 2:  # lie about the size
+        data[4:8] = struct.pack("<I", rng.choice([0, 1, 7, 8, 9, 65535, 65536, 2**31, 2**32 - 1,
+                                                 rng.randrange(2**32)]))
+    elif kind == 3:  # another message or chunk type
+        data[0:3] = rng.choice([b"HEL", b"ACK", b"OPN", b"MSG", b"CLO", b"ERR", b"RHE", b"XYZ"])
+        data[3:4] = rng.choice([b"F", b"C", b"A", b"X"])
+    elif kind == 4:  # random garbage with a plausible header
+        body = rng.randbytes(rng.randrange(0, 600))
+        data = bytearray(rng.choice([b"MSGF", b"OPNF", b"HELF"]) + struct.pack(
+            "<I", 8 + len(body)) + body)
+    elif kind == 5:  # pure noise
+        data = bytearray(rng.randbytes(rng.randrange(1, 300)))
+    elif kind == 6:  # insert bytes in the middle
+        at = rng.randrange(len(data))
+        data[at:at] = rng.randbytes(rng.randrange(1, 32))
+    else:  # the seed as it is (so that later messages reach deeper states)
+        pass
+    return bytes(data)
+
+
+async def send_burst(host: str, port: int, messages: list[bytes]) -> None:
+    try:
+        reader, writer = await asyncio.open_connection(host, port)
+    except OSError:
+        return
+    try:
+        for message in messages:
+            writer.write(message)
+            await writer.drain()
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            async with asyncio.timeout(0.05):
+                await reader.read(65536)
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+class TestFuzz:
+    async def test_malformed_traffic(self, secured: Secured) -> None:
+        """After thousands of malformed and mutated messages the server still answers a
+        legitimate client within a second, its memory has not run away and asyncua's
+        error logging was rate-limited."""
+        rng = random.Random(7)
+        host, port = address(secured)
+        base = seeds(secured.url)
+        limit = secured.security.log_limit
+        before_log = limit.statistics()
+        gc.collect()
+        tracemalloc.start()
+        try:
+            start_mem, _ = tracemalloc.get_traced_memory()
+            sent, deadline = 0, time.monotonic() + 20.0
+            while sent < 5000 and time.monotonic() < deadline:
+                bursts = []
+                for _ in range(20):  # 20 connections at once, 25 messages each
+                    messages = [base[0]] if rng.random() < 0.7 else []
+                    messages += [mutate(rng, rng.choice(base)) for _ in range(25)]
+                    bursts.append(messages)
+                    sent += len(messages)
+                await asyncio.gather(*(send_burst(host, port, b) for b in bursts))
+            await asyncio.sleep(0.2)
+            started = time.monotonic()
+            async with asyncio.timeout(1.0):
+                async with Client(secured.url, timeout=1) as client:
+                    state = await client.get_node(ua.NodeId(
+                        ua.ObjectIds.Server_ServerStatus_State)).read_value()
+            answered = time.monotonic() - started
+            await asyncio.sleep(0.2)
+            gc.collect()
+            end_mem, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert sent >= 2000
+        assert state == ua.ServerState.Running
+        assert answered < 1.0
+        assert end_mem - start_mem < 20 * 1024 * 1024, (start_mem, end_mem, peak)
+        after_log = limit.statistics()
+        assert after_log.suppressed > before_log.suppressed
+        logging.getLogger(__name__).info("fuzz: %s messages, peak %s bytes", sent, peak)
+
+
+class TestLogRateLimit:
+    async def test_burst_then_summary(self) -> None:
+        """The first N records of a message pass per window; the rest are counted and
+        summarised when the window ends."""
+        now = [0.0]
+        limit = LogRateLimit(burst=3, window=60.0, clock=lambda: now[0])
+        record = logging.LogRecord("asyncua.x", logging.ERROR, __file__, 1, "bad frame %s",
+                                   (1,), None)
+        other = logging.LogRecord("asyncua.x", logging.ERROR, __file__, 1, "other", (), None)
+        passed = [limit.filter(record) for _ in range(10)]
+        assert passed == [True] * 3 + [False] * 7
+        assert limit.filter(other)
+        from structlog.testing import capture_logs
+
+        now[0] = 61.0
+        with capture_logs() as logs:
+            assert limit.filter(record)
+        summary = [e for e in logs if e["event"] == "log_records_suppressed"]
+        assert summary and summary[0]["suppressed"] == 7
+        assert limit.statistics().suppressed == 7
