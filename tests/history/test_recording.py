@@ -1,0 +1,302 @@
+"""Recording sessions: what a stepped session produced is what the store gives back."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from twin_server.config.loader import parse_config
+from twin_server.config.schema import HistoryConfig, SessionHistoryConfig
+from twin_server.engine.session import Session, SessionSettings, VarKey
+from twin_server.engine.twin import TwinDefinition
+from twin_server.errors import InvalidArgument
+from twin_server.history import HistoryStore, RetentionPolicy
+from twin_server.models.base import Kind
+from twin_server.recording import (
+    Recorder,
+    Recording,
+    RecordingSettings,
+    recording_settings,
+    select_variables,
+    series_of,
+)
+
+PLANT = """
+[twins.plant]
+connections = [
+    "setpoint.output -> controller.setpoint",
+    "tank.level -> controller.measurement",
+    "controller.output -> tank.inflow",
+]
+[twins.plant.components.setpoint]
+model = "step"
+parameters = { initial = 0.5, final = 1.0, step_time = 0.5 }
+[twins.plant.components.tank]
+model = "water_tank"
+parameters = { area = 0.5, outflow_coefficient = 0.02, height = 2.0, initial_level = 0.5 }
+[twins.plant.components.controller]
+model = "pid"
+parameters = { kp = 0.2, ki = 0.004, output_min = 0.0, output_max = 0.05 }
+"""
+
+T0 = 1_700_000_000.0
+LEVEL = VarKey("tank", Kind.OUTPUT, "level")
+INFLOW = VarKey("tank", Kind.INPUT, "inflow")
+SETPOINT_IN = VarKey("controller", Kind.INPUT, "setpoint")
+KP = VarKey("controller", Kind.PARAMETER, "kp")
+
+
+@functools.cache
+def plant() -> TwinDefinition:
+    return parse_config(PLANT).twins["plant"]
+
+
+def new_session(name: str = "s") -> Session:
+    return Session(name, plant(), SessionSettings(step_size=0.01, publish_rate=10.0))
+
+
+async def read_all(store: HistoryStore, series: str) -> list[tuple[int, object, str]]:
+    page = await store.read_raw(series, 0.0, None)
+    assert page.continuation is None
+    return [(s.t_us, s.value, s.source) for s in page.samples]
+
+
+def at(samples: list[tuple[int, object, str]], t: float) -> object:
+    """The value stored last at or before ``t`` (what a historian says it was)."""
+    t_us = round(t * 1e6)
+    found = [value for ts, value, _ in samples if ts <= t_us]
+    return found[-1]
+
+
+class TestSelection:
+    def test_default_is_every_output_and_state(self) -> None:
+        """Without variables, every output and state is recorded, in the session's order."""
+        keys = select_variables(new_session(), None)
+        assert {k.kind for k in keys} == {Kind.OUTPUT, Kind.STATE}
+        assert [k.path for k in keys] == [
+            "Components.setpoint.Outputs.output", "Components.tank.Outputs.level",
+            "Components.tank.Outputs.outflow", "Components.tank.Outputs.overflow",
+            "Components.tank.States.level", "Components.controller.Outputs.output",
+            "Components.controller.States.integral"]
+
+    @pytest.mark.parametrize(("patterns", "paths"), [
+        pytest.param(("controller.kp",), ["Components.controller.Parameters.kp"], id="explicit"),
+        pytest.param(("tank.*",), ["Components.tank.Inputs.inflow",
+                                   "Components.tank.Outputs.level",
+                                   "Components.tank.Outputs.outflow",
+                                   "Components.tank.Outputs.overflow",
+                                   "Components.tank.States.level",
+                                   "Components.tank.Parameters.area",
+                                   "Components.tank.Parameters.outflow_coefficient",
+                                   "Components.tank.Parameters.height",
+                                   "Components.tank.Parameters.initial_level"], id="glob"),
+        pytest.param(("*.level", "tank.level"), ["Components.tank.Outputs.level",
+                                                 "Components.tank.States.level"],
+                     id="overlapping-once"),
+    ])
+    def test_patterns(self, patterns: tuple[str, ...], paths: list[str]) -> None:
+        """Patterns name 'component.variable' of any kind; each variable is taken once."""
+        assert [k.path for k in select_variables(new_session(), patterns)] == paths
+
+    def test_pattern_matching_nothing_is_an_error(self) -> None:
+        """A pattern that matches nothing names itself and the twin's variables."""
+        with pytest.raises(InvalidArgument, match=r"'tonk\.\*' matches no variable of twin "
+                                                  r"'plant'.*tank\.level"):
+            select_variables(new_session(), ("tank.level", "tonk.*"))
+
+    def test_settings_merge_session_over_server(self) -> None:
+        """A session's own history table wins field by field; the server's fills in."""
+        server = HistoryConfig(max_age=3600.0, variables=("tank.*",), record_rate=2.0)
+        merged = recording_settings(server, SessionHistoryConfig(record_rate=5.0,
+                                                                 max_samples=10))
+        assert merged == RecordingSettings(
+            enabled=True, variables=("tank.*",), record_rate=5.0, mode="change",
+            retention=RetentionPolicy(max_age=3600.0, max_samples=10))
+        assert recording_settings(HistoryConfig()).retention is None
+        assert not recording_settings(HistoryConfig(enabled=False),
+                                      SessionHistoryConfig(enabled=True)).enabled
+        assert not recording_settings(HistoryConfig(), SessionHistoryConfig(enabled=False)).enabled
+
+
+class TestRecorder:
+    async def test_values_read_back_equal_what_the_session_produced(
+            self, store: HistoryStore) -> None:
+        """Stepped and recorded at 10 Hz: the value stored at or before each record time
+        is exactly what the session held then, for every recorded variable."""
+        session = new_session()
+        recorder = Recorder(store, session)
+        await recorder.declare()
+        produced = []
+        session.start()
+        for i in range(200):
+            for _ in range(3):
+                session.tick()
+            t = T0 + i * 0.1
+            recorder.record_once(t)
+            produced.append((t, session.values()))
+        await store.flush()
+        for key in recorder.keys:
+            samples = await read_all(store, series_of("s", key))
+            assert {src for _, _, src in samples} == {"tick"}
+            for t, values in produced:
+                assert at(samples, t) == values[key], (key.path, t)
+        # on change: the setpoint steps once, so it is stored twice in 200 records
+        assert len(await read_all(store, "s/Components.setpoint.Outputs.output")) == 2
+        assert recorder.statistics().records == 200
+
+    async def test_every_mode_stores_each_record(self, store: HistoryStore) -> None:
+        """In 'every' mode each record stores every variable, changed or not."""
+        session = new_session()
+        recorder = Recorder(store, session, RecordingSettings(
+            variables=("setpoint.output",), mode="every"))
+        session.start()
+        for i in range(20):
+            session.tick()
+            recorder.record_once(T0 + i)
+        await store.flush()
+        assert len(await read_all(store, "s/Components.setpoint.Outputs.output")) == 20
+
+    async def test_nothing_is_stored_while_nothing_moves(self, store: HistoryStore) -> None:
+        """A record finds the version unmoved and stores nothing, in either mode."""
+        session = new_session()
+        recorder = Recorder(store, session, RecordingSettings(mode="every"))
+        assert recorder.record_once(T0) == len(recorder.keys)  # the first stores everything
+        assert recorder.record_once(T0 + 1) == 0
+        session.step(1)
+        assert recorder.record_once(T0 + 2) == len(recorder.keys)
+
+    async def test_series_are_declared_with_their_types(self, store: HistoryStore) -> None:
+        """Series exist with the model's data types before any value arrives."""
+        recorder = Recorder(store, new_session())
+        await recorder.declare()
+        types = {i.path: i.datatype for i in await store.list_series("s")}
+        assert types == {**dict.fromkeys(recorder.paths, "Double"),
+                         "Components.tank.Outputs.overflow": "Boolean"}
+
+    async def test_writes_are_stored_with_their_source(self, store: HistoryStore) -> None:
+        """A client's and a HIL write to recorded variables are stored at once with their
+        source, and the next record does not store them again as ticks."""
+        session = new_session()
+        recorder = Recorder(store, session, RecordingSettings(
+            variables=("controller.setpoint", "tank.inflow")), now=lambda: T0 + 5)
+        recorder.record_once(T0)
+        recorder.written(SETPOINT_IN, session.write(SETPOINT_IN, 1.5), "client")
+        recorder.written(INFLOW, session.write(INFLOW, 0.02), "hil")
+        assert recorder.record_once(T0 + 6) == 0
+        await store.flush()
+        assert (await read_all(store, "s/Components.controller.Inputs.setpoint"))[-1] == \
+            (round((T0 + 5) * 1e6), 1.5, "client")
+        assert (await read_all(store, "s/Components.tank.Inputs.inflow"))[-1] == \
+            (round((T0 + 5) * 1e6), 0.02, "hil")
+        assert recorder.statistics().writes == 2
+
+    async def test_unrecorded_client_write_becomes_an_event(self, store: HistoryStore) -> None:
+        """A client forcing an input that is not recorded leaves a value_written event."""
+        session = new_session()
+        recorder = Recorder(store, session)
+        recorder.written(SETPOINT_IN, session.write(SETPOINT_IN, 1.5), "client")
+        recorder.written(INFLOW, session.write(INFLOW, 0.01), "hil")  # HIL: not logged
+        await store.flush()
+        events = (await store.read_events("s", 0.0, None)).events
+        assert [(e.kind, e.message, e.severity) for e in events] == [
+            ("value_written", "input 'setpoint' of component 'controller' forced to 1.5 by "
+                              "a client", 200)]
+
+    async def test_session_events_are_stored(self, store: HistoryStore) -> None:
+        """Every SessionEvent reaches the store with its kind, message and severity."""
+        session = new_session()
+        recorder = Recorder(store, session)
+        session.start()
+        session.suspend()
+        session.write(KP, 0.3)
+        recorder.event("created", "made by a test", 100)
+        await store.flush()
+        events = (await store.read_events("s", 0.0, None)).events
+        assert [e.kind for e in events] == ["started", "suspended", "parameter_changed",
+                                            "created"]
+        assert events[2].severity == 200 and "kp" in events[2].message
+        recorder.close()
+        session.resume()  # after close: not recorded
+        await store.flush()
+        assert len((await store.read_events("s", 0.0, None)).events) == 4
+
+    async def test_retention_is_set_from_the_settings(self, tmp_path: Path) -> None:
+        """The session's retention applies to its series in the store's bulk rounds."""
+        async with await HistoryStore.open(tmp_path / "h.db", batch_interval=0.05) as store:
+            session = new_session()
+            recorder = Recorder(store, session, RecordingSettings(
+                variables=("tank.level",), mode="every",
+                retention=RetentionPolicy(max_samples=5)))
+            for i in range(20):
+                session.step(1)
+                recorder.record_once(T0 + i)
+            await store.flush()
+            result = await store.enforce_retention(T0 + 30)
+            assert result.samples_deleted == 15 * 2  # output and state, 15 each
+            assert len(await read_all(store, "s/Components.tank.Outputs.level")) == 5
+
+    async def test_closed_session_is_not_read(self, store: HistoryStore) -> None:
+        """A session closed under the recorder ends its recording quietly."""
+        session = new_session()
+        recorder = Recorder(store, session)
+        session.close()
+        assert recorder.record_once(T0) == 0
+
+
+class TestRecording:
+    async def test_run_paces_every_session_and_records_at_the_end(
+            self, store: HistoryStore) -> None:
+        """One task records each session at its own rate; cancelling it records once more."""
+        fast, slow = new_session("fast"), new_session("slow")
+        recording = Recording(store, HistoryConfig(variables=("tank.level",)))
+        await recording.add(fast, SessionHistoryConfig(record_rate=50.0))
+        await recording.add(slow, SessionHistoryConfig(record_rate=2.0))
+        assert await recording.add(new_session("off"),
+                                   SessionHistoryConfig(enabled=False)) is None
+        task = asyncio.create_task(recording.run())
+        for _ in range(12):
+            fast.step(1)
+            slow.step(1)
+            await asyncio.sleep(0.025)
+        fast.step(1)
+        task.cancel()
+        await asyncio.wait([task])
+        stats = {s.session: s for s in recording.statistics()}
+        assert stats["fast"].records >= 8
+        assert stats["slow"].records <= 3
+        await store.flush()
+        level = await read_all(store, "fast/Components.tank.Outputs.level")
+        assert level[-1][1] == fast.read(LEVEL)  # the last step, recorded on the way out
+
+    async def test_add_refuses_bad_variables_and_twice(self, store: HistoryStore) -> None:
+        """Variables that match nothing, or a session recorded already, are refused."""
+        recording = Recording(store)
+        session = new_session()
+        with pytest.raises(InvalidArgument, match="matches no variable"):
+            await recording.add(session, SessionHistoryConfig(variables=("nope.x",)))
+        await recording.add(session)
+        with pytest.raises(InvalidArgument, match="recorded already"):
+            await recording.add(session)
+        assert recording.paths("s") == recording.recorders["s"].paths
+        assert recording.paths("other") == []
+
+    async def test_hooks_route_by_session(self, store: HistoryStore) -> None:
+        """written() and event() reach the session's recorder; unknown sessions are ignored."""
+        recording = Recording(store, HistoryConfig(variables=("controller.setpoint",)),
+                              now=lambda: T0)
+        session = new_session()
+        await recording.add(session)
+        recording.written("s", SETPOINT_IN, session.write(SETPOINT_IN, 2.0), "client")
+        recording.written("ghost", SETPOINT_IN, 2.0, "client")
+        recording.event("s", "alarm", "overflow", 700)
+        with capture_logs():
+            recording.remove("s")
+        recording.remove("s")
+        await store.flush()
+        samples = await read_all(store, "s/Components.controller.Inputs.setpoint")
+        assert samples[-1] == (round(T0 * 1e6), 2.0, "client")
+        assert [e.kind for e in (await store.read_events("s", 0.0, None)).events] == ["alarm"]
