@@ -22,8 +22,8 @@ from twin_server.config.loader import parse_config
 from twin_server.config.schema import ServerConfig
 from twin_server.config.security import SecurityConfig
 from twin_server.engine.session import Session, SessionSettings, VarKey
-from twin_server.models.base import Kind
 from twin_server.engine.twin import TwinDefinition
+from twin_server.models.base import Kind
 from twin_server.opcua.server import NAMESPACE_URI, OpcUaServer
 from twin_server.security import configure_security
 from twin_server.security.roles import Role

@@ -114,7 +114,7 @@ class TestLimits:
     async def test_huge_chunk_closed(self, secured: Secured) -> None:
         """A chunk announcing 100 MB is cut off after about one chunk's worth of bytes,
         not buffered."""
-        reader, writer = await asyncio.open_connection(*address(secured))
+        _reader, writer = await asyncio.open_connection(*address(secured))
         try:
             writer.write(hello(secured.url))
             writer.write(b"MSGF" + struct.pack("<I", 100_000_000))

@@ -151,7 +151,7 @@ class Guard:
 
     def _check_certificate(self, cert: x509.Certificate) -> int | None:
         if self.trust is None:
-            return ua.StatusCodes.BadSecurityChecksFailed
+            return int(ua.StatusCodes.BadSecurityChecksFailed)
         status = self.trust.check(cert)
         if status is not None:
             self.counters.certificates_refused += 1
@@ -204,19 +204,19 @@ class Guard:
         if channel.refusal is not None:
             self.counters.sessions_refused += 1
             raise ServiceError(channel.refusal)
-        if conn is not None and channel.secure:
-            if conn.created_here and not channel.uri_checked:
-                # a secure channel's CreateSession must carry the client certificate
-                self.counters.sessions_refused += 1
-                log.warning("session_refused", peer=peer,
-                            reason="CreateSession without the channel's certificate")
-                raise ServiceError(ua.StatusCodes.BadSecurityChecksFailed)
-        if conn is not None and not conn.created_here:
+        if conn is not None and channel.secure and conn.created_here \
+                and not channel.uri_checked:
+            # a secure channel's CreateSession must carry the client certificate
+            self.counters.sessions_refused += 1
+            log.warning("session_refused", peer=peer,
+                        reason="CreateSession without the channel's certificate")
+            raise ServiceError(ua.StatusCodes.BadSecurityChecksFailed)
+        if conn is not None and not conn.created_here \
+                and self.session_certs.get(conn.session) != channel.thumbprint:
             # reactivation on a new channel (Part 4, 6.7): same certificate as at creation
-            if self.session_certs.get(conn.session) != channel.thumbprint:
-                self.counters.sessions_refused += 1
-                log.warning("session_refused", reason="reactivated from another certificate")
-                raise ServiceError(ua.StatusCodes.BadSecurityChecksFailed)
+            self.counters.sessions_refused += 1
+            log.warning("session_refused", reason="reactivated from another certificate")
+            raise ServiceError(ua.StatusCodes.BadSecurityChecksFailed)
         self._check_session_count(conn)
         if username is None:
             if self.anonymous is None:

@@ -60,7 +60,7 @@ _CERT_SUFFIXES = (".der", ".pem", ".crt", ".cer")
 
 def thumbprint(cert: x509.Certificate) -> str:
     """The OPC UA thumbprint: SHA-1 of the DER encoding, upper-case hex."""
-    return hashlib.sha1(cert.public_bytes(serialization.Encoding.DER)).hexdigest().upper()  # noqa: S324 - OPC UA defines thumbprints as SHA-1
+    return hashlib.sha1(cert.public_bytes(serialization.Encoding.DER)).hexdigest().upper()
 
 
 def common_name(cert: x509.Certificate) -> str:
@@ -354,20 +354,20 @@ class TrustList:
         application URI aside: see ``check_uri``)."""
         lists = self._refresh()
         if thumbprint(cert) not in lists.trusted and not self._chains(cert, lists):
-            return ua.StatusCodes.BadCertificateUntrusted
+            return int(ua.StatusCodes.BadCertificateUntrusted)
         now = now or dt.datetime.now(dt.UTC)
         if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-            return ua.StatusCodes.BadCertificateTimeInvalid
+            return int(ua.StatusCodes.BadCertificateTimeInvalid)
         for crl in lists.crls:
             if crl.issuer == cert.issuer and \
                     crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
-                return ua.StatusCodes.BadCertificateRevoked
+                return int(ua.StatusCodes.BadCertificateRevoked)
         return None
 
     @staticmethod
     def check_uri(cert: x509.Certificate, application_uri: str) -> int | None:
         if application_uri not in application_uris(cert):
-            return ua.StatusCodes.BadCertificateUriInvalid
+            return int(ua.StatusCodes.BadCertificateUriInvalid)
         return None
 
     @staticmethod
@@ -452,7 +452,7 @@ def _certificates(folder: Path) -> list[x509.Certificate]:
 
 
 def _crls(folder: Path) -> list[x509.CertificateRevocationList]:
-    crls = []
+    crls: list[x509.CertificateRevocationList] = []
     if not folder.is_dir():
         return crls
     for path in folder.iterdir():
