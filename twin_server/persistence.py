@@ -49,6 +49,7 @@ from typing import Any, Literal, Protocol
 import structlog
 
 from twin_server.config.loader import parse_twin
+from twin_server.engine.manager import SessionManager
 from twin_server.engine.session import RunState, Session, SessionSettings, SessionSnapshot
 from twin_server.engine.twin import TwinDefinition
 from twin_server.errors import InvalidArgument, TwinServerError
@@ -297,6 +298,21 @@ def stored_twins(state: StoredState, existing: Mapping[str, TwinDefinition]
 def client_sessions(state: StoredState) -> list[StoredSession]:
     """The stored sessions clients created (or forked), in name order."""
     return [s for _, s in sorted(state.sessions.items()) if s.origin == "client"]
+
+
+def recreate(manager: SessionManager, stored: StoredSession) -> Session | None:
+    """Create a stored client session again in ``manager`` and resume it; None (with a
+    ``stored_session_skipped`` warning) if it cannot be (its twin is gone, its name is
+    taken, the server is full)."""
+    try:
+        session = manager.create(stored.twin, stored.name, None, stored.settings,
+                                 origin="client")
+    except TwinServerError as exc:
+        log.warning("stored_session_skipped", session=stored.name, twin=stored.twin,
+                    reason=str(exc))
+        return None
+    resume(session, stored)
+    return session
 
 
 def resume(session: Session, stored: StoredSession | None, *, autostart: bool = False) -> str:
