@@ -205,30 +205,37 @@ class TwinConfig(_Frozen):
         return tuple(value) if isinstance(value, list) else value
 
 
-_VARIABLE_PATTERN = r"^[A-Za-z0-9_*?\[\]!]+\.[A-Za-z0-9_*?\[\]!]+$"
+VariablePattern = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9_*?\[\]!]+\.[A-Za-z0-9_*?\[\]!]+$")]
+"""``component.variable`` of a session's twin, either part a glob (``tank.*``)."""
 
 
 class SessionHistoryConfig(_Frozen):
     """What one session records (``[sessions.<name>.history]``); a field left out
     takes the server-wide ``[history]`` value."""
 
-    enabled: bool | None = Field(None, description="record this session (default: [history].enabled)")
-    variables: tuple[Annotated[str, StringConstraints(pattern=_VARIABLE_PATTERN)], ...] | None = Field(
-        None,
-        description="'component.variable' names or glob patterns ('tank.*', '*.level'), any kind "
-                    "of variable; default: every output and state")
+    enabled: bool | None = Field(
+        default=None, description="record this session (default: [history].enabled)")
+    variables: tuple[VariablePattern, ...] | None = Field(
+        default=None,
+        description="'component.variable' names or glob patterns ('tank.*', '*.level'), any "
+                    "kind of variable; default: every output and state")
     record_rate: float | None = Field(
-        None, gt=0, le=1000, description="records per wall second; default: the publish rate")
+        default=None, gt=0, le=1000,
+        description="records per wall second; default: the session's publish rate")
     mode: Literal["change", "every"] | None = Field(
-        None, description="'change': store a value only when it differs from the last one "
-                          "stored (default); 'every': store every variable at every record")
-    max_age: float | None = Field(None, gt=0, description="retention: seconds of history kept")
-    max_samples: int | None = Field(None, ge=1, description="retention: newest samples kept "
-                                                             "per variable")
+        default=None,
+        description="'change': store a value only when it differs from the last one stored "
+                    "(default); 'every': store every variable at every record")
+    max_age: float | None = Field(
+        default=None, gt=0, description="retention: seconds of history kept")
+    max_samples: int | None = Field(
+        default=None, ge=1, description="retention: newest samples kept per variable")
 
     @field_validator("variables", mode="before")
     @classmethod
     def _array_as_tuple(cls, value: object) -> object:
+        # TOML arrays arrive as lists; strict mode takes only tuples for a tuple field.
         return tuple(value) if isinstance(value, list) else value
 
 
@@ -237,23 +244,26 @@ class HistoryConfig(SessionHistoryConfig):
     its batching, retention, session snapshots, and the recording defaults of every
     session (config and client-created alike)."""
 
-    enabled: bool = True  # type: ignore[assignment]  # a concrete default server-wide
-    mode: Literal["change", "every"] = "change"  # type: ignore[assignment]
-    file: str = Field("history.db", min_length=1,
+    enabled: bool = True  # server-wide the defaults are concrete
+    mode: Literal["change", "every"] = "change"
+    file: str = Field(default="history.db", min_length=1,
                       description="the database, relative to server.state_dir")
     batch_interval: float = Field(
-        1.0, gt=0, le=60, description="seconds between commits: a crash loses at most this")
-    batch_size: int = Field(10_000, ge=1, le=1_000_000, description="most samples per commit")
-    max_queue: int = Field(200_000, ge=1, le=100_000_000,
+        default=1.0, gt=0, le=60,
+        description="seconds between commits: a crash loses at most this much")
+    batch_size: int = Field(default=10_000, ge=1, le=1_000_000,
+                            description="most samples per commit")
+    max_queue: int = Field(default=200_000, ge=1, le=100_000_000,
                            description="samples held in memory while the disk is slow; "
                                        "beyond it samples are dropped (and counted)")
-    retention_interval: float = Field(60.0, gt=0, le=86_400,
+    retention_interval: float = Field(default=60.0, gt=0, le=86_400,
                                       description="seconds between retention rounds")
     snapshot_interval: float = Field(
-        10.0, ge=0, le=86_400,
+        default=10.0, ge=0, le=86_400,
         description="seconds between snapshots of every session; 0 = only at stop")
-    resume: bool = Field(True, description="at start, bring back client sessions and run-time "
-                                           "twins, and resume every session from its snapshot")
+    resume: bool = Field(
+        default=True, description="at start, bring back client sessions and run-time twins "
+                                  "and resume every session from its snapshot")
 
 
 class SessionConfig(_Frozen):
@@ -271,7 +281,7 @@ class SessionConfig(_Frozen):
         default_factory=dict, description="per component: parameter overrides"
     )
     history: SessionHistoryConfig = Field(
-        default_factory=SessionHistoryConfig,  # type: ignore[arg-type]
+        default_factory=SessionHistoryConfig,
         description="what this session records ([sessions.<name>.history])")
 
 
@@ -284,7 +294,7 @@ class Config(_Frozen):
     hil: dict[Name, HilPeerConfig] = Field(
         default_factory=dict, description="hardware-in-the-loop peers (PLCs), by name")
     history: HistoryConfig = Field(
-        default_factory=HistoryConfig,  # type: ignore[arg-type]
+        default_factory=HistoryConfig,
         description="the history store and recording defaults ([history])")
 
 

@@ -436,34 +436,34 @@ def install(server: Server, store: HistoryStore, namespace: int, *,
 
 def _advertise(aspace: AddressSpace, max_values: int) -> None:
     """HistoryServerCapabilities: what we serve, and the aggregates we compute."""
-    O = ua.ObjectIds  # noqa: N806 - the namespace of standard ids, as asyncua spells it
+    ids = ua.ObjectIds
     flags = {
-        O.HistoryServerCapabilities_AccessHistoryDataCapability: True,
-        O.HistoryServerCapabilities_AccessHistoryEventsCapability: True,
-        O.HistoryServerCapabilities_InsertDataCapability: False,
-        O.HistoryServerCapabilities_ReplaceDataCapability: False,
-        O.HistoryServerCapabilities_UpdateDataCapability: False,
-        O.HistoryServerCapabilities_DeleteRawCapability: False,
-        O.HistoryServerCapabilities_DeleteAtTimeCapability: False,
-        O.HistoryServerCapabilities_InsertAnnotationCapability: False,
-        O.HistoryServerCapabilities_InsertEventCapability: False,
-        O.HistoryServerCapabilities_ReplaceEventCapability: False,
-        O.HistoryServerCapabilities_UpdateEventCapability: False,
-        O.HistoryServerCapabilities_DeleteEventCapability: False,
-        O.HistoryServerCapabilities_ServerTimestampSupported: True,
+        ids.HistoryServerCapabilities_AccessHistoryDataCapability: True,
+        ids.HistoryServerCapabilities_AccessHistoryEventsCapability: True,
+        ids.HistoryServerCapabilities_InsertDataCapability: False,
+        ids.HistoryServerCapabilities_ReplaceDataCapability: False,
+        ids.HistoryServerCapabilities_UpdateDataCapability: False,
+        ids.HistoryServerCapabilities_DeleteRawCapability: False,
+        ids.HistoryServerCapabilities_DeleteAtTimeCapability: False,
+        ids.HistoryServerCapabilities_InsertAnnotationCapability: False,
+        ids.HistoryServerCapabilities_InsertEventCapability: False,
+        ids.HistoryServerCapabilities_ReplaceEventCapability: False,
+        ids.HistoryServerCapabilities_UpdateEventCapability: False,
+        ids.HistoryServerCapabilities_DeleteEventCapability: False,
+        ids.HistoryServerCapabilities_ServerTimestampSupported: True,
     }
     values: list[tuple[int, ua.Variant]] = [
         (ident, ua.Variant(flag, ua.VariantType.Boolean)) for ident, flag in flags.items()]
-    values += [(O.HistoryServerCapabilities_MaxReturnDataValues,
+    values += [(ids.HistoryServerCapabilities_MaxReturnDataValues,
                 ua.Variant(max_values, ua.VariantType.UInt32)),
-               (O.HistoryServerCapabilities_MaxReturnEventValues,
+               (ids.HistoryServerCapabilities_MaxReturnEventValues,
                 ua.Variant(max_values, ua.VariantType.UInt32))]
     for ident, variant in values:
         nodeid = ua.NodeId(ident)
         if nodeid in aspace:
             aspace[nodeid].attributes[_A.Value] = AttributeValue(ua.DataValue(variant))
-    for folder in (ua.NodeId(O.HistoryServerCapabilities_AggregateFunctions),
-                   ua.NodeId(O.Server_ServerCapabilities_AggregateFunctions)):
+    for folder in (ua.NodeId(ids.HistoryServerCapabilities_AggregateFunctions),
+                   ua.NodeId(ids.Server_ServerCapabilities_AggregateFunctions)):
         if folder not in aspace:
             continue
         present = {r.NodeId for r in aspace[folder].references if r.IsForward}
