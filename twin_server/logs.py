@@ -48,7 +48,9 @@ def configure(level: str | None = None, *, default: str = "info", json: bool | N
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        cache_logger_on_first_use=True,
+        # no caching: nothing logs in the tick loop, and cached loggers would keep a
+        # configuration past structlog.testing.capture_logs() in tests
+        cache_logger_on_first_use=False,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
