@@ -1,0 +1,26 @@
+"""Fixtures for the whole suite."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Undo what a test that runs the CLI in-process did to logging.
+
+    ``twin_server.logs.configure`` sets structlog's level filter and the root
+    handler (on the test's captured stderr); later tests read events with
+    ``structlog.testing.capture_logs``, which needs the default configuration.
+    """
+    config = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.configure(**config)
+    root.handlers[:] = handlers
+    root.setLevel(level)
