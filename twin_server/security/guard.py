@@ -411,13 +411,20 @@ class GuardedAttributeService:
 
     async def write(self, params: ua.WriteParameters, user: User | None = None,
                     ) -> list[ua.StatusCode]:
-        if user is None:
-            return list(await self.inner.write(params))  # the server's own writes
+        if not isinstance(user, TwinUser):
+            # the server's own writes: asyncua's internal session (its Admin user); every
+            # client session's user is a TwinUser (TwinUserManager)
+            return list(await self.inner.write(params, *([user] if user else [])))
         results: list[ua.StatusCode | None] = []
         allowed: list[tuple[int, ua.WriteValue]] = []
         for index, wv in enumerate(params.NodesToWrite):
-            if self.guard.may_write(user, wv.NodeId, wv.AttributeId) or \
-                    not self._writable(wv.NodeId, wv.AttributeId):
+            writable = self._writable(wv.NodeId, wv.AttributeId)
+            if not writable and wv.NodeId.NamespaceIndex != self.guard.namespace:
+                # asyncua lets an admin write even read-only server nodes (ServerStatus);
+                # no client may: the answer is asyncua's own for everyone else
+                self.guard.counters.writes_refused += 1
+                results.append(ua.StatusCode(ua.StatusCodes.BadUserAccessDenied))
+            elif not writable or self.guard.may_write(user, wv.NodeId, wv.AttributeId):
                 allowed.append((index, wv))
                 results.append(None)
             else:
