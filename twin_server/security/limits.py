@@ -1,5 +1,9 @@
 """Limits under hostile clients, and a rate limit on asyncua's logging.
 
+``apply_limits`` also puts ``ChunkLimitProtocol`` in front of every connection:
+asyncua buffers a chunk until all the bytes its header announces have arrived,
+so one connection announcing a 4 GiB chunk could fill the memory.
+
 ``apply_limits`` sets asyncua's own bounds from ``[server.limits]``: message and
 chunk sizes (``Server.limits``), TCP connections, queued requests per
 connection, subscriptions, monitored-item queues, session timeouts and the time
@@ -55,8 +59,7 @@ def apply_limits(server: Any, limits: LimitsConfig) -> None:
     iserver.min_session_timeout_ms = min(iserver.min_session_timeout_ms,
                                          iserver.max_session_timeout_ms)
     if not isinstance(iserver.asyncio_transports, GuardedTransports):
-        transports = GuardedTransports(iserver.asyncio_transports)
-        iserver.asyncio_transports = transports
+        iserver.asyncio_transports = GuardedTransports(iserver.asyncio_transports)
 
 
 #: most bytes of an incomplete chunk a connection may keep buffered: one chunk
