@@ -37,6 +37,7 @@ from twin_server.engine.manager import Overrides, SessionManager
 from twin_server.engine.session import Session, SessionSettings
 from twin_server.engine.twin import TwinDefinition
 from twin_server.errors import InvalidState, NotFound
+from twin_server.hil import HilMirror
 from twin_server.models.base import Value
 from twin_server.opcua import events as ev
 from twin_server.opcua.server import OpcUaServer
@@ -91,6 +92,7 @@ class Daemon:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: asyncio.TaskGroup | None = None
+    hil: HilMirror | None = None
 
     def __post_init__(self) -> None:
         server = self.loaded.config.server
@@ -131,8 +133,15 @@ class Daemon:
                 session = self.manager.create(scfg.twin, name, None, settings, origin="config")
                 await self._serve(session, f"session {name!r} of twin {scfg.twin!r} created "
                                            f"from the config")
+            self.hil = HilMirror(config.hil, {n: r.session for n, r in self.sessions.items()})
+            if config.hil:
+                await server.add_hil(self.hil)
             async with asyncio.TaskGroup() as tg:
                 self._tasks = tg
+                hil_tasks = [tg.create_task(self.hil.run(), name="hil")]
+                if config.hil:
+                    hil_tasks.append(tg.create_task(server.publish_hil_forever(self.hil),
+                                                    name="hil-nodes"))
                 for running in self.sessions.values():
                     self._start_clock(running)
                 publisher = tg.create_task(server.publish_forever(), name="publisher")
@@ -156,6 +165,7 @@ class Daemon:
                 await self._stop.wait()
                 self.state = DaemonState.STOPPING
                 log.info("daemon_stopping")
+                await _stop_stage("hil", hil_tasks)
                 await _stop_stage("clocks", [r.task for r in self.sessions.values() if r.task])
                 await _stop_stage("publisher", [publisher, expiry])
         finally:

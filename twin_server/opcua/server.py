@@ -30,6 +30,8 @@ from twin_server.engine.twin import TwinDefinition
 from twin_server.errors import OutOfRange, TypeMismatch
 from twin_server.models.base import DataType, Kind, Variable
 from twin_server.opcua import events as ev
+from twin_server.hil import HilMirror
+from twin_server.opcua.hil_nodes import HilNodes, build_hil
 from twin_server.opcua.methods import ServerMethods, SessionMethods, method_statistics
 from twin_server.opcua.nodes import NodeBatch, add_reference
 from twin_server.opcua.program import STATES, ProgramState, StateView
@@ -134,6 +136,7 @@ class OpcUaServer:
         self._pending_wake = asyncio.Event()
         self._flush_lock = asyncio.Lock()
         self._nodes = 0
+        self._hil: HilNodes | None = None
         self._log = log.bind(endpoint=self._endpoint)
 
     # -- lifecycle -----------------------------------------------------------------
@@ -474,6 +477,18 @@ class OpcUaServer:
                     if name:
                         names.add(name)
         return names
+
+    # -- hardware in the loop ------------------------------------------------------
+    async def add_hil(self, mirror: HilMirror) -> None:
+        """Add ``HIL/<peer>`` health nodes below TwinServer."""
+        batch = self._batch()
+        self._hil = build_hil(batch, self.nodeid(ROOT), mirror.statistics())
+        self._nodes += len(batch.commit(self._iserver.aspace))
+
+    async def publish_hil_forever(self, mirror: HilMirror, period: float = 0.5) -> None:
+        """Keep the HIL health nodes current until cancelled."""
+        assert self._hil is not None, "add_hil first"
+        await self._hil.run(self._iserver.aspace, mirror.statistics, period)
 
     # -- publishing ----------------------------------------------------------------
     async def publish_forever(self) -> None:

@@ -1,0 +1,44 @@
+"""HIL inside the whole daemon: the mirror runs in its TaskGroup, closes the loop
+with the soft PLC, and shows its health under HIL/<peer> to a real client."""
+
+from __future__ import annotations
+
+import asyncio
+
+from asyncua import Client, ua
+
+from tests.hil.conftest import LOOP, SoftPlc, load, wait_for
+from twin_server.app import Daemon
+from twin_server.engine.session import VarKey
+from twin_server.models.base import Kind
+
+LEVEL = VarKey("tank", Kind.OUTPUT, "level")
+
+
+class TestDaemonWithPlc:
+    async def test_loop_closes_and_health_is_served(self, shared_plc: SoftPlc) -> None:
+        """The daemon mirrors the tank to the PLC and back; HIL/plc says Connected."""
+        daemon = Daemon(load(shared_plc.endpoint, LOOP, rtf=4.0),
+                        endpoint="opc.tcp://127.0.0.1:0/twin-server")
+        runner = asyncio.create_task(daemon.run())
+        try:
+            await asyncio.wait_for(daemon.wait_ready(), 30)
+            session = daemon.sessions["s"].session
+            # the PLC's P controller (setpoint 1.0 m) drives the level up from 0.5 m
+            await wait_for(lambda: float(session.read(LEVEL)) > 0.6, timeout=20)
+            async with Client(daemon.endpoint_url, timeout=10) as client:
+                ns = await client.get_namespace_index("urn:twin-server")
+                connected = client.get_node(ua.NodeId("HIL.plc.Connected", ns))
+                await wait_for_value(connected, True)
+                writes = await client.get_node(ua.NodeId("HIL.plc.WritesSent", ns)).read_value()
+                assert writes > 0
+        finally:
+            daemon.stop()
+            await asyncio.wait_for(runner, 30)
+
+
+async def wait_for_value(node: object, expected: object, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (value := await node.read_value()) != expected:  # type: ignore[attr-defined]
+        assert asyncio.get_running_loop().time() < deadline, f"still {value!r}"
+        await asyncio.sleep(0.1)
