@@ -28,9 +28,9 @@ from twin_server.config.schema import ServerConfig
 from twin_server.engine.session import RunState, Session, SessionEvent, VarKey
 from twin_server.engine.twin import TwinDefinition
 from twin_server.errors import OutOfRange, TypeMismatch
+from twin_server.hil import HilMirror
 from twin_server.models.base import DataType, Kind, Variable
 from twin_server.opcua import events as ev
-from twin_server.hil import HilMirror
 from twin_server.opcua.hil_nodes import HilNodes, build_hil
 from twin_server.opcua.methods import ServerMethods, SessionMethods, method_statistics
 from twin_server.opcua.nodes import NodeBatch, add_reference
