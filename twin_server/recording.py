@@ -171,7 +171,8 @@ class Recorder:
     ``written`` from the write paths, and the session's events as they happen."""
 
     def __init__(self, store: HistoryStore, session: Session,
-                 settings: RecordingSettings | None = None, *, now: Now = time.time) -> None:
+                 settings: RecordingSettings | None = None, *, now: Now = time.time,
+                 events: bool = True) -> None:
         self.store = store
         self.session = session
         self.settings = settings = settings or RecordingSettings()
@@ -185,7 +186,9 @@ class Recorder:
         self._records = self._samples = self._writes = self._events = self._dropped = 0
         self._closed = False
         store.set_retention(name, settings.retention)
-        self._unsubscribe = session.subscribe(self._on_event)
+        #: with ``events`` False the owner feeds ``event`` itself (the daemon stores every
+        #: event the OPC UA server emits: the session's own, created, deleted, alarms)
+        self._unsubscribe = session.subscribe(self._on_event) if events else _nothing
 
     @property
     def name(self) -> str:
@@ -323,10 +326,11 @@ class Recording:
     """
 
     def __init__(self, store: HistoryStore, config: HistoryConfig | None = None, *,
-                 now: Now = time.time) -> None:
+                 now: Now = time.time, events: bool = True) -> None:
         self.store = store
         self.config = config or HistoryConfig()
         self._now = now
+        self._events = events
         self._recorders: dict[str, Recorder] = {}
         self._due: dict[str, float] = {}
         self._wake = asyncio.Event()
@@ -348,7 +352,7 @@ class Recording:
             raise InvalidArgument(f"session {session.name!r} is recorded already")
         if not settings.enabled:
             return None
-        recorder = Recorder(self.store, session, settings, now=self._now)
+        recorder = Recorder(self.store, session, settings, now=self._now, events=self._events)
         try:
             await recorder.declare()
         except BaseException:
@@ -426,6 +430,10 @@ class Recording:
 
     def statistics(self) -> list[RecorderStatistics]:
         return [r.statistics() for r in self._recorders.values()]
+
+
+def _nothing() -> None:
+    pass
 
 
 def recorded_nodes(session: str, paths: Iterable[str]) -> list[str]:

@@ -224,6 +224,16 @@ class TestRecorder:
         await store.flush()
         assert len((await store.read_events("s", 0.0, None)).events) == 4
 
+    async def test_events_left_to_the_owner(self, store: HistoryStore) -> None:
+        """With events=False the recorder stores only the events it is handed."""
+        session = new_session()
+        recorder = Recorder(store, session, events=False)
+        session.start()
+        recorder.event("started", "handed over by the server")
+        await store.flush()
+        assert [e.message for e in (await store.read_events("s", 0.0, None)).events] == [
+            "handed over by the server"]
+
     async def test_retention_is_set_from_the_settings(self, tmp_path: Path) -> None:
         """The session's retention applies to its series in the store's bulk rounds."""
         async with await HistoryStore.open(tmp_path / "h.db", batch_interval=0.05) as store:
