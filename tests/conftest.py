@@ -24,3 +24,14 @@ def _restore_logging() -> Iterator[None]:
     structlog.configure(**config)
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _state_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Servers built from default configs keep their state (PKI, database) in a
+    temporary folder, not in the checkout's var/ (the default state_dir follows
+    $STATE_DIRECTORY, as under systemd)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("STATE_DIRECTORY", str(tmp_path_factory.mktemp("state")))
+    yield
+    mp.undo()

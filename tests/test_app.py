@@ -25,6 +25,10 @@ CONFIG = PLANT + f"""
 [server]
 session_idle_timeout = {IDLE_TIMEOUT}
 
+[server.security]  # tests: the None endpoint, anonymous may do everything
+policies = ["None"]
+anonymous = "admin"
+
 [sessions.main]
 twin = "plant"
 step_size = 0.01

@@ -5,6 +5,8 @@
     twin-server health [ENDPOINT] [--timeout SECONDS]
     twin-server history export DATABASE --session S --start T --end T [--path P ...] [-o FILE]
     twin-server fmu inspect FILE
+    twin-server user add|passwd|role|remove|list NAME [--role ROLE] [--config CONFIG]
+    twin-server pki trust|untrust|list [FILE-OR-THUMBPRINT] [--config CONFIG]
 
 Exit status: 0 on success or a clean stop, 2 for an invalid config (every error
 printed, each with its file and key path), 1 for anything else.
@@ -72,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "with path, status and source")
     export.add_argument("-o", "--output", default="-", help="the CSV file, or - for stdout")
 
+    from twin_server.security import cli as security_cli
+
+    security_cli.add_parsers(commands)
+
     fmu = commands.add_parser("fmu", help="work with FMU files")
     fmu_commands = fmu.add_subparsers(dest="fmu_command", required=True, metavar="COMMAND")
     inspect = fmu_commands.add_parser(
@@ -90,6 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fmu_inspect(args.file)
     if args.command == "health":
         return _health(args.endpoint, args.timeout)
+    if args.command in ("user", "pki"):
+        from twin_server.security import cli as security_cli
+
+        return security_cli.run(args)
     if args.command == "history":
         return asyncio.run(_history_export(args))
     return _run(args)

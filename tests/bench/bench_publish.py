@@ -18,8 +18,12 @@ from asyncua import Server
 
 from twin_server.config.loader import parse_config
 from twin_server.config.schema import ServerConfig
+from twin_server.config.security import SecurityConfig
 from twin_server.engine.session import Session, SessionSettings
 from twin_server.opcua.server import OpcUaServer
+
+#: the None endpoint, anonymous may do everything (security is tested in tests/security)
+OPEN = SecurityConfig(policies=("None",), anonymous="admin")
 
 COMPONENTS = 500
 SECONDS = 3.0
@@ -37,7 +41,7 @@ def _twin_text(n: int) -> str:
 async def _ours() -> tuple[float, int]:
     loaded = parse_config(_twin_text(COMPONENTS))
     twin = loaded.twins["wave"]
-    server = OpcUaServer(ServerConfig(endpoint=ENDPOINT))
+    server = OpcUaServer(ServerConfig(endpoint=ENDPOINT, security=OPEN))
     await server.start()
     try:
         await server.add_twin(twin)

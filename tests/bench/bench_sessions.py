@@ -36,6 +36,10 @@ CONFIG = """
 max_sessions = 200
 session_idle_timeout = 0
 
+[server.security]  # tests: the None endpoint, anonymous may do everything
+policies = ["None"]
+anonymous = "admin"
+
 [twins.tank_level]
 description = "Water tank with a PID level controller on the inflow valve"
 connections = [

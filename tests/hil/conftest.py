@@ -102,6 +102,10 @@ def free_port() -> int:
 
 
 TWIN = """
+[server.security]  # tests: the None endpoint, anonymous may do everything
+policies = ["None"]
+anonymous = "admin"
+
 [twins.tank]
 connections = []
 

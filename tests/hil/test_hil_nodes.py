@@ -8,9 +8,13 @@ from asyncua import Client, ua
 
 from tests.hil.conftest import LOOP, SoftPlc, cancel, load, session_of, wait_for
 from twin_server.config.schema import ServerConfig
+from twin_server.config.security import SecurityConfig
 from twin_server.hil import HilMirror
 from twin_server.opcua.hil_nodes import build_hil
 from twin_server.opcua.server import NAMESPACE_URI, OpcUaServer
+
+#: the None endpoint, anonymous may do everything (security is tested in tests/security)
+OPEN = SecurityConfig(policies=("None",), anonymous="admin")
 
 
 class TestHilNodes:
@@ -19,7 +23,7 @@ class TestHilNodes:
         loaded = load(shared_plc.endpoint, LOOP)
         session = session_of(loaded)
         mirror = HilMirror(loaded.config.hil, {"s": session})
-        server = OpcUaServer(ServerConfig(), endpoint="opc.tcp://127.0.0.1:0/twin-server")
+        server = OpcUaServer(ServerConfig(security=OPEN), endpoint="opc.tcp://127.0.0.1:0/twin-server")
         await server.start()
         try:
             aspace = server.asyncua.iserver.aspace

@@ -22,10 +22,14 @@ from asyncua import Client, Node, ua
 from twin_server.app import Daemon
 from twin_server.config.loader import parse_config
 from twin_server.config.schema import ServerConfig
+from twin_server.config.security import SecurityConfig
 from twin_server.engine.clock import Clock
 from twin_server.engine.session import Session, SessionSettings
 from twin_server.engine.twin import TwinDefinition
 from twin_server.opcua.server import NAMESPACE_URI, OpcUaServer
+
+#: the None endpoint, anonymous may do everything (security is tested in tests/security)
+OPEN = SecurityConfig(policies=("None",), anonymous="admin")
 
 PLANT = """
 [twins.plant]
@@ -81,7 +85,7 @@ class Served:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def server() -> AsyncIterator[OpcUaServer]:
-    srv = OpcUaServer(ServerConfig(), endpoint="opc.tcp://127.0.0.1:0/twin-server")
+    srv = OpcUaServer(ServerConfig(security=OPEN), endpoint="opc.tcp://127.0.0.1:0/twin-server")
     await srv.start()
     await srv.add_twin(plant())
     try:

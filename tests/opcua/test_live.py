@@ -32,6 +32,10 @@ CONFIG = PLANT + """
 [server]
 session_idle_timeout = 0
 
+[server.security]  # tests: the None endpoint, anonymous may do everything
+policies = ["None"]
+anonymous = "admin"
+
 [sessions.main]
 twin = "plant"
 autostart = false

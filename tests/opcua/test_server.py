@@ -12,8 +12,12 @@ from asyncua.ua.uaerrors import BadNodeIdUnknown
 from tests.opcua.conftest import MODULE_LOOP, Served, plant
 from twin_server.config.loader import parse_config
 from twin_server.config.schema import ServerConfig
+from twin_server.config.security import SecurityConfig
 from twin_server.engine.session import Session, SessionSettings
 from twin_server.opcua.server import NAMESPACE_URI, OpcUaServer, ServerState
+
+#: the None endpoint, anonymous may do everything (security is tested in tests/security)
+OPEN = SecurityConfig(policies=("None",), anonymous="admin")
 
 pytestmark = MODULE_LOOP
 
@@ -41,7 +45,7 @@ class TestEndpoint:
 
     async def test_stop_before_start(self) -> None:
         """Stopping a server that never started is a no-op."""
-        server = OpcUaServer(ServerConfig())
+        server = OpcUaServer(ServerConfig(security=OPEN))
         await server.stop()
         assert server.state is ServerState.STOPPED
 

@@ -34,6 +34,10 @@ CONFIG = PLANT + f"""
 max_sessions = {MAX_SESSIONS}
 session_idle_timeout = 0
 
+[server.security]  # tests: the None endpoint, anonymous may do everything
+policies = ["None"]
+anonymous = "admin"
+
 [sessions.main]
 twin = "plant"
 autostart = false

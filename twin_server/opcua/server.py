@@ -50,6 +50,7 @@ from twin_server.opcua.tree import (
     build_twin,
 )
 from twin_server.opcua.writes import TwinAttributeService, WriteTarget, session_of
+from twin_server.security import SecurityContext, configure_security
 
 log = structlog.get_logger(__name__)
 
@@ -121,6 +122,7 @@ class OpcUaServer:
         self._endpoint = endpoint or server_config.endpoint
         self._server = Server()
         self.state = ServerState.CREATED
+        self.security: SecurityContext | None = None
         self.namespace = 0
         #: the daemon: serves the TwinServer methods and Snapshot/Restore/Fork, and is
         #: told of client activity on sessions (without it those methods refuse)
@@ -158,9 +160,6 @@ class OpcUaServer:
         server.set_endpoint(self._endpoint)
         server.set_server_name(self.config.application_name)
         await server.set_application_uri(self.config.application_uri)
-        # security policies and user roles are configured by the security work;
-        # until then the endpoint offers no security, and says so in the log
-        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
         self.namespace = await server.register_namespace(NAMESPACE_URI)
         iserver = server.iserver
         self._attributes = TwinAttributeService(iserver.aspace, self.namespace,
@@ -181,11 +180,16 @@ class OpcUaServer:
                 after=self.flush_events)
             for name, callback in self._server_methods.callbacks().items():
                 aspace.add_method_callback(server_methods[name], callback)
+        # endpoints, certificates, users and roles, limits (twin_server.security); last
+        # before binding: it wraps the attribute and method services set up above
+        self.security = await configure_security(server, self.config, self.config.state_dir)
         await server.start()
         self._endpoint = self._bound_endpoint()
         self._log = log.bind(endpoint=self._endpoint)
         self.state = ServerState.RUNNING
-        self._log.info("opcua_server_started", namespace=self.namespace, security="None")
+        self._log.info("opcua_server_started", namespace=self.namespace,
+                       endpoints=list(self.security.statistics().endpoints),
+                       anonymous=self.config.security.anonymous)
 
     def _bound_endpoint(self) -> str:
         """The configured URL with the port the socket really got, also put into the
