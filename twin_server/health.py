@@ -1,8 +1,11 @@
 """``twin-server health``: is the daemon at an endpoint up and serving?
 
-Connects as an OPC UA client, reads ``Server/ServerStatus/State`` and the
-number of sessions under ``TwinServer/Sessions``, and disconnects. Docker's
-HEALTHCHECK and monitoring scripts use its exit status.
+Asks the endpoint for its endpoints (GetEndpoints needs no session, so this
+works against a server that offers only encrypted endpoints: then answering is
+the health). Where an unencrypted endpoint lets anonymous clients in, it also
+connects, reads ``Server/ServerStatus/State`` and counts the sessions under
+``TwinServer/Sessions``. Docker's HEALTHCHECK and monitoring scripts use its
+exit status.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from dataclasses import dataclass
 from asyncua import Client, ua
 
 NAMESPACE_URI = "urn:twin-server"
+NONE_POLICY = "http://opcfoundation.org/UA/SecurityPolicy#None"
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +27,14 @@ class Health:
 
 async def check(endpoint: str, timeout: float = 5.0) -> Health:
     """Connect to ``endpoint`` within ``timeout`` seconds and report what it serves."""
+    try:
+        async with asyncio.timeout(timeout):
+            endpoints = await Client(endpoint, timeout=timeout).connect_and_get_server_endpoints()
+    except (OSError, TimeoutError, ua.UaError) as exc:
+        return Health(False, f"{endpoint}: cannot connect: {exc or type(exc).__name__}")
+    if not any(_anonymous_none(e) for e in endpoints):
+        return Health(True, f"{endpoint}: answering, {len(endpoints)} secure endpoints "
+                            "(no anonymous unencrypted endpoint to read the state through)")
     client = Client(endpoint, timeout=timeout)
     try:
         async with asyncio.timeout(timeout):
@@ -48,3 +60,8 @@ async def check(endpoint: str, timeout: float = 5.0) -> Health:
     if state != ua.ServerState.Running:
         return Health(False, f"{endpoint}: server state {name}")
     return Health(True, f"{endpoint}: {name}, {len(sessions)} sessions")
+
+
+def _anonymous_none(endpoint: ua.EndpointDescription) -> bool:
+    return endpoint.SecurityPolicyUri == NONE_POLICY and any(
+        token.TokenType == ua.UserTokenType.Anonymous for token in endpoint.UserIdentityTokens)

@@ -29,3 +29,20 @@ class TestDefaults:
         security = ServerConfig().security  # type: ignore[call-arg]
         assert "None" not in security.policies
         assert security.anonymous == "viewer"
+
+
+class TestHealthAgainstSecureEndpoints:
+    async def test_secure_only_server_is_healthy(self, tmp_path: Path) -> None:
+        """`health` reports a server with only encrypted endpoints as answering."""
+        from twin_server.health import check
+        from twin_server.opcua.server import OpcUaServer
+
+        server = OpcUaServer(ServerConfig(endpoint="opc.tcp://127.0.0.1:0/twin-server",
+                                          state_dir=str(tmp_path)))
+        await server.start()
+        try:
+            result = await check(server.endpoint_url, timeout=5)
+        finally:
+            await server.stop()
+        assert result.ok, result.message
+        assert "secure endpoints" in result.message
