@@ -25,22 +25,24 @@ import contextlib
 import enum
 import gc
 import signal
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import structlog
 
-from twin_server.config.loader import LoadedConfig, parse_twin
+from twin_server.config.loader import LoadedConfig, load_config, parse_twin
 from twin_server.config.schema import SessionConfig
 from twin_server.engine.clock import Clock
 from twin_server.engine.manager import Overrides, SessionManager
-from twin_server.engine.session import Session, SessionSettings
+from twin_server.engine.session import RunState, Session, SessionSettings
 from twin_server.engine.twin import TwinDefinition
-from twin_server.errors import InvalidState, NotFound
+from twin_server.errors import ConfigErrors, InvalidState, NotFound, TwinServerError
 from twin_server.hil import HilMirror
 from twin_server.models.base import Value
 from twin_server.opcua import events as ev
 from twin_server.opcua.server import OpcUaServer
+from twin_server.systemd import Notifier
 
 log = structlog.get_logger(__name__)
 
@@ -54,6 +56,9 @@ class DaemonState(enum.StrEnum):
 
 #: seconds each shutdown stage may take before we log what is stuck and move on
 STAGE_TIMEOUT = 5.0
+#: the stages of a shutdown, in order; together at most len * STAGE_TIMEOUT seconds,
+#: which must stay inside the systemd unit's TimeoutStopSec (a test checks it)
+SHUTDOWN_STAGES = ("hil", "clocks", "publisher", "server")
 
 
 def session_settings(cfg: SessionConfig,
@@ -93,6 +98,10 @@ class Daemon:
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: asyncio.TaskGroup | None = None
     hil: HilMirror | None = None
+    #: the service manager (systemd) when $NOTIFY_SOCKET names one, else a no-op
+    notifier: Notifier = field(default_factory=Notifier)
+    _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _progress: dict[str, tuple[int, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         server = self.loaded.config.server
@@ -146,6 +155,7 @@ class Daemon:
                     self._start_clock(running)
                 publisher = tg.create_task(server.publish_forever(), name="publisher")
                 expiry = tg.create_task(self._expire_forever(), name="expiry")
+                watchdog = tg.create_task(self._watchdog_forever(), name="watchdog")
                 for name, scfg in config.sessions.items():
                     if scfg.autostart:
                         self.sessions[name].session.start()
@@ -156,6 +166,7 @@ class Daemon:
                 gc.freeze()
                 self.state = DaemonState.RUNNING
                 self._ready.set()
+                self.notifier.ready(self.status_text())
                 log.info("daemon_ready", endpoint=server.endpoint_url,
                          sessions=len(self.sessions), twins=len(self.manager.twins))
                 if on_ready is not None:
@@ -164,10 +175,11 @@ class Daemon:
                         await result
                 await self._stop.wait()
                 self.state = DaemonState.STOPPING
+                self.notifier.stopping()
                 log.info("daemon_stopping")
                 await _stop_stage("hil", hil_tasks)
                 await _stop_stage("clocks", [r.task for r in self.sessions.values() if r.task])
-                await _stop_stage("publisher", [publisher, expiry])
+                await _stop_stage("publisher", [publisher, expiry, watchdog])
         finally:
             self._tasks = None
             self.state = DaemonState.STOPPING
@@ -252,6 +264,105 @@ class Daemon:
     def touch(self, session: str) -> None:
         self.manager.touch(session)
 
+    # -- reload -----------------------------------------------------------------------
+
+    async def reload_config(self) -> str:
+        """Load the config file again and apply the difference: sessions added to it
+        start, removed ones stop, changed ones (settings, parameters or their twin's
+        definition) restart, untouched ones keep running with their subscriptions.
+        An invalid file raises ConfigErrors and nothing changes. Returns a summary."""
+        self._require_running("reload the config")
+        path = self.loaded.path
+        if path is None:
+            raise InvalidState("this daemon was not started from a config file: "
+                               "there is nothing to reload")
+        async with self._reload_lock:
+            try:
+                new = await asyncio.to_thread(load_config, path)
+                plan = reload_plan(self.loaded, new, self.manager)
+            except (ConfigErrors, TwinServerError) as exc:
+                log.error("config_reload_refused", file=str(path), errors=str(exc))
+                raise
+            await self._apply(plan, new)
+        summary = plan.summary()
+        log.info("config_reloaded", file=str(path), summary=summary)
+        self.notifier.status(self.status_text())
+        return summary
+
+    async def _apply(self, plan: ReloadPlan, new: LoadedConfig) -> None:
+        assert self.server is not None
+        for name in plan.stop:
+            await self.delete_session(name, kind="deleted", message=(
+                f"session {name!r} stopped by a config reload ({plan.why[name]})"))
+        for name in plan.remove_twins:
+            self.manager.remove_twin(name)
+            await self.server.remove_twin(name)
+        for name in plan.add_twins:
+            twin = new.twins[name]
+            self.manager.define_twin(twin, origin="config")
+            await self.server.add_twin(twin)
+        self.loaded = new
+        for name in plan.start:
+            scfg = new.config.sessions[name]
+            settings = session_settings(scfg, new.session_parameters.get(name, {}))
+            session = self.manager.create(scfg.twin, name, None, settings, origin="config")
+            await self._serve(session, f"session {name!r} of twin {scfg.twin!r} created by a "
+                                       f"config reload ({plan.why[name]})", start_clock=True)
+            if scfg.autostart:
+                session.start()
+
+    # -- the service manager ------------------------------------------------------------
+
+    def status_text(self) -> str:
+        """One line for systemd's STATUS=: sessions, running ones, clients."""
+        running = sum(r.session.state is RunState.RUNNING for r in self.sessions.values())
+        clients = self.server.client_count() if self.server is not None else 0
+        return (f"serving {len(self.sessions)} sessions ({running} running) "
+                f"to {clients} clients")
+
+    def stalled(self) -> list[str]:
+        """Why the daemon is not making progress (empty when it is): a running
+        session whose clock has taken no tick for three of its periods and at
+        least a second. Called by the watchdog loop between two pings."""
+        now = time.monotonic()
+        reasons = []
+        for name, running in self.sessions.items():
+            session = running.session
+            ticks = running.clock.statistics().ticks
+            last = self._progress.get(name)
+            if last is None or last[0] != ticks or session.state is not RunState.RUNNING:
+                self._progress[name] = (ticks, now)
+                continue
+            factor = session.realtime_factor
+            period = session.step_size / factor if factor else 0.0
+            if now - last[1] > max(3 * period, 1.0):
+                reasons.append(f"session {name!r} is Running but took no tick for "
+                               f"{now - last[1]:.1f} s")
+        for name in set(self._progress) - set(self.sessions):
+            del self._progress[name]
+        return reasons
+
+    async def _watchdog_forever(self) -> None:
+        """WATCHDOG=1 at half of $WATCHDOG_USEC while the tick loops make progress,
+        and a fresh STATUS= line; without a watchdog, STATUS= every 10 s."""
+        if not self.notifier.enabled:
+            return
+        interval = self.notifier.watchdog_interval()
+        withheld = False
+        while True:
+            await asyncio.sleep(interval or 10.0)
+            if interval is not None:
+                reasons = self.stalled()
+                if reasons:
+                    (log.debug if withheld else log.error)("watchdog_withheld", reasons=reasons)
+                    withheld = True
+                else:
+                    if withheld:
+                        log.info("watchdog_resumed")
+                    withheld = False
+                    self.notifier.watchdog()
+            self.notifier.status(self.status_text())
+
     # -- helpers ----------------------------------------------------------------------
 
     def _require_running(self, what: str) -> None:
@@ -307,6 +418,19 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
+
+    def _on_reload_signal(self) -> None:
+        log.info("signal_received", signal="SIGHUP")
+        if self._tasks is None or self.state is not DaemonState.RUNNING:
+            log.warning("config_reload_skipped", reason=f"the daemon is {self.state}")
+            return
+        self._tasks.create_task(self._reload_logged(), name="reload")
+
+    async def _reload_logged(self) -> None:
+        """A reload asked for by SIGHUP: its outcome goes to the log (never raises)."""
+        with contextlib.suppress(TwinServerError, ConfigErrors):
+            await self.reload_config()
 
     def _on_signal(self, sig: signal.Signals) -> None:
         log.info("signal_received", signal=sig.name)
@@ -330,3 +454,86 @@ async def _with_timeout(stage: str, awaitable: Awaitable[None]) -> None:
         await asyncio.wait_for(awaitable, STAGE_TIMEOUT)
     except TimeoutError:
         log.error("shutdown_stage_timeout", stage=stage, timeout=STAGE_TIMEOUT)
+
+
+@dataclass
+class ReloadPlan:
+    """What a config reload changes; ``why`` says it per session."""
+
+    stop: list[str] = field(default_factory=list)
+    start: list[str] = field(default_factory=list)
+    remove_twins: list[str] = field(default_factory=list)
+    add_twins: list[str] = field(default_factory=list)
+    why: dict[str, str] = field(default_factory=dict)
+    unchanged: list[str] = field(default_factory=list)
+    #: parts of the config a reload does not apply (they need a restart)
+    restart_needed: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        parts = [f"{label}: {', '.join(names)}" for label, names in (
+            ("stopped", [n for n in self.stop if n not in self.start]),
+            ("started", [n for n in self.start if n not in self.stop]),
+            ("restarted", [n for n in self.start if n in self.stop]),
+            ("twins removed", [n for n in self.remove_twins if n not in self.add_twins]),
+            ("twins added", [n for n in self.add_twins if n not in self.remove_twins]),
+            ("twins changed", [n for n in self.add_twins if n in self.remove_twins]),
+            ("unchanged", self.unchanged)) if names]
+        if self.restart_needed:
+            parts.append("needs a restart to apply: " + ", ".join(self.restart_needed))
+        return "; ".join(parts) or "nothing changed"
+
+
+def reload_plan(old: LoadedConfig, new: LoadedConfig, manager: SessionManager) -> ReloadPlan:
+    """The difference between two configs, as the running daemon must apply it.
+
+    Raises InvalidState (nothing changed) when a twin the new config changes or
+    removes is still used by client-created sessions, or a new config twin takes
+    a name a client defined at run time."""
+    plan = ReloadPlan()
+    old_twins, new_twins = old.config.twins, new.config.twins
+    changed = {n for n in old_twins if n in new_twins and old_twins[n] != new_twins[n]}
+    gone = set(old_twins) - set(new_twins)
+    for name in sorted(changed | gone):
+        users = [s for s, session in manager.sessions.items()
+                 if session.twin.name == name and manager.origin(s) == "client"]
+        if users:
+            verb = "changes" if name in changed else "removes"
+            raise InvalidState(
+                f"the new config {verb} twin {name!r}, which client-created sessions "
+                f"{', '.join(sorted(users))} still use: delete them first, then reload")
+    for name in sorted(set(new_twins) - set(old_twins)):
+        if name in manager.twins:
+            raise InvalidState(f"the new config defines twin {name!r}, a name a client "
+                               "gave a twin at run time: remove that twin first, then reload")
+    plan.remove_twins = sorted(changed | gone)
+    plan.add_twins = sorted(changed | (set(new_twins) - set(old_twins)))
+
+    old_s, new_s = old.config.sessions, new.config.sessions
+    for name in old_s:
+        if name not in manager.sessions or manager.origin(name) != "config":
+            continue  # deleted by a client since: the config no longer decides it
+        if name not in new_s:
+            plan.stop.append(name)
+            plan.why[name] = "no longer in the config"
+        elif (old_s[name], old.session_parameters.get(name)) != (
+                new_s[name], new.session_parameters.get(name)):
+            plan.stop.append(name)
+            plan.start.append(name)
+            plan.why[name] = "its settings changed"
+        elif old_s[name].twin in changed:
+            plan.stop.append(name)
+            plan.start.append(name)
+            plan.why[name] = f"its twin {old_s[name].twin!r} changed"
+        else:
+            plan.unchanged.append(name)
+    for name in new_s:
+        if name not in old_s:
+            if name in manager.sessions:
+                raise InvalidState(f"the new config declares session {name!r}, a name a "
+                                   "client-created session has: delete it first, then reload")
+            plan.start.append(name)
+            plan.why[name] = "new in the config"
+    for section in ("server", "hil", "history"):
+        if getattr(old.config, section, None) != getattr(new.config, section, None):
+            plan.restart_needed.append(f"[{section}]")
+    return plan

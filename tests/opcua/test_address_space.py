@@ -26,7 +26,7 @@ class TestTree:
         assert root.nodeid == ua.NodeId("TwinServer", served.ns)
         children = await _children(root)
         names = ("Twins", "Sessions", "CreateSession", "DeleteSession", "DefineTwin",
-                 "RemoveTwin")
+                 "RemoveTwin", "ReloadConfig")
         assert {n: c.nodeid for n, c in children.items()} == {
             n: ua.NodeId(n, served.ns) for n in names}
 

@@ -352,7 +352,7 @@ def _fork_refusals(exc: TwinServerError) -> int | None:
 
 
 class ServerMethods:
-    """CreateSession, DeleteSession, DefineTwin and RemoveTwin on TwinServer."""
+    """CreateSession, DeleteSession, DefineTwin, RemoveTwin and ReloadConfig on TwinServer."""
 
     def __init__(self, runtime: Runtime, *, session_nodeid: Callable[[str], ua.NodeId],
                  twin_nodeid: Callable[[str], ua.NodeId],
@@ -377,6 +377,7 @@ class ServerMethods:
             "DeleteSession": (self._delete, _name_refusals),
             "DefineTwin": (self._define, _name_refusals),
             "RemoveTwin": (self._remove, _name_refusals),
+            "ReloadConfig": (self._reload, None),
         }
         callbacks: dict[str, MethodCallback] = {}
         for spec in SERVER_METHODS:
@@ -412,6 +413,13 @@ class ServerMethods:
 
     async def _remove(self, name: str) -> None:
         await self._runtime.remove_twin(name)
+
+    async def _reload(self) -> list[ua.Variant]:
+        try:
+            summary = await self._runtime.reload_config()
+        except ConfigErrors as group:
+            raise ConfigError(f"the config file was not reloaded:\n{group}") from None
+        return [ua.Variant(summary, ua.VariantType.String)]
 
 
 def _create_refusals(exc: TwinServerError) -> int | None:

@@ -58,6 +58,11 @@ class Runtime(Protocol):
         """Return the session to a recorded state (NotFound for an unknown id)."""
         ...
 
+    async def reload_config(self) -> str:
+        """Apply the config file as it is now; a summary of what changed (ConfigErrors
+        for an invalid file, InvalidState when the change cannot apply: nothing changed)."""
+        ...
+
     def touch(self, session: str) -> None:
         """Note client activity on a session (reads, writes, calls, subscriptions),
         which keeps a client-created session from expiring."""

@@ -467,6 +467,11 @@ class OpcUaServer:
         if self.runtime is not None and session in self._sessions:
             self.runtime.touch(session)
 
+    def client_count(self) -> int:
+        """Open client connections (for the service manager's STATUS line)."""
+        bserver = self._server.bserver
+        return len(bserver.clients) if bserver is not None else 0
+
     def subscribed_sessions(self) -> set[str]:
         """Sessions some client monitors (a value, or events on the session node).
         Walks asyncua's monitored items (``MonitoredItemService._monitored_items``):

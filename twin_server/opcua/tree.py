@@ -200,6 +200,11 @@ SERVER_METHODS: tuple[MethodSpec, ...] = (
                (Argument("TwinNodeId", ua.VariantType.NodeId, "The new twin's node"),)),
     MethodSpec("RemoveTwin", "Remove a twin (refused while sessions of it exist)",
                (Argument("Name", ua.VariantType.String, "Name of the twin"),)),
+    MethodSpec("ReloadConfig", "Load the config file again: sessions added to it start, "
+               "removed ones stop, changed ones restart, untouched ones keep running; an "
+               "invalid file is refused (BadConfigurationError) and nothing changes",
+               outputs=(Argument("Summary", ua.VariantType.String,
+                                 "What the reload changed"),)),
 )
 
 

@@ -1,0 +1,270 @@
+"""The daemon as a service: systemd notify and watchdog, staged shutdown, reload."""
+
+from __future__ import annotations
+
+import asyncio
+import configparser
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from asyncua import Client, ua
+from asyncua.ua.uaerrors import BadConfigurationError
+
+from twin_server.app import SHUTDOWN_STAGES, STAGE_TIMEOUT, Daemon
+from twin_server.config.loader import load_config
+from twin_server.systemd import Notifier
+
+ROOT = Path(__file__).resolve().parents[1]
+UNIT = ROOT / "configs" / "systemd" / "twin-server.service"
+
+PLANT = """
+[server]
+endpoint = "opc.tcp://127.0.0.1:0/twin-server"
+
+[server.security]  # tests: the None endpoint, anonymous may do everything
+policies = ["None"]
+anonymous = "admin"
+
+[twins.tank.components.tank]
+model = "water_tank"
+
+[twins.tank.components.feed]
+model = "constant"
+parameters = {{ value = 0.02 }}
+
+[twins.tank]
+connections = ["feed.output -> tank.inflow"]
+{sessions}
+"""
+
+
+def session_table(name: str, rate: float = 0.05) -> str:
+    return f'\n[sessions.{name}]\ntwin = "tank"\nstep_size = {rate}\npublish_rate = 20.0\n'
+
+
+class Listener:
+    """A datagram socket standing in for systemd's notify socket."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+
+    def messages(self, timeout: float) -> list[str]:
+        """Everything that arrives within ``timeout`` seconds."""
+        got = []
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            self.sock.settimeout(left)
+            try:
+                got.append(self.sock.recv(4096).decode())
+            except TimeoutError:
+                break
+        return got
+
+    def until(self, prefix: str, timeout: float) -> list[str]:
+        """Messages up to and including the first that starts with ``prefix``."""
+        got = []
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            assert left > 0, f"no {prefix} within {timeout} s; got {got}"
+            self.sock.settimeout(left)
+            got.append(self.sock.recv(4096).decode())
+            if got[-1].startswith(prefix):
+                return got
+
+
+@pytest.fixture
+def listener(tmp_path: Path) -> Iterator[Listener]:
+    lst = Listener(tmp_path / "notify.sock")
+    yield lst
+    lst.sock.close()
+
+
+class TestNotify:
+    def test_ready_status_watchdog_stopping_in_order(self, tmp_path: Path,
+                                                     listener: Listener) -> None:
+        """A daemon under a fake systemd sends READY, STATUS, WATCHDOG, STOPPING, then exits 0."""
+        config = tmp_path / "plant.toml"
+        config.write_text(PLANT.format(sessions=session_table("main")))
+        env = {**os.environ, "NOTIFY_SOCKET": listener.path, "WATCHDOG_USEC": "400000"}
+        env.pop("WATCHDOG_PID", None)
+        proc = subprocess.Popen([sys.executable, "-m", "twin_server", "run", str(config)],
+                                cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            first = listener.until("READY=1", timeout=30)
+            assert first[-1].startswith("READY=1\nSTATUS=serving 1 sessions (1 running)")
+            later = listener.until("WATCHDOG=1", timeout=5)
+            assert any(m.startswith("STATUS=") for m in later + listener.messages(0.5))
+            proc.send_signal(signal.SIGTERM)
+            rest = listener.until("STOPPING=1", timeout=10)
+            assert not any(m.startswith("READY") for m in rest)
+            assert proc.wait(timeout=len(SHUTDOWN_STAGES) * STAGE_TIMEOUT) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    async def test_stalled_tick_loop_stops_the_pings(self, tmp_path: Path, listener: Listener,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+        """A session that is Running but whose clock has stopped ticking withholds WATCHDOG=1."""
+        monkeypatch.setenv("WATCHDOG_USEC", "200000")
+        monkeypatch.delenv("WATCHDOG_PID", raising=False)
+        config = tmp_path / "plant.toml"
+        config.write_text(PLANT.format(sessions=session_table("main", rate=0.01)))
+        daemon = Daemon(load_config(config), notifier=Notifier(listener.path))
+        runner = asyncio.create_task(daemon.run())
+        try:
+            await asyncio.wait_for(daemon.wait_ready(), 30)
+            pings = await asyncio.to_thread(listener.messages, 1.0)
+            assert pings.count("WATCHDOG=1") >= 3
+            clock = daemon.sessions["main"].task
+            assert clock is not None
+            clock.cancel()  # the tick loop dies; the session still says Running
+            await asyncio.sleep(2.0)
+            await asyncio.to_thread(listener.messages, 0.05)  # what was sent until now
+            late = await asyncio.to_thread(listener.messages, 1.0)
+            assert "WATCHDOG=1" not in late
+            assert any(m.startswith("STATUS=") for m in late)  # alive, but not progressing
+            assert any("session 'main' is Running" in r for r in daemon.stalled())
+        finally:
+            daemon.stop()
+            await asyncio.wait_for(runner, 30)
+            daemon.notifier.close()
+
+
+class TestShutdown:
+    def test_stages_fit_in_the_units_stop_timeout(self) -> None:
+        """Every shutdown stage at its timeout still ends before systemd's TimeoutStopSec."""
+        unit = configparser.ConfigParser(strict=False, interpolation=None)
+        unit.read(UNIT)
+        stop_timeout = float(unit["Service"]["TimeoutStopSec"].removesuffix("s"))
+        assert len(SHUTDOWN_STAGES) * STAGE_TIMEOUT < stop_timeout
+
+    def test_unit_file_has_the_hardening(self) -> None:
+        """The unit is Type=notify with a watchdog and the sandbox the README promises."""
+        unit = configparser.ConfigParser(strict=False, interpolation=None)
+        unit.optionxform = str  # type: ignore[assignment,method-assign]
+        unit.read(UNIT)
+        service = unit["Service"]
+        assert service["Type"] == "notify"
+        for key, value in {"WatchdogSec": "10s", "Restart": "on-failure",
+                           "DynamicUser": "yes", "StateDirectory": "twin-server",
+                           "ProtectSystem": "strict", "NoNewPrivileges": "yes",
+                           "CapabilityBoundingSet": "",
+                           "SystemCallFilter": "@system-service"}.items():
+            assert service[key] == value, key
+        assert "AF_INET" in service["RestrictAddressFamilies"]
+
+
+class TestReload:
+    async def test_reload_adds_and_removes_keeping_subscriptions(self, tmp_path: Path) -> None:
+        """ReloadConfig starts new sessions, stops removed ones; a subscription on an
+        untouched session keeps receiving; an invalid file changes nothing."""
+        config = tmp_path / "plant.toml"
+        config.write_text(PLANT.format(sessions=session_table("keep") + session_table("drop")))
+        daemon = Daemon(load_config(config))
+        runner = asyncio.create_task(daemon.run())
+        try:
+            await asyncio.wait_for(daemon.wait_ready(), 30)
+            async with Client(daemon.endpoint_url, timeout=10) as client:
+                ns = await client.get_namespace_index("urn:twin-server")
+                root = client.get_node(ua.NodeId("TwinServer", ns))
+                changes = Counter()
+                sub = await client.create_subscription(50, changes)
+                await sub.subscribe_data_change(
+                    client.get_node(ua.NodeId("Sessions.keep.StepCount", ns)))
+                await changes.wait_for(3)
+
+                config.write_text(PLANT.format(sessions=session_table("keep")
+                                               + session_table("added")))
+                summary = await root.call_method(ua.NodeId("ReloadConfig", ns))
+                assert summary == "stopped: drop; started: added; unchanged: keep"
+                sessions = client.get_node(ua.NodeId("Sessions", ns))
+                names = {(await n.read_browse_name()).Name for n in await sessions.get_children()}
+                assert names == {"keep", "added"}
+                before = changes.count
+                await changes.wait_for(before + 3)
+                added = client.get_node(ua.NodeId("Sessions.added.State", ns))
+                assert await added.read_value() == "Running"
+
+                config.write_text("[twins.broken]\n")
+                with pytest.raises(BadConfigurationError):
+                    await root.call_method(ua.NodeId("ReloadConfig", ns))
+                assert set(daemon.sessions) == {"keep", "added"}
+                await changes.wait_for(changes.count + 3)
+        finally:
+            daemon.stop()
+            await asyncio.wait_for(runner, 30)
+
+    def test_sighup_reloads(self, tmp_path: Path) -> None:
+        """SIGHUP makes a running daemon apply its edited config file."""
+        config = tmp_path / "plant.toml"
+        config.write_text(PLANT.format(sessions=session_table("one")))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "twin_server", "run", str(config)], cwd=tmp_path,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            assert proc.stderr is not None
+            endpoint = _wait_for_event(proc, "daemon_ready")["endpoint"]
+            config.write_text(PLANT.format(sessions=session_table("one") + session_table("two")))
+            proc.send_signal(signal.SIGHUP)
+            event = _wait_for_event(proc, "config_reloaded")
+            assert event["summary"] == "started: two; unchanged: one"
+            health = subprocess.run([sys.executable, "-m", "twin_server", "health", endpoint],
+                                    capture_output=True, text=True, timeout=30, check=False)
+            assert "2 sessions" in health.stdout
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if proc.stderr is not None:
+                proc.stderr.close()
+
+
+class Counter:
+    """A data-change handler that counts notifications and lets a test await a count."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._changed = asyncio.Event()
+
+    def datachange_notification(self, node: object, value: object, data: object) -> None:
+        self.count += 1
+        self._changed.set()
+
+    async def wait_for(self, count: int, timeout: float = 10.0) -> None:
+        async with asyncio.timeout(timeout):
+            while self.count < count:
+                self._changed.clear()
+                await self._changed.wait()
+
+
+def _wait_for_event(proc: subprocess.Popen[str], name: str, timeout: float = 30.0
+                    ) -> dict[str, object]:
+    import json
+
+    assert proc.stderr is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if event.get("event") == name:
+            return dict(event)
+    raise AssertionError(f"no {name} event from the daemon")
