@@ -28,9 +28,11 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import structlog
 
+from twin_server import persistence
 from twin_server.config.loader import LoadedConfig, load_config, parse_twin
 from twin_server.config.schema import SessionConfig
 from twin_server.engine.clock import Clock
@@ -39,9 +41,11 @@ from twin_server.engine.session import RunState, Session, SessionSettings
 from twin_server.engine.twin import TwinDefinition
 from twin_server.errors import ConfigErrors, InvalidState, NotFound, TwinServerError
 from twin_server.hil import HilMirror
+from twin_server.history import HistoryStore
 from twin_server.models.base import Value
 from twin_server.opcua import events as ev
 from twin_server.opcua.server import OpcUaServer
+from twin_server.recording import Recording
 from twin_server.systemd import Notifier
 
 log = structlog.get_logger(__name__)
@@ -58,7 +62,8 @@ class DaemonState(enum.StrEnum):
 STAGE_TIMEOUT = 5.0
 #: the stages of a shutdown, in order; together at most len * STAGE_TIMEOUT seconds,
 #: which must stay inside the systemd unit's TimeoutStopSec (a test checks it)
-SHUTDOWN_STAGES = ("hil", "clocks", "publisher", "server")
+SHUTDOWN_STAGES = ("hil", "clocks", "publisher", "recorder", "snapshots", "history",
+                   "history-writer", "server")
 
 
 def session_settings(cfg: SessionConfig,
@@ -97,6 +102,13 @@ class Daemon:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: asyncio.TaskGroup | None = None
+    #: the history store, the recorders and the periodic snapshots ([history])
+    store: HistoryStore | None = None
+    recording: Recording | None = None
+    snapshots: persistence.Snapshots | None = None
+    _recorder_tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _store_tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _history_closed: bool = False
     hil: HilMirror | None = None
     #: the service manager (systemd) when $NOTIFY_SOCKET names one, else a no-op
     notifier: Notifier = field(default_factory=Notifier)
@@ -135,14 +147,38 @@ class Daemon:
             self._install_signal_handlers()
         await server.start()
         try:
+            stored: persistence.StoredState | None = None
+            if config.history.enabled:
+                await self._open_history()
+                assert self.store is not None
+                server.install_history(self.store)
+                if config.history.resume:
+                    stored = await persistence.load_state(self.store)
             for twin in self.loaded.twins.values():
                 await server.add_twin(twin)
+            if stored is not None:
+                for twin, _ in persistence.stored_twins(stored, self.manager.twins):
+                    self.manager.define_twin(twin)
+                    await server.add_twin(twin)
             for name, scfg in config.sessions.items():
                 settings = session_settings(scfg, self.loaded.session_parameters.get(name, {}))
                 session = self.manager.create(scfg.twin, name, None, settings, origin="config")
+                outcome = persistence.resume(
+                    session, stored.sessions.get(name) if stored is not None else None)
                 await self._serve(session, f"session {name!r} of twin {scfg.twin!r} created "
-                                           f"from the config")
-            self.hil = HilMirror(config.hil, {n: r.session for n, r in self.sessions.items()})
+                                           f"from the config" + _resumed(session, outcome))
+            for saved in persistence.client_sessions(stored) if stored is not None else ():
+                if saved.name in self.manager.sessions:
+                    log.warning("stored_session_skipped", session=saved.name,
+                                reason="the config declares a session of this name")
+                    continue
+                restored = persistence.recreate(self.manager, saved)
+                if restored is not None:
+                    await self._serve(restored, f"session {saved.name!r} of twin "
+                                                f"{saved.twin!r} brought back from the store"
+                                                + _resumed(restored, "restored"))
+            self.hil = HilMirror(config.hil, {n: r.session for n, r in self.sessions.items()},
+                                 on_written=self.recording.written if self.recording else None)
             if config.hil:
                 await server.add_hil(self.hil)
             async with asyncio.TaskGroup() as tg:
@@ -156,9 +192,20 @@ class Daemon:
                 publisher = tg.create_task(server.publish_forever(), name="publisher")
                 expiry = tg.create_task(self._expire_forever(), name="expiry")
                 watchdog = tg.create_task(self._watchdog_forever(), name="watchdog")
+                if self.store is not None:
+                    assert self.recording is not None and self.snapshots is not None
+                    self._store_tasks = [
+                        tg.create_task(self.store.run(), name="history-writer"),
+                        tg.create_task(self.store.run_retention(
+                            config.history.retention_interval), name="history-retention")]
+                    self._recorder_tasks = [
+                        tg.create_task(self.recording.run(), name="history-recorder"),
+                        tg.create_task(self.snapshots.run(), name="history-snapshots")]
                 for name, scfg in config.sessions.items():
-                    if scfg.autostart:
-                        self.sessions[name].session.start()
+                    session = self.sessions[name].session
+                    # a session resumed Suspended or Halted stays so
+                    if scfg.autostart and session.state is RunState.READY:
+                        session.start()
                 # The address space is built: what is allocated now lives as long as
                 # the process, so keep it out of the collector's full passes (a full
                 # collection of asyncua's node objects stalls the loop for 100s of ms).
@@ -180,9 +227,11 @@ class Daemon:
                 await _stop_stage("hil", hil_tasks)
                 await _stop_stage("clocks", [r.task for r in self.sessions.values() if r.task])
                 await _stop_stage("publisher", [publisher, expiry, watchdog])
+                await self._stop_history()
         finally:
             self._tasks = None
             self.state = DaemonState.STOPPING
+            await self._stop_history()  # (after a failure, when the stages above did not run)
             await _with_timeout("server", server.stop())
             for name in list(self.manager.sessions):
                 self.manager.delete(name)  # frees the models (FMU instances)
@@ -225,7 +274,11 @@ class Daemon:
                                        f"(was {running.session.state} at tick "
                                        f"{running.session.step_count})")
         finally:
+            if self.recording is not None:
+                self.recording.remove(name)  # after the deleted event: it is stored too
             self.manager.delete(name)
+        if self.store is not None:
+            await persistence.forget_session(self.store, name)
         log.info("session_deleted", session=name, kind=kind)
 
     async def fork_session(self, source: str, name: str, realtime_factor: float) -> Session:
@@ -246,6 +299,13 @@ class Daemon:
         except BaseException:
             self.manager.remove_twin(twin.name)
             raise
+        if self.store is not None:
+            try:  # kept for the next start, or not defined at all
+                await persistence.save_twin(self.store, twin.name, definition)
+            except BaseException:
+                self.manager.remove_twin(twin.name)
+                await self.server.remove_twin(twin.name)
+                raise
         log.info("twin_defined", twin=twin.name, components=len(twin.components))
         return twin
 
@@ -253,6 +313,8 @@ class Daemon:
         self.manager.remove_twin(name)
         assert self.server is not None
         await self.server.remove_twin(name)
+        if self.store is not None:
+            await persistence.forget_twin(self.store, name)
         log.info("twin_removed", twin=name)
 
     def take_snapshot(self, session: str) -> str:
@@ -376,14 +438,60 @@ class Daemon:
         assert self.server is not None
         clock = Clock(session)
         running = _Running(session, clock)
+        historized: list[str] | None = None
         try:
-            await self.server.add_session(session, clock, created=created)
+            if self.recording is not None:
+                scfg = self.loaded.config.sessions.get(session.name)
+                own = scfg.history if scfg is not None and \
+                    self.manager.origin(session.name) == "config" else None
+                recorder = await self.recording.add(session, own)
+                historized = recorder.paths if recorder is not None else None
+            await self.server.add_session(session, clock, created=created,
+                                          historized=historized)
         except BaseException:
+            if self.recording is not None:
+                self.recording.remove(session.name)
             self.manager.delete(session.name)
             raise
         self.sessions[session.name] = running
         if start_clock:
             self._start_clock(running)
+
+    async def _open_history(self) -> None:
+        """Open the store under state_dir; the recorders and snapshots on top of it."""
+        config = self.loaded.config
+        history = config.history
+        state_dir = Path(config.server.state_dir)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.store = await HistoryStore.open(
+            state_dir / history.file, batch_interval=history.batch_interval,
+            batch_size=history.batch_size, max_queue=history.max_queue)
+        # events=False: the server hands over every event it emits (on_log_event)
+        self.recording = Recording(self.store, history, events=False)
+        self.snapshots = persistence.Snapshots(self.store, self.manager,
+                                               history.snapshot_interval)
+        assert self.server is not None
+        self.server.on_written = self.recording.written
+        self.server.on_log_event = self.recording.event
+
+    async def _stop_history(self) -> None:
+        """Shutdown stage: a last record and a last snapshot of every session, then
+        everything queued committed and the file closed. Idempotent."""
+        store = self.store
+        if store is None or self._history_closed:
+            return
+        self._history_closed = True
+        await _stop_stage("recorder", self._recorder_tasks)  # each records once more
+        if self.recording is not None:
+            self.recording.record_all()  # (if its task never ran)
+        if self.snapshots is not None:
+            await _with_timeout("snapshots", self._save_snapshots())
+        await _with_timeout("history", store.close())
+        await _stop_stage("history-writer", self._store_tasks)  # returned already, normally
+
+    async def _save_snapshots(self) -> None:
+        assert self.snapshots is not None
+        await self.snapshots.save()
 
     def _start_clock(self, running: _Running) -> None:
         assert self._tasks is not None
@@ -435,6 +543,13 @@ class Daemon:
     def _on_signal(self, sig: signal.Signals) -> None:
         log.info("signal_received", signal=sig.name)
         self.stop()
+
+
+def _resumed(session: Session, outcome: str) -> str:
+    if outcome != "restored":
+        return ""
+    return (f"; resumed from its snapshot at t={session.sim_time:g} s "
+            f"(tick {session.step_count}), {session.state}")
 
 
 async def _stop_stage(stage: str, tasks: list[asyncio.Task[None]]) -> None:

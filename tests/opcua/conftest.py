@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
+import shutil
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -129,9 +133,20 @@ async def running(served: Served) -> AsyncIterator[Served]:
 
 # -- a whole daemon (the OPC UA methods' Runtime), one per test module ------------------
 
-async def run_daemon(config: str) -> tuple[Daemon, asyncio.Task[None]]:
-    """Start a Daemon serving ``config`` on a free port; return it once ready."""
-    daemon = Daemon(parse_config(config), endpoint="opc.tcp://127.0.0.1:0/twin-server")
+async def run_daemon(config: str, state_dir: Path | None = None
+                     ) -> tuple[Daemon, asyncio.Task[None]]:
+    """Start a Daemon serving ``config`` on a free port; return it once ready. Its
+    state (the history database) goes to ``state_dir``, else a fresh temporary folder
+    that ``stop_daemon`` removes, so that no test resumes another's sessions."""
+    loaded = parse_config(config)
+    state = state_dir
+    if state is None:
+        state = Path(tempfile.mkdtemp(prefix="twin-server-test-"))
+        _TEMPORARY.add(state)
+    server = loaded.config.server.model_copy(update={"state_dir": str(state)})
+    loaded = dataclasses.replace(loaded, config=loaded.config.model_copy(
+        update={"server": server}))
+    daemon = Daemon(loaded, endpoint="opc.tcp://127.0.0.1:0/twin-server")
     task = asyncio.create_task(daemon.run())
     ready = asyncio.create_task(daemon.wait_ready())
     await asyncio.wait([task, ready], timeout=30, return_when=asyncio.FIRST_COMPLETED)
@@ -143,7 +158,17 @@ async def run_daemon(config: str) -> tuple[Daemon, asyncio.Task[None]]:
 
 async def stop_daemon(daemon: Daemon, task: asyncio.Task[None]) -> None:
     daemon.stop()
-    await asyncio.wait_for(task, 30)
+    try:
+        await asyncio.wait_for(task, 30)
+    finally:
+        state = Path(daemon.loaded.config.server.state_dir)
+        if state in _TEMPORARY:
+            _TEMPORARY.discard(state)
+            shutil.rmtree(state, ignore_errors=True)
+
+
+#: state_dirs run_daemon made (stop_daemon removes them)
+_TEMPORARY: set[Path] = set()
 
 
 @dataclass

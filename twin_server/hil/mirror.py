@@ -117,7 +117,8 @@ class HilMirror:
 
     def __init__(self, peers: Mapping[str, HilPeerConfig], sessions: Mapping[str, Session], *,
                  rng: random.Random | None = None,
-                 client_factory: ClientFactory | None = None) -> None:
+                 client_factory: ClientFactory | None = None,
+                 on_written: WriteHook | None = None) -> None:
         missing = sorted({p.session for p in peers.values()} - set(sessions))
         if missing:
             raise ValueError(f"HIL peers serve sessions that do not exist: {', '.join(missing)}")
@@ -125,6 +126,9 @@ class HilMirror:
         self._peers = [_Peer(name, cfg, sessions[cfg.session], self._rng,
                              client_factory or _client)
                        for name, cfg in peers.items()]
+        for peer in self._peers:
+            #: told of every value written into a session: (session, key, value, "hil")
+            peer.on_written = on_written
         self._stop = asyncio.Event()
 
     @property
@@ -162,8 +166,14 @@ def _client(endpoint: str, timeout: float) -> Client:
                   watchdog_intervall=3600.0)
 
 
+#: (session, key, value as the session stored it, "hil"): the history recorder's hook
+WriteHook = Callable[[str, VarKey, Value, str], None]
+
+
 class _Peer:
     """One PLC: its link loop and its bindings."""
+
+    on_written: WriteHook | None = None
 
     def __init__(self, name: str, config: HilPeerConfig, session: Session,
                  rng: random.Random, client_factory: ClientFactory) -> None:
@@ -271,7 +281,9 @@ class _Peer:
         for b in self._from_plc:
             if b.fallback is not None:
                 try:
-                    self.session.write(b.key, b.fallback)
+                    stored = self.session.write(b.key, b.fallback)
+                    if self.on_written is not None:
+                        self.on_written(self.session.name, b.key, stored, "hil")
                 except ValueRejected as exc:  # coerced at start: only a model's own check
                     self._binding_error(b, exc.status, f"fallback refused: {exc}")
                     continue
@@ -487,7 +499,9 @@ class _Peer:
         try:
             cast = from_plc(None if dv.Value is None else dv.Value.Value, b.variable)
             if changed(cast.value, b.value, b.config.deadband) or b.status != health.GOOD:
-                self.session.write(b.key, cast.value)
+                stored = self.session.write(b.key, cast.value)
+                if self.on_written is not None:
+                    self.on_written(self.session.name, b.key, stored, "hil")
                 b.value, b.has_value = cast.value, True
                 b.transfers += 1
                 if cast.clamped:

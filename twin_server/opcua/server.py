@@ -15,7 +15,7 @@ import contextlib
 import enum
 import gc
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -29,8 +29,10 @@ from twin_server.engine.session import RunState, Session, SessionEvent, VarKey
 from twin_server.engine.twin import TwinDefinition
 from twin_server.errors import OutOfRange, TypeMismatch
 from twin_server.hil import HilMirror
+from twin_server.history import HistoryStore
 from twin_server.models.base import DataType, Kind, Variable
 from twin_server.opcua import events as ev
+from twin_server.opcua import history_read
 from twin_server.opcua.hil_nodes import HilNodes, build_hil
 from twin_server.opcua.methods import ServerMethods, SessionMethods, method_statistics
 from twin_server.opcua.nodes import NodeBatch, add_reference
@@ -137,6 +139,13 @@ class OpcUaServer:
         self._pending: collections.deque[_Pending] = collections.deque()
         self._pending_wake = asyncio.Event()
         self._flush_lock = asyncio.Lock()
+        #: HistoryRead from the store (``install_history``), None without history
+        self.history: history_read.TwinHistoryManager | None = None
+        #: told of every accepted client write: (session, key, stored value, "client")
+        self.on_written: Callable[[str, VarKey, Any, str], None] | None = None
+        #: told of every session log event this server emits: (session, kind, message,
+        #: severity) -- the session's own, created, deleted, expired, alarms
+        self.on_log_event: Callable[[str, str, str, int], None] | None = None
         self._nodes = 0
         self._hil: HilNodes | None = None
         self._log = log.bind(endpoint=self._endpoint)
@@ -229,6 +238,11 @@ class OpcUaServer:
         self.state = ServerState.STOPPED
         self._log.info("opcua_server_stopped")
 
+    def install_history(self, store: HistoryStore) -> None:
+        """Serve HistoryRead of our sessions from ``store`` (after ``start``)."""
+        self.history = history_read.install(self._server, store, self.namespace,
+                                            on_activity=self._touch)
+
     # -- twins and sessions --------------------------------------------------------
     async def add_twin(self, twin: TwinDefinition) -> ua.NodeId:
         """Add ``Twins.<twin>``: the definition, read-only; return its NodeId."""
@@ -256,10 +270,13 @@ class OpcUaServer:
                                   message=f"twin {name!r} removed")
 
     async def add_session(self, session: Session, clock: StatisticsSource | None = None, *,
-                          created: str | None = None) -> ua.NodeId:
+                          created: str | None = None,
+                          historized: Sequence[str] | None = None) -> ua.NodeId:
         """Add ``Sessions.<session>`` with every variable, its methods and write routes;
         the publisher feeds it from now on, its events become OPC UA events.
-        ``created`` is the message of its ``created`` event (none if None). Returns
+        ``created`` is the message of its ``created`` event (none if None).
+        ``historized``: the ``VarKey.path``s whose history is recorded (their nodes are
+        marked Historizing, the session node gets event history); None: none is. Returns
         the session's NodeId."""
         if session.name in self._sessions:
             raise ValueError(f"session {session.name!r} is already served")
@@ -274,6 +291,10 @@ class OpcUaServer:
                                   program.view())
             batch.commit(self._iserver.aspace)
         aspace = self._iserver.aspace
+        if historized is not None:
+            history_read.mark_historizing(
+                aspace, [self.session_nodeid(session.name, path) for path in historized])
+            history_read.mark_event_history(aspace, [nodes.root])
         target = PublishTarget(session, clock, nodes)
         publisher = self._publisher
 
@@ -335,7 +356,7 @@ class OpcUaServer:
         for index, (key, _var, nodeid) in enumerate(variables):
             vtype = nodes.variables[index][2]
             targets[nodeid] = WriteTarget(
-                vtype, _writer(session, key), session.name,
+                vtype, _writer(self, session, key), session.name,
                 accepted=_remember(target, index))
         targets[nodes.scalar("RealtimeFactor")] = WriteTarget(
             ua.VariantType.Double, _realtime_factor_writer(session), session.name)
@@ -358,6 +379,8 @@ class OpcUaServer:
         self._publisher.remove(name)
         for nodeid in served.nodes.all:
             self._attributes.targets.pop(nodeid, None)
+        if self.history is not None:
+            self.history.forget(served.nodes.all)
         self._delete_subtree(SESSIONS, served.nodes.all, name)
         self._nodes -= len(served.nodes.all)
         self._log.info("session_removed", session=name, nodes=len(served.nodes.all))
@@ -406,6 +429,8 @@ class OpcUaServer:
         self._pending.append(_Pending(served, kind, message, severity, session.state,
                                       session.sim_time, session.step_count))
         self._pending_wake.set()
+        if self.on_log_event is not None:
+            self.on_log_event(session.name, kind, message, severity)
 
     async def flush_events(self) -> None:
         """Emit every queued session event and update the state machine nodes."""
@@ -562,9 +587,12 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _writer(session: Session, key: VarKey) -> Any:
+def _writer(server: OpcUaServer, session: Session, key: VarKey) -> Any:
     def write(value: Any) -> Any:
-        return session.write(key, value)
+        stored = session.write(key, value)
+        if server.on_written is not None:
+            server.on_written(session.name, key, stored, "client")
+        return stored
     return write
 
 

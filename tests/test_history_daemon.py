@@ -1,0 +1,109 @@
+"""The daemon with history: recording, HistoryRead and a restart that resumes sessions
+and run-time twins where they stopped (a real store under a temporary state_dir)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from asyncua import Client, ua
+
+from tests.opcua.conftest import MODULE_LOOP, PLANT, run_daemon, stop_daemon
+from twin_server.engine.session import RunState
+from twin_server.history import HistoryStore
+from twin_server.opcua.server import NAMESPACE_URI
+from twin_server.persistence import load_state
+
+pytestmark = MODULE_LOOP
+
+CONFIG = PLANT + """
+[server.security]  # tests: the None endpoint, anonymous may do everything
+policies = ["None"]
+anonymous = "admin"
+
+[history]
+batch_interval = 0.05
+snapshot_interval = 0.2
+
+[sessions.main]
+twin = "plant"
+step_size = 0.01
+realtime_factor = 20.0
+publish_rate = 20.0
+
+[sessions.main.history]
+variables = ["tank.level", "controller.setpoint"]
+"""
+
+EXTRA = """
+[twins.extra]
+[twins.extra.components.tank]
+model = "water_tank"
+"""
+
+LEVEL = "Sessions.main.Components.tank.Outputs.level"
+
+
+async def call(client: Client, ns: int, obj: str, method: str, *args: ua.Variant) -> Any:
+    result = await client.uaclient.call([ua.CallMethodRequest(
+        ObjectId=ua.NodeId(obj, ns), MethodId=ua.NodeId(method, ns),
+        InputArguments=list(args))])
+    result[0].StatusCode.check()
+    return result[0].OutputArguments
+
+
+class TestDaemonHistory:
+    async def test_record_read_and_resume_after_restart(self, tmp_path: Path) -> None:
+        """Values and events are readable over HistoryRead; after a restart the config
+        session resumes from where it stopped, the client session and the run-time twin
+        come back."""
+        daemon, task = await run_daemon(CONFIG, state_dir=tmp_path)
+        try:
+            async with Client(daemon.endpoint_url, timeout=10) as client:
+                ns = await client.get_namespace_index(NAMESPACE_URI)
+                level = client.get_node(ua.NodeId(LEVEL, ns))
+                assert (await level.read_attribute(ua.AttributeIds.Historizing)).Value.Value
+                setpoint = client.get_node(ua.NodeId(
+                    "Sessions.main.Components.controller.Inputs.setpoint", ns))
+                await setpoint.write_value(ua.Variant(1.5, ua.VariantType.Double))
+                await call(client, ns, "TwinServer", "DefineTwin",
+                           ua.Variant(EXTRA, ua.VariantType.String))
+                await call(client, ns, "TwinServer", "CreateSession",
+                           ua.Variant("extra", ua.VariantType.String),
+                           ua.Variant("mine", ua.VariantType.String),
+                           ua.Variant("", ua.VariantType.String))
+                await asyncio.sleep(0.6)
+                now = datetime.now(UTC)
+                values = await level.read_raw_history(now - timedelta(minutes=1), now)
+                assert len(values) >= 5
+                events = await client.get_node(ua.NodeId("Sessions.main", ns)) \
+                    .read_event_history(now - timedelta(minutes=1), now)
+                messages = [e.Message.Text for e in events]
+                assert any("created from the config" in m for m in messages)
+                assert any(m.startswith("started") for m in messages)
+            main = daemon.manager.get("main")
+        finally:
+            await stop_daemon(daemon, task)
+        stopped_at = (main.step_count,)
+        async with await HistoryStore.open(tmp_path / "history.db") as store:
+            written = (await store.read_raw(
+                "main/Components.controller.Inputs.setpoint", 0.0, None)).samples
+            assert [(s.value, s.source) for s in written][-1] == (1.5, "client")
+            assert sorted(await store.load_snapshots()) == ["main", "mine"]
+            assert list(await store.load_twins()) == ["extra"]
+            saved = (await load_state(store)).sessions["main"]
+        assert saved.step_count == stopped_at[0]  # the snapshot at stop: nothing lost
+        assert saved.state is RunState.RUNNING
+
+        again, task = await run_daemon(CONFIG, state_dir=tmp_path)
+        try:
+            main = again.manager.get("main")
+            assert main.state is RunState.RUNNING
+            assert main.step_count >= stopped_at[0]
+            assert again.manager.get("mine").twin.name == "extra"
+            assert again.manager.origin("mine") == "client"
+            assert "extra" in again.manager.twins
+        finally:
+            await stop_daemon(again, task)
