@@ -27,6 +27,7 @@ UNIT = ROOT / "configs" / "systemd" / "twin-server.service"
 PLANT = """
 [server]
 endpoint = "opc.tcp://127.0.0.1:0/twin-server"
+state_dir = "{state_dir}"
 
 [server.security]  # tests: the None endpoint, anonymous may do everything
 policies = ["None"]
@@ -43,6 +44,11 @@ parameters = {{ value = 0.02 }}
 connections = ["feed.output -> tank.inflow"]
 {sessions}
 """
+
+
+def plant(state_dir: Path, sessions: str) -> str:
+    """The test config with its state under ``state_dir`` and these session tables."""
+    return PLANT.format(state_dir=state_dir, sessions=sessions)
 
 
 def session_table(name: str, rate: float = 0.05) -> str:
@@ -94,7 +100,7 @@ class TestNotify:
                                                      listener: Listener) -> None:
         """A daemon under a fake systemd sends READY, STATUS, WATCHDOG, STOPPING, then exits 0."""
         config = tmp_path / "plant.toml"
-        config.write_text(PLANT.format(sessions=session_table("main")))
+        config.write_text(plant(tmp_path, session_table("main")))
         env = {**os.environ, "NOTIFY_SOCKET": listener.path, "WATCHDOG_USEC": "400000"}
         env.pop("WATCHDOG_PID", None)
         proc = subprocess.Popen([sys.executable, "-m", "twin_server", "run", str(config)],
@@ -120,7 +126,7 @@ class TestNotify:
         monkeypatch.setenv("WATCHDOG_USEC", "200000")
         monkeypatch.delenv("WATCHDOG_PID", raising=False)
         config = tmp_path / "plant.toml"
-        config.write_text(PLANT.format(sessions=session_table("main", rate=0.01)))
+        config.write_text(plant(tmp_path, session_table("main", rate=0.01)))
         daemon = Daemon(load_config(config), notifier=Notifier(listener.path))
         runner = asyncio.create_task(daemon.run())
         try:
@@ -136,6 +142,31 @@ class TestNotify:
             assert "WATCHDOG=1" not in late
             assert any(m.startswith("STATUS=") for m in late)  # alive, but not progressing
             assert any("session 'main' is Running" in r for r in daemon.stalled())
+        finally:
+            daemon.stop()
+            await asyncio.wait_for(runner, 30)
+            daemon.notifier.close()
+
+
+    async def test_stalled_history_writer_stops_the_pings(
+            self, tmp_path: Path, listener: Listener, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A history writer that stops passing withholds WATCHDOG=1 too."""
+        monkeypatch.setenv("WATCHDOG_USEC", "200000")
+        monkeypatch.delenv("WATCHDOG_PID", raising=False)
+        config = tmp_path / "plant.toml"
+        config.write_text(plant(tmp_path, session_table("main")))
+        daemon = Daemon(load_config(config), notifier=Notifier(listener.path))
+        runner = asyncio.create_task(daemon.run())
+        try:
+            await asyncio.wait_for(daemon.wait_ready(), 30)
+            assert daemon.stalled() == []
+            writer = next(t for t in daemon._store_tasks if t.get_name() == "history-writer")
+            writer.cancel()  # the writer dies; everything else runs on
+            await asyncio.sleep(3.5)  # > 3 batch intervals of 1 s
+            await asyncio.to_thread(listener.messages, 0.05)
+            late = await asyncio.to_thread(listener.messages, 1.0)
+            assert "WATCHDOG=1" not in late
+            assert any("history writer" in r for r in daemon.stalled())
         finally:
             daemon.stop()
             await asyncio.wait_for(runner, 30)
@@ -171,7 +202,7 @@ class TestReload:
         """ReloadConfig starts new sessions, stops removed ones; a subscription on an
         untouched session keeps receiving; an invalid file changes nothing."""
         config = tmp_path / "plant.toml"
-        config.write_text(PLANT.format(sessions=session_table("keep") + session_table("drop")))
+        config.write_text(plant(tmp_path, session_table("keep") + session_table("drop")))
         daemon = Daemon(load_config(config))
         runner = asyncio.create_task(daemon.run())
         try:
@@ -185,7 +216,7 @@ class TestReload:
                     client.get_node(ua.NodeId("Sessions.keep.StepCount", ns)))
                 await changes.wait_for(3)
 
-                config.write_text(PLANT.format(sessions=session_table("keep")
+                config.write_text(plant(tmp_path, session_table("keep")
                                                + session_table("added")))
                 summary = await root.call_method(ua.NodeId("ReloadConfig", ns))
                 assert summary == "stopped: drop; started: added; unchanged: keep"
@@ -209,14 +240,14 @@ class TestReload:
     def test_sighup_reloads(self, tmp_path: Path) -> None:
         """SIGHUP makes a running daemon apply its edited config file."""
         config = tmp_path / "plant.toml"
-        config.write_text(PLANT.format(sessions=session_table("one")))
+        config.write_text(plant(tmp_path, session_table("one")))
         proc = subprocess.Popen(
             [sys.executable, "-m", "twin_server", "run", str(config)], cwd=tmp_path,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
             assert proc.stderr is not None
             endpoint = _wait_for_event(proc, "daemon_ready")["endpoint"]
-            config.write_text(PLANT.format(sessions=session_table("one") + session_table("two")))
+            config.write_text(plant(tmp_path, session_table("one") + session_table("two")))
             proc.send_signal(signal.SIGHUP)
             event = _wait_for_event(proc, "config_reloaded")
             assert event["summary"] == "started: two; unchanged: one"

@@ -385,7 +385,9 @@ class Daemon:
     def stalled(self) -> list[str]:
         """Why the daemon is not making progress (empty when it is): a running
         session whose clock has taken no tick for three of its periods and at
-        least a second. Called by the watchdog loop between two pings."""
+        least a second, or a history writer that made no pass (it passes at
+        least every batch interval, busy or idle) for three batch intervals and
+        at least 2 s. Called by the watchdog loop between two pings."""
         now = time.monotonic()
         reasons = []
         for name, running in self.sessions.items():
@@ -402,6 +404,11 @@ class Daemon:
                                f"{now - last[1]:.1f} s")
         for name in set(self._progress) - set(self.sessions):
             del self._progress[name]
+        if self.store is not None:
+            heartbeat = self.store.statistics().heartbeat
+            allowed = max(3 * self.loaded.config.history.batch_interval, 2.0)
+            if heartbeat is not None and now - heartbeat > allowed:
+                reasons.append(f"the history writer made no pass for {now - heartbeat:.1f} s")
         return reasons
 
     async def _watchdog_forever(self) -> None:
