@@ -370,3 +370,21 @@ class TestPersistence:
         store.record("a/v", T0 + 2, 3.0)  # recording again recreates the series
         await store.flush()
         assert values((await store.read_raw("a/v", T0, T0 + 9)).samples) == [3.0]
+
+
+class TestCancellation:
+    @pytest.mark.parametrize("yields", [pytest.param(n, id=f"cancel-after-{n}-yields")
+                                        for n in range(6)])
+    async def test_cancelled_write_leaves_no_open_transaction(
+            self, store: HistoryStore, yields: int) -> None:
+        """A snapshot save cancelled at any await (a shutdown stage) still commits or rolls
+        back, so the writer's next batch and later saves work."""
+        task = asyncio.create_task(store.save_snapshot("s", b"state" * 100))
+        for _ in range(yields):
+            await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        store.record("s/Components.tank.Outputs.level", 1_700_000_000.0, 1.0)
+        await store.flush()
+        await store.save_snapshot("s", b"again")
+        assert (await store.load_snapshots())["s"] == b"again"

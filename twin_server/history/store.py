@@ -25,9 +25,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 import structlog
@@ -57,6 +57,7 @@ from twin_server.history.writer import (
 )
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 _PRAGMAS = (
     "PRAGMA journal_mode = WAL",
@@ -180,7 +181,8 @@ class HistoryStore:
             raise InvalidArgument(f"unknown history datatype {datatype!r}; one of "
                                   f"{', '.join(KIND_OF_DATATYPE)}")
         session, path = parse_series(series)
-        async with self._lock:
+
+        async def work() -> tuple[int, int]:
             await self._db.execute("BEGIN IMMEDIATE")
             try:
                 entry = await self._writer.ensure_series(session, path, datatype)
@@ -188,6 +190,9 @@ class HistoryStore:
             except BaseException:
                 await self._db.execute("ROLLBACK")
                 raise
+            return entry
+
+        entry = await self._locked(work)
         self._writer.series[(session, path)] = entry
         return entry[0]
 
@@ -215,7 +220,8 @@ class HistoryStore:
 
     async def delete_session(self, session: str) -> int:
         """Delete every sample, series, event and the snapshot of ``session``; rows deleted."""
-        async with self._lock:
+
+        async def work() -> int:
             await self._db.execute("BEGIN IMMEDIATE")
             try:
                 cur = await self._db.execute(
@@ -230,6 +236,9 @@ class HistoryStore:
             except BaseException:
                 await self._db.execute("ROLLBACK")
                 raise
+            return deleted
+
+        deleted = await self._locked(work)
         for key in [k for k in self._writer.series
                     if (k[0] if isinstance(k, tuple) else k.partition("/")[0]) == session]:
             del self._writer.series[key]
@@ -278,9 +287,8 @@ class HistoryStore:
 
     async def enforce_retention(self, now: float | None = None) -> RetentionResult:
         """Delete, in bulk, what the policies no longer keep."""
-        async with self._lock:
-            return await retention.enforce(self._db, self._policies,
-                                           time.time() if now is None else now)
+        return await self._locked(lambda: retention.enforce(
+            self._db, self._policies, time.time() if now is None else now))
 
     async def run_retention(self, every: float = 60.0) -> None:
         """Enforce retention every ``every`` seconds until ``close()``; errors are reported
@@ -302,7 +310,7 @@ class HistoryStore:
     # -- snapshots and twins ------------------------------------------------------------
 
     async def _write(self, statements: Iterable[tuple[str, tuple[Any, ...]]]) -> None:
-        async with self._lock:
+        async def work() -> None:
             await self._db.execute("BEGIN IMMEDIATE")
             try:
                 for sql, args in statements:
@@ -311,6 +319,19 @@ class HistoryStore:
             except BaseException:
                 await self._db.execute("ROLLBACK")
                 raise
+
+        await self._locked(work)
+
+    async def _locked(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Run ``work``, one transaction, under the write lock and to its end even when
+        the caller is cancelled (a shutdown stage): a transaction cut off between
+        BEGIN and COMMIT would leave the connection inside it, and every later BEGIN
+        (the writer's last batch included) would fail."""
+        async def whole() -> T:
+            async with self._lock:
+                return await work()
+
+        return await asyncio.shield(whole())
 
     async def save_snapshot(self, session: str, blob: bytes) -> None:
         """Store ``session``'s latest snapshot (replacing the one before), committed at once."""

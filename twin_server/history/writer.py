@@ -176,15 +176,19 @@ class Writer:
                     if self._closing:
                         break
                 next_flush = loop.time() + self.batch_interval
-                # shielded: a cancelled run() must not abandon a transaction half sent
-                failed = not await asyncio.shield(self.write_batch())
+                failed = not await self.write_batch()  # (shielded)
         finally:
             self._running = False
             self._heartbeat = time.monotonic()
             self._stopped.set()
 
     async def write_batch(self) -> bool:
-        """Commit the retried batch, else up to batch_size queued items; False on failure."""
+        """Commit the retried batch, else up to batch_size queued items; False on failure.
+        Shielded: a caller cancelled mid-batch (a shutdown stage's timeout) must not cut
+        the transaction between BEGIN and COMMIT."""
+        return await asyncio.shield(self._write_batch())
+
+    async def _write_batch(self) -> bool:
         async with self.lock:
             if self._retry:
                 items, self._retry = self._retry, []
