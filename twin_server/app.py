@@ -461,6 +461,8 @@ class Daemon:
             self.manager.delete(session.name)
             raise
         self.sessions[session.name] = running
+        if self.hil is not None:
+            self.hil.rebind(session)  # a PLC peer serving this name mirrors it again
         if start_clock:
             self._start_clock(running)
 

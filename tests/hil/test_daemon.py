@@ -42,3 +42,27 @@ async def wait_for_value(node: object, expected: object, timeout: float = 5.0) -
     while (value := await node.read_value()) != expected:  # type: ignore[attr-defined]
         assert asyncio.get_running_loop().time() < deadline, f"still {value!r}"
         await asyncio.sleep(0.1)
+
+
+class TestSessionReplaced:
+    async def test_mirror_follows_a_session_deleted_and_created_again(
+            self, shared_plc: SoftPlc) -> None:
+        """Deleting the mirrored session idles its peer (the daemon runs on); a new
+        session of that name is mirrored again."""
+        daemon = Daemon(load(shared_plc.endpoint, LOOP, rtf=4.0),
+                        endpoint="opc.tcp://127.0.0.1:0/twin-server")
+        runner = asyncio.create_task(daemon.run())
+        try:
+            await asyncio.wait_for(daemon.wait_ready(), 30)
+            first = daemon.sessions["s"].session
+            await wait_for(lambda: float(first.read(LEVEL)) > 0.6, timeout=20)
+            await daemon.delete_session("s")
+            await asyncio.sleep(0.5)
+            assert not runner.done()
+            second = await daemon.create_session("tank", "s", {})
+            second.start()
+            assert float(second.read(LEVEL)) == 0.5
+            await wait_for(lambda: float(second.read(LEVEL)) > 0.6, timeout=20)
+        finally:
+            daemon.stop()
+            await asyncio.wait_for(runner, 30)

@@ -135,6 +135,15 @@ class HilMirror:
     def peer_names(self) -> list[str]:
         return [p.name for p in self._peers]
 
+    def rebind(self, session: Session) -> None:
+        """Mirror ``session`` from now on for every peer that serves its name (a
+        session deleted and created again, by a client or a config reload). A peer
+        whose session is closed idles until then."""
+        for peer in self._peers:
+            if peer.config.session == session.name:
+                peer.session = session
+                peer.on_rebind()
+
     def statistics(self) -> MirrorStatistics:
         return MirrorStatistics(tuple(p.statistics() for p in self._peers))
 
@@ -210,6 +219,21 @@ class _Peer:
         self._to_plc = [b for b in self.bindings if b.to_plc]
         self._from_plc = [b for b in self.bindings if not b.to_plc]
 
+    def on_rebind(self) -> None:
+        """A new session object under the same name: send every to_plc value again
+        and put the PLC's last commands onto its inputs."""
+        for b in self._to_plc:
+            b.value, b.has_value = None, False
+        for b in self._from_plc:
+            if b.has_value and b.value is not None:
+                try:
+                    stored = self.session.write(b.key, b.value)
+                except ValueRejected as exc:
+                    self._binding_error(b, exc.status, f"cannot apply the PLC's value: {exc}")
+                    continue
+                if self.on_written is not None:
+                    self.on_written(self.session.name, b.key, stored, "hil")
+
     def statistics(self) -> PeerStatistics:
         return PeerStatistics(
             name=self.name, endpoint=self.config.endpoint, session=self.session.name,
@@ -278,6 +302,8 @@ class _Peer:
 
     def _mark_lost(self) -> None:
         """The link is down: from_plc inputs keep their last value or take their fallback."""
+        if self.session.closed:  # deleted: nothing to mark until rebind() gives another
+            return
         for b in self._from_plc:
             if b.fallback is not None:
                 try:
@@ -418,6 +444,8 @@ class _Peer:
 
     async def _write_changes(self, client: Client) -> int:
         """Write what changed since the last write; return how many values were sent."""
+        if self.session.closed:  # deleted: idle until rebind() gives another
+            return 0
         now = time.monotonic()
         read = self.session.read
         batch: list[tuple[_Binding, Value, Any, bool]] = []
@@ -488,7 +516,7 @@ class _Peer:
 
     def _apply(self, event: DataChangeEvent) -> None:
         b = self._handles.get(event.data.subscription_data.client_handle or -1)
-        if b is None:
+        if b is None or self.session.closed:
             return
         dv = event.data.monitored_item.Value
         if not dv.StatusCode.is_good():  # the PLC says the value is not usable
