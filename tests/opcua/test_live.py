@@ -216,6 +216,35 @@ class TestSessionEvents:
         assert cleared.Severity == ev.SEVERITY_ALARM_CLEARED
 
 
+class TestFaults:
+    async def test_fault_event_names_component_and_tick(self, ua_client: Connected) -> None:
+        """A model producing infinity halts its own session with a fault event (severity
+        900) naming the component and the tick; the other session is untouched."""
+        daemon = ua_client.daemon
+        await daemon.define_twin(
+            "[twins.blowup.components.big]\nmodel = \"constant\"\n"
+            "parameters = { value = 1e308 }\n"
+            "[twins.blowup.components.amp]\nmodel = \"gain\"\nparameters = { gain = 10.0 }\n"
+            "[twins.blowup]\nconnections = [\"big.output -> amp.input\"]\n")
+        try:
+            await daemon.create_session("blowup", "doomed", {})
+            handler = await _subscribe_events(ua_client, ua_client.node("Sessions.doomed"),
+                                              _session_event_type(ua_client))
+            await ua_client.session_call("doomed", "Start")
+            fault = await handler.event("fault")
+            assert fault.Severity == 900
+            assert "'amp'" in fault.Message.Text and "tick" in fault.Message.Text
+            state = ua_client.node("Sessions.doomed.State")
+            async with asyncio.timeout(5):
+                while await state.read_value() != "Halted":
+                    await asyncio.sleep(0.05)
+            assert daemon.manager.get("main").fault is None
+        finally:
+            if "doomed" in daemon.manager.sessions:
+                await daemon.delete_session("doomed")
+            await daemon.remove_twin("blowup")
+
+
 class TestModelChanges:
     async def test_create_and_delete(self, ua_client: Connected) -> None:
         """Creating and deleting a session emit GeneralModelChangeEvents from Sessions."""
