@@ -11,7 +11,7 @@
     │   ├── NotFound                 BadNotFound: no such session, component or variable
     │   ├── AlreadyExists            BadBrowseNameDuplicated: a session or twin name is taken
     │   ├── ResourceExhausted        BadResourceUnavailable: server.max_sessions reached
-    │   └── NotSupported             BadNotSupported: the model cannot do that (an FMU without get/set state)
+    │   └── NotSupported             BadNotSupported: an FMU without get/set state, ...
     ├── InvalidState                 BadInvalidState: a method called in the wrong run state
     ├── FMIError                     an FMI call returned Error/Fatal: FMI function and status
     └── SessionFault                 a model raised or produced NaN/inf: session, component, tick
@@ -58,7 +58,7 @@ class ConfigError(TwinServerError):
         return f"{where}: {self.message}" if where else self.message
 
 
-class ConfigErrors(ExceptionGroup[ConfigError]):  # noqa: N818 - a group, named for what it holds
+class ConfigErrors(ExceptionGroup[ConfigError]):
     """Every problem found in one load, reported together (never only the first)."""
 
     status = "BadConfigurationError"

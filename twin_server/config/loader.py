@@ -492,7 +492,7 @@ def _check_hil(raw: Mapping[str, Any], sessions: Mapping[str, SessionConfig],
             continue
         where = f"hil.{_key(str(peer))}"
 
-        def fail(path: str, message: str) -> None:
+        def fail(path: str, message: str, where: str = where) -> None:
             errors.append(ConfigError(message, path=f"{where}.{path}" if path else where,
                                       file=file))
 

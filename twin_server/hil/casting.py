@@ -69,10 +69,7 @@ def variant_type(datatype: ua.NodeId) -> ua.VariantType | None:
     if datatype.NamespaceIndex != 0 or not isinstance(datatype.Identifier, int):
         return None
     ident = datatype.Identifier
-    if 1 <= ident <= 25:
-        vtype = ua.VariantType(ident)
-    else:
-        vtype = _SUBTYPES.get(ident)
+    vtype = ua.VariantType(ident) if 1 <= ident <= 25 else _SUBTYPES.get(ident)
     return vtype if vtype in SUPPORTED else None
 
 

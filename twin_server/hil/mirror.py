@@ -33,7 +33,6 @@ nodes afresh (a PLC may have been re-programmed meanwhile).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import time

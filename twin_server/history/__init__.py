@@ -5,6 +5,7 @@ named ``"<session>/<path>"``, times in seconds since the epoch or datetimes).
 """
 
 from twin_server.history.export import export_csv
+from twin_server.history.reads import AGGREGATES
 from twin_server.history.records import (
     BAD_BOUND_NOT_FOUND,
     BAD_NO_DATA,
@@ -22,7 +23,6 @@ from twin_server.history.records import (
     WriterStatistics,
     to_datetime,
 )
-from twin_server.history.reads import AGGREGATES
 from twin_server.history.schema import SCHEMA_VERSION
 from twin_server.history.store import HistoryStore
 

@@ -157,12 +157,14 @@ class Model(abc.ABC):
     # -- the contract ---------------------------------------------------------------
 
     @abc.abstractmethod
-    def reset(self, parameters: Mapping[str, Value], initial: Mapping[str, Value]) -> dict[str, Value]:
+    def reset(self, parameters: Mapping[str, Value],
+              initial: Mapping[str, Value]) -> dict[str, Value]:
         """Take all parameters and initial state values; return the outputs at start."""
 
     @abc.abstractmethod
     def step(self, t: float, dt: float, inputs: Mapping[str, Value]) -> dict[str, Value]:
-        """Advance from ``t`` to ``t + dt`` with ``inputs`` held; return the outputs at ``t + dt``."""
+        """Advance from ``t`` to ``t + dt`` with ``inputs`` held; return the outputs
+        at ``t + dt``."""
 
     def set_parameter(self, name: str, value: Value) -> None:
         """Apply a tunable parameter from the next step on. The default stores it in
@@ -178,7 +180,7 @@ class Model(abc.ABC):
         if states:
             raise NotWritable(f"{type(self).__name__} has no writable states")
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, deliberately a no-op
         """Release what the instance holds outside Python (an FMU instance); called
         when its session goes. Idempotent; the default holds nothing."""
 

@@ -396,7 +396,7 @@ class FMU(Model):
         self._time = 0.0
         self._next_event = None
         self._solver = None
-        for name, value in initial.items():
+        for name in initial:
             fv = self._states[name]
             if not fv.settable:
                 raise NotWritable(
