@@ -522,8 +522,10 @@ def _check_hil(raw: Mapping[str, Any], sessions: Mapping[str, SessionConfig],
                                          "its input takes while the PLC is unreachable)")
             if twin is None:
                 continue  # an unknown session or a broken twin: reported already
-            variable = _binding_variable(twin, binding, session_name, lambda m, p=path:
-                                         fail(f"{p}.variable", m))
+            def fail_variable(message: str, where: str = path) -> None:
+                fail(f"{where}.variable", message)
+
+            variable = _binding_variable(twin, binding, str(session_name), fail_variable)
             if variable is None:
                 continue
             if binding.direction == "from_plc":

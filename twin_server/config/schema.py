@@ -122,10 +122,10 @@ class ServerConfig(_Frozen):
                     "subscribes to or calls is deleted; 0 = never",
     )
     security: SecurityConfig = Field(
-        default_factory=SecurityConfig,  # type: ignore[arg-type]
+        default_factory=SecurityConfig,
         description="endpoints, certificates, users and anonymous access ([server.security])")
     limits: LimitsConfig = Field(
-        default_factory=LimitsConfig,  # type: ignore[arg-type]
+        default_factory=LimitsConfig,
         description="bounds on what clients may hold ([server.limits])")
 
 
@@ -288,7 +288,7 @@ class SessionConfig(_Frozen):
 class Config(_Frozen):
     """A whole config file."""
 
-    server: ServerConfig = Field(default_factory=ServerConfig)  # type: ignore[arg-type]
+    server: ServerConfig = Field(default_factory=ServerConfig)
     twins: dict[Name, TwinConfig] = Field(default_factory=dict)
     sessions: dict[Name, SessionConfig] = Field(default_factory=dict)
     hil: dict[Name, HilPeerConfig] = Field(
@@ -418,7 +418,7 @@ class HilPeerConfig(_Frozen):
 
     endpoint: str = Field(pattern=r"^opc\.tcp://[^/:]+(:\d{1,5})?(/.*)?$")
     session: Name
-    security: HilSecurity = Field(default_factory=HilSecurity)  # type: ignore[arg-type]
+    security: HilSecurity = Field(default_factory=HilSecurity)
     timeout: float = Field(2.0, gt=0, le=60, description="seconds per request")
     keepalive_interval: float = Field(
         1.0, gt=0, le=60,

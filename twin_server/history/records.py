@@ -125,7 +125,7 @@ class Processed(NamedTuple):
     t_us: int
     value: float | int | None
     status: int
-    count: int
+    count: int  # type: ignore[assignment]  # shadows tuple.count: the aggregate's own word
 
 
 class Event(NamedTuple):

@@ -304,7 +304,7 @@ class FMU(Model):
         self._last_inputs: dict[str, Value] = {}
         self._solver: Any = None
         self._handle: list[Any] = []
-        self._finalizer: weakref.finalize | None = None
+        self._finalizer: weakref.finalize[..., FMU] | None = None
         self._instantiate()
 
     # -- lifecycle ------------------------------------------------------------------

@@ -102,7 +102,7 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
         from twin_server.config.loader import load_config
 
         return load_config(args.config).config.server
-    return ServerConfig()  # type: ignore[call-arg]
+    return ServerConfig()
 
 
 def _user(args: argparse.Namespace, path: Path, stdin: IO[str] | None, out: IO[str]) -> int:
