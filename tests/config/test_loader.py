@@ -486,3 +486,20 @@ class TestParseTwin:
         assert [(e.file, e.path, e.message) for e in info.value.exceptions] == [
             ("<DefineTwin>", path, message)
         ]
+
+
+class TestHistoryVariables:
+    def test_pattern_matching_nothing_is_a_config_error(self, tmp_path: Path) -> None:
+        """A history.variables pattern that names no variable of the twin fails `check`
+        with its key path and the twin's variables."""
+        config = tmp_path / "h.toml"
+        config.write_text(
+            '[twins.t.components.tank]\nmodel = "water_tank"\n'
+            '[sessions.s]\ntwin = "t"\n'
+            '[sessions.s.history]\nvariables = ["tank.level", "pump.*"]\n')
+        with pytest.raises(ConfigErrors) as info:
+            load_config(config)
+        (error,) = info.value.exceptions
+        assert error.path == "sessions.s.history.variables"
+        assert "'pump.*' matches no variable of twin 't'" in error.message
+        assert "tank.outflow" in error.message

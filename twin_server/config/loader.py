@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import difflib
+import fnmatch
 import json
 import re
 import tomllib
@@ -150,6 +151,8 @@ def parse_config(
             errors.extend(_in_file(group, file))
 
     errors.extend(_check_hil(raw, session_configs, twins, file))
+    if config is not None:
+        errors.extend(_check_history_variables(config, twins, file))
 
     if errors:
         raise ConfigErrors(sorted(errors, key=lambda e: _file_order(raw, e.path)))
@@ -594,3 +597,27 @@ def _check_security(body: object, fail: Callable[[str, str], None]) -> None:
         fail("security.username", "a password needs a username")
     if security.password is not None and security.password_env is not None:
         fail("security", "give either 'password' or 'password_env', not both")
+
+
+def _check_history_variables(config: Config, twins: Mapping[str, TwinDefinition],
+                             file: str) -> list[ConfigError]:
+    """Each session's ``history.variables`` patterns (its own, else ``[history]``'s)
+    must each match a variable of its twin, as ``component.variable`` or a pattern."""
+    errors = []
+    for name, session in config.sessions.items():
+        twin = twins.get(session.twin)
+        own = session.history.variables
+        patterns = own if own is not None else config.history.variables
+        if twin is None or not patterns:
+            continue
+        names = sorted({f"{c.name}.{v.name}" for c in twin.components for v in c.declared()})
+        unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n in names)]
+        if unmatched:
+            where = (f"sessions.{name}.history.variables" if own is not None
+                     else "history.variables")
+            errors.append(ConfigError(
+                f"{', '.join(repr(p) for p in unmatched)} "
+                f"{'matches' if len(unmatched) == 1 else 'match'} no variable of twin "
+                f"{twin.name!r} (session {name!r}); write 'component.variable' or a pattern "
+                f"such as 'tank.*' (its variables: {', '.join(names)})", path=where, file=file))
+    return errors
