@@ -139,7 +139,8 @@ class TestSchemaErrors:
             pytest.param(
                 "[serv]\n",
                 "",
-                "unknown key 'serv' (allowed: server, twins, sessions, hil, history); did you mean 'server'?",
+                "unknown key 'serv' (allowed: server, twins, sessions, hil, history); "
+                "did you mean 'server'?",
                 id="unknown-top-level-key",
             ),
             pytest.param(
