@@ -239,7 +239,21 @@ def _parameters(text: str, index: int = 0) -> dict[str, dict[str, Any]]:
         raise ArgumentError(index, exc) from None
 
 
-class SessionMethods:
+class _Counted:
+    """The call and refusal counts of a set of method callbacks."""
+
+    _counter: MethodCounter
+
+    @property
+    def calls(self) -> int:
+        return self._counter.calls
+
+    @property
+    def refused(self) -> int:
+        return self._counter.refused
+
+
+class SessionMethods(_Counted):
     """The method callbacks of one session. ``changed`` runs after every call so
     that State, StepCount, SimTime and the session's events show the outcome at
     once; ``runtime`` (the daemon) serves Snapshot, Restore and Fork and is told
@@ -253,14 +267,6 @@ class SessionMethods:
         self._runtime = runtime
         self._session_nodeid = session_nodeid
         self._counter = MethodCounter()
-
-    @property
-    def calls(self) -> int:
-        return self._counter.calls
-
-    @property
-    def refused(self) -> int:
-        return self._counter.refused
 
     def callbacks(self) -> dict[str, MethodCallback]:
         session = self.session
@@ -351,7 +357,7 @@ def _fork_refusals(exc: TwinServerError) -> int | None:
     return 0 if isinstance(exc, AlreadyExists | InvalidArgument) else None
 
 
-class ServerMethods:
+class ServerMethods(_Counted):
     """CreateSession, DeleteSession, DefineTwin, RemoveTwin and ReloadConfig on TwinServer."""
 
     def __init__(self, runtime: Runtime, *, session_nodeid: Callable[[str], ua.NodeId],
@@ -362,14 +368,6 @@ class ServerMethods:
         self._twin_nodeid = twin_nodeid
         self._after = after
         self._counter = MethodCounter()
-
-    @property
-    def calls(self) -> int:
-        return self._counter.calls
-
-    @property
-    def refused(self) -> int:
-        return self._counter.refused
 
     def callbacks(self) -> dict[str, MethodCallback]:
         actions: dict[str, tuple[Action, Attribution | None]] = {
