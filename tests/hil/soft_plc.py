@@ -1,7 +1,8 @@
 """A soft PLC for the HIL tests: an asyncua server with a scan loop, run as a subprocess.
 
-    python -m tests.hil.soft_plc [--port 0] [--user name:password] [--max-nodes-per-write N]
-                                 [--bulk N] [--setpoint 1.0] [--kp 0.2] [--bias 0.05]
+    python -m tests.hil.soft_plc [--port 0] [--user name:password] [--secure DIR]
+                                 [--max-nodes-per-write N] [--bulk N]
+                                 [--setpoint 1.0] [--kp 0.2] [--bias 0.05]
 
 It prints ``PORT <n>`` on stdout once it serves ``opc.tcp://127.0.0.1:<n>/plc``
 (namespace ``urn:soft-plc``; string NodeIds ``PLC.<name>`` under Objects/PLC):
@@ -19,6 +20,12 @@ It prints ``PORT <n>`` on stdout once it serves ``opc.tcp://127.0.0.1:<n>/plc``
     EchoOut    Double   read-only
     Bulk/B<i>  Double   writable  ``--bulk`` nodes for the bindings benchmark
 
+With ``--secure DIR`` it offers Basic256Sha256 SignAndEncrypt alone (no None
+endpoint) with ``DIR/cert.der`` and ``DIR/key.pem`` as its application instance
+certificate, and accepts only client certificates found in ``DIR/trusted/``
+(as a real PLC's trust list: a session with any other is refused with
+BadCertificateUntrusted).
+
 The scan loop (every ``--scan`` s) is a P controller with a bias (manual reset):
 ``valve = clamp(bias + kp * (setpoint - level), 0, valve_max)``; with the bias set
 to the outflow at the setpoint the level settles exactly there.
@@ -30,9 +37,12 @@ import argparse
 import asyncio
 import logging
 import sys
+from pathlib import Path
 
 from asyncua import Server, ua
 from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.crypto.truststore import TrustStore
+from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
 from asyncua.server.user_managers import UserManager
 
 NAMESPACE = "urn:soft-plc"
@@ -49,10 +59,23 @@ class _Users(UserManager):
         return None
 
 
+async def _secure(server: Server, folder: Path) -> None:
+    """Basic256Sha256 SignAndEncrypt only; client certificates from ``folder/trusted``."""
+    await server.load_certificate(str(folder / "cert.der"))
+    await server.load_private_key(str(folder / "key.pem"))
+    server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
+    store = TrustStore([folder / "trusted"], [])
+    await store.load()
+    server.set_certificate_validator(CertificateValidator(
+        CertificateValidatorOptions.TRUSTED_VALIDATION | CertificateValidatorOptions.PEER_CLIENT,
+        store))
+
+
 async def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--user", default="")
+    parser.add_argument("--secure", type=Path, default=None)
     parser.add_argument("--max-nodes-per-write", type=int, default=0)
     parser.add_argument("--bulk", type=int, default=0)
     parser.add_argument("--setpoint", type=float, default=1.0)
@@ -70,7 +93,10 @@ async def main(argv: list[str]) -> None:
         server = Server()
     await server.init()
     server.set_endpoint(f"opc.tcp://127.0.0.1:{args.port}/plc")
-    server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+    if args.secure:
+        await _secure(server, args.secure)
+    else:
+        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
     if args.user:
         server.set_identity_tokens([ua.UserNameIdentityToken])
     ns = await server.register_namespace(NAMESPACE)

@@ -33,7 +33,6 @@ nodes afresh (a PLC may have been re-programmed meanwhile).
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -44,8 +43,9 @@ import structlog
 from asyncua import Client, ua
 from asyncua.client.ua_client import UaClientState
 from asyncua.common.subscription import DataChangeEvent, StatusChangeEvent, Subscription
+from cryptography import x509
 
-from twin_server.config.schema import HilBinding, HilPeerConfig, HilSecurity
+from twin_server.config.schema import HilBinding, HilPeerConfig
 from twin_server.engine.session import Session, VarKey
 from twin_server.errors import ValueRejected
 from twin_server.hil import health
@@ -57,6 +57,12 @@ from twin_server.hil.health import (
     PeerStatistics,
 )
 from twin_server.hil.resolve import Limits, Resolved, chunks, read_limits, resolve
+from twin_server.hil.security import (
+    SecuritySetupFailed,
+    apply_security,
+    describe_refusal,
+    timeout_hint,
+)
 from twin_server.models.base import Kind, Value, Variable
 
 log = structlog.get_logger(__name__)
@@ -201,6 +207,7 @@ class _Peer:
         self.limits = Limits()
         self._ever_connected = False
         self._handles: dict[int, _Binding] = {}
+        self._certificate: x509.Certificate | None = None  # the client certificate in use
         variables = {(k.component, k.kind, k.name): (k, v) for k, v in session.variables()}
         self.bindings: list[_Binding] = []
         for bname, bcfg in config.bindings.items():
@@ -289,7 +296,13 @@ class _Peer:
 
     def _failed(self, exc: BaseException, *, first: bool) -> None:
         leaf = _leaf(exc)
-        message = str(leaf) if isinstance(leaf, _LinkLost) else _describe(leaf, self.config)
+        if isinstance(leaf, _LinkLost | SecuritySetupFailed):
+            message = str(leaf)
+        else:
+            message = (describe_refusal(leaf, self.config.security, self._certificate)
+                       or _describe(leaf, self.config))
+            if isinstance(leaf, TimeoutError) and self.state is LinkState.CONNECTING:
+                message += timeout_hint(self.config.security)
         self.last_error = message
         if first and self.state is LinkState.CONNECTED:
             self._log.error("hil_link_lost", error=message)
@@ -339,7 +352,7 @@ class _Peer:
         client.name = client.description = f"twin-server HIL ({self.name})"
         client.application_uri = cfg.security.application_uri
         client.session_timeout = _SESSION_TIMEOUT_MS
-        await _apply_security(client, cfg.security)
+        self._certificate = await apply_security(client, cfg.security)
         await client.connect()
         self.limits = await read_limits(client)
         found = await resolve(client, [(b.name, b.config) for b in self.bindings], self.limits)
@@ -537,28 +550,6 @@ class _Peer:
             self._binding_error(b, exc.status, f"cannot apply the PLC's value: {exc}")
             return
         b.status, b.error, b.logged = health.GOOD, "", ""
-
-
-async def _apply_security(client: Client, security: HilSecurity) -> None:
-    if security.username:
-        client.set_user(security.username)
-        password = security.password
-        if security.password_env is not None:
-            password = os.environ.get(security.password_env)
-            if password is None:
-                raise _LinkLost(f"the environment variable {security.password_env!r} holding "
-                                f"the password is not set")
-        if password is not None:
-            client.set_password(password)
-    if security.policy != "None":
-        from asyncua.crypto import security_policies
-
-        policy = getattr(security_policies, f"SecurityPolicy{security.policy}")
-        assert security.certificate is not None and security.private_key is not None
-        await client.set_security(
-            policy, security.certificate, security.private_key,
-            security.private_key_password, security.server_certificate,
-            getattr(ua.MessageSecurityMode, security.mode))
 
 
 def _leaf(exc: BaseException) -> BaseException:
