@@ -167,7 +167,7 @@ class TestLinkLoss:
 
     async def test_hung_plc_is_detected_within_3_seconds(self, own_plc: SoftPlc) -> None:
         """A PLC that stops answering (SIGSTOP) is a lost link after at most 2 keepalives."""
-        async with mirrored(own_plc.endpoint, LOOP) as (session, mirror):
+        async with mirrored(own_plc.endpoint, LOOP) as (_, mirror):
             await wait_for(lambda: peer(mirror).binding("valve").status == "Good", 5)
             own_plc.pause()
             try:
