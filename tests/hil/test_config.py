@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from twin_server.config.loader import parse_config
+from twin_server.config.loader import load_config, parse_config
 from twin_server.config.schema import NodeRef, parse_browse_path
 from twin_server.errors import ConfigErrors
 
@@ -139,3 +141,24 @@ class TestAddresses:
         """Browse path elements take an index or a URI (the name after its last ':')."""
         assert parse_browse_path("0:Objects/urn:plc:PLC/2:Level") == (
             (0, "Objects"), ("urn:plc", "PLC"), (2, "Level"))
+
+
+class TestFilePaths:
+    def test_certificate_paths_resolve_against_the_config_folder(self, tmp_path: Path) -> None:
+        """Relative HIL certificate and key paths are taken from the config file's folder."""
+        folder = tmp_path / "plant"
+        folder.mkdir()
+        config = folder / "plant.toml"
+        config.write_text(
+            '[twins.t.components.tank]\nmodel = "water_tank"\n'
+            '[sessions.s]\ntwin = "t"\n'
+            '[hil.plc]\nendpoint = "opc.tcp://127.0.0.1:4841"\nsession = "s"\n'
+            'security = { policy = "Basic256Sha256", mode = "SignAndEncrypt", '
+            'certificate = "pki/client.der", private_key = "pki/client.pem", '
+            'server_certificate = "/abs/plc.der" }\n'
+            '[hil.plc.bindings.level]\nvariable = "tank.level"\ndirection = "to_plc"\n'
+            'node = "ns=2;s=Level"\n')
+        security = load_config(config).config.hil["plc"].security
+        assert security.certificate == str(folder / "pki" / "client.der")
+        assert security.private_key == str(folder / "pki" / "client.pem")
+        assert security.server_certificate == "/abs/plc.der"

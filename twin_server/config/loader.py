@@ -106,7 +106,7 @@ def parse_config(
 
     config: Config | None = None
     try:
-        config = Config.model_validate(raw)
+        config = with_hil_files(Config.model_validate(raw), base_dir)
     except ValidationError as exc:
         errors.extend(translate(exc, root=Config, file=file))
     twin_configs = dict(config.twins) if config else _valid_entries(raw, "twins", TwinConfig)
@@ -621,3 +621,23 @@ def _check_history_variables(config: Config, twins: Mapping[str, TwinDefinition]
                 f"{twin.name!r} (session {name!r}); write 'component.variable' or a pattern "
                 f"such as 'tank.*' (its variables: {', '.join(names)})", path=where, file=file))
     return errors
+
+
+#: the HIL security settings that name files
+_HIL_FILES = ("certificate", "private_key", "server_certificate")
+
+
+def with_hil_files(config: Config, base_dir: Path | None) -> Config:
+    """``config`` with the HIL peers' certificate and key paths made absolute
+    against the config file's folder (as an FMU's path is)."""
+    if base_dir is None or not config.hil:
+        return config
+    peers = {}
+    for name, peer in config.hil.items():
+        security = peer.security
+        update = {key: str((base_dir / value).resolve()) for key in _HIL_FILES
+                  if isinstance(value := getattr(security, key), str)
+                  and not Path(value).is_absolute()}
+        peers[name] = peer.model_copy(
+            update={"security": security.model_copy(update=update)}) if update else peer
+    return config.model_copy(update={"hil": peers})
