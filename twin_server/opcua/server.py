@@ -31,8 +31,8 @@ from twin_server.errors import OutOfRange, TypeMismatch
 from twin_server.hil import HilMirror
 from twin_server.history import HistoryStore
 from twin_server.models.base import DataType, Kind, Variable
+from twin_server.opcua import aspace_cache, history_read
 from twin_server.opcua import events as ev
-from twin_server.opcua import history_read
 from twin_server.opcua.hil_nodes import HilNodes, build_hil
 from twin_server.opcua.methods import ServerMethods, SessionMethods, method_statistics
 from twin_server.opcua.nodes import NodeBatch, add_reference
@@ -165,7 +165,8 @@ class OpcUaServer:
         """Build the base address space and bind the endpoint (port 0 picks a free one)."""
         self.state = ServerState.STARTING
         server = self._server
-        await server.init()
+        # the standard address space from a cache ($CACHE_DIRECTORY, else state_dir/cache)
+        await aspace_cache.init_server(server, aspace_cache.cache_dir(self.config.state_dir))
         server.set_endpoint(self._endpoint)
         server.set_server_name(self.config.application_name)
         await server.set_application_uri(self.config.application_uri)
