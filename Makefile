@@ -30,8 +30,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check twin_server tests
 	$(VENV)/bin/mypy
 
+# the benchmarks against their baselines (a few minutes; not part of `make test`):
+# bench-results/results.md with the table and PNG plots. BENCH=word selects modules.
+BENCH ?=
 bench: $(STAMP)
-	$(PY) -m tests.bench
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	$(PY) -m tests.bench $(BENCH)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from tests.bench.common import lateness_samples
 from twin_server.app import Daemon
 from twin_server.config.loader import load_config
 
@@ -35,7 +36,7 @@ async def _bare_loop(seconds: float) -> np.ndarray:
     return np.asarray(lateness)
 
 
-async def _demo(seconds: float) -> dict[str, float]:
+async def _demo(seconds: float) -> dict[str, Any]:
     # a state directory of its own: the demo must not resume an earlier run's sessions
     with tempfile.TemporaryDirectory(prefix="bench-clock-") as state:
         os.environ["STATE_DIRECTORY"] = state
@@ -50,11 +51,14 @@ async def _run_demo(seconds: float) -> dict[str, float]:
     runner = asyncio.create_task(daemon.run())
     await daemon.wait_ready()
     await asyncio.sleep(seconds)
-    stats = daemon.sessions["tank"].clock.statistics()
+    clock = daemon.sessions["tank"].clock
+    stats = clock.statistics()
+    samples = lateness_samples(clock)
     daemon.stop()
     await runner
     return {"p50": stats.lateness_p50, "p99": stats.lateness_p99, "max": stats.lateness_max,
-            "overruns": float(stats.overruns), "ticks": float(stats.ticks)}
+            "overruns": float(stats.overruns), "ticks": float(stats.ticks),
+            "samples": samples}
 
 
 async def run() -> list[dict[str, Any]]:
@@ -68,6 +72,9 @@ async def run() -> list[dict[str, Any]]:
          "target": "p99 <= 2 ms" if q == "p99" else "", "higher_is_better": False}
         for q in ("p50", "p99", "max")
     ]
+    # the distributions behind the percentiles, for the plots (ms)
+    figures[1]["samples"] = [x * 1e3 for x in demo["samples"]]
+    figures[1]["baseline_samples"] = [float(x) * 1e3 for x in bare]
     figures.append({"figure": "clock overruns, demo tank", "value": demo["overruns"],
                     "unit": f"of {demo['ticks']:.0f} ticks", "target": "0",
                     "higher_is_better": False})

@@ -1,14 +1,9 @@
-"""Sessions at run time, in a whole daemon:
+"""Sessions at run time, in a whole daemon: creating and deleting 100 sessions of
+the tank twin through the OPC UA methods CreateSession / DeleteSession (a real
+client over loopback), per session, beside the engine alone doing the same
+(``SessionManager.create`` / ``delete``: no address space, no client).
 
-* creating and deleting 100 sessions of the tank twin through the OPC UA
-  methods CreateSession / DeleteSession (a real client over loopback), per
-  session, beside the engine alone doing the same (``SessionManager.create`` /
-  ``delete``: no address space, no client);
-* 100 sessions of the tank twin stepping at 10 Hz (publishing at 10 Hz): clock
-  lateness p99 across the sessions (the worst session's p99, and the median
-  session's) beside 100 bare asyncio tasks pacing 10 Hz against absolute
-  deadlines with no work; and the process's CPU (``time.process_time`` over wall
-  time) beside the same daemon with the 100 sessions Suspended.
+100 such sessions stepping at 10 Hz (lateness, CPU, memory) are ``bench_scale``.
 """
 
 from __future__ import annotations
@@ -17,7 +12,6 @@ import asyncio
 import time
 from typing import Any
 
-import numpy as np
 from asyncua import Client, ua
 
 from twin_server.app import Daemon
@@ -27,8 +21,6 @@ from twin_server.engine.session import SessionSettings
 from twin_server.opcua.server import NAMESPACE_URI
 
 SESSIONS = 100
-RUN_SECONDS = 8.0
-IDLE_SECONDS = 3.0
 PERIOD = 0.1
 
 CONFIG = """
@@ -106,51 +98,6 @@ def _engine_only(daemon: Daemon) -> tuple[float, float]:
     return created / SESSIONS, deleted / SESSIONS
 
 
-async def _stepping(daemon: Daemon) -> dict[str, float]:
-    """100 sessions at 10 Hz: per-session lateness p99s and CPU, then CPU suspended."""
-    sessions = [await daemon.create_session("tank_level", f"run{i}", {})
-                for i in range(SESSIONS)]
-    for session in sessions:
-        session.start()
-    await asyncio.sleep(1.0)  # settle: every clock has taken its first ticks
-    wall, cpu = time.perf_counter(), time.process_time()
-    await asyncio.sleep(RUN_SECONDS)
-    running_cpu = (time.process_time() - cpu) / (time.perf_counter() - wall)
-    stats = [daemon.sessions[s.name].clock.statistics() for s in sessions]
-    p99s = np.array([st.lateness_p99 for st in stats])
-    overruns = sum(st.overruns for st in stats)
-    ticks = sum(st.ticks for st in stats)
-    for session in sessions:
-        session.suspend()
-    await asyncio.sleep(0.5)
-    wall, cpu = time.perf_counter(), time.process_time()
-    await asyncio.sleep(IDLE_SECONDS)
-    idle_cpu = (time.process_time() - cpu) / (time.perf_counter() - wall)
-    for session in sessions:
-        await daemon.delete_session(session.name)
-    return {"p99_max": float(p99s.max()), "p99_median": float(np.median(p99s)),
-            "cpu": running_cpu * 100, "idle_cpu": idle_cpu * 100,
-            "overruns": float(overruns), "ticks": float(ticks)}
-
-
-async def _bare_tasks(seconds: float) -> np.ndarray:
-    """Per-task lateness p99 of 100 bare tasks pacing 10 Hz with no work."""
-    loop = asyncio.get_running_loop()
-
-    async def pace() -> float:
-        start = loop.time()
-        lateness = []
-        k = 1
-        while k * PERIOD < seconds:
-            deadline = start + k * PERIOD
-            await asyncio.sleep(max(0.0, deadline - loop.time()))
-            lateness.append(loop.time() - deadline)
-            k += 1
-        return float(np.percentile(lateness, 99))
-
-    return np.array(await asyncio.gather(*(pace() for _ in range(SESSIONS))))
-
-
 async def run() -> list[dict[str, Any]]:
     daemon = Daemon(parse_config(CONFIG), endpoint="opc.tcp://127.0.0.1:0/twin-server")
     daemon.client_settings = SessionSettings(step_size=PERIOD, publish_rate=10.0)
@@ -159,11 +106,9 @@ async def run() -> list[dict[str, Any]]:
     try:
         create_ua, delete_ua = await _through_opcua(daemon)
         create_engine, delete_engine = _engine_only(daemon)
-        stepping = await _stepping(daemon)
     finally:
         daemon.stop()
         await runner
-    bare = await _bare_tasks(RUN_SECONDS / 2)
     return [
         {"figure": "CreateSession over OPC UA, tank twin", "value": create_ua * 1e3,
          "unit": "ms/session", "baseline": "SessionManager.create alone",
@@ -173,21 +118,4 @@ async def run() -> list[dict[str, Any]]:
          "unit": "ms/session", "baseline": "SessionManager.delete alone",
          "baseline_value": delete_engine * 1e3, "target": "<= 20 ms",
          "higher_is_better": False},
-        {"figure": f"clock lateness p99, worst of {SESSIONS} tank sessions at 10 Hz",
-         "value": stepping["p99_max"] * 1e3, "unit": "ms",
-         "baseline": f"{SESSIONS} bare asyncio tasks at 10 Hz (worst p99)",
-         "baseline_value": float(bare.max()) * 1e3, "target": "<= 10 ms",
-         "higher_is_better": False},
-        {"figure": f"clock lateness p99, median of {SESSIONS} tank sessions at 10 Hz",
-         "value": stepping["p99_median"] * 1e3, "unit": "ms",
-         "baseline": f"{SESSIONS} bare asyncio tasks at 10 Hz (median p99)",
-         "baseline_value": float(np.median(bare)) * 1e3, "target": "",
-         "higher_is_better": False},
-        {"figure": f"process CPU, {SESSIONS} tank sessions at 10 Hz",
-         "value": stepping["cpu"], "unit": "% of one core",
-         "baseline": "the same sessions Suspended", "baseline_value": stepping["idle_cpu"],
-         "target": "<= 50 %", "higher_is_better": False},
-        {"figure": f"clock overruns, {SESSIONS} tank sessions at 10 Hz",
-         "value": stepping["overruns"], "unit": f"of {stepping['ticks']:.0f} ticks",
-         "target": "0", "higher_is_better": False},
     ]
