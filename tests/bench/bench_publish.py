@@ -1,91 +1,305 @@
-"""How fast the address space takes value changes from sessions.
+"""Publish throughput: value changes per second from running sessions *delivered* to a
+subscribed client in another process.
 
-Ours: a session of 500 sine sources (500 outputs, every one changing each tick)
-is stepped and published through the server's publish path (only changed values,
-``write_attribute_value`` with prepared DataValues), timing the publishing alone.
-Baseline: a plain asyncua server with 500 Double variables updated by a
-``Node.write_value`` loop, the way most asyncua examples do it, in the same run.
+Ours: the daemon with ``SESSIONS`` sessions of a twin of ``COMPONENTS`` sine sources,
+each stepping and publishing at ``RATE`` Hz (every output changes each tick), so
+``SESSIONS * COMPONENTS * RATE`` value changes a second are offered. Baseline, in the
+same run and on the same event loop: a plain asyncua server with the same number of
+Double variables, updated in rounds at the same rate with ``Node.write_value`` (the
+way asyncua's examples do it). The same subscriber watches both: an asyncua Client
+in a subprocess, one subscription per session (publishing interval ``INTERVAL_MS``,
+queue size 0: the server's maximum), that counts the datachange notifications of
+every PublishResponse it decodes and reports the count on stdout twice a second.
+
+A server that cannot keep up delivers fewer than offered, so the figure is what gets
+through. The server's process CPU over the same window is reported too (one core is
+100 %; the subscriber has the other core of the machine to itself).
+
+The subscriber is this module run as a script; ``bench_load`` uses it too::
+
+    python -m tests.bench.bench_publish URL < spec.json
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import math
+import os
+import sys
+import tempfile
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from asyncua import Server
+SESSIONS = 5
+COMPONENTS = 1000
+RATE = 20.0  # ticks and publishes per second, per session
+INTERVAL_MS = 100.0  # the subscriptions' publishing interval
+WARMUP = 2.0
+SECONDS = float(os.environ.get("BENCH_PUBLISH_SECONDS", "6"))
+ROOT = Path(__file__).resolve().parents[2]
 
-from twin_server.config.loader import parse_config
-from twin_server.config.schema import ServerConfig
-from twin_server.config.security import SecurityConfig
-from twin_server.engine.session import Session, SessionSettings
-from twin_server.opcua.server import OpcUaServer
+OPEN = """
+[server]
+endpoint = "opc.tcp://127.0.0.1:0/twin-server"
+state_dir = "{state}"
+session_idle_timeout = 0
 
-#: the None endpoint, anonymous may do everything (security is tested in tests/security)
-OPEN = SecurityConfig(policies=("None",), anonymous="admin")
+[server.security]  # the None endpoint, anonymous may do everything
+policies = ["None"]
+anonymous = "admin"
 
-COMPONENTS = 500
-SECONDS = 3.0
-ENDPOINT = "opc.tcp://127.0.0.1:0/bench"
+[server.limits]
+max_monitored_items = 200000
+max_monitored_items_per_subscription = 20000
+
+[history]
+enabled = false
+"""
 
 
-def _twin_text(n: int) -> str:
-    lines = ["[twins.wave]"]
-    for i in range(n):
-        lines += [f"[twins.wave.components.s{i}]", 'model = "sine"',
-                  f"parameters = {{ frequency = {0.5 + i / n}, amplitude = 1.0 }}"]
+def twin_text(name: str, components: int) -> str:
+    lines = [f"[twins.{name}]"]
+    for i in range(components):
+        lines += [f"[twins.{name}.components.s{i}]", 'model = "sine"',
+                  f"parameters = {{ frequency = {0.5 + i / components}, amplitude = 1.0 }}"]
     return "\n".join(lines) + "\n"
 
 
-async def _ours() -> tuple[float, int]:
-    loaded = parse_config(_twin_text(COMPONENTS))
-    twin = loaded.twins["wave"]
-    server = OpcUaServer(ServerConfig(endpoint=ENDPOINT, security=OPEN))
-    await server.start()
+def config_text(state: str, sessions: int, components: int, step: float, rate: float) -> str:
+    text = OPEN.format(state=state) + twin_text("wave", components)
+    for j in range(sessions):
+        text += (f"\n[sessions.w{j}]\ntwin = \"wave\"\nstep_size = {step}\n"
+                 f"publish_rate = {rate}\n")
+    return text
+
+
+# -- the subscriber (a subprocess) --------------------------------------------------
+
+
+async def _subscribe(url: str, groups: list[list[str]], interval: float, queue: int,
+                     expect_ns: str | None) -> None:
+    from asyncua import Client, ua
+
+    count = 0
+
+    def counted(result: ua.PublishResult) -> None:
+        nonlocal count
+        for data in result.NotificationMessage.NotificationData:
+            if isinstance(data, ua.DataChangeNotification):
+                count += len(data.MonitoredItems)
+
+    async with Client(url, timeout=60) as client:
+        ns = await client.get_namespace_index(expect_ns) if expect_ns else None
+        for group in groups:
+            sub = await client.create_subscription(interval, None)
+            nodes = [client.get_node(n if ns is None else n.replace("ns=?", f"ns={ns}"))
+                     for n in group]
+            for i in range(0, len(nodes), 1000):
+                await sub.subscribe_data_change(nodes[i:i + 1000], queuesize=queue)
+            # count from the decoded PublishResponse: no per-item dispatch in the client
+            client.uaclient.session._subscription_callbacks[sub.subscription_id] = counted
+        print(json.dumps({"ready": True}), flush=True)
+        while True:
+            await asyncio.sleep(0.5)
+            print(json.dumps({"t": time.monotonic(), "count": count,
+                              "cpu": time.process_time()}), flush=True)
+
+
+def subscriber_main() -> None:
+    """``python -m tests.bench.bench_publish URL`` with a JSON spec on stdin:
+    ``{"groups": [[nodeid, ...], ...], "interval": ms, "queue": n, "ns": uri}``
+    (``ns=?`` in a NodeId is replaced by the index of namespace ``ns``)."""
+    spec = json.loads(sys.stdin.readline())
     try:
-        await server.add_twin(twin)
-        session = Session("bench", twin, SessionSettings(step_size=0.01))
-        await server.add_session(session)
-        values = 0
-        busy = 0.0
-        while busy < SECONDS:
-            session.step(1)
-            started = time.perf_counter()
-            values += await server.publish("bench")
-            busy += time.perf_counter() - started
-        return values / busy, values
+        import uvloop
+        runner: Callable[[Awaitable[None]], None] = uvloop.run  # type: ignore[assignment]
+    except ImportError:
+        runner = asyncio.run  # type: ignore[assignment]
+    with contextlib.suppress(KeyboardInterrupt):
+        runner(_subscribe(sys.argv[1], spec["groups"], spec.get("interval", INTERVAL_MS),
+                          spec.get("queue", 0), spec.get("ns")))
+
+
+@dataclass
+class Subscriber:
+    """A running subscriber subprocess and its latest report."""
+
+    process: asyncio.subprocess.Process
+    t: float = 0.0
+    count: int = 0
+    cpu: float = 0.0
+    ready: bool = False
+
+    async def _follow(self) -> None:
+        assert self.process.stdout is not None
+        while line := await self.process.stdout.readline():
+            report = json.loads(line)
+            if report.get("ready"):
+                self.ready = True
+            else:
+                self.t, self.count, self.cpu = report["t"], report["count"], report["cpu"]
+
+
+@contextlib.asynccontextmanager
+async def subscribers(url: str, specs: list[dict[str, Any]]) -> AsyncIterator[list[Subscriber]]:
+    """Start one subscriber process per spec; yield once all are subscribed."""
+    started: list[Subscriber] = []
+    followers: list[asyncio.Task[None]] = []
+    try:
+        for spec in specs:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "tests.bench.bench_publish", url, cwd=ROOT,
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+            assert process.stdin is not None
+            process.stdin.write(json.dumps(spec).encode() + b"\n")
+            await process.stdin.drain()
+            sub = Subscriber(process)
+            started.append(sub)
+            followers.append(asyncio.ensure_future(sub._follow()))
+        deadline = time.monotonic() + 120
+        while not all(s.ready for s in started):
+            if time.monotonic() > deadline or any(s.process.returncode is not None
+                                                  for s in started):
+                raise RuntimeError("a subscriber did not get ready")
+            await asyncio.sleep(0.1)
+        yield started
     finally:
-        await server.stop()
+        for sub in started:
+            if sub.process.returncode is None:
+                sub.process.kill()
+            await sub.process.wait()
+        for task in followers:
+            task.cancel()
+        await asyncio.gather(*followers, return_exceptions=True)
 
 
-async def _plain() -> tuple[float, int]:
+async def delivered(subs: list[Subscriber], seconds: float) -> tuple[float, float]:
+    """Notifications a second that all ``subs`` together received over ``seconds``,
+    and this process's CPU (fraction of a core) over the same window."""
+    await asyncio.sleep(0.6)  # a fresh report from each
+    first = [(s.t, s.count, s.cpu) for s in subs]
+    cpu, wall = time.process_time(), time.perf_counter()
+    await asyncio.sleep(seconds)
+    cpu = (time.process_time() - cpu) / (time.perf_counter() - wall)
+    rate = sum((s.count - c0) / (s.t - t0) for s, (t0, c0, _) in zip(subs, first, strict=True)
+               if s.t > t0)
+    client_cpu = [(s.cpu - u0) / (s.t - t0) for s, (t0, _, u0) in zip(subs, first, strict=True)
+                  if s.t > t0]
+    print(f"  delivered {rate:,.0f}/s, server CPU {cpu:.0%}, subscriber CPU "
+          + ", ".join(f"{c:.0%}" for c in client_cpu), file=sys.stderr)
+    return rate, cpu
+
+
+# -- the two servers ----------------------------------------------------------------
+
+
+async def _ours() -> tuple[float, float]:
+    from twin_server.app import Daemon
+    from twin_server.config.loader import parse_config
+    from twin_server.opcua.server import NAMESPACE_URI
+
+    with tempfile.TemporaryDirectory() as state:
+        text = config_text(state, SESSIONS, COMPONENTS, 1.0 / RATE, RATE)
+        daemon = Daemon(parse_config(text))
+        runner = asyncio.ensure_future(daemon.run())
+        await daemon.wait_ready()
+        try:
+            groups = [[f"ns=?;s=Sessions.w{j}.Components.s{i}.Outputs.output"
+                       for i in range(COMPONENTS)] for j in range(SESSIONS)]
+            async with subscribers(daemon.endpoint_url,
+                                   [{"groups": groups, "ns": NAMESPACE_URI}]) as subs:
+                await asyncio.sleep(WARMUP)
+                assert daemon.server is not None
+                before = daemon.server.statistics().values_published
+                ticks = sum(r.clock.statistics().ticks for r in daemon.sessions.values())
+                started = time.perf_counter()
+                result = await delivered(subs, SECONDS)
+                elapsed = time.perf_counter() - started
+                published = daemon.server.statistics().values_published - before
+                ticks = sum(r.clock.statistics().ticks for r in daemon.sessions.values()) - ticks
+                print(f"  published {published / elapsed:,.0f}/s, "
+                      f"{ticks / elapsed:,.1f} ticks/s", file=sys.stderr)
+                return result
+        finally:
+            daemon.stop()
+            await runner
+
+
+async def _plain() -> tuple[float, float]:
+    from asyncua import Server
+
     server = Server()
     await server.init()
-    server.set_endpoint(ENDPOINT)
+    server.set_endpoint("opc.tcp://127.0.0.1:0/bench")
     ns = await server.register_namespace("urn:bench")
-    folder = await server.nodes.objects.add_folder(ns, "Bench")
-    nodes = [await folder.add_variable(ns, f"v{i}", 0.0) for i in range(COMPONENTS)]
+    nodes = []
+    for j in range(SESSIONS):
+        folder = await server.nodes.objects.add_folder(ns, f"w{j}")
+        nodes += [await folder.add_variable(ua_id(ns, j, i), f"s{i}", 0.0)
+                  for i in range(COMPONENTS)]
     await server.start()
-    try:
-        values = 0
-        k = 0
-        started = time.perf_counter()
-        while time.perf_counter() - started < SECONDS:
+    port = server.bserver._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    stop = asyncio.Event()
+
+    async def update() -> None:
+        loop = asyncio.get_running_loop()
+        start, k = loop.time(), 0
+        while not stop.is_set():
             k += 1
             for i, node in enumerate(nodes):
-                await node.write_value(math.sin(k * 0.01 + i))
-            values += len(nodes)
-        return values / (time.perf_counter() - started), values
+                await node.write_value(math.sin(k / RATE + i))
+                if i % 100 == 99:  # let the server answer its clients meanwhile
+                    await asyncio.sleep(0)
+            await asyncio.sleep(max(0.0, start + k / RATE - loop.time()))
+
+    updater = asyncio.ensure_future(update())
+    try:
+        groups = [[f"ns={ns};s=w{j}.s{i}" for i in range(COMPONENTS)] for j in range(SESSIONS)]
+        async with subscribers(f"opc.tcp://127.0.0.1:{port}/bench", [{"groups": groups}]) as subs:
+            await asyncio.sleep(WARMUP)
+            return await delivered(subs, SECONDS)
     finally:
+        stop.set()
+        await updater
         await server.stop()
 
 
-async def run() -> list[dict[str, Any]]:
-    ours, n_ours = await _ours()
-    await asyncio.sleep(0.2)
-    plain, _ = await _plain()
-    return [{"figure": f"address space updates from a session ({COMPONENTS} changing outputs)",
-             "value": ours, "unit": "values/s", "baseline": "asyncua Node.write_value loop",
-             "baseline_value": plain, "target": "faster than baseline",
-             "higher_is_better": True}]
+def ua_id(ns: int, j: int, i: int) -> Any:
+    from asyncua import ua
+    return ua.NodeId(f"w{j}.s{i}", ns)
+
+
+def _loop_run(main: Awaitable[tuple[float, float]]) -> tuple[float, float]:
+    """On uvloop where installed, as the daemon runs (``twin-server run``)."""
+    try:
+        import uvloop
+        return uvloop.run(main)  # type: ignore[no-any-return]
+    except ImportError:
+        return asyncio.run(main)  # type: ignore[arg-type]
+
+
+def run() -> list[dict[str, Any]]:
+    offered = SESSIONS * COMPONENTS * RATE
+    ours, ours_cpu = _loop_run(_ours())
+    plain, plain_cpu = _loop_run(_plain())
+    what = f"{SESSIONS} sessions x {COMPONENTS} changing outputs at {RATE:g} Hz"
+    return [
+        {"figure": f"value changes delivered to a subscriber ({what}, "
+                   f"{offered:,.0f}/s offered)",
+         "value": ours, "unit": "values/s",
+         "baseline": "plain asyncua, Node.write_value rounds", "baseline_value": plain,
+         "target": ">= 50,000/s and >= 3x baseline", "higher_is_better": True},
+        {"figure": "server CPU per 1,000 delivered values/s", "value": ours_cpu * 100 / ours * 1e3,
+         "unit": "% of a core", "baseline": "plain asyncua",
+         "baseline_value": plain_cpu * 100 / plain * 1e3 if plain else None,
+         "target": "", "higher_is_better": False},
+    ]
+
+
+if __name__ == "__main__":
+    subscriber_main()
