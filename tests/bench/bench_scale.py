@@ -11,6 +11,10 @@ one daemon, for ``SECONDS``:
   created minus before, over their number; beside it the RSS of the same daemon
   with no session (what the runtime costs before any twin runs).
 
+The daemon runs in a fresh subprocess (this module run as ``python -m
+tests.bench.bench_scale child``), so that its RSS is not the heap an earlier
+benchmark left behind, and the bare tasks run in that process after it.
+
 All sessions are started in one loop, so their clocks are anchored within a
 millisecond of each other and all 100 tick in the same instant every 100 ms; the
 last of each burst waits for the 99 before it. A second, shorter run resumes them
@@ -22,7 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,6 +52,7 @@ SETTLE = 1.0
 CONFIG = """
 [server]
 endpoint = "opc.tcp://127.0.0.1:0/twin-server"
+state_dir = "{state}"
 max_sessions = 200
 session_idle_timeout = 0
 
@@ -92,8 +102,8 @@ def _cpu_over(seconds: float) -> Any:
     return measure()
 
 
-async def _daemon_run() -> dict[str, Any]:
-    daemon = Daemon(parse_config(CONFIG))
+async def _daemon_run(state: str) -> dict[str, Any]:
+    daemon = Daemon(parse_config(CONFIG.replace("{state}", state)))
     daemon.client_settings = SessionSettings(step_size=PERIOD, publish_rate=1 / PERIOD)
     runner = asyncio.create_task(daemon.run())
     await daemon.wait_ready()
@@ -163,9 +173,31 @@ async def _bare_tasks(seconds: float) -> np.ndarray:
     return np.concatenate([np.asarray(r) for r in runs])
 
 
-async def run() -> list[dict[str, Any]]:
-    ours = await _daemon_run()
-    bare = await _bare_tasks(SECONDS / 2)
+def _child() -> None:
+    """The measurement, in this (fresh) process; JSON on stdout."""
+    from twin_server import logs
+
+    logs.configure("warning")
+
+    async def both() -> dict[str, Any]:
+        with tempfile.TemporaryDirectory(prefix="bench-scale-") as state:
+            ours = await _daemon_run(state)
+        ours["bare"] = await _bare_tasks(SECONDS / 2)
+        return ours
+
+    result = asyncio.run(both())
+    print(json.dumps({k: v.tolist() if isinstance(v, np.ndarray) else v
+                      for k, v in result.items()}), flush=True)
+
+
+def run() -> list[dict[str, Any]]:
+    out = subprocess.run([sys.executable, "-m", "tests.bench.bench_scale", "child"],
+                         capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2],
+                         timeout=SECONDS * 4 + 120)
+    raw = json.loads(out.stdout.strip().splitlines()[-1])
+    ours = {k: np.asarray(v) if isinstance(v, list) else v for k, v in raw.items()}
+    bare = ours["bare"]
     aligned, spread = ours["aligned"] * 1e3, ours["spread"] * 1e3
     bare_ms = bare * 1e3
     label = f"{SESSIONS} tank sessions at 10 Hz"
@@ -204,3 +236,7 @@ async def run() -> list[dict[str, Any]]:
          ours["empty"] / 2**20, "target": "", "higher_is_better": False},
     ]
     return figures
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["child"]:
+    _child()

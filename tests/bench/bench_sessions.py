@@ -9,6 +9,7 @@ client over loopback), per session, beside the engine alone doing the same
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
 from typing import Any
 
@@ -25,6 +26,7 @@ PERIOD = 0.1
 
 CONFIG = """
 [server]
+state_dir = "{state}"
 max_sessions = 200
 session_idle_timeout = 0
 
@@ -99,7 +101,13 @@ def _engine_only(daemon: Daemon) -> tuple[float, float]:
 
 
 async def run() -> list[dict[str, Any]]:
-    daemon = Daemon(parse_config(CONFIG), endpoint="opc.tcp://127.0.0.1:0/twin-server")
+    with tempfile.TemporaryDirectory(prefix="bench-sessions-") as state:
+        return await _run(state)
+
+
+async def _run(state: str) -> list[dict[str, Any]]:
+    daemon = Daemon(parse_config(CONFIG.replace("{state}", state)),
+                    endpoint="opc.tcp://127.0.0.1:0/twin-server")
     daemon.client_settings = SessionSettings(step_size=PERIOD, publish_rate=10.0)
     runner = asyncio.create_task(daemon.run())
     await daemon.wait_ready()
