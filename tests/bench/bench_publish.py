@@ -81,8 +81,65 @@ def config_text(state: str, sessions: int, components: int, step: float, rate: f
 # -- the subscriber (a subprocess) --------------------------------------------------
 
 
+def _count_only() -> None:
+    """Make this process's asyncua clients read a PublishResponse's data changes by
+    their count alone, without decoding each item (everything else is decoded, and
+    every response acknowledged, as asyncua does): a load generator that leaves the
+    machine's CPU to the server (``bench_load``'s ten clients decode 100,000 values a
+    second otherwise)."""
+    from asyncua import ua
+    from asyncua.client.ua_session import UaSession
+    from asyncua.common.utils import Buffer
+    from asyncua.ua.ua_binary import (
+        Primitives,
+        extensionobject_from_binary,
+        nodeid_from_binary,
+        struct_from_binary,
+    )
+
+    datachange = ua.NodeId(ua.ObjectIds.DataChangeNotification_Encoding_DefaultBinary)
+
+    def decode(data: Buffer) -> ua.PublishResponse:
+        response = ua.PublishResponse()
+        response.TypeId = nodeid_from_binary(data)
+        response.ResponseHeader = struct_from_binary(ua.ResponseHeader, data)
+        result = response.Parameters
+        result.SubscriptionId = Primitives.UInt32.unpack(data)
+        n = Primitives.Int32.unpack(data)
+        result.AvailableSequenceNumbers = [Primitives.UInt32.unpack(data) for _ in range(n)]
+        result.MoreNotifications = Primitives.Boolean.unpack(data)
+        message = result.NotificationMessage
+        message.SequenceNumber = Primitives.UInt32.unpack(data)
+        message.PublishTime = Primitives.DateTime.unpack(data)
+        message.NotificationData = []
+        for _ in range(max(0, Primitives.Int32.unpack(data))):
+            start = data._cur_pos
+            typeid = nodeid_from_binary(data)
+            encoding = Primitives.Byte.unpack(data)
+            body = Primitives.Bytes.unpack(data) if encoding & 1 else b""
+            if typeid == datachange and body:
+                items: list[Any] = [None] * Primitives.Int32.unpack(Buffer(body[:4]))
+                message.NotificationData.append(ua.DataChangeNotification(MonitoredItems=items))
+            else:
+                message.NotificationData.append(
+                    extensionobject_from_binary(Buffer(data._data, start)))
+        n = Primitives.Int32.unpack(data)
+        result.Results = [ua.StatusCode(Primitives.UInt32.unpack(data)) for _ in range(n)]
+        n = Primitives.Int32.unpack(data)
+        result.DiagnosticInfos = [struct_from_binary(ua.DiagnosticInfo, data) for _ in range(n)]
+        return response
+
+    async def publish(self: UaSession, acks: list[ua.SubscriptionAcknowledgement]
+                      ) -> ua.PublishResponse:
+        request = ua.PublishRequest()
+        request.Parameters.SubscriptionAcknowledgements = acks if acks else []
+        return decode(await self._send_request(request, timeout=0))
+
+    UaSession.publish = publish  # type: ignore[method-assign]
+
+
 async def _subscribe(url: str, groups: list[list[str]], interval: float, queue: int,
-                     expect_ns: str | None) -> None:
+                     expect_ns: str | None, clients: int) -> None:
     from asyncua import Client, ua
 
     count = 0
@@ -93,16 +150,18 @@ async def _subscribe(url: str, groups: list[list[str]], interval: float, queue: 
             if isinstance(data, ua.DataChangeNotification):
                 count += len(data.MonitoredItems)
 
-    async with Client(url, timeout=60) as client:
-        ns = await client.get_namespace_index(expect_ns) if expect_ns else None
-        for group in groups:
-            sub = await client.create_subscription(interval, None)
-            nodes = [client.get_node(n if ns is None else n.replace("ns=?", f"ns={ns}"))
-                     for n in group]
-            for i in range(0, len(nodes), 1000):
-                await sub.subscribe_data_change(nodes[i:i + 1000], queuesize=queue)
-            # count from the decoded PublishResponse: no per-item dispatch in the client
-            client.uaclient.session._subscription_callbacks[sub.subscription_id] = counted
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(clients):  # each its own connection and OPC UA session
+            client = await stack.enter_async_context(Client(url, timeout=60))
+            ns = await client.get_namespace_index(expect_ns) if expect_ns else None
+            for group in groups:
+                sub = await client.create_subscription(interval, None)
+                # count from the decoded PublishResponse: no per-item dispatch in the client
+                client.uaclient.session._subscription_callbacks[sub.subscription_id] = counted
+                nodes = [client.get_node(n if ns is None else n.replace("ns=?", f"ns={ns}"))
+                         for n in group]
+                for i in range(0, len(nodes), 1000):
+                    await sub.subscribe_data_change(nodes[i:i + 1000], queuesize=queue)
         print(json.dumps({"ready": True}), flush=True)
         while True:
             await asyncio.sleep(0.5)
@@ -112,9 +171,13 @@ async def _subscribe(url: str, groups: list[list[str]], interval: float, queue: 
 
 def subscriber_main() -> None:
     """``python -m tests.bench.bench_publish URL`` with a JSON spec on stdin:
-    ``{"groups": [[nodeid, ...], ...], "interval": ms, "queue": n, "ns": uri}``
-    (``ns=?`` in a NodeId is replaced by the index of namespace ``ns``)."""
+    ``{"groups": [[nodeid, ...], ...], "interval": ms, "queue": n, "ns": uri,
+    "clients": n, "count_only": bool}``: ``clients`` connections (1), each with one
+    subscription per group (``ns=?`` in a NodeId is replaced by the index of namespace
+    ``ns``); ``count_only``: see ``_count_only``."""
     spec = json.loads(sys.stdin.readline())
+    if spec.get("count_only"):
+        _count_only()
     try:
         import uvloop
         runner: Callable[[Awaitable[None]], None] = uvloop.run  # type: ignore[assignment]
@@ -122,7 +185,7 @@ def subscriber_main() -> None:
         runner = asyncio.run  # type: ignore[assignment]
     with contextlib.suppress(KeyboardInterrupt):
         runner(_subscribe(sys.argv[1], spec["groups"], spec.get("interval", INTERVAL_MS),
-                          spec.get("queue", 0), spec.get("ns")))
+                          spec.get("queue", 0), spec.get("ns"), spec.get("clients", 1)))
 
 
 @dataclass
@@ -181,10 +244,15 @@ async def subscribers(url: str, specs: list[dict[str, Any]]) -> AsyncIterator[li
 async def delivered(subs: list[Subscriber], seconds: float) -> tuple[float, float]:
     """Notifications a second that all ``subs`` together received over ``seconds``,
     and this process's CPU (fraction of a core) over the same window."""
+    return await measured(subs, asyncio.sleep(seconds))
+
+
+async def measured(subs: list[Subscriber], during: Awaitable[Any]) -> tuple[float, float]:
+    """As ``delivered``, over the time ``during`` takes."""
     await asyncio.sleep(0.6)  # a fresh report from each
     first = [(s.t, s.count, s.cpu) for s in subs]
     cpu, wall = time.process_time(), time.perf_counter()
-    await asyncio.sleep(seconds)
+    await during
     cpu = (time.process_time() - cpu) / (time.perf_counter() - wall)
     rate = sum((s.count - c0) / (s.t - t0) for s, (t0, c0, _) in zip(subs, first, strict=True)
                if s.t > t0)

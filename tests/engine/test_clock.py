@@ -5,6 +5,7 @@ real-time factor. A fake wall clock drives all but one short real-time test."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import random
 import time
@@ -504,3 +505,104 @@ class TestLifecycle:
         s.start()
         await until(lambda: s.step_count >= 5)
         assert clock.statistics().overruns == 0
+
+
+class TestCollector:
+    """Garbage collection paced by the ticks (``Collector``)."""
+
+    @pytest.fixture
+    def collector(self) -> Any:
+        from twin_server.engine.clock import Collector
+
+        enabled = gc.isenabled()
+        gc.enable()
+        yield Collector()
+        if enabled:
+            gc.enable()
+        else:
+            gc.disable()
+
+    async def test_off_while_a_paced_clock_runs(
+        self, collector: Any, fake_clock: FakeClock, running: Any
+    ) -> None:
+        """CPython's automatic collections are off while a clock paces its session
+        and on again when the last such clock stops."""
+        s = counter_session()
+        r = running(Clock(s, now=fake_clock.now, sleep=fake_clock.sleep, collector=collector))
+        s.start()
+        await until(lambda: s.step_count >= 3)
+        assert not gc.isenabled()
+        s.suspend()
+        await spin(20)
+        assert gc.isenabled()
+        s.resume()
+        await until(lambda: s.step_count >= 6)
+        await r.stop()
+        assert gc.isenabled()
+
+    async def test_leaves_a_disabled_collector_off(
+        self, collector: Any, fake_clock: FakeClock, running: Any
+    ) -> None:
+        """A collector that was off before the clock started stays off after it."""
+        gc.disable()
+        s = counter_session()
+        r = running(Clock(s, now=fake_clock.now, sleep=fake_clock.sleep, collector=collector))
+        s.start()
+        await until(lambda: s.step_count >= 3)
+        await r.stop()
+        assert not gc.isenabled()
+        assert collector.collections == [0, 0, 0]
+
+    def test_young_generations_after_a_tick(self, collector: Any) -> None:
+        """After a tick the young generation is collected when its threshold is passed."""
+        collector.enter()
+        try:
+            junk = [[] for _ in range(2 * gc.get_threshold()[0])]
+            assert gc.get_count()[0] >= gc.get_threshold()[0]
+            collector.after_tick(0.009)
+            assert sum(collector.collections[:2]) == 1
+            assert gc.get_count()[0] < gc.get_threshold()[0]
+            del junk
+        finally:
+            collector.exit()
+
+    def test_full_collection_only_in_slack(self, collector: Any) -> None:
+        """A full collection runs when the slack exceeds the last one's duration, or
+        when none ran for full_interval seconds; otherwise a young one runs."""
+        threshold = gc.get_threshold()
+        gc.set_threshold(10, 1, 1)
+        collector.enter()
+        try:
+            collector.full_seconds = 0.05
+            for slack, interval, full in ((0.01, 600.0, False), (1.0, 600.0, True),
+                                          (0.0, 0.0, True)):
+                collector.full_interval = interval
+                junk = [[] for _ in range(100)]
+                gc.collect(1)  # generation 2 is due after the next generation 1
+                gc.collect(0)  # which is due next
+                junk += [[] for _ in range(100)]
+                before = collector.collections[2]
+                collector.after_tick(slack)
+                assert (collector.collections[2] > before) is full, (slack, interval)
+                del junk
+        finally:
+            collector.exit()
+            gc.set_threshold(*threshold)
+
+
+class TestDueIn:
+    async def test_seconds_to_the_next_tick(self, fake_clock: FakeClock, running: Any) -> None:
+        """due_in is None until the clock paces a running session, then the time to
+        the next deadline, and None again once suspended."""
+        s = counter_session()
+        clock = Clock(s, now=fake_clock.now, sleep=fake_clock.sleep)
+        running(clock)
+        await spin(10)
+        assert clock.due_in() is None
+        s.start()
+        await until(lambda: s.step_count >= 3)
+        due = clock.due_in()
+        assert due is not None and 0.0 <= due <= DT + 1e-9
+        s.suspend()
+        await spin(20)
+        assert clock.due_in() is None
