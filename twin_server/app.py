@@ -26,6 +26,7 @@ import enum
 import gc
 import signal
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -457,7 +458,9 @@ class Daemon:
         """Put a session the manager holds into the address space with its clock;
         on failure the manager lets go of it again."""
         assert self.server is not None
-        clock = Clock(session)
+        # a phase from the name: sessions started together (the config's, at start)
+        # spread their ticks over the period instead of all falling due at once
+        clock = Clock(session, phase=(zlib.crc32(session.name.encode()) % 1024) / 1024)
         running = _Running(session, clock)
         historized: list[str] | None = None
         try:

@@ -606,3 +606,25 @@ class TestDueIn:
         s.suspend()
         await spin(20)
         assert clock.due_in() is None
+
+
+
+class TestPhase:
+    async def test_phase_shifts_every_deadline(self, fake_clock: FakeClock,
+                                               running: Any) -> None:
+        """A clock with phase 0.25 ticks a quarter period later than one without, every tick."""
+        s = counter_session()
+        times = timed_ticks(s, fake_clock)
+        running(Clock(s, now=fake_clock.now, sleep=fake_clock.sleep, phase=0.25))
+        t0 = fake_clock.now()
+        s.start()
+        await until(lambda: s.step_count >= 3)
+        assert times[:3] == pytest.approx(
+            [t0 + 1.25 * DT, t0 + 2.25 * DT, t0 + 3.25 * DT], abs=1e-12)
+
+    @pytest.mark.parametrize("phase", [pytest.param(-0.1, id="negative"),
+                                       pytest.param(1.0, id="a-whole-period")])
+    def test_phase_is_a_fraction_of_a_period(self, phase: float) -> None:
+        """A phase outside [0, 1) is refused."""
+        with pytest.raises(ValueError, match="fraction of a period"):
+            Clock(counter_session(), phase=phase)

@@ -142,10 +142,17 @@ class Clock:
         yield_interval: float = 0.005,
         yield_ticks: int = 256,
         collector: Collector | None = None,
+        phase: float = 0.0,
     ) -> None:
+        """``phase`` (0 <= phase < 1) puts this clock's deadlines that fraction of a
+        period later than its start would: sessions started together then do not all
+        tick in the same instant. Only wall-clock deadlines move; results do not."""
+        if not 0.0 <= phase < 1.0:
+            raise ValueError(f"a clock's phase is a fraction of a period in [0, 1) (got {phase})")
         if window < 1:
             raise ValueError(f"the lateness window must hold at least 1 tick (got {window})")
         self.session = session
+        self._phase = phase
         self._now = now
         self._sleep = sleep
         self._max_backlog = max_backlog
@@ -274,7 +281,7 @@ class Clock:
             k = session.step_count
             if self._reanchor:
                 self._reanchor = False
-                anchor_k, anchor_wall = k, now() + period
+                anchor_k, anchor_wall = k, now() + period * (1.0 + self._phase)
             deadline = self._deadline = anchor_wall + (k - anchor_k) * period
             started = now()
             delay = deadline - started
