@@ -21,6 +21,7 @@ the one write connection never interleave.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import math
 import time
@@ -95,7 +96,10 @@ class Writer:
         self.batch_interval = batch_interval
         self.batch_size = batch_size
         self.on_error = on_error
-        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=max_queue)
+        # a plain deque with a bound checked by hand: record() is on the tick loop's
+        # path, and asyncio.Queue's put_nowait/full/qsize cost several times more
+        self._queue: collections.deque[Any] = collections.deque()
+        self._max_queue = max_queue
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
         self._retry: list[Any] = []
@@ -123,26 +127,26 @@ class Writer:
                source: str = "tick") -> bool:
         """Queue one sample; False (and counted as dropped) when the queue is full."""
         queue = self._queue
-        if self._closing or queue.full():
+        if self._closing or len(queue) >= self._max_queue:
             self._dropped += 1
             return False
-        queue.put_nowait((series, t, value, status, source))
+        queue.append((series, t, value, status, source))
         self._accepted += 1
-        if queue.qsize() >= self.batch_size:
+        if len(queue) >= self.batch_size:
             self._wake.set()
         return True
 
     def record_event(self, item: EventItem) -> bool:
-        if self._closing or self._queue.full():
+        if self._closing or len(self._queue) >= self._max_queue:
             self._dropped += 1
             return False
-        self._queue.put_nowait(item)
+        self._queue.append(item)
         self._accepted += 1
         return True
 
     def statistics(self) -> WriterStatistics:
         return WriterStatistics(
-            queued=self._queue.qsize() + len(self._retry), accepted=self._accepted,
+            queued=len(self._queue) + len(self._retry), accepted=self._accepted,
             written=self._written, dropped=self._dropped, rejected=self._rejected,
             batches=self._batches, errors=self._errors, healthy=self._healthy,
             last_error=self._last_error, last_error_time=self._last_error_time,
@@ -166,7 +170,7 @@ class Writer:
             failed = False
             while not self._closing:
                 self._heartbeat = time.monotonic()
-                if failed or (self._queue.qsize() < self.batch_size and not self._retry):
+                if failed or (len(self._queue) < self.batch_size and not self._retry):
                     self._wake.clear()
                     timeout = next_flush - loop.time()
                     if timeout > 0:
@@ -194,8 +198,8 @@ class Writer:
                 items, self._retry = self._retry, []
             else:
                 queue = self._queue
-                count = min(queue.qsize(), self.batch_size)
-                items = [queue.get_nowait() for _ in range(count)]
+                count = min(len(queue), self.batch_size)
+                items = [queue.popleft() for _ in range(count)]
             if not items:
                 return True
             return await self._commit(items)
@@ -269,7 +273,7 @@ class Writer:
         self._last_error_time = time.time()
         # the first failure loudly, repeats quietly until a batch commits again
         (log.error if first else log.debug)("history_write_failed", error=self._last_error,
-                                            queued=self._queue.qsize())
+                                            queued=len(self._queue))
         if self.on_error is not None:
             try:
                 self.on_error(exc)
