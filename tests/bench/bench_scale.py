@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from tests.bench.common import lateness_samples
+from tests.bench.common import TANK_TWIN, lateness_samples
 from twin_server.app import Daemon
 from twin_server.config.loader import parse_config
 from twin_server.engine.session import SessionSettings
@@ -63,26 +63,7 @@ anonymous = "admin"
 [history]
 enabled = false
 
-[twins.tank_level]
-description = "Water tank with a PID level controller on the inflow valve"
-connections = [
-    "setpoint.output -> controller.setpoint",
-    "tank.level -> controller.measurement",
-    "controller.output -> tank.inflow",
-]
-
-[twins.tank_level.components.setpoint]
-model = "square"
-parameters = { offset = 1.0, amplitude = 0.3, period = 120.0, duty = 0.5 }
-
-[twins.tank_level.components.tank]
-model = "water_tank"
-parameters = { area = 0.5, outflow_coefficient = 0.02, height = 2.0, initial_level = 0.5 }
-
-[twins.tank_level.components.controller]
-model = "pid"
-parameters = { kp = 0.2, ki = 0.004, kd = 0.0, output_min = 0.0, output_max = 0.05 }
-"""
+""" + TANK_TWIN
 
 
 def rss_bytes() -> int:
