@@ -66,3 +66,35 @@ class TestSessionReplaced:
         finally:
             daemon.stop()
             await asyncio.wait_for(runner, 30)
+
+
+class TestInputQuality:
+    async def test_mirrored_input_node_carries_the_link_quality(self, own_plc: SoftPlc) -> None:
+        """While the PLC is down, the session's input node keeps its value with
+        UncertainLastUsableValue; when the link recovers it is Good again."""
+        daemon = Daemon(load(own_plc.endpoint, LOOP, rtf=4.0),
+                        endpoint="opc.tcp://127.0.0.1:0/twin-server")
+        runner = asyncio.create_task(daemon.run())
+        try:
+            await asyncio.wait_for(daemon.wait_ready(), 30)
+            async with Client(daemon.endpoint_url, timeout=10) as client:
+                ns = await client.get_namespace_index("urn:twin-server")
+                inflow = client.get_node(ua.NodeId("Sessions.s.Components.tank.Inputs.inflow", ns))
+                await wait_for_status(inflow, "Good")
+                own_plc.kill()
+                await wait_for_status(inflow, "UncertainLastUsableValue", timeout=5.0)
+                own_plc.start()
+                await wait_for_status(inflow, "Good", timeout=15.0)
+        finally:
+            daemon.stop()
+            await asyncio.wait_for(runner, 30)
+
+
+async def wait_for_status(node: object, name: str, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        dv = await node.read_data_value(raise_on_bad_status=False)  # type: ignore[attr-defined]
+        if dv.StatusCode.name == name:
+            return
+        assert asyncio.get_running_loop().time() < deadline, f"still {dv.StatusCode.name}"
+        await asyncio.sleep(0.1)

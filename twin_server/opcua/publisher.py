@@ -79,6 +79,9 @@ class PublishTarget:
     in_order: bool | None = None
     #: how long the latest ``session.values()`` took
     values_seconds: float = 0.0
+    #: variables (by index) whose value is not Good, e.g. a HIL input while its PLC
+    #: link is down: published with this StatusCode until set back
+    quality: dict[int, ua.StatusCode] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.sent_scalars = [_UNSENT] * len(self.nodes.scalars)
@@ -87,6 +90,17 @@ class PublishTarget:
     def accepted(self, index: int, value: Any) -> None:
         """A client write put ``value`` into variable ``index``'s node already."""
         self.sent_values[index] = value
+
+    def set_quality(self, index: int, status: ua.StatusCode | None) -> None:
+        """Publish variable ``index`` with ``status`` (None: Good again) from the next
+        cycle on, its value unchanged."""
+        if status is None or status.is_good():
+            if self.quality.pop(index, None) is None:
+                return
+        else:
+            self.quality[index] = status
+        self.sent_values[index] = _UNSENT  # sent again, with its new status
+        self.version = None
 
 
 class Publisher:
@@ -149,11 +163,15 @@ class Publisher:
             current = values.values() if target.in_order else [values[k] for k, _, _ in variables]
             sent = target.sent_values
             flags = target.flags
+            quality = target.quality
             indices: list[int] = []
             for i, ((key, nodeid, vtype), value) in enumerate(zip(variables, current,
                                                                    strict=True)):
-                if sent[i] != value:
-                    changes.append((nodeid, data_value(value, vtype, now)))
+                if sent[i] != value:  # (an _UNSENT entry never equals a value)
+                    dv = data_value(value, vtype, now)
+                    if quality and i in quality:
+                        dv.StatusCode = quality[i]
+                    changes.append((nodeid, dv))
                     indices.append(i)
                     if i in flags and sent[i] is not _UNSENT and target.on_flag is not None:
                         target.on_flag(key, value)

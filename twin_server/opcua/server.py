@@ -521,9 +521,41 @@ class OpcUaServer:
         self._nodes += len(batch.commit(self._iserver.aspace))
 
     async def publish_hil_forever(self, mirror: HilMirror, period: float = 0.5) -> None:
-        """Keep the HIL health nodes current until cancelled."""
+        """Keep the HIL health nodes current, and mark each input the PLC feeds with
+        its binding's quality (UncertainLastUsableValue, UncertainSubstituteValue,
+        BadCommunicationError while the link is down), until cancelled."""
         assert self._hil is not None, "add_hil first"
-        await self._hil.run(self._iserver.aspace, mirror.statistics, period)
+        aspace = self._iserver.aspace
+        marked: dict[tuple[str, str], str] = {}
+        while True:
+            stats = mirror.statistics()
+            await self._hil.publish(aspace, stats)
+            for peer in stats.peers:
+                for binding in peer.bindings:
+                    if binding.direction == "from_plc":
+                        self._mark_input(peer.session, binding.variable, binding.status,
+                                         marked)
+            await asyncio.sleep(period)
+
+    def _mark_input(self, session: str, variable: str, status: str,
+                    marked: dict[tuple[str, str], str]) -> None:
+        """Publish ``session``'s input ``component.name`` with ``status`` (a status
+        code name) when it differs from what was marked last."""
+        if marked.get((session, variable), "Good") == status:
+            return
+        served = self._sessions.get(session)
+        if served is None:
+            return
+        component, _, name = variable.partition(".")
+        key = VarKey(component, Kind.INPUT, name)
+        index = next((i for i, (k, _, _) in enumerate(served.target.nodes.variables)
+                      if k == key), None)
+        if index is None:
+            return
+        code = getattr(ua.StatusCodes, status, None)
+        served.target.set_quality(index, None if code is None or status == "Good"
+                                  else ua.StatusCode(code))
+        marked[(session, variable)] = status
 
     # -- publishing ----------------------------------------------------------------
     async def publish_forever(self) -> None:
