@@ -36,6 +36,7 @@ async def check(endpoint: str, timeout: float = 5.0) -> Health:
         return Health(True, f"{endpoint}: answering, {len(endpoints)} secure endpoints "
                             "(no anonymous unencrypted endpoint to read the state through)")
     client = Client(endpoint, timeout=timeout)
+    client.session_timeout = 60_000  # ms: a short look (asyncua asks for an hour and warns)
     try:
         async with asyncio.timeout(timeout):
             await client.connect()
