@@ -773,3 +773,15 @@ class TestDeterminism:
         s.release(inp("pid", "setpoint"))
         run_scripted(s, 300, {50: [(inp("pid", "setpoint"), 1.5)]})
         assert bits(s.values()) == first
+
+
+class TestValueList:
+    def test_value_list_is_values_in_variables_order(self) -> None:
+        """value_list() holds exactly what values() holds, in the order of variables()."""
+        s = make_session(tank_pid_twin())
+        s.write(VarKey("tank", Kind.PARAMETER, "initial_level"), 0.7)  # a pending fixed one
+        for _ in range(3):
+            s.step(5)
+            values = s.values()
+            assert s.value_list() == [values[key] for key, _ in s.variables()]
+        assert len(s.value_list()) == len(s.variables())

@@ -189,11 +189,17 @@ class Session:
         self._build(twin)
         self._models = types.MappingProxyType({c.name: c.model for c in self._components})
         self._keys: dict[VarKey, tuple[_Component, Variable]] = {}
+        #: per component, the names of its inputs, outputs, states and parameters in
+        #: the order of ``variables()``: what ``value_list`` reads
+        self._names: list[tuple[_Component, tuple[tuple[str, ...], ...]]] = []
         for comp in self._components:
             for kind in _KIND_ORDER:
                 for var in comp.model.variables:
                     if var.kind is kind:
                         self._keys[VarKey(comp.name, kind, var.name)] = (comp, var)
+            self._names.append((comp, tuple(
+                tuple(v.name for v in comp.model.variables if v.kind is kind)
+                for kind in _KIND_ORDER)))
         overrides = self._validate_overrides(settings.parameters or {})
         for comp in self._components:
             comp.parameters.update(overrides.get(comp.name, {}))
@@ -402,6 +408,31 @@ class Session:
                 if comp is not last:
                     states, last = comp.model.get_states(), comp
                 result[key] = states[var.name]
+        return result
+
+    def value_list(self) -> list[Value]:
+        """The current value of every variable in the order of ``variables()``: what
+        ``values()`` holds, without building a dict keyed by VarKey (the publisher
+        calls this for every session at its publish rate)."""
+        if self._closed:
+            self._require_open("read")
+        result: list[Value] = []
+        extend = result.extend
+        outputs = self._outputs
+        for comp, (inputs, outs, states, parameters) in self._names:
+            if inputs:
+                given = comp.inputs
+                extend([given[n] for n in inputs])
+            if outs:
+                out = outputs[comp.index]
+                extend([out[n] for n in outs])
+            if states:
+                state = comp.model.get_states()
+                extend([state[n] for n in states])
+            if parameters:
+                pending, current = comp.pending, comp.parameters
+                extend([pending.get(n, current[n]) for n in parameters] if pending
+                       else [current[n] for n in parameters])
         return result
 
     # -- writes (each validated first; a refused write changes nothing) -------------

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -152,15 +152,19 @@ class Publisher:
                     sent[i] = value
             scalars = len(changes)
             target.version = version
-            reading = time.perf_counter()
-            values = session.values()
-            target.values_seconds = time.perf_counter() - reading
             variables = target.nodes.variables
             if target.in_order is None:
-                target.in_order = list(values) == [key for key, _, _ in variables]
-            # the session's values come in the order of our variables (checked once):
+                target.in_order = ([key for key, _ in session.variables()]
+                                   == [key for key, _, _ in variables])
+            reading = time.perf_counter()
+            # the session lists its values in the order of our variables (checked once):
             # zip them, not a VarKey hash per variable
-            current = values.values() if target.in_order else [values[k] for k, _, _ in variables]
+            if target.in_order:
+                current: Iterable[Any] = session.value_list()
+            else:
+                values = session.values()
+                current = [values[k] for k, _, _ in variables]
+            target.values_seconds = time.perf_counter() - reading
             sent = target.sent_values
             flags = target.flags
             quality = target.quality
