@@ -526,7 +526,7 @@ class OpcUaServer:
         BadCommunicationError while the link is down), until cancelled."""
         assert self._hil is not None, "add_hil first"
         aspace = self._iserver.aspace
-        marked: dict[tuple[str, str], str] = {}
+        marked: dict[tuple[str, str], tuple[PublishTarget, str]] = {}
         while True:
             stats = mirror.statistics()
             await self._hil.publish(aspace, stats)
@@ -538,13 +538,15 @@ class OpcUaServer:
             await asyncio.sleep(period)
 
     def _mark_input(self, session: str, variable: str, status: str,
-                    marked: dict[tuple[str, str], str]) -> None:
+                    marked: dict[tuple[str, str], tuple[PublishTarget, str]]) -> None:
         """Publish ``session``'s input ``component.name`` with ``status`` (a status
-        code name) when it differs from what was marked last."""
-        if marked.get((session, variable), "Good") == status:
-            return
+        code name) when it differs from what was marked last on the session's
+        current nodes (a session created again under the name starts unmarked)."""
         served = self._sessions.get(session)
         if served is None:
+            return
+        last = marked.get((session, variable))
+        if (last[1] if last is not None and last[0] is served.target else "Good") == status:
             return
         component, _, name = variable.partition(".")
         key = VarKey(component, Kind.INPUT, name)
@@ -555,7 +557,7 @@ class OpcUaServer:
         code = getattr(ua.StatusCodes, status, None)
         served.target.set_quality(index, None if code is None or status == "Good"
                                   else ua.StatusCode(code))
-        marked[(session, variable)] = status
+        marked[(session, variable)] = (served.target, status)
 
     # -- publishing ----------------------------------------------------------------
     async def publish_forever(self) -> None:
