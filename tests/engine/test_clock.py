@@ -29,7 +29,7 @@ from tests.engine.conftest import (
     tank_pid_twin,
     twin,
 )
-from twin_server.engine.clock import Clock, ClockStatistics
+from twin_server.engine.clock import Clock, ClockStatistics, Ticks
 from twin_server.engine.session import RunState, Session, VarKey
 from twin_server.models.base import Kind
 
@@ -628,3 +628,85 @@ class TestPhase:
         """A phase outside [0, 1) is refused."""
         with pytest.raises(ValueError, match="fraction of a period"):
             Clock(counter_session(), phase=phase)
+
+
+def deadline_at(when: float) -> Clock:
+    """A clock pacing nothing, its next deadline at ``when`` (a tick that never comes)."""
+    clock = Clock(counter_session())
+    clock._deadline = when
+    return clock
+
+
+class TestTicks:
+    """``Ticks``: work that can wait lets a tick about to fall due run first."""
+
+    async def test_no_clock_no_wait(self) -> None:
+        ticks = Ticks()
+        await ticks.clear(10.0)
+        assert ticks.due_in() is None and ticks.waits == 0
+
+    async def test_far_tick_no_wait(self, fake_clock: FakeClock) -> None:
+        """Work shorter than the time to the next tick goes on at once."""
+        ticks = Ticks(now=fake_clock.now)
+        ticks.enter(deadline_at(fake_clock.now() + 1.0))
+        await ticks.clear(0.5)
+        assert ticks.waits == 0
+
+    async def test_waits_for_the_tick(self, fake_clock: FakeClock, running: Any) -> None:
+        """Work that would overlap the next deadline resumes once that tick has run,
+        and waits once only."""
+        ticks = Ticks(now=fake_clock.now)
+        s = counter_session()
+        running(Clock(s, now=fake_clock.now, sleep=fake_clock.sleep, ticks=ticks))
+        s.start()
+        await until(lambda: ticks.due_in() is not None)
+        steps = s.step_count
+        await ticks.clear(2 * DT)
+        assert s.step_count == steps + 1 and ticks.waits == 1
+
+    async def test_soonest_of_several_clocks(self, fake_clock: FakeClock) -> None:
+        """due_in is the time to the soonest deadline of every pacing clock."""
+        ticks = Ticks(now=fake_clock.now)
+        now = fake_clock.now()
+        later, sooner = deadline_at(now + 0.3), deadline_at(now + 0.1)
+        ticks.enter(later)
+        ticks.enter(sooner)
+        assert ticks.due_in() == pytest.approx(0.1)
+        ticks.exit(sooner)
+        assert ticks.due_in() == pytest.approx(0.3)
+        ticks.exit(later)
+        assert ticks.due_in() is None
+
+    async def test_only_pacing_clocks(self, fake_clock: FakeClock, running: Any) -> None:
+        """A clock is in the schedule while it paces a running session."""
+        ticks = Ticks(now=fake_clock.now)
+        s = counter_session()
+        running(Clock(s, now=fake_clock.now, sleep=fake_clock.sleep, ticks=ticks))
+        await spin(10)
+        assert ticks.due_in() is None
+        s.start()
+        await until(lambda: ticks.due_in() is not None)
+        s.suspend()
+        await until(lambda: ticks.due_in() is None)
+
+    async def test_suspend_releases_waiting_work(self, fake_clock: FakeClock,
+                                                 running: Any) -> None:
+        """A clock that stops pacing lets the work waiting for its tick go on."""
+        ticks = Ticks(now=fake_clock.now)
+        stuck = deadline_at(fake_clock.now() - 1.0)  # late, and its tick never comes
+        ticks.enter(stuck)
+        waiter = asyncio.ensure_future(ticks.clear(0.0, patience=60.0))
+        await spin(20)
+        assert not waiter.done()
+        ticks.exit(stuck)
+        await asyncio.wait_for(waiter, 5)
+        assert ticks.waits == 1
+
+    async def test_patience(self, fake_clock: FakeClock) -> None:
+        """A tick that does not come within ``patience`` of its deadline is not waited
+        for any longer."""
+        ticks = Ticks(now=fake_clock.now)
+        ticks.enter(deadline_at(fake_clock.now()))
+        started = time.monotonic()
+        await ticks.clear(1.0, patience=0.02)
+        assert 0.015 <= time.monotonic() - started < 2.0

@@ -28,6 +28,7 @@ from asyncua.server.monitored_item_service import (
 )
 from asyncua.ua.ua_binary import extensionobject_to_binary, struct_to_binary
 
+from twin_server.engine.clock import Ticks
 from twin_server.opcua import fastpath
 
 #: the async tests share the module's loop (and its one asyncua server)
@@ -302,6 +303,12 @@ class TestAsyncuaInternals:
         pop = inspect.getsource(InternalSubscription._pop_publish_result)
         assert "self._pop_triggered_datachanges(result)" in pop
         assert "_triggered_datachanges" in inspect.getsource(InternalSubscription.__init__)
+
+    def test_subscription_loop(self) -> None:
+        """Its publishing loop calls the instance's publish_results (which
+        ``_publish_around_ticks`` replaces on the instance)."""
+        loop = inspect.getsource(InternalSubscription._subscription_loop)
+        assert loop.count("await self.publish_results()") >= 1
         assert "pub_request_callback" in inspect.getsource(InternalSubscription.__init__)
 
     def test_address_space(self) -> None:
@@ -318,6 +325,39 @@ class TestAsyncuaInternals:
 
 @MODULE_LOOP
 class TestThroughAClient:
+    async def test_publishes_ask_the_tick_schedule(self, plain: Plain) -> None:
+        """With a tick schedule, a client subscription's publishes go through
+        ``Ticks.clear`` with the time the previous publish took, and still arrive."""
+        asked: list[float] = []
+
+        class Recording(Ticks):
+            async def clear(self, seconds: float, patience: float = 0.05) -> None:
+                asked.append(seconds)
+                await super().clear(seconds, patience)
+
+        fastpath.uninstall(plain.aspace)
+        fastpath.install(plain.aspace, Recording())
+        port = plain.server.bserver._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+
+        class Handler:
+            def datachange_notification(self, node: Any, val: Any, data: Any) -> None:
+                queue.put_nowait(val)
+
+        nodeid = plain.nodes[1]
+        try:
+            async with Client(f"opc.tcp://127.0.0.1:{port}/fastpath", timeout=10) as client:
+                sub = await client.create_subscription(20, Handler())
+                await sub.subscribe_data_change(client.get_node(nodeid))
+                await asyncio.wait_for(queue.get(), 5)  # the initial value
+                for k in range(1, 4):
+                    value = fastpath.data_value(k * 2.5, DOUBLE, NOW)
+                    await fastpath.write_values(plain.aspace, [(nodeid, value)])
+                    assert await asyncio.wait_for(queue.get(), 5) == k * 2.5
+        finally:
+            fastpath.uninstall(plain.aspace)
+        assert len(asked) >= 4 and max(asked) > 0.0  # a publish's own duration
+
     async def test_client_receives_values(self, plain: Plain) -> None:
         """A real client subscribed to installed items receives what write_values
         writes, decoded from our encoding, with 0 ms and 50 ms publishing intervals."""

@@ -37,6 +37,16 @@ is longer than the last one took, or, failing that, at least every
 object allocated since start-up (the subscriptions of ten clients: ~100 ms) and
 lands wherever an allocation triggers it, late ticks and overruns with it.
 
+Ticks come first (``Ticks``): every pacing clock registers its next deadline
+with the process's ``TICKS``, and long work on the same event loop that can wait
+a moment (the publisher's chunks, a subscription's PublishResponse) asks
+``TICKS.clear(seconds)`` first: when a tick falls due within that time, the work
+waits until that tick has run, so that it runs after the tick instead of in its
+way. An event loop runs whatever is ready in order, so without this a
+tick that falls due during a 1 ms chunk of publishing waits for that chunk and
+the next (measured: 10 clients subscribed to 1,000 variables each put the
+lateness p99 of a 100 Hz twin at 6-7 ms).
+
 ``now`` and ``sleep`` are injected so that tests drive a fake clock.
 """
 
@@ -128,6 +138,73 @@ class Collector:
 COLLECTOR = Collector()
 
 
+class Ticks:
+    """The next tick deadlines of every pacing clock of the process, for work that
+    can wait for them (``clear``). Times are ``time.monotonic()``, the clocks' own."""
+
+    def __init__(self, now: Callable[[], float] = time.monotonic) -> None:
+        self._now = now
+        self._clocks: set[Clock] = set()
+        #: per clock, the futures of work waiting for its next tick
+        self._waiting: dict[Clock, list[asyncio.Future[None]]] = {}
+        self.waits = 0  # how often work waited for a tick
+
+    def enter(self, clock: Clock) -> None:
+        self._clocks.add(clock)
+
+    def exit(self, clock: Clock) -> None:
+        self._clocks.discard(clock)
+        self.ticked(clock)
+
+    def ticked(self, clock: Clock) -> None:
+        """``clock`` took its tick (or stopped pacing): release the work waiting for it."""
+        if self._waiting:
+            for future in self._waiting.pop(clock, ()):
+                if not future.done():
+                    future.set_result(None)
+
+    def due_in(self) -> float | None:
+        """Seconds until the soonest tick deadline (negative: a tick is late); None
+        while no clock paces."""
+        soonest = self._soonest()
+        return None if soonest is None else soonest[1] - self._now()
+
+    def _soonest(self) -> tuple[Clock, float] | None:
+        found: tuple[Clock, float] | None = None
+        for clock in self._clocks:
+            deadline = clock._deadline
+            if deadline is not None and (found is None or deadline < found[1]):
+                found = clock, deadline
+        return found
+
+    async def clear(self, seconds: float, patience: float = 0.05) -> None:
+        """Return at once unless a tick falls due within ``seconds`` (or is late):
+        then wait until that tick has run (at most ``patience`` seconds past its
+        deadline). Waits once: with many clocks a tick is always near, and the
+        caller's work must go on."""
+        if not self._clocks:
+            return
+        soonest = self._soonest()
+        if soonest is None:
+            return
+        clock, deadline = soonest
+        due = deadline - self._now()
+        if due >= seconds:
+            return
+        self.waits += 1
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(clock, []).append(future)
+        try:
+            async with asyncio.timeout(max(due, 0.0) + patience):
+                await future
+        except TimeoutError:
+            pass
+
+
+#: the tick deadlines of the process
+TICKS = Ticks()
+
+
 class Clock:
     """Paces one session in (scaled) real time. ``run`` until cancelled."""
 
@@ -143,6 +220,7 @@ class Clock:
         yield_ticks: int = 256,
         collector: Collector | None = None,
         phase: float = 0.0,
+        ticks: Ticks | None = None,
     ) -> None:
         """``phase`` (0 <= phase < 1) puts this clock's deadlines that fraction of a
         period later than its start would: sessions started together then do not all
@@ -159,6 +237,7 @@ class Clock:
         self._yield_interval = yield_interval
         self._yield_ticks = yield_ticks
         self._collector = collector if collector is not None else COLLECTOR
+        self._schedule = ticks if ticks is not None else TICKS
         #: when the next tick is due (``now`` time), while running paced
         self._deadline: float | None = None
         self._wake = asyncio.Event()
@@ -254,10 +333,12 @@ class Clock:
         """Tick against absolute deadlines; return when the session stops running or
         the factor becomes 0. Garbage is collected after ticks meanwhile."""
         self._collector.enter()
+        self._schedule.enter(self)
         try:
             await self._paced_loop()
         finally:
             self._deadline = None
+            self._schedule.exit(self)
             self._collector.exit()
 
     async def _paced_loop(self) -> None:
@@ -296,6 +377,7 @@ class Clock:
                     anchor_k, anchor_wall = k, started
             self._record(lateness)
             session.tick()
+            self._schedule.ticked(self)
             if session.step_count != k:  # not a faulted tick
                 self._ticks += 1
             self._deadline = anchor_wall + (session.step_count - anchor_k) * period

@@ -7,10 +7,11 @@ the server-side write of ``AddressSpace.write_attribute_value`` without its
 coroutine per value, handing each change to the monitored items through the
 lighter path that the publisher installs on its address space (``fastpath.py``).
 The DataValues are built and written a chunk at a time, letting the event loop
-run every ``BUDGET`` seconds; the start that cannot yield (one consistent
-``session.value_list()`` and its comparison with what was sent) waits for the
-session's tick when that tick would fall due meanwhile, so that a due tick starts
-within about a millisecond whatever the size of the publish. (Building all 1,000
+run every ``BUDGET`` seconds. Before its start that cannot yield (one consistent
+``session.value_list()`` and its comparison with what was sent) and before each
+chunk, a publish waits for any clock tick that would fall due meanwhile
+(``engine.clock.Ticks``), so that ticks start on time whatever the size of the
+publish. (Building all 1,000
 DataValues of a publish before writing any held the loop for ~4 ms: the clock's
 lateness p99 with no client at all.) A session whose ``version`` has
 not moved since the last publish is skipped whole: every value it shows, the clock's Diagnostics
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -33,6 +34,7 @@ import structlog
 from asyncua import ua
 from asyncua.server.address_space import AddressSpace
 
+from twin_server.engine.clock import TICKS, Ticks
 from twin_server.engine.session import Session, VarKey
 from twin_server.opcua import fastpath
 from twin_server.opcua.fastpath import data_value
@@ -44,11 +46,9 @@ _VALUE = ua.AttributeIds.Value
 #: a value no session produces, so that the first publish writes everything
 _UNSENT = object()
 #: values written between two looks at the time, and the time after which the
-#: publisher lets the event loop run (a due clock tick starts within about that)
+#: publisher lets the event loop run
 CHUNK = 32
 BUDGET = 0.0005
-#: how long after a tick's deadline a publisher waiting for it resumes
-TICK_MARGIN = 0.0005
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,9 +115,10 @@ class PublishTarget:
 class Publisher:
     """Feeds every registered session's nodes; ``run`` is the daemon's publish task."""
 
-    def __init__(self, aspace: AddressSpace) -> None:
+    def __init__(self, aspace: AddressSpace, ticks: Ticks = TICKS) -> None:
         self._aspace = aspace
-        fastpath.install(aspace)
+        self._ticks = ticks
+        fastpath.install(aspace, ticks)
         self._targets: dict[str, PublishTarget] = {}
         self._wake = asyncio.Event()
         self._cycles = 0
@@ -143,7 +144,9 @@ class Publisher:
         """Write what changed in ``target``'s session since its last publish; return
         how many values were written."""
         async with target.lock:
-            await self._clear_of_tick(target)
+            # (value_list and the comparison cannot yield: about a ms for a twin of
+            # 5,000 variables)
+            await self._ticks.clear(1.5 * target.values_seconds + BUDGET)
             started = time.perf_counter()
             session = target.session
             version = session.version
@@ -189,8 +192,8 @@ class Publisher:
         """Write the scalar ``changes``, then variable ``i`` for every ``i`` in
         ``changed`` (its value ``current[i]``), through the fast path ``CHUNK`` at a
         time, building each chunk's DataValues just before writing it and letting the
-        loop run whenever ``BUDGET`` seconds of work have passed: a due clock tick
-        waits for one chunk, not for a whole publish to ten subscribers. A client
+        loop run whenever ``BUDGET`` seconds of work have passed, and waiting before
+        a chunk for a clock tick that would fall due while it runs (``Ticks``). A client
         write accepted during such a pause wins over this publish: that variable is
         left as the client wrote it. Returns how many values were written."""
         aspace = self._aspace
@@ -199,11 +202,16 @@ class Publisher:
         flags = target.flags
         quality = target.quality
         on_flag = target.on_flag
-        target.overwritten = overwritten = set()
+        overwritten: set[int] = set()
+        target.overwritten = overwritten
         written = 0
         since = time.perf_counter()
+        chunk_seconds = 0.0
         try:
             for start in range(0, len(changed), CHUNK):
+                if start:
+                    await self._ticks.clear(chunk_seconds)
+                began = time.perf_counter()
                 for i in changed[start:start + CHUNK]:
                     if overwritten and i in overwritten:
                         continue
@@ -216,12 +224,12 @@ class Publisher:
                     if i in flags and sent[i] is not _UNSENT and on_flag is not None:
                         on_flag(key, value)
                     sent[i] = value
-                if len(changes) < CHUNK and start + CHUNK < len(changed):
-                    continue  # (the scalars and a first chunk go together)
-                await fastpath.write_values(aspace, changes)
+                await fastpath.write_values(aspace, changes)  # (the first with the scalars)
                 written += len(changes)
                 changes = []
-                if time.perf_counter() - since > BUDGET:
+                ended = time.perf_counter()
+                chunk_seconds = ended - began
+                if ended - since > BUDGET:
                     await asyncio.sleep(0)
                     since = time.perf_counter()
             if changes:
@@ -230,15 +238,6 @@ class Publisher:
         finally:
             target.overwritten = None
         return written
-
-    async def _clear_of_tick(self, target: PublishTarget) -> None:
-        """Wait for the session's tick when it falls due before the start of a publish
-        (``session.value_list()`` and the comparison cannot yield: about a ms for a
-        twin of 5,000 variables) would be done."""
-        due_in = getattr(target.clock, "due_in", None)
-        due = due_in() if due_in is not None else None
-        if due is not None and 0.0 <= due < 1.5 * target.values_seconds + BUDGET:
-            await asyncio.sleep(due + TICK_MARGIN)
 
     async def run(self) -> None:
         """Publish every session at its ``publish_rate`` until cancelled. A session
