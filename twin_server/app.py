@@ -48,6 +48,7 @@ from twin_server.opcua import events as ev
 from twin_server.opcua.server import OpcUaServer
 from twin_server.recording import Recording
 from twin_server.systemd import Notifier
+from twin_server.timers import PreciseSleep
 
 log = structlog.get_logger(__name__)
 
@@ -115,6 +116,9 @@ class Daemon:
     notifier: Notifier = field(default_factory=Notifier)
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _progress: dict[str, tuple[int, float]] = field(default_factory=dict)
+    #: the clocks' sleep: a timerfd wakes them within the kernel's timer precision
+    #: instead of the event loop's whole milliseconds (``timers.py``)
+    _sleep: PreciseSleep = field(default_factory=PreciseSleep)
 
     def __post_init__(self) -> None:
         server = self.loaded.config.server
@@ -248,6 +252,7 @@ class Daemon:
             self.state = DaemonState.STOPPING
             await self._stop_history()  # (after a failure, when the stages above did not run)
             await _with_timeout("server", server.stop())
+            self._sleep.close()
             for name in list(self.manager.sessions):
                 self.manager.delete(name)  # frees the models (FMU instances)
             self.state = DaemonState.STOPPED
@@ -460,7 +465,8 @@ class Daemon:
         assert self.server is not None
         # a phase from the name: sessions started together (the config's, at start)
         # spread their ticks over the period instead of all falling due at once
-        clock = Clock(session, phase=(zlib.crc32(session.name.encode()) % 1024) / 1024)
+        clock = Clock(session, phase=(zlib.crc32(session.name.encode()) % 1024) / 1024,
+                      sleep=self._sleep)
         running = _Running(session, clock)
         historized: list[str] | None = None
         try:

@@ -29,7 +29,7 @@ from tests.engine.conftest import (
     tank_pid_twin,
     twin,
 )
-from twin_server.engine.clock import Clock, ClockStatistics, Ticks
+from twin_server.engine.clock import SHORT_WORK, Clock, ClockStatistics, Ticks
 from twin_server.engine.session import RunState, Session, VarKey
 from twin_server.models.base import Kind
 
@@ -664,6 +664,13 @@ class TestTicks:
         await ticks.clear(2 * DT)
         assert s.step_count == steps + 1 and ticks.waits == 1
 
+    async def test_short_work_never_waits(self, fake_clock: FakeClock) -> None:
+        """Work shorter than SHORT_WORK goes on even when a tick is late."""
+        ticks = Ticks(now=fake_clock.now)
+        ticks.enter(deadline_at(fake_clock.now() - 1.0))
+        await ticks.clear(SHORT_WORK / 2, patience=60.0)
+        assert ticks.waits == 0
+
     async def test_soonest_of_several_clocks(self, fake_clock: FakeClock) -> None:
         """due_in is the time to the soonest deadline of every pacing clock."""
         ticks = Ticks(now=fake_clock.now)
@@ -695,7 +702,7 @@ class TestTicks:
         ticks = Ticks(now=fake_clock.now)
         stuck = deadline_at(fake_clock.now() - 1.0)  # late, and its tick never comes
         ticks.enter(stuck)
-        waiter = asyncio.ensure_future(ticks.clear(0.0, patience=60.0))
+        waiter = asyncio.ensure_future(ticks.clear(0.01, patience=60.0))
         await spin(20)
         assert not waiter.done()
         ticks.exit(stuck)

@@ -146,7 +146,7 @@ class Publisher:
         async with target.lock:
             # (value_list and the comparison cannot yield: about a ms for a twin of
             # 5,000 variables)
-            await self._ticks.clear(1.5 * target.values_seconds + BUDGET)
+            await self._ticks.clear(1.5 * target.values_seconds)
             started = time.perf_counter()
             session = target.session
             version = session.version

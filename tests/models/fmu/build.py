@@ -29,7 +29,8 @@ def _stubs(version: int) -> str:
     names = re.findall(rf"FMI{version}_Export\s+\w+TYPE\s+(fmi{version}\w+);", header)
     lines = [f"int {name}(void) __attribute__((weak));\nint {name}(void) {{ return 3; }}"
              for name in names]
-    return "/* generated: weak stubs, overridden by the model's own definitions */\n" + "\n".join(lines)
+    head = "/* generated: weak stubs, overridden by the model's own definitions */\n"
+    return head + "\n".join(lines)
 
 
 def platform_dir(version: int) -> str:

@@ -33,7 +33,8 @@ def fmus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     result["lag2_noserialize"] = build.package(
         "lag2", library, out / "lag2_noserialize.fmu",
         xml=xml.replace('canSerializeFMUstate="true"', 'canSerializeFMUstate="false"'))
-    result["lag2_win64"] = build.package("lag2", library, out / "lag2_win64.fmu", binary_dir="win64")
+    result["lag2_win64"] = build.package("lag2", library, out / "lag2_win64.fmu",
+                                         binary_dir="win64")
     result["lag2_badxml"] = build.package(
         "lag2", library, out / "lag2_badxml.fmu", xml=xml.replace("</ModelVariables>", ""))
     notzip = out / "notzip.fmu"

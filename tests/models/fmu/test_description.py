@@ -113,10 +113,12 @@ class TestConfigErrors:
 
     @pytest.mark.parametrize(("options", "message"), [
         pytest.param({}, r"needs options.path", id="no-path"),
-        pytest.param({"path": "x.fmu", "speed": 1}, r"unknown FMU option\(s\) 'speed'", id="unknown"),
+        pytest.param({"path": "x.fmu", "speed": 1}, r"unknown FMU option\(s\) 'speed'",
+                     id="unknown"),
         pytest.param({"path": "x.fmu", "interface": "sideways"}, r"options.interface must be",
                      id="interface"),
-        pytest.param({"path": "x.fmu", "tolerance": 2.0}, r"options.tolerance must be", id="tolerance"),
+        pytest.param({"path": "x.fmu", "tolerance": 2.0}, r"options.tolerance must be",
+                     id="tolerance"),
     ])
     def test_bad_options(self, options: dict[str, object], message: str) -> None:
         """Malformed options are config errors that say what is expected."""
@@ -125,7 +127,8 @@ class TestConfigErrors:
 
     def test_interface_not_offered(self, fmus: dict[str, Path]) -> None:
         """Asking a co-simulation-only FMU for model exchange is a config error."""
-        with pytest.raises(ConfigError, match=r"does not offer model exchange \(it offers co-simulation\)"):
+        offers = r"does not offer model exchange \(it offers co-simulation\)"
+        with pytest.raises(ConfigError, match=offers):
             FMU.declare({"path": str(fmus["lag2"]), "interface": "model-exchange"})
 
 
@@ -135,7 +138,8 @@ class TestInspect:
         text = inspect_fmu(fmus["lag2"])
         lines = {line.split()[0]: line for line in text.splitlines() if line.strip()}
         assert "lag2 (FMI 2.0; co-simulation)" in text
-        assert lines["k"].split()[:6] == ["k", "parameter", "(tunable)", "Real->Double", "[0,", "100]"]
+        assert lines["k"].split()[:6] == ["k", "parameter", "(tunable)", "Real->Double",
+                                          "[0,", "100]"]
         assert lines["T"].split()[:7] == ["T", "parameter", "(fixed)", "Real->Double", "s",
                                           "[0.001,", "inf]"]
         assert "(calculated)" in lines["y"] and "display unit degC" in lines["y"]

@@ -97,7 +97,8 @@ class TestFMUInTwin:
         session.tick()
         assert session.read(key("plant", Kind.PARAMETER, "k")) == 3.0
 
-    def test_missing_fmu_is_a_config_error_at_its_key(self, tmp_path: Path, cache_dir: Path) -> None:
+    def test_missing_fmu_is_a_config_error_at_its_key(self, tmp_path: Path,
+                                                      cache_dir: Path) -> None:
         """A config naming a missing FMU fails to load with the file and the component's key."""
         with pytest.raises(ConfigErrors) as info:
             load_twin(tmp_path, tmp_path / "gone.fmu", cache_dir)
