@@ -103,6 +103,50 @@ class TestChangedOnly:
         assert await served.server.publish("tank") == 0
 
 
+    async def test_client_write_during_a_publish_wins(self, served: Served,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+        """A publish that pauses between chunks leaves alone a variable a client
+        wrote meanwhile: the node keeps the client's value, not the older one the
+        publish read before the write."""
+        from twin_server.engine.clock import Ticks
+        from twin_server.opcua import publisher as publisher_module
+
+        server, session = served.server, served.session
+        pub = server._publisher
+        assert pub is not None
+        target = pub.target("tank")
+        keys = [key for key, _, _ in target.nodes.variables]
+        area = next(i for i, k in enumerate(keys) if k.name == "area")
+        assert area > 0
+        monkeypatch.setattr(publisher_module, "CHUNK", 1)
+        paused, resume = asyncio.Event(), asyncio.Event()
+
+        asked: list[float] = []
+
+        class Held(Ticks):  # holds the publish before its second chunk
+            async def clear(self, seconds: float, patience: float = 0.05) -> None:
+                asked.append(seconds)
+                if len(asked) == 1:  # inside the publish, before it reads the session:
+                    # have it write every variable (whatever the background publisher
+                    # sent meanwhile), area in a later chunk than the first
+                    target.sent_values[:] = [publisher_module._UNSENT] * len(keys)
+                if len(asked) == 2:
+                    paused.set()
+                    await resume.wait()
+
+        monkeypatch.setattr(pub, "_ticks", Held())
+        session.write(keys[area], 0.5)  # what this publish will read, and write late
+        publishing = asyncio.ensure_future(server.publish("tank"))
+        await asyncio.wait_for(paused.wait(), 5)
+        node = served.var("Components.tank.Parameters.area")
+        await node.write_value(ua.DataValue(ua.Variant(0.9, ua.VariantType.Double)))
+        resume.set()
+        await asyncio.wait_for(publishing, 5)
+        assert session.read(keys[area]) == 0.9
+        assert await node.read_value() == 0.9
+        assert target.overwritten is None
+
+
 class TestRate:
     @pytest.fixture
     def settings(self) -> SessionSettings:

@@ -11,14 +11,14 @@ run every ``BUDGET`` seconds. Before its start that cannot yield (one consistent
 ``session.value_list()`` and its comparison with what was sent) and before each
 chunk, a publish waits for any clock tick that would fall due meanwhile
 (``engine.clock.Ticks``), so that ticks start on time whatever the size of the
-publish. (Building all 1,000
-DataValues of a publish before writing any held the loop for ~4 ms: the clock's
-lateness p99 with no client at all.) A session whose ``version`` has
-not moved since the last publish is skipped whole: every value it shows, the clock's Diagnostics
-included, changes only with a tick, a write, a reset or a state change, each
-of which moves the version. (100 Suspended sessions publishing at 10 Hz cost
-~10 % of a core when their dozen scalars and clock percentiles were computed
-anyway on every cycle.)
+publish. (Building all 1,000 DataValues of a publish before writing any held the
+loop for ~4 ms: the clock's lateness p99 with no client at all.)
+
+A session whose ``version`` has not moved since the last publish is skipped
+whole: every value it shows, the clock's Diagnostics included, changes only
+with a tick, a write, a reset or a state change, each of which moves the
+version. (100 Suspended sessions publishing at 10 Hz cost ~10 % of a core when
+their dozen scalars and clock percentiles were computed anyway on every cycle.)
 """
 
 from __future__ import annotations
