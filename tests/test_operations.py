@@ -237,6 +237,32 @@ class TestReload:
             daemon.stop()
             await asyncio.wait_for(runner, 30)
 
+    async def test_reload_brings_back_a_deleted_config_session(self, tmp_path: Path) -> None:
+        """A config session a client deleted is created again by a reload (the config
+        still declares it); one whose name a client took since is left to the client."""
+        config = tmp_path / "plant.toml"
+        config.write_text(plant(tmp_path, session_table("main") + session_table("spare")))
+        daemon = Daemon(load_config(config))
+        runner = asyncio.create_task(daemon.run())
+        try:
+            await asyncio.wait_for(daemon.wait_ready(), 30)
+            async with Client(daemon.endpoint_url, timeout=10) as client:
+                ns = await client.get_namespace_index("urn:twin-server")
+                root = client.get_node(ua.NodeId("TwinServer", ns))
+                for name in ("main", "spare"):
+                    await root.call_method(ua.NodeId("DeleteSession", ns), name)
+                await root.call_method(ua.NodeId("CreateSession", ns), "tank", "spare", "")
+                assert daemon.manager.origin("spare") == "client"
+                summary = await root.call_method(ua.NodeId("ReloadConfig", ns))
+                assert summary == "started: main"
+                state = client.get_node(ua.NodeId("Sessions.main.State", ns))
+                assert await state.read_value() == "Running"
+                assert daemon.manager.origin("main") == "config"
+                assert daemon.manager.origin("spare") == "client"
+        finally:
+            daemon.stop()
+            await asyncio.wait_for(runner, 30)
+
     def test_sighup_reloads(self, tmp_path: Path) -> None:
         """SIGHUP makes a running daemon apply its edited config file."""
         config = tmp_path / "plant.toml"

@@ -657,8 +657,13 @@ def reload_plan(old: LoadedConfig, new: LoadedConfig, manager: SessionManager) -
 
     old_s, new_s = old.config.sessions, new.config.sessions
     for name in old_s:
-        if name not in manager.sessions or manager.origin(name) != "config":
-            continue  # deleted by a client since: the config no longer decides it
+        if name not in manager.sessions:
+            if name in new_s:  # a client deleted it: the config declares it still
+                plan.start.append(name)
+                plan.why[name] = "declared in the config (a client had deleted it)"
+            continue
+        if manager.origin(name) != "config":
+            continue  # deleted by a client, who made another of the name: theirs
         if name not in new_s:
             plan.stop.append(name)
             plan.why[name] = "no longer in the config"
