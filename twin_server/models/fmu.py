@@ -519,9 +519,8 @@ class FMU(Model):
         while True:
             need_more, terminate, _, _, defined, next_time = update()
             if terminate:
-                raise FMIError(f"FMU {self._name} requested termination at t={self._time:g} s"
-                               f"{self._log_suffix()}", function="newDiscreteStates",
-                               fmi_status="terminateSimulation")
+                function = "NewDiscreteStates" if self._version == 2 else "UpdateDiscreteStates"
+                raise self._terminated(function, self._time)
             if not need_more:
                 break
         self._next_event = float(next_time) if defined else None
@@ -557,9 +556,7 @@ class FMU(Model):
             if needs_completed:
                 step_event, terminate = fmu.completedIntegratorStep()
             if terminate:
-                raise FMIError(f"FMU {self._name} requested termination at t={time:g} s"
-                               f"{self._log_suffix()}", function="completedIntegratorStep",
-                               fmi_status="terminateSimulation")
+                raise self._terminated("CompletedIntegratorStep", time)
             if state_event or time_event or step_event:
                 fmu.enterEventMode()
                 self._time = time
@@ -625,6 +622,15 @@ class FMU(Model):
         return FMIError(
             f"FMU {self._desc.path.name!r}: {exc.function} returned {status} while {doing}"
             f"{self._log_suffix()}", function=exc.function, fmi_status=status)
+
+    def _terminated(self, function: str, time: float) -> FMIError:
+        """The error for a model-exchange FMU that set terminateSimulation in
+        ``fmi<version><function>`` at ``time``."""
+        name = f"fmi{self._version}{function}"
+        return FMIError(
+            f"FMU {self._desc.path.name!r}: {name} requested termination "
+            f"(terminateSimulation) at t={time:g} s{self._log_suffix()}",
+            function=name, fmi_status="terminateSimulation")
 
     def _log_suffix(self) -> str:
         last = self._log.last()

@@ -55,9 +55,10 @@ class TestVariables:
         tunable = {n for (kind, n), var in v.items() if kind is Kind.PARAMETER and var.tunable}
         assert tunable == {"k", "fail_at", "threshold"}
 
-    def test_names_become_identifiers(self, fmus: dict[str, Path]) -> None:
+    @pytest.mark.parametrize("name", ["ball2", "ball3"])
+    def test_names_become_identifiers(self, fmus: dict[str, Path], name: str) -> None:
         """Dotted FMI names become NodeId-safe names and keep the FMI name in the description."""
-        v = declared(fmus["ball2"], states="der(ball.h), resting")
+        v = declared(fmus[name], states="der(ball.h), resting")
         h = v[(Kind.OUTPUT, "ball_h")]
         assert "FMI name ball.h" in h.description
         assert v[(Kind.STATE, "der_ball_h")].unit == "m/s"
@@ -125,11 +126,17 @@ class TestConfigErrors:
         with pytest.raises(ConfigError, match=message):
             FMU.declare(options)
 
-    def test_interface_not_offered(self, fmus: dict[str, Path]) -> None:
-        """Asking a co-simulation-only FMU for model exchange is a config error."""
-        offers = r"does not offer model exchange \(it offers co-simulation\)"
+    @pytest.mark.parametrize(("name", "interface", "offers"), [
+        pytest.param("lag2", "model-exchange",
+                     r"does not offer model exchange \(it offers co-simulation\)", id="lag2"),
+        pytest.param("ball3", "co-simulation",
+                     r"does not offer co-simulation \(it offers model exchange\)", id="ball3"),
+    ])
+    def test_interface_not_offered(self, fmus: dict[str, Path], name: str, interface: str,
+                                   offers: str) -> None:
+        """Asking an FMU for the interface it does not offer is a config error."""
         with pytest.raises(ConfigError, match=offers):
-            FMU.declare({"path": str(fmus["lag2"]), "interface": "model-exchange"})
+            FMU.declare({"path": str(fmus[name]), "interface": interface})
 
 
 class TestInspect:
@@ -145,6 +152,16 @@ class TestInspect:
         assert "(calculated)" in lines["y"] and "display unit degC" in lines["y"]
         assert "'lag'" in lines["label"]
         assert "energy" in lines and "snapshot/fork yes" in text
+
+    def test_model_exchange_fmi3(self, fmus: dict[str, Path]) -> None:
+        """An FMI 3.0 model-exchange FMU is listed with its interface and its locals."""
+        text = inspect_fmu(fmus["ball3"])
+        lines = {line.split()[0]: line for line in text.splitlines() if line.strip()}
+        assert "ball3 (FMI 3.0; model exchange)" in text
+        assert "me: model identifier ball3, snapshot/fork yes" in text
+        assert lines["stop_at_rest"].split()[:4] == ["stop_at_rest", "parameter", "(fixed)",
+                                                     "Boolean->Boolean"]
+        assert lines["ball_x"].split()[:4] == ["ball_x", "local", "Float64->Double", "m"]
 
     def test_inspect_of_a_missing_file_is_a_config_error(self, tmp_path: Path) -> None:
         """Inspecting a missing file raises the same config error as loading it."""

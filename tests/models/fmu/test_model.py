@@ -142,13 +142,15 @@ class TestCoSimulation:
 
 
 class TestModelExchange:
-    def test_agrees_with_simulate_fmu(self, fmus: dict[str, Path], cache_dir: Path) -> None:
+    @pytest.mark.parametrize("name", ["ball2", "ball3"])
+    def test_agrees_with_simulate_fmu(self, fmus: dict[str, Path], cache_dir: Path,
+                                      name: str) -> None:
         """The bouncing ball over 2 s (four bounces, eight time events) matches simulate_fmu
         (CVode, rtol 1e-9 both) to 1e-5 m and 1e-4 m/s at every tick."""
-        ref = fmpy.simulate_fmu(str(fmus["ball2"]), stop_time=2.0, output_interval=DT,
+        ref = fmpy.simulate_fmu(str(fmus[name]), stop_time=2.0, output_interval=DT,
                                 relative_tolerance=1e-9, record_events=False,
                                 output=["ball.h", "ball.v", "ticks"])
-        model = started(fmus["ball2"], cache_dir, tolerance=1e-9)
+        model = started(fmus[name], cache_dir, tolerance=1e-9)
         try:
             out = [model.step(k * DT, DT, {"a": 0.0}) for k in range(200)]
         finally:
@@ -159,10 +161,12 @@ class TestModelExchange:
         assert np.max(np.abs(v - ref["ball.v"][1:201])) < 1e-4
         assert [o["ticks"] for o in out] == list(ref["ticks"][1:201])
 
-    def test_state_event_bounces(self, fmus: dict[str, Path], cache_dir: Path) -> None:
+    @pytest.mark.parametrize("name", ["ball2", "ball3"])
+    def test_state_event_bounces(self, fmus: dict[str, Path], cache_dir: Path,
+                                 name: str) -> None:
         """The ball never goes below the floor and bounces at the analytic impact time
         (velocity after the bounce within 1e-6 relative at rtol 1e-10)."""
-        model = started(fmus["ball2"], cache_dir, tolerance=1e-10)
+        model = started(fmus[name], cache_dir, tolerance=1e-10)
         try:
             out = [model.step(k * DT, DT, {"a": 0.0}) for k in range(100)]
         finally:
@@ -174,18 +178,22 @@ class TestModelExchange:
         assert out[k - 1]["ball_v"] == pytest.approx(
             0.7 * 9.81 * impact - 9.81 * (k * DT - impact), rel=1e-6)
 
-    def test_time_events_fire_on_the_grid(self, fmus: dict[str, Path], cache_dir: Path) -> None:
+    @pytest.mark.parametrize("name", ["ball2", "ball3"])
+    def test_time_events_fire_on_the_grid(self, fmus: dict[str, Path], cache_dir: Path,
+                                          name: str) -> None:
         """The time event every period (0.1 s here) counts exactly at its time."""
-        model = started(fmus["ball2"], cache_dir, {"period": 0.1})
+        model = started(fmus[name], cache_dir, {"period": 0.1})
         try:
             ticks = [model.step(k * DT, DT, {"a": 0.0})["ticks"] for k in range(100)]
         finally:
             model.close()
         assert ticks[9] == 1 and ticks[8] == 0 and ticks[-1] == 10
 
-    def test_input_and_tunable_parameter(self, fmus: dict[str, Path], cache_dir: Path) -> None:
+    @pytest.mark.parametrize("name", ["ball2", "ball3"])
+    def test_input_and_tunable_parameter(self, fmus: dict[str, Path], cache_dir: Path,
+                                         name: str) -> None:
         """An input (upward acceleration) and a tunable restitution act from the next step."""
-        model = started(fmus["ball2"], cache_dir, tolerance=1e-9)
+        model = started(fmus[name], cache_dir, tolerance=1e-9)
         try:
             model.step(0.0, DT, {"a": 9.81})  # weightless: v stays 0
             floating = model.step(DT, DT, {"a": 9.81})
@@ -199,14 +207,60 @@ class TestModelExchange:
         for o in out:
             assert o["ball_h"] + o["ball_v"] ** 2 / (2 * 9.81) == pytest.approx(1.0, abs=1e-6)
 
+    def test_continuous_local_state_is_written_while_running(self, fmus: dict[str, Path],
+                                                             cache_dir: Path) -> None:
+        """A continuous local (ball3's x, dx/dt = 0.5 m/s) takes an initial value at Reset
+        and a new value while running, and integrates on from it (to 1e-9 m)."""
+        model = started(fmus["ball3"], cache_dir, initial={"ball_x": 2.0},
+                        states="ball.x, resting")
+        try:
+            for k in range(10):
+                model.step(k * DT, DT, {"a": 0.0})
+            before = model.get_states()["ball_x"]
+            model.set_states({"ball_x": 5.0})
+            for k in range(10, 30):
+                model.step(k * DT, DT, {"a": 0.0})
+            after = model.get_states()
+            with pytest.raises(NotWritable, match=r"state 'resting' .* cannot be overwritten "
+                                                  r"while the FMU runs"):
+                model.set_states({"resting": True})
+        finally:
+            model.close()
+        assert before == pytest.approx(2.0 + 0.5 * 10 * DT, abs=1e-9)
+        assert after["ball_x"] == pytest.approx(5.0 + 0.5 * 20 * DT, abs=1e-9)
+        assert after["resting"] is False
+
+    def test_termination_names_the_fmi_call(self, fmus: dict[str, Path], cache_dir: Path) -> None:
+        """An FMU asking to terminate raises FMIError naming the FMI call and the event time
+        (ball3 with e = 0.2 comes to rest at its third impact, t = 1.48 * sqrt(2/g));
+        Reset runs it again."""
+        model = started(fmus["ball3"], cache_dir, {"e": 0.2, "stop_at_rest": True},
+                        tolerance=1e-10)
+        try:
+            with pytest.raises(FMIError) as info:
+                for k in range(100):
+                    model.step(k * DT, DT, {"a": 0.0})
+            model.reset({**defaults(model, Kind.PARAMETER), "e": 0.2}, {})
+            rested = [model.step(k * DT, DT, {"a": 0.0}) for k in range(100)][-1]
+        finally:
+            model.close()
+        err = info.value
+        assert (err.function, err.fmi_status) == ("fmi3UpdateDiscreteStates",
+                                                  "terminateSimulation")
+        rest = (1 + 2 * 0.2 + 2 * 0.2**2) * math.sqrt(2 * 1.0 / 9.81)  # 0.668255 s
+        assert str(err).startswith("FMU 'ball3.fmu': fmi3UpdateDiscreteStates requested "
+                                   f"termination (terminateSimulation) at t={rest:g} s")
+        assert k == math.floor(rest / DT)  # in the tick that holds the rest time
+        assert rested["ball_h"] == 0.0 and rested["ball_v"] == 0.0
+
 
 class TestSnapshot:
-    @pytest.mark.parametrize("name", ["lag2", "lag3", "ball2"])
+    @pytest.mark.parametrize("name", ["lag2", "lag3", "ball2", "ball3"])
     def test_restore_gives_bit_identical_future(self, fmus: dict[str, Path], cache_dir: Path,
                                                 name: str) -> None:
         """After Restore the same inputs give bit-identical outputs, in the same instance."""
         model = started(fmus[name], cache_dir)
-        key = "u" if name != "ball2" else "a"
+        key = "a" if name.startswith("ball") else "u"
         try:
             for k in range(30):
                 model.step(k * DT, DT, {key: 0.1})
@@ -218,11 +272,11 @@ class TestSnapshot:
             model.close()
         assert first == second
 
-    @pytest.mark.parametrize("name", ["lag2", "lag3", "ball2"])
+    @pytest.mark.parametrize("name", ["lag2", "lag3", "ball2", "ball3"])
     def test_fork_into_another_instance(self, fmus: dict[str, Path], cache_dir: Path,
                                         name: str) -> None:
         """A serialized snapshot restores into another instance (Fork): identical futures."""
-        key = "u" if name != "ball2" else "a"
+        key = "a" if name.startswith("ball") else "u"
         a, b = started(fmus[name], cache_dir), started(fmus[name], cache_dir)
         try:
             for k in range(40):

@@ -1,11 +1,14 @@
-/* A minimal FMI 3.0 co-simulation implementation shared by the test FMUs.
+/* A minimal FMI 3.0 implementation shared by the test FMUs (co-simulation and
+ * model exchange in one binary).
  *
  * A model file defines, before including this header: TOKEN (instantiation
  * token), NR/NI/NB/NS (counts of Float64/Int32/Boolean/String variables, whose
- * value references are 1.., 101.., 201.., 301..), a `Data` struct with
+ * value references are 1.., 101.., 201.., 301..), NX (continuous states), NZ
+ * (event indicators), a `Data` struct with
  * `double time; double r[NR]; int i[NI]; bool b[NB]; char s[NS][64];`, and the
- * hooks below. Functions a model does not need are weak stubs (stubs3.c)
- * returning fmi3Error.
+ * hooks below. Everything model-specific lives in `Data`, so get/set FMU state
+ * and serialization are plain copies of it. Functions a model does not need are
+ * weak stubs (stubs3.c) returning fmi3Error.
  */
 #include <math.h>
 #include <stdio.h>
@@ -20,9 +23,24 @@ typedef struct {
     fmi3LogMessageCallback log;
 } Instance;
 
-static void model_defaults(Data *d);
-static void model_initialize(Data *d);
-static fmi3Status model_do_step(Instance *m, double h);
+/* what fmi3UpdateDiscreteStates reports (the FMI 2.0 fmi2EventInfo, by another name) */
+typedef struct {
+    fmi3Boolean discreteStatesNeedUpdate;
+    fmi3Boolean terminateSimulation;
+    fmi3Boolean nominalsOfContinuousStatesChanged;
+    fmi3Boolean valuesOfContinuousStatesChanged;
+    fmi3Boolean nextEventTimeDefined;
+    fmi3Float64 nextEventTime;
+} EventInfo;
+
+static void model_defaults(Data *d);                 /* start values */
+static void model_initialize(Data *d);               /* at exitInitializationMode */
+static fmi3Status model_do_step(Instance *m, double h); /* CS: advance d->time by h */
+static void model_get_x(const Data *d, double *x);   /* ME */
+static void model_set_x(Data *d, const double *x);
+static void model_derivatives(const Data *d, double *dx);
+static void model_event_indicators(const Data *d, double *z);
+static void model_event_update(Data *d, EventInfo *info); /* ME: handle any event */
 
 static void logf3(Instance *m, fmi3Status status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 #include <stdarg.h>
@@ -47,13 +65,8 @@ fmi3Status fmi3SetDebugLogging(fmi3Instance c, fmi3Boolean on, size_t n, const f
     return fmi3OK;
 }
 
-fmi3Instance fmi3InstantiateCoSimulation(fmi3String name, fmi3String token, fmi3String resources,
-        fmi3Boolean visible, fmi3Boolean loggingOn, fmi3Boolean eventModeUsed,
-        fmi3Boolean earlyReturnAllowed, const fmi3ValueReference required[], size_t nRequired,
-        fmi3InstanceEnvironment env, fmi3LogMessageCallback log,
-        fmi3IntermediateUpdateCallback intermediateUpdate) {
-    (void)resources; (void)visible; (void)loggingOn; (void)eventModeUsed; (void)earlyReturnAllowed;
-    (void)required; (void)nRequired; (void)intermediateUpdate;
+static fmi3Instance instantiate(fmi3String name, fmi3String token, fmi3InstanceEnvironment env,
+        fmi3LogMessageCallback log) {
     if (strcmp(token, TOKEN) != 0) return NULL;
     Instance *m = calloc(1, sizeof(Instance));
     if (!m) return NULL;
@@ -62,6 +75,23 @@ fmi3Instance fmi3InstantiateCoSimulation(fmi3String name, fmi3String token, fmi3
     m->log = log;
     model_defaults(&m->d);
     return m;
+}
+
+fmi3Instance fmi3InstantiateModelExchange(fmi3String name, fmi3String token, fmi3String resources,
+        fmi3Boolean visible, fmi3Boolean loggingOn, fmi3InstanceEnvironment env,
+        fmi3LogMessageCallback log) {
+    (void)resources; (void)visible; (void)loggingOn;
+    return instantiate(name, token, env, log);
+}
+
+fmi3Instance fmi3InstantiateCoSimulation(fmi3String name, fmi3String token, fmi3String resources,
+        fmi3Boolean visible, fmi3Boolean loggingOn, fmi3Boolean eventModeUsed,
+        fmi3Boolean earlyReturnAllowed, const fmi3ValueReference required[], size_t nRequired,
+        fmi3InstanceEnvironment env, fmi3LogMessageCallback log,
+        fmi3IntermediateUpdateCallback intermediateUpdate) {
+    (void)resources; (void)visible; (void)loggingOn; (void)eventModeUsed; (void)earlyReturnAllowed;
+    (void)required; (void)nRequired; (void)intermediateUpdate;
+    return instantiate(name, token, env, log);
 }
 
 void fmi3FreeInstance(fmi3Instance c) { free(c); }
@@ -82,9 +112,14 @@ fmi3Status fmi3Reset(fmi3Instance c) { model_defaults(&((Instance *)c)->d); retu
 fmi3Status fmi3UpdateDiscreteStates(fmi3Instance c, fmi3Boolean *needUpdate, fmi3Boolean *terminate,
         fmi3Boolean *nominalsChanged, fmi3Boolean *valuesChanged, fmi3Boolean *nextDefined,
         fmi3Float64 *next) {
-    (void)c;
-    *needUpdate = false; *terminate = false; *nominalsChanged = false; *valuesChanged = false;
-    *nextDefined = false; *next = 0.0;
+    EventInfo info = {0};
+    model_event_update(&((Instance *)c)->d, &info);
+    *needUpdate = info.discreteStatesNeedUpdate;
+    *terminate = info.terminateSimulation;
+    *nominalsChanged = info.nominalsOfContinuousStatesChanged;
+    *valuesChanged = info.valuesOfContinuousStatesChanged;
+    *nextDefined = info.nextEventTimeDefined;
+    *next = info.nextEventTime;
     return fmi3OK;
 }
 
@@ -170,3 +205,50 @@ fmi3Status fmi3DoStep(fmi3Instance c, fmi3Float64 t, fmi3Float64 h, fmi3Boolean 
     *lastTime = m->d.time;
     return s;
 }
+
+/* ---- model exchange ---- */
+
+fmi3Status fmi3EnterContinuousTimeMode(fmi3Instance c) { (void)c; return fmi3OK; }
+
+fmi3Status fmi3CompletedIntegratorStep(fmi3Instance c, fmi3Boolean noSetPrior,
+        fmi3Boolean *enterEventMode, fmi3Boolean *terminate) {
+    (void)c; (void)noSetPrior;
+    *enterEventMode = false;
+    *terminate = false;
+    return fmi3OK;
+}
+
+fmi3Status fmi3SetTime(fmi3Instance c, fmi3Float64 t) { ((Instance *)c)->d.time = t; return fmi3OK; }
+
+fmi3Status fmi3SetContinuousStates(fmi3Instance c, const fmi3Float64 x[], size_t nx) {
+    if (nx != NX) return fmi3Error;
+    model_set_x(&((Instance *)c)->d, x);
+    return fmi3OK;
+}
+
+fmi3Status fmi3GetContinuousStates(fmi3Instance c, fmi3Float64 x[], size_t nx) {
+    if (nx != NX) return fmi3Error;
+    model_get_x(&((Instance *)c)->d, x);
+    return fmi3OK;
+}
+
+fmi3Status fmi3GetContinuousStateDerivatives(fmi3Instance c, fmi3Float64 dx[], size_t nx) {
+    if (nx != NX) return fmi3Error;
+    model_derivatives(&((Instance *)c)->d, dx);
+    return fmi3OK;
+}
+
+fmi3Status fmi3GetEventIndicators(fmi3Instance c, fmi3Float64 z[], size_t nz) {
+    if (nz != NZ) return fmi3Error;
+    model_event_indicators(&((Instance *)c)->d, z);
+    return fmi3OK;
+}
+
+fmi3Status fmi3GetNominalsOfContinuousStates(fmi3Instance c, fmi3Float64 x[], size_t nx) {
+    (void)c;
+    for (size_t k = 0; k < nx; k++) x[k] = 1.0;
+    return fmi3OK;
+}
+
+fmi3Status fmi3GetNumberOfContinuousStates(fmi3Instance c, size_t *nx) { (void)c; *nx = NX; return fmi3OK; }
+fmi3Status fmi3GetNumberOfEventIndicators(fmi3Instance c, size_t *nz) { (void)c; *nz = NZ; return fmi3OK; }

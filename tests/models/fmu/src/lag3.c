@@ -5,6 +5,8 @@
 #define NI 2
 #define NB 1
 #define NS 1
+#define NX 0
+#define NZ 0
 
 enum { U, Y, Y0, K, T, FAIL_AT, THRESHOLD, ENERGY };
 enum { STEPS, SUBSTEPS };
@@ -53,3 +55,9 @@ static fmi3Status model_do_step(Instance *m, double h) {
     d->b[ABOVE] = d->r[Y] > d->r[THRESHOLD];
     return fmi3OK;
 }
+
+static void model_get_x(const Data *d, double *x) { (void)d; (void)x; }
+static void model_set_x(Data *d, const double *x) { (void)d; (void)x; }
+static void model_derivatives(const Data *d, double *dx) { (void)d; (void)dx; }
+static void model_event_indicators(const Data *d, double *z) { (void)d; (void)z; }
+static void model_event_update(Data *d, EventInfo *info) { (void)d; (void)info; }
