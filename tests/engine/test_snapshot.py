@@ -654,7 +654,7 @@ def fmu_session(fmus: dict[str, Path], cache_dir: Path, which: str, name: str = 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is needed to build FMUs")
 class TestFMU:
-    @pytest.mark.parametrize("which", ["lag2", "ball2", "lag3"])
+    @pytest.mark.parametrize("which", ["lag2", "ball2", "lag3", "ball3"])
     def test_fork_and_restore_are_exact(
         self, fmus: dict[str, Path], cache_dir: Path, which: str
     ) -> None:

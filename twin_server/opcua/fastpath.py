@@ -268,7 +268,7 @@ def _publish_around_ticks(isub: InternalSubscription, ticks: Ticks) -> None:
     last = [0.0]  # how long the previous publish took
 
     async def publish_results(requestdata: Any = None) -> bool:
-        await ticks.clear(last[0])
+        await ticks.clear(1.5 * last[0])  # (a margin: the next may take longer)
         started = time.perf_counter()
         try:
             published: bool = await original(requestdata)

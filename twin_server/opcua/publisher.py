@@ -45,10 +45,14 @@ log = structlog.get_logger(__name__)
 _VALUE = ua.AttributeIds.Value
 #: a value no session produces, so that the first publish writes everything
 _UNSENT = object()
-#: values written between two looks at the time, and the time after which the
+#: values in a publish's first chunk; later chunks are sized to take about BUDGET
+#: seconds (between MIN_CHUNK and MAX_CHUNK values), the time after which the
 #: publisher lets the event loop run
 CHUNK = 32
+MIN_CHUNK, MAX_CHUNK = 4, 512
 BUDGET = 0.0005
+#: how much longer than its estimate a chunk or a read may take, for ``Ticks``
+MARGIN = 1.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +150,7 @@ class Publisher:
         async with target.lock:
             # (value_list and the comparison cannot yield: about a ms for a twin of
             # 5,000 variables)
-            await self._ticks.clear(1.5 * target.values_seconds)
+            await self._ticks.clear(MARGIN * target.values_seconds)
             started = time.perf_counter()
             session = target.session
             version = session.version
@@ -190,10 +194,11 @@ class Publisher:
     async def _write(self, target: PublishTarget, changes: list[tuple[ua.NodeId, ua.DataValue]],
                      changed: list[int], current: list[Any], now: datetime) -> int:
         """Write the scalar ``changes``, then variable ``i`` for every ``i`` in
-        ``changed`` (its value ``current[i]``), through the fast path ``CHUNK`` at a
-        time, building each chunk's DataValues just before writing it and letting the
-        loop run whenever ``BUDGET`` seconds of work have passed, and waiting before
-        a chunk for a clock tick that would fall due while it runs (``Ticks``). A client
+        ``changed`` (its value ``current[i]``), through the fast path a chunk at a
+        time (each about ``BUDGET`` seconds of work), building each chunk's
+        DataValues just before writing it, letting the loop run whenever ``BUDGET``
+        seconds of work have passed, and waiting before a chunk for a clock tick
+        that would fall due while it runs (``Ticks``). A client
         write accepted during such a pause wins over this publish: that variable is
         left as the client wrote it. Returns how many values were written."""
         aspace = self._aspace
@@ -206,13 +211,16 @@ class Publisher:
         target.overwritten = overwritten
         written = 0
         since = time.perf_counter()
-        chunk_seconds = 0.0
+        size, expected = CHUNK, 0.0
+        start = 0
         try:
-            for start in range(0, len(changed), CHUNK):
+            while start < len(changed):
                 if start:
-                    await self._ticks.clear(chunk_seconds)
+                    await self._ticks.clear(expected)
                 began = time.perf_counter()
-                for i in changed[start:start + CHUNK]:
+                batch = changed[start:start + size]
+                start += size
+                for i in batch:
                     if overwritten and i in overwritten:
                         continue
                     key, nodeid, vtype = variables[i]
@@ -228,7 +236,11 @@ class Publisher:
                 written += len(changes)
                 changes = []
                 ended = time.perf_counter()
-                chunk_seconds = ended - began
+                # the next chunk: about BUDGET of work at this one's cost per value
+                # (ten subscribers make a value ten times dearer than one)
+                per_value = max(ended - began, 1e-7) / len(batch)
+                size = max(MIN_CHUNK, min(MAX_CHUNK, int(BUDGET / per_value)))
+                expected = MARGIN * per_value * size
                 if ended - since > BUDGET:
                     await asyncio.sleep(0)
                     since = time.perf_counter()
