@@ -143,6 +143,35 @@ class TestUsersFile:
         remove_user(path, "fay")
 
 
+    def test_reconnect_skips_scrypt(self, tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+        """A user who logs in again with the same password is not checked by scrypt
+        again (tens of ms on the event loop); a wrong password always is, and a
+        new password in the file forgets the old one."""
+        from twin_server.security import users as users_module
+
+        path = tmp_path / "users.json"
+        add_user(path, "gil", Role.VIEWER, "gil's password")
+        checks: list[str] = []
+        real = users_module.verify_password
+
+        def counted(password: str, encoded: str) -> bool:
+            checks.append(password)
+            return real(password, encoded)
+
+        monkeypatch.setattr(users_module, "verify_password", counted)
+        store = UserStore(path)
+        for _ in range(3):
+            assert store.authenticate("gil", "gil's password") == Role.VIEWER
+        assert checks == ["gil's password"]
+        assert store.authenticate("gil", "not gil's password") is None
+        assert store.authenticate("gil", "gil's password") == Role.VIEWER
+        assert checks == ["gil's password", "not gil's password"]
+        set_password(path, "gil", "gil's new password")
+        assert store.authenticate("gil", "gil's password") is None
+        assert checks[-1] == "gil's password" and len(checks) == 3
+
+
 class TestThrottle:
     def test_backoff_doubles_to_the_cap(self) -> None:
         """After the free attempts each failure locks for twice as long, up to the cap."""

@@ -308,6 +308,10 @@ class UserStore:
         self._accepted = 0
         self._failed = 0
         self._throttled = 0
+        #: per user, a keyed digest of the password last verified and the hash it
+        #: matched (the key lives in this process only; never the password itself)
+        self._verified: dict[str, tuple[bytes, str]] = {}
+        self._digest_key = secrets.token_bytes(32)
         self._check_mode()
 
     def _check_mode(self) -> None:
@@ -336,6 +340,21 @@ class UserStore:
                 log.info("users_file_loaded", path=str(self.path), users=len(self._users))
         return self._users
 
+    def _verify(self, name: str, password: str, encoded: str) -> bool:
+        """``verify_password``, remembering a success: a client that logs in again
+        with the same password (a reconnect) is checked by a keyed SHA-256 digest
+        instead of scrypt, which costs tens of ms on the event loop, where every
+        session's clock waits for it. A changed hash (new password) forgets it; a
+        wrong password always takes the full check."""
+        digest = hmac.digest(self._digest_key, password.encode("utf-8"), "sha256")
+        known = self._verified.get(name)
+        if known is not None and known[1] == encoded and hmac.compare_digest(known[0], digest):
+            return True
+        ok = verify_password(password, encoded)
+        if ok:
+            self._verified[name] = (digest, encoded)
+        return ok
+
     def authenticate(self, name: str, password: str, peer: str | None = None) -> Role | None:
         """The role of ``name`` if ``password`` is right and neither the name nor the
         peer is locked out; None otherwise. Logs every refusal (never the password)."""
@@ -346,7 +365,7 @@ class UserStore:
             log.warning("login_throttled", user=name, peer=peer, retry_after=round(wait, 1))
             return None
         record = self.users().get(name)
-        ok = verify_password(password, record.password if record else _dummy_hash())
+        ok = self._verify(name, password, record.password if record else _dummy_hash())
         if ok and record is not None:
             for key in keys:
                 self.throttle.succeeded(key)
