@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import configparser
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from asyncua import Client, ua
+from asyncua import Client, Node, ua
 from asyncua.ua.uaerrors import BadConfigurationError
 
 from twin_server.app import SHUTDOWN_STAGES, STAGE_TIMEOUT, Daemon
@@ -53,6 +54,22 @@ def plant(state_dir: Path, sessions: str) -> str:
 
 def session_table(name: str, rate: float = 0.05) -> str:
     return f'\n[sessions.{name}]\ntwin = "tank"\nstep_size = {rate}\npublish_rate = 20.0\n'
+
+
+@contextlib.asynccontextmanager
+async def served(config: Path) -> AsyncIterator[tuple[Daemon, Client, int, Node]]:
+    """The daemon running ``config``, with a connected client: (daemon, client,
+    namespace index, the TwinServer object)."""
+    daemon = Daemon(load_config(config))
+    runner = asyncio.create_task(daemon.run())
+    try:
+        await asyncio.wait_for(daemon.wait_ready(), 30)
+        async with Client(daemon.endpoint_url, timeout=10) as client:
+            ns = await client.get_namespace_index("urn:twin-server")
+            yield daemon, client, ns, client.get_node(ua.NodeId("TwinServer", ns))
+    finally:
+        daemon.stop()
+        await asyncio.wait_for(runner, 30)
 
 
 class Listener:
@@ -203,65 +220,47 @@ class TestReload:
         untouched session keeps receiving; an invalid file changes nothing."""
         config = tmp_path / "plant.toml"
         config.write_text(plant(tmp_path, session_table("keep") + session_table("drop")))
-        daemon = Daemon(load_config(config))
-        runner = asyncio.create_task(daemon.run())
-        try:
-            await asyncio.wait_for(daemon.wait_ready(), 30)
-            async with Client(daemon.endpoint_url, timeout=10) as client:
-                ns = await client.get_namespace_index("urn:twin-server")
-                root = client.get_node(ua.NodeId("TwinServer", ns))
-                changes = Counter()
-                sub = await client.create_subscription(50, changes)
-                await sub.subscribe_data_change(
-                    client.get_node(ua.NodeId("Sessions.keep.StepCount", ns)))
-                await changes.wait_for(3)
+        async with served(config) as (daemon, client, ns, root):
+            changes = Counter()
+            sub = await client.create_subscription(50, changes)
+            await sub.subscribe_data_change(
+                client.get_node(ua.NodeId("Sessions.keep.StepCount", ns)))
+            await changes.wait_for(3)
 
-                config.write_text(plant(tmp_path, session_table("keep")
-                                               + session_table("added")))
-                summary = await root.call_method(ua.NodeId("ReloadConfig", ns))
-                assert summary == "stopped: drop; started: added; unchanged: keep"
-                sessions = client.get_node(ua.NodeId("Sessions", ns))
-                names = {(await n.read_browse_name()).Name for n in await sessions.get_children()}
-                assert names == {"keep", "added"}
-                before = changes.count
-                await changes.wait_for(before + 3)
-                added = client.get_node(ua.NodeId("Sessions.added.State", ns))
-                assert await added.read_value() == "Running"
+            config.write_text(plant(tmp_path, session_table("keep")
+                                           + session_table("added")))
+            summary = await root.call_method(ua.NodeId("ReloadConfig", ns))
+            assert summary == "stopped: drop; started: added; unchanged: keep"
+            sessions = client.get_node(ua.NodeId("Sessions", ns))
+            names = {(await n.read_browse_name()).Name for n in await sessions.get_children()}
+            assert names == {"keep", "added"}
+            before = changes.count
+            await changes.wait_for(before + 3)
+            added = client.get_node(ua.NodeId("Sessions.added.State", ns))
+            assert await added.read_value() == "Running"
 
-                config.write_text("[twins.broken]\n")
-                with pytest.raises(BadConfigurationError):
-                    await root.call_method(ua.NodeId("ReloadConfig", ns))
-                assert set(daemon.sessions) == {"keep", "added"}
-                await changes.wait_for(changes.count + 3)
-        finally:
-            daemon.stop()
-            await asyncio.wait_for(runner, 30)
+            config.write_text("[twins.broken]\n")
+            with pytest.raises(BadConfigurationError):
+                await root.call_method(ua.NodeId("ReloadConfig", ns))
+            assert set(daemon.sessions) == {"keep", "added"}
+            await changes.wait_for(changes.count + 3)
 
     async def test_reload_brings_back_a_deleted_config_session(self, tmp_path: Path) -> None:
         """A config session a client deleted is created again by a reload (the config
         still declares it); one whose name a client took since is left to the client."""
         config = tmp_path / "plant.toml"
         config.write_text(plant(tmp_path, session_table("main") + session_table("spare")))
-        daemon = Daemon(load_config(config))
-        runner = asyncio.create_task(daemon.run())
-        try:
-            await asyncio.wait_for(daemon.wait_ready(), 30)
-            async with Client(daemon.endpoint_url, timeout=10) as client:
-                ns = await client.get_namespace_index("urn:twin-server")
-                root = client.get_node(ua.NodeId("TwinServer", ns))
-                for name in ("main", "spare"):
-                    await root.call_method(ua.NodeId("DeleteSession", ns), name)
-                await root.call_method(ua.NodeId("CreateSession", ns), "tank", "spare", "")
-                assert daemon.manager.origin("spare") == "client"
-                summary = await root.call_method(ua.NodeId("ReloadConfig", ns))
-                assert summary == "started: main"
-                state = client.get_node(ua.NodeId("Sessions.main.State", ns))
-                assert await state.read_value() == "Running"
-                assert daemon.manager.origin("main") == "config"
-                assert daemon.manager.origin("spare") == "client"
-        finally:
-            daemon.stop()
-            await asyncio.wait_for(runner, 30)
+        async with served(config) as (daemon, client, ns, root):
+            for name in ("main", "spare"):
+                await root.call_method(ua.NodeId("DeleteSession", ns), name)
+            await root.call_method(ua.NodeId("CreateSession", ns), "tank", "spare", "")
+            assert daemon.manager.origin("spare") == "client"
+            summary = await root.call_method(ua.NodeId("ReloadConfig", ns))
+            assert summary == "started: main"
+            state = client.get_node(ua.NodeId("Sessions.main.State", ns))
+            assert await state.read_value() == "Running"
+            assert daemon.manager.origin("main") == "config"
+            assert daemon.manager.origin("spare") == "client"
 
     def test_sighup_reloads(self, tmp_path: Path) -> None:
         """SIGHUP makes a running daemon apply its edited config file."""
