@@ -193,7 +193,8 @@ class Daemon:
                                                 f"{saved.twin!r} brought back from the store"
                                                 + _resumed(restored, "restored"))
             self.hil = HilMirror(config.hil, {n: r.session for n, r in self.sessions.items()},
-                                 on_written=self.recording.written if self.recording else None)
+                                 on_written=self.recording.written if self.recording else None,
+                                 trust=server.trust_list())
             if config.hil:
                 await server.add_hil(self.hil)
             async with asyncio.TaskGroup() as tg:

@@ -23,15 +23,17 @@ from twin_server.engine.session import Session, VarKey
 from twin_server.hil import HilMirror, LinkState
 from twin_server.hil.health import PeerStatistics
 from twin_server.models.base import Kind
+from twin_server.security.pki import TrustList
 
 
 @contextlib.asynccontextmanager
-async def mirrored(endpoint: str, peer: str, *, clock: bool = True,
-                   rtf: float = 4.0) -> AsyncIterator[tuple[Session, HilMirror]]:
-    """A session (ticking when ``clock``) and a running mirror of it."""
+async def mirrored(endpoint: str, peer: str, *, clock: bool = True, rtf: float = 4.0,
+                   trust: TrustList | None = None) -> AsyncIterator[tuple[Session, HilMirror]]:
+    """A session (ticking when ``clock``) and a running mirror of it (with ``trust``
+    as the daemon's trust list)."""
     loaded = load(endpoint, peer, rtf=rtf)
     session = session_of(loaded)
-    mirror = HilMirror(loaded.config.hil, {"s": session})
+    mirror = HilMirror(loaded.config.hil, {"s": session}, trust=trust)
     tasks = [asyncio.create_task(mirror.run())]
     if clock:
         tasks.append(start_clock(session))

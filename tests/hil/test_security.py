@@ -21,7 +21,13 @@ from tests.hil.test_mirror import INFLOW, mirrored, peer
 from twin_server.config.schema import HilSecurity
 from twin_server.hil import LinkState
 from twin_server.hil.security import SecuritySetupFailed, apply_security
-from twin_server.security.pki import make_certificate, new_key, write_key
+from twin_server.security.pki import (
+    PkiLayout,
+    TrustList,
+    make_certificate,
+    new_key,
+    write_key,
+)
 
 HIL_URI = "urn:twin-server:hil"
 
@@ -152,12 +158,45 @@ class TestCertificate:
             assert await read_plc(secure_plc.endpoint, pki.client, "Level") == 0.5
             await wait_for(lambda: abs(float(session.forced()[INFLOW]) - 0.15) < 1e-9, 2)
 
-    async def test_plc_certificate_taken_from_its_endpoints(
+    async def test_announced_certificate_taken_unchecked_on_request(
             self, secure_plc: SoftPlc, pki: Pki) -> None:
-        """Without server_certificate the PLC's own comes from GetEndpoints."""
+        """server_trust = "announced": the certificate from GetEndpoints is used as it
+        is, with no trust list at all."""
+        config = with_certificate(pki.client, None, extra=', server_trust = "announced"')
+        async with mirrored(secure_plc.endpoint, config, clock=False) as (_, m):
+            await wait_for(lambda: peer(m).binding("valve").status == "Good", 5)
+
+    async def test_announced_certificate_must_be_trusted(
+            self, secure_plc: SoftPlc, pki: Pki, tmp_path: Path) -> None:
+        """Without server_certificate, the certificate the PLC announces must pass the
+        daemon's trust list: an unknown one is refused before any secure channel
+        opens, copied to pki/rejected, and LastError says to move it to
+        trusted; once moved, the next retry connects."""
+        trust = TrustList(PkiLayout(tmp_path / "pki"))
+        async with mirrored(secure_plc.endpoint, with_certificate(pki.client, None),
+                            clock=False, trust=trust) as (_, m):
+            await wait_for(lambda: peer(m).last_error != "", 5)
+            error = peer(m).last_error
+            assert "the PLC's certificate" in error and "BadCertificateUntrusted" in error
+            rejected = list(trust.layout.rejected_certs.iterdir())
+            assert len(rejected) == 1 and str(rejected[0]) in error
+            assert str(trust.layout.trusted_certs) in error
+            assert not peer(m).connected
+            trust.layout.trusted_certs.mkdir(parents=True)
+            rejected[0].rename(trust.layout.trusted_certs / rejected[0].name)
+            await wait_for(lambda: peer(m).binding("valve").status == "Good", 10)
+            assert peer(m).connected  # (LastError keeps the last error, for the record)
+
+    async def test_announced_certificate_without_a_trust_list(
+            self, secure_plc: SoftPlc, pki: Pki) -> None:
+        """A mirror given no trust list refuses to take an announced certificate on
+        trust, and says what to set."""
         async with mirrored(secure_plc.endpoint, with_certificate(pki.client, None),
                             clock=False) as (_, m):
-            await wait_for(lambda: peer(m).binding("valve").status == "Good", 5)
+            await wait_for(lambda: peer(m).last_error != "", 5)
+            error = peer(m).last_error
+            assert "no trust list" in error and "server_certificate" in error
+            assert "server_trust" in error
 
     async def test_untrusted_certificate_is_a_state(self, secure_plc: SoftPlc, pki: Pki) -> None:
         """An untrusted certificate: LastError says so and names it, the peer backs off
@@ -233,7 +272,7 @@ class TestCertificate:
         """Username and password over the encrypted channel of a trusted certificate."""
         plc = SoftPlc("--secure", str(pki.plc_dir), "--user", "operator:s3cret").start()
         try:
-            extra = ', username = "operator", password = "s3cret"'
+            extra = ', username = "operator", password = "s3cret", server_trust = "announced"'
             async with mirrored(plc.endpoint, with_certificate(pki.client, None, extra=extra),
                                 clock=False) as (_, m):
                 await wait_for(lambda: peer(m).binding("valve").status == "Good", 5)

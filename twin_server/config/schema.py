@@ -408,7 +408,12 @@ class HilSecurity(_Frozen):
     private_key: str | None = Field(None, description="its private key (PEM or DER) path")
     private_key_password: str | None = None
     server_certificate: str | None = Field(
-        None, description="the PLC's certificate; default: taken from its endpoints")
+        None, description="the PLC's certificate, pinned; default: the one it announces "
+                          "in its endpoints, checked as server_trust says")
+    server_trust: Literal["pki", "announced"] = Field(
+        "pki", description="how a certificate the PLC announces is checked: 'pki' against "
+                           "the daemon's trust list (<state_dir>/pki/trusted; an untrusted "
+                           "one is copied to pki/rejected), 'announced' not at all (a lab)")
     application_uri: str = Field(
         "urn:twin-server:hil", description="our ApplicationUri (must match the certificate's)")
 

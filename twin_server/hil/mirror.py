@@ -64,6 +64,7 @@ from twin_server.hil.security import (
     timeout_hint,
 )
 from twin_server.models.base import Kind, Value, Variable
+from twin_server.security.pki import TrustList
 
 log = structlog.get_logger(__name__)
 
@@ -123,13 +124,16 @@ class HilMirror:
     def __init__(self, peers: Mapping[str, HilPeerConfig], sessions: Mapping[str, Session], *,
                  rng: random.Random | None = None,
                  client_factory: ClientFactory | None = None,
-                 on_written: WriteHook | None = None) -> None:
+                 on_written: WriteHook | None = None,
+                 trust: TrustList | None = None) -> None:
+        """``trust``: the daemon's trust list, which checks the certificates PLCs
+        announce (``HilSecurity.server_trust``)."""
         missing = sorted({p.session for p in peers.values()} - set(sessions))
         if missing:
             raise ValueError(f"HIL peers serve sessions that do not exist: {', '.join(missing)}")
         self._rng = rng or random.Random()
         self._peers = [_Peer(name, cfg, sessions[cfg.session], self._rng,
-                             client_factory or _client)
+                             client_factory or _client, trust)
                        for name, cfg in peers.items()]
         for peer in self._peers:
             #: told of every value written into a session: (session, key, value, "hil")
@@ -190,8 +194,10 @@ class _Peer:
     on_written: WriteHook | None = None
 
     def __init__(self, name: str, config: HilPeerConfig, session: Session,
-                 rng: random.Random, client_factory: ClientFactory) -> None:
+                 rng: random.Random, client_factory: ClientFactory,
+                 trust: TrustList | None = None) -> None:
         self.name = name
+        self._trust = trust
         self.config = config
         self.session = session
         self._rng = rng
@@ -352,7 +358,7 @@ class _Peer:
         client.name = client.description = f"twin-server HIL ({self.name})"
         client.application_uri = cfg.security.application_uri
         client.session_timeout = _SESSION_TIMEOUT_MS
-        self._certificate = await apply_security(client, cfg.security)
+        self._certificate = await apply_security(client, cfg.security, self._trust)
         await client.connect()
         self.limits = await read_limits(client)
         found = await resolve(client, [(b.name, b.config) for b in self.bindings], self.limits)

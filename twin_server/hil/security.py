@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from twin_server.config.schema import HilSecurity
-from twin_server.security.pki import application_uris
+from twin_server.security.pki import TrustList, application_uris, thumbprint
 
 
 class SecuritySetupFailed(Exception):
@@ -41,9 +41,12 @@ class SecuritySetupFailed(Exception):
     names the setting at fault and the fix."""
 
 
-async def apply_security(client: Client, security: HilSecurity) -> x509.Certificate | None:
+async def apply_security(client: Client, security: HilSecurity,
+                         trust: TrustList | None = None) -> x509.Certificate | None:
     """Set ``client``'s identity and secure channel from ``security``; return the
-    client certificate in use (None with policy None)."""
+    client certificate in use (None with policy None). A PLC certificate taken from
+    its endpoints must pass ``trust`` (the daemon's trust list) unless
+    ``security.server_trust`` is "announced"."""
     if security.username:
         client.set_user(security.username)
         password = security.password
@@ -70,6 +73,8 @@ async def apply_security(client: Client, security: HilSecurity) -> x509.Certific
         _certificate("server_certificate", security.server_certificate, server_data)
     else:
         server_data = await _offered_certificate(client, security, policy.URI, mode)
+        if security.server_trust == "pki":
+            _check_announced(server_data, trust)
     await client.set_security(
         policy,
         uacrypto.CertProperties(cert_data, _format(cert_data)),
@@ -181,6 +186,37 @@ def _check_key(security: HilSecurity, certificate: x509.Certificate, data: bytes
         raise SecuritySetupFailed(
             f"security.private_key {path!r} is not the key of security.certificate "
             f"{security.certificate!r}")
+
+
+def _check_announced(data: bytes, trust: TrustList | None) -> None:
+    """Refuse the certificate a PLC announced unless the daemon's trust list accepts
+    it; an untrusted one is copied to the rejected folder, to be moved to trusted."""
+    if trust is None:
+        raise SecuritySetupFailed(
+            "there is no trust list to check the PLC's certificate against: pin it with "
+            "security.server_certificate, or set security.server_trust = \"announced\"")
+    certificate = x509.load_der_x509_certificate(data)
+    status = trust.check(certificate)
+    if status is None:
+        return
+    name = ua.StatusCode(status).name
+    who = (f"the PLC's certificate {certificate.subject.rfc4514_string()!r} "
+           f"(SHA-1 {thumbprint(certificate)})")
+    pin = ("or pin it with security.server_certificate, or set security.server_trust = "
+           "\"announced\" to take it unchecked")
+    if name == "BadCertificateUntrusted":
+        saved = trust.reject(certificate, status)
+        where = f"saved as {str(saved)!r}; move it " if saved else "copy it "
+        raise SecuritySetupFailed(
+            f"{who} is not trusted ({name}): {where}into "
+            f"{str(trust.layout.trusted_certs)!r} to trust it, {pin}")
+    if name == "BadCertificateTimeInvalid":
+        raise SecuritySetupFailed(
+            f"{who} is not valid now ({name}): valid from "
+            f"{certificate.not_valid_before_utc:%Y-%m-%d} to "
+            f"{certificate.not_valid_after_utc:%Y-%m-%d}; renew it on the PLC (or check "
+            f"the clocks)")
+    raise SecuritySetupFailed(f"{who} is refused by the trust list ({name}); {pin}")
 
 
 async def _offered_certificate(client: Client, security: HilSecurity, policy_uri: str,

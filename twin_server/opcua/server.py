@@ -53,6 +53,7 @@ from twin_server.opcua.tree import (
 )
 from twin_server.opcua.writes import TwinAttributeService, WriteTarget, session_of
 from twin_server.security import SecurityContext, configure_security
+from twin_server.security.pki import TrustList
 
 log = structlog.get_logger(__name__)
 
@@ -492,6 +493,11 @@ class OpcUaServer:
     def _touch(self, session: str) -> None:
         if self.runtime is not None and session in self._sessions:
             self.runtime.touch(session)
+
+    def trust_list(self) -> TrustList:
+        """The daemon's trust list (``SecurityContext.trust_list``)."""
+        assert self.security is not None, "not started"
+        return self.security.trust_list()
 
     def client_count(self) -> int:
         """Open client connections (for the service manager's STATUS line)."""

@@ -114,6 +114,13 @@ class SecurityContext:
     guard: Guard
     log_limit: LogRateLimit
 
+    def trust_list(self) -> TrustList:
+        """The trust list of the daemon's PKI, also where no secure endpoint needs one
+        (the HIL mirror checks PLC certificates against it)."""
+        if self.trust is None:
+            self.trust = TrustList(self.pki, max_rejected=self.config.max_rejected)
+        return self.trust
+
     @property
     def namespace(self) -> int:
         return self.guard.namespace
