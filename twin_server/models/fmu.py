@@ -31,14 +31,22 @@ False); an output that truly feeds an input straight through lags one tick.
 Errors: reading problems are ConfigErrors naming the file; an FMI call that
 returns Discard, Error or Fatal raises FMIError naming the function, the status,
 the simulation time and the FMU's last log message; after Fatal the instance is
-re-created at the next Reset. Snapshot needs ``canGetAndSetFMUstate`` (NotSupported
-otherwise); across instances (Fork, restart) also ``canSerializeFMUstate``.
+re-created at the next Reset. The component tracks the FMI mode it has driven the
+instance into: a step or Reset that fails partway (an Error or a termination
+request in Event Mode) leaves the FMU where it stopped, so the next Reset resets it
+(``fmi*Reset``, else a new instance) and Restore first brings it back to where a
+step starts (Continuous-Time Mode for model exchange, Step Mode for co-simulation),
+whether or not the FMU's own state holds the mode. Snapshot needs
+``canGetAndSetFMUstate`` (NotSupported otherwise); across instances (Fork, restart)
+also ``canSerializeFMUstate``; it is refused (InvalidState) for an instance a failed
+step or Reset left in between.
 """
 
 from __future__ import annotations
 
 import collections
 import ctypes
+import enum
 import itertools
 import math
 import weakref
@@ -50,7 +58,7 @@ import structlog
 from fmpy import fmi2, fmi3
 from fmpy.fmi1 import FMICallException
 
-from twin_server.errors import ConfigError, FMIError, NotSupported, NotWritable
+from twin_server.errors import ConfigError, FMIError, InvalidState, NotSupported, NotWritable
 from twin_server.models.base import Kind, Model, Value, Variable
 from twin_server.models.fmu_description import (
     FMUDescription,
@@ -69,6 +77,18 @@ log = structlog.get_logger(__name__)
 
 _STATUS = {0: "OK", 1: "Warning", 2: "Discard", 3: "Error", 4: "Fatal", 5: "Pending"}
 _instances = itertools.count(1)
+_fmi_instances = itertools.count(1)  # numbers each FMI instance, for unserialized snapshots
+
+
+class _Mode(enum.Enum):
+    """Where the component has driven its FMI instance in the FMI state machine (after
+    a call that failed, where it was before that call)."""
+
+    INSTANTIATED = "Instantiated"
+    INITIALIZATION = "Initialization Mode"
+    EVENT = "Event Mode"
+    CONTINUOUS = "Continuous-Time Mode"  # model exchange between steps
+    STEP = "Step Mode"  # co-simulation between steps
 
 
 # -- typed access through prepared value-reference arrays -----------------------------
@@ -246,8 +266,8 @@ class FMUSnapshot:
 
     token: str  # which FMU and interface took it
     serialized: bytes | None
-    handle: Any = None  # an unserialized fmi*FMUstate of the instance ``owner``
-    owner: int = 0
+    handle: Any = None  # an unserialized fmi*FMUstate of the FMI instance ``owner``
+    owner: int = 0  # which FMI instance took it (numbered across the process)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -297,7 +317,9 @@ class FMU(Model):
         self._log = _FMULog(self._name)
         self.parameters: dict[str, Value] = {}
         self._pending: dict[str, Value] = {}
-        self._initialized = False
+        self._rest = _Mode.CONTINUOUS if self._me else _Mode.STEP  # where a step starts
+        self._mode = _Mode.INSTANTIATED
+        self._instance = 0
         self._broken = False
         self._time = 0.0
         self._next_event: float | None = None
@@ -339,7 +361,8 @@ class FMU(Model):
         if self._version == 2 and not self._me:
             self._do_step = _raw(fmu, "fmi2DoStep")
         self._outputs: dict[str, Value] = {}
-        self._initialized = False
+        self._instance = next(_fmi_instances)
+        self._mode = _Mode.INSTANTIATED
         self._broken = False
 
     def _fmi2_callbacks(self) -> Any:
@@ -371,26 +394,48 @@ class FMU(Model):
         self._solver = None
         if self._finalizer is not None:
             self._finalizer()
-        self._initialized = False
 
     @property
     def closed(self) -> bool:
         return not self._handle or self._handle[0] is None
+
+    @property
+    def _between_steps(self) -> bool:
+        """The instance is where a step starts (and can be called at all)."""
+        return self._mode is self._rest and not (self.closed or self._broken)
+
+    def _to_instantiated(self, *, recreate: bool = True) -> None:
+        """Bring the FMI instance back to Instantiated from wherever a run, or a step or
+        Reset that failed partway, left it: ``fmi*Reset``, else (an FMU that cannot
+        reset, one closed or broken by Fatal) a new instance, if ``recreate``."""
+        if self.closed or self._broken:
+            self.close()
+            self._instantiate()
+        elif self._mode is not _Mode.INSTANTIATED:
+            try:
+                self._fmu.reset()
+            except FMICallException:  # some FMUs cannot reset: start a fresh instance
+                if not recreate:
+                    raise
+                self.close()
+                self._instantiate()
+            else:
+                self._mode = _Mode.INSTANTIATED
+
+    def _enter_event_mode(self) -> None:
+        self._fmu.enterEventMode()
+        self._mode = _Mode.EVENT
+
+    def _enter_continuous_time_mode(self) -> None:
+        self._fmu.enterContinuousTimeMode()
+        self._mode = _Mode.CONTINUOUS
 
     # -- the contract ---------------------------------------------------------------
 
     def reset(
         self, parameters: Mapping[str, Value], initial: Mapping[str, Value]
     ) -> dict[str, Value]:
-        if self.closed or self._broken:
-            self.close()
-            self._instantiate()
-        elif self._initialized:
-            try:
-                self._fmu.reset()
-            except FMICallException:  # some FMUs cannot reset: start a fresh instance
-                self.close()
-                self._instantiate()
+        self._to_instantiated()
         self.parameters = dict(parameters)
         self._pending = {}
         self._time = 0.0
@@ -409,7 +454,6 @@ class FMU(Model):
             self._broken = exc.status >= 4
             raise self._fmi_error(exc, "initializing") from None
         self._last_inputs = inputs
-        self._initialized = True
         return dict(_read(self._fmu.component, self._outputs_g, self._outputs))
 
     def _setup(self, parameters: Mapping[str, Value], initial: Mapping[str, Value],
@@ -418,18 +462,19 @@ class FMU(Model):
         if self._version == 2:
             fmu.setupExperiment(tolerance=self._opts.tolerance if self._me else None,
                                 startTime=0.0)
-        values = {**{n: v for n, v in parameters.items()}, **inputs}
-        self._set_by_name(values)
+        self._set_by_name({**parameters, **inputs})
         self._set_by_name(initial, states=True)
         if self._version == 2:
             fmu.enterInitializationMode()
         else:
             fmu.enterInitializationMode(tolerance=self._opts.tolerance if self._me else None,
                                         startTime=0.0)
+        self._mode = _Mode.INITIALIZATION
         fmu.exitInitializationMode()
+        self._mode = _Mode.EVENT if self._me else _Mode.STEP
         if self._me:
             self._event_iteration()
-            fmu.enterContinuousTimeMode()
+            self._enter_continuous_time_mode()
             self._solver = self._make_solver()
 
     def _set_by_name(self, values: Mapping[str, Value], *, states: bool = False) -> None:
@@ -467,6 +512,8 @@ class FMU(Model):
     def get_states(self) -> dict[str, Value]:
         if not self._states_g or self.closed:
             return {}
+        if self._mode is _Mode.INSTANTIATED:  # FMI allows no reads before initialization
+            return {name: fv.variable.default for name, fv in self._states.items()}
         return _read(self._fmu.component, self._states_g, {})
 
     def set_states(self, states: Mapping[str, Value]) -> None:
@@ -531,14 +578,14 @@ class FMU(Model):
         changed = any(inputs[n] != self._last_inputs.get(n) for n in self._input_names)
         if changed or self._pending:
             # a new input or parameter value is an event: discrete equations see it
-            fmu.enterEventMode()
+            self._enter_event_mode()
             if self._pending:
                 self._set_by_name(self._pending)
                 self._pending = {}
             _write(c, self._inputs_g, inputs)
             self._last_inputs = dict(inputs)
             self._event_iteration()
-            fmu.enterContinuousTimeMode()
+            self._enter_continuous_time_mode()
         time = t
         fmu.setTime(time)
         solver.reset(time)
@@ -558,10 +605,10 @@ class FMU(Model):
             if terminate:
                 raise self._terminated("CompletedIntegratorStep", time)
             if state_event or time_event or step_event:
-                fmu.enterEventMode()
+                self._enter_event_mode()
                 self._time = time
                 self._event_iteration()
-                fmu.enterContinuousTimeMode()
+                self._enter_continuous_time_mode()
                 solver.reset(time)
 
     # -- snapshot / restore -------------------------------------------------------------
@@ -572,9 +619,18 @@ class FMU(Model):
                 f"FMU {self._desc.path.name!r} cannot snapshot: its modelDescription does not "
                 f"declare canGetAndSetFMUstate, so Snapshot, Restore and Fork are not "
                 f"available for this component (Reset is)")
+        if self.closed or self._broken or self._mode not in (_Mode.INSTANTIATED, self._rest):
+            where = ("is closed" if self.closed else "returned Fatal" if self._broken
+                     else f"was left in {self._mode.value} by a step or Reset that failed")
+            raise InvalidState(
+                f"FMU {self._desc.path.name!r} cannot snapshot: its FMI instance {where}, "
+                f"so its state is not one to go on from; Reset it, or Restore a snapshot "
+                f"taken earlier")
+        # "initialized": taken between steps, else before the first Reset (Instantiated)
         extra = {"parameters": dict(self.parameters), "pending": dict(self._pending),
                  "time": self._time, "next_event": self._next_event,
-                 "last_inputs": dict(self._last_inputs), "initialized": self._initialized}
+                 "last_inputs": dict(self._last_inputs),
+                 "initialized": self._mode is self._rest}
         try:
             state = self._fmu.getFMUState()
             if self._desc.can_serialize_state(self._interface):
@@ -583,7 +639,7 @@ class FMU(Model):
                 return FMUSnapshot(self._token, data, extra=extra)
         except FMICallException as exc:
             raise self._fmi_error(exc, "taking a snapshot") from None
-        snap = FMUSnapshot(self._token, None, handle=state, owner=id(self), extra=extra)
+        snap = FMUSnapshot(self._token, None, handle=state, owner=self._instance, extra=extra)
         weakref.finalize(snap, _free_state, self._fmu, self._handle, state)
         return snap
 
@@ -591,12 +647,24 @@ class FMU(Model):
         if not isinstance(snapshot, FMUSnapshot) or snapshot.token != self._token:
             raise NotSupported(f"this snapshot was not taken from FMU {self._desc.path.name!r} "
                                f"({self._interface}); it cannot be restored into it")
-        if snapshot.serialized is None and snapshot.owner != id(self):
+        in_place = snapshot.serialized is None
+        if in_place and (snapshot.owner != self._instance or self.closed or self._broken):
             raise NotSupported(
                 f"FMU {self._desc.path.name!r} cannot serialize its state "
                 f"(canSerializeFMUstate is false): a snapshot can be restored only into the "
-                f"instance that took it, so Fork and restoring after a restart are not available")
+                f"FMI instance that took it, so Fork, restoring after a restart and restoring "
+                f"after Reset had to create a new instance are not available")
+        extra = snapshot.extra
         try:
+            if not extra["initialized"]:
+                self._to_instantiated(recreate=not in_place)
+            elif not self._between_steps:
+                # a step or Reset failed partway (in Event Mode, say): initialize the FMU
+                # afresh (its own start values; the state set below replaces them) so
+                # that it is where a step starts, whether or not its state holds the mode
+                self._to_instantiated(recreate=not in_place)
+                self._time = 0.0
+                self._setup({}, {}, {})
             if snapshot.serialized is not None:
                 state = self._fmu.deserializeFMUState(snapshot.serialized)
                 self._fmu.setFMUState(state)
@@ -604,16 +672,13 @@ class FMU(Model):
             else:
                 self._fmu.setFMUState(snapshot.handle)
         except FMICallException as exc:
+            self._broken = exc.status >= 4
             raise self._fmi_error(exc, "restoring a snapshot") from None
-        extra = snapshot.extra
         self.parameters = dict(extra["parameters"])
         self._pending = dict(extra["pending"])
         self._time = extra["time"]
         self._next_event = extra["next_event"]
         self._last_inputs = dict(extra["last_inputs"])
-        self._initialized = extra["initialized"]
-        if self._me and self._solver is None:
-            self._solver = self._make_solver()
 
     # -- errors ----------------------------------------------------------------------------
 

@@ -1,22 +1,39 @@
 """The FMU component stepping real FMUs: against FMPy's own simulate_fmu, parameters,
-snapshot/restore, FMI errors and the instance lifecycle."""
+snapshot/restore, FMI errors and the instance lifecycle. The test FMUs enforce the
+FMI mode state machine (src/fmi_modes.h), so a call in the wrong mode fails a test."""
 
 from __future__ import annotations
 
 import gc
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import fmpy
 import numpy as np
 import pytest
+from fmpy.fmi1 import FMICallException
+from structlog.testing import capture_logs
 
 from tests.models.fmu.conftest import defaults, open_fmu, started
-from twin_server.errors import FMIError, NotSupported, NotWritable
+from twin_server.errors import FMIError, InvalidState, NotSupported, NotWritable
 from twin_server.models.base import Kind, Value
 from twin_server.models.fmu import FMU, FMUSnapshot
 
 DT = 0.01
+
+#: how a model-exchange step fails in Event Mode: the ball FMUs' tunable parameter
+#: that makes their event update fail from that time on, and the FMIError's status
+EVENT_FAILURES = [
+    pytest.param("fail_at", "Error", id="error"),
+    pytest.param("stop_at", "terminateSimulation", id="terminate"),
+]
+
+
+def event_update(name: str) -> str:
+    """The FMI function of a ball FMU's event update."""
+    return "fmi2NewDiscreteStates" if name == "ball2" else "fmi3UpdateDiscreteStates"
 
 
 def run(model: FMU, start: int, stop: int, u: object = None) -> list[dict[str, Value]]:
@@ -291,6 +308,47 @@ class TestSnapshot:
             b.close()
         assert fa == fb
 
+    @pytest.mark.parametrize("name", ["ball2", "ball3"])
+    @pytest.mark.parametrize(("parameter", "status"), EVENT_FAILURES)
+    def test_restore_after_a_step_failed_in_event_mode(
+            self, fmus: dict[str, Path], cache_dir: Path, name: str, parameter: str,
+            status: str) -> None:
+        """A step that fails or is asked to terminate in Event Mode (the event a tunable
+        parameter starts) leaves the FMU there; Restore brings it back to Continuous-Time
+        Mode, and the run goes on bit-identical to the one before."""
+        model = started(fmus[name], cache_dir)
+        try:
+            for k in range(30):
+                model.step(k * DT, DT, {"a": 0.1})
+            snap = model.snapshot()
+            first = [model.step(k * DT, DT, {"a": 0.2}) for k in range(30, 90)]
+            model.restore(snap)
+            model.set_parameter(parameter, 0.0)
+            with pytest.raises(FMIError) as info:
+                model.step(30 * DT, DT, {"a": 0.2})
+            model.restore(snap)
+            second = [model.step(k * DT, DT, {"a": 0.2}) for k in range(30, 90)]
+        finally:
+            model.close()
+        assert (info.value.function, info.value.fmi_status) == (event_update(name), status)
+        assert first == second
+
+    def test_no_snapshot_of_a_failed_step(self, fmus: dict[str, Path], cache_dir: Path) -> None:
+        """A step that failed in Event Mode leaves nothing to snapshot: InvalidState saying
+        where the FMU was left; Reset makes it snapshot again."""
+        model = started(fmus["ball3"], cache_dir, {"fail_at": 0.25})
+        try:
+            with pytest.raises(FMIError):
+                for k in range(30):
+                    model.step(k * DT, DT, {"a": 0.0})
+            with pytest.raises(InvalidState, match=r"'ball3.fmu' cannot snapshot: its FMI "
+                                                   r"instance was left in Event Mode"):
+                model.snapshot()
+            model.reset(defaults(model, Kind.PARAMETER), {})
+            assert isinstance(model.snapshot(), FMUSnapshot)
+        finally:
+            model.close()
+
     def test_fmu_without_state_access_refuses(self, fmus: dict[str, Path], cache_dir: Path) -> None:
         """Snapshot of an FMU without canGetAndSetFMUstate raises NotSupported saying so."""
         model = started(fmus["lag2_nostate"], cache_dir)
@@ -314,6 +372,10 @@ class TestSnapshot:
             assert run(a, 10, 20, lambda t: 1.0) == first
             with pytest.raises(NotSupported, match="cannot serialize its state"):
                 b.restore(snap)
+            a.close()
+            a.reset(defaults(a, Kind.PARAMETER), {})  # a new FMI instance
+            with pytest.raises(NotSupported, match="only into the FMI instance that took it"):
+                a.restore(snap)
             del snap
             gc.collect()  # the unserialized FMI state is freed with its snapshot
         finally:
@@ -360,8 +422,68 @@ class TestFMIErrors:
         finally:
             model.close()
 
+    @pytest.mark.parametrize("name", ["ball2", "ball3"])
+    @pytest.mark.parametrize(("parameter", "status"), EVENT_FAILURES)
+    def test_reset_after_the_first_event_iteration_failed(
+            self, fmus: dict[str, Path], cache_dir: Path, name: str, parameter: str,
+            status: str) -> None:
+        """A Reset whose first event iteration (right after initialization) fails or asks to
+        terminate raises that FMIError; the next Reset resets the FMU, which is left in
+        Event Mode, and initializes it again: the run is that of a fresh instance."""
+        model = open_fmu(fmus[name], cache_dir)
+        fresh = started(fmus[name], cache_dir)
+        parameters = defaults(model, Kind.PARAMETER)
+        try:
+            with pytest.raises(FMIError) as info:
+                model.reset({**parameters, parameter: 0.0}, {})
+            model.reset(parameters, {})
+            out = [model.step(k * DT, DT, {"a": 0.0}) for k in range(60)]
+            expected = [fresh.step(k * DT, DT, {"a": 0.0}) for k in range(60)]
+        finally:
+            model.close()
+            fresh.close()
+        assert (info.value.function, info.value.fmi_status) == (event_update(name), status)
+        assert out == expected
+
+
+class TestStrictTestFMUs:
+    @pytest.mark.parametrize(("name", "call", "message"), [
+        pytest.param("lag2", lambda fmu: fmu.doStep(0.0, DT), "fmi2DoStep called in "
+                     "Instantiated; FMI 2.0 allows it only in Step Mode", id="lag2"),
+        pytest.param("lag3", lambda fmu: fmu.doStep(0.0, DT), "fmi3DoStep called in "
+                     "Instantiated; FMI 3.0 allows it only in Step Mode", id="lag3"),
+        pytest.param("ball2", lambda fmu: fmu.setTime(0.0), "fmi2SetTime called in "
+                     "Instantiated; FMI 2.0 allows it only in Event Mode, Continuous-Time Mode",
+                     id="ball2"),
+        pytest.param("ball3", lambda fmu: fmu.enterContinuousTimeMode(),
+                     "fmi3EnterContinuousTimeMode called in Instantiated; FMI 3.0 allows it "
+                     "only in Event Mode", id="ball3"),
+    ])
+    def test_call_in_the_wrong_mode_is_an_error(self, fmus: dict[str, Path], cache_dir: Path,
+                                                name: str, call: Callable[[Any], object],
+                                                message: str) -> None:
+        """A test FMU answers a call in the wrong mode with Error and a log message saying
+        so, as a strict FMU does (here: before initialization)."""
+        model = open_fmu(fmus[name], cache_dir)
+        try:
+            with capture_logs() as logs, pytest.raises(FMICallException) as info:
+                call(model._fmu)
+        finally:
+            model.close()
+        assert info.value.status == 3  # Error
+        assert [e["message"] for e in logs if e["event"] == "fmu_log"] == [message]
+
 
 class TestLifecycle:
+    def test_states_before_the_first_reset(self, fmus: dict[str, Path], cache_dir: Path) -> None:
+        """Before the first Reset the states read as their start values, without an FMI
+        read (which FMI does not allow before initialization)."""
+        model = open_fmu(fmus["ball3"], cache_dir, states="ball.x, resting")
+        try:
+            assert model.get_states() == {"ball_x": 0.0, "resting": False}
+        finally:
+            model.close()
+
     def test_close_is_idempotent(self, fmus: dict[str, Path], cache_dir: Path) -> None:
         """close() frees the instance once; calling it again is harmless."""
         model = started(fmus["lag2"], cache_dir)

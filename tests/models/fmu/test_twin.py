@@ -13,7 +13,7 @@ import pytest
 from twin_server.config.loader import load_config
 from twin_server.engine.session import RunState, Session, SessionSettings, VarKey
 from twin_server.engine.twin import TwinDefinition
-from twin_server.errors import ConfigErrors, NotWritable
+from twin_server.errors import ConfigErrors, FMIError, NotWritable, SessionFault
 from twin_server.models.base import Kind
 
 CONFIG = """
@@ -201,6 +201,55 @@ class TestModelExchangeInTwin:
         assert going.fault is None and going.read(key("plant", Kind.STATE, "resting")) is False
         stopping.close()
         going.close()
+
+    @pytest.mark.parametrize("name", ["ball2", "ball3"])
+    def test_termination_at_reset(self, tmp_path: Path, fmus: dict[str, Path], cache_dir: Path,
+                                  name: str) -> None:
+        """A Reset whose first event iteration asks to terminate faults with that FMIError;
+        Restore then steps on as before, and a Reset with another parameter value runs as
+        a new session does."""
+        twin = load_ball(tmp_path, fmus[name], cache_dir)
+        session = Session("s", twin, SessionSettings(step_size=0.01))
+        session.step(20)
+        snap = session.snapshot()
+        session.step(20)
+        expected = session.values()
+        with pytest.raises(SessionFault) as info:
+            session.reset({"plant": {"stop_at": 0.0}})
+        assert session.state is RunState.HALTED
+        assert isinstance(info.value.cause, FMIError)
+        assert info.value.cause.fmi_status == "terminateSimulation"
+        session.restore(snap)
+        session.step(20)
+        assert session.fault is None and session.values() == expected
+        session.reset({"plant": {"stop_at": 1e30}})
+        session.step(60)
+        fresh = Session("fresh", twin, SessionSettings(step_size=0.01))
+        fresh.step(60)
+        assert session.fault is None and session.values() == fresh.values()
+        session.close()
+        fresh.close()
+
+    @pytest.mark.parametrize("name", ["ball2", "ball3"])
+    def test_restore_after_a_fault_in_event_mode(self, tmp_path: Path, fmus: dict[str, Path],
+                                                 cache_dir: Path, name: str) -> None:
+        """A step that fails in Event Mode halts the session; Restore clears the fault and
+        the session steps on bit for bit as before."""
+        session = Session("s", load_ball(tmp_path, fmus[name], cache_dir),
+                          SessionSettings(step_size=0.01))
+        session.step(30)
+        snap = session.snapshot()
+        session.step(40)
+        expected = session.values()
+        session.restore(snap)
+        session.write(key("plant", Kind.PARAMETER, "fail_at"), 0.0)
+        session.step(1)
+        assert session.state is RunState.HALTED and session.fault is not None
+        assert "returned Error" in str(session.fault)
+        session.restore(snap)
+        session.step(40)
+        assert session.fault is None and session.values() == expected
+        session.close()
 
 
 class TestFileOptions:

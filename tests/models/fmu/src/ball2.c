@@ -3,17 +3,19 @@
  * States h (height) and v (velocity), dh/dt = v, dv/dt = a - g. The event
  * indicator z = h crosses zero at impact, where v := -e*v; below 0.05 m/s the ball
  * comes to rest. Independently a time event every `period` seconds counts
- * `ticks`, so both kinds of event are exercised.
+ * `ticks`, so both kinds of event are exercised. For the error tests, the event
+ * update asks to terminate at any event from t = `stop_at` on, and returns
+ * fmi2Error (with a log message) at any event from t = `fail_at` on.
  */
 #define GUID "{3f0a3f9e-6f40-4a43-9b0d-2b0e3b7e8e22}"
-#define NR 8
+#define NR 10
 #define NI 1
 #define NB 1
 #define NS 1
 #define NX 2
 #define NZ 1
 
-enum { H, DER_H, V, DER_V, G, E, A, PERIOD };
+enum { H, DER_H, V, DER_V, G, E, A, PERIOD, STOP_AT, FAIL_AT };
 enum { TICKS };
 enum { RESTING };
 
@@ -30,6 +32,7 @@ typedef struct {
 static void model_defaults(Data *d) {
     memset(d, 0, sizeof *d);
     d->r[H] = 1.0; d->r[G] = 9.81; d->r[E] = 0.7; d->r[PERIOD] = 0.25;
+    d->r[STOP_AT] = 1e30; d->r[FAIL_AT] = 1e30;
 }
 
 static void model_initialize(Data *d) {
@@ -55,7 +58,13 @@ static void model_event_indicators(const Data *d, double *z) {
     z[0] = d->b[RESTING] ? 1.0 : d->r[H];
 }
 
-static void model_event_update(Data *d, fmi2EventInfo *info) {
+static fmi2Status model_event_update(Instance *m, fmi2EventInfo *info) {
+    Data *d = &m->d;
+    if (d->time >= d->r[FAIL_AT]) {
+        LOG(m, fmi2Error, "ball2 fails on purpose in the event at t=%g (fail_at=%g)", d->time,
+            d->r[FAIL_AT]);
+        return fmi2Error;
+    }
     if (!d->b[RESTING] && d->r[H] <= 1e-10 && d->r[V] < 0.0) {
         d->r[H] = 0.0;
         d->r[V] = -d->r[E] * d->r[V];
@@ -69,4 +78,6 @@ static void model_event_update(Data *d, fmi2EventInfo *info) {
     }
     info->nextEventTimeDefined = fmi2True;
     info->nextEventTime = next;
+    info->terminateSimulation = d->time >= d->r[STOP_AT];
+    return fmi2OK;
 }

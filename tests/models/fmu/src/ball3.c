@@ -6,17 +6,20 @@
  * Independently a time event every `period` seconds counts `ticks`, so both kinds
  * of event are exercised. Unlike ball2 it also rolls: the third continuous state,
  * the local ball.x with dx/dt = vx, is one a twin may overwrite while running.
+ * For the error tests, the event update also asks to terminate at any event from
+ * t = `stop_at` on, and returns fmi3Error (with a log message) at any event from
+ * t = `fail_at` on.
  */
 #include <stdbool.h>
 #define TOKEN "{6b1d2c4e-9a57-4f0b-b3e8-5c2f7d9a1e44}"
-#define NR 11
+#define NR 13
 #define NI 1
 #define NB 2
 #define NS 1
 #define NX 3
 #define NZ 1
 
-enum { H, DER_H, V, DER_V, G, E, A, PERIOD, X, DER_X, VX };
+enum { H, DER_H, V, DER_V, G, E, A, PERIOD, X, DER_X, VX, STOP_AT, FAIL_AT };
 enum { TICKS };
 enum { RESTING, STOP_AT_REST };
 
@@ -34,6 +37,7 @@ static void model_defaults(Data *d) {
     memset(d, 0, sizeof *d);
     d->r[H] = 1.0; d->r[G] = 9.81; d->r[E] = 0.7; d->r[PERIOD] = 0.25;
     d->r[VX] = 0.5;
+    d->r[STOP_AT] = 1e30; d->r[FAIL_AT] = 1e30;
 }
 
 static void model_initialize(Data *d) {
@@ -60,7 +64,13 @@ static void model_event_indicators(const Data *d, double *z) {
     z[0] = d->b[RESTING] ? 1.0 : d->r[H];
 }
 
-static void model_event_update(Data *d, EventInfo *info) {
+static fmi3Status model_event_update(Instance *m, EventInfo *info) {
+    Data *d = &m->d;
+    if (d->time >= d->r[FAIL_AT]) {
+        LOG(m, fmi3Error, "ball3 fails on purpose in the event at t=%g (fail_at=%g)", d->time,
+            d->r[FAIL_AT]);
+        return fmi3Error;
+    }
     if (!d->b[RESTING] && d->r[H] <= 1e-10 && d->r[V] < 0.0) {
         d->r[H] = 0.0;
         d->r[V] = -d->r[E] * d->r[V];
@@ -78,4 +88,6 @@ static void model_event_update(Data *d, EventInfo *info) {
     }
     info->nextEventTimeDefined = true;
     info->nextEventTime = next;
+    if (d->time >= d->r[STOP_AT]) info->terminateSimulation = true;
+    return fmi3OK;
 }

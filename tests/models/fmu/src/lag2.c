@@ -65,4 +65,4 @@ static void model_get_x(const Data *d, double *x) { (void)d; (void)x; }
 static void model_set_x(Data *d, const double *x) { (void)d; (void)x; }
 static void model_derivatives(const Data *d, double *dx) { (void)d; (void)dx; }
 static void model_event_indicators(const Data *d, double *z) { (void)d; (void)z; }
-static void model_event_update(Data *d, fmi2EventInfo *info) { (void)d; (void)info; }
+static fmi2Status model_event_update(Instance *m, fmi2EventInfo *info) { (void)m; (void)info; return fmi2OK; }
