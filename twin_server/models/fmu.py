@@ -227,6 +227,22 @@ class _FMULog:
         return self.recent[-1] if self.recent else ""
 
 
+def _fmi2_log(env: int | None, instance: bytes | None, status: int, category: bytes | None,
+              message: bytes | None) -> None:
+    fmu_log = _fmi2_logs.get(env or 0)
+    if fmu_log is not None:
+        fmu_log.message(status, category, message)
+
+
+#: The one FMI 2.0 logger: it finds a message's log by the componentEnvironment its
+#: instance was given. FMPy's proxy that formats the variadic message keeps a single
+#: static pointer, to the logger it was given last, so a logger per instance sent
+#: every instance's messages to the newest one and crashed the process once that one
+#: was garbage collected.
+_fmi2_logs: weakref.WeakValueDictionary[int, _FMULog] = weakref.WeakValueDictionary()
+_FMI2_LOGGER = fmi2.fmi2CallbackLoggerTYPE(_fmi2_log)
+
+
 class _NoInput:
     """FMPy's CVode wrapper re-applies an input signal at each root evaluation; the
     component holds its inputs over the tick, so there is nothing to re-apply."""
@@ -313,7 +329,8 @@ class FMU(Model):
         self._me = self._interface == "me"
         self._token = f"{desc.md.guid}:{self._interface}"
         self._unpacked = unpack(opts.path, opts.cache_dir)
-        self._name = f"{desc.model_identifier(self._interface)}#{next(_instances)}"
+        self._number = next(_instances)
+        self._name = f"{desc.model_identifier(self._interface)}#{self._number}"
         self._log = _FMULog(self._name)
         self.parameters: dict[str, Value] = {}
         self._pending: dict[str, Value] = {}
@@ -367,12 +384,9 @@ class FMU(Model):
 
     def _fmi2_callbacks(self) -> Any:
         callbacks = fmi2.fmi2CallbackFunctions()
-        fmu_log = self._log
-
-        def logger(env: Any, instance: bytes, status: int, category: bytes, message: bytes) -> None:
-            fmu_log.message(status, category, message)
-
-        callbacks.logger = fmi2.fmi2CallbackLoggerTYPE(logger)
+        _fmi2_logs[self._number] = self._log
+        callbacks.logger = _FMI2_LOGGER
+        callbacks.componentEnvironment = self._number
         callbacks.allocateMemory = fmi2.fmi2CallbackAllocateMemoryTYPE(fmi2.calloc)
         callbacks.freeMemory = fmi2.fmi2CallbackFreeMemoryTYPE(fmi2.free)
         from fmpy.logging import addLoggerProxy  # formats the variadic C message

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import gc
 import math
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -421,6 +423,48 @@ class TestFMIErrors:
             assert model.step(0.0, DT, {"u": 1.0})["steps"] == 1
         finally:
             model.close()
+
+    def test_log_message_goes_to_its_own_fmu(self, fmus: dict[str, Path],
+                                             cache_dir: Path) -> None:
+        """With several FMI 2.0 instances alive, an FMU's log message is quoted in its own
+        FMIError, not routed to the newest instance's log."""
+        failing = started(fmus["lag2"], cache_dir, {"fail_at": 0.0})
+        newer = started(fmus["lag2"], cache_dir)
+        try:
+            with pytest.raises(FMIError) as info:
+                failing.step(0.0, DT, {"u": 1.0})
+        finally:
+            failing.close()
+            newer.close()
+        assert str(info.value).endswith("(FMU log: lag2 fails on purpose at t=0 (fail_at=0))")
+
+    def test_log_message_after_the_newest_instance_is_collected(
+            self, fmus: dict[str, Path], cache_dir: Path) -> None:
+        """An FMI 2.0 FMU that logs after the newest FMI 2.0 instance was freed and garbage
+        collected does not crash the process (in a subprocess, as the crash would)."""
+        script = (
+            "import gc, sys\n"
+            "from twin_server.models.base import Kind\n"
+            "from twin_server.models.fmu import FMU\n"
+            "def started(fail_at):\n"
+            "    model = FMU({'path': sys.argv[1], 'cache_dir': sys.argv[2]})\n"
+            "    parameters = {v.name: v.default for v in model.variables\n"
+            "                  if v.kind is Kind.PARAMETER}\n"
+            "    model.reset({**parameters, 'fail_at': fail_at}, {})\n"
+            "    return model\n"
+            "failing, newer = started(0.0), started(1e30)\n"
+            "newer.close()\n"
+            "del newer\n"
+            "gc.collect()\n"
+            "try:\n"
+            "    failing.step(0.0, 0.01, {'u': 1.0})\n"
+            "except Exception as exc:\n"
+            "    print(exc)\n"
+        )
+        result = subprocess.run([sys.executable, "-c", script, str(fmus["lag2"]), str(cache_dir)],
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        assert "(FMU log: lag2 fails on purpose at t=0 (fail_at=0))" in result.stdout
 
     @pytest.mark.parametrize("name", ["ball2", "ball3"])
     @pytest.mark.parametrize(("parameter", "status"), EVENT_FAILURES)
