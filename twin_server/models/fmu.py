@@ -543,10 +543,13 @@ class FMU(Model):
                     f"give it in 'initial' and Reset")
         nx = len(self._desc.md.derivatives)
         x = (ctypes.c_double * nx)()
-        self._fmu.getContinuousStates(x, nx)
-        for name, value in states.items():
-            x[continuous[name]] = float(value)
-        self._fmu.setContinuousStates(x, nx)
+        try:
+            self._fmu.getContinuousStates(x, nx)
+            for name, value in states.items():
+                x[continuous[name]] = float(value)
+            self._fmu.setContinuousStates(x, nx)
+        except FMICallException as exc:
+            raise self._fmi_error(exc, f"writing {', '.join(map(repr, states))}") from None
 
     def _continuous_index(self) -> dict[str, int]:
         if not self._me:

@@ -351,6 +351,21 @@ class TestSnapshot:
         finally:
             model.close()
 
+    def test_state_write_after_a_failed_step_is_an_fmi_error(
+            self, fmus: dict[str, Path], cache_dir: Path) -> None:
+        """Writing a continuous state of an FMU a failed step left in Event Mode is an
+        FMIError naming the FMI call and the state, not FMPy's own exception."""
+        model = started(fmus["ball3"], cache_dir, {"fail_at": 0.25}, states="ball.x, resting")
+        try:
+            with pytest.raises(FMIError):
+                for k in range(30):
+                    model.step(k * DT, DT, {"a": 0.0})
+            with pytest.raises(FMIError, match=r"ball3.fmu'.*while writing 'ball_x'") as info:
+                model.set_states({"ball_x": 1.0})
+            assert info.value.function.startswith("fmi3")
+        finally:
+            model.close()
+
     def test_fmu_without_state_access_refuses(self, fmus: dict[str, Path], cache_dir: Path) -> None:
         """Snapshot of an FMU without canGetAndSetFMUstate raises NotSupported saying so."""
         model = started(fmus["lag2_nostate"], cache_dir)
