@@ -178,11 +178,10 @@ class Ticks:
         return found
 
     async def clear(self, seconds: float, patience: float = 0.05) -> None:
-        """Return at once unless a tick falls due within ``seconds`` (or is late; work
-        shorter than ``SHORT_WORK`` never waits):
-        then wait until that tick has run (at most ``patience`` seconds past its
-        deadline). Waits once: with many clocks a tick is always near, and the
-        caller's work must go on."""
+        """Return at once unless a tick falls due within ``seconds`` (or is late):
+        then wait until that tick has run, at most ``patience`` seconds past its
+        deadline. Work shorter than ``SHORT_WORK`` never waits. Waits once: with
+        many clocks a tick is always near, and the caller's work must go on."""
         if seconds < SHORT_WORK or not self._clocks:
             return
         soonest = self._soonest()
