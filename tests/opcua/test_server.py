@@ -82,6 +82,15 @@ class TestSessions:
             await served.server.add_session(Session("again", plant(), SessionSettings()))
             await served.server.remove_session("again")
 
+    async def test_removed_sessions_leave_no_folders(self, served: Served) -> None:
+        """Sessions created and removed under new names leave the server's folder
+        bookkeeping as it was (it grew with every name a client ever used)."""
+        folders = set(served.server._folders)
+        for i in range(3):
+            await served.server.add_session(Session(f"new{i}", plant(), SessionSettings()))
+            await served.server.remove_session(f"new{i}")
+        assert served.server._folders == folders
+
     async def test_duplicate_session(self, served: Served) -> None:
         """Adding a session name twice is refused."""
         with pytest.raises(ValueError, match="already served"):

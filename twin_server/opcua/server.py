@@ -266,6 +266,7 @@ class OpcUaServer:
         if added is None:
             raise KeyError(name)
         self._delete_subtree(TWINS, added, name)
+        self._folders.difference_update(added)
         self._nodes -= len(added)
         self._log.info("twin_removed", twin=name, nodes=len(added))
         await self._model_changed(TWINS, added[0], _OBJECT_TYPE, added=False,
@@ -384,6 +385,8 @@ class OpcUaServer:
         if self.history is not None:
             self.history.forget(served.nodes.all)
         self._delete_subtree(SESSIONS, served.nodes.all, name)
+        # (the folders among them: kept, they would pile up with every new session name)
+        self._folders.difference_update(served.nodes.all)
         self._nodes -= len(served.nodes.all)
         self._log.info("session_removed", session=name, nodes=len(served.nodes.all))
         await self._model_changed(SESSIONS, served.nodes.root, _PROGRAM_TYPE, added=False,
