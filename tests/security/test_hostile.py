@@ -23,7 +23,7 @@ from asyncua.ua.ua_binary import struct_to_binary, uatcp_to_binary
 from tests.security.conftest import ENDPOINT, MODULE_LOOP, Secured, secured_server
 from twin_server.config.schema import ServerConfig
 from twin_server.config.security import LimitsConfig, SecurityConfig
-from twin_server.security.limits import LogRateLimit
+from twin_server.security.limits import SUBSCRIPTION_LOGGER, LogRateLimit
 
 pytestmark = MODULE_LOOP
 
@@ -246,6 +246,24 @@ class TestFuzz:
 
 
 class TestLogRateLimit:
+    async def test_subscriptions_share_one_logger(self, secured: Secured) -> None:
+        """Subscriptions created again and again leave no logger each behind (asyncua
+        makes one per subscription id, kept by logging for good), and log through
+        the shared asyncua logger that the rate limit guards."""
+        before = set(logging.Logger.manager.loggerDict)
+        async with Client(secured.url, timeout=5) as c:
+            for _ in range(4):
+                sub = await c.create_subscription(100, None)
+                await sub.subscribe_data_change([c.get_node(secured.nodeid(VARIABLE))])
+                await sub.delete()
+            await c.create_subscription(100, None)
+            subs = secured.server.iserver.subscription_service.subscriptions
+            loggers = {s.monitored_item_srv.logger for s in subs.values()}
+            assert loggers == {logging.getLogger(SUBSCRIPTION_LOGGER)}
+            assert secured.security.log_limit in logging.getLogger(SUBSCRIPTION_LOGGER).filters
+        assert {n for n in set(logging.Logger.manager.loggerDict) - before
+                if n.startswith(SUBSCRIPTION_LOGGER)} == set()
+
     async def test_burst_then_summary(self) -> None:
         """The first N records of a message pass per window; the rest are counted and
         summarised when the window ends."""

@@ -39,6 +39,7 @@ from twin_server.security.limits import (
     LogRateLimit,
     apply_limits,
     install_log_rate_limit,
+    share_subscription_loggers,
 )
 from twin_server.security.pki import (
     PkiLayout,
@@ -187,6 +188,7 @@ async def configure_security(server: Server, config: ServerConfig,
     _hook_sessions(iserver, guard)
     apply_limits(server, limits)
     log_limit = install_log_rate_limit(limits.log_burst)
+    share_subscription_loggers(iserver)
 
     _warn_exposure(host, security, users)
     log.info("security_configured", endpoints=endpoint_names(security),

@@ -17,6 +17,10 @@ sending garbage in a loop would fill the disk. ``LogRateLimit`` lets the first
 the rest, and at the end of the minute logs one ``log_records_suppressed`` event
 with the counts. It is attached to every ``asyncua*`` logger that exists when
 installed (asyncua creates its loggers at import).
+
+asyncua also makes a logger per subscription (``share_subscription_loggers``),
+which the logging module keeps for good: each subscription now logs through the
+shared one, which is rate-limited, and its own is forgotten.
 """
 
 from __future__ import annotations
@@ -168,6 +172,43 @@ class LogRateLimit(logging.Filter):
 
 _installed: LogRateLimit | None = None
 
+#: asyncua's MonitoredItemService names its logger ``<this>.<subscription id>``
+SUBSCRIPTION_LOGGER = "asyncua.server.monitored_item_service"
+_SHARED_MARK = "_twin_server_shared_loggers"
+
+
+def share_subscription_loggers(iserver: Any) -> None:
+    """Make every subscription created from now on log through the one
+    ``SUBSCRIPTION_LOGGER`` logger (idempotent).
+
+    asyncua gives each subscription's MonitoredItemService a logger named after the
+    subscription id, and ``logging`` keeps every logger ever made in its registry:
+    a server whose clients subscribe and reconnect for months would hold one Logger
+    (about 1.5 KB with its lists and cache) per subscription ever created. Those
+    loggers, made after ``install_log_rate_limit``, also escaped its limit. Each new
+    subscription gets the shared (rate-limited) logger instead, and the one asyncua
+    made is dropped from the registry."""
+    service = iserver.subscription_service
+    if getattr(service, _SHARED_MARK, False):
+        return
+    create = service.create_subscription
+    shared = logging.getLogger(SUBSCRIPTION_LOGGER)
+    registry = logging.Logger.manager.loggerDict
+
+    async def create_subscription(*args: Any, **kwargs: Any) -> Any:
+        try:
+            result = await create(*args, **kwargs)
+        finally:
+            # the id just used, also when start() failed after the logger was made
+            registry.pop(f"{SUBSCRIPTION_LOGGER}.{service._sub_id_counter}", None)
+        subscription = service.subscriptions.get(result.SubscriptionId)
+        if subscription is not None:
+            subscription.monitored_item_srv.logger = shared
+        return result
+
+    service.create_subscription = create_subscription
+    setattr(service, _SHARED_MARK, True)
+
 
 def install_log_rate_limit(burst: int, prefix: str = "asyncua") -> LogRateLimit:
     """Attach one process-wide LogRateLimit to every logger named ``prefix*``
@@ -178,6 +219,8 @@ def install_log_rate_limit(burst: int, prefix: str = "asyncua") -> LogRateLimit:
         _installed = LogRateLimit(burst)
     _installed.burst = burst
     names = [prefix, *(n for n in logging.root.manager.loggerDict if n.startswith(prefix))]
+    if SUBSCRIPTION_LOGGER.startswith(prefix):
+        names.append(SUBSCRIPTION_LOGGER)  # (made on first use: see share_subscription_loggers)
     for name in names:
         logger = logging.getLogger(name)
         if _installed not in logger.filters:
