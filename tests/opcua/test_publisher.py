@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 from asyncua import ua
 
-from tests.opcua.conftest import MODULE_LOOP, Served
-from twin_server.engine.session import SessionSettings
+from tests.opcua.conftest import MODULE_LOOP, Served, plant
+from twin_server.engine.clock import Ticks
+from twin_server.engine.session import Session, SessionSettings
 from twin_server.opcua.tree import scalar_values
 
 pytestmark = MODULE_LOOP
@@ -145,6 +146,32 @@ class TestChangedOnly:
         assert session.read(keys[area]) == 0.9
         assert await node.read_value() == 0.9
         assert target.overwritten is None
+
+    async def test_session_deleted_during_a_publish(self, served: Served,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+        """A publish waiting for a clock tick while its session is deleted (removed,
+        then closed) stops there: no read of the closed session, no error."""
+        server = served.server
+        pub = server._publisher
+        assert pub is not None
+        doomed = Session("doomed", plant(), SessionSettings())
+        await server.add_session(doomed)
+        doomed.step(1)  # something to publish
+        waiting, resume = asyncio.Event(), asyncio.Event()
+
+        class Held(Ticks):  # holds the publish before it reads the session
+            async def clear(self, seconds: float, patience: float = 0.05) -> None:
+                waiting.set()
+                await resume.wait()
+
+        monkeypatch.setattr(pub, "_ticks", Held())
+        publishing = asyncio.ensure_future(server.publish("doomed"))
+        await asyncio.wait_for(waiting.wait(), 5)
+        monkeypatch.undo()  # (remove_session flushes events, which may publish)
+        await server.remove_session("doomed")
+        doomed.close()
+        resume.set()
+        assert await asyncio.wait_for(publishing, 5) == 0
 
 
 class TestRate:

@@ -93,6 +93,9 @@ class PublishTarget:
     #: while a publish is writing: the variables a client wrote meanwhile, which that
     #: publish leaves alone
     overwritten: set[int] | None = None
+    #: taken out of the publisher (its session is being deleted): a publish waiting
+    #: for a tick or between two chunks stops there
+    removed: bool = False
 
     def __post_init__(self) -> None:
         self.sent_scalars = [_UNSENT] * len(self.nodes.scalars)
@@ -135,7 +138,9 @@ class Publisher:
         self._wake.set()
 
     def remove(self, name: str) -> None:
-        self._targets.pop(name, None)
+        target = self._targets.pop(name, None)
+        if target is not None:
+            target.removed = True
 
     def target(self, name: str) -> PublishTarget:
         return self._targets[name]
@@ -151,6 +156,8 @@ class Publisher:
             # (value_list and the comparison cannot yield: about a ms for a twin of
             # 5,000 variables)
             await self._ticks.clear(MARGIN * target.values_seconds)
+            if target.removed:
+                return 0  # deleted while this publish waited: its session may be closed
             started = time.perf_counter()
             session = target.session
             version = session.version
@@ -217,6 +224,8 @@ class Publisher:
             while start < len(changed):
                 if start:
                     await self._ticks.clear(expected)
+                if target.removed:
+                    return written  # its nodes are being deleted
                 began = time.perf_counter()
                 batch = changed[start:start + size]
                 start += size
@@ -260,7 +269,7 @@ class Publisher:
             while True:
                 now = loop.time()
                 for target in list(self._targets.values()):
-                    if target.deadline > now:
+                    if target.deadline > now or target.removed:
                         continue
                     try:
                         await self.publish(target)
