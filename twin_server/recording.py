@@ -366,11 +366,13 @@ class Recording:
         return recorder
 
     def remove(self, session: str) -> None:
-        """Stop recording ``session`` (a last record first); its history stays stored."""
+        """Stop recording ``session`` (a last record first); its history stays stored,
+        under its retention policy, until retention has removed it all."""
         recorder = self._recorders.pop(session, None)
         self._due.pop(session, None)
         if recorder is not None:
             recorder.close()
+            self.store.retire(session)
 
     def paths(self, session: str) -> list[str]:
         """The recorded ``VarKey.path``s of ``session`` ([] if it is not recorded)."""

@@ -294,6 +294,17 @@ class TestRecording:
         assert recording.paths("s") == recording.recorders["s"].paths
         assert recording.paths("other") == []
 
+    async def test_removed_session_is_retired(self, store: HistoryStore) -> None:
+        """Removing a recorded session retires it in the store (its history then goes
+        with retention); adding one under the name again ends that."""
+        recording = Recording(store, HistoryConfig(max_age=60.0))
+        await recording.add(new_session())
+        recording.remove("s")
+        assert "s" in store._policies.retired
+        await recording.add(new_session())
+        assert "s" not in store._policies.retired
+        assert store._policies.sessions["s"] == RetentionPolicy(max_age=60.0)
+
     async def test_hooks_route_by_session(self, store: HistoryStore) -> None:
         """written() and event() reach the session's recorder; unknown sessions are ignored."""
         recording = Recording(store, HistoryConfig(variables=("controller.setpoint",)),

@@ -8,6 +8,7 @@ import pytest
 
 from twin_server.errors import InvalidArgument
 from twin_server.history import HistoryStore, RetentionPolicy
+from twin_server.history.store import RETIRE_MARGIN
 
 NOW = 1_700_000_000.0
 
@@ -96,3 +97,54 @@ class TestRetention:
         """A policy that would delete everything or is malformed is refused."""
         with pytest.raises(InvalidArgument):
             RetentionPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+class TestDeletedSessions:
+    """A deleted (retired) session's history stays under its policy until retention has
+    removed it all; then nothing of it is left: no series row, cached id or policy."""
+
+    async def retired(self, store: HistoryStore, session: str) -> None:
+        store.retire(session)
+        await asyncio.sleep(RETIRE_MARGIN * 0.05 + 0.05)  # the store's batch interval: 0.05 s
+
+    async def test_forgotten_once_emptied(self, store: HistoryStore) -> None:
+        """Its policy keeps applying while samples or events are left; once they have
+        all aged out its series and policy go, and other sessions are untouched."""
+        await fill(store, ["gone/x", "gone/y"])
+        await fill(store, ["kept/x"])
+        for session in ("gone", "kept"):
+            store.set_retention(session, RetentionPolicy(max_age=30.0))
+        await self.retired(store, "gone")
+        result = await store.enforce_retention(now=NOW)
+        assert (result.samples_deleted, result.sessions_forgotten) == (3 * 69, 0)
+        assert len(await store.list_series("gone")) == 2
+        result = await store.enforce_retention(now=NOW + 3600)
+        assert result.sessions_forgotten == 1
+        assert await store.list_series("gone") == []
+        assert [s.path for s in await store.list_series()] == ["x"]  # kept/x, emptied
+        assert "gone" not in store._policies.sessions and "gone" not in store._policies.retired
+        assert not [k for k in store._writer.series if "gone" in str(k)]
+        assert "kept" in store._policies.sessions
+
+    async def test_recorded_again_keeps_its_policy(self, store: HistoryStore) -> None:
+        """A session created again under the name before retention ran is not retired:
+        its policy and series stay."""
+        await fill(store, ["again/x"])
+        store.set_retention("again", RetentionPolicy(max_age=30.0))
+        await self.retired(store, "again")
+        store.set_retention("again", RetentionPolicy(max_age=60.0))
+        result = await store.enforce_retention(now=NOW + 3600)
+        assert result.sessions_forgotten == 0
+        assert store._policies.sessions["again"] == RetentionPolicy(max_age=60.0)
+        assert len(await store.list_series("again")) == 1
+
+    async def test_without_policy_history_stays(self, store: HistoryStore) -> None:
+        """A retired session without a policy keeps its history for good; only its
+        cached ids and the retirement itself go."""
+        await fill(store, ["plain/x"])
+        await self.retired(store, "plain")
+        result = await store.enforce_retention(now=NOW + 3600)
+        assert result.sessions_forgotten == 0
+        assert await count(store, "plain/x") == 100
+        assert not store._policies.retired
+        assert not [k for k in store._writer.series if "plain" in str(k)]

@@ -178,6 +178,8 @@ class RetentionResult:
     samples_deleted: int
     events_deleted: int
     duration: float
+    #: deleted sessions whose history is all gone now, and with it their policies
+    sessions_forgotten: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,11 @@ round deletes only what aged out since the last one.
 
 Deleted pages go to SQLite's free list and are reused by new samples, so a store
 under retention stops growing at its high-water mark rather than shrinking.
+
+A deleted session's history stays, under its policy, until retention has removed
+all of it (``Policies.retire``); then ``drop_emptied`` deletes its emptied series
+and the store forgets its policy, so that sessions created and deleted for months
+under ever new names leave neither rows nor policies behind.
 """
 
 from __future__ import annotations
@@ -27,8 +32,12 @@ class Policies:
     def __init__(self) -> None:
         self.sessions: dict[str, RetentionPolicy] = {}
         self.series: dict[tuple[str, str], RetentionPolicy] = {}
+        #: deleted sessions whose history may still hold something: when they were
+        #: deleted (time.monotonic())
+        self.retired: dict[str, float] = {}
 
     def set(self, session: str, path: str | None, policy: RetentionPolicy | None) -> None:
+        self.retired.pop(session, None)  # (recorded again under its name)
         if path:
             if policy is None:
                 self.series.pop((session, path), None)
@@ -41,8 +50,17 @@ class Policies:
 
     def forget(self, session: str) -> None:
         self.sessions.pop(session, None)
+        self.retired.pop(session, None)
         for key in [k for k in self.series if k[0] == session]:
             del self.series[key]
+
+    def retire(self, session: str) -> None:
+        """``session`` was deleted; its policies stay until ``forget``."""
+        self.retired[session] = time.monotonic()
+
+    def has(self, session: str) -> bool:
+        """Whether ``session`` or one of its series has a policy."""
+        return session in self.sessions or any(k[0] == session for k in self.series)
 
     def of(self, session: str, path: str) -> RetentionPolicy | None:
         return self.series.get((session, path)) or self.sessions.get(session)
@@ -56,6 +74,32 @@ _BY_SIZE = ("DELETE FROM samples WHERE series_id = ? AND (t, seq) < "
             "(SELECT t, seq FROM samples WHERE series_id = ? "
             "ORDER BY t DESC, seq DESC LIMIT 1 OFFSET ?)")
 _EVENTS_BY_AGE = "DELETE FROM events WHERE session = ? AND t < ?"
+
+
+_EMPTIED_SERIES = ("DELETE FROM series WHERE session = ? AND NOT EXISTS "
+                   "(SELECT 1 FROM samples WHERE samples.series_id = series.id)")
+_ANYTHING_LEFT = ("SELECT EXISTS (SELECT 1 FROM series WHERE session = ?) "
+                  "OR EXISTS (SELECT 1 FROM events WHERE session = ?)")
+
+
+async def drop_emptied(db: aiosqlite.Connection, sessions: list[str]) -> list[str]:
+    """Delete the series of the deleted ``sessions`` that hold no sample any more;
+    return those of them with nothing left, no series and no event (caller holds the
+    write lock)."""
+    gone = []
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        await db.executemany(_EMPTIED_SERIES, [(s,) for s in sessions])
+        for session in sessions:
+            async with db.execute(_ANYTHING_LEFT, (session, session)) as cur:
+                row = await cur.fetchone()
+            if row is not None and not row[0]:
+                gone.append(session)
+        await db.execute("COMMIT")
+    except BaseException:
+        await db.execute("ROLLBACK")
+        raise
+    return gone
 
 
 async def enforce(db: aiosqlite.Connection, policies: Policies, now: float) -> RetentionResult:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
@@ -58,6 +59,10 @@ from twin_server.history.writer import (
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
+
+#: batch intervals after its deletion before a session's history counts as settled
+#: (its last samples and its ``deleted`` event committed)
+RETIRE_MARGIN = 3
 
 _PRAGMAS = (
     "PRAGMA journal_mode = WAL",
@@ -239,11 +244,15 @@ class HistoryStore:
             return deleted
 
         deleted = await self._locked(work)
+        self._forget_cached(session)
+        self._policies.forget(session)
+        return deleted
+
+    def _forget_cached(self, session: str) -> None:
+        """Drop the writer's cached series ids of ``session``."""
         for key in [k for k in self._writer.series
                     if (k[0] if isinstance(k, tuple) else k.partition("/")[0]) == session]:
             del self._writer.series[key]
-        self._policies.forget(session)
-        return deleted
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -285,10 +294,36 @@ class HistoryStore:
         """
         self._policies.set(session, path, policy)
 
+    def retire(self, session: str) -> None:
+        """``session`` was deleted: its history stays, under its retention policy, and
+        once retention has removed all of it (samples and events), its series rows,
+        cached ids and policy go too. Recording the name again ends the retirement."""
+        self._policies.retire(session)
+
     async def enforce_retention(self, now: float | None = None) -> RetentionResult:
-        """Delete, in bulk, what the policies no longer keep."""
-        return await self._locked(lambda: retention.enforce(
-            self._db, self._policies, time.time() if now is None else now))
+        """Delete, in bulk, what the policies no longer keep; then forget the deleted
+        sessions with nothing left."""
+        async def work() -> RetentionResult:
+            result = await retention.enforce(self._db, self._policies,
+                                             time.time() if now is None else now)
+            # a session deleted within the last batches may still have samples queued
+            settled = time.monotonic() - RETIRE_MARGIN * self._writer.batch_interval
+            retired = sorted(s for s, at in self._policies.retired.items() if at <= settled)
+            if not retired:
+                return result
+            gone = await retention.drop_emptied(self._db, retired)
+            forgotten = 0
+            for session in retired:
+                if session not in self._policies.retired:
+                    continue  # recorded again meanwhile: its cache and policy are live
+                self._forget_cached(session)  # (a cache only: the rows are looked up again)
+                if session in gone or not self._policies.has(session):
+                    # nothing left, or nothing a policy will ever remove
+                    self._policies.forget(session)
+                    forgotten += session in gone
+            return dataclasses.replace(result, sessions_forgotten=forgotten)
+
+        return await self._locked(work)
 
     async def run_retention(self, every: float = 60.0) -> None:
         """Enforce retention every ``every`` seconds until ``close()``; errors are reported
@@ -301,7 +336,9 @@ class HistoryStore:
             else:
                 if result.samples_deleted or result.events_deleted:
                     log.info("history_retention", samples=result.samples_deleted,
-                             events=result.events_deleted, seconds=round(result.duration, 3))
+                             events=result.events_deleted,
+                             sessions_forgotten=result.sessions_forgotten,
+                             seconds=round(result.duration, 3))
             self._retention_wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(every):
