@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= configs/demo.toml
 PYTEST_ARGS ?=
 
-.PHONY: run test bench check lint clean
+.PHONY: run test soak bench check lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ check: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not soak" $(PYTEST_ARGS)
+
+# the daemon for SOAK_SECONDS (default 600) under UaExpert/SCADA-like clients, checking
+# that memory, objects, tasks, descriptors and nodes stay bounded and no tick is missed;
+# not part of `make test`. SOAK_SECONDS=120 make soak for a shorter run.
+soak: $(STAMP)
+	$(PY) -m pytest -m soak -s tests/test_soak.py $(PYTEST_ARGS)
 
 # ruff and mypy (strict on twin_server); not part of `make test`
 lint: $(STAMP)
