@@ -34,6 +34,7 @@ from pathlib import Path
 import structlog
 
 from twin_server import persistence
+from twin_server.config.fmu_files import FmuFolders
 from twin_server.config.loader import LoadedConfig, load_config, parse_twin
 from twin_server.config.schema import SessionConfig
 from twin_server.engine.clock import Clock
@@ -172,7 +173,8 @@ class Daemon:
             for twin in self.loaded.twins.values():
                 await server.add_twin(twin)
             if stored is not None:
-                for twin, _ in persistence.stored_twins(stored, self.manager.twins):
+                for twin, _ in persistence.stored_twins(stored, self.manager.twins,
+                                                        fmu=self.fmu_folders()):
                     self.manager.define_twin(twin)
                     await server.add_twin(twin)
             for name, scfg in config.sessions.items():
@@ -311,8 +313,15 @@ class Daemon:
                    f"{realtime_factor:g}", start_clock=True)
         return child
 
+    def fmu_folders(self) -> FmuFolders:
+        """Where the FMUs of twins defined at run time may come from (``server.fmu_dirs``)
+        and where they are unpacked (``<state_dir>/fmu-cache``)."""
+        path = self.loaded.path
+        return FmuFolders.of(self.loaded.config.server,
+                             path.parent if path is not None else None)
+
     async def define_twin(self, definition: str) -> TwinDefinition:
-        twin = parse_twin(definition, file="DefineTwin")
+        twin = parse_twin(definition, file="DefineTwin", fmu=self.fmu_folders())
         self.manager.define_twin(twin)
         assert self.server is not None
         try:

@@ -48,6 +48,7 @@ from typing import Any, Literal, Protocol
 
 import structlog
 
+from twin_server.config.fmu_files import NO_FOLDERS, FmuFolders
 from twin_server.config.loader import parse_twin
 from twin_server.engine.manager import SessionManager
 from twin_server.engine.session import RunState, Session, SessionSettings, SessionSnapshot
@@ -275,11 +276,12 @@ async def forget_session(store: HistoryStore, name: str) -> None:
 # -- bringing things back ---------------------------------------------------------------------
 
 
-def stored_twins(state: StoredState, existing: Mapping[str, TwinDefinition]
-                 ) -> list[tuple[TwinDefinition, str]]:
+def stored_twins(state: StoredState, existing: Mapping[str, TwinDefinition], *,
+                 fmu: FmuFolders = NO_FOLDERS) -> list[tuple[TwinDefinition, str]]:
     """The stored twins to define again, each with its TOML (skipping, with a
     warning, those whose name the config now takes and those that no longer
-    compile, e.g. a model that is gone)."""
+    compile, e.g. a model that is gone, or an FMU no longer in ``fmu``'s folders:
+    they are checked as DefineTwin checks a client's twin)."""
     result: list[tuple[TwinDefinition, str]] = []
     for name, text in state.twins.items():
         if name in existing:
@@ -287,7 +289,7 @@ def stored_twins(state: StoredState, existing: Mapping[str, TwinDefinition]
                         reason="the config defines a twin of this name; the config's wins")
             continue
         try:
-            twin = parse_twin(text, file=f"stored twin {name}")
+            twin = parse_twin(text, file=f"stored twin {name}", fmu=fmu)
         except Exception as exc:
             log.warning("stored_twin_skipped", twin=name, reason=str(exc))
             continue

@@ -32,6 +32,14 @@ from typing import Any, TypeVar, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from twin_server.config.fmu_files import (
+    NO_FOLDERS,
+    FmuFolders,
+    client_options,
+    in_client_words,
+    operator_options,
+    with_fmu_dirs,
+)
 from twin_server.config.schema import (
     NAME_PATTERN,
     Config,
@@ -100,7 +108,8 @@ def parse_config(
     base_dir: Path | None = None,
 ) -> LoadedConfig:
     """Like ``load_config`` for TOML text; errors name ``file``. Relative file
-    options (an FMU's ``path``) resolve against ``base_dir`` (the cwd if None)."""
+    options (an FMU's ``path``) and ``server.fmu_dirs`` entries resolve against
+    ``base_dir`` (the cwd if None)."""
     errors: list[ConfigError] = []
     raw = _toml(text, file)
 
@@ -114,12 +123,15 @@ def parse_config(
         dict(config.sessions) if config else _valid_entries(raw, "sessions", SessionConfig)
     )
 
-    state_dir = Path(config.server.state_dir if config else ServerConfig().state_dir)
+    fmu = FmuFolders.of(config.server if config else _server(raw), base_dir)
+    errors.extend(fmu.check(file))
+    if config is not None:
+        config = with_fmu_dirs(config, fmu)
     twins: dict[str, TwinDefinition] = {}
     for name, twin in twin_configs.items():
         try:
             twins[name] = compile_twin(
-                name, with_file_options(twin, base_dir, state_dir), resolve=resolve)
+                name, operator_options(twin, base_dir, fmu, f"twins.{name}"), resolve=resolve)
         except ConfigErrors as group:
             errors.extend(_in_file(group, file))
 
@@ -166,12 +178,16 @@ def parse_twin(
     *,
     file: str = STRING_FILE,
     resolve: Resolver = registry.get,
+    fmu: FmuFolders = NO_FOLDERS,
 ) -> TwinDefinition:
-    """Check and compile one twin given as TOML text (DefineTwin), exactly as in a file.
+    """Check and compile one twin given as TOML text (DefineTwin), exactly as in a file,
+    except for the files it may name: a client's twin takes FMUs only from ``fmu``'s
+    folders (none by default) and may not choose a ``cache_dir`` (``fmu_files``).
 
     The text is either the twin's own table (``description``, ``connections``,
     ``[components.<name>]``), which needs ``name``, or a ``[twins.<name>]`` table
-    holding one twin (``name``, if given, must match). Raises ConfigErrors.
+    holding one twin (``name``, if given, must match). Raises ConfigErrors, or
+    InvalidArgument for a refused FMU option (before any FMU file is read).
     """
     raw = _toml(text, file)
     prefix: tuple[str, ...] = ()
@@ -216,10 +232,11 @@ def parse_twin(
         twin = TwinConfig.model_validate(body)
     except ValidationError as exc:
         raise ConfigErrors(translate(exc, root=TwinConfig, file=file, prefix=prefix)) from None
+    twin, shown = client_options(twin, fmu, _dotted(prefix), file)
     try:
         return compile_twin(name, twin, resolve=resolve, prefix=_dotted(prefix))
     except ConfigErrors as group:
-        raise ConfigErrors(_in_file(group, file)) from None
+        raise ConfigErrors(in_client_words(_in_file(group, file), shown)) from None
 
 
 # -- TOML ---------------------------------------------------------------------------
@@ -456,21 +473,13 @@ def _valid_entries(raw: Mapping[str, Any], section: str, model: type[M]) -> dict
     return valid
 
 
-def with_file_options(twin: TwinConfig, base_dir: Path | None, state_dir: Path) -> TwinConfig:
-    """``twin`` with each component's ``options.path`` made absolute against the
-    config file's folder, and FMUs caching their unpacked files under the state
-    directory unless the config says where."""
-    components = {}
-    for name, comp in twin.components.items():
-        options = dict(comp.options)
-        path = options.get("path")
-        if isinstance(path, str) and base_dir is not None and not Path(path).is_absolute():
-            options["path"] = str((base_dir / path).resolve())
-        if comp.model == "fmu" and "cache_dir" not in options:
-            options["cache_dir"] = str((state_dir / "fmu-cache").resolve())
-        components[name] = comp if options == comp.options else comp.model_copy(
-            update={"options": options})
-    return twin.model_copy(update={"components": components})
+def _server(raw: Mapping[str, Any]) -> ServerConfig:
+    """The ``[server]`` table when the whole file failed validation: as written if it
+    passes on its own (its ``fmu_dirs`` then still apply), else the defaults."""
+    try:
+        return ServerConfig.model_validate(raw.get("server", {}))
+    except ValidationError:
+        return ServerConfig()  # reported by the whole-file validation
 
 
 # -- hardware in the loop ---------------------------------------------------------------

@@ -113,6 +113,12 @@ class ServerConfig(_Frozen):
         description="where the database, FMU cache and PKI live (relative to the cwd); "
         "default $STATE_DIRECTORY (set by systemd's StateDirectory=), else 'var'",
     )
+    fmu_dirs: tuple[Annotated[str, StringConstraints(min_length=1)], ...] | None = Field(
+        None,
+        description="the folders (and their subfolders) FMUs may be loaded from, by the "
+                    "config file and by clients (DefineTwin); relative entries are relative "
+                    "to the config file's folder; default: the config file's folder; [] "
+                    "allows none (config/fmu_files.py)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     max_sessions: int = Field(100, ge=1, le=100_000,
                               description="most sessions at once, config and client ones together")
@@ -127,6 +133,12 @@ class ServerConfig(_Frozen):
     limits: LimitsConfig = Field(
         default_factory=LimitsConfig,
         description="bounds on what clients may hold ([server.limits])")
+
+    @field_validator("fmu_dirs", mode="before")
+    @classmethod
+    def _array_as_tuple(cls, value: object) -> object:
+        # TOML arrays arrive as lists; strict mode takes only tuples for a tuple field.
+        return tuple(value) if isinstance(value, list) else value
 
 
 class ConnectionSpec(_Frozen):

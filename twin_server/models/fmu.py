@@ -8,6 +8,9 @@ Config::
     options = { path = "/srv/fmus/Oven.fmu", states = "T_wall, T_air" }
     parameters = { k = 2.5 }
 
+The path must lie in a folder of ``server.fmu_dirs`` (the loader checks it:
+``config/fmu_files.py``); this model opens whatever path it is given.
+
 Each instance loads the FMU's binary and owns one FMI instance (one per session);
 ``close()`` frees it, with a finalizer as the safety net. Reading and unpacking
 the FMU (``fmu_description``) happen once, in ``declare``/``__init__``; ``step``

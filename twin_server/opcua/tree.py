@@ -195,7 +195,9 @@ SERVER_METHODS: tuple[MethodSpec, ...] = (
                "the next start)",
                (Argument("Name", ua.VariantType.String, "Name of the session"),)),
     MethodSpec("DefineTwin", "Add a twin given as TOML, checked exactly as in a config "
-               "file: a [twins.<name>] table with its components and connections",
+               "file: a [twins.<name>] table with its components and connections; an "
+               "FMU's options.path is relative to the folders of server.fmu_dirs (or inside "
+               "one), and options.cache_dir is refused (BadInvalidArgument)",
                (Argument("Definition", ua.VariantType.String, "The twin in TOML"),),
                (Argument("TwinNodeId", ua.VariantType.NodeId, "The new twin's node"),)),
     MethodSpec("RemoveTwin", "Remove a twin (refused while sessions of it exist)",

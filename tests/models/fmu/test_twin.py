@@ -17,6 +17,9 @@ from twin_server.errors import ConfigErrors, FMIError, NotWritable, SessionFault
 from twin_server.models.base import Kind
 
 CONFIG = """
+[server]
+fmu_dirs = ["{path.parent}"]  # FMUs load only from the folders the config allows
+
 [twins.heater.components.source]
 model = "step"
 parameters = {{ initial = 0.0, final = 1.0, step_time = 0.1 }}
@@ -111,6 +114,9 @@ class TestFMUInTwin:
 
 
 BALL_CONFIG = """
+[server]
+fmu_dirs = ["{path.parent}"]
+
 [twins.drop.components.plant]
 model = "fmu"
 options = {{ path = "{path}", cache_dir = "{cache}", states = "{states}", tolerance = 1e-9 }}
@@ -273,6 +279,7 @@ class TestFileOptions:
         """options.states may be a TOML array of local variable names."""
         config = tmp_path / "t.toml"
         config.write_text(
+            f'[server]\nfmu_dirs = ["{fmus["lag2"].parent}"]\n'
             '[twins.t.components.plant]\nmodel = "fmu"\n'
             f'options = {{ path = "{fmus["lag2"]}", cache_dir = "{cache_dir}", '
             'states = ["energy"] }\n')
