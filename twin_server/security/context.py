@@ -100,6 +100,7 @@ class SecurityStatistics:
     certificates_refused: int
     sessions_refused: int
     limits_hit: int
+    sessions_displaced: int
     log: LogLimitStatistics
 
 
@@ -135,7 +136,8 @@ class SecurityContext:
             logins=self.users.statistics(), services_refused=c.services_refused,
             writes_refused=c.writes_refused, calls_refused=c.calls_refused,
             certificates_refused=c.certificates_refused, sessions_refused=c.sessions_refused,
-            limits_hit=c.limits_hit, log=self.log_limit.statistics())
+            limits_hit=c.limits_hit, sessions_displaced=c.sessions_displaced,
+            log=self.log_limit.statistics())
 
 
 async def configure_security(server: Server, config: ServerConfig,
@@ -196,6 +198,7 @@ async def configure_security(server: Server, config: ServerConfig,
              users_file=str(users.path), pki=str(pki.root),
              certificate=thumbprint(identity.certificate) if identity else None,
              max_client_sessions=limits.max_client_sessions,
+             max_sessions_per_address=limits.sessions_per_address,
              max_message_size=limits.max_message_size)
     return SecurityContext(security, pki, identity, trust, users, guard, log_limit)
 
