@@ -170,14 +170,14 @@ class TestAddressShare:
 
 
 class TestShareSetting:
-    def test_default_is_half(self) -> None:
+    async def test_default_is_half(self) -> None:
         """Without max_sessions_per_address an address may hold half of the sessions."""
         assert LimitsConfig(max_client_sessions=50).sessions_per_address == 25
         assert LimitsConfig(max_client_sessions=1).sessions_per_address == 1
         assert LimitsConfig(max_client_sessions=50,
                             max_sessions_per_address=50).sessions_per_address == 50
 
-    def test_share_above_limit_refused(self) -> None:
+    async def test_share_above_limit_refused(self) -> None:
         """A share larger than the whole limit is a config error that names both keys."""
         with pytest.raises(ValueError, match=r"max_sessions_per_address .* max_client_sessions"):
             LimitsConfig(max_client_sessions=10, max_sessions_per_address=11)
