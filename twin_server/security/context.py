@@ -50,6 +50,7 @@ from twin_server.security.pki import (
     thumbprint,
 )
 from twin_server.security.roles import Role
+from twin_server.security.tokens import install_user_tokens
 from twin_server.security.users import LoginStatistics, UserStore
 
 log = structlog.get_logger(__name__)
@@ -151,15 +152,16 @@ async def configure_security(server: Server, config: ServerConfig,
     host = server.endpoint.hostname
     pki = PkiLayout(root / security.pki_dir)
 
-    identity: ServerIdentity | None = None
+    # the secure endpoints need the certificate, and so does the None endpoint: its
+    # clients encrypt passwords with it (tokens.py)
+    identity: ServerIdentity | None = ensure_server_certificate(
+        pki, application_uri=config.application_uri, name=config.application_name,
+        hostnames=endpoint_hostnames(host, security.hostnames),
+        key_size=security.certificate_key_size, days=security.certificate_days)
+    await server.load_certificate(str(pki.server_cert))
+    await server.load_private_key(str(pki.server_key))
     trust: TrustList | None = None
     if security.secure_policies:
-        identity = ensure_server_certificate(
-            pki, application_uri=config.application_uri, name=config.application_name,
-            hostnames=endpoint_hostnames(host, security.hostnames),
-            key_size=security.certificate_key_size, days=security.certificate_days)
-        await server.load_certificate(str(pki.server_cert))
-        await server.load_private_key(str(pki.server_key))
         trust = TrustList(pki, max_rejected=security.max_rejected)
 
     users = UserStore(root / security.users_file)
@@ -186,6 +188,7 @@ async def configure_security(server: Server, config: ServerConfig,
     server._policies = ChannelFactories(guard)
     server.set_certificate_validator(guard.certificate_validator)
     iserver.set_user_manager(TwinUserManager(guard))
+    install_user_tokens(iserver, guard.counters)
     server.allow_remote_admin(False)
     _hook_sessions(iserver, guard)
     apply_limits(server, limits)
