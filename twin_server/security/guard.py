@@ -15,7 +15,10 @@ module closes them without changing asyncua:
   hook, called at CreateSession) answers with the status of the channel's
   certificate or checks its application URI against the client's description.
 * **Users.** ``TwinUserManager.get_user`` (called at ActivateSession) turns the
-  identity token into a ``TwinUser`` with our role, or refuses it.
+  identity token into a ``TwinUser`` with our role, or refuses it; a first
+  activation must find room (``room.SessionRoom``: the session limit, the client
+  address's share of it, abandoned sessions giving way). How the password came
+  is checked before (``tokens.PasswordCheck``).
 * **Requests.** ``TwinRuleset.check_validity`` runs before every request of an
   activated session: it refuses services the role may not use (BadUserAccessDenied),
   enforces subscription and monitored-item limits, and records the user in
