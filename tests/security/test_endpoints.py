@@ -195,8 +195,7 @@ class TestPasswords:
         failed = [e for e in logs if e["event"] == "login_failed"]
         assert failed and failed[0]["user"] == "olga"
         assert "wrong horse" not in repr(logs)
-        secured.security.users.throttle.succeeded("user:olga")
-        secured.security.users.throttle.succeeded("peer:127.0.0.1")
+        secured.security.users.throttle.succeeded("127.0.0.1", "olga")
 
     async def test_repeated_failures_throttled(self, secured: Secured, certs: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
@@ -217,5 +216,4 @@ class TestPasswords:
                 client.disconnect_socket()
         assert [e["event"] for e in logs if e["event"].startswith("login_")][-1] == \
             "login_throttled"
-        secured.security.users.throttle.succeeded("user:olga")
-        secured.security.users.throttle.succeeded("peer:127.0.0.1")
+        secured.security.users.throttle.succeeded("127.0.0.1", "olga")

@@ -37,6 +37,7 @@ async def secured(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sec
         endpoint=ENDPOINT,
         security=SecurityConfig(policies=("None",), anonymous="viewer"),
         limits=LimitsConfig(activation_timeout=ACTIVATION_TIMEOUT, max_client_sessions=3,
+                            max_sessions_per_address=3,  # the whole limit (all on 127.0.0.1)
                             max_subscriptions_per_session=2,
                             max_monitored_items_per_subscription=3,
                             max_connections=60, log_burst=5))

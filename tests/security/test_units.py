@@ -18,7 +18,6 @@ from twin_server.security import cli
 from twin_server.security import pki as P
 from twin_server.security.roles import Role, TwinUser, may_call, may_use_service, may_write
 from twin_server.security.users import (
-    LoginThrottle,
     UsersFileError,
     UserStore,
     add_user,
@@ -136,7 +135,7 @@ class TestUsersFile:
         store = UserStore(path)
         assert store.authenticate("fay", "fay's password") is None
         add_user(path, "fay", Role.OPERATOR, "fay's password")
-        store.throttle.succeeded("user:fay")
+        store.throttle.succeeded("unknown", "fay")
         assert store.authenticate("fay", "fay's password") == Role.OPERATOR
         set_password(path, "fay", "new password!")
         assert store.authenticate("fay", "fay's password") is None
@@ -170,27 +169,6 @@ class TestUsersFile:
         set_password(path, "gil", "gil's new password")
         assert store.authenticate("gil", "gil's password") is None
         assert checks[-1] == "gil's password" and len(checks) == 3
-
-
-class TestThrottle:
-    def test_backoff_doubles_to_the_cap(self) -> None:
-        """After the free attempts each failure locks for twice as long, up to the cap."""
-        now = [0.0]
-        throttle = LoginThrottle(free=3, max_lockout=8.0, clock=lambda: now[0])
-        lockouts = [throttle.failed("user:x") for _ in range(8)]
-        assert lockouts == [0, 0, 0, 1, 2, 4, 8, 8]
-        assert throttle.locked_for("user:x") == 8
-        now[0] = 9.0
-        assert throttle.locked_for("user:x") == 0
-        throttle.succeeded("user:x")
-        assert throttle.failed("user:x") == 0
-
-    def test_bounded(self) -> None:
-        """The throttle forgets the oldest keys past its size."""
-        throttle = LoginThrottle(entries=10)
-        for i in range(100):
-            throttle.failed(f"user:{i}")
-        assert len(throttle._failures) == 10
 
 
 class TestRoles:

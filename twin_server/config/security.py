@@ -14,6 +14,8 @@ the unencrypted endpoint and to anonymous operation, as the demo does::
 
     [server.limits]
     max_client_sessions = 50
+    max_sessions_per_address = 25   # default: half of max_client_sessions
+    max_session_timeout = 60.0      # s; longer requested timeouts are revised down
     max_message_size = 4194304
 
 Everything here is checked when the config loads; ``twin_server.security``
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Policy = Literal["None", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"]
 Mode = Literal["Sign", "SignAndEncrypt"]
@@ -112,8 +114,36 @@ class LimitsConfig(_Frozen):
         10.0, gt=0, le=3600,
         description="seconds a connection may stay without an activated session")
     max_session_timeout: float = Field(
-        600.0, ge=10, le=86_400, description="longest session timeout a client may ask for, s")
+        60.0, ge=10, le=86_400,
+        description="longest session timeout a client may ask for, s: a session whose client "
+                    "is gone holds its place (and subscriptions) this long")
+    max_sessions_per_address: int | None = Field(
+        None, ge=1, le=100_000,
+        description="activated client sessions one client address may hold; default half of "
+                    "max_client_sessions (at least 1), so that one host cannot take them all")
+    abandoned_session_idle: float = Field(
+        30.0, gt=0, le=86_400,
+        description="seconds without a request after which a session counts as abandoned: a "
+                    "new client of the same address may take its place when the address or "
+                    "the server is at its limit (at once when its connection is gone)")
     log_burst: int = Field(
         20, ge=1, le=100_000,
         description="records per minute each asyncua log message may emit; the rest are "
                     "counted and summarised")
+
+    @model_validator(mode="after")
+    def _share_within_limit(self) -> LimitsConfig:
+        if self.max_sessions_per_address is not None \
+                and self.max_sessions_per_address > self.max_client_sessions:
+            raise ValueError(
+                f"max_sessions_per_address ({self.max_sessions_per_address}) exceeds "
+                f"max_client_sessions ({self.max_client_sessions}); lower it or leave it out "
+                f"(default: half of max_client_sessions)")
+        return self
+
+    @property
+    def sessions_per_address(self) -> int:
+        """``max_sessions_per_address``, or its default."""
+        if self.max_sessions_per_address is not None:
+            return self.max_sessions_per_address
+        return max(1, self.max_client_sessions // 2)

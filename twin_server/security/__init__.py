@@ -5,10 +5,12 @@ and roles, and limits under hostile clients.
               the one call OpcUaServer.start makes
     pki       the Part 12 certificate store, our certificate, the trust list,
               rejected certificates; ``twin-server pki`` functions
-    users     the users file, scrypt hashes, login throttling;
+    users     the users file, scrypt hashes, login throttling by address and user;
               ``twin-server user`` functions
     roles     viewer < operator < admin: what each may do, per service, node, method
     guard     the hooks into asyncua that enforce all of the above
+    room      the session limit, each client address's share, abandoned sessions
+    tokens    user-name tokens: what each endpoint asks for, encrypted passwords
     limits    asyncua's resource limits; the rate limit on its logging
     cli       the ``pki`` and ``user`` subcommands of ``twin-server``
 

@@ -50,6 +50,7 @@ from twin_server.security.pki import (
     thumbprint,
 )
 from twin_server.security.roles import Role
+from twin_server.security.tokens import install_user_tokens
 from twin_server.security.users import LoginStatistics, UserStore
 
 log = structlog.get_logger(__name__)
@@ -100,6 +101,7 @@ class SecurityStatistics:
     certificates_refused: int
     sessions_refused: int
     limits_hit: int
+    sessions_displaced: int
     log: LogLimitStatistics
 
 
@@ -135,7 +137,8 @@ class SecurityContext:
             logins=self.users.statistics(), services_refused=c.services_refused,
             writes_refused=c.writes_refused, calls_refused=c.calls_refused,
             certificates_refused=c.certificates_refused, sessions_refused=c.sessions_refused,
-            limits_hit=c.limits_hit, log=self.log_limit.statistics())
+            limits_hit=c.limits_hit, sessions_displaced=c.sessions_displaced,
+            log=self.log_limit.statistics())
 
 
 async def configure_security(server: Server, config: ServerConfig,
@@ -149,15 +152,16 @@ async def configure_security(server: Server, config: ServerConfig,
     host = server.endpoint.hostname
     pki = PkiLayout(root / security.pki_dir)
 
-    identity: ServerIdentity | None = None
+    # the secure endpoints need the certificate, and so does the None endpoint: its
+    # clients encrypt passwords with it (tokens.py)
+    identity: ServerIdentity | None = ensure_server_certificate(
+        pki, application_uri=config.application_uri, name=config.application_name,
+        hostnames=endpoint_hostnames(host, security.hostnames),
+        key_size=security.certificate_key_size, days=security.certificate_days)
+    await server.load_certificate(str(pki.server_cert))
+    await server.load_private_key(str(pki.server_key))
     trust: TrustList | None = None
     if security.secure_policies:
-        identity = ensure_server_certificate(
-            pki, application_uri=config.application_uri, name=config.application_name,
-            hostnames=endpoint_hostnames(host, security.hostnames),
-            key_size=security.certificate_key_size, days=security.certificate_days)
-        await server.load_certificate(str(pki.server_cert))
-        await server.load_private_key(str(pki.server_key))
         trust = TrustList(pki, max_rejected=security.max_rejected)
 
     users = UserStore(root / security.users_file)
@@ -184,6 +188,7 @@ async def configure_security(server: Server, config: ServerConfig,
     server._policies = ChannelFactories(guard)
     server.set_certificate_validator(guard.certificate_validator)
     iserver.set_user_manager(TwinUserManager(guard))
+    install_user_tokens(iserver, guard.counters)
     server.allow_remote_admin(False)
     _hook_sessions(iserver, guard)
     apply_limits(server, limits)
@@ -196,6 +201,7 @@ async def configure_security(server: Server, config: ServerConfig,
              users_file=str(users.path), pki=str(pki.root),
              certificate=thumbprint(identity.certificate) if identity else None,
              max_client_sessions=limits.max_client_sessions,
+             max_sessions_per_address=limits.sessions_per_address,
              max_message_size=limits.max_message_size)
     return SecurityContext(security, pki, identity, trust, users, guard, log_limit)
 

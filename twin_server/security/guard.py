@@ -15,7 +15,10 @@ module closes them without changing asyncua:
   hook, called at CreateSession) answers with the status of the channel's
   certificate or checks its application URI against the client's description.
 * **Users.** ``TwinUserManager.get_user`` (called at ActivateSession) turns the
-  identity token into a ``TwinUser`` with our role, or refuses it.
+  identity token into a ``TwinUser`` with our role, or refuses it; a first
+  activation must find room (``room.SessionRoom``: the session limit, the client
+  address's share of it, abandoned sessions giving way). How the password came
+  is checked before (``tokens.PasswordCheck``).
 * **Requests.** ``TwinRuleset.check_validity`` runs before every request of an
   activated session: it refuses services the role may not use (BadUserAccessDenied),
   enforces subscription and monitored-item limits, and records the user in
@@ -55,6 +58,7 @@ from twin_server.security.roles import (
     may_write,
     role_of,
 )
+from twin_server.security.room import SessionRoom
 from twin_server.security.users import UserStore
 
 log = structlog.get_logger(__name__)
@@ -118,6 +122,7 @@ class GuardCounters:
     certificates_refused: int = 0
     sessions_refused: int = 0
     limits_hit: int = 0
+    sessions_displaced: int = 0
 
 
 @dataclass(slots=True)
@@ -134,6 +139,11 @@ class Guard:
     #: the certificate thumbprint each client session was created with
     session_certs: weakref.WeakKeyDictionary[Any, str | None] = field(
         default_factory=weakref.WeakKeyDictionary)
+    #: the share of the session limit per client address, and abandoned sessions
+    room: SessionRoom = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.room = SessionRoom(self.iserver, self.limits, self.counters)
 
     # -- channels -------------------------------------------------------------------
     def channel_opened(self, policy_uri: str, mode: ua.MessageSecurityMode,
@@ -185,6 +195,7 @@ class Guard:
     def session_created(self, session: Any, peer: Any) -> None:
         channel = CHANNEL.get()
         self.session_certs[session] = channel.thumbprint if channel else None
+        self.room.created(session, _peer(peer))
         CONNECTION.set(Connection(_peer(peer), session, created_here=True))
 
     def session_looked_up(self, session: Any) -> None:
@@ -235,14 +246,20 @@ class Guard:
         return TwinUser.of(username, role)
 
     def _check_session_count(self, conn: Connection | None) -> None:
-        if conn is not None and conn.session.is_activated():
-            return  # a reactivation, already counted
-        sessions = getattr(self.iserver, "_external_sessions", {})
-        active = sum(1 for s in list(sessions.values()) if s.is_activated())
-        if active >= self.limits.max_client_sessions:
-            self.counters.limits_hit += 1
-            log.warning("session_limit_reached", limit=self.limits.max_client_sessions)
-            raise ServiceError(ua.StatusCodes.BadTooManySessions)
+        """Refuse a first activation (BadTooManySessions) when neither the server nor
+        the client's address has room and no abandoned session of the address could
+        give way; ``admit`` makes the room once the user is accepted."""
+        if conn is None:
+            self.room.find(None, None)
+        elif not conn.session.is_activated():  # else a reactivation, already counted
+            self.room.find(conn.session, conn.peer)
+
+    def admit(self) -> None:
+        """A session's user was accepted (ActivateSession succeeds): on its first
+        activation, close the abandoned session it displaces, if it needs one."""
+        conn = CONNECTION.get()
+        if conn is not None and not conn.session.is_activated():
+            self.room.make(conn.session, conn.peer)
 
     # -- requests -------------------------------------------------------------------
     def check_request(self, user: User, service: ua.NodeId, body: Any) -> bool:
@@ -363,7 +380,10 @@ class TwinUserManager:
 
     def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
                  certificate: Any = None) -> User | None:
-        return self.guard.get_user(username, password)
+        user = self.guard.get_user(username, password)
+        if user is not None:
+            self.guard.admit()
+        return user
 
 
 class GuardedAttributeService:

@@ -18,11 +18,14 @@ stored beside it, so that a stronger default later still verifies old hashes.
 Comparison is constant-time (``hmac.compare_digest``), and an unknown user name
 costs as much as a wrong password, so timing does not tell which names exist.
 
-Failed logins back off per user name and per peer address: the first
-``FREE_ATTEMPTS`` failures cost nothing, then each further one locks that name
-(or peer) for twice as long as the last, from 1 s up to ``MAX_LOCKOUT``. While
+Failed logins back off per client address and user name together (``LoginThrottle``):
+the first ``FREE_ATTEMPTS`` failures cost nothing, then each further one locks
+that pair for twice as long as the last, from 1 s up to ``MAX_LOCKOUT``. While
 locked, attempts are refused without checking the password (even a right one),
-so a guesser gets a handful of tries per hour instead of thousands per second.
+so a guesser gets a handful of tries per hour instead of thousands per second,
+while the user, logging in from another address, is not held up. An address
+guessing at many names is locked as a whole, and a name guessed at from many
+addresses is locked for addresses it never logged in from.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import functools
 import getpass
 import hashlib
 import hmac
+import ipaddress
 import json
 import os
 import secrets
@@ -60,9 +64,16 @@ MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
 USERNAME_MAX = 64
 
+#: failures of one user name from one address before the backoff starts
 FREE_ATTEMPTS = 3
+#: failures from one address, whatever the user names, before the backoff starts
+ADDRESS_FREE = 10
+#: addresses failing for one user name before new addresses are held back for it
+SPREAD_ADDRESSES = 10
 MAX_LOCKOUT = 300.0
-#: most user names and peers the throttle remembers (the oldest are forgotten first)
+#: quiet seconds after which failures are forgotten
+FORGET_AFTER = 3600.0
+#: most keys each throttle table remembers (the longest quiet are forgotten first)
 THROTTLE_ENTRIES = 10_000
 
 FILE_VERSION = 1
@@ -246,6 +257,7 @@ def read_password(stdin: IO[str] | None = None, *, confirm: bool = True,
 class _Failures:
     count: int = 0
     locked_until: float = 0.0
+    last: float = 0.0  # the clock at the last failure
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,48 +265,145 @@ class LoginStatistics:
     accepted: int
     failed: int
     throttled: int
-    locked: int  # names and peers locked out now
+    locked: int  # address-and-user pairs, addresses and users locked out now
+
+
+@dataclass(frozen=True, slots=True)
+class Lockout:
+    """How long a login attempt must wait, and which lock holds it."""
+
+    seconds: float
+    scope: str  # "address and user", "address", "user from a new address", or ""
+
+
+def client_address(peer: str | None) -> str:
+    """The address a client's failures are counted under: an IPv4 address, an IPv6
+    /64 network (one host usually holds a whole /64), or "unknown"."""
+    if not peer:
+        return "unknown"
+    try:
+        ip = ipaddress.ip_address(peer)
+    except ValueError:
+        return peer[:64]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+class _Table:
+    """Failures by key, at most ``entries`` of them (the longest quiet go first)."""
+
+    def __init__(self, entries: int) -> None:
+        self.entries = entries
+        self.items: OrderedDict[Any, _Failures] = OrderedDict()
+
+    def get(self, key: Any) -> _Failures | None:
+        return self.items.get(key)
+
+    def touch(self, key: Any, now: float, forget: float) -> tuple[_Failures, bool]:
+        """The entry of ``key``, made most recent; True if it is new (or forgotten)."""
+        entry = self.items.pop(key, None)
+        fresh = entry is None or now - entry.last > forget
+        if entry is None or fresh:
+            entry = _Failures()
+        entry.last = now
+        self.items[key] = entry
+        while len(self.items) > self.entries:
+            self.items.popitem(last=False)
+        return entry, fresh
+
+    def locked(self, now: float) -> int:
+        return sum(1 for e in self.items.values() if e.locked_until > now)
 
 
 class LoginThrottle:
-    """Backoff after failed logins, by key (``user:<name>``, ``peer:<address>``)."""
+    """Backoff after failed logins, so that a guesser is slowed down without being
+    able to lock anyone else out.
 
-    def __init__(self, *, free: int = FREE_ATTEMPTS, max_lockout: float = MAX_LOCKOUT,
-                 clock: Callable[[], float] = time.monotonic,
+    * **address and user**: after ``free`` failures for one user name from one client
+      address, each further failure locks that pair for twice as long as the last,
+      from 1 s up to ``max_lockout``. The same user from another address is not
+      held up: a guesser cannot lock the real user out.
+    * **address**: after ``address_free`` failures from one address, whatever the user
+      names (a guesser trying many names), that address is locked likewise.
+    * **user from a new address** (a guess spread over many addresses): once failures
+      for one user name came from ``spread`` addresses, each further address locks
+      the name likewise, but only for addresses it has never logged in from: the
+      real user's own address keeps working.
+
+    A lock refuses attempts without checking the password (and without counting
+    them). Failures are forgotten after ``forget`` quiet seconds or a successful
+    login of the pair; each table keeps at most ``entries`` keys (the longest
+    quiet go first), so that memory stays bounded whatever the clients send.
+    """
+
+    def __init__(self, *, free: int = FREE_ATTEMPTS, address_free: int = ADDRESS_FREE,
+                 spread: int = SPREAD_ADDRESSES, max_lockout: float = MAX_LOCKOUT,
+                 forget: float = FORGET_AFTER, clock: Callable[[], float] = time.monotonic,
                  entries: int = THROTTLE_ENTRIES) -> None:
         self.free = free
+        self.address_free = address_free
+        self.spread = spread
         self.max_lockout = max_lockout
+        self.forget = forget
         self.clock = clock
-        self.entries = entries
-        self._failures: OrderedDict[str, _Failures] = OrderedDict()
+        self._pairs = _Table(entries)      # (address, user)
+        self._addresses = _Table(entries)  # address
+        self._users = _Table(entries)      # user: count is of addresses that failed
+        #: (address, user) pairs that logged in: spared by the user's spread lock
+        self._known: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._entries = entries
 
-    def locked_for(self, key: str) -> float:
-        """Seconds ``key`` stays locked (0 when it may try)."""
-        entry = self._failures.get(key)
-        if entry is None:
-            return 0.0
-        return max(0.0, entry.locked_until - self.clock())
+    def locked_for(self, address: str, user: str) -> Lockout:
+        """How long ``user`` stays locked out from ``address`` (0 when it may try)."""
+        now = self.clock()
+        waits = [(self._wait(self._pairs.get((address, user)), now), "address and user"),
+                 (self._wait(self._addresses.get(address), now), "address")]
+        if (address, user) not in self._known:
+            waits.append((self._wait(self._users.get(user), now), "user from a new address"))
+        seconds, scope = max(waits)
+        return Lockout(seconds, scope if seconds > 0 else "")
 
-    def failed(self, key: str) -> float:
-        """Count a failure; returns the lockout it starts (0 within the free attempts)."""
-        entry = self._failures.pop(key, None) or _Failures()
+    @staticmethod
+    def _wait(entry: _Failures | None, now: float) -> float:
+        return max(0.0, entry.locked_until - now) if entry is not None else 0.0
+
+    def failed(self, address: str, user: str) -> float:
+        """Count a failure; returns the longest lockout it starts (0 within the free
+        attempts)."""
+        now = self.clock()
+        pair, new_pair = self._pairs.touch((address, user), now, self.forget)
+        lockouts = [self._count(pair, self.free, now)]
+        entry, _ = self._addresses.touch(address, now, self.forget)
+        lockouts.append(self._count(entry, self.address_free, now))
+        if new_pair:  # the first failure of this address for this user
+            entry, _ = self._users.touch(user, now, self.forget)
+            lockouts.append(self._count(entry, self.spread, now))
+        return max(lockouts)
+
+    def _count(self, entry: _Failures, free: int, now: float) -> float:
         entry.count += 1
-        self._failures[key] = entry  # most recent last
-        while len(self._failures) > self.entries:
-            self._failures.popitem(last=False)
-        over = entry.count - self.free
+        over = entry.count - free
         if over <= 0:
             return 0.0
         lockout = min(self.max_lockout, 2.0 ** (over - 1))
-        entry.locked_until = self.clock() + lockout
+        entry.locked_until = now + lockout
         return lockout
 
-    def succeeded(self, key: str) -> None:
-        self._failures.pop(key, None)
+    def succeeded(self, address: str, user: str) -> None:
+        """``user`` logged in from ``address``: the pair's failures are forgotten and
+        the address is known for the user from now on."""
+        self._pairs.items.pop((address, user), None)
+        self._known.pop((address, user), None)
+        self._known[(address, user)] = None
+        while len(self._known) > self._entries:
+            self._known.popitem(last=False)
 
     def locked(self) -> int:
         now = self.clock()
-        return sum(1 for e in self._failures.values() if e.locked_until > now)
+        return sum(t.locked(now) for t in (self._pairs, self._addresses, self._users))
 
 
 class UserStore:
@@ -356,25 +465,26 @@ class UserStore:
         return ok
 
     def authenticate(self, name: str, password: str, peer: str | None = None) -> Role | None:
-        """The role of ``name`` if ``password`` is right and neither the name nor the
-        peer is locked out; None otherwise. Logs every refusal (never the password)."""
-        keys = [f"user:{name}"] + ([f"peer:{peer}"] if peer else [])
-        wait = max(self.throttle.locked_for(k) for k in keys)
-        if wait > 0:
+        """The role of ``name`` if ``password`` is right and the throttle lets ``name``
+        try from ``peer``; None otherwise. Logs every refusal (never the password)."""
+        address = client_address(peer)
+        shown = name[:USERNAME_MAX]  # a client's value: a bounded excerpt in the log
+        lock = self.throttle.locked_for(address, name)
+        if lock.seconds > 0:
             self._throttled += 1
-            log.warning("login_throttled", user=name, peer=peer, retry_after=round(wait, 1))
+            log.warning("login_throttled", user=shown, peer=peer, locked=lock.scope,
+                        retry_after=round(lock.seconds, 1))
             return None
         record = self.users().get(name)
         ok = self._verify(name, password, record.password if record else _dummy_hash())
         if ok and record is not None:
-            for key in keys:
-                self.throttle.succeeded(key)
+            self.throttle.succeeded(address, name)
             self._accepted += 1
             log.info("login_accepted", user=name, role=str(record.role), peer=peer)
             return record.role
         self._failed += 1
-        lockout = max(self.throttle.failed(k) for k in keys)
-        log.warning("login_failed", user=name, peer=peer,
+        lockout = self.throttle.failed(address, name)
+        log.warning("login_failed", user=shown, peer=peer,
                     reason="unknown user" if record is None else "wrong password",
                     lockout=lockout or None)
         return None
