@@ -74,7 +74,8 @@ class Frame:
 class HostStatistics:
     """An immutable snapshot of a host's work, for the Diagnostics nodes."""
 
-    workers: int  # worker processes alive (0 for the in-process host)
+    workers: int  # worker processes alive, spares included (0 for the in-process host)
+    spares: int  # of which started and idle, ready to take a crashed worker's place
     sessions: int
     crashes: int  # workers that died (hung ones killed included)
     hangs: int  # of which killed because a running session stopped ticking

@@ -100,7 +100,7 @@ class LocalHost:
         return self._get(name).clock.statistics()
 
     def statistics(self) -> HostStatistics:
-        return HostStatistics(workers=0, sessions=len(self._sessions), crashes=0, hangs=0,
+        return HostStatistics(workers=0, spares=0, sessions=len(self._sessions), crashes=0, hangs=0,
                               replacements=0, last_replacement_seconds=0.0)
 
     def names(self) -> list[str]:

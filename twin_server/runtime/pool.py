@@ -4,7 +4,11 @@ Placement: ``workers`` shared worker processes start with the host; a session
 goes to the one with the least measured load (the sum, over its running
 sessions, of mean step duration times ticks per second; then the fewest
 sessions), and ``isolate=True`` gives a session a worker of its own, ended
-with the session.
+with the session. ``spares`` more workers (default 1) wait idle, started: a
+crashed worker's place, or an isolated session, takes one at once, and a new
+spare starts in the background (starting a Python process with the engine
+imported takes 0.5-2.5 s on a busy machine: too long to replace a worker
+"within a second" by starting one only then).
 
 The pipe (``wire.Channel``) carries requests with ids, answered by futures; the
 main event loop never blocks on it. Values come through shared memory
@@ -152,6 +156,7 @@ class WorkerHost:
         publish_interval: float = 0.001,
         start_timeout: float = 30.0,
         start_method: str = "spawn",
+        spares: int = 1,
     ) -> None:
         count = (os.cpu_count() or 1) if workers is None else workers
         if count < 1:
@@ -167,6 +172,10 @@ class WorkerHost:
         self._publish_interval = publish_interval
         self._start_timeout = start_timeout
         self._context = multiprocessing.get_context(start_method)
+        self._spare_count = spares
+        self._spares: list[_Worker] = []
+        self._spares_starting = 0
+        self._spare_added = asyncio.Event()
         self.state = HostState.CREATED
         self._shared: list[_Worker] = []
         self._isolated: list[_Worker] = []
@@ -187,11 +196,14 @@ class WorkerHost:
             raise InvalidState(f"the worker host is {self.state}; it starts once")
         self.state = HostState.RUNNING
         try:
-            self._shared = list(await asyncio.gather(
-                *(self._spawn(f"w{i}", isolated=False) for i in range(self._count))))
+            started = await asyncio.gather(
+                *(self._spawn(f"w{i}", isolated=False) for i in range(self._count)),
+                *(self._spawn(f"spare{i}", isolated=False) for i in range(self._spare_count)))
         except BaseException:
             await self.aclose()
             raise
+        self._shared = list(started[:self._count])
+        self._spares = list(started[self._count:])
         self._background(self._watch_forever(), "hang-watch")
         log.info("workers_started", workers=self._count,
                  pids=[w.pid for w in self._shared])
@@ -204,8 +216,9 @@ class WorkerHost:
             task.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks))
-        workers = [*self._shared, *self._isolated]
+        workers = [*self._shared, *self._isolated, *self._spares]
         await asyncio.gather(*(self._stop_worker(w) for w in workers))
+        self._spares.clear()
         for record in self._records.values():
             self._release_block(record)
         self._records.clear()
@@ -233,8 +246,7 @@ class WorkerHost:
         target: _Worker | None = None
         try:
             if isolate:
-                target = await self._spawn(f"isolated-{name}", isolated=True)
-                self._isolated.append(target)
+                target = await self._take_worker(f"isolated-{name}", isolated=True)
             else:
                 target = await self._place()
             await self._host(record, target, snapshot=snapshot, fault=None)
@@ -301,12 +313,18 @@ class WorkerHost:
                                float(floats[shm.LATENESS_MAX]))
 
     def statistics(self) -> HostStatistics:
-        alive = sum(w.alive for w in (*self._shared, *self._isolated))
-        return HostStatistics(alive, len(self._records), self._crashes, self._hangs,
+        spares = sum(w.alive for w in self._spares)
+        alive = sum(w.alive for w in (*self._shared, *self._isolated)) + spares
+        return HostStatistics(alive, spares, len(self._records), self._crashes, self._hangs,
                               self._replacements, self._last_replacement)
 
     def names(self) -> list[str]:
         return list(self._records)
+
+    def recovery_snapshot(self, name: str) -> SessionSnapshot | None:
+        """The snapshot session ``name`` would be brought back from if its worker died
+        now (None: it would start afresh)."""
+        return self._get(name).snapshot
 
     def worker_pid(self, name: str) -> int:
         """The process id of the worker stepping session ``name`` (0: none now)."""
@@ -317,6 +335,43 @@ class WorkerHost:
         return [w.pid for w in (*self._shared, *self._isolated) if w.alive]
 
     # -- workers ---------------------------------------------------------------------------
+
+    async def _take_worker(self, name: str, *, isolated: bool) -> _Worker:
+        """A spare worker if one is ready (a new spare starts meanwhile); else the one
+        starting, when one is (it is further along); else a new one."""
+        if not any(w.alive for w in self._spares) and self._spares_starting:
+            self._spare_added.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._spare_added.wait(), self._start_timeout)
+        while self._spares:
+            taken = self._spares.pop(0)
+            if taken.alive:
+                taken.name, taken.isolated = name, isolated
+                break
+        else:
+            taken = await self._spawn(name, isolated=isolated)
+        if isolated:
+            self._isolated.append(taken)
+        self._replenish()
+        return taken
+
+    def _replenish(self) -> None:
+        if self.state is not HostState.RUNNING:
+            return
+        for _ in range(self._spare_count - len(self._spares) - self._spares_starting):
+            self._spares_starting += 1
+            self._background(self._add_spare(), "spare")
+
+    async def _add_spare(self) -> None:
+        try:
+            spare = await self._spawn(f"spare{next(self._blocks)}", isolated=False)
+        finally:
+            self._spares_starting -= 1
+        if self.state is HostState.RUNNING:
+            self._spares.append(spare)
+            self._spare_added.set()
+        else:
+            await self._stop_worker(spare)
 
     async def _spawn(self, name: str, *, isolated: bool) -> _Worker:
         """Start a worker process and wait for its hello."""
@@ -330,10 +385,18 @@ class WorkerHost:
         process = self._context.Process(target=worker.main, args=(theirs, options),
                                         name=f"twin-worker-{name}", daemon=True)
         created = _Worker(name, isolated, process, status)
+        # (spawning execs a fresh interpreter: a few ms the main loop need not wait)
+        starting = asyncio.ensure_future(asyncio.to_thread(process.start))
         try:
-            # (spawning execs a fresh interpreter: a few ms the main loop need not wait)
-            await asyncio.to_thread(process.start)
+            await asyncio.shield(starting)
         except BaseException:
+            # cancelled (the host is closing): the thread starts the process anyway
+            with contextlib.suppress(BaseException):
+                await starting
+            if process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGKILL)
+                await asyncio.to_thread(process.join)
             ours.close()
             status.close()
             shm.unlink(status_name)
@@ -566,7 +629,9 @@ class WorkerHost:
         loop = asyncio.get_running_loop()
         with contextlib.suppress(ValueError):
             loop.remove_reader(target.process.sentinel)
-        target.process.join(0)
+        # the sentinel closes as the process exits, a moment before it can be reaped:
+        # a join with a timeout waits (blocking) for that moment, microseconds
+        target.process.join(1.0)
         code = target.process.exitcode
         if target.exited is not None and not target.exited.done():
             target.exited.set_result(code)
@@ -577,6 +642,13 @@ class WorkerHost:
                 signal=_signal_name(code), exit_code=code))
             target.closing = True
         if target.closing or self.state is not HostState.RUNNING:
+            return
+        if target in self._spares:  # an idle spare died: start another
+            log.error("spare_worker_died", worker=target.name, pid=target.pid,
+                      cause=_describe_exit(code))
+            self._spares.remove(target)
+            self._forget_worker(target)
+            self._replenish()
             return
         noticed = time.monotonic()
         self._crashes += 1
@@ -661,13 +733,11 @@ class WorkerHost:
         if dead.isolated and not wanted:
             return  # its one session was deleted meanwhile
         try:
-            fresh = await self._spawn(dead.name, isolated=dead.isolated)
+            fresh = await self._take_worker(dead.name, isolated=dead.isolated)
         except Exception as exc:
             log.error("worker_restart_failed", worker=dead.name, error=repr(exc))
             return
-        if dead.isolated:
-            self._isolated.append(fresh)
-        else:
+        if not dead.isolated:
             self._shared[self._shared.index(dead)] = fresh
         for record in wanted:
             if self._records.get(record.name) is not record:
