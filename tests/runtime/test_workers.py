@@ -175,3 +175,23 @@ class TestPlacement:
         for _ in range(200):
             await workers.call("s", "statistics")
         assert (time.perf_counter() - started) / 200 < 0.005
+
+
+class TestCleanup:
+    async def test_close_leaves_no_process_and_no_shared_memory(self, events: EventLog) -> None:
+        """Closing a host with running, isolated and crashed sessions, a spare starting,
+        ends every worker and unlinks every block."""
+        host = WorkerHost(events, workers=2, spares=1)
+        await host.start()
+        try:
+            await ticking(host, "a")
+            await ticking(host, "b", isolate=True)  # takes the spare: another starts
+            os.kill(host.worker_pid("a"), signal.SIGKILL)
+            await events.wait("a", "fault")
+            assert len(shm_blocks()) >= 2
+            assert len(child_processes()) >= 2
+        finally:
+            await host.aclose()
+        assert child_processes() == []
+        assert shm_blocks() == set()
+        assert host.statistics().workers == 0
