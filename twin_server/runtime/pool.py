@@ -26,9 +26,10 @@ the latest snapshot the main process holds (the one the worker sent in the last
 ``snapshot_interval``, or one a client took or restored, whichever is newer; a
 session without one starts afresh), left Halted on the same fault (no crash
 loop: a client decides, with Reset or Restore), and a ``recovered`` event says
-so. A session whose recovery itself kills the worker twice is brought back
-without its snapshot, and after a third time left Halted without a worker:
-commands then raise its fault, Delete works.
+so. A session whose recovery itself kills the new worker (restoring the
+snapshot crashes) is brought back without its snapshot at the second attempt,
+and after a third death in a row left Halted without a worker: commands then
+raise its fault, Delete works.
 
 A hung worker: every ``hang_timeout / 4`` seconds (at most 0.25 s) the host
 looks at the live step count of every Running session; one that has not moved
@@ -640,6 +641,7 @@ class WorkerHost:
             target.hello.set_exception(WorkerCrashed(
                 f"worker {target.name} {_describe_exit(code)} while starting",
                 signal=_signal_name(code), exit_code=code))
+            target.hello.exception()  # (its starter may have been cancelled: no warning)
             target.closing = True
         if target.closing or self.state is not HostState.RUNNING:
             return
@@ -754,6 +756,7 @@ class WorkerHost:
             except Exception as exc:
                 log.error("session_recovery_failed", session=record.name, error=repr(exc))
                 continue
+            record.recoveries = 0  # back: only deaths while bringing it back count up
             origin = (f"its snapshot of tick {snapshot.step_count}" if snapshot is not None
                       else "a fresh start")
             self._emit(record.name, SessionEvent(
