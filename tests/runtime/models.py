@@ -70,6 +70,7 @@ class Crash(Model):
         Variable("y", Kind.OUTPUT),
         Variable("at", Kind.PARAMETER, datatype=DataType.INT32, low=0, default=10),
         Variable("mode", Kind.PARAMETER, datatype=DataType.INT32, low=0, high=2, default=0),
+        Variable("crash_on_restore", Kind.PARAMETER, datatype=DataType.BOOLEAN, default=False),
     )
 
     def reset(self, parameters: Mapping[str, Value],
@@ -97,6 +98,8 @@ class Crash(Model):
         return dict(self.__dict__)
 
     def restore(self, snapshot: Any) -> None:
+        if snapshot["parameters"]["crash_on_restore"]:
+            ctypes.string_at(0)
         self.__dict__.update(snapshot)
 
 
@@ -108,9 +111,10 @@ def ramp_twin() -> TwinDefinition:
     return twin("ramp", component("ramp", Ramp))
 
 
-def crash_twin(at: int, mode: int = 0) -> TwinDefinition:
+def crash_twin(at: int, mode: int = 0, *, crash_on_restore: bool = False) -> TwinDefinition:
     """A source, the crashing component, and one after it: the fault must name the middle."""
     return twin("crashing", component("before", Echo),
-                component("crash", Crash, parameters={"at": at, "mode": mode}),
+                component("crash", Crash, parameters={
+                    "at": at, "mode": mode, "crash_on_restore": crash_on_restore}),
                 component("after", Echo),
                 connections=("before.y -> crash.u", "crash.y -> after.u"))

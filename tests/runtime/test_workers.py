@@ -129,6 +129,27 @@ class TestCrash:
         assert child_processes() == []
         assert shm_blocks() == set()
 
+    async def test_a_snapshot_that_crashes_on_restore_is_given_up(
+            self, workers: WorkerHost, events: EventLog) -> None:
+        """A session whose snapshot kills the worker again when restored is brought back
+        afresh at the next attempt: no crash loop."""
+        await workers.create("fragile", crash_twin(at=10**6, crash_on_restore=True), PACED,
+                             isolate=True)
+        fragile = HostedSession(workers, "fragile")
+        await fragile.step(5)
+        await fragile.snapshot()
+        os.kill(workers.worker_pid("fragile"), signal.SIGKILL)
+        recovered = await events.wait("fragile", "recovered", timeout=15.0)
+        assert "from a fresh start" in recovered.message
+        faults = [e for n, e in events.events if n == "fragile" and e.kind == "fault"]
+        assert len(faults) == 2  # the kill, then the restore's own segfault
+        assert "died of SIGSEGV" in faults[1].message
+        frame = fragile.frame()
+        assert (frame.state, frame.step_count, frame.good) == (RunState.HALTED, 0, True)
+        await fragile.reset()
+        await fragile.step(3)
+        assert fragile.frame().step_count == 3
+
 
 class TestHang:
     async def test_a_hung_worker_is_killed_and_replaced(

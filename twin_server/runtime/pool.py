@@ -141,6 +141,8 @@ class _Record:
     good: bool = False
     hosted: asyncio.Event = field(default_factory=asyncio.Event)
     recoveries: int = 0
+    #: its worker died too often while bringing it back: it stays without one
+    abandoned: bool = False
     watch: tuple[int, float] = (-1, 0.0)
 
 
@@ -252,11 +254,17 @@ class WorkerHost:
                 target = await self._place()
             await self._host(record, target, snapshot=snapshot, fault=None)
         except BaseException:
-            self._records.pop(name, None)
+            if self._records.get(name) is record:
+                del self._records[name]
             if isolate and target is not None:
                 await self._stop_worker(target)
             raise
+        if self._records.get(name) is not record:  # deleted while it was being created
+            await self._unhost(record)
+            raise NotFound(f"session {name!r} was deleted while it was being created")
         record.snapshot = snapshot
+        for spare in self._spares:
+            self._warm(spare, {twin.name: twin})
         assert record.layout is not None
         return record.layout
 
@@ -369,6 +377,7 @@ class WorkerHost:
         finally:
             self._spares_starting -= 1
         if self.state is HostState.RUNNING:
+            self._warm(spare, {r.twin.name: r.twin for r in self._records.values()})
             self._spares.append(spare)
             self._spare_added.set()
         else:
@@ -455,6 +464,13 @@ class WorkerHost:
                 future.set_exception(InvalidState(f"worker {target.name} stopped"))
         target.pending.clear()
 
+    def _warm(self, spare: _Worker, twins: dict[str, TwinDefinition]) -> None:
+        """Have a spare import the models of ``twins`` (unpickling them does) now, not
+        when it takes a crashed worker's place (no answer is awaited)."""
+        if twins and spare.alive and spare.channel is not None:
+            with contextlib.suppress(Exception):
+                spare.channel.send(("warm", 0, list(twins.values())))
+
     async def _place(self) -> _Worker:
         """The shared worker with the least load (waiting for a replacement when
         every one is being replaced)."""
@@ -499,6 +515,8 @@ class WorkerHost:
 
     async def _hosting(self, record: _Record) -> _Worker:
         """The worker hosting ``record`` (waiting while it is being brought back)."""
+        if record.abandoned:
+            raise record.fault or InvalidState(f"session {record.name!r} has no worker")
         if not record.good:
             try:
                 await asyncio.wait_for(record.hosted.wait(), self._start_timeout)
@@ -539,6 +557,19 @@ class WorkerHost:
         record.hosted.set()
         self._read(record)
 
+    async def _unhost(self, record: _Record) -> None:
+        """Take a session nobody holds any more (deleted meanwhile) out of its worker."""
+        target = record.worker
+        if target is not None:
+            target.sessions.pop(record.name, None)
+            if target.alive:
+                with contextlib.suppress(Exception):
+                    await self._request(target, "delete", record.name)
+        record.good = False
+        self._release_block(record)
+        if target is not None and target.isolated:
+            await self._stop_worker(target)
+
     def _release_block(self, record: _Record) -> None:
         block, record.block = record.block, None
         if block is not None:
@@ -573,6 +604,8 @@ class WorkerHost:
                 record.fault = decoded if isinstance(decoded, SessionFault) else None
             elif kind in ("reset", "restored"):
                 record.fault = None
+                if kind == "reset":  # what it had is not where it is now (the worker
+                    record.snapshot = None  # sends a snapshot of the reset state next)
             self._emit(name, SessionEvent(kind, text, severity))
         elif tag == "strings":
             record.pending_strings.append((message[2], message[3]))
@@ -747,6 +780,8 @@ class WorkerHost:
             if record.recoveries >= _ABANDON_AFTER:
                 log.error("session_abandoned", session=record.name,
                           recoveries=record.recoveries)
+                record.abandoned = True
+                record.hosted.set()  # (a call waiting for it raises its fault now)
                 continue
             snapshot = record.snapshot if record.recoveries < _FRESH_AFTER else None
             try:
@@ -755,6 +790,9 @@ class WorkerHost:
                 return  # this worker died too: its own replacement carries on
             except Exception as exc:
                 log.error("session_recovery_failed", session=record.name, error=repr(exc))
+                continue
+            if self._records.get(record.name) is not record:  # deleted meanwhile
+                await self._unhost(record)
                 continue
             record.recoveries = 0  # back: only deaths while bringing it back count up
             origin = (f"its snapshot of tick {snapshot.step_count}" if snapshot is not None

@@ -38,6 +38,7 @@ from twin_server.engine.session import RunState, Session, SessionEvent, SessionS
 from twin_server.engine.snapshot import SessionSnapshot
 from twin_server.engine.twin import TwinDefinition
 from twin_server.errors import AlreadyExists, InvalidState, NotFound, NotSupported, SessionFault
+from twin_server.models import registry
 from twin_server.runtime import shm
 from twin_server.runtime.commands import create_session, run_command
 from twin_server.runtime.local import clock_phase
@@ -77,6 +78,7 @@ def main(sock: socket.socket, options: WorkerOptions) -> None:
     """The worker process's entry point."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    registry.available()  # import every registered model now, not in a first create
     # what is imported now lives as long as the process: keep it out of full collections
     gc.collect()
     gc.freeze()
@@ -231,6 +233,8 @@ class Worker:
                     session = hosted.session
                     if not session.closed and session.version != hosted.published_version:
                         hosted.publish()
+                if command == "reset":  # the main process brings it back from here now
+                    self._send_snapshot(hosted)
             elif op == "create":
                 self.status.ints[shm.CURRENT] = message[2].slot
                 try:
@@ -240,7 +244,7 @@ class Worker:
             elif op == "delete":
                 self._drop(message[2], known=True)
                 result = None
-            elif op == "ping":
+            elif op in ("ping", "warm"):  # (warm: unpickling the twins imported their models)
                 result = os.getpid()
             elif op == "shutdown":
                 self._done.set()
@@ -314,13 +318,17 @@ class Worker:
                 session = hosted.session
                 if session.version == hosted.snapshot_version or session.fault is not None:
                     continue
-                hosted.snapshot_version = session.version
-                self.status.ints[shm.CURRENT] = hosted.slot
-                try:
-                    snap = session.snapshot()
-                    self.send(("snapshot", session.name, snap))
-                except (NotSupported, InvalidState):
-                    continue  # the main process recreates it fresh
-                except Exception as exc:  # an unpicklable model state
-                    log.debug("worker_snapshot_skipped", session=session.name, error=repr(exc))
+                self._send_snapshot(hosted)
                 await asyncio.sleep(0)
+
+    def _send_snapshot(self, hosted: _Hosted) -> None:
+        session = hosted.session
+        hosted.snapshot_version = session.version
+        self.status.ints[shm.CURRENT] = hosted.slot
+        try:
+            snap = session.snapshot()
+            self.send(("snapshot", session.name, snap))
+        except (NotSupported, InvalidState):
+            pass  # the main process brings it back afresh
+        except Exception as exc:  # an unpicklable model state
+            log.debug("worker_snapshot_skipped", session=session.name, error=repr(exc))
