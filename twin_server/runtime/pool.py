@@ -42,6 +42,7 @@ the other sessions on it: they count as hung after ``hang_timeout``.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import dataclasses
 import enum
@@ -51,6 +52,7 @@ import os
 import signal
 import socket
 import time
+import weakref
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -190,6 +192,7 @@ class WorkerHost:
         self._crashes = self._hangs = self._replacements = 0
         self._last_replacement = 0.0
         self._prefix = f"tw{os.getpid()}x{id(self) & 0xFFFF:x}"
+        _OPEN.add(self)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -222,6 +225,7 @@ class WorkerHost:
         workers = [*self._shared, *self._isolated, *self._spares]
         await asyncio.gather(*(self._stop_worker(w) for w in workers))
         self._spares.clear()
+        _OPEN.discard(self)
         for record in self._records.values():
             self._release_block(record)
         self._records.clear()
@@ -861,6 +865,32 @@ class WorkerHost:
     def _require_running(self) -> None:
         if self.state is not HostState.RUNNING:
             raise InvalidState(f"the worker host is {self.state}")
+
+
+#: hosts not closed yet: at interpreter exit their workers are killed (``_kill_left``)
+_OPEN: weakref.WeakSet[WorkerHost] = weakref.WeakSet()
+
+
+@atexit.register
+def _kill_left() -> None:
+    """Kill the workers of hosts nobody closed (a daemon that failed on its way out).
+
+    Workers ignore SIGTERM and end when their pipe closes; multiprocessing's own
+    exit handler (registered before this one, so run after it) would SIGTERM and
+    then join them while the pipes are still open, and wait for ever."""
+    for host in list(_OPEN):
+        for target in (*host._shared, *host._isolated, *host._spares):
+            if target.alive and target.pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(target.pid, signal.SIGKILL)
+                with contextlib.suppress(Exception):
+                    target.process.join(5.0)
+            if not target.forgotten:
+                name = target.status.name
+                target.status.close()
+                shm.unlink(name)
+        for record in host._records.values():
+            host._release_block(record)
 
 
 def _signal_name(code: int | None) -> str:

@@ -123,7 +123,7 @@ def decode_error(payload: ErrorPayload) -> BaseException:
             group: BaseException = errors.ConfigErrors(
                 [e for e in inner if isinstance(e, errors.ConfigError)])
         else:
-            group = BaseExceptionGroup(str(args[0]) if args else "", inner)  # type: ignore[arg-type]
+            group = BaseExceptionGroup(str(args[0]) if args else "", inner)
         return group
     exc: BaseException = cls.__new__(cls)
     exc.args = args
