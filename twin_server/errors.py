@@ -15,6 +15,7 @@
     ├── InvalidState                 BadInvalidState: a method called in the wrong run state
     ├── FMIError                     an FMI call returned Error/Fatal: FMI function and status
     └── SessionFault                 a model raised or produced NaN/inf: session, component, tick
+        └── WorkerCrashed            the worker process stepping the session died: its signal
 
 The engine and models raise these; the OPC UA adapter translates ``status`` into
 a ``ua.StatusCode`` for the one node or call concerned. Keeping the status as a
@@ -166,3 +167,20 @@ class SessionFault(TwinServerError):
         self.tick = tick
         self.cause = cause
         super().__init__(message)
+
+
+class WorkerCrashed(SessionFault):
+    """The worker process that stepped a session died (a signal, an exit) or was
+    killed because it hung; the session halts. ``signal`` names the signal
+    (``SIGSEGV``), empty for a plain exit (``exit_code``); ``component`` is the one
+    being stepped at that moment, empty between ticks."""
+
+    def __init__(
+        self, message: str, *, session: str = "", component: str = "", tick: int = -1,
+        signal: str = "", exit_code: int | None = None, pid: int = 0, hung: bool = False,
+    ) -> None:
+        self.signal = signal
+        self.exit_code = exit_code
+        self.pid = pid
+        self.hung = hung
+        super().__init__(message, session=session, component=component, tick=tick)

@@ -680,6 +680,51 @@ class TestFaults:
             make_session(twin("t", component("g", BadReset)))
 
 
+class TestHostHooks:
+    def test_progress_names_the_component_being_stepped(self) -> None:
+        """The progress slot holds the index of the component whose step is running."""
+        seen: list[int] = []
+        progress = [-1]
+
+        class Peek(Gain):
+            def step(self, t: float, dt: float, inputs: Any) -> dict[str, Any]:
+                seen.append(progress[0])
+                return super().step(t, dt, inputs)
+
+        definition = twin("t", component("a", Peek), component("b", Peek),
+                          connections=("a.y -> b.u",))
+        s = Session("s", definition, SessionSettings(), progress=progress)
+        s.step(2)
+        assert seen == [0, 1, 0, 1]
+        assert progress[0] == 1  # the engine leaves it; the host clears it between ticks
+
+    def test_progress_stops_at_the_faulting_component(self) -> None:
+        """After a fault the progress slot names the component that faulted."""
+        progress = [-1]
+        s = Session("s", faulty_twin(2, 0), SessionSettings(), progress=progress)
+        s.step(5)
+        assert [c for c in s.components()][progress[0]] == "bad"
+
+    @pytest.mark.parametrize("before", ["ready", "running", "suspended"])
+    def test_halt_on_fault_from_any_state(self, before: str) -> None:
+        """A fault from outside halts the session with it set and emits a fault event."""
+        s = make_session(faulty_twin(100, 0))
+        if before != "ready":
+            s.start()
+        if before == "suspended":
+            s.suspend()
+        events: list[SessionEvent] = []
+        s.subscribe(events.append)
+        fault = SessionFault("worker died", session="s", component="bad", tick=0)
+        s.halt_on_fault(fault)
+        assert (s.state, s.fault) == (RunState.HALTED, fault)
+        assert [(e.kind, e.message) for e in events] == [("fault", "worker died")]
+        with pytest.raises(InvalidState):
+            s.start()
+        s.reset()
+        assert (s.state, s.fault) == (RunState.READY, None)
+
+
 class TestObservation:
     def test_unsubscribe(self, loop_session: Session) -> None:
         """After unsubscribing, a listener gets no more events; unsubscribing twice is harmless."""

@@ -39,6 +39,14 @@ Decisions beyond the contract:
 * ``fork`` is snapshot + restore into fresh model instances; ``close()`` frees
   every model, ends Halted (so an attached clock stops ticking), emits
   ``closed``; afterwards every method refuses with InvalidState.
+* A fault from outside the session (its worker process died while stepping it)
+  comes in through ``halt_on_fault``: Halted with ``fault`` set, as a model's own.
+* ``progress``: a host that must say which component was being stepped when its
+  process died (a segfault in an FMU's native code leaves no exception to catch)
+  hands the session a one-slot buffer (a ``memoryview`` of shared memory); the
+  session stores the evaluation index of each component into ``progress[0]``
+  just before calling its ``step`` or ``reset``. One store per component; the
+  engine does nothing else with it.
 """
 
 from __future__ import annotations
@@ -50,7 +58,7 @@ import time
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -92,6 +100,12 @@ log = structlog.get_logger(__name__)
 
 _KIND_ORDER = (Kind.INPUT, Kind.OUTPUT, Kind.STATE, Kind.PARAMETER)
 _OVERRUN_POLICIES = ("skip", "catch_up")
+
+
+class Progress(Protocol):
+    """A one-slot writable buffer (``progress[0] = index``): see the module docstring."""
+
+    def __setitem__(self, index: int, value: int, /) -> None: ...
 
 
 class _Missing(Exception):
@@ -147,7 +161,14 @@ class Session:
     step_count: int
     version: int
 
-    def __init__(self, name: str, twin: TwinDefinition, settings: SessionSettings) -> None:
+    def __init__(
+        self,
+        name: str,
+        twin: TwinDefinition,
+        settings: SessionSettings,
+        *,
+        progress: Progress | None = None,
+    ) -> None:
         if not (math.isfinite(settings.step_size) and settings.step_size > 0):
             raise InvalidArgument(
                 f"session {name!r}: step_size must be a finite number "
@@ -171,6 +192,8 @@ class Session:
         self.version = 0
         self.fault: SessionFault | None = None
         self._listeners: list[Listener] = []
+        #: where the index of the component being stepped is stored (module docstring)
+        self._progress: Progress = progress if progress is not None else [0]
         self._duration_sum = 0.0
         self._duration_max = 0.0
         self._duration_count = 0
@@ -298,7 +321,9 @@ class Session:
     def _initialise(self) -> None:
         """Reset every model at t0 and rebuild the tick plan; raise SessionFault on failure."""
         self.step_count = 0
+        progress = self._progress
         for comp in self._components:
+            progress[0] = comp.index
             try:
                 outputs = comp.model.reset(dict(comp.parameters), dict(self._initial(comp)))
                 for oname in comp.output_names:
@@ -781,6 +806,16 @@ class Session:
         self._require("Halt", RunState.RUNNING, RunState.SUSPENDED)
         self._transition(RunState.HALTED, "halted", "halted", SEVERITY_HALT)
 
+    def halt_on_fault(self, fault: SessionFault) -> None:
+        """Halt on a fault that happened outside the session (the worker process
+        stepping it died): from any state, ``fault`` set, a ``fault`` event with its
+        message. As after a model's fault, only Reset or Restore leave Halted."""
+        self._require_open("halt on a fault")
+        self.fault = fault
+        self.state = RunState.HALTED
+        self.version += 1
+        self._emit("fault", str(fault), SEVERITY_FAULT)
+
     def reset(self, parameters: Mapping[str, Mapping[str, Value]] | None = None) -> None:
         """Back to Ready at t0 with initial states; pending fixed parameters and the
         given overrides (validated all-or-none) apply.
@@ -855,11 +890,13 @@ class Session:
         t = k * dt
         outputs = self._outputs
         isfinite = math.isfinite
+        progress = self._progress
         index = 0
         out: Any = None
         started = time.perf_counter()
         try:
             for index, step, inputs, links, checked in self._plan:
+                progress[0] = index
                 for name, src, port in links:
                     inputs[name] = outputs[src][port]
                 out = None

@@ -1,0 +1,207 @@
+"""The one interface the main process uses for a session, wherever it steps.
+
+``SessionHost`` is a transport (httpx's ``BaseTransport``, mosaik's proxies):
+``create``, ``delete``, ``call`` a command, read the latest ``frame`` and the
+clock's statistics. Two implementations: ``LocalHost`` (``local.py``, the
+session and its clock on the caller's event loop: ``workers = 0``) and
+``WorkerHost`` (``pool.py``, the session in a worker process). ``HostedSession``
+is the typed front over either: ``await hosted.write(key, 1.0)``.
+
+Both hosts give the same behaviour: the same results, the same exceptions (with
+their structured fields), the same events in the same order. A command is
+answered once the session has done it; a frame read after the answer shows its
+effect. Events reach the ``EventListener`` given to the host at construction,
+in the order the session emitted them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from twin_server.engine.clock import ClockStatistics
+from twin_server.engine.session import (
+    RunState,
+    SessionEvent,
+    SessionSettings,
+    SessionSnapshot,
+    SessionStatistics,
+    VarKey,
+)
+from twin_server.engine.twin import TwinDefinition
+from twin_server.errors import SessionFault
+from twin_server.models.base import Value, Variable
+
+#: called with the session's name and each event it emits (and the host's own:
+#: a worker's crash is a ``fault`` event, its replacement a ``recovered`` one)
+EventListener = Callable[[str, SessionEvent], None]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLayout:
+    """What never changes in a hosted session: its variables, in the order of
+    ``Frame.values`` (``Session.variables()``), and its fixed settings."""
+
+    name: str
+    twin: str
+    step_size: float
+    publish_rate: float
+    variables: tuple[tuple[VarKey, Variable], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One consistent view of a session: every value as of one tick.
+
+    ``values`` follow ``SessionLayout.variables``. ``good`` is False while the
+    session's worker is gone: the values are the last it published, ``state`` is
+    Halted. ``version`` moves whenever any value may have changed (as
+    ``Session.version``, but counted by the host: compare, do not do sums)."""
+
+    step_count: int
+    sim_time: float
+    state: RunState
+    realtime_factor: float
+    version: int
+    values: tuple[Value, ...]
+    step_duration_mean: float
+    step_duration_max: float
+    good: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class HostStatistics:
+    """An immutable snapshot of a host's work, for the Diagnostics nodes."""
+
+    workers: int  # worker processes alive, spares included (0 for the in-process host)
+    spares: int  # of which started and idle, ready to take a crashed worker's place
+    sessions: int
+    crashes: int  # workers that died (hung ones killed included)
+    hangs: int  # of which killed because a running session stopped ticking
+    replacements: int  # workers started again after a crash
+    last_replacement_seconds: float  # from noticing a death to its sessions served again
+
+
+class SessionHost(Protocol):
+    """Where sessions step: in this process or in worker processes."""
+
+    async def create(
+        self,
+        name: str,
+        twin: TwinDefinition,
+        settings: SessionSettings,
+        *,
+        snapshot: SessionSnapshot | None = None,
+        isolate: bool = False,
+    ) -> SessionLayout:
+        """Build the session (restored from ``snapshot`` when given) and its clock.
+        The engine's refusals are raised as they are; nothing is left behind."""
+        ...
+
+    async def delete(self, name: str) -> None:
+        """Stop the clock and close the session (its models freed). NotFound."""
+        ...
+
+    async def call(self, name: str, command: str, *args: Any) -> Any:
+        """Run one command of ``commands.COMMANDS`` on the session, answered with its
+        result or the engine's exception."""
+        ...
+
+    def frame(self, name: str) -> Frame:
+        """The latest consistent values (never blocks)."""
+        ...
+
+    def layout(self, name: str) -> SessionLayout: ...
+
+    def fault(self, name: str) -> SessionFault | None:
+        """The fault the session is Halted on, if any (a model's, or its worker's death)."""
+        ...
+
+    def clock_statistics(self, name: str) -> ClockStatistics: ...
+
+    def statistics(self) -> HostStatistics: ...
+
+    def names(self) -> list[str]:
+        """The hosted sessions, in creation order."""
+        ...
+
+    async def aclose(self) -> None:
+        """Stop every clock, close every session, end every worker. Idempotent."""
+        ...
+
+
+class HostedSession:
+    """The typed front of one hosted session (``SessionHost.call`` underneath)."""
+
+    def __init__(self, host: SessionHost, name: str) -> None:
+        self.host = host
+        self.name = name
+
+    @property
+    def layout(self) -> SessionLayout:
+        return self.host.layout(self.name)
+
+    def frame(self) -> Frame:
+        return self.host.frame(self.name)
+
+    def values(self) -> dict[VarKey, Value]:
+        """The latest frame's values by key (a fresh dict)."""
+        keys = [key for key, _ in self.layout.variables]
+        return dict(zip(keys, self.frame().values, strict=True))
+
+    def fault(self) -> SessionFault | None:
+        return self.host.fault(self.name)
+
+    def clock_statistics(self) -> ClockStatistics:
+        return self.host.clock_statistics(self.name)
+
+    async def start(self) -> None:
+        await self.host.call(self.name, "start")
+
+    async def suspend(self) -> None:
+        await self.host.call(self.name, "suspend")
+
+    async def resume(self) -> None:
+        await self.host.call(self.name, "resume")
+
+    async def halt(self) -> None:
+        await self.host.call(self.name, "halt")
+
+    async def reset(self, parameters: Mapping[str, Mapping[str, Value]] | None = None) -> None:
+        await self.host.call(self.name, "reset", parameters)
+
+    async def step(self, count: int = 1) -> None:
+        await self.host.call(self.name, "step", count)
+
+    async def write(self, key: VarKey, value: Value) -> Value:
+        result: Value = await self.host.call(self.name, "write", key, value)
+        return result
+
+    async def release(self, key: VarKey) -> None:
+        await self.host.call(self.name, "release", key)
+
+    async def set_parameters(
+        self, overrides: Mapping[str, Mapping[str, Value]]
+    ) -> dict[str, dict[str, Value]]:
+        result: dict[str, dict[str, Value]] = await self.host.call(
+            self.name, "set_parameters", overrides)
+        return result
+
+    async def set_realtime_factor(self, factor: float) -> None:
+        await self.host.call(self.name, "set_realtime_factor", factor)
+
+    async def snapshot(self) -> SessionSnapshot:
+        result: SessionSnapshot = await self.host.call(self.name, "snapshot")
+        return result
+
+    async def restore(self, snapshot: SessionSnapshot) -> None:
+        await self.host.call(self.name, "restore", snapshot)
+
+    async def statistics(self) -> SessionStatistics:
+        result: SessionStatistics = await self.host.call(self.name, "statistics")
+        return result
+
+    async def emit(self, kind: str, message: str, severity: int = 100) -> None:
+        """Emit an event through the session (the daemon's ``created``, ``expired``)."""
+        await self.host.call(self.name, "emit", kind, message, severity)

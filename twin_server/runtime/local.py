@@ -1,0 +1,143 @@
+"""``LocalHost``: sessions and their clocks on the caller's event loop (``workers = 0``).
+
+What the daemon does today, behind the ``SessionHost`` interface: for tests,
+debugging, and machines where a process per core is not wanted. A crash of a
+model's native code takes the whole process down here; ``isolate`` is accepted
+and means nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import zlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from twin_server.engine.clock import Clock, ClockStatistics
+from twin_server.engine.session import Session, SessionSettings, SessionSnapshot
+from twin_server.engine.twin import TwinDefinition
+from twin_server.errors import AlreadyExists, InvalidState, NotFound, SessionFault
+from twin_server.runtime.commands import create_session, run_command
+from twin_server.runtime.host import EventListener, Frame, HostStatistics, SessionLayout
+
+log = structlog.get_logger(__name__)
+
+
+def clock_phase(name: str) -> float:
+    """A fixed fraction of a period from the session's name: sessions started
+    together spread their ticks over the period instead of all falling due at once."""
+    return (zlib.crc32(name.encode()) % 1024) / 1024
+
+
+def layout_of(session: Session) -> SessionLayout:
+    return SessionLayout(session.name, session.twin.name, session.step_size,
+                         float(session.publish_rate), tuple(session.variables()))
+
+
+@dataclass(slots=True)
+class _Local:
+    session: Session
+    clock: Clock
+    layout: SessionLayout
+    task: asyncio.Task[None]
+    unsubscribe: Callable[[], None]
+
+
+class LocalHost:
+    """Every session on this event loop, each paced by its own ``Clock`` task."""
+
+    def __init__(self, on_event: EventListener,
+                 *, sleep: Callable[[float], Awaitable[None]] | None = None) -> None:
+        """``sleep`` is the clocks' (the daemon passes its ``timers.PreciseSleep``)."""
+        self._on_event = on_event
+        self._sleep = sleep
+        self._sessions: dict[str, _Local] = {}
+        self._closed = False
+
+    async def create(self, name: str, twin: TwinDefinition, settings: SessionSettings, *,
+                     snapshot: SessionSnapshot | None = None,
+                     isolate: bool = False) -> SessionLayout:
+        self._require_open()
+        if name in self._sessions:
+            raise AlreadyExists(f"a session named {name!r} is hosted already")
+        session = create_session(name, twin, settings, snapshot=snapshot)
+        extra: dict[str, Any] = {} if self._sleep is None else {"sleep": self._sleep}
+        clock = Clock(session, phase=clock_phase(name), **extra)
+        on_event = self._on_event
+        unsubscribe = session.subscribe(lambda event: on_event(name, event))
+        task = asyncio.get_running_loop().create_task(clock.run(), name=f"clock:{name}")
+        task.add_done_callback(_log_clock_end)
+        local = _Local(session, clock, layout_of(session), task, unsubscribe)
+        self._sessions[name] = local
+        return local.layout
+
+    async def delete(self, name: str) -> None:
+        local = self._get(name)
+        del self._sessions[name]
+        await _stop(local)
+
+    async def call(self, name: str, command: str, *args: Any) -> Any:
+        return run_command(self._get(name).session, command, args)
+
+    def frame(self, name: str) -> Frame:
+        session = self._get(name).session
+        stats = session.statistics()
+        return Frame(session.step_count, session.sim_time, session.state,
+                     session.realtime_factor, session.version, tuple(session.value_list()),
+                     stats.step_duration_mean, stats.step_duration_max)
+
+    def layout(self, name: str) -> SessionLayout:
+        return self._get(name).layout
+
+    def fault(self, name: str) -> SessionFault | None:
+        return self._get(name).session.fault
+
+    def clock_statistics(self, name: str) -> ClockStatistics:
+        return self._get(name).clock.statistics()
+
+    def statistics(self) -> HostStatistics:
+        return HostStatistics(workers=0, spares=0, sessions=len(self._sessions), crashes=0, hangs=0,
+                              replacements=0, last_replacement_seconds=0.0)
+
+    def names(self) -> list[str]:
+        return list(self._sessions)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        while self._sessions:
+            _, local = self._sessions.popitem()
+            await _stop(local)
+
+    async def __aenter__(self) -> LocalHost:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _get(self, name: str) -> _Local:
+        try:
+            return self._sessions[name]
+        except (KeyError, TypeError):
+            raise NotFound(f"no session named {name!r} is hosted "
+                           f"(sessions: {', '.join(self._sessions) or 'none'})") from None
+
+    def _require_open(self) -> None:
+        if self._closed:
+            raise InvalidState("the session host is closed")
+
+
+async def _stop(local: _Local) -> None:
+    local.task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await local.task
+    local.session.close()  # emits "closed" to the listener, then drops it
+    local.unsubscribe()
+
+
+def _log_clock_end(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("clock_failed", task=task.get_name(), error=repr(task.exception()))

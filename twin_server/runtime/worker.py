@@ -1,0 +1,334 @@
+"""The worker process: steps the sessions placed on it, answers commands, publishes values.
+
+``main`` is the process's entry point (``multiprocessing``, spawn start method).
+It runs its own event loop: one ``engine.clock.Clock`` per session (sleeping on
+a timerfd, ``timers.PreciseSleep``), a ``wire.Channel`` to the main process, and
+a task that sends each session's snapshot every ``snapshot_interval`` seconds
+when it changed (the main process keeps the latest, to bring the session back if
+this process dies). Nothing else runs here, so nothing of the server's delays a
+tick.
+
+After every tick (at most every ``publish_interval`` seconds while ticks come
+faster, and always when the run state changed) and after every command, the
+session's values go into its shared-memory block (``shm.py``); a command is
+answered after that, so the main process sees its effect in the next frame it
+reads. String values that changed go over the pipe first.
+
+SIGINT and SIGTERM are ignored: a Ctrl-C or systemd's stop reaches every process
+of the group, and the main process stops its workers itself, in its own
+shutdown stage. The worker ends when told to, or when the pipe closes (the
+main process is gone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import structlog
+
+from twin_server.engine.clock import Clock
+from twin_server.engine.session import RunState, Session, SessionEvent, SessionSettings
+from twin_server.engine.snapshot import SessionSnapshot
+from twin_server.engine.twin import TwinDefinition
+from twin_server.errors import AlreadyExists, InvalidState, NotFound, NotSupported, SessionFault
+from twin_server.models import registry
+from twin_server.runtime import shm
+from twin_server.runtime.commands import create_session, run_command
+from twin_server.runtime.local import clock_phase
+from twin_server.runtime.wire import Channel, encode_error
+from twin_server.timers import PreciseSleep
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    """Settings of one worker process (picklable: they cross to the child)."""
+
+    worker: str  # a name for logs: "w0", "isolated-3"
+    status: str  # the name of the worker's StatusBlock (the main process created it)
+    snapshot_interval: float = 5.0
+    #: while ticks come faster than this, frames are published at this interval
+    publish_interval: float = 0.001
+    #: how often the clock's statistics (percentiles) are recomputed for the block
+    statistics_interval: float = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class CreateRequest:
+    """What the main process sends to create (or bring back) a session."""
+
+    name: str
+    twin: TwinDefinition
+    settings: SessionSettings
+    slot: int  # the number the status block names the session by
+    block: str  # the shared-memory name to create
+    snapshot: SessionSnapshot | None = None
+    fault: SessionFault | None = None
+
+
+def main(sock: socket.socket, options: WorkerOptions) -> None:
+    """The worker process's entry point."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    registry.available()  # import every registered model now, not in a first create
+    # what is imported now lives as long as the process: keep it out of full collections
+    gc.collect()
+    gc.freeze()
+    asyncio.run(Worker(sock, options).run())
+
+
+class _Ticking:
+    """What the clock sees of a session: the session, with a publish after each tick."""
+
+    def __init__(self, hosted: _Hosted) -> None:
+        self._hosted = hosted
+        session = hosted.session
+        self.subscribe = session.subscribe
+        self.settings = session.settings
+        self.step_size = session.step_size
+        self._session = session
+
+    @property
+    def state(self) -> RunState:
+        return self._session.state
+
+    @property
+    def realtime_factor(self) -> float:
+        return self._session.realtime_factor
+
+    @property
+    def step_count(self) -> int:
+        return self._session.step_count
+
+    def tick(self) -> None:
+        hosted = self._hosted
+        session = self._session
+        status = hosted.worker.status.ints
+        status[shm.CURRENT] = hosted.slot
+        session.tick()
+        status[shm.PROGRESS] = -1
+        hosted.block.ints[shm.LIVE_STEP] = session.step_count
+        now = time.monotonic()
+        if now >= hosted.next_publish or session.state is not RunState.RUNNING:
+            hosted.publish(now)
+
+
+@dataclass(eq=False)
+class _Hosted:
+    """One session in this worker: the session, its clock and its block."""
+
+    worker: Worker
+    session: Session
+    slot: int
+    block: shm.ValueBlock
+    codec: shm.Codec
+    clock: Clock = field(init=False)
+    task: asyncio.Task[None] | None = None
+    unsubscribe: Any = None
+    next_publish: float = 0.0
+    next_statistics: float = 0.0
+    strings: list[Any] = field(default_factory=list)
+    strings_seq: int = 0
+    snapshot_version: int = -1
+    published_version: int = -1
+
+    def publish(self, now: float | None = None) -> None:
+        """Write the session's current frame into its block (strings first, by pipe)."""
+        now = time.monotonic() if now is None else now
+        session = self.session
+        numeric, strings = self.codec.split(session.value_list())
+        if strings != self.strings:
+            changed = {j: s for j, s in enumerate(strings)
+                       if j >= len(self.strings) or self.strings[j] != s}
+            self.strings = strings
+            self.strings_seq += 1
+            self.worker.send(("strings", session.name, self.strings_seq, changed))
+        block = self.block
+        ints, floats = block.ints, block.floats
+        stats = session.statistics()
+        seq = int(ints[shm.SEQ])
+        ints[shm.SEQ] = seq + 1
+        block.values[:] = numeric
+        ints[shm.STEP] = session.step_count
+        ints[shm.VERSION] = session.version
+        ints[shm.STATE] = shm.STATE_CODES[session.state]
+        ints[shm.STRINGS] = self.strings_seq
+        floats[shm.FACTOR] = session.realtime_factor
+        floats[shm.DURATION_MEAN] = stats.step_duration_mean
+        floats[shm.DURATION_MAX] = stats.step_duration_max
+        if now >= self.next_statistics:
+            clock = self.clock.statistics()
+            ints[shm.TICKS] = clock.ticks
+            ints[shm.OVERRUNS] = clock.overruns
+            floats[shm.LATENESS_P50] = clock.lateness_p50
+            floats[shm.LATENESS_P99] = clock.lateness_p99
+            floats[shm.LATENESS_MAX] = clock.lateness_max
+            self.next_statistics = now + self.worker.options.statistics_interval
+        ints[shm.SEQ] = seq + 2
+        ints[shm.LIVE_STEP] = session.step_count
+        self.published_version = session.version
+        self.next_publish = now + self.worker.options.publish_interval
+
+
+class Worker:
+    """The sessions of one worker process, and its end of the pipe."""
+
+    def __init__(self, sock: socket.socket, options: WorkerOptions) -> None:
+        self._sock = sock
+        self.options = options
+        self._sessions: dict[str, _Hosted] = {}
+        self._channel: Channel | None = None
+        self._done = asyncio.Event()
+        self._sleep = PreciseSleep()
+        self._tasks: asyncio.TaskGroup | None = None
+        self.status = shm.StatusBlock.attach(options.status)
+
+    async def run(self) -> None:
+        self._channel = await Channel.open(self._sock, self._on_message, self._on_lost)
+        self.send(("hello", os.getpid()))
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                self._tasks = tasks
+                snapshots = tasks.create_task(self._snapshots_forever(), name="snapshots")
+                await self._done.wait()
+                snapshots.cancel()
+                for hosted in self._sessions.values():
+                    if hosted.task is not None:
+                        hosted.task.cancel()
+        finally:
+            for name in list(self._sessions):
+                self._drop(name)
+            self._sleep.close()
+            self._channel.close()
+            self.status.close()
+
+    def send(self, message: Any) -> None:
+        assert self._channel is not None
+        self._channel.send(message)
+
+    # -- messages from the main process ------------------------------------------------
+
+    def _on_lost(self, exc: Exception | None) -> None:
+        self._done.set()  # the main process is gone, or closed the pipe
+
+    def _on_message(self, message: tuple[Any, ...]) -> None:
+        op, request = message[0], message[1]
+        try:
+            if op == "call":
+                _, _, name, command, args = message
+                hosted = self._get(name)
+                self.status.ints[shm.CURRENT] = hosted.slot
+                try:
+                    result = run_command(hosted.session, command, args)
+                finally:
+                    self.status.ints[shm.PROGRESS] = -1
+                    session = hosted.session
+                    if not session.closed and session.version != hosted.published_version:
+                        hosted.publish()
+                if command == "reset":  # the main process brings it back from here now
+                    self._send_snapshot(hosted)
+            elif op == "create":
+                self.status.ints[shm.CURRENT] = message[2].slot
+                try:
+                    result = self._create(message[2])
+                finally:
+                    self.status.ints[shm.PROGRESS] = -1
+            elif op == "delete":
+                self._drop(message[2], known=True)
+                result = None
+            elif op in ("ping", "warm"):  # (warm: unpickling the twins imported their models)
+                result = os.getpid()
+            elif op == "shutdown":
+                self._done.set()
+                result = None
+            else:
+                raise ValueError(f"unknown request {op!r}")
+        except Exception as exc:
+            self.send(("error", request, encode_error(exc)))
+            return
+        try:
+            self.send(("reply", request, result))
+        except Exception as exc:  # an unpicklable result (a snapshot of an FMU's memory)
+            self.send(("error", request, encode_error(NotSupported(
+                f"the result of {op} cannot be sent to the server process: {exc}"))))
+
+    def _create(self, request: CreateRequest) -> tuple[Any, ...]:
+        name = request.name
+        if name in self._sessions:
+            raise AlreadyExists(f"a session named {name!r} is hosted by this worker already")
+        session = create_session(name, request.twin, request.settings,
+                                 snapshot=request.snapshot, fault=request.fault,
+                                 progress=self.status.progress)
+        try:
+            variables = tuple(session.variables())
+            codec = shm.Codec(tuple(var for _, var in variables))
+            block = shm.ValueBlock.create(request.block, len(codec.numeric))
+        except BaseException:
+            session.close()
+            raise
+        hosted = _Hosted(self, session, request.slot, block, codec)
+        hosted.clock = Clock(cast(Session, _Ticking(hosted)), phase=clock_phase(name),
+                             sleep=self._sleep)
+        hosted.unsubscribe = session.subscribe(lambda event: self._on_event(hosted, event))
+        self._sessions[name] = hosted
+        hosted.publish()
+        assert self._tasks is not None
+        hosted.task = self._tasks.create_task(hosted.clock.run(), name=f"clock:{name}")
+        return variables, hosted.strings, hosted.strings_seq
+
+    def _on_event(self, hosted: _Hosted, event: SessionEvent) -> None:
+        session = hosted.session
+        fault = session.fault if event.kind == "fault" else None
+        self.send(("event", session.name, event.kind, event.message, event.severity,
+                   None if fault is None else encode_error(fault)))
+
+    def _drop(self, name: str, *, known: bool = False) -> None:
+        if known:
+            self._get(name)
+        hosted = self._sessions.pop(name, None)
+        if hosted is None:
+            return
+        if hosted.task is not None:
+            hosted.task.cancel()
+        hosted.session.close()  # its "closed" event still goes out
+        if hosted.unsubscribe is not None:
+            hosted.unsubscribe()
+        hosted.block.close()
+
+    def _get(self, name: str) -> _Hosted:
+        try:
+            return self._sessions[name]
+        except (KeyError, TypeError):
+            raise NotFound(f"no session named {name!r} in worker {self.options.worker}") from None
+
+    # -- snapshots for the main process ------------------------------------------------
+
+    async def _snapshots_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.snapshot_interval)
+            for hosted in list(self._sessions.values()):
+                session = hosted.session
+                if session.version == hosted.snapshot_version or session.fault is not None:
+                    continue
+                self._send_snapshot(hosted)
+                await asyncio.sleep(0)
+
+    def _send_snapshot(self, hosted: _Hosted) -> None:
+        session = hosted.session
+        hosted.snapshot_version = session.version
+        self.status.ints[shm.CURRENT] = hosted.slot
+        try:
+            snap = session.snapshot()
+            self.send(("snapshot", session.name, snap))
+        except (NotSupported, InvalidState):
+            pass  # the main process brings it back afresh
+        except Exception as exc:  # an unpicklable model state
+            log.debug("worker_snapshot_skipped", session=session.name, error=repr(exc))
