@@ -176,7 +176,8 @@ class WorkerHost:
         self._snapshot_interval = snapshot_interval
         self._publish_interval = publish_interval
         self._start_timeout = start_timeout
-        self._context = multiprocessing.get_context(start_method)
+        # (typeshed: BaseContext has no Process)
+        self._context: Any = multiprocessing.get_context(start_method)
         self._spare_count = spares
         self._spares: list[_Worker] = []
         self._spares_starting = 0

@@ -113,7 +113,9 @@ class StatusBlock:
         self.shm = shm
         self.name = shm.name
         self.ints = np.ndarray((_INTS,), dtype=np.int64, buffer=shm.buf, offset=0)
-        self.progress = shm.buf[8 * PROGRESS: 8 * PROGRESS + 8].cast("q")
+        buf = shm.buf
+        assert buf is not None  # (None only once the block is closed)
+        self.progress = buf[8 * PROGRESS: 8 * PROGRESS + 8].cast("q")
 
     @classmethod
     def create(cls, name: str) -> StatusBlock:
