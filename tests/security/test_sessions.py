@@ -329,6 +329,30 @@ class TestTransferSubscriptions:
         finally:
             await close(new, old)
 
+    async def test_initial_values_sent(self, secured: Secured, cert: ClientCert) -> None:
+        """With SendInitialValues the new session's first notification carries the
+        current value, though it has not changed since."""
+        old = await secure_client(secured.url, cert, user="olga", password=PASSWORD)
+        await old.connect()
+        sub, values = await subscribed(secured, old)
+        current = await produce(secured)
+        await values.until(current)  # delivered: only SendInitialValues sends it again
+        drop_tcp(old)
+        sub_id = sub.subscription_id
+        new = await secure_client(secured.url, cert, user="olga", password=PASSWORD)
+        await new.connect()
+        try:
+            results = await new.uaclient.transfer_subscriptions(ua.TransferSubscriptionsParameters(
+                SubscriptionIds=[sub_id], SendInitialValues=True))
+            assert [r.StatusCode.value for r in results] == [ua.StatusCodes.Good]
+            async with asyncio.timeout(5):
+                while True:
+                    response = await new.uaclient.publish([])
+                    if current in values_of(response.Parameters.NotificationMessage):
+                        break
+        finally:
+            await close(new, old)
+
     @pytest.mark.parametrize("login", [
         pytest.param({"user": "ada", "password": PASSWORD}, id="other-user"),
         pytest.param({}, id="anonymous"),

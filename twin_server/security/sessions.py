@@ -28,7 +28,8 @@
   session only for the same named user, or, for an anonymous one, the same
   application (the ApplicationUri of a verified certificate) on secure channels on
   both sides; otherwise BadUserAccessDenied for that subscription. A transferred
-  subscription publishes on the new session's connection.
+  subscription publishes on the new session's connection, with the current values
+  first if the client asks for them (SendInitialValues).
 
 asyncua 2.1 internals relied on (each also named where it is used):
 
@@ -50,6 +51,9 @@ asyncua 2.1 internals relied on (each also named where it is used):
   ``pub_request_callback`` / ``pub_result_callback`` (bound methods of the
   connection's ``UaProcessor``: ``__self__`` is the connection), ``session_id``,
   ``data.SubscriptionId``.
+* ``MonitoredItemService._monitored_items`` (``read_value_id``, ``callback_handle``,
+  ``client_handle``, ``mode``, ``queue_size``) and ``aspace``, and
+  ``InternalSubscription.enqueue_datachange_event`` (SendInitialValues).
 * ``UaProcessor._transport``, ``_publish_requests``, ``_publish_results_subs`` and
   ``get_publish_request``.
 """
@@ -431,6 +435,8 @@ class Sessions:
                 results[index] = result
                 if sub is not None and result.StatusCode.is_good():
                     self._moved(sub, previous[id(sub)], callback)
+                    if params.SendInitialValues:
+                        await self._send_initial_values(sub)
         return [r if r is not None else ua.TransferResult() for r in results]
 
     def _transfer_refusal(self, sub: Any, caller: Any, sessions: list[Any]) -> str | None:
@@ -462,6 +468,20 @@ class Sessions:
                 return set()
             return set(application_uris(channel.certificate))
         return bool(uris(a) & uris(b))
+
+    @staticmethod
+    async def _send_initial_values(sub: Any) -> None:
+        """TransferSubscriptions with SendInitialValues (asyncua ignores it): each
+        monitored value's current value goes out in the next notification."""
+        items = sub.monitored_item_srv  # MonitoredItemService: _monitored_items, aspace
+        for mid, item in list(items._monitored_items.items()):
+            target = item.read_value_id
+            if item.callback_handle is None or target is None or \
+                    item.mode == ua.MonitoringMode.Disabled:
+                continue  # an event item, or a disabled one
+            value = items.aspace.read_attribute_value(target.NodeId, target.AttributeId)
+            await sub.enqueue_datachange_event(mid, ua.MonitoredItemNotification(
+                ClientHandle=item.client_handle, Value=value), item.queue_size)
 
     def _moved(self, sub: Any, previous_request: Any, callback: Any) -> None:
         """asyncua's transfer points only the results at the new connection: its Publish
