@@ -9,6 +9,8 @@ and roles, and limits under hostile clients.
               ``twin-server user`` functions
     roles     viewer < operator < admin: what each may do, per service, node, method
     guard     the hooks into asyncua that enforce all of the above
+    sessions  random session tokens; sessions and subscriptions that stay their
+              client's across channels, network blips and TransferSubscriptions
     limits    asyncua's resource limits; the rate limit on its logging
     cli       the ``pki`` and ``user`` subcommands of ``twin-server``
 

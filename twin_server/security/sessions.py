@@ -254,7 +254,7 @@ class Sessions:
             return
         self.counters.reactivations_refused += 1
         log.info("session_reactivation_refused", session=_session_name(session),
-                 user=name if isinstance(name, str) else "<anonymous>" if name is None
+                 user=name[:64] if isinstance(name, str) else "<anonymous>" if name is None
                  else "<other identity>",
                  reason="a session moves to a new channel only with the user it has",
                  fix="log in as the session's user, or create a new session",
