@@ -193,6 +193,7 @@ class TestAuthenticationTokens:
                     await activate_foreign(attacker, ua.NodeId(guess))
                 assert refused.value.code == ua.StatusCodes.BadSessionIdInvalid
             await victim.get_node(secured.nodeid(VARIABLE)).read_value()
+            await served_within_a_second(secured)
         finally:
             await close(attacker, victim)
 
@@ -267,6 +268,7 @@ class TestTakeover:
             assert refused.value.code == ua.StatusCodes.BadSessionIdInvalid
             await creator.activate_session()  # on its own channel it still works
             await creator.get_node(secured.nodeid(VARIABLE)).read_value()
+            await served_within_a_second(secured)
         finally:
             await close(other, creator)
 
@@ -285,6 +287,7 @@ class TestTakeover:
             value = fresh()
             await victim.get_node(secured.nodeid(VARIABLE)).write_value(value)
             await values.until(value)
+            await served_within_a_second(secured)
         finally:
             await close(same_app, victim)
 
@@ -408,6 +411,7 @@ class TestTransferSubscriptions:
             assert [r.StatusCode.value for r in results] == [ua.StatusCodes.BadUserAccessDenied]
             value = await produce(secured)
             await values.until(value)
+            await served_within_a_second(secured)
         finally:
             await close(thief, owner)
 
