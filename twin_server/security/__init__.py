@@ -11,6 +11,8 @@ and roles, and limits under hostile clients.
     guard     the hooks into asyncua that enforce all of the above
     room      the session limit, each client address's share, abandoned sessions
     tokens    user-name tokens: what each endpoint asks for, encrypted passwords
+    sessions  random session tokens; sessions and subscriptions that stay their
+              client's across channels, network blips and TransferSubscriptions
     limits    asyncua's resource limits; the rate limit on its logging
     cli       the ``pki`` and ``user`` subcommands of ``twin-server``
 

@@ -50,6 +50,7 @@ from twin_server.security.pki import (
     thumbprint,
 )
 from twin_server.security.roles import Role
+from twin_server.security.sessions import Sessions, SessionStatistics
 from twin_server.security.tokens import install_user_tokens
 from twin_server.security.users import LoginStatistics, UserStore
 
@@ -103,6 +104,7 @@ class SecurityStatistics:
     limits_hit: int
     sessions_displaced: int
     log: LogLimitStatistics
+    sessions: SessionStatistics
 
 
 @dataclass(slots=True)
@@ -116,6 +118,7 @@ class SecurityContext:
     users: UserStore
     guard: Guard
     log_limit: LogRateLimit
+    sessions: Sessions
 
     def trust_list(self) -> TrustList:
         """The trust list of the daemon's PKI, also where no secure endpoint needs one
@@ -138,7 +141,7 @@ class SecurityContext:
             writes_refused=c.writes_refused, calls_refused=c.calls_refused,
             certificates_refused=c.certificates_refused, sessions_refused=c.sessions_refused,
             limits_hit=c.limits_hit, sessions_displaced=c.sessions_displaced,
-            log=self.log_limit.statistics())
+            log=self.log_limit.statistics(), sessions=self.sessions.statistics())
 
 
 async def configure_security(server: Server, config: ServerConfig,
@@ -190,7 +193,7 @@ async def configure_security(server: Server, config: ServerConfig,
     iserver.set_user_manager(TwinUserManager(guard))
     install_user_tokens(iserver, guard.counters)
     server.allow_remote_admin(False)
-    _hook_sessions(iserver, guard)
+    sessions = _hook_sessions(iserver, guard)
     apply_limits(server, limits)
     log_limit = install_log_rate_limit(limits.log_burst)
     share_subscription_loggers(iserver)
@@ -203,33 +206,22 @@ async def configure_security(server: Server, config: ServerConfig,
              max_client_sessions=limits.max_client_sessions,
              max_sessions_per_address=limits.sessions_per_address,
              max_message_size=limits.max_message_size)
-    return SecurityContext(security, pki, identity, trust, users, guard, log_limit)
+    return SecurityContext(security, pki, identity, trust, users, guard, log_limit, sessions)
 
 
-def _hook_sessions(iserver: Any, guard: Guard) -> None:
-    """Know which client session each connection works with, and refuse discovery
+def _hook_sessions(iserver: Any, guard: Guard) -> Sessions:
+    """Random session tokens, sessions that stay their client's across channels,
+    subscriptions that survive a blip (``sessions.Sessions``); and no discovery
     registrations (we are not a discovery server; each one would be kept forever)."""
-    create_session = iserver.create_session
-    lookup = iserver.lookup_external_session
-
-    def create(name: Any, *args: Any, **kwargs: Any) -> Any:
-        session = create_session(name, *args, **kwargs)
-        if kwargs.get("external"):
-            guard.session_created(session, name)
-        return session
-
-    def lookup_external_session(token: Any) -> Any:
-        session = lookup(token)
-        guard.session_looked_up(session)
-        return session
+    sessions = Sessions(iserver, guard)
+    sessions.install()
 
     def refuse_registration(*_args: Any, **_kwargs: Any) -> None:
         raise ServiceError(ua.StatusCodes.BadServiceUnsupported)
 
-    iserver.create_session = create
-    iserver.lookup_external_session = lookup_external_session
     iserver.register_server = refuse_registration
     iserver.register_server2 = refuse_registration
+    return sessions
 
 
 def _is_loopback(host: str | None) -> bool:
