@@ -36,6 +36,7 @@ Relies on asyncua internals (asyncua 2.1), each named where it is used:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 import weakref
 from collections.abc import Callable
@@ -149,9 +150,12 @@ class SessionRoom:
                  idle=round(idle, 1))
         # asyncua internal: unregistered now, so that it is neither counted nor
         # reactivated; closed as asyncua closes a session (its subscriptions deleted)
-        # as soon as the loop runs, since activation cannot wait here
+        # as soon as the loop runs, since activation cannot wait here; in a context of
+        # its own, as the server's own call: in the new client's, its request context
+        # (guard.CONNECTION) would make the victim's subscriptions foreign to the close
         self.iserver.unregister_external_session(session)
-        task = asyncio.get_running_loop().create_task(session.close_session(True))
+        task = asyncio.get_running_loop().create_task(session.close_session(True),
+                                                      context=contextvars.Context())
         self._closing.add(task)
         task.add_done_callback(self._closed)
         if transport is not None:
