@@ -21,6 +21,7 @@ from twin_server.engine.session import Session, SessionSettings
 from twin_server.history import HistoryStore, export_csv
 from twin_server.opcua.history_read import (
     GOOD_CALCULATED,
+    HistoryLimits,
     TwinHistoryManager,
     install,
     mark_event_history,
@@ -38,6 +39,8 @@ B = "Sessions.s.Components.c.Outputs.b"
 PLAIN = "Sessions.s.Components.c.Inputs.u"
 SESSION = "Sessions.s"
 EMPTY = "Sessions.s.Components.c.Outputs.empty"
+#: small, so that paging and the limits show with little data
+LIMITS = HistoryLimits(values=64, nodes=20, continuation_points=8)
 
 
 def when(t: float) -> datetime:
@@ -94,7 +97,7 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
     for edp in server.iserver.endpoints:
         edp.EndpointUrl = url
     aspace = server.iserver.aspace
-    manager = install(server, store, ns, max_values=64)
+    manager = install(server, store, ns, limits=LIMITS)
     assert mark_historizing(aspace, [ua.NodeId(i, ns) for i in (X, N, B, EMPTY)]) == 4
     assert mark_event_history(aspace, [ua.NodeId(SESSION, ns)]) == 1
     try:

@@ -15,6 +15,7 @@ the unencrypted endpoint and to anonymous operation, as the demo does::
     [server.limits]
     max_client_sessions = 50
     max_message_size = 4194304
+    max_history_values_per_request = 10000
 
 Everything here is checked when the config loads; ``twin_server.security``
 applies it when the OPC UA server starts.
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Policy = Literal["None", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"]
 Mode = Literal["Sign", "SignAndEncrypt"]
@@ -117,3 +118,25 @@ class LimitsConfig(_Frozen):
         20, ge=1, le=100_000,
         description="records per minute each asyncua log message may emit; the rest are "
                     "counted and summarised")
+    max_history_values_per_request: int = Field(
+        10_000, ge=100, le=1_000_000,
+        description="values (samples, intervals or events) one HistoryRead answers in total "
+                    "over all its nodes; the rest come through continuation points")
+    max_history_nodes_per_request: int = Field(
+        100, ge=1, le=10_000,
+        description="nodes one HistoryRead may name (more: BadTooManyOperations); at most "
+                    "max_history_values_per_request")
+    max_history_continuation_points: int = Field(
+        200, ge=1, le=65_535,
+        description="HistoryRead continuation points each client session may hold; a new "
+                    "request frees the oldest of earlier requests when it needs them")
+
+    @model_validator(mode="after")
+    def _history_nodes_within_values(self) -> LimitsConfig:
+        if self.max_history_nodes_per_request > self.max_history_values_per_request:
+            raise ValueError(
+                f"max_history_nodes_per_request ({self.max_history_nodes_per_request}) must "
+                f"not exceed max_history_values_per_request "
+                f"({self.max_history_values_per_request}): every node of a request gets at "
+                "least one value of the request's share; lower the first or raise the second")
+        return self
