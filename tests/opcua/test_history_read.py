@@ -260,6 +260,113 @@ class TestRaw:
         assert pairs(values) == expected_x(T0, T0 + 200)
 
 
+class TestLimits:
+    async def test_nodes_share_the_request_cap(self, env: Env, client: Client) -> None:
+        """Seven readers of X in one request get 64 values in all, each its share of
+        what the ones before left, and a continuation point; paging on, each gets
+        every sample once."""
+        nodeid = ua.NodeId(X, env.ns)
+        details = raw(T0, T0 + 200)
+        readers = 7
+        got: list[list[ua.DataValue]] = [[] for _ in range(readers)]
+        cps: list[bytes | None] = [None] * readers
+        live = list(range(readers))
+        while live:
+            results = await history_read(client, details, [nodeid] * len(live),
+                                         [cps[i] for i in live])
+            assert sum(len(r.HistoryData.DataValues) for r in results) <= LIMITS.values
+            if not any(cps):  # the first request
+                assert [len(r.HistoryData.DataValues) for r in results] == [9] * 6 + [10]
+            for i, result in zip(live, results, strict=True):
+                result.StatusCode.check()
+                got[i] += result.HistoryData.DataValues
+                cps[i] = result.ContinuationPoint
+            live = [i for i in live if cps[i]]
+        assert all(pairs(values) == expected_x(T0, T0 + 200) for values in got)
+
+    async def test_too_many_nodes(self, env: Env, client: Client) -> None:
+        """More nodes than MaxNodesPerHistoryReadData: BadTooManyOperations for the
+        whole request."""
+        with pytest.raises(ua.uaerrors.BadTooManyOperations):
+            await history_read(client, raw(T0, T0 + 5), [ua.NodeId(X, env.ns)] *
+                               (LIMITS.nodes + 1))
+
+    async def test_one_request_needing_more_points_than_allowed(self, env: Env,
+                                                                client: Client) -> None:
+        """Past MaxHistoryContinuationPoints within one request: BadNoContinuationPoints
+        for the nodes beyond, without data."""
+        nodeid = ua.NodeId(X, env.ns)
+        results = await history_read(client, raw(T0, T0 + 50, 2), [nodeid] * 10)
+        assert [r.StatusCode.value for r in results] == \
+            [ua.StatusCodes.Good] * 8 + [ua.StatusCodes.BadNoContinuationPoints] * 2
+        assert all(r.ContinuationPoint for r in results[:8])
+        assert results[9].ContinuationPoint is None and not results[9].HistoryData
+
+    async def test_earlier_points_are_freed_for_a_new_request(self, env: Env,
+                                                              client: Client) -> None:
+        """A full table gives way to a new request: the oldest point of an earlier
+        request goes (BadContinuationPointInvalid), the others still read on."""
+        nodeid = ua.NodeId(X, env.ns)
+        details = raw(T0, T0 + 50, 2)
+        first = await history_read(client, details, [nodeid] * LIMITS.continuation_points)
+        (second,) = await history_read(client, details, [nodeid])
+        assert second.ContinuationPoint
+        old = await history_read(client, details, [nodeid] * 2,
+                                 [first[0].ContinuationPoint, first[1].ContinuationPoint])
+        assert old[0].StatusCode.value == ua.StatusCodes.BadContinuationPointInvalid
+        assert old[1].StatusCode.is_good()
+        assert pairs(old[1].HistoryData.DataValues) == expected_x(T0, T0 + 50)[2:4]
+
+    async def test_points_are_used_once_and_only_by_their_session(self, env: Env,
+                                                                  client: Client) -> None:
+        """A point read on from once is gone; another session cannot use it."""
+        nodeid = ua.NodeId(X, env.ns)
+        details = raw(T0, T0 + 50, 2)
+        (first,) = await history_read(client, details, [nodeid])
+        async with Client(env.url, timeout=10) as other:
+            (stolen,) = await history_read(other, details, [nodeid], [first.ContinuationPoint])
+        assert stolen.StatusCode.value == ua.StatusCodes.BadContinuationPointInvalid
+        (again,) = await history_read(client, details, [nodeid], [first.ContinuationPoint])
+        assert again.StatusCode.is_good()
+        (twice,) = await history_read(client, details, [nodeid], [first.ContinuationPoint])
+        assert twice.StatusCode.value == ua.StatusCodes.BadContinuationPointInvalid
+
+    async def test_release_and_close_free_the_points(self, env: Env) -> None:
+        """ReleaseContinuationPoints frees the points named; closing the session frees
+        the rest."""
+        nodeid = ua.NodeId(X, env.ns)
+        details = raw(T0, T0 + 50, 2)
+        held = env.manager.points.statistics().held
+        async with Client(env.url, timeout=10) as c:
+            results = await history_read(c, details, [nodeid] * 4)
+            assert env.manager.points.statistics().held == held + 4
+            released = await history_read(c, details, [nodeid] * 2,
+                                          [r.ContinuationPoint for r in results[:2]],
+                                          release=True)
+            assert all(r.StatusCode.is_good() for r in released)
+            assert env.manager.points.statistics().held == held + 2
+            (gone,) = await history_read(c, details, [nodeid], [results[0].ContinuationPoint])
+            assert gone.StatusCode.value == ua.StatusCodes.BadContinuationPointInvalid
+        assert env.manager.points.statistics().held == held
+
+    async def test_limits_are_advertised(self, env: Env, client: Client) -> None:
+        """MaxReturnDataValues, MaxNodesPerHistoryReadData and -Events, and
+        MaxHistoryContinuationPoints say the limits."""
+        ids = ua.ObjectIds
+        expected = {
+            ids.HistoryServerCapabilities_MaxReturnDataValues: LIMITS.values,
+            ids.HistoryServerCapabilities_MaxReturnEventValues: LIMITS.values,
+            ids.Server_ServerCapabilities_OperationLimits_MaxNodesPerHistoryReadData:
+                LIMITS.nodes,
+            ids.Server_ServerCapabilities_OperationLimits_MaxNodesPerHistoryReadEvents:
+                LIMITS.nodes,
+            ids.Server_ServerCapabilities_MaxHistoryContinuationPoints:
+                LIMITS.continuation_points,
+        }
+        for ident, value in expected.items():
+            assert await client.get_node(ua.NodeId(ident)).read_value() == value
+
+
 class TestAttributes:
     async def test_historizing_and_access_level(self, env: Env, client: Client) -> None:
         """Recorded variables say Historizing and HistoryRead; others do not."""
