@@ -21,6 +21,7 @@ from twin_server.engine.session import Session, SessionSettings
 from twin_server.history import HistoryStore, export_csv
 from twin_server.opcua.history_read import (
     GOOD_CALCULATED,
+    HistoryLimits,
     TwinHistoryManager,
     install,
     mark_event_history,
@@ -38,6 +39,8 @@ B = "Sessions.s.Components.c.Outputs.b"
 PLAIN = "Sessions.s.Components.c.Inputs.u"
 SESSION = "Sessions.s"
 EMPTY = "Sessions.s.Components.c.Outputs.empty"
+#: small, so that paging and the limits show with little data
+LIMITS = HistoryLimits(values=64, nodes=20, continuation_points=8)
 
 
 def when(t: float) -> datetime:
@@ -94,7 +97,7 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
     for edp in server.iserver.endpoints:
         edp.EndpointUrl = url
     aspace = server.iserver.aspace
-    manager = install(server, store, ns, max_values=64)
+    manager = install(server, store, ns, limits=LIMITS)
     assert mark_historizing(aspace, [ua.NodeId(i, ns) for i in (X, N, B, EMPTY)]) == 4
     assert mark_event_history(aspace, [ua.NodeId(SESSION, ns)]) == 1
     try:
@@ -255,6 +258,113 @@ class TestRaw:
         node = client.get_node(ua.NodeId(X, env.ns))
         values = await node.read_raw_history(when(T0), when(T0 + 200), return_bounds=False)
         assert pairs(values) == expected_x(T0, T0 + 200)
+
+
+class TestLimits:
+    async def test_nodes_share_the_request_cap(self, env: Env, client: Client) -> None:
+        """Seven readers of X in one request get 64 values in all, each its share of
+        what the ones before left, and a continuation point; paging on, each gets
+        every sample once."""
+        nodeid = ua.NodeId(X, env.ns)
+        details = raw(T0, T0 + 200)
+        readers = 7
+        got: list[list[ua.DataValue]] = [[] for _ in range(readers)]
+        cps: list[bytes | None] = [None] * readers
+        live = list(range(readers))
+        while live:
+            results = await history_read(client, details, [nodeid] * len(live),
+                                         [cps[i] for i in live])
+            assert sum(len(r.HistoryData.DataValues) for r in results) <= LIMITS.values
+            if not any(cps):  # the first request
+                assert [len(r.HistoryData.DataValues) for r in results] == [9] * 6 + [10]
+            for i, result in zip(live, results, strict=True):
+                result.StatusCode.check()
+                got[i] += result.HistoryData.DataValues
+                cps[i] = result.ContinuationPoint
+            live = [i for i in live if cps[i]]
+        assert all(pairs(values) == expected_x(T0, T0 + 200) for values in got)
+
+    async def test_too_many_nodes(self, env: Env, client: Client) -> None:
+        """More nodes than MaxNodesPerHistoryReadData: BadTooManyOperations for the
+        whole request."""
+        with pytest.raises(ua.uaerrors.BadTooManyOperations):
+            await history_read(client, raw(T0, T0 + 5), [ua.NodeId(X, env.ns)] *
+                               (LIMITS.nodes + 1))
+
+    async def test_one_request_needing_more_points_than_allowed(self, env: Env,
+                                                                client: Client) -> None:
+        """Past MaxHistoryContinuationPoints within one request: BadNoContinuationPoints
+        for the nodes beyond, without data."""
+        nodeid = ua.NodeId(X, env.ns)
+        results = await history_read(client, raw(T0, T0 + 50, 2), [nodeid] * 10)
+        assert [r.StatusCode.value for r in results] == \
+            [ua.StatusCodes.Good] * 8 + [ua.StatusCodes.BadNoContinuationPoints] * 2
+        assert all(r.ContinuationPoint for r in results[:8])
+        assert results[9].ContinuationPoint is None and not results[9].HistoryData
+
+    async def test_earlier_points_are_freed_for_a_new_request(self, env: Env,
+                                                              client: Client) -> None:
+        """A full table gives way to a new request: the oldest point of an earlier
+        request goes (BadContinuationPointInvalid), the others still read on."""
+        nodeid = ua.NodeId(X, env.ns)
+        details = raw(T0, T0 + 50, 2)
+        first = await history_read(client, details, [nodeid] * LIMITS.continuation_points)
+        (second,) = await history_read(client, details, [nodeid])
+        assert second.ContinuationPoint
+        old = await history_read(client, details, [nodeid] * 2,
+                                 [first[0].ContinuationPoint, first[1].ContinuationPoint])
+        assert old[0].StatusCode.value == ua.StatusCodes.BadContinuationPointInvalid
+        assert old[1].StatusCode.is_good()
+        assert pairs(old[1].HistoryData.DataValues) == expected_x(T0, T0 + 50)[2:4]
+
+    async def test_points_are_used_once_and_only_by_their_session(self, env: Env,
+                                                                  client: Client) -> None:
+        """A point read on from once is gone; another session cannot use it."""
+        nodeid = ua.NodeId(X, env.ns)
+        details = raw(T0, T0 + 50, 2)
+        (first,) = await history_read(client, details, [nodeid])
+        async with Client(env.url, timeout=10) as other:
+            (stolen,) = await history_read(other, details, [nodeid], [first.ContinuationPoint])
+        assert stolen.StatusCode.value == ua.StatusCodes.BadContinuationPointInvalid
+        (again,) = await history_read(client, details, [nodeid], [first.ContinuationPoint])
+        assert again.StatusCode.is_good()
+        (twice,) = await history_read(client, details, [nodeid], [first.ContinuationPoint])
+        assert twice.StatusCode.value == ua.StatusCodes.BadContinuationPointInvalid
+
+    async def test_release_and_close_free_the_points(self, env: Env) -> None:
+        """ReleaseContinuationPoints frees the points named; closing the session frees
+        the rest."""
+        nodeid = ua.NodeId(X, env.ns)
+        details = raw(T0, T0 + 50, 2)
+        held = env.manager.points.statistics().held
+        async with Client(env.url, timeout=10) as c:
+            results = await history_read(c, details, [nodeid] * 4)
+            assert env.manager.points.statistics().held == held + 4
+            released = await history_read(c, details, [nodeid] * 2,
+                                          [r.ContinuationPoint for r in results[:2]],
+                                          release=True)
+            assert all(r.StatusCode.is_good() for r in released)
+            assert env.manager.points.statistics().held == held + 2
+            (gone,) = await history_read(c, details, [nodeid], [results[0].ContinuationPoint])
+            assert gone.StatusCode.value == ua.StatusCodes.BadContinuationPointInvalid
+        assert env.manager.points.statistics().held == held
+
+    async def test_limits_are_advertised(self, env: Env, client: Client) -> None:
+        """MaxReturnDataValues, MaxNodesPerHistoryReadData and -Events, and
+        MaxHistoryContinuationPoints say the limits."""
+        ids = ua.ObjectIds
+        expected = {
+            ids.HistoryServerCapabilities_MaxReturnDataValues: LIMITS.values,
+            ids.HistoryServerCapabilities_MaxReturnEventValues: LIMITS.values,
+            ids.Server_ServerCapabilities_OperationLimits_MaxNodesPerHistoryReadData:
+                LIMITS.nodes,
+            ids.Server_ServerCapabilities_OperationLimits_MaxNodesPerHistoryReadEvents:
+                LIMITS.nodes,
+            ids.Server_ServerCapabilities_MaxHistoryContinuationPoints:
+                LIMITS.continuation_points,
+        }
+        for ident, value in expected.items():
+            assert await client.get_node(ua.NodeId(ident)).read_value() == value
 
 
 class TestAttributes:

@@ -17,6 +17,7 @@ the unencrypted endpoint and to anonymous operation, as the demo does::
     max_sessions_per_address = 25   # default: half of max_client_sessions
     max_session_timeout = 60.0      # s; longer requested timeouts are revised down
     max_message_size = 4194304
+    max_history_values_per_request = 10000
 
 Everything here is checked when the config loads; ``twin_server.security``
 applies it when the OPC UA server starts.
@@ -130,6 +131,18 @@ class LimitsConfig(_Frozen):
         20, ge=1, le=100_000,
         description="records per minute each asyncua log message may emit; the rest are "
                     "counted and summarised")
+    max_history_values_per_request: int = Field(
+        10_000, ge=100, le=1_000_000,
+        description="values (samples, intervals or events) one HistoryRead answers in total "
+                    "over all its nodes; the rest come through continuation points")
+    max_history_nodes_per_request: int = Field(
+        100, ge=1, le=10_000,
+        description="nodes one HistoryRead may name (more: BadTooManyOperations); at most "
+                    "max_history_values_per_request")
+    max_history_continuation_points: int = Field(
+        200, ge=1, le=65_535,
+        description="HistoryRead continuation points each client session may hold; a new "
+                    "request frees the oldest of earlier requests when it needs them")
 
     @model_validator(mode="after")
     def _share_within_limit(self) -> LimitsConfig:
@@ -147,3 +160,13 @@ class LimitsConfig(_Frozen):
         if self.max_sessions_per_address is not None:
             return self.max_sessions_per_address
         return max(1, self.max_client_sessions // 2)
+
+    @model_validator(mode="after")
+    def _history_nodes_within_values(self) -> LimitsConfig:
+        if self.max_history_nodes_per_request > self.max_history_values_per_request:
+            raise ValueError(
+                f"max_history_nodes_per_request ({self.max_history_nodes_per_request}) must "
+                f"not exceed max_history_values_per_request "
+                f"({self.max_history_values_per_request}): every node of a request gets at "
+                "least one value of the request's share; lower the first or raise the second")
+        return self

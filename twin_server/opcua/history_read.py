@@ -34,12 +34,31 @@ What is served:
   SourceName, Time, ReceiveTime, Message, Severity and our ``Kind``; fields not
   stored (``SimTime``, ``StepCount``) are null.
 
-Continuation points are stateless: the store's key of the last value returned
-(or the next interval's index), prefixed by the kind of read. Nothing is held
-per client, so ReleaseContinuationPoints has nothing to free and answers Good
-with no data; a point from another read answers BadContinuationPointInvalid. A
-page holds at most ``max_values`` values (also advertised as MaxReturnDataValues
-and MaxReturnEventValues) however many the client asks for.
+Limits (``HistoryLimits``, from ``[server.limits]``), so that no client, of any
+role, can make one request cost more than a bounded amount of time and memory:
+
+* A request names at most ``nodes`` nodes; more is refused as a whole with
+  BadTooManyOperations (advertised as OperationLimits MaxNodesPerHistoryReadData
+  and MaxNodesPerHistoryReadEvents).
+* A request answers at most ``values`` values (samples, intervals, or events read)
+  over all its nodes together. Each node in turn gets an equal share of what the
+  nodes before it left (``remaining // nodes left``, at least 1 since ``nodes <=
+  values``), further bounded by its NumValuesPerNode; a node with more than its
+  share gets what fits and a continuation point. The per-node figures
+  MaxReturnDataValues and MaxReturnEventValues advertise the same number (no
+  standard property names a cap over a whole request).
+* Continuation points are handles held per client session (``history_points``):
+  at most ``continuation_points`` per session (ServerCapabilities
+  MaxHistoryContinuationPoints), freed when read on from, released
+  (ReleaseContinuationPoints), freed for a later request of the same session, or
+  when the session closes. A point used from another session, twice, or for
+  another node or kind of read answers BadContinuationPointInvalid. Behind a
+  handle is the read's position: the store's key of the last value returned (or
+  the next interval's index), so pages never repeat or drop a sample.
+
+The work is bounded in time as well as size: the store is read ``CHUNK`` values
+at a time, and building and encoding the response runs in slices of a few ms
+that make way for the sessions' ticks (``history_wire``).
 """
 
 from __future__ import annotations
@@ -48,7 +67,8 @@ import hashlib
 import logging
 import math
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -59,6 +79,7 @@ from asyncua.server.address_space import AddressSpace, AttributeValue
 from asyncua.server.history import HistoryManager
 from asyncua.server.monitored_item_service import WhereClauseEvaluator
 
+from twin_server.config.security import LimitsConfig
 from twin_server.errors import InvalidArgument
 from twin_server.history import (
     Event,
@@ -67,12 +88,40 @@ from twin_server.history import (
     StoreError,
     to_datetime,
 )
+from twin_server.opcua.history_points import ContinuationPoints
+from twin_server.opcua.history_wire import Slices, encode_results
+from twin_server.security.history_sessions import route_history_reads
 
 log = structlog.get_logger(__name__)
 
 SESSIONS_PREFIX = "Sessions."
-#: most values (samples, intervals or events) one page holds
+#: most values (samples, intervals or events) one request answers, by default
 MAX_VALUES = 10_000
+#: values read from the store at a time (turning rows into samples holds the loop)
+CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryLimits:
+    """What one HistoryRead request may cost (see the module docstring)."""
+
+    values: int = MAX_VALUES  # values answered per request, all nodes together
+    nodes: int = 100  # nodes named per request
+    continuation_points: int = 200  # held per client session
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.nodes <= self.values:
+            raise InvalidArgument(f"HistoryRead limits: need 1 <= nodes <= values (got nodes="
+                                  f"{self.nodes}, values={self.values})")
+        if self.continuation_points < 1:
+            raise InvalidArgument(f"HistoryRead limits: continuation_points must be >= 1 "
+                                  f"(got {self.continuation_points})")
+
+    @classmethod
+    def of(cls, limits: LimitsConfig) -> HistoryLimits:
+        return cls(values=limits.max_history_values_per_request,
+                   nodes=limits.max_history_nodes_per_request,
+                   continuation_points=limits.max_history_continuation_points)
 
 AGGREGATE_IDS: dict[ua.NodeId, str] = {
     ua.NodeId(ua.ObjectIds.AggregateFunction_Average): "Average",
@@ -117,6 +166,12 @@ _EVENT_FIELDS = (("EventId", ua.VariantType.ByteString), ("EventType", ua.Varian
                  ("SimTime", ua.VariantType.Double), ("StepCount", ua.VariantType.UInt64))
 
 
+_NO_SUCH_POINT = ("no such continuation point in this session: it was used or released "
+                  "already, freed for a later request of the session (more than "
+                  "MaxHistoryContinuationPoints were needed), or comes from another session "
+                  "or node; repeat the read without it")
+
+
 class _Refused(Exception):
     """One node's read refused with ``code``."""
 
@@ -125,25 +180,45 @@ class _Refused(Exception):
         self.code = code
 
 
+@dataclass(slots=True)
+class _Request:
+    """One HistoryRead request as it is served: whose it is and what is left of it."""
+
+    session: Hashable
+    number: int  # ContinuationPoints.next_request
+    slices: Slices
+    remaining: int  # values this request may still answer
+    nodes_left: int  # nodes of ours still to read
+
+    def share(self) -> int:
+        """The next node's share of what is left (>= 1 while nodes <= values)."""
+        share = self.remaining // max(self.nodes_left, 1)
+        self.nodes_left -= 1
+        return max(share, 1)
+
+
 class TwinHistoryManager(HistoryManager):  # type: ignore[misc]  # asyncua: untyped to mypy
     """asyncua's HistoryManager with reads of our sessions served from ``store``."""
 
     def __init__(self, iserver: Any, store: HistoryStore, namespace: int, *,
                  previous: HistoryManager | None = None, event_type: ua.NodeId | None = None,
-                 max_values: int = MAX_VALUES,
-                 on_activity: Callable[[str], None] | None = None) -> None:
+                 limits: HistoryLimits | None = None,
+                 on_activity: Callable[[str], None] | None = None, chunk: int = CHUNK) -> None:
         super().__init__(iserver)
         if previous is not None:  # keep what asyncua's manager historizes itself
             self.storage = previous.storage
             self._sub = previous._sub
             self._handlers = previous._handlers
-        if max_values < 1:
-            raise InvalidArgument(f"max_values must be >= 1 (got {max_values})")
         self.store = store
         self.namespace = namespace
         self.aspace: AddressSpace = iserver.aspace
         self.event_type = event_type or ua.NodeId(ua.ObjectIds.BaseEventType)
-        self.max_values = max_values
+        self.limits = limits or HistoryLimits()
+        self.points = ContinuationPoints(self.limits.continuation_points)
+        if chunk < 1:
+            raise InvalidArgument(f"chunk must be >= 1 (got {chunk})")
+        #: values read from the store at a time
+        self.chunk = chunk
         #: told the session of every history read (the daemon's expiry)
         self.on_activity = on_activity
         self.reads = 0
@@ -151,20 +226,41 @@ class TwinHistoryManager(HistoryManager):  # type: ignore[misc]  # asyncua: unty
         self._vtypes: dict[ua.NodeId, ua.VariantType | None] = {}
         self._evaluator_log = logging.getLogger("asyncua.server.history")
 
+    @property
+    def max_values(self) -> int:
+        return self.limits.values
+
     # -- dispatch ---------------------------------------------------------------------
 
-    async def read_history(self, params: ua.HistoryReadParameters) -> list[ua.HistoryReadResult]:
+    async def read_history(self, params: ua.HistoryReadParameters, session: Hashable = None,
+                           *, wire: bool = False) -> list[ua.HistoryReadResult]:
+        """Serve one HistoryRead of client session ``session`` (None: the server's
+        own). ``wire``: the results go straight into a response, so they come back
+        encoded (``history_wire``)."""
         details = params.HistoryReadDetails
+        nodes = params.NodesToRead or []
+        if len(nodes) > self.limits.nodes:
+            self.refused += 1
+            log.info("history_read_refused", status="BadTooManyOperations", nodes=len(nodes),
+                     limit=self.limits.nodes,
+                     reason="more nodes in one request than MaxNodesPerHistoryReadData; "
+                            "split the request (server.limits.max_history_nodes_per_request)")
+            raise ua.uaerrors.BadTooManyOperations()
+        targets = [self._target(rv.NodeId) for rv in nodes]
+        request = _Request(session, self.points.next_request(), Slices(),
+                           self.limits.values, sum(t is not None for t in targets))
+        await request.slices.start()
         results: list[ua.HistoryReadResult] = []
-        for index, rv in enumerate(params.NodesToRead):
-            target = self._target(rv.NodeId)
+        for index, (rv, target) in enumerate(zip(nodes, targets, strict=True)):
             if target is None:
                 results.append(await self._read_history(details, rv))
                 continue
             result = ua.HistoryReadResult()
             try:
                 if params.ReleaseContinuationPoints:
-                    pass  # stateless points: nothing to release
+                    if rv.ContinuationPoint and not self.points.release(session,
+                                                                        rv.ContinuationPoint):
+                        raise _Refused(_SC.BadContinuationPointInvalid, _NO_SUCH_POINT)
                 elif params.TimestampsToReturn not in (ua.TimestampsToReturn.Source,
                                                        ua.TimestampsToReturn.Server,
                                                        ua.TimestampsToReturn.Both):
@@ -175,18 +271,38 @@ class TwinHistoryManager(HistoryManager):  # type: ignore[misc]  # asyncua: unty
                     self.reads += 1
                     if self.on_activity is not None:
                         self.on_activity(target[0])
-                    await self._read_ours(details, rv, target, index, params, result)
+                    share = request.share()
+                    used, position = await self._read_ours(details, rv, target, index, params,
+                                                           result, share, request)
+                    request.remaining -= used
+                    if position is not None:
+                        handle = self.points.issue(session, rv.NodeId, position, request.number)
+                        if handle is None:
+                            raise _Refused(_SC.BadNoContinuationPoints,
+                                           f"this request needs more than "
+                                           f"{self.limits.continuation_points} continuation "
+                                           "points (MaxHistoryContinuationPoints); name fewer "
+                                           "nodes or ask for fewer values per node")
+                        result.ContinuationPoint = handle
             except _Refused as exc:
                 self.refused += 1
                 result = ua.HistoryReadResult(StatusCode=ua.StatusCode(exc.code))
-                log.info("history_read_refused", node=rv.NodeId.to_string(),
+                log.info("history_read_refused", node=_excerpt(rv.NodeId),
                          status=ua.StatusCode(exc.code).name, reason=str(exc))
             except StoreError as exc:
                 self.refused += 1
                 result = ua.HistoryReadResult(StatusCode=ua.StatusCode(_SC.BadInternalError))
-                log.error("history_read_failed", node=rv.NodeId.to_string(), error=str(exc))
+                log.error("history_read_failed", node=_excerpt(rv.NodeId), error=str(exc))
             results.append(result)
+        if wire:
+            await encode_results(results, request.slices)
         return results
+
+    def session_closed(self, session: Hashable) -> None:
+        """Free the continuation points of a client session that closed."""
+        freed = self.points.close(session)
+        if freed:
+            log.debug("history_continuation_points_freed", freed=freed)
 
     def _target(self, nodeid: ua.NodeId) -> tuple[str, str] | None:
         """(session, path) for a NodeId of ours below Sessions ("" path: the session)."""
@@ -200,83 +316,107 @@ class TwinHistoryManager(HistoryManager):  # type: ignore[misc]  # asyncua: unty
 
     async def _read_ours(self, details: Any, rv: ua.HistoryReadValueId,
                          target: tuple[str, str], index: int,
-                         params: ua.HistoryReadParameters, result: ua.HistoryReadResult) -> None:
+                         params: ua.HistoryReadParameters, result: ua.HistoryReadResult,
+                         share: int, request: _Request) -> tuple[int, bytes | None]:
+        """Fill ``result`` with at most ``share`` values; (values used of the request's
+        budget, the position to continue from or None)."""
         nodeid = rv.NodeId
         if nodeid not in self.aspace:
             raise _Refused(_SC.BadNodeIdUnknown, "no such node")
         session, path = target
-        cp = rv.ContinuationPoint or None
         if isinstance(details, ua.ReadEventDetails):
             if path or not self._has_bit(nodeid, _A.EventNotifier, _EVENT_HISTORY_READ):
                 raise _Refused(_SC.BadHistoryOperationUnsupported,
                                "event history is kept on session nodes only")
-            events, cont = await self._events(session, nodeid, details, cp)
+            cp = self._position(request, rv)
+            events, used, cont = await self._events(session, nodeid, details, cp, share,
+                                                    request.slices)
             result.HistoryData = ua.HistoryEvent(Events=events)
-            result.ContinuationPoint = cont
-        elif isinstance(details, ua.ReadRawModifiedDetails | ua.ReadProcessedDetails):
+            return used, cont
+        if isinstance(details, ua.ReadRawModifiedDetails | ua.ReadProcessedDetails):
             if not path or not self._has_bit(nodeid, _A.AccessLevel, _HISTORY_READ):
                 raise _Refused(_SC.BadHistoryOperationUnsupported,
                                "this node does not historize its values")
+            cp = self._position(request, rv)
             if isinstance(details, ua.ReadProcessedDetails):
                 values, cont = await self._processed(f"{session}/{path}", nodeid, details,
-                                                     index, len(params.NodesToRead), cp)
+                                                     index, len(params.NodesToRead), cp,
+                                                     share, request.slices)
                 result.HistoryData = ua.HistoryData(DataValues=values)
             elif details.IsReadModified:
                 values, cont = [], None  # nothing is ever modified
                 result.HistoryData = ua.HistoryModifiedData(DataValues=[])
             else:
                 values, cont = await self._raw(f"{session}/{path}", nodeid, details, cp,
-                                               params.TimestampsToReturn)
+                                               params.TimestampsToReturn, share,
+                                               request.slices)
                 result.HistoryData = ua.HistoryData(DataValues=values)
-            result.ContinuationPoint = cont
             if not values and cont is None:
                 result.StatusCode = ua.StatusCode(_SC.GoodNoData)
-        else:
-            raise _Refused(_SC.BadHistoryOperationUnsupported,
-                           f"{type(details).__name__} is not supported (raw, processed "
-                           "and event reads are)")
+            return len(values), cont
+        raise _Refused(_SC.BadHistoryOperationUnsupported,
+                       f"{type(details).__name__} is not supported (raw, processed "
+                       "and event reads are)")
+
+    def _position(self, request: _Request, rv: ua.HistoryReadValueId) -> bytes | None:
+        """Where the read of ``rv`` goes on from: None to start, else what its
+        continuation point stands for (taking the point)."""
+        if not rv.ContinuationPoint:
+            return None
+        position = self.points.take(request.session, rv.ContinuationPoint, rv.NodeId)
+        if position is None:
+            raise _Refused(_SC.BadContinuationPointInvalid, _NO_SUCH_POINT)
+        return position
 
     # -- raw ------------------------------------------------------------------------------
 
     async def _raw(self, series: str, nodeid: ua.NodeId, details: ua.ReadRawModifiedDetails,
-                   cp: bytes | None, timestamps: ua.TimestampsToReturn
-                   ) -> tuple[list[ua.DataValue], bytes | None]:
+                   cp: bytes | None, timestamps: ua.TimestampsToReturn, share: int,
+                   slices: Slices) -> tuple[list[ua.DataValue], bytes | None]:
         start, end = _time(details.StartTime), _time(details.EndTime)
         if start is None and end is None:
             raise _Refused(_SC.BadInvalidTimestampArgument,
                            "a raw read needs a StartTime, an EndTime or both")
-        page = self._page(details.NumValuesPerNode)
+        want = self._page(details.NumValuesPerNode, share)
         token = _unwrap(cp, _RAW)
-        try:
-            found = await self.store.read_raw(series, start, end, max_values=page,
-                                              continuation=token,
-                                              return_bounds=bool(details.ReturnBounds))
-        except InvalidContinuation as exc:
-            raise _Refused(_SC.BadContinuationPointInvalid, str(exc)) from None
-        except InvalidArgument as exc:
-            raise _Refused(_SC.BadInvalidArgument, str(exc)) from None
         vtype = self._vtype(nodeid)
         source = timestamps in (ua.TimestampsToReturn.Source, ua.TimestampsToReturn.Both)
         server = timestamps in (ua.TimestampsToReturn.Server, ua.TimestampsToReturn.Both)
-        values = []
-        for s in found.samples:
-            when = to_datetime(s.t_us)
-            if s.value is None:
-                variant = ua.Variant()
-            else:
-                variant = ua.Variant(s.value, vtype or _vtype_of(s.value))
-            values.append(ua.DataValue(
-                variant, StatusCode=ua.StatusCode(s.status or _SC.Good),
-                SourceTimestamp=when if source else None,
-                ServerTimestamp=when if server else None))
-        cont = None if found.continuation is None else _RAW + found.continuation
-        return values, cont
+        values: list[ua.DataValue] = []
+        while True:
+            try:
+                found = await self.store.read_raw(series, start, end,
+                                                  max_values=min(self.chunk, want - len(values)),
+                                                  continuation=token,
+                                                  return_bounds=bool(details.ReturnBounds))
+            except InvalidContinuation as exc:
+                raise _Refused(_SC.BadContinuationPointInvalid, str(exc)) from None
+            except InvalidArgument as exc:
+                raise _Refused(_SC.BadInvalidArgument, str(exc)) from None
+            await slices.start()
+            for s in found.samples:
+                if slices.spent():
+                    await slices.next()
+                when = to_datetime(s.t_us)
+                if s.value is None:
+                    variant = ua.Variant()
+                else:
+                    variant = ua.Variant(s.value, vtype or _vtype_of(s.value))
+                values.append(ua.DataValue(
+                    variant, StatusCode=ua.StatusCode(s.status or _SC.Good),
+                    SourceTimestamp=when if source else None,
+                    ServerTimestamp=when if server else None))
+            token = found.continuation
+            if token is None or len(values) >= want:
+                break
+        return values, None if token is None else _RAW + token
 
     # -- processed --------------------------------------------------------------------------
 
     async def _processed(self, series: str, nodeid: ua.NodeId,
                          details: ua.ReadProcessedDetails, index: int, count: int,
-                         cp: bytes | None) -> tuple[list[ua.DataValue], bytes | None]:
+                         cp: bytes | None, share: int, slices: Slices
+                         ) -> tuple[list[ua.DataValue], bytes | None]:
         aggregates = details.AggregateType or []
         if len(aggregates) != count:
             raise _Refused(_SC.BadAggregateListMismatch,
@@ -309,36 +449,27 @@ class TwinHistoryManager(HistoryManager):  # type: ignore[misc]  # asyncua: unty
             if (t0, step) != (start_us, interval) or not 0 < first < total:
                 raise _Refused(_SC.BadContinuationPointInvalid,
                                "this continuation point belongs to another processed read")
-        last = min(total, first + self.max_values)
+        last = min(total, first + share)
         sign = 1 if end_us > start_us else -1
-        page_start = start_us + sign * first * interval
-        page_end = start_us + sign * last * interval
-        if sign * (page_end - end_us) > 0:
-            page_end = end_us
-        try:
-            found = await self.store.read_processed(series, to_datetime(page_start),
-                                                    to_datetime(page_end), interval / 1e6,
-                                                    aggregate)
-        except InvalidArgument as exc:
-            raise _Refused(_SC.BadAggregateInvalidInputs, str(exc)) from None
         vtype = self._vtype(nodeid)
-        values = []
-        for p in found:
-            when = to_datetime(p.t_us)
-            if p.value is None:
-                variant = ua.Variant()
-                status = p.status
-            elif aggregate == "Count":
-                variant = ua.Variant(int(p.value), ua.VariantType.Int32)
-                status = GOOD_CALCULATED
-            elif aggregate == "Average":
-                variant = ua.Variant(float(p.value), ua.VariantType.Double)
-                status = GOOD_CALCULATED
-            else:
-                variant = ua.Variant(p.value, vtype or _vtype_of(p.value))
-                status = GOOD_CALCULATED
-            values.append(ua.DataValue(variant, StatusCode=ua.StatusCode(status),
-                                       SourceTimestamp=when, ServerTimestamp=when))
+        values: list[ua.DataValue] = []
+        for lo in range(first, last, self.chunk):
+            hi = min(last, lo + self.chunk)
+            page_start = start_us + sign * lo * interval
+            page_end = start_us + sign * hi * interval
+            if sign * (page_end - end_us) > 0:
+                page_end = end_us
+            try:
+                found = await self.store.read_processed(series, to_datetime(page_start),
+                                                        to_datetime(page_end), interval / 1e6,
+                                                        aggregate)
+            except InvalidArgument as exc:
+                raise _Refused(_SC.BadAggregateInvalidInputs, str(exc)) from None
+            await slices.start()
+            for p in found:
+                if slices.spent():
+                    await slices.next()
+                values.append(_aggregate_value(p.t_us, p.value, p.status, aggregate, vtype))
         cont = (None if last >= total
                 else _PROCESSED + _PROCESSED_TOKEN.pack(last, start_us, interval))
         return values, cont
@@ -346,29 +477,41 @@ class TwinHistoryManager(HistoryManager):  # type: ignore[misc]  # asyncua: unty
     # -- events -----------------------------------------------------------------------------
 
     async def _events(self, session: str, nodeid: ua.NodeId, details: ua.ReadEventDetails,
-                      cp: bytes | None) -> tuple[list[ua.HistoryEventFieldList], bytes | None]:
+                      cp: bytes | None, share: int, slices: Slices
+                      ) -> tuple[list[ua.HistoryEventFieldList], int, bytes | None]:
+        """The events that pass the filter, how many were read, where to go on."""
         start, end = _time(details.StartTime), _time(details.EndTime)
         if start is None and end is None:
             raise _Refused(_SC.BadInvalidTimestampArgument,
                            "an event read needs a StartTime, an EndTime or both")
         evfilter = details.Filter or ua.EventFilter()
-        page = self._page(details.NumValuesPerNode)
-        try:
-            found = await self.store.read_events(session, start, end, page, _unwrap(cp, _EVENTS))
-        except InvalidContinuation as exc:
-            raise _Refused(_SC.BadContinuationPointInvalid, str(exc)) from None
-        except InvalidArgument as exc:
-            raise _Refused(_SC.BadInvalidArgument, str(exc)) from None
+        want = self._page(details.NumValuesPerNode, share)
+        token = _unwrap(cp, _EVENTS)
         evaluator = WhereClauseEvaluator(self._evaluator_log, self.aspace,
                                          evfilter.WhereClause or ua.ContentFilter())
-        fields = []
-        for stored in found.events:
-            event = self._event(session, nodeid, stored)
-            if evaluator.eval(event):
-                fields.append(ua.HistoryEventFieldList(
-                    EventFields=event.to_event_fields(evfilter.SelectClauses or [])))
-        cont = None if found.continuation is None else _EVENTS + found.continuation
-        return fields, cont
+        fields: list[ua.HistoryEventFieldList] = []
+        read = 0
+        while True:
+            try:
+                found = await self.store.read_events(session, start, end,
+                                                     min(self.chunk, want - read), token)
+            except InvalidContinuation as exc:
+                raise _Refused(_SC.BadContinuationPointInvalid, str(exc)) from None
+            except InvalidArgument as exc:
+                raise _Refused(_SC.BadInvalidArgument, str(exc)) from None
+            await slices.start()
+            for stored in found.events:
+                if slices.spent():
+                    await slices.next()
+                event = self._event(session, nodeid, stored)
+                if evaluator.eval(event):
+                    fields.append(ua.HistoryEventFieldList(
+                        EventFields=event.to_event_fields(evfilter.SelectClauses or [])))
+            read += len(found.events)
+            token = found.continuation
+            if token is None or read >= want:
+                break
+        return fields, read, None if token is None else _EVENTS + token
 
     def _event(self, session: str, nodeid: ua.NodeId, stored: Event) -> UaEvent:
         when = to_datetime(stored.t_us)
@@ -384,9 +527,11 @@ class TwinHistoryManager(HistoryManager):  # type: ignore[misc]  # asyncua: unty
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _page(self, requested: int | None) -> int:
+    @staticmethod
+    def _page(requested: int | None, share: int) -> int:
+        """NumValuesPerNode (0: all) within the node's share of the request."""
         requested = int(requested or 0)
-        return self.max_values if requested <= 0 else min(requested, self.max_values)
+        return share if requested <= 0 else min(requested, share)
 
     def _has_bit(self, nodeid: ua.NodeId, attribute: ua.AttributeIds, mask: int) -> bool:
         dv = self.aspace.read_attribute_value(nodeid, attribute)
@@ -416,26 +561,32 @@ class TwinHistoryManager(HistoryManager):  # type: ignore[misc]  # asyncua: unty
 
 
 def install(server: Server, store: HistoryStore, namespace: int, *,
-            max_values: int = MAX_VALUES, event_type: ua.NodeId | None = None,
+            limits: HistoryLimits | None = None, event_type: ua.NodeId | None = None,
             on_activity: Callable[[str], None] | None = None) -> TwinHistoryManager:
     """Serve HistoryRead of ``namespace``'s session nodes from ``store`` (after
-    ``server.init()``); advertise it under HistoryServerCapabilities. Returns the
-    manager (its ``reads`` / ``refused`` count requests)."""
+    ``server.init()``), within ``limits``; advertise it under
+    HistoryServerCapabilities, the limits under ServerCapabilities and its
+    OperationLimits. Every client session created from now on reads with its own
+    continuation points (``security.history_sessions``). Returns the manager (its
+    ``reads`` / ``refused`` count requests)."""
     iserver = server.iserver
     if event_type is None:
         candidate = ua.NodeId("TwinSessionEventType", namespace)
         event_type = candidate if candidate in iserver.aspace else None
+    limits = limits or HistoryLimits()
     manager = TwinHistoryManager(iserver, store, namespace, previous=iserver.history_manager,
-                                 event_type=event_type, max_values=max_values,
-                                 on_activity=on_activity)
+                                 event_type=event_type, limits=limits, on_activity=on_activity)
     iserver.history_manager = manager
-    _advertise(iserver.aspace, max_values)
-    log.info("history_read_installed", namespace=namespace, max_values=max_values)
+    route_history_reads(iserver, manager)
+    _advertise(iserver.aspace, limits)
+    log.info("history_read_installed", namespace=namespace, max_values=limits.values,
+             max_nodes=limits.nodes, max_continuation_points=limits.continuation_points)
     return manager
 
 
-def _advertise(aspace: AddressSpace, max_values: int) -> None:
-    """HistoryServerCapabilities: what we serve, and the aggregates we compute."""
+def _advertise(aspace: AddressSpace, limits: HistoryLimits) -> None:
+    """HistoryServerCapabilities: what we serve, and the aggregates we compute;
+    ServerCapabilities and OperationLimits: the limits of a request."""
     ids = ua.ObjectIds
     flags = {
         ids.HistoryServerCapabilities_AccessHistoryDataCapability: True,
@@ -454,10 +605,17 @@ def _advertise(aspace: AddressSpace, max_values: int) -> None:
     }
     values: list[tuple[int, ua.Variant]] = [
         (ident, ua.Variant(flag, ua.VariantType.Boolean)) for ident, flag in flags.items()]
-    values += [(ids.HistoryServerCapabilities_MaxReturnDataValues,
-                ua.Variant(max_values, ua.VariantType.UInt32)),
-               (ids.HistoryServerCapabilities_MaxReturnEventValues,
-                ua.Variant(max_values, ua.VariantType.UInt32))]
+    u32 = ua.VariantType.UInt32
+    values += [
+        (ids.HistoryServerCapabilities_MaxReturnDataValues, ua.Variant(limits.values, u32)),
+        (ids.HistoryServerCapabilities_MaxReturnEventValues, ua.Variant(limits.values, u32)),
+        (ids.Server_ServerCapabilities_OperationLimits_MaxNodesPerHistoryReadData,
+         ua.Variant(limits.nodes, u32)),
+        (ids.Server_ServerCapabilities_OperationLimits_MaxNodesPerHistoryReadEvents,
+         ua.Variant(limits.nodes, u32)),
+        (ids.Server_ServerCapabilities_MaxHistoryContinuationPoints,
+         ua.Variant(limits.continuation_points, ua.VariantType.UInt16)),
+    ]
     for ident, variant in values:
         nodeid = ua.NodeId(ident)
         if nodeid in aspace:
@@ -547,6 +705,30 @@ def _unwrap(cp: bytes | None, kind: bytes) -> bytes | None:
     return cp[1:]
 
 
+def _aggregate_value(t_us: int, value: Any, status: int, aggregate: str,
+                     vtype: ua.VariantType | None) -> ua.DataValue:
+    """One interval's aggregate as a DataValue stamped at the interval's start."""
+    when = to_datetime(t_us)
+    if value is None:
+        variant = ua.Variant()
+    else:
+        status = GOOD_CALCULATED
+        if aggregate == "Count":
+            variant = ua.Variant(int(value), ua.VariantType.Int32)
+        elif aggregate == "Average":
+            variant = ua.Variant(float(value), ua.VariantType.Double)
+        else:
+            variant = ua.Variant(value, vtype or _vtype_of(value))
+    return ua.DataValue(variant, StatusCode=ua.StatusCode(status), SourceTimestamp=when,
+                        ServerTimestamp=when)
+
+
+def _excerpt(nodeid: ua.NodeId) -> str:
+    """A client's NodeId for the log, at most 120 characters."""
+    text = str(nodeid.to_string())
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
 def _vtype_of(value: Any) -> ua.VariantType:
     if isinstance(value, bool):
         return ua.VariantType.Boolean
@@ -557,5 +739,5 @@ def _vtype_of(value: Any) -> ua.VariantType:
     return ua.VariantType.Double
 
 
-__all__ = ["AGGREGATE_IDS", "GOOD_CALCULATED", "MAX_VALUES",
+__all__ = ["AGGREGATE_IDS", "CHUNK", "GOOD_CALCULATED", "MAX_VALUES", "HistoryLimits",
            "TwinHistoryManager", "install", "mark_event_history", "mark_historizing"]

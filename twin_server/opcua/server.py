@@ -242,8 +242,9 @@ class OpcUaServer:
 
     def install_history(self, store: HistoryStore) -> None:
         """Serve HistoryRead of our sessions from ``store`` (after ``start``)."""
-        self.history = history_read.install(self._server, store, self.namespace,
-                                            on_activity=self._touch)
+        self.history = history_read.install(
+            self._server, store, self.namespace,
+            limits=history_read.HistoryLimits.of(self.config.limits), on_activity=self._touch)
 
     # -- twins and sessions --------------------------------------------------------
     async def add_twin(self, twin: TwinDefinition) -> ua.NodeId:
