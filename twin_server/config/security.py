@@ -15,6 +15,9 @@ the unencrypted endpoint and to anonymous operation, as the demo does::
     [server.limits]
     max_client_sessions = 50
     max_message_size = 4194304
+    max_argument_size = 65536       # a method's String argument (JSON parameters, names)
+    max_definition_size = 65536     # DefineTwin's TOML
+    max_nesting_depth = 32          # arrays and tables within each other in an argument
 
 Everything here is checked when the config loads; ``twin_server.security``
 applies it when the OPC UA server starts.
@@ -25,6 +28,8 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from twin_server.config.nesting import DEFAULT_MAX_DEPTH, MAX_DEPTH
 
 Policy = Literal["None", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"]
 Mode = Literal["Sign", "SignAndEncrypt"]
@@ -115,5 +120,18 @@ class LimitsConfig(_Frozen):
         600.0, ge=10, le=86_400, description="longest session timeout a client may ask for, s")
     log_burst: int = Field(
         20, ge=1, le=100_000,
-        description="records per minute each asyncua log message may emit; the rest are "
-                    "counted and summarised")
+        description="records per minute each asyncua log message, and each of our events "
+                    "a client can cause (call_refused, method_refused, login_failed, ...), "
+                    "may emit; the rest are counted and summarised")
+    max_argument_size: int = Field(
+        64 * 1024, ge=1024, le=64 * 1024 * 1024,
+        description="bytes (UTF-8) of one String argument of a method: the Parameters of "
+                    "CreateSession, SetParameters and Reset, names, snapshot ids (DefineTwin's "
+                    "Definition has max_definition_size)")
+    max_definition_size: int = Field(
+        64 * 1024, ge=1024, le=64 * 1024 * 1024,
+        description="bytes (UTF-8) of the twin definition (TOML) given to DefineTwin")
+    max_nesting_depth: int = Field(
+        DEFAULT_MAX_DEPTH, ge=2, le=MAX_DEPTH,
+        description="levels of arrays and objects (JSON) or tables and arrays (TOML) nested "
+                    "in a method argument")
