@@ -40,6 +40,7 @@ from twin_server.config.fmu_files import (
     operator_options,
     with_fmu_dirs,
 )
+from twin_server.config.nesting import MAX_DEPTH, toml_too_deep
 from twin_server.config.schema import (
     NAME_PATTERN,
     Config,
@@ -51,6 +52,7 @@ from twin_server.config.schema import (
 )
 from twin_server.engine.twin import Resolver, TwinDefinition, compile_twin
 from twin_server.errors import ConfigError, ConfigErrors, ValueRejected
+from twin_server.logs import excerpt
 from twin_server.models import registry
 from twin_server.models.base import Kind, Value, Variable
 
@@ -210,7 +212,8 @@ def parse_twin(
             raise ConfigErrors(
                 [
                     ConfigError(
-                        f"the twin is named {found!r} here but {name!r} was asked for",
+                        f"the twin is named {excerpt(found, 100)!r} here but {name!r} was "
+                        f"asked for",
                         path=f"twins.{_key(found)}",
                         file=file,
                     )
@@ -249,10 +252,24 @@ _TOML_WHERE = re.compile(
 
 
 def _toml(text: str, file: str) -> dict[str, Any]:
+    """The TOML document, or ConfigErrors: a syntax error, or nesting deeper than
+    ``MAX_DEPTH`` (counted before parsing: tomllib recurses into inline tables and
+    arrays, and every later walk of the data would too)."""
+    too_deep = toml_too_deep(text, MAX_DEPTH)
+    if too_deep is not None:
+        raise ConfigErrors([ConfigError(
+            _too_deep(f" at line {too_deep.line}, column {too_deep.column}"), file=file)])
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigErrors([ConfigError(_toml_message(str(exc)), file=file)]) from None
+    except RecursionError:  # (only were the count and the parser to disagree)
+        raise ConfigErrors([ConfigError(_too_deep(""), file=file)]) from None
+
+
+def _too_deep(where: str) -> str:
+    return (f"tables, arrays and dotted keys nest more than {MAX_DEPTH} levels deep{where}; "
+            "a twin-server config needs fewer than 10")
 
 
 def _toml_message(text: str) -> str:
@@ -313,7 +330,8 @@ def _explain(error: ErrorDetails, root: type[BaseModel]) -> tuple[tuple[str | in
         allowed = list(model.model_fields) if model else []
         key = str(loc[-1])
         return loc[:-1], (
-            f"unknown key {key!r} (allowed: {', '.join(allowed)}){_did_you_mean(key, allowed)}"
+            f"unknown key {excerpt(key, 100)!r} (allowed: {', '.join(allowed)})"
+            f"{_did_you_mean(key, allowed)}"
         )
     if kind == "missing":
         return loc[:-1], f"missing required key {loc[-1]!r}"
@@ -399,22 +417,24 @@ def _describe(value: object) -> str:
     if isinstance(value, float):
         return f"number {value!r}"
     if isinstance(value, str):
-        return f"string {value!r}"
+        return f"string {excerpt(value)!r}"
     if isinstance(value, dict):
         return "a table"
     if isinstance(value, list | tuple):
         return "an array"
     if isinstance(value, _dt.date | _dt.time):
         return f"date-time {value.isoformat()}"
-    return f"{type(value).__name__} {value!r}"
+    return f"{type(value).__name__} {excerpt(value)}"
 
 
 def _show(value: object) -> str:
+    """A value in a message: an excerpt (a value from a client's DefineTwin may be
+    as long as the definition)."""
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, float) and value.is_integer():
         return f"{value:g}"
-    return repr(value) if isinstance(value, str) else str(value)
+    return repr(excerpt(value)) if isinstance(value, str) else excerpt(str(value))
 
 
 def _dotted(parts: Iterable[str | int]) -> str:
@@ -429,10 +449,13 @@ def _dotted(parts: Iterable[str | int]) -> str:
 
 
 def _key(part: str) -> str:
+    part = excerpt(part, 100)
     return part if re.fullmatch(r"[A-Za-z0-9_-]+", part) else json.dumps(part)
 
 
 def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+    if len(word) > 100:
+        return ""  # no misspelling of a name; and difflib's time grows with the length
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
 

@@ -18,6 +18,9 @@ the unencrypted endpoint and to anonymous operation, as the demo does::
     max_session_timeout = 60.0      # s; longer requested timeouts are revised down
     max_message_size = 4194304
     max_history_values_per_request = 10000
+    max_argument_size = 65536       # a method's String argument (JSON parameters, names)
+    max_definition_size = 65536     # DefineTwin's TOML
+    max_nesting_depth = 32          # arrays and tables within each other in an argument
 
 Everything here is checked when the config loads; ``twin_server.security``
 applies it when the OPC UA server starts.
@@ -28,6 +31,8 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from twin_server.config.nesting import DEFAULT_MAX_DEPTH, MAX_DEPTH
 
 Policy = Literal["None", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"]
 Mode = Literal["Sign", "SignAndEncrypt"]
@@ -129,8 +134,21 @@ class LimitsConfig(_Frozen):
                     "the server is at its limit (at once when its connection is gone)")
     log_burst: int = Field(
         20, ge=1, le=100_000,
-        description="records per minute each asyncua log message may emit; the rest are "
-                    "counted and summarised")
+        description="records per minute each asyncua log message, and each of our events "
+                    "a client can cause (call_refused, method_refused, login_failed, ...), "
+                    "may emit; the rest are counted and summarised")
+    max_argument_size: int = Field(
+        64 * 1024, ge=1024, le=64 * 1024 * 1024,
+        description="bytes (UTF-8) of one String argument of a method: the Parameters of "
+                    "CreateSession, SetParameters and Reset, names, snapshot ids (DefineTwin's "
+                    "Definition has max_definition_size)")
+    max_definition_size: int = Field(
+        64 * 1024, ge=1024, le=64 * 1024 * 1024,
+        description="bytes (UTF-8) of the twin definition (TOML) given to DefineTwin")
+    max_nesting_depth: int = Field(
+        DEFAULT_MAX_DEPTH, ge=2, le=MAX_DEPTH,
+        description="levels of arrays and objects (JSON) or tables and arrays (TOML) nested "
+                    "in a method argument")
     max_history_values_per_request: int = Field(
         10_000, ge=100, le=1_000_000,
         description="values (samples, intervals or events) one HistoryRead answers in total "

@@ -36,6 +36,7 @@ import types
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
+from twin_server.config.nesting import DEFAULT_MAX_DEPTH, json_too_deep
 from twin_server.config.schema import NAME_PATTERN
 from twin_server.engine.session import (
     RunState,
@@ -52,6 +53,7 @@ from twin_server.errors import (
     NotFound,
     ResourceExhausted,
 )
+from twin_server.logs import excerpt
 from twin_server.models.base import Value
 
 Origin = Literal["config", "client"]
@@ -144,7 +146,7 @@ class SessionManager:
             return self._sessions[name]
         except (KeyError, TypeError):
             raise NotFound(
-                f"no session named {name!r} (sessions: {_names(self._sessions)})"
+                f"no session named {excerpt(name, 100)!r} (sessions: {_names(self._sessions)})"
             ) from None
 
     def create(
@@ -257,8 +259,8 @@ class SessionManager:
         except (KeyError, TypeError):
             kept = ", ".join(store) or "none"
             raise NotFound(
-                f"session {session!r} has no snapshot {snapshot_id!r} (its snapshots: {kept}; "
-                f"it keeps the latest {self.max_snapshots})"
+                f"session {session!r} has no snapshot {excerpt(snapshot_id, 100)!r} "
+                f"(its snapshots: {kept}; it keeps the latest {self.max_snapshots})"
             ) from None
 
     def snapshot_ids(self, session: str) -> list[str]:
@@ -317,7 +319,9 @@ class SessionManager:
         try:
             return self._twins[name]
         except (KeyError, TypeError):
-            raise NotFound(f"no twin named {name!r} (twins: {_names(self._twins)})") from None
+            raise NotFound(
+                f"no twin named {excerpt(name, 100)!r} (twins: {_names(self._twins)})"
+            ) from None
 
     def _check_new(self, name: str) -> None:
         _check_name("session", name)
@@ -350,8 +354,8 @@ class ManagerStatistics:
 def _check_name(what: str, name: Any) -> None:
     if not isinstance(name, str) or not _NAME.match(name) or len(name) > _NAME_MAX:
         raise InvalidArgument(
-            f"{name!r} cannot be a {what} name: a name becomes part of NodeIds, so it "
-            f"must start with a letter or '_', hold only letters, digits and '_', and "
+            f"{excerpt(name, 100)!r} cannot be a {what} name: a name becomes part of NodeIds, "
+            f"so it must start with a letter or '_', hold only letters, digits and '_', and "
             f"be at most {_NAME_MAX} characters"
         )
 
@@ -363,15 +367,18 @@ def _names(items: Mapping[str, Any]) -> str:
 # -- parameters given as JSON text ------------------------------------------------------------
 
 
-def parse_parameters(text: str) -> dict[str, dict[str, Value]]:
+def parse_parameters(text: str, *, max_depth: int = DEFAULT_MAX_DEPTH
+                     ) -> dict[str, dict[str, Value]]:
     """Parameter overrides from a JSON object string (CreateSession, SetParameters,
     Reset): ``{"tank": {"area": 2.0}}``, or flat ``{"tank.area": 2.0}``, or both
     mixed. ``""`` (or whitespace) and ``{}`` mean none.
 
     InvalidArgument for malformed JSON (naming the line, column, character
-    position and what was expected), a non-object, a duplicate key, or a value
-    that is not a number, boolean or string (naming the key). Only the form is
-    checked here: names and values are checked against the twin by the session.
+    position and what was expected), JSON nested more than ``max_depth`` arrays
+    and objects deep (found before parsing: Python's parser recurses), a
+    non-object, a duplicate key, or a value that is not a number, boolean or
+    string (naming the key). Only the form is checked here: names and values are
+    checked against the twin by the session.
     """
     if not isinstance(text, str):
         raise InvalidArgument(
@@ -379,13 +386,20 @@ def parse_parameters(text: str) -> dict[str, dict[str, Value]]:
         )
     if not text.strip():
         return {}
+    too_deep = json_too_deep(text, max_depth)
+    if too_deep is not None:
+        raise InvalidArgument(
+            _too_deep(max_depth, f" at line {too_deep.line}, column {too_deep.column}"))
     try:
-        raw = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        raw = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant,
+                         parse_int=_integer)
     except json.JSONDecodeError as exc:
         raise InvalidArgument(
             f"parameters are not valid JSON: {exc.msg} at line {exc.lineno}, column "
             f"{exc.colno} (character {exc.pos}){_near(text, exc.pos)}"
         ) from None
+    except RecursionError:  # (only were the count and the parser to disagree)
+        raise InvalidArgument(_too_deep(max_depth, "")) from None
     if not isinstance(raw, dict):
         raise InvalidArgument(
             f'parameters must be a JSON object such as {{"tank": {{"area": 2.0}}}} or '
@@ -397,7 +411,7 @@ def parse_parameters(text: str) -> dict[str, dict[str, Value]]:
             component, _, parameter = key.partition(".")
             if not component or not parameter or "." in parameter:
                 raise InvalidArgument(
-                    f"parameter key {key!r} must be 'component.parameter' (one dot)"
+                    f"parameter key {excerpt(key, 100)!r} must be 'component.parameter' (one dot)"
                 )
             _put(result, component, parameter, value, key)
         elif isinstance(value, dict):
@@ -408,28 +422,35 @@ def parse_parameters(text: str) -> dict[str, dict[str, Value]]:
                 _put(result, key, parameter, inner, f"{key}.{parameter}")
         else:
             raise InvalidArgument(
-                f"parameters: {key!r} must be a component holding an object of parameters, "
-                f'as in {{"{key}": {{"name": 1.0}}}}, or a flat key "component.parameter" '
-                f"(got {_json_type(value)})"
+                f"parameters: {excerpt(key, 100)!r} must be a component holding an object of "
+                f'parameters, as in {{"{excerpt(key, 100)}": {{"name": 1.0}}}}, or a flat key '
+                f'"component.parameter" (got {_json_type(value)})'
             )
     return result
+
+
+def _too_deep(limit: int, where: str) -> str:
+    return (f"parameters nest arrays and objects more than {limit} levels deep{where}; "
+            f'they need two, as in {{"tank": {{"area": 2.0}}}}')
 
 
 def _put(
     result: dict[str, dict[str, Value]], component: str, parameter: str, value: Any, key: str
 ) -> None:
     if not parameter:
-        raise InvalidArgument(f"parameters: {key!r} has an empty parameter name")
+        raise InvalidArgument(f"parameters: {excerpt(key, 100)!r} has an empty parameter name")
     if isinstance(value, bool | int | float | str):
         values = result.setdefault(component, {})
         if parameter in values:
             raise InvalidArgument(
-                f"parameters: {component}.{parameter} is given twice (nested and flat)"
+                f"parameters: {excerpt(f'{component}.{parameter}', 100)} is given twice "
+                f"(nested and flat)"
             )
         values[parameter] = value
         return
     raise InvalidArgument(
-        f"parameters: {key} must be a number, boolean or string (got {_json_type(value)})"
+        f"parameters: {excerpt(key, 100)} must be a number, boolean or string "
+        f"(got {_json_type(value)})"
     )
 
 
@@ -437,9 +458,23 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise InvalidArgument(f"parameters: the key {key!r} appears twice in one object")
+            raise InvalidArgument(
+                f"parameters: the key {excerpt(key, 100)!r} appears twice in one object")
         result[key] = value
     return result
+
+
+#: digits of the longest integer taken (Int64 has 19; Python refuses past 4300 with a
+#: ValueError that is no JSONDecodeError)
+MAX_DIGITS = 100
+
+
+def _integer(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_DIGITS:
+        raise InvalidArgument(
+            f"parameters: an integer of {len(text.lstrip('-'))} digits is no parameter value "
+            f"(at most {MAX_DIGITS} digits)")
+    return int(text)
 
 
 def _no_constant(name: str) -> Any:
@@ -458,8 +493,8 @@ def _json_type(value: Any) -> str:
     if isinstance(value, bool):
         return f"the boolean {json.dumps(value)}"
     if isinstance(value, int | float):
-        return f"the number {json.dumps(value)}"
-    return f"the string {json.dumps(value)}"
+        return f"the number {excerpt(json.dumps(value), 100)}"
+    return f"the string {json.dumps(excerpt(value, 100))}"
 
 
 def _near(text: str, pos: int) -> str:

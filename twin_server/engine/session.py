@@ -87,6 +87,7 @@ from twin_server.errors import (
     TwinServerError,
     ValueRejected,
 )
+from twin_server.logs import excerpt
 from twin_server.models.base import DataType, Kind, Model, Value, Variable
 
 __all__ = [
@@ -957,7 +958,8 @@ class Session:
         except KeyError:
             known = ", ".join(self._by_name) or "none"
             raise NotFound(
-                f"session {self.name!r} has no component {name!r} (its components: {known})"
+                f"session {self.name!r} has no component {excerpt(name, 100)!r} "
+                f"(its components: {known})"
             ) from None
 
     def _variable(self, comp: _Component, kind: Kind, name: str) -> Variable:
@@ -966,7 +968,8 @@ class Session:
         except KeyError:
             names = ", ".join(n for k, n in comp.variables if k is kind) or "none"
             raise NotFound(
-                f"component {comp.name!r} has no {kind} {name!r} (its {kind}s: {names})"
+                f"component {comp.name!r} has no {kind} {excerpt(name, 100)!r} "
+                f"(its {kind}s: {names})"
             ) from None
 
     def _lookup(self, key: VarKey) -> tuple[_Component, Variable]:

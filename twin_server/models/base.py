@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from twin_server.errors import NotFound, NotWritable, OutOfRange, TypeMismatch
+from twin_server.logs import excerpt
 
 Value = float | int | bool | str
 
@@ -85,16 +86,16 @@ class Variable:
         if dt is DataType.BOOLEAN:
             if not isinstance(value, bool):
                 raise TypeMismatch(f"{self.kind} {self.name!r} takes a Boolean "
-                                   f"(got {type(value).__name__} {value!r})")
+                                   f"(got {type(value).__name__} {_shown(value)})")
             return value
         if dt is DataType.STRING:
             if not isinstance(value, str):
                 raise TypeMismatch(f"{self.kind} {self.name!r} takes a String "
-                                   f"(got {type(value).__name__} {value!r})")
+                                   f"(got {type(value).__name__} {_shown(value)})")
             return value
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise TypeMismatch(f"{self.kind} {self.name!r} takes a {dt.value} "
-                               f"(got {type(value).__name__} {value!r})")
+                               f"(got {type(value).__name__} {_shown(value)})")
         if dt is DataType.INT32:
             if isinstance(value, float):
                 if not value.is_integer():
@@ -102,7 +103,8 @@ class Variable:
                                        f"(got non-integral {value!r})")
                 value = int(value)
             if not _INT32[0] <= value <= _INT32[1]:
-                raise OutOfRange(f"{self.kind} {self.name!r} must fit an Int32 (got {value})")
+                raise OutOfRange(f"{self.kind} {self.name!r} must fit an Int32 "
+                                 f"(got {excerpt(value, 50)})")
             result: Value = value
         else:
             result = float(value)
@@ -127,6 +129,11 @@ class Variable:
         low = "-inf" if self.low is None else f"{self.low:g}"
         high = "inf" if self.high is None else f"{self.high:g}"
         return f"[{low}, {high}]"
+
+
+def _shown(value: object) -> str:
+    """A refused value in a message: an excerpt (it may be a client's whole argument)."""
+    return repr(excerpt(value, 100)) if isinstance(value, str) else excerpt(value, 100)
 
 
 class Model(abc.ABC):

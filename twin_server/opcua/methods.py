@@ -15,7 +15,10 @@ Status codes. The call's StatusCode is
 * BadArgumentsMissing / BadTooManyArguments for a wrong count;
 * BadInvalidArgument for an argument of the wrong type (its
   InputArgumentResult is BadTypeMismatch) or a malformed one (bad JSON, a name
-  that cannot be a NodeId part);
+  that cannot be a NodeId part), and for a String argument longer than
+  ``server.limits.max_argument_size`` (DefineTwin's Definition:
+  ``max_definition_size``) or JSON/TOML nested deeper than
+  ``max_nesting_depth``, checked for every method before it runs;
 * otherwise the refusal's own code: BadOutOfRange (a value outside its range),
   BadNotFound (an unknown twin, session, component, parameter or snapshot),
   BadBrowseNameDuplicated (a taken name), BadResourceUnavailable (beyond
@@ -30,6 +33,8 @@ message as AdditionalInfo. A refusal of the call as a whole (the wrong state,
 too many sessions) carries the message in every argument's DiagnosticInfo, and
 for a method without arguments in a one-element InputArgumentDiagnosticInfos.
 Every refusal is also logged with its message. Nothing changes on a refusal.
+Logs show an excerpt of each argument and message (``logs.excerpt``), never a
+client's whole value.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ from typing import Any
 import structlog
 from asyncua import ua
 
+from twin_server.config.nesting import MAX_DEPTH, TooDeep, json_too_deep, toml_too_deep
+from twin_server.config.security import LimitsConfig
 from twin_server.engine.manager import parse_parameters
 from twin_server.engine.session import Session
 from twin_server.errors import (
@@ -56,6 +63,7 @@ from twin_server.errors import (
     TypeMismatch,
     ValueRejected,
 )
+from twin_server.logs import excerpt
 from twin_server.opcua.runtime import Runtime
 from twin_server.opcua.status import GOOD, diagnostic, status_code, status_of
 from twin_server.opcua.tree import (
@@ -78,6 +86,28 @@ _INTEGER_TYPES = frozenset({
 _FLOAT_TYPES = frozenset({ua.VariantType.Float, ua.VariantType.Double})
 #: refusals that say an argument is malformed rather than refused on its merits
 _MALFORMED = (InvalidArgument, TypeMismatch)
+#: most characters of a refusal's message in the log (the client gets all of it)
+LOGGED_MESSAGE = 1000
+_DEFAULT_LIMITS = LimitsConfig()
+
+
+@dataclass(frozen=True, slots=True)
+class _Text:
+    """What a String argument holds, when it is more than a name: its format, the
+    setting that bounds its size, and how deep it needs to nest (for the message)."""
+
+    format: str  # "JSON" or "TOML"
+    size_setting: str
+    needs: str
+
+
+#: String arguments, by name, that carry a document (others are names and ids)
+_TEXTS = {
+    "Parameters": _Text("JSON", "max_argument_size",
+                        'parameters need two levels, as in {"tank": {"area": 2.0}}'),
+    "Definition": _Text("TOML", "max_definition_size",
+                        "a twin needs about seven ([twins.t.components.c] and its options)"),
+}
 
 
 class ArgumentError(Exception):
@@ -118,6 +148,7 @@ class _Call:
     before: Callable[[], None] | None = None
     attribute: Attribution | None = None
     log_context: dict[str, Any] = field(default_factory=dict)
+    limits: LimitsConfig = _DEFAULT_LIMITS
 
 
 def make_callback(call: _Call, action: Action) -> MethodCallback:
@@ -130,7 +161,7 @@ def make_callback(call: _Call, action: Action) -> MethodCallback:
             call.before()
         result = ua.CallMethodResult()
         try:
-            values = check_arguments(spec, args)
+            values = check_arguments(spec, args, call.limits)
             outputs = await action(*values)
         except ArgumentError as exc:
             result = _refuse(call, args, exc.error, exc.index)
@@ -146,8 +177,8 @@ def make_callback(call: _Call, action: Action) -> MethodCallback:
         else:
             result.OutputArguments = outputs or []
             log.info("method_called", method=spec.name,
-                     arguments=[a.Value for a in args] or None,
-                     outputs=[o.Value for o in outputs] if outputs else None,
+                     arguments=[_loggable(a.Value) for a in args] or None,
+                     outputs=[_loggable(o.Value) for o in outputs] if outputs else None,
                      **call.log_context)
         if not result.InputArgumentResults:
             result.InputArgumentResults = [GOOD for _ in args]
@@ -182,14 +213,22 @@ def _refuse(call: _Call, args: Sequence[ua.Variant], error: TwinServerError,
         else:
             call_status = code
     call.counter.refused += 1
-    log.info("method_refused", method=spec.name, status=call_status.name, reason=message,
-             **call.log_context)
+    log.info("method_refused", method=spec.name, status=call_status.name,
+             reason=excerpt(message, LOGGED_MESSAGE), **call.log_context)
     return ua.CallMethodResult(StatusCode=call_status, InputArgumentResults=results,
                                InputArgumentDiagnosticInfos=diagnostics)
 
 
-def check_arguments(spec: MethodSpec, args: Sequence[ua.Variant]) -> list[Any]:
-    """The Python values of ``args``, or ArgumentError naming the first bad one."""
+def _loggable(value: Any) -> Any:
+    """An argument's value for the log: a number as it is, anything else an excerpt."""
+    return value if isinstance(value, bool | int | float) or value is None else excerpt(value)
+
+
+def check_arguments(spec: MethodSpec, args: Sequence[ua.Variant],
+                    limits: LimitsConfig = _DEFAULT_LIMITS) -> list[Any]:
+    """The Python values of ``args``, or ArgumentError naming the first bad one:
+    a wrong count or type, or a String argument too long or nested too deep for
+    ``limits``."""
     least = len(spec.inputs) - spec.optional
     if len(args) < least:
         missing = ", ".join(a.name for a in spec.inputs[len(args):least])
@@ -210,21 +249,56 @@ def check_arguments(spec: MethodSpec, args: Sequence[ua.Variant]) -> list[Any]:
             if variant.VariantType not in _INTEGER_TYPES:
                 raise ArgumentError(index, TypeMismatch(
                     f"{spec.name} argument {arg.name} takes an integer "
-                    f"({arg.vtype.name}) (got {variant.VariantType.name} {value!r})"))
+                    f"({arg.vtype.name}) (got {variant.VariantType.name} {_shown(value)})"))
         elif arg.vtype is ua.VariantType.Double:
             if variant.VariantType not in _FLOAT_TYPES | _INTEGER_TYPES:
                 raise ArgumentError(index, TypeMismatch(
                     f"{spec.name} argument {arg.name} takes a Double "
-                    f"(got {variant.VariantType.name} {value!r})"))
+                    f"(got {variant.VariantType.name} {_shown(value)})"))
             value = float(value)
         elif variant.VariantType != arg.vtype:
             raise ArgumentError(index, TypeMismatch(
                 f"{spec.name} argument {arg.name} takes a {arg.vtype.name} "
                 f"(got {variant.VariantType.name})"))
-        if arg.vtype is ua.VariantType.String and value is None:
-            value = ""  # a null String is an empty one
+        if arg.vtype is ua.VariantType.String:
+            if value is None:
+                value = ""  # a null String is an empty one
+            _check_text(spec, index, value, limits)
         values.append(value)
     return values
+
+
+def _shown(value: Any) -> str:
+    return repr(excerpt(value, 100)) if isinstance(value, str) else excerpt(value, 100)
+
+
+def _check_text(spec: MethodSpec, index: int, value: str, limits: LimitsConfig) -> None:
+    """Refuse a String argument longer than its setting allows, or a document in it
+    (JSON parameters, a TOML definition) nested deeper than max_nesting_depth:
+    before anything parses it (Python's parsers recurse)."""
+    name = spec.inputs[index].name
+    text = _TEXTS.get(name)
+    setting = text.size_setting if text is not None else "max_argument_size"
+    limit: int = getattr(limits, setting)
+    # (UTF-8 takes 1 to 4 bytes a character: count them only when that could matter)
+    size = len(value)
+    if 4 * size > limit:
+        size = len(value.encode("utf-8", "surrogatepass"))
+    if size > limit:
+        raise ArgumentError(index, InvalidArgument(
+            f"{spec.name} argument {name} is {size} bytes long; at most {limit} are accepted "
+            f"(server.limits.{setting}; raise it there if a legitimate {spec.name} "
+            f"needs more)"))
+    if text is None:
+        return
+    depth = limits.max_nesting_depth
+    find = json_too_deep if text.format == "JSON" else toml_too_deep
+    too_deep: TooDeep | None = find(value, depth)
+    if too_deep is not None:
+        raise ArgumentError(index, InvalidArgument(
+            f"{spec.name} argument {name} nests more than {depth} levels deep ({text.format}, "
+            f"at line {too_deep.line}, column {too_deep.column}); {text.needs} "
+            f"(server.limits.max_nesting_depth sets the limit)"))
 
 
 def _count(spec: MethodSpec) -> str:
@@ -234,7 +308,8 @@ def _count(spec: MethodSpec) -> str:
 
 def _parameters(text: str, index: int = 0) -> dict[str, dict[str, Any]]:
     try:
-        return parse_parameters(text)
+        # (check_arguments held the text to max_nesting_depth, at most MAX_DEPTH)
+        return parse_parameters(text, max_depth=MAX_DEPTH)
     except InvalidArgument as exc:
         raise ArgumentError(index, exc) from None
 
@@ -261,8 +336,10 @@ class SessionMethods(_Counted):
 
     def __init__(self, session: Session, changed: Callable[[], Awaitable[None]], *,
                  runtime: Runtime | None = None,
-                 session_nodeid: Callable[[str], ua.NodeId] | None = None) -> None:
+                 session_nodeid: Callable[[str], ua.NodeId] | None = None,
+                 limits: LimitsConfig = _DEFAULT_LIMITS) -> None:
         self.session = session
+        self._limits = limits
         self._changed = changed
         self._runtime = runtime
         self._session_nodeid = session_nodeid
@@ -287,7 +364,7 @@ class SessionMethods(_Counted):
             action, attribution = actions[spec.name]
             call = _Call(spec, session.name, self._counter, after=self._changed,
                          before=self._touch, attribute=attribution,
-                         log_context={"session": session.name})
+                         log_context={"session": session.name}, limits=self._limits)
             callbacks[spec.name] = make_callback(call, action)
         return callbacks
 
@@ -362,8 +439,10 @@ class ServerMethods(_Counted):
 
     def __init__(self, runtime: Runtime, *, session_nodeid: Callable[[str], ua.NodeId],
                  twin_nodeid: Callable[[str], ua.NodeId],
-                 after: Callable[[], Awaitable[None]] | None = None) -> None:
+                 after: Callable[[], Awaitable[None]] | None = None,
+                 limits: LimitsConfig = _DEFAULT_LIMITS) -> None:
         self._runtime = runtime
+        self._limits = limits
         self._session_nodeid = session_nodeid
         self._twin_nodeid = twin_nodeid
         self._after = after
@@ -381,7 +460,7 @@ class ServerMethods(_Counted):
         for spec in SERVER_METHODS:
             action, attribution = actions[spec.name]
             call = _Call(spec, "TwinServer", self._counter, after=self._after,
-                         attribute=attribution)
+                         attribute=attribution, limits=self._limits)
             callbacks[spec.name] = make_callback(call, action)
         return callbacks
 

@@ -188,7 +188,7 @@ class OpcUaServer:
             self._server_methods = ServerMethods(
                 self.runtime, session_nodeid=self.session_nodeid,
                 twin_nodeid=lambda name: self.nodeid(f"{TWINS}.{name}"),
-                after=self.flush_events)
+                after=self.flush_events, limits=self.config.limits)
             for name, callback in self._server_methods.callbacks().items():
                 aspace.add_method_callback(server_methods[name], callback)
         # endpoints, certificates, users and roles, limits (twin_server.security); last
@@ -307,7 +307,7 @@ class OpcUaServer:
             await self.flush_events()
 
         methods = SessionMethods(session, changed, runtime=self.runtime,
-                                 session_nodeid=self.session_nodeid)
+                                 session_nodeid=self.session_nodeid, limits=self.config.limits)
         for name, callback in methods.callbacks().items():
             aspace.add_method_callback(nodes.methods[name], callback)
         self._route_writes(session, nodes, target, variables)

@@ -29,6 +29,7 @@ from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.address_space import AddressSpace, AttributeService
 
 from twin_server.errors import TwinServerError
+from twin_server.logs import excerpt
 from twin_server.opcua.status import GOOD, status_of
 
 log = structlog.get_logger(__name__)
@@ -135,7 +136,7 @@ class TwinAttributeService(AttributeService):  # type: ignore[misc]  # asyncua: 
             status = status_of(exc)
             self._refused += 1
             log.info("write_refused", session=target.session, node=nodeid.Identifier,
-                     status=status.name, reason=str(exc))
+                     status=status.name, reason=excerpt(str(exc), 1000))
             return status
         except Exception:
             self._refused += 1
@@ -150,7 +151,7 @@ class TwinAttributeService(AttributeService):  # type: ignore[misc]  # asyncua: 
             target.accepted(stored)
         self._accepted += 1
         log.debug("write_accepted", session=target.session, node=nodeid.Identifier,
-                  value=stored)
+                  value=excerpt(stored) if isinstance(stored, str) else stored)
         return GOOD
 
     def _refuse(self, nodeid: ua.NodeId, code: int, reason: str) -> ua.StatusCode:

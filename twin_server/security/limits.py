@@ -28,21 +28,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from asyncua.common.connection import TransportLimits
 
+from twin_server import logs
 from twin_server.config.security import LimitsConfig
+from twin_server.logs import RateLimit, RateStatistics
 
 log = structlog.get_logger(__name__)
 
-#: most (logger, format) pairs counted per window
-MAX_KEYS = 10_000
 #: the largest chunk we accept or send (OPC UA's usual 64 KiB)
 CHUNK_SIZE = 65535
 
@@ -121,53 +119,28 @@ class GuardedTransports(list):  # type: ignore[type-arg]  # holds asyncio transp
             transport.set_protocol(ChunkLimitProtocol(protocol, transport))
 
 
-@dataclass(frozen=True, slots=True)
-class LogLimitStatistics:
-    passed: int
-    suppressed: int
+#: LogRateLimit.statistics(): records passed and suppressed
+LogLimitStatistics = RateStatistics
 
 
-class LogRateLimit(logging.Filter):
-    """At most ``burst`` records per (logger, message format) per ``window`` seconds."""
+class LogRateLimit(RateLimit, logging.Filter):
+    """At most ``burst`` records per (logger, message format) per ``window`` seconds
+    (the counting is ``twin_server.logs.RateLimit``, as for our own events)."""
 
     def __init__(self, burst: int = 20, window: float = 60.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__()
-        self.burst = burst
-        self.window = window
-        self.clock = clock
-        self._lock = threading.Lock()  # asyncua also logs from its method thread pool
-        self._window_start = clock()
-        self._counts: dict[tuple[str, str], int] = {}
-        self._passed = 0
-        self._suppressed = 0
+        RateLimit.__init__(self, burst, window, clock)
+        logging.Filter.__init__(self)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        summary: dict[str, int] | None = None
-        with self._lock:
-            now = self.clock()
-            if now - self._window_start >= self.window:
-                summary = {f"{name}: {msg}"[:200]: count - self.burst
-                           for (name, msg), count in self._counts.items() if count > self.burst}
-                self._counts.clear()
-                self._window_start = now
-            key = (record.name, str(record.msg))
-            if key in self._counts or len(self._counts) < MAX_KEYS:
-                count = self._counts[key] = self._counts.get(key, 0) + 1
-                allowed = count <= self.burst
-            else:
-                allowed = False  # a flood of distinct formats: the table stays bounded
-            if allowed:
-                self._passed += 1
-            else:
-                self._suppressed += 1
-        if summary:
+        held = self.roll()
+        # (a format is short; one a library built with the client's data in it is cut)
+        allowed = self.admit(f"{record.name}: {record.msg}"[:200])
+        if held:
             log.warning("log_records_suppressed", window=self.window, burst=self.burst,
-                        suppressed=sum(summary.values()), messages=dict(list(summary.items())[:20]))
+                        suppressed=sum(held.values()),
+                        messages={str(k): v for k, v in list(held.items())[:20]})
         return allowed
-
-    def statistics(self) -> LogLimitStatistics:
-        return LogLimitStatistics(self._passed, self._suppressed)
 
 
 _installed: LogRateLimit | None = None
@@ -213,11 +186,13 @@ def share_subscription_loggers(iserver: Any) -> None:
 def install_log_rate_limit(burst: int, prefix: str = "asyncua") -> LogRateLimit:
     """Attach one process-wide LogRateLimit to every logger named ``prefix*``
     (``asyncua``, ``asyncua.server.uaprocessor``, ``asyncuagds.validate``, ...);
-    again with another ``burst`` changes the limit of the installed one."""
+    again with another ``burst`` changes the limit of the installed one. Our own
+    events that a client can cause (``logs.EVENT_LIMIT``) get the same burst."""
     global _installed
     if _installed is None:
         _installed = LogRateLimit(burst)
     _installed.burst = burst
+    logs.EVENT_LIMIT.burst = burst
     names = [prefix, *(n for n in logging.root.manager.loggerDict if n.startswith(prefix))]
     if SUBSCRIPTION_LOGGER.startswith(prefix):
         names.append(SUBSCRIPTION_LOGGER)  # (made on first use: see share_subscription_loggers)
