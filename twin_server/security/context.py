@@ -49,6 +49,11 @@ from twin_server.security.pki import (
     ensure_server_certificate,
     thumbprint,
 )
+from twin_server.security.protocol import (
+    ProtocolGuard,
+    ProtocolStatistics,
+    install_asyncua_records,
+)
 from twin_server.security.roles import Role
 from twin_server.security.users import LoginStatistics, UserStore
 
@@ -101,6 +106,7 @@ class SecurityStatistics:
     sessions_refused: int
     limits_hit: int
     log: LogLimitStatistics
+    protocol: ProtocolStatistics | None = None
 
 
 @dataclass(slots=True)
@@ -114,6 +120,7 @@ class SecurityContext:
     users: UserStore
     guard: Guard
     log_limit: LogRateLimit
+    protocol: ProtocolGuard | None = None
 
     def trust_list(self) -> TrustList:
         """The trust list of the daemon's PKI, also where no secure endpoint needs one
@@ -135,7 +142,8 @@ class SecurityContext:
             logins=self.users.statistics(), services_refused=c.services_refused,
             writes_refused=c.writes_refused, calls_refused=c.calls_refused,
             certificates_refused=c.certificates_refused, sessions_refused=c.sessions_refused,
-            limits_hit=c.limits_hit, log=self.log_limit.statistics())
+            limits_hit=c.limits_hit, log=self.log_limit.statistics(),
+            protocol=self.protocol.statistics() if self.protocol else None)
 
 
 async def configure_security(server: Server, config: ServerConfig,
@@ -186,8 +194,10 @@ async def configure_security(server: Server, config: ServerConfig,
     iserver.set_user_manager(TwinUserManager(guard))
     server.allow_remote_admin(False)
     _hook_sessions(iserver, guard)
-    apply_limits(server, limits)
     log_limit = install_log_rate_limit(limits.log_burst)
+    install_asyncua_records()
+    protocol = ProtocolGuard(log_limit)
+    apply_limits(server, limits, on_connection=protocol.connection_made)
     share_subscription_loggers(iserver)
 
     _warn_exposure(host, security, users)
@@ -197,7 +207,8 @@ async def configure_security(server: Server, config: ServerConfig,
              certificate=thumbprint(identity.certificate) if identity else None,
              max_client_sessions=limits.max_client_sessions,
              max_message_size=limits.max_message_size)
-    return SecurityContext(security, pki, identity, trust, users, guard, log_limit)
+    return SecurityContext(security, pki, identity, trust, users, guard, log_limit,
+                           protocol=protocol)
 
 
 def _hook_sessions(iserver: Any, guard: Guard) -> None:

@@ -47,8 +47,11 @@ MAX_KEYS = 10_000
 CHUNK_SIZE = 65535
 
 
-def apply_limits(server: Any, limits: LimitsConfig) -> None:
-    """Put ``limits`` into an asyncua Server before it starts."""
+def apply_limits(server: Any, limits: LimitsConfig,
+                 on_connection: Callable[[Any], None] | None = None) -> None:
+    """Put ``limits`` into an asyncua Server before it starts; ``on_connection`` is
+    called with asyncua's protocol of every connection accepted (see
+    ``GuardedTransports``)."""
     server.limits = TransportLimits(
         max_recv_buffer=CHUNK_SIZE, max_send_buffer=CHUNK_SIZE,
         max_chunk_count=math.ceil(limits.max_message_size / CHUNK_SIZE),
@@ -63,7 +66,8 @@ def apply_limits(server: Any, limits: LimitsConfig) -> None:
     iserver.min_session_timeout_ms = min(iserver.min_session_timeout_ms,
                                          iserver.max_session_timeout_ms)
     if not isinstance(iserver.asyncio_transports, GuardedTransports):
-        iserver.asyncio_transports = GuardedTransports(iserver.asyncio_transports)
+        iserver.asyncio_transports = GuardedTransports(iserver.asyncio_transports,
+                                                       on_connection)
 
 
 #: most bytes of an incomplete chunk a connection may keep buffered: one chunk
@@ -112,12 +116,21 @@ def _peer(transport: asyncio.BaseTransport) -> str | None:
 
 class GuardedTransports(list):  # type: ignore[type-arg]  # holds asyncio transports
     """``InternalServer.asyncio_transports``: asyncua appends each accepted
-    connection's transport here, which is where ChunkLimitProtocol is put in."""
+    connection's transport here (in ``OPCUAProtocol.connection_made``, once the
+    protocol's UaProcessor exists), which is where ChunkLimitProtocol is put in and
+    ``on_connection`` sees the protocol."""
+
+    def __init__(self, transports: Any = (),
+                 on_connection: Callable[[Any], None] | None = None) -> None:
+        super().__init__(transports)
+        self.on_connection = on_connection
 
     def append(self, transport: Any) -> None:
         super().append(transport)
         protocol = transport.get_protocol()
         if not isinstance(protocol, ChunkLimitProtocol):
+            if self.on_connection is not None:
+                self.on_connection(protocol)
             transport.set_protocol(ChunkLimitProtocol(protocol, transport))
 
 
@@ -165,6 +178,11 @@ class LogRateLimit(logging.Filter):
             log.warning("log_records_suppressed", window=self.window, burst=self.burst,
                         suppressed=sum(summary.values()), messages=dict(list(summary.items())[:20]))
         return allowed
+
+    def allow(self, name: str, key: str) -> bool:
+        """Count one event of ours, ``key`` of logger ``name``, as a record: within
+        the limit?"""
+        return self.filter(logging.LogRecord(name, logging.INFO, "", 0, key, None, None))
 
     def statistics(self) -> LogLimitStatistics:
         return LogLimitStatistics(self._passed, self._suppressed)
