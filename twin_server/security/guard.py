@@ -46,6 +46,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from twin_server.config.security import LimitsConfig
+from twin_server.security.limits import log_allowed
 from twin_server.security.pki import TrustList, thumbprint
 from twin_server.security.roles import (
     Role,
@@ -249,7 +250,8 @@ class Guard:
         CURRENT_USER.set(user)
         if not may_use_service(user, service):
             self.counters.services_refused += 1
-            log.info("service_refused", user=str(user), service=_service_name(service))
+            if log_allowed(__name__, "service_refused"):
+                log.info("service_refused", user=str(user), service=_service_name(service))
             return False
         if service == _CREATE_SUBSCRIPTION:
             self._check_subscriptions()
@@ -429,8 +431,9 @@ class GuardedAttributeService:
                 results.append(None)
             else:
                 self.guard.counters.writes_refused += 1
-                log.info("write_refused", user=str(user), node=wv.NodeId.to_string(),
-                         status="BadUserAccessDenied", role=str(role_of(user)))
+                if log_allowed(__name__, "write_refused"):
+                    log.info("write_refused", user=str(user), node=wv.NodeId.to_string(),
+                             status="BadUserAccessDenied", role=str(role_of(user)))
                 results.append(ua.StatusCode(ua.StatusCodes.BadUserAccessDenied))
         if allowed:
             done = await self.inner.write(
@@ -463,8 +466,9 @@ class GuardedMethodService:
                 results.append(None)
             else:
                 self.guard.counters.calls_refused += 1
-                log.info("call_refused", user=str(user), method=request.MethodId.to_string(),
-                         status="BadUserAccessDenied", role=str(role_of(user)))
+                if log_allowed(__name__, "call_refused"):
+                    log.info("call_refused", user=str(user), method=request.MethodId.to_string(),
+                             status="BadUserAccessDenied", role=str(role_of(user)))
                 results.append(ua.CallMethodResult(
                     StatusCode=ua.StatusCode(ua.StatusCodes.BadUserAccessDenied)))
         if allowed:

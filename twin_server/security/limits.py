@@ -228,6 +228,13 @@ def share_subscription_loggers(iserver: Any) -> None:
     setattr(service, _SHARED_MARK, True)
 
 
+def log_allowed(name: str, event: str) -> bool:
+    """May logger ``name`` log another ``event`` now? Our own per-request events (a
+    refused write, say) count against the process-wide limit as asyncua's records
+    do; all pass until ``install_log_rate_limit`` has run."""
+    return _installed is None or _installed.allow(name, event)
+
+
 def install_log_rate_limit(burst: int, prefix: str = "asyncua") -> LogRateLimit:
     """Attach one process-wide LogRateLimit to every logger named ``prefix*``
     (``asyncua``, ``asyncua.server.uaprocessor``, ``asyncuagds.validate``, ...);
