@@ -142,11 +142,14 @@ class LogVolume(logging.Handler):
         self.records = 0
         self.biggest = ""
         self.errors: list[str] = []  # the first few records or events at ERROR
+        self.sources: dict[str, int] = {}  # bytes per structlog event or asyncua format
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.count(self.format(record), record.levelno >= logging.ERROR)
+        self.count(self.format(record), record.levelno >= logging.ERROR,
+                   f"{record.name}: {str(record.msg)[:60]}")
 
-    def count(self, line: str, error: bool = False) -> None:
+    def count(self, line: str, error: bool = False, source: str = "") -> None:
+        self.sources[source] = self.sources.get(source, 0) + len(line) + 1
         if error and len(self.errors) < 10:
             self.errors.append(line[:500])
         self.bytes += len(line) + 1
@@ -156,7 +159,8 @@ class LogVolume(logging.Handler):
 
     def structlog_processor(self, _logger: Any, method: str, event: dict[str, Any]) -> Any:
         if method in ("info", "warning", "error", "critical", "exception"):
-            self.count(json.dumps(event, default=str), method in ("error", "critical"))
+            self.count(json.dumps(event, default=str), method in ("error", "critical"),
+                       str(event.get("event")))
         raise structlog.DropEvent
 
 
@@ -193,6 +197,7 @@ class Report:
     log_records: int
     biggest_record: str
     errors: list[str]
+    log_sources: dict[str, int]
     answered_in: float
     state: Any
     ticks: int
@@ -263,7 +268,8 @@ async def fuzz(target: Target, frames: int, seconds: float, seed: int) -> Report
     finally:
         watching.cancel()
     return Report(result["sent"], elapsed, rss() - before, volume.bytes, volume.records,
-                  volume.biggest[:300], volume.errors, answered_in, state, ticks,
+                  volume.biggest[:300], volume.errors,
+                  dict(sorted(volume.sources.items(), key=lambda kv: -kv[1])[:12]), answered_in, state, ticks,
                   elapsed / STEP, int(step_count), target.session.step_count,
                   watch.longest, dict(sorted(result["answers"].items())))
 
