@@ -269,7 +269,8 @@ async def fuzz(target: Target, frames: int, seconds: float, seed: int) -> Report
         watching.cancel()
     return Report(result["sent"], elapsed, rss() - before, volume.bytes, volume.records,
                   volume.biggest[:300], volume.errors,
-                  dict(sorted(volume.sources.items(), key=lambda kv: -kv[1])[:12]), answered_in, state, ticks,
+                  dict(sorted(volume.sources.items(), key=lambda kv: -kv[1])[:12]),
+                  answered_in, state, ticks,
                   elapsed / STEP, int(step_count), target.session.step_count,
                   watch.longest, dict(sorted(result["answers"].items())))
 
