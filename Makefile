@@ -26,9 +26,10 @@ test: $(STAMP)
 
 # the daemon for SOAK_SECONDS (default 600) under UaExpert/SCADA-like clients, checking
 # that memory, objects, tasks, descriptors and nodes stay bounded and no tick is missed;
+# then the endpoint fuzzed for SOAK_SECONDS (malformed and mutated frames);
 # not part of `make test`. SOAK_SECONDS=120 make soak for a shorter run.
 soak: $(STAMP)
-	$(PY) -m pytest -m soak -s tests/test_soak.py $(PYTEST_ARGS)
+	$(PY) -m pytest -m soak -s tests/test_soak.py tests/security/test_fuzz.py $(PYTEST_ARGS)
 
 # ruff and mypy (strict on twin_server); not part of `make test`
 lint: $(STAMP)

@@ -49,6 +49,11 @@ from twin_server.security.pki import (
     ensure_server_certificate,
     thumbprint,
 )
+from twin_server.security.protocol import (
+    ProtocolGuard,
+    ProtocolStatistics,
+    install_asyncua_records,
+)
 from twin_server.security.roles import Role
 from twin_server.security.sessions import Sessions, SessionStatistics
 from twin_server.security.tokens import install_user_tokens
@@ -105,6 +110,7 @@ class SecurityStatistics:
     sessions_displaced: int
     log: LogLimitStatistics
     sessions: SessionStatistics
+    protocol: ProtocolStatistics | None = None
 
 
 @dataclass(slots=True)
@@ -119,6 +125,7 @@ class SecurityContext:
     guard: Guard
     log_limit: LogRateLimit
     sessions: Sessions
+    protocol: ProtocolGuard | None = None
 
     def trust_list(self) -> TrustList:
         """The trust list of the daemon's PKI, also where no secure endpoint needs one
@@ -141,7 +148,8 @@ class SecurityContext:
             writes_refused=c.writes_refused, calls_refused=c.calls_refused,
             certificates_refused=c.certificates_refused, sessions_refused=c.sessions_refused,
             limits_hit=c.limits_hit, sessions_displaced=c.sessions_displaced,
-            log=self.log_limit.statistics(), sessions=self.sessions.statistics())
+            log=self.log_limit.statistics(), sessions=self.sessions.statistics(),
+            protocol=self.protocol.statistics() if self.protocol else None)
 
 
 async def configure_security(server: Server, config: ServerConfig,
@@ -194,8 +202,10 @@ async def configure_security(server: Server, config: ServerConfig,
     install_user_tokens(iserver, guard.counters)
     server.allow_remote_admin(False)
     sessions = _hook_sessions(iserver, guard)
-    apply_limits(server, limits)
     log_limit = install_log_rate_limit(limits.log_burst)
+    install_asyncua_records()
+    protocol = ProtocolGuard(log_limit)
+    apply_limits(server, limits, on_connection=protocol.connection_made)
     share_subscription_loggers(iserver)
 
     _warn_exposure(host, security, users)
@@ -206,7 +216,8 @@ async def configure_security(server: Server, config: ServerConfig,
              max_client_sessions=limits.max_client_sessions,
              max_sessions_per_address=limits.sessions_per_address,
              max_message_size=limits.max_message_size)
-    return SecurityContext(security, pki, identity, trust, users, guard, log_limit, sessions)
+    return SecurityContext(security, pki, identity, trust, users, guard, log_limit,
+                           sessions, protocol=protocol)
 
 
 def _hook_sessions(iserver: Any, guard: Guard) -> Sessions:

@@ -45,8 +45,11 @@ log = structlog.get_logger(__name__)
 CHUNK_SIZE = 65535
 
 
-def apply_limits(server: Any, limits: LimitsConfig) -> None:
-    """Put ``limits`` into an asyncua Server before it starts."""
+def apply_limits(server: Any, limits: LimitsConfig,
+                 on_connection: Callable[[Any], None] | None = None) -> None:
+    """Put ``limits`` into an asyncua Server before it starts; ``on_connection`` is
+    called with asyncua's protocol of every connection accepted (see
+    ``GuardedTransports``)."""
     server.limits = TransportLimits(
         max_recv_buffer=CHUNK_SIZE, max_send_buffer=CHUNK_SIZE,
         max_chunk_count=math.ceil(limits.max_message_size / CHUNK_SIZE),
@@ -61,7 +64,8 @@ def apply_limits(server: Any, limits: LimitsConfig) -> None:
     iserver.min_session_timeout_ms = min(iserver.min_session_timeout_ms,
                                          iserver.max_session_timeout_ms)
     if not isinstance(iserver.asyncio_transports, GuardedTransports):
-        iserver.asyncio_transports = GuardedTransports(iserver.asyncio_transports)
+        iserver.asyncio_transports = GuardedTransports(iserver.asyncio_transports,
+                                                       on_connection)
 
 
 #: most bytes of an incomplete chunk a connection may keep buffered: one chunk
@@ -110,12 +114,21 @@ def _peer(transport: asyncio.BaseTransport) -> str | None:
 
 class GuardedTransports(list):  # type: ignore[type-arg]  # holds asyncio transports
     """``InternalServer.asyncio_transports``: asyncua appends each accepted
-    connection's transport here, which is where ChunkLimitProtocol is put in."""
+    connection's transport here (in ``OPCUAProtocol.connection_made``, once the
+    protocol's UaProcessor exists), which is where ChunkLimitProtocol is put in and
+    ``on_connection`` sees the protocol."""
+
+    def __init__(self, transports: Any = (),
+                 on_connection: Callable[[Any], None] | None = None) -> None:
+        super().__init__(transports)
+        self.on_connection = on_connection
 
     def append(self, transport: Any) -> None:
         super().append(transport)
         protocol = transport.get_protocol()
         if not isinstance(protocol, ChunkLimitProtocol):
+            if self.on_connection is not None:
+                self.on_connection(protocol)
             transport.set_protocol(ChunkLimitProtocol(protocol, transport))
 
 
@@ -141,6 +154,11 @@ class LogRateLimit(RateLimit, logging.Filter):
                         suppressed=sum(held.values()),
                         messages={str(k): v for k, v in list(held.items())[:20]})
         return allowed
+
+    def allow(self, name: str, key: str) -> bool:
+        """Count one event of ours, ``key`` of logger ``name``, as a record: within
+        the limit?"""
+        return self.filter(logging.LogRecord(name, logging.INFO, "", 0, key, None, None))
 
 
 _installed: LogRateLimit | None = None
@@ -181,6 +199,7 @@ def share_subscription_loggers(iserver: Any) -> None:
 
     service.create_subscription = create_subscription
     setattr(service, _SHARED_MARK, True)
+
 
 
 def install_log_rate_limit(burst: int, prefix: str = "asyncua") -> LogRateLimit:
