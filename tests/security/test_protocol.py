@@ -331,8 +331,7 @@ class TestRoutineRefusalsLogging:
             with pytest.raises(ua.UaStatusCodeError) as refused:
                 await client.connect()
             client.disconnect_socket()
-        secured.security.users.throttle.succeeded("user:vera")
-        secured.security.users.throttle.succeeded("peer:127.0.0.1")
+        secured.security.users.throttle.succeeded("127.0.0.1", "vera")
         assert refused.value.code == ua.StatusCodes.BadUserAccessDenied
         assert asyncua_records.errors() == []
         assert structlog_errors(logs) == []

@@ -150,7 +150,7 @@ class Guard:
                 channel.certificate = x509.load_der_x509_certificate(der)
             except ValueError:
                 channel.refusal = ua.StatusCodes.BadCertificateInvalid
-                log.warning("client_certificate_invalid", reason="not a DER certificate")
+                log.info("client_certificate_invalid", reason="not a DER certificate")
             else:
                 channel.refusal = self._check_certificate(channel.certificate)
         CHANNEL.set(channel)
@@ -175,8 +175,8 @@ class Guard:
         if channel.certificate is None or \
                 cert.public_bytes(serialization.Encoding.DER) != \
                 channel.certificate.public_bytes(serialization.Encoding.DER):
-            log.warning("client_certificate_mismatch",
-                        reason="CreateSession certificate differs from the channel's")
+            log.info("client_certificate_mismatch",
+                     reason="CreateSession certificate differs from the channel's")
             raise ServiceError(ua.StatusCodes.BadSecurityChecksFailed)
         assert self.trust is not None
         status = self.trust.check_uri(cert, description.ApplicationUri)
@@ -204,7 +204,7 @@ class Guard:
         if channel is None:
             # asyncua opens a SecurityPolicy#None channel even when no None endpoint is offered
             self.counters.sessions_refused += 1
-            log.warning("session_refused", peer=peer, reason="channel security not offered")
+            log.info("session_refused", peer=peer, reason="channel security not offered")
             raise ServiceError(ua.StatusCodes.BadSecurityPolicyRejected)
         if channel.refusal is not None:
             self.counters.sessions_refused += 1
@@ -213,8 +213,8 @@ class Guard:
                 and not channel.uri_checked:
             # a secure channel's CreateSession must carry the client certificate
             self.counters.sessions_refused += 1
-            log.warning("session_refused", peer=peer,
-                        reason="CreateSession without the channel's certificate")
+            log.info("session_refused", peer=peer,
+                     reason="CreateSession without the channel's certificate")
             raise ServiceError(ua.StatusCodes.BadSecurityChecksFailed)
         # a session activated again on a new channel: sessions.py checked the channel
         # (at the token's lookup) and checks the user (at its activation)
@@ -266,8 +266,8 @@ class Guard:
         own = sum(1 for s in list(subs) if s.session_id == conn.session.session_id)
         if own >= self.limits.max_subscriptions_per_session:
             self.counters.limits_hit += 1
-            log.warning("subscription_limit_reached",
-                        limit=self.limits.max_subscriptions_per_session, peer=conn.peer)
+            log.info("subscription_limit_reached",
+                     limit=self.limits.max_subscriptions_per_session, peer=conn.peer)
             raise ServiceError(ua.StatusCodes.BadTooManySubscriptions)
 
     def _check_monitored_items(self, body: Any) -> None:
@@ -288,7 +288,7 @@ class Guard:
 
     def _monitored_items_refused(self, limit: int) -> None:
         self.counters.limits_hit += 1
-        log.warning("monitored_item_limit_reached", limit=limit)
+        log.info("monitored_item_limit_reached", limit=limit)
         raise ServiceError(ua.StatusCodes.BadTooManyMonitoredItems)
 
     # -- items ----------------------------------------------------------------------

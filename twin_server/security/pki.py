@@ -405,11 +405,11 @@ class TrustList:
         self._logged[key] = now
         if len(self._logged) > 10_000:
             self._logged.clear()
-        log.warning("client_certificate_rejected", status=ua.StatusCode(status).name,
-                    subject=common_name(cert), thumbprint=thumbprint(cert),
-                    application_uris=application_uris(cert),
-                    not_after=cert.not_valid_after_utc.isoformat(), path=str(path),
-                    fix=_fix(status))
+        log.info("client_certificate_rejected", status=ua.StatusCode(status).name,
+                 subject=common_name(cert), thumbprint=thumbprint(cert),
+                 application_uris=application_uris(cert),
+                 not_after=cert.not_valid_after_utc.isoformat(), path=str(path),
+                 fix=_fix(status))
         return path
 
 

@@ -484,9 +484,9 @@ class UserStore:
             return record.role
         self._failed += 1
         lockout = self.throttle.failed(address, name)
-        log.warning("login_failed", user=shown, peer=peer,
-                    reason="unknown user" if record is None else "wrong password",
-                    lockout=lockout or None)
+        log.info("login_failed", user=shown, peer=peer,
+                 reason="unknown user" if record is None else "wrong password",
+                 lockout=lockout or None)
         return None
 
     def statistics(self) -> LoginStatistics:
