@@ -188,6 +188,14 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     logs.configure(args.log_level, default=loaded.config.server.log_level)
 
+    from twin_server.opcua.patches import UntestedAsyncua, check_asyncua
+
+    try:
+        check_asyncua()
+    except UntestedAsyncua as exc:
+        print(f"{exc}; not started", file=sys.stderr)
+        return EXIT_FAILURE
+
     from twin_server.app import Daemon
 
     daemon = Daemon(loaded, endpoint=args.endpoint)

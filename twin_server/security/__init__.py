@@ -16,8 +16,9 @@ and roles, and limits under hostile clients.
     limits    asyncua's resource limits; the rate limit on its logging
     cli       the ``pki`` and ``user`` subcommands of ``twin-server``
 
-Imports nothing of ours but ``config`` (and nothing of ``opcua``), so that the
-OPC UA server can import it.
+Imports nothing of ours but ``config``, ``errors``, ``logs`` and
+``opcua.patches`` (the asyncua version check, a leaf), so that the OPC UA server
+can import it.
 """
 
 from __future__ import annotations

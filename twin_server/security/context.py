@@ -25,6 +25,7 @@ from asyncua.common.utils import ServiceError
 
 from twin_server.config.schema import ServerConfig
 from twin_server.config.security import SecurityConfig
+from twin_server.opcua.patches import check_asyncua
 from twin_server.security.guard import (
     ChannelFactories,
     Guard,
@@ -157,6 +158,7 @@ async def configure_security(server: Server, config: ServerConfig,
     """Make ``server`` (initialised, endpoint URL set, not started) enforce
     ``config.security`` and ``config.limits``. ``state_dir`` defaults to
     ``config.state_dir``; the PKI and users file are found relative to it."""
+    check_asyncua()  # every hook below relies on asyncua's internals as tested
     security, limits = config.security, config.limits
     root = Path(state_dir if state_dir is not None else config.state_dir)
     iserver = server.iserver

@@ -1,0 +1,81 @@
+"""twin-server's reliance on asyncua's internals, and the asyncua version it was
+tested with.
+
+asyncua 2.1 offers few hooks, so twin-server wraps attributes of its server's
+instances (never asyncua's classes) and reads a few private attributes. Every
+module that does so names the internals it relies on in its docstring:
+
+    opcua/fastpath.py            monitored items' data-change path; subscriptions'
+                                 ``_triggered_datachanges``, ``publish_results``
+    opcua/aspace_cache.py        ``AddressSpace._nodes`` (the pickled standard space)
+    opcua/server.py              the binary server's socket, ``_time_task_stop``
+    opcua/history_read.py,       the history manager's session hook, each session's
+    security/history_sessions.py ``history_read`` and ``close_session``
+    security/guard.py            ``Server._policies``, the attribute and method services,
+                                 ``PermissionRuleset.check_validity``, the user manager
+    security/sessions.py         session tokens, ``lookup_external_session``,
+                                 subscriptions' publish callbacks, TransferSubscriptions
+    security/room.py             ``_external_sessions``, ``asyncio_transports``,
+                                 ``InternalSession._last_activity``
+    security/tokens.py           ``add_endpoint``, ``decrypt_user_token``
+    security/protocol.py         each connection's ``UaProcessor`` (``process``,
+                                 ``process_message``, ``_process_message``)
+    security/limits.py           ``TransportLimits``, the protocol's ``_buffer``,
+                                 subscription loggers
+
+These were written against and tested with asyncua ``TESTED`` (pyproject.toml
+pins that minor version). ``check_asyncua`` runs at start-up: another version
+refuses to start, naming both, unless ``TWIN_SERVER_UNTESTED_ASYNCUA=1`` asks to
+run anyway (with a warning), for a user who tries a newer asyncua on purpose.
+"""
+
+from __future__ import annotations
+
+import os
+
+import asyncua
+import structlog
+
+from twin_server.errors import TwinServerError
+
+log = structlog.get_logger(__name__)
+
+#: the asyncua minor version every hook above was tested with
+TESTED: tuple[int, int] = (2, 1)
+#: set to 1 to run on another asyncua version anyway
+OVERRIDE = "TWIN_SERVER_UNTESTED_ASYNCUA"
+
+
+class UntestedAsyncua(TwinServerError):
+    """The installed asyncua is not the minor version twin-server's hooks were
+    tested with."""
+
+    def __init__(self, installed: str) -> None:
+        self.installed = installed
+        super().__init__(
+            f"asyncua {installed} is installed, but twin-server hooks into asyncua's "
+            f"internals as of {TESTED[0]}.{TESTED[1]}.x and was tested with that only; "
+            f"install asyncua=={TESTED[0]}.{TESTED[1]}.* (pip install -e . does), or set "
+            f"{OVERRIDE}=1 to run on {installed} anyway")
+
+
+def minor(version: str) -> tuple[int, int] | None:
+    """``(2, 1)`` of ``"2.1.0"``; None for a version that does not start with two numbers."""
+    parts = version.split(".")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def check_asyncua(version: str | None = None) -> None:
+    """Raise UntestedAsyncua unless asyncua (or ``version``) is the TESTED minor version,
+    or the user asked to run anyway."""
+    installed = version if version is not None else asyncua.__version__
+    if minor(installed) == TESTED:
+        return
+    if os.environ.get(OVERRIDE) == "1":
+        log.warning("asyncua_untested", installed=installed,
+                    tested=f"{TESTED[0]}.{TESTED[1]}", override=OVERRIDE)
+        return
+    raise UntestedAsyncua(installed)
