@@ -188,7 +188,7 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     logs.configure(args.log_level, default=loaded.config.server.log_level)
 
-    from twin_server.app import Daemon
+    from twin_server.runtime.daemon import Daemon
 
     daemon = Daemon(loaded, endpoint=args.endpoint)
     try:
