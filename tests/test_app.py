@@ -11,12 +11,12 @@ import pytest
 import pytest_asyncio
 from asyncua import Client, ua
 
-from tests.opcua.conftest import MODULE_LOOP, PLANT, run_daemon, stop_daemon
-from twin_server.app import Daemon, DaemonState
+from tests.opcua.conftest import MODULE_LOOP, PLANT, in_process, run_daemon, stop_daemon
 from twin_server.engine.session import RunState
 from twin_server.errors import InvalidState, NotFound
 from twin_server.opcua import events as ev
 from twin_server.opcua.server import NAMESPACE_URI
+from twin_server.runtime.daemon import Daemon, DaemonState
 
 pytestmark = MODULE_LOOP
 
@@ -69,39 +69,38 @@ async def _until(condition: Any, timeout: float = 5.0) -> None:
 @pytest.mark.usefixtures("no_expiry")
 class TestRuntimeSessions:
     async def test_clock_runs_and_stops(self, daemon: Daemon) -> None:
-        """A session created at run time steps on its own clock task, which Delete
-        cancels and awaits."""
-        session = await daemon.create_session("plant", "runner", {})
-        running = daemon.sessions["runner"]
-        assert running.task is not None and not running.task.done()
-        assert running.task.get_name() == "clock:runner"
-        session.start()
-        await _until(lambda: session.step_count >= 10)
+        """A session created at run time steps on its own clock, which Delete stops
+        (the session closed, gone from the host)."""
+        hosted = await daemon.create_session("plant", "runner", {})
+        session = in_process(daemon, "runner")
+        await hosted.start()
+        await _until(lambda: hosted.frame().step_count >= 10)
         await daemon.delete_session("runner")
-        assert running.task.done()
         assert session.closed
         assert "runner" not in daemon.manager.sessions
+        assert daemon.host is not None and "runner" not in daemon.host.names()
 
     async def test_many_sessions_run_together(self, daemon: Daemon) -> None:
         """Twenty sessions created, started, and deleted: all step, the config one too."""
-        main = daemon.manager.get("main")
+        main = daemon.session("main")
         sessions = [await daemon.create_session("plant", f"crowd{i}", {}) for i in range(20)]
+        local = [in_process(daemon, s.name) for s in sessions]
         for session in sessions:
-            session.start()
+            await session.start()
             daemon.touch(session.name)
-        before = main.step_count
-        await _until(lambda: all(s.step_count >= 5 for s in sessions))
-        assert main.step_count > before
+        before = main.frame().step_count
+        await _until(lambda: all(s.frame().step_count >= 5 for s in sessions))
+        assert main.frame().step_count > before
         for session in sessions:
             await daemon.delete_session(session.name)
-        assert all(s.closed for s in sessions)
+        assert all(s.closed for s in local)
 
     async def test_fork_runs_at_its_factor(self, daemon: Daemon) -> None:
         """A fork of the running config session runs as fast as possible."""
-        main = daemon.manager.get("main")
+        main = daemon.session("main")
         child = await daemon.fork_session("main", "sprinter", 0.0)
-        assert child.state is RunState.RUNNING
-        await _until(lambda: child.step_count > main.step_count + 1000)
+        assert child.frame().state is RunState.RUNNING
+        await _until(lambda: child.frame().step_count > main.frame().step_count + 1000)
         await daemon.delete_session("sprinter")
 
     async def test_delete_unknown(self, daemon: Daemon) -> None:

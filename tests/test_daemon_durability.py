@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from asyncua import Client, ua
 
-from twin_server.app import SHUTDOWN_STAGES, STAGE_TIMEOUT
 from twin_server.history import HistoryStore
 from twin_server.persistence import load_state
+from twin_server.runtime.daemon import SHUTDOWN_STAGES, STAGE_TIMEOUT
 
 BATCH = 0.25
 CONFIG = f"""

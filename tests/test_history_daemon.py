@@ -10,7 +10,7 @@ from typing import Any
 
 from asyncua import Client, ua
 
-from tests.opcua.conftest import MODULE_LOOP, PLANT, run_daemon, stop_daemon
+from tests.opcua.conftest import MODULE_LOOP, PLANT, in_process, run_daemon, stop_daemon
 from twin_server.engine.session import RunState
 from twin_server.history import HistoryStore
 from twin_server.opcua.server import NAMESPACE_URI
@@ -83,7 +83,7 @@ class TestDaemonHistory:
                 messages = [e.Message.Text for e in events]
                 assert any("created from the config" in m for m in messages)
                 assert any(m.startswith("started") for m in messages)
-            main = daemon.manager.get("main")
+            main = in_process(daemon, "main")
         finally:
             await stop_daemon(daemon, task)
         stopped_at = (main.step_count,)
@@ -99,10 +99,10 @@ class TestDaemonHistory:
 
         again, task = await run_daemon(CONFIG, state_dir=tmp_path)
         try:
-            main = again.manager.get("main")
+            main = in_process(again, "main")
             assert main.state is RunState.RUNNING
             assert main.step_count >= stopped_at[0]
-            assert again.manager.get("mine").twin.name == "extra"
+            assert in_process(again, "mine").twin.name == "extra"
             assert again.manager.origin("mine") == "client"
             assert "extra" in again.manager.twins
         finally:

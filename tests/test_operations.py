@@ -18,8 +18,9 @@ import pytest
 from asyncua import Client, Node, ua
 from asyncua.ua.uaerrors import BadConfigurationError
 
-from twin_server.app import SHUTDOWN_STAGES, STAGE_TIMEOUT, Daemon
 from twin_server.config.loader import load_config
+from twin_server.runtime import LocalHost
+from twin_server.runtime.daemon import SHUTDOWN_STAGES, STAGE_TIMEOUT, Daemon
 from twin_server.systemd import Notifier
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,14 +144,18 @@ class TestNotify:
         monkeypatch.setenv("WATCHDOG_USEC", "200000")
         monkeypatch.delenv("WATCHDOG_PID", raising=False)
         config = tmp_path / "plant.toml"
-        config.write_text(plant(tmp_path, session_table("main", rate=0.01)))
+        # in-process sessions: a stalled clock there is this process's to report (a
+        # worker's is its host's to replace: tests/test_workers.py)
+        config.write_text(plant(tmp_path, session_table("main", rate=0.01)).replace(
+            "[server]\n", "[server]\nworkers = 0\n"))
         daemon = Daemon(load_config(config), notifier=Notifier(listener.path))
         runner = asyncio.create_task(daemon.run())
         try:
             await asyncio.wait_for(daemon.wait_ready(), 30)
             pings = await asyncio.to_thread(listener.messages, 1.0)
             assert pings.count("WATCHDOG=1") >= 3
-            clock = daemon.sessions["main"].task
+            assert isinstance(daemon.host, LocalHost)
+            clock = daemon.host._get("main").task
             assert clock is not None
             clock.cancel()  # the tick loop dies; the session still says Running
             await asyncio.sleep(2.0)

@@ -70,10 +70,10 @@ import pytest
 import structlog
 
 from tests.bench.common import TANK_TWIN
-from twin_server.app import Daemon
 from twin_server.config.loader import parse_config
 from twin_server.engine.clock import COLLECTOR, TICKS, ClockStatistics
 from twin_server.opcua import nodes as opcua_nodes
+from twin_server.runtime.daemon import Daemon
 
 pytestmark = pytest.mark.soak
 
@@ -210,7 +210,7 @@ async def sample(daemon: Daemon, phase: str, t0: float, cycles: int, state: Path
     server = daemon.server
     assert server is not None and daemon.store is not None
     iserver = server.asyncua.iserver
-    clocks = [daemon.sessions[n].clock.statistics() for n in CONFIG_SESSIONS]
+    clocks = [daemon.sessions[n].session.clock_statistics() for n in CONFIG_SESSIONS]
     return Sample(
         phase=phase, t=time.monotonic() - t0, took=time.perf_counter() - started,
         rss=rss_bytes(), blocks=sys.getallocatedblocks(), objects=objects,
@@ -407,7 +407,7 @@ async def soak(state: Path) -> Run:
             cycles = run.warm.total + run.main.total
             run.samples.append(await sample(daemon, "quiet", t0, cycles, state))
             run.grown = (object_types() - types).most_common(12)
-            run.clocks = {n: daemon.sessions[n].clock.statistics() for n in CONFIG_SESSIONS}
+            run.clocks = {n: daemon.sessions[n].session.clock_statistics() for n in CONFIG_SESSIONS}
             assert daemon.store is not None
             store = daemon.store.statistics()
             run.store_errors, run.store_dropped = store.errors, store.dropped

@@ -196,7 +196,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{exc}; not started", file=sys.stderr)
         return EXIT_FAILURE
 
-    from twin_server.app import Daemon
+    from twin_server.runtime.daemon import Daemon
 
     daemon = Daemon(loaded, endpoint=args.endpoint)
     try:

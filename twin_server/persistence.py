@@ -32,6 +32,11 @@ Decisions:
   back Ready, from its definition, and the warning says why.
 * What is saved is what is live: ``save_state`` deletes the saved state of
   sessions that no longer exist (deleted or expired), unless told otherwise.
+
+Two kinds of source: the engine's ``SessionManager`` (``Session`` objects in this
+process: offline use) and the daemon's hosted sessions (``HostedSessions``: the
+snapshot is asked of the session's host, in this process or a worker;
+``save_hosted``, ``create_resumed``).
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ import hashlib
 import json
 import struct
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -55,6 +60,7 @@ from twin_server.engine.session import RunState, Session, SessionSettings, Sessi
 from twin_server.engine.twin import TwinDefinition
 from twin_server.errors import InvalidArgument, TwinServerError
 from twin_server.history import HistoryStore
+from twin_server.runtime.host import HostedSession, SessionHost
 
 log = structlog.get_logger(__name__)
 
@@ -158,15 +164,60 @@ def _encode(session: Session, origin: Origin, now: float | None) -> tuple[bytes,
         body = session.snapshot().to_bytes()
     except TwinServerError as exc:  # InvalidState (faulted), NotSupported (an FMU)
         problem = str(exc)
+    return _envelope(origin, session.twin, session.settings, session.state,
+                     session.step_count, now, body, problem), problem
+
+
+def _envelope(origin: Origin, twin: TwinDefinition, settings: SessionSettings,
+              state: RunState, step_count: int, now: float | None, body: bytes,
+              problem: str) -> bytes:
     header = {
-        "format": FORMAT, "origin": origin, "twin": session.twin.name,
-        "settings": _settings_dict(session.settings),
-        "fingerprint": fingerprint(session.twin, session.settings),
-        "state": str(session.state), "step_count": session.step_count,
+        "format": FORMAT, "origin": origin, "twin": twin.name,
+        "settings": _settings_dict(settings),
+        "fingerprint": fingerprint(twin, settings),
+        "state": str(state), "step_count": step_count,
         "saved_at": time.time() if now is None else now, "problem": problem,
     }
     head = json.dumps(header, sort_keys=True).encode()
-    return _MAGIC + bytes([FORMAT]) + _LENGTH.pack(len(head)) + head + body, problem
+    return _MAGIC + bytes([FORMAT]) + _LENGTH.pack(len(head)) + head + body
+
+
+class HostedRecord(Protocol):
+    """What saving needs of one of the daemon's sessions (``runtime.served.ServedSession``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def origin(self) -> Origin: ...
+
+    @property
+    def twin(self) -> TwinDefinition: ...
+
+    @property
+    def settings(self) -> SessionSettings: ...
+
+    @property
+    def session(self) -> HostedSession: ...
+
+
+class HostedSessions(Protocol):
+    """The daemon's sessions, for ``save_hosted`` (``runtime.served.Sessions``)."""
+
+    def records(self) -> Sequence[HostedRecord]: ...
+
+
+async def encode_hosted(record: HostedRecord, *, now: float | None = None) -> tuple[bytes, str]:
+    """``encode_session`` of a hosted session: the snapshot is asked of its host."""
+    problem = ""
+    body = b""
+    try:
+        body = (await record.session.snapshot()).to_bytes()
+    except TwinServerError as exc:  # InvalidState (faulted), NotSupported (an FMU), crashed
+        problem = str(exc)
+    frame = record.session.frame()
+    return _envelope(record.origin, record.twin, record.settings, frame.state,
+                     frame.step_count, now, body, problem), problem
 
 
 def decode_session(name: str, blob: bytes) -> StoredSession:
@@ -233,6 +284,38 @@ async def save_state(store: HistoryStore, sessions: SessionSource, *,
     stored = await store.load_snapshots()
     keep = set(keep)
     deleted = [name for name in stored if name not in live and name not in keep]
+    for name in deleted:
+        await store.delete_snapshot(name)
+    result = SaveResult(tuple(saved), tuple(without), tuple(deleted),
+                        time.perf_counter() - started)
+    log.info("sessions_saved", saved=len(saved), without_snapshot=list(without),
+             deleted=deleted, seconds=round(result.seconds, 4))
+    return result
+
+
+async def save_hosted(store: HistoryStore, sessions: HostedSessions, *,
+                      keep: Iterable[str] = ()) -> SaveResult:
+    """``save_state`` for the daemon's hosted sessions."""
+    started = time.perf_counter()
+    records = sessions.records()
+    saved: list[str] = []
+    without: list[str] = []
+    now = time.time()
+    for record in records:
+        name = record.name
+        try:
+            blob, problem = await encode_hosted(record, now=now)
+            await store.save_snapshot(name, blob)
+        except Exception as exc:  # (NotFound: deleted meanwhile)
+            log.error("session_save_failed", session=name, error=f"{type(exc).__name__}: {exc}")
+            continue
+        saved.append(name)
+        if problem:
+            without.append(name)
+    live = {r.name for r in records}
+    stored = await store.load_snapshots()
+    kept = set(keep)
+    deleted = [name for name in stored if name not in live and name not in kept]
     for name in deleted:
         await store.delete_snapshot(name)
     result = SaveResult(tuple(saved), tuple(without), tuple(deleted),
@@ -359,11 +442,57 @@ def resume(session: Session, stored: StoredSession | None, *, autostart: bool = 
     return outcome
 
 
+async def create_resumed(host: SessionHost, name: str, twin: TwinDefinition,
+                         settings: SessionSettings, stored: StoredSession | None, *,
+                         isolate: bool = False) -> str:
+    """``resume`` for a session created in ``host``: create it there from ``stored``'s
+    snapshot (when its fingerprint matches and it restores; else afresh), then put it
+    back in the state it was saved in. Returns ``restored``, ``fresh`` or ``skipped``;
+    the engine's refusals of the session itself are raised (nothing left behind)."""
+    outcome = "fresh"
+    snapshot: SessionSnapshot | None = None
+    if stored is not None and stored.snapshot is None:
+        log.warning("session_snapshot_missing", session=name,
+                    reason=stored.problem or "saved without a snapshot")
+    elif stored is not None:
+        if stored.fingerprint != fingerprint(twin, settings):
+            log.warning("session_snapshot_skipped", session=name,
+                        reason=f"twin {twin.name!r} or the session's settings "
+                               f"changed since the snapshot was saved; starting fresh")
+            outcome = "skipped"
+        else:
+            snapshot = stored.snapshot
+    if snapshot is not None:
+        try:
+            await host.create(name, twin, settings, snapshot=snapshot, isolate=isolate)
+            outcome = "restored"
+        except Exception as exc:
+            log.warning("session_snapshot_skipped", session=name,
+                        reason=f"{type(exc).__name__}: {exc}; starting fresh")
+            outcome = "skipped"
+    if outcome != "restored":
+        await host.create(name, twin, settings, isolate=isolate)
+        return outcome
+    assert stored is not None and snapshot is not None
+    hosted = HostedSession(host, name)
+    was = snapshot.state
+    if was is RunState.RUNNING:
+        await hosted.resume()
+    elif was is RunState.HALTED and hosted.frame().state is RunState.SUSPENDED:
+        await hosted.halt()
+    frame = hosted.frame()
+    log.info("session_resumed", session=name, state=str(frame.state),
+             step_count=frame.step_count, sim_time=frame.sim_time, saved_at=stored.saved_at)
+    return outcome
+
+
 class Snapshots:
     """Saves every session every ``interval`` seconds (``run``, in the daemon's
-    TaskGroup) and once more on demand at stop (``save``)."""
+    TaskGroup) and once more on demand at stop (``save``). ``sessions``: the
+    engine's (``SessionManager``) or the daemon's hosted ones (``HostedSessions``)."""
 
-    def __init__(self, store: HistoryStore, sessions: SessionSource, interval: float) -> None:
+    def __init__(self, store: HistoryStore, sessions: SessionSource | HostedSessions,
+                 interval: float) -> None:
         if interval < 0:
             raise InvalidArgument(f"snapshot interval must be >= 0 s, 0 = only at stop "
                                   f"(got {interval})")
@@ -375,7 +504,11 @@ class Snapshots:
 
     async def save(self) -> SaveResult | None:
         try:
-            self.last = await save_state(self.store, self.sessions)
+            sessions = self.sessions
+            if hasattr(sessions, "records"):
+                self.last = await save_hosted(self.store, sessions)  # type: ignore[arg-type]
+            else:
+                self.last = await save_state(self.store, sessions)
         except Exception as exc:
             self.failures += 1
             log.error("sessions_save_failed", error=f"{type(exc).__name__}: {exc}")

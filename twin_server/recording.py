@@ -2,9 +2,10 @@
 
 The history package knows nothing of sessions (it takes ``"<session>/<path>"``
 series and plain values); the engine knows nothing of history. This module
-knows both: a ``Recorder`` reads one session's values at its record rate and
-queues them in the store, records client and HIL writes with their source, and
-turns the session's log events into stored events. ``Recording`` holds the
+knows both: a ``Recorder`` reads one session's frames (``runtime.FrameSource``:
+the session in this process or a worker) at its record rate and queues them in
+the store, records client and HIL writes with their source, and stores the
+session's log events its owner hands it (``event``). ``Recording`` holds the
 recorders of every served session and paces them all from one task, as the
 publisher does for OPC UA.
 
@@ -31,9 +32,9 @@ Decisions:
   client's write to an input or state that is not recorded becomes a
   ``value_written`` log event instead, so the audit trail stays whole (a
   parameter write is logged by the session itself as ``parameter_changed``).
-* **Events**: every ``SessionEvent`` goes to the store as it happens
-  (``record_event`` never waits), with the server's own (``created``, alarms)
-  through ``event``.
+* **Events**: the owner hands every event to ``event`` as it happens
+  (``record_event`` never waits): the daemon stores every event the OPC UA server
+  emits (the session's own, ``created``, alarms).
 * **Drops**: the store never makes a tick wait; when its queue is full it drops
   and counts. The recorder counts what it handed over and what was refused.
 """
@@ -51,10 +52,11 @@ from dataclasses import dataclass
 import structlog
 
 from twin_server.config.schema import HistoryConfig, SessionHistoryConfig
-from twin_server.engine.session import Session, SessionEvent, VarKey
-from twin_server.errors import InvalidArgument, InvalidState
+from twin_server.engine.session import VarKey
+from twin_server.errors import InvalidArgument, NotFound
 from twin_server.history import HistoryStore, RetentionPolicy
 from twin_server.models.base import DataType, Kind, Value
+from twin_server.runtime.host import FrameSource, SessionLayout
 
 log = structlog.get_logger(__name__)
 
@@ -126,10 +128,10 @@ def recording_settings(server: HistoryConfig,
         retention=retention)
 
 
-def select_variables(session: Session, patterns: tuple[str, ...] | None) -> list[VarKey]:
+def select_variables(session: SessionLayout, patterns: tuple[str, ...] | None) -> list[VarKey]:
     """The variables ``patterns`` name, in the session's order (None: every output and
     state). InvalidArgument naming the patterns that match nothing."""
-    variables = session.variables()
+    variables = session.variables
     if patterns is None:
         return [key for key, _ in variables if key.kind in (Kind.OUTPUT, Kind.STATE)]
     unmatched: list[str] = []
@@ -148,7 +150,7 @@ def select_variables(session: Session, patterns: tuple[str, ...] | None) -> list
             f"session {session.name!r}: history.variables "
             f"{', '.join(repr(p) for p in unmatched)} "
             f"{'matches' if len(unmatched) == 1 else 'match'} no variable of twin "
-            f"{session.twin.name!r}; write 'component.variable' or a pattern such as "
+            f"{session.twin!r}; write 'component.variable' or a pattern such as "
             f"'tank.*' (its variables: {known})")
     return [key for _, key in names if key in taken]
 
@@ -168,27 +170,27 @@ class RecorderStatistics:
 
 class Recorder:
     """Records one session into ``store``: ``record_once`` at the record rate (``run``),
-    ``written`` from the write paths, and the session's events as they happen."""
+    ``written`` from the write paths, and ``event`` the session's events as they happen."""
 
-    def __init__(self, store: HistoryStore, session: Session,
-                 settings: RecordingSettings | None = None, *, now: Now = time.time,
-                 events: bool = True) -> None:
+    def __init__(self, store: HistoryStore, session: FrameSource,
+                 settings: RecordingSettings | None = None, *, now: Now = time.time) -> None:
         self.store = store
         self.session = session
+        self.layout = layout = session.layout
         self.settings = settings = settings or RecordingSettings()
         self._now = now
-        self.keys: list[VarKey] = select_variables(session, settings.variables)
+        self.keys: list[VarKey] = select_variables(layout, settings.variables)
         name = session.name
         self._series: dict[VarKey, str] = {key: series_of(name, key) for key in self.keys}
+        index = {key: i for i, (key, _) in enumerate(layout.variables)}
+        #: (frame index, key, series) of every recorded variable
+        self._slots = [(index[key], key, self._series[key]) for key in self.keys]
         self._last: dict[VarKey, Value] = {}
         self._version: int | None = None
         self._every = settings.mode == "every"
         self._records = self._samples = self._writes = self._events = self._dropped = 0
         self._closed = False
         store.set_retention(name, settings.retention)
-        #: with ``events`` False the owner feeds ``event`` itself (the daemon stores every
-        #: event the OPC UA server emits: the session's own, created, deleted, alarms)
-        self._unsubscribe = session.subscribe(self._on_event) if events else _nothing
 
     @property
     def name(self) -> str:
@@ -197,7 +199,7 @@ class Recorder:
     @property
     def rate(self) -> float:
         """Records per wall second."""
-        rate = self.settings.record_rate or float(self.session.publish_rate)
+        rate = self.settings.record_rate or self.layout.publish_rate
         return min(max(rate, 1e-3), MAX_RECORD_RATE)
 
     @property
@@ -209,7 +211,7 @@ class Recorder:
     async def declare(self) -> None:
         """Create every recorded series with its data type (else the first value
         stored decides, and an Int32 that starts at 0 is as good as any)."""
-        datatypes = {key: var.datatype for key, var in self.session.variables()}
+        datatypes = {key: var.datatype for key, var in self.layout.variables}
         for key in self.keys:
             await self.store.declare_series(self._series[key], HISTORY_DATATYPES[datatypes[key]])
 
@@ -219,22 +221,24 @@ class Recorder:
         """Queue what changed since the last record (everything in ``every`` mode, and
         on the first record); return how many samples were queued. Does nothing
         when the session's version has not moved, or once it is closed."""
-        session = self.session
-        if self._closed or session.version == self._version:
+        if self._closed:
             return 0
         try:
-            values = session.values()
-        except InvalidState:  # closed (deleted) meanwhile
+            frame = self.session.frame()
+        except NotFound:  # closed (deleted) meanwhile
             self._closed = True
             return 0
-        self._version = session.version
+        if frame.version == self._version:
+            return 0
+        self._version = frame.version
+        values = frame.values
         t = self._now() if now is None else now
         record = self.store.record
         last = self._last
         every = self._every
         queued = refused = 0
-        for key, series in self._series.items():
-            value = values[key]
+        for i, key, series in self._slots:
+            value = values[i]
             if every or key not in last or last[key] != value:
                 if record(series, t, value):
                     last[key] = value
@@ -276,9 +280,6 @@ class Recorder:
         else:
             self._dropped += 1
 
-    def _on_event(self, event: SessionEvent) -> None:
-        self.event(event.kind, event.message, event.severity)
-
     # -- lifecycle ------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -287,7 +288,7 @@ class Recorder:
         loop = asyncio.get_running_loop()
         next_due = loop.time()
         try:
-            while not self._closed and not self.session.closed:
+            while not self._closed:
                 self.record_once()
                 period = 1.0 / self.rate
                 next_due += period
@@ -306,11 +307,10 @@ class Recorder:
             log.exception("history_final_record_failed", session=self.name)
 
     def close(self) -> None:
-        """Stop listening to the session (after a last record); idempotent."""
+        """Stop recording the session (after a last record); idempotent."""
         if not self._closed:
             self.final_record()
         self._closed = True
-        self._unsubscribe()
 
     def statistics(self) -> RecorderStatistics:
         return RecorderStatistics(self.session.name, len(self.keys), self._records,
@@ -326,11 +326,10 @@ class Recording:
     """
 
     def __init__(self, store: HistoryStore, config: HistoryConfig | None = None, *,
-                 now: Now = time.time, events: bool = True) -> None:
+                 now: Now = time.time) -> None:
         self.store = store
         self.config = config or HistoryConfig()
         self._now = now
-        self._events = events
         self._recorders: dict[str, Recorder] = {}
         self._due: dict[str, float] = {}
         self._wake = asyncio.Event()
@@ -342,7 +341,7 @@ class Recording:
     def get(self, session: str) -> Recorder | None:
         return self._recorders.get(session)
 
-    async def add(self, session: Session,
+    async def add(self, session: FrameSource,
                   history: SessionHistoryConfig | None = None) -> Recorder | None:
         """Start recording ``session`` with its ``[sessions.<name>.history]`` table (None:
         the server-wide defaults, as for client sessions). Returns None if its history
@@ -352,7 +351,7 @@ class Recording:
             raise InvalidArgument(f"session {session.name!r} is recorded already")
         if not settings.enabled:
             return None
-        recorder = Recorder(self.store, session, settings, now=self._now, events=self._events)
+        recorder = Recorder(self.store, session, settings, now=self._now)
         try:
             await recorder.declare()
         except BaseException:
@@ -432,10 +431,6 @@ class Recording:
 
     def statistics(self) -> list[RecorderStatistics]:
         return [r.statistics() for r in self._recorders.values()]
-
-
-def _nothing() -> None:
-    pass
 
 
 def recorded_nodes(session: str, paths: Iterable[str]) -> list[str]:

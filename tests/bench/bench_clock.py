@@ -10,6 +10,7 @@ on this machine right now).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib.util
 import os
 import tempfile
@@ -22,8 +23,8 @@ import numpy as np
 
 from tests.bench.bench_publish import _loop_run
 from tests.bench.common import lateness_samples
-from twin_server.app import Daemon
 from twin_server.config.loader import load_config
+from twin_server.runtime.daemon import Daemon
 from twin_server.timers import PreciseSleep
 
 DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo.toml"
@@ -62,11 +63,14 @@ async def _demo(seconds: float) -> dict[str, Any]:
 
 
 async def _run_demo(seconds: float) -> dict[str, float]:
-    daemon = Daemon(load_config(DEMO), endpoint="opc.tcp://127.0.0.1:0/twin-server")
+    loaded = load_config(DEMO)  # in-process (workers = 0): its clock is read directly
+    server = loaded.config.server.model_copy(update={"workers": 0})
+    loaded = dataclasses.replace(loaded, config=loaded.config.model_copy(update={"server": server}))
+    daemon = Daemon(loaded, endpoint="opc.tcp://127.0.0.1:0/twin-server")
     runner = asyncio.create_task(daemon.run())
     await daemon.wait_ready()
     await asyncio.sleep(seconds)
-    clock = daemon.sessions["tank"].clock
+    clock = daemon.host.clock("tank")  # type: ignore[union-attr]
     stats = clock.statistics()
     samples = lateness_samples(clock)
     daemon.stop()

@@ -35,16 +35,16 @@ WARMUP = 2.0
 
 
 async def _run(clients: int, seconds: float) -> dict[str, float]:
-    from twin_server.app import Daemon
     from twin_server.config.loader import parse_config
     from twin_server.opcua.server import NAMESPACE_URI
+    from twin_server.runtime.daemon import Daemon
 
     with tempfile.TemporaryDirectory() as state:
         daemon = Daemon(parse_config(config_text(state, 1, VARIABLES, STEP, PUBLISH_RATE)))
         runner = asyncio.ensure_future(daemon.run())
         await daemon.wait_ready()
         try:
-            clock = daemon.sessions["w0"].clock
+            clock = daemon.host.clock("w0")  # type: ignore[union-attr]  # (workers = 0: in-process clocks)
             lateness: list[float] = []
             recording = False
             record = clock._record

@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 OPEN = """
 [server]
+workers = 0  # the in-process baseline (its clocks are read directly)
 endpoint = "opc.tcp://127.0.0.1:0/twin-server"
 state_dir = "{state}"
 session_idle_timeout = 0
@@ -267,9 +268,9 @@ async def measured(subs: list[Subscriber], during: Awaitable[Any]) -> tuple[floa
 
 
 async def _ours() -> tuple[float, float]:
-    from twin_server.app import Daemon
     from twin_server.config.loader import parse_config
     from twin_server.opcua.server import NAMESPACE_URI
+    from twin_server.runtime.daemon import Daemon
 
     with tempfile.TemporaryDirectory() as state:
         text = config_text(state, SESSIONS, COMPONENTS, 1.0 / RATE, RATE)
@@ -284,12 +285,13 @@ async def _ours() -> tuple[float, float]:
                 await asyncio.sleep(WARMUP)
                 assert daemon.server is not None
                 before = daemon.server.statistics().values_published
-                ticks = sum(r.clock.statistics().ticks for r in daemon.sessions.values())
+                ticks = sum(r.session.clock_statistics().ticks for r in daemon.sessions.values())
                 started = time.perf_counter()
                 result = await delivered(subs, SECONDS)
                 elapsed = time.perf_counter() - started
                 published = daemon.server.statistics().values_published - before
-                ticks = sum(r.clock.statistics().ticks for r in daemon.sessions.values()) - ticks
+                ticks = sum(r.session.clock_statistics().ticks
+                            for r in daemon.sessions.values()) - ticks
                 print(f"  published {published / elapsed:,.0f}/s, "
                       f"{ticks / elapsed:,.1f} ticks/s", file=sys.stderr)
                 return result

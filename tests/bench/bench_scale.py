@@ -37,9 +37,9 @@ from typing import Any
 import numpy as np
 
 from tests.bench.common import TANK_TWIN, lateness_samples
-from twin_server.app import Daemon
 from twin_server.config.loader import parse_config
 from twin_server.engine.session import SessionSettings
+from twin_server.runtime.daemon import Daemon
 
 SESSIONS = 100
 PERIOD = 0.1  # 10 Hz
@@ -51,6 +51,7 @@ SETTLE = 1.0
 # the demo's tank twin (configs/demo.toml), no session of its own; no history
 CONFIG = """
 [server]
+workers = 0  # the in-process baseline (its clocks are read directly)
 endpoint = "opc.tcp://127.0.0.1:0/twin-server"
 state_dir = "{state}"
 max_sessions = 200
@@ -96,11 +97,11 @@ async def _daemon_run(state: str) -> dict[str, Any]:
                     for i in range(SESSIONS)]
         gc.collect()
         created = rss_bytes()
-        clocks = [daemon.sessions[s.name].clock for s in sessions]
+        clocks = [daemon.host.clock(s.name) for s in sessions]  # type: ignore[union-attr]
 
         # all started in one loop: phases aligned
         for session in sessions:
-            session.start()
+            await session.start()
         await asyncio.sleep(SETTLE)
         before = [len(lateness_samples(c)) for c in clocks]
         ticks0 = sum(c.statistics().ticks for c in clocks)

@@ -23,6 +23,7 @@ import pytest
 from twin_server.config.loader import LoadedConfig, parse_config
 from twin_server.engine.clock import Clock
 from twin_server.engine.session import Session, SessionSettings
+from twin_server.runtime import HostedSession, LocalHost
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -187,11 +188,18 @@ def load(endpoint: str, peer: str, *, rtf: float = 4.0) -> LoadedConfig:
     return parse_config(TWIN.format(endpoint=endpoint, peer=peer, rtf=rtf))
 
 
-def session_of(loaded: LoadedConfig) -> Session:
+async def hosted_of(host: LocalHost, loaded: LoadedConfig) -> HostedSession:
+    """Session "s" of the config, created in ``host`` (its clock not started)."""
     cfg = loaded.config.sessions["s"]
-    return Session("s", loaded.twins[cfg.twin], SessionSettings(
+    await host.create("s", loaded.twins[cfg.twin], SessionSettings(
         step_size=cfg.step_size, realtime_factor=cfg.realtime_factor,
         publish_rate=cfg.publish_rate))
+    return HostedSession(host, "s")
+
+
+def quiet_host() -> LocalHost:
+    """An in-process host whose events go nowhere and whose clocks a test starts."""
+    return LocalHost(lambda name, event: None, clocks=False)
 
 
 async def wait_for(condition: Callable[[], bool], timeout: float, step: float = 0.02) -> float:

@@ -8,9 +8,9 @@ import asyncio
 from asyncua import Client, ua
 
 from tests.hil.conftest import LOOP, SoftPlc, load, wait_for
-from twin_server.app import Daemon
 from twin_server.engine.session import VarKey
 from twin_server.models.base import Kind
+from twin_server.runtime.daemon import Daemon
 
 LEVEL = VarKey("tank", Kind.OUTPUT, "level")
 
@@ -25,7 +25,7 @@ class TestDaemonWithPlc:
             await asyncio.wait_for(daemon.wait_ready(), 30)
             session = daemon.sessions["s"].session
             # the PLC's P controller (setpoint 1.0 m) drives the level up from 0.5 m
-            await wait_for(lambda: float(session.read(LEVEL)) > 0.6, timeout=20)
+            await wait_for(lambda: float(session.values()[LEVEL]) > 0.6, timeout=20)
             async with Client(daemon.endpoint_url, timeout=10) as client:
                 ns = await client.get_namespace_index("urn:twin-server")
                 connected = client.get_node(ua.NodeId("HIL.plc.Connected", ns))
@@ -55,14 +55,14 @@ class TestSessionReplaced:
         try:
             await asyncio.wait_for(daemon.wait_ready(), 30)
             first = daemon.sessions["s"].session
-            await wait_for(lambda: float(first.read(LEVEL)) > 0.6, timeout=20)
+            await wait_for(lambda: float(first.values()[LEVEL]) > 0.6, timeout=20)
             await daemon.delete_session("s")
             await asyncio.sleep(0.5)
             assert not runner.done()
             second = await daemon.create_session("tank", "s", {})
-            second.start()
-            assert float(second.read(LEVEL)) == 0.5
-            await wait_for(lambda: float(second.read(LEVEL)) > 0.6, timeout=20)
+            await second.start()
+            assert float(second.values()[LEVEL]) == 0.5
+            await wait_for(lambda: float(second.values()[LEVEL]) > 0.6, timeout=20)
         finally:
             daemon.stop()
             await asyncio.wait_for(runner, 30)

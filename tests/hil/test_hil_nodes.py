@@ -6,7 +6,7 @@ import asyncio
 
 from asyncua import Client, ua
 
-from tests.hil.conftest import LOOP, SoftPlc, cancel, load, session_of, wait_for
+from tests.hil.conftest import LOOP, SoftPlc, cancel, hosted_of, load, quiet_host, wait_for
 from twin_server.config.schema import ServerConfig
 from twin_server.config.security import SecurityConfig
 from twin_server.hil import HilMirror
@@ -21,8 +21,8 @@ class TestHilNodes:
     async def test_health_nodes_follow_the_link(self, shared_plc: SoftPlc) -> None:
         """HIL.<peer>.Connected, State, counters and binding statuses follow the mirror."""
         loaded = load(shared_plc.endpoint, LOOP)
-        session = session_of(loaded)
-        mirror = HilMirror(loaded.config.hil, {"s": session})
+        host = quiet_host()
+        mirror = HilMirror(loaded.config.hil, {"s": await hosted_of(host, loaded)})
         server = OpcUaServer(ServerConfig(security=OPEN), endpoint="opc.tcp://127.0.0.1:0/twin-server")
         await server.start()
         try:

@@ -14,8 +14,9 @@ from tests.hil.conftest import (
     LOOP,
     SoftPlc,
     cancel,
+    hosted_of,
     load,
-    session_of,
+    quiet_host,
     start_clock,
     wait_for,
 )
@@ -32,15 +33,17 @@ async def mirrored(endpoint: str, peer: str, *, clock: bool = True, rtf: float =
     """A session (ticking when ``clock``) and a running mirror of it (with ``trust``
     as the daemon's trust list)."""
     loaded = load(endpoint, peer, rtf=rtf)
-    session = session_of(loaded)
-    mirror = HilMirror(loaded.config.hil, {"s": session}, trust=trust)
-    tasks = [asyncio.create_task(mirror.run())]
-    if clock:
-        tasks.append(start_clock(session))
-    try:
-        yield session, mirror
-    finally:
-        await cancel(*tasks)
+    async with quiet_host() as host:
+        hosted = await hosted_of(host, loaded)
+        session = host.session("s")
+        mirror = HilMirror(loaded.config.hil, {"s": hosted}, trust=trust)
+        tasks = [asyncio.create_task(mirror.run())]
+        if clock:
+            tasks.append(start_clock(session))
+        try:
+            yield session, mirror
+        finally:
+            await cancel(*tasks)
 
 
 def peer(mirror: HilMirror) -> PeerStatistics:

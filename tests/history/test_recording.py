@@ -24,6 +24,7 @@ from twin_server.recording import (
     select_variables,
     series_of,
 )
+from twin_server.runtime.local import SessionFrames, layout_of
 
 PLANT = """
 [twins.plant]
@@ -75,7 +76,7 @@ def at(samples: list[tuple[int, object, str]], t: float) -> object:
 class TestSelection:
     def test_default_is_every_output_and_state(self) -> None:
         """Without variables, every output and state is recorded, in the session's order."""
-        keys = select_variables(new_session(), None)
+        keys = select_variables(layout_of(new_session()), None)
         assert {k.kind for k in keys} == {Kind.OUTPUT, Kind.STATE}
         assert [k.path for k in keys] == [
             "Components.setpoint.Outputs.output", "Components.tank.Outputs.level",
@@ -100,13 +101,13 @@ class TestSelection:
     ])
     def test_patterns(self, patterns: tuple[str, ...], paths: list[str]) -> None:
         """Patterns name 'component.variable' of any kind; each variable is taken once."""
-        assert [k.path for k in select_variables(new_session(), patterns)] == paths
+        assert [k.path for k in select_variables(layout_of(new_session()), patterns)] == paths
 
     def test_pattern_matching_nothing_is_an_error(self) -> None:
         """A pattern that matches nothing names itself and the twin's variables."""
         with pytest.raises(InvalidArgument, match=r"'tonk\.\*' matches no variable of twin "
                                                   r"'plant'.*tank\.level"):
-            select_variables(new_session(), ("tank.level", "tonk.*"))
+            select_variables(layout_of(new_session()), ("tank.level", "tonk.*"))
 
     def test_settings_merge_session_over_server(self) -> None:
         """A session's own history table wins field by field; the server's fills in."""
@@ -128,7 +129,7 @@ class TestRecorder:
         """Stepped and recorded at 10 Hz: the value stored at or before each record time
         is exactly what the session held then, for every recorded variable."""
         session = new_session()
-        recorder = Recorder(store, session)
+        recorder = Recorder(store, SessionFrames(session))
         await recorder.declare()
         produced = []
         session.start()
@@ -151,7 +152,7 @@ class TestRecorder:
     async def test_every_mode_stores_each_record(self, store: HistoryStore) -> None:
         """In 'every' mode each record stores every variable, changed or not."""
         session = new_session()
-        recorder = Recorder(store, session, RecordingSettings(
+        recorder = Recorder(store, SessionFrames(session), RecordingSettings(
             variables=("setpoint.output",), mode="every"))
         session.start()
         for i in range(20):
@@ -163,7 +164,7 @@ class TestRecorder:
     async def test_nothing_is_stored_while_nothing_moves(self, store: HistoryStore) -> None:
         """A record finds the version unmoved and stores nothing, in either mode."""
         session = new_session()
-        recorder = Recorder(store, session, RecordingSettings(mode="every"))
+        recorder = Recorder(store, SessionFrames(session), RecordingSettings(mode="every"))
         assert recorder.record_once(T0) == len(recorder.keys)  # the first stores everything
         assert recorder.record_once(T0 + 1) == 0
         session.step(1)
@@ -171,7 +172,7 @@ class TestRecorder:
 
     async def test_series_are_declared_with_their_types(self, store: HistoryStore) -> None:
         """Series exist with the model's data types before any value arrives."""
-        recorder = Recorder(store, new_session())
+        recorder = Recorder(store, SessionFrames(new_session()))
         await recorder.declare()
         types = {i.path: i.datatype for i in await store.list_series("s")}
         assert types == {**dict.fromkeys(recorder.paths, "Double"),
@@ -181,7 +182,7 @@ class TestRecorder:
         """A client's and a HIL write to recorded variables are stored at once with their
         source, and the next record does not store them again as ticks."""
         session = new_session()
-        recorder = Recorder(store, session, RecordingSettings(
+        recorder = Recorder(store, SessionFrames(session), RecordingSettings(
             variables=("controller.setpoint", "tank.inflow")), now=lambda: T0 + 5)
         recorder.record_once(T0)
         recorder.written(SETPOINT_IN, session.write(SETPOINT_IN, 1.5), "client")
@@ -197,7 +198,7 @@ class TestRecorder:
     async def test_unrecorded_client_write_becomes_an_event(self, store: HistoryStore) -> None:
         """A client forcing an input that is not recorded leaves a value_written event."""
         session = new_session()
-        recorder = Recorder(store, session)
+        recorder = Recorder(store, SessionFrames(session))
         recorder.written(SETPOINT_IN, session.write(SETPOINT_IN, 1.5), "client")
         recorder.written(INFLOW, session.write(INFLOW, 0.01), "hil")  # HIL: not logged
         await store.flush()
@@ -209,7 +210,9 @@ class TestRecorder:
     async def test_session_events_are_stored(self, store: HistoryStore) -> None:
         """Every SessionEvent reaches the store with its kind, message and severity."""
         session = new_session()
-        recorder = Recorder(store, session)
+        recorder = Recorder(store, SessionFrames(session))
+        # (the daemon hands over what the OPC UA server emits: the host's events)
+        unsubscribe = session.subscribe(lambda e: recorder.event(e.kind, e.message, e.severity))
         session.start()
         session.suspend()
         session.write(KP, 0.3)
@@ -220,14 +223,15 @@ class TestRecorder:
                                             "created"]
         assert events[2].severity == 200 and "kp" in events[2].message
         recorder.close()
+        unsubscribe()
         session.resume()  # after close: not recorded
         await store.flush()
         assert len((await store.read_events("s", 0.0, None)).events) == 4
 
     async def test_events_left_to_the_owner(self, store: HistoryStore) -> None:
-        """With events=False the recorder stores only the events it is handed."""
+        """The recorder stores only the events it is handed, not the session's own."""
         session = new_session()
-        recorder = Recorder(store, session, events=False)
+        recorder = Recorder(store, SessionFrames(session))
         session.start()
         recorder.event("started", "handed over by the server")
         await store.flush()
@@ -238,7 +242,7 @@ class TestRecorder:
         """The session's retention applies to its series in the store's bulk rounds."""
         async with await HistoryStore.open(tmp_path / "h.db", batch_interval=0.05) as store:
             session = new_session()
-            recorder = Recorder(store, session, RecordingSettings(
+            recorder = Recorder(store, SessionFrames(session), RecordingSettings(
                 variables=("tank.level",), mode="every",
                 retention=RetentionPolicy(max_samples=5)))
             for i in range(20):
@@ -252,7 +256,7 @@ class TestRecorder:
     async def test_closed_session_is_not_read(self, store: HistoryStore) -> None:
         """A session closed under the recorder ends its recording quietly."""
         session = new_session()
-        recorder = Recorder(store, session)
+        recorder = Recorder(store, SessionFrames(session))
         session.close()
         assert recorder.record_once(T0) == 0
 
@@ -263,9 +267,9 @@ class TestRecording:
         """One task records each session at its own rate; cancelling it records once more."""
         fast, slow = new_session("fast"), new_session("slow")
         recording = Recording(store, HistoryConfig(variables=("tank.level",)))
-        await recording.add(fast, SessionHistoryConfig(record_rate=50.0))
-        await recording.add(slow, SessionHistoryConfig(record_rate=2.0))
-        assert await recording.add(new_session("off"),
+        await recording.add(SessionFrames(fast), SessionHistoryConfig(record_rate=50.0))
+        await recording.add(SessionFrames(slow), SessionHistoryConfig(record_rate=2.0))
+        assert await recording.add(SessionFrames(new_session("off")),
                                    SessionHistoryConfig(enabled=False)) is None
         task = asyncio.create_task(recording.run())
         for _ in range(12):
@@ -287,10 +291,11 @@ class TestRecording:
         recording = Recording(store)
         session = new_session()
         with pytest.raises(InvalidArgument, match="matches no variable"):
-            await recording.add(session, SessionHistoryConfig(variables=("nope.x",)))
-        await recording.add(session)
+            await recording.add(SessionFrames(session),
+                                SessionHistoryConfig(variables=("nope.x",)))
+        await recording.add(SessionFrames(session))
         with pytest.raises(InvalidArgument, match="recorded already"):
-            await recording.add(session)
+            await recording.add(SessionFrames(session))
         assert recording.paths("s") == recording.recorders["s"].paths
         assert recording.paths("other") == []
 
@@ -298,10 +303,10 @@ class TestRecording:
         """Removing a recorded session retires it in the store (its history then goes
         with retention); adding one under the name again ends that."""
         recording = Recording(store, HistoryConfig(max_age=60.0))
-        await recording.add(new_session())
+        await recording.add(SessionFrames(new_session()))
         recording.remove("s")
         assert "s" in store._policies.retired
-        await recording.add(new_session())
+        await recording.add(SessionFrames(new_session()))
         assert "s" not in store._policies.retired
         assert store._policies.sessions["s"] == RetentionPolicy(max_age=60.0)
 
@@ -310,7 +315,7 @@ class TestRecording:
         recording = Recording(store, HistoryConfig(variables=("controller.setpoint",)),
                               now=lambda: T0)
         session = new_session()
-        await recording.add(session)
+        await recording.add(SessionFrames(session))
         recording.written("s", SETPOINT_IN, session.write(SETPOINT_IN, 2.0), "client")
         recording.written("ghost", SETPOINT_IN, 2.0, "client")
         recording.event("s", "alarm", "overflow", 700)

@@ -3,8 +3,10 @@ and a real asyncua client connected to it.
 
 asyncua's Server.init loads the standard address space in seconds, so one server
 serves a whole test module (its tests run in the module's event loop: each
-module sets ``pytestmark = MODULE_LOOP``); every test gets a fresh session, added
-before and removed after it, and its own client connection.
+module sets ``pytestmark = MODULE_LOOP``), with one in-process session host
+(``LocalHost``, its clocks not started: a test ticks by hand or runs the clock
+with ``running``); every test gets a fresh session, added before and removed
+after it, and its own client connection.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import pytest
 import pytest_asyncio
 from asyncua import Client, Node, ua
 
-from twin_server.app import Daemon
 from twin_server.config.loader import parse_config
 from twin_server.config.schema import ServerConfig
 from twin_server.config.security import SecurityConfig
@@ -31,6 +32,8 @@ from twin_server.engine.clock import Clock
 from twin_server.engine.session import Session, SessionSettings
 from twin_server.engine.twin import TwinDefinition
 from twin_server.opcua.server import NAMESPACE_URI, OpcUaServer
+from twin_server.runtime import HostedSession, LocalHost
+from twin_server.runtime.daemon import Daemon
 
 #: the None endpoint, anonymous may do everything (security is tested in tests/security)
 OPEN = SecurityConfig(policies=("None",), anonymous="admin")
@@ -69,13 +72,15 @@ def plant() -> TwinDefinition:
 
 @dataclass
 class Served:
-    """What a test talks to: the server, the session behind it and a connected client."""
+    """What a test talks to: the server, the session behind it (the in-process
+    ``Session`` itself, its clock, and its handle in the host) and a connected client."""
 
     server: OpcUaServer
     session: Session
     clock: Clock
     client: Client
     ns: int
+    hosted: HostedSession
 
     def node(self, path: str) -> Node:
         """The client node of a dotted path below TwinServer."""
@@ -98,22 +103,51 @@ async def server() -> AsyncIterator[OpcUaServer]:
         await srv.stop()
 
 
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def host(server: OpcUaServer) -> AsyncIterator[LocalHost]:
+    """The sessions' host: in-process, its events to the server, no clock tasks."""
+    async with LocalHost(server.session_event, clocks=False) as local:
+        yield local
+
+
+async def serve(server: OpcUaServer, host: LocalHost, name: str,
+                settings: SessionSettings | None = None,
+                twin: TwinDefinition | None = None) -> Session:
+    """Create session ``name`` in ``host`` and serve it; the in-process Session."""
+    twin = twin or plant()
+    await host.create(name, twin, settings or SessionSettings())
+    try:
+        await server.add_session(HostedSession(host, name), twin)
+    except BaseException:
+        await host.delete(name)
+        raise
+    return host.session(name)
+
+
+async def unserve(server: OpcUaServer, host: LocalHost, name: str) -> None:
+    """Take session ``name`` out of the address space, then out of the host."""
+    try:
+        await server.remove_session(name)
+    finally:
+        await host.delete(name)
+
+
 @pytest.fixture
 def settings() -> SessionSettings:
     return SessionSettings(step_size=0.01, realtime_factor=1.0, publish_rate=50.0)
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def served(server: OpcUaServer, settings: SessionSettings) -> AsyncIterator[Served]:
-    session = Session("tank", plant(), settings)
-    clock = Clock(session)
-    await server.add_session(session, clock)
+async def served(server: OpcUaServer, host: LocalHost,
+                 settings: SessionSettings) -> AsyncIterator[Served]:
+    session = await serve(server, host, "tank", settings)
     try:
         async with Client(server.endpoint_url, timeout=10) as client:
             ns = await client.get_namespace_index(NAMESPACE_URI)
-            yield Served(server, session, clock, client, ns)
+            yield Served(server, session, host.clock("tank"), client, ns,
+                         HostedSession(host, "tank"))
     finally:
-        await server.remove_session(session.name)
+        await unserve(server, host, "tank")
 
 
 @pytest_asyncio.fixture(loop_scope="module")
@@ -135,7 +169,8 @@ async def running(served: Served) -> AsyncIterator[Served]:
 
 async def run_daemon(config: str, state_dir: Path | None = None
                      ) -> tuple[Daemon, asyncio.Task[None]]:
-    """Start a Daemon serving ``config`` on a free port; return it once ready. Its
+    """Start a Daemon serving ``config`` on a free port; return it once ready (its
+    sessions in-process unless ``[server] workers`` is given). Its
     state (the history database) goes to ``state_dir``, else a fresh temporary folder
     that ``stop_daemon`` removes, so that no test resumes another's sessions."""
     loaded = parse_config(config)
@@ -143,7 +178,12 @@ async def run_daemon(config: str, state_dir: Path | None = None
     if state is None:
         state = Path(tempfile.mkdtemp(prefix="twin-server-test-"))
         _TEMPORARY.add(state)
-    server = loaded.config.server.model_copy(update={"state_dir": str(state)})
+    update: dict[str, object] = {"state_dir": str(state)}
+    if "workers" not in loaded.config.server.model_fields_set:
+        # in-process sessions unless the test asks for workers: starting worker
+        # processes costs 0.5-2.5 s a daemon (tests/test_workers.py runs them)
+        update["workers"] = 0
+    server = loaded.config.server.model_copy(update=update)
     loaded = dataclasses.replace(loaded, config=loaded.config.model_copy(
         update={"server": server}))
     daemon = Daemon(loaded, endpoint="opc.tcp://127.0.0.1:0/twin-server")
@@ -165,6 +205,14 @@ async def stop_daemon(daemon: Daemon, task: asyncio.Task[None]) -> None:
         if state in _TEMPORARY:
             _TEMPORARY.discard(state)
             shutil.rmtree(state, ignore_errors=True)
+
+
+def in_process(daemon: Daemon, name: str) -> Session:
+    """The ``Session`` object of a daemon's session (``workers = 0``: it steps in this
+    process), for tests that read or drive it directly."""
+    host = daemon.host
+    assert isinstance(host, LocalHost), "the daemon runs its sessions in workers"
+    return host.session(name)
 
 
 #: state_dirs run_daemon made (stop_daemon removes them)

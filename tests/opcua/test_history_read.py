@@ -28,6 +28,7 @@ from twin_server.opcua.history_read import (
     mark_historizing,
 )
 from twin_server.recording import Recorder, RecordingSettings
+from twin_server.runtime.local import SessionFrames
 
 pytestmark = MODULE_LOOP
 
@@ -535,7 +536,7 @@ class TestEndToEnd:
         """A real session recorded by a Recorder reads back through HistoryRead as it
         was produced."""
         session = Session("rec", plant(), SessionSettings(step_size=0.01))
-        recorder = Recorder(env.store, session, RecordingSettings(
+        recorder = Recorder(env.store, SessionFrames(session), RecordingSettings(
             variables=("tank.level",), mode="every"))
         await recorder.declare()
         produced = []

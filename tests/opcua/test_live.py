@@ -16,15 +16,16 @@ from tests.opcua.conftest import (
     MODULE_LOOP,
     PLANT,
     Connected,
+    in_process,
     message,
     run_daemon,
     s,
     stop_daemon,
 )
-from twin_server.app import Daemon
 from twin_server.engine.session import SEVERITY_HALT, SEVERITY_INFO
 from twin_server.opcua import events as ev
 from twin_server.opcua.server import NAMESPACE_URI
+from twin_server.runtime.daemon import Daemon
 
 pytestmark = MODULE_LOOP
 
@@ -61,7 +62,7 @@ async def ua_client(daemon: Daemon) -> AsyncIterator[Connected]:
         for name in list(daemon.manager.sessions):
             if daemon.manager.origin(name) == "client":
                 await daemon.delete_session(name)
-        main = daemon.manager.get("main")
+        main = in_process(daemon, "main")
         main.reset()
 
 
@@ -238,7 +239,7 @@ class TestFaults:
             async with asyncio.timeout(5):
                 while await state.read_value() != "Halted":
                     await asyncio.sleep(0.05)
-            assert daemon.manager.get("main").fault is None
+            assert in_process(daemon, "main").fault is None
         finally:
             if "doomed" in daemon.manager.sessions:
                 await daemon.delete_session("doomed")

@@ -8,10 +8,11 @@ from typing import Any
 import pytest
 from asyncua import ua
 
-from tests.opcua.conftest import MODULE_LOOP, Served, plant
+from tests.opcua.conftest import MODULE_LOOP, Served, serve, unserve
 from twin_server.engine.clock import Ticks
-from twin_server.engine.session import Session, SessionSettings
+from twin_server.engine.session import SessionSettings
 from twin_server.opcua.tree import scalar_values
+from twin_server.runtime import LocalHost
 
 pytestmark = MODULE_LOOP
 
@@ -71,10 +72,11 @@ class TestChangedOnly:
         session, server = served.session, served.server
         assert await server.publish("tank") == 0  # add_session published everything
         values_before = session.values()
-        scalars_before = scalar_values(session, served.clock)
+        hosted = served.hosted
+        scalars_before = scalar_values(hosted.frame(), session.step_size, served.clock.statistics())
         session.step(1)
         values_after = session.values()
-        scalars_after = scalar_values(session, served.clock)
+        scalars_after = scalar_values(hosted.frame(), session.step_size, served.clock.statistics())
         expected = sum(values_before[k] != v for k, v in values_after.items()) + sum(
             a != b for a, b in zip(scalars_before, scalars_after, strict=True))
         published = server.statistics().values_published
@@ -154,8 +156,9 @@ class TestChangedOnly:
         server = served.server
         pub = server._publisher
         assert pub is not None
-        doomed = Session("doomed", plant(), SessionSettings())
-        await server.add_session(doomed)
+        host = served.hosted.host
+        assert isinstance(host, LocalHost)
+        doomed = await serve(server, host, "doomed")
         doomed.step(1)  # something to publish
         waiting, resume = asyncio.Event(), asyncio.Event()
 
@@ -168,8 +171,7 @@ class TestChangedOnly:
         publishing = asyncio.ensure_future(server.publish("doomed"))
         await asyncio.wait_for(waiting.wait(), 5)
         monkeypatch.undo()  # (remove_session flushes events, which may publish)
-        await server.remove_session("doomed")
-        doomed.close()
+        await unserve(server, host, "doomed")
         resume.set()
         assert await asyncio.wait_for(publishing, 5) == 0
 

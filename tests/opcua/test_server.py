@@ -9,12 +9,14 @@ import pytest
 from asyncua import Client, ua
 from asyncua.ua.uaerrors import BadNodeIdUnknown
 
-from tests.opcua.conftest import MODULE_LOOP, Served, plant
+from tests.opcua.conftest import MODULE_LOOP, Served, plant, serve, unserve
 from twin_server.config.loader import parse_config
 from twin_server.config.schema import ServerConfig
 from twin_server.config.security import SecurityConfig
-from twin_server.engine.session import Session, SessionSettings
+from twin_server.engine.session import SessionSettings
+from twin_server.engine.twin import TwinDefinition
 from twin_server.opcua.server import NAMESPACE_URI, OpcUaServer, ServerState
+from twin_server.runtime import HostedSession, LocalHost
 
 #: the None endpoint, anonymous may do everything (security is tested in tests/security)
 OPEN = SecurityConfig(policies=("None",), anonymous="admin")
@@ -51,50 +53,49 @@ class TestEndpoint:
 
 
 class TestSessions:
-    async def test_two_sessions_of_one_twin(self, served: Served) -> None:
+    async def test_two_sessions_of_one_twin(self, served: Served, host: LocalHost) -> None:
         """Two sessions of the same twin have separate subtrees and values."""
-        other = Session("other", plant(), SessionSettings())
-        await served.server.add_session(other)
+        other = await serve(served.server, host, "other")
         try:
             other.step(3)
             await served.server.publish("other")
             assert await served.node("Sessions.other.StepCount").read_value() == 3
             assert await served.var("StepCount").read_value() == 0
         finally:
-            await served.server.remove_session("other")
+            await unserve(served.server, host, "other")
 
-    async def test_remove_session(self, served: Served) -> None:
+    async def test_remove_session(self, served: Served, host: LocalHost) -> None:
         """A removed session's nodes are gone and the Sessions folder no longer lists it."""
-        other = Session("gone", plant(), SessionSettings())
-        await served.server.add_session(other)
+        await serve(served.server, host, "gone")
         node = served.node("Sessions.gone.Components.tank.Outputs.level")
         assert await node.read_value() == 0.5
-        await served.server.remove_session("gone")
+        await unserve(served.server, host, "gone")
         with pytest.raises(BadNodeIdUnknown):
             await node.read_value()
         names = [(await c.read_browse_name()).Name
                  for c in await served.node("Sessions").get_children()]
         assert names == ["tank"]
 
-    async def test_readd_after_remove(self, served: Served) -> None:
+    async def test_readd_after_remove(self, served: Served, host: LocalHost) -> None:
         """A session name can be served again after removal (NodeIds are stable)."""
         for _ in range(2):
-            await served.server.add_session(Session("again", plant(), SessionSettings()))
-            await served.server.remove_session("again")
+            await serve(served.server, host, "again")
+            await unserve(served.server, host, "again")
 
-    async def test_removed_sessions_leave_no_folders(self, served: Served) -> None:
+    async def test_removed_sessions_leave_no_folders(self, served: Served,
+                                                     host: LocalHost) -> None:
         """Sessions created and removed under new names leave the server's folder
         bookkeeping as it was (it grew with every name a client ever used)."""
         folders = set(served.server._folders)
         for i in range(3):
-            await served.server.add_session(Session(f"new{i}", plant(), SessionSettings()))
-            await served.server.remove_session(f"new{i}")
+            await serve(served.server, host, f"new{i}")
+            await unserve(served.server, host, f"new{i}")
         assert served.server._folders == folders
 
     async def test_duplicate_session(self, served: Served) -> None:
         """Adding a session name twice is refused."""
         with pytest.raises(ValueError, match="already served"):
-            await served.server.add_session(Session("tank", plant(), SessionSettings()))
+            await served.server.add_session(served.hosted, plant())
 
     async def test_duplicate_twin(self, served: Served) -> None:
         """Adding a twin name twice is refused."""
@@ -110,22 +111,23 @@ class TestSessions:
             stats.sessions = 2  # type: ignore[misc]
 
 
-def _tanks(count: int) -> Session:
+def _tanks(count: int) -> TwinDefinition:
     text = "[twins.many]\n" + "".join(
         f'[twins.many.components.tank{i}]\nmodel = "water_tank"\n' for i in range(count))
-    return Session("many", parse_config(text).twins["many"], SessionSettings())
+    return parse_config(text).twins["many"]
 
 
 class TestBuildSpeed:
-    async def test_thousands_of_variables(self, server: OpcUaServer) -> None:
+    async def test_thousands_of_variables(self, server: OpcUaServer, host: LocalHost) -> None:
         """A session of 2,700 variables (9,000 nodes) is served in well under a second
         of CPU (measured ~0.25-0.5 s on a shared 2-core machine; the bound is loose)."""
-        session = _tanks(300)
+        twin = _tanks(300)
+        await host.create("many", twin, SessionSettings())
         started = time.process_time()
-        await server.add_session(session)
+        await server.add_session(HostedSession(host, "many"), twin)
         elapsed = time.process_time() - started
         try:
-            assert len(session.variables()) == 2700
+            assert len(host.layout("many").variables) == 2700
             assert elapsed < 2.0
         finally:
-            await server.remove_session("many")
+            await unserve(server, host, "many")

@@ -16,15 +16,16 @@ from tests.opcua.conftest import (
     MODULE_LOOP,
     PLANT,
     Connected,
+    in_process,
     message,
     run_daemon,
     s,
     stop_daemon,
 )
-from twin_server.app import Daemon
 from twin_server.engine.session import RunState, VarKey
 from twin_server.models.base import Kind
 from twin_server.opcua.server import NAMESPACE_URI
+from twin_server.runtime.daemon import Daemon
 
 pytestmark = MODULE_LOOP
 
@@ -88,7 +89,7 @@ async def ua_client(daemon: Daemon) -> AsyncIterator[Connected]:
 
 
 def _main(daemon: Daemon):  # type: ignore[no-untyped-def]
-    return daemon.manager.get("main")
+    return in_process(daemon, "main")
 
 
 class TestCreateSession:
@@ -105,9 +106,9 @@ class TestCreateSession:
         """Flat "component.parameter" keys work, and an empty string means none."""
         await ua_client.create("flat", '{"tank.area": 3.0}')
         await ua_client.create("plain", "")
-        manager = ua_client.daemon.manager
-        assert manager.get("flat").read(AREA) == 3.0
-        assert manager.get("plain").read(AREA) == 0.5
+        daemon = ua_client.daemon
+        assert in_process(daemon, "flat").read(AREA) == 3.0
+        assert in_process(daemon, "plain").read(AREA) == 0.5
 
     @pytest.mark.parametrize(("twin", "name", "parameters", "status", "index", "text"), [
         pytest.param("nope", "x", "", "BadNotFound", 0, "no twin named 'nope'",
@@ -169,7 +170,7 @@ class TestDeleteSession:
         await ua_client.create("doomed")
         level = ua_client.node("Sessions.doomed.Components.tank.Outputs.level")
         assert await level.read_value() == 0.5
-        session = ua_client.daemon.manager.get("doomed")
+        session = in_process(ua_client.daemon, "doomed")
         result = await ua_client.server_call("DeleteSession", s("doomed"))
         assert result.StatusCode.is_good()
         with pytest.raises(BadNodeIdUnknown):
@@ -353,7 +354,7 @@ class TestFork:
             "main", "Fork", s("ahead"), ua.Variant(0.0, ua.VariantType.Double))
         assert result.StatusCode.is_good(), message(result)
         assert result.OutputArguments[0].Value == ua.NodeId("Sessions.ahead", ua_client.ns)
-        fork = ua_client.daemon.manager.get("ahead")
+        fork = in_process(ua_client.daemon, "ahead")
         assert fork.state is RunState.SUSPENDED
         assert fork.step_count == main.step_count
         assert fork.values() == main.values()
@@ -368,7 +369,7 @@ class TestFork:
         await ua_client.session_call("main", "Start")
         await ua_client.session_call("main", "Fork", s("racer"),
                                      ua.Variant(10.0, ua.VariantType.Double))
-        racer = ua_client.daemon.manager.get("racer")
+        racer = in_process(ua_client.daemon, "racer")
         assert racer.state is RunState.RUNNING
         start = racer.step_count
         await asyncio.sleep(0.3)

@@ -25,6 +25,7 @@ from twin_server.engine.session import Session, SessionSettings, VarKey
 from twin_server.engine.twin import TwinDefinition
 from twin_server.models.base import Kind
 from twin_server.opcua.server import NAMESPACE_URI, OpcUaServer
+from twin_server.runtime import HostedSession, LocalHost
 from twin_server.security import configure_security
 from twin_server.security.roles import Role
 from twin_server.security.users import add_user
@@ -90,12 +91,14 @@ async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Serv
     wire(server, state)
     await server.start()
     await server.add_twin(plant())
-    session = Session("tank", plant(), SessionSettings(step_size=0.01, autostart=False))
-    await server.add_session(session)
+    host = LocalHost(server.session_event, clocks=False)
+    await host.create("tank", plant(), SessionSettings(step_size=0.01, autostart=False))
+    await server.add_session(HostedSession(host, "tank"), plant())
     try:
-        yield Served(server, session, server.endpoint_url)
+        yield Served(server, host.session("tank"), server.endpoint_url)
     finally:
         await server.stop()
+        await host.aclose()
 
 
 def client(served: Served, user: str | None = None) -> Client:

@@ -24,8 +24,8 @@ from structlog.testing import capture_logs
 
 from tests.models.fmu import build
 from tests.opcua.conftest import MODULE_LOOP, PLANT, Connected, message, run_daemon, s, stop_daemon
-from twin_server.app import Daemon
 from twin_server.opcua.server import NAMESPACE_URI
+from twin_server.runtime.daemon import Daemon
 
 pytestmark = [MODULE_LOOP,
               pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc builds the FMU")]

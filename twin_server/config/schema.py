@@ -127,6 +127,14 @@ class ServerConfig(_Frozen):
         description="seconds after which a client-created session nobody reads, writes, "
                     "subscribes to or calls is deleted; 0 = never",
     )
+    workers: int | None = Field(
+        None, ge=0, le=256,
+        description="worker processes that step the sessions (default: one per CPU); "
+                    "0 steps them in the server's own process (debugging, tests)")
+    hang_timeout: float = Field(
+        5.0, gt=0, le=3600,
+        description="seconds a Running session's tick may stand still before its worker "
+                    "is taken for hung, killed and replaced (workers > 0)")
     security: SecurityConfig = Field(
         default_factory=SecurityConfig,
         description="endpoints, certificates, users and anonymous access ([server.security])")
@@ -209,6 +217,10 @@ class TwinConfig(_Frozen):
     description: str = ""
     components: dict[Name, ComponentConfig] = Field(min_length=1)
     connections: tuple[Annotated[ConnectionSpec, BeforeValidator(_connection)], ...] = ()
+    isolate: bool | None = Field(
+        None, description="sessions of this twin step in a worker process of their own, so "
+                          "that a crash harms none but them (default: true for twins with "
+                          "an FMU component)")
 
     @field_validator("connections", mode="before")
     @classmethod
@@ -292,6 +304,8 @@ class SessionConfig(_Frozen):
     parameters: dict[Name, dict[Name, Scalar]] = Field(
         default_factory=dict, description="per component: parameter overrides"
     )
+    isolate: bool | None = Field(
+        None, description="step in a worker process of its own (default: the twin's isolate)")
     history: SessionHistoryConfig = Field(
         default_factory=SessionHistoryConfig,
         description="what this session records ([sessions.<name>.history])")

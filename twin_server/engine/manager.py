@@ -115,7 +115,7 @@ class SessionManager:
                 f"a twin named {twin.name!r} exists already; remove it first (RemoveTwin) "
                 f"or choose another name"
             )
-        _check_name("twin", twin.name)
+        check_name("twin", twin.name)
         self._twins[twin.name] = twin
         self._twin_origin[twin.name] = origin
 
@@ -324,7 +324,7 @@ class SessionManager:
             ) from None
 
     def _check_new(self, name: str) -> None:
-        _check_name("session", name)
+        check_name("session", name)
         if name in self._sessions:
             raise AlreadyExists(
                 f"a session named {name!r} exists already (twin "
@@ -351,7 +351,7 @@ class ManagerStatistics:
     sessions_deleted: int  # since start, expired ones included
 
 
-def _check_name(what: str, name: Any) -> None:
+def check_name(what: str, name: Any) -> None:
     if not isinstance(name, str) or not _NAME.match(name) or len(name) > _NAME_MAX:
         raise InvalidArgument(
             f"{excerpt(name, 100)!r} cannot be a {what} name: a name becomes part of NodeIds, "

@@ -81,6 +81,8 @@ class TwinDefinition:
     components: tuple[ComponentDefinition, ...]
     connections: tuple[Connection, ...] = ()
     description: str = ""
+    #: step its sessions in a worker of their own (None: only if it has an FMU)
+    isolate: bool | None = None
 
     def component(self, name: str) -> ComponentDefinition:
         for c in self.components:
@@ -229,6 +231,7 @@ def compile_twin(
         components=tuple(built[n] for n in order),
         connections=tuple(connections),
         description=twin.description,
+        isolate=twin.isolate,
     )
 
 

@@ -46,7 +46,7 @@ from asyncua.common.subscription import DataChangeEvent, StatusChangeEvent, Subs
 from cryptography import x509
 
 from twin_server.config.schema import HilBinding, HilPeerConfig
-from twin_server.engine.session import Session, VarKey
+from twin_server.engine.session import VarKey
 from twin_server.errors import ValueRejected
 from twin_server.hil import health
 from twin_server.hil.casting import changed, from_plc, to_plc
@@ -64,6 +64,7 @@ from twin_server.hil.security import (
     timeout_hint,
 )
 from twin_server.models.base import Kind, Value, Variable
+from twin_server.runtime.host import HostedSession
 from twin_server.security.pki import TrustList
 
 log = structlog.get_logger(__name__)
@@ -121,7 +122,8 @@ class _Binding:
 class HilMirror:
     """Every HIL peer of the daemon. ``run`` until ``stop`` or cancellation."""
 
-    def __init__(self, peers: Mapping[str, HilPeerConfig], sessions: Mapping[str, Session], *,
+    def __init__(self, peers: Mapping[str, HilPeerConfig],
+                 sessions: Mapping[str, HostedSession], *,
                  rng: random.Random | None = None,
                  client_factory: ClientFactory | None = None,
                  on_written: WriteHook | None = None,
@@ -144,14 +146,14 @@ class HilMirror:
     def peer_names(self) -> list[str]:
         return [p.name for p in self._peers]
 
-    def rebind(self, session: Session) -> None:
+    async def rebind(self, session: HostedSession) -> None:
         """Mirror ``session`` from now on for every peer that serves its name (a
         session deleted and created again, by a client or a config reload). A peer
-        whose session is closed idles until then."""
+        whose session is gone from its host idles until then."""
         for peer in self._peers:
             if peer.config.session == session.name:
                 peer.session = session
-                peer.on_rebind()
+                await peer.on_rebind()
 
     def statistics(self) -> MirrorStatistics:
         return MirrorStatistics(tuple(p.statistics() for p in self._peers))
@@ -193,7 +195,7 @@ class _Peer:
 
     on_written: WriteHook | None = None
 
-    def __init__(self, name: str, config: HilPeerConfig, session: Session,
+    def __init__(self, name: str, config: HilPeerConfig, session: HostedSession,
                  rng: random.Random, client_factory: ClientFactory,
                  trust: TrustList | None = None) -> None:
         self.name = name
@@ -214,7 +216,10 @@ class _Peer:
         self._ever_connected = False
         self._handles: dict[int, _Binding] = {}
         self._certificate: x509.Certificate | None = None  # the client certificate in use
-        variables = {(k.component, k.kind, k.name): (k, v) for k, v in session.variables()}
+        layout = session.layout
+        #: where each variable's value is in a frame
+        self._index = {key: i for i, (key, _) in enumerate(layout.variables)}
+        variables = {(k.component, k.kind, k.name): (k, v) for k, v in layout.variables}
         self.bindings: list[_Binding] = []
         for bname, bcfg in config.bindings.items():
             component, _, vname = bcfg.variable.partition(".")
@@ -231,15 +236,19 @@ class _Peer:
         self._to_plc = [b for b in self.bindings if b.to_plc]
         self._from_plc = [b for b in self.bindings if not b.to_plc]
 
-    def on_rebind(self) -> None:
-        """A new session object under the same name: send every to_plc value again
+    def _gone(self) -> bool:
+        """Whether the session was deleted (until ``rebind`` gives another)."""
+        return self.session.name not in self.session.host.names()
+
+    async def on_rebind(self) -> None:
+        """A new session under the same name: send every to_plc value again
         and put the PLC's last commands onto its inputs."""
         for b in self._to_plc:
             b.value, b.has_value = None, False
         for b in self._from_plc:
             if b.has_value and b.value is not None:
                 try:
-                    stored = self.session.write(b.key, b.value)
+                    stored = await self.session.write(b.key, b.value)
                 except ValueRejected as exc:
                     self._binding_error(b, exc.status, f"cannot apply the PLC's value: {exc}")
                     continue
@@ -282,7 +291,7 @@ class _Peer:
                 except Exception as exc:  # every way a link can end; CancelledError passes
                     alive = alive and not isinstance(_leaf(exc), _LinkLost | OSError)
                     self._failed(exc, first=failures == 0)
-                    self._mark_lost()  # before closing: a hung peer's close takes a while
+                    await self._mark_lost()  # before closing: a hung peer's close takes a while
                     failures += 1
                     down_since = down_since or time.monotonic()
                 finally:
@@ -318,14 +327,14 @@ class _Peer:
             self._log.debug("hil_reconnect_failed", error=message)
         self.state = LinkState.DISCONNECTED
 
-    def _mark_lost(self) -> None:
+    async def _mark_lost(self) -> None:
         """The link is down: from_plc inputs keep their last value or take their fallback."""
-        if self.session.closed:  # deleted: nothing to mark until rebind() gives another
+        if self._gone():  # deleted: nothing to mark until rebind() gives another
             return
         for b in self._from_plc:
             if b.fallback is not None:
                 try:
-                    stored = self.session.write(b.key, b.fallback)
+                    stored = await self.session.write(b.key, b.fallback)
                     if self.on_written is not None:
                         self.on_written(self.session.name, b.key, stored, "hil")
                 except ValueRejected as exc:  # coerced at start: only a model's own check
@@ -380,7 +389,7 @@ class _Peer:
         bindings = [b for b in self._from_plc if b.resolved is not None]
         if not bindings:
             return None
-        period = 1000.0 / max(float(self.session.publish_rate), 1e-3)
+        period = 1000.0 / max(self.session.layout.publish_rate, 1e-3)
         subscription = await client.create_subscription(period, None, queue_maxsize=10_000)
         self._handles = {}
         requests = []
@@ -453,7 +462,7 @@ class _Peer:
                 await self._write_changes(client)
             except (ConnectionError, OSError, TimeoutError, ua.UaError) as exc:
                 raise _LinkLost(f"write failed: {_text(exc)}") from None
-            period = 1.0 / max(float(self.session.publish_rate), 1e-3)
+            period = 1.0 / max(self.session.layout.publish_rate, 1e-3)
             deadline += period
             now = loop.time()
             if deadline <= now:  # fell behind: skip the missed cycles
@@ -462,16 +471,17 @@ class _Peer:
 
     async def _write_changes(self, client: Client) -> int:
         """Write what changed since the last write; return how many values were sent."""
-        if self.session.closed:  # deleted: idle until rebind() gives another
+        if self._gone():  # deleted: idle until rebind() gives another
             return 0
         now = time.monotonic()
-        read = self.session.read
+        values = self.session.frame().values
+        index = self._index
         batch: list[tuple[_Binding, Value, Any, bool]] = []
         for b in self._to_plc:
             resolved = b.resolved
             if resolved is None:
                 continue
-            value = read(b.key)
+            value = values[index[b.key]]
             if not changed(value, b.value, b.config.deadband) and b.status == health.GOOD:
                 continue
             if b.status != health.GOOD and b.status != health.WAITING and now < b.retry_at:
@@ -525,16 +535,16 @@ class _Peer:
     async def _reader(self, subscription: Subscription) -> None:
         async for event in subscription:
             if isinstance(event, DataChangeEvent):
-                self._apply(event)
+                await self._apply(event)
             elif isinstance(event, StatusChangeEvent):
                 status = event.notification.Status
                 if not status.is_good():
                     raise _LinkLost(f"the PLC ended the subscription ({_status_name(status)})")
         raise _LinkLost("the subscription was closed")
 
-    def _apply(self, event: DataChangeEvent) -> None:
+    async def _apply(self, event: DataChangeEvent) -> None:
         b = self._handles.get(event.data.subscription_data.client_handle or -1)
-        if b is None or self.session.closed:
+        if b is None or self._gone():
             return
         dv = event.data.monitored_item.Value
         if not dv.StatusCode.is_good():  # the PLC says the value is not usable
@@ -545,7 +555,7 @@ class _Peer:
         try:
             cast = from_plc(None if dv.Value is None else dv.Value.Value, b.variable)
             if changed(cast.value, b.value, b.config.deadband) or b.status != health.GOOD:
-                stored = self.session.write(b.key, cast.value)
+                stored = await self.session.write(b.key, cast.value)
                 if self.on_written is not None:
                     self.on_written(self.session.name, b.key, stored, "hil")
                 b.value, b.has_value = cast.value, True

@@ -50,7 +50,6 @@ from asyncua import ua
 from twin_server.config.nesting import MAX_DEPTH, TooDeep, json_too_deep, toml_too_deep
 from twin_server.config.security import LimitsConfig
 from twin_server.engine.manager import parse_parameters
-from twin_server.engine.session import Session
 from twin_server.errors import (
     AlreadyExists,
     ConfigError,
@@ -73,6 +72,7 @@ from twin_server.opcua.tree import (
     SERVER_METHODS,
     MethodSpec,
 )
+from twin_server.runtime.host import HostedSession
 
 log = structlog.get_logger(__name__)
 
@@ -329,12 +329,14 @@ class _Counted:
 
 
 class SessionMethods(_Counted):
-    """The method callbacks of one session. ``changed`` runs after every call so
-    that State, StepCount, SimTime and the session's events show the outcome at
-    once; ``runtime`` (the daemon) serves Snapshot, Restore and Fork and is told
-    of every call (``touch``)."""
+    """The method callbacks of one session, each an awaited command to the session's
+    host (``HostedSession``: in this process or a worker; our exceptions come back
+    with their fields, so the status codes are the same). ``changed`` runs after
+    every call so that State, StepCount, SimTime and the session's events show the
+    outcome at once; ``runtime`` (the daemon) serves Snapshot, Restore and Fork and
+    is told of every call (``touch``)."""
 
-    def __init__(self, session: Session, changed: Callable[[], Awaitable[None]], *,
+    def __init__(self, session: HostedSession, changed: Callable[[], Awaitable[None]], *,
                  runtime: Runtime | None = None,
                  session_nodeid: Callable[[str], ua.NodeId] | None = None,
                  limits: LimitsConfig = _DEFAULT_LIMITS) -> None:
@@ -378,16 +380,16 @@ class SessionMethods(_Counted):
         return self._runtime
 
     @staticmethod
-    def _run(action: Callable[[], None]) -> Action:
+    def _run(action: Callable[[], Awaitable[None]]) -> Action:
         async def run() -> None:
-            action()
+            await action()
         return run
 
     async def _reset(self, parameters: str = "") -> None:
-        self.session.reset(_parameters(parameters))
+        await self.session.reset(_parameters(parameters))
 
     async def _set_parameters(self, parameters: str) -> None:
-        self.session.set_parameters(_parameters(parameters))
+        await self.session.set_parameters(_parameters(parameters))
 
     async def _step(self, count: int) -> None:
         if not 1 <= count <= MAX_STEP_COUNT:
@@ -398,17 +400,17 @@ class SessionMethods(_Counted):
         done = 0
         while done < count:
             chunk = min(STEP_CHUNK, count - done)
-            self.session.step(chunk)
+            await self.session.step(chunk)
             done += chunk
             if done < count:
                 await asyncio.sleep(0)
 
     async def _snapshot(self) -> list[ua.Variant]:
-        snapshot_id = self._need_runtime("Snapshot").take_snapshot(self.session.name)
+        snapshot_id = await self._need_runtime("Snapshot").take_snapshot(self.session.name)
         return [ua.Variant(snapshot_id, ua.VariantType.String)]
 
     async def _restore(self, snapshot_id: str) -> None:
-        self._need_runtime("Restore").restore_snapshot(self.session.name, snapshot_id)
+        await self._need_runtime("Restore").restore_snapshot(self.session.name, snapshot_id)
 
     async def _fork(self, name: str, realtime_factor: float) -> list[ua.Variant]:
         if not 0.0 <= realtime_factor <= MAX_REALTIME_FACTOR:  # also refuses NaN

@@ -8,7 +8,7 @@ coroutine per value, handing each change to the monitored items through the
 lighter path that the publisher installs on its address space (``fastpath.py``).
 The DataValues are built and written a chunk at a time, letting the event loop
 run every ``BUDGET`` seconds. Before its start that cannot yield (one consistent
-``session.value_list()`` and its comparison with what was sent) and before each
+``Frame`` of the session from its host and its comparison with what was sent) and before each
 chunk, a publish waits for any clock tick that would fall due meanwhile
 (``engine.clock.Ticks``), so that ticks start on time whatever the size of the
 publish. (Building all 1,000 DataValues of a publish before writing any held the
@@ -19,6 +19,12 @@ whole: every value it shows, the clock's Diagnostics included, changes only
 with a tick, a write, a reset or a state change, each of which moves the
 version. (100 Suspended sessions publishing at 10 Hz cost ~10 % of a core when
 their dozen scalars and clock percentiles were computed anyway on every cycle.)
+
+A frame that is not ``good`` (the session's worker died, and is being replaced)
+is published with its last values, each with StatusCode ``BadCommunicationError``
+(the link to where the values come from is gone: OPC UA's code for a lost data
+source, as the HIL mirror uses for a lost PLC), the session's State showing
+Halted; the next good frame sends every value again, Good.
 """
 
 from __future__ import annotations
@@ -35,10 +41,12 @@ from asyncua import ua
 from asyncua.server.address_space import AddressSpace
 
 from twin_server.engine.clock import TICKS, Ticks
-from twin_server.engine.session import Session, VarKey
+from twin_server.engine.session import VarKey
+from twin_server.errors import NotFound
 from twin_server.opcua import fastpath
 from twin_server.opcua.fastpath import data_value
-from twin_server.opcua.tree import SessionNodes, StatisticsSource, scalar_values
+from twin_server.opcua.tree import SessionNodes, scalar_values
+from twin_server.runtime.host import HostedSession
 
 log = structlog.get_logger(__name__)
 
@@ -51,6 +59,8 @@ _UNSENT = object()
 CHUNK = 32
 MIN_CHUNK, MAX_CHUNK = 4, 512
 BUDGET = 0.0005
+#: the status of a value whose session's worker is gone (``Frame.good`` False)
+LOST = ua.StatusCode(ua.StatusCodes.BadCommunicationError)
 #: how much longer than its estimate a chunk or a read may take, for ``Ticks``
 MARGIN = 1.5
 
@@ -70,8 +80,7 @@ class PublisherStatistics:
 class PublishTarget:
     """One session's publishing state: what was last sent, and when it is due."""
 
-    session: Session
-    clock: StatisticsSource | None
+    session: HostedSession
     nodes: SessionNodes
     version: int | None = None
     sent_scalars: list[Any] = field(default_factory=list)
@@ -82,11 +91,11 @@ class PublishTarget:
     #: after the first publish: the edges of Boolean outputs (``server.py``)
     on_flag: Callable[[VarKey, Any], None] | None = None
     flags: frozenset[int] = frozenset()
-    #: whether ``session.value_list()`` lists the variables in the order of ``nodes.variables``
-    in_order: bool | None = None
-    #: how long the latest publish ran before it could first yield (the scalars,
-    #: ``session.value_list()`` and the comparison with what was sent)
+    #: how long the latest publish ran before it could first yield (the frame, the
+    #: scalars and the comparison with what was sent)
     values_seconds: float = 0.0
+    #: whether the frame last published was good (its values Good unless ``quality``)
+    good: bool = True
     #: variables (by index) whose value is not Good, e.g. a HIL input while its PLC
     #: link is down: published with this StatusCode until set back
     quality: dict[int, ua.StatusCode] = field(default_factory=dict)
@@ -160,7 +169,12 @@ class Publisher:
                 return 0  # deleted while this publish waited: its session may be closed
             started = time.perf_counter()
             session = target.session
-            version = session.version
+            try:
+                frame = session.frame()
+                clock = session.clock_statistics()
+            except NotFound:
+                return 0  # deleted meanwhile
+            version = frame.version
             if version == target.version:
                 self._skipped += 1
                 self._cycles += 1
@@ -168,23 +182,18 @@ class Publisher:
             now = datetime.now(UTC)
             changes: list[tuple[ua.NodeId, ua.DataValue]] = []
             sent = target.sent_scalars
-            for i, value in enumerate(scalar_values(session, target.clock)):
+            for i, value in enumerate(scalar_values(frame, session.layout.step_size, clock)):
                 if sent[i] != value:
                     nodeid, vtype = target.nodes.scalars[i]
                     changes.append((nodeid, data_value(value, vtype, now)))
                     sent[i] = value
             target.version = version
             variables = target.nodes.variables
-            if target.in_order is None:
-                target.in_order = ([key for key, _ in session.variables()]
-                                   == [key for key, _, _ in variables])
-            # the session lists its values in the order of our variables (checked once):
-            # zip them, not a VarKey hash per variable
-            if target.in_order:
-                current: list[Any] = session.value_list()
-            else:
-                values = session.values()
-                current = [values[k] for k, _, _ in variables]
+            if frame.good != target.good:  # every value again, with its new status
+                target.good = frame.good
+                target.sent_values = [_UNSENT] * len(variables)
+            # the frame lists its values in the order of the layout, as our variables
+            current = frame.values
             if len(current) != len(variables):
                 raise RuntimeError(f"session {session.name!r} lists {len(current)} values "
                                    f"for {len(variables)} variable nodes")
@@ -199,7 +208,7 @@ class Publisher:
             return written
 
     async def _write(self, target: PublishTarget, changes: list[tuple[ua.NodeId, ua.DataValue]],
-                     changed: list[int], current: list[Any], now: datetime) -> int:
+                     changed: list[int], current: tuple[Any, ...], now: datetime) -> int:
         """Write the scalar ``changes``, then variable ``i`` for every ``i`` in
         ``changed`` (its value ``current[i]``), through the fast path a chunk at a
         time (each about ``BUDGET`` seconds of work), building each chunk's
@@ -213,6 +222,7 @@ class Publisher:
         sent = target.sent_values
         flags = target.flags
         quality = target.quality
+        lost = not target.good
         on_flag = target.on_flag
         overwritten: set[int] = set()
         target.overwritten = overwritten
@@ -235,7 +245,9 @@ class Publisher:
                     key, nodeid, vtype = variables[i]
                     value = current[i]
                     dv = data_value(value, vtype, now)
-                    if quality and i in quality:
+                    if lost:
+                        dv.StatusCode = LOST
+                    elif quality and i in quality:
                         dv.StatusCode = quality[i]
                     changes.append((nodeid, dv))
                     if i in flags and sent[i] is not _UNSENT and on_flag is not None:
@@ -275,7 +287,7 @@ class Publisher:
                         await self.publish(target)
                     except Exception:
                         log.exception("publish_failed", session=target.session.name)
-                    period = 1.0 / max(float(target.session.publish_rate), 1e-3)
+                    period = 1.0 / max(target.session.layout.publish_rate, 1e-3)
                     target.deadline += period
                     if target.deadline <= now:
                         target.deadline = now + period

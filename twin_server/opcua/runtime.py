@@ -1,7 +1,8 @@
 """What the OPC UA methods need of the daemon: the session and twin lifecycle.
 
 The address space does not own sessions or their clocks; the daemon does
-(``twin_server.app.Daemon`` implements this protocol). A method handler parses
+(``twin_server.runtime.daemon.Daemon`` implements this protocol), through its
+session host: sessions are ``HostedSession`` handles here. A method handler parses
 and checks its arguments, calls one of these, and maps our exceptions to status
 codes. Each call either completes (nodes added or removed, events emitted) or
 raises with nothing changed.
@@ -12,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
-from twin_server.engine.session import Session
 from twin_server.engine.twin import TwinDefinition
 from twin_server.models.base import Value
+from twin_server.runtime.host import HostedSession
 
 Overrides = Mapping[str, Mapping[str, Value]]
 
@@ -25,7 +26,8 @@ class Runtime(Protocol):
         """Every twin definition by name (read-only)."""
         ...
 
-    async def create_session(self, twin: str, name: str, parameters: Overrides) -> Session:
+    async def create_session(self, twin: str, name: str,
+                             parameters: Overrides) -> HostedSession:
         """A new client-owned session of ``twin``, served and Ready (NotFound for an
         unknown twin, component or parameter; InvalidArgument for a bad name;
         AlreadyExists for a taken one; TypeMismatch / OutOfRange for a bad value;
@@ -36,7 +38,8 @@ class Runtime(Protocol):
         """Stop, unserve and free the session (NotFound if unknown)."""
         ...
 
-    async def fork_session(self, source: str, name: str, realtime_factor: float) -> Session:
+    async def fork_session(self, source: str, name: str,
+                           realtime_factor: float) -> HostedSession:
         """A new client-owned session of the same twin in exactly ``source``'s current
         state, running at ``realtime_factor`` if the source runs, else Suspended."""
         ...
@@ -50,11 +53,11 @@ class Runtime(Protocol):
         """Unserve a twin (NotFound if unknown, InvalidState while sessions of it exist)."""
         ...
 
-    def take_snapshot(self, session: str) -> str:
+    async def take_snapshot(self, session: str) -> str:
         """Record the session's state; return the snapshot's id."""
         ...
 
-    def restore_snapshot(self, session: str, snapshot_id: str) -> None:
+    async def restore_snapshot(self, session: str, snapshot_id: str) -> None:
         """Return the session to a recorded state (NotFound for an unknown id)."""
         ...
 

@@ -1,7 +1,9 @@
 """The OPC UA server: an asyncua Server holding our address space, sessions and writes.
 
-The daemon (``app.py``) creates one ``OpcUaServer``, starts it, adds the twins
-and sessions, runs ``publish_forever`` in its TaskGroup and stops it last.
+The daemon (``runtime/daemon.py``) creates one ``OpcUaServer``, starts it, adds
+the twins and its hosted sessions (``runtime.HostedSession``: the server reads
+their frames and sends them commands, wherever they step), hands it the host's
+events (``session_event``), runs ``publish_forever`` in its TaskGroup and stops it last.
 Everything session-specific is in the modules beside this one: the tree layout
 (``tree``), node building (``nodes``), client writes (``writes``), methods
 (``methods``) and publishing (``publisher``).
@@ -25,9 +27,9 @@ import structlog
 from asyncua import Server, ua
 
 from twin_server.config.schema import ServerConfig
-from twin_server.engine.session import RunState, Session, SessionEvent, VarKey
+from twin_server.engine.session import RunState, SessionEvent, VarKey
 from twin_server.engine.twin import TwinDefinition
-from twin_server.errors import OutOfRange, TypeMismatch
+from twin_server.errors import NotFound, OutOfRange, TypeMismatch
 from twin_server.hil import HilMirror
 from twin_server.history import HistoryStore
 from twin_server.models.base import DataType, Kind, Variable
@@ -46,12 +48,12 @@ from twin_server.opcua.tree import (
     TWINS,
     ProgramNodes,
     SessionNodes,
-    StatisticsSource,
     build_root,
     build_session,
     build_twin,
 )
 from twin_server.opcua.writes import TwinAttributeService, WriteTarget, session_of
+from twin_server.runtime.host import HostedSession
 from twin_server.security import SecurityContext, configure_security
 from twin_server.security.pki import TrustList
 
@@ -94,12 +96,11 @@ _VALUE = ua.AttributeIds.Value
 
 @dataclass(slots=True)
 class _Served:
-    session: Session
+    session: HostedSession
     nodes: SessionNodes
     methods: SessionMethods
     target: PublishTarget
     program: ProgramState
-    unsubscribe: Callable[[], None] = lambda: None
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,11 +274,12 @@ class OpcUaServer:
         await self._model_changed(TWINS, added[0], _OBJECT_TYPE, added=False,
                                   message=f"twin {name!r} removed")
 
-    async def add_session(self, session: Session, clock: StatisticsSource | None = None, *,
+    async def add_session(self, session: HostedSession, twin: TwinDefinition, *,
                           created: str | None = None,
                           historized: Sequence[str] | None = None) -> ua.NodeId:
-        """Add ``Sessions.<session>`` with every variable, its methods and write routes;
-        the publisher feeds it from now on, its events become OPC UA events.
+        """Add ``Sessions.<session>`` (a session of ``twin`` in the daemon's host) with
+        every variable, its methods and write routes; the publisher feeds it from now
+        on, and the events its host reports (``session_event``) become OPC UA events.
         ``created`` is the message of its ``created`` event (none if None).
         ``historized``: the ``VarKey.path``s whose history is recorded (their nodes are
         marked Historizing, the session node gets event history); None: none is. Returns
@@ -288,9 +290,9 @@ class OpcUaServer:
         started = time.perf_counter()
         batch = self._batch()
         variables: list[tuple[VarKey, Variable, ua.NodeId]] = []
-        program = ProgramState(session.state)
+        program = ProgramState(session.frame().state)
         with _collector_paused():
-            nodes = build_session(batch, session, clock,
+            nodes = build_session(batch, session, twin,
                                   lambda key, var, nodeid: variables.append((key, var, nodeid)),
                                   program.view())
             batch.commit(self._iserver.aspace)
@@ -299,7 +301,7 @@ class OpcUaServer:
             history_read.mark_historizing(
                 aspace, [self.session_nodeid(session.name, path) for path in historized])
             history_read.mark_event_history(aspace, [nodes.root])
-        target = PublishTarget(session, clock, nodes)
+        target = PublishTarget(session, nodes)
         publisher = self._publisher
 
         async def changed() -> None:
@@ -317,11 +319,9 @@ class OpcUaServer:
         await publisher.publish(target)
         publisher.add(target)
         self._sessions[session.name] = served
-        served.unsubscribe = session.subscribe(
-            lambda event: self._on_session_event(served, event))
         self._nodes += len(nodes.all)
         elapsed = time.perf_counter() - started
-        self._log.info("session_added", session=session.name, twin=session.twin.name,
+        self._log.info("session_added", session=session.name, twin=twin.name,
                        nodes=len(nodes.all), variables=len(variables),
                        seconds=round(elapsed, 4))
         if created is not None:
@@ -343,7 +343,8 @@ class OpcUaServer:
 
         def on_flag(key: VarKey, value: Any) -> None:
             where = (f"output {key.name!r} of component {key.component!r}")
-            at = f"at t={session.sim_time:g} s (tick {session.step_count})"
+            frame = session.frame()
+            at = f"at t={frame.sim_time:g} s (tick {frame.step_count})"
             if value:
                 self._queue(served, "alarm", f"{where} turned true {at}", ev.SEVERITY_ALARM)
             else:
@@ -353,7 +354,7 @@ class OpcUaServer:
         served.target.flags = flags
         served.target.on_flag = on_flag
 
-    def _route_writes(self, session: Session, nodes: SessionNodes, target: PublishTarget,
+    def _route_writes(self, session: HostedSession, nodes: SessionNodes, target: PublishTarget,
                       variables: list[tuple[VarKey, Variable, ua.NodeId]]) -> None:
         assert self._attributes is not None
         targets = self._attributes.targets
@@ -375,7 +376,6 @@ class OpcUaServer:
         if served is None:
             raise KeyError(name)
         assert self._publisher is not None and self._attributes is not None
-        served.unsubscribe()
         if message is not None:
             self._queue(served, kind, message, severity)
         await self.flush_events()
@@ -425,15 +425,23 @@ class OpcUaServer:
             [(root, root_type, node_verb), (folder_id, _FOLDER_TYPE, ref_verb)], message)
 
     # -- session events ------------------------------------------------------------
-    def _on_session_event(self, served: _Served, event: SessionEvent) -> None:
-        """The session's listener: synchronous (it may run inside a tick), so the
-        event waits in a queue for ``flush_events``."""
-        self._queue(served, event.kind, event.message, event.severity)
+    def session_event(self, name: str, event: SessionEvent) -> None:
+        """The session host's listener (``runtime.EventListener``): synchronous (it
+        may run inside a tick), so the event waits in a queue for ``flush_events``.
+        Events of a session not served (yet, or any more) are not ours to show."""
+        served = self._sessions.get(name)
+        if served is not None:
+            self._queue(served, event.kind, event.message, event.severity)
 
     def _queue(self, served: _Served, kind: str, message: str, severity: int) -> None:
         session = served.session
-        self._pending.append(_Pending(served, kind, message, severity, session.state,
-                                      session.sim_time, session.step_count))
+        try:
+            frame = session.frame()
+            state, sim_time, step_count = frame.state, frame.sim_time, frame.step_count
+        except NotFound:  # its host let go of it already
+            state, sim_time, step_count = RunState.HALTED, 0.0, 0
+        self._pending.append(_Pending(served, kind, message, severity, state,
+                                      sim_time, step_count))
         self._pending_wake.set()
         if self.on_log_event is not None:
             self.on_log_event(session.name, kind, message, severity)
@@ -632,9 +640,9 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _writer(server: OpcUaServer, session: Session, key: VarKey) -> Any:
-    def write(value: Any) -> Any:
-        stored = session.write(key, value)
+def _writer(server: OpcUaServer, session: HostedSession, key: VarKey) -> Any:
+    async def write(value: Any) -> Any:
+        stored = await session.write(key, value)
         if server.on_written is not None:
             server.on_written(session.name, key, stored, "client")
         return stored
@@ -647,13 +655,13 @@ def _remember(target: PublishTarget, index: int) -> Any:
     return accepted
 
 
-def _realtime_factor_writer(session: Session) -> Any:
-    def write(value: Any) -> float:
+def _realtime_factor_writer(session: HostedSession) -> Any:
+    async def write(value: Any) -> float:
         if not isinstance(value, float):
             raise TypeMismatch(f"RealtimeFactor takes a Double (got {value!r})")
         if not 0.0 <= value <= MAX_REALTIME_FACTOR:  # also refuses NaN
             raise OutOfRange(f"RealtimeFactor must be within [0, {MAX_REALTIME_FACTOR:g}] "
                              f"(got {value}); 0 runs as fast as possible")
-        session.set_realtime_factor(value)
+        await session.set_realtime_factor(value)
         return value
     return write

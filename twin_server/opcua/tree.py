@@ -29,12 +29,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from asyncua import ua
 
 from twin_server.engine.clock import ClockStatistics
-from twin_server.engine.session import Session, VarKey
+from twin_server.engine.session import VarKey
 from twin_server.engine.twin import TwinDefinition
 from twin_server.models.base import DataType, Kind, Variable
 from twin_server.opcua.nodes import VARIANT_TYPES, Argument, NodeBatch
@@ -48,6 +48,7 @@ from twin_server.opcua.program import (
     StateView,
 )
 from twin_server.opcua.units import engineering_units
+from twin_server.runtime.host import Frame, HostedSession
 
 ROOT = "TwinServer"
 TWINS = "Twins"
@@ -57,12 +58,6 @@ SESSIONS = "Sessions"
 MAX_REALTIME_FACTOR = 1000.0
 #: most ticks one Step call may take
 MAX_STEP_COUNT = 1_000_000
-
-
-class StatisticsSource(Protocol):
-    """What the address space needs of a session's clock (``engine.clock.Clock``)."""
-
-    def statistics(self) -> ClockStatistics: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,28 +104,21 @@ SCALARS: tuple[Scalar, ...] = (
 )
 
 
-def scalar_values(session: Session, clock: StatisticsSource | None) -> tuple[Any, ...]:
-    """Current values of SCALARS, in their order."""
-    stats = session.statistics()
-    if clock is not None:
-        c = clock.statistics()
-        overruns, p50, p99, lmax, ticks = (c.overruns, c.lateness_p50, c.lateness_p99,
-                                          c.lateness_max, c.ticks)
-    else:
-        overruns, p50, p99, lmax, ticks = 0, 0.0, 0.0, 0.0, 0
+def scalar_values(frame: Frame, step_size: float, clock: ClockStatistics) -> tuple[Any, ...]:
+    """Values of SCALARS, in their order, from one frame of the session and its clock."""
     return (
-        str(session.state),
-        float(session.sim_time),
-        int(session.step_count),
-        float(session.step_size),
-        float(session.realtime_factor),
-        int(overruns),
-        p50 * 1e3,
-        p99 * 1e3,
-        lmax * 1e3,
-        stats.step_duration_mean * 1e3,
-        stats.step_duration_max * 1e3,
-        int(ticks),
+        str(frame.state),
+        float(frame.sim_time),
+        int(frame.step_count),
+        float(step_size),
+        float(frame.realtime_factor),
+        int(clock.overruns),
+        clock.lateness_p50 * 1e3,
+        clock.lateness_p99 * 1e3,
+        clock.lateness_max * 1e3,
+        frame.step_duration_mean * 1e3,
+        frame.step_duration_max * 1e3,
+        int(clock.ticks),
     )
 
 
@@ -274,21 +262,24 @@ def build_twin(batch: NodeBatch, twin: TwinDefinition) -> ua.NodeId:
     return node
 
 
-def build_session(batch: NodeBatch, session: Session, clock: StatisticsSource | None,
+def build_session(batch: NodeBatch, session: HostedSession, twin: TwinDefinition,
                   on_variable: Callable[[VarKey, Variable, ua.NodeId], None] | None = None,
                   view: StateView | None = None) -> SessionNodes:
     """``Sessions.<session>`` with its scalars, state machine, methods and every
-    variable."""
+    variable, holding the values of the session's latest frame."""
+    frame = session.frame()
+    layout = session.layout
     if view is None:
-        view = ProgramState(session.state).view()
+        view = ProgramState(frame.state).view()
     start = len(batch)
     base = f"{SESSIONS}.{session.name}"
     root = batch.object(batch.nodeid(SESSIONS), base, session.name,
-                        session.twin.description or f"A session of twin {session.twin.name}",
+                        twin.description or f"A session of twin {twin.name}",
                         typedef=PROGRAM_STATE_MACHINE_TYPE, notifier=True)
     diagnostics: ua.NodeId | None = None
     scalars: list[tuple[ua.NodeId, ua.VariantType]] = []
-    for spec, value in zip(SCALARS, scalar_values(session, clock), strict=True):
+    initial = scalar_values(frame, layout.step_size, session.clock_statistics())
+    for spec, value in zip(SCALARS, initial, strict=True):
         parent = root
         if spec.path.startswith("Diagnostics."):
             if diagnostics is None:  # after the session's own scalars, as a browser lists them
@@ -311,12 +302,11 @@ def build_session(batch: NodeBatch, session: Session, clock: StatisticsSource | 
 
     components = batch.folder(root, f"{base}.Components", "Components",
                               "Components in evaluation order")
-    values = session.values()
     variables: list[tuple[VarKey, ua.NodeId, ua.VariantType]] = []
     folders: dict[tuple[str, Kind], ua.NodeId] = {}
     comp_nodes: dict[str, ua.NodeId] = {}
-    descriptions = {c.name: c.description for c in session.twin.components}
-    for key, var in session.variables():
+    descriptions = {c.name: c.description for c in twin.components}
+    for (key, var), value in zip(layout.variables, frame.values, strict=True):
         folder = folders.get((key.component, key.kind))
         if folder is None:
             cnode = comp_nodes.get(key.component)
@@ -331,7 +321,7 @@ def build_session(batch: NodeBatch, session: Session, clock: StatisticsSource | 
         numeric = var.datatype in (DataType.DOUBLE, DataType.INT32)
         analog = numeric and bool(var.unit or var.low is not None or var.high is not None)
         nodeid = batch.variable(
-            folder, f"{base}.{key.path}", key.name, values[key], vtype,
+            folder, f"{base}.{key.path}", key.name, value, vtype,
             description=_describe(var), writable=key.kind is not Kind.OUTPUT,
             analog=analog, unit=engineering_units(var.unit) if var.unit else None,
             low=var.low, high=var.high)

@@ -8,8 +8,9 @@ OPC UA clients expect BadNotWritable.
 
 So ``TwinAttributeService`` replaces the server's ``iserver.attribute_service``
 (``InternalSession.write`` looks it up on every request). For each WriteValue in
-our namespace it checks the Variant type, calls the node's handler (which calls
-``Session.write`` or ``set_realtime_factor``), turns a refusal into that node's
+our namespace it checks the Variant type, awaits the node's handler (which asks
+the session's host to ``write`` or ``set_realtime_factor``: the session, in this
+process or a worker, has taken the value when the answer comes), turns a refusal into that node's
 status code and, only if accepted, puts the coerced value into the node with
 ``AddressSpace.write_attribute_value`` (which notifies monitored items). Every
 other WriteValue goes to asyncua's own implementation in one batch. One bad
@@ -18,7 +19,7 @@ write never fails the others; a refused one changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -44,7 +45,7 @@ class WriteTarget:
     """
 
     vtype: ua.VariantType
-    apply: Callable[[Any], Any]
+    apply: Callable[[Any], Awaitable[Any]]
     session: str
     accepted: Callable[[Any], None] | None = None
 
@@ -131,7 +132,7 @@ class TwinAttributeService(AttributeService):  # type: ignore[misc]  # asyncua: 
         if self.on_activity is not None:
             self.on_activity(target.session)
         try:
-            stored = target.apply(variant.Value)
+            stored = await target.apply(variant.Value)
         except TwinServerError as exc:
             status = status_of(exc)
             self._refused += 1

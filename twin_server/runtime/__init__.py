@@ -42,19 +42,21 @@ The engine stays pure: two small additions serve the hosts, ``Session(progress=.
 (the component being stepped, written into the worker's status block) and
 ``Session.halt_on_fault`` (a fault from outside: the worker's death).
 
-Not wired yet (the lead wires it after the security work on the same files):
-``app.py`` still owns a Session and a Clock per session, and ``opcua/`` (the
-publisher, methods, writes), ``recording.py`` and ``hil/`` read and call the
-``Session`` objects directly. Wiring means: the daemon makes one host from
-``server.workers`` (``make_host``), the ``SessionManager``'s bookkeeping (names,
-snapshots by id, expiry) keeps ``HostedSession`` handles, the publisher reads
-``Frame``s, a Bad status goes on the nodes of a frame that is not ``good``, and
-the health nodes and systemd's watchdog read ``HostStatistics``. Also not yet:
-placement by the ``isolate`` setting of a twin or session in the config (and
-FMU sessions isolated by default), a long Step(n) in chunks (today it holds its
-worker's other sessions, which the hang watch then kills after ``hang_timeout``;
-and a model that loops for ever inside Step(n) of a session that is not Running
-is not seen as hung), ``server.workers`` and the other settings in the config.
+The daemon (``daemon.py``) makes one host from ``server.workers`` (0: a
+``LocalHost``; default: a ``WorkerHost`` with one worker per CPU) and keeps one
+``ServedSession`` record per session (``served.py``: its handle, twin, settings,
+origin, snapshots by id, idle time, recorder) in a ``SessionRegistry``. The OPC
+UA server, the recorder and the HIL mirror read ``Frame``s and send commands
+through ``HostedSession`` handles; the host's events reach the OPC UA server
+(``OpcUaServer.session_event``), which hands each to the history. A session's
+worker of its own: ``isolate`` on the session or its twin in the config, by
+default for twins with an FMU component.
+
+Not done yet: one pacer per session feeding the publisher, the recorder and the
+HIL mirror from one frame (each still paces itself, reading frames); a long
+Step(n) in chunks on the worker side (the OPC UA method sends 1,000 ticks per
+command; a worker's other sessions wait for each chunk); worker statistics on
+health nodes.
 """
 
 from __future__ import annotations
@@ -62,15 +64,16 @@ from __future__ import annotations
 from twin_server.runtime.host import (
     EventListener,
     Frame,
+    FrameSource,
     HostedSession,
     HostStatistics,
     SessionHost,
     SessionLayout,
 )
-from twin_server.runtime.local import LocalHost
+from twin_server.runtime.local import LocalHost, SessionFrames
 from twin_server.runtime.pool import WorkerHost, make_host
 
 __all__ = [
-    "EventListener", "Frame", "HostStatistics", "HostedSession", "LocalHost", "SessionHost",
-    "SessionLayout", "WorkerHost", "make_host",
+    "EventListener", "Frame", "FrameSource", "HostStatistics", "HostedSession", "LocalHost",
+    "SessionFrames", "SessionHost", "SessionLayout", "WorkerHost", "make_host",
 ]

@@ -83,6 +83,20 @@ class HostStatistics:
     last_replacement_seconds: float  # from noticing a death to its sessions served again
 
 
+class FrameSource(Protocol):
+    """What reads a session's values needs (the recorder, the HIL mirror): its
+    name, layout and latest frame. ``HostedSession`` is one; ``local.SessionFrames``
+    makes one of a bare in-process ``Session`` (offline use, tests)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def layout(self) -> SessionLayout: ...
+
+    def frame(self) -> Frame: ...
+
+
 class SessionHost(Protocol):
     """Where sessions step: in this process or in worker processes."""
 

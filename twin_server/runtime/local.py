@@ -38,23 +38,56 @@ def layout_of(session: Session) -> SessionLayout:
                          float(session.publish_rate), tuple(session.variables()))
 
 
+def frame_of(session: Session) -> Frame:
+    """The frame of an in-process session, as it is now."""
+    stats = session.statistics()
+    return Frame(session.step_count, session.sim_time, session.state,
+                 session.realtime_factor, session.version, tuple(session.value_list()),
+                 stats.step_duration_mean, stats.step_duration_max)
+
+
+class SessionFrames:
+    """A bare in-process ``Session`` as a ``FrameSource`` (no host, no clock: whoever
+    holds the session steps it), for offline use and tests."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.name = session.name
+        self.layout = layout_of(session)
+        self._frame: Frame | None = None
+
+    def frame(self) -> Frame:
+        session = self.session
+        if session.closed:
+            raise NotFound(f"session {self.name!r} is closed")
+        if self._frame is None or self._frame.version != session.version:
+            self._frame = frame_of(session)
+        return self._frame
+
+
 @dataclass(slots=True)
 class _Local:
     session: Session
     clock: Clock
     layout: SessionLayout
-    task: asyncio.Task[None]
+    task: asyncio.Task[None] | None
     unsubscribe: Callable[[], None]
+    #: the latest frame read, kept while the session's version stands still
+    frame: Frame | None = None
 
 
 class LocalHost:
     """Every session on this event loop, each paced by its own ``Clock`` task."""
 
     def __init__(self, on_event: EventListener,
-                 *, sleep: Callable[[float], Awaitable[None]] | None = None) -> None:
-        """``sleep`` is the clocks' (the daemon passes its ``timers.PreciseSleep``)."""
+                 *, sleep: Callable[[float], Awaitable[None]] | None = None,
+                 clocks: bool = True) -> None:
+        """``sleep`` is the clocks' (the daemon passes its ``timers.PreciseSleep``).
+        ``clocks=False`` starts no clock task: whoever holds the sessions (``session``)
+        ticks them, or runs ``clock(name).run()`` itself (tests that drive ticks)."""
         self._on_event = on_event
         self._sleep = sleep
+        self._clocks = clocks
         self._sessions: dict[str, _Local] = {}
         self._closed = False
 
@@ -69,8 +102,10 @@ class LocalHost:
         clock = Clock(session, phase=clock_phase(name), **extra)
         on_event = self._on_event
         unsubscribe = session.subscribe(lambda event: on_event(name, event))
-        task = asyncio.get_running_loop().create_task(clock.run(), name=f"clock:{name}")
-        task.add_done_callback(_log_clock_end)
+        task = None
+        if self._clocks:
+            task = asyncio.get_running_loop().create_task(clock.run(), name=f"clock:{name}")
+            task.add_done_callback(_log_clock_end)
         local = _Local(session, clock, layout_of(session), task, unsubscribe)
         self._sessions[name] = local
         return local.layout
@@ -84,11 +119,11 @@ class LocalHost:
         return run_command(self._get(name).session, command, args)
 
     def frame(self, name: str) -> Frame:
-        session = self._get(name).session
-        stats = session.statistics()
-        return Frame(session.step_count, session.sim_time, session.state,
-                     session.realtime_factor, session.version, tuple(session.value_list()),
-                     stats.step_duration_mean, stats.step_duration_max)
+        local = self._get(name)
+        frame = local.frame
+        if frame is None or frame.version != local.session.version:
+            frame = local.frame = frame_of(local.session)
+        return frame
 
     def layout(self, name: str) -> SessionLayout:
         return self._get(name).layout
@@ -105,6 +140,25 @@ class LocalHost:
 
     def names(self) -> list[str]:
         return list(self._sessions)
+
+    def session(self, name: str) -> Session:
+        """The in-process ``Session`` itself (tests and debugging: a worker host has none)."""
+        return self._get(name).session
+
+    def clock(self, name: str) -> Clock:
+        """The session's ``Clock`` (with ``clocks=False``, not running unless run)."""
+        return self._get(name).clock
+
+    async def stop_clocks(self) -> None:
+        """Stop every clock, leaving each session as it is (a Running one stays
+        Running, ticking no more): the shutdown's last record and snapshot then
+        see the state the daemon stopped in."""
+        for local in self._sessions.values():
+            task, local.task = local.task, None
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def aclose(self) -> None:
         self._closed = True
@@ -131,9 +185,10 @@ class LocalHost:
 
 
 async def _stop(local: _Local) -> None:
-    local.task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await local.task
+    if local.task is not None:
+        local.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await local.task
     local.session.close()  # emits "closed" to the listener, then drops it
     local.unsubscribe()
 

@@ -1,0 +1,181 @@
+"""The daemon with worker processes, over 127.0.0.1 with a real client: a worker
+killed beside a running session, the results of a session in a worker against
+the engine alone, and a write's effect at the next tick."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import signal
+import struct
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from asyncua import Client, ua
+
+from tests.opcua.conftest import MODULE_LOOP, PLANT, Connected, plant, run_daemon, stop_daemon
+from tests.opcua.test_live import _session_event_type, _subscribe_events
+from twin_server.config.loader import parse_config
+from twin_server.engine.session import RunState, Session, SessionSettings, VarKey
+from twin_server.errors import ConfigErrors
+from twin_server.models.base import Kind
+from twin_server.opcua.server import NAMESPACE_URI
+from twin_server.runtime import WorkerHost
+from twin_server.runtime.daemon import Daemon, isolated
+
+pytestmark = MODULE_LOOP
+
+CONFIG = PLANT + """
+[server]
+workers = 1
+session_idle_timeout = 0
+
+[server.security]  # tests: the None endpoint, anonymous may do everything
+policies = ["None"]
+anonymous = "admin"
+
+[sessions.steady]
+twin = "plant"
+step_size = 0.01
+
+[sessions.victim]
+twin = "plant"
+step_size = 0.01
+isolate = true
+
+[sessions.stepped]
+twin = "plant"
+step_size = 0.01
+autostart = false
+"""
+
+LEVEL = "Components.tank.Outputs.level"
+INFLOW = VarKey("tank", Kind.INPUT, "inflow")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def daemon() -> AsyncIterator[Daemon]:
+    daemon, task = await run_daemon(CONFIG)
+    try:
+        yield daemon
+    finally:
+        await stop_daemon(daemon, task)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def ua_client(daemon: Daemon) -> AsyncIterator[Connected]:
+    async with Client(daemon.endpoint_url, timeout=10) as client:
+        ns = await client.get_namespace_index(NAMESPACE_URI)
+        yield Connected(daemon, client, ns)
+
+
+def host_of(daemon: Daemon) -> WorkerHost:
+    assert isinstance(daemon.host, WorkerHost)
+    return daemon.host
+
+
+async def until(condition: Any, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not await condition():
+            await asyncio.sleep(0.02)
+
+
+def bits(values: list[Any]) -> list[Any]:
+    return [struct.pack("<d", v) if isinstance(v, float) else v for v in values]
+
+
+class TestWorkerKilled:
+    async def test_killed_worker_halts_its_session_alone(self, ua_client: Connected) -> None:
+        """SIGKILL of the isolated session's worker: that session goes Halted with a fault
+        event naming the signal, its worker is replaced, the other session ticks on and
+        the daemon keeps serving the client."""
+        daemon = ua_client.daemon
+        host = host_of(daemon)
+        victim_pid = host.worker_pid("victim")
+        assert victim_pid and victim_pid != host.worker_pid("steady")
+        handler = await _subscribe_events(ua_client, ua_client.node("Sessions.victim"),
+                                          _session_event_type(ua_client))
+        steady = ua_client.node("Sessions.steady.StepCount")
+        before = await steady.read_value()
+        os.kill(victim_pid, signal.SIGKILL)
+        fault = await handler.event("fault", timeout=10)
+        assert "SIGKILL" in fault.Message.Text and fault.Severity == 900
+        state = ua_client.node("Sessions.victim.State")
+        await until(lambda: _equals(state, "Halted"))
+        recovered = await handler.event("recovered", timeout=10)
+        assert "Halted" in recovered.Message.Text
+        assert host.statistics().replacements >= 1
+        assert host.worker_pid("victim") not in (0, victim_pid)
+        # the other session ticked on, and the server answers
+        await until(lambda: _greater(steady, before + 20))
+        assert daemon.session("steady").frame().state is RunState.RUNNING
+        assert (await ua_client.node(f"Sessions.victim.{LEVEL}").read_data_value()) \
+            .StatusCode.is_good()  # brought back: its values Good again
+
+
+async def _equals(node: Any, expected: Any) -> bool:
+    return bool(await node.read_value() == expected)
+
+
+async def _greater(node: Any, least: int) -> bool:
+    return bool(await node.read_value() > least)
+
+
+class TestDeterminism:
+    async def test_stepped_in_a_worker_is_bit_identical(self, ua_client: Connected) -> None:
+        """Step(n) of a session in a worker, through OPC UA, gives the engine's own
+        values bit for bit."""
+        result = await ua_client.session_call(
+            "stepped", "Step", ua.Variant(700, ua.VariantType.UInt32))
+        assert result.StatusCode.is_good()
+        reference = Session("reference", plant(), SessionSettings(step_size=0.01))
+        reference.step(700)
+        hosted = ua_client.daemon.session("stepped")
+        assert bits(list(hosted.frame().values)) == bits(reference.value_list())
+        await ua_client.session_call("stepped", "Reset")
+
+    async def test_write_takes_effect_at_the_next_tick(self, ua_client: Connected) -> None:
+        """A client's write to an input of a session in a worker is what the next tick
+        uses: the level after Step(1) is the engine's with the same input forced."""
+        inflow = ua_client.node(f"Sessions.stepped.{INFLOW.path}")
+        await inflow.write_value(ua.Variant(0.04, ua.VariantType.Double))
+        result = await ua_client.session_call(
+            "stepped", "Step", ua.Variant(1, ua.VariantType.UInt32))
+        assert result.StatusCode.is_good()
+        reference = Session("reference", plant(), SessionSettings(step_size=0.01))
+        reference.write(INFLOW, 0.04)
+        reference.step(1)
+        level = await ua_client.node(f"Sessions.stepped.{LEVEL}").read_value()
+        untouched = Session("untouched", plant(), SessionSettings(step_size=0.01))
+        untouched.step(1)
+        key = VarKey("tank", Kind.OUTPUT, "level")
+        assert level == reference.read(key) != untouched.read(key)
+        await ua_client.session_call("stepped", "Reset")
+
+
+class TestConfig:
+    @pytest.mark.parametrize("text", [
+        pytest.param("[server]\nworkers = -1\n", id="negative-workers"),
+        pytest.param("[server]\nhang_timeout = 0\n", id="zero-hang-timeout"),
+        pytest.param(PLANT + '[sessions.s]\ntwin = "plant"\nisolate = "yes"\n',
+                     id="isolate-not-a-boolean"),
+    ])
+    async def test_worker_settings_are_validated(self, text: str) -> None:
+        """Worker settings out of range are config errors naming their key."""
+        with pytest.raises(ConfigErrors) as caught:
+            parse_config(text)
+        assert any(k in str(e) for e in caught.value.exceptions
+                   for k in ("server.workers", "server.hang_timeout", "sessions.s.isolate"))
+
+    async def test_fmu_twins_are_isolated_by_default(self) -> None:
+        """Sessions of a twin with an FMU component get a worker of their own unless
+        told otherwise; others share unless the twin or session asks."""
+        twin = plant()
+        fmu = dataclasses.replace(twin, components=(
+            dataclasses.replace(twin.components[0], model="fmu"), *twin.components[1:]))
+        assert isolated(fmu) and not isolated(fmu, False)
+        assert not isolated(twin) and isolated(twin, True)
+        assert isolated(dataclasses.replace(twin, isolate=True))
