@@ -20,8 +20,9 @@ pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is need
 @pytest.fixture(scope="session")
 def fmus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Paths of the built FMUs: lag2 (FMI 2.0 CS), ball2 (FMI 2.0 ME), lag3 (FMI 3.0 CS),
-    ball3 (FMI 3.0 ME) and variants: lag2_nostate, lag2_noserialize, lag2_win64 (no Linux
-    binary), lag2_badxml (malformed modelDescription), notzip."""
+    ball3 (FMI 3.0 ME), crash2 (FMI 2.0 CS and ME: segfaults, aborts or hangs at
+    crash_at, for the worker tests) and variants: lag2_nostate, lag2_noserialize,
+    lag2_win64 (no Linux binary), lag2_badxml (malformed modelDescription), notzip."""
     out = tmp_path_factory.mktemp("fmus")
     result = {name: build.build(name, out) for name in build.MODELS}
     library = out / "build" / "lag2" / "lag2.so"

@@ -581,3 +581,23 @@ class TestLifecycle:
         lag2 = [p for p in cache_dir.iterdir() if p.name.startswith("lag2-")]
         assert len(lag2) == 1 and (lag2[0] / "binaries").is_dir()
         assert {p.name for p in cache_dir.iterdir()} - before <= {lag2[0].name}
+
+
+class TestCrashFMU:
+    @pytest.mark.parametrize("interface", ["co-simulation", "model-exchange"])
+    def test_a_lag_until_crash_at(self, fmus: dict[str, Path], cache_dir: Path,
+                                  interface: str) -> None:
+        """crash2 (the worker tests' FMU) is y' = u - y before crash_at: 1 - exp(-t) for
+        u = 1 over 200 ticks, to 1e-12 (CS: the exact update) or 1e-6 (ME, CVode rtol
+        1e-9), its doSteps counted; crash_at = 2.005 s is not reached early."""
+        model = started(fmus["crash2"], cache_dir, {"crash_at": 2.005},
+                        interface=interface, tolerance=1e-9)
+        try:
+            out = run(model, 0, 200, lambda t: 1.0)
+        finally:
+            model.close()
+        exact = 1.0 - np.exp(-np.arange(1, 201) * DT)
+        error = np.max(np.abs(np.array([o["y"] for o in out]) - exact))
+        assert error < (1e-12 if interface == "co-simulation" else 1e-6)
+        steps = list(range(1, 201)) if interface == "co-simulation" else [0] * 200
+        assert [o["steps"] for o in out] == steps
