@@ -1,24 +1,18 @@
-"""The sessions and twins of one server: create, fork, delete, snapshots, expiry.
+"""The sessions and twins of one process: create, fork, delete, snapshots, expiry.
 
-``SessionManager`` is the bookkeeping behind the OPC UA methods CreateSession,
-DeleteSession, DefineTwin, RemoveTwin, Fork, Snapshot and Restore. Pure and
-synchronous like the rest of the engine: the daemon owns the clocks and the
-address space and calls in here; every call either completes or raises with
-nothing changed.
+``SessionManager`` runs ``Session`` objects in this process under the rules of
+``engine/registry.py`` (names, the session limit, twins refused removal while
+used, snapshot ids and eviction, expiry: documented there), which the daemon's
+``runtime.served.SessionRegistry`` applies to hosted sessions alike. Pure and
+synchronous like the rest of the engine; every call either completes or raises
+with nothing changed.
 
 Decisions:
 
-* Names of sessions follow the config's name rule (``NAME_PATTERN``, at most 64
-  characters): they become NodeId parts.
-* ``max_sessions`` counts every session, config and client ones together.
-* Snapshots are kept per session under ids ``"1"``, ``"2"``, ... (never reused
-  within the session's life), at most ``max_snapshots`` (32) per session: taking
-  one more evicts the oldest. Deleting a session drops its snapshots; a fork
-  starts with none.
-* Expiry: a client-created session idle (no ``touch``) for more than
-  ``idle_timeout`` seconds is listed by ``expired()``; config sessions never are,
-  and ``idle_timeout`` 0 turns expiry off. The manager only lists: the daemon
-  deletes and emits the event.
+* ``create`` merges its ``parameters`` on top of the settings' own, per
+  parameter (``merge_parameters``, which the daemon uses too).
+* A fork runs if its source runs, else stays Ready or Suspended as the source
+  is; it is the client's.
 * ``parse_parameters`` takes a JSON object, nested ``{"tank": {"area": 2.0}}``,
   flat ``{"tank.area": 2.0}``, or both mixed; ``""``, whitespace or ``{}`` mean
   none.
@@ -26,18 +20,16 @@ Decisions:
 
 from __future__ import annotations
 
-import collections
 import dataclasses
-import itertools
 import json
-import re
 import time
-import types
-from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from twin_server.config.nesting import DEFAULT_MAX_DEPTH, json_too_deep
-from twin_server.config.schema import NAME_PATTERN
+from twin_server.engine.registry import MAX_SNAPSHOTS as MAX_SNAPSHOTS
+from twin_server.engine.registry import Origin as Origin
+from twin_server.engine.registry import Registry, RegistryStatistics, Snapshots
 from twin_server.engine.session import (
     RunState,
     Session,
@@ -46,27 +38,49 @@ from twin_server.engine.session import (
     _check_factor,
 )
 from twin_server.engine.twin import TwinDefinition
-from twin_server.errors import (
-    AlreadyExists,
-    InvalidArgument,
-    InvalidState,
-    NotFound,
-    ResourceExhausted,
-)
+from twin_server.errors import InvalidArgument
 from twin_server.logs import excerpt
 from twin_server.models.base import Value
 
-Origin = Literal["config", "client"]
 Overrides = Mapping[str, Mapping[str, Value]]
 
-_NAME = re.compile(NAME_PATTERN)
-_NAME_MAX = 64
-#: snapshots kept per session before the oldest is evicted
-MAX_SNAPSHOTS = 32
+
+@dataclasses.dataclass(eq=False)
+class _Managed:
+    """The registry's record of one session in this process."""
+
+    session: Session
+    origin: Origin
+    last_used: float = 0.0
+    snapshots: Snapshots = dataclasses.field(default_factory=Snapshots)
+
+    @property
+    def name(self) -> str:
+        return self.session.name
+
+    @property
+    def twin(self) -> TwinDefinition:
+        return self.session.twin
+
+
+class _SessionsView(Mapping[str, Session]):
+    """Session name -> Session over the registry's records (read-only)."""
+
+    def __init__(self, records: Mapping[str, _Managed]) -> None:
+        self._records = records
+
+    def __getitem__(self, name: str) -> Session:
+        return self._records[name].session
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._records)
+
+    def __len__(self) -> int:
+        return len(self._records)
 
 
 class SessionManager:
-    """Every twin definition and session of the server, by name."""
+    """Every twin definition and session of the process, by name."""
 
     def __init__(
         self,
@@ -77,77 +91,49 @@ class SessionManager:
         max_snapshots: int = MAX_SNAPSHOTS,
         now: Callable[[], float] = time.monotonic,
     ) -> None:
-        if max_sessions < 1:
-            raise ValueError(f"max_sessions must be >= 1 (got {max_sessions})")
-        if idle_timeout < 0:
-            raise ValueError(f"idle_timeout must be >= 0 s, 0 = never (got {idle_timeout})")
-        if max_snapshots < 1:
-            raise ValueError(f"max_snapshots must be >= 1 (got {max_snapshots})")
-        self.max_sessions = max_sessions
-        self.idle_timeout = idle_timeout
-        self.max_snapshots = max_snapshots
-        self._now = now
-        self._twins: dict[str, TwinDefinition] = dict(twins)
-        self._twin_origin: dict[str, Origin] = dict.fromkeys(self._twins, "config")
-        self._sessions: dict[str, Session] = {}
-        self._origin: dict[str, Origin] = {}
-        self._last_used: dict[str, float] = {}
-        self._snapshots: dict[str, collections.OrderedDict[str, SessionSnapshot]] = {}
-        self._snapshot_ids: dict[str, itertools.count[int]] = {}
-        self._created = 0
-        self._deleted = 0
-        self.twins: Mapping[str, TwinDefinition] = types.MappingProxyType(self._twins)
+        self._registry: Registry[_Managed] = Registry(
+            twins, max_sessions=max_sessions, idle_timeout=idle_timeout,
+            max_snapshots=max_snapshots, now=now)
+        self.twins: Mapping[str, TwinDefinition] = self._registry.twins
         """Twin name -> definition (a read-only view)."""
-        self.sessions: Mapping[str, Session] = types.MappingProxyType(self._sessions)
+        self.sessions: Mapping[str, Session] = _SessionsView(self._registry.sessions)
         """Session name -> Session, in creation order (a read-only view)."""
+
+    @property
+    def max_sessions(self) -> int:
+        return self._registry.max_sessions
+
+    @property
+    def idle_timeout(self) -> float:
+        return self._registry.idle_timeout
+
+    @property
+    def max_snapshots(self) -> int:
+        return self._registry.max_snapshots
 
     # -- twins -----------------------------------------------------------------------
 
     def twin_origin(self, name: str) -> Origin:
         """``"config"`` for twins given at construction, ``"client"`` for DefineTwin."""
-        self._twin(name)
-        return self._twin_origin[name]
+        return self._registry.twin_origin(name)
 
     def define_twin(self, twin: TwinDefinition, *, origin: Origin = "client") -> None:
         """Add a twin (AlreadyExists if its name is taken)."""
-        if twin.name in self._twins:
-            raise AlreadyExists(
-                f"a twin named {twin.name!r} exists already; remove it first (RemoveTwin) "
-                f"or choose another name"
-            )
-        check_name("twin", twin.name)
-        self._twins[twin.name] = twin
-        self._twin_origin[twin.name] = origin
+        self._registry.define_twin(twin, origin=origin)
 
     def remove_twin(self, name: str) -> TwinDefinition:
         """Remove a twin (NotFound; InvalidState while sessions of it exist)."""
-        twin = self._twin(name)
-        users = [s.name for s in self._sessions.values() if s.twin is twin]
-        if users:
-            raise InvalidState(
-                f"cannot remove twin {name!r}: {len(users)} "
-                f"{'session uses' if len(users) == 1 else 'sessions use'} it "
-                f"({', '.join(users)}); delete {'it' if len(users) == 1 else 'them'} first"
-            )
-        del self._twins[name]
-        del self._twin_origin[name]
-        return twin
+        return self._registry.remove_twin(name)
 
     # -- sessions --------------------------------------------------------------------
 
     def origin(self, name: str) -> Origin:
         """``"config"`` for sessions the config declares, ``"client"`` for the rest."""
-        self.get(name)
-        return self._origin[name]
+        return self._registry.origin(name)
 
     def get(self, name: str) -> Session:
         """The session ``name`` (NotFound naming the known ones)."""
-        try:
-            return self._sessions[name]
-        except (KeyError, TypeError):
-            raise NotFound(
-                f"no session named {excerpt(name, 100)!r} (sessions: {_names(self._sessions)})"
-            ) from None
+        return self._registry.get(name).session
 
     def create(
         self,
@@ -166,39 +152,16 @@ class SessionManager:
         ``max_sessions``), TypeMismatch / OutOfRange (a bad parameter value); the
         first problem found is raised and nothing is created.
         """
-        definition = self._twin(twin)
-        self._check_new(name)
-        settings = settings or SessionSettings()
-        if parameters:
-            merged: dict[str, dict[str, Value]] = {
-                c: dict(v) for c, v in (settings.parameters or {}).items()
-            }
-            if not isinstance(parameters, Mapping):
-                raise InvalidArgument(
-                    f"parameters must map component -> parameter -> value "
-                    f"(got {type(parameters).__name__})"
-                )
-            for cname, values in parameters.items():
-                if not isinstance(values, Mapping):
-                    raise InvalidArgument(
-                        f"the parameters of component {cname!r} must map parameter -> value "
-                        f"(got {type(values).__name__} {values!r})"
-                    )
-                merged.setdefault(cname, {}).update(values)
-            settings = dataclasses.replace(settings, parameters=merged)
+        definition = self._registry.twin(twin)
+        self._registry.check_new(name)
+        settings = merge_parameters(settings or SessionSettings(), parameters)
         session = Session(name, definition, settings)
-        self._add(session, origin)
+        self._registry.add(_Managed(session, origin))
         return session
 
     def delete(self, name: str) -> Session:
         """Remove and close the session (its models freed, its snapshots dropped)."""
-        session = self.get(name)
-        del self._sessions[name]
-        del self._origin[name]
-        del self._last_used[name]
-        del self._snapshots[name]
-        del self._snapshot_ids[name]
-        self._deleted += 1
+        session = self._registry.remove(name).session
         session.close()
         return session
 
@@ -212,24 +175,15 @@ class SessionManager:
         component whose state cannot be copied (an FMU).
         """
         parent = self.get(source)
-        self._check_new(name)
+        self._registry.check_new(name)
         _check_factor(name, realtime_factor)
         settings = dataclasses.replace(parent.settings, realtime_factor=float(realtime_factor))
         child = parent.fork(name, settings)
         if parent.state is RunState.RUNNING:
             child.resume()
         self.touch(source)
-        self._add(child, "client")
+        self._registry.add(_Managed(child, "client"))
         return child
-
-    def _add(self, session: Session, origin: Origin) -> None:
-        name = session.name
-        self._created += 1
-        self._sessions[name] = session
-        self._origin[name] = origin
-        self._last_used[name] = self._now()
-        self._snapshots[name] = collections.OrderedDict()
-        self._snapshot_ids[name] = itertools.count(1)
 
     # -- snapshots -------------------------------------------------------------------
 
@@ -238,11 +192,7 @@ class SessionManager:
         session the oldest is evicted. Refusals as ``Session.snapshot``."""
         target = self.get(session)
         snap = target.snapshot()
-        store = self._snapshots[session]
-        snap_id = str(next(self._snapshot_ids[session]))
-        store[snap_id] = snap
-        while len(store) > self.max_snapshots:
-            store.popitem(last=False)
+        snap_id = self._registry.keep_snapshot(session, snap)
         self.touch(session)
         target.emit(
             "snapshot_taken",
@@ -252,27 +202,17 @@ class SessionManager:
 
     def snapshot(self, session: str, snapshot_id: str) -> SessionSnapshot:
         """The stored snapshot ``snapshot_id`` of ``session`` (NotFound naming the known ids)."""
-        self.get(session)
-        store = self._snapshots[session]
-        try:
-            return store[snapshot_id]
-        except (KeyError, TypeError):
-            kept = ", ".join(store) or "none"
-            raise NotFound(
-                f"session {session!r} has no snapshot {excerpt(snapshot_id, 100)!r} "
-                f"(its snapshots: {kept}; it keeps the latest {self.max_snapshots})"
-            ) from None
+        return self._registry.snapshot(session, snapshot_id)
 
     def snapshot_ids(self, session: str) -> list[str]:
         """The ids of ``session``'s stored snapshots, oldest first."""
-        self.get(session)
-        return list(self._snapshots[session])
+        return self._registry.snapshot_ids(session)
 
     def restore_snapshot(self, session: str, snapshot_id: str) -> None:
         """Restore a stored snapshot (NotFound for an unknown id; refusals as
         ``Session.restore``). The snapshot stays stored."""
         snap = self.snapshot(session, snapshot_id)
-        self._sessions[session].restore(snap)
+        self.get(session).restore(snap)
         self.touch(session)
 
     # -- expiry ----------------------------------------------------------------------
@@ -280,88 +220,43 @@ class SessionManager:
     def touch(self, name: str) -> None:
         """Note activity on a session; an unknown name is ignored (a read racing a
         delete)."""
-        if name in self._last_used:
-            self._last_used[name] = self._now()
+        self._registry.touch(name)
 
     def idle_for(self, name: str) -> float:
         """Seconds since the session was last touched."""
-        self.get(name)
-        return self._now() - self._last_used[name]
+        return self._registry.idle_for(name)
 
     def expired(self) -> list[str]:
         """Client-created sessions idle for more than ``idle_timeout`` seconds."""
-        if self.idle_timeout == 0:
-            return []
-        now = self._now()
-        return [
-            name
-            for name, last in self._last_used.items()
-            if self._origin[name] == "client" and now - last > self.idle_timeout
-        ]
+        return self._registry.expired()
 
     # -- observation -----------------------------------------------------------------
 
-    def statistics(self) -> ManagerStatistics:
-        origins = list(self._origin.values())
-        return ManagerStatistics(
-            twins=len(self._twins),
-            sessions=len(origins),
-            client_sessions=origins.count("client"),
-            max_sessions=self.max_sessions,
-            snapshots=sum(len(store) for store in self._snapshots.values()),
-            sessions_created=self._created,
-            sessions_deleted=self._deleted,
-        )
-
-    # -- helpers ---------------------------------------------------------------------
-
-    def _twin(self, name: str) -> TwinDefinition:
-        try:
-            return self._twins[name]
-        except (KeyError, TypeError):
-            raise NotFound(
-                f"no twin named {excerpt(name, 100)!r} (twins: {_names(self._twins)})"
-            ) from None
-
-    def _check_new(self, name: str) -> None:
-        check_name("session", name)
-        if name in self._sessions:
-            raise AlreadyExists(
-                f"a session named {name!r} exists already (twin "
-                f"{self._sessions[name].twin.name!r}); choose another name or delete it first"
-            )
-        if len(self._sessions) >= self.max_sessions:
-            raise ResourceExhausted(
-                f"cannot create session {name!r}: the server holds {len(self._sessions)} "
-                f"sessions, its limit (server.max_sessions = {self.max_sessions}); delete "
-                f"sessions or raise server.max_sessions in the config"
-            )
+    def statistics(self) -> RegistryStatistics:
+        return self._registry.statistics()
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ManagerStatistics:
-    """An immutable snapshot of the manager's counts, for diagnostics."""
-
-    twins: int
-    sessions: int  # config and client ones together
-    client_sessions: int
-    max_sessions: int
-    snapshots: int  # stored, over every session
-    sessions_created: int  # since start, forks included
-    sessions_deleted: int  # since start, expired ones included
-
-
-def check_name(what: str, name: Any) -> None:
-    if not isinstance(name, str) or not _NAME.match(name) or len(name) > _NAME_MAX:
+def merge_parameters(settings: SessionSettings, parameters: Overrides | None) -> SessionSettings:
+    """``settings`` with ``parameters`` on top of its own (per parameter);
+    InvalidArgument for a malformed mapping."""
+    if not parameters:
+        return settings
+    if not isinstance(parameters, Mapping):
         raise InvalidArgument(
-            f"{excerpt(name, 100)!r} cannot be a {what} name: a name becomes part of NodeIds, "
-            f"so it must start with a letter or '_', hold only letters, digits and '_', and "
-            f"be at most {_NAME_MAX} characters"
+            f"parameters must map component -> parameter -> value "
+            f"(got {type(parameters).__name__})"
         )
-
-
-def _names(items: Mapping[str, Any]) -> str:
-    return ", ".join(items) or "none"
+    merged: dict[str, dict[str, Value]] = {
+        c: dict(v) for c, v in (settings.parameters or {}).items()
+    }
+    for cname, values in parameters.items():
+        if not isinstance(values, Mapping):
+            raise InvalidArgument(
+                f"the parameters of component {cname!r} must map parameter -> value "
+                f"(got {type(values).__name__} {values!r})"
+            )
+        merged.setdefault(cname, {}).update(values)
+    return dataclasses.replace(settings, parameters=merged)
 
 
 # -- parameters given as JSON text ------------------------------------------------------------
