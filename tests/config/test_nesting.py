@@ -4,7 +4,6 @@ depth of what the real parsers make of the same text."""
 from __future__ import annotations
 
 import json
-import time
 import tomllib
 from typing import Any
 
@@ -79,12 +78,12 @@ class TestJson:
         assert found is not None
         assert (found.line, found.column, found.limit) == (2, 5, 3)
 
-    def test_largest_argument_fast(self) -> None:
-        """64 KiB of the worst case for the count (all brackets) takes a few ms."""
+    def test_largest_argument_counted(self) -> None:
+        """64 KiB of the worst case for the count (all brackets) is within the limit
+        (how long it takes: tests/bench/bench_arguments.py)."""
         text = "[" + "[]," * 21_800 + "[]]"
-        started = time.perf_counter()
         assert json_too_deep(text, 32) is None
-        assert time.perf_counter() - started < 0.05
+        assert json_too_deep("[" + text + "]", 2) is not None
 
 
 class TestToml:

@@ -18,7 +18,6 @@ import json
 import logging
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -177,8 +176,8 @@ class TestArgumentSize:
         assert 0 < len(log.getvalue()) < LOG_PER_CALL
         await served_within_a_second(daemon)
 
-    async def test_largest_legal_parameters_fast(self, ua_client: Connected) -> None:
-        """Parameters just under the limit are parsed and answered in well under 100 ms."""
+    async def test_largest_legal_parameters_parsed(self, ua_client: Connected) -> None:
+        """Parameters just under the limit are parsed whole and answered on their merits."""
         entries = []
         size = 2
         i = 0
@@ -191,12 +190,10 @@ class TestArgumentSize:
             i += 1
         text = "{" + ", ".join(entries) + "}"
         assert LIMITS.max_argument_size - 40 < len(text) <= LIMITS.max_argument_size
-        started = time.perf_counter()
         result = await ua_client.session_call("main", "SetParameters", s(text))
-        elapsed = time.perf_counter() - started
-        # refused on its merits (no such parameter), after parsing all of it
+        # refused on its merits (no such parameter), after parsing all of it (how long
+        # that takes: tests/bench/bench_arguments.py)
         assert result.StatusCode.name == "BadNotFound", message(result)
-        assert elapsed < 0.1
 
     @pytest.mark.parametrize("parameters", [
         pytest.param('{"tank.area": ' + "9" * 5000 + "}", id="5000-digit-integer"),
