@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from twin_server.config.loader import LoadedConfig, parse_config
-from twin_server.engine.clock import Clock
 from twin_server.engine.session import Session, SessionSettings
 from twin_server.runtime import HostedSession, LocalHost
+from twin_server.runtime.clock import Clock
 
 ROOT = Path(__file__).resolve().parents[2]
 

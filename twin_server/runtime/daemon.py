@@ -70,8 +70,8 @@ from twin_server.runtime.served import (
     SessionRegistry,
     merge_parameters,
 )
+from twin_server.runtime.timers import PreciseSleep
 from twin_server.systemd import Notifier
-from twin_server.timers import PreciseSleep
 
 log = structlog.get_logger(__name__)
 
