@@ -157,3 +157,17 @@ class TestPureCore:
         adapters = tuple(f"twin_server.{name}" for name in (
             "runtime", "opcua", "hil", "history", "security", "cli", "app"))
         assert violations(modules_of(folder), frozenset(), adapters) == []
+
+
+class TestConfigDescribes:
+    def test_config_imports_no_engine(self) -> None:
+        """``config/`` describes and the runtime compiles: no module of it reaches the
+        engine, the models or any part of the daemon."""
+        others = tuple(f"twin_server.{name}" for name in (
+            "engine", "models", "runtime", "opcua", "hil", "history", "security", "cli",
+            "app", "persistence", "recording"))
+        assert violations(modules_of("config"), frozenset(), others) == []
+
+    def test_config_does_no_io_but_reading_files(self) -> None:
+        """``config/`` imports nothing that does network, process or database work."""
+        assert violations(modules_of("config"), IMPURE) == []

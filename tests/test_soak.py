@@ -70,9 +70,9 @@ import pytest
 import structlog
 
 from tests.bench.common import TANK_TWIN
-from twin_server.config.loader import parse_config
 from twin_server.opcua import nodes as opcua_nodes
 from twin_server.runtime.clock import COLLECTOR, TICKS, ClockStatistics
+from twin_server.runtime.compile import parse_config
 from twin_server.runtime.daemon import Daemon
 
 pytestmark = pytest.mark.soak

@@ -23,7 +23,7 @@ import numpy as np
 
 from tests.bench.bench_publish import _loop_run
 from tests.bench.common import lateness_samples
-from twin_server.config.loader import load_config
+from twin_server.runtime.compile import load_config
 from twin_server.runtime.daemon import Daemon
 from twin_server.runtime.timers import PreciseSleep
 

@@ -43,7 +43,6 @@ import structlog
 
 from twin_server import persistence
 from twin_server.config.fmu_files import FMU_MODEL, FmuFolders
-from twin_server.config.loader import LoadedConfig, load_config, parse_twin
 from twin_server.config.schema import SessionConfig
 from twin_server.engine.manager import Origin, Overrides
 from twin_server.engine.session import (
@@ -62,6 +61,7 @@ from twin_server.models.base import Value
 from twin_server.opcua import events as ev
 from twin_server.opcua.server import OpcUaServer
 from twin_server.recording import Recording
+from twin_server.runtime.compile import LoadedConfig, load_config, parse_twin
 from twin_server.runtime.host import Frame, HostedSession
 from twin_server.runtime.local import LocalHost
 from twin_server.runtime.pool import WorkerHost
