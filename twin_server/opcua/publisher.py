@@ -42,8 +42,8 @@ from asyncua.server.address_space import AddressSpace
 
 from twin_server.engine.session import VarKey
 from twin_server.errors import NotFound
-from twin_server.opcua import fastpath
-from twin_server.opcua.fastpath import data_value
+from twin_server.opcua.patches import fastpath
+from twin_server.opcua.patches.fastpath import data_value
 from twin_server.opcua.tree import SessionNodes, scalar_values
 from twin_server.runtime.clock import TICKS, Ticks
 from twin_server.runtime.host import HostedSession
