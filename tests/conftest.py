@@ -33,7 +33,7 @@ def _state_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]
     $STATE_DIRECTORY, as under systemd)."""
     mp = pytest.MonkeyPatch()
     mp.setenv("STATE_DIRECTORY", str(tmp_path_factory.mktemp("state")))
-    # one address-space cache (opcua/aspace_cache.py) for every server of the run,
+    # one address-space cache (opcua/patches/aspace_cache.py) for every server of the run,
     # also those that keep their state in a test's own folder: as systemd's
     # CacheDirectory= sets it
     mp.setenv("CACHE_DIRECTORY", str(tmp_path_factory.mktemp("cache")))

@@ -18,8 +18,8 @@ import pytest
 from asyncua import Client, Node, ua
 from asyncua.ua.uaerrors import BadConfigurationError
 
-from twin_server.config.loader import load_config
 from twin_server.runtime import LocalHost
+from twin_server.runtime.compile import load_config
 from twin_server.runtime.daemon import SHUTDOWN_STAGES, STAGE_TIMEOUT, Daemon
 from twin_server.systemd import Notifier
 

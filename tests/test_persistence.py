@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from twin_server.config.loader import parse_config
 from twin_server.engine.manager import SessionManager
 from twin_server.engine.session import RunState, Session, SessionSettings, VarKey
 from twin_server.engine.twin import TwinDefinition
@@ -31,6 +30,7 @@ from twin_server.persistence import (
     save_twin,
     stored_twins,
 )
+from twin_server.runtime.compile import parse_config
 
 PLANT = """
 [twins.plant]

@@ -70,9 +70,9 @@ import pytest
 import structlog
 
 from tests.bench.common import TANK_TWIN
-from twin_server.config.loader import parse_config
-from twin_server.engine.clock import COLLECTOR, TICKS, ClockStatistics
 from twin_server.opcua import nodes as opcua_nodes
+from twin_server.runtime.clock import COLLECTOR, TICKS, ClockStatistics
+from twin_server.runtime.compile import parse_config
 from twin_server.runtime.daemon import Daemon
 
 pytestmark = pytest.mark.soak
@@ -193,7 +193,7 @@ def rss_bytes() -> int:
 
 async def sample(daemon: Daemon, phase: str, t0: float, cycles: int, state: Path) -> Sample:
     """Count what the daemon holds, after a full garbage collection: the daemon's
-    collector (``engine.clock.Collector``) defers full collections while clocks run
+    collector (``runtime.clock.Collector``) defers full collections while clocks run
     (up to ten minutes when no slack after a tick is long enough), so resident
     memory would otherwise follow the cyclic garbage of the last minutes, not what
     is reachable. The collection holds the loop for tens of ms: it waits for a clock

@@ -18,12 +18,12 @@ from asyncua import Client, ua
 
 from tests.opcua.conftest import MODULE_LOOP, PLANT, Connected, plant, run_daemon, stop_daemon
 from tests.opcua.test_live import _session_event_type, _subscribe_events
-from twin_server.config.loader import parse_config
 from twin_server.engine.session import RunState, Session, SessionSettings, VarKey
 from twin_server.errors import ConfigErrors
 from twin_server.models.base import Kind
 from twin_server.opcua.server import NAMESPACE_URI
 from twin_server.runtime import WorkerHost
+from twin_server.runtime.compile import parse_config
 from twin_server.runtime.daemon import Daemon, isolated
 
 pytestmark = MODULE_LOOP

@@ -106,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check(paths: Sequence[str]) -> int:
-    from twin_server.config.loader import load_config
+    from twin_server.runtime.compile import load_config
 
     status = EXIT_OK
     for path in paths:
@@ -178,7 +178,7 @@ def _fmu_inspect(path: str) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from twin_server.config.loader import load_config
+    from twin_server.runtime.compile import load_config
 
     try:
         loaded = load_config(args.config)

@@ -54,12 +54,12 @@ from typing import Any, Literal, Protocol
 import structlog
 
 from twin_server.config.fmu_files import NO_FOLDERS, FmuFolders
-from twin_server.config.loader import parse_twin
 from twin_server.engine.manager import SessionManager
 from twin_server.engine.session import RunState, Session, SessionSettings, SessionSnapshot
 from twin_server.engine.twin import TwinDefinition
 from twin_server.errors import InvalidArgument, TwinServerError
 from twin_server.history import HistoryStore
+from twin_server.runtime.compile import parse_twin
 from twin_server.runtime.host import HostedSession, SessionHost
 
 log = structlog.get_logger(__name__)

@@ -23,9 +23,9 @@ import numpy as np
 
 from tests.bench.bench_publish import _loop_run
 from tests.bench.common import lateness_samples
-from twin_server.config.loader import load_config
+from twin_server.runtime.compile import load_config
 from twin_server.runtime.daemon import Daemon
-from twin_server.timers import PreciseSleep
+from twin_server.runtime.timers import PreciseSleep
 
 DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo.toml"
 SECONDS = 10.0

@@ -21,10 +21,10 @@ from typing import Any
 from asyncua import Client, ua
 
 from tests.hil.conftest import SoftPlc, cancel, start_clock
-from twin_server.config.loader import parse_config
 from twin_server.engine.session import Session, SessionSettings, VarKey
 from twin_server.hil import HilMirror
 from twin_server.models.base import Kind
+from twin_server.runtime.compile import parse_config
 
 ROUNDS = 200
 BINDINGS = 1000

@@ -33,10 +33,10 @@ from tests.bench.common import lateness_samples
 from tests.opcua.conftest import plant
 from twin_server.config.schema import ServerConfig
 from twin_server.config.security import LimitsConfig, SecurityConfig
-from twin_server.engine.clock import Clock
 from twin_server.engine.session import Session, SessionSettings
 from twin_server.history import HistoryStore
 from twin_server.opcua.server import OpcUaServer
+from twin_server.runtime.clock import Clock
 
 T0 = 1_700_000_000.0
 SAMPLES = 12_000

@@ -35,8 +35,8 @@ WARMUP = 2.0
 
 
 async def _run(clients: int, seconds: float) -> dict[str, float]:
-    from twin_server.config.loader import parse_config
     from twin_server.opcua.server import NAMESPACE_URI
+    from twin_server.runtime.compile import parse_config
     from twin_server.runtime.daemon import Daemon
 
     with tempfile.TemporaryDirectory() as state:

@@ -268,8 +268,8 @@ async def measured(subs: list[Subscriber], during: Awaitable[Any]) -> tuple[floa
 
 
 async def _ours() -> tuple[float, float]:
-    from twin_server.config.loader import parse_config
     from twin_server.opcua.server import NAMESPACE_URI
+    from twin_server.runtime.compile import parse_config
     from twin_server.runtime.daemon import Daemon
 
     with tempfile.TemporaryDirectory() as state:

@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 
 from tests.bench.common import TANK_TWIN, lateness_samples
-from twin_server.config.loader import parse_config
 from twin_server.engine.session import SessionSettings
+from twin_server.runtime.compile import parse_config
 from twin_server.runtime.daemon import Daemon
 
 SESSIONS = 100

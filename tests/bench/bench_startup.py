@@ -290,7 +290,7 @@ def _profile_main(config: str, spawned: float) -> None:
     marks: dict[str, float] = {"interpreter": entered - spawned}
     t = time.perf_counter()
     from twin_server import cli, logs  # noqa: F401  (what the command imports first)
-    from twin_server.config.loader import load_config
+    from twin_server.runtime.compile import load_config
 
     imported = time.perf_counter()
     loaded = load_config(config)

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from tests.bench.bench_publish import _loop_run
-from twin_server.config.loader import load_config
 from twin_server.engine.session import Session, SessionEvent, SessionSettings
 from twin_server.runtime import WorkerHost
+from twin_server.runtime.compile import load_config
 
 DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo.toml"
 ROUND_TRIPS = 3000

@@ -14,10 +14,10 @@ from structlog.testing import capture_logs
 from tests.models.fmu import conftest as fmu_conftest
 from twin_server.cli import main
 from twin_server.config.fmu_files import FmuFolders
-from twin_server.config.loader import load_config, parse_twin
 from twin_server.config.schema import ServerConfig
 from twin_server.errors import ConfigErrors, InvalidArgument
 from twin_server.persistence import StoredState, stored_twins
+from twin_server.runtime.compile import load_config, parse_twin
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc builds the FMUs")
 

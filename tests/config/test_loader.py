@@ -8,8 +8,15 @@ from pathlib import Path
 import pytest
 
 from tests.config.tiny_models import Lag, resolve
-from twin_server.config import Config, LoadedConfig, load_config, parse_config, parse_twin
+from twin_server.config import Config, describe_config, read_config
 from twin_server.errors import ConfigError, ConfigErrors
+from twin_server.runtime.compile import (
+    LoadedConfig,
+    compile_config,
+    load_config,
+    parse_config,
+    parse_twin,
+)
 
 VALID = """
 [twins.t]
@@ -402,6 +409,29 @@ class TestAllAtOnce:
         with pytest.raises(ConfigErrors) as info:
             load_config(path, resolve=resolve)
         assert info.value.message == "2 config errors"
+
+
+class TestDescribeThenCompile:
+    def test_described_without_the_models(self) -> None:
+        """The config alone does not know the models: an unknown one is found by compiling."""
+        described = describe_config(VALID.replace('model = "lag"', 'model = "lagg"'))
+        assert described.errors == ()
+        assert described.twins["t"].components["plant"].model == "lagg"
+        with pytest.raises(ConfigErrors) as info:
+            compile_config(described, resolve=resolve)
+        assert [e.path for e in info.value.exceptions] == ["twins.t.components.plant.model"]
+
+    def test_description_holds_its_errors(self, tmp_path: Path) -> None:
+        """A description collects its errors without raising; compiling raises them with
+        its own, in the file's order."""
+        text = VALID.replace('model = "lag"', 'model = "lagg"') + "step_size = -1\n"
+        described = read_config(write(tmp_path, text))
+        assert described.config is None
+        assert [e.path for e in described.errors] == ["sessions.s.step_size"]
+        with pytest.raises(ConfigErrors) as info:
+            compile_config(described, resolve=resolve)
+        assert [e.path for e in info.value.exceptions] == [
+            "twins.t.components.plant.model", "sessions.s.step_size"]
 
 
 class TestParseTwin:

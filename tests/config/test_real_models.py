@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from twin_server.config import load_config
 from twin_server.errors import ConfigErrors
 from twin_server.models.pid import PID
 from twin_server.models.water_tank import WaterTank
+from twin_server.runtime.compile import load_config
 
 DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo.toml"
 

@@ -1,4 +1,4 @@
-"""Small test models, hand-built twins and a fake wall clock for the engine tests.
+"""Small test models and hand-built twins for the engine tests.
 
 The models are deliberately tiny and exact (no floating-point surprises beyond
 one multiply-add per tick) so that tests can state expected values outright.
@@ -6,7 +6,6 @@ one multiply-add per tick) so that tests can state expected values outright.
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
@@ -318,53 +317,3 @@ def run_scripted(s: Session, ticks: int, script: Script) -> None:
 
 def bits(values: dict[VarKey, Any]) -> dict[str, Any]:
     return {k.path: v.hex() if isinstance(v, float) else v for k, v in values.items()}
-
-
-def script_clock_ticks(session: Session, script: Script, stop_at: int) -> list[int]:
-    """Make the clock's ``session.tick()`` apply ``script`` before each tick and Suspend
-    after tick ``stop_at``; returns a list that collects the step counts ticked."""
-    real_tick = session.tick
-    ticked: list[int] = []
-
-    def tick() -> None:
-        for key, value in script.get(session.step_count, []):
-            session.write(key, value)
-        ticked.append(session.step_count)
-        real_tick()
-        if session.step_count == stop_at:
-            session.suspend()
-
-    session.tick = tick  # type: ignore[method-assign]
-    return ticked
-
-
-class FakeClock:
-    """A wall clock that only moves when the code under test sleeps.
-
-    ``sleep(d)`` advances the time by ``d`` plus ``oversleep`` (a fixed lag or a
-    callable returning one), records the call, and yields to the real event loop
-    once so that other tasks (the test) run.
-    """
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.time = start
-        self.sleeps: list[float] = []
-        self.oversleep: Any = 0.0
-
-    def now(self) -> float:
-        return self.time
-
-    def advance(self, seconds: float) -> None:
-        self.time += seconds
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        lag = self.oversleep() if callable(self.oversleep) else self.oversleep
-        if seconds > 0:
-            self.time += seconds + lag
-        await asyncio.sleep(0)
-
-
-@pytest.fixture
-def fake_clock() -> FakeClock:
-    return FakeClock()

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from twin_server.config.loader import LoadedConfig, parse_config
-from twin_server.engine.clock import Clock
 from twin_server.engine.session import Session, SessionSettings
 from twin_server.runtime import HostedSession, LocalHost
+from twin_server.runtime.clock import Clock
+from twin_server.runtime.compile import LoadedConfig, parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

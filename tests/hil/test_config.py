@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from twin_server.config.loader import load_config, parse_config
 from twin_server.config.schema import NodeRef, parse_browse_path
 from twin_server.errors import ConfigErrors
+from twin_server.runtime.compile import load_config, parse_config
 
 BASE = """
 [twins.t]

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from twin_server.config.loader import parse_config
 from twin_server.config.schema import HistoryConfig, SessionHistoryConfig
 from twin_server.engine.session import Session, SessionSettings, VarKey
 from twin_server.engine.twin import TwinDefinition
@@ -24,6 +23,7 @@ from twin_server.recording import (
     select_variables,
     series_of,
 )
+from twin_server.runtime.compile import parse_config
 from twin_server.runtime.local import SessionFrames, layout_of
 
 PLANT = """

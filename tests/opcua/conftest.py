@@ -25,14 +25,14 @@ import pytest
 import pytest_asyncio
 from asyncua import Client, Node, ua
 
-from twin_server.config.loader import parse_config
 from twin_server.config.schema import ServerConfig
 from twin_server.config.security import SecurityConfig
-from twin_server.engine.clock import Clock
 from twin_server.engine.session import Session, SessionSettings
 from twin_server.engine.twin import TwinDefinition
 from twin_server.opcua.server import NAMESPACE_URI, OpcUaServer
 from twin_server.runtime import HostedSession, LocalHost
+from twin_server.runtime.clock import Clock
+from twin_server.runtime.compile import parse_config
 from twin_server.runtime.daemon import Daemon
 
 #: the None endpoint, anonymous may do everything (security is tested in tests/security)

@@ -1,4 +1,4 @@
-"""The lighter monitored-item path (``twin_server.opcua.fastpath``): it must behave as
+"""The lighter monitored-item path (``twin_server.opcua.patches.fastpath``): it must behave as
 asyncua's own path does, leave other servers alone, and encode what asyncua would.
 
 Every test here compares against asyncua itself (items created before ``install``
@@ -28,8 +28,8 @@ from asyncua.server.monitored_item_service import (
 )
 from asyncua.ua.ua_binary import extensionobject_to_binary, struct_to_binary
 
-from twin_server.engine.clock import Ticks
-from twin_server.opcua import fastpath
+from twin_server.opcua.patches import fastpath
+from twin_server.runtime.clock import Ticks
 
 #: the async tests share the module's loop (and its one asyncua server)
 MODULE_LOOP = pytest.mark.asyncio(loop_scope="module")

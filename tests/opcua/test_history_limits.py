@@ -26,10 +26,10 @@ from tests.bench.common import lateness_samples
 from tests.opcua.conftest import MODULE_LOOP, plant
 from twin_server.config.schema import ServerConfig
 from twin_server.config.security import LimitsConfig, SecurityConfig
-from twin_server.engine.clock import Clock
 from twin_server.engine.session import Session, SessionSettings
 from twin_server.history import HistoryStore
 from twin_server.opcua.server import OpcUaServer
+from twin_server.runtime.clock import Clock
 
 pytestmark = MODULE_LOOP
 T = TypeVar("T")

@@ -9,9 +9,9 @@ import pytest
 from asyncua import ua
 from asyncua.ua.ua_binary import struct_to_binary
 
-from twin_server.engine.clock import Ticks
 from twin_server.history import to_datetime
 from twin_server.opcua.history_wire import ENCODE_CHUNK, Slices, encode_results
+from twin_server.runtime.clock import Ticks
 
 
 def data_values(n: int) -> ua.HistoryData:

@@ -1,8 +1,21 @@
 """The asyncua version check: twin-server's hooks into asyncua's internals run only
-on the minor version they were tested with, unless the user asks otherwise."""
+on the minor version they were tested with, unless the user asks otherwise; and
+those hooks stay in one place: no module outside ``opcua/patches/`` reads or writes
+a private attribute of asyncua's.
+
+An asyncua private attribute is, here, a name with one leading underscore that
+asyncua's own source gives an attribute (``self._x = ...``), a method or a class.
+The check reads our source: ``x._name``, and ``getattr``/``setattr``/``hasattr``/
+``delattr`` with ``"_name"``, on anything but ``self`` and ``cls`` (a subclass of
+an asyncua class may use its own), and ``from asyncua... import _name``. Our own
+privates are not asyncua's names, so they pass (a clash would be flagged: rename
+ours).
+"""
 
 from __future__ import annotations
 
+import ast
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +23,56 @@ from pathlib import Path
 import asyncua
 import pytest
 
+import twin_server
 from twin_server.opcua.patches import OVERRIDE, TESTED, UntestedAsyncua, check_asyncua, minor
+
+PACKAGE = Path(twin_server.__file__).parent
+PATCHES = PACKAGE / "opcua" / "patches"
+_ACCESSORS = frozenset({"getattr", "setattr", "hasattr", "delattr"})
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+@functools.cache
+def asyncua_privates() -> frozenset[str]:
+    """Every private name asyncua's source gives an attribute, a method or a class."""
+    names: set[str] = set()
+    for path in Path(asyncua.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                names.add(node.attr)
+            elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                names.add(node.name)
+    return frozenset(n for n in names if _private(n))
+
+
+def _own(node: ast.expr) -> bool:
+    return isinstance(node, ast.Name) and node.id in ("self", "cls")
+
+
+def _uses_private(node: ast.AST, privates: frozenset[str]) -> bool:
+    if isinstance(node, ast.Attribute):
+        return node.attr in privates and not _own(node.value)
+    if isinstance(node, ast.Call):
+        return (isinstance(node.func, ast.Name) and node.func.id in _ACCESSORS
+                and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant)
+                and node.args[1].value in privates and not _own(node.args[0]))
+    if isinstance(node, ast.ImportFrom):
+        return (node.module or "").startswith("asyncua") and any(
+            _private(alias.name) for alias in node.names)
+    return False
+
+
+def private_uses(path: Path) -> list[str]:
+    """Each place in ``path`` that reads or writes one of asyncua's private names on
+    an object not its own (``file:line: expression``)."""
+    privates = asyncua_privates()
+    where = path.relative_to(PACKAGE.parent)
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    return [f"{where}:{node.lineno}: {ast.unparse(node)}"
+            for node in ast.walk(tree) if _uses_private(node, privates)]
 
 
 class TestCheckAsyncua:
@@ -53,3 +115,32 @@ class TestCheckAsyncua:
         assert done.returncode == 1, done.stderr
         assert "asyncua 2.9.0 is installed" in done.stderr
         assert "not started" in done.stderr and "Traceback" not in done.stderr
+
+
+class TestInternalsBehindPatches:
+    def test_the_check_finds_private_uses(self) -> None:
+        """The check sees what ``patches/`` does (so it can fail): fastpath reads a
+        subscription's ``_triggered_datachanges``, internals the sessions by token."""
+        assert any("_triggered_datachanges" in use
+                   for use in private_uses(PATCHES / "fastpath.py"))
+        assert any("_external_sessions" in use
+                   for use in private_uses(PATCHES / "internals.py"))
+
+    def test_none_outside_patches(self) -> None:
+        """No module outside ``opcua/patches/`` reads or writes an asyncua private
+        attribute: each goes through a named function of ``patches/internals.py``."""
+        uses = [use for path in sorted(PACKAGE.rglob("*.py"))
+                if PATCHES not in path.parents for use in private_uses(path)]
+        assert uses == []
+
+    def test_every_internal_named_still_exists(self) -> None:
+        """Each private name ``patches/internals.py`` touches is still one asyncua's
+        source defines (an upgrade that renames one fails here, not in production)."""
+        tree = ast.parse((PATCHES / "internals.py").read_text(encoding="utf-8"))
+        touched = {node.attr for node in ast.walk(tree)
+                   if isinstance(node, ast.Attribute) and _private(node.attr)}
+        touched |= {node.value for node in ast.walk(tree)
+                    if isinstance(node, ast.Constant) and isinstance(node.value, str)
+                    and _private(node.value)}
+        assert touched, "internals.py touches no private name?"
+        assert sorted(touched - asyncua_privates()) == []

@@ -9,10 +9,10 @@ import pytest
 from asyncua import ua
 
 from tests.opcua.conftest import MODULE_LOOP, Served, serve, unserve
-from twin_server.engine.clock import Ticks
 from twin_server.engine.session import SessionSettings
 from twin_server.opcua.tree import scalar_values
 from twin_server.runtime import LocalHost
+from twin_server.runtime.clock import Ticks
 
 pytestmark = MODULE_LOOP
 
@@ -111,8 +111,8 @@ class TestChangedOnly:
         """A publish that pauses between chunks leaves alone a variable a client
         wrote meanwhile: the node keeps the client's value, not the older one the
         publish read before the write."""
-        from twin_server.engine.clock import Ticks
         from twin_server.opcua import publisher as publisher_module
+        from twin_server.runtime.clock import Ticks
 
         server, session = served.server, served.session
         pub = server._publisher

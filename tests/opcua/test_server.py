@@ -10,13 +10,13 @@ from asyncua import Client, ua
 from asyncua.ua.uaerrors import BadNodeIdUnknown
 
 from tests.opcua.conftest import MODULE_LOOP, Served, plant, serve, unserve
-from twin_server.config.loader import parse_config
 from twin_server.config.schema import ServerConfig
 from twin_server.config.security import SecurityConfig
 from twin_server.engine.session import SessionSettings
 from twin_server.engine.twin import TwinDefinition
 from twin_server.opcua.server import NAMESPACE_URI, OpcUaServer, ServerState
 from twin_server.runtime import HostedSession, LocalHost
+from twin_server.runtime.compile import parse_config
 
 #: the None endpoint, anonymous may do everything (security is tested in tests/security)
 OPEN = SecurityConfig(policies=("None",), anonymous="admin")

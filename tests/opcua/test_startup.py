@@ -21,9 +21,9 @@ import pytest
 from asyncua import Client, Server, ua
 from structlog.testing import capture_logs
 
-from twin_server.config.loader import parse_config
-from twin_server.opcua import aspace_cache
-from twin_server.opcua.aspace_cache import cache_dir, cache_file, init_server
+from twin_server.opcua.patches import aspace_cache
+from twin_server.opcua.patches.aspace_cache import cache_dir, cache_file, init_server
+from twin_server.runtime.compile import parse_config
 from twin_server.runtime.daemon import Daemon
 
 #: values asyncua sets from the clock at init (ServerStatus, its times, its BuildDate)

@@ -19,12 +19,12 @@ import pytest
 
 from tests.models.fmu import conftest as fmu_conftest
 from tests.runtime.conftest import DEMO, EventLog, child_processes, shm_blocks, wait_until
-from twin_server.config.loader import load_config
 from twin_server.engine.session import RunState, SessionSettings, VarKey
 from twin_server.engine.twin import TwinDefinition
 from twin_server.errors import WorkerCrashed
 from twin_server.models.base import Kind
 from twin_server.runtime import HostedSession, WorkerHost
+from twin_server.runtime.compile import load_config
 
 pytestmark = fmu_conftest.pytestmark  # (gcc builds the FMUs)
 
@@ -238,7 +238,7 @@ class TestHangingFMU:
 
 IN_PROCESS = """
 import asyncio, sys
-from twin_server.config.loader import load_config
+from twin_server.runtime.compile import load_config
 from twin_server.engine.session import SessionSettings
 from twin_server.runtime import LocalHost
 

@@ -12,7 +12,6 @@ import pytest
 from tests.engine.conftest import faulting_twin, noisy_loop_twin
 from tests.runtime.conftest import DEMO, EventLog, wait_until
 from tests.runtime.models import echo_twin
-from twin_server.config.loader import load_config
 from twin_server.engine.session import RunState, Session, SessionSettings, VarKey
 from twin_server.engine.twin import TwinDefinition
 from twin_server.errors import (
@@ -25,6 +24,7 @@ from twin_server.errors import (
 )
 from twin_server.models.base import Kind
 from twin_server.runtime import HostedSession, LocalHost, WorkerHost
+from twin_server.runtime.compile import load_config
 
 Host = LocalHost | WorkerHost
 U = VarKey("echo", Kind.INPUT, "u")

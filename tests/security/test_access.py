@@ -18,7 +18,6 @@ import pytest_asyncio
 from asyncua import Client, ua
 
 from tests.security.conftest import MODULE_LOOP
-from twin_server.config.loader import parse_config
 from twin_server.config.schema import ServerConfig
 from twin_server.config.security import SecurityConfig
 from twin_server.engine.session import Session, SessionSettings, VarKey
@@ -26,6 +25,7 @@ from twin_server.engine.twin import TwinDefinition
 from twin_server.models.base import Kind
 from twin_server.opcua.server import NAMESPACE_URI, OpcUaServer
 from twin_server.runtime import HostedSession, LocalHost
+from twin_server.runtime.compile import parse_config
 from twin_server.security import configure_security
 from twin_server.security.roles import Role
 from twin_server.security.users import add_user

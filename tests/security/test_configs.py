@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from twin_server.config.loader import load_config
 from twin_server.config.schema import ServerConfig
+from twin_server.runtime.compile import load_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

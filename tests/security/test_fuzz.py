@@ -48,13 +48,13 @@ from asyncua import Client, ua
 
 from tests.security.conftest import MODULE_LOOP
 from twin_server import logs
-from twin_server.config.loader import parse_config
 from twin_server.config.schema import ServerConfig
 from twin_server.config.security import LimitsConfig, SecurityConfig
-from twin_server.engine.clock import Clock
 from twin_server.engine.session import Session, SessionSettings
 from twin_server.engine.twin import TwinDefinition
 from twin_server.opcua.server import NAMESPACE_URI, OpcUaServer
+from twin_server.runtime.clock import Clock
+from twin_server.runtime.compile import parse_config
 
 pytestmark = MODULE_LOOP
 

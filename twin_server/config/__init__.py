@@ -1,11 +1,25 @@
-"""Config files: their schema (pydantic), loading, and every error at once.
+"""Config files: their schema (pydantic), reading, and every error at once.
 
-from twin_server.config import load_config
-loaded = load_config("configs/demo.toml")   # raises ConfigErrors
-loaded.twins["tank_level"]                  # a compiled TwinDefinition
+The config describes; the runtime compiles (``runtime.compile``)::
+
+    from twin_server.config import read_config
+    described = read_config("configs/demo.toml")   # raises ConfigErrors only if unreadable
+    described.config, described.errors             # the Config (None if invalid), the errors
+
+    from twin_server.runtime.compile import load_config
+    loaded = load_config("configs/demo.toml")      # raises ConfigErrors with every error
+    loaded.twins["tank_level"]                     # a compiled TwinDefinition
+
+Nothing here imports the engine or the models.
 """
 
-from twin_server.config.loader import LoadedConfig, load_config, parse_config, parse_twin
+from twin_server.config.loader import (
+    ConfigDescription,
+    TwinDescription,
+    describe_config,
+    read_config,
+    read_twin,
+)
 from twin_server.config.schema import (
     ComponentConfig,
     Config,
@@ -18,12 +32,13 @@ from twin_server.config.schema import (
 __all__ = [
     "ComponentConfig",
     "Config",
+    "ConfigDescription",
     "ConnectionSpec",
-    "LoadedConfig",
     "ServerConfig",
     "SessionConfig",
     "TwinConfig",
-    "load_config",
-    "parse_config",
-    "parse_twin",
+    "TwinDescription",
+    "describe_config",
+    "read_config",
+    "read_twin",
 ]

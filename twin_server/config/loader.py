@@ -1,6 +1,7 @@
-"""Load a config file: TOML, then its structure (pydantic), then its twins and sessions.
+"""Read a config file and describe it: TOML, then its structure (pydantic), then every
+check that needs no model.
 
-Every problem is collected and raised together as one ``ConfigErrors``, each a
+Every problem is collected and reported together as one ``ConfigErrors``, each a
 ``ConfigError`` with the file, the dotted key path and what was expected::
 
     configs/demo.toml: sessions.tank.step_size: must be greater than 0 (got -1)
@@ -8,24 +9,28 @@ Every problem is collected and raised together as one ``ConfigErrors``, each a
         description, parameters, initial, inputs, options); did you mean 'parameters'?
     configs/demo.toml: TOML syntax error at line 3, column 9: invalid value
 
-A twin whose structure is fine is compiled even when another part of the file is
-not, so that one run of ``twin-server check`` reports everything.
-
-The loader is where the config meets the engine: it runs
-``engine.twin.compile_twin`` (model registry, connection graph) on each twin,
-so the daemon receives only compiled, checked definitions.
+The config describes; the runtime compiles. ``read_config`` and ``describe_config``
+return a ``ConfigDescription``: the validated ``Config``, each twin and session that
+is valid on its own (so that a twin whose structure is fine is still compiled when
+another part of the file is not, and one run of ``twin-server check`` reports
+everything), and the errors found so far, none raised yet but a file that cannot be
+read or parsed. ``runtime.compile`` compiles the twins (model registry, connection
+graph), checks what refers into them (session parameters, HIL bindings, history
+variables) and raises the description's errors and its own together, in the file's
+order (``ConfigDescription.valid``). ``read_twin`` does the same for one twin from a
+client (DefineTwin). This package imports neither the engine nor the models.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import difflib
-import fnmatch
 import json
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin
 
@@ -36,7 +41,6 @@ from twin_server.config.fmu_files import (
     NO_FOLDERS,
     FmuFolders,
     client_options,
-    in_client_words,
     operator_options,
     with_fmu_dirs,
 )
@@ -50,11 +54,8 @@ from twin_server.config.schema import (
     SessionConfig,
     TwinConfig,
 )
-from twin_server.engine.twin import Resolver, TwinDefinition, compile_twin
-from twin_server.errors import ConfigError, ConfigErrors, ValueRejected
+from twin_server.errors import ConfigError, ConfigErrors
 from twin_server.logs import excerpt
-from twin_server.models import registry
-from twin_server.models.base import Kind, Value, Variable
 
 STRING_FILE = "<string>"
 
@@ -62,23 +63,44 @@ M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True, slots=True)
-class LoadedConfig:
-    """A checked config: its structure, its compiled twins and the session overrides
-    coerced against the models (session -> component -> parameter -> value)."""
+class ConfigDescription:
+    """A config file read and checked as far as it can be without the models."""
 
-    config: Config
-    twins: dict[str, TwinDefinition]
+    file: str  # the file's path as given, or STRING_FILE
+    raw: Mapping[str, Any]  # the TOML document
+    config: Config | None  # the whole file validated; None when it did not
+    #: every twin valid on its own, its file options (an FMU's path) resolved
+    twins: dict[str, TwinConfig]
+    sessions: dict[str, SessionConfig]  # every session valid on its own
+    errors: tuple[ConfigError, ...] = ()  # found so far, in the order found
     path: Path | None = None
-    session_parameters: dict[str, dict[str, dict[str, Value]]] = field(default_factory=dict)
 
-    @property
-    def file(self) -> str:
-        return str(self.path) if self.path is not None else STRING_FILE
+    def valid(self, more: Iterable[ConfigError] = ()) -> Config:
+        """The Config, when neither this description nor ``more`` (the compile step's
+        findings) holds an error; else ConfigErrors with all of them, in the file's order."""
+        errors = [*self.errors, *more]
+        if errors:
+            raise ConfigErrors(sorted(errors, key=lambda e: _file_order(self.raw, e.path)))
+        assert self.config is not None  # (it is None only with an error)
+        return self.config
 
 
-def load_config(path: str | Path, *, resolve: Resolver = registry.get) -> LoadedConfig:
-    """Read, parse and check the config file at ``path``; raise ConfigErrors with
-    every problem (a missing or unreadable file is one too)."""
+@dataclass(frozen=True, slots=True)
+class TwinDescription:
+    """One twin given as TOML text by a client, valid in structure, its FMU options
+    checked; ``prefix`` is its key path in the text (``twins.<name>`` or empty), and
+    ``shown`` maps each FMU path found to the client's own text (``in_client_words``)."""
+
+    name: str
+    config: TwinConfig
+    file: str
+    prefix: str = ""
+    shown: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+def read_config(path: str | Path) -> ConfigDescription:
+    """Read and describe the config file at ``path``; raise ConfigErrors at once only
+    when it cannot be read, decoded or parsed (every other error is in ``errors``)."""
     file = str(path)
     try:
         data = Path(path).read_bytes()
@@ -101,15 +123,14 @@ def load_config(path: str | Path, *, resolve: Resolver = registry.get) -> Loaded
                 )
             ]
         ) from None
-    loaded = parse_config(text, file=file, resolve=resolve, base_dir=Path(path).parent)
-    return LoadedConfig(loaded.config, loaded.twins, Path(path), loaded.session_parameters)
+    described = describe_config(text, file=file, base_dir=Path(path).parent)
+    return dataclasses.replace(described, path=Path(path))
 
 
-def parse_config(
-    text: str, *, file: str = STRING_FILE, resolve: Resolver = registry.get,
-    base_dir: Path | None = None,
-) -> LoadedConfig:
-    """Like ``load_config`` for TOML text; errors name ``file``. Relative file
+def describe_config(
+    text: str, *, file: str = STRING_FILE, base_dir: Path | None = None
+) -> ConfigDescription:
+    """Like ``read_config`` for TOML text; errors name ``file``. Relative file
     options (an FMU's ``path``) and ``server.fmu_dirs`` entries resolve against
     ``base_dir`` (the cwd if None)."""
     errors: list[ConfigError] = []
@@ -129,13 +150,12 @@ def parse_config(
     errors.extend(fmu.check(file))
     if config is not None:
         config = with_fmu_dirs(config, fmu)
-    twins: dict[str, TwinDefinition] = {}
+    twins: dict[str, TwinConfig] = {}
     for name, twin in twin_configs.items():
         try:
-            twins[name] = compile_twin(
-                name, operator_options(twin, base_dir, fmu, f"twins.{name}"), resolve=resolve)
+            twins[name] = operator_options(twin, base_dir, fmu, f"twins.{name}")
         except ConfigErrors as group:
-            errors.extend(_in_file(group, file))
+            errors.extend(in_file(group, file))
 
     declared = _keys(raw.get("twins"))
     raw_sessions = raw.get("sessions")
@@ -147,42 +167,23 @@ def parse_config(
             errors.append(
                 ConfigError(
                     f"unknown twin {twin_name!r} (twins in this file: {known})"
-                    f"{_did_you_mean(twin_name, declared)}",
-                    path=f"sessions.{_key(name)}.twin",
+                    f"{did_you_mean(twin_name, declared)}",
+                    path=f"sessions.{quoted_key(name)}.twin",
                     file=file,
                 )
             )
-    parameters: dict[str, dict[str, dict[str, Value]]] = {}
-    for name, session in session_configs.items():
-        twin_def = twins.get(session.twin)
-        if twin_def is None:
-            continue  # an unknown twin, or one with errors of its own: reported already
-        try:
-            parameters[name] = twin_def.check_overrides(
-                session.parameters, prefix=f"sessions.{name}.parameters"
-            )
-        except ConfigErrors as group:
-            errors.extend(_in_file(group, file))
-
-    errors.extend(_check_hil(raw, session_configs, twins, file))
-    if config is not None:
-        errors.extend(_check_history_variables(config, twins, file))
-
-    if errors:
-        raise ConfigErrors(sorted(errors, key=lambda e: _file_order(raw, e.path)))
-    assert config is not None
-    return LoadedConfig(config, twins, None, parameters)
+    errors.extend(_check_hil(raw, file))
+    return ConfigDescription(file, raw, config, twins, session_configs, tuple(errors))
 
 
-def parse_twin(
+def read_twin(
     text: str,
     name: str | None = None,
     *,
     file: str = STRING_FILE,
-    resolve: Resolver = registry.get,
     fmu: FmuFolders = NO_FOLDERS,
-) -> TwinDefinition:
-    """Check and compile one twin given as TOML text (DefineTwin), exactly as in a file,
+) -> TwinDescription:
+    """Read and check one twin given as TOML text (DefineTwin), exactly as in a file,
     except for the files it may name: a client's twin takes FMUs only from ``fmu``'s
     folders (none by default) and may not choose a ``cache_dir`` (``fmu_files``).
 
@@ -214,7 +215,7 @@ def parse_twin(
                     ConfigError(
                         f"the twin is named {excerpt(found, 100)!r} here but {name!r} was "
                         f"asked for",
-                        path=f"twins.{_key(found)}",
+                        path=f"twins.{quoted_key(found)}",
                         file=file,
                     )
                 ]
@@ -236,10 +237,7 @@ def parse_twin(
     except ValidationError as exc:
         raise ConfigErrors(translate(exc, root=TwinConfig, file=file, prefix=prefix)) from None
     twin, shown = client_options(twin, fmu, _dotted(prefix), file)
-    try:
-        return compile_twin(name, twin, resolve=resolve, prefix=_dotted(prefix))
-    except ConfigErrors as group:
-        raise ConfigErrors(in_client_words(_in_file(group, file), shown)) from None
+    return TwinDescription(name, twin, file, _dotted(prefix), shown)
 
 
 # -- TOML ---------------------------------------------------------------------------
@@ -331,7 +329,7 @@ def _explain(error: ErrorDetails, root: type[BaseModel]) -> tuple[tuple[str | in
         key = str(loc[-1])
         return loc[:-1], (
             f"unknown key {excerpt(key, 100)!r} (allowed: {', '.join(allowed)})"
-            f"{_did_you_mean(key, allowed)}"
+            f"{did_you_mean(key, allowed)}"
         )
     if kind == "missing":
         return loc[:-1], f"missing required key {loc[-1]!r}"
@@ -444,23 +442,23 @@ def _dotted(parts: Iterable[str | int]) -> str:
         if isinstance(part, int):
             text += f"[{part}]"
         else:
-            text += ("." if text else "") + _key(part)
+            text += ("." if text else "") + quoted_key(part)
     return text
 
 
-def _key(part: str) -> str:
+def quoted_key(part: str) -> str:
     part = excerpt(part, 100)
     return part if re.fullmatch(r"[A-Za-z0-9_-]+", part) else json.dumps(part)
 
 
-def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
     if len(word) > 100:
         return ""  # no misspelling of a name; and difflib's time grows with the length
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def _in_file(group: ConfigErrors, file: str) -> list[ConfigError]:
+def in_file(group: ConfigErrors, file: str) -> list[ConfigError]:
     return [e.with_context(file=file) for e in group.exceptions if isinstance(e, ConfigError)]
 
 
@@ -507,15 +505,12 @@ def _server(raw: Mapping[str, Any]) -> ServerConfig:
 
 # -- hardware in the loop ---------------------------------------------------------------
 
-_READ_KINDS = (Kind.OUTPUT, Kind.STATE)
-
-
-def _check_hil(raw: Mapping[str, Any], sessions: Mapping[str, SessionConfig],
-               twins: Mapping[str, TwinDefinition], file: str) -> list[ConfigError]:
-    """What the ``[hil.<peer>]`` tables' structure cannot say: the session exists, each
-    binding names a variable of its twin of the right kind for its direction, gives
-    exactly one of ``node`` and ``browse_path``, a fallback only where one applies and
-    of the variable's type, at most one binding per input; security settings agree.
+def _check_hil(raw: Mapping[str, Any], file: str) -> list[ConfigError]:
+    """What the ``[hil.<peer>]`` tables' structure cannot say and the twins need not:
+    the session exists, each binding gives exactly one of ``node`` and
+    ``browse_path`` and a fallback only where one applies; security settings agree.
+    (Whether each binding names a variable of its twin, of the right kind, once, with
+    a fallback of its type, is checked once the twins are compiled: ``runtime.compile``.)
 
     Checked on the raw tables, entry by entry, so that a peer with a structural error
     elsewhere still gets these checks."""
@@ -525,7 +520,7 @@ def _check_hil(raw: Mapping[str, Any], sessions: Mapping[str, SessionConfig],
     for peer, body in peers.items() if isinstance(peers, Mapping) else ():
         if not isinstance(body, Mapping):
             continue
-        where = f"hil.{_key(str(peer))}"
+        where = f"hil.{quoted_key(str(peer))}"
 
         def fail(path: str, message: str, where: str = where) -> None:
             errors.append(ConfigError(message, path=f"{where}.{path}" if path else where,
@@ -533,84 +528,24 @@ def _check_hil(raw: Mapping[str, Any], sessions: Mapping[str, SessionConfig],
 
         _check_security(body.get("security"), fail)
         session_name = body.get("session")
-        twin: TwinDefinition | None = None
-        if isinstance(session_name, str):
-            if session_name not in declared:
-                known = ", ".join(declared) or "none"
-                fail("session", f"unknown session {session_name!r} (sessions in this file: "
-                                f"{known}){_did_you_mean(session_name, declared)}")
-            elif session_name in sessions:
-                twin = twins.get(sessions[session_name].twin)
+        if isinstance(session_name, str) and session_name not in declared:
+            known = ", ".join(declared) or "none"
+            fail("session", f"unknown session {session_name!r} (sessions in this file: "
+                            f"{known}){did_you_mean(session_name, declared)}")
         bindings = body.get("bindings")
-        forced: dict[str, str] = {}
         for bname, bbody in bindings.items() if isinstance(bindings, Mapping) else ():
             try:
                 binding = HilBinding.model_validate(bbody)
             except ValidationError:
                 continue  # reported by the whole-file validation
-            path = f"bindings.{_key(str(bname))}"
+            path = f"bindings.{quoted_key(str(bname))}"
             if (binding.node is None) == (binding.browse_path is None):
                 fail(path, "a binding names its PLC node with exactly one of 'node' "
                            "(a NodeId) and 'browse_path'")
             if binding.fallback is not None and binding.direction != "from_plc":
                 fail(f"{path}.fallback", "only a from_plc binding has a fallback (the value "
                                          "its input takes while the PLC is unreachable)")
-            if twin is None:
-                continue  # an unknown session or a broken twin: reported already
-            def fail_variable(message: str, where: str = path) -> None:
-                fail(f"{where}.variable", message)
-
-            variable = _binding_variable(twin, binding, str(session_name), fail_variable)
-            if variable is None:
-                continue
-            if binding.direction == "from_plc":
-                other = forced.setdefault(binding.variable, str(bname))
-                if other != bname:
-                    fail(f"{path}.variable", f"input {binding.variable!r} is already bound "
-                                             f"from the PLC by binding {other!r}")
-                if binding.fallback is not None:
-                    try:
-                        variable.coerce(binding.fallback)
-                    except ValueRejected as exc:
-                        fail(f"{path}.fallback", f"fallback for {binding.variable!r}: {exc}")
     return errors
-
-
-def _binding_variable(twin: TwinDefinition, binding: HilBinding, session: str,
-                      fail: Callable[[str], None]) -> Variable | None:
-    """The variable a binding mirrors, or None after reporting why there is none."""
-    cname, _, vname = binding.variable.partition(".")
-    names = [c.name for c in twin.components]
-    if cname not in names:
-        fail(f"session {session!r} (twin {twin.name!r}) has no component {cname!r} "
-             f"(its components: {', '.join(names)}){_did_you_mean(cname, names)}")
-        return None
-    declared = twin.component(cname).declared()
-    kinds = _READ_KINDS if binding.direction == "to_plc" else (Kind.INPUT,)
-    for kind in kinds:
-        for var in declared:
-            if var.kind is kind and var.name == vname:
-                return var
-    wanted = "an output or state" if binding.direction == "to_plc" else "an input"
-    fitting = [v.name for v in declared if v.kind in kinds]
-    other = next((v for v in declared if v.name == vname), None)
-    if other is not None:
-        hint = ("inputs come from the PLC: use direction = 'from_plc'"
-                if other.kind is Kind.INPUT else
-                "outputs and states go to the PLC: use direction = 'to_plc'"
-                if other.kind in _READ_KINDS else
-                "parameters are not mirrored")
-        fail(f"{binding.variable!r} is {_a(other.kind)} {other.kind}, but a "
-             f"{binding.direction} binding needs {wanted}; {hint}")
-    else:
-        fail(f"component {cname!r} has no {vname!r} (a {binding.direction} binding needs "
-             f"{wanted}; it has: {', '.join(fitting) or 'none'})"
-             f"{_did_you_mean(vname, fitting)}")
-    return None
-
-
-def _a(kind: Kind) -> str:
-    return "an" if kind.value[0] in "aeiou" else "a"
 
 
 def _check_security(body: object, fail: Callable[[str, str], None]) -> None:
@@ -629,30 +564,6 @@ def _check_security(body: object, fail: Callable[[str, str], None]) -> None:
         fail("security.username", "a password needs a username")
     if security.password is not None and security.password_env is not None:
         fail("security", "give either 'password' or 'password_env', not both")
-
-
-def _check_history_variables(config: Config, twins: Mapping[str, TwinDefinition],
-                             file: str) -> list[ConfigError]:
-    """Each session's ``history.variables`` patterns (its own, else ``[history]``'s)
-    must each match a variable of its twin, as ``component.variable`` or a pattern."""
-    errors = []
-    for name, session in config.sessions.items():
-        twin = twins.get(session.twin)
-        own = session.history.variables
-        patterns = own if own is not None else config.history.variables
-        if twin is None or not patterns:
-            continue
-        names = sorted({f"{c.name}.{v.name}" for c in twin.components for v in c.declared()})
-        unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n in names)]
-        if unmatched:
-            where = (f"sessions.{name}.history.variables" if own is not None
-                     else "history.variables")
-            errors.append(ConfigError(
-                f"{', '.join(repr(p) for p in unmatched)} "
-                f"{'matches' if len(unmatched) == 1 else 'match'} no variable of twin "
-                f"{twin.name!r} (session {name!r}); write 'component.variable' or a pattern "
-                f"such as 'tank.*' (its variables: {', '.join(names)})", path=where, file=file))
-    return errors
 
 
 #: the HIL security settings that name files

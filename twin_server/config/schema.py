@@ -4,8 +4,8 @@ This checks structure and plain values only, strictly: TOML is typed, so a strin
 where a number belongs (``step_size = "0.1"``) is an error, not a conversion. What
 needs the model registry or the connection graph (unknown models, parameters and
 ports, doubly-connected inputs, algebraic loops) is checked by
-``twin_server.engine.twin.compile_twin``; the loader runs both and reports every
-error at once.
+``twin_server.engine.twin.compile_twin``; ``runtime.compile`` runs both (through
+``config.loader``) and reports every error at once.
 
 Example (``configs/demo.toml`` is the full one)::
 

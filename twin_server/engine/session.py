@@ -1,6 +1,6 @@
 """A session: one isolated, deterministic instance of a twin, stepped tick by tick.
 
-Pure and synchronous: no asyncio, no I/O. The clock (``engine.clock``) decides
+Pure and synchronous: no asyncio, no I/O. The clock (``runtime.clock``) decides
 *when* to call ``tick``; the OPC UA adapter reads values and forwards writes and
 method calls; both only through the public methods below.
 

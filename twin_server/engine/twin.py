@@ -5,9 +5,11 @@ are in evaluation order, with every parameter filled in and coerced, or raises
 ``ConfigErrors`` naming every offender at once (unknown model, unknown parameter,
 out-of-range value, unknown port, input connected twice, algebraic loop).
 
-Error key paths start at ``twins.<name>`` (or the ``prefix`` given), so the loader
-only adds the file: ``twins.tank.components.tank.parameters.area: parameter 'area'
-must be within [0.001, inf] m^2 (got -1.0)``.
+Error key paths start at ``twins.<name>`` (or the ``prefix`` given), so that the
+compile step (``runtime.compile``) only adds the file::
+
+    twins.tank.components.tank.parameters.area: parameter 'area' must be within
+    [0.001, inf] m^2 (got -1.0)
 """
 
 from __future__ import annotations

@@ -90,6 +90,7 @@ from twin_server.history import (
 )
 from twin_server.opcua.history_points import ContinuationPoints
 from twin_server.opcua.history_wire import Slices, encode_results
+from twin_server.opcua.patches import internals
 from twin_server.security.history_sessions import route_history_reads
 
 log = structlog.get_logger(__name__)
@@ -206,9 +207,7 @@ class TwinHistoryManager(HistoryManager):  # type: ignore[misc]  # asyncua: unty
                  on_activity: Callable[[str], None] | None = None, chunk: int = CHUNK) -> None:
         super().__init__(iserver)
         if previous is not None:  # keep what asyncua's manager historizes itself
-            self.storage = previous.storage
-            self._sub = previous._sub
-            self._handlers = previous._handlers
+            internals.keep_history_of(self, previous)
         self.store = store
         self.namespace = namespace
         self.aspace: AddressSpace = iserver.aspace

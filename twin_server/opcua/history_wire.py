@@ -27,7 +27,7 @@ from typing import Any
 from asyncua import ua
 from asyncua.ua.ua_binary import struct_to_binary
 
-from twin_server.engine.clock import TICKS, Ticks
+from twin_server.runtime.clock import TICKS, Ticks
 
 #: the longest the loop is held at a time by one response's work (s)
 SLICE = 0.002

@@ -10,7 +10,7 @@ The DataValues are built and written a chunk at a time, letting the event loop
 run every ``BUDGET`` seconds. Before its start that cannot yield (one consistent
 ``Frame`` of the session from its host and its comparison with what was sent) and before each
 chunk, a publish waits for any clock tick that would fall due meanwhile
-(``engine.clock.Ticks``), so that ticks start on time whatever the size of the
+(``runtime.clock.Ticks``), so that ticks start on time whatever the size of the
 publish. (Building all 1,000 DataValues of a publish before writing any held the
 loop for ~4 ms: the clock's lateness p99 with no client at all.)
 
@@ -40,12 +40,12 @@ import structlog
 from asyncua import ua
 from asyncua.server.address_space import AddressSpace
 
-from twin_server.engine.clock import TICKS, Ticks
 from twin_server.engine.session import VarKey
 from twin_server.errors import NotFound
-from twin_server.opcua import fastpath
-from twin_server.opcua.fastpath import data_value
+from twin_server.opcua.patches import fastpath
+from twin_server.opcua.patches.fastpath import data_value
 from twin_server.opcua.tree import SessionNodes, scalar_values
+from twin_server.runtime.clock import TICKS, Ticks
 from twin_server.runtime.host import HostedSession
 
 log = structlog.get_logger(__name__)

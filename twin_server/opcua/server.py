@@ -33,11 +33,12 @@ from twin_server.errors import NotFound, OutOfRange, TypeMismatch
 from twin_server.hil import HilMirror
 from twin_server.history import HistoryStore
 from twin_server.models.base import DataType, Kind, Variable
-from twin_server.opcua import aspace_cache, history_read
 from twin_server.opcua import events as ev
+from twin_server.opcua import history_read
 from twin_server.opcua.hil_nodes import HilNodes, build_hil
 from twin_server.opcua.methods import ServerMethods, SessionMethods, method_statistics
 from twin_server.opcua.nodes import NodeBatch, add_reference
+from twin_server.opcua.patches import aspace_cache, internals
 from twin_server.opcua.program import STATES, ProgramState, StateView
 from twin_server.opcua.publisher import Publisher, PublisherStatistics, PublishTarget
 from twin_server.opcua.runtime import Runtime
@@ -207,9 +208,10 @@ class OpcUaServer:
         """The configured URL with the port the socket really got, also put into the
         endpoint descriptions clients read with GetEndpoints."""
         bserver = self._server.bserver
-        if bserver is None or bserver._server is None or not bserver._server.sockets:
+        sockets = internals.listening_sockets(bserver) if bserver is not None else []
+        if not sockets:
             return self._endpoint
-        port = bserver._server.sockets[0].getsockname()[1]
+        port = sockets[0].getsockname()[1]
         url = urlparse(self._endpoint)
         if url.port == port:
             return self._endpoint
@@ -233,7 +235,7 @@ class OpcUaServer:
         iserver = self._server.iserver
         time_task = getattr(iserver, "time_task", None)
         if time_task is not None:
-            iserver._time_task_stop = True
+            internals.request_time_task_stop(iserver)
             time_task.cancel()
             await asyncio.wait([time_task])
             iserver.time_task = None
@@ -523,7 +525,7 @@ class OpcUaServer:
         names: set[str] = set()
         ns = self.namespace
         for sub in list(self._iserver.subscription_service.subscriptions.values()):
-            for mdata in list(sub.monitored_item_srv._monitored_items.values()):
+            for mdata in list(internals.monitored_items(sub).values()):
                 rvid = mdata.read_value_id
                 if rvid is not None:
                     name = session_of(rvid.NodeId, ns)

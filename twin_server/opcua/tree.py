@@ -33,7 +33,6 @@ from typing import Any
 
 from asyncua import ua
 
-from twin_server.engine.clock import ClockStatistics
 from twin_server.engine.session import VarKey
 from twin_server.engine.twin import TwinDefinition
 from twin_server.models.base import DataType, Kind, Variable
@@ -48,6 +47,7 @@ from twin_server.opcua.program import (
     StateView,
 )
 from twin_server.opcua.units import engineering_units
+from twin_server.runtime.clock import ClockStatistics
 from twin_server.runtime.host import Frame, HostedSession
 
 ROOT = "TwinServer"

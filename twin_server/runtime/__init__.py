@@ -11,7 +11,7 @@ the listener the host was built with. ``HostedSession`` is its typed front.
     SessionHost ── WorkerHost (pool.py)
       create / call / delete                          Worker (worker.py), own event loop
         request id, future ──(socketpair: pickled ──> run_command(Session, ...)
-                               frames, wire.py)       Clock per session (engine.clock,
+                               frames, wire.py)       Clock per session (clock.py,
         reply | error (our exception, fields) <──      timerfd sleep) ──tick──> Session
         events (SessionEvent, fault)          <──      (the engine, unchanged)
         strings that changed                  <──          │ after a tick / a command

@@ -43,7 +43,6 @@ import structlog
 
 from twin_server import persistence
 from twin_server.config.fmu_files import FMU_MODEL, FmuFolders
-from twin_server.config.loader import LoadedConfig, load_config, parse_twin
 from twin_server.config.schema import SessionConfig
 from twin_server.engine.manager import Origin, Overrides
 from twin_server.engine.session import (
@@ -62,6 +61,7 @@ from twin_server.models.base import Value
 from twin_server.opcua import events as ev
 from twin_server.opcua.server import OpcUaServer
 from twin_server.recording import Recording
+from twin_server.runtime.compile import LoadedConfig, load_config, parse_twin
 from twin_server.runtime.host import Frame, HostedSession
 from twin_server.runtime.local import LocalHost
 from twin_server.runtime.pool import WorkerHost
@@ -70,8 +70,8 @@ from twin_server.runtime.served import (
     SessionRegistry,
     merge_parameters,
 )
+from twin_server.runtime.timers import PreciseSleep
 from twin_server.systemd import Notifier
-from twin_server.timers import PreciseSleep
 
 log = structlog.get_logger(__name__)
 

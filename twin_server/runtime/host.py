@@ -20,7 +20,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from twin_server.engine.clock import ClockStatistics
 from twin_server.engine.session import (
     RunState,
     SessionEvent,
@@ -32,6 +31,7 @@ from twin_server.engine.session import (
 from twin_server.engine.twin import TwinDefinition
 from twin_server.errors import SessionFault
 from twin_server.models.base import Value, Variable
+from twin_server.runtime.clock import ClockStatistics
 
 #: called with the session's name and each event it emits (and the host's own:
 #: a worker's crash is a ``fault`` event, its replacement a ``recovered`` one)

@@ -17,10 +17,10 @@ from typing import Any
 
 import structlog
 
-from twin_server.engine.clock import Clock, ClockStatistics
 from twin_server.engine.session import Session, SessionSettings, SessionSnapshot
 from twin_server.engine.twin import TwinDefinition
 from twin_server.errors import AlreadyExists, InvalidState, NotFound, SessionFault
+from twin_server.runtime.clock import Clock, ClockStatistics
 from twin_server.runtime.commands import create_session, run_command
 from twin_server.runtime.host import EventListener, Frame, HostStatistics, SessionLayout
 

@@ -59,7 +59,6 @@ from typing import Any
 
 import structlog
 
-from twin_server.engine.clock import ClockStatistics
 from twin_server.engine.session import (
     SEVERITY_FAULT,
     SEVERITY_INFO,
@@ -78,6 +77,7 @@ from twin_server.errors import (
     WorkerCrashed,
 )
 from twin_server.runtime import shm, worker
+from twin_server.runtime.clock import ClockStatistics
 from twin_server.runtime.host import EventListener, Frame, HostStatistics, SessionLayout
 from twin_server.runtime.local import LocalHost
 from twin_server.runtime.wire import Channel, decode_error

@@ -1,7 +1,7 @@
 """The worker process: steps the sessions placed on it, answers commands, publishes values.
 
 ``main`` is the process's entry point (``multiprocessing``, spawn start method).
-It runs its own event loop: one ``engine.clock.Clock`` per session (sleeping on
+It runs its own event loop: one ``runtime.clock.Clock`` per session (sleeping on
 a timerfd, ``timers.PreciseSleep``), a ``wire.Channel`` to the main process, and
 a task that sends each session's snapshot every ``snapshot_interval`` seconds
 when it changed (the main process keeps the latest, to bring the session back if
@@ -33,17 +33,17 @@ from typing import Any, cast
 
 import structlog
 
-from twin_server.engine.clock import Clock
 from twin_server.engine.session import RunState, Session, SessionEvent, SessionSettings
 from twin_server.engine.snapshot import SessionSnapshot
 from twin_server.engine.twin import TwinDefinition
 from twin_server.errors import AlreadyExists, InvalidState, NotFound, NotSupported, SessionFault
 from twin_server.models import registry
 from twin_server.runtime import shm
+from twin_server.runtime.clock import Clock
 from twin_server.runtime.commands import create_session, run_command
 from twin_server.runtime.local import clock_phase
+from twin_server.runtime.timers import PreciseSleep
 from twin_server.runtime.wire import Channel, encode_error
-from twin_server.timers import PreciseSleep
 
 log = structlog.get_logger(__name__)
 

@@ -99,7 +99,7 @@ def run(args: argparse.Namespace, stdin: IO[str] | None = None,
 
 def _server_config(args: argparse.Namespace) -> ServerConfig:
     if getattr(args, "config", None):
-        from twin_server.config.loader import load_config
+        from twin_server.runtime.compile import load_config
 
         return load_config(args.config).config.server
     return ServerConfig()

@@ -25,7 +25,7 @@ from asyncua.common.utils import ServiceError
 
 from twin_server.config.schema import ServerConfig
 from twin_server.config.security import SecurityConfig
-from twin_server.opcua.patches import check_asyncua
+from twin_server.opcua.patches import check_asyncua, internals
 from twin_server.security.guard import (
     ChannelFactories,
     Guard,
@@ -198,7 +198,7 @@ async def configure_security(server: Server, config: ServerConfig,
     server.set_security_policy(policy_types(security),
                                permission_ruleset=TwinRuleset(guard, install_guards))
     # asyncua appends one factory per endpoint here at start; ours record each channel
-    server._policies = ChannelFactories(guard)
+    internals.set_channel_policies(server, ChannelFactories(guard))
     server.set_certificate_validator(guard.certificate_validator)
     iserver.set_user_manager(TwinUserManager(guard))
     install_user_tokens(iserver, guard.counters)

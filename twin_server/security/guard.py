@@ -48,6 +48,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from twin_server.config.security import LimitsConfig
+from twin_server.opcua.patches import internals
 from twin_server.security.pki import TrustList, thumbprint
 from twin_server.security.roles import (
     Role,
@@ -279,10 +280,10 @@ class Guard:
         sub = subs.get(sub_id)
         if sub is None or count <= 0:
             return
-        in_sub = len(sub.monitored_item_srv._monitored_items)
+        in_sub = len(internals.monitored_items(sub))
         if in_sub + count > self.limits.max_monitored_items_per_subscription:
             self._monitored_items_refused(self.limits.max_monitored_items_per_subscription)
-        total = sum(len(s.monitored_item_srv._monitored_items) for s in list(subs.values()))
+        total = sum(len(internals.monitored_items(s)) for s in list(subs.values()))
         if total + count > self.limits.max_monitored_items:
             self._monitored_items_refused(self.limits.max_monitored_items)
 

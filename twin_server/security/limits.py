@@ -38,6 +38,7 @@ from asyncua.common.connection import TransportLimits
 from twin_server import logs
 from twin_server.config.security import LimitsConfig
 from twin_server.logs import RateLimit, RateStatistics
+from twin_server.opcua.patches import internals
 
 log = structlog.get_logger(__name__)
 
@@ -87,11 +88,11 @@ class ChunkLimitProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.inner.data_received(data)
-        pending = len(getattr(self.inner, "_buffer", b""))
+        pending = internals.pending_chunk_bytes(self.inner)
         if pending > MAX_PARTIAL_CHUNK and not self.transport.is_closing():
             log.warning("connection_closed", peer=_peer(self.transport), reason="chunk too large",
                         buffered=pending, limit=MAX_PARTIAL_CHUNK)
-            self.inner._buffer = b""
+            internals.drop_pending_chunk(self.inner)
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -191,7 +192,7 @@ def share_subscription_loggers(iserver: Any) -> None:
             result = await create(*args, **kwargs)
         finally:
             # the id just used, also when start() failed after the logger was made
-            registry.pop(f"{SUBSCRIPTION_LOGGER}.{service._sub_id_counter}", None)
+            registry.pop(f"{SUBSCRIPTION_LOGGER}.{internals.last_subscription_id(service)}", None)
         subscription = service.subscriptions.get(result.SubscriptionId)
         if subscription is not None:
             subscription.monitored_item_srv.logger = shared

@@ -74,6 +74,7 @@ from asyncua.crypto.uacrypto import InvalidSignature as UaInvalidSignature
 from asyncua.ua.ua_binary import nodeid_from_binary, struct_from_binary, uatcp_to_binary
 from cryptography.exceptions import InvalidSignature
 
+from twin_server.opcua.patches import internals
 from twin_server.security.limits import LogRateLimit
 
 log = structlog.get_logger(__name__)
@@ -145,19 +146,19 @@ class ConnectionGuard:
         # asyncua internals: UaProcessor.name (the peer's address), ._connection (its
         # SecureConnection), .send_response, ._transport
         self.peer = _peer(processor.name)
-        self.connection = processor._connection
+        self.connection = internals.secure_connection(processor)
         self.send_response = processor.send_response
-        self.transport = processor._transport
+        self.transport = internals.processor_transport(processor)
         self.hello_seen = False
         # asyncua internals: UaProcessor.process (each message), .process_message (each
         # request: decodes type id and RequestHeader), ._process_message (dispatches a
         # request to its service; its caller turns exceptions into ServiceFaults)
         self.process = processor.process
         self.process_message = processor.process_message
-        self.dispatch = processor._process_message
+        self.dispatch = internals.request_dispatcher(processor)
         processor.process = self.guarded_process
         processor.process_message = self.guarded_process_message
-        processor._process_message = self.guarded_dispatch
+        internals.set_request_dispatcher(processor, self.guarded_dispatch)
 
     # -- messages ---------------------------------------------------------------------
     async def guarded_process(self, header: Any, body: Buffer) -> bool:
@@ -207,7 +208,7 @@ class ConnectionGuard:
                                      body.copy(header.body_size)).SecurityPolicyURI
         except Exception:
             return ua.StatusCodes.BadDecodingError, "the security header cannot be decoded"
-        offered = any(policy.matches(uri) for policy in connection._policies)
+        offered = any(policy.matches(uri) for policy in internals.channel_policies(connection))
         if not offered and uri != connection.security_policy.URI:
             return (ua.StatusCodes.BadSecurityPolicyRejected,
                     f"security policy {_excerpt(uri, 80)} is not offered")

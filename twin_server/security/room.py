@@ -47,6 +47,7 @@ from asyncua import ua
 from asyncua.common.utils import ServiceError
 
 from twin_server.config.security import LimitsConfig
+from twin_server.opcua.patches import internals
 
 log = structlog.get_logger(__name__)
 
@@ -105,7 +106,7 @@ class SessionRoom:
 
     def _sessions(self) -> list[Any]:
         # asyncua internal: InternalServer._external_sessions, auth token -> session
-        return list(getattr(self.iserver, "_external_sessions", {}).values())
+        return list(internals.external_sessions(self.iserver).values())
 
     def _connections(self) -> dict[Any, asyncio.BaseTransport]:
         """Each session served by an open connection, with that connection."""
@@ -132,7 +133,7 @@ class SessionRoom:
         for session in candidates:
             # asyncua internal: InternalSession._last_activity (time.monotonic of its
             # last request)
-            idle = now - float(getattr(session, "_last_activity", now))
+            idle = now - internals.last_activity(session, now)
             if session not in held or idle >= self.limits.abandoned_session_idle:
                 abandoned.append((idle, session))
         if not abandoned:
@@ -142,7 +143,7 @@ class SessionRoom:
     def _displace(self, session: Any) -> None:
         held = self._connections()
         transport = held.get(session)
-        idle = self.clock() - float(getattr(session, "_last_activity", self.clock()))
+        idle = self.clock() - internals.last_activity(session, self.clock())
         self.counters.sessions_displaced += 1
         log.info("session_displaced", peer=self._addresses.get(session),
                  session=str(getattr(session, "session_id", "?")),

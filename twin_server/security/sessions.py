@@ -72,6 +72,7 @@ import structlog
 from asyncua import ua
 from asyncua.common.utils import ServiceError
 
+from twin_server.opcua.patches import internals
 from twin_server.security.guard import CHANNEL, CONNECTION, Channel, Guard
 from twin_server.security.pki import application_uris
 from twin_server.security.roles import TwinUser
@@ -394,10 +395,10 @@ class Sessions:
 
     def _drop_dead_requests(self, sub: Any) -> None:
         processor = getattr(sub.pub_request_callback, "__self__", None)
-        transport = getattr(processor, "_transport", None)
+        transport = internals.processor_transport(processor)
         if processor is None or transport is None or not transport.is_closing():
             return
-        requests = processor._publish_requests
+        requests = internals.publish_requests(processor)
         if requests:
             self.counters.publish_requests_dropped += len(requests)
             log.info("publish_requests_dropped", subscription=sub.data.SubscriptionId,
@@ -409,7 +410,7 @@ class Sessions:
                        callback: Any) -> list[ua.TransferResult]:
         """TransferSubscriptions to the session ``session_id`` (asyncua's ``transfer``
         for the subscriptions it may take)."""
-        sessions = list(self.iserver._external_sessions.values())
+        sessions = list(internals.external_sessions(self.iserver).values())
         caller = next((s for s in sessions if s.session_id == session_id), None)
         results: list[ua.TransferResult | None] = []
         allowed: list[tuple[int, Any]] = []
@@ -473,8 +474,8 @@ class Sessions:
     async def _send_initial_values(sub: Any) -> None:
         """TransferSubscriptions with SendInitialValues (asyncua ignores it): each
         monitored value's current value goes out in the next notification."""
-        items = sub.monitored_item_srv  # MonitoredItemService: _monitored_items, aspace
-        for mid, item in list(items._monitored_items.items()):
+        items = sub.monitored_item_srv  # MonitoredItemService: its items, aspace
+        for mid, item in list(internals.monitored_items(sub).items()):
             target = item.read_value_id
             if item.callback_handle is None or target is None or \
                     item.mode == ua.MonitoringMode.Disabled:
@@ -492,7 +493,7 @@ class Sessions:
             sub.pub_request_callback = processor.get_publish_request
         old = getattr(previous_request, "__self__", None)
         if old is not None and old is not processor:
-            old._publish_results_subs.pop(sub.data.SubscriptionId, None)
+            internals.published_subscriptions(old).pop(sub.data.SubscriptionId, None)
         log.info("subscription_transferred", subscription=sub.data.SubscriptionId)
 
 

@@ -10,11 +10,11 @@ import fmpy
 import numpy as np
 import pytest
 
-from twin_server.config.loader import load_config
 from twin_server.engine.session import RunState, Session, SessionSettings, VarKey
 from twin_server.engine.twin import TwinDefinition
 from twin_server.errors import ConfigErrors, FMIError, NotWritable, SessionFault
 from twin_server.models.base import Kind
+from twin_server.runtime.compile import load_config
 
 CONFIG = """
 [server]

@@ -2,26 +2,44 @@
 tested with.
 
 asyncua 2.1 offers few hooks, so twin-server wraps attributes of its server's
-instances (never asyncua's classes) and reads a few private attributes. Every
-module that does so names the internals it relies on in its docstring:
+instances (never asyncua's classes) and reads a few private attributes. What
+touches asyncua's internals lives in this package or goes through it:
 
-    opcua/fastpath.py            monitored items' data-change path; subscriptions'
-                                 ``_triggered_datachanges``, ``publish_results``
-    opcua/aspace_cache.py        ``AddressSpace._nodes`` (the pickled standard space)
-    opcua/server.py              the binary server's socket, ``_time_task_stop``
+    patches/fastpath.py          monitored items' data-change path; subscriptions'
+                                 ``_triggered_datachanges``, ``publish_results``;
+                                 ``AddressSpace._nodes``
+    patches/aspace_cache.py      ``AddressSpace._nodes`` (the pickled standard space),
+                                 ``InternalServer.load_standard_address_space``
+    patches/internals.py         every private attribute read or written elsewhere, one
+                                 named function each (``external_sessions``,
+                                 ``monitored_items``, ``listening_sockets``, ...)
+
+No module outside this package reads or writes an asyncua private attribute
+(``tests/opcua/test_patches.py`` checks the source). These modules still wrap
+public methods of asyncua's instances, or rely on its behaviour, each naming what
+in its docstring:
+
+    opcua/server.py              the binary server's socket, the CurrentTime loop and
+                                 monitored items (through ``internals``)
     opcua/history_read.py,       the history manager's session hook, each session's
     security/history_sessions.py ``history_read`` and ``close_session``
-    security/guard.py            ``Server._policies``, the attribute and method services,
-                                 ``PermissionRuleset.check_validity``, the user manager
+    security/context.py          the channels' policy factories (``internals``)
+    security/guard.py            the attribute and method services,
+                                 ``PermissionRuleset.check_validity``, the user manager,
+                                 monitored items (``internals``)
     security/sessions.py         session tokens, ``lookup_external_session``,
-                                 subscriptions' publish callbacks, TransferSubscriptions
-    security/room.py             ``_external_sessions``, ``asyncio_transports``,
-                                 ``InternalSession._last_activity``
+                                 subscriptions' publish callbacks, TransferSubscriptions;
+                                 sessions, Publish requests, monitored items (``internals``)
+    security/room.py             the sessions by token, ``asyncio_transports``, each
+                                 session's last activity (``internals``)
     security/tokens.py           ``add_endpoint``, ``decrypt_user_token``
     security/protocol.py         each connection's ``UaProcessor`` (``process``,
-                                 ``process_message``, ``_process_message``)
-    security/limits.py           ``TransportLimits``, the protocol's ``_buffer``,
-                                 subscription loggers
+                                 ``process_message``, the request dispatcher through
+                                 ``internals``; ``_process_message`` found by name in
+                                 tracebacks)
+    security/limits.py           ``TransportLimits``, a connection's buffered bytes and
+                                 the subscription counter (``internals``), subscription
+                                 loggers
 
 These were written against and tested with asyncua ``TESTED`` (pyproject.toml
 pins that minor version). ``check_asyncua`` runs at start-up: another version

@@ -32,7 +32,7 @@ same process (the benchmark's baseline, the HIL soft PLC in the tests) is untouc
    internal session get notification objects, as before.
 4. With ``install(aspace, ticks)``, each of those subscriptions' publishes (its
    ``publish_results``, replaced on the instance) first waits for a clock tick
-   that would fall due while it runs (``engine.clock.Ticks``): a PublishResponse
+   that would fall due while it runs (``runtime.clock.Ticks``): a PublishResponse
    of 1,000 changes takes about a ms to pop, encode and send.
 
 Each change is pinned by ``tests/opcua/test_fastpath.py`` against the asyncua
@@ -56,7 +56,7 @@ from asyncua.server.internal_subscription import InternalSubscription
 from asyncua.server.monitored_item_service import MonitoredItemService
 from asyncua.ua.ua_binary import struct_to_binary, variant_to_binary
 
-from twin_server.engine.clock import Ticks
+from twin_server.runtime.clock import Ticks
 
 _VALUE = ua.AttributeIds.Value
 _DISABLED = ua.MonitoringMode.Disabled
@@ -259,7 +259,7 @@ def _encode_on_pop(isub: InternalSubscription) -> None:
 def _publish_around_ticks(isub: InternalSubscription, ticks: Ticks) -> None:
     """Make ``isub``'s publishes (a PublishResponse of up to thousands of changes, its
     pop, encoding and send: ~1 ms) wait for a clock tick that would fall due while
-    one runs, the way the publisher's chunks do (``engine.clock.Ticks``): ten such
+    one runs, the way the publisher's chunks do (``runtime.clock.Ticks``): ten such
     subscriptions fire ten times a second each. Its publishing loop calls
     ``self.publish_results()``, which finds this instance attribute first."""
     if getattr(isub, _TICKS_MARK, False):

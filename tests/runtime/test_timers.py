@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from twin_server import timers
-from twin_server.timers import PreciseSleep
+from twin_server.runtime import timers
+from twin_server.runtime.timers import PreciseSleep
 
 linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="timerfd is Linux's")
 

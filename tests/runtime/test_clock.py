@@ -1,6 +1,7 @@
 """Clock: pacing against absolute deadlines, overruns and both policies, lateness
 statistics, re-anchoring, idling without spinning, and determinism whatever the
-real-time factor. A fake wall clock drives all but one short real-time test."""
+real-time factor. A fake wall clock (``FakeClock``) drives all but one short real-time
+test."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from typing import Any
 import pytest
 
 from tests.engine.conftest import (
-    FakeClock,
     Faulty,
     Gain,
     Script,
@@ -25,15 +25,64 @@ from tests.engine.conftest import (
     loop_twin,
     make_session,
     run_scripted,
-    script_clock_ticks,
     tank_pid_twin,
     twin,
 )
-from twin_server.engine.clock import SHORT_WORK, Clock, ClockStatistics, Ticks
 from twin_server.engine.session import RunState, Session, VarKey
 from twin_server.models.base import Kind
+from twin_server.runtime.clock import SHORT_WORK, Clock, ClockStatistics, Ticks
 
 DT = 0.01
+
+
+def script_clock_ticks(session: Session, script: Script, stop_at: int) -> list[int]:
+    """Make the clock's ``session.tick()`` apply ``script`` before each tick and Suspend
+    after tick ``stop_at``; returns a list that collects the step counts ticked."""
+    real_tick = session.tick
+    ticked: list[int] = []
+
+    def tick() -> None:
+        for key, value in script.get(session.step_count, []):
+            session.write(key, value)
+        ticked.append(session.step_count)
+        real_tick()
+        if session.step_count == stop_at:
+            session.suspend()
+
+    session.tick = tick  # type: ignore[method-assign]
+    return ticked
+
+
+class FakeClock:
+    """A wall clock that only moves when the code under test sleeps.
+
+    ``sleep(d)`` advances the time by ``d`` plus ``oversleep`` (a fixed lag or a
+    callable returning one), records the call, and yields to the real event loop
+    once so that other tasks (the test) run.
+    """
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.time = start
+        self.sleeps: list[float] = []
+        self.oversleep: Any = 0.0
+
+    def now(self) -> float:
+        return self.time
+
+    def advance(self, seconds: float) -> None:
+        self.time += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        lag = self.oversleep() if callable(self.oversleep) else self.oversleep
+        if seconds > 0:
+            self.time += seconds + lag
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    return FakeClock()
 
 
 async def until(predicate: Callable[[], bool], *, spins: int = 500_000) -> None:
@@ -512,7 +561,7 @@ class TestCollector:
 
     @pytest.fixture
     def collector(self) -> Any:
-        from twin_server.engine.clock import Collector
+        from twin_server.runtime.clock import Collector
 
         enabled = gc.isenabled()
         gc.enable()

@@ -1,0 +1,247 @@
+"""Compile a described config into what the daemon runs: the config describes, the
+runtime compiles.
+
+``config.loader`` reads a file and checks everything that needs no model
+(``ConfigDescription``); ``compile_config`` compiles each twin with
+``engine.twin.compile_twin`` (the model registry, the connection graph), coerces
+the sessions' parameter overrides against the models, checks that each HIL binding
+names a variable of its session's twin (of the kind its direction needs, bound
+from the PLC once, a fallback of the variable's type) and that each session's
+history patterns match a variable, and then raises the description's errors and
+its own together, in the file's order, each with its file and key path. A twin
+whose structure is fine is compiled even when another part of the file is not, so
+that one run of ``twin-server check`` reports everything.
+
+``load_config`` and ``parse_config`` read and compile in one call (the command,
+the daemon and its reload use them); ``parse_twin`` does the same for a client's
+twin (DefineTwin, and the run-time twins brought back from the store).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from twin_server.config.fmu_files import NO_FOLDERS, FmuFolders, in_client_words
+from twin_server.config.loader import (
+    STRING_FILE,
+    ConfigDescription,
+    describe_config,
+    did_you_mean,
+    in_file,
+    quoted_key,
+    read_config,
+    read_twin,
+)
+from twin_server.config.schema import Config, HilBinding
+from twin_server.engine.twin import Resolver, TwinDefinition, compile_twin
+from twin_server.errors import ConfigError, ConfigErrors, ValueRejected
+from twin_server.models import registry
+from twin_server.models.base import Kind, Value, Variable
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    """A checked config: its structure, its compiled twins and the session overrides
+    coerced against the models (session -> component -> parameter -> value)."""
+
+    config: Config
+    twins: dict[str, TwinDefinition]
+    path: Path | None = None
+    session_parameters: dict[str, dict[str, dict[str, Value]]] = field(default_factory=dict)
+
+    @property
+    def file(self) -> str:
+        return str(self.path) if self.path is not None else STRING_FILE
+
+
+def load_config(path: str | Path, *, resolve: Resolver = registry.get) -> LoadedConfig:
+    """Read, parse, check and compile the config file at ``path``; raise ConfigErrors
+    with every problem (a missing or unreadable file is one too)."""
+    return compile_config(read_config(path), resolve=resolve)
+
+
+def parse_config(
+    text: str, *, file: str = STRING_FILE, resolve: Resolver = registry.get,
+    base_dir: Path | None = None,
+) -> LoadedConfig:
+    """Like ``load_config`` for TOML text; errors name ``file``. Relative file
+    options (an FMU's ``path``) and ``server.fmu_dirs`` entries resolve against
+    ``base_dir`` (the cwd if None)."""
+    return compile_config(describe_config(text, file=file, base_dir=base_dir), resolve=resolve)
+
+
+def compile_config(described: ConfigDescription, *,
+                   resolve: Resolver = registry.get) -> LoadedConfig:
+    """Compile ``described``'s twins and check what refers into them; raise ConfigErrors
+    with the description's errors and these together."""
+    errors: list[ConfigError] = []
+    file = described.file
+    twins: dict[str, TwinDefinition] = {}
+    for name, twin in described.twins.items():
+        try:
+            twins[name] = compile_twin(name, twin, resolve=resolve)
+        except ConfigErrors as group:
+            errors.extend(in_file(group, file))
+
+    parameters: dict[str, dict[str, dict[str, Value]]] = {}
+    for name, session in described.sessions.items():
+        twin_def = twins.get(session.twin)
+        if twin_def is None:
+            continue  # an unknown twin, or one with errors of its own: reported already
+        try:
+            parameters[name] = twin_def.check_overrides(
+                session.parameters, prefix=f"sessions.{name}.parameters"
+            )
+        except ConfigErrors as group:
+            errors.extend(in_file(group, file))
+
+    errors.extend(_check_bindings(described, twins))
+    if described.config is not None:
+        errors.extend(_check_history_variables(described.config, twins, file))
+
+    config = described.valid(errors)
+    return LoadedConfig(config, twins, described.path, parameters)
+
+
+def parse_twin(
+    text: str,
+    name: str | None = None,
+    *,
+    file: str = STRING_FILE,
+    resolve: Resolver = registry.get,
+    fmu: FmuFolders = NO_FOLDERS,
+) -> TwinDefinition:
+    """Check and compile one twin given as TOML text (DefineTwin), exactly as in a file,
+    except for the files it may name (``config.loader.read_twin``). Raises ConfigErrors,
+    or InvalidArgument for a refused FMU option (before any FMU file is read)."""
+    described = read_twin(text, name, file=file, fmu=fmu)
+    try:
+        return compile_twin(described.name, described.config, resolve=resolve,
+                            prefix=described.prefix)
+    except ConfigErrors as group:
+        raise ConfigErrors(
+            in_client_words(in_file(group, file), dict(described.shown))) from None
+
+
+# -- hardware in the loop ---------------------------------------------------------------
+
+_READ_KINDS = (Kind.OUTPUT, Kind.STATE)
+
+
+def _check_bindings(described: ConfigDescription,
+                    twins: Mapping[str, TwinDefinition]) -> list[ConfigError]:
+    """Each HIL binding of a peer whose session and twin are sound names a variable of
+    that twin, of the kind its direction needs; an input is bound from the PLC once;
+    a fallback is of the variable's type. (The rest of the ``[hil.<peer>]`` tables is
+    checked by ``config.loader``.) Checked on the raw tables, binding by binding, so
+    that a peer with a structural error elsewhere still gets these checks."""
+    errors: list[ConfigError] = []
+    peers = described.raw.get("hil")
+    for peer, body in peers.items() if isinstance(peers, Mapping) else ():
+        if not isinstance(body, Mapping):
+            continue
+        session_name = body.get("session")
+        session = (described.sessions.get(session_name)
+                   if isinstance(session_name, str) else None)
+        twin = twins.get(session.twin) if session is not None else None
+        if twin is None:
+            continue  # an unknown session or a broken twin: reported already
+        where = f"hil.{quoted_key(str(peer))}"
+
+        def fail(path: str, message: str, where: str = where) -> None:
+            errors.append(ConfigError(message, path=f"{where}.{path}", file=described.file))
+
+        bindings = body.get("bindings")
+        forced: dict[str, str] = {}
+        for bname, bbody in bindings.items() if isinstance(bindings, Mapping) else ():
+            try:
+                binding = HilBinding.model_validate(bbody)
+            except ValidationError:
+                continue  # reported by the whole-file validation
+            path = f"bindings.{quoted_key(str(bname))}"
+
+            def fail_variable(message: str, where: str = path) -> None:
+                fail(f"{where}.variable", message)
+
+            variable = _binding_variable(twin, binding, str(session_name), fail_variable)
+            if variable is None:
+                continue
+            if binding.direction == "from_plc":
+                other = forced.setdefault(binding.variable, str(bname))
+                if other != bname:
+                    fail(f"{path}.variable", f"input {binding.variable!r} is already bound "
+                                             f"from the PLC by binding {other!r}")
+                if binding.fallback is not None:
+                    try:
+                        variable.coerce(binding.fallback)
+                    except ValueRejected as exc:
+                        fail(f"{path}.fallback", f"fallback for {binding.variable!r}: {exc}")
+    return errors
+
+
+def _binding_variable(twin: TwinDefinition, binding: HilBinding, session: str,
+                      fail: Callable[[str], None]) -> Variable | None:
+    """The variable a binding mirrors, or None after reporting why there is none."""
+    cname, _, vname = binding.variable.partition(".")
+    names = [c.name for c in twin.components]
+    if cname not in names:
+        fail(f"session {session!r} (twin {twin.name!r}) has no component {cname!r} "
+             f"(its components: {', '.join(names)}){did_you_mean(cname, names)}")
+        return None
+    declared = twin.component(cname).declared()
+    kinds = _READ_KINDS if binding.direction == "to_plc" else (Kind.INPUT,)
+    for kind in kinds:
+        for var in declared:
+            if var.kind is kind and var.name == vname:
+                return var
+    wanted = "an output or state" if binding.direction == "to_plc" else "an input"
+    fitting = [v.name for v in declared if v.kind in kinds]
+    other = next((v for v in declared if v.name == vname), None)
+    if other is not None:
+        hint = ("inputs come from the PLC: use direction = 'from_plc'"
+                if other.kind is Kind.INPUT else
+                "outputs and states go to the PLC: use direction = 'to_plc'"
+                if other.kind in _READ_KINDS else
+                "parameters are not mirrored")
+        fail(f"{binding.variable!r} is {_a(other.kind)} {other.kind}, but a "
+             f"{binding.direction} binding needs {wanted}; {hint}")
+    else:
+        fail(f"component {cname!r} has no {vname!r} (a {binding.direction} binding needs "
+             f"{wanted}; it has: {', '.join(fitting) or 'none'})"
+             f"{did_you_mean(vname, fitting)}")
+    return None
+
+
+def _a(kind: Kind) -> str:
+    return "an" if kind.value[0] in "aeiou" else "a"
+
+
+# -- history ----------------------------------------------------------------------------
+
+def _check_history_variables(config: Config, twins: Mapping[str, TwinDefinition],
+                             file: str) -> list[ConfigError]:
+    """Each session's ``history.variables`` patterns (its own, else ``[history]``'s)
+    must each match a variable of its twin, as ``component.variable`` or a pattern."""
+    errors = []
+    for name, session in config.sessions.items():
+        twin = twins.get(session.twin)
+        own = session.history.variables
+        patterns = own if own is not None else config.history.variables
+        if twin is None or not patterns:
+            continue
+        names = sorted({f"{c.name}.{v.name}" for c in twin.components for v in c.declared()})
+        unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n in names)]
+        if unmatched:
+            where = (f"sessions.{name}.history.variables" if own is not None
+                     else "history.variables")
+            errors.append(ConfigError(
+                f"{', '.join(repr(p) for p in unmatched)} "
+                f"{'matches' if len(unmatched) == 1 else 'match'} no variable of twin "
+                f"{twin.name!r} (session {name!r}); write 'component.variable' or a pattern "
+                f"such as 'tank.*' (its variables: {', '.join(names)})", path=where, file=file))
+    return errors
