@@ -3,8 +3,9 @@ recorded node 100 times with no NumValuesPerNode (issue 13, part 2).
 
 A real OpcUaServer on 127.0.0.1 (port 0) with anonymous viewers on the None
 endpoint, a store holding 12,000 samples of the tank's level, the tank session
-paced at 100 Hz by its real Clock in the same event loop, and real asyncua
-clients.
+paced at 100 Hz by its real Clock in the same event loop (an in-process
+``LocalHost`` running its clock: what the server's work holds back, it holds
+back), and real asyncua clients.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from tests.bench.common import lateness_samples
 from tests.opcua.conftest import MODULE_LOOP, plant
 from twin_server.config.schema import ServerConfig
 from twin_server.config.security import LimitsConfig, SecurityConfig
-from twin_server.engine.session import Session, SessionSettings
+from twin_server.engine.session import SessionSettings
 from twin_server.history import HistoryStore
 from twin_server.opcua.server import OpcUaServer
+from twin_server.runtime import HostedSession, LocalHost
 from twin_server.runtime.clock import Clock
 
 pytestmark = MODULE_LOOP
@@ -72,19 +74,22 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
     server = OpcUaServer(ServerConfig(security=VIEWER, state_dir=str(state)),
                          endpoint="opc.tcp://127.0.0.1:0/twin-server")
     await server.start()
-    await server.add_twin(plant())
-    server.install_history(store)
-    session = Session("tank", plant(), SessionSettings(step_size=0.01, realtime_factor=1.0,
-                                                       publish_rate=50.0))
-    clock = Clock(session)
-    await server.add_session(session, clock, historized=[LEVEL])
-    session.start()
-    ticking = asyncio.create_task(clock.run())
     try:
-        yield Env(server, clock, server.config.limits, server.namespace)
+        await server.add_twin(plant())
+        server.install_history(store)
+        # the host runs the session's clock as a task of this event loop: whatever the
+        # server does holds the clock back, as it would an in-process daemon's sessions
+        async with LocalHost(server.session_event, clocks=True) as host:
+            await host.create("tank", plant(), SessionSettings(
+                step_size=0.01, realtime_factor=1.0, publish_rate=50.0))
+            hosted = HostedSession(host, "tank")
+            await server.add_session(hosted, plant(), historized=[LEVEL])
+            try:
+                await hosted.start()
+                yield Env(server, host.clock("tank"), server.config.limits, server.namespace)
+            finally:
+                await server.remove_session("tank")
     finally:
-        ticking.cancel()
-        await asyncio.gather(ticking, return_exceptions=True)
         await server.stop()
         await store.close()
 
