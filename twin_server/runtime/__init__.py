@@ -62,6 +62,7 @@ health nodes.
 from __future__ import annotations
 
 from twin_server.runtime.host import (
+    CrashReport,
     EventListener,
     Frame,
     FrameSource,
@@ -69,11 +70,13 @@ from twin_server.runtime.host import (
     HostStatistics,
     SessionHost,
     SessionLayout,
+    WorkerInfo,
 )
 from twin_server.runtime.local import LocalHost, SessionFrames
 from twin_server.runtime.pool import WorkerHost, make_host
 
 __all__ = [
-    "EventListener", "Frame", "FrameSource", "HostStatistics", "HostedSession", "LocalHost",
-    "SessionFrames", "SessionHost", "SessionLayout", "WorkerHost", "make_host",
+    "CrashReport", "EventListener", "Frame", "FrameSource", "HostStatistics", "HostedSession",
+    "LocalHost", "SessionFrames", "SessionHost", "SessionLayout", "WorkerHost", "WorkerInfo",
+    "make_host",
 ]
