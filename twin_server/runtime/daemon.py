@@ -8,8 +8,9 @@ own. Everything the daemon keeps of one session hangs off its ``ServedSession``
 record (``served.py``), created and dropped with it.
 
 Every background task runs in the daemon's TaskGroup: the publisher (which also
-emits the OPC UA events of ticks), history, HIL, the expiry check and the
-watchdog; the clocks belong to the host (tasks in this process, or the
+emits the OPC UA events of ticks), the worker health nodes (``opcua.worker_nodes``:
+every half second, and at once on a worker's crash or recovery), history, HIL,
+the expiry check and the watchdog; the clocks belong to the host (tasks in this process, or the
 workers'). Shutdown runs in stages (HIL, clocks, publisher and expiry, history,
 server, workers), each with a timeout that logs what was still running when it
 expires.
@@ -254,6 +255,8 @@ class Daemon:
                     hil_tasks.append(tg.create_task(server.publish_hil_forever(self.hil),
                                                     name="hil-nodes"))
                 publisher = tg.create_task(server.publish_forever(), name="publisher")
+                health = tg.create_task(server.publish_workers_forever(self.host.statistics),
+                                        name="worker-nodes")
                 expiry = tg.create_task(self._expire_forever(), name="expiry")
                 watchdog = tg.create_task(self._watchdog_forever(), name="watchdog")
                 if self.store is not None:
@@ -293,7 +296,7 @@ class Daemon:
                 log.info("daemon_stopping")
                 await _stop_stage("hil", hil_tasks)
                 await _with_timeout("clocks", self._stop_clocks())
-                await _stop_stage("publisher", [publisher, expiry, watchdog])
+                await _stop_stage("publisher", [publisher, health, expiry, watchdog])
                 await self._stop_history()
         finally:
             if collecting:
@@ -322,6 +325,8 @@ class Daemon:
         """The host's listener: every session's events (a worker's crash included)."""
         if self.server is not None:
             self.server.session_event(name, event)
+            if event.kind in ("fault", "recovered") and self.server.worker_nodes is not None:
+                self.server.worker_nodes.wake()  # the health nodes show it now
 
     async def _stop_clocks(self) -> None:
         """Shutdown stage: the clocks of this process stop, every session left as it
@@ -526,7 +531,8 @@ class Daemon:
         worker's stalled session is the host's to handle (it kills the worker
         after ``server.hang_timeout`` and starts another), and this process,
         which keeps serving meanwhile, keeps the watchdog fed; the health nodes
-        (``TwinServer.Diagnostics``) and the log say what happened."""
+        (``Diagnostics.Workers``, ``Sessions.<s>.Diagnostics``) and the log say what
+        happened."""
         now = time.monotonic()
         reasons = []
         in_process = isinstance(self.host, LocalHost)
