@@ -56,7 +56,13 @@ from twin_server.engine.session import (
     _check_factor,
 )
 from twin_server.engine.twin import TwinDefinition
-from twin_server.errors import ConfigErrors, InvalidState, NotFound, TwinServerError
+from twin_server.errors import (
+    ConfigErrors,
+    InvalidState,
+    NotFound,
+    SessionFault,
+    TwinServerError,
+)
 from twin_server.hil import HilMirror
 from twin_server.history import HistoryStore
 from twin_server.models.base import Value
@@ -327,6 +333,13 @@ class Daemon:
             self.server.session_event(name, event)
             if event.kind in ("fault", "recovered") and self.server.worker_nodes is not None:
                 self.server.worker_nodes.wake()  # the health nodes show it now
+        record = self.manager.sessions.get(name)
+        if event.kind == "fault" and record is not None and self.store is not None \
+                and self._tasks is not None:
+            # saved Halted on its fault now: a daemon killed before the next periodic
+            # save must not resume it Running into the same crash
+            self._tasks.create_task(persistence.save_session(self.store, record),
+                                    name=f"save-faulted:{name}")
 
     async def _stop_clocks(self) -> None:
         """Shutdown stage: the clocks of this process stop, every session left as it
@@ -617,8 +630,9 @@ class Daemon:
                 own = scfg.history if scfg is not None and origin == "config" else None
                 record.recorder = await self.recording.add(hosted, own)
                 historized = record.recorder.paths if record.recorder is not None else None
-            await self.server.add_session(hosted, twin, created=message + _resumed(frame, outcome),
-                                          historized=historized)
+            await self.server.add_session(
+                hosted, twin, created=message + _resumed(frame, outcome, hosted.fault()),
+                historized=historized)
         except BaseException:
             if self.recording is not None:
                 self.recording.remove(name)
@@ -714,7 +728,10 @@ class Daemon:
         self.stop()
 
 
-def _resumed(frame: Frame, outcome: str) -> str:
+def _resumed(frame: Frame, outcome: str, fault: SessionFault | None) -> str:
+    if outcome == "faulted":
+        return (f"; Halted at tick {frame.step_count} (t={frame.sim_time:g} s) on the fault "
+                f"it had when the daemon stopped, not started again: {fault}")
     if outcome != "restored":
         return ""
     return (f"; resumed from its snapshot at t={frame.sim_time:g} s "
