@@ -31,6 +31,7 @@ from asyncua import Client, Node, ua
 from tests.models.fmu import conftest as fmu_conftest
 from tests.opcua.conftest import PLANT
 from tests.test_operations import Listener
+from twin_server import health
 from twin_server.config.loader import parse_config
 from twin_server.opcua import events as ev
 from twin_server.opcua.server import NAMESPACE_URI
@@ -319,6 +320,9 @@ class TestHealthNodes:
             assert await s.read("Diagnostics.Workers.Host") == "in-process"
             assert await s.read("Diagnostics.Workers.Workers") == 0
             assert await s.read("Diagnostics.Workers.Sessions") == 2
+            report = await health.check(s.daemon.endpoint_url)
+            assert report.ok and report.message.endswith(
+                "Running, 2 sessions (in-process, no worker processes)")
 
 
 class TestReplacementGap:
@@ -394,6 +398,11 @@ class TestCrashOnTheNodes:
             await s.until("Diagnostics.Workers.Replacements", 1)
             assert (await s.read("Diagnostics.Workers.Crashes"),
                     await s.read("Diagnostics.Workers.Hangs")) == (1, 0)
+            # `twin-server health`: healthy (the daemon recovered), and it says what happened
+            report = await health.check(s.daemon.endpoint_url)
+            assert report.ok, report.message
+            assert ", 1 worker crash (0 hung); the last: session 'fmu'" in report.message
+            assert "died of SIGSEGV" in report.message
 
 
 class TestHungWorker:
