@@ -338,8 +338,17 @@ class Daemon:
                 and self._tasks is not None:
             # saved Halted on its fault now: a daemon killed before the next periodic
             # save must not resume it Running into the same crash
-            self._tasks.create_task(persistence.save_session(self.store, record),
-                                    name=f"save-faulted:{name}")
+            self._tasks.create_task(self._save_faulted(record), name=f"save-faulted:{name}")
+
+    async def _save_faulted(self, record: ServedSession) -> None:
+        """Save a session that halted on a fault, unless (or until) it was deleted."""
+        assert self.store is not None
+        if self.manager.sessions.get(record.name) is not record:
+            return
+        await persistence.save_session(self.store, record)
+        if self.manager.sessions.get(record.name) is not record:  # deleted meanwhile
+            with contextlib.suppress(Exception):  # (the store closing: stale rows go at
+                await persistence.forget_session(self.store, record.name)  # the next save)
 
     async def _stop_clocks(self) -> None:
         """Shutdown stage: the clocks of this process stop, every session left as it
