@@ -13,10 +13,11 @@ from structlog.testing import capture_logs
 from twin_server.engine.manager import SessionManager
 from twin_server.engine.session import RunState, Session, SessionSettings, VarKey
 from twin_server.engine.twin import TwinDefinition
-from twin_server.errors import InvalidArgument, InvalidState
+from twin_server.errors import InvalidArgument, InvalidState, WorkerCrashed
 from twin_server.history import HistoryStore
 from twin_server.models.base import Kind
 from twin_server.persistence import (
+    RESTARTED,
     Snapshots,
     client_sessions,
     decode_session,
@@ -192,6 +193,31 @@ class TestSaveAndResume:
             back = recreate(SessionManager(twins()), stored)
         assert back is not None and back.step_count == 0 and back.state is RunState.READY
         assert logs[0]["event"] == "session_snapshot_missing"
+
+    async def test_a_session_halted_on_a_crash_comes_back_halted_on_it(self) -> None:
+        """A session Halted on its worker's crash is saved with the fault and comes back
+        Halted on it (the message saying it was before the restart, once however many
+        restarts), never started, even with autostart: no crash loop."""
+        manager = SessionManager(twins())
+        session = manager.create("plant", "crashed", None, SETTINGS, origin="config")
+        session.start()
+        for _ in range(7):
+            session.tick()
+        session.halt_on_fault(WorkerCrashed(
+            "session 'crashed': its worker died of SIGSEGV", session="crashed",
+            component="tank", tick=7, signal="SIGSEGV", exit_code=-11, pid=42))
+        stored = decode_session("crashed", encode_session(session, "config"))
+        for _restart in range(2):
+            assert stored.state is RunState.HALTED and stored.snapshot is None
+            again = SessionManager(twins()).create("plant", "crashed", None, SETTINGS,
+                                                   origin="config")
+            assert resume(again, stored, autostart=True) == "faulted"
+            fault = again.fault
+            assert again.state is RunState.HALTED and isinstance(fault, WorkerCrashed)
+            assert (fault.signal, fault.exit_code, fault.pid, fault.component, fault.tick,
+                    fault.hung) == ("SIGSEGV", -11, 42, "tank", 7, False)
+            assert str(fault) == RESTARTED + "session 'crashed': its worker died of SIGSEGV"
+            stored = decode_session("crashed", encode_session(again, "config"))
 
     async def test_deleted_sessions_are_forgotten(self, tmp_path: Path) -> None:
         """What is saved is what is live: a deleted session's state goes at the next save

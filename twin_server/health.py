@@ -3,9 +3,12 @@
 Asks the endpoint for its endpoints (GetEndpoints needs no session, so this
 works against a server that offers only encrypted endpoints: then answering is
 the health). Where an unencrypted endpoint lets anonymous clients in, it also
-connects, reads ``Server/ServerStatus/State`` and counts the sessions under
-``TwinServer/Sessions``. Docker's HEALTHCHECK and monitoring scripts use its
-exit status.
+connects, reads ``Server/ServerStatus/State``, counts the sessions under
+``TwinServer/Sessions`` and reports the worker processes from
+``TwinServer/Diagnostics/Workers``: how many, spares ready, crashes and hangs,
+and the latest crash in words. Docker's HEALTHCHECK and monitoring scripts use
+its exit status: a crash the daemon recovered from (the session Halted, its
+worker replaced) leaves it healthy; the message says what happened.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from asyncua import Client, ua
+from asyncua import Client, Node, ua
 
 NAMESPACE_URI = "urn:twin-server"
 NONE_POLICY = "http://opcfoundation.org/UA/SecurityPolicy#None"
@@ -48,6 +51,7 @@ async def check(endpoint: str, timeout: float = 5.0) -> Health:
                                           ).read_value()
             ns = await client.get_namespace_index(NAMESPACE_URI)
             sessions = await client.get_node(ua.NodeId("Sessions", ns)).get_children()
+            workers = await _workers(client, ns)
     except (OSError, TimeoutError, ValueError, ua.UaError) as exc:
         return Health(False, f"{endpoint}: connected but not serving twins: "
                              f"{exc or type(exc).__name__}")
@@ -60,7 +64,28 @@ async def check(endpoint: str, timeout: float = 5.0) -> Health:
     name = ua.ServerState(state).name
     if state != ua.ServerState.Running:
         return Health(False, f"{endpoint}: server state {name}")
-    return Health(True, f"{endpoint}: {name}, {len(sessions)} sessions")
+    return Health(True, f"{endpoint}: {name}, {len(sessions)} sessions{workers}")
+
+
+#: what ``_workers`` reads below Diagnostics.Workers
+_WORKER_NODES = ("Host", "Workers", "SparesReady", "Crashes", "Hangs", "LastCrash.Message")
+
+
+async def _workers(client: Client, ns: int) -> str:
+    """", 2 workers (1 spare ready), 1 crash (0 hangs); the last: ...", or " (in-process)";
+    empty from a daemon without the Diagnostics nodes (an older version)."""
+    nodes: list[Node] = [client.get_node(ua.NodeId(f"Diagnostics.Workers.{path}", ns))
+                         for path in _WORKER_NODES]
+    host, workers, spares, crashes, hangs, last = await client.read_values(nodes)
+    if host is None:  # (not there: BadNodeIdUnknown)
+        return ""
+    if host == "in-process":
+        return " (in-process, no worker processes)"
+    text = f", {workers} workers ({spares} spare ready)"
+    if crashes:
+        text += (f", {crashes} worker crash{'es' if crashes != 1 else ''} ({hangs} hung); "
+                 f"the last: {last}")
+    return text
 
 
 def _anonymous_none(endpoint: ua.EndpointDescription) -> bool:

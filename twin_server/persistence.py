@@ -27,7 +27,17 @@ Decisions:
 * Simulated time resumes at the snapshot's; the wall time the daemon was down
   is not simulated. A crash loses what happened since the last snapshot (at
   most ``snapshot_interval`` seconds of simulation), a graceful stop nothing.
-* A session that cannot be snapshotted (halted on a fault; an FMU that cannot
+* A session Halted on a fault (a model's, or its worker's death: a segfault in
+  an FMU, a hang) is saved with that fault and, where the host keeps one, the
+  last snapshot from before it (``SessionHost.recovery_snapshot``: a worker
+  host's; none in-process). It comes back Halted on the same fault, the
+  message saying it happened before the restart: from that snapshot, else
+  from its definition; never started, whatever ``autostart`` says (no crash
+  loop: a client decides, with Reset or Restore). The daemon saves such a
+  session at once when the fault happens (``save_session``), not at the next
+  ``snapshot_interval``, so that a daemon killed right after does not resume
+  it Running into the same crash.
+* A session that cannot be snapshotted otherwise (an FMU that cannot
   serialise its state) is saved without a snapshot: a client session comes
   back Ready, from its definition, and the warning says why.
 * What is saved is what is live: ``save_state`` deletes the saved state of
@@ -57,7 +67,7 @@ from twin_server.config.fmu_files import NO_FOLDERS, FmuFolders
 from twin_server.engine.manager import SessionManager
 from twin_server.engine.session import RunState, Session, SessionSettings, SessionSnapshot
 from twin_server.engine.twin import TwinDefinition
-from twin_server.errors import InvalidArgument, TwinServerError
+from twin_server.errors import InvalidArgument, SessionFault, TwinServerError, WorkerCrashed
 from twin_server.history import HistoryStore
 from twin_server.runtime.compile import parse_twin
 from twin_server.runtime.host import HostedSession, SessionHost
@@ -96,6 +106,8 @@ class StoredSession:
     snapshot: SessionSnapshot | None
     #: why there is no snapshot ("" if there is one)
     problem: str = ""
+    #: the fault it was Halted on when saved (it comes back Halted on it)
+    fault: SessionFault | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,18 +177,19 @@ def _encode(session: Session, origin: Origin, now: float | None) -> tuple[bytes,
     except TwinServerError as exc:  # InvalidState (faulted), NotSupported (an FMU)
         problem = str(exc)
     return _envelope(origin, session.twin, session.settings, session.state,
-                     session.step_count, now, body, problem), problem
+                     session.step_count, now, body, problem, session.fault), problem
 
 
 def _envelope(origin: Origin, twin: TwinDefinition, settings: SessionSettings,
               state: RunState, step_count: int, now: float | None, body: bytes,
-              problem: str) -> bytes:
+              problem: str, fault: SessionFault | None = None) -> bytes:
     header = {
         "format": FORMAT, "origin": origin, "twin": twin.name,
         "settings": _settings_dict(settings),
         "fingerprint": fingerprint(twin, settings),
         "state": str(state), "step_count": step_count,
         "saved_at": time.time() if now is None else now, "problem": problem,
+        "fault": None if fault is None else _fault_fields(fault),
     }
     head = json.dumps(header, sort_keys=True).encode()
     return _MAGIC + bytes([FORMAT]) + _LENGTH.pack(len(head)) + head + body
@@ -208,16 +221,75 @@ class HostedSessions(Protocol):
 
 
 async def encode_hosted(record: HostedRecord, *, now: float | None = None) -> tuple[bytes, str]:
-    """``encode_session`` of a hosted session: the snapshot is asked of its host."""
+    """``encode_session`` of a hosted session: the snapshot is asked of its host; for a
+    session Halted on a fault, its fault and the host's last snapshot from before it."""
     problem = ""
     body = b""
-    try:
-        body = (await record.session.snapshot()).to_bytes()
-    except TwinServerError as exc:  # InvalidState (faulted), NotSupported (an FMU), crashed
-        problem = str(exc)
-    frame = record.session.frame()
+    hosted = record.session
+    fault = hosted.fault()
+    if fault is not None:
+        before = hosted.recovery_snapshot()
+        if before is not None:
+            body = before.to_bytes()
+        else:
+            problem = f"it halted on a fault before any snapshot was kept: {fault}"
+    else:
+        try:
+            body = (await hosted.snapshot()).to_bytes()
+        except TwinServerError as exc:  # NotSupported (an FMU), a fault meanwhile, crashed
+            problem = str(exc)
+            fault = hosted.fault()
+    frame = hosted.frame()
     return _envelope(record.origin, record.twin, record.settings, frame.state,
-                     frame.step_count, now, body, problem), problem
+                     frame.step_count, now, body, problem, fault), problem
+
+
+#: the fault of a session saved Halted on one, as it comes back after a restart
+RESTARTED = "before the daemon restarted: "
+
+
+def _fault_fields(fault: SessionFault) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "type": type(fault).__name__, "message": str(fault), "session": fault.session,
+        "component": fault.component, "tick": fault.tick}
+    if isinstance(fault, WorkerCrashed):
+        fields.update(signal=fault.signal, exit_code=fault.exit_code, pid=fault.pid,
+                      hung=fault.hung)
+    return fields
+
+
+def _fault_of(fields: Mapping[str, Any] | None) -> SessionFault | None:
+    """The fault ``_fault_fields`` saved (a model's: SessionFault; a worker's death:
+    WorkerCrashed), its message saying it happened before the restart."""
+    if fields is None:
+        return None
+    message = str(fields["message"])
+    if not message.startswith(RESTARTED):
+        message = RESTARTED + message
+    session, component = str(fields["session"]), str(fields["component"])
+    tick = int(fields["tick"])
+    if fields["type"] == WorkerCrashed.__name__:
+        code = fields.get("exit_code")
+        return WorkerCrashed(message, session=session, component=component, tick=tick,
+                             signal=str(fields.get("signal", "")),
+                             exit_code=None if code is None else int(code),
+                             pid=int(fields.get("pid", 0)), hung=bool(fields.get("hung")))
+    return SessionFault(message, session=session, component=component, tick=tick)
+
+
+async def save_session(store: HistoryStore, record: HostedRecord) -> bool:
+    """Save one hosted session now (the daemon does when one halts on a fault: a
+    restart must find it Halted, not resume it Running into the same fault). False,
+    logged, if it could not be saved."""
+    try:
+        blob, problem = await encode_hosted(record)
+        await store.save_snapshot(record.name, blob)
+    except Exception as exc:  # (NotFound: deleted meanwhile; the store closing)
+        log.error("session_save_failed", session=record.name,
+                  error=f"{type(exc).__name__}: {exc}")
+        return False
+    log.info("session_saved", session=record.name, problem=problem or None)
+    return True
 
 
 def decode_session(name: str, blob: bytes) -> StoredSession:
@@ -248,7 +320,8 @@ def decode_session(name: str, blob: bytes) -> StoredSession:
             name=name, origin=origin, twin=str(header["twin"]), settings=settings,
             fingerprint=str(header["fingerprint"]), state=RunState(header["state"]),
             step_count=int(header["step_count"]), saved_at=float(header["saved_at"]),
-            snapshot=snapshot, problem=str(header["problem"]))
+            snapshot=snapshot, problem=str(header["problem"]),
+            fault=_fault_of(header.get("fault")))
     except InvalidArgument as exc:
         raise InvalidArgument(f"saved session {name!r}: {exc}") from None
     except (KeyError, ValueError, TypeError, struct.error) as exc:
@@ -403,14 +476,16 @@ def recreate(manager: SessionManager, stored: StoredSession) -> Session | None:
 def resume(session: Session, stored: StoredSession | None, *, autostart: bool = False) -> str:
     """Put a freshly created, Ready ``session`` back where ``stored`` left it; return
     what happened: ``restored`` (then Running, Suspended or Halted as it was, or
-    Ready), ``fresh`` (nothing stored), or ``skipped`` (a snapshot of another
-    definition, or one that did not restore: the session stays fresh). With
-    ``autostart`` a session that ends Ready is started, as the config says."""
+    Ready), ``fresh`` (nothing stored), ``skipped`` (a snapshot of another
+    definition, or one that did not restore: the session stays fresh), or
+    ``faulted`` (saved Halted on a fault: Halted on it again, from its snapshot if
+    that restored, never started). With ``autostart`` a session that ends Ready is
+    started, as the config says."""
     outcome = "fresh"
-    if stored is not None and stored.snapshot is None:
+    if stored is not None and stored.snapshot is None and stored.fault is None:
         log.warning("session_snapshot_missing", session=session.name,
                     reason=stored.problem or "saved without a snapshot")
-    elif stored is not None:
+    elif stored is not None and stored.snapshot is not None:
         expected = fingerprint(session.twin, session.settings)
         if stored.fingerprint != expected:
             log.warning("session_snapshot_skipped", session=session.name,
@@ -419,7 +494,7 @@ def resume(session: Session, stored: StoredSession | None, *, autostart: bool = 
             outcome = "skipped"
         else:
             try:
-                session.restore(stored.snapshot)  # type: ignore[arg-type]
+                session.restore(stored.snapshot)
                 outcome = "restored"
             except Exception as exc:
                 log.warning("session_snapshot_skipped", session=session.name,
@@ -427,6 +502,10 @@ def resume(session: Session, stored: StoredSession | None, *, autostart: bool = 
                 outcome = "skipped"
                 if session.fault is not None:  # a model refused the state: start over
                     session.reset()
+    if stored is not None and stored.fault is not None:
+        session.halt_on_fault(stored.fault)
+        log.warning("session_kept_halted", session=session.name, fault=str(stored.fault))
+        return "faulted"
     if outcome == "restored":
         assert stored is not None and stored.snapshot is not None
         was = stored.snapshot.state
@@ -447,14 +526,16 @@ async def create_resumed(host: SessionHost, name: str, twin: TwinDefinition,
                          isolate: bool = False) -> str:
     """``resume`` for a session created in ``host``: create it there from ``stored``'s
     snapshot (when its fingerprint matches and it restores; else afresh), then put it
-    back in the state it was saved in. Returns ``restored``, ``fresh`` or ``skipped``;
-    the engine's refusals of the session itself are raised (nothing left behind)."""
+    back in the state it was saved in. Returns ``restored``, ``fresh``, ``skipped`` or
+    ``faulted`` (as ``resume``: a session saved Halted on a fault is created Halted on
+    it); the engine's refusals of the session itself are raised (nothing left behind)."""
     outcome = "fresh"
     snapshot: SessionSnapshot | None = None
-    if stored is not None and stored.snapshot is None:
+    fault = stored.fault if stored is not None else None
+    if stored is not None and stored.snapshot is None and fault is None:
         log.warning("session_snapshot_missing", session=name,
                     reason=stored.problem or "saved without a snapshot")
-    elif stored is not None:
+    elif stored is not None and stored.snapshot is not None:
         if stored.fingerprint != fingerprint(twin, settings):
             log.warning("session_snapshot_skipped", session=name,
                         reason=f"twin {twin.name!r} or the session's settings "
@@ -464,14 +545,20 @@ async def create_resumed(host: SessionHost, name: str, twin: TwinDefinition,
             snapshot = stored.snapshot
     if snapshot is not None:
         try:
-            await host.create(name, twin, settings, snapshot=snapshot, isolate=isolate)
+            await host.create(name, twin, settings, snapshot=snapshot, isolate=isolate,
+                              fault=fault)
             outcome = "restored"
         except Exception as exc:
             log.warning("session_snapshot_skipped", session=name,
                         reason=f"{type(exc).__name__}: {exc}; starting fresh")
             outcome = "skipped"
     if outcome != "restored":
-        await host.create(name, twin, settings, isolate=isolate)
+        await host.create(name, twin, settings, isolate=isolate, fault=fault)
+    if fault is not None:
+        log.warning("session_kept_halted", session=name, fault=str(fault),
+                    from_snapshot=outcome == "restored")
+        return "faulted"
+    if outcome != "restored":
         return outcome
     assert stored is not None and snapshot is not None
     hosted = HostedSession(host, name)

@@ -19,13 +19,13 @@ async def _children(node: Node) -> dict[str, Node]:
 
 class TestTree:
     async def test_root_is_below_objects(self, served: Served) -> None:
-        """Objects/TwinServer is ns;s=TwinServer with the Twins and Sessions folders and
-        the server methods."""
+        """Objects/TwinServer is ns;s=TwinServer with the Twins, Sessions and Diagnostics
+        folders and the server methods."""
         objects = await _children(served.client.nodes.objects)
         root = objects["TwinServer"]
         assert root.nodeid == ua.NodeId("TwinServer", served.ns)
         children = await _children(root)
-        names = ("Twins", "Sessions", "CreateSession", "DeleteSession", "DefineTwin",
+        names = ("Twins", "Sessions", "Diagnostics", "CreateSession", "DeleteSession", "DefineTwin",
                  "RemoveTwin", "ReloadConfig")
         assert {n: c.nodeid for n, c in children.items()} == {
             n: ua.NodeId(n, served.ns) for n in names}
@@ -45,7 +45,8 @@ class TestTree:
             assert (await node.read_browse_name()).NamespaceIndex == namespace
         diagnostics = await _children(children["Diagnostics"])
         assert set(diagnostics) == {"Overruns", "LatenessP50", "LatenessP99", "LatenessMax",
-                                    "StepDurationMean", "StepDurationMax", "Ticks"}
+                                    "StepDurationMean", "StepDurationMax", "Ticks",
+                                    "Worker", "WorkerPid", "Live", "Fault"}
 
     async def test_component_folders(self, served: Served) -> None:
         """Each component shows only the kind folders it has, variables by NodeId path."""

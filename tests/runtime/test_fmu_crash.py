@@ -195,6 +195,16 @@ class TestCrashingFMU:
         assert (await tank.statistics()).state is RunState.RUNNING  # the host still serves
         stats = host.statistics()
         assert (stats.crashes, stats.hangs, stats.replacements) == (1, 0, 1)
+        crash = stats.last_crash
+        assert crash is not None
+        assert (crash.worker, crash.pid, crash.signal, crash.exit_code, crash.hung,
+                crash.session, crash.component, crash.tick, crash.sessions) == (
+            "isolated-fmu", pid, name, -getattr(signal, name), False, "fmu", "plant",
+            CRASH_TICK, ("fmu",))
+        assert crash.message == str(fault) and abs(crash.time - time.time()) < 60
+        placed = stats.worker_of("fmu")
+        assert placed is not None and (placed.pid, placed.role) == (
+            host.worker_pid("fmu"), "isolated")
         # a client decides: Reset with the crash switched off, Start, and it runs
         await fmu.reset({"plant": {"crash_at": 1e30}})
         await fmu.start()
@@ -234,6 +244,11 @@ class TestHangingFMU:
         await watch.none_missed()
         stats = host.statistics()
         assert (stats.crashes, stats.hangs, stats.replacements) == (1, 1, 1)
+        crash = stats.last_crash
+        assert crash is not None
+        assert (crash.signal, crash.hung, crash.session, crash.component, crash.tick) == (
+            "SIGKILL", True, "fmu", "plant", CRASH_TICK)
+        assert "took no tick for" in crash.message
 
 
 IN_PROCESS = """

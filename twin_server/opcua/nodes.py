@@ -191,17 +191,19 @@ class NodeBatch:
         description: str = "", writable: bool = False, analog: bool = False,
         unit: ua.EUInformation | None = None, low: float | None = None,
         high: float | None = None, typedef: ua.NodeId | None = None,
-        namespace: int | None = None,
+        namespace: int | None = None, array: bool = False,
     ) -> ua.NodeId:
-        """A scalar data variable; ``analog`` makes it an AnalogItemType with EURange
-        (open ends as -inf/inf) and, given a unit, EngineeringUnits. ``typedef``
-        and ``namespace`` (of the browse name) serve standard instance declarations
-        such as a state machine's CurrentState."""
+        """A scalar data variable (``array``: a one-dimensional array of ``vtype``);
+        ``analog`` makes it an AnalogItemType with EURange (open ends as -inf/inf)
+        and, given a unit, EngineeringUnits. ``typedef`` and ``namespace`` (of the
+        browse name) serve standard instance declarations such as a state
+        machine's CurrentState."""
         nodeid = self._add(
             parent, path, name, ua.NodeClass.Variable,
             typedef or (_ANALOG_ITEM_TYPE if analog else _DATA_VARIABLE_TYPE),
-            _variable_attributes(name, description, datatype_id(vtype), writable=writable),
-            namespace=namespace, value=(value, vtype, False))
+            _variable_attributes(name, description, datatype_id(vtype), writable=writable,
+                                 array=array),
+            namespace=namespace, value=(value, vtype, array))
         if analog:
             eu_range = ua.Range(Low=-math.inf if low is None else float(low),
                                 High=math.inf if high is None else float(high))

@@ -53,8 +53,9 @@ from twin_server.opcua.tree import (
     build_session,
     build_twin,
 )
+from twin_server.opcua.worker_nodes import WorkerNodes, build_session_health, build_workers
 from twin_server.opcua.writes import TwinAttributeService, WriteTarget, session_of
-from twin_server.runtime.host import HostedSession
+from twin_server.runtime.host import HostedSession, HostStatistics
 from twin_server.security import SecurityContext, configure_security
 from twin_server.security.pki import TrustList
 
@@ -151,6 +152,8 @@ class OpcUaServer:
         self.on_log_event: Callable[[str, str, str, int], None] | None = None
         self._nodes = 0
         self._hil: HilNodes | None = None
+        #: Diagnostics/Workers and each session's worker health (``worker_nodes``)
+        self.worker_nodes: WorkerNodes | None = None
         self._log = log.bind(endpoint=self._endpoint)
 
     # -- lifecycle -----------------------------------------------------------------
@@ -182,6 +185,7 @@ class OpcUaServer:
         self._emitter = ev.Emitter(server, await ev.register_event_type(server, self.namespace))
         batch = self._batch()
         server_methods = build_root(batch, ua.NodeId(ua.ObjectIds.ObjectsFolder))
+        self.worker_nodes = build_workers(batch, self.nodeid(ROOT))
         aspace = iserver.aspace
         self._nodes += len(batch.commit(aspace))
         # the notifier chain (events.py): Server --HasNotifier--> TwinServer
@@ -297,6 +301,8 @@ class OpcUaServer:
             nodes = build_session(batch, session, twin,
                                   lambda key, var, nodeid: variables.append((key, var, nodeid)),
                                   program.view())
+            health = build_session_health(batch, session.name)
+            nodes.all += health
             batch.commit(self._iserver.aspace)
         aspace = self._iserver.aspace
         if historized is not None:
@@ -320,6 +326,8 @@ class OpcUaServer:
         # what the build put in the nodes counts as sent
         await publisher.publish(target)
         publisher.add(target)
+        assert self.worker_nodes is not None
+        self.worker_nodes.add_session(session, health)
         self._sessions[session.name] = served
         self._nodes += len(nodes.all)
         elapsed = time.perf_counter() - started
@@ -383,6 +391,8 @@ class OpcUaServer:
         await self.flush_events()
         del self._sessions[name]
         self._publisher.remove(name)
+        if self.worker_nodes is not None:
+            self.worker_nodes.remove_session(name)
         for nodeid in served.nodes.all:
             self._attributes.targets.pop(nodeid, None)
         if self.history is not None:
@@ -578,6 +588,14 @@ class OpcUaServer:
         served.target.set_quality(index, None if code is None or status == "Good"
                                   else ua.StatusCode(code))
         marked[(session, variable)] = (served.target, status)
+
+    # -- worker health -------------------------------------------------------------
+    async def publish_workers_forever(self, statistics: Callable[[], HostStatistics],
+                                      period: float = 0.5) -> None:
+        """Keep Diagnostics/Workers and each session's worker health current from the
+        host's ``statistics`` (``worker_nodes``), until cancelled."""
+        assert self.worker_nodes is not None, "not started"
+        await self.worker_nodes.run(self._iserver.aspace, statistics, period)
 
     # -- publishing ----------------------------------------------------------------
     async def publish_forever(self) -> None:

@@ -55,13 +55,20 @@ default for twins with an FMU component.
 Not done yet: one pacer per session feeding the publisher, the recorder and the
 HIL mirror from one frame (each still paces itself, reading frames); a long
 Step(n) in chunks on the worker side (the OPC UA method sends 1,000 ticks per
-command; a worker's other sessions wait for each chunk); worker statistics on
-health nodes.
+command; a worker's other sessions wait for each chunk).
+
+``statistics()`` (``HostStatistics``) names every worker process (``WorkerInfo``:
+name, pid, role, its sessions) and the latest crash (``CrashReport``: the
+worker, the signal, the session, component and tick it was stepping, whether
+it hung); ``opcua/worker_nodes.py`` serves them as health nodes. A session
+Halted on a fault is saved with it and comes back Halted on it after a restart
+(``persistence.py``; ``create(..., fault=)``, ``recovery_snapshot``).
 """
 
 from __future__ import annotations
 
 from twin_server.runtime.host import (
+    CrashReport,
     EventListener,
     Frame,
     FrameSource,
@@ -69,11 +76,13 @@ from twin_server.runtime.host import (
     HostStatistics,
     SessionHost,
     SessionLayout,
+    WorkerInfo,
 )
 from twin_server.runtime.local import LocalHost, SessionFrames
 from twin_server.runtime.pool import WorkerHost, make_host
 
 __all__ = [
-    "EventListener", "Frame", "FrameSource", "HostStatistics", "HostedSession", "LocalHost",
-    "SessionFrames", "SessionHost", "SessionLayout", "WorkerHost", "make_host",
+    "CrashReport", "EventListener", "Frame", "FrameSource", "HostStatistics", "HostedSession",
+    "LocalHost", "SessionFrames", "SessionHost", "SessionLayout", "WorkerHost", "WorkerInfo",
+    "make_host",
 ]

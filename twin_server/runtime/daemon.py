@@ -8,8 +8,9 @@ own. Everything the daemon keeps of one session hangs off its ``ServedSession``
 record (``served.py``), created and dropped with it.
 
 Every background task runs in the daemon's TaskGroup: the publisher (which also
-emits the OPC UA events of ticks), history, HIL, the expiry check and the
-watchdog; the clocks belong to the host (tasks in this process, or the
+emits the OPC UA events of ticks), the worker health nodes (``opcua.worker_nodes``:
+every half second, and at once on a worker's crash or recovery), history, HIL,
+the expiry check and the watchdog; the clocks belong to the host (tasks in this process, or the
 workers'). Shutdown runs in stages (HIL, clocks, publisher and expiry, history,
 server, workers), each with a timeout that logs what was still running when it
 expires.
@@ -54,7 +55,13 @@ from twin_server.engine.session import (
     _check_factor,
 )
 from twin_server.engine.twin import TwinDefinition
-from twin_server.errors import ConfigErrors, InvalidState, NotFound, TwinServerError
+from twin_server.errors import (
+    ConfigErrors,
+    InvalidState,
+    NotFound,
+    SessionFault,
+    TwinServerError,
+)
 from twin_server.hil import HilMirror
 from twin_server.history import HistoryStore
 from twin_server.models.base import Value
@@ -254,6 +261,8 @@ class Daemon:
                     hil_tasks.append(tg.create_task(server.publish_hil_forever(self.hil),
                                                     name="hil-nodes"))
                 publisher = tg.create_task(server.publish_forever(), name="publisher")
+                health = tg.create_task(server.publish_workers_forever(self.host.statistics),
+                                        name="worker-nodes")
                 expiry = tg.create_task(self._expire_forever(), name="expiry")
                 watchdog = tg.create_task(self._watchdog_forever(), name="watchdog")
                 if self.store is not None:
@@ -293,7 +302,7 @@ class Daemon:
                 log.info("daemon_stopping")
                 await _stop_stage("hil", hil_tasks)
                 await _with_timeout("clocks", self._stop_clocks())
-                await _stop_stage("publisher", [publisher, expiry, watchdog])
+                await _stop_stage("publisher", [publisher, health, expiry, watchdog])
                 await self._stop_history()
         finally:
             if collecting:
@@ -322,6 +331,24 @@ class Daemon:
         """The host's listener: every session's events (a worker's crash included)."""
         if self.server is not None:
             self.server.session_event(name, event)
+            if event.kind in ("fault", "recovered") and self.server.worker_nodes is not None:
+                self.server.worker_nodes.wake()  # the health nodes show it now
+        record = self.manager.sessions.get(name)
+        if event.kind == "fault" and record is not None and self.store is not None \
+                and self._tasks is not None:
+            # saved Halted on its fault now: a daemon killed before the next periodic
+            # save must not resume it Running into the same crash
+            self._tasks.create_task(self._save_faulted(record), name=f"save-faulted:{name}")
+
+    async def _save_faulted(self, record: ServedSession) -> None:
+        """Save a session that halted on a fault, unless (or until) it was deleted."""
+        assert self.store is not None
+        if self.manager.sessions.get(record.name) is not record:
+            return
+        await persistence.save_session(self.store, record)
+        if self.manager.sessions.get(record.name) is not record:  # deleted meanwhile
+            with contextlib.suppress(Exception):  # (the store closing: stale rows go at
+                await persistence.forget_session(self.store, record.name)  # the next save)
 
     async def _stop_clocks(self) -> None:
         """Shutdown stage: the clocks of this process stop, every session left as it
@@ -526,7 +553,8 @@ class Daemon:
         worker's stalled session is the host's to handle (it kills the worker
         after ``server.hang_timeout`` and starts another), and this process,
         which keeps serving meanwhile, keeps the watchdog fed; the health nodes
-        (``TwinServer.Diagnostics``) and the log say what happened."""
+        (``Diagnostics.Workers``, ``Sessions.<s>.Diagnostics``) and the log say what
+        happened."""
         now = time.monotonic()
         reasons = []
         in_process = isinstance(self.host, LocalHost)
@@ -611,8 +639,9 @@ class Daemon:
                 own = scfg.history if scfg is not None and origin == "config" else None
                 record.recorder = await self.recording.add(hosted, own)
                 historized = record.recorder.paths if record.recorder is not None else None
-            await self.server.add_session(hosted, twin, created=message + _resumed(frame, outcome),
-                                          historized=historized)
+            await self.server.add_session(
+                hosted, twin, created=message + _resumed(frame, outcome, hosted.fault()),
+                historized=historized)
         except BaseException:
             if self.recording is not None:
                 self.recording.remove(name)
@@ -708,7 +737,10 @@ class Daemon:
         self.stop()
 
 
-def _resumed(frame: Frame, outcome: str) -> str:
+def _resumed(frame: Frame, outcome: str, fault: SessionFault | None) -> str:
+    if outcome == "faulted":
+        return (f"; Halted at tick {frame.step_count} (t={frame.sim_time:g} s) on the fault "
+                f"it had when the daemon stopped, not started again: {fault}")
     if outcome != "restored":
         return ""
     return (f"; resumed from its snapshot at t={frame.sim_time:g} s "

@@ -71,6 +71,39 @@ class Frame:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """One worker process as its host sees it (``HostStatistics.processes``)."""
+
+    name: str  # w0, w1, ... (shared), isolated-<session>, spare<n>
+    pid: int
+    role: str  # "shared", "isolated" or "spare" (idle, ready to take a dead one's place)
+    sessions: tuple[str, ...]  # the sessions it steps, in creation order
+
+
+@dataclass(frozen=True, slots=True)
+class CrashReport:
+    """What the latest worker death was: which process, why, and where it was.
+
+    ``session``, ``component`` and ``tick`` say what the worker was stepping when it
+    died (the session whose tick it was, the component whose native code was
+    running, that session's tick); all empty (tick -1) when it died between ticks.
+    ``sessions`` are every session it held, each Halted by the death."""
+
+    worker: str
+    pid: int
+    cause: str  # "died of SIGSEGV (Segmentation fault)", "exited with code 3"
+    signal: str  # "SIGSEGV"; "" for an exit
+    exit_code: int | None  # -11 for SIGSEGV, as multiprocessing reports it
+    hung: bool  # killed by the host because a Running session stopped ticking
+    session: str
+    component: str
+    tick: int
+    sessions: tuple[str, ...]
+    time: float  # when it was noticed, seconds since the epoch (wall clock)
+    message: str  # all of it in words (the stepped session's fault, or the worker's)
+
+
+@dataclass(frozen=True, slots=True)
 class HostStatistics:
     """An immutable snapshot of a host's work, for the Diagnostics nodes."""
 
@@ -81,6 +114,19 @@ class HostStatistics:
     hangs: int  # of which killed because a running session stopped ticking
     replacements: int  # workers started again after a crash
     last_replacement_seconds: float  # from noticing a death to its sessions served again
+    #: every live worker process (shared, isolated, spares), in that order
+    processes: tuple[WorkerInfo, ...] = ()
+    last_crash: CrashReport | None = None
+    #: the sessions step in the host's own process (``LocalHost``: workers = 0)
+    in_process: bool = False
+
+    def worker_of(self, session: str) -> WorkerInfo | None:
+        """The worker stepping ``session`` (None: in-process, or none right now: its
+        worker died and the replacement has not taken it yet)."""
+        for info in self.processes:
+            if session in info.sessions:
+                return info
+        return None
 
 
 class FrameSource(Protocol):
@@ -108,9 +154,11 @@ class SessionHost(Protocol):
         *,
         snapshot: SessionSnapshot | None = None,
         isolate: bool = False,
+        fault: SessionFault | None = None,
     ) -> SessionLayout:
-        """Build the session (restored from ``snapshot`` when given) and its clock.
-        The engine's refusals are raised as they are; nothing is left behind."""
+        """Build the session (restored from ``snapshot`` when given, then Halted on
+        ``fault`` when given: a session that had crashed before a restart) and its
+        clock. The engine's refusals are raised as they are; nothing is left behind."""
         ...
 
     async def delete(self, name: str) -> None:
@@ -130,6 +178,11 @@ class SessionHost(Protocol):
 
     def fault(self, name: str) -> SessionFault | None:
         """The fault the session is Halted on, if any (a model's, or its worker's death)."""
+        ...
+
+    def recovery_snapshot(self, name: str) -> SessionSnapshot | None:
+        """The latest snapshot the host holds of the session from before a fault, to
+        bring it back from (None: it keeps none, or has none yet)."""
         ...
 
     def clock_statistics(self, name: str) -> ClockStatistics: ...
@@ -166,6 +219,9 @@ class HostedSession:
 
     def fault(self) -> SessionFault | None:
         return self.host.fault(self.name)
+
+    def recovery_snapshot(self) -> SessionSnapshot | None:
+        return self.host.recovery_snapshot(self.name)
 
     def clock_statistics(self) -> ClockStatistics:
         return self.host.clock_statistics(self.name)

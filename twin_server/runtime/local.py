@@ -93,11 +93,11 @@ class LocalHost:
 
     async def create(self, name: str, twin: TwinDefinition, settings: SessionSettings, *,
                      snapshot: SessionSnapshot | None = None,
-                     isolate: bool = False) -> SessionLayout:
+                     isolate: bool = False, fault: SessionFault | None = None) -> SessionLayout:
         self._require_open()
         if name in self._sessions:
             raise AlreadyExists(f"a session named {name!r} is hosted already")
-        session = create_session(name, twin, settings, snapshot=snapshot)
+        session = create_session(name, twin, settings, snapshot=snapshot, fault=fault)
         extra: dict[str, Any] = {} if self._sleep is None else {"sleep": self._sleep}
         clock = Clock(session, phase=clock_phase(name), **extra)
         on_event = self._on_event
@@ -131,12 +131,18 @@ class LocalHost:
     def fault(self, name: str) -> SessionFault | None:
         return self._get(name).session.fault
 
+    def recovery_snapshot(self, name: str) -> SessionSnapshot | None:
+        """None: in-process nothing outlives the session to bring it back from (a crash
+        of its native code ends this process)."""
+        self._get(name)
+        return None
+
     def clock_statistics(self, name: str) -> ClockStatistics:
         return self._get(name).clock.statistics()
 
     def statistics(self) -> HostStatistics:
         return HostStatistics(workers=0, spares=0, sessions=len(self._sessions), crashes=0, hangs=0,
-                              replacements=0, last_replacement_seconds=0.0)
+                              replacements=0, last_replacement_seconds=0.0, in_process=True)
 
     def names(self) -> list[str]:
         return list(self._sessions)

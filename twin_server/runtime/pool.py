@@ -78,7 +78,14 @@ from twin_server.errors import (
 )
 from twin_server.runtime import shm, worker
 from twin_server.runtime.clock import ClockStatistics
-from twin_server.runtime.host import EventListener, Frame, HostStatistics, SessionLayout
+from twin_server.runtime.host import (
+    CrashReport,
+    EventListener,
+    Frame,
+    HostStatistics,
+    SessionLayout,
+    WorkerInfo,
+)
 from twin_server.runtime.local import LocalHost
 from twin_server.runtime.wire import Channel, decode_error
 
@@ -192,6 +199,7 @@ class WorkerHost:
         self._tasks: set[asyncio.Task[None]] = set()
         self._crashes = self._hangs = self._replacements = 0
         self._last_replacement = 0.0
+        self._last_crash: CrashReport | None = None
         self._prefix = f"tw{os.getpid()}x{id(self) & 0xFFFF:x}"
         _OPEN.add(self)
 
@@ -245,7 +253,7 @@ class WorkerHost:
 
     async def create(self, name: str, twin: TwinDefinition, settings: SessionSettings, *,
                      snapshot: SessionSnapshot | None = None,
-                     isolate: bool = False) -> SessionLayout:
+                     isolate: bool = False, fault: SessionFault | None = None) -> SessionLayout:
         self._require_running()
         if name in self._records:
             raise AlreadyExists(f"a session named {name!r} is hosted already")
@@ -257,7 +265,7 @@ class WorkerHost:
                 target = await self._take_worker(f"isolated-{name}", isolated=True)
             else:
                 target = await self._place()
-            await self._host(record, target, snapshot=snapshot, fault=None)
+            await self._host(record, target, snapshot=snapshot, fault=fault)
         except BaseException:
             if self._records.get(name) is record:
                 del self._records[name]
@@ -329,15 +337,23 @@ class WorkerHost:
     def statistics(self) -> HostStatistics:
         spares = sum(w.alive for w in self._spares)
         alive = sum(w.alive for w in (*self._shared, *self._isolated)) + spares
+        processes = tuple(
+            WorkerInfo(w.name, w.pid, role,
+                       tuple(r.name for r in w.sessions.values() if r.good))
+            for role, group in (("shared", self._shared), ("isolated", self._isolated),
+                                ("spare", self._spares))
+            for w in group if w.alive and w.pid)
         return HostStatistics(alive, spares, len(self._records), self._crashes, self._hangs,
-                              self._replacements, self._last_replacement)
+                              self._replacements, self._last_replacement,
+                              processes=processes, last_crash=self._last_crash)
 
     def names(self) -> list[str]:
         return list(self._records)
 
     def recovery_snapshot(self, name: str) -> SessionSnapshot | None:
         """The snapshot session ``name`` would be brought back from if its worker died
-        now (None: it would start afresh)."""
+        now (None: it would start afresh): the latest from before any fault (a faulted
+        session's worker sends none)."""
         return self._get(name).snapshot
 
     def worker_pid(self, name: str) -> int:
@@ -701,10 +717,13 @@ class WorkerHost:
                   stepping=stepping.name if stepping is not None and component >= 0 else None)
         # (a session still being created there is not one yet: its create raises)
         records = [r for r in target.sessions.values() if r.layout is not None]
-        for record in records:
-            self._halt_lost(record, target, code, cause,
-                            stepping if component >= 0 else None, component)
+        faults = {record.name: self._halt_lost(record, target, code, cause,
+                                               stepping if component >= 0 else None, component)
+                  for record in records}
         target.sessions.clear()
+        self._last_crash = self._report(target, code, cause, records,
+                                        faults.get(stepping.name) if stepping is not None
+                                        and component >= 0 else None)
         crashed = WorkerCrashed(
             f"worker {target.name} (pid {target.pid}) {cause} before it answered",
             signal=_signal_name(code), exit_code=code, pid=target.pid,
@@ -718,9 +737,30 @@ class WorkerHost:
             self._isolated.remove(target)
         self._background(self._replace(target, records, noticed), f"replace:{target.name}")
 
+    def _report(self, target: _Worker, code: int | None, cause: str, records: list[_Record],
+                stepped: WorkerCrashed | None) -> CrashReport:
+        """The crash report of ``target``'s death (``stepped``: the fault of the session
+        it was stepping, if it was)."""
+        if stepped is not None:
+            message = str(stepped)
+        else:
+            why = (f"; it was killed because {target.killed_because}"
+                   if target.killed_because is not None else "")
+            held = ", ".join(repr(r.name) for r in records) or "none"
+            message = (f"worker process {target.name} (pid {target.pid}) {cause} between "
+                       f"ticks{why}; its sessions halted: {held}")
+        return CrashReport(
+            worker=target.name, pid=target.pid, cause=cause, signal=_signal_name(code),
+            exit_code=code, hung=target.killed_because is not None,
+            session=stepped.session if stepped is not None else "",
+            component=stepped.component if stepped is not None else "",
+            tick=stepped.tick if stepped is not None else -1,
+            sessions=tuple(r.name for r in records), time=time.time(), message=message)
+
     def _halt_lost(self, record: _Record, target: _Worker, code: int | None, cause: str,
-                   stepping: _Record | None, component: int) -> None:
-        """Halt a session of a dead worker: fault, last frame marked not good, event."""
+                   stepping: _Record | None, component: int) -> WorkerCrashed:
+        """Halt a session of a dead worker: fault, last frame marked not good, event.
+        Returns the fault."""
         if record.good and record.block is not None:
             self._read(record)
             tick = int(record.block.ints[shm.LIVE_STEP])
@@ -766,6 +806,7 @@ class WorkerHost:
         self._release_block(record)
         record.worker = None
         self._emit(record.name, SessionEvent("fault", str(fault), SEVERITY_FAULT))
+        return fault
 
     async def _replace(self, dead: _Worker, records: list[_Record], noticed: float) -> None:
         """Start a worker in ``dead``'s place; bring its sessions back there, Halted."""
