@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from asyncua import Client, ua
 
 from tests.opcua.conftest import MODULE_LOOP, PLANT, in_process, run_daemon, stop_daemon
@@ -107,3 +108,76 @@ class TestDaemonHistory:
             assert "extra" in again.manager.twins
         finally:
             await stop_daemon(again, task)
+
+
+LIVE = PLANT + """
+[server.security]  # tests: the None endpoint, anonymous may do everything
+policies = ["None"]
+anonymous = "admin"
+
+[history]
+batch_interval = 0.05
+
+[sessions.live]
+twin = "plant"
+step_size = 0.01
+publish_rate = 20.0
+
+[sessions.live.history]
+variables = ["tank.level"]
+"""
+
+LIVE_LEVEL = "Sessions.live.Components.tank.Outputs.level"
+
+
+class _Received:
+    """A subscription handler keeping (SourceTimestamp, value) of every notification."""
+
+    def __init__(self, wanted: int) -> None:
+        self.samples: list[tuple[datetime, float]] = []
+        self.wanted = wanted
+        self.enough = asyncio.Event()
+
+    def datachange_notification(self, node: Any, val: Any, data: Any) -> None:
+        stamp = data.monitored_item.Value.SourceTimestamp
+        self.samples.append((stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp, val))
+        if len(self.samples) >= self.wanted:
+            self.enough.set()
+
+
+class TestLiveMatchesHistory:
+    @pytest.mark.parametrize("workers", [pytest.param(0, id="in-process"),
+                                         pytest.param(1, id="worker")])
+    async def test_history_holds_what_subscribers_received(self, tmp_path: Path,
+                                                           workers: int) -> None:
+        """Over ~50 publishes, HistoryRead returns exactly the values and SourceTimestamps
+        a subscriber at the publish rate received: none missing, none moved in time."""
+        daemon, task = await run_daemon(LIVE + f"\n[server]\nworkers = {workers}\n",
+                                        state_dir=tmp_path)
+        try:
+            async with Client(daemon.endpoint_url, timeout=10) as client:
+                ns = await client.get_namespace_index(NAMESPACE_URI)
+                level = client.get_node(ua.NodeId(LIVE_LEVEL, ns))
+                received = _Received(52)
+                subscription = await client.create_subscription(
+                    ua.CreateSubscriptionParameters(
+                        RequestedPublishingInterval=50.0, RequestedLifetimeCount=1000,
+                        RequestedMaxKeepAliveCount=10, MaxNotificationsPerPublish=0,
+                        PublishingEnabled=True, Priority=0), received)
+                await subscription.subscribe_data_change(level, queuesize=100,
+                                                         sampling_interval=0.0)
+                await asyncio.wait_for(received.enough.wait(), 15)
+                await subscription.delete()
+                assert daemon.store is not None
+                await daemon.store.flush()
+                # (the first notification is the node's value when subscribed)
+                live = received.samples[1:]
+                first, last = live[0][0], live[-1][0]
+                stored = await level.read_raw_history(first, last, numvalues=0)
+        finally:
+            await stop_daemon(daemon, task)
+        history = [(dv.SourceTimestamp.replace(tzinfo=UTC), dv.Value.Value) for dv in stored]
+        missing = [s for s in live if s not in history]
+        assert not missing, (f"{len(missing)} of {len(live)} live values are not in history "
+                             f"at their SourceTimestamp: {missing[:5]}; history: {history[:5]}")
+        assert history == live

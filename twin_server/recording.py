@@ -2,12 +2,13 @@
 
 The history package knows nothing of sessions (it takes ``"<session>/<path>"``
 series and plain values); the engine knows nothing of history. This module
-knows both: a ``Recorder`` reads one session's frames (``runtime.FrameSource``:
-the session in this process or a worker) at its record rate and queues them in
-the store, records client and HIL writes with their source, and stores the
-session's log events its owner hands it (``event``). ``Recording`` holds the
-recorders of every served session and paces them all from one task, as the
-publisher does for OPC UA.
+knows both: a ``Recorder`` takes one session's frames (``runtime.Frame``: the
+session in this process or a worker) and queues them in the store, records client
+and HIL writes with their source, and stores the session's log events its owner
+hands it (``event``). ``Recording`` holds the recorders of every served session
+and is a sink of the sessions' pacers (``runtime.sinks``): each period it gets the
+frame the OPC UA publisher and the HIL mirror get, with the same stamp, so that
+the history holds the values subscribers received, at their SourceTimestamps.
 
 Decisions:
 
@@ -16,16 +17,23 @@ Decisions:
   are events already). ``variables`` names others: ``"component.variable"`` or
   a glob (``"tank.*"``, ``"*.level"``) matched against every variable of any
   kind. A pattern that matches nothing is an error at start, not silence.
-* **When**: at the record rate (default: the session's publish rate), and only
-  when the session's ``version`` moved since the last record. In ``change`` mode
+* **When**: at the record rate (default: the session's publish rate), taking the
+  pacer's frames, and only when the session's ``version`` moved since the last
+  record. A record rate below the publish rate takes a subset of the frames (one
+  when a record period has passed since the last taken, within half a publish
+  period), with their stamps: what is recorded was also published, at the same
+  SourceTimestamp. A record rate above the publish rate records every frame (the
+  publish rate is the rate at which the session is read; it is logged at start as
+  ``history_record_rate_capped``). In ``change`` mode
   (the default, as historians do) a value is stored only when it differs from
   the last one stored for it, so a slow tank costs nothing while it rests; the
   first record after the recorder starts stores every value, so a read's
   bounding value always exists. ``every`` mode stores every recorded variable
   at each record in which the session moved (a cyclic trend).
-* **Timestamps** are wall-clock seconds (UTC) of the record, as OPC UA clients
-  expect of SourceTimestamps; simulated time is the session's own affair (a
-  session at real-time factor 0 takes many ticks between two records).
+* **Timestamps** are the frame's stamp: the wall-clock time (UTC) at which the
+  pacer read it, the SourceTimestamp of the same values published; simulated
+  time is the session's own affair (a session at real-time factor 0 takes many
+  ticks between two records).
 * **Writes** (``written``): a client's or HIL's write to a recorded variable is
   stored at once with its source (``client`` or ``hil``), and counts as the
   last value stored, so the next record does not store it again as a tick. A
@@ -41,8 +49,6 @@ Decisions:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import fnmatch
 import math
 import time
@@ -56,7 +62,8 @@ from twin_server.engine.session import VarKey
 from twin_server.errors import InvalidArgument, NotFound
 from twin_server.history import HistoryStore, RetentionPolicy
 from twin_server.models.base import DataType, Kind, Value
-from twin_server.runtime.host import FrameSource, SessionLayout
+from twin_server.runtime.host import Frame, FrameSource, SessionLayout
+from twin_server.runtime.sinks import Stamp
 
 log = structlog.get_logger(__name__)
 
@@ -169,8 +176,9 @@ class RecorderStatistics:
 
 
 class Recorder:
-    """Records one session into ``store``: ``record_once`` at the record rate (``run``),
-    ``written`` from the write paths, and ``event`` the session's events as they happen."""
+    """Records one session into ``store``: the frames its pacer delivers (``deliver``,
+    through ``Recording``) at the record rate, ``written`` from the write paths, and
+    ``event`` the session's events as they happen."""
 
     def __init__(self, store: HistoryStore, session: FrameSource,
                  settings: RecordingSettings | None = None, *, now: Now = time.time) -> None:
@@ -187,6 +195,9 @@ class Recorder:
         self._slots = [(index[key], key, self._series[key]) for key in self.keys]
         self._last: dict[VarKey, Value] = {}
         self._version: int | None = None
+        #: when the next frame is to be taken (decimation: a record rate below the
+        #: publish rate), seconds since the epoch
+        self._due: float | None = None
         self._every = settings.mode == "every"
         self._records = self._samples = self._writes = self._events = self._dropped = 0
         self._closed = False
@@ -198,9 +209,16 @@ class Recorder:
 
     @property
     def rate(self) -> float:
-        """Records per wall second."""
-        rate = self.settings.record_rate or self.layout.publish_rate
-        return min(max(rate, 1e-3), MAX_RECORD_RATE)
+        """Records per wall second: the record rate, at most the publish rate (the
+        rate the pacer delivers frames at)."""
+        publish = min(max(self.layout.publish_rate, 1e-3), MAX_RECORD_RATE)
+        return min(self.settings.record_rate or publish, publish)
+
+    @property
+    def capped(self) -> bool:
+        """Whether the configured record rate is above the publish rate."""
+        rate = self.settings.record_rate
+        return rate is not None and rate > self.rate
 
     @property
     def paths(self) -> list[str]:
@@ -217,10 +235,26 @@ class Recorder:
 
     # -- recording (plain defs: the store's queue never waits) --------------------------
 
+    def deliver(self, frame: Frame, stamp: Stamp) -> int:
+        """The pacer's frame, read at ``stamp``: recorded (``record``) if a record is
+        due (every frame when the record rate is the publish rate); how many samples
+        were queued."""
+        if self._closed:
+            return 0
+        t = stamp.seconds
+        rate = self.rate
+        if rate < self.layout.publish_rate:
+            period, due = 1.0 / rate, self._due
+            slack = 0.5 / self.layout.publish_rate
+            if due is not None and due - 2 * period < t < due - slack:
+                return 0  # not due (a wall clock set back more than that: taken)
+            self._due = (due + period if due is not None and abs(t - due) <= period
+                         else t + period)
+        return self.record(frame, t)
+
     def record_once(self, now: float | None = None) -> int:
-        """Queue what changed since the last record (everything in ``every`` mode, and
-        on the first record); return how many samples were queued. Does nothing
-        when the session's version has not moved, or once it is closed."""
+        """Read the session's frame and record it at ``now`` (default: the time now),
+        whatever the record rate: offline use and tests, where no pacer runs."""
         if self._closed:
             return 0
         try:
@@ -228,11 +262,17 @@ class Recorder:
         except NotFound:  # closed (deleted) meanwhile
             self._closed = True
             return 0
-        if frame.version == self._version:
+        return self.record(frame, self._now() if now is None else now)
+
+    def record(self, frame: Frame, t: float) -> int:
+        """Queue what changed in ``frame`` since the last record (everything in
+        ``every`` mode, and on the first record) at ``t`` (seconds since the epoch);
+        return how many samples were queued. Does nothing when the session's version
+        has not moved, or once the recorder is closed."""
+        if self._closed or frame.version == self._version:
             return 0
         self._version = frame.version
         values = frame.values
-        t = self._now() if now is None else now
         record = self.store.record
         last = self._last
         every = self._every
@@ -282,34 +322,9 @@ class Recorder:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Record at the record rate until cancelled or the session is closed; a last
-        record on the way out. (``Recording.run`` paces many recorders in one task.)"""
-        loop = asyncio.get_running_loop()
-        next_due = loop.time()
-        try:
-            while not self._closed:
-                self.record_once()
-                period = 1.0 / self.rate
-                next_due += period
-                now = loop.time()
-                if next_due <= now:  # fell behind: skip the missed records
-                    next_due = now + period
-                await asyncio.sleep(next_due - now)
-        finally:
-            self.final_record()
-
-    def final_record(self) -> None:
-        """Record what changed since the last record (at stop, before the flush)."""
-        try:
-            self.record_once()
-        except Exception:  # the way out must not fail on a session's trouble
-            log.exception("history_final_record_failed", session=self.name)
-
     def close(self) -> None:
-        """Stop recording the session (after a last record); idempotent."""
-        if not self._closed:
-            self.final_record()
+        """Stop recording the session; idempotent. (Its last values came with the
+        last frame its pacer delivered as it stopped.)"""
         self._closed = True
 
     def statistics(self) -> RecorderStatistics:
@@ -318,11 +333,12 @@ class Recorder:
 
 
 class Recording:
-    """The recorders of every served session, paced by one task (``run``).
+    """The recorders of every served session: the history sink of the pacers.
 
     The daemon adds a recorder when it serves a session and removes it when the
-    session goes; the write paths call ``written`` and the OPC UA layer asks
-    ``paths`` which nodes to mark Historizing.
+    session goes; every pacer delivers its frames (``deliver``), the write paths
+    call ``written`` and the OPC UA layer asks ``paths`` which nodes to mark
+    Historizing.
     """
 
     def __init__(self, store: HistoryStore, config: HistoryConfig | None = None, *,
@@ -331,8 +347,6 @@ class Recording:
         self.config = config or HistoryConfig()
         self._now = now
         self._recorders: dict[str, Recorder] = {}
-        self._due: dict[str, float] = {}
-        self._wake = asyncio.Event()
 
     @property
     def recorders(self) -> Mapping[str, Recorder]:
@@ -358,17 +372,27 @@ class Recording:
             recorder.close()
             raise
         self._recorders[session.name] = recorder
-        self._due[session.name] = 0.0
-        self._wake.set()
         log.info("history_recording", session=session.name, variables=len(recorder.keys),
                  rate=recorder.rate, mode=settings.mode)
+        if recorder.capped:
+            log.warning("history_record_rate_capped", session=session.name,
+                        record_rate=settings.record_rate, publish_rate=recorder.rate,
+                        reason="a session is recorded from the frames it publishes: at "
+                               "most at its publish rate; raise the session's "
+                               "publish_rate to record more often")
         return recorder
 
+    def deliver(self, session: str, frame: Frame, stamp: Stamp) -> None:
+        """A pacer's frame (``runtime.sinks.Sink``): to the session's recorder, if it
+        is recorded."""
+        recorder = self._recorders.get(session)
+        if recorder is not None:
+            recorder.deliver(frame, stamp)
+
     def remove(self, session: str) -> None:
-        """Stop recording ``session`` (a last record first); its history stays stored,
-        under its retention policy, until retention has removed it all."""
+        """Stop recording ``session`` (its pacer delivered its last frame); its history
+        stays stored, under its retention policy, until retention has removed it all."""
         recorder = self._recorders.pop(session, None)
-        self._due.pop(session, None)
         if recorder is not None:
             recorder.close()
             self.store.retire(session)
@@ -389,41 +413,6 @@ class Recording:
         recorder = self._recorders.get(session)
         if recorder is not None:
             recorder.event(kind, message, severity)
-
-    def record_all(self) -> None:
-        """One record of every session now (at stop, before the store's flush)."""
-        for recorder in list(self._recorders.values()):
-            recorder.final_record()
-
-    async def run(self) -> None:
-        """Record every session at its own rate until cancelled; a last record of each
-        on the way out. A session that falls behind skips missed records."""
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                now = loop.time()
-                for name, recorder in list(self._recorders.items()):
-                    due = self._due.get(name)
-                    if due is None or due > now:
-                        continue
-                    try:
-                        recorder.record_once()
-                    except Exception:
-                        log.exception("history_record_failed", session=name)
-                    period = 1.0 / recorder.rate
-                    due += period
-                    if due <= now:  # first record, or fell behind: skip the missed ones
-                        due = now + period
-                    self._due[name] = due
-                next_due = min(self._due.values(), default=now + 1.0)
-                self._wake.clear()
-                delay = next_due - loop.time()
-                if delay > 0:
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(delay):
-                            await self._wake.wait()
-        finally:
-            self.record_all()
 
     def close(self) -> None:
         for name in list(self._recorders):

@@ -12,6 +12,7 @@ from twin_server.config.security import SecurityConfig
 from twin_server.hil import HilMirror
 from twin_server.opcua.hil_nodes import build_hil
 from twin_server.opcua.server import NAMESPACE_URI, OpcUaServer
+from twin_server.runtime.sinks import Pacer
 
 #: the None endpoint, anonymous may do everything (security is tested in tests/security)
 OPEN = SecurityConfig(policies=("None",), anonymous="admin")
@@ -22,7 +23,8 @@ class TestHilNodes:
         """HIL.<peer>.Connected, State, counters and binding statuses follow the mirror."""
         loaded = load(shared_plc.endpoint, LOOP)
         host = quiet_host()
-        mirror = HilMirror(loaded.config.hil, {"s": await hosted_of(host, loaded)})
+        hosted = await hosted_of(host, loaded)
+        mirror = HilMirror(loaded.config.hil, {"s": hosted})
         server = OpcUaServer(ServerConfig(security=OPEN), endpoint="opc.tcp://127.0.0.1:0/twin-server")
         await server.start()
         try:
@@ -31,6 +33,7 @@ class TestHilNodes:
             nodes = build_hil(batch, server.nodeid(server.root_path()), mirror.statistics())
             batch.commit(aspace)
             tasks = [asyncio.create_task(mirror.run()),
+                     asyncio.create_task(Pacer(hosted, [mirror]).run()),
                      asyncio.create_task(nodes.run(aspace, mirror.statistics, period=0.05))]
             try:
                 async with Client(server.endpoint_url) as client:

@@ -24,20 +24,25 @@ from twin_server.engine.session import Session, VarKey
 from twin_server.hil import HilMirror, LinkState
 from twin_server.hil.health import PeerStatistics
 from twin_server.models.base import Kind
+from twin_server.runtime.local import frame_of
+from twin_server.runtime.sinks import Pacer, Stamp
 from twin_server.security.pki import TrustList
 
 
 @contextlib.asynccontextmanager
 async def mirrored(endpoint: str, peer: str, *, clock: bool = True, rtf: float = 4.0,
-                   trust: TrustList | None = None) -> AsyncIterator[tuple[Session, HilMirror]]:
-    """A session (ticking when ``clock``) and a running mirror of it (with ``trust``
-    as the daemon's trust list)."""
+                   trust: TrustList | None = None, paced: bool = True,
+                   ) -> AsyncIterator[tuple[Session, HilMirror]]:
+    """A session (ticking when ``clock``), its pacer feeding the mirror (when
+    ``paced``), and a running mirror of it (with ``trust`` as the daemon's trust list)."""
     loaded = load(endpoint, peer, rtf=rtf)
     async with quiet_host() as host:
         hosted = await hosted_of(host, loaded)
         session = host.session("s")
         mirror = HilMirror(loaded.config.hil, {"s": hosted}, trust=trust)
         tasks = [asyncio.create_task(mirror.run())]
+        if paced:
+            tasks.append(asyncio.create_task(Pacer(hosted, [mirror]).run()))
         if clock:
             tasks.append(start_clock(session))
         try:
@@ -97,6 +102,19 @@ class TestClosedLoop:
             session.step(10)  # the tank has no inflow yet: its level falls
             await wait_for(lambda: peer(mirror).binding("overflow").transfers == 1, 1)
             assert peer(mirror).binding("small").transfers == 1
+
+    async def test_the_plc_gets_the_frames_delivered(self, shared_plc: SoftPlc) -> None:
+        """The mirror writes the frames its session's pacer delivers (those subscribers
+        and the history get) and reads nothing of the session on its own."""
+        async with mirrored(shared_plc.endpoint, CASTS, clock=False,
+                            paced=False) as (session, mirror):
+            await wait_for(lambda: peer(mirror).connected, 5)
+            mirror.deliver("other", frame_of(session), Stamp.now())  # not this peer's
+            await asyncio.sleep(0.3)  # six publish periods: nothing delivered, nothing sent
+            assert peer(mirror).writes_sent == 0
+            mirror.deliver("s", frame_of(session), Stamp.now())
+            await wait_for(lambda: peer(mirror).writes_sent == 4, 5)
+            assert peer(mirror).binding("small").value == 12.6
 
 
 class TestBindingErrors:

@@ -25,6 +25,7 @@ from twin_server.recording import (
 )
 from twin_server.runtime.compile import parse_config
 from twin_server.runtime.local import SessionFrames, layout_of
+from twin_server.runtime.sinks import Pacer, Stamp
 
 PLANT = """
 [twins.plant]
@@ -56,8 +57,8 @@ def plant() -> TwinDefinition:
     return parse_config(PLANT).twins["plant"]
 
 
-def new_session(name: str = "s") -> Session:
-    return Session(name, plant(), SessionSettings(step_size=0.01, publish_rate=10.0))
+def new_session(name: str = "s", publish_rate: float = 10.0) -> Session:
+    return Session(name, plant(), SessionSettings(step_size=0.01, publish_rate=publish_rate))
 
 
 async def read_all(store: HistoryStore, series: str) -> list[tuple[int, object, str]]:
@@ -262,29 +263,65 @@ class TestRecorder:
 
 
 class TestRecording:
-    async def test_run_paces_every_session_and_records_at_the_end(
+    async def test_pacers_feed_every_recorder_and_the_last_frame_is_recorded(
             self, store: HistoryStore) -> None:
-        """One task records each session at its own rate; cancelling it records once more."""
-        fast, slow = new_session("fast"), new_session("slow")
+        """Each session's pacer feeds its recorder at the session's rate; stopping the
+        pacer records its last frame."""
+        fast, slow = new_session("fast", 50.0), new_session("slow", 2.0)
         recording = Recording(store, HistoryConfig(variables=("tank.level",)))
-        await recording.add(SessionFrames(fast), SessionHistoryConfig(record_rate=50.0))
-        await recording.add(SessionFrames(slow), SessionHistoryConfig(record_rate=2.0))
+        await recording.add(SessionFrames(fast))
+        await recording.add(SessionFrames(slow))
         assert await recording.add(SessionFrames(new_session("off")),
                                    SessionHistoryConfig(enabled=False)) is None
-        task = asyncio.create_task(recording.run())
-        for _ in range(12):
+        async with asyncio.TaskGroup() as tg:
+            pacers = [Pacer(SessionFrames(s), [recording]) for s in (fast, slow)]
+            for pacer in pacers:
+                pacer.start(tg)
+            for _ in range(12):
+                fast.step(1)
+                slow.step(1)
+                await asyncio.sleep(0.025)
             fast.step(1)
-            slow.step(1)
-            await asyncio.sleep(0.025)
-        fast.step(1)
-        task.cancel()
-        await asyncio.wait([task])
+            for pacer in pacers:
+                await pacer.stop()
         stats = {s.session: s for s in recording.statistics()}
         assert stats["fast"].records >= 8
         assert stats["slow"].records <= 3
         await store.flush()
         level = await read_all(store, "fast/Components.tank.Outputs.level")
         assert level[-1][1] == fast.read(LEVEL)  # the last step, recorded on the way out
+
+    async def test_record_rate_below_the_publish_rate_takes_a_subset_of_frames(
+            self, store: HistoryStore) -> None:
+        """At half the publish rate every other frame is recorded, at its own stamp,
+        whatever the jitter of the stamps; nothing is recorded that was not delivered."""
+        session = new_session("s", 20.0)
+        recording = Recording(store, HistoryConfig(variables=("tank.level",), mode="every"))
+        await recording.add(SessionFrames(session), SessionHistoryConfig(record_rate=10.0))
+        source = SessionFrames(session)
+        jitter = [0.0, 0.004, -0.003, 0.012, -0.01, 0.0, 0.02, -0.02, 0.001, 0.0]
+        delivered = []
+        for i in range(40):
+            session.step(1)
+            stamp = Stamp.at(T0 + i * 0.05 + jitter[i % len(jitter)])
+            recording.deliver("s", source.frame(), stamp)
+            delivered.append((stamp.us, session.read(LEVEL)))
+        await store.flush()
+        stored = [(t, v) for t, v, _ in await read_all(store, "s/Components.tank.Outputs.level")]
+        assert set(stored) <= set(delivered)
+        assert stored == delivered[::2]
+
+    async def test_record_rate_above_the_publish_rate_is_capped(
+            self, store: HistoryStore) -> None:
+        """A record rate above the publish rate records every frame, no more, and says
+        so in the log."""
+        recording = Recording(store)
+        with capture_logs() as logs:
+            recorder = await recording.add(SessionFrames(new_session("s", 10.0)),
+                                           SessionHistoryConfig(record_rate=100.0))
+        assert recorder is not None and recorder.rate == 10.0
+        capped = [e for e in logs if e["event"] == "history_record_rate_capped"]
+        assert capped and capped[0]["record_rate"] == 100.0
 
     async def test_add_refuses_bad_variables_and_twice(self, store: HistoryStore) -> None:
         """Variables that match nothing, or a session recorded already, are refused."""

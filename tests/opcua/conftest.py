@@ -6,7 +6,8 @@ serves a whole test module (its tests run in the module's event loop: each
 module sets ``pytestmark = MODULE_LOOP``), with one in-process session host
 (``LocalHost``, its clocks not started: a test ticks by hand or runs the clock
 with ``running``); every test gets a fresh session, added before and removed
-after it, and its own client connection.
+after it, with its pacer (feeding the server's publisher alone; ``running`` runs
+it), and its own client connection.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from twin_server.runtime import HostedSession, LocalHost
 from twin_server.runtime.clock import Clock
 from twin_server.runtime.compile import parse_config
 from twin_server.runtime.daemon import Daemon
+from twin_server.runtime.sinks import Pacer
 
 #: the None endpoint, anonymous may do everything (security is tested in tests/security)
 OPEN = SecurityConfig(policies=("None",), anonymous="admin")
@@ -81,6 +83,7 @@ class Served:
     client: Client
     ns: int
     hosted: HostedSession
+    pacer: Pacer
 
     def node(self, path: str) -> Node:
         """The client node of a dotted path below TwinServer."""
@@ -112,12 +115,15 @@ async def host(server: OpcUaServer) -> AsyncIterator[LocalHost]:
 
 async def serve(server: OpcUaServer, host: LocalHost, name: str,
                 settings: SessionSettings | None = None,
-                twin: TwinDefinition | None = None) -> Session:
-    """Create session ``name`` in ``host`` and serve it; the in-process Session."""
+                twin: TwinDefinition | None = None, pacer: Pacer | None = None) -> Session:
+    """Create session ``name`` in ``host`` and serve it, paced by ``pacer`` (default:
+    one feeding the server's publisher, not running); the in-process Session."""
     twin = twin or plant()
     await host.create(name, twin, settings or SessionSettings())
+    hosted = HostedSession(host, name)
     try:
-        await server.add_session(HostedSession(host, name), twin)
+        await server.add_session(hosted, twin,
+                                 pacer=pacer or Pacer(hosted, (server.publisher,)))
     except BaseException:
         await host.delete(name)
         raise
@@ -140,20 +146,22 @@ def settings() -> SessionSettings:
 @pytest_asyncio.fixture(loop_scope="module")
 async def served(server: OpcUaServer, host: LocalHost,
                  settings: SessionSettings) -> AsyncIterator[Served]:
-    session = await serve(server, host, "tank", settings)
+    hosted = HostedSession(host, "tank")
+    pacer = Pacer(hosted, (server.publisher,))
+    session = await serve(server, host, "tank", settings, pacer=pacer)
     try:
         async with Client(server.endpoint_url, timeout=10) as client:
             ns = await client.get_namespace_index(NAMESPACE_URI)
-            yield Served(server, session, host.clock("tank"), client, ns,
-                         HostedSession(host, "tank"))
+            yield Served(server, session, host.clock("tank"), client, ns, hosted, pacer)
     finally:
         await unserve(server, host, "tank")
 
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def running(served: Served) -> AsyncIterator[Served]:
-    """``served`` with the session's real clock and the publisher running."""
+    """``served`` with the session's real clock, its pacer and the publisher running."""
     tasks = [asyncio.create_task(served.clock.run()),
+             asyncio.create_task(served.pacer.run()),
              asyncio.create_task(served.server.publish_forever())]
     try:
         yield served

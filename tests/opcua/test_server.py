@@ -17,6 +17,7 @@ from twin_server.engine.twin import TwinDefinition
 from twin_server.opcua.server import NAMESPACE_URI, OpcUaServer, ServerState
 from twin_server.runtime import HostedSession, LocalHost
 from twin_server.runtime.compile import parse_config
+from twin_server.runtime.sinks import Pacer
 
 #: the None endpoint, anonymous may do everything (security is tested in tests/security)
 OPEN = SecurityConfig(policies=("None",), anonymous="admin")
@@ -95,7 +96,7 @@ class TestSessions:
     async def test_duplicate_session(self, served: Served) -> None:
         """Adding a session name twice is refused."""
         with pytest.raises(ValueError, match="already served"):
-            await served.server.add_session(served.hosted, plant())
+            await served.server.add_session(served.hosted, plant(), pacer=served.pacer)
 
     async def test_duplicate_twin(self, served: Served) -> None:
         """Adding a twin name twice is refused."""
@@ -123,8 +124,10 @@ class TestBuildSpeed:
         of CPU (measured ~0.25-0.5 s on a shared 2-core machine; the bound is loose)."""
         twin = _tanks(300)
         await host.create("many", twin, SessionSettings())
+        hosted = HostedSession(host, "many")
+        pacer = Pacer(hosted, (server.publisher,))
         started = time.process_time()
-        await server.add_session(HostedSession(host, "many"), twin)
+        await server.add_session(hosted, twin, pacer=pacer)
         elapsed = time.process_time() - started
         try:
             assert len(host.layout("many").variables) == 2700

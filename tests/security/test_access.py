@@ -26,6 +26,7 @@ from twin_server.models.base import Kind
 from twin_server.opcua.server import NAMESPACE_URI, OpcUaServer
 from twin_server.runtime import HostedSession, LocalHost
 from twin_server.runtime.compile import parse_config
+from twin_server.runtime.sinks import Pacer
 from twin_server.security import configure_security
 from twin_server.security.roles import Role
 from twin_server.security.users import add_user
@@ -93,7 +94,8 @@ async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Serv
     await server.add_twin(plant())
     host = LocalHost(server.session_event, clocks=False)
     await host.create("tank", plant(), SessionSettings(step_size=0.01, autostart=False))
-    await server.add_session(HostedSession(host, "tank"), plant())
+    hosted = HostedSession(host, "tank")
+    await server.add_session(hosted, plant(), pacer=Pacer(hosted, (server.publisher,)))
     try:
         yield Served(server, host.session("tank"), server.endpoint_url)
     finally:

@@ -9,10 +9,13 @@ peer's task loops through its link states::
 
 While connected, four tasks share one asyncua Client:
 
-* the **writer**: at the session's publish rate, reads the to_plc variables,
-  keeps those that changed beyond their deadband, casts them to each node's
+* the **writer**: takes the latest frame the session's pacer delivered to the
+  mirror (``deliver``: the mirror is a sink, ``runtime.sinks``, fed the frames the
+  OPC UA publisher and the history get, once per publish period), keeps the
+  to_plc variables that changed beyond their deadband, casts them to each node's
   DataType and writes them with the Write service, in batches of at most the
-  PLC's MaxNodesPerWrite;
+  PLC's MaxNodesPerWrite; a frame delivered while a write is under way waits,
+  and a later one replaces it (the PLC gets the latest values, never old ones);
 * the **reader**: consumes the peer's subscription (one monitored item per
   from_plc binding, created in batches of MaxMonitoredItemsPerCall) and forces
   each new value onto the session's input, cast to its type: it takes effect
@@ -64,7 +67,8 @@ from twin_server.hil.security import (
     timeout_hint,
 )
 from twin_server.models.base import Kind, Value, Variable
-from twin_server.runtime.host import HostedSession
+from twin_server.runtime.host import Frame, HostedSession
+from twin_server.runtime.sinks import Stamp
 from twin_server.security.pki import TrustList
 
 log = structlog.get_logger(__name__)
@@ -120,7 +124,8 @@ class _Binding:
 
 
 class HilMirror:
-    """Every HIL peer of the daemon. ``run`` until ``stop`` or cancellation."""
+    """Every HIL peer of the daemon. ``run`` until ``stop`` or cancellation; the
+    sessions' pacers ``deliver`` their frames."""
 
     def __init__(self, peers: Mapping[str, HilPeerConfig],
                  sessions: Mapping[str, HostedSession], *,
@@ -137,9 +142,12 @@ class HilMirror:
         self._peers = [_Peer(name, cfg, sessions[cfg.session], self._rng,
                              client_factory or _client, trust)
                        for name, cfg in peers.items()]
+        #: the peers of each session, by session name
+        self._by_session: dict[str, list[_Peer]] = {}
         for peer in self._peers:
             #: told of every value written into a session: (session, key, value, "hil")
             peer.on_written = on_written
+            self._by_session.setdefault(peer.config.session, []).append(peer)
         self._stop = asyncio.Event()
 
     @property
@@ -154,6 +162,12 @@ class HilMirror:
             if peer.config.session == session.name:
                 peer.session = session
                 await peer.on_rebind()
+
+    def deliver(self, session: str, frame: Frame, stamp: Stamp) -> None:
+        """A pacer's frame (``runtime.sinks.Sink``): the latest for the writer of
+        every peer serving ``session``."""
+        for peer in self._by_session.get(session, ()):
+            peer.offer(frame)
 
     def statistics(self) -> MirrorStatistics:
         return MirrorStatistics(tuple(p.statistics() for p in self._peers))
@@ -215,6 +229,9 @@ class _Peer:
         self.limits = Limits()
         self._ever_connected = False
         self._handles: dict[int, _Binding] = {}
+        #: the latest frame delivered, and whether the writer has yet to take it
+        self._frame: Frame | None = None
+        self._fresh = asyncio.Event()
         self._certificate: x509.Certificate | None = None  # the client certificate in use
         layout = session.layout
         #: where each variable's value is in a frame
@@ -236,6 +253,11 @@ class _Peer:
         self._to_plc = [b for b in self.bindings if b.to_plc]
         self._from_plc = [b for b in self.bindings if not b.to_plc]
 
+    def offer(self, frame: Frame) -> None:
+        """The latest frame of the session, for the writer (replacing one not taken)."""
+        self._frame = frame
+        self._fresh.set()
+
     def _gone(self) -> bool:
         """Whether the session was deleted (until ``rebind`` gives another)."""
         return self.session.name not in self.session.host.names()
@@ -243,6 +265,7 @@ class _Peer:
     async def on_rebind(self) -> None:
         """A new session under the same name: send every to_plc value again
         and put the PLC's last commands onto its inputs."""
+        self._frame = None  # (the former session's: its pacer delivers the new one's)
         for b in self._to_plc:
             b.value, b.has_value = None, False
         for b in self._from_plc:
@@ -455,26 +478,27 @@ class _Peer:
             await asyncio.sleep(max(interval - elapsed, 0.0))
 
     async def _writer(self, client: Client) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time()
+        """Write each frame the pacer delivers (the latest, when writes fall behind)."""
+        if self._frame is not None:
+            self._fresh.set()  # a fresh link: the latest frame at once
         while True:
+            await self._fresh.wait()
+            self._fresh.clear()
+            frame = self._frame
+            if frame is None:
+                continue
             try:
-                await self._write_changes(client)
+                await self._write_changes(client, frame)
             except (ConnectionError, OSError, TimeoutError, ua.UaError) as exc:
                 raise _LinkLost(f"write failed: {_text(exc)}") from None
-            period = 1.0 / max(self.session.layout.publish_rate, 1e-3)
-            deadline += period
-            now = loop.time()
-            if deadline <= now:  # fell behind: skip the missed cycles
-                deadline = now + period
-            await asyncio.sleep(deadline - now)
 
-    async def _write_changes(self, client: Client) -> int:
-        """Write what changed since the last write; return how many values were sent."""
+    async def _write_changes(self, client: Client, frame: Frame) -> int:
+        """Write what changed in ``frame`` since the last write; return how many
+        values were sent."""
         if self._gone():  # deleted: idle until rebind() gives another
             return 0
         now = time.monotonic()
-        values = self.session.frame().values
+        values = frame.values
         index = self._index
         batch: list[tuple[_Binding, Value, Any, bool]] = []
         for b in self._to_plc:

@@ -1,24 +1,31 @@
-"""Publishing session values into the address space, each session at its own rate.
+"""Publishing session values into the address space: the OPC UA sink of the pacers.
 
-A publish of one session compares what it would write against what it last
-wrote and writes only the differences, each as a prepared ``ua.DataValue``
-(Source- and ServerTimestamp = the publish time) through ``fastpath.write_values``:
-the server-side write of ``AddressSpace.write_attribute_value`` without its
-coroutine per value, handing each change to the monitored items through the
-lighter path that the publisher installs on its address space (``fastpath.py``).
-The DataValues are built and written a chunk at a time, letting the event loop
-run every ``BUDGET`` seconds. Before its start that cannot yield (one consistent
-``Frame`` of the session from its host and its comparison with what was sent) and before each
-chunk, a publish waits for any clock tick that would fall due meanwhile
-(``runtime.clock.Ticks``), so that ticks start on time whatever the size of the
-publish. (Building all 1,000 DataValues of a publish before writing any held the
-loop for ~4 ms: the clock's lateness p99 with no client at all.)
+Each session's ``runtime.sinks.Pacer`` hands the ``Publisher`` one ``Frame`` per
+publish period with its ``Stamp`` (``deliver``); the publisher's task (``run``)
+writes it. A publish compares what it would write against what it last wrote and
+writes only the differences, each as a prepared ``ua.DataValue`` (Source- and
+ServerTimestamp = the frame's stamp, the time the history records the same values
+at) through ``fastpath.write_values``: the server-side write of
+``AddressSpace.write_attribute_value`` without its coroutine per value, handing
+each change to the monitored items through the lighter path that the publisher
+installs on its address space (``fastpath.py``). The DataValues are built and
+written a chunk at a time, letting the event loop run every ``BUDGET`` seconds.
+Before its start that cannot yield (the comparison of the frame with what was
+sent) and before each chunk, a publish waits for any clock tick that would fall
+due meanwhile (``runtime.clock.Ticks``), so that ticks start on time whatever the
+size of the publish. (Building all 1,000 DataValues of a publish before writing
+any held the loop for ~4 ms: the clock's lateness p99 with no client at all.)
 
-A session whose ``version`` has not moved since the last publish is skipped
-whole: every value it shows, the clock's Diagnostics included, changes only
-with a tick, a write, a reset or a state change, each of which moves the
-version. (100 Suspended sessions publishing at 10 Hz cost ~10 % of a core when
-their dozen scalars and clock percentiles were computed anyway on every cycle.)
+A session's frames are published in order, the latest winning: a frame delivered
+while the previous one of the session is still being written replaces any frame
+waiting behind it (subscribers then miss a frame that the history has; never the
+other way round).
+
+A frame whose ``version`` is the one last published is skipped whole, in
+``deliver``: every value it shows, the clock's Diagnostics included, changes only
+with a tick, a write, a reset or a state change, each of which moves the version.
+(100 Suspended sessions publishing at 10 Hz cost ~10 % of a core when their dozen
+scalars and clock percentiles were computed anyway on every cycle.)
 
 A frame that is not ``good`` (the session's worker died, and is being replaced)
 is published with its last values, each with StatusCode ``BadCommunicationError``
@@ -33,7 +40,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -46,7 +53,8 @@ from twin_server.opcua.patches import fastpath
 from twin_server.opcua.patches.fastpath import data_value
 from twin_server.opcua.tree import SessionNodes, scalar_values
 from twin_server.runtime.clock import TICKS, Ticks
-from twin_server.runtime.host import HostedSession
+from twin_server.runtime.host import Frame, HostedSession
+from twin_server.runtime.sinks import Stamp
 
 log = structlog.get_logger(__name__)
 
@@ -85,11 +93,13 @@ class PublishTarget:
     version: int | None = None
     sent_scalars: list[Any] = field(default_factory=list)
     sent_values: list[Any] = field(default_factory=list)
-    deadline: float = 0.0
+    #: the frame delivered and not yet published, with its stamp (the latest wins)
+    pending: tuple[Frame, Stamp] | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     #: told of each published change of a watched variable (index into variables)
-    #: after the first publish: the edges of Boolean outputs (``server.py``)
-    on_flag: Callable[[VarKey, Any], None] | None = None
+    #: after the first publish, with the frame it is in: the edges of Boolean
+    #: outputs (``server.py``)
+    on_flag: Callable[[VarKey, Any, Frame], None] | None = None
     flags: frozenset[int] = frozenset()
     #: how long the latest publish ran before it could first yield (the frame, the
     #: scalars and the comparison with what was sent)
@@ -129,13 +139,15 @@ class PublishTarget:
 
 
 class Publisher:
-    """Feeds every registered session's nodes; ``run`` is the daemon's publish task."""
+    """The OPC UA sink: takes every registered session's frames (``deliver``) and
+    writes them into its nodes (``run``, the daemon's publish task; ``publish``)."""
 
     def __init__(self, aspace: AddressSpace, ticks: Ticks = TICKS) -> None:
         self._aspace = aspace
         self._ticks = ticks
         fastpath.install(aspace, ticks)
         self._targets: dict[str, PublishTarget] = {}
+        #: set when a frame waits to be published
         self._wake = asyncio.Event()
         self._cycles = 0
         self._skipped = 0
@@ -144,7 +156,6 @@ class Publisher:
 
     def add(self, target: PublishTarget) -> None:
         self._targets[target.session.name] = target
-        self._wake.set()
 
     def remove(self, name: str) -> None:
         target = self._targets.pop(name, None)
@@ -158,19 +169,32 @@ class Publisher:
         return PublisherStatistics(len(self._targets), self._cycles, self._skipped,
                                    self._values, self._last_cycle)
 
+    def deliver(self, session: str, frame: Frame, stamp: Stamp) -> None:
+        """The pacer's frame of ``session`` (``runtime.sinks.Sink``): queued for
+        ``run``, unless its version is the one published last (a skipped cycle).
+        Frames of sessions not registered are not ours."""
+        target = self._targets.get(session)
+        if target is None or target.removed:
+            return
+        if frame.version == target.version and target.pending is None:
+            self._skipped += 1
+            self._cycles += 1
+            return
+        target.pending = (frame, stamp)
+        self._wake.set()
+
     async def publish(self, target: PublishTarget) -> int:
-        """Write what changed in ``target``'s session since its last publish; return
-        how many values were written."""
+        """Write the frame waiting for ``target`` (what changed since the last
+        publish); return how many values were written (0 when none waits)."""
         async with target.lock:
-            # (value_list and the comparison cannot yield: about a ms for a twin of
-            # 5,000 variables)
+            # (the comparison cannot yield: about a ms for a twin of 5,000 variables)
             await self._ticks.clear(MARGIN * target.values_seconds)
-            if target.removed:
+            if target.removed or target.pending is None:
                 return 0  # deleted while this publish waited: its session may be closed
             started = time.perf_counter()
+            (frame, stamp), target.pending = target.pending, None
             session = target.session
             try:
-                frame = session.frame()
                 clock = session.clock_statistics()
             except NotFound:
                 return 0  # deleted meanwhile
@@ -179,7 +203,7 @@ class Publisher:
                 self._skipped += 1
                 self._cycles += 1
                 return 0
-            now = datetime.now(UTC)
+            now = stamp.datetime
             changes: list[tuple[ua.NodeId, ua.DataValue]] = []
             sent = target.sent_scalars
             for i, value in enumerate(scalar_values(frame, session.layout.step_size, clock)):
@@ -201,16 +225,16 @@ class Publisher:
             # (an _UNSENT entry never equals a value)
             changed = [i for i, value in enumerate(current) if sent[i] != value]
             target.values_seconds = time.perf_counter() - started
-            written = await self._write(target, changes, changed, current, now)
+            written = await self._write(target, changes, changed, frame, now)
             self._cycles += 1
             self._values += written
             self._last_cycle = time.perf_counter() - started
             return written
 
     async def _write(self, target: PublishTarget, changes: list[tuple[ua.NodeId, ua.DataValue]],
-                     changed: list[int], current: tuple[Any, ...], now: datetime) -> int:
+                     changed: list[int], frame: Frame, now: datetime) -> int:
         """Write the scalar ``changes``, then variable ``i`` for every ``i`` in
-        ``changed`` (its value ``current[i]``), through the fast path a chunk at a
+        ``changed`` (its value ``frame.values[i]``), through the fast path a chunk at a
         time (each about ``BUDGET`` seconds of work), building each chunk's
         DataValues just before writing it, letting the loop run whenever ``BUDGET``
         seconds of work have passed, and waiting before a chunk for a clock tick
@@ -224,6 +248,7 @@ class Publisher:
         quality = target.quality
         lost = not target.good
         on_flag = target.on_flag
+        current = frame.values
         overwritten: set[int] = set()
         target.overwritten = overwritten
         written = 0
@@ -251,7 +276,7 @@ class Publisher:
                         dv.StatusCode = quality[i]
                     changes.append((nodeid, dv))
                     if i in flags and sent[i] is not _UNSENT and on_flag is not None:
-                        on_flag(key, value)
+                        on_flag(key, value, frame)
                     sent[i] = value
                 await fastpath.write_values(aspace, changes)  # (the first with the scalars)
                 written += len(changes)
@@ -273,36 +298,23 @@ class Publisher:
         return written
 
     async def run(self) -> None:
-        """Publish every session at its ``publish_rate`` until cancelled. A session
-        that falls behind skips the missed cycles rather than bunching them."""
-        loop = asyncio.get_running_loop()
+        """Publish the frames the pacers deliver, session after session, until
+        cancelled."""
         log.info("publisher_started", sessions=len(self._targets))
         try:
             while True:
-                now = loop.time()
+                await self._wake.wait()
+                self._wake.clear()
                 for target in list(self._targets.values()):
-                    if target.deadline > now or target.removed:
+                    if target.pending is None or target.removed:
                         continue
                     try:
                         await self.publish(target)
                     except Exception:
                         log.exception("publish_failed", session=target.session.name)
-                    period = 1.0 / max(target.session.layout.publish_rate, 1e-3)
-                    target.deadline += period
-                    if target.deadline <= now:
-                        target.deadline = now + period
                     # let due clock ticks run between two sessions' publishes: many
                     # sessions due at once would otherwise hold the loop for the
                     # whole round (100 sessions: tens of ms of lateness for each)
                     await asyncio.sleep(0)
-                next_due = min((t.deadline for t in self._targets.values()), default=now + 1.0)
-                self._wake.clear()
-                delay = next_due - loop.time()
-                if delay > 0:
-                    try:
-                        async with asyncio.timeout(delay):
-                            await self._wake.wait()
-                    except TimeoutError:
-                        pass
         finally:
             log.info("publisher_stopped", cycles=self._cycles, values=self._values)

@@ -55,7 +55,8 @@ from twin_server.opcua.tree import (
 )
 from twin_server.opcua.worker_nodes import WorkerNodes, build_session_health, build_workers
 from twin_server.opcua.writes import TwinAttributeService, WriteTarget, session_of
-from twin_server.runtime.host import HostedSession, HostStatistics
+from twin_server.runtime.host import Frame, HostedSession, HostStatistics
+from twin_server.runtime.sinks import Pacer
 from twin_server.security import SecurityContext, configure_security
 from twin_server.security.pki import TrustList
 
@@ -103,6 +104,8 @@ class _Served:
     methods: SessionMethods
     target: PublishTarget
     program: ProgramState
+    #: the session's pacer: pulsed when a method call must show at once
+    pacer: Pacer
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,11 +284,14 @@ class OpcUaServer:
                                   message=f"twin {name!r} removed")
 
     async def add_session(self, session: HostedSession, twin: TwinDefinition, *,
-                          created: str | None = None,
+                          pacer: Pacer, created: str | None = None,
                           historized: Sequence[str] | None = None) -> ua.NodeId:
         """Add ``Sessions.<session>`` (a session of ``twin`` in the daemon's host) with
-        every variable, its methods and write routes; the publisher feeds it from now
-        on, and the events its host reports (``session_event``) become OPC UA events.
+        every variable, its methods and write routes; the publisher (``publisher``)
+        publishes the frames ``pacer`` delivers to it from now on (the caller runs the
+        pacer; the server pulses it after a method call, so that the call's effect
+        shows when it returns), and the events its host reports (``session_event``)
+        become OPC UA events.
         ``created`` is the message of its ``created`` event (none if None).
         ``historized``: the ``VarKey.path``s whose history is recorded (their nodes are
         marked Historizing, the session node gets event history); None: none is. Returns
@@ -313,6 +319,7 @@ class OpcUaServer:
         publisher = self._publisher
 
         async def changed() -> None:
+            pacer.pulse()
             await publisher.publish(target)
             await self.flush_events()
 
@@ -321,13 +328,14 @@ class OpcUaServer:
         for name, callback in methods.callbacks().items():
             aspace.add_method_callback(nodes.methods[name], callback)
         self._route_writes(session, nodes, target, variables)
-        served = _Served(session, nodes, methods, target, program)
+        served = _Served(session, nodes, methods, target, program, pacer)
         self._watch_flags(served, variables)
         # what the build put in the nodes counts as sent
-        await publisher.publish(target)
         publisher.add(target)
         assert self.worker_nodes is not None
         self.worker_nodes.add_session(session, health)
+        pacer.pulse()
+        await publisher.publish(target)
         self._sessions[session.name] = served
         self._nodes += len(nodes.all)
         elapsed = time.perf_counter() - started
@@ -349,11 +357,9 @@ class OpcUaServer:
                           if key.kind is Kind.OUTPUT and var.datatype is DataType.BOOLEAN)
         if not flags:
             return
-        session = served.session
 
-        def on_flag(key: VarKey, value: Any) -> None:
+        def on_flag(key: VarKey, value: Any, frame: Frame) -> None:
             where = (f"output {key.name!r} of component {key.component!r}")
-            frame = session.frame()
             at = f"at t={frame.sim_time:g} s (tick {frame.step_count})"
             if value:
                 self._queue(served, "alarm", f"{where} turned true {at}", ev.SEVERITY_ALARM)
@@ -598,18 +604,27 @@ class OpcUaServer:
         await self.worker_nodes.run(self._iserver.aspace, statistics, period)
 
     # -- publishing ----------------------------------------------------------------
+    @property
+    def publisher(self) -> Publisher:
+        """The OPC UA sink (``runtime.sinks.Sink``) every session's pacer feeds."""
+        assert self._publisher is not None, "not started"
+        return self._publisher
+
     async def publish_forever(self) -> None:
-        """Publish every session at its own ``publish_rate``, and emit the events of
-        ticks as they come, until cancelled."""
+        """Publish the frames the pacers deliver, and emit the events of ticks as they
+        come, until cancelled."""
         assert self._publisher is not None, "not started"
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._publisher.run(), name="publisher")
             tg.create_task(self._pump_events(), name="events")
 
     async def publish(self, name: str) -> int:
-        """Publish one session now (tests, and after a change that must show at once)."""
+        """Publish one session now, a frame its pacer delivers to every sink (tests,
+        and after a change that must show at once); how many values were written."""
         assert self._publisher is not None, "not started"
-        return await self._publisher.publish(self._publisher.target(name))
+        served = self._sessions[name]
+        served.pacer.pulse()
+        return await self._publisher.publish(served.target)
 
     def statistics(self) -> ServerStatistics:
         assert self._publisher is not None and self._attributes is not None, "not started"

@@ -45,17 +45,17 @@ The engine stays pure: two small additions serve the hosts, ``Session(progress=.
 The daemon (``daemon.py``) makes one host from ``server.workers`` (0: a
 ``LocalHost``; default: a ``WorkerHost`` with one worker per CPU) and keeps one
 ``ServedSession`` record per session (``served.py``: its handle, twin, settings,
-origin, snapshots by id, idle time, recorder) in a ``SessionRegistry``. The OPC
-UA server, the recorder and the HIL mirror read ``Frame``s and send commands
-through ``HostedSession`` handles; the host's events reach the OPC UA server
-(``OpcUaServer.session_event``), which hands each to the history. A session's
-worker of its own: ``isolate`` on the session or its twin in the config, by
-default for twins with an FMU component.
+origin, pacer, snapshots by id, idle time, recorder) in a ``SessionRegistry``.
+Each session's ``Pacer`` (``sinks.py``) reads its ``Frame`` once per publish
+period and hands it, with one ``Stamp``, to every ``Sink``: the OPC UA publisher,
+the history recording and the HIL mirror, which never read the session
+themselves; commands go through ``HostedSession`` handles; the host's events
+reach the OPC UA server (``OpcUaServer.session_event``), which hands each to the
+history. A session's worker of its own: ``isolate`` on the session or its twin
+in the config, by default for twins with an FMU component.
 
-Not done yet: one pacer per session feeding the publisher, the recorder and the
-HIL mirror from one frame (each still paces itself, reading frames); a long
-Step(n) in chunks on the worker side (the OPC UA method sends 1,000 ticks per
-command; a worker's other sessions wait for each chunk).
+Not done yet: a long Step(n) in chunks on the worker side (the OPC UA method
+sends 1,000 ticks per command; a worker's other sessions wait for each chunk).
 
 ``statistics()`` (``HostStatistics``) names every worker process (``WorkerInfo``:
 name, pid, role, its sessions) and the latest crash (``CrashReport``: the
@@ -80,9 +80,11 @@ from twin_server.runtime.host import (
 )
 from twin_server.runtime.local import LocalHost, SessionFrames
 from twin_server.runtime.pool import WorkerHost, make_host
+from twin_server.runtime.sinks import Pacer, Sink, Stamp
 
 __all__ = [
     "CrashReport", "EventListener", "Frame", "FrameSource", "HostStatistics", "HostedSession",
-    "LocalHost", "SessionFrames", "SessionHost", "SessionLayout", "WorkerHost", "WorkerInfo",
+    "LocalHost", "Pacer", "SessionFrames", "SessionHost", "SessionLayout", "Sink", "Stamp",
+    "WorkerHost", "WorkerInfo",
     "make_host",
 ]

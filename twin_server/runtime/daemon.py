@@ -7,11 +7,15 @@ with ``isolate`` (by default one with an FMU component) gets a worker of its
 own. Everything the daemon keeps of one session hangs off its ``ServedSession``
 record (``served.py``), created and dropped with it.
 
-Every background task runs in the daemon's TaskGroup: the publisher (which also
-emits the OPC UA events of ticks), the worker health nodes (``opcua.worker_nodes``:
-every half second, and at once on a worker's crash or recovery), history, HIL,
-the expiry check and the watchdog; the clocks belong to the host (tasks in this process, or the
-workers'). Shutdown runs in stages (HIL, clocks, publisher and expiry, history,
+Every background task runs in the daemon's TaskGroup: one pacer per session
+(``sinks.py``: it reads the session's frame once per publish period and hands
+it, with one timestamp, to the daemon's sinks: the OPC UA publisher, the history
+recording and the HIL mirror), the publisher (which writes the frames into the
+address space and also emits the OPC UA events of ticks), the worker health nodes
+(``opcua.worker_nodes``: every half second, and at once on a worker's crash or
+recovery), history, HIL, the expiry check and the watchdog; the clocks belong to
+the host (tasks in this process, or the workers'). Shutdown runs in stages
+(HIL, clocks, pacers with a last frame each, publisher and expiry, history,
 server, workers), each with a timeout that logs what was still running when it
 expires.
 
@@ -77,6 +81,7 @@ from twin_server.runtime.served import (
     SessionRegistry,
     merge_parameters,
 )
+from twin_server.runtime.sinks import Pacer, Sink
 from twin_server.runtime.timers import PreciseSleep
 from twin_server.systemd import Notifier
 
@@ -94,7 +99,7 @@ class DaemonState(enum.StrEnum):
 STAGE_TIMEOUT = 5.0
 #: the stages of a shutdown, in order; together at most len * STAGE_TIMEOUT seconds,
 #: which must stay inside the systemd unit's TimeoutStopSec (a test checks it)
-SHUTDOWN_STAGES = ("hil", "clocks", "publisher", "recorder", "snapshots", "history",
+SHUTDOWN_STAGES = ("hil", "clocks", "pacers", "publisher", "snapshots", "history",
                    "history-writer", "server", "workers")
 
 
@@ -143,7 +148,10 @@ class Daemon:
     store: HistoryStore | None = None
     recording: Recording | None = None
     snapshots: persistence.Snapshots | None = None
-    _recorder_tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    #: what every session's pacer feeds: the OPC UA publisher, the recording (with
+    #: history) and the HIL mirror, added as each is made (all before any pacer runs)
+    _sinks: list[Sink] = field(default_factory=list)
+    _snapshot_tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _store_tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _history_closed: bool = False
     hil: HilMirror | None = None
@@ -215,10 +223,12 @@ class Daemon:
                 await self.host.aclose()
             raise
         try:
+            self._sinks.append(server.publisher)
             stored: persistence.StoredState | None = None
             if config.history.enabled:
                 await self._open_history()
-                assert self.store is not None
+                assert self.store is not None and self.recording is not None
+                self._sinks.append(self.recording)
                 server.install_history(self.store)
                 if config.history.resume:
                     stored = await persistence.load_state(self.store)
@@ -252,10 +262,13 @@ class Daemon:
             self.hil = HilMirror(config.hil, {n: r.session for n, r in self.sessions.items()},
                                  on_written=self.recording.written if self.recording else None,
                                  trust=server.trust_list())
+            self._sinks.append(self.hil)
             if config.hil:
                 await server.add_hil(self.hil)
             async with asyncio.TaskGroup() as tg:
                 self._tasks = tg
+                for record in self.sessions.values():
+                    record.pacer.start(tg)
                 hil_tasks = [tg.create_task(self.hil.run(), name="hil")]
                 if config.hil:
                     hil_tasks.append(tg.create_task(server.publish_hil_forever(self.hil),
@@ -271,8 +284,7 @@ class Daemon:
                         tg.create_task(self.store.run(), name="history-writer"),
                         tg.create_task(self.store.run_retention(
                             config.history.retention_interval), name="history-retention")]
-                    self._recorder_tasks = [
-                        tg.create_task(self.recording.run(), name="history-recorder"),
+                    self._snapshot_tasks = [
                         tg.create_task(self.snapshots.run(), name="history-snapshots")]
                 for name, scfg in config.sessions.items():
                     hosted = self.sessions[name].session
@@ -302,6 +314,7 @@ class Daemon:
                 log.info("daemon_stopping")
                 await _stop_stage("hil", hil_tasks)
                 await _with_timeout("clocks", self._stop_clocks())
+                await _with_timeout("pacers", self._stop_pacers())
                 await _stop_stage("publisher", [publisher, health, expiry, watchdog])
                 await self._stop_history()
         finally:
@@ -350,6 +363,12 @@ class Daemon:
             with contextlib.suppress(Exception):  # (the store closing: stale rows go at
                 await persistence.forget_session(self.store, record.name)  # the next save)
 
+    async def _stop_pacers(self) -> None:
+        """Shutdown stage: every pacer stops after one last frame (the values the
+        clocks stopped at: recorded by the history, queued for the publisher)."""
+        for record in list(self.sessions.values()):
+            await record.pacer.stop()
+
     async def _stop_clocks(self) -> None:
         """Shutdown stage: the clocks of this process stop, every session left as it
         is, so that the last record and snapshot see where the daemon stopped. (A
@@ -384,6 +403,7 @@ class Daemon:
         record = self.manager.remove(name)  # (a second delete meanwhile: NotFound)
         assert self.server is not None and self.host is not None
         try:
+            await record.pacer.stop()  # its last frame, to every sink
             if message is None:
                 try:
                     frame = record.session.frame()
@@ -626,7 +646,8 @@ class Daemon:
         else:
             await self.host.create(name, twin, settings, snapshot=snapshot, isolate=alone)
         hosted = HostedSession(self.host, name)
-        record = ServedSession(name, twin, settings, origin, hosted, isolated=alone)
+        record = ServedSession(name, twin, settings, origin, hosted, Pacer(hosted, self._sinks),
+                               isolated=alone)
         try:
             if after is not None:
                 await after(hosted)
@@ -640,7 +661,8 @@ class Daemon:
                 record.recorder = await self.recording.add(hosted, own)
                 historized = record.recorder.paths if record.recorder is not None else None
             await self.server.add_session(
-                hosted, twin, created=message + _resumed(frame, outcome, hosted.fault()),
+                hosted, twin, pacer=record.pacer,
+                created=message + _resumed(frame, outcome, hosted.fault()),
                 historized=historized)
         except BaseException:
             if self.recording is not None:
@@ -652,6 +674,8 @@ class Daemon:
             raise
         if self.hil is not None:
             await self.hil.rebind(hosted)  # a PLC peer serving this name mirrors it again
+        if self._tasks is not None:
+            record.pacer.start(self._tasks)
         return record
 
     async def _open_history(self) -> None:
@@ -672,15 +696,15 @@ class Daemon:
         self.server.on_log_event = self.recording.event
 
     async def _stop_history(self) -> None:
-        """Shutdown stage: a last record and a last snapshot of every session, then
-        everything queued committed and the file closed. Idempotent."""
+        """Shutdown stage: a last record (each pacer's last frame) and a last snapshot
+        of every session, then everything queued committed and the file closed.
+        Idempotent."""
         store = self.store
         if store is None or self._history_closed:
             return
         self._history_closed = True
-        await _stop_stage("recorder", self._recorder_tasks)  # each records once more
-        if self.recording is not None:
-            self.recording.record_all()  # (if its task never ran)
+        await _with_timeout("pacers", self._stop_pacers())  # (done unless start-up failed)
+        await _stop_stage("snapshots", self._snapshot_tasks)
         if self.snapshots is not None:
             await _with_timeout("snapshots", self._save_snapshots())
         await _with_timeout("history", store.close())

@@ -2,8 +2,9 @@
 
 ``ServedSession`` is everything that belongs to one session while the daemon
 serves it (issue #14, part 9): its handle in the session host, its twin,
-settings and origin, its snapshots by id, when a client last used it, its
-history recorder and the watchdog's last view of its progress. The daemon
+settings and origin, its pacer (``sinks.py``: one frame per publish period to the
+publisher, the recorder and the HIL mirror), its snapshots by id, when a client
+last used it, its history recorder and the watchdog's last view of its progress. The daemon
 creates it with the session and drops it with the session; nothing else keeps
 a map of sessions by name that must be kept in step (the OPC UA server keeps
 its nodes, the recording its recorders, each keyed by the name this record
@@ -26,6 +27,7 @@ from twin_server.engine.registry import Origin, Registry, Snapshots
 from twin_server.engine.session import SessionSettings
 from twin_server.engine.twin import TwinDefinition
 from twin_server.runtime.host import HostedSession
+from twin_server.runtime.sinks import Pacer
 
 if TYPE_CHECKING:
     from twin_server.recording import Recorder
@@ -40,6 +42,9 @@ class ServedSession:
     settings: SessionSettings
     origin: Origin
     session: HostedSession
+    #: reads the session's frame once per publish period for every sink; its task
+    #: runs in the daemon's TaskGroup (``Pacer.start``) until the session goes
+    pacer: Pacer
     isolated: bool = False
     last_used: float = 0.0
     snapshots: Snapshots = field(default_factory=Snapshots)
