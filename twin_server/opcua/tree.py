@@ -8,7 +8,7 @@
         Components/<component>                      ns;s=Twins.<twin>.Components.<component>
           Model, Description                        properties
       Sessions/<session>                            ns;s=Sessions.<session>  ProgramStateMachineType
-        State, SimTime, StepCount, StepSize, RealtimeFactor
+        State, SimTime, StepCount, StepsRemaining, StepSize, RealtimeFactor
         Diagnostics/{Overruns, LatenessP50, LatenessP99, LatenessMax,
                      StepDurationMean, StepDurationMax, Ticks}
         CurrentState, LastTransition, Deletable, AutoDelete, RecycleCount  (0: browse names)
@@ -83,6 +83,9 @@ SCALARS: tuple[Scalar, ...] = (
     Scalar("SimTime", ua.VariantType.Double, "Simulation time t0 + StepCount * StepSize, in s",
            unit="s"),
     Scalar("StepCount", ua.VariantType.UInt64, "Ticks taken since the last Reset"),
+    Scalar("StepsRemaining", ua.VariantType.UInt64,
+           "Ticks the running Step has still to take (it runs in the background); 0 when "
+           "none runs; a step_completed event announces its end"),
     Scalar("StepSize", ua.VariantType.Double, "Simulated seconds per tick, in s", unit="s"),
     Scalar("RealtimeFactor", ua.VariantType.Double,
            "Simulated seconds per wall-clock second (0 = as fast as possible); writable",
@@ -110,6 +113,7 @@ def scalar_values(frame: Frame, step_size: float, clock: ClockStatistics) -> tup
         str(frame.state),
         float(frame.sim_time),
         int(frame.step_count),
+        int(frame.steps_remaining),
         float(step_size),
         float(frame.realtime_factor),
         int(clock.overruns),
@@ -145,7 +149,11 @@ METHODS: tuple[MethodSpec, ...] = (
                "parameters apply, then the optional Parameters (all or none)",
                (Argument("Parameters", ua.VariantType.String,
                          f"Optional new parameters: {_PARAMETERS_JSON}"),), optional=1),
-    MethodSpec("Step", "Take Count ticks now (from Ready or Suspended; ends Suspended)",
+    MethodSpec("Step", "Take Count ticks (from Ready or Suspended; ends Suspended). Answered "
+               "when done or after at most half a second; a longer Step runs on in the "
+               "background (StepsRemaining counts down, a step_completed event announces its "
+               "end; Suspend, Halt or Reset cancel it; Start, Resume and another Step are "
+               "refused meanwhile)",
                (Argument("Count", ua.VariantType.UInt32,
                          f"Ticks to take, 1..{MAX_STEP_COUNT:,}"),)),
     MethodSpec("SetParameters", "Change parameters, all or none: tunable ones take effect "

@@ -52,11 +52,14 @@ through ``HostedSession`` handles; the host's events reach the OPC UA server
 worker of its own: ``isolate`` on the session or its twin in the config, by
 default for twins with an FMU component.
 
+A Step(n) runs in the background wherever the session steps (``stepping.py``):
+in slices of a few ms between the other sessions' ticks, answered once it ended
+or after the caller's wait, its progress in ``Frame.steps_remaining``, its end
+announced by a ``step_completed`` event; the hang watch covers it.
+
 Not done yet: one pacer per session feeding the publisher, the recorder and the
-HIL mirror from one frame (each still paces itself, reading frames); a long
-Step(n) in chunks on the worker side (the OPC UA method sends 1,000 ticks per
-command; a worker's other sessions wait for each chunk); worker statistics on
-health nodes.
+HIL mirror from one frame (each still paces itself, reading frames); worker
+statistics on health nodes.
 """
 
 from __future__ import annotations

@@ -32,11 +32,13 @@ and after a third death in a row left Halted without a worker: commands then
 raise its fault, Delete works.
 
 A hung worker: every ``hang_timeout / 4`` seconds (at most 0.25 s) the host
-looks at the live step count of every Running session; one that has not moved
-for ``hang_timeout`` seconds (or three of its periods, when those are longer)
-gets its worker killed with SIGKILL, and the death is handled as above, the
-fault saying that it hung. A long Step(n) on a worker also holds the clocks of
-the other sessions on it: they count as hung after ``hang_timeout``.
+looks at the live step count of every Running session, and of every session
+with a Step running in the background (``stepping.py``; the worker moves the
+live count after every batch of a Step's ticks); one that has not moved for
+``hang_timeout`` seconds (or, Running, three of its periods, when those are
+longer) gets its worker killed with SIGKILL, and the death is handled as above,
+the fault saying that it hung. A Step(n) takes its ticks in slices of a few ms
+between the other sessions' ticks, so a long one holds no other session up.
 """
 
 from __future__ import annotations
@@ -658,6 +660,7 @@ class WorkerHost:
             values=codec.decode(raw.values, record.strings),
             step_duration_mean=float(floats[shm.DURATION_MEAN]),
             step_duration_max=float(floats[shm.DURATION_MAX]),
+            steps_remaining=int(raw.ints[shm.STEPS_LEFT]),
         )
         record.frame_seq = int(raw.ints[shm.SEQ])
 
@@ -827,15 +830,17 @@ class WorkerHost:
                 continue
             live = int(block.ints[shm.LIVE_STEP])
             running = shm.STATES[int(block.ints[shm.STATE])] is RunState.RUNNING
-            if not running or live != record.watch[0]:
+            left = int(block.ints[shm.STEPS_LEFT])  # a Step running in the background
+            if not (running or left) or live != record.watch[0]:
                 record.watch = (live, now)
                 continue
             factor = float(block.floats[shm.FACTOR])
-            period = record.settings.step_size / factor if factor > 0 else 0.0
+            period = record.settings.step_size / factor if running and factor > 0 else 0.0
             stalled = now - record.watch[1]
             if stalled > max(self._hang_timeout, 3 * period):
+                doing = "while Running" if running else f"in a Step ({left} of its ticks left)"
                 target.killed_because = (f"session {record.name!r} took no tick for "
-                                         f"{stalled:.1f} s while Running (hang_timeout "
+                                         f"{stalled:.1f} s {doing} (hang_timeout "
                                          f"{self._hang_timeout:g} s)")
                 self._hangs += 1
                 log.error("worker_hung", worker=target.name, pid=target.pid,
