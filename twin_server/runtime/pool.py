@@ -34,7 +34,7 @@ raise its fault, Delete works.
 A hung worker: every ``hang_timeout / 4`` seconds (at most 0.25 s) the host
 looks at the live step count of every Running session, and of every session
 with a Step running in the background (``stepping.py``; the worker moves the
-live count after every batch of a Step's ticks); one that has not moved for
+live count after every tick of a Step); one that has not moved for
 ``hang_timeout`` seconds (or, Running, three of its periods, when those are
 longer) gets its worker killed with SIGKILL, and the death is handled as above,
 the fault saying that it hung. A Step(n) takes its ticks in slices of a few ms
@@ -69,6 +69,7 @@ from twin_server.engine.session import (
     SessionEvent,
     SessionSettings,
     SessionSnapshot,
+    StepProgress,
 )
 from twin_server.engine.twin import TwinDefinition
 from twin_server.errors import (
@@ -80,6 +81,7 @@ from twin_server.errors import (
     WorkerCrashed,
 )
 from twin_server.runtime import shm, worker
+from twin_server.runtime.commands import STEP
 from twin_server.runtime.host import EventListener, Frame, HostStatistics, SessionLayout
 from twin_server.runtime.local import LocalHost
 from twin_server.runtime.wire import Channel, decode_error
@@ -88,6 +90,8 @@ log = structlog.get_logger(__name__)
 
 #: recoveries after which a session comes back without its snapshot, then not at all
 _FRESH_AFTER, _ABANDON_AFTER = 2, 3
+#: seconds past a Step's wait after which the host answers it itself (``_step``)
+_STEP_GRACE = 0.25
 
 
 class HostState(enum.StrEnum):
@@ -294,12 +298,35 @@ class WorkerHost:
     async def call(self, name: str, command: str, *args: Any) -> Any:
         record = self._get(name)
         target = await self._hosting(record)
+        if command == STEP:
+            return await self._step(record, target, *args)
         result = await self._request(target, "call", name, command, args)
         if command == "snapshot":
             record.snapshot = result
         elif command == "restore":
             record.snapshot = args[0]
         return result
+
+    async def _step(self, record: _Record, target: _Worker, count: int = 1,
+                    wait: float | None = None) -> StepProgress:
+        """A Step in the background (``stepping.py``), answered by the worker when it
+        ended or after ``wait`` s; a worker stuck in a tick cannot answer, so past
+        ``wait`` (and a grace) the answer is made here from the frame, and the
+        worker's own, if it ever comes, is dropped."""
+        before = record.frame.step_count if record.frame is not None else 0
+        answer = asyncio.ensure_future(
+            self._request(target, "call", record.name, STEP, (count, wait)))
+        if wait is None:
+            result: StepProgress = await answer
+            return result
+        done, _ = await asyncio.wait({answer}, timeout=wait + _STEP_GRACE)
+        if answer in done:
+            result = answer.result()
+            return result
+        answer.add_done_callback(_drop_answer)
+        frame = self.frame(record.name)
+        return StepProgress(count, max(0, min(count, frame.step_count - before)),
+                            frame.state is RunState.SUSPENDED and frame.good)
 
     def frame(self, name: str) -> Frame:
         record = self._get(name)
@@ -897,6 +924,12 @@ def _kill_left() -> None:
                 shm.unlink(name)
         for record in host._records.values():
             host._release_block(record)
+
+
+def _drop_answer(answer: asyncio.Future[Any]) -> None:
+    """A Step's late answer nobody waits for any more (or its worker's death)."""
+    if not answer.cancelled():
+        answer.exception()
 
 
 def _signal_name(code: int | None) -> str:

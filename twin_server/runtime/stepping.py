@@ -15,7 +15,7 @@ session's ``step_completed`` event announces its end.
 
 The hooks let a worker say what it is doing for the main process's crash and
 hang watch (``before``: the session being stepped; ``progress``: the live step
-count after every batch of ticks; ``after``: the frame published).
+count after every tick; ``after``: the frame published).
 """
 
 from __future__ import annotations
@@ -33,9 +33,6 @@ log = structlog.get_logger(__name__)
 
 #: seconds of stepping between two yields to the event loop
 SLICE = 0.002
-#: the share of what is left of a slice that one batch of ticks may take (by the
-#: measured time per tick), so that a slice ends close to its length
-_BATCH_SHARE = 0.5
 
 
 def _nothing() -> None:
@@ -94,7 +91,7 @@ class StepJob:
     async def wait(self, timeout: float | None = None) -> StepProgress:
         """The Step's progress once it ended, or after ``timeout`` seconds (None:
         until it ends)."""
-        if self.task is not None and not self.task.done():
+        if self.task is not None and not self.task.done() and (timeout is None or timeout > 0):
             await asyncio.wait({self.task}, timeout=timeout)
         return self.progress()
 
@@ -106,7 +103,7 @@ class StepJob:
     async def run(self) -> None:
         session = self.session
         perf = time.perf_counter
-        per_tick = 0.0  # measured seconds per tick (0: not yet)
+        advance, progress = session.continue_step, self._progress
         while session.steps_remaining:
             await self._ticks.clear(self._slice)
             if not session.steps_remaining:
@@ -114,16 +111,13 @@ class StepJob:
             self._before()
             try:
                 deadline = perf() + self._slice
-                while True:
-                    started = perf()
-                    left = deadline - started
-                    limit = 1 if per_tick <= 0 else max(1, int(_BATCH_SHARE * left / per_tick))
-                    taken = session.continue_step(limit)
-                    self._progress()
-                    if taken:
-                        per_tick = (perf() - started) / taken
-                    if not taken or not session.steps_remaining or perf() >= deadline:
+                # one tick at a time, as the clock does: the live count then names
+                # the very tick a crash or hang happened in
+                while advance(1) and session.steps_remaining:
+                    progress()
+                    if perf() >= deadline:
                         break
             finally:
+                progress()
                 self._after()
             await self._sleep(0)

@@ -294,7 +294,7 @@ class Worker:
     def _begin_step(self, request: int, hosted: _Hosted, count: int = 1,
                     wait: float | None = None) -> None:
         """Start a Step in slices (``stepping.py``) between the other sessions' ticks;
-        the live step count moves after every batch of ticks (the hang watch's), the
+        the live step count moves after every tick (the hang watch's), the
         status block names the session while a slice runs (the crash report's)."""
         session = hosted.session
         status, live = self.status.ints, hosted.block.ints
@@ -313,6 +313,9 @@ class Worker:
         job = hosted.step = StepJob.begin(session, count, before=before, progress=progress,
                                           after=after, replacing=hosted.step)
         hosted.publish()  # Suspended, with its steps left, before the first slice
+        if wait is not None and wait <= 0:
+            self.send(("reply", request, job.progress()))  # (before a slice can hang)
+            return
         assert self._tasks is not None
         self._tasks.create_task(self._answer_step(request, job, wait), name=f"answer:{request}")
 
