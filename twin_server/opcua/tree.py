@@ -27,9 +27,9 @@ descriptions say; SimTime and StepSize are in seconds.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from asyncua import ua
 
@@ -58,6 +58,21 @@ SESSIONS = "Sessions"
 MAX_REALTIME_FACTOR = 1000.0
 #: most ticks one Step call may take
 MAX_STEP_COUNT = 1_000_000
+#: components (of a twin) or variables (of a session) built between two yields
+BUILD_STEP = 64
+
+T = TypeVar("T")
+
+
+def run_steps(steps: Generator[None, None, T]) -> T:
+    """Run a generator of steps (``build_session_steps``, ``NodeBatch.commit_steps``)
+    to its end at once; its result."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            result: T = done.value
+            return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +266,13 @@ def build_root(batch: NodeBatch, objects: ua.NodeId) -> dict[str, ua.NodeId]:
 
 def build_twin(batch: NodeBatch, twin: TwinDefinition) -> ua.NodeId:
     """``Twins.<twin>``: the definition, read-only."""
+    return run_steps(build_twin_steps(batch, twin))
+
+
+def build_twin_steps(batch: NodeBatch,
+                     twin: TwinDefinition) -> Generator[None, None, ua.NodeId]:
+    """``build_twin`` in steps: yields every ``BUILD_STEP`` components (``run_steps``
+    or ``server.in_slices`` drives it)."""
     path = f"{TWINS}.{twin.name}"
     node = batch.object(batch.nodeid(TWINS), path, twin.name, twin.description)
     batch.property(node, f"{path}.Description", "Description", twin.description,
@@ -260,13 +282,15 @@ def build_twin(batch: NodeBatch, twin: TwinDefinition) -> ua.NodeId:
                    description="Connections 'source.output -> target.input'")
     comps = batch.folder(node, f"{path}.Components", "Components",
                          "Components in evaluation order")
-    for comp in twin.components:
+    for i, comp in enumerate(twin.components, 1):
         cpath = f"{path}.Components.{comp.name}"
         cnode = batch.object(comps, cpath, comp.name, comp.description)
         batch.property(cnode, f"{cpath}.Model", "Model", comp.model, ua.VariantType.String,
                        description="The model this component instantiates")
         batch.property(cnode, f"{cpath}.Description", "Description", comp.description,
                        ua.VariantType.String)
+        if not i % BUILD_STEP:
+            yield
     return node
 
 
@@ -275,6 +299,15 @@ def build_session(batch: NodeBatch, session: HostedSession, twin: TwinDefinition
                   view: StateView | None = None) -> SessionNodes:
     """``Sessions.<session>`` with its scalars, state machine, methods and every
     variable, holding the values of the session's latest frame."""
+    return run_steps(build_session_steps(batch, session, twin, on_variable, view))
+
+
+def build_session_steps(
+        batch: NodeBatch, session: HostedSession, twin: TwinDefinition,
+        on_variable: Callable[[VarKey, Variable, ua.NodeId], None] | None = None,
+        view: StateView | None = None) -> Generator[None, None, SessionNodes]:
+    """``build_session`` in steps: yields every ``BUILD_STEP`` variables. The values
+    are the frame's when it starts."""
     frame = session.frame()
     layout = session.layout
     if view is None:
@@ -314,7 +347,9 @@ def build_session(batch: NodeBatch, session: HostedSession, twin: TwinDefinition
     folders: dict[tuple[str, Kind], ua.NodeId] = {}
     comp_nodes: dict[str, ua.NodeId] = {}
     descriptions = {c.name: c.description for c in twin.components}
-    for (key, var), value in zip(layout.variables, frame.values, strict=True):
+    for i, ((key, var), value) in enumerate(zip(layout.variables, frame.values, strict=True), 1):
+        if not i % BUILD_STEP:
+            yield
         folder = folders.get((key.component, key.kind))
         if folder is None:
             cnode = comp_nodes.get(key.component)
