@@ -9,6 +9,7 @@ import dataclasses
 import os
 import signal
 import struct
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,7 +17,15 @@ import pytest
 import pytest_asyncio
 from asyncua import Client, ua
 
-from tests.opcua.conftest import MODULE_LOOP, PLANT, Connected, plant, run_daemon, stop_daemon
+from tests.opcua.conftest import (
+    MODULE_LOOP,
+    PLANT,
+    Connected,
+    message,
+    plant,
+    run_daemon,
+    stop_daemon,
+)
 from tests.opcua.test_live import _session_event_type, _subscribe_events
 from twin_server.engine.session import RunState, Session, SessionSettings, VarKey
 from twin_server.errors import ConfigErrors
@@ -47,6 +56,11 @@ step_size = 0.01
 isolate = true
 
 [sessions.stepped]
+twin = "plant"
+step_size = 0.01
+autostart = false
+
+[sessions.long]
 twin = "plant"
 step_size = 0.01
 autostart = false
@@ -160,6 +174,62 @@ class TestDeterminism:
         key = VarKey("tank", Kind.OUTPUT, "level")
         assert level == reference.read(key) != untouched.read(key)
         await ua_client.session_call("stepped", "Reset")
+
+
+class TestLongStep:
+    async def test_a_million_ticks_hold_no_client(self, ua_client: Connected) -> None:
+        """Step(1,000,000) of the tank in a worker: the call answers within about half a
+        second and the Step runs on in the background (StepsRemaining counts down),
+        another client is answered within a second meanwhile, the caller stays
+        connected, Start is refused naming the Step, and Suspend cancels it."""
+        daemon = ua_client.daemon
+        handler = await _subscribe_events(ua_client, ua_client.node("Sessions.long"),
+                                          _session_event_type(ua_client))
+        started = time.monotonic()
+        result = await ua_client.session_call(
+            "long", "Step", ua.Variant(1_000_000, ua.VariantType.UInt32))
+        answered = time.monotonic() - started
+        assert result.StatusCode.is_good() and answered < 2.0
+        remaining = ua_client.node("Sessions.long.StepsRemaining")
+        assert 0 < await remaining.read_value() < 1_000_000
+        assert await ua_client.node("Sessions.long.State").read_value() == "Suspended"
+        async with Client(daemon.endpoint_url, timeout=10) as other:
+            ns = await other.get_namespace_index(NAMESPACE_URI)
+            count = other.get_node(ua.NodeId("Sessions.long.StepCount", ns))
+            steady = other.get_node(ua.NodeId("Sessions.steady.StepCount", ns))
+            seen, slowest = [], 0.0
+            for _ in range(10):
+                asked = time.monotonic()
+                seen.append(await count.read_value())
+                await steady.read_value()
+                slowest = max(slowest, time.monotonic() - asked)
+                await asyncio.sleep(0.05)
+        assert slowest < 1.0
+        assert seen == sorted(seen) and seen[-1] > seen[0]  # it steps meanwhile
+        refused = await ua_client.session_call("long", "Start")
+        assert refused.StatusCode.name == "BadInvalidState"
+        assert "its Step(1000000) is running" in message(refused)
+        await ua_client.client.check_connection()  # the caller's keep-alive went through
+        assert (await ua_client.session_call("long", "Suspend")).StatusCode.is_good()
+        cancelled = await handler.event("step_cancelled", timeout=5)
+        assert "Step(1000000) cancelled by Suspend" in cancelled.Message.Text
+        assert await remaining.read_value() == 0
+        await ua_client.session_call("long", "Reset")
+
+    async def test_the_end_of_a_step_is_an_event(self, ua_client: Connected) -> None:
+        """A Step longer than the call's wait ends with a step_completed event naming its
+        count, having taken exactly the ticks asked for."""
+        handler = await _subscribe_events(ua_client, ua_client.node("Sessions.long"),
+                                          _session_event_type(ua_client))
+        result = await ua_client.session_call(
+            "long", "Step", ua.Variant(30_000, ua.VariantType.UInt32))
+        assert result.StatusCode.is_good()
+        completed = await handler.event("step_completed", timeout=15)
+        assert "Step(30000) completed: 30000 ticks taken" in completed.Message.Text
+        assert completed.StepCount == 30_000
+        assert await ua_client.node("Sessions.long.StepCount").read_value() == 30_000
+        assert await ua_client.node("Sessions.long.StepsRemaining").read_value() == 0
+        await ua_client.session_call("long", "Reset")
 
 
 class TestConfig:

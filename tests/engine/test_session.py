@@ -460,14 +460,15 @@ class TestRunStates:
         loop_session.reset()
         loop_session.start()
         assert [e.kind for e in events] == [
-            "stepped",
+            "step_started",
+            "step_completed",
             "resumed",
             "suspended",
             "halted",
             "reset",
             "started",
         ]
-        assert events[0].message == "stepped 2 ticks to t=0.2 s"
+        assert events[1].message == "Step(2) completed: 2 ticks taken, now at t=0.2 s (tick 2)"
 
     def test_tick_only_while_running(self, loop_session: Session) -> None:
         """tick() refuses a session that is not Running (the clock must Step it instead)."""
@@ -511,6 +512,91 @@ class TestRunStates:
         loop_session.set_realtime_factor(0)
         assert loop_session.realtime_factor == 0.0
         assert [e.kind for e in events] == ["realtime_factor_changed"]
+
+
+class TestStepInSlices:
+    def test_slices_give_the_same_values_as_one_step(self) -> None:
+        """begin_step then continue_step in uneven slices ends bit-identical to step(n)."""
+        whole = make_session(loop_twin(), name="whole")
+        whole.step(100)
+        sliced = make_session(loop_twin(), name="sliced")
+        sliced.begin_step(100)
+        for limit in (1, 7, 30, 1000):
+            sliced.continue_step(limit)
+        assert sliced.steps_remaining == 0 and sliced.step_count == 100
+        assert bits(sliced.values()) == bits(whole.values())
+
+    def test_progress_and_events(self, loop_session: Session) -> None:
+        """A Step counts its ticks down, ends Suspended, and is announced when it starts
+        and when it completes, with its count."""
+        events: list[SessionEvent] = []
+        loop_session.subscribe(events.append)
+        loop_session.begin_step(10)
+        assert loop_session.state is RunState.SUSPENDED
+        assert loop_session.continue_step(4) == 4
+        assert loop_session.steps_remaining == 6
+        progress = loop_session.step_progress()
+        assert (progress.count, progress.taken, progress.running, progress.remaining) == (
+            10, 4, True, 6)
+        assert loop_session.continue_step(100) == 6
+        assert loop_session.continue_step(100) == 0
+        assert [e.kind for e in events] == ["step_started", "step_completed"]
+        assert events[0].message == "Step(10) started at t=0 s (tick 0)"
+        assert events[1].message == "Step(10) completed: 10 ticks taken, now at t=1 s (tick 10)"
+
+    @pytest.mark.parametrize("method", ["start", "resume", "step", "begin_step"])
+    def test_refused_while_a_step_runs(self, loop_session: Session, method: str) -> None:
+        """Start, Resume and another Step are refused while a Step runs, naming it."""
+        loop_session.begin_step(50)
+        loop_session.continue_step(20)
+        args = (1,) if "step" in method else ()
+        with pytest.raises(InvalidState, match=r"its Step\(50\) is running \(20 of 50 ticks "
+                           r"taken\); wait for its step_completed event, or Suspend"):
+            getattr(loop_session, method)(*args)
+        assert loop_session.steps_remaining == 30 and loop_session.step_count == 20
+
+    @pytest.mark.parametrize(("method", "state"), [
+        pytest.param("suspend", RunState.SUSPENDED, id="suspend"),
+        pytest.param("halt", RunState.HALTED, id="halt"),
+        pytest.param("reset", RunState.READY, id="reset"),
+    ])
+    def test_cancelled_by(self, loop_session: Session, method: str, state: RunState) -> None:
+        """Suspend, Halt and Reset cancel a running Step: step_cancelled says how far it
+        got; no more of its ticks are taken."""
+        events: list[SessionEvent] = []
+        loop_session.begin_step(50)
+        loop_session.continue_step(20)
+        loop_session.subscribe(events.append)
+        getattr(loop_session, method)()
+        assert events[0].kind == "step_cancelled"
+        assert events[0].message.startswith(
+            f"Step(50) cancelled by {method.capitalize()} after 20 of 50 ticks")
+        assert loop_session.state is state and loop_session.steps_remaining == 0
+        assert loop_session.continue_step(100) == 0
+
+    def test_restore_cancels_it(self, loop_session: Session) -> None:
+        """Restore cancels a running Step; a refused Restore does not."""
+        snap = loop_session.snapshot()
+        loop_session.begin_step(50)
+        loop_session.continue_step(5)
+        other = make_session(tank_pid_twin(), name="other")
+        with pytest.raises(InvalidArgument):
+            loop_session.restore(other.snapshot())
+        assert loop_session.steps_remaining == 45
+        loop_session.restore(snap)
+        assert loop_session.steps_remaining == 0 and loop_session.step_count == 0
+
+    def test_a_fault_ends_it(self) -> None:
+        """A fault in a Step's tick halts the session and ends the Step, no completion."""
+        s = make_session(faulty_twin(at=3, mode=0))
+        events: list[SessionEvent] = []
+        s.subscribe(events.append)
+        s.begin_step(10)
+        assert s.continue_step(10) == 3
+        progress = s.step_progress()
+        assert (progress.taken, progress.running) == (3, False)
+        assert s.state is RunState.HALTED and s.steps_remaining == 0
+        assert [e.kind for e in events] == ["step_started", "fault"]
 
 
 class TestReset:

@@ -37,7 +37,8 @@ class TestTree:
         standard = {"CurrentState", "LastTransition", "Deletable", "AutoDelete",
                     "RecycleCount", "Start", "Suspend", "Resume", "Halt", "Reset"}
         assert set(children) == standard | {
-            "State", "SimTime", "StepCount", "StepSize", "RealtimeFactor", "Diagnostics",
+            "State", "SimTime", "StepCount", "StepsRemaining", "StepSize", "RealtimeFactor",
+            "Diagnostics",
             "Step", "SetParameters", "Snapshot", "Restore", "Fork", "Components"}
         for name, node in children.items():
             assert node.nodeid == ua.NodeId(f"Sessions.tank.{name}", served.ns)

@@ -251,6 +251,32 @@ class TestHangingFMU:
         assert "took no tick for" in crash.message
 
 
+    async def test_hang_inside_a_step_is_detected(
+            self, host: WorkerHost, events: EventLog, tmp_path: Path, fmus: dict[str, Path],
+            cache_dir: Path) -> None:
+        """The same FMU in a Step(1000) of a session that is not Running: the Step, in
+        the background, stops advancing at tick 30 and is treated as a hang (killed,
+        Halted with a fault that says so, brought back), the tank missing no tick."""
+        twin = crashing_twin(tmp_path, fmus["crash2"], cache_dir, HANG)
+        tank, fmu = await tank_and_fmu(host, twin)
+        pid = host.worker_pid("fmu")
+        watch = TankWatch(tank)
+        progress = await fmu.step(1000, wait=0)
+        assert progress.running and fmu.frame().state is RunState.SUSPENDED
+        await events.wait("fmu", "fault", timeout=HANG_TIMEOUT + 5.0)
+        fault = fmu.fault()
+        assert isinstance(fault, WorkerCrashed)
+        assert (fault.signal, fault.hung, fault.component, fault.tick, fault.pid) == (
+            "SIGKILL", True, "plant", CRASH_TICK, pid)
+        assert "took no tick for" in str(fault) and "in a Step (" in str(fault)
+        await events.wait("fmu", "recovered", timeout=5.0)
+        frame = fmu.frame()
+        assert (frame.state, frame.steps_remaining) == (RunState.HALTED, 0)
+        await stays_halted(host, events, fmu)
+        await watch.none_missed()
+        assert host.statistics().hangs == 1
+
+
 IN_PROCESS = """
 import asyncio, sys
 from twin_server.runtime.compile import load_config

@@ -196,3 +196,91 @@ class TestEvents:
         assert events.kinds("s") == ["started", "suspended", "resumed", "halted", "reset",
                                      "created", "closed"]
         assert host.names() == []
+
+
+class TestStepInTheBackground:
+    async def test_a_long_step_answers_at_once_and_runs_on(self, host: Host,
+                                                           events: EventLog) -> None:
+        """Step(n) with no wait answers at once, Running in the background: the frame
+        counts its steps down, ticks advance, and it is announced as started."""
+        await host.create("s", demo_twins()["tank_level"], SessionSettings(step_size=0.01))
+        session = HostedSession(host, "s")
+        progress = await session.step(1_000_000, wait=0)
+        assert progress.running and progress.count == 1_000_000
+        assert session.frame().state is RunState.SUSPENDED
+        await wait_until(lambda: session.frame().step_count > 0)
+        frame = session.frame()
+        assert frame.steps_remaining == 1_000_000 - frame.step_count > 0
+        await events.wait("s", "step_started")
+        await session.halt()  # (cancels it)
+
+    async def test_refusals_name_the_running_step(self, host: Host) -> None:
+        """While a Step runs, Start, Resume and another Step are refused with
+        InvalidState naming it; nothing changes."""
+        await host.create("s", demo_twins()["tank_level"], SessionSettings(step_size=0.01))
+        session = HostedSession(host, "s")
+        await session.step(1_000_000, wait=0)
+        for refused in (session.start(), session.resume(), session.step(5)):
+            with pytest.raises(InvalidState, match=r"its Step\(1000000\) is running"):
+                await refused
+        assert session.frame().state is RunState.SUSPENDED
+        await session.halt()
+
+    @pytest.mark.parametrize(("command", "state"), [
+        pytest.param("suspend", RunState.SUSPENDED, id="suspend"),
+        pytest.param("halt", RunState.HALTED, id="halt"),
+        pytest.param("reset", RunState.READY, id="reset"),
+    ])
+    async def test_suspend_halt_reset_cancel_it(self, host: Host, events: EventLog,
+                                                command: str, state: RunState) -> None:
+        """Suspend, Halt and Reset cancel a running Step (step_cancelled, saying which
+        and how far it got); the session takes no more of its ticks."""
+        await host.create("s", demo_twins()["tank_level"], SessionSettings(step_size=0.01))
+        session = HostedSession(host, "s")
+        await session.step(1_000_000, wait=0)
+        await wait_until(lambda: session.frame().step_count > 100)
+        await host.call("s", command)
+        cancelled = await events.wait("s", "step_cancelled")
+        assert f"cancelled by {command.capitalize()}" in cancelled.message
+        frame = session.frame()
+        assert (frame.state, frame.steps_remaining) == (state, 0)
+        await asyncio.sleep(0.05)  # (ticks that must not come have no event to await)
+        assert session.frame().step_count == frame.step_count
+
+    async def test_a_step_answers_when_done_with_its_event(self, host: Host,
+                                                           events: EventLog) -> None:
+        """Waited for, a Step answers once its ticks are taken, exactly as many as asked,
+        after its step_completed event (which names the count)."""
+        await host.create("s", demo_twins()["tank_level"], SessionSettings(step_size=0.01))
+        session = HostedSession(host, "s")
+        progress = await session.step(3_000)
+        assert (progress.running, progress.taken, progress.remaining) == (False, 3_000, 0)
+        assert (session.frame().step_count, session.frame().steps_remaining) == (3_000, 0)
+        completed = await events.wait("s", "step_completed", timeout=1.0)
+        assert "Step(3000) completed: 3000 ticks taken" in completed.message
+        kinds = events.kinds("s")
+        assert kinds.index("step_started") < kinds.index("step_completed")
+
+    async def test_a_waiting_step_answers_after_its_wait(self, host: Host) -> None:
+        """A Step that takes longer than its wait answers after about that wait, still
+        running."""
+        await host.create("s", demo_twins()["tank_level"], SessionSettings(step_size=0.01))
+        session = HostedSession(host, "s")
+        started = asyncio.get_running_loop().time()
+        progress = await session.step(1_000_000, wait=0.3)
+        waited = asyncio.get_running_loop().time() - started
+        assert progress.running and 0 < progress.taken < 1_000_000
+        assert 0.25 <= waited < 1.5
+        await session.halt()
+
+    async def test_a_fault_ends_the_step(self, host: Host, events: EventLog) -> None:
+        """A model's fault during a background Step halts the session and ends the Step
+        (no completion); the Step's answer says it is not running."""
+        await host.create("s", faulting_twin(5_000), SessionSettings(step_size=0.01))
+        session = HostedSession(host, "s")
+        progress = await session.step(100_000)
+        assert not progress.running and progress.taken == 5_000
+        await events.wait("s", "fault")
+        frame = session.frame()
+        assert (frame.state, frame.steps_remaining) == (RunState.HALTED, 0)
+        assert "step_completed" not in events.kinds("s")

@@ -170,6 +170,37 @@ class TestHang:
         await keeps_ticking(good)
 
 
+class TestLongStep:
+    async def test_a_long_step_holds_no_other_session_up(self, events: EventLog) -> None:
+        """Step(1,000,000) of one session on a worker: the other session on the same
+        worker ticks on time, and commands to either are answered at once meanwhile."""
+        host = WorkerHost(events, workers=1, spares=0)
+        await host.start()
+        try:
+            paced = await ticking(host, "paced")
+            await host.create("long", echo_twin(), PACED)
+            long = HostedSession(host, "long")
+            assert host.worker_pid("long") == host.worker_pid("paced")
+            assert (await long.step(1_000_000, wait=0)).running
+            await wait_until(lambda: long.frame().step_count > 1000)
+            lateness = await paced.statistics()  # (a command round trip meanwhile)
+            slowest = 0.0
+            for _ in range(20):
+                started = time.perf_counter()
+                await paced.statistics()
+                await long.statistics()
+                slowest = max(slowest, time.perf_counter() - started)
+                await asyncio.sleep(0.01)
+            await keeps_ticking(paced)
+            assert long.frame().steps_remaining > 0  # it was stepping all along
+            # a slice is 2 ms; generous bounds for a busy machine
+            assert slowest < 0.1
+            assert paced.clock_statistics().lateness_max < 0.1, lateness
+            await long.suspend()
+        finally:
+            await host.aclose()
+
+
 class TestPlacement:
     async def test_sessions_spread_and_isolate(self, workers: WorkerHost) -> None:
         """Two sessions go to the two shared workers; an isolated one gets a third,

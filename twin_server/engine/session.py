@@ -16,6 +16,15 @@ Run states follow the OPC UA Program state machine:
     Ready|Suspended --Step(n)--> Suspended (n ticks taken)
     a model fault in any tick --> Halted (``fault`` set)
 
+Step(n) in slices: ``begin_step(n)`` starts a Step (Ready or Suspended; the
+session is Suspended from then on, ``step_started``), ``continue_step(limit)``
+takes up to ``limit`` of its ticks (a host calls it in slices of a few ms, so
+that a Step of a million ticks holds nothing else up), the last one emits
+``step_completed``. ``step(n)`` is both at once. While a Step runs
+(``steps_remaining`` > 0) Start, Resume and another Step are refused
+(InvalidState naming it); Suspend, Halt, Reset and Restore cancel it
+(``step_cancelled``: ticks taken stay taken); a fault ends it.
+
 Decisions beyond the contract:
 
 * Parameters belong to the session: a written parameter (tunable or fixed) keeps
@@ -73,6 +82,7 @@ from twin_server.engine.state import (
     SessionEvent,
     SessionSettings,
     SessionStatistics,
+    StepProgress,
     VarKey,
 )
 from twin_server.engine.twin import TwinDefinition
@@ -93,7 +103,7 @@ from twin_server.models.base import DataType, Kind, Model, Value, Variable
 __all__ = [
     "SEVERITY_CHANGE", "SEVERITY_FAULT", "SEVERITY_HALT", "SEVERITY_INFO", "SNAPSHOT_FORMAT",
     "Listener", "RunState", "Session", "SessionEvent", "SessionSettings", "SessionSnapshot",
-    "SessionStatistics", "VarKey",
+    "SessionStatistics", "StepProgress", "VarKey",
 ]
 
 log = structlog.get_logger(__name__)
@@ -198,6 +208,10 @@ class Session:
         self._duration_sum = 0.0
         self._duration_max = 0.0
         self._duration_count = 0
+        #: the latest Step: ticks asked for, taken, and still to take (0: none runs)
+        self._step_asked = 0
+        self._step_taken = 0
+        self._step_left = 0
 
         self._closed = False
         self._components: list[_Component] = []
@@ -686,6 +700,7 @@ class Session:
                 state=self.state,
             )
         self._check_compatible(snapshot)
+        self._cancel_step("Restore")
         for comp, model_snap in zip(self._components, snapshot.models, strict=True):
             try:
                 comp.model.restore(model_snap)
@@ -758,6 +773,7 @@ class Session:
         if self._closed:
             return
         self._closed = True
+        self._step_left = 0
         for comp in self._components:
             _close_quietly(self.name, comp)
         previous = self.state
@@ -792,19 +808,26 @@ class Session:
     # -- run control (InvalidState with the current state named when not allowed) --
 
     def start(self) -> None:
+        self._require_no_step("Start")
         self._require("Start", RunState.READY)
         self._transition(RunState.RUNNING, "started", "started")
 
     def suspend(self) -> None:
+        """Running -> Suspended; while a Step runs, cancel it (it stays Suspended)."""
+        if self._step_left and not self._closed:
+            self._cancel_step("Suspend")
+            return
         self._require("Suspend", RunState.RUNNING)
         self._transition(RunState.SUSPENDED, "suspended", "suspended")
 
     def resume(self) -> None:
+        self._require_no_step("Resume")
         self._require("Resume", RunState.SUSPENDED)
         self._transition(RunState.RUNNING, "resumed", "resumed")
 
     def halt(self) -> None:
         self._require("Halt", RunState.RUNNING, RunState.SUSPENDED)
+        self._cancel_step("Halt")
         self._transition(RunState.HALTED, "halted", "halted", SEVERITY_HALT)
 
     def halt_on_fault(self, fault: SessionFault) -> None:
@@ -814,6 +837,7 @@ class Session:
         self._require_open("halt on a fault")
         self.fault = fault
         self.state = RunState.HALTED
+        self._step_left = 0
         self.version += 1
         self._emit("fault", str(fault), SEVERITY_FAULT)
 
@@ -836,6 +860,7 @@ class Session:
         for comp in self._components:
             if updates[comp.name]:
                 self._dry_reset(comp, {**comp.parameters, **updates[comp.name]})
+        self._cancel_step("Reset")
         applied: list[str] = []
         for comp in self._components:
             comp.parameters.update(updates[comp.name])
@@ -853,23 +878,83 @@ class Session:
         self._emit("reset", message, SEVERITY_INFO)
 
     def step(self, count: int = 1) -> None:
-        """Take ``count`` ticks now (Ready or Suspended; ends Suspended).
+        """Take ``count`` ticks now (Ready or Suspended; ends Suspended): ``begin_step``
+        and ``continue_step`` at once.
 
         A fault stops the stepping and leaves the session Halted (no exception,
         as with ``tick``; ``fault`` and the fault event tell what happened).
         """
+        self.begin_step(count)
+        self.continue_step(count)
+
+    def begin_step(self, count: int) -> None:
+        """Start a Step of ``count`` ticks (Ready or Suspended, no Step running): the
+        session is Suspended from now on and emits ``step_started``; ``continue_step``
+        takes the ticks."""
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise InvalidArgument(
                 f"session {self.name!r}: Step takes a whole number of ticks >= 1 (got {count!r})"
             )
+        self._require_no_step("Step")
         self._require("Step", RunState.READY, RunState.SUSPENDED)
         self.state = RunState.SUSPENDED
+        self._step_asked = self._step_left = count
+        self._step_taken = 0
+        self.version += 1
+        self._emit("step_started", f"Step({count}) started at t={self.sim_time:g} s "
+                   f"(tick {self.step_count})", SEVERITY_INFO)
+
+    def continue_step(self, limit: int) -> int:
+        """Take up to ``limit`` ticks of the running Step; returns how many were taken
+        (0 when none runs). Its last tick emits ``step_completed``; a fault ends it."""
+        left = self._step_left
+        todo = min(limit, left)
         advance = self._advance
-        for _ in range(count):
-            if not advance():
-                return
-        noun = "tick" if count == 1 else "ticks"
-        self._emit("stepped", f"stepped {count} {noun} to t={self.sim_time:g} s", SEVERITY_INFO)
+        for done in range(todo):
+            if not advance():  # (the fault ended the Step)
+                self._step_taken += done
+                return done
+        left -= todo
+        self._step_left = left
+        self._step_taken += todo
+        if todo and not left:
+            count = self._step_asked
+            noun = "tick" if count == 1 else "ticks"
+            self._emit("step_completed", f"Step({count}) completed: {count} {noun} taken, "
+                       f"now at t={self.sim_time:g} s (tick {self.step_count})", SEVERITY_INFO)
+        return todo
+
+    @property
+    def steps_remaining(self) -> int:
+        """Ticks the running Step has still to take (0: no Step runs)."""
+        return self._step_left
+
+    def step_progress(self) -> StepProgress:
+        """The latest Step: asked for, taken, and whether it still runs."""
+        return StepProgress(self._step_asked, self._step_taken, self._step_left > 0)
+
+    def _require_no_step(self, method: str) -> None:
+        if self._step_left and not self._closed:
+            asked = self._step_asked
+            raise InvalidState(
+                f"cannot {method} session {self.name!r}: its Step({asked}) is running "
+                f"({self._step_taken} of {asked} ticks taken); wait for its "
+                f"step_completed event, or Suspend, Halt or Reset it to cancel the Step",
+                session=self.name,
+                state=self.state,
+            )
+
+    def _cancel_step(self, method: str) -> None:
+        """End the running Step, if any, because of ``method`` (its ticks stay taken)."""
+        left = self._step_left
+        if not left:
+            return
+        self._step_left = 0
+        asked = self._step_asked
+        self.version += 1
+        self._emit("step_cancelled", f"Step({asked}) cancelled by {method} after "
+                   f"{self._step_taken} of {asked} ticks, at t={self.sim_time:g} s "
+                   f"(tick {self.step_count})", SEVERITY_CHANGE)
 
     def tick(self) -> None:
         """Take one tick (the clock calls this while Running). A model that raises
@@ -1038,6 +1123,7 @@ class Session:
             message, session=self.name, component=comp.name, tick=self.step_count, cause=cause
         )
         self.state = RunState.HALTED
+        self._step_left = 0
         self._emit("fault", message, SEVERITY_FAULT)
         return fault
 

@@ -63,6 +63,20 @@ SEVERITY_FAULT = 900
 
 
 @dataclass(frozen=True, slots=True)
+class StepProgress:
+    """Where a Step(count) stands: what a host answers a Step with."""
+
+    count: int  # ticks the Step was asked for
+    taken: int  # ticks it has taken so far
+    running: bool  # still stepping (in the background); False: completed, cancelled or faulted
+
+    @property
+    def remaining(self) -> int:
+        """Ticks still to take while it runs (0 once it ended, however it ended)."""
+        return self.count - self.taken if self.running else 0
+
+
+@dataclass(frozen=True, slots=True)
 class SessionStatistics:
     """An immutable snapshot for the Diagnostics nodes (clock figures filled by the clock)."""
 

@@ -171,8 +171,8 @@ def compile_twin(
         conn = Connection(spec.source, spec.source_port, spec.target, spec.target_port)
         path = f"connections[{i}]"
         ends = [
-            _port(conn, conn.source, conn.source_port, Kind.OUTPUT, components, built),
-            _port(conn, conn.target, conn.target_port, Kind.INPUT, components, built),
+            _port(conn, conn.source, conn.source_port, Kind.OUTPUT, twin.components, built),
+            _port(conn, conn.target, conn.target_port, Kind.INPUT, twin.components, built),
         ]
         problems = [p for p in ends if isinstance(p, str)]
         for problem in problems:
@@ -333,7 +333,7 @@ def _port(
     component: str,
     port: str,
     kind: Kind,
-    components: list[str],
+    components: Mapping[str, object],
     built: Mapping[str, ComponentDefinition],
 ) -> Variable | str | None:
     """The variable at one end of a connection, a message saying why there is none,

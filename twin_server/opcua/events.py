@@ -2,7 +2,8 @@
 
 Session log
     Every ``SessionEvent`` of a served session (created, started, suspended,
-    resumed, halted, reset, stepped, parameter_changed, restored, fault, ...),
+    resumed, halted, reset, step_started, step_completed, step_cancelled,
+    parameter_changed, restored, fault, ...),
     the server's own ``deleted`` and ``expired``, and the edges of Boolean
     outputs (``alarm`` / ``alarm_cleared``, e.g. a tank's ``overflow``) become
     events of ``TwinSessionEventType`` (ns;s=TwinSessionEventType, a subtype of

@@ -39,7 +39,6 @@ client's whole value.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,8 +75,10 @@ from twin_server.runtime.host import HostedSession
 
 log = structlog.get_logger(__name__)
 
-#: ticks taken between two yields to the event loop during a long Step
-STEP_CHUNK = 1000
+#: seconds a Step call waits for its ticks before it answers (the Step runs on in
+#: the background): well under the 1 s in which asyncua's client expects its
+#: keep-alive read answered, which waits behind this call on the same connection
+STEP_WAIT = 0.5
 
 _INTEGER_TYPES = frozenset({
     ua.VariantType.SByte, ua.VariantType.Byte, ua.VariantType.Int16, ua.VariantType.UInt16,
@@ -395,15 +396,9 @@ class SessionMethods(_Counted):
         if not 1 <= count <= MAX_STEP_COUNT:
             raise ArgumentError(0, OutOfRange(
                 f"Step Count must be within [1, {MAX_STEP_COUNT}] (got {count})"))
-        # the first chunk checks the run state; later ones yield to the loop so a
-        # million ticks do not stall the server (a Reset in between ends the Step)
-        done = 0
-        while done < count:
-            chunk = min(STEP_CHUNK, count - done)
-            await self.session.step(chunk)
-            done += chunk
-            if done < count:
-                await asyncio.sleep(0)
+        # it steps in the background, in slices (runtime/stepping.py); the call
+        # answers once it is done, or after STEP_WAIT with the Step running on
+        await self.session.step(count, wait=STEP_WAIT)
 
     async def _snapshot(self) -> list[ua.Variant]:
         snapshot_id = await self._need_runtime("Snapshot").take_snapshot(self.session.name)

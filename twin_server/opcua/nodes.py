@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -65,6 +65,8 @@ _EU_INFORMATION = ua.NodeId(ua.ObjectIds.EUInformation)
 _ARGUMENT = ua.NodeId(ua.ObjectIds.Argument)
 
 _A = ua.AttributeIds
+#: nodes checked or added between two yields of ``commit_steps``
+COMMIT_STEP = 256
 _SUBSCRIBE_TO_EVENTS = ua.EventNotifier.SubscribeToEvents.mask
 
 
@@ -135,8 +137,10 @@ class NodeBatch:
     def __init__(self, namespace: int, folders: set[ua.NodeId]) -> None:
         self.ns = namespace
         #: NodeIds known to be folders (ours and the standard Objects folder), shared
-        #: between batches so that a child picks the right reference type
+        #: between batches so that a child picks the right reference type; this
+        #: batch's own join them when it is committed
         self._folders = folders
+        self._own_folders: set[ua.NodeId] = set()
         self._pending: list[_Pending] = []
 
     def __len__(self) -> int:
@@ -160,7 +164,8 @@ class NodeBatch:
         self._pending.append(_Pending(
             nodeid, ua.QualifiedName(name, self.ns if namespace is None else namespace),
             display, nodeclass, parent,
-            reference or (_ORGANIZES if parent in self._folders else _HAS_COMPONENT),
+            reference or (_ORGANIZES if parent in self._folders or parent in self._own_folders
+                          else _HAS_COMPONENT),
             typedef, attributes, value))
         return nodeid
 
@@ -171,7 +176,7 @@ class NodeBatch:
         if notifier:
             attributes[_A.EventNotifier] = _shared(_SUBSCRIBE_TO_EVENTS, ua.VariantType.Byte)
         nodeid = self._add(parent, path, name, ua.NodeClass.Object, _FOLDER_TYPE, attributes)
-        self._folders.add(nodeid)
+        self._own_folders.add(nodeid)
         return nodeid
 
     def object(self, parent: ua.NodeId, path: str, name: str, description: str = "", *,
@@ -254,17 +259,39 @@ class NodeBatch:
     def commit(self, aspace: AddressSpace) -> list[ua.NodeId]:
         """Add every collected node, all or none: a NodeId that exists already or a
         parent that does not raise RuntimeError before anything is added."""
+        steps = self.commit_steps(aspace)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                added: list[ua.NodeId] = done.value
+                return added
+
+    def commit_steps(self, aspace: AddressSpace,
+                     every: int = COMMIT_STEP) -> Generator[None, None, list[ua.NodeId]]:
+        """``commit`` in steps: a generator that yields after every ``every`` nodes
+        checked or added (its driver lets the event loop run there: a session of
+        200,000 nodes takes seconds) and returns the added NodeIds. Every check comes
+        before the first node is added. The references that make the new nodes
+        reachable from nodes that existed before (a new twin in ``Twins``) are added
+        last, so that a browse sees the subtree only once it is whole. (Between the
+        steps others run: whoever names the nodes keeps the names taken meanwhile,
+        as the daemon's registry does for twins and sessions.)"""
         pending, self._pending = self._pending, []
         ours: dict[ua.NodeId, _Pending] = {}
-        for p in pending:
+        for i, p in enumerate(pending, 1):
             if p.nodeid in aspace or p.nodeid in ours:
                 raise RuntimeError(f"node {p.nodeid.to_string()} exists already")
             if p.parent not in ours and p.parent not in aspace:
                 raise RuntimeError(f"parent {p.parent.to_string()} of node "
                                    f"{p.nodeid.to_string()} does not exist")
             ours[p.nodeid] = p
+            if not i % every:
+                yield
+        self._folders.update(self._own_folders)
         now = datetime.now(UTC)
         targets: dict[ua.NodeId, _Target] = {}
+        links: list[tuple[ua.NodeId, ua.ReferenceDescription]] = []
 
         def target(nodeid: ua.NodeId) -> _Target:
             found = targets.get(nodeid)
@@ -272,7 +299,7 @@ class NodeBatch:
                 found = targets[nodeid] = _describe(aspace, nodeid)
             return found
 
-        for p in pending:
+        for i, p in enumerate(pending, 1):
             data = NodeData(p.nodeid)
             attributes = data.attributes
             attributes[_A.NodeId] = AttributeValue(
@@ -299,11 +326,19 @@ class NodeBatch:
                     NodeClass=typeinfo.nodeclass, BrowseName=typeinfo.browse_name,
                     DisplayName=typeinfo.display_name))
             aspace[p.nodeid] = data
-            aspace[p.parent].references.append(ua.ReferenceDescription(
+            link = ua.ReferenceDescription(
                 ReferenceTypeId=p.reference, IsForward=True, NodeId=p.nodeid,
                 NodeClass=p.nodeclass, BrowseName=p.browse_name, DisplayName=p.display_name,
-                TypeDefinition=typedef))
+                TypeDefinition=typedef)
+            if p.parent in ours:
+                aspace[p.parent].references.append(link)
+            else:
+                links.append((p.parent, link))
             targets[p.nodeid] = _Target(p.nodeclass, p.browse_name, p.display_name, typedef)
+            if not i % every:
+                yield
+        for parent_id, link in links:
+            aspace[parent_id].references.append(link)
         return [p.nodeid for p in pending]
 
 

@@ -20,7 +20,10 @@ which transition each one was. Decisions where the session goes beyond Part 10:
 
 * Step from Ready (Ready -> Suspended, which Part 10 does not have) is recorded
   as the two transitions it stands for, ReadyToRunning then RunningToSuspended:
-  LastTransition shows the second. Step from Suspended changes nothing here.
+  LastTransition shows the second, from its ``step_started`` event on. Step from
+  Suspended changes nothing here. While a Step runs in the background the state
+  stays Suspended (the session's StepsRemaining counts down); its end is a
+  ``step_completed`` (or ``step_cancelled``) event, not a transition.
 * Reset in Ready (Ready -> Ready) is no transition; RecycleCount still counts it.
 * A fault halts the session from whatever state it was in: RunningToHalted,
   SuspendedToHalted or ReadyToHalted (a fault during Reset).
@@ -109,7 +112,7 @@ class ProgramState:
         before = self.state
         if kind == "reset":
             self.recycle_count += 1
-        if kind == "stepped" and before is RunState.READY:
+        if kind == "step_started" and before is RunState.READY:
             self._record(TRANSITIONS[(RunState.RUNNING, RunState.SUSPENDED)])
         elif state is not before:
             transition = TRANSITIONS.get((before, state))
@@ -117,7 +120,7 @@ class ProgramState:
                 self._record(transition)
         changed = state is not before or kind == "reset"
         self.state = state
-        return changed or kind == "stepped"
+        return changed or kind == "step_started"
 
     def _record(self, transition: Transition) -> None:
         self.transition = transition

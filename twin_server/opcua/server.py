@@ -17,10 +17,10 @@ import contextlib
 import enum
 import gc
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import structlog
@@ -43,6 +43,7 @@ from twin_server.opcua.program import STATES, ProgramState, StateView
 from twin_server.opcua.publisher import Publisher, PublisherStatistics, PublishTarget
 from twin_server.opcua.runtime import Runtime
 from twin_server.opcua.tree import (
+    BUILD_STEP,
     MAX_REALTIME_FACTOR,
     ROOT,
     SESSIONS,
@@ -50,11 +51,12 @@ from twin_server.opcua.tree import (
     ProgramNodes,
     SessionNodes,
     build_root,
-    build_session,
-    build_twin,
+    build_session_steps,
+    build_twin_steps,
 )
 from twin_server.opcua.worker_nodes import WorkerNodes, build_session_health, build_workers
 from twin_server.opcua.writes import TwinAttributeService, WriteTarget, session_of
+from twin_server.runtime.clock import TICKS
 from twin_server.runtime.host import Frame, HostedSession, HostStatistics
 from twin_server.runtime.sinks import Pacer
 from twin_server.security import SecurityContext, configure_security
@@ -262,8 +264,9 @@ class OpcUaServer:
         if twin.name in self._twins:
             raise ValueError(f"twin {twin.name!r} is already served")
         batch = self._batch()
-        root = build_twin(batch, twin)
-        added = batch.commit(self._iserver.aspace)
+        with _collector_paused():  # (in slices: a twin of 20,000 components is 60,000 nodes)
+            root = await in_slices(build_twin_steps(batch, twin))
+            added = await in_slices(batch.commit_steps(self._iserver.aspace))
         self._twins[twin.name] = added
         self._nodes += len(added)
         self._log.info("twin_added", twin=twin.name, nodes=len(added))
@@ -303,13 +306,16 @@ class OpcUaServer:
         batch = self._batch()
         variables: list[tuple[VarKey, Variable, ua.NodeId]] = []
         program = ProgramState(session.frame().state)
+        # in slices of BUILD_SLICE seconds between which the loop serves the others (a
+        # session of 20,000 components is 100,000s of nodes: seconds of building); its
+        # subtree becomes reachable by browsing once it is whole (``commit_steps``)
         with _collector_paused():
-            nodes = build_session(batch, session, twin,
-                                  lambda key, var, nodeid: variables.append((key, var, nodeid)),
-                                  program.view())
+            nodes = await in_slices(build_session_steps(
+                batch, session, twin,
+                lambda key, var, nodeid: variables.append((key, var, nodeid)), program.view()))
             health = build_session_health(batch, session.name)
             nodes.all += health
-            batch.commit(self._iserver.aspace)
+            await in_slices(batch.commit_steps(self._iserver.aspace))
         aspace = self._iserver.aspace
         if historized is not None:
             history_read.mark_historizing(
@@ -327,7 +333,7 @@ class OpcUaServer:
                                  session_nodeid=self.session_nodeid, limits=self.config.limits)
         for name, callback in methods.callbacks().items():
             aspace.add_method_callback(nodes.methods[name], callback)
-        self._route_writes(session, nodes, target, variables)
+        await in_slices(self._route_writes(session, nodes, target, variables))
         served = _Served(session, nodes, methods, target, program, pacer)
         self._watch_flags(served, variables)
         # what the build put in the nodes counts as sent
@@ -371,7 +377,9 @@ class OpcUaServer:
         served.target.on_flag = on_flag
 
     def _route_writes(self, session: HostedSession, nodes: SessionNodes, target: PublishTarget,
-                      variables: list[tuple[VarKey, Variable, ua.NodeId]]) -> None:
+                      variables: list[tuple[VarKey, Variable, ua.NodeId]],
+                      ) -> Generator[None, None, None]:
+        """The write route of every writable node (in steps, for ``in_slices``)."""
         assert self._attributes is not None
         targets = self._attributes.targets
         for index, (key, _var, nodeid) in enumerate(variables):
@@ -379,6 +387,8 @@ class OpcUaServer:
             targets[nodeid] = WriteTarget(
                 vtype, _writer(self, session, key), session.name,
                 accepted=_remember(target, index))
+            if not index % BUILD_STEP:
+                yield
         targets[nodes.scalar("RealtimeFactor")] = WriteTarget(
             ua.VariantType.Double, _realtime_factor_writer(session), session.name)
 
@@ -660,19 +670,67 @@ class OpcUaServer:
         return ROOT
 
 
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Hold off the cyclic garbage collector while a subtree is built: the build
-    allocates ~50 objects per node, all of which live on, and the full collections
-    they would trigger each walk asyncua's whole address space (~0.2 s apiece,
-    more than the build itself)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
+#: seconds of node building between two yields to the event loop
+BUILD_SLICE = 0.01
+#: objects allocated while the collector was paused above which they are frozen
+#: (``gc.freeze``) before it runs again
+FREEZE_AFTER = 100_000
+
+T = TypeVar("T")
+
+
+async def in_slices(steps: Generator[None, None, T], budget: float = BUILD_SLICE) -> T:
+    """Run a generator of steps (``tree.build_session_steps``,
+    ``NodeBatch.commit_steps``, ...) to its end, letting the event loop run every
+    ``budget`` seconds (and a clock tick that falls due first: ``Ticks.clear``)."""
+    perf = time.perf_counter
+    deadline = perf() + budget
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            result: T = done.value
+            return result
+        if perf() >= deadline:
+            await asyncio.sleep(0)
+            await TICKS.clear(budget)
+            deadline = perf() + budget
+
+
+class _Collector:
+    """The cyclic garbage collector held off while subtrees are built (``paused``)."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.enable_after = False
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Hold off the collector while a subtree is built (builds may overlap, each
+        in slices): the build allocates ~50 objects per node, all of which live on,
+        and the full collections they would trigger each walk asyncua's whole
+        address space (~0.2 s apiece, more than the build itself). When the last
+        build ends, what they allocated is frozen if it is a lot (a young
+        collection would otherwise walk all of it, for as long as the build took),
+        then the collector runs again."""
+        if self.depth == 0:
+            self.enable_after = gc.isenabled()
+            gc.disable()
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+            if self.depth == 0:
+                if gc.get_count()[0] > FREEZE_AFTER:
+                    # (what lives as long as the twin or session: the garbage of
+                    # others meanwhile, freed by reference counting, is not in it)
+                    gc.freeze()
+                if self.enable_after:
+                    gc.enable()
+
+
+_collector_paused = _Collector().paused
 
 
 def _writer(server: OpcUaServer, session: HostedSession, key: VarKey) -> Any:

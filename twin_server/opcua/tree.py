@@ -8,7 +8,7 @@
         Components/<component>                      ns;s=Twins.<twin>.Components.<component>
           Model, Description                        properties
       Sessions/<session>                            ns;s=Sessions.<session>  ProgramStateMachineType
-        State, SimTime, StepCount, StepSize, RealtimeFactor
+        State, SimTime, StepCount, StepsRemaining, StepSize, RealtimeFactor
         Diagnostics/{Overruns, LatenessP50, LatenessP99, LatenessMax,
                      StepDurationMean, StepDurationMax, Ticks}
         CurrentState, LastTransition, Deletable, AutoDelete, RecycleCount  (0: browse names)
@@ -27,9 +27,9 @@ descriptions say; SimTime and StepSize are in seconds.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from asyncua import ua
 
@@ -58,6 +58,21 @@ SESSIONS = "Sessions"
 MAX_REALTIME_FACTOR = 1000.0
 #: most ticks one Step call may take
 MAX_STEP_COUNT = 1_000_000
+#: components (of a twin) or variables (of a session) built between two yields
+BUILD_STEP = 64
+
+T = TypeVar("T")
+
+
+def run_steps(steps: Generator[None, None, T]) -> T:
+    """Run a generator of steps (``build_session_steps``, ``NodeBatch.commit_steps``)
+    to its end at once; its result."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            result: T = done.value
+            return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +98,9 @@ SCALARS: tuple[Scalar, ...] = (
     Scalar("SimTime", ua.VariantType.Double, "Simulation time t0 + StepCount * StepSize, in s",
            unit="s"),
     Scalar("StepCount", ua.VariantType.UInt64, "Ticks taken since the last Reset"),
+    Scalar("StepsRemaining", ua.VariantType.UInt64,
+           "Ticks the running Step has still to take (it runs in the background); 0 when "
+           "none runs; a step_completed event announces its end"),
     Scalar("StepSize", ua.VariantType.Double, "Simulated seconds per tick, in s", unit="s"),
     Scalar("RealtimeFactor", ua.VariantType.Double,
            "Simulated seconds per wall-clock second (0 = as fast as possible); writable",
@@ -110,6 +128,7 @@ def scalar_values(frame: Frame, step_size: float, clock: ClockStatistics) -> tup
         str(frame.state),
         float(frame.sim_time),
         int(frame.step_count),
+        int(frame.steps_remaining),
         float(step_size),
         float(frame.realtime_factor),
         int(clock.overruns),
@@ -145,7 +164,11 @@ METHODS: tuple[MethodSpec, ...] = (
                "parameters apply, then the optional Parameters (all or none)",
                (Argument("Parameters", ua.VariantType.String,
                          f"Optional new parameters: {_PARAMETERS_JSON}"),), optional=1),
-    MethodSpec("Step", "Take Count ticks now (from Ready or Suspended; ends Suspended)",
+    MethodSpec("Step", "Take Count ticks (from Ready or Suspended; ends Suspended). Answered "
+               "when done or after at most half a second; a longer Step runs on in the "
+               "background (StepsRemaining counts down, a step_completed event announces its "
+               "end; Suspend, Halt or Reset cancel it; Start, Resume and another Step are "
+               "refused meanwhile)",
                (Argument("Count", ua.VariantType.UInt32,
                          f"Ticks to take, 1..{MAX_STEP_COUNT:,}"),)),
     MethodSpec("SetParameters", "Change parameters, all or none: tunable ones take effect "
@@ -243,6 +266,13 @@ def build_root(batch: NodeBatch, objects: ua.NodeId) -> dict[str, ua.NodeId]:
 
 def build_twin(batch: NodeBatch, twin: TwinDefinition) -> ua.NodeId:
     """``Twins.<twin>``: the definition, read-only."""
+    return run_steps(build_twin_steps(batch, twin))
+
+
+def build_twin_steps(batch: NodeBatch,
+                     twin: TwinDefinition) -> Generator[None, None, ua.NodeId]:
+    """``build_twin`` in steps: yields every ``BUILD_STEP`` components (``run_steps``
+    or ``server.in_slices`` drives it)."""
     path = f"{TWINS}.{twin.name}"
     node = batch.object(batch.nodeid(TWINS), path, twin.name, twin.description)
     batch.property(node, f"{path}.Description", "Description", twin.description,
@@ -252,13 +282,15 @@ def build_twin(batch: NodeBatch, twin: TwinDefinition) -> ua.NodeId:
                    description="Connections 'source.output -> target.input'")
     comps = batch.folder(node, f"{path}.Components", "Components",
                          "Components in evaluation order")
-    for comp in twin.components:
+    for i, comp in enumerate(twin.components, 1):
         cpath = f"{path}.Components.{comp.name}"
         cnode = batch.object(comps, cpath, comp.name, comp.description)
         batch.property(cnode, f"{cpath}.Model", "Model", comp.model, ua.VariantType.String,
                        description="The model this component instantiates")
         batch.property(cnode, f"{cpath}.Description", "Description", comp.description,
                        ua.VariantType.String)
+        if not i % BUILD_STEP:
+            yield
     return node
 
 
@@ -267,6 +299,15 @@ def build_session(batch: NodeBatch, session: HostedSession, twin: TwinDefinition
                   view: StateView | None = None) -> SessionNodes:
     """``Sessions.<session>`` with its scalars, state machine, methods and every
     variable, holding the values of the session's latest frame."""
+    return run_steps(build_session_steps(batch, session, twin, on_variable, view))
+
+
+def build_session_steps(
+        batch: NodeBatch, session: HostedSession, twin: TwinDefinition,
+        on_variable: Callable[[VarKey, Variable, ua.NodeId], None] | None = None,
+        view: StateView | None = None) -> Generator[None, None, SessionNodes]:
+    """``build_session`` in steps: yields every ``BUILD_STEP`` variables. The values
+    are the frame's when it starts."""
     frame = session.frame()
     layout = session.layout
     if view is None:
@@ -306,7 +347,9 @@ def build_session(batch: NodeBatch, session: HostedSession, twin: TwinDefinition
     folders: dict[tuple[str, Kind], ua.NodeId] = {}
     comp_nodes: dict[str, ua.NodeId] = {}
     descriptions = {c.name: c.description for c in twin.components}
-    for (key, var), value in zip(layout.variables, frame.values, strict=True):
+    for i, ((key, var), value) in enumerate(zip(layout.variables, frame.values, strict=True), 1):
+        if not i % BUILD_STEP:
+            yield
         folder = folders.get((key.component, key.kind))
         if folder is None:
             cnode = comp_nodes.get(key.component)

@@ -54,8 +54,10 @@ reach the OPC UA server (``OpcUaServer.session_event``), which hands each to the
 history. A session's worker of its own: ``isolate`` on the session or its twin
 in the config, by default for twins with an FMU component.
 
-Not done yet: a long Step(n) in chunks on the worker side (the OPC UA method
-sends 1,000 ticks per command; a worker's other sessions wait for each chunk).
+A Step(n) runs in the background wherever the session steps (``stepping.py``):
+in slices of a few ms between the other sessions' ticks, answered once it ended
+or after the caller's wait, its progress in ``Frame.steps_remaining``, its end
+announced by a ``step_completed`` event; the hang watch covers it.
 
 ``statistics()`` (``HostStatistics``) names every worker process (``WorkerInfo``:
 name, pid, role, its sessions) and the latest crash (``CrashReport``: the

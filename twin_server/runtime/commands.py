@@ -3,6 +3,10 @@
 Each command is a plain call into the pure ``Session``; both hosts run them
 through ``run_command`` so that a command means exactly the same wherever the
 session steps. ``create_session`` is the one way either host builds a session.
+
+``step`` (``STEP``: ``(count, wait=None) -> StepProgress``) is not in the table:
+it runs in the background, in slices (``stepping.StepJob``), and each host
+answers it when the Step ended or after ``wait`` seconds, whichever is first.
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "resume": Session.resume,
     "halt": Session.halt,
     "reset": Session.reset,  # (parameters=None)
-    "step": Session.step,  # (count=1)
     "write": Session.write,  # (key, value) -> the coerced value
     "release": Session.release,  # (key)
     "read": Session.read,  # (key) -> value
@@ -34,13 +37,17 @@ COMMANDS: dict[str, Callable[..., Any]] = {
 }
 
 
+#: the host-level command that runs a Step in the background (module docstring)
+STEP = "step"
+
+
 def run_command(session: Session, command: str, args: tuple[Any, ...]) -> Any:
     """Run ``command`` on ``session``; InvalidArgument for an unknown command."""
     try:
         method = COMMANDS[command]
     except (KeyError, TypeError):
         raise InvalidArgument(
-            f"{command!r} is not a session command (commands: {', '.join(COMMANDS)})"
+            f"{command!r} is not a session command (commands: {', '.join(COMMANDS)}, {STEP})"
         ) from None
     return method(session, *args)
 

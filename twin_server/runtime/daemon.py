@@ -459,7 +459,10 @@ class Daemon:
                              path.parent if path is not None else None)
 
     async def define_twin(self, definition: str) -> TwinDefinition:
-        twin = parse_twin(definition, file="DefineTwin", fmu=self.fmu_folders())
+        # parsing and compiling take seconds for a twin of 20,000 components: in a
+        # thread, so that the event loop serves meanwhile (the GIL switches every 5 ms)
+        twin = await asyncio.to_thread(parse_twin, definition, file="DefineTwin",
+                                       fmu=self.fmu_folders())
         self.manager.define_twin(twin)
         assert self.server is not None
         try:

@@ -26,6 +26,7 @@ from twin_server.engine.session import (
     SessionSettings,
     SessionSnapshot,
     SessionStatistics,
+    StepProgress,
     VarKey,
 )
 from twin_server.engine.twin import TwinDefinition
@@ -57,7 +58,9 @@ class Frame:
     ``values`` follow ``SessionLayout.variables``. ``good`` is False while the
     session's worker is gone: the values are the last it published, ``state`` is
     Halted. ``version`` moves whenever any value may have changed (as
-    ``Session.version``, but counted by the host: compare, do not do sums)."""
+    ``Session.version``, but counted by the host: compare, do not do sums).
+    ``steps_remaining``: ticks the Step running in the background has still to
+    take (0: none runs)."""
 
     step_count: int
     sim_time: float
@@ -68,6 +71,7 @@ class Frame:
     step_duration_mean: float
     step_duration_max: float
     good: bool = True
+    steps_remaining: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,8 +170,9 @@ class SessionHost(Protocol):
         ...
 
     async def call(self, name: str, command: str, *args: Any) -> Any:
-        """Run one command of ``commands.COMMANDS`` on the session, answered with its
-        result or the engine's exception."""
+        """Run one command of ``commands.COMMANDS`` (or ``step``, in the background:
+        ``commands.STEP``) on the session, answered with its result or the engine's
+        exception."""
         ...
 
     def frame(self, name: str) -> Frame:
@@ -241,8 +246,11 @@ class HostedSession:
     async def reset(self, parameters: Mapping[str, Mapping[str, Value]] | None = None) -> None:
         await self.host.call(self.name, "reset", parameters)
 
-    async def step(self, count: int = 1) -> None:
-        await self.host.call(self.name, "step", count)
+    async def step(self, count: int = 1, wait: float | None = None) -> StepProgress:
+        """Step ``count`` ticks in the background (``stepping.py``): answered once the
+        Step ended or after ``wait`` seconds (None: once it ended), whichever is first."""
+        result: StepProgress = await self.host.call(self.name, "step", count, wait)
+        return result
 
     async def write(self, key: VarKey, value: Value) -> Value:
         result: Value = await self.host.call(self.name, "write", key, value)

@@ -17,12 +17,13 @@ from typing import Any
 
 import structlog
 
-from twin_server.engine.session import Session, SessionSettings, SessionSnapshot
+from twin_server.engine.session import Session, SessionSettings, SessionSnapshot, StepProgress
 from twin_server.engine.twin import TwinDefinition
 from twin_server.errors import AlreadyExists, InvalidState, NotFound, SessionFault
 from twin_server.runtime.clock import Clock, ClockStatistics
-from twin_server.runtime.commands import create_session, run_command
+from twin_server.runtime.commands import STEP, create_session, run_command
 from twin_server.runtime.host import EventListener, Frame, HostStatistics, SessionLayout
+from twin_server.runtime.stepping import StepJob
 
 log = structlog.get_logger(__name__)
 
@@ -43,7 +44,8 @@ def frame_of(session: Session) -> Frame:
     stats = session.statistics()
     return Frame(session.step_count, session.sim_time, session.state,
                  session.realtime_factor, session.version, tuple(session.value_list()),
-                 stats.step_duration_mean, stats.step_duration_max)
+                 stats.step_duration_mean, stats.step_duration_max,
+                 steps_remaining=session.steps_remaining)
 
 
 class SessionFrames:
@@ -74,6 +76,8 @@ class _Local:
     unsubscribe: Callable[[], None]
     #: the latest frame read, kept while the session's version stands still
     frame: Frame | None = None
+    #: the Step running in the background, if any
+    step: StepJob | None = None
 
 
 class LocalHost:
@@ -116,7 +120,16 @@ class LocalHost:
         await _stop(local)
 
     async def call(self, name: str, command: str, *args: Any) -> Any:
-        return run_command(self._get(name).session, command, args)
+        local = self._get(name)
+        if command == STEP:
+            return await self._step(local, *args)
+        return run_command(local.session, command, args)
+
+    async def _step(self, local: _Local, count: int = 1,
+                    wait: float | None = None) -> StepProgress:
+        """Start a Step in slices on this loop; answer when it ended or after ``wait`` s."""
+        job = local.step = StepJob.begin(local.session, count, replacing=local.step)
+        return await job.wait(wait)
 
     def frame(self, name: str) -> Frame:
         local = self._get(name)
@@ -191,6 +204,8 @@ class LocalHost:
 
 
 async def _stop(local: _Local) -> None:
+    if local.step is not None:
+        local.step.cancel()
     if local.task is not None:
         local.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

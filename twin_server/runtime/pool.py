@@ -32,11 +32,13 @@ and after a third death in a row left Halted without a worker: commands then
 raise its fault, Delete works.
 
 A hung worker: every ``hang_timeout / 4`` seconds (at most 0.25 s) the host
-looks at the live step count of every Running session; one that has not moved
-for ``hang_timeout`` seconds (or three of its periods, when those are longer)
-gets its worker killed with SIGKILL, and the death is handled as above, the
-fault saying that it hung. A long Step(n) on a worker also holds the clocks of
-the other sessions on it: they count as hung after ``hang_timeout``.
+looks at the live step count of every Running session, and of every session
+with a Step running in the background (``stepping.py``; the worker moves the
+live count after every tick of a Step); one that has not moved for
+``hang_timeout`` seconds (or, Running, three of its periods, when those are
+longer) gets its worker killed with SIGKILL, and the death is handled as above,
+the fault saying that it hung. A Step(n) takes its ticks in slices of a few ms
+between the other sessions' ticks, so a long one holds no other session up.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ from twin_server.engine.session import (
     SessionEvent,
     SessionSettings,
     SessionSnapshot,
+    StepProgress,
 )
 from twin_server.engine.twin import TwinDefinition
 from twin_server.errors import (
@@ -78,6 +81,7 @@ from twin_server.errors import (
 )
 from twin_server.runtime import shm, worker
 from twin_server.runtime.clock import ClockStatistics
+from twin_server.runtime.commands import STEP
 from twin_server.runtime.host import (
     CrashReport,
     EventListener,
@@ -93,6 +97,8 @@ log = structlog.get_logger(__name__)
 
 #: recoveries after which a session comes back without its snapshot, then not at all
 _FRESH_AFTER, _ABANDON_AFTER = 2, 3
+#: seconds past a Step's wait after which the host answers it itself (``_step``)
+_STEP_GRACE = 0.25
 
 
 class HostState(enum.StrEnum):
@@ -300,12 +306,35 @@ class WorkerHost:
     async def call(self, name: str, command: str, *args: Any) -> Any:
         record = self._get(name)
         target = await self._hosting(record)
+        if command == STEP:
+            return await self._step(record, target, *args)
         result = await self._request(target, "call", name, command, args)
         if command == "snapshot":
             record.snapshot = result
         elif command == "restore":
             record.snapshot = args[0]
         return result
+
+    async def _step(self, record: _Record, target: _Worker, count: int = 1,
+                    wait: float | None = None) -> StepProgress:
+        """A Step in the background (``stepping.py``), answered by the worker when it
+        ended or after ``wait`` s; a worker stuck in a tick cannot answer, so past
+        ``wait`` (and a grace) the answer is made here from the frame, and the
+        worker's own, if it ever comes, is dropped."""
+        before = record.frame.step_count if record.frame is not None else 0
+        answer = asyncio.ensure_future(
+            self._request(target, "call", record.name, STEP, (count, wait)))
+        if wait is None:
+            result: StepProgress = await answer
+            return result
+        done, _ = await asyncio.wait({answer}, timeout=wait + _STEP_GRACE)
+        if answer in done:
+            result = answer.result()
+            return result
+        answer.add_done_callback(_drop_answer)
+        frame = self.frame(record.name)
+        return StepProgress(count, max(0, min(count, frame.step_count - before)),
+                            frame.state is RunState.SUSPENDED and frame.good)
 
     def frame(self, name: str) -> Frame:
         record = self._get(name)
@@ -674,6 +703,7 @@ class WorkerHost:
             values=codec.decode(raw.values, record.strings),
             step_duration_mean=float(floats[shm.DURATION_MEAN]),
             step_duration_max=float(floats[shm.DURATION_MAX]),
+            steps_remaining=int(raw.ints[shm.STEPS_LEFT]),
         )
         record.frame_seq = int(raw.ints[shm.SEQ])
 
@@ -868,15 +898,17 @@ class WorkerHost:
                 continue
             live = int(block.ints[shm.LIVE_STEP])
             running = shm.STATES[int(block.ints[shm.STATE])] is RunState.RUNNING
-            if not running or live != record.watch[0]:
+            left = int(block.ints[shm.STEPS_LEFT])  # a Step running in the background
+            if not (running or left) or live != record.watch[0]:
                 record.watch = (live, now)
                 continue
             factor = float(block.floats[shm.FACTOR])
-            period = record.settings.step_size / factor if factor > 0 else 0.0
+            period = record.settings.step_size / factor if running and factor > 0 else 0.0
             stalled = now - record.watch[1]
             if stalled > max(self._hang_timeout, 3 * period):
+                doing = "while Running" if running else f"in a Step ({left} of its ticks left)"
                 target.killed_because = (f"session {record.name!r} took no tick for "
-                                         f"{stalled:.1f} s while Running (hang_timeout "
+                                         f"{stalled:.1f} s {doing} (hang_timeout "
                                          f"{self._hang_timeout:g} s)")
                 self._hangs += 1
                 log.error("worker_hung", worker=target.name, pid=target.pid,
@@ -933,6 +965,12 @@ def _kill_left() -> None:
                 shm.unlink(name)
         for record in host._records.values():
             host._release_block(record)
+
+
+def _drop_answer(answer: asyncio.Future[Any]) -> None:
+    """A Step's late answer nobody waits for any more (or its worker's death)."""
+    if not answer.cancelled():
+        answer.exception()
 
 
 def _signal_name(code: int | None) -> str:

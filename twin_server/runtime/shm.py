@@ -4,7 +4,8 @@ unlinks them whatever happened to the worker.
 
 A session's ``ValueBlock`` (created by the worker, which knows its size) holds::
 
-    ints[16]    int64   seqlock, step count, version, run state, strings seq, ...
+    ints[16]    int64   seqlock, step count, version, run state, strings seq,
+                        steps left of a running Step, ...
                         and, outside the seqlock, the live step count (the hang check's)
     floats[16]  float64 real-time factor, clock lateness, step durations, ...
     values[n]   float64 every Double, Int32 and Boolean variable, in layout order
@@ -49,6 +50,7 @@ STATE = 3  # the frame's run state (STATES index)
 STRINGS = 4  # string updates sent so far, as of this frame
 TICKS = 5  # ticks the clock took
 OVERRUNS = 6
+STEPS_LEFT = 7  # ticks the running Step has still to take (0: none runs)
 # written outside the seqlock (one aligned 8-byte store):
 LIVE_STEP = 9  # the step count after every tick (frames may be published less often)
 # -- status block slots ----------------------------------------------------------------

@@ -40,8 +40,9 @@ from twin_server.errors import AlreadyExists, InvalidState, NotFound, NotSupport
 from twin_server.models import registry
 from twin_server.runtime import shm
 from twin_server.runtime.clock import Clock
-from twin_server.runtime.commands import create_session, run_command
+from twin_server.runtime.commands import STEP, create_session, run_command
 from twin_server.runtime.local import clock_phase
+from twin_server.runtime.stepping import StepJob
 from twin_server.runtime.timers import PreciseSleep
 from twin_server.runtime.wire import Channel, encode_error
 
@@ -139,6 +140,8 @@ class _Hosted:
     strings_seq: int = 0
     snapshot_version: int = -1
     published_version: int = -1
+    #: the Step running in the background, if any
+    step: StepJob | None = None
 
     def publish(self, now: float | None = None) -> None:
         """Write the session's current frame into its block (strings first, by pipe)."""
@@ -161,6 +164,7 @@ class _Hosted:
         ints[shm.VERSION] = session.version
         ints[shm.STATE] = shm.STATE_CODES[session.state]
         ints[shm.STRINGS] = self.strings_seq
+        ints[shm.STEPS_LEFT] = session.steps_remaining
         floats[shm.FACTOR] = session.realtime_factor
         floats[shm.DURATION_MEAN] = stats.step_duration_mean
         floats[shm.DURATION_MAX] = stats.step_duration_max
@@ -225,6 +229,9 @@ class Worker:
             if op == "call":
                 _, _, name, command, args = message
                 hosted = self._get(name)
+                if command == STEP:
+                    self._begin_step(request, hosted, *args)
+                    return  # answered when the Step ended, or after its wait
                 self.status.ints[shm.CURRENT] = hosted.slot
                 try:
                     result = run_command(hosted.session, command, args)
@@ -284,8 +291,45 @@ class Worker:
         hosted.task = self._tasks.create_task(hosted.clock.run(), name=f"clock:{name}")
         return variables, hosted.strings, hosted.strings_seq
 
+    def _begin_step(self, request: int, hosted: _Hosted, count: int = 1,
+                    wait: float | None = None) -> None:
+        """Start a Step in slices (``stepping.py``) between the other sessions' ticks;
+        the live step count moves after every tick (the hang watch's), the
+        status block names the session while a slice runs (the crash report's)."""
+        session = hosted.session
+        status, live = self.status.ints, hosted.block.ints
+
+        def before() -> None:
+            status[shm.CURRENT] = hosted.slot
+
+        def progress() -> None:
+            live[shm.LIVE_STEP] = session.step_count
+
+        def after() -> None:
+            status[shm.PROGRESS] = -1
+            if not session.closed:
+                hosted.publish()
+
+        job = hosted.step = StepJob.begin(session, count, before=before, progress=progress,
+                                          after=after, replacing=hosted.step)
+        hosted.publish()  # Suspended, with its steps left, before the first slice
+        if wait is not None and wait <= 0:
+            self.send(("reply", request, job.progress()))  # (before a slice can hang)
+            return
+        assert self._tasks is not None
+        self._tasks.create_task(self._answer_step(request, job, wait), name=f"answer:{request}")
+
+    async def _answer_step(self, request: int, job: StepJob, wait: float | None) -> None:
+        progress = await job.wait(wait)
+        try:
+            self.send(("reply", request, progress))
+        except Exception as exc:  # the pipe is closing: the main process is gone
+            log.debug("worker_step_answer_lost", request=request, error=repr(exc))
+
     def _on_event(self, hosted: _Hosted, event: SessionEvent) -> None:
         session = hosted.session
+        if event.kind == "step_completed":
+            hosted.publish()  # the frame that goes with it, before the event
         fault = session.fault if event.kind == "fault" else None
         self.send(("event", session.name, event.kind, event.message, event.severity,
                    None if fault is None else encode_error(fault)))
@@ -298,6 +342,8 @@ class Worker:
             return
         if hosted.task is not None:
             hosted.task.cancel()
+        if hosted.step is not None:
+            hosted.step.cancel()
         hosted.session.close()  # its "closed" event still goes out
         if hosted.unsubscribe is not None:
             hosted.unsubscribe()

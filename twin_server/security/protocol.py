@@ -28,6 +28,14 @@ UaProcessor, on the instance (asyncua's class is not touched):
     RequestHandle to answer to: ERR BadDecodingError, connection closed (as
     open62541 does).
 ``_process_message`` (one request, dispatched to its service)
+    Runs a Call (a method call) in a task of its own, up to ``PARALLEL_CALLS`` at
+    once per connection, and reads the connection's next request meanwhile: a
+    method that takes seconds (CreateSession of a big twin) then holds up neither
+    the client's other requests nor its keep-alive reads (asyncua's client gives
+    those one second before it drops the connection). Part 4 lets a server
+    answer a session's requests in any order; the client matches each response
+    by its RequestHandle. Past that many calls running, the next one is awaited
+    in line, as every other request is.
     Answers every exception with a ServiceFault itself: a body that cannot be
     decoded with BadDecodingError (the connection stays: the chunk layer was
     intact, so the stream can still be trusted; open62541 does the same), a
@@ -60,6 +68,7 @@ asyncua's decoder (``asyncua.ua.ua_binary``) and buffer (``asyncua.common.utils`
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import struct
 import traceback
@@ -86,6 +95,9 @@ MIN_BUFFER_SIZE = 8192
 MAX_ENDPOINT_URL = 4096
 #: most characters of an exception's message or a client's value in one event
 EXCERPT = 200
+#: method calls of one connection that run at once (``guarded_dispatch``)
+PARALLEL_CALLS = 8
+_CALL = ua.NodeId(ua.ObjectIds.CallRequest_Encoding_DefaultBinary)
 
 _HELLO, _OPEN, _MSG, _CLOSE = (ua.MessageType.Hello, ua.MessageType.SecureOpen,
                                ua.MessageType.SecureMessage, ua.MessageType.SecureClose)
@@ -156,6 +168,8 @@ class ConnectionGuard:
         self.process = processor.process
         self.process_message = processor.process_message
         self.dispatch = internals.request_dispatcher(processor)
+        #: the method calls running in tasks of their own (``guarded_dispatch``)
+        self.calls: set[asyncio.Task[bool]] = set()
         processor.process = self.guarded_process
         processor.process_message = self.guarded_process_message
         internals.set_request_dispatcher(processor, self.guarded_dispatch)
@@ -263,9 +277,23 @@ class ConnectionGuard:
 
     async def guarded_dispatch(self, typeid: ua.NodeId, requesthdr: Any, seqhdr: Any,
                                body: Buffer) -> bool:
+        if typeid == _CALL and len(self.calls) < PARALLEL_CALLS:
+            call = asyncio.get_running_loop().create_task(
+                self.answer(typeid, requesthdr, seqhdr, body), name=f"call:{self.peer}")
+            self.calls.add(call)
+            call.add_done_callback(self.calls.discard)
+            return True  # (the connection reads its next request; the task answers)
+        return await self.answer(typeid, requesthdr, seqhdr, body)
+
+    async def answer(self, typeid: ua.NodeId, requesthdr: Any, seqhdr: Any,
+                     body: Buffer) -> bool:
+        """Dispatch one request to its service, every exception answered with a
+        ServiceFault (unless the connection closed meanwhile)."""
         try:
             return bool(await self.dispatch(typeid, requesthdr, seqhdr, body))
         except Exception as exc:
+            if self.transport.is_closing():
+                return False  # (a call that outlived its connection: nobody to answer)
             service = _service_name(typeid)
             status = self.fault_status(exc, service)
             response = ua.ServiceFault()
