@@ -58,7 +58,7 @@ from twin_server.config.loader import parse_twin
 from twin_server.engine.manager import SessionManager
 from twin_server.engine.session import RunState, Session, SessionSettings, SessionSnapshot
 from twin_server.engine.twin import TwinDefinition
-from twin_server.errors import InvalidArgument, TwinServerError
+from twin_server.errors import InvalidArgument, NotFound, TwinServerError
 from twin_server.history import HistoryStore
 from twin_server.runtime.host import HostedSession, SessionHost
 
@@ -306,7 +306,10 @@ async def save_hosted(store: HistoryStore, sessions: HostedSessions, *,
         try:
             blob, problem = await encode_hosted(record, now=now)
             await store.save_snapshot(name, blob)
-        except Exception as exc:  # (NotFound: deleted meanwhile)
+        except NotFound:  # deleted (or not hosted yet) while the others were saved
+            log.debug("session_save_skipped", session=name, reason="not hosted now")
+            continue
+        except Exception as exc:
             log.error("session_save_failed", session=name, error=f"{type(exc).__name__}: {exc}")
             continue
         saved.append(name)
