@@ -184,6 +184,16 @@ class Sample(NamedTuple):
     cycles: int  # client cycles completed so far
     stalled: tuple[str, ...]  # why the systemd watchdog would be withheld
     publish_cycles: int
+    #: what the counts above are made of, for the report when one is not back to quiet
+    task_names: tuple[str, ...] = ()
+    node_ids: frozenset[str] = frozenset()
+
+
+def _last_frame(trace: str) -> str:
+    """Where in the client's own code a failed cycle was (its traceback's last
+    line naming tests/soak_clients.py)."""
+    lines = [line.strip() for line in trace.splitlines() if "soak_clients.py" in line]
+    return lines[-1] if lines else "?"
 
 
 def rss_bytes() -> int:
@@ -223,7 +233,23 @@ async def sample(daemon: Daemon, phase: str, t0: float, cycles: int, state: Path
         overruns=sum(c.overruns for c in clocks), ticks=sum(c.ticks for c in clocks),
         db=sum(p.stat().st_size for p in state.glob("history.db*")),
         queued=daemon.store.statistics().queued, cycles=cycles,
-        stalled=tuple(daemon.stalled()), publish_cycles=server.statistics().publish_cycles)
+        stalled=tuple(daemon.stalled()), publish_cycles=server.statistics().publish_cycles,
+        task_names=tuple(sorted(_task_name(t) for t in asyncio.all_tasks())),
+        node_ids=frozenset(n.to_string() for n in iserver.aspace._nodes)
+        if phase == "quiet" else frozenset())
+
+
+def _task_name(task: asyncio.Task[Any]) -> str:
+    """A task's coroutine (its name is often a number)."""
+    coro = task.get_coro()
+    return getattr(coro, "__qualname__", None) or task.get_name()
+
+
+def _difference(before: Any, after: Any) -> str:
+    """What ``after`` has that ``before`` has not, and the other way round (a few)."""
+    gained = sorted((Counter(after) - Counter(before)).elements())
+    lost = sorted((Counter(before) - Counter(after)).elements())
+    return f"; new: {gained[:8]}" * bool(gained) + f"; gone: {lost[:8]}" * bool(lost)
 
 
 def _dead_weakref(o: object) -> bool:
@@ -443,6 +469,10 @@ class TestSoak:
 
         # the daemon kept serving: every cycle of every user succeeded
         failures = warm.failures + main.failures
+        for failure in failures:
+            print(f"client cycle failed: {failure['user']} cycle {failure['cycle']} after "
+                  f"{failure.get('seconds', 0):.1f} s: {failure['error'][:200]} (at "
+                  f"{_last_frame(failure.get('trace', ''))})")
         check("every client cycle succeeded", not failures,
               f"{len(failures)} failed" + (f", the first: {failures[0]}" if failures else ""))
         users = {f"scada{i}" for i in range(3)} | {"churn"}
@@ -469,7 +499,9 @@ class TestSoak:
         # back to the quiet state after the churn
         for attr in ("nodes", "tasks", "fds", "sessions", "ua_sessions", "subscriptions"):
             before, after = getattr(quiet1, attr), getattr(quiet2, attr)
-            check(f"{attr} back to quiet", before == after, f"{before} -> {after}")
+            what = {"nodes": _difference(quiet1.node_ids, quiet2.node_ids),
+                    "tasks": _difference(quiet1.task_names, quiet2.task_names)}.get(attr, "")
+            check(f"{attr} back to quiet", before == after, f"{before} -> {after}{what}")
         # (the samples the soak itself keeps are tracked objects too: one each)
         grown = quiet2.objects - quiet1.objects - len(loaded) - 1
         per_cycle = grown / max(main.total, 1)
