@@ -16,6 +16,12 @@ worker's shared memory, or the in-process clock), and the difference of two
 readings is the histogram of the phase's ticks alone. Missed ticks are the
 clock's overruns (ticks started more than a period late) in the phase.
 
+Beside each phase, a bare loop pacing 100 Hz in a process of its own
+(``common.Floor``) shows how late this machine wakes any process in the same
+seconds. Where this process may (root), a third run gives the worker processes
+real-time scheduling (``SCHED_FIFO``, as ``chrt -f`` does; no setting of the
+daemon does this yet) to show what the machine's scheduling costs the ticks.
+
     python -m tests.bench.bench_browse URL    # one browsing client (stdin closed: stop)
 """
 
@@ -127,8 +133,9 @@ class Browsers:
 # -- the daemon under browsing clients ----------------------------------------------------
 
 
-async def _phases(workers: int | None) -> dict[int, dict[str, Any]]:
-    """The tank's ticks in each phase (no client, then 1, 3, 10 browsing)."""
+async def _phases(workers: int | None, *, fifo: bool = False) -> dict[int, dict[str, Any]]:
+    """The tank's ticks in each phase (no client, then 1, 3, 10 browsing); ``fifo``:
+    the worker processes are given real-time scheduling first."""
     from twin_server.config.loader import load_config
     from twin_server.runtime.daemon import Daemon
 
@@ -146,6 +153,9 @@ async def _phases(workers: int | None) -> dict[int, dict[str, Any]]:
             await daemon.wait_ready()
             await asyncio.sleep(1.0)
             tank = daemon.session(SESSION)
+            if fifo:
+                for pid in daemon.host.worker_pids():  # type: ignore[union-attr]
+                    os.sched_setscheduler(pid, os.SCHED_FIFO, os.sched_param(10))
             for count in (0, *CLIENTS):
                 browsers = Browsers()
                 if count:
@@ -172,7 +182,8 @@ async def _phases(workers: int | None) -> dict[int, dict[str, Any]]:
                     "floor_p99": quantile(bare, 0.99),
                 }
                 r = results[count]
-                print(f"  workers={workers}, {count} clients: {r['ticks']} ticks, p50 "
+                print(f"  workers={workers}{' (SCHED_FIFO)' * fifo}, {count} clients: "
+                      f"{r['ticks']} ticks, p50 "
                       f"{r['p50'] * 1e3:.2f} ms, p99 {r['p99'] * 1e3:.2f} ms, worst <= "
                       f"{r['worst'] * 1e3:.1f} ms, {r['overruns']} missed, "
                       f"{r['browses']:.1f} browses/s of {r['variables']} variables, "
@@ -191,6 +202,7 @@ async def _phases(workers: int | None) -> dict[int, dict[str, Any]]:
 def run() -> list[dict[str, Any]]:
     ours: Any = _loop_run(_phases(None))  # type: ignore[arg-type]
     base: Any = _loop_run(_phases(0))  # type: ignore[arg-type]
+    fifo: Any = _loop_run(_phases(None, fifo=True)) if _may_fifo() else None  # type: ignore[arg-type]
     load = load_average()
     figures: list[dict[str, Any]] = []
     for count in CLIENTS:
@@ -224,11 +236,28 @@ def run() -> list[dict[str, Any]]:
              "baseline": "the same, workers = 0", "baseline_value": b["browses"],
              "target": "", "higher_is_better": True},
         ]
+        if fifo is not None:
+            figures.append(
+                {"figure": f"  tick lateness p99, {what}, workers given SCHED_FIFO "
+                           f"(chrt; not a setting yet)", "value": fifo[count]["p99"] * 1e3,
+                 "unit": "ms", "baseline": "the same, workers at normal priority (above)",
+                 "baseline_value": o["p99"] * 1e3, "target": "",
+                 "higher_is_better": False})
     figures.append({"figure": f"  tick lateness p99, 100 Hz tank, no client (workers; load "
                               f"average {load})", "value": ours[0]["p99"] * 1e3, "unit": "ms",
                     "baseline": "the same, workers = 0", "baseline_value": base[0]["p99"] * 1e3,
                     "target": "", "higher_is_better": False})
     return figures
+
+
+def _may_fifo() -> bool:
+    """Whether this process may give others real-time scheduling (root, CAP_SYS_NICE)."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    except (PermissionError, OSError):
+        return False
+    return True
 
 
 if __name__ == "__main__":

@@ -153,9 +153,11 @@ class Served:
         return result
 
 
-async def _search(workers: int, state: str, bound: float) -> dict[str, Any]:
+async def _search(workers: int, folder: str, bound: float) -> dict[str, Any]:
     """The most sessions at 100 Hz that hold p99 <= ``bound`` (doubling, then
-    bisecting)."""
+    bisecting). A state folder of its own (the daemon saves its sessions there and
+    would resume them), in ``folder``."""
+    state = tempfile.mkdtemp(dir=folder)
     async with Served(workers, state) as served:
         held, failed = 0, None
         count = START
@@ -222,8 +224,9 @@ async def _run() -> dict[str, Any]:
     found: dict[tuple[int, float], list[dict[str, Any]]] = {
         (w, b): [] for w in (0, 1, 2) for b in BOUNDS}
     loads: list[float] = []
-    # one state folder: its certificate and address-space cache made once
+    # asyncua's address space cached once for every daemon of the run
     with tempfile.TemporaryDirectory(prefix="bench-capacity-") as state:
+        os.environ["CACHE_DIRECTORY"] = state
         for repeat in range(REPEATS):
             print(f"  repeat {repeat + 1} of {REPEATS}", file=sys.stderr, flush=True)
             for bound in BOUNDS:
@@ -231,6 +234,7 @@ async def _run() -> dict[str, Any]:
                     result = await _search(workers, state, bound)
                     found[workers, bound].append(result)
                     loads.append(result["load"])
+        del os.environ["CACHE_DIRECTORY"]
     memory = {"workers": await _memory_child(2), "local": await _memory_child(0)}
     return {"found": found, "memory": memory, "loads": loads}
 

@@ -114,8 +114,11 @@ class Floor:
     figure, it shows how late this shared machine wakes a process in the same
     seconds. ``counts()`` is its histogram (``LATENESS_EDGES`` buckets)."""
 
-    def __init__(self, delay: float, seconds: float) -> None:
-        self.delay, self.seconds = delay, seconds
+    def __init__(self, delay: float, seconds: float, *, fifo: bool = False) -> None:
+        """``fifo``: the loop asks for real-time scheduling (``SCHED_FIFO``, priority
+        10: root, or CAP_SYS_NICE), as a service can with systemd's
+        ``CPUSchedulingPolicy=fifo``."""
+        self.delay, self.seconds, self.fifo = delay, seconds, fifo
         self._process: Any = None
 
     async def start(self) -> Floor:
@@ -125,7 +128,8 @@ class Floor:
 
         self._process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "tests.bench.common", "floor", str(self.delay),
-            str(self.seconds), cwd=Path(__file__).resolve().parents[2],
+            str(self.seconds), *(["fifo"] if self.fifo else []),
+            cwd=Path(__file__).resolve().parents[2],
             stdout=asyncio.subprocess.PIPE)
         return self
 
@@ -138,10 +142,11 @@ class Floor:
         return [int(x) for x in json.loads(out)]
 
 
-def _floor_main(delay: float, seconds: float) -> None:
+def _floor_main(delay: float, seconds: float, fifo: bool) -> None:
     import asyncio
     import bisect
     import json
+    import os
     import time
 
     from twin_server.engine.clock import LATENESS_BUCKETS, LATENESS_EDGES
@@ -165,6 +170,8 @@ def _floor_main(delay: float, seconds: float) -> None:
             sleep.close()
         return counts
 
+    if fifo:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
     print(json.dumps(asyncio.run(pace())))
 
 
@@ -172,4 +179,4 @@ if __name__ == "__main__":
     import sys
 
     if sys.argv[1:2] == ["floor"]:
-        _floor_main(float(sys.argv[2]), float(sys.argv[3]))
+        _floor_main(float(sys.argv[2]), float(sys.argv[3]), sys.argv[4:5] == ["fifo"])
