@@ -27,11 +27,14 @@ from twin_server.persistence import (
     load_state,
     recreate,
     resume,
+    save_hosted,
     save_state,
     save_twin,
     stored_twins,
 )
+from twin_server.runtime import HostedSession, LocalHost
 from twin_server.runtime.compile import parse_config
+from twin_server.runtime.served import ServedSession
 
 PLANT = """
 [twins.plant]
@@ -100,6 +103,16 @@ def restart(state_sessions: dict[str, object], manager: SessionManager,
     resume(cfg, state_sessions.get("cfg"), autostart=True)  # type: ignore[arg-type]
     for stored in client_sessions(state):  # type: ignore[arg-type]
         recreate(manager, stored)
+
+
+class _Records:
+    """``persistence.HostedSessions`` over a fixed list (as the daemon's registry gives)."""
+
+    def __init__(self, records: list[ServedSession]) -> None:
+        self._records = records
+
+    def records(self) -> list[ServedSession]:
+        return self._records
 
 
 class TestSaveAndResume:
@@ -231,6 +244,26 @@ class TestSaveAndResume:
             assert result.deleted == ("cli",)
             await forget_session(store, "rdy")
             assert sorted(await store.load_snapshots()) == ["cfg", "frk", "hlt"]
+
+    async def test_session_deleted_while_saving_is_skipped(self, tmp_path: Path) -> None:
+        """A hosted session deleted while the others are saved is skipped, no error logged."""
+        host = LocalHost(lambda name, event: None)
+        records = []
+        for name in ("kept", "gone"):
+            await host.create(name, twins()["plant"], SETTINGS)
+            records.append(ServedSession(name, twins()["plant"], SETTINGS, "config",
+                                         HostedSession(host, name)))
+        await host.delete("gone")  # (after the saver listed the records)
+        store = await HistoryStore.open(tmp_path / "state.db")
+        try:
+            with capture_logs() as logs:
+                result = await save_hosted(store, _Records(records))
+            assert result.saved == ("kept",)
+            assert [e for e in logs if e["log_level"] == "error"] == []
+            assert set(await store.load_snapshots()) == {"kept"}
+        finally:
+            await store.close()
+            await host.aclose()
 
     async def test_unreadable_state_is_reported_not_raised(self, tmp_path: Path) -> None:
         """A damaged saved session is listed as unreadable; the rest loads."""

@@ -69,7 +69,7 @@ import numpy as np
 import pytest
 import structlog
 
-from tests.bench.common import TANK_TWIN
+from tests.bench.common import TANK_TWIN, counts_between, quantile, worst
 from twin_server.opcua import nodes as opcua_nodes
 from twin_server.runtime.clock import COLLECTOR, TICKS, ClockStatistics
 from twin_server.runtime.compile import parse_config
@@ -126,6 +126,8 @@ endpoint = "opc.tcp://127.0.0.1:0/twin-server"
 state_dir = "{state}"
 max_sessions = 100
 session_idle_timeout = 15.0
+# workers: the default, one per CPU: the sessions tick in worker processes, and the
+# clocks' statistics (overruns, lateness) are read through the host
 
 [server.security]  # the None endpoint, anonymous may do everything
 policies = ["None"]
@@ -184,6 +186,16 @@ class Sample(NamedTuple):
     cycles: int  # client cycles completed so far
     stalled: tuple[str, ...]  # why the systemd watchdog would be withheld
     publish_cycles: int
+    #: what the counts above are made of, for the report when one is not back to quiet
+    task_names: tuple[str, ...] = ()
+    node_ids: frozenset[str] = frozenset()
+
+
+def _last_frame(trace: str) -> str:
+    """Where in the client's own code a failed cycle was (its traceback's last
+    line naming tests/soak_clients.py)."""
+    lines = [line.strip() for line in trace.splitlines() if "soak_clients.py" in line]
+    return lines[-1] if lines else "?"
 
 
 def rss_bytes() -> int:
@@ -223,7 +235,23 @@ async def sample(daemon: Daemon, phase: str, t0: float, cycles: int, state: Path
         overruns=sum(c.overruns for c in clocks), ticks=sum(c.ticks for c in clocks),
         db=sum(p.stat().st_size for p in state.glob("history.db*")),
         queued=daemon.store.statistics().queued, cycles=cycles,
-        stalled=tuple(daemon.stalled()), publish_cycles=server.statistics().publish_cycles)
+        stalled=tuple(daemon.stalled()), publish_cycles=server.statistics().publish_cycles,
+        task_names=tuple(sorted(_task_name(t) for t in asyncio.all_tasks())),
+        node_ids=frozenset(n.to_string() for n in iserver.aspace._nodes)
+        if phase == "quiet" else frozenset())
+
+
+def _task_name(task: asyncio.Task[Any]) -> str:
+    """A task's coroutine (its name is often a number)."""
+    coro = task.get_coro()
+    return getattr(coro, "__qualname__", None) or task.get_name()
+
+
+def _difference(before: Any, after: Any) -> str:
+    """What ``after`` has that ``before`` has not, and the other way round (a few)."""
+    gained = sorted((Counter(after) - Counter(before)).elements())
+    lost = sorted((Counter(before) - Counter(after)).elements())
+    return f"; new: {gained[:8]}" * bool(gained) + f"; gone: {lost[:8]}" * bool(lost)
 
 
 def _dead_weakref(o: object) -> bool:
@@ -367,6 +395,8 @@ class Run:
     store_errors: int = 0
     store_dropped: int = 0
     clocks: dict[str, ClockStatistics] = field(default_factory=dict)
+    #: the same after the warm-up: the main phase's ticks are the difference
+    clocks_warm: dict[str, ClockStatistics] = field(default_factory=dict)
 
     @property
     def loaded(self) -> list[Sample]:
@@ -394,6 +424,8 @@ async def soak(state: Path) -> Run:
             await run.warm.run(url, WARMUP, warmup=True)
             await settle(daemon)
             run.samples.append(await sample(daemon, "quiet", t0, run.warm.total, state))
+            run.clocks_warm = {n: daemon.sessions[n].session.clock_statistics()
+                               for n in CONFIG_SESSIONS}
             types = object_types()
 
             async with asyncio.TaskGroup() as tg:
@@ -429,9 +461,11 @@ class TestSoak:
         print(table(samples))
         print("client cycles in the main phase:", dict(main.cycles))
         for name, clock in run.clocks.items():
-            print(f"clock {name}: {clock.ticks} ticks, {clock.overruns} overruns, lateness "
-                  f"p50 {clock.lateness_p50 * 1e3:.2f} ms, p99 {clock.lateness_p99 * 1e3:.1f} ms, "
-                  f"max {clock.lateness_max * 1e3:.1f} ms (last 2,048 ticks)")
+            main_phase = counts_between(run.clocks_warm[name], clock)
+            print(f"clock {name}: {clock.ticks} ticks, {clock.overruns} overruns; main phase: "
+                  f"{sum(main_phase)} ticks, lateness p50 {quantile(main_phase, 0.5) * 1e3:.2f} "
+                  f"ms, p99 {quantile(main_phase, 0.99) * 1e3:.1f} ms, none later than "
+                  f"{worst(main_phase) * 1e3:.1f} ms")
         print(f"garbage collections in the slack after ticks (generations 0, 1, 2): "
               f"{COLLECTOR.collections}, the last full one {COLLECTOR.full_seconds * 1e3:.0f} ms")
         print("object types grown from quiet to quiet:", run.grown)
@@ -443,6 +477,10 @@ class TestSoak:
 
         # the daemon kept serving: every cycle of every user succeeded
         failures = warm.failures + main.failures
+        for failure in failures:
+            print(f"client cycle failed: {failure['user']} cycle {failure['cycle']} after "
+                  f"{failure.get('seconds', 0):.1f} s: {failure['error'][:200]} (at "
+                  f"{_last_frame(failure.get('trace', ''))})")
         check("every client cycle succeeded", not failures,
               f"{len(failures)} failed" + (f", the first: {failures[0]}" if failures else ""))
         users = {f"scada{i}" for i in range(3)} | {"churn"}
@@ -469,7 +507,9 @@ class TestSoak:
         # back to the quiet state after the churn
         for attr in ("nodes", "tasks", "fds", "sessions", "ua_sessions", "subscriptions"):
             before, after = getattr(quiet1, attr), getattr(quiet2, attr)
-            check(f"{attr} back to quiet", before == after, f"{before} -> {after}")
+            what = {"nodes": _difference(quiet1.node_ids, quiet2.node_ids),
+                    "tasks": _difference(quiet1.task_names, quiet2.task_names)}.get(attr, "")
+            check(f"{attr} back to quiet", before == after, f"{before} -> {after}{what}")
         # (the samples the soak itself keeps are tracked objects too: one each)
         grown = quiet2.objects - quiet1.objects - len(loaded) - 1
         per_cycle = grown / max(main.total, 1)

@@ -67,7 +67,13 @@ from twin_server.config.fmu_files import NO_FOLDERS, FmuFolders
 from twin_server.engine.manager import SessionManager
 from twin_server.engine.session import RunState, Session, SessionSettings, SessionSnapshot
 from twin_server.engine.twin import TwinDefinition
-from twin_server.errors import InvalidArgument, SessionFault, TwinServerError, WorkerCrashed
+from twin_server.errors import (
+    InvalidArgument,
+    NotFound,
+    SessionFault,
+    TwinServerError,
+    WorkerCrashed,
+)
 from twin_server.history import HistoryStore
 from twin_server.runtime.compile import parse_twin
 from twin_server.runtime.host import HostedSession, SessionHost
@@ -379,7 +385,10 @@ async def save_hosted(store: HistoryStore, sessions: HostedSessions, *,
         try:
             blob, problem = await encode_hosted(record, now=now)
             await store.save_snapshot(name, blob)
-        except Exception as exc:  # (NotFound: deleted meanwhile)
+        except NotFound:  # deleted (or not hosted yet) while the others were saved
+            log.debug("session_save_skipped", session=name, reason="not hosted now")
+            continue
+        except Exception as exc:
             log.error("session_save_failed", session=name, error=f"{type(exc).__name__}: {exc}")
             continue
         saved.append(name)

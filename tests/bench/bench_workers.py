@@ -1,7 +1,8 @@
 """Worker processes (``twin_server.runtime``): the round trip of a command to a
 session in a worker, beside a plain pipe echo to a child process in the same run
-(the floor any process boundary costs); the time from a worker's death to its
-session served again by a new worker, beside starting a worker process from
+(the floor any process boundary costs); the time from a worker's SIGKILL to its
+session served again by the replacement (its ``recovered`` event, then a command
+answered there), over ``CRASHES`` kills, beside starting a worker host from
 nothing; and reading a frame of the demo tank from shared memory, beside
 ``Session.value_list()`` in-process.
 """
@@ -26,7 +27,7 @@ from twin_server.runtime.compile import load_config
 
 DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo.toml"
 ROUND_TRIPS = 3000
-CRASHES = 5
+CRASHES = 8
 READS = 20000
 
 
@@ -95,10 +96,14 @@ async def _workers() -> dict[str, Any]:
             while host.statistics().spares < 1:
                 await asyncio.sleep(0.05)
             recovered.clear()
+            dead = host.worker_pid("tank")
             began = time.perf_counter()
-            os.kill(host.worker_pid("tank"), signal.SIGKILL)
+            os.kill(dead, signal.SIGKILL)
             await asyncio.wait_for(recovered.wait(), 30)
+            # serving again: the replacement answers a command for the session
+            await host.call("tank", "statistics")
             replacements.append(time.perf_counter() - began)
+            assert host.worker_pid("tank") not in (0, dead)
             await host.call("tank", "reset")
             await host.call("tank", "start")
     finally:
@@ -135,11 +140,14 @@ def run() -> list[dict[str, Any]]:
          "baseline_value": float(np.percentile(echo, 99)) * ms,
          # (the tail is the machine's scheduling, shared by the echo: compare with it)
          "target": "<= 2x baseline", "higher_is_better": False},
-        {"figure": f"worker killed to its session served again (worst of {len(crashes)})",
+        {"figure": f"worker SIGKILLed to its session served again by the replacement "
+                   f"(worst of {len(crashes)})",
          "value": float(crashes.max()), "unit": "s",
          "baseline": "starting a worker host from nothing (1 worker + 1 spare)",
          "baseline_value": float(ours["start"]), "target": "< 1 s",
          "higher_is_better": False},
+        {"figure": f"  the same, median of {len(crashes)}", "value": float(np.median(crashes)),
+         "unit": "s", "target": "", "higher_is_better": False},
         {"figure": "frame read from shared memory, demo tank p50",
          "value": float(np.percentile(reads, 50)) * 1e6, "unit": "us",
          "baseline": "Session.value_list() in-process, p50",

@@ -6,6 +6,7 @@ test."""
 from __future__ import annotations
 
 import asyncio
+import bisect
 import gc
 import itertools
 import random
@@ -30,7 +31,14 @@ from tests.engine.conftest import (
 )
 from twin_server.engine.session import RunState, Session, VarKey
 from twin_server.models.base import Kind
-from twin_server.runtime.clock import SHORT_WORK, Clock, ClockStatistics, Ticks
+from twin_server.runtime.clock import (
+    LATENESS_BUCKETS,
+    LATENESS_EDGES,
+    SHORT_WORK,
+    Clock,
+    ClockStatistics,
+    Ticks,
+)
 
 DT = 0.01
 
@@ -418,6 +426,21 @@ class TestStatistics:
         assert stats.lateness_max == pytest.approx(0.009, abs=1e-9)
         assert 0.001 < stats.lateness_p99 <= 0.009
         assert stats.overruns == 0
+
+    async def test_lateness_counts(self, fake_clock: FakeClock, running: Any) -> None:
+        """Every tick is counted in its lateness bucket since the start, past the window."""
+        fake_clock.oversleep = lambda: 0.009 if s.step_count % 10 == 5 else 0.001
+        s = counter_session()
+        clock = Clock(s, now=fake_clock.now, sleep=fake_clock.sleep, window=16)
+        running(clock)
+        s.start()
+        await until(lambda: s.step_count >= 100)
+        counts = clock.statistics().lateness_counts
+        assert len(counts) == LATENESS_BUCKETS == len(LATENESS_EDGES) + 1
+        assert sum(counts) == clock.statistics().ticks >= 100
+        late = sum(counts[bisect.bisect_left(LATENESS_EDGES, 0.008):])
+        assert counts[bisect.bisect_left(LATENESS_EDGES, 0.001)] == sum(counts) - late
+        assert late in (sum(counts) // 10, sum(counts) // 10 + 1)
 
     def test_window_must_hold_a_tick(self) -> None:
         """A window of 0 is refused."""

@@ -120,6 +120,15 @@ class TestCommands:
         await session.set_realtime_factor(2.5)
         assert session.frame().realtime_factor == 2.5
 
+    async def test_clock_counts_ticks_by_lateness(self, host: Host) -> None:
+        """The clock's ticks by lateness reach the main process, every tick counted once
+        (the one being taken as the statistics were written, too)."""
+        await host.create("s", echo_twin(), SessionSettings(step_size=0.01))
+        await host.call("s", "start")
+        await wait_until(lambda: host.clock_statistics("s").ticks >= 20)
+        stats = host.clock_statistics("s")
+        assert stats.ticks <= sum(stats.lateness_counts) <= stats.ticks + 1
+
     async def test_statistics_and_layout(self, host: Host) -> None:
         """The layout lists the session's variables; statistics count its ticks."""
         layout = await host.create("s", echo_twin(), SessionSettings(step_size=0.01))

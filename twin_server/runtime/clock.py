@@ -53,6 +53,7 @@ lateness p99 of a 100 Hz twin at 6-7 ms).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import gc
 import time
 from collections.abc import Awaitable, Callable
@@ -69,6 +70,14 @@ _REANCHOR = frozenset({"started", "resumed", "realtime_factor_changed", "reset"}
 _INTERRUPTIBLE = 0.05
 
 
+#: the upper edges (s) of the lateness histogram's buckets: 2 ms x 2^(k/4), from
+#: 0.0625 ms to 2 s, four buckets a doubling, with 2 ms (the usual p99 target) an
+#: edge. Bucket ``i`` counts the ticks with ``EDGES[i-1] < lateness <= EDGES[i]``;
+#: the last one (``len(EDGES)``) those later than 2 s.
+LATENESS_EDGES: tuple[float, ...] = tuple(0.002 * 2.0 ** (k / 4) for k in range(-20, 41))
+LATENESS_BUCKETS = len(LATENESS_EDGES) + 1
+
+
 @dataclass(frozen=True, slots=True)
 class ClockStatistics:
     """An immutable snapshot for the Diagnostics nodes; times in seconds."""
@@ -78,6 +87,10 @@ class ClockStatistics:
     lateness_p50: float  # how late ticks started against their deadline, recent window
     lateness_p99: float
     lateness_max: float
+    #: every tick started since the clock was made, counted by its lateness
+    #: (``LATENESS_EDGES`` buckets): the difference of two snapshots is the histogram
+    #: of the ticks between them, which the recent window's percentiles cannot give
+    lateness_counts: tuple[int, ...] = (0,) * LATENESS_BUCKETS
 
 
 class Collector:
@@ -250,6 +263,7 @@ class Clock:
         self._lateness = np.zeros(window, dtype=np.float64)
         self._late_index = 0
         self._late_count = 0
+        self._counts = [0] * LATENESS_BUCKETS
 
     # -- observation -----------------------------------------------------------------
 
@@ -267,6 +281,7 @@ class Clock:
             lateness_p50=p50,
             lateness_p99=p99,
             lateness_max=worst,
+            lateness_counts=tuple(self._counts),
         )
 
     def due_in(self) -> float | None:
@@ -309,6 +324,7 @@ class Clock:
         self._late_index = 0 if i == len(self._lateness) else i
         if self._late_count < len(self._lateness):
             self._late_count += 1
+        self._counts[bisect.bisect_left(LATENESS_EDGES, lateness)] += 1
 
     async def _run_flat_out(self) -> None:
         """Step as fast as possible, yielding to the loop every few ms; return when

@@ -361,7 +361,8 @@ class WorkerHost:
         return ClockStatistics(int(ints[shm.TICKS]), int(ints[shm.OVERRUNS]),
                                float(floats[shm.LATENESS_P50]),
                                float(floats[shm.LATENESS_P99]),
-                               float(floats[shm.LATENESS_MAX]))
+                               float(floats[shm.LATENESS_MAX]),
+                               tuple(block.counts.tolist()))
 
     def statistics(self) -> HostStatistics:
         spares = sum(w.alive for w in self._spares)

@@ -8,6 +8,7 @@ A session's ``ValueBlock`` (created by the worker, which knows its size) holds::
                         steps left of a running Step, ...
                         and, outside the seqlock, the live step count (the hang check's)
     floats[16]  float64 real-time factor, clock lateness, step durations, ...
+    counts[64]  int64   the clock's ticks by lateness (``ClockStatistics.lateness_counts``)
     values[n]   float64 every Double, Int32 and Boolean variable, in layout order
 
 A worker's ``StatusBlock`` (created by the main process before it starts the
@@ -41,6 +42,7 @@ import numpy as np
 
 from twin_server.engine.session import RunState
 from twin_server.models.base import DataType, Value, Variable
+from twin_server.runtime.clock import LATENESS_BUCKETS
 
 # -- int slots -------------------------------------------------------------------------
 SEQ = 0  # seqlock: odd while the worker writes a frame
@@ -66,7 +68,9 @@ DURATION_MAX = 5
 
 _INTS = 16
 _FLOATS = 16
-_HEADER = 8 * (_INTS + _FLOATS)
+_COUNTS = 64
+assert LATENESS_BUCKETS <= _COUNTS
+_HEADER = 8 * (_INTS + _FLOATS + _COUNTS)
 #: run states by their code in ``ints[STATE]``
 STATES: tuple[RunState, ...] = tuple(RunState)
 STATE_CODES: dict[RunState, int] = {state: code for code, state in enumerate(STATES)}
@@ -79,7 +83,8 @@ def block_size(numeric: int) -> int:
 
 
 class ValueBlock:
-    """A mapped block: ``ints``, ``floats`` and ``values`` are numpy views of it."""
+    """A mapped block: ``ints``, ``floats``, ``counts`` and ``values`` are numpy views
+    of it."""
 
     def __init__(self, shm: shared_memory.SharedMemory, numeric: int) -> None:
         self.shm = shm
@@ -87,6 +92,8 @@ class ValueBlock:
         buf = shm.buf
         self.ints = np.ndarray((_INTS,), dtype=np.int64, buffer=buf, offset=0)
         self.floats = np.ndarray((_FLOATS,), dtype=np.float64, buffer=buf, offset=8 * _INTS)
+        self.counts = np.ndarray((LATENESS_BUCKETS,), dtype=np.int64, buffer=buf,
+                                 offset=8 * (_INTS + _FLOATS))
         self.values = np.ndarray((numeric,), dtype=np.float64, buffer=buf, offset=_HEADER)
 
     @classmethod
@@ -94,6 +101,7 @@ class ValueBlock:
         shm = shared_memory.SharedMemory(name=name, create=True, size=block_size(numeric))
         block = cls(shm, numeric)
         block.ints[:] = 0
+        block.counts[:] = 0
         return block
 
     @classmethod
@@ -102,7 +110,7 @@ class ValueBlock:
 
     def close(self) -> None:
         """Unmap (the views must go first: a live export keeps the mapping)."""
-        del self.ints, self.floats, self.values
+        del self.ints, self.floats, self.counts, self.values
         with contextlib.suppress(BufferError):
             self.shm.close()
 

@@ -175,6 +175,7 @@ class _Hosted:
             floats[shm.LATENESS_P50] = clock.lateness_p50
             floats[shm.LATENESS_P99] = clock.lateness_p99
             floats[shm.LATENESS_MAX] = clock.lateness_max
+            block.counts[:] = clock.lateness_counts
             self.next_statistics = now + self.worker.options.statistics_interval
         ints[shm.SEQ] = seq + 2
         ints[shm.LIVE_STEP] = session.step_count
