@@ -382,6 +382,10 @@ class Recording:
                                "publish_rate to record more often")
         return recorder
 
+    def wants(self, session: str) -> bool:
+        """Whether ``session`` is recorded (``runtime.sinks.Sink``)."""
+        return session in self._recorders
+
     def deliver(self, session: str, frame: Frame, stamp: Stamp) -> None:
         """A pacer's frame (``runtime.sinks.Sink``): to the session's recorder, if it
         is recorded."""

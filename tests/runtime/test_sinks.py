@@ -18,11 +18,15 @@ from twin_server.runtime.sinks import Pacer, Stamp
 
 
 class Taken:
-    """A sink that keeps what it is given."""
+    """A sink that keeps what it is given (and wants frames while ``wanted``)."""
 
     def __init__(self) -> None:
         self.items: list[tuple[str, Frame, Stamp]] = []
         self.arrived = asyncio.Event()
+        self.wanted = True
+
+    def wants(self, session: str) -> bool:
+        return self.wanted
 
     def deliver(self, session: str, frame: Frame, stamp: Stamp) -> None:
         self.items.append((session, frame, stamp))
@@ -30,6 +34,9 @@ class Taken:
 
 
 class Broken:
+    def wants(self, session: str) -> bool:
+        return True
+
     def deliver(self, session: str, frame: Frame, stamp: Stamp) -> None:
         raise RuntimeError("this sink is broken")
 
@@ -111,6 +118,21 @@ class TestRun:
             await pacer.stop()
         assert len(taken.items) == count
         assert taken.items[-1][1].step_count == 3
+
+    async def test_a_period_no_sink_wants_reads_nothing(self) -> None:
+        """While no sink wants a frame (each still has its last to take), periods pass
+        without reading one; a sink that wants one gets it at the next period."""
+        idle, taken = Taken(), Taken()
+        idle.wanted = taken.wanted = False
+        async with asyncio.TaskGroup() as tg:
+            pacer = Pacer(SessionFrames(session(rate=100.0)), [idle, taken])
+            pacer.start(tg)
+            await asyncio.sleep(0.1)
+            assert taken.items == [] and pacer.statistics().idle >= 3
+            taken.wanted = True
+            await asyncio.wait_for(taken.arrived.wait(), 5)
+            await pacer.stop()
+        assert len(idle.items) == len(taken.items)  # (what is read goes to every sink)
 
     async def test_waits_for_a_tick_before_reading(self) -> None:
         """Before each frame the pacer asks Ticks to clear as long as its last pulse

@@ -163,6 +163,11 @@ class HilMirror:
                 peer.session = session
                 await peer.on_rebind()
 
+    def wants(self, session: str) -> bool:
+        """Whether a peer serving ``session`` has taken its last frame
+        (``runtime.sinks.Sink``; a peer whose link is down takes none)."""
+        return any(peer.wants() for peer in self._by_session.get(session, ()))
+
     def deliver(self, session: str, frame: Frame, stamp: Stamp) -> None:
         """A pacer's frame (``runtime.sinks.Sink``): the latest for the writer of
         every peer serving ``session``."""
@@ -252,6 +257,10 @@ class _Peer:
                                           bcfg.node or bcfg.browse_path or ""))
         self._to_plc = [b for b in self.bindings if b.to_plc]
         self._from_plc = [b for b in self.bindings if not b.to_plc]
+
+    def wants(self) -> bool:
+        """Whether the writer took the last frame offered (or none was)."""
+        return not self._fresh.is_set()
 
     def offer(self, frame: Frame) -> None:
         """The latest frame of the session, for the writer (replacing one not taken)."""
@@ -479,8 +488,7 @@ class _Peer:
 
     async def _writer(self, client: Client) -> None:
         """Write each frame the pacer delivers (the latest, when writes fall behind)."""
-        if self._frame is not None:
-            self._fresh.set()  # a fresh link: the latest frame at once
+        self._fresh.clear()  # (one offered while the link was down is old: the next)
         while True:
             await self._fresh.wait()
             self._fresh.clear()

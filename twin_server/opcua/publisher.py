@@ -169,6 +169,12 @@ class Publisher:
         return PublisherStatistics(len(self._targets), self._cycles, self._skipped,
                                    self._values, self._last_cycle)
 
+    def wants(self, session: str) -> bool:
+        """Whether ``session`` is published and its last frame was taken (a frame
+        delivered while one waits replaces it: ``runtime.sinks.Sink``)."""
+        target = self._targets.get(session)
+        return target is not None and target.pending is None and not target.removed
+
     def deliver(self, session: str, frame: Frame, stamp: Stamp) -> None:
         """The pacer's frame of ``session`` (``runtime.sinks.Sink``): queued for
         ``run``, unless its version is the one published last (a skipped cycle).

@@ -28,7 +28,12 @@ Decisions:
 * **Every period delivers**, whether the session moved or not: the sinks compare
   ``Frame.version`` with what they last took (a skipped publish costs a
   comparison), and a change of quality (a HIL input whose PLC is lost) shows at
-  the next period even while the session stands still.
+  the next period even while the session stands still. Unless no sink wants a
+  frame (``Sink.wants``: the publisher still has the previous one to write, and
+  nothing records or mirrors the session): then the period reads nothing. An
+  overloaded event loop (ticks taking all of it) would otherwise spend its little
+  spare time reading frames that the next period's replace unread (measured: 5
+  sessions of 5,000 variables at 20 Hz published a fifth as many frames).
 * **Out of period**: ``pulse`` delivers a frame now (after a method call, so that
   its effect shows when the call returns; at a session's removal and at shutdown,
   so that its last values are recorded). It is a frame like the others: every
@@ -92,6 +97,11 @@ class Stamp:
 class Sink(Protocol):
     """Whatever takes a session's frames: the publisher, the recorder, the HIL mirror."""
 
+    def wants(self, session: str) -> bool:
+        """Whether a frame of ``session`` would be taken now (False: it would only
+        replace one not taken yet, or the session is none of this sink's)."""
+        ...
+
     def deliver(self, session: str, frame: Frame, stamp: Stamp) -> None:
         """Take ``frame`` of ``session``, read at ``stamp``. Never blocks: work that
         takes long or does I/O is queued for a task of the sink's own."""
@@ -104,6 +114,7 @@ class PacerStatistics:
 
     session: str
     pulses: int  # frames delivered (periods and out-of-period pulses)
+    idle: int  # periods no sink wanted a frame in (none was read)
     late: int  # periods that started more than one period after they were due
     failures: int  # deliveries a sink raised on (logged)
     last_pulse_seconds: float  # the frame read and every sink's deliver, last time
@@ -123,7 +134,7 @@ class Pacer:
         self.sinks = sinks
         self._ticks = ticks
         self._stamp = stamp
-        self._pulses = self._late = self._failures = 0
+        self._pulses = self._idle = self._late = self._failures = 0
         self._last_pulse = 0.0
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -161,7 +172,11 @@ class Pacer:
             await self._ticks.clear(MARGIN * self._last_pulse)
             if self._closed:
                 return
-            self.pulse()
+            name = self.name
+            if any(sink.wants(name) for sink in self.sinks):
+                self.pulse()
+            else:
+                self._idle += 1
             period = self.period
             due += period
             now = loop.time()
@@ -191,5 +206,5 @@ class Pacer:
         self.pulse()
 
     def statistics(self) -> PacerStatistics:
-        return PacerStatistics(self.name, self._pulses, self._late, self._failures,
-                               self._last_pulse)
+        return PacerStatistics(self.name, self._pulses, self._idle, self._late,
+                               self._failures, self._last_pulse)
