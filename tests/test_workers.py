@@ -24,6 +24,7 @@ from tests.opcua.conftest import (
     message,
     plant,
     run_daemon,
+    s,
     stop_daemon,
 )
 from tests.opcua.test_live import _session_event_type, _subscribe_events
@@ -41,6 +42,9 @@ CONFIG = PLANT + """
 [server]
 workers = 1
 session_idle_timeout = 0
+
+[server.limits]  # DefineTwin of a twin of 1,500 components
+max_definition_size = 1_000_000
 
 [server.security]  # tests: the None endpoint, anonymous may do everything
 policies = ["None"]
@@ -248,9 +252,84 @@ class TestLongStep:
         completed = await handler.event("step_completed", timeout=15)
         assert "Step(30000) completed: 30000 ticks taken" in completed.Message.Text
         assert completed.StepCount == 30_000
-        assert await ua_client.node("Sessions.long.StepCount").read_value() == 30_000
+        # (the nodes show it at the session's next publish)
+        await until(lambda: _equals(ua_client.node("Sessions.long.StepCount"), 30_000))
         assert await ua_client.node("Sessions.long.StepsRemaining").read_value() == 0
         await ua_client.session_call("long", "Reset")
+
+
+def chain(name: str, count: int) -> str:
+    """A twin of ``count`` gains in a chain, as DefineTwin's TOML."""
+    lines = [f"[twins.{name}]", "connections = ["]
+    lines += [f'  "g{i - 1}.output -> g{i}.input",' for i in range(1, count)]
+    lines.append("]")
+    lines += [f'[twins.{name}.components.g{i}]\nmodel = "gain"' for i in range(count)]
+    return "\n".join(lines)
+
+
+class LoopWatch:
+    """The longest the event loop went without running a 1 ms timer (this process's
+    loop is the daemon's)."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self.task = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.001)
+            now = time.monotonic()
+            self.longest = max(self.longest, now - last)
+            last = now
+
+    async def stop(self) -> float:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        return self.longest
+
+
+class TestBigTwin:
+    async def test_creating_a_big_twin_holds_no_client(self, ua_client: Connected) -> None:
+        """DefineTwin and CreateSession of a twin of 1,500 components (4,500 variables):
+        another client is answered within a second all along, the caller stays
+        connected, the event loop never stalls for a second, the session in the
+        worker ticks on, and the new session is served whole."""
+        daemon = ua_client.daemon
+        steady = daemon.session("steady")
+        ticks = steady.frame().step_count
+        watch = LoopWatch()
+        slowest, done = 0.0, asyncio.Event()
+
+        async def poll() -> None:
+            nonlocal slowest
+            async with Client(daemon.endpoint_url, timeout=10) as other:
+                ns = await other.get_namespace_index(NAMESPACE_URI)
+                count = other.get_node(ua.NodeId("Sessions.steady.StepCount", ns))
+                while not done.is_set():
+                    asked = time.monotonic()
+                    await count.read_value()
+                    slowest = max(slowest, time.monotonic() - asked)
+                    await asyncio.sleep(0.05)
+
+        poller = asyncio.ensure_future(poll())
+        try:
+            await asyncio.sleep(0.5)  # (connected and polling)
+            defined = await ua_client.server_call("DefineTwin", s(chain("big", 1500)))
+            assert defined.StatusCode.is_good(), message(defined)
+            created = await ua_client.server_call("CreateSession", s("big"), s("big1"), s(""))
+            assert created.StatusCode.is_good(), message(created)
+        finally:
+            done.set()
+            await poller
+            longest = await watch.stop()
+        assert slowest < 1.0 and longest < 1.0, (slowest, longest)
+        await ua_client.client.check_connection()
+        last = ua_client.node("Sessions.big1.Components.g1499.Parameters.gain")
+        assert await last.read_value() == 1.0
+        assert steady.frame().step_count > ticks + 50  # it ticked on meanwhile
+        assert (await ua_client.server_call("DeleteSession", s("big1"))).StatusCode.is_good()
+        assert (await ua_client.server_call("RemoveTwin", s("big"))).StatusCode.is_good()
 
 
 class TestConfig:

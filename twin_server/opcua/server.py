@@ -279,7 +279,7 @@ class OpcUaServer:
         added = self._twins.pop(name, None)
         if added is None:
             raise KeyError(name)
-        self._delete_subtree(TWINS, added, name)
+        await self._delete_subtree(TWINS, added, name)
         self._folders.difference_update(added)
         self._nodes -= len(added)
         self._log.info("twin_removed", twin=name, nodes=len(added))
@@ -413,7 +413,7 @@ class OpcUaServer:
             self._attributes.targets.pop(nodeid, None)
         if self.history is not None:
             self.history.forget(served.nodes.all)
-        self._delete_subtree(SESSIONS, served.nodes.all, name)
+        await self._delete_subtree(SESSIONS, served.nodes.all, name)
         # (the folders among them: kept, they would pile up with every new session name)
         self._folders.difference_update(served.nodes.all)
         self._nodes -= len(served.nodes.all)
@@ -421,19 +421,26 @@ class OpcUaServer:
         await self._model_changed(SESSIONS, served.nodes.root, _PROGRAM_TYPE, added=False,
                                   message=f"session {name!r} removed")
 
-    def _delete_subtree(self, folder: str, nodeids: list[ua.NodeId], name: str) -> None:
+    async def _delete_subtree(self, folder: str, nodeids: list[ua.NodeId], name: str) -> None:
         # DeleteTargetReferences makes asyncua scan every reference of every node in
         # the server for each node deleted; the only references into the subtree from
-        # outside is its folder's Organizes, so drop that one and delete
-        # the nodes bare
+        # outside is its folder's Organizes, so drop that one (the subtree is out of
+        # sight from then on) and delete the nodes bare, children first, in slices
         aspace = self._iserver.aspace
         root = nodeids[0]
         data = aspace[self.nodeid(folder)]
         data.references[:] = [r for r in data.references if r.NodeId != root]
         items = [ua.DeleteNodesItem(NodeId=n, DeleteTargetReferences=False)
                  for n in reversed(nodeids)]
-        results = self._iserver.node_mgt_service.delete_nodes(
-            ua.DeleteNodesParameters(NodesToDelete=items))
+        results: list[ua.StatusCode] = []
+
+        def deleting() -> Generator[None, None, None]:
+            for start in range(0, len(items), DELETE_STEP):
+                results.extend(self._iserver.node_mgt_service.delete_nodes(
+                    ua.DeleteNodesParameters(NodesToDelete=items[start:start + DELETE_STEP])))
+                yield
+
+        await in_slices(deleting())
         failed = [i.NodeId.to_string() for i, r in zip(items, results, strict=True)
                   if not r.is_good()]
         if failed:
@@ -672,6 +679,8 @@ class OpcUaServer:
 
 #: seconds of node building between two yields to the event loop
 BUILD_SLICE = 0.01
+#: nodes deleted in one step of ``_delete_subtree``
+DELETE_STEP = 256
 #: objects allocated while the collector was paused above which they are frozen
 #: (``gc.freeze``) before it runs again
 FREEZE_AFTER = 100_000
