@@ -186,9 +186,10 @@ class Sample(NamedTuple):
     cycles: int  # client cycles completed so far
     stalled: tuple[str, ...]  # why the systemd watchdog would be withheld
     publish_cycles: int
-    #: what the counts above are made of, for the report when one is not back to quiet
+    #: quiet samples: what the task and node counts are made of, for the report when
+    #: one is not back to quiet (two small tuples: the object counts allow for them)
     task_names: tuple[str, ...] = ()
-    node_ids: frozenset[str] = frozenset()
+    node_groups: tuple[str, ...] = ()
 
 
 def _last_frame(trace: str) -> str:
@@ -236,9 +237,18 @@ async def sample(daemon: Daemon, phase: str, t0: float, cycles: int, state: Path
         db=sum(p.stat().st_size for p in state.glob("history.db*")),
         queued=daemon.store.statistics().queued, cycles=cycles,
         stalled=tuple(daemon.stalled()), publish_cycles=server.statistics().publish_cycles,
-        task_names=tuple(sorted(_task_name(t) for t in asyncio.all_tasks())),
-        node_ids=frozenset(n.to_string() for n in iserver.aspace._nodes)
-        if phase == "quiet" else frozenset())
+        **(_makeup(iserver) if phase == "quiet" else {}))
+
+
+def _makeup(iserver: Any) -> dict[str, tuple[str, ...]]:
+    """The running tasks by coroutine, and the address space's nodes by the first
+    two parts of their name ("Sessions.mc13: 121"), without keeping the nodes."""
+    groups: Counter[str] = Counter()
+    for nodeid in iserver.aspace._nodes:
+        name = str(nodeid.Identifier)
+        groups[".".join(name.split(".")[:2]) if nodeid.NamespaceIndex else "ns=0"] += 1
+    return {"task_names": tuple(sorted(_task_name(t) for t in asyncio.all_tasks())),
+            "node_groups": tuple(f"{g}: {n}" for g, n in sorted(groups.items()))}
 
 
 def _task_name(task: asyncio.Task[Any]) -> str:
@@ -507,11 +517,12 @@ class TestSoak:
         # back to the quiet state after the churn
         for attr in ("nodes", "tasks", "fds", "sessions", "ua_sessions", "subscriptions"):
             before, after = getattr(quiet1, attr), getattr(quiet2, attr)
-            what = {"nodes": _difference(quiet1.node_ids, quiet2.node_ids),
+            what = {"nodes": _difference(quiet1.node_groups, quiet2.node_groups),
                     "tasks": _difference(quiet1.task_names, quiet2.task_names)}.get(attr, "")
             check(f"{attr} back to quiet", before == after, f"{before} -> {after}{what}")
-        # (the samples the soak itself keeps are tracked objects too: one each)
-        grown = quiet2.objects - quiet1.objects - len(loaded) - 1
+        # (the samples the soak itself keeps are tracked objects too: one each, and the
+        # first quiet one's two tuples of names)
+        grown = quiet2.objects - quiet1.objects - len(loaded) - 1 - 2
         per_cycle = grown / max(main.total, 1)
         check("objects per cycle", per_cycle < OBJECTS_PER_CYCLE,
               f"{grown:+d} over {main.total} cycles = {per_cycle:+.2f} "
