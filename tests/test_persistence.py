@@ -35,6 +35,7 @@ from twin_server.persistence import (
 from twin_server.runtime import HostedSession, LocalHost
 from twin_server.runtime.compile import parse_config
 from twin_server.runtime.served import ServedSession
+from twin_server.runtime.sinks import Pacer
 
 PLANT = """
 [twins.plant]
@@ -251,8 +252,9 @@ class TestSaveAndResume:
         records = []
         for name in ("kept", "gone"):
             await host.create(name, twins()["plant"], SETTINGS)
+            hosted = HostedSession(host, name)
             records.append(ServedSession(name, twins()["plant"], SETTINGS, "config",
-                                         HostedSession(host, name)))
+                                         hosted, Pacer(hosted, ())))
         await host.delete("gone")  # (after the saver listed the records)
         store = await HistoryStore.open(tmp_path / "state.db")
         try:

@@ -32,6 +32,7 @@ from twin_server.history import HistoryStore
 from twin_server.opcua.server import OpcUaServer
 from twin_server.runtime import HostedSession, LocalHost
 from twin_server.runtime.clock import Clock
+from twin_server.runtime.sinks import Pacer
 
 pytestmark = MODULE_LOOP
 T = TypeVar("T")
@@ -83,7 +84,8 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
             await host.create("tank", plant(), SessionSettings(
                 step_size=0.01, realtime_factor=1.0, publish_rate=50.0))
             hosted = HostedSession(host, "tank")
-            await server.add_session(hosted, plant(), historized=[LEVEL])
+            await server.add_session(hosted, plant(), historized=[LEVEL],
+                                     pacer=Pacer(hosted, (server.publisher,)))
             try:
                 await hosted.start()
                 yield Env(server, host.clock("tank"), server.config.limits, server.namespace)
