@@ -193,9 +193,10 @@ class TestLongStep:
                 await asyncio.sleep(0.01)
             await keeps_ticking(paced)
             assert long.frame().steps_remaining > 0  # it was stepping all along
-            # a slice is 2 ms; generous bounds for a busy machine
-            assert slowest < 0.1
-            assert paced.clock_statistics().lateness_max < 0.1, lateness
+            # a slice is 2 ms; generous bounds for a busy machine (in one piece, the
+            # Step would hold the worker for about 40 s)
+            assert slowest < 0.5
+            assert paced.clock_statistics().lateness_max < 0.5, lateness
             await long.suspend()
         finally:
             await host.aclose()
