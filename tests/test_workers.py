@@ -155,11 +155,6 @@ async def _greater(node: Any, least: int) -> bool:
     return bool(await node.read_value() > least)
 
 
-async def _good(node: Any) -> bool:
-    value = await node.read_data_value(raise_on_bad_status=False)
-    return bool(value.StatusCode.is_good())
-
-
 def _true(condition: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
     """``condition`` as ``until`` takes it."""
 
