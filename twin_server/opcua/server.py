@@ -124,6 +124,10 @@ class _Pending:
     time: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
+#: session events after which the session is Halted, whatever its last frame says
+_HALTING = frozenset({"fault", "recovered"})
+
+
 class OpcUaServer:
     """Our address space served over opc.tcp, fed by sessions, writing back to them."""
 
@@ -475,6 +479,11 @@ class OpcUaServer:
             state, sim_time, step_count = frame.state, frame.sim_time, frame.step_count
         except NotFound:  # its host let go of it already
             state, sim_time, step_count = RunState.HALTED, 0.0, 0
+        if kind in _HALTING:
+            # a fault halts the session, and a recovered one stays Halted; the frame may
+            # still be the one from before (a worker's death, or its replacement's
+            # first frame not read yet) and show it Running
+            state = RunState.HALTED
         self._pending.append(_Pending(served, kind, message, severity, state,
                                       sim_time, step_count))
         self._pending_wake.set()
