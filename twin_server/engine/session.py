@@ -340,6 +340,7 @@ class Session:
         for comp in self._components:
             progress[0] = comp.index
             try:
+                comp.model.set_start_inputs(self._start_inputs(comp))
                 outputs = comp.model.reset(dict(comp.parameters), dict(self._initial(comp)))
                 for oname in comp.output_names:
                     if oname not in outputs:
@@ -363,6 +364,7 @@ class Session:
         except Exception:
             return
         try:
+            scratch.set_start_inputs(self._start_inputs(comp))
             scratch.reset(dict(parameters), dict(self._initial(comp)))
         except ValueRejected as exc:
             raise type(exc)(
@@ -376,6 +378,13 @@ class Session:
 
     def _initial(self, comp: _Component) -> Mapping[str, Value]:
         return self.twin.components[comp.index].initial
+
+    @staticmethod
+    def _start_inputs(comp: _Component) -> dict[str, Value]:
+        """What a model may know of its first tick's inputs before its reset: the
+        forced ones and the configured values of those not connected."""
+        return {name: comp.forced.get(name, comp.defaults[name]) for name in comp.defaults
+                if name in comp.forced or name not in comp.connected}
 
     def _plan_entry(
         self, comp: _Component

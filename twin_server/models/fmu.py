@@ -96,10 +96,12 @@ class _Mode(enum.Enum):
     a call that failed, where it was before that call)."""
 
     INSTANTIATED = "Instantiated"
+    CONFIGURATION = "Configuration Mode"  # FMI 3.0: structural parameters are set here
     INITIALIZATION = "Initialization Mode"
     EVENT = "Event Mode"
     CONTINUOUS = "Continuous-Time Mode"  # model exchange between steps
     STEP = "Step Mode"  # co-simulation between steps
+    TERMINATING = "termination"  # the FMU asked to terminate: only Reset goes on
 
 
 # -- typed access through prepared value-reference arrays -----------------------------
@@ -386,6 +388,7 @@ class FMU(Model):
         self._time = 0.0
         self._next_event: float | None = None
         self._last_inputs: dict[str, Value] = {}
+        self._start_inputs: dict[str, Value] = {}
         self._solver: Any = None
         #: model exchange: the integrator's last restart (time, continuous states) and
         #: the times it was asked to reach since, for ``_replay``
@@ -510,7 +513,8 @@ class FMU(Model):
                 raise NotWritable(
                     f"state {name!r} (FMI local {fv.fmi_name!r}) is calculated by the FMU "
                     f"(initial={fv.initial}) and cannot be given an initial value")
-        inputs = {n: self._fmi[n].variable.default for n in self._input_names}
+        inputs = {n: self._start_inputs.get(n, self._fmi[n].variable.default)
+                  for n in self._input_names}
         try:
             self._setup(parameters, initial, inputs)
         except FMICallException as exc:
@@ -525,7 +529,15 @@ class FMU(Model):
         if self._version == 2:
             fmu.setupExperiment(tolerance=self._opts.tolerance if self._me else None,
                                 startTime=0.0)
-        self._set_by_name({**parameters, **inputs})
+        structural = {n: v for n, v in parameters.items()
+                      if self._fmi[n].causality == "structuralParameter"}
+        if structural:  # FMI 3.0 allows setting them in Configuration Mode only
+            fmu.enterConfigurationMode()
+            self._mode = _Mode.CONFIGURATION
+            self._set_by_name(structural)
+            fmu.exitConfigurationMode()
+            self._mode = _Mode.INSTANTIATED
+        self._set_by_name({n: v for n, v in parameters.items() if n not in structural})
         self._set_by_name(initial, states=True)
         if self._version == 2:
             fmu.enterInitializationMode()
@@ -533,6 +545,9 @@ class FMU(Model):
             fmu.enterInitializationMode(tolerance=self._opts.tolerance if self._me else None,
                                         startTime=0.0)
         self._mode = _Mode.INITIALIZATION
+        # the inputs at t0 are known before the outputs at t0 are (as FMPy applies
+        # its input signals): set them in Initialization Mode
+        self._set_by_name(inputs)
         fmu.exitInitializationMode()
         self._mode = _Mode.EVENT if self._me else _Mode.STEP
         if self._me:
@@ -558,14 +573,53 @@ class FMU(Model):
                     self._pending = {}
                 _write(c, self._inputs_g, inputs)
                 if self._version == 2:
-                    self._do_step(c, t, dt, fmi2.fmi2True)
+                    self._do_step_2(c, t, dt)
                 else:
-                    self._fmu.doStep(t, dt)
+                    self._do_step_3(t, dt)
         except FMICallException as exc:
             self._broken = exc.status >= 4
             raise self._fmi_error(exc, f"stepping from t={t:g} s") from None
         self._time = t + dt
         return dict(_read(c, self._outputs_g, self._outputs))
+
+    def set_start_inputs(self, inputs: Mapping[str, Value]) -> None:
+        """Inputs known before Reset: set in Initialization Mode, so that the outputs
+        at t0 reflect them (as FMPy's ``simulate_fmu`` does)."""
+        self._start_inputs = dict(inputs)
+
+    def _do_step_2(self, c: Any, t: float, dt: float) -> None:
+        try:
+            self._do_step(c, t, dt, fmi2.fmi2True)
+        except FMICallException as exc:
+            # Discard: the FMU may be asking to terminate (FMI 2.0, 4.2.3)
+            if exc.status == 2 and self._asks_to_terminate():
+                self._mode = _Mode.TERMINATING
+                raise self._terminated("DoStep", self._last_successful_time(t)) from None
+            raise
+
+    def _asks_to_terminate(self) -> bool:
+        try:
+            return bool(self._fmu.getBooleanStatus(fmi2.fmi2Terminated))
+        except FMICallException:  # an FMU without the status: a plain Discard
+            return False
+
+    def _last_successful_time(self, t: float) -> float:
+        try:
+            return float(self._fmu.getRealStatus(fmi2.fmi2LastSuccessfulTime))
+        except FMICallException:
+            return t
+
+    def _do_step_3(self, t: float, dt: float) -> None:
+        _, terminate, early, last = self._fmu.doStep(t, dt)
+        if terminate:
+            self._mode = _Mode.TERMINATING
+            raise self._terminated("DoStep", last)
+        if early:  # only allowed when asked for (earlyReturnAllowed), which we do not
+            self._mode = _Mode.TERMINATING
+            raise FMIError(
+                f"FMU {self._desc.path.name!r}: fmi3DoStep returned early at t={last:g} s "
+                f"instead of t={t + dt:g} s, which the importer did not allow (earlyReturn)"
+                f"{self._log_suffix()}", function="fmi3DoStep", fmi_status="earlyReturn")
 
     def set_parameter(self, name: str, value: Value) -> None:
         """A tunable parameter: applied to the FMU before the next step (in event
