@@ -355,6 +355,11 @@ class FMU(Model):
             fv = desc.local(name)
             if fv is None:
                 names = ", ".join(f.variable.name for f in desc.locals) or "none"
+                why = dict(desc.skipped).get(name)
+                if why is not None:
+                    raise ConfigError(f"options.states: {name!r} of FMU {desc.path.name!r} "
+                                      f"cannot be a state: {why} (its locals: {names}; "
+                                      f"`twin-server fmu inspect` lists what can)")
                 raise ConfigError(f"options.states: FMU {desc.path.name!r} has no local "
                                   f"variable {name!r} (its locals: {names})")
             states.append(fv)

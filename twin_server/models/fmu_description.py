@@ -313,6 +313,9 @@ def _variables(
         if kind is Kind.STATE and datatype is DataType.STRING:
             skipped.append((v.name, "String locals cannot be states"))
             continue
+        if kind is Kind.STATE and v.variability == "constant":
+            skipped.append((v.name, "a constant: it never changes, so it is no state"))
+            continue
         name = _identifier(v.name, taken)
         fv = FMUVariable(
             variable=_declare(v, name, kind, datatype, unsigned.get(v.name)),
@@ -432,14 +435,24 @@ def inspect_fmu(path: str | os.PathLike[str]) -> str:
     lines.append("")
     rows = [("name", "causality", "type", "unit", "range", "start", "description")]
     order = {"input": 0, "output": 1, "parameter": 2, "structuralParameter": 2, "local": 3}
+    continuous, derivatives = _continuous_states(desc), _derivatives(desc)
     for fv in sorted((*desc.variables, *desc.locals), key=lambda f: order[f.causality]):
         var = fv.variable
         causality = fv.causality
         if var.kind is Kind.PARAMETER:
             causality += " (tunable)" if var.tunable else " (fixed)"
+        elif fv.fmi_name in continuous:
+            causality += " (state)"
+        elif fv.fmi_name in derivatives:
+            causality += " (derivative)"
+        if var.choices:
+            shown = "{" + ", ".join(f"{value} {name}" for value, name in var.choices) + "}"
+        elif var.low is not None or var.high is not None:
+            shown = var.range_text()
+        else:
+            shown = ""
         rows.append((
-            var.name, causality, f"{fv.fmi_type}->{var.datatype.value}", var.unit,
-            var.range_text() if var.low is not None or var.high is not None else "",
+            var.name, causality, f"{fv.fmi_type}->{var.datatype.value}", var.unit, shown,
             "(calculated)" if fv.initial == "calculated"
             else repr(var.default) if var.datatype is DataType.STRING else str(var.default),
             var.description,
@@ -450,10 +463,39 @@ def inspect_fmu(path: str | os.PathLike[str]) -> str:
         lines.append("not exposed:")
         lines.extend(f"  {name}: {why}" for name, why in desc.skipped)
     lines.append("")
-    lines.append("locals (causality local) become STATE variables when listed in "
-                 "options.states, e.g. states = \"" +
-                 ", ".join(fv.variable.name for fv in desc.locals[:2]) + "\"")
+    lines.extend(_states_hint(desc))
     return "\n".join(lines)
+
+
+def _continuous_states(desc: FMUDescription) -> set[str]:
+    """FMI names of the continuous-time states (ModelStructure's derivatives' states)."""
+    return {str(d.variable.derivative.name) for d in desc.md.derivatives
+            if d.variable.derivative is not None}
+
+
+def _derivatives(desc: FMUDescription) -> set[str]:
+    return {str(d.variable.name) for d in desc.md.derivatives}
+
+
+def _states_hint(desc: FMUDescription) -> list[str]:
+    """What may go into options.states: locals that hold state (continuous-time states
+    first), not derivatives (the FMU calculates them) nor constants."""
+    continuous, derivatives = _continuous_states(desc), _derivatives(desc)
+    offered = sorted((fv for fv in desc.locals if fv.fmi_name not in derivatives),
+                     key=lambda fv: fv.fmi_name not in continuous)
+    if not offered:
+        return ["no locals to offer as states (options.states)"]
+    names = [fv.variable.name for fv in offered]
+    lines = ["locals become STATE variables when listed in options.states:"]
+    states = [fv.variable.name for fv in offered if fv.fmi_name in continuous]
+    others = [fv.variable.name for fv in offered if fv.fmi_name not in continuous]
+    if states:
+        lines.append(f"  continuous-time states (model exchange may overwrite them while "
+                     f"running): {', '.join(states)}")
+    if others:
+        lines.append(f"  other locals (read-only while running): {', '.join(others)}")
+    lines.append(f"  e.g. states = \"{', '.join(names[:2])}\"")
+    return lines
 
 
 def _table(rows: Iterable[tuple[str, ...]]) -> list[str]:

@@ -11,14 +11,14 @@
 #include <stdbool.h>
 #include <stdint.h>
 #define TOKEN "{4c2e8a91-7b3d-4f56-a0e2-9d1c6b5f3a77}"
-#define NR 3
+#define NR 4
 #define NI 1
 #define NB 1
 #define NS 1
 #define NX 0
 #define NZ 0
 
-enum { TOTAL, STOP_AT, F64 };
+enum { TOTAL, STOP_AT, F64, V_MIN };
 enum { I32 };
 
 /* value references of the other types: one base per type */
@@ -53,6 +53,7 @@ typedef struct {
 static void model_defaults(Data *d) {
     memset(d, 0, sizeof *d);
     d->r[STOP_AT] = 1e30;
+    d->r[V_MIN] = 0.1;
     d->i64[1] = 1;   /* mode: Off */
     d->u64[1] = 2;   /* n */
     d->u64[2] = 2;
