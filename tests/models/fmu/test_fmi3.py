@@ -1,7 +1,8 @@
 """FMI 3.0 specifics with types3 (src/types3.c): structural parameters set in
 Configuration Mode within their declared range, every integer width, Float32 and an
 enumeration range-checked before they reach the FMU, a co-simulation FMU asking to
-terminate, and configured inputs applied in Initialization Mode."""
+terminate (and FMI 2.0's way of asking, with crash2), and configured inputs applied
+in Initialization Mode."""
 
 from __future__ import annotations
 
@@ -178,6 +179,22 @@ class TestTermination:
             model.step(0.0, 0.1, inputs)
             with pytest.raises(FMIError, match=r"fmi3DoStep requested termination.*t=0\.2 s"):
                 model.step(0.1, 0.1, inputs)
+        finally:
+            model.close()
+
+
+    def test_fmi2_discard_with_terminated(self, fmus: dict[str, Path], cache_dir: Path) -> None:
+        """FMI 2.0 co-simulation: fmi2DoStep's Discard with fmi2Terminated set is the
+        same termination, at the FMU's last successful time."""
+        model = started(fmus["crash2"], cache_dir, {"crash_at": 0.25, "how": 3})
+        try:
+            inputs = defaults(model, Kind.INPUT)
+            model.step(0.0, 0.1, inputs)
+            model.step(0.1, 0.1, inputs)
+            with pytest.raises(FMIError, match=r"fmi2DoStep requested termination "
+                                               r"\(terminateSimulation\) at t=0\.2 s") as info:
+                model.step(0.2, 0.1, inputs)
+            assert info.value.fmi_status == "terminateSimulation"
         finally:
             model.close()
 

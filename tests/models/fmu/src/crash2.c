@@ -5,7 +5,8 @@
  * simulation reaches past t = crash_at (default never): then the doStep (CS) or the
  * derivative evaluation (ME) writes through a NULL pointer (how = 0: SIGSEGV),
  * calls abort() (how = 1: SIGABRT) or spins in a busy loop for ever (how = 2: a
- * hang). CS misbehaves in the doStep that would step past crash_at, so at step size
+ * hang); how = 3 (CS only) asks to terminate instead (fmi2Discard, then
+ * fmi2Terminated in fmi2GetBooleanStatus). CS misbehaves in the doStep that would step past crash_at, so at step size
  * h, crash_at = (k + 0.5) * h means the doStep of tick k; ME in the first
  * derivative evaluation at a time after crash_at.
  */
@@ -30,7 +31,7 @@ typedef struct {
 
 #include "fmi2_frame.h"
 
-enum { SEGFAULT, ABORT, HANG };
+enum { SEGFAULT, ABORT, HANG, TERMINATE };
 
 static void misbehave(int how) {
     if (how == ABORT) abort();
@@ -54,6 +55,12 @@ static void model_initialize(Data *d) {
 
 static fmi2Status model_do_step(Instance *m, double h) {
     Data *d = &m->d;
+    if (d->time + h > d->r[CRASH_AT] && d->i[HOW] == TERMINATE) {
+        LOG(m, fmi2Discard, "crash2 asks to terminate at t=%g (crash_at=%g)", d->time,
+            d->r[CRASH_AT]);
+        m->terminated = 1;
+        return fmi2Discard;
+    }
     if (d->time + h > d->r[CRASH_AT]) misbehave(d->i[HOW]);
     d->r[Y] = d->r[U] + (d->r[Y] - d->r[U]) * exp(-h);
     d->r[DER_Y] = d->r[U] - d->r[Y];

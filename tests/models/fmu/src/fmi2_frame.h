@@ -25,6 +25,7 @@ typedef struct {
     fmi2CallbackFunctions cb;
     int is_me;
     Mode mode;
+    int terminated;  /* set by model_do_step, which then returns fmi2Discard: fmi2Terminated */
 } Instance;
 
 static void model_defaults(Data *d);                 /* start values */
@@ -112,6 +113,7 @@ fmi2Status fmi2Terminate(fmi2Component c) {
 fmi2Status fmi2Reset(fmi2Component c) {  /* any mode */
     Instance *m = c;
     model_defaults(&m->d);
+    m->terminated = 0;
     m->mode = MODE_INSTANTIATED;
     return fmi2OK;
 }
@@ -243,7 +245,9 @@ fmi2Status fmi2GetRealStatus(fmi2Component c, const fmi2StatusKind s, fmi2Real *
     Instance *m = c; (void)s; REQUIRE(STATUS_MODES); *v = m->d.time; return fmi2OK;
 }
 fmi2Status fmi2GetBooleanStatus(fmi2Component c, const fmi2StatusKind s, fmi2Boolean *v) {
-    Instance *m = c; (void)s; REQUIRE(STATUS_MODES); *v = fmi2False; return fmi2OK;
+    Instance *m = c; REQUIRE(STATUS_MODES);
+    *v = s == fmi2Terminated && m->terminated ? fmi2True : fmi2False;
+    return fmi2OK;
 }
 
 /* ---- model exchange ---- */
