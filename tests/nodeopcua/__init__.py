@@ -9,7 +9,8 @@ when pytest runs without make). Tests that use the ``nodeopcua`` fixture are ski
 saying why, only where ``node`` is not installed.
 
 A script prints one JSON document on stdout, as its last line (``scripts/lib.js``'
-``main`` does that), which :meth:`NodeOpcua.run` returns; its stderr is shown when it fails or times out::
+``main`` does that), which :meth:`NodeOpcua.run` returns; its stderr is shown when
+it fails or times out::
 
     async def test_reads(nodeopcua: NodeOpcua, daemon: Daemon) -> None:
         out = await nodeopcua.run("browse_read.js", daemon.endpoint_url, node="ns=2;s=X")
