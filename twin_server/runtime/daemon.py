@@ -331,9 +331,14 @@ class Daemon:
                           snapshot_interval=self.loaded.config.history.snapshot_interval or 5.0)
 
     def _on_event(self, name: str, event: SessionEvent) -> None:
-        """The host's listener: every session's events (a worker's crash included)."""
+        """The host's listener: every session's events (a worker's crash included).
+        The session's pacer delivers a frame at once: what the event changed (a
+        fault's Halted and Bad values, a worker's return) shows without waiting."""
         if self.server is not None:
             self.server.session_event(name, event)
+        record = self.manager.sessions.get(name)
+        if record is not None:
+            record.pacer.wake()
 
     async def _stop_pacers(self) -> None:
         """Shutdown stage: every pacer stops after one last frame (the values the
