@@ -86,6 +86,11 @@ class TestInputQuality:
                 ns = await client.get_namespace_index("urn:twin-server")
                 inflow = client.get_node(ua.NodeId("Sessions.s.Components.tank.Inputs.inflow", ns))
                 await wait_for_status(inflow, "Good")
+                # (the node is Good before any link: wait for the PLC's first command)
+                assert daemon.hil is not None
+                mirror = daemon.hil
+                await wait_for(lambda: mirror.statistics().peer("plc")
+                               .binding("valve").status == "Good", 15)
                 own_plc.kill()
                 await wait_for_status(inflow, "UncertainLastUsableValue", timeout=5.0)
                 own_plc.start()

@@ -341,12 +341,16 @@ class Daemon:
                           snapshot_interval=self.loaded.config.history.snapshot_interval or 5.0)
 
     def _on_event(self, name: str, event: SessionEvent) -> None:
-        """The host's listener: every session's events (a worker's crash included)."""
+        """The host's listener: every session's events (a worker's crash included).
+        The session's pacer delivers a frame at once: what the event changed (a
+        fault's Halted and Bad values, a worker's return) shows without waiting."""
         if self.server is not None:
             self.server.session_event(name, event)
             if event.kind in ("fault", "recovered") and self.server.worker_nodes is not None:
                 self.server.worker_nodes.wake()  # the health nodes show it now
         record = self.manager.sessions.get(name)
+        if record is not None:
+            record.pacer.wake()
         if event.kind == "fault" and record is not None and self.store is not None \
                 and self._tasks is not None:
             # saved Halted on its fault now: a daemon killed before the next periodic
