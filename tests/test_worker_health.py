@@ -29,7 +29,7 @@ import pytest
 from asyncua import Client, Node, ua
 
 from tests.models.fmu import conftest as fmu_conftest
-from tests.opcua.conftest import PLANT
+from tests.opcua.conftest import PLANT, start_daemon
 from tests.test_operations import Listener
 from twin_server import health
 from twin_server.opcua import events as ev
@@ -160,13 +160,8 @@ async def served(config: str, state_dir: Path,
         update={"server": server}))
     daemon = Daemon(loaded, endpoint="opc.tcp://127.0.0.1:0/twin-server",
                     **({"notifier": notifier} if notifier is not None else {}))
-    runner = asyncio.create_task(daemon.run())
+    runner = await start_daemon(daemon)
     try:
-        ready = asyncio.create_task(daemon.wait_ready())
-        await asyncio.wait([runner, ready], timeout=30, return_when=asyncio.FIRST_COMPLETED)
-        if not ready.done():
-            ready.cancel()
-            await runner  # raises what stopped it
         async with Client(daemon.endpoint_url, timeout=10) as client:
             ns = await client.get_namespace_index(NAMESPACE_URI)
             yield Served(daemon, client, ns)
