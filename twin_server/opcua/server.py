@@ -16,6 +16,7 @@ import collections
 import contextlib
 import enum
 import gc
+import itertools
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -126,6 +127,9 @@ class _Pending:
 
 #: session events after which the session is Halted, whatever its last frame says
 _HALTING = frozenset({"fault", "recovered"})
+#: session events a publish itself raises (the edges of Boolean outputs): what they
+#: say is in the nodes already
+_FROM_PUBLISH = frozenset({"alarm", "alarm_cleared"})
 
 
 class OpcUaServer:
@@ -493,13 +497,16 @@ class OpcUaServer:
         if self.on_log_event is not None:
             self.on_log_event(session.name, kind, message, severity)
 
-    async def flush_events(self) -> None:
-        """Emit every queued session event and update the state machine nodes."""
+    async def flush_events(self, count: int | None = None) -> None:
+        """Emit the queued session events (the first ``count`` of them; every one if
+        None) and update the state machine nodes."""
         if not self._pending:
             return
         async with self._flush_lock:
             emitter = self._emitter
-            while self._pending:
+            while self._pending and (count is None or count > 0):
+                if count is not None:
+                    count -= 1
                 item = self._pending.popleft()
                 served = item.served
                 if served.program.follow(item.kind, item.state):
@@ -542,11 +549,31 @@ class OpcUaServer:
                 nodeid, _VALUE, ua.DataValue(variant, SourceTimestamp=now, ServerTimestamp=now))
 
     async def _pump_events(self) -> None:
-        """Emit events from ticks (faults, alarm flags) as they come."""
+        """Emit the events of ticks and of the host (faults, a worker's return, a Step's
+        end, alarm flags) as they come, each once its session's nodes show what it
+        changed (``_show``)."""
         while True:
             await self._pending_wake.wait()
             self._pending_wake.clear()
-            await self.flush_events()
+            while self._pending:
+                count = len(self._pending)
+                await self._show([item.served for item in itertools.islice(self._pending, count)
+                                  if item.kind not in _FROM_PUBLISH])
+                await self.flush_events(count)
+
+    async def _show(self, sessions: list[_Served]) -> None:
+        """Publish each of ``sessions`` now, a frame its pacer delivers to every sink, so
+        that a client that gets an event reads what the event changed (a fault's Halted
+        and Bad values, a worker's return) and not the values of the last period (a
+        method call's ``changed`` does the same before its events go out)."""
+        assert self._publisher is not None
+        done: set[int] = set()
+        for served in sessions:
+            if id(served) in done or self._sessions.get(served.session.name) is not served:
+                continue  # (removed meanwhile: its last frame went out with its removal)
+            done.add(id(served))
+            served.pacer.pulse()
+            await self._publisher.publish(served.target)
 
     # -- activity ------------------------------------------------------------------
     def _touch(self, session: str) -> None:
