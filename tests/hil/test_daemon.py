@@ -110,7 +110,7 @@ class TestInputQuality:
                                .binding("valve").status == "Good", 15)
                 own_plc.kill()
                 await wait_for_status(inflow, "UncertainLastUsableValue", timeout=5.0)
-                own_plc.start()
+                await asyncio.to_thread(own_plc.start)  # (the daemon and client run on)
                 await wait_for_status(inflow, "Good", timeout=15.0)
         finally:
             daemon.stop()

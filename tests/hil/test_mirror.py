@@ -185,7 +185,7 @@ class TestLinkLoss:
             ticks = session.step_count
             await wait_for(lambda: session.step_count > ticks + 10, 10)  # it steps on
             assert session.read(INFLOW) == held  # holding the last value
-            own_plc.start()
+            await asyncio.to_thread(own_plc.start)  # (the mirror runs on meanwhile)
             await wait_for(lambda: peer(mirror).connected
                            and peer(mirror).binding("valve").status == "Good", 20)
             # (more than once if a keepalive went unanswered on a loaded machine)
