@@ -168,25 +168,28 @@ browse_path = "0:Objects/urn:soft-plc:PLC/urn:soft-plc:Nothing"
 class TestLinkLoss:
     async def test_killed_plc_marks_inputs_and_recovers_on_restart(
             self, own_plc: SoftPlc) -> None:
-        """Kill: inputs UncertainLastUsableValue within 3 s, the twin steps on; restart:
-        the mirror reconnects by itself."""
+        """Kill: the closed connection is seen (not a missed keepalive), inputs turn
+        UncertainLastUsableValue, the twin steps on holding them; restart: the mirror
+        reconnects by itself."""
         async with mirrored(own_plc.endpoint, LOOP) as (session, mirror):
-            await wait_for(lambda: peer(mirror).binding("valve").status == "Good", 5)
+            await wait_for(lambda: peer(mirror).binding("valve").status == "Good", 15)
             held = session.read(INFLOW)
             own_plc.kill()
-            took = await wait_for(
-                lambda: peer(mirror).binding("valve").status == "UncertainLastUsableValue", 3)
-            assert took < 3.0
+            # (awaited, not timed: a loaded machine may take seconds to run the loop;
+            # what shows that the loss was seen at once is its cause, below)
+            await wait_for(
+                lambda: peer(mirror).binding("valve").status == "UncertainLastUsableValue", 15)
             stats = peer(mirror)
             assert not stats.connected and stats.last_error
+            assert "no answer" not in stats.last_error, stats.last_error
             ticks = session.step_count
-            await asyncio.sleep(0.3)
-            assert session.step_count > ticks  # the twin keeps stepping
+            await wait_for(lambda: session.step_count > ticks + 10, 10)  # it steps on
             assert session.read(INFLOW) == held  # holding the last value
-            own_plc.start()
+            await asyncio.to_thread(own_plc.start)  # (the mirror runs on meanwhile)
             await wait_for(lambda: peer(mirror).connected
-                           and peer(mirror).binding("valve").status == "Good", 10)
-            assert peer(mirror).reconnect_count == 1
+                           and peer(mirror).binding("valve").status == "Good", 20)
+            # (more than once if a keepalive went unanswered on a loaded machine)
+            assert peer(mirror).reconnect_count >= 1
 
     async def test_hung_plc_is_detected_within_3_seconds(self, own_plc: SoftPlc) -> None:
         """A PLC that stops answering (SIGSTOP) is a lost link after at most 2 keepalives."""

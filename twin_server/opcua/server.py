@@ -16,6 +16,7 @@ import collections
 import contextlib
 import enum
 import gc
+import itertools
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from twin_server.config.schema import ServerConfig
 from twin_server.engine.session import RunState, SessionEvent, VarKey
 from twin_server.engine.twin import TwinDefinition
 from twin_server.errors import NotFound, OutOfRange, TypeMismatch
-from twin_server.hil import HilMirror
+from twin_server.hil import HilMirror, MirrorStatistics
 from twin_server.history import HistoryStore
 from twin_server.models.base import DataType, Kind, Variable
 from twin_server.opcua import events as ev
@@ -126,6 +127,9 @@ class _Pending:
 
 #: session events after which the session is Halted, whatever its last frame says
 _HALTING = frozenset({"fault", "recovered"})
+#: session events a publish itself raises (the edges of Boolean outputs): what they
+#: say is in the nodes already
+_FROM_PUBLISH = frozenset({"alarm", "alarm_cleared"})
 
 
 class OpcUaServer:
@@ -161,6 +165,9 @@ class OpcUaServer:
         self.on_log_event: Callable[[str, str, str, int], None] | None = None
         self._nodes = 0
         self._hil: HilNodes | None = None
+        #: the quality each HIL-fed input was last marked with, on which nodes
+        #: (``mark_hil_inputs``): (session, variable) -> (target, status name)
+        self._hil_marks: dict[tuple[str, str], tuple[PublishTarget, str]] = {}
         #: Diagnostics/Workers and each session's worker health (``worker_nodes``)
         self.worker_nodes: WorkerNodes | None = None
         self._log = log.bind(endpoint=self._endpoint)
@@ -490,13 +497,16 @@ class OpcUaServer:
         if self.on_log_event is not None:
             self.on_log_event(session.name, kind, message, severity)
 
-    async def flush_events(self) -> None:
-        """Emit every queued session event and update the state machine nodes."""
+    async def flush_events(self, count: int | None = None) -> None:
+        """Emit the queued session events (the first ``count`` of them; every one if
+        None) and update the state machine nodes."""
         if not self._pending:
             return
         async with self._flush_lock:
             emitter = self._emitter
-            while self._pending:
+            while self._pending and (count is None or count > 0):
+                if count is not None:
+                    count -= 1
                 item = self._pending.popleft()
                 served = item.served
                 if served.program.follow(item.kind, item.state):
@@ -539,11 +549,31 @@ class OpcUaServer:
                 nodeid, _VALUE, ua.DataValue(variant, SourceTimestamp=now, ServerTimestamp=now))
 
     async def _pump_events(self) -> None:
-        """Emit events from ticks (faults, alarm flags) as they come."""
+        """Emit the events of ticks and of the host (faults, a worker's return, a Step's
+        end, alarm flags) as they come, each once its session's nodes show what it
+        changed (``_show``)."""
         while True:
             await self._pending_wake.wait()
             self._pending_wake.clear()
-            await self.flush_events()
+            while self._pending:
+                count = len(self._pending)
+                await self._show([item.served for item in itertools.islice(self._pending, count)
+                                  if item.kind not in _FROM_PUBLISH])
+                await self.flush_events(count)
+
+    async def _show(self, sessions: list[_Served]) -> None:
+        """Publish each of ``sessions`` now, a frame its pacer delivers to every sink, so
+        that a client that gets an event reads what the event changed (a fault's Halted
+        and Bad values, a worker's return) and not the values of the last period (a
+        method call's ``changed`` does the same before its events go out)."""
+        assert self._publisher is not None
+        done: set[int] = set()
+        for served in sessions:
+            if id(served) in done or self._sessions.get(served.session.name) is not served:
+                continue  # (removed meanwhile: its last frame went out with its removal)
+            done.add(id(served))
+            served.pacer.pulse()
+            await self._publisher.publish(served.target)
 
     # -- activity ------------------------------------------------------------------
     def _touch(self, session: str) -> None:
@@ -583,43 +613,55 @@ class OpcUaServer:
         self._nodes += len(batch.commit(self._iserver.aspace))
 
     async def publish_hil_forever(self, mirror: HilMirror, period: float = 0.5) -> None:
-        """Keep the HIL health nodes current, and mark each input the PLC feeds with
-        its binding's quality (UncertainLastUsableValue, UncertainSubstituteValue,
-        BadCommunicationError while the link is down), until cancelled."""
+        """Keep the HIL health nodes current, and each input the PLC feeds marked with
+        its binding's quality (``mark_hil_inputs``), until cancelled."""
         assert self._hil is not None, "add_hil first"
         aspace = self._iserver.aspace
-        marked: dict[tuple[str, str], tuple[PublishTarget, str]] = {}
         while True:
             stats = mirror.statistics()
             await self._hil.publish(aspace, stats)
-            for peer in stats.peers:
-                for binding in peer.bindings:
-                    if binding.direction == "from_plc":
-                        self._mark_input(peer.session, binding.variable, binding.status,
-                                         marked)
+            for name in self.mark_hil_inputs(stats):
+                self._sessions[name].pacer.wake()  # the new quality shows at once
             await asyncio.sleep(period)
 
-    def _mark_input(self, session: str, variable: str, status: str,
-                    marked: dict[tuple[str, str], tuple[PublishTarget, str]]) -> None:
+    def mark_hil_inputs(self, stats: MirrorStatistics) -> set[str]:
+        """Mark each input a PLC feeds with its binding's quality (Good,
+        BadWaitingForInitialData until the PLC's first value, UncertainLastUsableValue,
+        UncertainSubstituteValue or BadCommunicationError while the link is down), from
+        the session's next frame on; the sessions whose marks changed. The daemon marks
+        them once before READY, so that no input shows its default as Good before its
+        PLC ever answered."""
+        changed: set[str] = set()
+        for peer in stats.peers:
+            for binding in peer.bindings:
+                if binding.direction == "from_plc" and self._mark_input(
+                        peer.session, binding.variable, binding.status):
+                    changed.add(peer.session)
+        return changed
+
+    def _mark_input(self, session: str, variable: str, status: str) -> bool:
         """Publish ``session``'s input ``component.name`` with ``status`` (a status
         code name) when it differs from what was marked last on the session's
-        current nodes (a session created again under the name starts unmarked)."""
+        current nodes (a session created again under the name starts unmarked);
+        whether it did."""
         served = self._sessions.get(session)
         if served is None:
-            return
+            return False
+        marked = self._hil_marks
         last = marked.get((session, variable))
         if (last[1] if last is not None and last[0] is served.target else "Good") == status:
-            return
+            return False
         component, _, name = variable.partition(".")
         key = VarKey(component, Kind.INPUT, name)
         index = next((i for i, (k, _, _) in enumerate(served.target.nodes.variables)
                       if k == key), None)
         if index is None:
-            return
+            return False
         code = getattr(ua.StatusCodes, status, None)
         served.target.set_quality(index, None if code is None or status == "Good"
                                   else ua.StatusCode(code))
         marked[(session, variable)] = (served.target, status)
+        return True
 
     # -- worker health -------------------------------------------------------------
     async def publish_workers_forever(self, statistics: Callable[[], HostStatistics],

@@ -265,6 +265,7 @@ class Daemon:
             self._sinks.append(self.hil)
             if config.hil:
                 await server.add_hil(self.hil)
+                await self._mark_hil_inputs()
             async with asyncio.TaskGroup() as tg:
                 self._tasks = tg
                 for record in self.sessions.values():
@@ -341,12 +342,16 @@ class Daemon:
                           snapshot_interval=self.loaded.config.history.snapshot_interval or 5.0)
 
     def _on_event(self, name: str, event: SessionEvent) -> None:
-        """The host's listener: every session's events (a worker's crash included)."""
+        """The host's listener: every session's events (a worker's crash included).
+        The session's pacer delivers a frame at once: what the event changed (a
+        fault's Halted and Bad values, a worker's return) shows without waiting."""
         if self.server is not None:
             self.server.session_event(name, event)
             if event.kind in ("fault", "recovered") and self.server.worker_nodes is not None:
                 self.server.worker_nodes.wake()  # the health nodes show it now
         record = self.manager.sessions.get(name)
+        if record is not None:
+            record.pacer.wake()
         if event.kind == "fault" and record is not None and self.store is not None \
                 and self._tasks is not None:
             # saved Halted on its fault now: a daemon killed before the next periodic
@@ -677,9 +682,18 @@ class Daemon:
             raise
         if self.hil is not None:
             await self.hil.rebind(hosted)  # a PLC peer serving this name mirrors it again
+            await self._mark_hil_inputs()
         if self._tasks is not None:
             record.pacer.start(self._tasks)
         return record
+
+    async def _mark_hil_inputs(self) -> None:
+        """Mark the inputs the PLCs feed with their links' quality and publish the
+        sessions whose marks changed now: an input no PLC has sent a value to yet reads
+        BadWaitingForInitialData from the start, not its default as Good."""
+        assert self.server is not None and self.hil is not None
+        for name in self.server.mark_hil_inputs(self.hil.statistics()):
+            await self.server.publish(name)
 
     async def _open_history(self) -> None:
         """Open the store under state_dir; the recorders and snapshots on top of it."""
