@@ -38,7 +38,7 @@ from twin_server.opcua import history_read
 from twin_server.opcua.hil_nodes import HilNodes, build_hil
 from twin_server.opcua.methods import ServerMethods, SessionMethods, method_statistics
 from twin_server.opcua.nodes import NodeBatch, add_reference
-from twin_server.opcua.patches import aspace_cache, internals
+from twin_server.opcua.patches import aspace_cache, fastpath, internals, monitoring
 from twin_server.opcua.program import STATES, ProgramState, StateView
 from twin_server.opcua.publisher import Publisher, PublisherStatistics, PublishTarget
 from twin_server.opcua.runtime import Runtime
@@ -191,6 +191,9 @@ class OpcUaServer:
                                                 on_activity=self._touch)
         iserver.attribute_service = self._attributes
         self._publisher = Publisher(iserver.aspace)
+        # sampling intervals, deadbands, items that outlive their node (before security
+        # wraps the same services: its ownership check comes first)
+        monitoring.install(iserver)
         self._emitter = ev.Emitter(server, await ev.register_event_type(server, self.namespace))
         batch = self._batch()
         server_methods = build_root(batch, ua.NodeId(ua.ObjectIds.ObjectsFolder))
@@ -271,6 +274,7 @@ class OpcUaServer:
         with _collector_paused():  # (in slices: a twin of 20,000 components is 60,000 nodes)
             root = await in_slices(build_twin_steps(batch, twin))
             added = await in_slices(batch.commit_steps(self._iserver.aspace))
+        await monitoring.reattach(self._iserver.aspace, added)
         self._twins[twin.name] = added
         self._nodes += len(added)
         self._log.info("twin_added", twin=twin.name, nodes=len(added))
@@ -348,6 +352,9 @@ class OpcUaServer:
         await publisher.publish(target)
         self._sessions[session.name] = served
         self._nodes += len(nodes.all)
+        # items on these NodeIds from before (the session deleted, or restarted by a
+        # reload) watch the new nodes
+        await monitoring.reattach(aspace, nodes.all)
         elapsed = time.perf_counter() - started
         self._log.info("session_added", session=session.name, twin=twin.name,
                        nodes=len(nodes.all), variables=len(variables),
@@ -431,6 +438,9 @@ class OpcUaServer:
         # outside is its folder's Organizes, so drop that one (the subtree is out of
         # sight from then on) and delete the nodes bare, children first, in slices
         aspace = self._iserver.aspace
+        # the nodes' monitored items hear BadNodeIdUnknown and wait for the NodeIds to
+        # come back (asyncua's delete would drop them, unawaited: patches/monitoring.py)
+        await monitoring.detach(aspace, nodeids)
         root = nodeids[0]
         data = aspace[self.nodeid(folder)]
         data.references[:] = [r for r in data.references if r.NodeId != root]
@@ -640,9 +650,12 @@ class OpcUaServer:
         """Publish the frames the pacers deliver, and emit the events of ticks as they
         come, until cancelled."""
         assert self._publisher is not None, "not started"
+        sampler = fastpath.sampler(self._iserver.aspace)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._publisher.run(), name="publisher")
             tg.create_task(self._pump_events(), name="events")
+            if sampler is not None:  # (the items with a sampling interval of their own)
+                tg.create_task(sampler.run(), name="sampler")
 
     async def publish(self, name: str) -> int:
         """Publish one session now, a frame its pacer delivers to every sink (tests,

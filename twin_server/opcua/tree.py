@@ -313,6 +313,8 @@ def build_session_steps(
     if view is None:
         view = ProgramState(frame.state).view()
     start = len(batch)
+    # (values change at most once per publish period: MinimumSamplingInterval, in ms)
+    period = 1000.0 / layout.publish_rate if layout.publish_rate > 0 else 0.0
     base = f"{SESSIONS}.{session.name}"
     root = batch.object(batch.nodeid(SESSIONS), base, session.name,
                         twin.description or f"A session of twin {twin.name}",
@@ -333,7 +335,7 @@ def build_session_steps(
             parent, f"{base}.{spec.path}", spec.name, value, spec.vtype,
             description=spec.description, writable=spec.writable, analog=analog,
             unit=engineering_units(spec.unit) if spec.unit else None,
-            low=spec.low, high=spec.high)
+            low=spec.low, high=spec.high, sampling=period)
         scalars.append((nodeid, spec.vtype))
     program = _build_program(batch, root, base, view)
     methods = {m.name: batch.method(root, f"{base}.{m.name}", m.name, m.description, m.inputs,
@@ -367,7 +369,7 @@ def build_session_steps(
             folder, f"{base}.{key.path}", key.name, value, vtype,
             description=_describe(var), writable=key.kind is not Kind.OUTPUT,
             analog=analog, unit=engineering_units(var.unit) if var.unit else None,
-            low=var.low, high=var.high)
+            low=var.low, high=var.high, sampling=period)
         variables.append((key, nodeid, vtype))
         if on_variable is not None:
             on_variable(key, var, nodeid)
