@@ -100,10 +100,13 @@ class Argument:
     name: str
     vtype: ua.VariantType
     description: str
+    array: bool = False  # a one-dimensional array of vtype
 
     def to_ua(self) -> ua.Argument:
         return ua.Argument(Name=self.name, DataType=datatype_id(self.vtype),
-                           ValueRank=ua.ValueRank.Scalar, ArrayDimensions=[],
+                           ValueRank=(ua.ValueRank.OneDimension if self.array
+                                      else ua.ValueRank.Scalar),
+                           ArrayDimensions=[0] if self.array else [],
                            Description=ua.LocalizedText(self.description))
 
 

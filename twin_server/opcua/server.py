@@ -17,7 +17,7 @@ import contextlib
 import enum
 import gc
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -330,6 +330,7 @@ class OpcUaServer:
                 aspace, [self.session_nodeid(session.name, path) for path in historized])
             history_read.mark_event_history(aspace, [nodes.root])
         target = PublishTarget(session, nodes)
+        target.on_forces = _forces_shower(session, nodes, aspace)
         publisher = self._publisher
 
         async def changed() -> None:
@@ -771,6 +772,26 @@ def _writer(server: OpcUaServer, session: HostedSession, key: VarKey) -> Any:
             server.on_written(session.name, key, stored, "client")
         return stored
     return write
+
+
+def _forces_shower(session: HostedSession, nodes: SessionNodes,
+                   aspace: Any) -> Callable[[], Awaitable[None]]:
+    """What writes a session's ForcedInputs: its forced inputs, in layout order."""
+    order = {key: i for i, (key, _, _) in enumerate(nodes.variables)}
+
+    async def show() -> None:
+        if nodes.forced is None or nodes.forced not in aspace:
+            return
+        try:
+            forced = await session.forced()
+        except NotFound:
+            return  # deleted meanwhile
+        names = [f"{k.component}.{k.name}" for k in sorted(forced, key=lambda k: order.get(k, 0))]
+        now = datetime.now(UTC)
+        await aspace.write_attribute_value(nodes.forced, _VALUE, ua.DataValue(
+            ua.Variant(names, ua.VariantType.String, is_array=True),
+            SourceTimestamp=now, ServerTimestamp=now))
+    return show
 
 
 def _remember(target: PublishTarget, index: int) -> Any:
