@@ -32,7 +32,15 @@ class TestReforced:
         try:
             await asyncio.wait_for(daemon.wait_ready(), 30)
             session = daemon.sessions["s"].session  # (in a worker, or in-process)
-            await wait_for(lambda: float(session.values()[INFLOW]) > 0.0, timeout=20)
+            mirror = daemon.hil
+            assert mirror is not None
+
+            def applied() -> bool:  # the PLC's valve command reached the input
+                (peer,) = mirror.statistics().peers
+                return any(b.variable == "tank.inflow" and b.transfers > 0
+                           for b in peer.bindings)
+
+            await wait_for(applied, timeout=20)
             assert INFLOW in await session.forced()
             async with Client(daemon.endpoint_url, timeout=10) as client:
                 ns = await client.get_namespace_index("urn:twin-server")
