@@ -191,19 +191,45 @@ class TestForcedInputs:
         s.release(inp("g", "u"))
         assert s.read(inp("g", "u")) == 2.0
 
-    def test_forced_inputs_survive_reset(self, loop_session: Session) -> None:
-        """A forced input stays forced across Reset (a HIL binding keeps mirroring)."""
+    def test_reset_releases_forced_inputs(self, loop_session: Session) -> None:
+        """Reset returns the session to its defined state: no input stays forced (a HIL
+        binding forces its own again, told by the daemon)."""
         loop_session.write(inp("integ", "u"), 1.5)
         loop_session.step(2)
+        events: list[SessionEvent] = []
+        loop_session.subscribe(events.append)
         loop_session.reset()
-        assert loop_session.read(inp("integ", "u")) == 1.5
+        assert loop_session.forced() == {}
         loop_session.step(1)
-        assert model(loop_session, "integ").calls[-1][1]["u"] == 1.5
+        assert model(loop_session, "integ").calls[-1][1]["u"] != 1.5
+        (reset,) = [e for e in events if e.kind == "reset"]
+        assert "forced inputs released: integ.u" in reset.message
+
+    def test_release_all(self, loop_session: Session) -> None:
+        """release_all releases every forced input and names them, in component order."""
+        loop_session.write(inp("fb", "u"), 4.0)
+        loop_session.write(inp("integ", "u"), 1.5)
+        assert loop_session.release_all() == [inp("integ", "u"), inp("fb", "u")]
+        assert loop_session.forced() == {}
+        assert loop_session.read(inp("fb", "u")) == loop_session.read(out("integ", "y"))
+        assert loop_session.release_all() == []
+
+    def test_forces_counter_moves_with_the_set(self, loop_session: Session) -> None:
+        """``forces`` moves when the set of forced inputs changes, not when a forced
+        input's value does (a HIL binding rewrites its inputs every cycle)."""
+        before = loop_session.forces
+        loop_session.write(inp("fb", "u"), 4.0)
+        forced = loop_session.forces
+        assert forced != before
+        loop_session.write(inp("fb", "u"), 5.0)
+        assert loop_session.forces == forced
+        loop_session.release(inp("fb", "u"))
+        assert loop_session.forces != forced
 
     def test_release_of_unforced_input_is_harmless(self, loop_session: Session) -> None:
         """Releasing an input that is not forced changes nothing."""
         before = loop_session.version
-        loop_session.release(inp("fb", "u"))
+        assert loop_session.release(inp("fb", "u")) is False
         assert loop_session.version == before
 
     def test_release_of_non_input_is_refused(self, loop_session: Session) -> None:

@@ -201,6 +201,9 @@ class Session:
         self.state = RunState.READY
         self.step_count = 0
         self.version = 0
+        #: moves whenever the set of forced inputs changes (an input newly forced, one
+        #: released, all of them by Reset, others by Restore): compare, do not do sums
+        self.forces = 0
         self.fault: SessionFault | None = None
         self._listeners: list[Listener] = []
         #: where the index of the component being stepped is stored (module docstring)
@@ -517,6 +520,7 @@ class Session:
             comp.inputs[var.name] = coerced
             if newly_forced:  # a HIL binding rewrites its inputs every cycle: keep that cheap
                 self._plan[comp.index] = self._plan_entry(comp)
+                self.forces += 1
         elif kind is Kind.STATE:
             try:
                 comp.model.set_states({var.name: coerced})
@@ -544,8 +548,9 @@ class Session:
         self.version += 1
         return coerced
 
-    def release(self, key: VarKey) -> None:
-        """Stop forcing an input; it follows its connection or default again."""
+    def release(self, key: VarKey) -> bool:
+        """Stop forcing an input; it follows its connection or default again. Whether
+        it was forced (releasing one that is not changes nothing)."""
         self._require_open("release")
         comp, var = self._lookup(key)
         if var.kind is not Kind.INPUT:
@@ -554,11 +559,52 @@ class Session:
                 f"not an input; only inputs are forced and released"
             )
         if var.name not in comp.forced:
-            return
+            return False
         del comp.forced[var.name]
+        self._released(comp)
+        self._emit(
+            "input_released",
+            f"input {var.name!r} of component {comp.name!r} released: it follows "
+            f"{self._source(comp, var.name)} again",
+            SEVERITY_CHANGE,
+        )
+        return True
+
+    def release_all(self) -> list[VarKey]:
+        """Stop forcing every input; the ones that were forced, in component order."""
+        self._require_open("release")
+        released = self._release_every()
+        if released:
+            self._emit(
+                "inputs_released",
+                f"{len(released)} forced input(s) released: "
+                f"{', '.join(f'{k.component}.{k.name}' for k in released)}",
+                SEVERITY_CHANGE,
+            )
+        return released
+
+    def _source(self, comp: _Component, name: str) -> str:
+        """What an unforced input takes: its connection, else its default."""
+        link = comp.connected.get(name)
+        if link is None:
+            return "its default"
+        src, port = link
+        return f"{self._components[src].name}.{port}"
+
+    def _released(self, comp: _Component) -> None:
         self._plan[comp.index] = self._plan_entry(comp)
         self._refresh_inputs(comp)
+        self.forces += 1
         self.version += 1
+
+    def _release_every(self) -> list[VarKey]:
+        released: list[VarKey] = []
+        for comp in self._components:
+            if comp.forced:
+                released += [VarKey(comp.name, Kind.INPUT, n) for n in comp.forced]
+                comp.forced.clear()
+                self._released(comp)
+        return released
 
     def forced(self) -> dict[VarKey, Value]:
         """Every input currently forced, with its value (a fresh dict)."""
@@ -726,6 +772,8 @@ class Session:
             comp.parameters.update(snapshot.parameters[i])
             comp.pending.clear()
             comp.pending.update(snapshot.pending[i])
+            if comp.forced != snapshot.forced[i]:
+                self.forces += 1
             comp.forced.clear()
             comp.forced.update(snapshot.forced[i])
             comp.inputs.clear()
@@ -875,6 +923,13 @@ class Session:
             comp.parameters.update(updates[comp.name])
             comp.pending.clear()
             applied += [f"{comp.name}.{p}={v!r}" for p, v in updates[comp.name].items()]
+        # the session's defined state: no input forced (a HIL binding forces its own
+        # again: the daemon tells it, Runtime.inputs_released)
+        released = [f"{c.name}.{n}" for c in self._components for n in c.forced]
+        if released:
+            for comp in self._components:
+                comp.forced.clear()
+            self.forces += 1
         self.fault = None
         self.version += 1
         self._initialise()
@@ -884,6 +939,8 @@ class Session:
         message = "reset to t=0"
         if applied:
             message += f"; parameters applied: {', '.join(applied)}"
+        if released:
+            message += f"; forced inputs released: {', '.join(released)}"
         self._emit("reset", message, SEVERITY_INFO)
 
     def step(self, count: int = 1) -> None:

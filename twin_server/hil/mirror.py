@@ -163,6 +163,12 @@ class HilMirror:
                 peer.session = session
                 await peer.on_rebind()
 
+    async def reforce(self, session: str) -> None:
+        """``session``'s forced inputs were released (Reset, ReleaseInput(s)): every
+        peer serving it forces the inputs it drives again, with the PLC's last values."""
+        for peer in self._by_session.get(session, ()):
+            await peer.reforce()
+
     def wants(self, session: str) -> bool:
         """Whether a peer serving ``session`` has taken its last frame
         (``runtime.sinks.Sink``; a peer whose link is down takes none)."""
@@ -277,6 +283,14 @@ class _Peer:
         self._frame = None  # (the former session's: its pacer delivers the new one's)
         for b in self._to_plc:
             b.value, b.has_value = None, False
+        await self.reforce()
+
+    async def reforce(self) -> None:
+        """Force every input this peer drives with the PLC's last command (or the
+        fallback it took while the link is down): after a Reset or a release, which
+        leave no input forced, and on a new session under the name."""
+        if self._gone():
+            return
         for b in self._from_plc:
             if b.has_value and b.value is not None:
                 try:

@@ -100,10 +100,13 @@ class Argument:
     name: str
     vtype: ua.VariantType
     description: str
+    array: bool = False  # a one-dimensional array of vtype
 
     def to_ua(self) -> ua.Argument:
         return ua.Argument(Name=self.name, DataType=datatype_id(self.vtype),
-                           ValueRank=ua.ValueRank.Scalar, ArrayDimensions=[],
+                           ValueRank=(ua.ValueRank.OneDimension if self.array
+                                      else ua.ValueRank.Scalar),
+                           ArrayDimensions=[0] if self.array else [],
                            Description=ua.LocalizedText(self.description))
 
 
@@ -196,18 +199,19 @@ class NodeBatch:
         description: str = "", writable: bool = False, analog: bool = False,
         unit: ua.EUInformation | None = None, low: float | None = None,
         high: float | None = None, typedef: ua.NodeId | None = None,
-        namespace: int | None = None, array: bool = False,
+        namespace: int | None = None, array: bool = False, sampling: float = 0.0,
     ) -> ua.NodeId:
         """A scalar data variable (``array``: a one-dimensional array of ``vtype``);
         ``analog`` makes it an AnalogItemType with EURange (open ends as -inf/inf)
         and, given a unit, EngineeringUnits. ``typedef`` and ``namespace`` (of the
         browse name) serve standard instance declarations such as a state
-        machine's CurrentState."""
+        machine's CurrentState. ``sampling``: its MinimumSamplingInterval in ms (a
+        session variable's value changes at most once per publish period)."""
         nodeid = self._add(
             parent, path, name, ua.NodeClass.Variable,
             typedef or (_ANALOG_ITEM_TYPE if analog else _DATA_VARIABLE_TYPE),
             _variable_attributes(name, description, datatype_id(vtype), writable=writable,
-                                 array=array),
+                                 array=array, sampling=sampling),
             namespace=namespace, value=(value, vtype, array))
         if analog:
             eu_range = ua.Range(Low=-math.inf if low is None else float(low),
@@ -382,7 +386,8 @@ def _object_attributes(name: str, description: str) -> dict[ua.AttributeIds, Att
 
 
 def _variable_attributes(name: str, description: str, datatype: ua.NodeId, *, writable: bool,
-                         array: bool = False) -> dict[ua.AttributeIds, AttributeValue]:
+                         array: bool = False, sampling: float = 0.0,
+                         ) -> dict[ua.AttributeIds, AttributeValue]:
     level = _READ_WRITE if writable else _READ
     return {
         _A.Description: _text(description or name),
@@ -394,6 +399,6 @@ def _variable_attributes(name: str, description: str, datatype: ua.NodeId, *, wr
         _A.ArrayDimensions: _ONE_DIMENSION if array else _NO_DIMENSIONS,
         _A.AccessLevel: _shared(level, ua.VariantType.Byte),
         _A.UserAccessLevel: _shared(level, ua.VariantType.Byte),
-        _A.MinimumSamplingInterval: _shared(0.0, ua.VariantType.Double),
+        _A.MinimumSamplingInterval: _shared(float(sampling), ua.VariantType.Double),
         _A.Historizing: _shared(False, ua.VariantType.Boolean),
     }

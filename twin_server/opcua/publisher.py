@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -115,6 +115,10 @@ class PublishTarget:
     #: taken out of the publisher (its session is being deleted): a publish waiting
     #: for a tick or between two chunks stops there
     removed: bool = False
+    #: the frame's ``forces`` last shown, and what shows the forced inputs when it
+    #: moves (``server.py``: asks the session which, writes ForcedInputs)
+    forces: int | None = None
+    on_forces: Callable[[], Awaitable[None]] | None = None
 
     def __post_init__(self) -> None:
         self.sent_scalars = [_UNSENT] * len(self.nodes.scalars)
@@ -232,6 +236,10 @@ class Publisher:
             changed = [i for i, value in enumerate(current) if sent[i] != value]
             target.values_seconds = time.perf_counter() - started
             written = await self._write(target, changes, changed, frame, now)
+            if frame.forces != target.forces and target.on_forces is not None \
+                    and not target.removed:
+                target.forces = frame.forces  # (rare: a write, a release, a reset)
+                await target.on_forces()
             self._cycles += 1
             self._values += written
             self._last_cycle = time.perf_counter() - started

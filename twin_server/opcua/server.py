@@ -18,7 +18,7 @@ import enum
 import gc
 import itertools
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -39,7 +39,7 @@ from twin_server.opcua import history_read
 from twin_server.opcua.hil_nodes import HilNodes, build_hil
 from twin_server.opcua.methods import ServerMethods, SessionMethods, method_statistics
 from twin_server.opcua.nodes import NodeBatch, add_reference
-from twin_server.opcua.patches import aspace_cache, internals
+from twin_server.opcua.patches import aspace_cache, fastpath, internals, monitoring
 from twin_server.opcua.program import STATES, ProgramState, StateView
 from twin_server.opcua.publisher import Publisher, PublisherStatistics, PublishTarget
 from twin_server.opcua.runtime import Runtime
@@ -198,6 +198,9 @@ class OpcUaServer:
                                                 on_activity=self._touch)
         iserver.attribute_service = self._attributes
         self._publisher = Publisher(iserver.aspace)
+        # sampling intervals, deadbands, items that outlive their node (before security
+        # wraps the same services: its ownership check comes first)
+        monitoring.install(iserver)
         self._emitter = ev.Emitter(server, await ev.register_event_type(server, self.namespace))
         batch = self._batch()
         server_methods = build_root(batch, ua.NodeId(ua.ObjectIds.ObjectsFolder))
@@ -278,6 +281,7 @@ class OpcUaServer:
         with _collector_paused():  # (in slices: a twin of 20,000 components is 60,000 nodes)
             root = await in_slices(build_twin_steps(batch, twin))
             added = await in_slices(batch.commit_steps(self._iserver.aspace))
+        await monitoring.reattach(self._iserver.aspace, added)
         self._twins[twin.name] = added
         self._nodes += len(added)
         self._log.info("twin_added", twin=twin.name, nodes=len(added))
@@ -333,6 +337,7 @@ class OpcUaServer:
                 aspace, [self.session_nodeid(session.name, path) for path in historized])
             history_read.mark_event_history(aspace, [nodes.root])
         target = PublishTarget(session, nodes)
+        target.on_forces = _forces_shower(session, nodes, aspace)
         publisher = self._publisher
 
         async def changed() -> None:
@@ -355,6 +360,9 @@ class OpcUaServer:
         await publisher.publish(target)
         self._sessions[session.name] = served
         self._nodes += len(nodes.all)
+        # items on these NodeIds from before (the session deleted, or restarted by a
+        # reload) watch the new nodes
+        await monitoring.reattach(aspace, nodes.all)
         elapsed = time.perf_counter() - started
         self._log.info("session_added", session=session.name, twin=twin.name,
                        nodes=len(nodes.all), variables=len(variables),
@@ -438,6 +446,9 @@ class OpcUaServer:
         # outside is its folder's Organizes, so drop that one (the subtree is out of
         # sight from then on) and delete the nodes bare, children first, in slices
         aspace = self._iserver.aspace
+        # the nodes' monitored items hear BadNodeIdUnknown and wait for the NodeIds to
+        # come back (asyncua's delete would drop them, unawaited: patches/monitoring.py)
+        await monitoring.detach(aspace, nodeids)
         root = nodeids[0]
         data = aspace[self.nodeid(folder)]
         data.references[:] = [r for r in data.references if r.NodeId != root]
@@ -682,9 +693,12 @@ class OpcUaServer:
         """Publish the frames the pacers deliver, and emit the events of ticks as they
         come, until cancelled."""
         assert self._publisher is not None, "not started"
+        sampler = fastpath.sampler(self._iserver.aspace)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._publisher.run(), name="publisher")
             tg.create_task(self._pump_events(), name="events")
+            if sampler is not None:  # (the items with a sampling interval of their own)
+                tg.create_task(sampler.run(), name="sampler")
 
     async def publish(self, name: str) -> int:
         """Publish one session now, a frame its pacer delivers to every sink (tests,
@@ -800,6 +814,26 @@ def _writer(server: OpcUaServer, session: HostedSession, key: VarKey) -> Any:
             server.on_written(session.name, key, stored, "client")
         return stored
     return write
+
+
+def _forces_shower(session: HostedSession, nodes: SessionNodes,
+                   aspace: Any) -> Callable[[], Awaitable[None]]:
+    """What writes a session's ForcedInputs: its forced inputs, in layout order."""
+    order = {key: i for i, (key, _, _) in enumerate(nodes.variables)}
+
+    async def show() -> None:
+        if nodes.forced is None or nodes.forced not in aspace:
+            return
+        try:
+            forced = await session.forced()
+        except NotFound:
+            return  # deleted meanwhile
+        names = [f"{k.component}.{k.name}" for k in sorted(forced, key=lambda k: order.get(k, 0))]
+        now = datetime.now(UTC)
+        await aspace.write_attribute_value(nodes.forced, _VALUE, ua.DataValue(
+            ua.Variant(names, ua.VariantType.String, is_array=True),
+            SourceTimestamp=now, ServerTimestamp=now))
+    return show
 
 
 def _remember(target: PublishTarget, index: int) -> Any:

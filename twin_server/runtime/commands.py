@@ -25,7 +25,8 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "halt": Session.halt,
     "reset": Session.reset,  # (parameters=None)
     "write": Session.write,  # (key, value) -> the coerced value
-    "release": Session.release,  # (key)
+    "release": Session.release,  # (key) -> whether it was forced
+    "release_all": Session.release_all,  # -> the keys that were forced
     "read": Session.read,  # (key) -> value
     "forced": Session.forced,  # -> {key: value}
     "set_parameters": Session.set_parameters,  # (overrides) -> the coerced overrides

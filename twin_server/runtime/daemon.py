@@ -509,6 +509,10 @@ class Daemon:
         await self.manager.get(session).session.restore(snapshot)
         self.manager.touch(session)
 
+    async def inputs_released(self, session: str) -> None:
+        if self.hil is not None:
+            await self.hil.reforce(session)  # the inputs its PLCs drive, forced again
+
     def touch(self, session: str) -> None:
         self.manager.touch(session)
 

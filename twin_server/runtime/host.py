@@ -60,7 +60,7 @@ class Frame:
     Halted. ``version`` moves whenever any value may have changed (as
     ``Session.version``, but counted by the host: compare, do not do sums).
     ``steps_remaining``: ticks the Step running in the background has still to
-    take (0: none runs)."""
+    take (0: none runs). ``forces``: see below."""
 
     step_count: int
     sim_time: float
@@ -72,6 +72,9 @@ class Frame:
     step_duration_max: float
     good: bool = True
     steps_remaining: int = 0
+    #: moves whenever the set of forced inputs may have changed (``Session.forces``,
+    #: counted by the host): ask ``forced`` then
+    forces: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,8 +259,20 @@ class HostedSession:
         result: Value = await self.host.call(self.name, "write", key, value)
         return result
 
-    async def release(self, key: VarKey) -> None:
-        await self.host.call(self.name, "release", key)
+    async def release(self, key: VarKey) -> bool:
+        """Stop forcing an input; whether it was forced."""
+        result: bool = await self.host.call(self.name, "release", key)
+        return result
+
+    async def release_all(self) -> list[VarKey]:
+        """Stop forcing every input; the ones that were forced."""
+        result: list[VarKey] = await self.host.call(self.name, "release_all")
+        return result
+
+    async def forced(self) -> dict[VarKey, Value]:
+        """Every forced input with its value."""
+        result: dict[VarKey, Value] = await self.host.call(self.name, "forced")
+        return result
 
     async def set_parameters(
         self, overrides: Mapping[str, Mapping[str, Value]]

@@ -45,7 +45,7 @@ def frame_of(session: Session) -> Frame:
     return Frame(session.step_count, session.sim_time, session.state,
                  session.realtime_factor, session.version, tuple(session.value_list()),
                  stats.step_duration_mean, stats.step_duration_max,
-                 steps_remaining=session.steps_remaining)
+                 steps_remaining=session.steps_remaining, forces=session.forces)
 
 
 class SessionFrames:

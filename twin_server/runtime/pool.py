@@ -705,6 +705,8 @@ class WorkerHost:
             step_duration_mean=float(floats[shm.DURATION_MEAN]),
             step_duration_max=float(floats[shm.DURATION_MAX]),
             steps_remaining=int(raw.ints[shm.STEPS_LEFT]),
+            # (a replacement worker counts from 0 again: the base moves it past the old)
+            forces=record.version_base + int(raw.ints[shm.FORCES]),
         )
         record.frame_seq = int(raw.ints[shm.SEQ])
 

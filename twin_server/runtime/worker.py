@@ -165,6 +165,7 @@ class _Hosted:
         ints[shm.STATE] = shm.STATE_CODES[session.state]
         ints[shm.STRINGS] = self.strings_seq
         ints[shm.STEPS_LEFT] = session.steps_remaining
+        ints[shm.FORCES] = session.forces
         floats[shm.FACTOR] = session.realtime_factor
         floats[shm.DURATION_MEAN] = stats.step_duration_mean
         floats[shm.DURATION_MAX] = stats.step_duration_max
