@@ -241,12 +241,6 @@ class Worker:
     def _on_lost(self, exc: Exception | None) -> None:
         self._done.set()  # the main process is gone, or closed the pipe
 
-    def _on_message(self, message: tuple[Any, ...]) -> None:
-        try:
-            self._handle(message)
-        finally:
-            self._reschedule()
-
     def _reschedule(self) -> None:
         """Real-time scheduling only while every session here is paced: none steps
         flat out (a Step in the background, Running at real-time factor 0)."""
@@ -256,7 +250,7 @@ class Worker:
             or (hosted.session.state is running and hosted.session.realtime_factor == 0)
             for hosted in self._sessions.values()))
 
-    def _handle(self, message: tuple[Any, ...]) -> None:
+    def _on_message(self, message: tuple[Any, ...]) -> None:
         op, request = message[0], message[1]
         try:
             if op == "call":
@@ -293,8 +287,10 @@ class Worker:
             else:
                 raise ValueError(f"unknown request {op!r}")
         except Exception as exc:
+            self._reschedule()
             self.send(("error", request, encode_error(exc)))
             return
+        self._reschedule()  # (before the answer: its effect on the scheduling is seen)
         try:
             self.send(("reply", request, result))
         except Exception as exc:  # an unpicklable result (a snapshot of an FMU's memory)
@@ -348,6 +344,7 @@ class Worker:
                                           after=after, replacing=hosted.step)
         assert job.task is not None
         job.task.add_done_callback(lambda _: self._reschedule())
+        self._reschedule()  # (before any answer: the caller sees the worker lowered)
         hosted.publish()  # Suspended, with its steps left, before the first slice
         if wait is not None and wait <= 0:
             self.send(("reply", request, job.progress()))  # (before a slice can hang)
