@@ -7,9 +7,10 @@
   process, below the kernel's threaded interrupts at 50 and the watchdogs at
   99). A sleeping worker then wakes the moment its tick is due, whatever the
   server, its clients or the rest of the machine do: measured on a loaded
-  2-core machine with 10 clients browsing, tick lateness p99 0.2-0.9 ms instead
-  of 18-25 ms. Where the kernel refuses it (no ``CAP_SYS_NICE`` and an
-  ``RLIMIT_RTPRIO`` below the priority: a user's service, a container) the
+  2-core machine with 1 to 10 clients browsing, tick lateness p99 0.3-0.5 ms
+  instead of 30-41 ms (``tests/bench/bench_browse.py``). Where the kernel
+  refuses it (no ``CAP_SYS_NICE`` and an ``RLIMIT_RTPRIO`` below the
+  priority: a user's service, a container) the
   worker falls back to a lower nice value (``FALLBACK_NICE``) if
   ``RLIMIT_NICE`` allows one, else to normal scheduling, and the host logs one
   ``worker_scheduling_fallback`` event saying what was asked, what was got, why,
@@ -35,6 +36,10 @@ not sleep takes a core. Three things keep that bounded:
   (``/proc/sys/kernel/sched_rt_runtime_us``; since Linux 6.12 the fair
   server), and the main process moves to another core when there is one;
 * the priority is modest, so kernel threads still come first.
+
+Not bounded: a worker given more paced sessions than its core can step stays
+busy at ``SCHED_FIFO`` and takes up to 95 % of that core until the load goes
+(README, "Workers").
 """
 
 from __future__ import annotations
