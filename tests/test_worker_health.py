@@ -30,6 +30,7 @@ from asyncua import Client, Node, ua
 
 from tests.models.fmu import conftest as fmu_conftest
 from tests.opcua.conftest import PLANT, start_daemon
+from tests.runtime.test_scheduling import may_realtime
 from tests.test_operations import Listener
 from twin_server import health
 from twin_server.opcua import events as ev
@@ -306,6 +307,25 @@ class TestHealthNodes:
                     s.host.worker_pid(name)
                 assert await s.read(f"Sessions.{name}.Diagnostics.Live") is True
                 assert await s.read(f"Sessions.{name}.Diagnostics.Fault") == ""
+
+    async def test_nodes_show_the_scheduling_each_worker_got(self, tmp_path: Path) -> None:
+        """Diagnostics.Workers says what the workers ask for (the default, "realtime") and
+        each worker's policy as the kernel has it: SCHED_FIFO where this process may
+        grant it (root here), else normal with the fallback's words in
+        SchedulingFallback."""
+        async with served(TANKS, tmp_path) as s:
+            await spare_ready(s.host)
+            workers = "Diagnostics.Workers"
+            stats = s.host.statistics()
+            await s.until(f"{workers}.Policies", [w.policy for w in stats.processes])
+            assert await s.read(f"{workers}.Scheduling") == "realtime"
+            fallback = await s.read(f"{workers}.SchedulingFallback")
+            if may_realtime():
+                assert [w.policy for w in stats.processes] == ["SCHED_FIFO priority 10"] * 3
+                assert fallback == ""
+            else:
+                assert {w.policy for w in stats.processes} != {"SCHED_FIFO priority 10"}
+                assert "LimitRTPRIO=10" in fallback
 
     async def test_in_process_sessions_name_the_daemon_itself(self, tmp_path: Path) -> None:
         """With workers = 0 the nodes say so: no worker process, each session stepping

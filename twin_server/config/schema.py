@@ -135,6 +135,19 @@ class ServerConfig(_Frozen):
         5.0, gt=0, le=3600,
         description="seconds a Running session's tick may stand still before its worker "
                     "is taken for hung, killed and replaced (workers > 0)")
+    worker_scheduling: Literal["realtime", "normal"] = Field(
+        "realtime",
+        description="how the worker processes ask the kernel for CPU time: 'realtime' "
+                    "(SCHED_FIFO at worker_priority, so that a tick wakes on time whatever "
+                    "else runs; where the kernel does not permit it, a lower nice value or "
+                    "normal scheduling, logged once as worker_scheduling_fallback with how "
+                    "to grant it) or 'normal' (as any process); workers > 0")
+    worker_priority: int = Field(
+        10, ge=1, le=49,
+        description="the SCHED_FIFO priority of worker_scheduling = 'realtime' (1-49: "
+                    "below the kernel's threaded interrupts at 50; a soft PLC's real-time "
+                    "tasks on the same machine should stay above it); grant it with "
+                    "systemd's LimitRTPRIO= at least this value")
     security: SecurityConfig = Field(
         default_factory=SecurityConfig,
         description="endpoints, certificates, users and anonymous access ([server.security])")

@@ -339,6 +339,8 @@ class Daemon:
             return LocalHost(self._on_event, sleep=self._sleep)
         return WorkerHost(self._on_event, workers=server.workers,
                           hang_timeout=server.hang_timeout,
+                          scheduling=server.worker_scheduling,
+                          priority=server.worker_priority,
                           snapshot_interval=self.loaded.config.history.snapshot_interval or 5.0)
 
     def _on_event(self, name: str, event: SessionEvent) -> None:

@@ -85,6 +85,9 @@ class WorkerInfo:
     pid: int
     role: str  # "shared", "isolated" or "spare" (idle, ready to take a dead one's place)
     sessions: tuple[str, ...]  # the sessions it steps, in creation order
+    #: its scheduling as the kernel has it now: "SCHED_FIFO priority 10",
+    #: "SCHED_OTHER nice 0" (``runtime.scheduling``)
+    policy: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +129,11 @@ class HostStatistics:
     last_crash: CrashReport | None = None
     #: the sessions step in the host's own process (``LocalHost``: workers = 0)
     in_process: bool = False
+    #: the scheduling the workers ask for ("realtime" or "normal";
+    #: ``server.worker_scheduling``), and, when they did not get it, why and how to
+    #: grant it ("" when they did)
+    scheduling: str = ""
+    scheduling_fallback: str = ""
 
     def worker_of(self, session: str) -> WorkerInfo | None:
         """The worker stepping ``session`` (None: in-process, or none right now: its

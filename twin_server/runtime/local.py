@@ -155,7 +155,8 @@ class LocalHost:
 
     def statistics(self) -> HostStatistics:
         return HostStatistics(workers=0, spares=0, sessions=len(self._sessions), crashes=0, hangs=0,
-                              replacements=0, last_replacement_seconds=0.0, in_process=True)
+                              replacements=0, last_replacement_seconds=0.0, in_process=True,
+                              scheduling="in-process")
 
     def names(self) -> list[str]:
         return list(self._sessions)
