@@ -4,10 +4,26 @@ Pure and synchronous: no asyncio, no I/O. The clock (``runtime.clock``) decides
 *when* to call ``tick``; the OPC UA adapter reads values and forwards writes and
 method calls; both only through the public methods below.
 
-Stepping (DESIGN.md): at tick k, t = t0 + k*dt. Components run in the twin's
-topological order; each input takes the value forced by a client or HIL binding,
-else the connected output (of this tick if the source ran earlier in the order,
-else of the previous tick), else its configured default.
+Stepping (DESIGN.md): at tick k, t = t0 + k*dt. Each input takes the value
+forced by a client or HIL binding, else its connected output, else its
+configured default. Which tick's output a connection carries is a rule on the
+graph, never the order the config declares the components in:
+
+* an input of a component *with state* (no direct feedthrough: a lag, a tank, a
+  source, an FMU) takes its source's output at t_k, the value before this tick
+  (it advances from t_k to t_k+1 with its inputs held at t_k). Every such input
+  is read before any component steps, so these edges are where feedback loops
+  are cut, whatever the order;
+* an input of a component *with direct feedthrough* (a gain, a sum, a PID)
+  takes its source's output of this tick: the twin's order puts every source of
+  a feedthrough component before it (``engine.graph``), so a component with
+  state has advanced to t_k+1 and an upstream feedthrough one has been
+  evaluated from it. A loop of feedthrough components alone is an algebraic
+  loop, refused when the twin compiles.
+
+So after a tick every output is the one at t_k+1, and the same config gives
+bit-identical results for every order of its components and connections
+(``tests/engine/test_order.py``).
 
 Run states follow the OPC UA Program state machine:
 
@@ -253,6 +269,8 @@ class Session:
                 tuple[str, ...],
             ]
         ] = []
+        #: component index -> (inputs, links) of each component with state
+        self._held: dict[int, tuple[dict[str, Value], tuple[tuple[str, int, str], ...]]] = {}
         self._initialise()
 
     # -- construction ----------------------------------------------------------------
@@ -350,7 +368,7 @@ class Session:
             except Exception as exc:
                 raise self._fault(comp, exc, during="reset") from exc
             self._outputs[comp.index] = outputs
-        self._plan = [self._plan_entry(comp) for comp in self._components]
+        self._replan()
         for comp in self._components:
             self._refresh_inputs(comp)
 
@@ -377,17 +395,30 @@ class Session:
     def _initial(self, comp: _Component) -> Mapping[str, Value]:
         return self.twin.components[comp.index].initial
 
-    def _plan_entry(
-        self, comp: _Component
-    ) -> tuple[
-        int, Callable[..., Any], dict[str, Value], tuple[tuple[str, int, str], ...], tuple[str, ...]
-    ]:
-        links = tuple(
-            (name, src, port)
-            for name, (src, port) in comp.connected.items()
-            if name not in comp.forced
-        )
-        return (comp.index, comp.model.step, comp.inputs, links, comp.numeric_outputs)
+    def _replan(self, only: _Component | None = None) -> None:
+        """Rebuild the tick plan (of ``only``, after its forced inputs changed).
+
+        A component with state reads its connected inputs in ``_held``, before any
+        component steps (outputs at t_k); a feedthrough component reads them in its
+        ``_plan`` entry, just before it steps (outputs of this tick)."""
+        if only is None:
+            self._plan, self._held = [], {}
+        for comp in self._components if only is None else (only,):
+            links = tuple(
+                (name, src, port)
+                for name, (src, port) in comp.connected.items()
+                if name not in comp.forced
+            )
+            if comp.model.direct_feedthrough:
+                self._held.pop(comp.index, None)
+            else:
+                self._held[comp.index] = (comp.inputs, links)
+                links = ()
+            entry = (comp.index, comp.model.step, comp.inputs, links, comp.numeric_outputs)
+            if only is None:
+                self._plan.append(entry)
+            else:
+                self._plan[comp.index] = entry
 
     def _refresh_inputs(self, comp: _Component) -> None:
         """Set every input to what the next tick would give it, so reads show it now."""
@@ -507,7 +538,7 @@ class Session:
             comp.forced[var.name] = coerced
             comp.inputs[var.name] = coerced
             if newly_forced:  # a HIL binding rewrites its inputs every cycle: keep that cheap
-                self._plan[comp.index] = self._plan_entry(comp)
+                self._replan(comp)
         elif kind is Kind.STATE:
             try:
                 comp.model.set_states({var.name: coerced})
@@ -547,7 +578,7 @@ class Session:
         if var.name not in comp.forced:
             return
         del comp.forced[var.name]
-        self._plan[comp.index] = self._plan_entry(comp)
+        self._replan(comp)
         self._refresh_inputs(comp)
         self.version += 1
 
@@ -722,7 +753,7 @@ class Session:
             comp.inputs.clear()
             comp.inputs.update(snapshot.inputs[i])
             self._outputs[i] = dict(snapshot.outputs[i])
-        self._plan = [self._plan_entry(comp) for comp in self._components]
+        self._replan()
         self.step_count = snapshot.step_count
         self.realtime_factor = snapshot.realtime_factor
         self.fault = None
@@ -981,6 +1012,9 @@ class Session:
         out: Any = None
         started = time.perf_counter()
         try:
+            for inputs, links in self._held.values():  # outputs at t_k, before any step
+                for name, src, port in links:
+                    inputs[name] = outputs[src][port]
             for index, step, inputs, links, checked in self._plan:
                 progress[0] = index
                 for name, src, port in links:
