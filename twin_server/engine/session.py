@@ -66,6 +66,12 @@ Decisions beyond the contract:
   ``closed``; afterwards every method refuses with InvalidState.
 * A fault from outside the session (its worker process died while stepping it)
   comes in through ``halt_on_fault``: Halted with ``fault`` set, as a model's own.
+* A Reset that fails (the first one, at construction, included) halts the session
+  on the fault; the components from the failing one on, whose models did not
+  reset, then show their declared outputs and states (``_stand_in``): a parameter
+  written to them waits for the next Reset, a state write is refused. The first
+  Reset's fault is raised from the constructor unless ``keep_faulted``: then the
+  session is built all the same, Halted on it (the daemon's config sessions).
 * ``progress``: a host that must say which component was being stepped when its
   process died (a segfault in an FMU's native code leaves no exception to catch)
   hands the session a one-slot buffer (a ``memoryview`` of shared memory); the
@@ -171,6 +177,12 @@ class _Component:
     parameters: dict[str, Value]
     #: fixed parameters written while not running, applied at Reset
     pending: dict[str, Value]
+    #: the states to show: the model's ``get_states``, or, while a failed Reset left the
+    #: model without any, its declared defaults (``_stand_in``)
+    get_states: Callable[[], Mapping[str, Value]]
+    #: its model did not reset (a Reset failed at it or before it): parameters written
+    #: wait for the next Reset, states cannot be written
+    stand_in: bool = False
 
 
 class Session:
@@ -195,7 +207,12 @@ class Session:
         settings: SessionSettings,
         *,
         progress: Progress | None = None,
+        keep_faulted: bool = False,
     ) -> None:
+        """Build the twin's models and Reset them; a model that fails that first Reset
+        raises its SessionFault (nothing left behind), unless ``keep_faulted``: then
+        the session is kept, Halted with ``fault`` set (the daemon serves a config
+        session so, with its fault on its nodes, instead of not starting)."""
         if not (math.isfinite(settings.step_size) and settings.step_size > 0):
             raise InvalidArgument(
                 f"session {name!r}: step_size must be a finite number "
@@ -234,6 +251,12 @@ class Session:
         self._by_name: dict[str, _Component] = {}
         try:
             self._construct(twin, settings)
+        except SessionFault as exc:
+            if keep_faulted and exc is self.fault:  # (Halted on it by _initialise)
+                return
+            for comp in self._components:
+                _close_quietly(self.name, comp)
+            raise
         except BaseException:
             for comp in self._components:  # free what was built (FMU instances)
                 _close_quietly(self.name, comp)
@@ -308,6 +331,7 @@ class Session:
                 forced={},
                 parameters=parameters,
                 pending={},
+                get_states=model.get_states,
             )
             self._components.append(comp)
             self._by_name[cdef.name] = comp
@@ -352,10 +376,14 @@ class Session:
         return result
 
     def _initialise(self) -> None:
-        """Reset every model at t0 and rebuild the tick plan; raise SessionFault on failure."""
+        """Reset every model at t0 and rebuild the tick plan; raise SessionFault on failure.
+
+        After a failure (the session Halted on it) the failing component and those after
+        it, whose models did not reset, show their declared outputs and states (the
+        configured initial ones, else the defaults), so that every read still answers."""
         self.step_count = 0
         progress = self._progress
-        for comp in self._components:
+        for position, comp in enumerate(self._components):
             progress[0] = comp.index
             try:
                 outputs = comp.model.reset(dict(comp.parameters), dict(self._initial(comp)))
@@ -366,11 +394,29 @@ class Session:
                     if oname in comp.numeric_outputs and not math.isfinite(float(value)):
                         raise _NonFinite(oname, value)
             except Exception as exc:
-                raise self._fault(comp, exc, during="reset") from exc
+                fault = self._fault(comp, exc, during="reset")
+                for rest in self._components[position:]:
+                    self._stand_in(rest)
+                self._replan()
+                for every in self._components:
+                    self._refresh_inputs(every)
+                raise fault from exc
             self._outputs[comp.index] = outputs
+            comp.get_states, comp.stand_in = comp.model.get_states, False
         self._replan()
         for comp in self._components:
             self._refresh_inputs(comp)
+
+    def _stand_in(self, comp: _Component) -> None:
+        """Show ``comp``'s declared outputs and states (configured initial ones first)
+        in place of its model's: a Reset of it failed."""
+        declared = comp.variables.values()
+        self._outputs[comp.index] = {v.name: v.default for v in declared
+                                     if v.kind is Kind.OUTPUT}
+        states = {v.name: v.default for v in declared if v.kind is Kind.STATE}
+        states.update((n, v) for n, v in self._initial(comp).items() if n in states)
+        comp.get_states = lambda: states
+        comp.stand_in = True
 
     def _dry_reset(self, comp: _Component, parameters: Mapping[str, Value]) -> None:
         """Reset a scratch instance of ``comp``'s model with ``parameters``; raise the
@@ -458,14 +504,14 @@ class Session:
             return comp.inputs[var.name]
         if kind is Kind.PARAMETER:
             return comp.pending.get(var.name, comp.parameters[var.name])
-        return comp.model.get_states()[var.name]
+        return comp.get_states()[var.name]
 
     def values(self) -> dict[VarKey, Value]:
         """The current value of every variable (a fresh dict the caller may keep)."""
         if self._closed:
             self._require_open("read")
         result: dict[VarKey, Value] = {}
-        states: dict[str, Value] = {}
+        states: Mapping[str, Value] = {}
         last: _Component | None = None
         for key, (comp, var) in self._keys.items():
             kind = var.kind
@@ -477,7 +523,7 @@ class Session:
                 result[key] = comp.pending.get(var.name, comp.parameters[var.name])
             else:
                 if comp is not last:
-                    states, last = comp.model.get_states(), comp
+                    states, last = comp.get_states(), comp
                 result[key] = states[var.name]
         return result
 
@@ -498,7 +544,7 @@ class Session:
                 out = outputs[comp.index]
                 extend([out[n] for n in outs])
             if states:
-                state = comp.model.get_states()
+                state = comp.get_states()
                 extend([state[n] for n in states])
             if parameters:
                 pending, current = comp.pending, comp.parameters
@@ -540,11 +586,17 @@ class Session:
             if newly_forced:  # a HIL binding rewrites its inputs every cycle: keep that cheap
                 self._replan(comp)
         elif kind is Kind.STATE:
+            if comp.stand_in:
+                raise InvalidState(
+                    f"cannot write state {var.name!r} of component {comp.name!r}: its model "
+                    f"did not reset (session {self.name!r} is Halted on a fault: "
+                    f"{self.fault}); Reset the session first",
+                    session=self.name, state=self.state)
             try:
                 comp.model.set_states({var.name: coerced})
             except ValueRejected as exc:  # the model's own check (a level above the rim)
                 raise type(exc)(_located(exc, var, comp.name)) from None
-        elif var.tunable:
+        elif var.tunable and not comp.stand_in:
             try:
                 comp.model.set_parameter(var.name, coerced)
             except ValueRejected as exc:  # the model's own check (output_min > output_max)
@@ -635,7 +687,8 @@ class Session:
             for cname, values in checked.items():
                 comp = self._by_name[cname]
                 tunable = {
-                    p: v for p, v in values.items() if comp.variables[(Kind.PARAMETER, p)].tunable
+                    p: v for p, v in values.items()
+                    if comp.variables[(Kind.PARAMETER, p)].tunable and not comp.stand_in
                 }
                 if tunable:
                     saved = _model_snapshot_or_none(comp.model)
@@ -650,7 +703,7 @@ class Session:
             comp = self._by_name[cname]
             for pname, value in values.items():
                 var = comp.variables[(Kind.PARAMETER, pname)]
-                if var.tunable:
+                if var.tunable and not comp.stand_in:
                     comp.parameters[pname] = value
                     message = (
                         f"parameter {pname!r} of component {cname!r} set to {value!r}{_unit(var)}"
@@ -753,6 +806,7 @@ class Session:
             comp.inputs.clear()
             comp.inputs.update(snapshot.inputs[i])
             self._outputs[i] = dict(snapshot.outputs[i])
+            comp.get_states, comp.stand_in = comp.model.get_states, False
         self._replan()
         self.step_count = snapshot.step_count
         self.realtime_factor = snapshot.realtime_factor
