@@ -3,7 +3,8 @@
     twin-server run CONFIG [--endpoint URL] [--log-level LEVEL]
     twin-server check CONFIG [CONFIG ...]
     twin-server health [ENDPOINT] [--timeout SECONDS]
-    twin-server history export DATABASE --session S --start T --end T [--path P ...] [-o FILE]
+    twin-server history export DATABASE --session S --start T --end T [--path P ...]
+                               [--sim-start S] [--sim-end S] [-o FILE]
     twin-server fmu inspect FILE
     twin-server user add|passwd|role|remove|list NAME [--role ROLE] [--config CONFIG]
     twin-server pki trust|untrust|list [FILE-OR-THUMBPRINT] [--config CONFIG]
@@ -69,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--start", required=True, type=_history_time,
                         help="ISO 8601 (UTC unless an offset is given) or epoch seconds")
     export.add_argument("--end", required=True, type=_history_time, help="as --start; excluded")
+    export.add_argument("--sim-start", type=float, default=None, metavar="SECONDS",
+                        help="keep only samples at simulated time >= SECONDS (every row has "
+                             "its simulated time in the sim_time_s column)")
+    export.add_argument("--sim-end", type=float, default=None, metavar="SECONDS",
+                        help="keep only samples at simulated time < SECONDS")
     export.add_argument("--layout", choices=("wide", "long"), default="wide",
                         help="wide: a column per variable (default); long: a row per sample "
                              "with path, status and source")
@@ -146,11 +152,13 @@ async def _history_export(args: argparse.Namespace) -> int:
     try:
         if args.output == "-":
             rows = await export_csv(store, args.session, args.paths, args.start, args.end,
-                                    sys.stdout, layout=args.layout)
+                                    sys.stdout, layout=args.layout,
+                                    sim_start=args.sim_start, sim_end=args.sim_end)
         else:
             with open(args.output, "w", newline="", encoding="utf-8") as out:
                 rows = await export_csv(store, args.session, args.paths, args.start, args.end,
-                                        out, layout=args.layout)
+                                        out, layout=args.layout,
+                                        sim_start=args.sim_start, sim_end=args.sim_end)
     finally:
         await store.close()
     print(f"{rows} rows written", file=sys.stderr)

@@ -31,9 +31,20 @@ Decisions:
   bounding value always exists. ``every`` mode stores every recorded variable
   at each record in which the session moved (a cyclic trend).
 * **Timestamps** are the frame's stamp: the wall-clock time (UTC) at which the
-  pacer read it, the SourceTimestamp of the same values published; simulated
-  time is the session's own affair (a session at real-time factor 0 takes many
-  ticks between two records).
+  pacer read it, the SourceTimestamp of the same values published.
+* **Simulated time** is stored beside each sample (the store's ``sim_t``: the
+  frame's ``sim_time``), because wall time alone cannot rebuild a session run
+  faster than real time (at real-time factor 0 it takes many ticks between two
+  records). For OPC UA clients it is also a series of its own, ``SimTime``
+  (NodeId ``Sessions.<session>.SimTime``, marked Historizing): one sample in
+  every record that stores anything, stamped like the values it came with, so a
+  HistoryRead of a variable and of ``SimTime`` over the same range pairs each
+  value with its simulated time by timestamp. Why a node and not simulated
+  SourceTimestamps: Part 11 clients (UaExpert's trend, a SCADA's historian
+  link) read UtcTime and expect it to rise; simulated time starts again at 0 on
+  every Reset and jumps on Restore, and a faked date would no longer line up
+  with alarms, events and the PLC's own history. A write (``written``) gets the
+  simulated time of the latest frame the recorder was handed.
 * **Writes** (``written``): a client's or HIL's write to a recorded variable is
   stored at once with its source (``client`` or ``hil``), and counts as the
   last value stored, so the next record does not store it again as a tick. A
@@ -80,6 +91,8 @@ SOURCES = ("client", "hil")
 SEVERITY_WRITE = 200
 #: a session recorded at a publish rate above this is recorded at this rate
 MAX_RECORD_RATE = 1000.0
+#: the series of a session's simulated time (the path below ``Sessions.<session>``)
+SIM_TIME = "SimTime"
 
 Now = Callable[[], float]
 
@@ -193,6 +206,9 @@ class Recorder:
         index = {key: i for i, (key, _) in enumerate(layout.variables)}
         #: (frame index, key, series) of every recorded variable
         self._slots = [(index[key], key, self._series[key]) for key in self.keys]
+        self._sim_series = f"{name}/{SIM_TIME}"
+        #: the simulated time of the latest frame handed over (a write's)
+        self._sim_time: float | None = None
         self._last: dict[VarKey, Value] = {}
         self._version: int | None = None
         #: when the next frame is to be taken (decimation: a record rate below the
@@ -222,9 +238,9 @@ class Recorder:
 
     @property
     def paths(self) -> list[str]:
-        """The ``VarKey.path`` of every recorded variable (their NodeIds are
-        ``Sessions.<session>.<path>``: mark those Historizing)."""
-        return [key.path for key in self.keys]
+        """The ``VarKey.path`` of every recorded variable, and ``SimTime`` (their
+        NodeIds are ``Sessions.<session>.<path>``: mark those Historizing)."""
+        return [key.path for key in self.keys] + [SIM_TIME]
 
     async def declare(self) -> None:
         """Create every recorded series with its data type (else the first value
@@ -232,6 +248,7 @@ class Recorder:
         datatypes = {key: var.datatype for key, var in self.layout.variables}
         for key in self.keys:
             await self.store.declare_series(self._series[key], HISTORY_DATATYPES[datatypes[key]])
+        await self.store.declare_series(self._sim_series, "Double")
 
     # -- recording (plain defs: the store's queue never waits) --------------------------
 
@@ -241,6 +258,7 @@ class Recorder:
         were queued."""
         if self._closed:
             return 0
+        self._sim_time = frame.sim_time
         t = stamp.seconds
         rate = self.rate
         if rate < self.layout.publish_rate:
@@ -269,7 +287,10 @@ class Recorder:
         ``every`` mode, and on the first record) at ``t`` (seconds since the epoch);
         return how many samples were queued. Does nothing when the session's version
         has not moved, or once the recorder is closed."""
-        if self._closed or frame.version == self._version:
+        if self._closed:
+            return 0
+        sim_t = self._sim_time = frame.sim_time
+        if frame.version == self._version:
             return 0
         self._version = frame.version
         values = frame.values
@@ -280,11 +301,16 @@ class Recorder:
         for i, key, series in self._slots:
             value = values[i]
             if every or key not in last or last[key] != value:
-                if record(series, t, value):
+                if record(series, t, value, 0, "tick", sim_t):
                     last[key] = value
                     queued += 1
                 else:
                     refused += 1  # not remembered: tried again at the next record
+        if queued:  # every instant stored has its simulated time (module docstring)
+            if record(self._sim_series, t, sim_t, 0, "tick", sim_t):
+                queued += 1
+            else:
+                refused += 1
         self._records += 1
         self._samples += queued
         self._dropped += refused
@@ -300,7 +326,7 @@ class Recorder:
                                   f"(got {source!r})")
         series = self._series.get(key)
         if series is not None:
-            if self.store.record(series, self._now(), value, 0, source):
+            if self.store.record(series, self._now(), value, 0, source, self._sim_time):
                 self._last[key] = value
                 self._samples += 1
                 self._writes += 1

@@ -51,6 +51,7 @@ from twin_server.config.fmu_files import FMU_MODEL, FmuFolders
 from twin_server.config.schema import SessionConfig
 from twin_server.engine.manager import Origin, Overrides
 from twin_server.engine.session import (
+    SEVERITY_FAULT,
     SEVERITY_INFO,
     RunState,
     SessionEvent,
@@ -563,7 +564,7 @@ class Daemon:
                 name, self.manager.twin(scfg.twin), settings, "config",
                 f"session {name!r} of twin {scfg.twin!r} created by a config reload "
                 f"({plan.why[name]})", isolate=scfg.isolate)
-            if scfg.autostart:
+            if scfg.autostart and record.session.frame().state is RunState.READY:
                 await record.session.start()
                 await self.server.publish(name)  # Running when the reload answers
 
@@ -649,16 +650,28 @@ class Daemon:
                      ) -> ServedSession:
         """Create a session in the host (from ``snapshot``, or resumed from ``stored``
         when ``resume``), then ``after`` it, then serve it: its record, recorder and
-        nodes, all or nothing (on failure the host lets go of it again)."""
+        nodes, all or nothing (on failure the host lets go of it again).
+
+        A session of the config, or one brought back from the store, whose models fail
+        their first Reset (an FMU that cannot initialise) is served all the same,
+        Halted on that fault, with a ``fault`` event and the fault on its nodes: one
+        broken twin must not keep the daemon from serving the others. A client's
+        CreateSession or Fork is refused instead (the client hears why at once)."""
         assert self.server is not None and self.host is not None
         self.manager.check_new(name)
         alone = isolated(twin, isolate) and isinstance(self.host, WorkerHost)
+        keep = origin == "config" or resume
         outcome = "fresh"
         if resume:
             outcome = await persistence.create_resumed(self.host, name, twin, settings, stored,
-                                                       isolate=alone)
+                                                       isolate=alone, keep_faulted=keep)
         else:
-            await self.host.create(name, twin, settings, snapshot=snapshot, isolate=alone)
+            await self.host.create(name, twin, settings, snapshot=snapshot, isolate=alone,
+                                   keep_faulted=keep)
+            if self.host.fault(name) is not None:
+                outcome = "start_failed"
+                log.error("session_start_failed", session=name, twin=twin.name,
+                          fault=str(self.host.fault(name)))
         hosted = HostedSession(self.host, name)
         record = ServedSession(name, twin, settings, origin, hosted, Pacer(hosted, self._sinks),
                                isolated=alone)
@@ -678,6 +691,9 @@ class Daemon:
                 hosted, twin, pacer=record.pacer,
                 created=message + _resumed(frame, outcome, hosted.fault()),
                 historized=historized)
+            failed = hosted.fault()
+            if outcome == "start_failed" and failed is not None:
+                await hosted.emit("fault", str(failed), SEVERITY_FAULT)
         except BaseException:
             if self.recording is not None:
                 self.recording.remove(name)
@@ -785,6 +801,9 @@ class Daemon:
 
 
 def _resumed(frame: Frame, outcome: str, fault: SessionFault | None) -> str:
+    if outcome == "start_failed":
+        return (f"; Halted at once: its first Reset failed, so it cannot start until "
+                f"that is fixed (write the parameters it needs, then Reset it): {fault}")
     if outcome == "faulted":
         return (f"; Halted at tick {frame.step_count} (t={frame.sim_time:g} s) on the fault "
                 f"it had when the daemon stopped, not started again: {fault}")

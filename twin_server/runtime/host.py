@@ -170,10 +170,13 @@ class SessionHost(Protocol):
         snapshot: SessionSnapshot | None = None,
         isolate: bool = False,
         fault: SessionFault | None = None,
+        keep_faulted: bool = False,
     ) -> SessionLayout:
         """Build the session (restored from ``snapshot`` when given, then Halted on
         ``fault`` when given: a session that had crashed before a restart) and its
-        clock. The engine's refusals are raised as they are; nothing is left behind."""
+        clock. The engine's refusals are raised as they are; nothing is left behind.
+        With ``keep_faulted``, a session whose models fail their first Reset is built
+        all the same, Halted on that fault (``fault(name)`` returns it)."""
         ...
 
     async def delete(self, name: str) -> None:

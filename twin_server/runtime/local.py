@@ -97,11 +97,13 @@ class LocalHost:
 
     async def create(self, name: str, twin: TwinDefinition, settings: SessionSettings, *,
                      snapshot: SessionSnapshot | None = None,
-                     isolate: bool = False, fault: SessionFault | None = None) -> SessionLayout:
+                     isolate: bool = False, fault: SessionFault | None = None,
+                     keep_faulted: bool = False) -> SessionLayout:
         self._require_open()
         if name in self._sessions:
             raise AlreadyExists(f"a session named {name!r} is hosted already")
-        session = create_session(name, twin, settings, snapshot=snapshot, fault=fault)
+        session = create_session(name, twin, settings, snapshot=snapshot, fault=fault,
+                                 keep_faulted=keep_faulted)
         extra: dict[str, Any] = {} if self._sleep is None else {"sleep": self._sleep}
         clock = Clock(session, phase=clock_phase(name), **extra)
         on_event = self._on_event

@@ -276,7 +276,8 @@ class WorkerHost:
 
     async def create(self, name: str, twin: TwinDefinition, settings: SessionSettings, *,
                      snapshot: SessionSnapshot | None = None,
-                     isolate: bool = False, fault: SessionFault | None = None) -> SessionLayout:
+                     isolate: bool = False, fault: SessionFault | None = None,
+                     keep_faulted: bool = False) -> SessionLayout:
         self._require_running()
         if name in self._records:
             raise AlreadyExists(f"a session named {name!r} is hosted already")
@@ -288,7 +289,8 @@ class WorkerHost:
                 target = await self._take_worker(f"isolated-{name}", isolated=True)
             else:
                 target = await self._place()
-            await self._host(record, target, snapshot=snapshot, fault=fault)
+            await self._host(record, target, snapshot=snapshot, fault=fault,
+                             keep_faulted=keep_faulted)
         except BaseException:
             if self._records.get(name) is record:
                 del self._records[name]
@@ -617,15 +619,18 @@ class WorkerHost:
         return record.worker
 
     async def _host(self, record: _Record, target: _Worker, *,
-                    snapshot: SessionSnapshot | None, fault: SessionFault | None) -> None:
-        """Create ``record``'s session in ``target`` and attach its block."""
+                    snapshot: SessionSnapshot | None, fault: SessionFault | None,
+                    keep_faulted: bool = False) -> None:
+        """Create ``record``'s session in ``target`` and attach its block; with
+        ``keep_faulted``, Halted on the fault of a first Reset that failed."""
         block_name = f"{self._prefix}v{next(self._blocks)}"
         request = worker.CreateRequest(record.name, record.twin, record.settings, record.slot,
-                                       block_name, snapshot, fault)
+                                       block_name, snapshot, fault, keep_faulted)
         record.worker = target
         target.sessions[record.name] = record
         try:
-            variables, strings, strings_seq = await self._request(target, "create", request)
+            variables, strings, strings_seq, failed = await self._request(target, "create",
+                                                                           request)
             layout = SessionLayout(record.name, record.twin.name,
                                    float(record.settings.step_size),
                                    float(record.settings.publish_rate), variables)
@@ -642,7 +647,8 @@ class WorkerHost:
         record.frame_seq = -1
         record.watch = (-1, 0.0)
         record.good = True
-        record.fault = fault
+        decoded = decode_error(failed) if failed is not None else None
+        record.fault = decoded if isinstance(decoded, SessionFault) else fault
         record.hosted.set()
         self._read(record)
 
@@ -902,7 +908,8 @@ class WorkerHost:
                 continue
             snapshot = record.snapshot if record.recoveries < _FRESH_AFTER else None
             try:
-                await self._host(record, fresh, snapshot=snapshot, fault=record.fault)
+                await self._host(record, fresh, snapshot=snapshot, fault=record.fault,
+                                 keep_faulted=True)
             except WorkerCrashed:
                 return  # this worker died too: its own replacement carries on
             except Exception as exc:

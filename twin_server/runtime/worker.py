@@ -83,6 +83,8 @@ class CreateRequest:
     block: str  # the shared-memory name to create
     snapshot: SessionSnapshot | None = None
     fault: SessionFault | None = None
+    #: keep a session whose first Reset fails, Halted on it (``Session``)
+    keep_faulted: bool = False
 
 
 def main(sock: socket.socket, options: WorkerOptions) -> None:
@@ -304,7 +306,8 @@ class Worker:
             raise AlreadyExists(f"a session named {name!r} is hosted by this worker already")
         session = create_session(name, request.twin, request.settings,
                                  snapshot=request.snapshot, fault=request.fault,
-                                 progress=self.status.progress)
+                                 progress=self.status.progress,
+                                 keep_faulted=request.keep_faulted)
         try:
             variables = tuple(session.variables())
             codec = shm.Codec(tuple(var for _, var in variables))
@@ -320,7 +323,10 @@ class Worker:
         hosted.publish()
         assert self._tasks is not None
         hosted.task = self._tasks.create_task(hosted.clock.run(), name=f"clock:{name}")
-        return variables, hosted.strings, hosted.strings_seq
+        # the fault of a first Reset that failed (kept: ``keep_faulted``), not the one given
+        failed = session.fault if session.fault is not request.fault else None
+        return (variables, hosted.strings, hosted.strings_seq,
+                None if failed is None else encode_error(failed))
 
     def _begin_step(self, request: int, hosted: _Hosted, count: int = 1,
                     wait: float | None = None) -> None:

@@ -9,6 +9,9 @@
  * fmi2Terminated in fmi2GetBooleanStatus). CS misbehaves in the doStep that would step past crash_at, so at step size
  * h, crash_at = (k + 0.5) * h means the doStep of tick k; ME in the first
  * derivative evaluation at a time after crash_at.
+ *
+ * how = 4 fails cleanly instead, and at once: fmi2ExitInitializationMode returns
+ * fmi2Error (logged), as an FMU that cannot start with its parameters does.
  */
 #define GUID "{b7f3c2a1-0d5e-4c8b-9a61-3e2f7d4c5b10}"
 #define NR 4
@@ -29,9 +32,17 @@ typedef struct {
     char s[NS][64];
 } Data;
 
+#define MODEL_CAN_REFUSE_INIT
 #include "fmi2_frame.h"
 
-enum { SEGFAULT, ABORT, HANG, TERMINATE };
+enum { SEGFAULT, ABORT, HANG, TERMINATE, REFUSE_INIT };
+
+static fmi2Status model_refuse_init(Instance *m) {
+    if (m->d.i[HOW] != REFUSE_INIT) return fmi2OK;
+    LOG(m, fmi2Error, "how = %d: this FMU refuses to initialise (a test of a failed start)",
+        m->d.i[HOW]);
+    return fmi2Error;
+}
 
 static void misbehave(int how) {
     if (how == ABORT) abort();

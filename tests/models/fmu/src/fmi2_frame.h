@@ -9,6 +9,9 @@
  *   and the hooks below. Everything model-specific lives in `Data`, so get/set
  *   FMU state and serialization are plain copies of it.
  *
+ * A model that defines MODEL_CAN_REFUSE_INIT also defines model_refuse_init, which
+ * may make fmi2ExitInitializationMode fail (a parameter value it cannot start with).
+ *
  * Functions a model does not need are weak stubs (stubs2.c) returning fmi2Error.
  * Every call checks the mode it is made in (fmi_modes.h).
  */
@@ -36,6 +39,9 @@ static void model_set_x(Data *d, const double *x);
 static void model_derivatives(const Data *d, double *dx);
 static void model_event_indicators(const Data *d, double *z);
 static fmi2Status model_event_update(Instance *m, fmi2EventInfo *info); /* ME: handle any event */
+#ifdef MODEL_CAN_REFUSE_INIT
+static fmi2Status model_refuse_init(Instance *m);     /* fmi2Error (logged) to fail exitInit */
+#endif
 
 #define LOG(m, status, ...) do { \
     if ((m)->cb.logger) (m)->cb.logger((m)->cb.componentEnvironment, (m)->name, status, "logStatusError", __VA_ARGS__); \
@@ -98,6 +104,9 @@ fmi2Status fmi2EnterInitializationMode(fmi2Component c) {
 fmi2Status fmi2ExitInitializationMode(fmi2Component c) {
     Instance *m = c;
     REQUIRE(MODE_INITIALIZATION);
+#ifdef MODEL_CAN_REFUSE_INIT
+    if (model_refuse_init(m) != fmi2OK) return fmi2Error;
+#endif
     model_initialize(&m->d);
     m->mode = m->is_me ? MODE_EVENT : MODE_STEP;
     return fmi2OK;
