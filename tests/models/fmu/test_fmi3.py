@@ -212,8 +212,11 @@ class TestInputsAtStart:
         finally:
             session.close()
 
-    def test_forced_inputs_set_at_reset(self, session: Session) -> None:
-        """An input forced by a client is the FMU's input at t = 0 after Reset."""
+    def test_reset_starts_from_the_configured_inputs(self, session: Session) -> None:
+        """Reset releases a client's force (the session's defined state): the FMU's
+        input at t = 0 is the configured one again, not the forced value."""
         session.write(VarKey("plant", Kind.INPUT, "u8"), 7)
+        assert session.forced()
         session.reset()
-        assert session.read(TOTAL) == 8.0
+        assert not session.forced()
+        assert session.read(TOTAL) == 1.0
