@@ -62,7 +62,7 @@ from twin_server.engine.session import VarKey
 from twin_server.errors import InvalidArgument, NotFound
 from twin_server.history import HistoryStore, RetentionPolicy
 from twin_server.models.base import DataType, Kind, Value
-from twin_server.runtime.host import Frame, FrameSource, SessionLayout
+from twin_server.runtime.host import GOOD_ONLY, Frame, FrameSource, SessionLayout
 from twin_server.runtime.sinks import Stamp
 
 log = structlog.get_logger(__name__)
@@ -193,8 +193,10 @@ class Recorder:
         index = {key: i for i, (key, _) in enumerate(layout.variables)}
         #: (frame index, key, series) of every recorded variable
         self._slots = [(index[key], key, self._series[key]) for key in self.keys]
-        self._last: dict[VarKey, Value] = {}
+        #: the last value stored of each key, with its status (0: Good)
+        self._last: dict[VarKey, tuple[Value, int]] = {}
         self._version: int | None = None
+        self._quality: Mapping[int, int] = GOOD_ONLY
         #: when the next frame is to be taken (decimation: a record rate below the
         #: publish rate), seconds since the epoch
         self._due: float | None = None
@@ -269,19 +271,20 @@ class Recorder:
         ``every`` mode, and on the first record) at ``t`` (seconds since the epoch);
         return how many samples were queued. Does nothing when the session's version
         has not moved, or once the recorder is closed."""
-        if self._closed or frame.version == self._version:
+        quality = frame.quality
+        if self._closed or (frame.version == self._version and quality == self._quality):
             return 0
-        self._version = frame.version
+        self._version, self._quality = frame.version, quality
         values = frame.values
         record = self.store.record
         last = self._last
         every = self._every
         queued = refused = 0
         for i, key, series in self._slots:
-            value = values[i]
-            if every or key not in last or last[key] != value:
-                if record(series, t, value):
-                    last[key] = value
+            sample = (values[i], quality.get(i, 0) if quality else 0)
+            if every or last.get(key) != sample:
+                if record(series, t, *sample):
+                    last[key] = sample
                     queued += 1
                 else:
                     refused += 1  # not remembered: tried again at the next record
@@ -290,9 +293,12 @@ class Recorder:
         self._dropped += refused
         return queued
 
-    def written(self, key: VarKey, value: Value, source: str = "client") -> None:
+    def written(self, key: VarKey, value: Value, source: str = "client",
+                status: int = 0) -> None:
         """A client (``"client"``) or HIL binding (``"hil"``) wrote ``value`` (as the
-        session stored it) to ``key``: store it now with its source."""
+        session stored it) to ``key``: store it now with its source, and ``status``
+        (a HIL input's quality: the PLC's value is Good, a fallback
+        UncertainSubstituteValue)."""
         if self._closed:
             return
         if source not in SOURCES:
@@ -300,8 +306,8 @@ class Recorder:
                                   f"(got {source!r})")
         series = self._series.get(key)
         if series is not None:
-            if self.store.record(series, self._now(), value, 0, source):
-                self._last[key] = value
+            if self.store.record(series, self._now(), value, status, source):
+                self._last[key] = (value, status)
                 self._samples += 1
                 self._writes += 1
             else:
@@ -406,11 +412,13 @@ class Recording:
         recorder = self._recorders.get(session)
         return recorder.paths if recorder is not None else []
 
-    def written(self, session: str, key: VarKey, value: Value, source: str = "client") -> None:
-        """The write paths' hook: a client or HIL binding wrote ``value`` to ``key``."""
+    def written(self, session: str, key: VarKey, value: Value, source: str = "client",
+                status: int = 0) -> None:
+        """The write paths' hook: a client or HIL binding wrote ``value`` to ``key``
+        (a HIL input's value with its ``status``)."""
         recorder = self._recorders.get(session)
         if recorder is not None:
-            recorder.written(key, value, source)
+            recorder.written(key, value, source, status)
 
     def event(self, session: str, kind: str, message: str, severity: int = 100) -> None:
         """Store a log event of ``session`` that the session itself did not emit."""

@@ -31,11 +31,12 @@ from twin_server.security.pki import TrustList
 
 @contextlib.asynccontextmanager
 async def mirrored(endpoint: str, peer: str, *, clock: bool = True, rtf: float = 4.0,
-                   trust: TrustList | None = None, paced: bool = True,
+                   trust: TrustList | None = None, paced: bool = True, level: float = 0.5,
                    ) -> AsyncIterator[tuple[Session, HilMirror]]:
-    """A session (ticking when ``clock``), its pacer feeding the mirror (when
-    ``paced``), and a running mirror of it (with ``trust`` as the daemon's trust list)."""
-    loaded = load(endpoint, peer, rtf=rtf)
+    """A session (ticking when ``clock``; its tank starting at ``level``), its pacer
+    feeding the mirror (when ``paced``), and a running mirror of it (with ``trust`` as
+    the daemon's trust list)."""
+    loaded = load(endpoint, peer, rtf=rtf, level=level)
     async with quiet_host() as host:
         hosted = await hosted_of(host, loaded)
         session = host.session("s")
@@ -228,3 +229,31 @@ class TestFallback:
             await wait_for(lambda: peer(mirror).binding("valve").status
                            == "BadCommunicationError", 3)
             assert INFLOW not in session.forced()
+
+
+class TestReconnect:
+    async def test_a_restarted_plc_sees_the_twin_before_the_twin_sees_it(
+            self, own_plc: SoftPlc) -> None:
+        """A PLC restarted while the loop runs gets the twin's level before its valve
+        command (computed from its default level) is applied: the level does not jump."""
+        # the tank comes to rest at the PLC's setpoint (valve 0.05 m^3/s: its outflow)
+        async with mirrored(own_plc.endpoint, LOOP, level=1.0) as (session, mirror):
+            await wait_for(lambda: peer(mirror).binding("valve").status == "Good"
+                           and abs(float(session.read(LEVEL)) - 1.0) < 0.0005, 15)
+            before = float(session.read(LEVEL))
+            own_plc.kill()
+            await wait_for(lambda: not peer(mirror).connected, 3)
+            # its Level starts at 0.0: its valve command at 0.25 m^3/s, five times 0.05
+            await asyncio.to_thread(own_plc.start)
+            levels: list[float] = []
+            recovered = False
+            deadline = asyncio.get_running_loop().time() + 15
+            while asyncio.get_running_loop().time() < deadline:
+                levels.append(float(session.read(LEVEL)))
+                if not recovered and peer(mirror).binding("valve").status == "Good":
+                    recovered = True
+                    deadline = asyncio.get_running_loop().time() + 1.5  # 6 s of the twin
+                await asyncio.sleep(0.01)
+            assert recovered
+            jump = max(abs(level - before) for level in levels)
+            assert jump < 0.01, f"the level moved {jump * 100:.1f} cm"

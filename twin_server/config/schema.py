@@ -457,4 +457,9 @@ class HilPeerConfig(_Frozen):
                     "a hung peer is detected within twice this")
     reconnect_min: float = Field(0.5, gt=0, le=3600, description="first backoff, seconds")
     reconnect_max: float = Field(30.0, gt=0, le=3600, description="longest backoff, seconds")
+    settle_time: float = Field(
+        0.1, ge=0, le=60,
+        description="seconds the PLC is given on every (re)connect, between the twin's "
+                    "values written and its own taken: at least one cycle of its program, "
+                    "so that outputs it computed from its defaults never reach the twin")
     bindings: dict[Name, HilBinding] = Field(min_length=1)

@@ -8,6 +8,8 @@ the *quality* of the value the session's input holds, which the session itself
 cannot carry:
 
     Good                       the latest value from the PLC
+    GoodClamped                the latest value from the PLC, clamped into the input's
+                               range (or, to_plc, into the PLC node's type)
     UncertainLastUsableValue   the link is down; the input keeps the last value
     UncertainSubstituteValue   the link is down; the input holds the configured fallback
     BadCommunicationError      the link is down and no value ever came (input not forced)
@@ -39,6 +41,7 @@ class LinkState(enum.StrEnum):
 
 
 GOOD = "Good"
+CLAMPED = "GoodClamped"
 LAST_USABLE = "UncertainLastUsableValue"
 SUBSTITUTE = "UncertainSubstituteValue"
 COMMUNICATION_ERROR = "BadCommunicationError"

@@ -16,10 +16,12 @@ While connected, four tasks share one asyncua Client:
   DataType and writes them with the Write service, in batches of at most the
   PLC's MaxNodesPerWrite; a frame delivered while a write is under way waits,
   and a later one replaces it (the PLC gets the latest values, never old ones);
-* the **reader**: consumes the peer's subscription (one monitored item per
-  from_plc binding, created in batches of MaxMonitoredItemsPerCall) and forces
-  each new value onto the session's input, cast to its type: it takes effect
-  at the session's next tick;
+* the **reader**: once the writer's first write of the link was answered and
+  the PLC had ``settle_time`` (one cycle of its program) to act on it, subscribes
+  (one monitored item per from_plc binding, created in batches of
+  MaxMonitoredItemsPerCall) and forces each new value onto the session's input,
+  cast to its type: it takes effect at the session's next tick. So a restarted
+  PLC's outputs, computed from its default inputs, never drive the twin;
 * the **keepalive**: reads ServerStatus.CurrentTime every ``keepalive_interval``
   seconds with as long a timeout (a hung PLC is detected within twice the
   interval, 2 s by default) and keeps the latest round trip;
@@ -27,7 +29,11 @@ While connected, four tasks share one asyncua Client:
 
 The first of them to fail ends the link. Then every from_plc input is marked:
 it keeps its last value (UncertainLastUsableValue) or takes its configured
-fallback (UncertainSubstituteValue); the session keeps stepping. Reconnects
+fallback (UncertainSubstituteValue); the session keeps stepping. An input's
+status is set on the session's front with its value (``HostedSession.mark``,
+``write_marked``), so that every frame its pacer reads carries both: a client
+and the history never see a value with a status that is not its own. It keeps
+its lost-link status after a reconnect until the PLC's first value replaces it. Reconnects
 follow an exponential backoff with jitter; the first failure is logged at
 ERROR, repeats at DEBUG until the link is back; every connect resolves the
 nodes afresh (a PLC may have been re-programmed meanwhile).
@@ -205,8 +211,9 @@ def _client(endpoint: str, timeout: float) -> Client:
                   watchdog_intervall=3600.0)
 
 
-#: (session, key, value as the session stored it, "hil"): the history recorder's hook
-WriteHook = Callable[[str, VarKey, Value, str], None]
+#: (session, key, value as the session stored it, "hil", its StatusCode: 0 for Good):
+#: the history recorder's hook
+WriteHook = Callable[[str, VarKey, Value, str, int], None]
 
 
 class _Peer:
@@ -237,6 +244,8 @@ class _Peer:
         #: the latest frame delivered, and whether the writer has yet to take it
         self._frame: Frame | None = None
         self._fresh = asyncio.Event()
+        #: set once the to_plc values went out on the current link (``_writer``)
+        self._primed = asyncio.Event()
         self._certificate: x509.Certificate | None = None  # the client certificate in use
         layout = session.layout
         #: where each variable's value is in a frame
@@ -273,19 +282,20 @@ class _Peer:
 
     async def on_rebind(self) -> None:
         """A new session under the same name: send every to_plc value again
-        and put the PLC's last commands onto its inputs."""
+        and put the PLC's last commands onto its inputs, with their status."""
         self._frame = None  # (the former session's: its pacer delivers the new one's)
         for b in self._to_plc:
             b.value, b.has_value = None, False
         for b in self._from_plc:
             if b.has_value and b.value is not None:
                 try:
-                    stored = await self.session.write(b.key, b.value)
+                    stored = await self.session.write_marked(b.key, b.value, _code(b.status))
                 except ValueRejected as exc:
                     self._binding_error(b, exc.status, f"cannot apply the PLC's value: {exc}")
                     continue
-                if self.on_written is not None:
-                    self.on_written(self.session.name, b.key, stored, "hil")
+                self._written(b, stored, b.status)
+            else:
+                self._quality(b, b.status)
 
     def statistics(self) -> PeerStatistics:
         return PeerStatistics(
@@ -307,7 +317,7 @@ class _Peer:
                 alive = False
                 try:
                     client = self._client_factory(self.config.endpoint, self.config.timeout)
-                    subscription = await self._connect(client)
+                    await self._connect(client)
                     alive = True
                     self.state = LinkState.CONNECTED
                     if self._ever_connected:
@@ -319,7 +329,7 @@ class _Peer:
                     else:
                         self._log.info("hil_connected", bindings=len(self.bindings))
                     failures, down_since = 0, None
-                    await self._serve(client, subscription)
+                    await self._serve(client)
                 except Exception as exc:  # every way a link can end; CancelledError passes
                     alive = alive and not isinstance(_leaf(exc), _LinkLost | OSError)
                     self._failed(exc, first=failures == 0)
@@ -360,25 +370,40 @@ class _Peer:
         self.state = LinkState.DISCONNECTED
 
     async def _mark_lost(self) -> None:
-        """The link is down: from_plc inputs keep their last value or take their fallback."""
+        """The link is down: from_plc inputs keep their last value or take their fallback,
+        each with the status that says so."""
         if self._gone():  # deleted: nothing to mark until rebind() gives another
             return
         for b in self._from_plc:
             if b.fallback is not None:
+                if b.status == health.SUBSTITUTE:
+                    continue
                 try:
-                    stored = await self.session.write(b.key, b.fallback)
-                    if self.on_written is not None:
-                        self.on_written(self.session.name, b.key, stored, "hil")
+                    stored = await self.session.write_marked(b.key, b.fallback,
+                                                             _code(health.SUBSTITUTE))
                 except ValueRejected as exc:  # coerced at start: only a model's own check
                     self._binding_error(b, exc.status, f"fallback refused: {exc}")
                     continue
+                self._written(b, stored, health.SUBSTITUTE)
                 b.value, b.has_value = b.fallback, True
                 b.status = health.SUBSTITUTE
             else:
-                b.status = health.LAST_USABLE if b.has_value else health.COMMUNICATION_ERROR
+                self._quality(b, health.LAST_USABLE if b.has_value
+                              else health.COMMUNICATION_ERROR)
         for b in self._to_plc:
             if b.resolved is not None:
                 b.status = health.COMMUNICATION_ERROR
+
+    def _quality(self, b: _Binding, status: str) -> None:
+        """``b``'s status is ``status`` (a StatusCode name); for a from_plc binding,
+        its input's value has it from now on (``HostedSession.mark``)."""
+        b.status = status
+        if not b.to_plc and not self._gone():
+            self.session.mark(b.key, _code(status))
+
+    def _written(self, b: _Binding, stored: Value, status: str) -> None:
+        if self.on_written is not None:
+            self.on_written(self.session.name, b.key, stored, "hil", _code(status))
 
     async def _close(self, client: Client, alive: bool) -> None:
         """Close the session (deleting its subscription) when the PLC still answers;
@@ -394,7 +419,7 @@ class _Peer:
             client.disconnect_socket()
 
     # -- connecting ----------------------------------------------------------------
-    async def _connect(self, client: Client) -> Subscription | None:
+    async def _connect(self, client: Client) -> None:
         cfg = self.config
         client.name = client.description = f"twin-server HIL ({self.name})"
         client.application_uri = cfg.security.application_uri
@@ -408,14 +433,16 @@ class _Peer:
             if isinstance(result, Resolved):
                 b.resolved = result
                 b.node = result.nodeid.to_string()
-                b.status, b.error, b.logged = health.WAITING, "", ""
+                b.error, b.logged = "", ""
                 b.retry_at = 0.0
                 if b.to_plc:
+                    b.status = health.WAITING
                     b.value = None  # a fresh link: send every value once
+                elif not b.has_value:  # (else it keeps its last value or fallback, so
+                    self._quality(b, health.WAITING)  # marked, until the PLC's comes)
             else:
                 b.resolved = None
                 self._binding_error(b, result.status, result.message)
-        return await self._subscribe(client)
 
     async def _subscribe(self, client: Client) -> Subscription | None:
         bindings = [b for b in self._from_plc if b.resolved is not None]
@@ -447,20 +474,25 @@ class _Peer:
         return subscription
 
     def _binding_error(self, b: _Binding, status: str, message: str) -> None:
-        b.status, b.error = status, message
+        if b.to_plc or not b.has_value:
+            self._quality(b, status)
+        else:  # the input holds the PLC's last value
+            self._quality(b, health.LAST_USABLE)
+        b.error = message
         if b.logged != message:  # once per distinct problem, not at every reconnect
             b.logged = message
             self._log.error("hil_binding_failed", binding=b.name, variable=b.config.variable,
                             status=status, error=message)
 
     # -- connected -----------------------------------------------------------------
-    async def _serve(self, client: Client, subscription: Subscription | None) -> None:
+    async def _serve(self, client: Client) -> None:
+        self._primed = asyncio.Event()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._watch(client), name=f"hil:{self.name}:watch")
             tg.create_task(self._keepalive(client), name=f"hil:{self.name}:keepalive")
             tg.create_task(self._writer(client), name=f"hil:{self.name}:writer")
-            if subscription is not None:
-                tg.create_task(self._reader(subscription), name=f"hil:{self.name}:reader")
+            if any(b.resolved is not None for b in self._from_plc):
+                tg.create_task(self._reader(client), name=f"hil:{self.name}:reader")
 
     async def _watch(self, client: Client) -> None:
         async with client.uaclient.subscribe_state() as states:
@@ -487,8 +519,23 @@ class _Peer:
             await asyncio.sleep(max(interval - elapsed, 0.0))
 
     async def _writer(self, client: Client) -> None:
-        """Write each frame the pacer delivers (the latest, when writes fall behind)."""
+        """Write each frame the pacer delivers (the latest, when writes fall behind).
+        The first, on a fresh link, is the next frame delivered (else the last one):
+        every to_plc value, after which ``_primed`` lets the reader start."""
         self._fresh.clear()  # (one offered while the link was down is old: the next)
+        period = 1.0 / max(self.session.layout.publish_rate, 1e-3)
+        try:
+            async with asyncio.timeout(2 * period + 0.05):
+                await self._fresh.wait()
+        except TimeoutError:  # no pacer runs (tests): the last frame, if any
+            pass
+        self._fresh.clear()
+        if self._frame is not None:
+            try:
+                await self._write_changes(client, self._frame)
+            except (ConnectionError, OSError, TimeoutError, ua.UaError) as exc:
+                raise _LinkLost(f"write failed: {_text(exc)}") from None
+        self._primed.set()
         while True:
             await self._fresh.wait()
             self._fresh.clear()
@@ -514,9 +561,10 @@ class _Peer:
             if resolved is None:
                 continue
             value = values[index[b.key]]
-            if not changed(value, b.value, b.config.deadband) and b.status == health.GOOD:
+            ok = b.status in _DELIVERED
+            if ok and not changed(value, b.value, b.config.deadband):
                 continue
-            if b.status != health.GOOD and b.status != health.WAITING and now < b.retry_at:
+            if not ok and b.status != health.WAITING and now < b.retry_at:
                 continue
             try:
                 cast = to_plc(value, resolved.vtype)
@@ -536,7 +584,8 @@ class _Peer:
             for (b, value, plc_value, clamped), status in zip(part, results, strict=True):
                 if status.is_good():
                     b.value, b.has_value = value, True
-                    b.status, b.error, b.logged = health.GOOD, "", ""
+                    b.status = health.CLAMPED if clamped else health.GOOD
+                    b.error, b.logged = "", ""
                     b.transfers += 1
                     sent += 1
                     if clamped:
@@ -564,7 +613,16 @@ class _Peer:
                               value=value, sent=result,
                               datatype=b.resolved.vtype.name if b.resolved else "")
 
-    async def _reader(self, subscription: Subscription) -> None:
+    async def _reader(self, client: Client) -> None:
+        """Once the PLC has the twin's values (``_primed``) and one cycle of its
+        program to act on them (``settle_time``), subscribe to the from_plc nodes and
+        apply what comes: a restarted PLC's outputs, computed from its defaults, never
+        reach the twin."""
+        await self._primed.wait()
+        await asyncio.sleep(self.config.settle_time)
+        subscription = await self._subscribe(client)
+        if subscription is None:
+            return
         async for event in subscription:
             if isinstance(event, DataChangeEvent):
                 await self._apply(event)
@@ -580,24 +638,30 @@ class _Peer:
             return
         dv = event.data.monitored_item.Value
         if not dv.StatusCode.is_good():  # the PLC says the value is not usable
-            b.status = _status_name(dv.StatusCode)
-            b.error = f"the PLC reports {b.status} for node {b.node}; the input keeps its value"
+            name = _status_name(dv.StatusCode)
+            self._binding_error(b, name, f"the PLC reports {name} for node {b.node}; the "
+                                         f"input keeps its value")
             return
         self.values_received += 1
+        raw = None if dv.Value is None else dv.Value.Value
         try:
-            cast = from_plc(None if dv.Value is None else dv.Value.Value, b.variable)
-            if changed(cast.value, b.value, b.config.deadband) or b.status != health.GOOD:
-                stored = await self.session.write(b.key, cast.value)
-                if self.on_written is not None:
-                    self.on_written(self.session.name, b.key, stored, "hil")
-                b.value, b.has_value = cast.value, True
-                b.transfers += 1
-                if cast.clamped:
-                    self._clamped(b, dv.Value.Value if dv.Value else None, cast.value)
+            cast = from_plc(raw, b.variable)
         except ValueRejected as exc:
             self._binding_error(b, exc.status, f"cannot apply the PLC's value: {exc}")
             return
-        b.status, b.error, b.logged = health.GOOD, "", ""
+        status = health.CLAMPED if cast.clamped else health.GOOD
+        if changed(cast.value, b.value, b.config.deadband) or b.status != status:
+            try:
+                stored = await self.session.write_marked(b.key, cast.value, _code(status))
+            except ValueRejected as exc:
+                self._binding_error(b, exc.status, f"cannot apply the PLC's value: {exc}")
+                return
+            self._written(b, stored, status)
+            b.value, b.has_value = cast.value, True
+            b.transfers += 1
+            if cast.clamped:
+                self._clamped(b, raw, cast.value)
+        b.status, b.error, b.logged = status, "", ""
 
 
 def _leaf(exc: BaseException) -> BaseException:
@@ -618,6 +682,23 @@ def _describe(exc: BaseException, config: HilPeerConfig) -> str:
 def _text(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+#: the statuses of a binding whose latest value went through
+_DELIVERED = frozenset({health.GOOD, health.CLAMPED})
+
+
+def _code(status: str) -> int:
+    """The StatusCode (an int) named ``status``; 0 for Good."""
+    if status == health.GOOD:
+        return 0
+    code = getattr(ua.StatusCodes, status, None)
+    if isinstance(code, int):
+        return code
+    try:
+        return int(status, 16)  # an unknown code, shown as 0x80AB0000
+    except ValueError:
+        return int(ua.StatusCodes.BadUnexpectedError)
 
 
 def _status_name(code: ua.StatusCode) -> str:

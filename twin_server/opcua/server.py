@@ -583,43 +583,11 @@ class OpcUaServer:
         self._nodes += len(batch.commit(self._iserver.aspace))
 
     async def publish_hil_forever(self, mirror: HilMirror, period: float = 0.5) -> None:
-        """Keep the HIL health nodes current, and mark each input the PLC feeds with
-        its binding's quality (UncertainLastUsableValue, UncertainSubstituteValue,
-        BadCommunicationError while the link is down), until cancelled."""
+        """Keep the HIL health nodes current until cancelled. (The quality of each
+        input a PLC feeds travels with its value, in the session's frames:
+        ``HostedSession.mark``.)"""
         assert self._hil is not None, "add_hil first"
-        aspace = self._iserver.aspace
-        marked: dict[tuple[str, str], tuple[PublishTarget, str]] = {}
-        while True:
-            stats = mirror.statistics()
-            await self._hil.publish(aspace, stats)
-            for peer in stats.peers:
-                for binding in peer.bindings:
-                    if binding.direction == "from_plc":
-                        self._mark_input(peer.session, binding.variable, binding.status,
-                                         marked)
-            await asyncio.sleep(period)
-
-    def _mark_input(self, session: str, variable: str, status: str,
-                    marked: dict[tuple[str, str], tuple[PublishTarget, str]]) -> None:
-        """Publish ``session``'s input ``component.name`` with ``status`` (a status
-        code name) when it differs from what was marked last on the session's
-        current nodes (a session created again under the name starts unmarked)."""
-        served = self._sessions.get(session)
-        if served is None:
-            return
-        last = marked.get((session, variable))
-        if (last[1] if last is not None and last[0] is served.target else "Good") == status:
-            return
-        component, _, name = variable.partition(".")
-        key = VarKey(component, Kind.INPUT, name)
-        index = next((i for i, (k, _, _) in enumerate(served.target.nodes.variables)
-                      if k == key), None)
-        if index is None:
-            return
-        code = getattr(ua.StatusCodes, status, None)
-        served.target.set_quality(index, None if code is None or status == "Good"
-                                  else ua.StatusCode(code))
-        marked[(session, variable)] = (served.target, status)
+        await self._hil.run(self._iserver.aspace, mirror.statistics, period)
 
     # -- worker health -------------------------------------------------------------
     async def publish_workers_forever(self, statistics: Callable[[], HostStatistics],
