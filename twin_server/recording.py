@@ -75,6 +75,8 @@ HISTORY_DATATYPES: dict[DataType, str] = {
     DataType.STRING: "String",
 }
 MODES = ("change", "every")
+#: the severity bit of a Bad StatusCode
+_BAD = 0x80000000
 SOURCES = ("client", "hil")
 #: the severity of a ``value_written`` event (a person changed the process)
 SEVERITY_WRITE = 200
@@ -281,7 +283,9 @@ class Recorder:
         every = self._every
         queued = refused = 0
         for i, key, series in self._slots:
-            sample = (values[i], quality.get(i, 0) if quality else 0)
+            status = quality.get(i, 0) if quality else 0
+            # a Bad value is null, as the address space serves it (Part 4, 7.7.1)
+            sample = (None if status & _BAD else values[i], status)
             if every or last.get(key) != sample:
                 if record(series, t, *sample):
                     last[key] = sample

@@ -13,7 +13,12 @@ cannot carry:
     UncertainLastUsableValue   the link is down; the input keeps the last value
     UncertainSubstituteValue   the link is down; the input holds the configured fallback
     BadCommunicationError      the link is down and no value ever came (input not forced)
-    BadWaitingForInitialData   connected, the first notification has not come yet
+    BadWaitingForInitialData   no value came from the PLC yet (input not forced)
+
+A from_plc input's node carries the same status with its value (a Bad one with a
+null value, as OPC UA Part 4 7.7.1 wants), and so does its history: after a
+reconnect it keeps UncertainLastUsableValue (or UncertainSubstituteValue) until
+the PLC's first value replaces it.
 
 and for every binding, one that cannot work: BadNodeIdUnknown (no such node, or
 a namespace URI the PLC does not have), BadNoMatch (a browse path leads nowhere),

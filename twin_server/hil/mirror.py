@@ -266,6 +266,8 @@ class _Peer:
                                           bcfg.node or bcfg.browse_path or ""))
         self._to_plc = [b for b in self.bindings if b.to_plc]
         self._from_plc = [b for b in self.bindings if not b.to_plc]
+        for b in self._from_plc:  # no value from the PLC yet
+            session.mark(b.key, _code(b.status))
 
     def wants(self) -> bool:
         """Whether the writer took the last frame offered (or none was)."""
