@@ -196,7 +196,7 @@ class Recorder:
         #: (frame index, key, series) of every recorded variable
         self._slots = [(index[key], key, self._series[key]) for key in self.keys]
         #: the last value stored of each key, with its status (0: Good)
-        self._last: dict[VarKey, tuple[Value, int]] = {}
+        self._last: dict[VarKey, tuple[Value | None, int]] = {}
         self._version: int | None = None
         self._quality: Mapping[int, int] = GOOD_ONLY
         #: when the next frame is to be taken (decimation: a record rate below the
