@@ -12,8 +12,10 @@ from asyncua import Client
 from tests.hil.conftest import (
     CASTS,
     LOOP,
+    TWIN,
     SoftPlc,
     cancel,
+    free_port,
     hosted_of,
     load,
     quiet_host,
@@ -24,6 +26,7 @@ from twin_server.engine.session import Session, VarKey
 from twin_server.hil import HilMirror, LinkState
 from twin_server.hil.health import PeerStatistics
 from twin_server.models.base import Kind
+from twin_server.runtime.compile import parse_config
 from twin_server.runtime.local import frame_of
 from twin_server.runtime.sinks import Pacer, Stamp
 from twin_server.security.pki import TrustList
@@ -257,3 +260,25 @@ class TestReconnect:
             assert recovered
             jump = max(abs(level - before) for level in levels)
             assert jump < 0.01, f"the level moved {jump * 100:.1f} cm"
+
+    async def test_a_plc_back_after_a_while_is_reconnected_within_2_seconds(self) -> None:
+        """With the default backoff settings, however long the PLC was away, the link is
+        back within 2 s of the PLC answering (it is probed while the backoff runs)."""
+        plc = SoftPlc()
+        plc.port = free_port()
+        loaded = parse_config(TWIN.format(endpoint=plc.endpoint, peer=LOOP, rtf=4.0, level=0.5)
+                              .replace("reconnect_min = 0.2\nreconnect_max = 1.0\n", ""))
+        assert loaded.config.hil["plc"].reconnect_max == 10.0  # the default
+        async with quiet_host() as host:
+            hosted = await hosted_of(host, loaded)
+            mirror = HilMirror(loaded.config.hil, {"s": hosted})
+            tasks = [asyncio.create_task(mirror.run()),
+                     asyncio.create_task(Pacer(hosted, [mirror]).run())]
+            try:
+                await asyncio.sleep(6.0)  # attempts at 0, 0.5, 1.5, 3.5: the next at 7.5
+                await asyncio.to_thread(plc.start)
+                took = await wait_for(lambda: peer(mirror).connected, 10)
+                assert took < 2.0
+            finally:
+                await cancel(*tasks)
+                plc.kill()

@@ -42,16 +42,19 @@ nodes afresh (a PLC may have been re-programmed meanwhile).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 from asyncua import Client, ua
 from asyncua.client.ua_client import UaClientState
 from asyncua.common.subscription import DataChangeEvent, StatusChangeEvent, Subscription
+from asyncua.ua.ua_binary import uatcp_to_binary
 from cryptography import x509
 
 from twin_server.config.schema import HilBinding, HilPeerConfig
@@ -88,6 +91,8 @@ _RETRY_REFUSED = 1.0
 _SESSION_TIMEOUT_MS = 30_000
 #: seconds a close may take before the socket is simply dropped
 _CLOSE_TIMEOUT = 1.0
+#: seconds between two probes of a PLC that could not be reached (at most)
+_PROBE_INTERVAL = 0.5
 
 ClientFactory = Callable[[str, float], Client]
 
@@ -316,7 +321,7 @@ class _Peer:
             while True:
                 self.state = LinkState.CONNECTING
                 client: Client | None = None
-                alive = False
+                alive = unreachable = False
                 try:
                     client = self._client_factory(self.config.endpoint, self.config.timeout)
                     await self._connect(client)
@@ -334,6 +339,8 @@ class _Peer:
                     await self._serve(client)
                 except Exception as exc:  # every way a link can end; CancelledError passes
                     alive = alive and not isinstance(_leaf(exc), _LinkLost | OSError)
+                    # (a PLC gone or silent, rather than one that answered with a refusal)
+                    unreachable = isinstance(_leaf(exc), _LinkLost | OSError)
                     self._failed(exc, first=failures == 0)
                     await self._mark_lost()  # before closing: a hung peer's close takes a while
                     failures += 1
@@ -342,9 +349,28 @@ class _Peer:
                     if client is not None:
                         await self._close(client, alive)
                 self.state = LinkState.BACKOFF
-                await asyncio.sleep(self._backoff(failures))
+                await self._wait_to_retry(failures, probe=unreachable)
         finally:
             self.state = LinkState.DISCONNECTED
+
+    async def _wait_to_retry(self, failures: int, *, probe: bool) -> None:
+        """Wait out the backoff; after a failure to reach the PLC, probe it meanwhile
+        (``probe``: TCP and the OPC UA Hello, no session) every ``_PROBE_INTERVAL``
+        and end the wait as soon as it answers, so that a PLC back from a restart
+        is reconnected within about that, however long it was away."""
+        delay = self._backoff(failures)
+        if not probe:
+            await asyncio.sleep(delay)
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + delay
+        interval = min(_PROBE_INTERVAL, self.config.reconnect_min)
+        while (left := deadline - loop.time()) > 0:
+            await asyncio.sleep(min(interval, left))
+            if loop.time() < deadline and await probe_endpoint(
+                    self.config.endpoint, min(self.config.timeout, _PROBE_INTERVAL)):
+                self._log.debug("hil_probe_answered")
+                return
 
     def _backoff(self, failures: int) -> float:
         """Exponential from ``reconnect_min`` up to ``reconnect_max``, with +-20 % jitter
@@ -664,6 +690,30 @@ class _Peer:
             if cast.clamped:
                 self._clamped(b, raw, cast.value)
         b.status, b.error, b.logged = status, "", ""
+
+
+async def probe_endpoint(endpoint: str, timeout: float) -> bool:
+    """Whether an OPC UA server answers at ``endpoint`` (``opc.tcp://host:port/...``):
+    a TCP connection and the transport's Hello answered with Acknowledge, within
+    ``timeout`` seconds. No secure channel, no session: what a PLC pays for it is
+    one accepted connection."""
+    url = urlsplit(endpoint)
+    hello = ua.Hello(EndpointUrl=endpoint)
+    writer: asyncio.StreamWriter | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(url.hostname, url.port or 4840)
+            writer.write(uatcp_to_binary(ua.MessageType.Hello, hello))
+            await writer.drain()
+            header = await reader.readexactly(8)
+        return header[:3] == b"ACK"
+    except (OSError, TimeoutError, asyncio.IncompleteReadError):
+        return False
+    finally:
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
 
 
 def _leaf(exc: BaseException) -> BaseException:
