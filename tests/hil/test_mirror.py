@@ -89,6 +89,8 @@ class TestClosedLoop:
             assert values == {"LevelMm": 13, "Count": 32767, "Word": 0, "Overflow": False}
             stats = peer(mirror)
             assert [stats.binding(b).clamped for b in ("small", "big", "negative")] == [0, 1, 1]
+            assert [stats.binding(b).status for b in ("small", "big", "negative")] == [
+                "Good", "GoodClamped", "GoodClamped"]
             assert stats.binding("big").datatype == "Int16"
             # four values in batches of the PLC's MaxNodesPerWrite = 2
             assert stats.max_nodes_per_write == 2
@@ -119,6 +121,35 @@ class TestClosedLoop:
             mirror.deliver("s", frame_of(session), Stamp.now())
             await wait_for(lambda: peer(mirror).writes_sent == 4, 5)
             assert peer(mirror).binding("small").value == 12.6
+
+
+class TestClamping:
+    ECHO = """
+[hil.plc.bindings.echo]
+variable = "tank.inflow"
+direction = "from_plc"
+node = "nsu=urn:soft-plc;s=PLC.EchoOut"
+"""
+
+    async def test_a_clamped_value_is_counted_and_not_plain_good(
+            self, shared_plc: SoftPlc) -> None:
+        """-1.0 from the PLC into an input of range [0, inf] is applied as 0.0; the
+        binding's status is GoodClamped and its counter counts it."""
+        async with Client(shared_plc.endpoint) as client:
+            await client.get_node("ns=2;s=PLC.EchoIn").write_value(-1.0)
+        try:
+            async with mirrored(shared_plc.endpoint, self.ECHO, clock=False) as (session, m):
+                await wait_for(lambda: peer(m).binding("echo").status == "GoodClamped", 5)
+                assert session.forced()[INFLOW] == 0.0
+                assert peer(m).binding("echo").clamped == 1
+                async with Client(shared_plc.endpoint) as client:
+                    await client.get_node("ns=2;s=PLC.EchoIn").write_value(0.02)
+                await wait_for(lambda: peer(m).binding("echo").status == "Good", 5)
+                assert session.forced()[INFLOW] == 0.02
+                assert peer(m).binding("echo").clamped == 1
+        finally:
+            async with Client(shared_plc.endpoint) as client:
+                await client.get_node("ns=2;s=PLC.EchoIn").write_value(0.0)
 
 
 class TestBindingErrors:

@@ -48,7 +48,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from twin_server.config.security import LimitsConfig, SecurityConfig
+from twin_server.config.security import LimitsConfig, Policy, SecurityConfig, canonical_policy
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
@@ -421,10 +421,43 @@ class HilBinding(_Frozen):
                           "(default: it keeps its last value)")
 
 
+_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class BindingFields:
+    """What a ``[hil.<peer>.bindings.<name>]`` table says, each field taken on its own
+    (None where it is missing or malformed: the whole-file validation reports that),
+    so that checks of one field still run when another is wrong and every error of
+    a binding is reported at once."""
+
+    variable: str | None
+    direction: str | None
+    has_node: bool
+    has_browse_path: bool
+    fallback: float | int | bool | str | None
+
+    @classmethod
+    def of(cls, body: object) -> BindingFields | None:
+        if not isinstance(body, dict):
+            return None
+        variable = body.get("variable")
+        direction = body.get("direction")
+        fallback = body.get("fallback")
+        return cls(
+            variable if isinstance(variable, str) and _VARIABLE.match(variable) else None,
+            direction if direction in ("to_plc", "from_plc") else None,
+            "node" in body, "browse_path" in body,
+            fallback if isinstance(fallback, bool | int | float | str) else None)
+
+
 class HilSecurity(_Frozen):
     """How the mirror authenticates to a PLC."""
 
-    policy: Literal["None", "Basic256Sha256", "Aes128Sha256RsaOaep", "Aes256Sha256RsaPss"] = "None"
+    policy: Annotated[Policy, BeforeValidator(canonical_policy)] = Field(
+        "None", description="'None', 'Basic256Sha256', 'Aes128_Sha256_RsaOaep' or "
+                            "'Aes256_Sha256_RsaPss' (as in [server.security]; the spellings "
+                            "without '_' are taken too)")
     mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
     username: str | None = None
     password: str | None = None

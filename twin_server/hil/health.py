@@ -67,6 +67,7 @@ class BindingStatistics:
     value: Value | None  # last value sent (to_plc) or applied (from_plc)
     transfers: int  # values sent or applied
     clamped: int  # of which had to be clamped to fit the target type or range
+    sampling_interval: float = 0.0  # ms, from_plc: as the PLC revised it (0: not monitored)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,10 @@ class PeerStatistics:
     round_trip_latency: float  # ms: the latest liveness read (ServerStatus.CurrentTime)
     max_nodes_per_write: int  # the PLC's OperationLimits (0 = no limit)
     bindings: tuple[BindingStatistics, ...]
+    #: ms: the subscription's publishing interval as the PLC revised it (0: none yet),
+    #: and as asked for (the session's publish period)
+    publishing_interval: float = 0.0
+    requested_publishing_interval: float = 0.0
 
     @property
     def connected(self) -> bool:

@@ -45,7 +45,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -72,7 +72,10 @@ from twin_server.hil.resolve import Limits, Resolved, chunks, read_limits, resol
 from twin_server.hil.security import (
     SecuritySetupFailed,
     apply_security,
+    describe_policy_refusal,
     describe_refusal,
+    offered_policies,
+    refused_policy,
     timeout_hint,
 )
 from twin_server.models.base import Kind, Value, Variable
@@ -119,6 +122,9 @@ class _Binding:
     transfers: int = 0
     clamped: int = 0
     retry_at: float = 0.0
+    #: ms, from_plc: the sampling interval asked for and the one the PLC revised it to
+    requested_sampling: float = 0.0
+    sampling_interval: float = 0.0
     logged: str = ""  # the last error logged, so that a repeat is not
     warned_clamp: bool = False
 
@@ -131,7 +137,8 @@ class _Binding:
             name=self.name, variable=self.config.variable, direction=self.config.direction,
             node=self.node, datatype=self.resolved.vtype.name if self.resolved else "",
             status=self.status, error=self.error, value=self.value,
-            transfers=self.transfers, clamped=self.clamped)
+            transfers=self.transfers, clamped=self.clamped,
+            sampling_interval=self.sampling_interval)
 
 
 class HilMirror:
@@ -244,6 +251,10 @@ class _Peer:
         self.values_received = 0
         self.round_trip = 0.0
         self.limits = Limits()
+        #: ms: the publishing interval asked for, and the one the PLC revised it to
+        self.requested_publishing = 0.0
+        self.publishing_interval = 0.0
+        self._reported: object = None  # the revision last logged
         self._ever_connected = False
         self._handles: dict[int, _Binding] = {}
         #: the latest frame delivered, and whether the writer has yet to take it
@@ -311,6 +322,8 @@ class _Peer:
             writes_sent=self.writes_sent, write_requests=self.write_requests,
             values_received=self.values_received, round_trip_latency=self.round_trip,
             max_nodes_per_write=self.limits.max_nodes_per_write,
+            publishing_interval=self.publishing_interval,
+            requested_publishing_interval=self.requested_publishing,
             bindings=tuple(b.statistics() for b in self.bindings))
 
     # -- the link loop -------------------------------------------------------------
@@ -341,7 +354,8 @@ class _Peer:
                     alive = alive and not isinstance(_leaf(exc), _LinkLost | OSError)
                     # (a PLC gone or silent, rather than one that answered with a refusal)
                     unreachable = isinstance(_leaf(exc), _LinkLost | OSError)
-                    self._failed(exc, first=failures == 0)
+                    offered = await self._offered(exc)
+                    self._failed(exc, first=failures == 0, offered=offered)
                     await self._mark_lost()  # before closing: a hung peer's close takes a while
                     failures += 1
                     down_since = down_since or time.monotonic()
@@ -379,12 +393,30 @@ class _Peer:
         base = min(cfg.reconnect_max, cfg.reconnect_min * 2.0 ** max(failures - 1, 0))
         return base * self._rng.uniform(0.8, 1.2)
 
-    def _failed(self, exc: BaseException, *, first: bool) -> None:
+    async def _offered(self, exc: BaseException) -> list[str] | None:
+        """What the PLC offers, when ``exc`` is its refusal of our policy or mode (None
+        otherwise, or when it cannot be asked)."""
+        if not refused_policy(_leaf(exc), self.config.security):
+            return None
+        client = self._client_factory(self.config.endpoint, self.config.timeout)
+        try:
+            async with asyncio.timeout(self.config.timeout):
+                return await offered_policies(client)
+        except Exception:  # (the message says the endpoints could not be listed)
+            return None
+        finally:
+            client.disconnect_socket()
+
+    def _failed(self, exc: BaseException, *, first: bool,
+                offered: list[str] | None = None) -> None:
         leaf = _leaf(exc)
+        table = f"hil.{self.name}.security"
         if isinstance(leaf, _LinkLost | SecuritySetupFailed):
             message = str(leaf)
+        elif offered is not None:
+            message = describe_policy_refusal(self.config.security, offered, table)
         else:
-            message = (describe_refusal(leaf, self.config.security, self._certificate)
+            message = (describe_refusal(leaf, self.config.security, self._certificate, table)
                        or _describe(leaf, self.config))
             if isinstance(leaf, TimeoutError) and self.state is LinkState.CONNECTING:
                 message += timeout_hint(self.config.security)
@@ -490,16 +522,46 @@ class _Peer:
                 ItemToMonitor=ua.ReadValueId(NodeId=b.resolved.nodeid, AttributeId=_VALUE),
                 MonitoringMode=ua.MonitoringMode.Reporting, RequestedParameters=params))
             self._handles[handle] = b
+        # (asyncua keeps the PLC's revision of the interval as the one requested)
+        self.requested_publishing = period
+        self.publishing_interval = float(subscription.parameters.RequestedPublishingInterval)
         for part in chunks(requests, self.limits.max_monitored_items_per_call):
-            results = await subscription.create_monitored_items(part)
-            for request, result in zip(part, results, strict=True):
+            results, answers = await _create_items(subscription, part)
+            for request, result, answer in zip(part, results, answers, strict=True):
                 if isinstance(result, ua.StatusCode):
                     b = self._handles.pop(request.RequestedParameters.ClientHandle)
                     status = _status_name(result)
                     b.resolved = None
                     self._binding_error(b, status, f"the PLC refused to monitor node "
                                                    f"{b.node} ({status})")
+                    continue
+                b = self._handles[request.RequestedParameters.ClientHandle]
+                b.requested_sampling = request.RequestedParameters.SamplingInterval
+                b.sampling_interval = (float(answer.RevisedSamplingInterval)
+                                       if answer is not None else b.requested_sampling)
+        self._report_revisions()
         return subscription
+
+    def _report_revisions(self) -> None:
+        """Log the PLC's revision of our intervals once per distinct revision: it
+        bounds how soon a PLC's value reaches the twin."""
+        revised = {b.name: (b.requested_sampling, b.sampling_interval) for b in self._from_plc
+                   if b.sampling_interval and b.sampling_interval != b.requested_sampling}
+        publishing = (self.requested_publishing, self.publishing_interval)
+        report = (publishing, tuple(sorted(revised.items())))
+        if report == self._reported:
+            return
+        self._reported = report
+        if publishing[0] == publishing[1] and not revised:
+            return
+        self._log.warning(
+            "hil_intervals_revised", requested_publishing_ms=publishing[0],
+            publishing_ms=publishing[1],
+            sampling_ms={name: revised_ms for name, (_, revised_ms) in revised.items()},
+            requested_sampling_ms={name: asked for name, (asked, _) in revised.items()},
+            consequence=f"the PLC sends its values every {publishing[1]:g} ms: a value "
+                        f"takes up to that long to reach the twin (the round trip grows "
+                        f"by as much)")
 
     def _binding_error(self, b: _Binding, status: str, message: str) -> None:
         if b.to_plc or not b.has_value:
@@ -690,6 +752,42 @@ class _Peer:
             if cast.clamped:
                 self._clamped(b, raw, cast.value)
         b.status, b.error, b.logged = status, "", ""
+
+
+class _Answers:
+    """Stands in for a Subscription's session while it creates monitored items and
+    keeps the service's answers (their RevisedSamplingInterval), which asyncua's
+    ``Subscription.create_monitored_items`` reduces to item ids."""
+
+    def __init__(self, session: Any) -> None:
+        self._session = session
+        self.results: list[ua.MonitoredItemCreateResult] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
+
+    async def create_monitored_items(
+            self, params: ua.CreateMonitoredItemsParameters) -> list[ua.MonitoredItemCreateResult]:
+        self.results = list(await self._session.create_monitored_items(params))
+        return self.results
+
+
+async def _create_items(subscription: Subscription,
+                        requests: Sequence[ua.MonitoredItemCreateRequest],
+                        ) -> tuple[list[int | ua.StatusCode],
+                                   list[ua.MonitoredItemCreateResult | None]]:
+    """``subscription.create_monitored_items(requests)``, with each item's answer
+    (None where asyncua did not let us see it: the revision is then unknown)."""
+    answers = _Answers(subscription.server)
+    subscription.server = answers
+    try:
+        ids = await subscription.create_monitored_items(requests)
+    finally:
+        subscription.server = answers._session
+    kept: list[ua.MonitoredItemCreateResult | None] = list(answers.results)
+    if len(kept) != len(ids):
+        kept = [None] * len(ids)
+    return ids, kept
 
 
 async def probe_endpoint(endpoint: str, timeout: float) -> bool:
