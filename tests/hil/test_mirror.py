@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
 from asyncua import Client
+from structlog.testing import capture_logs
 
 from tests.hil.conftest import (
     CASTS,
@@ -22,6 +24,7 @@ from tests.hil.conftest import (
     start_clock,
     wait_for,
 )
+from twin_server import logs
 from twin_server.engine.session import Session, VarKey
 from twin_server.hil import HilMirror, LinkState
 from twin_server.hil.health import PeerStatistics
@@ -222,6 +225,31 @@ class TestLinkLoss:
             await wait_for(lambda: peer(mirror).connected
                            and peer(mirror).binding("valve").status == "Good", 10)
             assert peer(mirror).reconnect_count == 1
+
+    async def test_a_reset_logs_one_state_change_and_no_traceback(
+            self, own_plc: SoftPlc) -> None:
+        """With the daemon's logger levels, a PLC that resets the connection is one
+        hil_link_lost event; asyncua's client logs nothing at ERROR about it."""
+        records: list[logging.LogRecord] = []
+        handler = logging.Handler(logging.ERROR)
+        handler.emit = records.append  # type: ignore[method-assign]
+        library = logging.getLogger("asyncua")
+        levels = {name: logging.getLogger(name).level for name in logs.CAPPED_LOGGERS}
+        library.addHandler(handler)
+        logs.cap_libraries(logging.INFO)
+        try:
+            with capture_logs() as events:
+                async with mirrored(own_plc.endpoint, LOOP) as (_, mirror):
+                    await wait_for(lambda: peer(mirror).binding("valve").status == "Good", 5)
+                    own_plc.kill()
+                    await wait_for(lambda: not peer(mirror).connected, 3)
+                    await asyncio.sleep(1.5)  # asyncua's publish loop retries after 1 s
+        finally:
+            library.removeHandler(handler)
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
+        assert [e["event"] for e in events if e["log_level"] == "error"] == ["hil_link_lost"]
+        assert [r.getMessage() for r in records] == []
 
     async def test_hung_plc_is_detected_within_3_seconds(self, own_plc: SoftPlc) -> None:
         """A PLC that stops answering (SIGSTOP) is a lost link after at most 2 keepalives."""
