@@ -8,6 +8,8 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
+from tests.nodeopcua import NodeOpcua, ensure_installed, node
+
 
 @pytest.fixture(autouse=True)
 def _restore_logging() -> Iterator[None]:
@@ -39,3 +41,14 @@ def _state_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]
     mp.setenv("CACHE_DIRECTORY", str(tmp_path_factory.mktemp("cache")))
     yield
     mp.undo()
+
+
+@pytest.fixture(scope="session")
+def nodeopcua() -> NodeOpcua:
+    """Runs node-opcua scripts against a server (tests/nodeopcua); installs node-opcua
+    first if ``make test`` has not; skips the test where Node.js is not installed."""
+    if node() is None:
+        pytest.skip("node (Node.js) is not installed; the node-opcua conformance tests "
+                    "need it: apt-get install nodejs npm")
+    ensure_installed()
+    return NodeOpcua()
