@@ -18,8 +18,11 @@ Decisions:
   a glob (``"tank.*"``, ``"*.level"``) matched against every variable of any
   kind. A pattern that matches nothing is an error at start, not silence.
 * **When**: at the record rate (default: the session's publish rate), taking the
-  pacer's frames, and only when the session's ``version`` moved since the last
-  record. A record rate below the publish rate takes a subset of the frames (one
+  pacer's frames, and only when the session's ``version`` or a value's quality
+  (``Frame.quality``: a HIL input's link status) moved since the last record.
+  A sample is stored with its value's StatusCode, and a Bad value as null, as
+  the address space serves it, so the history agrees with what a subscriber
+  saw. A record rate below the publish rate takes a subset of the frames (one
   when a record period has passed since the last taken, within half a publish
   period), with their stamps: what is recorded was also published, at the same
   SourceTimestamp. A record rate above the publish rate records every frame (the
