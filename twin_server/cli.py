@@ -7,7 +7,7 @@
                                [--sim-start S] [--sim-end S] [-o FILE]
     twin-server fmu inspect FILE
     twin-server user add|passwd|role|remove|list NAME [--role ROLE] [--config CONFIG]
-    twin-server pki trust|untrust|list [FILE-OR-THUMBPRINT] [--config CONFIG]
+    twin-server pki trust|untrust|list|hil-client [FILE-OR-THUMBPRINT] [--config CONFIG]
 
 Exit status: 0 on success or a clean stop, 2 for an invalid config (every error
 printed, each with its file and key path), 1 for anything else.
@@ -123,7 +123,11 @@ def _check(paths: Sequence[str]) -> int:
             print(f"{path}: {errors.message}", file=sys.stderr)
             status = EXIT_CONFIG
             continue
-        print(f"{path}: ok ({len(loaded.twins)} twins, {len(loaded.config.sessions)} sessions)")
+        for warning in loaded.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        notes = f", {len(loaded.warnings)} warnings" if loaded.warnings else ""
+        print(f"{path}: ok ({len(loaded.twins)} twins, {len(loaded.config.sessions)} "
+              f"sessions{notes})")
     return status
 
 
@@ -195,6 +199,10 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{args.config}: {errors.message}; not started", file=sys.stderr)
         return EXIT_CONFIG
     logs.configure(args.log_level, default=loaded.config.server.log_level)
+    for warning in loaded.warnings:
+        structlog.get_logger(__name__).warning(
+            "config_warning", file=warning.file, path=warning.path,
+            message=warning.message)
 
     from twin_server.opcua.patches import UntestedAsyncua, check_asyncua
 

@@ -18,8 +18,11 @@ Decisions:
   a glob (``"tank.*"``, ``"*.level"``) matched against every variable of any
   kind. A pattern that matches nothing is an error at start, not silence.
 * **When**: at the record rate (default: the session's publish rate), taking the
-  pacer's frames, and only when the session's ``version`` moved since the last
-  record. A record rate below the publish rate takes a subset of the frames (one
+  pacer's frames, and only when the session's ``version`` or a value's quality
+  (``Frame.quality``: a HIL input's link status) moved since the last record.
+  A sample is stored with its value's StatusCode, and a Bad value as null, as
+  the address space serves it, so the history agrees with what a subscriber
+  saw. A record rate below the publish rate takes a subset of the frames (one
   when a record period has passed since the last taken, within half a publish
   period), with their stamps: what is recorded was also published, at the same
   SourceTimestamp. A record rate above the publish rate records every frame (the
@@ -73,7 +76,7 @@ from twin_server.engine.session import VarKey
 from twin_server.errors import InvalidArgument, NotFound
 from twin_server.history import HistoryStore, RetentionPolicy
 from twin_server.models.base import DataType, Kind, Value
-from twin_server.runtime.host import Frame, FrameSource, SessionLayout
+from twin_server.runtime.host import GOOD_ONLY, Frame, FrameSource, SessionLayout
 from twin_server.runtime.sinks import Stamp
 
 log = structlog.get_logger(__name__)
@@ -86,6 +89,8 @@ HISTORY_DATATYPES: dict[DataType, str] = {
     DataType.STRING: "String",
 }
 MODES = ("change", "every")
+#: the severity bit of a Bad StatusCode
+_BAD = 0x80000000
 SOURCES = ("client", "hil")
 #: the severity of a ``value_written`` event (a person changed the process)
 SEVERITY_WRITE = 200
@@ -209,8 +214,10 @@ class Recorder:
         self._sim_series = f"{name}/{SIM_TIME}"
         #: the simulated time of the latest frame handed over (a write's)
         self._sim_time: float | None = None
-        self._last: dict[VarKey, Value] = {}
+        #: the last value stored of each key, with its status (0: Good)
+        self._last: dict[VarKey, tuple[Value | None, int]] = {}
         self._version: int | None = None
+        self._quality: Mapping[int, int] = GOOD_ONLY
         #: when the next frame is to be taken (decimation: a record rate below the
         #: publish rate), seconds since the epoch
         self._due: float | None = None
@@ -290,19 +297,22 @@ class Recorder:
         if self._closed:
             return 0
         sim_t = self._sim_time = frame.sim_time
-        if frame.version == self._version:
+        quality = frame.quality
+        if frame.version == self._version and quality == self._quality:
             return 0
-        self._version = frame.version
+        self._version, self._quality = frame.version, quality
         values = frame.values
         record = self.store.record
         last = self._last
         every = self._every
         queued = refused = 0
         for i, key, series in self._slots:
-            value = values[i]
-            if every or key not in last or last[key] != value:
-                if record(series, t, value, 0, "tick", sim_t):
-                    last[key] = value
+            status = quality.get(i, 0) if quality else 0
+            # a Bad value is null, as the address space serves it (Part 4, 7.7.1)
+            sample = (None if status & _BAD else values[i], status)
+            if every or last.get(key) != sample:
+                if record(series, t, *sample, "tick", sim_t):
+                    last[key] = sample
                     queued += 1
                 else:
                     refused += 1  # not remembered: tried again at the next record
@@ -316,9 +326,12 @@ class Recorder:
         self._dropped += refused
         return queued
 
-    def written(self, key: VarKey, value: Value, source: str = "client") -> None:
+    def written(self, key: VarKey, value: Value, source: str = "client",
+                status: int = 0) -> None:
         """A client (``"client"``) or HIL binding (``"hil"``) wrote ``value`` (as the
-        session stored it) to ``key``: store it now with its source."""
+        session stored it) to ``key``: store it now with its source, and ``status``
+        (a HIL input's quality: the PLC's value is Good, a fallback
+        UncertainSubstituteValue)."""
         if self._closed:
             return
         if source not in SOURCES:
@@ -326,8 +339,9 @@ class Recorder:
                                   f"(got {source!r})")
         series = self._series.get(key)
         if series is not None:
-            if self.store.record(series, self._now(), value, 0, source, self._sim_time):
-                self._last[key] = value
+            if self.store.record(series, self._now(), value, status, source,
+                                 self._sim_time):
+                self._last[key] = (value, status)
                 self._samples += 1
                 self._writes += 1
             else:
@@ -432,11 +446,13 @@ class Recording:
         recorder = self._recorders.get(session)
         return recorder.paths if recorder is not None else []
 
-    def written(self, session: str, key: VarKey, value: Value, source: str = "client") -> None:
-        """The write paths' hook: a client or HIL binding wrote ``value`` to ``key``."""
+    def written(self, session: str, key: VarKey, value: Value, source: str = "client",
+                status: int = 0) -> None:
+        """The write paths' hook: a client or HIL binding wrote ``value`` to ``key``
+        (a HIL input's value with its ``status``)."""
         recorder = self._recorders.get(session)
         if recorder is not None:
-            recorder.written(key, value, source)
+            recorder.written(key, value, source, status)
 
     def event(self, session: str, kind: str, message: str, severity: int = 100) -> None:
         """Store a log event of ``session`` that the session itself did not emit."""

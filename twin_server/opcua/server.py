@@ -31,7 +31,7 @@ from twin_server.config.schema import ServerConfig
 from twin_server.engine.session import RunState, SessionEvent, VarKey
 from twin_server.engine.twin import TwinDefinition
 from twin_server.errors import NotFound, OutOfRange, TypeMismatch
-from twin_server.hil import HilMirror, MirrorStatistics
+from twin_server.hil import HilMirror
 from twin_server.history import HistoryStore
 from twin_server.models.base import DataType, Kind, Variable
 from twin_server.opcua import events as ev
@@ -165,9 +165,6 @@ class OpcUaServer:
         self.on_log_event: Callable[[str, str, str, int], None] | None = None
         self._nodes = 0
         self._hil: HilNodes | None = None
-        #: the quality each HIL-fed input was last marked with, on which nodes
-        #: (``mark_hil_inputs``): (session, variable) -> (target, status name)
-        self._hil_marks: dict[tuple[str, str], tuple[PublishTarget, str]] = {}
         #: Diagnostics/Workers and each session's worker health (``worker_nodes``)
         self.worker_nodes: WorkerNodes | None = None
         self._log = log.bind(endpoint=self._endpoint)
@@ -624,55 +621,11 @@ class OpcUaServer:
         self._nodes += len(batch.commit(self._iserver.aspace))
 
     async def publish_hil_forever(self, mirror: HilMirror, period: float = 0.5) -> None:
-        """Keep the HIL health nodes current, and each input the PLC feeds marked with
-        its binding's quality (``mark_hil_inputs``), until cancelled."""
+        """Keep the HIL health nodes current until cancelled. (The quality of each
+        input a PLC feeds travels with its value, in the session's frames:
+        ``HostedSession.mark``.)"""
         assert self._hil is not None, "add_hil first"
-        aspace = self._iserver.aspace
-        while True:
-            stats = mirror.statistics()
-            await self._hil.publish(aspace, stats)
-            for name in self.mark_hil_inputs(stats):
-                self._sessions[name].pacer.wake()  # the new quality shows at once
-            await asyncio.sleep(period)
-
-    def mark_hil_inputs(self, stats: MirrorStatistics) -> set[str]:
-        """Mark each input a PLC feeds with its binding's quality (Good,
-        BadWaitingForInitialData until the PLC's first value, UncertainLastUsableValue,
-        UncertainSubstituteValue or BadCommunicationError while the link is down), from
-        the session's next frame on; the sessions whose marks changed. The daemon marks
-        them once before READY, so that no input shows its default as Good before its
-        PLC ever answered."""
-        changed: set[str] = set()
-        for peer in stats.peers:
-            for binding in peer.bindings:
-                if binding.direction == "from_plc" and self._mark_input(
-                        peer.session, binding.variable, binding.status):
-                    changed.add(peer.session)
-        return changed
-
-    def _mark_input(self, session: str, variable: str, status: str) -> bool:
-        """Publish ``session``'s input ``component.name`` with ``status`` (a status
-        code name) when it differs from what was marked last on the session's
-        current nodes (a session created again under the name starts unmarked);
-        whether it did."""
-        served = self._sessions.get(session)
-        if served is None:
-            return False
-        marked = self._hil_marks
-        last = marked.get((session, variable))
-        if (last[1] if last is not None and last[0] is served.target else "Good") == status:
-            return False
-        component, _, name = variable.partition(".")
-        key = VarKey(component, Kind.INPUT, name)
-        index = next((i for i, (k, _, _) in enumerate(served.target.nodes.variables)
-                      if k == key), None)
-        if index is None:
-            return False
-        code = getattr(ua.StatusCodes, status, None)
-        served.target.set_quality(index, None if code is None or status == "Good"
-                                  else ua.StatusCode(code))
-        marked[(session, variable)] = (served.target, status)
-        return True
+        await self._hil.run(self._iserver.aspace, mirror.statistics, period)
 
     # -- worker health -------------------------------------------------------------
     async def publish_workers_forever(self, statistics: Callable[[], HostStatistics],

@@ -266,7 +266,6 @@ class Daemon:
             self._sinks.append(self.hil)
             if config.hil:
                 await server.add_hil(self.hil)
-                await self._mark_hil_inputs()
             async with asyncio.TaskGroup() as tg:
                 self._tasks = tg
                 for record in self.sessions.values():
@@ -704,18 +703,9 @@ class Daemon:
             raise
         if self.hil is not None:
             await self.hil.rebind(hosted)  # a PLC peer serving this name mirrors it again
-            await self._mark_hil_inputs()
         if self._tasks is not None:
             record.pacer.start(self._tasks)
         return record
-
-    async def _mark_hil_inputs(self) -> None:
-        """Mark the inputs the PLCs feed with their links' quality and publish the
-        sessions whose marks changed now: an input no PLC has sent a value to yet reads
-        BadWaitingForInitialData from the start, not its default as Good."""
-        assert self.server is not None and self.hil is not None
-        for name in self.server.mark_hil_inputs(self.hil.statistics()):
-            await self.server.publish(name)
 
     async def _open_history(self) -> None:
         """Open the store under state_dir; the recorders and snapshots on top of it."""

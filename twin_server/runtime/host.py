@@ -17,7 +17,8 @@ in the order the session emitted them.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from twin_server.engine.session import (
@@ -33,6 +34,9 @@ from twin_server.engine.twin import TwinDefinition
 from twin_server.errors import SessionFault
 from twin_server.models.base import Value, Variable
 from twin_server.runtime.clock import ClockStatistics
+
+#: ``Frame.quality`` of a frame whose values are all Good
+GOOD_ONLY: Mapping[int, int] = MappingProxyType({})
 
 #: called with the session's name and each event it emits (and the host's own:
 #: a worker's crash is a ``fault`` event, its replacement a ``recovered`` one)
@@ -60,7 +64,10 @@ class Frame:
     Halted. ``version`` moves whenever any value may have changed (as
     ``Session.version``, but counted by the host: compare, do not do sums).
     ``steps_remaining``: ticks the Step running in the background has still to
-    take (0: none runs). ``forces``: see below."""
+    take (0: none runs). ``quality``: the OPC UA StatusCode (an int) of each value,
+    by index, that is not Good although the session stepped it, e.g. a HIL input
+    while its PLC is lost (``HostedSession.mark``): the status travels with the
+    value it describes to every sink. ``forces``: see below."""
 
     step_count: int
     sim_time: float
@@ -75,6 +82,7 @@ class Frame:
     #: moves whenever the set of forced inputs may have changed (``Session.forces``,
     #: counted by the host): ask ``forced`` then
     forces: int = 0
+    quality: Mapping[int, int] = field(default_factory=lambda: GOOD_ONLY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,19 +225,91 @@ class SessionHost(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class _Mark:
+    """The status of one variable's value: ``status`` for ``value`` (any value when
+    ``conditional`` is False), ``otherwise`` for any other value (the value before
+    a write under way, which the frame may still show)."""
+
+    status: int
+    value: Value | None = None
+    conditional: bool = False
+    otherwise: int = 0
+
+
 class HostedSession:
-    """The typed front of one hosted session (``SessionHost.call`` underneath)."""
+    """The typed front of one hosted session (``SessionHost.call`` underneath).
+
+    It also holds the *quality* of values that the session steps but something in
+    this process vouches for (a HIL input fed by a PLC, ``hil/mirror.py``):
+    ``mark`` and ``write_marked`` set it, and every ``frame`` read through this
+    front carries it (``Frame.quality``), so that a value and the status that
+    describes it reach the sinks together. The daemon holds one front per served
+    session, which the pacer, the publisher, the recorder and the mirror share."""
 
     def __init__(self, host: SessionHost, name: str) -> None:
         self.host = host
         self.name = name
+        self._marks: dict[VarKey, _Mark] = {}
+        self._positions: dict[VarKey, int] | None = None
 
     @property
     def layout(self) -> SessionLayout:
         return self.host.layout(self.name)
 
     def frame(self) -> Frame:
-        return self.host.frame(self.name)
+        """The latest frame, with the quality of the values marked (``mark``)."""
+        frame = self.host.frame(self.name)
+        if not self._marks:
+            return frame
+        positions = self._positions
+        if positions is None:
+            positions = self._positions = {
+                key: i for i, (key, _) in enumerate(self.layout.variables)}
+        values = frame.values
+        quality: dict[int, int] = {}
+        for key, mark in self._marks.items():
+            i = positions[key]
+            status = (mark.status if not mark.conditional or values[i] == mark.value
+                      else mark.otherwise)
+            if status:
+                quality[i] = status
+        return replace(frame, quality=MappingProxyType(quality)) if quality else frame
+
+    def status(self, key: VarKey) -> int:
+        """The status ``key``'s value is marked with (0: Good)."""
+        mark = self._marks.get(key)
+        return 0 if mark is None else mark.status
+
+    def mark(self, key: VarKey, status: int) -> None:
+        """From now on ``key``'s value has OPC UA StatusCode ``status`` (0: Good, the
+        mark is removed), whatever it is."""
+        if status:
+            self._marks[key] = _Mark(status)
+        else:
+            self._marks.pop(key, None)
+
+    async def write_marked(self, key: VarKey, value: Value, status: int) -> Value:
+        """``write`` ``value`` to ``key``, whose value has ``status`` from then on. A
+        frame read while the write is under way shows ``status`` only with ``value``
+        (a worker may show the new value before its answer comes, or the old one
+        after the request left): a value never carries a status that is not its
+        own. On a refused write the mark stays as it was."""
+        before = self._marks.get(key)
+        self._marks[key] = mark = _Mark(status, value, True,
+                                         0 if before is None else before.status)
+        try:
+            stored = await self.write(key, value)
+        except BaseException:
+            if self._marks.get(key) is mark:
+                if before is None:
+                    del self._marks[key]
+                else:
+                    self._marks[key] = before
+            raise
+        if self._marks.get(key) is mark:  # (not marked again meanwhile)
+            self.mark(key, status)
+        return stored
 
     def values(self) -> dict[VarKey, Value]:
         """The latest frame's values by key (a fresh dict)."""
