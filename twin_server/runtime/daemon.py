@@ -266,6 +266,7 @@ class Daemon:
             self._sinks.append(self.hil)
             if config.hil:
                 await server.add_hil(self.hil)
+                await self._publish_hil_sessions()
             async with asyncio.TaskGroup() as tg:
                 self._tasks = tg
                 for record in self.sessions.values():
@@ -703,9 +704,19 @@ class Daemon:
             raise
         if self.hil is not None:
             await self.hil.rebind(hosted)  # a PLC peer serving this name mirrors it again
+            await self._publish_hil_sessions(name)
         if self._tasks is not None:
             record.pacer.start(self._tasks)
         return record
+
+    async def _publish_hil_sessions(self, only: str | None = None) -> None:
+        """Publish the sessions PLCs feed (or ``only``) now: their inputs carry the
+        mirror's marks from its start (BadWaitingForInitialData until a PLC's first
+        value), so none reads its default as Good before its PLC ever answered."""
+        assert self.server is not None and self.hil is not None
+        names = {peer.session for peer in self.hil.statistics().peers}
+        for name in sorted(names if only is None else names & {only}):
+            await self.server.publish(name)
 
     async def _open_history(self) -> None:
         """Open the store under state_dir; the recorders and snapshots on top of it."""
