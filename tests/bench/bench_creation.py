@@ -22,7 +22,7 @@ from typing import Any
 from asyncua import Client, ua
 
 from tests.bench.common import TANK_TWIN
-from twin_server.config.loader import parse_config
+from twin_server.runtime.compile import parse_config
 from twin_server.opcua.server import NAMESPACE_URI
 from twin_server.runtime.daemon import Daemon
 

@@ -72,6 +72,7 @@ from twin_server.models.base import Value
 from twin_server.opcua import events as ev
 from twin_server.opcua.server import OpcUaServer
 from twin_server.recording import Recording
+from twin_server.runtime.collector import collector_paused
 from twin_server.runtime.compile import LoadedConfig, load_config, parse_twin
 from twin_server.runtime.host import Frame, HostedSession
 from twin_server.runtime.local import LocalHost
@@ -461,8 +462,9 @@ class Daemon:
     async def define_twin(self, definition: str) -> TwinDefinition:
         # parsing and compiling take seconds for a twin of 20,000 components: in a
         # thread, so that the event loop serves meanwhile (the GIL switches every 5 ms)
-        twin = await asyncio.to_thread(parse_twin, definition, file="DefineTwin",
-                                       fmu=self.fmu_folders())
+        with collector_paused():  # (what it allocates lives on: ``collector.py``)
+            twin = await asyncio.to_thread(parse_twin, definition, file="DefineTwin",
+                                           fmu=self.fmu_folders())
         self.manager.define_twin(twin)
         assert self.server is not None
         try:
@@ -638,7 +640,20 @@ class Daemon:
                      ) -> ServedSession:
         """Create a session in the host (from ``snapshot``, or resumed from ``stored``
         when ``resume``), then ``after`` it, then serve it: its record, recorder and
-        nodes, all or nothing (on failure the host lets go of it again)."""
+        nodes, all or nothing (on failure the host lets go of it again). The
+        collector is held off meanwhile (``collector.py``: a session of 20,000
+        components allocates millions of objects that all live on)."""
+        with collector_paused():
+            return await self._serve_paused(name, twin, settings, origin, created,
+                                            stored=stored, resume=resume, snapshot=snapshot,
+                                            isolate=isolate, after=after)
+
+    async def _serve_paused(self, name: str, twin: TwinDefinition, settings: SessionSettings,
+                            origin: Origin, created: str | Callable[[Frame], str], *,
+                            stored: persistence.StoredSession | None, resume: bool,
+                            snapshot: SessionSnapshot | None, isolate: bool | None,
+                            after: Callable[[HostedSession], Awaitable[None]] | None,
+                            ) -> ServedSession:
         assert self.server is not None and self.host is not None
         self.manager.check_new(name)
         alone = isolated(twin, isolate) and isinstance(self.host, WorkerHost)
