@@ -496,6 +496,17 @@ class OpcUaServer:
         if self.on_log_event is not None:
             self.on_log_event(session.name, kind, message, severity)
 
+    async def announce(self, name: str, kind: str, message: str, severity: int) -> None:
+        """A log event about session ``name``, which is not served (its creation in
+        the background failed), from the Sessions folder up (TwinServer, Server)."""
+        if self.on_log_event is not None:
+            self.on_log_event(name, kind, message, severity)
+        if self._emitter is None or self.state is not ServerState.RUNNING:
+            return
+        await self._emitter.session_event(
+            (self.nodeid(SESSIONS), self.nodeid(ROOT), ev.SERVER_OBJECT), name, kind,
+            message, severity, 0.0, 0)
+
     async def flush_events(self) -> None:
         """Emit every queued session event and update the state machine nodes."""
         if not self._pending:

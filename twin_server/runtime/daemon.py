@@ -40,9 +40,10 @@ import enum
 import gc
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -51,6 +52,7 @@ from twin_server.config.fmu_files import FMU_MODEL, FmuFolders
 from twin_server.config.schema import SessionConfig
 from twin_server.engine.manager import Origin, Overrides
 from twin_server.engine.session import (
+    SEVERITY_FAULT,
     SEVERITY_INFO,
     RunState,
     SessionEvent,
@@ -60,6 +62,7 @@ from twin_server.engine.session import (
 )
 from twin_server.engine.twin import TwinDefinition
 from twin_server.errors import (
+    AlreadyExists,
     ConfigErrors,
     InvalidState,
     NotFound,
@@ -100,8 +103,22 @@ class DaemonState(enum.StrEnum):
 STAGE_TIMEOUT = 5.0
 #: the stages of a shutdown, in order; together at most len * STAGE_TIMEOUT seconds,
 #: which must stay inside the systemd unit's TimeoutStopSec (a test checks it)
-SHUTDOWN_STAGES = ("hil", "clocks", "pacers", "publisher", "snapshots", "history",
+SHUTDOWN_STAGES = ("creations", "hil", "clocks", "pacers", "publisher", "snapshots", "history",
                    "history-writer", "server", "workers")
+
+
+#: seconds CreateSession waits for its session to be served before it answers
+ANSWER_WITHIN = 1.0
+
+
+@dataclass(eq=False)
+class _Creation:
+    """A client's session being created (``Daemon.create_session``)."""
+
+    name: str
+    task: asyncio.Task[ServedSession | Exception] | None = None
+    #: the caller was answered before it ended: the outcome is announced instead
+    answered: bool = False
 
 
 def session_settings(cfg: SessionConfig,
@@ -162,6 +179,11 @@ class Daemon:
     #: the clocks' sleep (in-process host): a timerfd wakes them within the kernel's
     #: timer precision instead of the event loop's whole milliseconds (``timers.py``)
     _sleep: PreciseSleep = field(default_factory=PreciseSleep)
+    #: seconds CreateSession waits for its session before it answers and lets the
+    #: creation run on in the background (``create_session``)
+    answer_within: float = ANSWER_WITHIN
+    #: client sessions being created, by name (``create_session``)
+    _creating: dict[str, _Creation] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         server = self.loaded.config.server
@@ -313,6 +335,8 @@ class Daemon:
                 self.state = DaemonState.STOPPING
                 self.notifier.stopping()
                 log.info("daemon_stopping")
+                await _stop_stage("creations", [c.task for c in self._creating.values()
+                                                if c.task is not None])
                 await _stop_stage("hil", hil_tasks)
                 await _with_timeout("clocks", self._stop_clocks())
                 await _with_timeout("pacers", self._stop_pacers())
@@ -386,21 +410,74 @@ class Daemon:
 
     async def create_session(self, twin: str, name: str,
                              parameters: Overrides) -> HostedSession:
+        """Serve a new session of ``twin``. Answered once it is served, or after
+        ``ANSWER_WITHIN`` seconds while it is still being built (a twin of 20,000
+        components takes many seconds): the creation then runs on in the background,
+        the name stays taken, and its ``created`` event (from the session, the
+        Sessions folder and TwinServer up) announces the end, or a
+        ``create_failed`` event from the Sessions folder says why it failed."""
         self._require_running("create a session")
         definition = self.manager.twin(twin)
-        self.manager.check_new(name)
+        self._check_new(name)
         settings = merge_parameters(self.client_settings, parameters)
         given = "; parameters " + ", ".join(
             f"{c}.{p}={v!r}" for c, values in parameters.items() for p, v in values.items()
         ) if parameters else ""
-        record = await self._serve(name, definition, settings, "client",
-                                   f"session {name!r} of twin {twin!r} created by a client"
-                                   f"{given}")
-        return record.session
+        message = f"session {name!r} of twin {twin!r} created by a client{given}"
+        assert self._tasks is not None and self.host is not None
+        creation = _Creation(name)
+        creation.task = self._tasks.create_task(
+            self._create_in_background(creation, definition, settings, message),
+            name=f"create:{name}")
+        self._creating[name] = creation
+        done, _ = await asyncio.wait({creation.task}, timeout=self.answer_within)
+        if not done:
+            creation.answered = True
+            log.info("session_create_continues", session=name, twin=twin,
+                     components=len(definition.components),
+                     after_seconds=self.answer_within)
+            return HostedSession(self.host, name)
+        result = creation.task.result()
+        if isinstance(result, BaseException):
+            raise result
+        return result.session
+
+    async def _create_in_background(self, creation: _Creation, twin: TwinDefinition,
+                                    settings: SessionSettings,
+                                    message: str) -> ServedSession | Exception:
+        """``_serve`` a client's session; its failure is returned to a caller still
+        waiting, else logged and announced (never raised: the task is the daemon's)."""
+        name = creation.name
+        try:
+            return await self._serve(name, twin, settings, "client", message)
+        except Exception as exc:
+            if creation.answered:
+                log.error("session_create_failed", session=name, twin=twin.name,
+                          error=f"{type(exc).__name__}: {exc}")
+                if self.server is not None:
+                    with contextlib.suppress(Exception):
+                        await self.server.announce(
+                            name, "create_failed",
+                            f"session {name!r} of twin {twin.name!r} could not be created: "
+                            f"{exc}", SEVERITY_FAULT)
+            return exc
+        finally:
+            if self._creating.get(name) is creation:
+                del self._creating[name]
+
+    def _check_new(self, name: str) -> None:
+        """``manager.check_new``, and refuse the name of a session being created."""
+        self.manager.check_new(name)
+        if name in self._creating:
+            raise AlreadyExists(f"a session named {name!r} is being created; choose another "
+                                f"name, or wait for its created event")
 
     async def delete_session(self, name: str, *, kind: str = "deleted",
                              message: str | None = None,
                              severity: int = ev.SEVERITY_LIFECYCLE) -> None:
+        if name in self._creating and name not in self.manager.sessions:
+            raise InvalidState(f"session {name!r} is still being created; delete it after "
+                               f"its created event")
         record = self.manager.remove(name)  # (a second delete meanwhile: NotFound)
         assert self.server is not None and self.host is not None
         try:
@@ -428,7 +505,7 @@ class Daemon:
                            realtime_factor: float) -> HostedSession:
         self._require_running("fork a session")
         parent = self.manager.get(source)
-        self.manager.check_new(name)
+        self._check_new(name)
         _check_factor(name, realtime_factor)
         snapshot = await parent.session.snapshot()
         settings = dataclasses.replace(parent.settings, realtime_factor=float(realtime_factor),
@@ -796,7 +873,7 @@ def _state(record: ServedSession) -> RunState | None:
         return None
 
 
-async def _stop_stage(stage: str, tasks: list[asyncio.Task[None]]) -> None:
+async def _stop_stage(stage: str, tasks: Sequence[asyncio.Task[Any]]) -> None:
     """Cancel ``tasks`` and wait for them at most STAGE_TIMEOUT seconds."""
     for task in tasks:
         task.cancel()
