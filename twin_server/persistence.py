@@ -52,12 +52,14 @@ snapshot is asked of the session's host, in this process or a worker;
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import json
 import struct
 import time
-from collections.abc import Iterable, Mapping, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -385,7 +387,7 @@ async def save_state(store: HistoryStore, sessions: SessionSource, *,
 
 async def save_hosted(store: HistoryStore, sessions: HostedSessions, *,
                       keep: Iterable[str] = (),
-                      saved_versions: dict[str, tuple[HostedRecord, int, str]] | None = None,
+                      saved_versions: dict[str, tuple[Callable[[], Any], int, str]] | None = None,
                       ) -> SaveResult:
     """``save_state`` for the daemon's hosted sessions. ``saved_versions``, when
     given, is kept up to date with the frame version each session was saved at, and
@@ -401,7 +403,7 @@ async def save_hosted(store: HistoryStore, sessions: HostedSessions, *,
         try:
             version = record.session.frame().version
             last = saved_versions.get(name) if saved_versions is not None else None
-            if last is not None and last[0] is record and last[1] == version:
+            if last is not None and last[0]() is record and last[1] == version:
                 saved.append(name)
                 if last[2]:
                     without.append(name)
@@ -409,7 +411,8 @@ async def save_hosted(store: HistoryStore, sessions: HostedSessions, *,
             blob, problem = await encode_hosted(record, now=now)
             await store.save_snapshot(name, blob)
             if saved_versions is not None:
-                saved_versions[name] = (record, version, problem)
+                with contextlib.suppress(TypeError):  # (a record without weak references)
+                    saved_versions[name] = (weakref.ref(record), version, problem)
         except NotFound:  # deleted (or not hosted yet) while the others were saved
             log.debug("session_save_skipped", session=name, reason="not hosted now")
             continue
@@ -626,7 +629,7 @@ class Snapshots:
         self.last: SaveResult | None = None
         self.failures = 0
         #: the frame version each hosted session was last saved at (``save_hosted``)
-        self._saved: dict[str, tuple[HostedRecord, int, str]] = {}
+        self._saved: dict[str, tuple[Callable[[], Any], int, str]] = {}
 
     async def save(self) -> SaveResult | None:
         try:

@@ -107,8 +107,11 @@ SHUTDOWN_STAGES = ("creations", "hil", "clocks", "pacers", "publisher", "snapsho
                    "history-writer", "server", "workers")
 
 
-#: seconds CreateSession waits for its session to be served before it answers
+#: seconds CreateSession waits for a session of a big twin to be served before it
+#: answers (the creation runs on in the background: ``Daemon.create_session``)
 ANSWER_WITHIN = 1.0
+#: twins of at least this many components are big in that sense
+BACKGROUND_COMPONENTS = 1_000
 
 
 @dataclass(eq=False)
@@ -410,12 +413,12 @@ class Daemon:
 
     async def create_session(self, twin: str, name: str,
                              parameters: Overrides) -> HostedSession:
-        """Serve a new session of ``twin``. Answered once it is served, or after
-        ``ANSWER_WITHIN`` seconds while it is still being built (a twin of 20,000
-        components takes many seconds): the creation then runs on in the background,
-        the name stays taken, and its ``created`` event (from the session, the
-        Sessions folder and TwinServer up) announces the end, or a
-        ``create_failed`` event from the Sessions folder says why it failed."""
+        """Serve a new session of ``twin``. Answered once it is served, or, for a twin
+        of ``BACKGROUND_COMPONENTS`` or more, after ``answer_within`` seconds while it is
+        still being built (20,000 components take many seconds): the creation then
+        runs on in the background, the name stays taken, and its ``created`` event
+        (from the session, the Sessions folder and TwinServer up) announces the end,
+        or a ``create_failed`` event from the Sessions folder says why it failed."""
         self._require_running("create a session")
         definition = self.manager.twin(twin)
         self._check_new(name)
@@ -430,7 +433,15 @@ class Daemon:
             self._create_in_background(creation, definition, settings, message),
             name=f"create:{name}")
         self._creating[name] = creation
-        done, _ = await asyncio.wait({creation.task}, timeout=self.answer_within)
+        # (a twin of fewer components is served within milliseconds: waited for, so
+        # that the NodeId answered is there to browse, even on a busy machine)
+        big = len(definition.components) >= BACKGROUND_COMPONENTS
+        try:
+            done, _ = await asyncio.wait({creation.task},
+                                         timeout=self.answer_within if big else None)
+        except asyncio.CancelledError:  # (the caller went: the outcome is announced)
+            creation.answered = True
+            raise
         if not done:
             creation.answered = True
             log.info("session_create_continues", session=name, twin=twin,
