@@ -211,7 +211,17 @@ async def sample(daemon: Daemon, phase: str, t0: float, cycles: int, state: Path
     memory would otherwise follow the cyclic garbage of the last minutes, not what
     is reachable. The collection holds the loop for tens of ms: it waits for a clock
     tick about to fall due first, as the daemon's own long work does."""
+    global _SAMPLING
     await TICKS.clear(0.1)
+    _SAMPLING = True
+    try:
+        return _sample(daemon, phase, t0, cycles, state)
+    finally:
+        await asyncio.sleep(0)  # (the watch sees the end of the stall first)
+        _SAMPLING = False
+
+
+def _sample(daemon: Daemon, phase: str, t0: float, cycles: int, state: Path) -> Sample:
     started = time.perf_counter()
     before = len(gc.get_objects())
     opcua_nodes._text.cache_clear()  # bounded (4,096), keyed by names clients choose
@@ -347,6 +357,8 @@ class Load:
 
     cycles: Counter[str] = field(default_factory=Counter)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    #: connections the clients lost without asking (their keep-alive probe failed)
+    lost: list[dict[str, Any]] = field(default_factory=list)
     done: bool = False
 
     @property
@@ -365,6 +377,8 @@ class Load:
                     record = json.loads(line)
                     if record.get("done"):
                         self.done = True
+                    elif "lost" in record:
+                        self.lost.append(record)
                     elif record["ok"]:
                         self.cycles[record["user"]] += 1
                     else:
@@ -407,6 +421,9 @@ class Run:
     clocks: dict[str, ClockStatistics] = field(default_factory=dict)
     #: the same after the warm-up: the main phase's ticks are the difference
     clocks_warm: dict[str, ClockStatistics] = field(default_factory=dict)
+    #: the daemon's event-loop stalls over 0.1 s: (time.time(), seconds), samples not
+    #: counted (each holds the loop for its full collection)
+    stalls: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def loaded(self) -> list[Sample]:
@@ -423,6 +440,7 @@ async def soak(state: Path) -> Run:
     run = Run()
     daemon = Daemon(parse_config(CONFIG.replace("{state}", str(state))))
     runner = asyncio.create_task(daemon.run())
+    watch = asyncio.create_task(watch_loop(run.stalls))
     with run.problems.installed():
         try:
             await asyncio.wait_for(daemon.wait_ready(), 60)
@@ -454,9 +472,28 @@ async def soak(state: Path) -> Run:
             store = daemon.store.statistics()
             run.store_errors, run.store_dropped = store.errors, store.dropped
         finally:
+            watch.cancel()
             daemon.stop()
             await asyncio.wait_for(runner, 60)
     return run
+
+
+#: the longest the daemon's event loop may be held at once (a client's keep-alive
+#: probe gives up after 1 s)
+MAX_STALL = 0.5
+#: set while ``sample`` holds the loop on purpose
+_SAMPLING = False
+
+
+async def watch_loop(stalls: list[tuple[float, float]]) -> None:
+    """Note every stall of this process's (the daemon's) event loop over 0.1 s."""
+    last = time.monotonic()
+    while True:
+        await asyncio.sleep(0.01)
+        now = time.monotonic()
+        if now - last > 0.1 and not _SAMPLING:
+            stalls.append((time.time(), now - last))
+        last = now
 
 
 class TestSoak:
@@ -493,6 +530,16 @@ class TestSoak:
                   f"{_last_frame(failure.get('trace', ''))})")
         check("every client cycle succeeded", not failures,
               f"{len(failures)} failed" + (f", the first: {failures[0]}" if failures else ""))
+        lost = warm.lost + main.lost
+        for record in lost:
+            near = [round(g, 3) for t, g in run.stalls if abs(t - record["at"]) < 5.0]
+            print(f"connection lost: {record['lost']}; the client's loop stalled "
+                  f"{record['client_stall']} s, the daemon's {near or 'not'} (s, within 5 s)")
+        check("no connection lost unasked", not lost,
+              f"{len(lost)} lost" + (f", the first: {lost[0]}" if lost else ""))
+        longest = max((g for _, g in run.stalls), default=0.0)
+        check("daemon loop never held", longest < MAX_STALL,
+              f"longest stall {longest * 1e3:.0f} ms (under {MAX_STALL * 1e3:.0f} ms)")
         users = {f"scada{i}" for i in range(3)} | {"churn"}
         check("every user made progress",
               main.done and set(main.cycles) == users and min(main.cycles.values()) >= MAIN / 30,

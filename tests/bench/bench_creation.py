@@ -22,8 +22,8 @@ from typing import Any
 from asyncua import Client, ua
 
 from tests.bench.common import TANK_TWIN
-from twin_server.runtime.compile import parse_config
 from twin_server.opcua.server import NAMESPACE_URI
+from twin_server.runtime.compile import parse_config
 from twin_server.runtime.daemon import Daemon
 
 SIZES = (1_000, 5_000, 20_000)

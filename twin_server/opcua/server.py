@@ -36,7 +36,7 @@ from twin_server.opcua import history_read
 from twin_server.opcua.hil_nodes import HilNodes, build_hil
 from twin_server.opcua.methods import ServerMethods, SessionMethods, method_statistics
 from twin_server.opcua.nodes import NodeBatch, add_reference
-from twin_server.opcua.patches import aspace_cache, internals
+from twin_server.opcua.patches import aspace_cache, browse, internals
 from twin_server.opcua.program import STATES, ProgramState, StateView
 from twin_server.opcua.publisher import Publisher, PublisherStatistics, PublishTarget
 from twin_server.opcua.runtime import Runtime
@@ -186,6 +186,7 @@ class OpcUaServer:
         await server.set_application_uri(self.config.application_uri)
         self.namespace = await server.register_namespace(NAMESPACE_URI)
         iserver = server.iserver
+        browse.install(iserver)  # (reference subtypes looked up once, not per reference)
         self._attributes = TwinAttributeService(iserver.aspace, self.namespace,
                                                 on_activity=self._touch)
         iserver.attribute_service = self._attributes
