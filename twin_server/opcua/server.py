@@ -41,6 +41,7 @@ from twin_server.opcua.nodes import NodeBatch, add_reference
 from twin_server.opcua.patches import aspace_cache, internals
 from twin_server.opcua.program import STATES, ProgramState, StateView
 from twin_server.opcua.publisher import Publisher, PublisherStatistics, PublishTarget
+from twin_server.opcua.ranges import RangeFollower
 from twin_server.opcua.runtime import Runtime
 from twin_server.opcua.tree import (
     BUILD_STEP,
@@ -339,7 +340,7 @@ class OpcUaServer:
             aspace.add_method_callback(nodes.methods[name], callback)
         await in_slices(self._route_writes(session, nodes, target, variables))
         served = _Served(session, nodes, methods, target, program, pacer)
-        self._watch_flags(served, variables)
+        self._watch_flags(served, twin, variables)
         # what the build put in the nodes counts as sent
         publisher.add(target)
         assert self.worker_nodes is not None
@@ -359,16 +360,23 @@ class OpcUaServer:
                                   message=f"session {session.name!r} added")
         return nodes.root
 
-    def _watch_flags(self, served: _Served,
+    def _watch_flags(self, served: _Served, twin: TwinDefinition,
                      variables: list[tuple[VarKey, Variable, ua.NodeId]]) -> None:
         """Boolean outputs are alarm flags (a tank's ``overflow``): each edge the
-        publisher sees becomes an ``alarm`` / ``alarm_cleared`` event."""
-        flags = frozenset(i for i, (key, var, _) in enumerate(variables)
-                          if key.kind is Kind.OUTPUT and var.datatype is DataType.BOOLEAN)
+        publisher sees becomes an ``alarm`` / ``alarm_cleared`` event. A change of a
+        parameter that bounds other variables (a tank's height) rewrites their
+        EURange (``ranges.py``)."""
+        alarms = frozenset(i for i, (key, var, _) in enumerate(variables)
+                           if key.kind is Kind.OUTPUT and var.datatype is DataType.BOOLEAN)
+        ranges = RangeFollower(twin, variables, served.session.frame().values)
+        flags = alarms | ranges.watched
         if not flags:
             return
 
-        def on_flag(key: VarKey, value: Any, frame: Frame) -> None:
+        def on_flag(key: VarKey, value: Any,
+                    frame: Frame) -> list[tuple[ua.NodeId, ua.DataValue]]:
+            if key.kind is Kind.PARAMETER:
+                return ranges.changed(key, frame.values)
             where = (f"output {key.name!r} of component {key.component!r}")
             at = f"at t={frame.sim_time:g} s (tick {frame.step_count})"
             if value:
@@ -376,6 +384,7 @@ class OpcUaServer:
             else:
                 self._queue(served, "alarm_cleared", f"{where} turned false again {at}",
                             ev.SEVERITY_ALARM_CLEARED)
+            return []
 
         served.target.flags = flags
         served.target.on_flag = on_flag
