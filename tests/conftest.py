@@ -44,11 +44,16 @@ def _state_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]
 
 
 @pytest.fixture(scope="session")
-def nodeopcua() -> NodeOpcua:
+def nodeopcua() -> Iterator[NodeOpcua]:
     """Runs node-opcua scripts against a server (tests/nodeopcua); installs node-opcua
     first if ``make test`` has not; skips the test where Node.js is not installed."""
     if node() is None:
         pytest.skip("node (Node.js) is not installed; the node-opcua conformance tests "
                     "need it: apt-get install nodejs npm")
     ensure_installed()
-    return NodeOpcua()
+    runner = NodeOpcua()
+    runner.start()
+    try:
+        yield runner
+    finally:
+        runner.close()
