@@ -34,7 +34,7 @@ from twin_server.hil import HilMirror
 from twin_server.history import HistoryStore
 from twin_server.models.base import DataType, Kind, Variable
 from twin_server.opcua import events as ev
-from twin_server.opcua import history_read
+from twin_server.opcua import history_read, identity
 from twin_server.opcua.hil_nodes import HilNodes, build_hil
 from twin_server.opcua.methods import ServerMethods, SessionMethods, method_statistics
 from twin_server.opcua.nodes import NodeBatch, add_reference
@@ -183,6 +183,7 @@ class OpcUaServer:
         server = self._server
         # the standard address space from a cache ($CACHE_DIRECTORY, else state_dir/cache)
         await aspace_cache.init_server(server, aspace_cache.cache_dir(self.config.state_dir))
+        await identity.set_build_info(server)  # (asyncua's init wrote its own)
         server.set_endpoint(self._endpoint)
         server.set_server_name(self.config.application_name)
         await server.set_application_uri(self.config.application_uri)
@@ -210,6 +211,7 @@ class OpcUaServer:
         # endpoints, certificates, users and roles, limits (twin_server.security); last
         # before binding: it wraps the attribute and method services set up above
         self.security = await configure_security(server, self.config, self.config.state_dir)
+        identity.set_capabilities(aspace, self.config.limits)
         await server.start()
         self._endpoint = self._bound_endpoint()
         self._log = log.bind(endpoint=self._endpoint)
