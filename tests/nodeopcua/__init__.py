@@ -50,6 +50,10 @@ LOCK_FILE = HERE / "package-lock.json"
 STAMP = HERE / "node_modules" / ".installed"
 
 
+#: what the runner writes on stderr at the end of each request
+_DONE = "@@nodeopcua-done "
+
+
 class NodeScriptError(AssertionError):
     """A node script failed, timed out or printed no JSON; the message holds its stderr."""
 
@@ -126,6 +130,8 @@ class NodeOpcua:
         self._stderr: list[str] = []
         self._next = 0
         self._pumps: list[threading.Thread] = []
+        self._stderr_seen = threading.Condition()
+        self._done = 0
 
     def start(self, timeout: float = 180.0) -> None:
         """Start the runner (if it is not running) and wait until node-opcua is loaded."""
@@ -180,6 +186,7 @@ class NodeOpcua:
                     continue  # something a library printed on stdout
                 if reply.get("id") == ident:
                     break
+            self._wait_stderr(ident)
             if not reply["ok"]:
                 raise NodeScriptError(f"node script {_name(script)} failed: {reply['error']}"
                                       f"\nits stderr:\n{self._since(mark)}")
@@ -227,8 +234,20 @@ class NodeOpcua:
                     stream.close()
 
     def _stderr_line(self, line: str | None) -> None:
-        if line is not None:
-            self._stderr.append(line)
+        with self._stderr_seen:
+            if line is None:
+                pass
+            elif line.startswith(_DONE):
+                self._done = int(line.split()[1])
+            else:
+                self._stderr.append(line)
+            self._stderr_seen.notify_all()
+
+    def _wait_stderr(self, ident: int) -> None:
+        """Until the runner's stderr has reached the end of request ``ident`` (its
+        marker comes before the reply, but through another pipe and thread)."""
+        with self._stderr_seen:
+            self._stderr_seen.wait_for(lambda: self._done >= ident, timeout=5.0)
 
     def _since(self, mark: int) -> str:
         return "".join(self._stderr[mark:])[-6000:] or "(empty)"

@@ -4,7 +4,8 @@
 //
 // stdin: one JSON request a line, {id, script (a file name here) | source (inline
 // code), args}; stdout: one JSON reply a line, {id, ok: true, result} or {id, ok:
-// false, error}, after a first {ready: true}. Requests run one after the other. A
+// false, error}, after a first {ready: true}; before each reply, "@@nodeopcua-done
+// ID" on stderr. Requests run one after the other. A
 // script calls lib's main(fn): here that hands fn over instead of running it.
 "use strict";
 
@@ -12,6 +13,7 @@ const path = require("path");
 const Module = require("module");
 const readline = require("readline");
 
+const DONE = "@@nodeopcua-done";
 const runner = { fn: undefined, register(fn) { this.fn = fn; } };
 global.__nodeopcuaRunner = runner;
 const lib = require("./lib");
@@ -56,7 +58,10 @@ readline.createInterface({ input: process.stdin })
     .on("line", (line) => {
         const request = JSON.parse(line);
         queue = queue.then(async () => {
-            process.stdout.write(JSON.stringify(await answer(request)) + "\n");
+            const reply = await answer(request);
+            // the end of the request's stderr, before its reply (the test waits for it)
+            process.stderr.write(`${DONE} ${request.id}\n`);
+            process.stdout.write(JSON.stringify(reply) + "\n");
         });
     })
     .on("close", () => queue.then(() => exit(0)));
