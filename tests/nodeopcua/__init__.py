@@ -9,8 +9,8 @@ when pytest runs without make). Tests that use the ``nodeopcua`` fixture are ski
 saying why, only where ``node`` is not installed.
 
 A script hands its result to ``main`` of ``scripts/lib.js``; :meth:`NodeOpcua.run`
-runs it in one node process for the whole test run (``scripts/runner.js``: loading
-node-opcua takes over 10 s on a busy machine) and returns that result as JSON; what
+runs it in one node process for the whole test module (``scripts/runner.js``:
+loading node-opcua takes over 10 s on a busy machine) and returns that result as JSON; what
 the script wrote on stderr meanwhile is shown when it fails or times out (a timeout
 kills the runner; the next script starts another)::
 

@@ -1,5 +1,5 @@
 // One node process that runs many scripts (tests/nodeopcua/__init__.py starts it once
-// per test run): loading node-opcua takes 1.5 s of CPU, over 10 s on a busy machine,
+// per test module): loading node-opcua takes 1.5 s of CPU, over 10 s on a busy machine,
 // which a process per script would pay every time.
 //
 // stdin: one JSON request a line, {id, script (a file name here) | source (inline
