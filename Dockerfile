@@ -1,6 +1,13 @@
 # twin-server: a slim image running as a non-root user, state in a volume.
 #   docker build -t twin-server .
 #   docker run --rm -p 4840:4840 -v twin-server-state:/var/lib/twin-server twin-server
+# Real-time scheduling of the worker processes (server.worker_scheduling =
+# "realtime", the default) needs the limit or the capability; without either
+# the workers run at normal priority and the log says so once
+# (worker_scheduling_fallback):
+#   docker run --rm --ulimit rtprio=10 -p 4840:4840 -v twin-server-state:/var/lib/twin-server twin-server
+# (or --cap-add SYS_NICE; on a cgroup v1 host whose kernel has RT group scheduling,
+# also --cpu-rt-runtime=950000, with dockerd's --cpu-rt-runtime set)
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import sys
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import structlog
@@ -28,6 +33,16 @@ def _restore_logging() -> Iterator[None]:
     root.setLevel(level)
 
 
+#: the address-space cache of the test runs, kept from one run to the next (one per user
+#: and Python environment: the file is keyed by asyncua and the interpreter, and written
+#: atomically). A fresh one per run made the first daemon of every run build asyncua's
+#: standard address space again: ~1.3 s of CPU, 19 s measured on a loaded machine, which
+#: pushed that daemon's start past its fixture's 30 s bound now and then.
+ASPACE_CACHE = Path(tempfile.gettempdir()) / (
+    f"twin-server-tests-{os.getuid()}-"
+    f"{hashlib.sha256(sys.prefix.encode()).hexdigest()[:8]}")
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _state_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Servers built from default configs keep their state (PKI, database) in a
@@ -38,7 +53,7 @@ def _state_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]
     # one address-space cache (opcua/patches/aspace_cache.py) for every server of the run,
     # also those that keep their state in a test's own folder: as systemd's
     # CacheDirectory= sets it
-    mp.setenv("CACHE_DIRECTORY", str(tmp_path_factory.mktemp("cache")))
+    mp.setenv("CACHE_DIRECTORY", str(ASPACE_CACHE))
     yield
     mp.undo()
 

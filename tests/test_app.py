@@ -66,6 +66,18 @@ async def _until(condition: Any, timeout: float = 5.0) -> None:
             await asyncio.sleep(0.02)
 
 
+class TestStartInTests:
+    async def test_a_daemon_not_ready_in_time_fails_its_start_and_ends(self) -> None:
+        """A daemon that is not READY within the suite's bound fails its fixture with
+        TimeoutError and is ended, instead of being awaited for ever as it runs on."""
+        before = asyncio.all_tasks()
+        async with asyncio.timeout(15):
+            with pytest.raises(TimeoutError, match=r"not READY within 0\.01 s"):
+                await run_daemon(CONFIG, timeout=0.01)
+        assert not [t for t in asyncio.all_tasks() - before
+                    if t is not asyncio.current_task() and not t.done()]
+
+
 @pytest.mark.usefixtures("no_expiry")
 class TestRuntimeSessions:
     async def test_clock_runs_and_stops(self, daemon: Daemon) -> None:

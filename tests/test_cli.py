@@ -140,8 +140,8 @@ class TestHistoryExport:
             "--start", "2023-11-14T22:13:20Z", "--end", "1700000003.5")
         assert result.returncode == 0, result.stderr
         lines = result.stdout.splitlines()
-        assert lines[0] == "time,epoch_s,Components.tank.Outputs.level"
-        assert [line.split(",")[2] for line in lines[1:]] == ["0.5", "1.5", "2.5", "3.5"]
+        assert lines[0] == "time,epoch_s,sim_time_s,Components.tank.Outputs.level"
+        assert [line.split(",")[3] for line in lines[1:]] == ["0.5", "1.5", "2.5", "3.5"]
         assert "4 rows written" in result.stderr
 
     def test_missing_database(self, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ and run-time twins where they stopped (a real store under a temporary state_dir)
 from __future__ import annotations
 
 import asyncio
+import csv
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,12 @@ import pytest
 from asyncua import Client, ua
 
 from tests.opcua.conftest import MODULE_LOOP, PLANT, in_process, run_daemon, stop_daemon
-from twin_server.engine.session import RunState
+from twin_server.engine.session import RunState, Session, SessionSettings, VarKey
 from twin_server.history import HistoryStore
+from twin_server.models.base import Kind
 from twin_server.opcua.server import NAMESPACE_URI
 from twin_server.persistence import load_state
+from twin_server.runtime.compile import parse_config
 
 pytestmark = MODULE_LOOP
 
@@ -206,3 +209,91 @@ class TestLiveMatchesHistory:
         assert not missing, (f"{len(missing)} of {len(live)} live values are not in history "
                              f"at their SourceTimestamp: {missing[:5]}; history: {history[:5]}")
         assert history == live
+
+
+FLAT_OUT = PLANT + """
+[server.security]  # tests: the None endpoint, anonymous may do everything
+policies = ["None"]
+anonymous = "admin"
+
+[history]
+batch_interval = 0.05
+
+[sessions.fast]
+twin = "plant"
+step_size = 0.01
+realtime_factor = 0.0
+publish_rate = 20.0
+
+[sessions.fast.history]
+variables = ["tank.level"]
+"""
+
+FAST_LEVEL = "Sessions.fast.Components.tank.Outputs.level"
+
+
+class TestSimulatedTime:
+    @pytest.mark.parametrize("workers", [pytest.param(0, id="in-process"),
+                                         pytest.param(1, id="worker")])
+    async def test_flat_out_session_rebuilt_in_simulated_time(self, tmp_path: Path,
+                                                              workers: int) -> None:
+        """A session at real-time factor 0 covers far more simulated than wall time;
+        HistoryRead of a variable and of SimTime, paired by SourceTimestamp, and the
+        CSV export's sim_time_s column both give each recorded level its simulated
+        time, and a fresh offline session stepped to that time has the same level,
+        bit for bit."""
+        from twin_server.cli import main as cli_main
+
+        daemon, task = await run_daemon(FLAT_OUT + f"\n[server]\nworkers = {workers}\n",
+                                        state_dir=tmp_path)
+        try:
+            async with Client(daemon.endpoint_url, timeout=10) as client:
+                ns = await client.get_namespace_index(NAMESPACE_URI)
+                count = client.get_node(ua.NodeId("Sessions.fast.StepCount", ns))
+                started = datetime.now(UTC)
+                async with asyncio.timeout(15):
+                    while await count.read_value() < 20_000:  # 200 s simulated
+                        await asyncio.sleep(0.05)
+                await call(client, ns, "Sessions.fast", "Sessions.fast.Suspend")
+                assert daemon.store is not None
+                await daemon.store.flush()
+                wall = datetime.now(UTC) - started
+                level = client.get_node(ua.NodeId(FAST_LEVEL, ns))
+                sim = client.get_node(ua.NodeId("Sessions.fast.SimTime", ns))
+                assert (await sim.read_attribute(ua.AttributeIds.Historizing)).Value.Value
+                levels = await level.read_raw_history(started - timedelta(seconds=5),
+                                                      datetime.now(UTC), numvalues=0)
+                times = await sim.read_raw_history(started - timedelta(seconds=5),
+                                                   datetime.now(UTC), numvalues=0)
+        finally:
+            await stop_daemon(daemon, task)
+        times = [dv for dv in times if dv.StatusCode.is_good()]  # (not the bounds)
+        levels = [dv for dv in levels if dv.StatusCode.is_good()]
+        at = {dv.SourceTimestamp: dv.Value.Value for dv in times}
+        assert [dv.SourceTimestamp for dv in levels] == list(at)  # stamped alike, one each
+        pairs = [(at[dv.SourceTimestamp], dv.Value.Value) for dv in levels]
+        assert len(pairs) >= 5
+        span = pairs[-1][0] - pairs[0][0]
+        assert span >= 100.0 and span > 10 * wall.total_seconds()
+
+        out = tmp_path / "fast.csv"
+        code = await asyncio.to_thread(cli_main, [
+            "history", "export", str(tmp_path / "history.db"), "--session", "fast",
+            "--start", (started - timedelta(seconds=5)).isoformat(),
+            "--end", datetime.now(UTC).isoformat(), "-o", str(out)])
+        assert code == 0
+        rows = list(csv.DictReader(out.read_text().splitlines()))
+        exported = [(float(r["sim_time_s"]), float(r["Components.tank.Outputs.level"]))
+                    for r in rows if r["Components.tank.Outputs.level"]]
+        assert exported == pairs
+
+        offline = Session("offline", parse_config(FLAT_OUT).twins["plant"],
+                          SessionSettings(step_size=0.01))
+        key = VarKey("tank", Kind.OUTPUT, "level")
+        for sim_t, value in pairs:
+            k = round(sim_t / 0.01)
+            assert k * 0.01 == sim_t  # counted time: t = k*dt exactly
+            if k > offline.step_count:
+                offline.step(k - offline.step_count)
+            assert offline.step_count == k
+            assert offline.read(key) == value, (sim_t, value)

@@ -18,6 +18,7 @@ import pytest
 from asyncua import Client, Node, ua
 from asyncua.ua.uaerrors import BadConfigurationError
 
+from twin_server.config.schema import ServerConfig
 from twin_server.runtime import LocalHost
 from twin_server.runtime.compile import load_config
 from twin_server.runtime.daemon import SHUTDOWN_STAGES, STAGE_TIMEOUT, Daemon
@@ -217,6 +218,19 @@ class TestShutdown:
                            "SystemCallFilter": "@system-service"}.items():
             assert service[key] == value, key
         assert "AF_INET" in service["RestrictAddressFamilies"]
+
+    def test_unit_file_lets_the_workers_take_their_realtime_priority(self) -> None:
+        """The unprivileged service may give its workers SCHED_FIFO at the default
+        server.worker_priority (LimitRTPRIO=, no RestrictRealtime=yes), with no
+        capability."""
+        unit = configparser.ConfigParser(strict=False, interpolation=None)
+        unit.optionxform = str  # type: ignore[assignment,method-assign]
+        unit.read(UNIT)
+        service = unit["Service"]
+        priority = ServerConfig.model_fields["worker_priority"].default
+        assert int(service["LimitRTPRIO"]) >= priority
+        assert service.get("RestrictRealtime", "no") == "no"
+        assert service["AmbientCapabilities"] == service["CapabilityBoundingSet"] == ""
 
 
 class TestReload:

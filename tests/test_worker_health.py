@@ -29,7 +29,8 @@ import pytest
 from asyncua import Client, Node, ua
 
 from tests.models.fmu import conftest as fmu_conftest
-from tests.opcua.conftest import PLANT
+from tests.opcua.conftest import PLANT, start_daemon
+from tests.runtime.test_scheduling import may_realtime
 from tests.test_operations import Listener
 from twin_server import health
 from twin_server.opcua import events as ev
@@ -99,6 +100,7 @@ connections = ["source.output -> plant.u"]
 twin = "crashing"
 step_size = 0.01
 autostart = {autostart}
+publish_rate = {publish_rate!r}
 
 [history]
 snapshot_interval = {snapshot_interval}
@@ -106,11 +108,11 @@ snapshot_interval = {snapshot_interval}
 
 
 def crashing(fmu: Path, cache: Path, how: int, *, autostart: bool = False,
-             snapshot_interval: float = 5.0) -> str:
+             snapshot_interval: float = 5.0, publish_rate: float = 10.0) -> str:
     """A config serving session ``fmu``: the crash2 FMU misbehaving in tick 30."""
     return CRASHING.format(fmu=fmu, cache=cache, how=how, crash_at=(CRASH_TICK + 0.5) * 0.01,
                            hang_timeout=HANG_TIMEOUT, autostart=str(autostart).lower(),
-                           snapshot_interval=snapshot_interval)
+                           snapshot_interval=snapshot_interval, publish_rate=publish_rate)
 
 
 @dataclasses.dataclass
@@ -160,13 +162,8 @@ async def served(config: str, state_dir: Path,
         update={"server": server}))
     daemon = Daemon(loaded, endpoint="opc.tcp://127.0.0.1:0/twin-server",
                     **({"notifier": notifier} if notifier is not None else {}))
-    runner = asyncio.create_task(daemon.run())
+    runner = await start_daemon(daemon)
     try:
-        ready = asyncio.create_task(daemon.wait_ready())
-        await asyncio.wait([runner, ready], timeout=30, return_when=asyncio.FIRST_COMPLETED)
-        if not ready.done():
-            ready.cancel()
-            await runner  # raises what stopped it
         async with Client(daemon.endpoint_url, timeout=10) as client:
             ns = await client.get_namespace_index(NAMESPACE_URI)
             yield Served(daemon, client, ns)
@@ -311,6 +308,25 @@ class TestHealthNodes:
                 assert await s.read(f"Sessions.{name}.Diagnostics.Live") is True
                 assert await s.read(f"Sessions.{name}.Diagnostics.Fault") == ""
 
+    async def test_nodes_show_the_scheduling_each_worker_got(self, tmp_path: Path) -> None:
+        """Diagnostics.Workers says what the workers ask for (the default, "realtime") and
+        each worker's policy as the kernel has it: SCHED_FIFO where this process may
+        grant it (root here), else normal with the fallback's words in
+        SchedulingFallback."""
+        async with served(TANKS, tmp_path) as s:
+            await spare_ready(s.host)
+            workers = "Diagnostics.Workers"
+            stats = s.host.statistics()
+            await s.until(f"{workers}.Policies", [w.policy for w in stats.processes])
+            assert await s.read(f"{workers}.Scheduling") == "realtime"
+            fallback = await s.read(f"{workers}.SchedulingFallback")
+            if may_realtime():
+                assert [w.policy for w in stats.processes] == ["SCHED_FIFO priority 10"] * 3
+                assert fallback == ""
+            else:
+                assert {w.policy for w in stats.processes} != {"SCHED_FIFO priority 10"}
+                assert "LimitRTPRIO=10" in fallback
+
     async def test_in_process_sessions_name_the_daemon_itself(self, tmp_path: Path) -> None:
         """With workers = 0 the nodes say so: no worker process, each session stepping
         in the daemon's own process."""
@@ -372,10 +388,27 @@ class TestReplacementGap:
 
 
 class TestCrashOnTheNodes:
-    # a regression of the merge that made the publisher a sink of the session's pacer
-    # (passes at ab9a68c, fails from 54a447c): the recovered session's State node
-    # reads Running, not Halted; to be fixed next
-    @pytest.mark.xfail(strict=False, reason="State node after recovery, sinks merge")
+    async def test_the_nodes_show_a_fault_and_a_return_before_their_events(
+            self, tmp_path: Path, fmus: dict[str, Path], cache_dir: Path) -> None:
+        """A client that gets the fault event reads the session Halted with Bad values,
+        and, at the recovered event, Halted with Good values: the nodes show what an
+        event changed before the event goes out, even with a publish period (here 2 s)
+        far longer than the crash and the return take."""
+        config = crashing(fmus["crash2"], cache_dir, SEGFAULT, publish_rate=0.5)
+        async with served(config, tmp_path) as s:
+            changes = await watch(s, "fmu")
+            output = s.node("Sessions.fmu.Components.plant.Outputs.y")
+            await s.call("fmu", "Start")
+            assert await s.read("Sessions.fmu.State") == "Running"
+            await changes.event("fault")
+            assert await s.read("Sessions.fmu.State") == "Halted"
+            dv = await output.read_data_value(raise_on_bad_status=False)
+            assert dv.StatusCode.value == ua.StatusCodes.BadCommunicationError
+            await changes.event("recovered")
+            assert await s.read("Sessions.fmu.State") == "Halted"
+            dv = await output.read_data_value(raise_on_bad_status=False)
+            assert dv.StatusCode.is_good()
+
     async def test_segfault_names_signal_session_component_and_tick(
             self, tmp_path: Path, fmus: dict[str, Path], cache_dir: Path) -> None:
         """An FMU's segfault in tick 30 shows on Diagnostics.Workers.LastCrash (SIGSEGV,

@@ -3,10 +3,11 @@
     twin-server run CONFIG [--endpoint URL] [--log-level LEVEL]
     twin-server check CONFIG [CONFIG ...]
     twin-server health [ENDPOINT] [--timeout SECONDS]
-    twin-server history export DATABASE --session S --start T --end T [--path P ...] [-o FILE]
+    twin-server history export DATABASE --session S --start T --end T [--path P ...]
+                               [--sim-start S] [--sim-end S] [-o FILE]
     twin-server fmu inspect FILE
     twin-server user add|passwd|role|remove|list NAME [--role ROLE] [--config CONFIG]
-    twin-server pki trust|untrust|list [FILE-OR-THUMBPRINT] [--config CONFIG]
+    twin-server pki trust|untrust|list|hil-client [FILE-OR-THUMBPRINT] [--config CONFIG]
 
 Exit status: 0 on success or a clean stop, 2 for an invalid config (every error
 printed, each with its file and key path), 1 for anything else.
@@ -69,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--start", required=True, type=_history_time,
                         help="ISO 8601 (UTC unless an offset is given) or epoch seconds")
     export.add_argument("--end", required=True, type=_history_time, help="as --start; excluded")
+    export.add_argument("--sim-start", type=float, default=None, metavar="SECONDS",
+                        help="keep only samples at simulated time >= SECONDS (every row has "
+                             "its simulated time in the sim_time_s column)")
+    export.add_argument("--sim-end", type=float, default=None, metavar="SECONDS",
+                        help="keep only samples at simulated time < SECONDS")
     export.add_argument("--layout", choices=("wide", "long"), default="wide",
                         help="wide: a column per variable (default); long: a row per sample "
                              "with path, status and source")
@@ -117,7 +123,11 @@ def _check(paths: Sequence[str]) -> int:
             print(f"{path}: {errors.message}", file=sys.stderr)
             status = EXIT_CONFIG
             continue
-        print(f"{path}: ok ({len(loaded.twins)} twins, {len(loaded.config.sessions)} sessions)")
+        for warning in loaded.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        notes = f", {len(loaded.warnings)} warnings" if loaded.warnings else ""
+        print(f"{path}: ok ({len(loaded.twins)} twins, {len(loaded.config.sessions)} "
+              f"sessions{notes})")
     return status
 
 
@@ -146,11 +156,13 @@ async def _history_export(args: argparse.Namespace) -> int:
     try:
         if args.output == "-":
             rows = await export_csv(store, args.session, args.paths, args.start, args.end,
-                                    sys.stdout, layout=args.layout)
+                                    sys.stdout, layout=args.layout,
+                                    sim_start=args.sim_start, sim_end=args.sim_end)
         else:
             with open(args.output, "w", newline="", encoding="utf-8") as out:
                 rows = await export_csv(store, args.session, args.paths, args.start, args.end,
-                                        out, layout=args.layout)
+                                        out, layout=args.layout,
+                                        sim_start=args.sim_start, sim_end=args.sim_end)
     finally:
         await store.close()
     print(f"{rows} rows written", file=sys.stderr)
@@ -187,6 +199,10 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{args.config}: {errors.message}; not started", file=sys.stderr)
         return EXIT_CONFIG
     logs.configure(args.log_level, default=loaded.config.server.log_level)
+    for warning in loaded.warnings:
+        structlog.get_logger(__name__).warning(
+            "config_warning", file=warning.file, path=warning.path,
+            message=warning.message)
 
     from twin_server.opcua.patches import UntestedAsyncua, check_asyncua
 

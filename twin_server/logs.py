@@ -33,8 +33,13 @@ from typing import Any
 
 import structlog
 
-#: third-party loggers and the lowest level they may emit at
-CAPPED_LOGGERS = {"asyncua": logging.WARNING, "aiosqlite": logging.WARNING}
+#: third-party loggers and the lowest level they may emit at. asyncua's client side
+#: serves the HIL mirror alone, which logs each link's changes of state itself
+#: (``hil_link_lost``, ``hil_recovered``, ...): the client's own tracebacks of a PLC
+#: that reset the connection ("Publish iteration crashed") and its warnings of a
+#: revised subscription (``hil_intervals_revised``) would say it again, at ERROR.
+CAPPED_LOGGERS = {"asyncua": logging.WARNING, "asyncua.client": logging.CRITICAL,
+                  "aiosqlite": logging.WARNING}
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
           "error": logging.ERROR}
@@ -259,5 +264,11 @@ def configure(level: str | None = None, *, default: str = "info", json: bool | N
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
+    cap_libraries(numeric)
+
+
+def cap_libraries(level: int) -> None:
+    """Hold each of ``CAPPED_LOGGERS`` at its floor, or at ``level`` if that is higher:
+    the one place where third-party loggers get their levels."""
     for logger_name, floor in CAPPED_LOGGERS.items():
-        logging.getLogger(logger_name).setLevel(max(floor, numeric))
+        logging.getLogger(logger_name).setLevel(max(floor, level))

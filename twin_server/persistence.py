@@ -532,12 +532,14 @@ def resume(session: Session, stored: StoredSession | None, *, autostart: bool = 
 
 async def create_resumed(host: SessionHost, name: str, twin: TwinDefinition,
                          settings: SessionSettings, stored: StoredSession | None, *,
-                         isolate: bool = False) -> str:
+                         isolate: bool = False, keep_faulted: bool = False) -> str:
     """``resume`` for a session created in ``host``: create it there from ``stored``'s
     snapshot (when its fingerprint matches and it restores; else afresh), then put it
     back in the state it was saved in. Returns ``restored``, ``fresh``, ``skipped`` or
     ``faulted`` (as ``resume``: a session saved Halted on a fault is created Halted on
-    it); the engine's refusals of the session itself are raised (nothing left behind)."""
+    it); the engine's refusals of the session itself are raised (nothing left behind).
+    With ``keep_faulted``, a session whose models fail their first Reset is created
+    Halted on that fault (``host.fault(name)``) instead: ``start_failed``."""
     outcome = "fresh"
     snapshot: SessionSnapshot | None = None
     fault = stored.fault if stored is not None else None
@@ -555,14 +557,20 @@ async def create_resumed(host: SessionHost, name: str, twin: TwinDefinition,
     if snapshot is not None:
         try:
             await host.create(name, twin, settings, snapshot=snapshot, isolate=isolate,
-                              fault=fault)
+                              fault=fault, keep_faulted=keep_faulted)
             outcome = "restored"
         except Exception as exc:
             log.warning("session_snapshot_skipped", session=name,
                         reason=f"{type(exc).__name__}: {exc}; starting fresh")
             outcome = "skipped"
     if outcome != "restored":
-        await host.create(name, twin, settings, isolate=isolate, fault=fault)
+        await host.create(name, twin, settings, isolate=isolate, fault=fault,
+                          keep_faulted=keep_faulted)
+    failed = host.fault(name)
+    if failed is not None and failed is not fault:
+        log.error("session_start_failed", session=name, twin=twin.name,
+                  component=failed.component, fault=str(failed))
+        return "start_failed"
     if fault is not None:
         log.warning("session_kept_halted", session=name, fault=str(fault),
                     from_snapshot=outcome == "restored")

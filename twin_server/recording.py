@@ -18,8 +18,11 @@ Decisions:
   a glob (``"tank.*"``, ``"*.level"``) matched against every variable of any
   kind. A pattern that matches nothing is an error at start, not silence.
 * **When**: at the record rate (default: the session's publish rate), taking the
-  pacer's frames, and only when the session's ``version`` moved since the last
-  record. A record rate below the publish rate takes a subset of the frames (one
+  pacer's frames, and only when the session's ``version`` or a value's quality
+  (``Frame.quality``: a HIL input's link status) moved since the last record.
+  A sample is stored with its value's StatusCode, and a Bad value as null, as
+  the address space serves it, so the history agrees with what a subscriber
+  saw. A record rate below the publish rate takes a subset of the frames (one
   when a record period has passed since the last taken, within half a publish
   period), with their stamps: what is recorded was also published, at the same
   SourceTimestamp. A record rate above the publish rate records every frame (the
@@ -31,9 +34,20 @@ Decisions:
   bounding value always exists. ``every`` mode stores every recorded variable
   at each record in which the session moved (a cyclic trend).
 * **Timestamps** are the frame's stamp: the wall-clock time (UTC) at which the
-  pacer read it, the SourceTimestamp of the same values published; simulated
-  time is the session's own affair (a session at real-time factor 0 takes many
-  ticks between two records).
+  pacer read it, the SourceTimestamp of the same values published.
+* **Simulated time** is stored beside each sample (the store's ``sim_t``: the
+  frame's ``sim_time``), because wall time alone cannot rebuild a session run
+  faster than real time (at real-time factor 0 it takes many ticks between two
+  records). For OPC UA clients it is also a series of its own, ``SimTime``
+  (NodeId ``Sessions.<session>.SimTime``, marked Historizing): one sample in
+  every record that stores anything, stamped like the values it came with, so a
+  HistoryRead of a variable and of ``SimTime`` over the same range pairs each
+  value with its simulated time by timestamp. Why a node and not simulated
+  SourceTimestamps: Part 11 clients (UaExpert's trend, a SCADA's historian
+  link) read UtcTime and expect it to rise; simulated time starts again at 0 on
+  every Reset and jumps on Restore, and a faked date would no longer line up
+  with alarms, events and the PLC's own history. A write (``written``) gets the
+  simulated time of the latest frame the recorder was handed.
 * **Writes** (``written``): a client's or HIL's write to a recorded variable is
   stored at once with its source (``client`` or ``hil``), and counts as the
   last value stored, so the next record does not store it again as a tick. A
@@ -62,7 +76,7 @@ from twin_server.engine.session import VarKey
 from twin_server.errors import InvalidArgument, NotFound
 from twin_server.history import HistoryStore, RetentionPolicy
 from twin_server.models.base import DataType, Kind, Value
-from twin_server.runtime.host import Frame, FrameSource, SessionLayout
+from twin_server.runtime.host import GOOD_ONLY, Frame, FrameSource, SessionLayout
 from twin_server.runtime.sinks import Stamp
 
 log = structlog.get_logger(__name__)
@@ -75,11 +89,15 @@ HISTORY_DATATYPES: dict[DataType, str] = {
     DataType.STRING: "String",
 }
 MODES = ("change", "every")
+#: the severity bit of a Bad StatusCode
+_BAD = 0x80000000
 SOURCES = ("client", "hil")
 #: the severity of a ``value_written`` event (a person changed the process)
 SEVERITY_WRITE = 200
 #: a session recorded at a publish rate above this is recorded at this rate
 MAX_RECORD_RATE = 1000.0
+#: the series of a session's simulated time (the path below ``Sessions.<session>``)
+SIM_TIME = "SimTime"
 
 Now = Callable[[], float]
 
@@ -193,8 +211,13 @@ class Recorder:
         index = {key: i for i, (key, _) in enumerate(layout.variables)}
         #: (frame index, key, series) of every recorded variable
         self._slots = [(index[key], key, self._series[key]) for key in self.keys]
-        self._last: dict[VarKey, Value] = {}
+        self._sim_series = f"{name}/{SIM_TIME}"
+        #: the simulated time of the latest frame handed over (a write's)
+        self._sim_time: float | None = None
+        #: the last value stored of each key, with its status (0: Good)
+        self._last: dict[VarKey, tuple[Value | None, int]] = {}
         self._version: int | None = None
+        self._quality: Mapping[int, int] = GOOD_ONLY
         #: when the next frame is to be taken (decimation: a record rate below the
         #: publish rate), seconds since the epoch
         self._due: float | None = None
@@ -222,9 +245,9 @@ class Recorder:
 
     @property
     def paths(self) -> list[str]:
-        """The ``VarKey.path`` of every recorded variable (their NodeIds are
-        ``Sessions.<session>.<path>``: mark those Historizing)."""
-        return [key.path for key in self.keys]
+        """The ``VarKey.path`` of every recorded variable, and ``SimTime`` (their
+        NodeIds are ``Sessions.<session>.<path>``: mark those Historizing)."""
+        return [key.path for key in self.keys] + [SIM_TIME]
 
     async def declare(self) -> None:
         """Create every recorded series with its data type (else the first value
@@ -232,6 +255,7 @@ class Recorder:
         datatypes = {key: var.datatype for key, var in self.layout.variables}
         for key in self.keys:
             await self.store.declare_series(self._series[key], HISTORY_DATATYPES[datatypes[key]])
+        await self.store.declare_series(self._sim_series, "Double")
 
     # -- recording (plain defs: the store's queue never waits) --------------------------
 
@@ -241,6 +265,7 @@ class Recorder:
         were queued."""
         if self._closed:
             return 0
+        self._sim_time = frame.sim_time
         t = stamp.seconds
         rate = self.rate
         if rate < self.layout.publish_rate:
@@ -269,30 +294,44 @@ class Recorder:
         ``every`` mode, and on the first record) at ``t`` (seconds since the epoch);
         return how many samples were queued. Does nothing when the session's version
         has not moved, or once the recorder is closed."""
-        if self._closed or frame.version == self._version:
+        if self._closed:
             return 0
-        self._version = frame.version
+        sim_t = self._sim_time = frame.sim_time
+        quality = frame.quality
+        if frame.version == self._version and quality == self._quality:
+            return 0
+        self._version, self._quality = frame.version, quality
         values = frame.values
         record = self.store.record
         last = self._last
         every = self._every
         queued = refused = 0
         for i, key, series in self._slots:
-            value = values[i]
-            if every or key not in last or last[key] != value:
-                if record(series, t, value):
-                    last[key] = value
+            status = quality.get(i, 0) if quality else 0
+            # a Bad value is null, as the address space serves it (Part 4, 7.7.1)
+            sample = (None if status & _BAD else values[i], status)
+            if every or last.get(key) != sample:
+                if record(series, t, *sample, "tick", sim_t):
+                    last[key] = sample
                     queued += 1
                 else:
                     refused += 1  # not remembered: tried again at the next record
+        if queued:  # every instant stored has its simulated time (module docstring)
+            if record(self._sim_series, t, sim_t, 0, "tick", sim_t):
+                queued += 1
+            else:
+                refused += 1
         self._records += 1
         self._samples += queued
         self._dropped += refused
         return queued
 
-    def written(self, key: VarKey, value: Value, source: str = "client") -> None:
+    def written(self, key: VarKey, value: Value, source: str = "client",
+                status: int = 0) -> None:
         """A client (``"client"``) or HIL binding (``"hil"``) wrote ``value`` (as the
-        session stored it) to ``key``: store it now with its source."""
+        session stored it) to ``key``: store it now with its source, and ``status``
+        (a HIL input's quality: the PLC's value is Good, a fallback
+        UncertainSubstituteValue)."""
         if self._closed:
             return
         if source not in SOURCES:
@@ -300,8 +339,9 @@ class Recorder:
                                   f"(got {source!r})")
         series = self._series.get(key)
         if series is not None:
-            if self.store.record(series, self._now(), value, 0, source):
-                self._last[key] = value
+            if self.store.record(series, self._now(), value, status, source,
+                                 self._sim_time):
+                self._last[key] = (value, status)
                 self._samples += 1
                 self._writes += 1
             else:
@@ -406,11 +446,13 @@ class Recording:
         recorder = self._recorders.get(session)
         return recorder.paths if recorder is not None else []
 
-    def written(self, session: str, key: VarKey, value: Value, source: str = "client") -> None:
-        """The write paths' hook: a client or HIL binding wrote ``value`` to ``key``."""
+    def written(self, session: str, key: VarKey, value: Value, source: str = "client",
+                status: int = 0) -> None:
+        """The write paths' hook: a client or HIL binding wrote ``value`` to ``key``
+        (a HIL input's value with its ``status``)."""
         recorder = self._recorders.get(session)
         if recorder is not None:
-            recorder.written(key, value, source)
+            recorder.written(key, value, source, status)
 
     def event(self, session: str, kind: str, message: str, severity: int = 100) -> None:
         """Store a log event of ``session`` that the session itself did not emit."""

@@ -14,9 +14,11 @@ from hypothesis import strategies as st
 from tests.engine.conftest import (
     Faulty,
     Gain,
+    Integrator,
     Script,
     Switch,
     TimeSource,
+    Tracked,
     bits,
     component,
     loop_twin,
@@ -32,6 +34,7 @@ from twin_server.engine.session import (
     SessionSettings,
     VarKey,
 )
+from twin_server.engine.twin import TwinDefinition
 from twin_server.errors import (
     ConfigError,
     InvalidArgument,
@@ -191,19 +194,45 @@ class TestForcedInputs:
         s.release(inp("g", "u"))
         assert s.read(inp("g", "u")) == 2.0
 
-    def test_forced_inputs_survive_reset(self, loop_session: Session) -> None:
-        """A forced input stays forced across Reset (a HIL binding keeps mirroring)."""
+    def test_reset_releases_forced_inputs(self, loop_session: Session) -> None:
+        """Reset returns the session to its defined state: no input stays forced (a HIL
+        binding forces its own again, told by the daemon)."""
         loop_session.write(inp("integ", "u"), 1.5)
         loop_session.step(2)
+        events: list[SessionEvent] = []
+        loop_session.subscribe(events.append)
         loop_session.reset()
-        assert loop_session.read(inp("integ", "u")) == 1.5
+        assert loop_session.forced() == {}
         loop_session.step(1)
-        assert model(loop_session, "integ").calls[-1][1]["u"] == 1.5
+        assert model(loop_session, "integ").calls[-1][1]["u"] != 1.5
+        (reset,) = [e for e in events if e.kind == "reset"]
+        assert "forced inputs released: integ.u" in reset.message
+
+    def test_release_all(self, loop_session: Session) -> None:
+        """release_all releases every forced input and names them, in component order."""
+        loop_session.write(inp("fb", "u"), 4.0)
+        loop_session.write(inp("integ", "u"), 1.5)
+        assert loop_session.release_all() == [inp("integ", "u"), inp("fb", "u")]
+        assert loop_session.forced() == {}
+        assert loop_session.read(inp("fb", "u")) == loop_session.read(out("integ", "y"))
+        assert loop_session.release_all() == []
+
+    def test_forces_counter_moves_with_the_set(self, loop_session: Session) -> None:
+        """``forces`` moves when the set of forced inputs changes, not when a forced
+        input's value does (a HIL binding rewrites its inputs every cycle)."""
+        before = loop_session.forces
+        loop_session.write(inp("fb", "u"), 4.0)
+        forced = loop_session.forces
+        assert forced != before
+        loop_session.write(inp("fb", "u"), 5.0)
+        assert loop_session.forces == forced
+        loop_session.release(inp("fb", "u"))
+        assert loop_session.forces != forced
 
     def test_release_of_unforced_input_is_harmless(self, loop_session: Session) -> None:
         """Releasing an input that is not forced changes nothing."""
         before = loop_session.version
-        loop_session.release(inp("fb", "u"))
+        assert loop_session.release(inp("fb", "u")) is False
         assert loop_session.version == before
 
     def test_release_of_non_input_is_refused(self, loop_session: Session) -> None:
@@ -764,6 +793,78 @@ class TestFaults:
 
         with pytest.raises(SessionFault, match="component 'g' raised ValueError: no good in reset"):
             make_session(twin("t", component("g", BadReset)))
+
+
+class RefusesStart(Integrator):
+    """An Integrator whose reset fails while its parameter ``gain`` is 13 (tunable)."""
+
+    def reset(self, parameters: Any, initial: Any) -> dict[str, Any]:
+        if parameters["gain"] == 13.0:
+            raise RuntimeError("cannot start with gain 13")
+        return super().reset(parameters, initial)
+
+
+def refusing_twin() -> TwinDefinition:
+    """src (reset fine) -> plant (RefusesStart, gain 13) -> after (an Integrator, x=5)."""
+    return twin(
+        "refusing",
+        component("src", TimeSource, options={"record": False}),
+        component("plant", RefusesStart, parameters={"gain": 13.0}, options={"record": False}),
+        component("after", Integrator, initial={"x": 5.0}, options={"record": False}),
+        connections=("src.time -> plant.u", "plant.y -> after.u"),
+    )
+
+
+class TestFailedStart:
+    def test_kept_halted_on_the_fault(self) -> None:
+        """With keep_faulted, a first Reset that fails leaves the session built, Halted on
+        a fault naming the component, instead of raising."""
+        s = Session("s", refusing_twin(), SessionSettings(), keep_faulted=True)
+        assert s.state is RunState.HALTED
+        assert s.fault is not None
+        assert (s.fault.component, s.fault.tick) == ("plant", 0)
+        assert str(s.fault) == (
+            "session 's': component 'plant' raised RuntimeError: cannot start with gain 13 "
+            "in reset; the session halted; fix the cause, then Reset it")
+        with pytest.raises(InvalidState, match="needs Ready"):
+            s.start()
+
+    def test_models_not_reset_show_their_declared_values(self) -> None:
+        """Every read answers: the components from the failing one on show their
+        declared outputs and states (configured initial ones first), those before it
+        their reset outputs."""
+        s = Session("s", refusing_twin(), SessionSettings(), keep_faulted=True)
+        values = s.values()
+        assert values[out("src", "time")] == 0.0
+        assert values[out("plant", "y")] == 0.0 and values[state("plant", "x")] == 0.0
+        assert values[state("after", "x")] == 5.0
+        assert values[inp("after", "u")] == 0.0
+        assert len(s.value_list()) == len(s.variables())
+        assert s.read(state("after", "x")) == 5.0
+
+    def test_fix_the_parameter_then_reset(self) -> None:
+        """A tunable parameter of a model that did not reset waits for Reset (nothing
+        calls the model meanwhile); a state write is refused; Reset with the fix starts."""
+        s = Session("s", refusing_twin(), SessionSettings(step_size=0.5), keep_faulted=True)
+        s.write(par("plant", "gain"), 2.0)
+        assert s.read(par("plant", "gain")) == 2.0
+        with pytest.raises(InvalidState, match="did not reset"):
+            s.write(state("after", "x"), 1.0)
+        s.reset()
+        assert (s.state, s.fault) == (RunState.READY, None)
+        s.step(2)
+        assert s.read(state("plant", "x")) == 2.0 * 0.5 * 0.5  # u = t: 0 then 0.5
+        assert s.read(state("after", "x")) == 5.0 + 0.0 + 0.0  # plant.y at t0, t1: 0, 0
+
+    def test_without_keep_faulted_it_raises_and_frees_the_models(
+            self, tracked: set[int]) -> None:
+        """By default the first Reset's fault is raised and every model built is closed."""
+        definition = twin(
+            "t", component("a", Tracked),
+            component("plant", RefusesStart, parameters={"gain": 13.0}))
+        with pytest.raises(SessionFault, match="cannot start with gain 13"):
+            Session("s", definition, SessionSettings())
+        assert tracked == set()
 
 
 class TestHostHooks:

@@ -45,7 +45,7 @@ class SoftPlc:
         self.process = process = subprocess.Popen(
             argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         assert process.stdout is not None
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 40  # (a loaded machine takes 25 s to start one)
         while time.monotonic() < deadline:
             ready, _, _ = select.select([process.stdout], [], [], 0.2)
             if ready:
@@ -112,7 +112,7 @@ connections = []
 
 [twins.tank.components.tank]
 model = "water_tank"
-parameters = {{ area = 0.5, outflow_coefficient = 0.05, height = 2.0, initial_level = 0.5 }}
+parameters = {{ area = 0.5, outflow_coefficient = 0.05, height = 2.0, initial_level = {level} }}
 
 [twins.tank.components.small]
 model = "constant"
@@ -184,8 +184,10 @@ node = "nsu=urn:soft-plc;s=PLC.ValveMm"
 """
 
 
-def load(endpoint: str, peer: str, *, rtf: float = 4.0) -> LoadedConfig:
-    return parse_config(TWIN.format(endpoint=endpoint, peer=peer, rtf=rtf))
+def load(endpoint: str, peer: str, *, rtf: float = 4.0, level: float = 0.5) -> LoadedConfig:
+    """The tank twin (its level starting at ``level`` m) with peer ``plc`` serving
+    session ``s`` at ``endpoint`` with the bindings ``peer``."""
+    return parse_config(TWIN.format(endpoint=endpoint, peer=peer, rtf=rtf, level=level))
 
 
 async def hosted_of(host: LocalHost, loaded: LoadedConfig) -> HostedSession:

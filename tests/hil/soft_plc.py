@@ -2,6 +2,7 @@
 
     python -m tests.hil.soft_plc [--port 0] [--user name:password] [--secure DIR]
                                  [--max-nodes-per-write N] [--bulk N]
+                                 [--min-publishing-interval MS]
                                  [--setpoint 1.0] [--kp 0.2] [--bias 0.05]
 
 It prints ``PORT <n>`` on stdout once it serves ``opc.tcp://127.0.0.1:<n>/plc``
@@ -26,6 +27,10 @@ certificate, and accepts only client certificates found in ``DIR/trusted/``
 (as a real PLC's trust list: a session with any other is refused with
 BadCertificateUntrusted).
 
+With ``--min-publishing-interval MS`` it revises every subscription's publishing
+interval (and so, asyncua's way, each item's sampling interval) to at least MS,
+as many PLCs do (a node-opcua server: 50 ms).
+
 The scan loop (every ``--scan`` s) is a P controller with a bias (manual reset):
 ``valve = clamp(bias + kp * (setpoint - level), 0, valve_max)``; with the bias set
 to the outflow at the setpoint the level settles exactly there.
@@ -36,14 +41,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from asyncua import Server, ua
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.crypto.truststore import TrustStore
 from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
 from asyncua.server.user_managers import UserManager
+
+from twin_server.opcua.patches.aspace_cache import CACHE_ENV, init_server
 
 NAMESPACE = "urn:soft-plc"
 
@@ -71,6 +80,20 @@ async def _secure(server: Server, folder: Path) -> None:
         store))
 
 
+def _revise_publishing(server: Server, minimum: float) -> None:
+    """Revise every requested publishing interval up to ``minimum`` ms (asyncua's
+    ModifySubscription answers with the interval set at creation)."""
+    service = server.iserver.subscription_service
+    create = service.create_subscription
+
+    async def created(params: ua.CreateSubscriptionParameters, *args: Any,
+                      **kwargs: Any) -> Any:
+        params.RequestedPublishingInterval = max(params.RequestedPublishingInterval, minimum)
+        return await create(params, *args, **kwargs)
+
+    service.create_subscription = created  # type: ignore[method-assign]
+
+
 async def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
@@ -83,6 +106,7 @@ async def main(argv: list[str]) -> None:
     parser.add_argument("--bias", type=float, default=0.05)
     parser.add_argument("--valve-max", type=float, default=0.5)
     parser.add_argument("--scan", type=float, default=0.01)
+    parser.add_argument("--min-publishing-interval", type=float, default=0.0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
 
@@ -91,7 +115,12 @@ async def main(argv: list[str]) -> None:
         server = Server(user_manager=_Users(name, password))
     else:
         server = Server()
-    await server.init()
+    # the test suite's cache of asyncua's standard address space ($CACHE_DIRECTORY, as
+    # the daemon's): building it costs ~1.3 s of CPU, 20 s and more on a loaded machine
+    cache = os.environ.get(CACHE_ENV)
+    await init_server(server, Path(cache.split(":")[0]) if cache else None)
+    if args.min_publishing_interval:
+        _revise_publishing(server, args.min_publishing_interval)
     server.set_endpoint(f"opc.tcp://127.0.0.1:{args.port}/plc")
     if args.secure:
         await _secure(server, args.secure)

@@ -162,3 +162,92 @@ class TestFilePaths:
         assert security.certificate == str(folder / "pki" / "client.der")
         assert security.private_key == str(folder / "pki" / "client.pem")
         assert security.server_certificate == "/abs/plc.der"
+
+
+class TestAllAtOnce:
+    def test_every_error_of_a_binding_in_one_round(self) -> None:
+        """A binding with an unknown variable, a malformed node and a negative deadband
+        gets the three errors from one check."""
+        found = errors('[hil.plc.bindings.b]\nvariable = "tank.nope"\ndirection = "to_plc"\n'
+                       'node = "Level"\ndeadband = -1.0\n')
+        paths = [p for p, _ in found]
+        assert "hil.plc.bindings.b.variable" in paths
+        assert "hil.plc.bindings.b.node" in paths
+        assert "hil.plc.bindings.b.deadband" in paths
+
+    def test_a_variable_of_two_kinds_is_listed_once(self) -> None:
+        """The outputs and states a to_plc binding could take name each variable once
+        (a tank's level is both)."""
+        (message,) = [m for p, m in errors('[hil.plc.bindings.b]\nvariable = "tank.nope"\n'
+                                           'direction = "to_plc"\nnode = "ns=2;s=X"\n')
+                      if p == "hil.plc.bindings.b.variable"]
+        assert "it has: level, outflow, overflow)" in message
+
+
+class TestPolicySpelling:
+    @pytest.mark.parametrize("spelling", ["Aes128_Sha256_RsaOaep", "Aes128Sha256RsaOaep"])
+    def test_both_spellings_everywhere(self, spelling: str) -> None:
+        """[hil.*.security] and [server.security] take a policy with or without '_';
+        both hold the OPC UA name (the policy URI's)."""
+        loaded = parse_config(f'[server.security]\npolicies = ["{spelling}"]\n' + BASE + (
+            f'security = {{ policy = "{spelling}", mode = "SignAndEncrypt", '
+            f'certificate = "c.der", private_key = "k.pem" }}\n'
+            '[hil.plc.bindings.b]\nvariable = "tank.level"\ndirection = "to_plc"\n'
+            'node = "ns=2;s=X"\n'))
+        assert loaded.config.server.security.policies == ("Aes128_Sha256_RsaOaep",)
+        assert loaded.config.hil["plc"].security.policy == "Aes128_Sha256_RsaOaep"
+
+    def test_an_unknown_policy_names_the_known_ones(self) -> None:
+        """A misspelt policy is refused with the names that are taken."""
+        found = errors('security = { policy = "Aes128", mode = "Sign" }\n'
+                       '[hil.plc.bindings.b]\nvariable = "tank.level"\ndirection = "to_plc"\n'
+                       'node = "ns=2;s=X"\n')
+        assert any(p == "hil.plc.security.policy" and "Aes128_Sha256_RsaOaep" in m
+                   for p, m in found), found
+
+
+class TestDrivenInput:
+    CONNECTED = """
+[twins.t]
+connections = ["c.output -> tank.inflow"]
+[twins.t.components.tank]
+model = "water_tank"
+[twins.t.components.c]
+model = "constant"
+
+[sessions.s]
+twin = "t"
+
+[hil.plc]
+endpoint = "opc.tcp://127.0.0.1:4840"
+session = "s"
+[hil.plc.bindings.valve]
+variable = "tank.inflow"
+direction = "from_plc"
+node = "ns=2;s=Valve"
+"""
+
+    def test_a_from_plc_binding_onto_a_connected_input_is_a_warning(self) -> None:
+        """The config loads (a PLC may take a twin component's place) with a warning at
+        the binding that names the connection."""
+        loaded = parse_config(self.CONNECTED)
+        (warning,) = loaded.warnings
+        assert warning.path == "hil.plc.bindings.valve.variable"
+        assert "driven by the connection 'c.output -> tank.inflow'" in warning.message
+
+    def test_check_prints_the_warning_and_passes(self, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+        """'twin-server check' exits 0 and prints the warning with its key path."""
+        from twin_server.cli import main
+
+        config = tmp_path / "hil.toml"
+        config.write_text(self.CONNECTED)
+        assert main(["check", str(config)]) == 0
+        err = capsys.readouterr().err
+        assert "warning: " in err and "hil.plc.bindings.valve.variable" in err
+
+    def test_an_unconnected_input_gives_no_warning(self) -> None:
+        """Binding an input nothing drives is what a from_plc binding is for: no warning."""
+        loaded = parse_config(BASE + '[hil.plc.bindings.valve]\nvariable = "tank.inflow"\n'
+                                     'direction = "from_plc"\nnode = "ns=2;s=Valve"\n')
+        assert loaded.warnings == ()

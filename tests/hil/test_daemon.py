@@ -4,11 +4,11 @@ with the soft PLC, and shows its health under HIL/<peer> to a real client."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
-import pytest
 from asyncua import Client, ua
 
-from tests.hil.conftest import LOOP, SoftPlc, load, wait_for
+from tests.hil.conftest import LOOP, SoftPlc, free_port, load, wait_for
 from twin_server.engine.session import VarKey
 from twin_server.models.base import Kind
 from twin_server.runtime.daemon import Daemon
@@ -70,10 +70,27 @@ class TestSessionReplaced:
 
 
 class TestInputQuality:
-    # a regression of the merge that made the HIL mirror a sink of the session's pacer
-    # (passes at ab9a68c, fails from 54a447c): the input shows BadCommunicationError,
-    # not UncertainLastUsableValue, while the PLC is down; to be fixed next
-    @pytest.mark.xfail(strict=False, reason="HIL input quality lost in the sinks merge")
+    async def test_an_input_the_plc_feeds_is_not_good_before_the_plc_answered(self) -> None:
+        """Before its PLC ever sent a value (none listens here), the input that the PLC
+        feeds reads BadWaitingForInitialData from READY on, not its default as Good."""
+        loaded = load(f"opc.tcp://127.0.0.1:{free_port()}/plc", LOOP)
+        server = loaded.config.server.model_copy(update={"workers": 0})
+        loaded = dataclasses.replace(loaded, config=loaded.config.model_copy(
+            update={"server": server}))
+        daemon = Daemon(loaded, endpoint="opc.tcp://127.0.0.1:0/twin-server")
+        seen: list[str] = []
+
+        async def at_ready(daemon: Daemon) -> None:
+            assert daemon.server is not None
+            node = daemon.server.asyncua.get_node(
+                daemon.server.session_nodeid("s", "Components.tank.Inputs.inflow"))
+            dv = await node.read_data_value(raise_on_bad_status=False)
+            seen.append(dv.StatusCode.name)
+            daemon.stop()
+
+        await asyncio.wait_for(daemon.run(on_ready=at_ready), 30)
+        assert seen == ["BadWaitingForInitialData"]
+
     async def test_mirrored_input_node_carries_the_link_quality(self, own_plc: SoftPlc) -> None:
         """While the PLC is down, the session's input node keeps its value with
         UncertainLastUsableValue; when the link recovers it is Good again."""
@@ -86,9 +103,14 @@ class TestInputQuality:
                 ns = await client.get_namespace_index("urn:twin-server")
                 inflow = client.get_node(ua.NodeId("Sessions.s.Components.tank.Inputs.inflow", ns))
                 await wait_for_status(inflow, "Good")
+                # (the node is Good before any link: wait for the PLC's first command)
+                assert daemon.hil is not None
+                mirror = daemon.hil
+                await wait_for(lambda: mirror.statistics().peer("plc")
+                               .binding("valve").status == "Good", 15)
                 own_plc.kill()
                 await wait_for_status(inflow, "UncertainLastUsableValue", timeout=5.0)
-                own_plc.start()
+                await asyncio.to_thread(own_plc.start)  # (the daemon and client run on)
                 await wait_for_status(inflow, "Good", timeout=15.0)
         finally:
             daemon.stop()

@@ -5,6 +5,7 @@ certificates in its trust folder."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,16 +60,23 @@ class TestUsername:
                 await wait_for(lambda: sum(e["event"] == "hil_reconnect_failed"
                                            for e in logs) >= 1, 5)
                 assert not peer(m).connected
-                assert "BadUserAccessDenied" in peer(m).last_error
+                error = peer(m).last_error
+                assert "BadUserAccessDenied" in error
+                assert "refused user 'operator'" in error
+                assert "hil.plc.security.password" in error
         failures = [e for e in logs if e["event"] in ("hil_connect_failed",
                                                        "hil_reconnect_failed")]
         assert [e["log_level"] for e in failures][:2] == ["error", "debug"]
 
     async def test_anonymous_refused(self, user_plc: SoftPlc) -> None:
-        """Without credentials the PLC's refusal is the peer's LastError."""
+        """Without credentials the PLC's refusal is the peer's LastError, with the
+        settings that give it a user."""
         async with mirrored(user_plc.endpoint, LOOP, clock=False) as (_, m):
             await wait_for(lambda: peer(m).last_error != "", 5)
             assert not peer(m).connected
+            error = peer(m).last_error
+            assert "refuses anonymous sessions" in error
+            assert "hil.plc.security.username and password" in error
 
 
 @dataclass(frozen=True)
@@ -265,8 +273,11 @@ class TestCertificate:
         """Policy None against a PLC without a None endpoint: LastError says what to set."""
         async with mirrored(secure_plc.endpoint, LOOP, clock=False) as (_, m):
             await wait_for(lambda: peer(m).last_error != "", 5)
-            assert "offers no endpoint without security" in peer(m).last_error
-            assert "security.policy" in peer(m).last_error
+            error = peer(m).last_error
+            assert "offers no endpoint without security" in error
+            assert "it offers: Basic256Sha256/SignAndEncrypt" in error
+            assert "hil.plc.security.policy" in error
+            assert "twin-server pki hil-client" in error
 
     async def test_username_with_certificate(self, pki: Pki) -> None:
         """Username and password over the encrypted channel of a trusted certificate."""
@@ -307,3 +318,31 @@ class TestSecurityFiles:
                                server_certificate=str(pki.plc.certificate))
         with pytest.raises(SecuritySetupFailed, match=message):
             await apply_security(Client("opc.tcp://127.0.0.1:4840"), security)
+
+
+class TestClientCertificate:
+    async def test_pki_hil_client_makes_a_usable_identity(
+            self, pki: Pki, tmp_path: Path) -> None:
+        """'twin-server pki hil-client' writes a certificate and key that the mirror
+        takes for a secure link (key and ApplicationUri matching), and never overwrites
+        them."""
+        import io
+
+        from twin_server.cli import main
+        from twin_server.security.pki import application_uris
+
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert main(["pki", "hil-client", "--state-dir", str(tmp_path)]) == 0
+        folder = tmp_path / "pki" / "hil"
+        assert f'certificate = "{folder / "client.der"}"' in out.getvalue()
+        security = HilSecurity(policy="Basic256Sha256", mode="SignAndEncrypt",
+                               certificate=str(folder / "client.der"),
+                               private_key=str(folder / "client.key"),
+                               server_certificate=str(pki.plc.certificate))
+        certificate = await apply_security(Client("opc.tcp://127.0.0.1:4840"), security)
+        assert certificate is not None
+        assert application_uris(certificate) == [HIL_URI]
+        with contextlib.redirect_stderr(io.StringIO()) as err:
+            assert main(["pki", "hil-client", "--state-dir", str(tmp_path)]) == 1
+        assert "exists already" in err.getvalue()

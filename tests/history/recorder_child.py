@@ -2,8 +2,9 @@
 
 ``python recorder_child.py DB REPORT INTERVAL``: records SERIES series at RATE
 samples/s in total, each series counting 0, 1, 2, ...; after every chunk handed to
-``record()`` it appends ``<samples handed> <dropped> <time.monotonic()>`` to REPORT
-with an unbuffered write, so the parent knows what was handed over and when.
+``record()`` it appends ``<samples handed> <dropped> <time.monotonic()> <samples
+committed>`` to REPORT with an unbuffered write, so the parent knows what was handed
+over, when, and what the store had committed by then.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ async def main(db: str, report: str, interval: float) -> None:
                 for j in range(SERIES):
                     store.record(("kill", f"v{j}"), now, float(k))
                 k += 1
-            dropped = store.statistics().dropped
-            os.write(fd, f"{k * SERIES} {dropped} {time.monotonic():.6f}\n".encode())
+            stats = store.statistics()
+            os.write(fd, f"{k * SERIES} {stats.dropped} {time.monotonic():.6f} "
+                         f"{stats.written}\n".encode())
             chunk += 1
             await asyncio.sleep(max(0.0, start + chunk * CHUNK_PERIOD - loop.time()))
 

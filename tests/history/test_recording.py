@@ -166,10 +166,11 @@ class TestRecorder:
         """A record finds the version unmoved and stores nothing, in either mode."""
         session = new_session()
         recorder = Recorder(store, SessionFrames(session), RecordingSettings(mode="every"))
-        assert recorder.record_once(T0) == len(recorder.keys)  # the first stores everything
+        # the first stores everything (and SimTime)
+        assert recorder.record_once(T0) == len(recorder.keys) + 1
         assert recorder.record_once(T0 + 1) == 0
         session.step(1)
-        assert recorder.record_once(T0 + 2) == len(recorder.keys)
+        assert recorder.record_once(T0 + 2) == len(recorder.keys) + 1
 
     async def test_series_are_declared_with_their_types(self, store: HistoryStore) -> None:
         """Series exist with the model's data types before any value arrives."""
@@ -251,7 +252,7 @@ class TestRecorder:
                 recorder.record_once(T0 + i)
             await store.flush()
             result = await store.enforce_retention(T0 + 30)
-            assert result.samples_deleted == 15 * 2  # output and state, 15 each
+            assert result.samples_deleted == 15 * 3  # output, state and SimTime, 15 each
             assert len(await read_all(store, "s/Components.tank.Outputs.level")) == 5
 
     async def test_closed_session_is_not_read(self, store: HistoryStore) -> None:
@@ -260,6 +261,49 @@ class TestRecorder:
         recorder = Recorder(store, SessionFrames(session))
         session.close()
         assert recorder.record_once(T0) == 0
+
+
+class TestSimulatedTime:
+    async def test_every_sample_carries_its_simulated_time(self, store: HistoryStore
+                                                           ) -> None:
+        """Many ticks between two records (a session at real-time factor 0): each stored
+        sample carries the simulated time of its frame, and SimTime holds one sample per
+        record that stored anything, stamped like the values it came with."""
+        session = new_session()
+        recorder = Recorder(store, SessionFrames(session), RecordingSettings(
+            variables=("tank.level",)))
+        await recorder.declare()
+        expected = []
+        for i in range(5):
+            session.step(137)
+            recorder.record_once(T0 + i * 0.1)
+            expected.append((round((T0 + i * 0.1) * 1e6), session.sim_time))
+        recorder.record_once(T0 + 1)  # nothing moved: nothing stored, no SimTime either
+        await store.flush()
+        level = (await store.read_raw("s/Components.tank.Outputs.level", T0, None)).samples
+        assert [(s.t_us, s.sim_t) for s in level] == expected
+        sim = (await store.read_raw("s/SimTime", T0, None)).samples
+        assert [(s.t_us, s.value, s.sim_t) for s in sim] == [(t, v, v) for t, v in expected]
+        assert expected[-1][1] == 685 * 0.01  # t = k*dt, as the session counts it
+
+    async def test_a_write_carries_the_latest_frames_simulated_time(
+            self, store: HistoryStore) -> None:
+        """A client's write is stored with the simulated time of the latest frame."""
+        session = new_session()
+        recorder = Recorder(store, SessionFrames(session), RecordingSettings(
+            variables=("controller.setpoint",)), now=lambda: T0 + 5)
+        session.step(40)
+        recorder.record_once(T0)
+        recorder.written(SETPOINT_IN, session.write(SETPOINT_IN, 1.5), "client")
+        await store.flush()
+        (*_, write) = (await store.read_raw("s/Components.controller.Inputs.setpoint",
+                                            T0, None)).samples
+        assert (write.value, write.source, write.sim_t) == (1.5, "client", 40 * 0.01)
+
+    async def test_sim_time_node_is_historized(self, store: HistoryStore) -> None:
+        """SimTime is among the recorded paths (its node is marked Historizing)."""
+        recorder = Recorder(store, SessionFrames(new_session()))
+        assert recorder.paths[-1] == "SimTime"
 
 
 class TestRecording:

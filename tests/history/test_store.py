@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import sqlite3
 import time
 from datetime import UTC, datetime
@@ -21,6 +22,24 @@ from twin_server.history import (
 from twin_server.history import schema as schema_module
 
 T0 = 1_700_000_000.0  # a wall-clock time, seconds since the epoch
+
+#: the tables as schema v1 created them (history/schema.py ``_v1``, frozen)
+V1_SCHEMA = (
+    "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied INTEGER NOT NULL, "
+    "description TEXT NOT NULL)",
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID",
+    "INSERT INTO meta (key, value) VALUES ('next_seq', 0)",
+    "CREATE TABLE series (id INTEGER PRIMARY KEY, session TEXT NOT NULL, path TEXT NOT NULL, "
+    "datatype TEXT NOT NULL, created INTEGER NOT NULL, UNIQUE (session, path))",
+    "CREATE TABLE samples (series_id INTEGER NOT NULL, t INTEGER NOT NULL, "
+    "seq INTEGER NOT NULL, value, status INTEGER NOT NULL DEFAULT 0, "
+    "source INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (series_id, t, seq)) WITHOUT ROWID",
+    "CREATE TABLE events (id INTEGER PRIMARY KEY, session TEXT NOT NULL, t INTEGER NOT NULL, "
+    "kind TEXT NOT NULL, severity INTEGER NOT NULL, message TEXT NOT NULL)",
+    "CREATE INDEX events_by_time ON events (session, t, id)",
+    "CREATE TABLE snapshots (session TEXT PRIMARY KEY, t INTEGER NOT NULL, blob BLOB NOT NULL)",
+    "CREATE TABLE twins (name TEXT PRIMARY KEY, toml TEXT NOT NULL, t INTEGER NOT NULL)",
+)
 
 
 def values(samples: list[Sample]) -> list[object]:
@@ -294,12 +313,13 @@ class TestSchema:
             mode = db.execute("PRAGMA journal_mode").fetchone()[0]
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master "
                                                "WHERE type = 'table'")}
-        assert rows == [(1,)] and mode == "wal"
+        assert rows == [(1,), (2,)] and mode == "wal"
         assert {"series", "samples", "events", "snapshots", "twins", "meta"} <= tables
 
-    async def test_v2_is_one_function(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                                      ) -> None:
-        """A v1 file opened by a build with one more migration runs just that one."""
+    async def test_next_version_is_one_function(self, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+        """A file of today's version opened by a build with one more migration runs
+        just that one."""
         path = tmp_path / "h.db"
         store = await HistoryStore.open(path)
         store.record("s/v", T0, 1.0)
@@ -309,17 +329,60 @@ class TestSchema:
             """Add a notes table."""
             await db.execute("CREATE TABLE notes (text TEXT)")  # type: ignore[attr-defined]
 
-        monkeypatch.setitem(schema_module.MIGRATIONS, 2, v2)
-        monkeypatch.setattr(schema_module, "SCHEMA_VERSION", 2)
+        now = schema_module.SCHEMA_VERSION
+        monkeypatch.setitem(schema_module.MIGRATIONS, now + 1, v2)
+        monkeypatch.setattr(schema_module, "SCHEMA_VERSION", now + 1)
         store = await HistoryStore.open(path)
         try:
-            assert (store.migrated_from, store.schema_version) == (1, 2)
+            assert (store.migrated_from, store.schema_version) == (now, now + 1)
             assert values((await store.read_raw("s/v", T0, T0 + 1)).samples) == [1.0]
         finally:
             await store.close()
         with sqlite3.connect(path) as db:
             assert db.execute("SELECT version, description FROM schema_version "
-                              "ORDER BY version").fetchall()[-1] == (2, "Add a notes table.")
+                              "ORDER BY version").fetchall()[-1] == (now + 1,
+                                                                     "Add a notes table.")
+
+    async def test_v1_file_gains_simulated_time(self, tmp_path: Path) -> None:
+        """A file written at schema v1 (no simulated time) opens migrated to v2: its
+        samples read back unchanged with sim_t None, new samples carry their sim_t,
+        and a read across both pages through them in order."""
+        path = tmp_path / "v1.db"
+        with sqlite3.connect(path) as db:  # the v1 schema as v1 builds wrote it
+            for statement in V1_SCHEMA:
+                db.execute(statement)
+            db.execute("INSERT INTO schema_version VALUES (1, 0, 'Series, samples, ...')")
+            db.execute("INSERT INTO series VALUES (1, 's', 'v', 'Double', 0)")
+            db.executemany("INSERT INTO samples VALUES (1, ?, ?, ?, 0, 0)",
+                           [(int((T0 + i) * 1e6), i, float(i)) for i in range(3)])
+            db.execute("UPDATE meta SET value = 3 WHERE key = 'next_seq'")
+        store = await HistoryStore.open(path)
+        try:
+            assert (store.migrated_from, store.schema_version) == (1, 2)
+            store.record("s/v", T0 + 3, 3.0, sim_t=30.0)
+            store.record("s/v", T0 + 4, 4.0, sim_t=40)
+            await store.flush()
+            samples = (await store.read_raw("s/v", T0, T0 + 10, max_values=2)).samples
+            assert [(s.value, s.sim_t) for s in samples] == [(0.0, None), (1.0, None)]
+            everything = (await store.read_raw("s/v", T0, T0 + 10)).samples
+            assert [(s.value, s.sim_t) for s in everything] == [
+                (0.0, None), (1.0, None), (2.0, None), (3.0, 30.0), (4.0, 40.0)]
+        finally:
+            await store.close()
+
+    @pytest.mark.parametrize("sim_t", [
+        pytest.param(math.nan, id="nan"), pytest.param(math.inf, id="inf"),
+        pytest.param("3", id="string"), pytest.param(True, id="bool")])
+    async def test_bad_simulated_time_rejected(self, store: HistoryStore, sim_t: object
+                                               ) -> None:
+        """A sample whose simulated time is not finite seconds is rejected, counted,
+        and the others of its batch are written."""
+        store.record("s/v", T0, 1.0, sim_t=sim_t)  # type: ignore[arg-type]
+        store.record("s/v", T0 + 1, 2.0, sim_t=0.5)
+        await store.flush()
+        assert store.statistics().rejected == 1
+        samples = (await store.read_raw("s/v", T0, T0 + 10)).samples
+        assert [(s.value, s.sim_t) for s in samples] == [(2.0, 0.5)]
 
     async def test_newer_schema_refused(self, tmp_path: Path) -> None:
         """A file from a newer twin-server is refused with the versions named."""

@@ -175,12 +175,18 @@ async def running(served: Served) -> AsyncIterator[Served]:
 
 # -- a whole daemon (the OPC UA methods' Runtime), one per test module ------------------
 
-async def run_daemon(config: str, state_dir: Path | None = None
-                     ) -> tuple[Daemon, asyncio.Task[None]]:
+#: seconds a test daemon may take to be READY (an idle machine: 1-2 s)
+READY_TIMEOUT = 30.0
+
+
+async def run_daemon(config: str, state_dir: Path | None = None, *,
+                     timeout: float | None = None) -> tuple[Daemon, asyncio.Task[None]]:
     """Start a Daemon serving ``config`` on a free port; return it once ready (its
     sessions in-process unless ``[server] workers`` is given). Its
     state (the history database) goes to ``state_dir``, else a fresh temporary folder
-    that ``stop_daemon`` removes, so that no test resumes another's sessions."""
+    that ``stop_daemon`` removes, so that no test resumes another's sessions.
+    ``timeout``: seconds it may take to be READY (``start_daemon``; default
+    ``READY_TIMEOUT``)."""
     loaded = parse_config(config)
     state = state_dir
     if state is None:
@@ -195,13 +201,34 @@ async def run_daemon(config: str, state_dir: Path | None = None
     loaded = dataclasses.replace(loaded, config=loaded.config.model_copy(
         update={"server": server}))
     daemon = Daemon(loaded, endpoint="opc.tcp://127.0.0.1:0/twin-server")
+    try:
+        task = await start_daemon(daemon, READY_TIMEOUT if timeout is None else timeout)
+    except BaseException:
+        if state in _TEMPORARY:
+            _TEMPORARY.discard(state)
+            shutil.rmtree(state, ignore_errors=True)
+        raise
+    return daemon, task
+
+
+async def start_daemon(daemon: Daemon, timeout: float = READY_TIMEOUT) -> asyncio.Task[None]:
+    """Run ``daemon`` in a task; return the task once the daemon is READY. What stopped
+    a daemon that failed to start is raised; one not READY within ``timeout`` seconds
+    is cancelled and TimeoutError raised (not awaited for ever: it would never end)."""
     task = asyncio.create_task(daemon.run())
     ready = asyncio.create_task(daemon.wait_ready())
-    await asyncio.wait([task, ready], timeout=30, return_when=asyncio.FIRST_COMPLETED)
-    if not ready.done():
-        ready.cancel()
-        await task  # raises what stopped it
-    return daemon, task
+    await asyncio.wait([task, ready], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    if ready.done():
+        return task
+    ready.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise TimeoutError(f"the daemon was not READY within {timeout:g} s (it was "
+                           f"{daemon.state}); cancelled")
+    await task  # raises what stopped it
+    raise RuntimeError("the daemon ended before it was READY, without an error")
 
 
 async def stop_daemon(daemon: Daemon, task: asyncio.Task[None]) -> None:

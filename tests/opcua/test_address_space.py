@@ -39,8 +39,9 @@ class TestTree:
                     "RecycleCount", "Start", "Suspend", "Resume", "Halt", "Reset"}
         assert set(children) == standard | {
             "State", "SimTime", "StepCount", "StepsRemaining", "StepSize", "RealtimeFactor",
-            "Diagnostics",
-            "Step", "SetParameters", "Snapshot", "Restore", "Fork", "Components"}
+            "ForcedInputs", "Diagnostics",
+            "Step", "SetParameters", "Snapshot", "Restore", "Fork", "ReleaseInput",
+            "ReleaseInputs", "Components"}
         for name, node in children.items():
             assert node.nodeid == ua.NodeId(f"Sessions.tank.{name}", served.ns)
             namespace = 0 if name in standard else served.ns

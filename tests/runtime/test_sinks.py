@@ -134,6 +134,21 @@ class TestRun:
             await pacer.stop()
         assert len(idle.items) == len(taken.items)  # (what is read goes to every sink)
 
+    async def test_wake_delivers_at_once(self) -> None:
+        """wake has the pacer deliver a frame at once, well before its period ends,
+        even while no sink wants one."""
+        taken = Taken()
+        async with asyncio.TaskGroup() as tg:
+            pacer = Pacer(SessionFrames(session(rate=0.1)), [taken])  # a 10 s period
+            pacer.start(tg)
+            await asyncio.wait_for(taken.arrived.wait(), 5)
+            taken.arrived.clear()
+            taken.wanted = False
+            pacer.wake()
+            await asyncio.wait_for(taken.arrived.wait(), 2)
+            await pacer.stop()
+        assert len(taken.items) == 3  # the first period, the woken one, stop's
+
     async def test_waits_for_a_tick_before_reading(self) -> None:
         """Before each frame the pacer asks Ticks to clear as long as its last pulse
         took (with a margin): a tick due meanwhile runs first."""

@@ -47,8 +47,8 @@ from twin_server.config.fmu_files import (
 from twin_server.config.nesting import MAX_DEPTH, toml_too_deep
 from twin_server.config.schema import (
     NAME_PATTERN,
+    BindingFields,
     Config,
-    HilBinding,
     HilSecurity,
     ServerConfig,
     SessionConfig,
@@ -534,15 +534,14 @@ def _check_hil(raw: Mapping[str, Any], file: str) -> list[ConfigError]:
                             f"{known}){did_you_mean(session_name, declared)}")
         bindings = body.get("bindings")
         for bname, bbody in bindings.items() if isinstance(bindings, Mapping) else ():
-            try:
-                binding = HilBinding.model_validate(bbody)
-            except ValidationError:
+            binding = BindingFields.of(bbody)
+            if binding is None:
                 continue  # reported by the whole-file validation
             path = f"bindings.{quoted_key(str(bname))}"
-            if (binding.node is None) == (binding.browse_path is None):
+            if binding.has_node == binding.has_browse_path:
                 fail(path, "a binding names its PLC node with exactly one of 'node' "
                            "(a NodeId) and 'browse_path'")
-            if binding.fallback is not None and binding.direction != "from_plc":
+            if binding.fallback is not None and binding.direction == "to_plc":
                 fail(f"{path}.fallback", "only a from_plc binding has a fallback (the value "
                                          "its input takes while the PLC is unreachable)")
     return errors

@@ -48,7 +48,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from twin_server.config.security import LimitsConfig, SecurityConfig
+from twin_server.config.security import LimitsConfig, Policy, SecurityConfig, canonical_policy
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
@@ -135,6 +135,19 @@ class ServerConfig(_Frozen):
         5.0, gt=0, le=3600,
         description="seconds a Running session's tick may stand still before its worker "
                     "is taken for hung, killed and replaced (workers > 0)")
+    worker_scheduling: Literal["realtime", "normal"] = Field(
+        "realtime",
+        description="how the worker processes ask the kernel for CPU time: 'realtime' "
+                    "(SCHED_FIFO at worker_priority, so that a tick wakes on time whatever "
+                    "else runs; where the kernel does not permit it, a lower nice value or "
+                    "normal scheduling, logged once as worker_scheduling_fallback with how "
+                    "to grant it) or 'normal' (as any process); workers > 0")
+    worker_priority: int = Field(
+        10, ge=1, le=49,
+        description="the SCHED_FIFO priority of worker_scheduling = 'realtime' (1-49: "
+                    "below the kernel's threaded interrupts at 50; a soft PLC's real-time "
+                    "tasks on the same machine should stay above it); grant it with "
+                    "systemd's LimitRTPRIO= at least this value")
     security: SecurityConfig = Field(
         default_factory=SecurityConfig,
         description="endpoints, certificates, users and anonymous access ([server.security])")
@@ -421,10 +434,43 @@ class HilBinding(_Frozen):
                           "(default: it keeps its last value)")
 
 
+_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class BindingFields:
+    """What a ``[hil.<peer>.bindings.<name>]`` table says, each field taken on its own
+    (None where it is missing or malformed: the whole-file validation reports that),
+    so that checks of one field still run when another is wrong and every error of
+    a binding is reported at once."""
+
+    variable: str | None
+    direction: str | None
+    has_node: bool
+    has_browse_path: bool
+    fallback: float | int | bool | str | None
+
+    @classmethod
+    def of(cls, body: object) -> BindingFields | None:
+        if not isinstance(body, dict):
+            return None
+        variable = body.get("variable")
+        direction = body.get("direction")
+        fallback = body.get("fallback")
+        return cls(
+            variable if isinstance(variable, str) and _VARIABLE.match(variable) else None,
+            direction if direction in ("to_plc", "from_plc") else None,
+            "node" in body, "browse_path" in body,
+            fallback if isinstance(fallback, bool | int | float | str) else None)
+
+
 class HilSecurity(_Frozen):
     """How the mirror authenticates to a PLC."""
 
-    policy: Literal["None", "Basic256Sha256", "Aes128Sha256RsaOaep", "Aes256Sha256RsaPss"] = "None"
+    policy: Annotated[Policy, BeforeValidator(canonical_policy)] = Field(
+        "None", description="'None', 'Basic256Sha256', 'Aes128_Sha256_RsaOaep' or "
+                            "'Aes256_Sha256_RsaPss' (as in [server.security]; the spellings "
+                            "without '_' are taken too)")
     mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
     username: str | None = None
     password: str | None = None
@@ -456,5 +502,14 @@ class HilPeerConfig(_Frozen):
         description="seconds between liveness reads, each also timing out after as long: "
                     "a hung peer is detected within twice this")
     reconnect_min: float = Field(0.5, gt=0, le=3600, description="first backoff, seconds")
-    reconnect_max: float = Field(30.0, gt=0, le=3600, description="longest backoff, seconds")
+    reconnect_max: float = Field(
+        10.0, gt=0, le=3600,
+        description="longest backoff, seconds; a PLC that could not be reached is probed "
+                    "(TCP and the OPC UA Hello) every 0.5 s meanwhile and reconnected as "
+                    "soon as it answers")
+    settle_time: float = Field(
+        0.1, ge=0, le=60,
+        description="seconds the PLC is given on every (re)connect, between the twin's "
+                    "values written and its own taken: at least one cycle of its program, "
+                    "so that outputs it computed from its defaults never reach the twin")
     bindings: dict[Name, HilBinding] = Field(min_length=1)

@@ -40,6 +40,20 @@ AnonymousAccess = Literal["off", "viewer", "operator", "admin"]
 
 SECURE_POLICIES: tuple[Policy, ...] = (
     "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss")
+#: other spellings taken for a policy (asyncua's class names), by the canonical one
+#: (the name in the policy's URI, http://opcfoundation.org/UA/SecurityPolicy#<name>)
+POLICY_ALIASES = {"Aes128Sha256RsaOaep": "Aes128_Sha256_RsaOaep",
+                  "Aes256Sha256RsaPss": "Aes256_Sha256_RsaPss"}
+
+
+def canonical_policy(value: object) -> object:
+    """A policy name as written in a config, in its canonical spelling (a pydantic
+    before-validator: anything else passes on unchanged, to be refused by the type)."""
+    if isinstance(value, str):
+        return POLICY_ALIASES.get(value, value)
+    if isinstance(value, list | tuple):
+        return tuple(POLICY_ALIASES.get(v, v) if isinstance(v, str) else v for v in value)
+    return value
 
 
 class _Frozen(BaseModel):
@@ -80,6 +94,11 @@ class SecurityConfig(_Frozen):
     def _array_as_tuple(cls, value: object) -> object:
         # TOML arrays arrive as lists; strict mode takes only tuples for a tuple field
         return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("policies", mode="before")
+    @classmethod
+    def _canonical(cls, value: object) -> object:
+        return canonical_policy(value)
 
     @field_validator("policies", "modes")
     @classmethod

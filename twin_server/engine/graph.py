@@ -8,8 +8,12 @@ constrain the order, so a loop through such a component is fine, and a cycle
 that remains is an algebraic loop.
 
 The order is stable: among the components ready to run, the one declared first
-goes first, so the same config always gives the same order (and therefore the
-same, bit-identical results).
+goes first, so the same config always gives the same order (the address space
+and snapshots list components in it). The *results* do not depend on how such
+ties fall: the order only has to put each feedthrough component after what
+feeds it, and ``engine.session`` reads every input of a component with state
+before any component steps (the rule that cuts feedback loops, independent of
+declaration order).
 """
 
 from __future__ import annotations

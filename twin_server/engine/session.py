@@ -4,10 +4,26 @@ Pure and synchronous: no asyncio, no I/O. The clock (``runtime.clock``) decides
 *when* to call ``tick``; the OPC UA adapter reads values and forwards writes and
 method calls; both only through the public methods below.
 
-Stepping (DESIGN.md): at tick k, t = t0 + k*dt. Components run in the twin's
-topological order; each input takes the value forced by a client or HIL binding,
-else the connected output (of this tick if the source ran earlier in the order,
-else of the previous tick), else its configured default.
+Stepping (DESIGN.md): at tick k, t = t0 + k*dt. Each input takes the value
+forced by a client or HIL binding, else its connected output, else its
+configured default. Which tick's output a connection carries is a rule on the
+graph, never the order the config declares the components in:
+
+* an input of a component *with state* (no direct feedthrough: a lag, a tank, a
+  source, an FMU) takes its source's output at t_k, the value before this tick
+  (it advances from t_k to t_k+1 with its inputs held at t_k). Every such input
+  is read before any component steps, so these edges are where feedback loops
+  are cut, whatever the order;
+* an input of a component *with direct feedthrough* (a gain, a sum, a PID)
+  takes its source's output of this tick: the twin's order puts every source of
+  a feedthrough component before it (``engine.graph``), so a component with
+  state has advanced to t_k+1 and an upstream feedthrough one has been
+  evaluated from it. A loop of feedthrough components alone is an algebraic
+  loop, refused when the twin compiles.
+
+So after a tick every output is the one at t_k+1, and the same config gives
+bit-identical results for every order of its components and connections
+(``tests/engine/test_order.py``).
 
 Run states follow the OPC UA Program state machine:
 
@@ -50,6 +66,12 @@ Decisions beyond the contract:
   ``closed``; afterwards every method refuses with InvalidState.
 * A fault from outside the session (its worker process died while stepping it)
   comes in through ``halt_on_fault``: Halted with ``fault`` set, as a model's own.
+* A Reset that fails (the first one, at construction, included) halts the session
+  on the fault; the components from the failing one on, whose models did not
+  reset, then show their declared outputs and states (``_stand_in``): a parameter
+  written to them waits for the next Reset, a state write is refused. The first
+  Reset's fault is raised from the constructor unless ``keep_faulted``: then the
+  session is built all the same, Halted on it (the daemon's config sessions).
 * ``progress``: a host that must say which component was being stepped when its
   process died (a segfault in an FMU's native code leaves no exception to catch)
   hands the session a one-slot buffer (a ``memoryview`` of shared memory); the
@@ -155,6 +177,12 @@ class _Component:
     parameters: dict[str, Value]
     #: fixed parameters written while not running, applied at Reset
     pending: dict[str, Value]
+    #: the states to show: the model's ``get_states``, or, while a failed Reset left the
+    #: model without any, its declared defaults (``_stand_in``)
+    get_states: Callable[[], Mapping[str, Value]]
+    #: its model did not reset (a Reset failed at it or before it): parameters written
+    #: wait for the next Reset, states cannot be written
+    stand_in: bool = False
 
 
 class Session:
@@ -179,7 +207,12 @@ class Session:
         settings: SessionSettings,
         *,
         progress: Progress | None = None,
+        keep_faulted: bool = False,
     ) -> None:
+        """Build the twin's models and Reset them; a model that fails that first Reset
+        raises its SessionFault (nothing left behind), unless ``keep_faulted``: then
+        the session is kept, Halted with ``fault`` set (the daemon serves a config
+        session so, with its fault on its nodes, instead of not starting)."""
         if not (math.isfinite(settings.step_size) and settings.step_size > 0):
             raise InvalidArgument(
                 f"session {name!r}: step_size must be a finite number "
@@ -201,6 +234,9 @@ class Session:
         self.state = RunState.READY
         self.step_count = 0
         self.version = 0
+        #: moves whenever the set of forced inputs changes (an input newly forced, one
+        #: released, all of them by Reset, others by Restore): compare, do not do sums
+        self.forces = 0
         self.fault: SessionFault | None = None
         self._listeners: list[Listener] = []
         #: where the index of the component being stepped is stored (module docstring)
@@ -218,6 +254,12 @@ class Session:
         self._by_name: dict[str, _Component] = {}
         try:
             self._construct(twin, settings)
+        except SessionFault as exc:
+            if keep_faulted and exc is self.fault:  # (Halted on it by _initialise)
+                return
+            for comp in self._components:
+                _close_quietly(self.name, comp)
+            raise
         except BaseException:
             for comp in self._components:  # free what was built (FMU instances)
                 _close_quietly(self.name, comp)
@@ -253,6 +295,8 @@ class Session:
                 tuple[str, ...],
             ]
         ] = []
+        #: component index -> (inputs, links) of each component with state
+        self._held: dict[int, tuple[dict[str, Value], tuple[tuple[str, int, str], ...]]] = {}
         self._initialise()
 
     # -- construction ----------------------------------------------------------------
@@ -290,6 +334,7 @@ class Session:
                 forced={},
                 parameters=parameters,
                 pending={},
+                get_states=model.get_states,
             )
             self._components.append(comp)
             self._by_name[cdef.name] = comp
@@ -334,12 +379,17 @@ class Session:
         return result
 
     def _initialise(self) -> None:
-        """Reset every model at t0 and rebuild the tick plan; raise SessionFault on failure."""
+        """Reset every model at t0 and rebuild the tick plan; raise SessionFault on failure.
+
+        After a failure (the session Halted on it) the failing component and those after
+        it, whose models did not reset, show their declared outputs and states (the
+        configured initial ones, else the defaults), so that every read still answers."""
         self.step_count = 0
         progress = self._progress
-        for comp in self._components:
+        for position, comp in enumerate(self._components):
             progress[0] = comp.index
             try:
+                comp.model.set_start_inputs(self._start_inputs(comp))
                 outputs = comp.model.reset(dict(comp.parameters), dict(self._initial(comp)))
                 for oname in comp.output_names:
                     if oname not in outputs:
@@ -348,11 +398,29 @@ class Session:
                     if oname in comp.numeric_outputs and not math.isfinite(float(value)):
                         raise _NonFinite(oname, value)
             except Exception as exc:
-                raise self._fault(comp, exc, during="reset") from exc
+                fault = self._fault(comp, exc, during="reset")
+                for rest in self._components[position:]:
+                    self._stand_in(rest)
+                self._replan()
+                for every in self._components:
+                    self._refresh_inputs(every)
+                raise fault from exc
             self._outputs[comp.index] = outputs
-        self._plan = [self._plan_entry(comp) for comp in self._components]
+            comp.get_states, comp.stand_in = comp.model.get_states, False
+        self._replan()
         for comp in self._components:
             self._refresh_inputs(comp)
+
+    def _stand_in(self, comp: _Component) -> None:
+        """Show ``comp``'s declared outputs and states (configured initial ones first)
+        in place of its model's: a Reset of it failed."""
+        declared = comp.variables.values()
+        self._outputs[comp.index] = {v.name: v.default for v in declared
+                                     if v.kind is Kind.OUTPUT}
+        states = {v.name: v.default for v in declared if v.kind is Kind.STATE}
+        states.update((n, v) for n, v in self._initial(comp).items() if n in states)
+        comp.get_states = lambda: states
+        comp.stand_in = True
 
     def _dry_reset(self, comp: _Component, parameters: Mapping[str, Value]) -> None:
         """Reset a scratch instance of ``comp``'s model with ``parameters``; raise the
@@ -363,6 +431,7 @@ class Session:
         except Exception:
             return
         try:
+            scratch.set_start_inputs(self._start_inputs(comp))
             scratch.reset(dict(parameters), dict(self._initial(comp)))
         except ValueRejected as exc:
             raise type(exc)(
@@ -377,17 +446,37 @@ class Session:
     def _initial(self, comp: _Component) -> Mapping[str, Value]:
         return self.twin.components[comp.index].initial
 
-    def _plan_entry(
-        self, comp: _Component
-    ) -> tuple[
-        int, Callable[..., Any], dict[str, Value], tuple[tuple[str, int, str], ...], tuple[str, ...]
-    ]:
-        links = tuple(
-            (name, src, port)
-            for name, (src, port) in comp.connected.items()
-            if name not in comp.forced
-        )
-        return (comp.index, comp.model.step, comp.inputs, links, comp.numeric_outputs)
+    @staticmethod
+    def _start_inputs(comp: _Component) -> dict[str, Value]:
+        """What a model may know of its first tick's inputs before its reset: the
+        forced ones and the configured values of those not connected."""
+        return {name: comp.forced.get(name, comp.defaults[name]) for name in comp.defaults
+                if name in comp.forced or name not in comp.connected}
+
+    def _replan(self, only: _Component | None = None) -> None:
+        """Rebuild the tick plan (of ``only``, after its forced inputs changed).
+
+        A component with state reads its connected inputs in ``_held``, before any
+        component steps (outputs at t_k); a feedthrough component reads them in its
+        ``_plan`` entry, just before it steps (outputs of this tick)."""
+        if only is None:
+            self._plan, self._held = [], {}
+        for comp in self._components if only is None else (only,):
+            links = tuple(
+                (name, src, port)
+                for name, (src, port) in comp.connected.items()
+                if name not in comp.forced
+            )
+            if comp.model.direct_feedthrough:
+                self._held.pop(comp.index, None)
+            else:
+                self._held[comp.index] = (comp.inputs, links)
+                links = ()
+            entry = (comp.index, comp.model.step, comp.inputs, links, comp.numeric_outputs)
+            if only is None:
+                self._plan.append(entry)
+            else:
+                self._plan[comp.index] = entry
 
     def _refresh_inputs(self, comp: _Component) -> None:
         """Set every input to what the next tick would give it, so reads show it now."""
@@ -427,14 +516,14 @@ class Session:
             return comp.inputs[var.name]
         if kind is Kind.PARAMETER:
             return comp.pending.get(var.name, comp.parameters[var.name])
-        return comp.model.get_states()[var.name]
+        return comp.get_states()[var.name]
 
     def values(self) -> dict[VarKey, Value]:
         """The current value of every variable (a fresh dict the caller may keep)."""
         if self._closed:
             self._require_open("read")
         result: dict[VarKey, Value] = {}
-        states: dict[str, Value] = {}
+        states: Mapping[str, Value] = {}
         last: _Component | None = None
         for key, (comp, var) in self._keys.items():
             kind = var.kind
@@ -446,7 +535,7 @@ class Session:
                 result[key] = comp.pending.get(var.name, comp.parameters[var.name])
             else:
                 if comp is not last:
-                    states, last = comp.model.get_states(), comp
+                    states, last = comp.get_states(), comp
                 result[key] = states[var.name]
         return result
 
@@ -467,7 +556,7 @@ class Session:
                 out = outputs[comp.index]
                 extend([out[n] for n in outs])
             if states:
-                state = comp.model.get_states()
+                state = comp.get_states()
                 extend([state[n] for n in states])
             if parameters:
                 pending, current = comp.pending, comp.parameters
@@ -507,13 +596,20 @@ class Session:
             comp.forced[var.name] = coerced
             comp.inputs[var.name] = coerced
             if newly_forced:  # a HIL binding rewrites its inputs every cycle: keep that cheap
-                self._plan[comp.index] = self._plan_entry(comp)
+                self._replan(comp)
+                self.forces += 1
         elif kind is Kind.STATE:
+            if comp.stand_in:
+                raise InvalidState(
+                    f"cannot write state {var.name!r} of component {comp.name!r}: its model "
+                    f"did not reset (session {self.name!r} is Halted on a fault: "
+                    f"{self.fault}); Reset the session first",
+                    session=self.name, state=self.state)
             try:
                 comp.model.set_states({var.name: coerced})
             except ValueRejected as exc:  # the model's own check (a level above the rim)
                 raise type(exc)(_located(exc, var, comp.name)) from None
-        elif var.tunable:
+        elif var.tunable and not comp.stand_in:
             try:
                 comp.model.set_parameter(var.name, coerced)
             except ValueRejected as exc:  # the model's own check (output_min > output_max)
@@ -535,8 +631,9 @@ class Session:
         self.version += 1
         return coerced
 
-    def release(self, key: VarKey) -> None:
-        """Stop forcing an input; it follows its connection or default again."""
+    def release(self, key: VarKey) -> bool:
+        """Stop forcing an input; it follows its connection or default again. Whether
+        it was forced (releasing one that is not changes nothing)."""
         self._require_open("release")
         comp, var = self._lookup(key)
         if var.kind is not Kind.INPUT:
@@ -545,11 +642,52 @@ class Session:
                 f"not an input; only inputs are forced and released"
             )
         if var.name not in comp.forced:
-            return
+            return False
         del comp.forced[var.name]
-        self._plan[comp.index] = self._plan_entry(comp)
+        self._released(comp)
+        self._emit(
+            "input_released",
+            f"input {var.name!r} of component {comp.name!r} released: it follows "
+            f"{self._source(comp, var.name)} again",
+            SEVERITY_CHANGE,
+        )
+        return True
+
+    def release_all(self) -> list[VarKey]:
+        """Stop forcing every input; the ones that were forced, in component order."""
+        self._require_open("release")
+        released = self._release_every()
+        if released:
+            self._emit(
+                "inputs_released",
+                f"{len(released)} forced input(s) released: "
+                f"{', '.join(f'{k.component}.{k.name}' for k in released)}",
+                SEVERITY_CHANGE,
+            )
+        return released
+
+    def _source(self, comp: _Component, name: str) -> str:
+        """What an unforced input takes: its connection, else its default."""
+        link = comp.connected.get(name)
+        if link is None:
+            return "its default"
+        src, port = link
+        return f"{self._components[src].name}.{port}"
+
+    def _released(self, comp: _Component) -> None:
+        self._replan(comp)
         self._refresh_inputs(comp)
+        self.forces += 1
         self.version += 1
+
+    def _release_every(self) -> list[VarKey]:
+        released: list[VarKey] = []
+        for comp in self._components:
+            if comp.forced:
+                released += [VarKey(comp.name, Kind.INPUT, n) for n in comp.forced]
+                comp.forced.clear()
+                self._released(comp)
+        return released
 
     def forced(self) -> dict[VarKey, Value]:
         """Every input currently forced, with its value (a fresh dict)."""
@@ -604,7 +742,8 @@ class Session:
             for cname, values in checked.items():
                 comp = self._by_name[cname]
                 tunable = {
-                    p: v for p, v in values.items() if comp.variables[(Kind.PARAMETER, p)].tunable
+                    p: v for p, v in values.items()
+                    if comp.variables[(Kind.PARAMETER, p)].tunable and not comp.stand_in
                 }
                 if tunable:
                     saved = _model_snapshot_or_none(comp.model)
@@ -619,7 +758,7 @@ class Session:
             comp = self._by_name[cname]
             for pname, value in values.items():
                 var = comp.variables[(Kind.PARAMETER, pname)]
-                if var.tunable:
+                if var.tunable and not comp.stand_in:
                     comp.parameters[pname] = value
                     message = (
                         f"parameter {pname!r} of component {cname!r} set to {value!r}{_unit(var)}"
@@ -717,12 +856,15 @@ class Session:
             comp.parameters.update(snapshot.parameters[i])
             comp.pending.clear()
             comp.pending.update(snapshot.pending[i])
+            if comp.forced != snapshot.forced[i]:
+                self.forces += 1
             comp.forced.clear()
             comp.forced.update(snapshot.forced[i])
             comp.inputs.clear()
             comp.inputs.update(snapshot.inputs[i])
             self._outputs[i] = dict(snapshot.outputs[i])
-        self._plan = [self._plan_entry(comp) for comp in self._components]
+            comp.get_states, comp.stand_in = comp.model.get_states, False
+        self._replan()
         self.step_count = snapshot.step_count
         self.realtime_factor = snapshot.realtime_factor
         self.fault = None
@@ -875,6 +1017,13 @@ class Session:
             comp.parameters.update(updates[comp.name])
             comp.pending.clear()
             applied += [f"{comp.name}.{p}={v!r}" for p, v in updates[comp.name].items()]
+        # the session's defined state: no input forced (a HIL binding forces its own
+        # again: the daemon tells it, Runtime.inputs_released)
+        released = [f"{c.name}.{n}" for c in self._components for n in c.forced]
+        if released:
+            for comp in self._components:
+                comp.forced.clear()
+            self.forces += 1
         self.fault = None
         self.version += 1
         self._initialise()
@@ -884,6 +1033,8 @@ class Session:
         message = "reset to t=0"
         if applied:
             message += f"; parameters applied: {', '.join(applied)}"
+        if released:
+            message += f"; forced inputs released: {', '.join(released)}"
         self._emit("reset", message, SEVERITY_INFO)
 
     def step(self, count: int = 1) -> None:
@@ -990,6 +1141,9 @@ class Session:
         out: Any = None
         started = time.perf_counter()
         try:
+            for inputs, links in self._held.values():  # outputs at t_k, before any step
+                for name, src, port in links:
+                    inputs[name] = outputs[src][port]
             for index, step, inputs, links, checked in self._plan:
                 progress[0] = index
                 for name, src, port in links:

@@ -8,10 +8,17 @@ the *quality* of the value the session's input holds, which the session itself
 cannot carry:
 
     Good                       the latest value from the PLC
+    GoodClamped                the latest value from the PLC, clamped into the input's
+                               range (or, to_plc, into the PLC node's type)
     UncertainLastUsableValue   the link is down; the input keeps the last value
     UncertainSubstituteValue   the link is down; the input holds the configured fallback
     BadCommunicationError      the link is down and no value ever came (input not forced)
-    BadWaitingForInitialData   connected, the first notification has not come yet
+    BadWaitingForInitialData   no value came from the PLC yet (input not forced)
+
+A from_plc input's node carries the same status with its value (a Bad one with a
+null value, as OPC UA Part 4 7.7.1 wants), and so does its history: after a
+reconnect it keeps UncertainLastUsableValue (or UncertainSubstituteValue) until
+the PLC's first value replaces it.
 
 and for every binding, one that cannot work: BadNodeIdUnknown (no such node, or
 a namespace URI the PLC does not have), BadNoMatch (a browse path leads nowhere),
@@ -39,6 +46,7 @@ class LinkState(enum.StrEnum):
 
 
 GOOD = "Good"
+CLAMPED = "GoodClamped"
 LAST_USABLE = "UncertainLastUsableValue"
 SUBSTITUTE = "UncertainSubstituteValue"
 COMMUNICATION_ERROR = "BadCommunicationError"
@@ -59,6 +67,7 @@ class BindingStatistics:
     value: Value | None  # last value sent (to_plc) or applied (from_plc)
     transfers: int  # values sent or applied
     clamped: int  # of which had to be clamped to fit the target type or range
+    sampling_interval: float = 0.0  # ms, from_plc: as the PLC revised it (0: not monitored)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +86,10 @@ class PeerStatistics:
     round_trip_latency: float  # ms: the latest liveness read (ServerStatus.CurrentTime)
     max_nodes_per_write: int  # the PLC's OperationLimits (0 = no limit)
     bindings: tuple[BindingStatistics, ...]
+    #: ms: the subscription's publishing interval as the PLC revised it (0: none yet),
+    #: and as asked for (the session's publish period)
+    publishing_interval: float = 0.0
+    requested_publishing_interval: float = 0.0
 
     @property
     def connected(self) -> bool:

@@ -16,10 +16,12 @@ While connected, four tasks share one asyncua Client:
   DataType and writes them with the Write service, in batches of at most the
   PLC's MaxNodesPerWrite; a frame delivered while a write is under way waits,
   and a later one replaces it (the PLC gets the latest values, never old ones);
-* the **reader**: consumes the peer's subscription (one monitored item per
-  from_plc binding, created in batches of MaxMonitoredItemsPerCall) and forces
-  each new value onto the session's input, cast to its type: it takes effect
-  at the session's next tick;
+* the **reader**: once the writer's first write of the link was answered and
+  the PLC had ``settle_time`` (one cycle of its program) to act on it, subscribes
+  (one monitored item per from_plc binding, created in batches of
+  MaxMonitoredItemsPerCall) and forces each new value onto the session's input,
+  cast to its type: it takes effect at the session's next tick. So a restarted
+  PLC's outputs, computed from its default inputs, never drive the twin;
 * the **keepalive**: reads ServerStatus.CurrentTime every ``keepalive_interval``
   seconds with as long a timeout (a hung PLC is detected within twice the
   interval, 2 s by default) and keeps the latest round trip;
@@ -27,7 +29,11 @@ While connected, four tasks share one asyncua Client:
 
 The first of them to fail ends the link. Then every from_plc input is marked:
 it keeps its last value (UncertainLastUsableValue) or takes its configured
-fallback (UncertainSubstituteValue); the session keeps stepping. Reconnects
+fallback (UncertainSubstituteValue); the session keeps stepping. An input's
+status is set on the session's front with its value (``HostedSession.mark``,
+``write_marked``), so that every frame its pacer reads carries both: a client
+and the history never see a value with a status that is not its own. It keeps
+its lost-link status after a reconnect until the PLC's first value replaces it. Reconnects
 follow an exponential backoff with jitter; the first failure is logged at
 ERROR, repeats at DEBUG until the link is back; every connect resolves the
 nodes afresh (a PLC may have been re-programmed meanwhile).
@@ -36,16 +42,19 @@ nodes afresh (a PLC may have been re-programmed meanwhile).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 from asyncua import Client, ua
 from asyncua.client.ua_client import UaClientState
 from asyncua.common.subscription import DataChangeEvent, StatusChangeEvent, Subscription
+from asyncua.ua.ua_binary import uatcp_to_binary
 from cryptography import x509
 
 from twin_server.config.schema import HilBinding, HilPeerConfig
@@ -63,7 +72,10 @@ from twin_server.hil.resolve import Limits, Resolved, chunks, read_limits, resol
 from twin_server.hil.security import (
     SecuritySetupFailed,
     apply_security,
+    describe_policy_refusal,
     describe_refusal,
+    offered_policies,
+    refused_policy,
     timeout_hint,
 )
 from twin_server.models.base import Kind, Value, Variable
@@ -82,6 +94,8 @@ _RETRY_REFUSED = 1.0
 _SESSION_TIMEOUT_MS = 30_000
 #: seconds a close may take before the socket is simply dropped
 _CLOSE_TIMEOUT = 1.0
+#: seconds between two probes of a PLC that could not be reached (at most)
+_PROBE_INTERVAL = 0.5
 
 ClientFactory = Callable[[str, float], Client]
 
@@ -108,6 +122,9 @@ class _Binding:
     transfers: int = 0
     clamped: int = 0
     retry_at: float = 0.0
+    #: ms, from_plc: the sampling interval asked for and the one the PLC revised it to
+    requested_sampling: float = 0.0
+    sampling_interval: float = 0.0
     logged: str = ""  # the last error logged, so that a repeat is not
     warned_clamp: bool = False
 
@@ -120,7 +137,8 @@ class _Binding:
             name=self.name, variable=self.config.variable, direction=self.config.direction,
             node=self.node, datatype=self.resolved.vtype.name if self.resolved else "",
             status=self.status, error=self.error, value=self.value,
-            transfers=self.transfers, clamped=self.clamped)
+            transfers=self.transfers, clamped=self.clamped,
+            sampling_interval=self.sampling_interval)
 
 
 class HilMirror:
@@ -162,6 +180,12 @@ class HilMirror:
             if peer.config.session == session.name:
                 peer.session = session
                 await peer.on_rebind()
+
+    async def reforce(self, session: str) -> None:
+        """``session``'s forced inputs were released (Reset, ReleaseInput(s)): every
+        peer serving it forces the inputs it drives again, with the PLC's last values."""
+        for peer in self._by_session.get(session, ()):
+            await peer.reforce()
 
     def wants(self, session: str) -> bool:
         """Whether a peer serving ``session`` has taken its last frame
@@ -205,8 +229,9 @@ def _client(endpoint: str, timeout: float) -> Client:
                   watchdog_intervall=3600.0)
 
 
-#: (session, key, value as the session stored it, "hil"): the history recorder's hook
-WriteHook = Callable[[str, VarKey, Value, str], None]
+#: (session, key, value as the session stored it, "hil", its StatusCode: 0 for Good):
+#: the history recorder's hook
+WriteHook = Callable[[str, VarKey, Value, str, int], None]
 
 
 class _Peer:
@@ -232,11 +257,17 @@ class _Peer:
         self.values_received = 0
         self.round_trip = 0.0
         self.limits = Limits()
+        #: ms: the publishing interval asked for, and the one the PLC revised it to
+        self.requested_publishing = 0.0
+        self.publishing_interval = 0.0
+        self._reported: object = None  # the revision last logged
         self._ever_connected = False
         self._handles: dict[int, _Binding] = {}
         #: the latest frame delivered, and whether the writer has yet to take it
         self._frame: Frame | None = None
         self._fresh = asyncio.Event()
+        #: set once the to_plc values went out on the current link (``_writer``)
+        self._primed = asyncio.Event()
         self._certificate: x509.Certificate | None = None  # the client certificate in use
         layout = session.layout
         #: where each variable's value is in a frame
@@ -257,6 +288,8 @@ class _Peer:
                                           bcfg.node or bcfg.browse_path or ""))
         self._to_plc = [b for b in self.bindings if b.to_plc]
         self._from_plc = [b for b in self.bindings if not b.to_plc]
+        for b in self._from_plc:  # no value from the PLC yet
+            session.mark(b.key, _code(b.status))
 
     def wants(self) -> bool:
         """Whether the writer took the last frame offered (or none was)."""
@@ -273,19 +306,28 @@ class _Peer:
 
     async def on_rebind(self) -> None:
         """A new session under the same name: send every to_plc value again
-        and put the PLC's last commands onto its inputs."""
+        and put the PLC's last commands onto its inputs, with their status."""
         self._frame = None  # (the former session's: its pacer delivers the new one's)
         for b in self._to_plc:
             b.value, b.has_value = None, False
+        await self.reforce()
+
+    async def reforce(self) -> None:
+        """Force every input this peer drives with the PLC's last command (or the
+        fallback it took while the link is down): after a Reset or a release, which
+        leave no input forced, and on a new session under the name."""
+        if self._gone():
+            return
         for b in self._from_plc:
             if b.has_value and b.value is not None:
                 try:
-                    stored = await self.session.write(b.key, b.value)
+                    stored = await self.session.write_marked(b.key, b.value, _code(b.status))
                 except ValueRejected as exc:
                     self._binding_error(b, exc.status, f"cannot apply the PLC's value: {exc}")
                     continue
-                if self.on_written is not None:
-                    self.on_written(self.session.name, b.key, stored, "hil")
+                self._written(b, stored, b.status)
+            else:
+                self._quality(b, b.status)
 
     def statistics(self) -> PeerStatistics:
         return PeerStatistics(
@@ -294,6 +336,8 @@ class _Peer:
             writes_sent=self.writes_sent, write_requests=self.write_requests,
             values_received=self.values_received, round_trip_latency=self.round_trip,
             max_nodes_per_write=self.limits.max_nodes_per_write,
+            publishing_interval=self.publishing_interval,
+            requested_publishing_interval=self.requested_publishing,
             bindings=tuple(b.statistics() for b in self.bindings))
 
     # -- the link loop -------------------------------------------------------------
@@ -304,10 +348,10 @@ class _Peer:
             while True:
                 self.state = LinkState.CONNECTING
                 client: Client | None = None
-                alive = False
+                alive = unreachable = False
                 try:
                     client = self._client_factory(self.config.endpoint, self.config.timeout)
-                    subscription = await self._connect(client)
+                    await self._connect(client)
                     alive = True
                     self.state = LinkState.CONNECTED
                     if self._ever_connected:
@@ -319,10 +363,13 @@ class _Peer:
                     else:
                         self._log.info("hil_connected", bindings=len(self.bindings))
                     failures, down_since = 0, None
-                    await self._serve(client, subscription)
+                    await self._serve(client)
                 except Exception as exc:  # every way a link can end; CancelledError passes
                     alive = alive and not isinstance(_leaf(exc), _LinkLost | OSError)
-                    self._failed(exc, first=failures == 0)
+                    # (a PLC gone or silent, rather than one that answered with a refusal)
+                    unreachable = isinstance(_leaf(exc), _LinkLost | OSError)
+                    offered = await self._offered(exc)
+                    self._failed(exc, first=failures == 0, offered=offered)
                     await self._mark_lost()  # before closing: a hung peer's close takes a while
                     failures += 1
                     down_since = down_since or time.monotonic()
@@ -330,9 +377,28 @@ class _Peer:
                     if client is not None:
                         await self._close(client, alive)
                 self.state = LinkState.BACKOFF
-                await asyncio.sleep(self._backoff(failures))
+                await self._wait_to_retry(failures, probe=unreachable)
         finally:
             self.state = LinkState.DISCONNECTED
+
+    async def _wait_to_retry(self, failures: int, *, probe: bool) -> None:
+        """Wait out the backoff; after a failure to reach the PLC, probe it meanwhile
+        (``probe``: TCP and the OPC UA Hello, no session) every ``_PROBE_INTERVAL``
+        and end the wait as soon as it answers, so that a PLC back from a restart
+        is reconnected within about that, however long it was away."""
+        delay = self._backoff(failures)
+        if not probe:
+            await asyncio.sleep(delay)
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + delay
+        interval = min(_PROBE_INTERVAL, self.config.reconnect_min)
+        while (left := deadline - loop.time()) > 0:
+            await asyncio.sleep(min(interval, left))
+            if loop.time() < deadline and await probe_endpoint(
+                    self.config.endpoint, min(self.config.timeout, _PROBE_INTERVAL)):
+                self._log.debug("hil_probe_answered")
+                return
 
     def _backoff(self, failures: int) -> float:
         """Exponential from ``reconnect_min`` up to ``reconnect_max``, with +-20 % jitter
@@ -341,12 +407,30 @@ class _Peer:
         base = min(cfg.reconnect_max, cfg.reconnect_min * 2.0 ** max(failures - 1, 0))
         return base * self._rng.uniform(0.8, 1.2)
 
-    def _failed(self, exc: BaseException, *, first: bool) -> None:
+    async def _offered(self, exc: BaseException) -> list[str] | None:
+        """What the PLC offers, when ``exc`` is its refusal of our policy or mode (None
+        otherwise, or when it cannot be asked)."""
+        if not refused_policy(_leaf(exc), self.config.security):
+            return None
+        client = self._client_factory(self.config.endpoint, self.config.timeout)
+        try:
+            async with asyncio.timeout(self.config.timeout):
+                return await offered_policies(client)
+        except Exception:  # (the message says the endpoints could not be listed)
+            return None
+        finally:
+            client.disconnect_socket()
+
+    def _failed(self, exc: BaseException, *, first: bool,
+                offered: list[str] | None = None) -> None:
         leaf = _leaf(exc)
+        table = f"hil.{self.name}.security"
         if isinstance(leaf, _LinkLost | SecuritySetupFailed):
             message = str(leaf)
+        elif offered is not None:
+            message = describe_policy_refusal(self.config.security, offered, table)
         else:
-            message = (describe_refusal(leaf, self.config.security, self._certificate)
+            message = (describe_refusal(leaf, self.config.security, self._certificate, table)
                        or _describe(leaf, self.config))
             if isinstance(leaf, TimeoutError) and self.state is LinkState.CONNECTING:
                 message += timeout_hint(self.config.security)
@@ -360,25 +444,40 @@ class _Peer:
         self.state = LinkState.DISCONNECTED
 
     async def _mark_lost(self) -> None:
-        """The link is down: from_plc inputs keep their last value or take their fallback."""
+        """The link is down: from_plc inputs keep their last value or take their fallback,
+        each with the status that says so."""
         if self._gone():  # deleted: nothing to mark until rebind() gives another
             return
         for b in self._from_plc:
             if b.fallback is not None:
+                if b.status == health.SUBSTITUTE:
+                    continue
                 try:
-                    stored = await self.session.write(b.key, b.fallback)
-                    if self.on_written is not None:
-                        self.on_written(self.session.name, b.key, stored, "hil")
+                    stored = await self.session.write_marked(b.key, b.fallback,
+                                                             _code(health.SUBSTITUTE))
                 except ValueRejected as exc:  # coerced at start: only a model's own check
                     self._binding_error(b, exc.status, f"fallback refused: {exc}")
                     continue
+                self._written(b, stored, health.SUBSTITUTE)
                 b.value, b.has_value = b.fallback, True
                 b.status = health.SUBSTITUTE
             else:
-                b.status = health.LAST_USABLE if b.has_value else health.COMMUNICATION_ERROR
+                self._quality(b, health.LAST_USABLE if b.has_value
+                              else health.COMMUNICATION_ERROR)
         for b in self._to_plc:
             if b.resolved is not None:
                 b.status = health.COMMUNICATION_ERROR
+
+    def _quality(self, b: _Binding, status: str) -> None:
+        """``b``'s status is ``status`` (a StatusCode name); for a from_plc binding,
+        its input's value has it from now on (``HostedSession.mark``)."""
+        b.status = status
+        if not b.to_plc and not self._gone():
+            self.session.mark(b.key, _code(status))
+
+    def _written(self, b: _Binding, stored: Value, status: str) -> None:
+        if self.on_written is not None:
+            self.on_written(self.session.name, b.key, stored, "hil", _code(status))
 
     async def _close(self, client: Client, alive: bool) -> None:
         """Close the session (deleting its subscription) when the PLC still answers;
@@ -394,7 +493,7 @@ class _Peer:
             client.disconnect_socket()
 
     # -- connecting ----------------------------------------------------------------
-    async def _connect(self, client: Client) -> Subscription | None:
+    async def _connect(self, client: Client) -> None:
         cfg = self.config
         client.name = client.description = f"twin-server HIL ({self.name})"
         client.application_uri = cfg.security.application_uri
@@ -408,14 +507,16 @@ class _Peer:
             if isinstance(result, Resolved):
                 b.resolved = result
                 b.node = result.nodeid.to_string()
-                b.status, b.error, b.logged = health.WAITING, "", ""
+                b.error, b.logged = "", ""
                 b.retry_at = 0.0
                 if b.to_plc:
+                    b.status = health.WAITING
                     b.value = None  # a fresh link: send every value once
+                elif not b.has_value:  # (else it keeps its last value or fallback, so
+                    self._quality(b, health.WAITING)  # marked, until the PLC's comes)
             else:
                 b.resolved = None
                 self._binding_error(b, result.status, result.message)
-        return await self._subscribe(client)
 
     async def _subscribe(self, client: Client) -> Subscription | None:
         bindings = [b for b in self._from_plc if b.resolved is not None]
@@ -435,32 +536,67 @@ class _Peer:
                 ItemToMonitor=ua.ReadValueId(NodeId=b.resolved.nodeid, AttributeId=_VALUE),
                 MonitoringMode=ua.MonitoringMode.Reporting, RequestedParameters=params))
             self._handles[handle] = b
+        # (asyncua keeps the PLC's revision of the interval as the one requested)
+        self.requested_publishing = period
+        self.publishing_interval = float(subscription.parameters.RequestedPublishingInterval)
         for part in chunks(requests, self.limits.max_monitored_items_per_call):
-            results = await subscription.create_monitored_items(part)
-            for request, result in zip(part, results, strict=True):
+            results, answers = await _create_items(subscription, part)
+            for request, result, answer in zip(part, results, answers, strict=True):
                 if isinstance(result, ua.StatusCode):
                     b = self._handles.pop(request.RequestedParameters.ClientHandle)
                     status = _status_name(result)
                     b.resolved = None
                     self._binding_error(b, status, f"the PLC refused to monitor node "
                                                    f"{b.node} ({status})")
+                    continue
+                b = self._handles[request.RequestedParameters.ClientHandle]
+                b.requested_sampling = request.RequestedParameters.SamplingInterval
+                b.sampling_interval = (float(answer.RevisedSamplingInterval)
+                                       if answer is not None else b.requested_sampling)
+        self._report_revisions()
         return subscription
 
+    def _report_revisions(self) -> None:
+        """Log the PLC's revision of our intervals once per distinct revision: it
+        bounds how soon a PLC's value reaches the twin."""
+        revised = {b.name: (b.requested_sampling, b.sampling_interval) for b in self._from_plc
+                   if b.sampling_interval and b.sampling_interval != b.requested_sampling}
+        publishing = (self.requested_publishing, self.publishing_interval)
+        report = (publishing, tuple(sorted(revised.items())))
+        if report == self._reported:
+            return
+        self._reported = report
+        if publishing[0] == publishing[1] and not revised:
+            return
+        self._log.warning(
+            "hil_intervals_revised", requested_publishing_ms=publishing[0],
+            publishing_ms=publishing[1],
+            sampling_ms={name: revised_ms for name, (_, revised_ms) in revised.items()},
+            requested_sampling_ms={name: asked for name, (asked, _) in revised.items()},
+            consequence=f"the PLC sends its values every {publishing[1]:g} ms: a value "
+                        f"takes up to that long to reach the twin (the round trip grows "
+                        f"by as much)")
+
     def _binding_error(self, b: _Binding, status: str, message: str) -> None:
-        b.status, b.error = status, message
+        if b.to_plc or not b.has_value:
+            self._quality(b, status)
+        else:  # the input holds the PLC's last value
+            self._quality(b, health.LAST_USABLE)
+        b.error = message
         if b.logged != message:  # once per distinct problem, not at every reconnect
             b.logged = message
             self._log.error("hil_binding_failed", binding=b.name, variable=b.config.variable,
                             status=status, error=message)
 
     # -- connected -----------------------------------------------------------------
-    async def _serve(self, client: Client, subscription: Subscription | None) -> None:
+    async def _serve(self, client: Client) -> None:
+        self._primed = asyncio.Event()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._watch(client), name=f"hil:{self.name}:watch")
             tg.create_task(self._keepalive(client), name=f"hil:{self.name}:keepalive")
             tg.create_task(self._writer(client), name=f"hil:{self.name}:writer")
-            if subscription is not None:
-                tg.create_task(self._reader(subscription), name=f"hil:{self.name}:reader")
+            if any(b.resolved is not None for b in self._from_plc):
+                tg.create_task(self._reader(client), name=f"hil:{self.name}:reader")
 
     async def _watch(self, client: Client) -> None:
         async with client.uaclient.subscribe_state() as states:
@@ -487,8 +623,23 @@ class _Peer:
             await asyncio.sleep(max(interval - elapsed, 0.0))
 
     async def _writer(self, client: Client) -> None:
-        """Write each frame the pacer delivers (the latest, when writes fall behind)."""
+        """Write each frame the pacer delivers (the latest, when writes fall behind).
+        The first, on a fresh link, is the next frame delivered (else the last one):
+        every to_plc value, after which ``_primed`` lets the reader start."""
         self._fresh.clear()  # (one offered while the link was down is old: the next)
+        period = 1.0 / max(self.session.layout.publish_rate, 1e-3)
+        try:
+            async with asyncio.timeout(2 * period + 0.05):
+                await self._fresh.wait()
+        except TimeoutError:  # no pacer runs (tests): the last frame, if any
+            pass
+        self._fresh.clear()
+        if self._frame is not None:
+            try:
+                await self._write_changes(client, self._frame)
+            except (ConnectionError, OSError, TimeoutError, ua.UaError) as exc:
+                raise _LinkLost(f"write failed: {_text(exc)}") from None
+        self._primed.set()
         while True:
             await self._fresh.wait()
             self._fresh.clear()
@@ -514,9 +665,10 @@ class _Peer:
             if resolved is None:
                 continue
             value = values[index[b.key]]
-            if not changed(value, b.value, b.config.deadband) and b.status == health.GOOD:
+            ok = b.status in _DELIVERED
+            if ok and not changed(value, b.value, b.config.deadband):
                 continue
-            if b.status != health.GOOD and b.status != health.WAITING and now < b.retry_at:
+            if not ok and b.status != health.WAITING and now < b.retry_at:
                 continue
             try:
                 cast = to_plc(value, resolved.vtype)
@@ -536,7 +688,8 @@ class _Peer:
             for (b, value, plc_value, clamped), status in zip(part, results, strict=True):
                 if status.is_good():
                     b.value, b.has_value = value, True
-                    b.status, b.error, b.logged = health.GOOD, "", ""
+                    b.status = health.CLAMPED if clamped else health.GOOD
+                    b.error, b.logged = "", ""
                     b.transfers += 1
                     sent += 1
                     if clamped:
@@ -564,7 +717,16 @@ class _Peer:
                               value=value, sent=result,
                               datatype=b.resolved.vtype.name if b.resolved else "")
 
-    async def _reader(self, subscription: Subscription) -> None:
+    async def _reader(self, client: Client) -> None:
+        """Once the PLC has the twin's values (``_primed``) and one cycle of its
+        program to act on them (``settle_time``), subscribe to the from_plc nodes and
+        apply what comes: a restarted PLC's outputs, computed from its defaults, never
+        reach the twin."""
+        await self._primed.wait()
+        await asyncio.sleep(self.config.settle_time)
+        subscription = await self._subscribe(client)
+        if subscription is None:
+            return
         async for event in subscription:
             if isinstance(event, DataChangeEvent):
                 await self._apply(event)
@@ -580,24 +742,90 @@ class _Peer:
             return
         dv = event.data.monitored_item.Value
         if not dv.StatusCode.is_good():  # the PLC says the value is not usable
-            b.status = _status_name(dv.StatusCode)
-            b.error = f"the PLC reports {b.status} for node {b.node}; the input keeps its value"
+            name = _status_name(dv.StatusCode)
+            self._binding_error(b, name, f"the PLC reports {name} for node {b.node}; the "
+                                         f"input keeps its value")
             return
         self.values_received += 1
+        raw = None if dv.Value is None else dv.Value.Value
         try:
-            cast = from_plc(None if dv.Value is None else dv.Value.Value, b.variable)
-            if changed(cast.value, b.value, b.config.deadband) or b.status != health.GOOD:
-                stored = await self.session.write(b.key, cast.value)
-                if self.on_written is not None:
-                    self.on_written(self.session.name, b.key, stored, "hil")
-                b.value, b.has_value = cast.value, True
-                b.transfers += 1
-                if cast.clamped:
-                    self._clamped(b, dv.Value.Value if dv.Value else None, cast.value)
+            cast = from_plc(raw, b.variable)
         except ValueRejected as exc:
             self._binding_error(b, exc.status, f"cannot apply the PLC's value: {exc}")
             return
-        b.status, b.error, b.logged = health.GOOD, "", ""
+        status = health.CLAMPED if cast.clamped else health.GOOD
+        if changed(cast.value, b.value, b.config.deadband) or b.status != status:
+            try:
+                stored = await self.session.write_marked(b.key, cast.value, _code(status))
+            except ValueRejected as exc:
+                self._binding_error(b, exc.status, f"cannot apply the PLC's value: {exc}")
+                return
+            self._written(b, stored, status)
+            b.value, b.has_value = cast.value, True
+            b.transfers += 1
+            if cast.clamped:
+                self._clamped(b, raw, cast.value)
+        b.status, b.error, b.logged = status, "", ""
+
+
+class _Answers:
+    """Stands in for a Subscription's session while it creates monitored items and
+    keeps the service's answers (their RevisedSamplingInterval), which asyncua's
+    ``Subscription.create_monitored_items`` reduces to item ids."""
+
+    def __init__(self, session: Any) -> None:
+        self._session = session
+        self.results: list[ua.MonitoredItemCreateResult] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
+
+    async def create_monitored_items(
+            self, params: ua.CreateMonitoredItemsParameters) -> list[ua.MonitoredItemCreateResult]:
+        self.results = list(await self._session.create_monitored_items(params))
+        return self.results
+
+
+async def _create_items(subscription: Subscription,
+                        requests: Sequence[ua.MonitoredItemCreateRequest],
+                        ) -> tuple[list[int | ua.StatusCode],
+                                   list[ua.MonitoredItemCreateResult | None]]:
+    """``subscription.create_monitored_items(requests)``, with each item's answer
+    (None where asyncua did not let us see it: the revision is then unknown)."""
+    answers = _Answers(subscription.server)
+    subscription.server = answers
+    try:
+        ids = await subscription.create_monitored_items(requests)
+    finally:
+        subscription.server = answers._session
+    kept: list[ua.MonitoredItemCreateResult | None] = list(answers.results)
+    if len(kept) != len(ids):
+        kept = [None] * len(ids)
+    return ids, kept
+
+
+async def probe_endpoint(endpoint: str, timeout: float) -> bool:
+    """Whether an OPC UA server answers at ``endpoint`` (``opc.tcp://host:port/...``):
+    a TCP connection and the transport's Hello answered with Acknowledge, within
+    ``timeout`` seconds. No secure channel, no session: what a PLC pays for it is
+    one accepted connection."""
+    url = urlsplit(endpoint)
+    hello = ua.Hello(EndpointUrl=endpoint)
+    writer: asyncio.StreamWriter | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(url.hostname, url.port or 4840)
+            writer.write(uatcp_to_binary(ua.MessageType.Hello, hello))
+            await writer.drain()
+            header = await reader.readexactly(8)
+        return header[:3] == b"ACK"
+    except (OSError, TimeoutError, asyncio.IncompleteReadError):
+        return False
+    finally:
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
 
 
 def _leaf(exc: BaseException) -> BaseException:
@@ -618,6 +846,23 @@ def _describe(exc: BaseException, config: HilPeerConfig) -> str:
 def _text(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+#: the statuses of a binding whose latest value went through
+_DELIVERED = frozenset({health.GOOD, health.CLAMPED})
+
+
+def _code(status: str) -> int:
+    """The StatusCode (an int) named ``status``; 0 for Good."""
+    if status == health.GOOD:
+        return 0
+    code = getattr(ua.StatusCodes, status, None)
+    if isinstance(code, int):
+        return code
+    try:
+        return int(status, 16)  # an unknown code, shown as 0x80AB0000
+    except ValueError:
+        return int(ua.StatusCodes.BadUnexpectedError)
 
 
 def _status_name(code: ua.StatusCode) -> str:

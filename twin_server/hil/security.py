@@ -61,8 +61,8 @@ async def apply_security(client: Client, security: HilSecurity,
     if security.policy == "None":
         return None
     assert security.certificate is not None and security.private_key is not None  # loader
-    policy: type[security_policies.SecurityPolicy] = getattr(
-        security_policies, f"SecurityPolicy{security.policy}")
+    policy: type[security_policies.SecurityPolicy] = getattr(  # (asyncua's class names)
+        security_policies, f"SecurityPolicy{security.policy.replace('_', '')}")
     mode = getattr(ua.MessageSecurityMode, security.mode)
     cert_data = await _read("certificate", security.certificate)
     key_data = await _read("private_key", security.private_key)
@@ -85,19 +85,72 @@ async def apply_security(client: Client, security: HilSecurity,
     return certificate
 
 
-def describe_refusal(exc: BaseException, security: HilSecurity,
-                     certificate: x509.Certificate | None) -> str | None:
-    """What a PLC's refusal of our security settings means and how to fix it; None for
-    other errors."""
-    if (type(exc) is ua.UaError and str(exc).startswith("No matching endpoints")
-            and security.policy == "None"):  # asyncua's check while creating the session
-        return ("the PLC offers no endpoint without security (policy and mode None): set "
-                "security.policy, mode, certificate and private_key to one it offers")
-    if not isinstance(exc, ua.UaStatusCodeError) or certificate is None:
-        return None
+#: how a PLC refuses a user identity (the anonymous one included)
+_IDENTITY_REFUSALS = frozenset({
+    "BadUserAccessDenied", "BadIdentityTokenInvalid", "BadIdentityTokenRejected",
+    "BadUserSignatureInvalid", "BadIdentityChangeNotSupported"})
+#: how a PLC refuses a security policy or mode it does not offer
+_POLICY_REFUSALS = frozenset({"BadSecurityModeRejected", "BadSecurityPolicyRejected"})
+
+
+def refused_policy(exc: BaseException, security: HilSecurity) -> bool:
+    """Whether ``exc`` is a PLC refusing our security policy or mode (asyncua's own
+    check of the endpoints while creating the session, or the PLC's status); the
+    message is then best made with what the PLC offers (``offered_policies``)."""
+    if type(exc) is ua.UaError and str(exc).startswith("No matching endpoints"):
+        return True
+    return _code_name(exc) in _POLICY_REFUSALS
+
+
+def describe_policy_refusal(security: HilSecurity, offered: list[str] | None,
+                            table: str = "security") -> str:
+    """The LastError of a refused policy or mode, naming what the PLC offers (None: it
+    could not be asked)."""
+    what = ("without security (policy and mode None)" if security.policy == "None"
+            else f"with policy {security.policy!r} and mode {security.mode!r}")
+    offers = (f"it offers: {', '.join(offered)}" if offered
+              else "its endpoints could not be listed")
+    fix = f"set {table}.policy and mode to one of these"
+    if security.policy == "None":
+        fix += (f", with {table}.certificate and private_key (the HIL client's own; "
+                f"'twin-server pki hil-client' makes them)")
+    return f"the PLC offers no endpoint {what}; {offers}: {fix}"
+
+
+async def offered_policies(client: Client) -> list[str]:
+    """The PLC's endpoints as ``Policy/Mode`` (GetEndpoints over a channel without
+    security, which PLCs answer even without a None endpoint)."""
+    endpoints = await client.connect_and_get_server_endpoints()
+    return sorted({f"{ep.SecurityPolicyUri.rpartition('#')[2]}/{ep.SecurityMode.name}"
+                   for ep in endpoints if ep.EndpointUrl.startswith(ua.OPC_TCP_SCHEME)})
+
+
+def _code_name(exc: BaseException) -> str:
+    if not isinstance(exc, ua.UaStatusCodeError):
+        return ""
     try:
-        name = str(ua.StatusCode(exc.code).name)
+        return str(ua.StatusCode(exc.code).name)
     except Exception:  # an unknown code: not one of ours to explain
+        return ""
+
+
+def describe_refusal(exc: BaseException, security: HilSecurity,
+                     certificate: x509.Certificate | None,
+                     table: str = "security") -> str | None:
+    """What a PLC's refusal of our security settings or user means and how to fix it
+    (``table``: the config table that holds them, ``[hil.<peer>.security]``); None
+    for other errors."""
+    if refused_policy(exc, security):
+        return describe_policy_refusal(security, None, table)
+    name = _code_name(exc)
+    if name in _IDENTITY_REFUSALS:
+        if security.username is None:
+            return (f"the PLC refuses anonymous sessions ({name}): set {table}.username "
+                    f"and password (or password_env) to a user the PLC knows")
+        return (f"the PLC refused user {security.username!r} ({name}): check {table}."
+                f"{'password_env' if security.password_env else 'password'} and that "
+                f"the PLC lets this user read and write its nodes")
+    if not name or certificate is None:
         return None
     mine = f"our certificate {security.certificate!r}"
     if name in ("BadCertificateUntrusted", "BadCertificateChainIncomplete",

@@ -105,9 +105,9 @@ _AT_OR_BEFORE = ("SELECT t, seq FROM samples WHERE series_id = ? AND t <= ? "
                  "ORDER BY t DESC, seq DESC LIMIT 1")
 _AT_OR_AFTER = "SELECT t, seq FROM samples WHERE series_id = ? AND t >= ? ORDER BY t, seq LIMIT 1"
 _PAGE = {
-    FORWARD: "SELECT t, seq, value, status, source FROM samples WHERE series_id = ? "
+    FORWARD: "SELECT t, seq, value, status, source, sim_t FROM samples WHERE series_id = ? "
              "AND (t, seq) > (?, ?) AND (t, seq) <= (?, ?) ORDER BY t, seq LIMIT ?",
-    BACKWARD: "SELECT t, seq, value, status, source FROM samples WHERE series_id = ? "
+    BACKWARD: "SELECT t, seq, value, status, source, sim_t FROM samples WHERE series_id = ? "
               "AND (t, seq) < (?, ?) AND (t, seq) >= (?, ?) ORDER BY t DESC, seq DESC LIMIT ?",
 }
 
@@ -169,9 +169,9 @@ async def read_raw(db: aiosqlite.Connection, series_id: int | None, kind: int,
 def _samples(rows: list[Any], kind: int) -> list[Sample]:
     sources = SOURCES
     if kind == BOOLEAN:
-        return [Sample(t, None if v is None else bool(v), st, sources[src])
-                for t, _seq, v, st, src in rows]
-    return [Sample(t, v, st, sources[src]) for t, _seq, v, st, src in rows]
+        return [Sample(t, None if v is None else bool(v), st, sources[src], sim)
+                for t, _seq, v, st, src, sim in rows]
+    return [Sample(t, v, st, sources[src], sim) for t, _seq, v, st, src, sim in rows]
 
 
 async def read_processed(db: aiosqlite.Connection, series_id: int | None, kind: int,

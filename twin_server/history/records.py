@@ -95,12 +95,15 @@ def to_datetime(t_us: int) -> datetime:
 
 
 class Sample(NamedTuple):
-    """One recorded value. A missing bound has value None and BadBoundNotFound."""
+    """One recorded value. A missing bound has value None and BadBoundNotFound.
+    ``sim_t``: the session's simulated time of the sample in seconds, None where
+    not known (recorded before schema v2, or a bound)."""
 
     t_us: int
     value: Value | None
     status: int
     source: str
+    sim_t: float | None = None
 
     @property
     def t(self) -> float:

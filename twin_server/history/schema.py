@@ -17,6 +17,10 @@ next value lives in ``meta`` and is updated in the same transaction as each
 batch. ``value`` has no declared type, so SQLite keeps each value's own storage
 class (REAL, INTEGER, TEXT); ``series.datatype`` says how to read it back.
 ``source`` is the index into ``records.SOURCES`` (tick, client, hil).
+``sim_t`` (v2) is the session's simulated time of the sample in seconds, NULL
+where it is not known (samples recorded before v2, or by a caller that gave
+none): a session at real-time factor 0 takes many simulated seconds per wall
+second, and this is what rebuilds its history in simulated time.
 """
 
 from __future__ import annotations
@@ -79,9 +83,15 @@ async def _v1(db: aiosqlite.Connection) -> None:
         await db.execute(statement)
 
 
+async def _v2(db: aiosqlite.Connection) -> None:
+    """Samples carry their simulated time (sim_t, seconds; NULL where unknown)."""
+    await db.execute("ALTER TABLE samples ADD COLUMN sim_t REAL")
+
+
 #: version -> the migration that produces it from the version before
 MIGRATIONS: dict[int, Migration] = {
     1: _v1,
+    2: _v2,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

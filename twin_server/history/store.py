@@ -153,13 +153,14 @@ class HistoryStore:
     # -- recording (plain defs: they never wait) -------------------------------------
 
     def record(self, series: SeriesKey, t: float, value: Any, status: int = 0,
-               source: str = "tick") -> bool:
-        """Queue a sample of ``series`` at ``t`` (seconds since the epoch, UTC).
+               source: str = "tick", sim_t: float | None = None) -> bool:
+        """Queue a sample of ``series`` at ``t`` (seconds since the epoch, UTC), at
+        simulated time ``sim_t`` (seconds; None: not known).
 
         Returns at once: True if queued, False if dropped because the queue is full
         (counted in ``statistics().dropped``). ``source`` is tick, client or hil.
         """
-        return self._writer.record(series, t, value, status, source)
+        return self._writer.record(series, t, value, status, source, sim_t)
 
     def record_event(self, session: str, kind: str, message: str, severity: int = 100,
                      t: float | None = None) -> bool:

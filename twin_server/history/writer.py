@@ -50,8 +50,8 @@ KIND_OF_DATATYPE = {"Double": DOUBLE, "Float": DOUBLE, "Int32": INTEGER, "Int64"
                     "Boolean": BOOLEAN, "String": STRING}
 _INT64 = 2**63
 
-_INSERT_SAMPLES = ("INSERT INTO samples (series_id, t, seq, value, status, source) "
-                   "VALUES (?, ?, ?, ?, ?, ?)")
+_INSERT_SAMPLES = ("INSERT INTO samples (series_id, t, seq, value, status, source, sim_t) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?)")
 _INSERT_EVENTS = "INSERT INTO events (session, t, kind, severity, message) VALUES (?, ?, ?, ?, ?)"
 
 
@@ -124,13 +124,13 @@ class Writer:
     # -- the producer side (never blocks) ---------------------------------------------
 
     def record(self, series: SeriesKey, t: float, value: Any, status: int = 0,
-               source: str = "tick") -> bool:
+               source: str = "tick", sim_t: float | None = None) -> bool:
         """Queue one sample; False (and counted as dropped) when the queue is full."""
         queue = self._queue
         if self._closing or len(queue) >= self._max_queue:
             self._dropped += 1
             return False
-        queue.append((series, t, value, status, source))
+        queue.append((series, t, value, status, source, sim_t))
         self._accepted += 1
         if len(queue) >= self.batch_size:
             self._wake.set()
@@ -331,7 +331,7 @@ class Writer:
             if type(item) is not tuple:
                 events.append(_event_row(item, rejected))
                 continue
-            series, t, value, status, source = item
+            series, t, value, status, source, sim_t = item
             try:
                 entry = known.get(series) or new_series.get(series)
             except TypeError:
@@ -358,7 +358,14 @@ class Writer:
                 rejected.append((item, f"bad source {source!r}, expected one of "
                                        f"{', '.join(sources)}"))
                 continue
-            append((entry[0], t_us, seq, value, status, code))
+            if sim_t is not None:
+                if type(sim_t) is int:
+                    sim_t = float(sim_t)
+                if type(sim_t) is not float or not math.isfinite(sim_t):
+                    rejected.append((item, f"bad simulated time {sim_t!r}, expected "
+                                           "finite seconds or None"))
+                    continue
+            append((entry[0], t_us, seq, value, status, code, sim_t))
             seq += 1
         events = [e for e in events if e is not None]
         return rows, events, rejected, seq

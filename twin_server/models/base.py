@@ -63,7 +63,10 @@ class Variable:
     ``unit`` is a symbol (``m``, ``m^3/s``, ``degC``, ``W``); the OPC UA layer maps it
     to a UNECE code for EngineeringUnits. ``low``/``high`` bound the value (either
     may be None); for parameters ``tunable`` says whether a change takes effect at
-    the next tick while running (True) or only at Reset (False).
+    the next tick while running (True) or only at Reset (False). ``integral``: a
+    Double that must hold a whole number (an FMI UInt32, Int64 or UInt64 carried as
+    Double); ``choices``: the only values allowed, each with its name (an FMI
+    enumeration's items).
     """
 
     name: str
@@ -75,6 +78,8 @@ class Variable:
     datatype: DataType = DataType.DOUBLE
     description: str = ""
     tunable: bool = True
+    integral: bool = False
+    choices: tuple[tuple[int, str], ...] = ()
 
     def coerce(self, value: Any) -> Value:
         """Return ``value`` as this variable's type, or raise TypeMismatch / OutOfRange.
@@ -110,6 +115,9 @@ class Variable:
             result = float(value)
             if not math.isfinite(result):
                 raise OutOfRange(f"{self.kind} {self.name!r} must be finite (got {result})")
+            if self.integral and not result.is_integer():
+                raise TypeMismatch(f"{self.kind} {self.name!r} takes a whole number "
+                                   f"(got non-integral {value!r})")
         self.check_range(result)
         return result
 
@@ -117,6 +125,9 @@ class Variable:
         """Raise OutOfRange when a numeric value lies outside [low, high]."""
         if isinstance(value, bool) or not isinstance(value, int | float):
             return
+        if self.choices and value not in {v for v, _ in self.choices}:
+            allowed = ", ".join(f"{v} ({name})" for v, name in self.choices)
+            raise OutOfRange(f"{self.kind} {self.name!r} must be one of {allowed} (got {value})")
         if (self.low is not None and value < self.low) or (
             self.high is not None and value > self.high
         ):
@@ -182,6 +193,13 @@ class Model(abc.ABC):
     def step(self, t: float, dt: float, inputs: Mapping[str, Value]) -> dict[str, Value]:
         """Advance from ``t`` to ``t + dt`` with ``inputs`` held; return the outputs
         at ``t + dt``."""
+
+    def set_start_inputs(self, inputs: Mapping[str, Value]) -> None:  # noqa: B027 - optional
+        """The values the inputs will hold in the first tick as far as they are known
+        before ``reset`` (a client's forced value, else the configured one), for a
+        model whose start depends on them (an FMU initialises with them, as FMPy
+        applies its input signals in Initialization Mode). The engine calls it before
+        every ``reset``; the default ignores them."""
 
     def set_parameter(self, name: str, value: Value) -> None:
         """Apply a tunable parameter from the next step on. The default stores it in

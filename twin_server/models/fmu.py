@@ -22,10 +22,14 @@ Stepping:
 * model exchange: the component integrates with FMPy's CVode (BDF, dense, root
   finding on the event indicators) from ``t`` to ``t + dt`` with the inputs held,
   stopping at time events (``nextEventTime``) and state events (roots), with the
-  FMU's event iteration at each. CVode is re-initialised at every tick: inputs may
-  jump between ticks (a discontinuity a multistep method must restart at anyway),
-  and it makes each tick a function of the FMU state alone, so Snapshot/Restore
-  and Fork give bit-identical futures.
+  FMU's event iteration at each. CVode keeps its history (order, step size) from
+  tick to tick, as FMPy's ``simulate_fmu`` does across its output points, and
+  restarts only where the solution may jump: events, a new input or parameter
+  value, a written state. Each tick's end is CVode's stop time, so the FMU is
+  never evaluated past it. Snapshot/Restore and Fork stay bit-identical: a
+  snapshot carries the integrator's last restart (time, continuous states) and the
+  times it was asked to reach since, and Restore replays them (``_replay``); a
+  restart at least every ``_REPLAY_LIMIT`` ticks bounds that replay.
 
 A modelDescription's outputs are values *after* a step, computed with the inputs
 held over it, so an FMU breaks loops like a tank does (``direct_feedthrough`` is
@@ -50,6 +54,7 @@ from __future__ import annotations
 import collections
 import ctypes
 import enum
+import functools
 import itertools
 import math
 import weakref
@@ -81,6 +86,9 @@ log = structlog.get_logger(__name__)
 _STATUS = {0: "OK", 1: "Warning", 2: "Discard", 3: "Error", 4: "Fatal", 5: "Pending"}
 _instances = itertools.count(1)
 _fmi_instances = itertools.count(1)  # numbers each FMI instance, for unserialized snapshots
+#: model exchange: the integrator restarts at least this often (in integrator calls,
+#: about one per tick), which bounds the replay of a Restore or Fork
+_REPLAY_LIMIT = 10_000
 
 
 class _Mode(enum.Enum):
@@ -88,10 +96,12 @@ class _Mode(enum.Enum):
     a call that failed, where it was before that call)."""
 
     INSTANTIATED = "Instantiated"
+    CONFIGURATION = "Configuration Mode"  # FMI 3.0: structural parameters are set here
     INITIALIZATION = "Initialization Mode"
     EVENT = "Event Mode"
     CONTINUOUS = "Continuous-Time Mode"  # model exchange between steps
     STEP = "Step Mode"  # co-simulation between steps
+    TERMINATING = "termination"  # the FMU asked to terminate: only Reset goes on
 
 
 # -- typed access through prepared value-reference arrays -----------------------------
@@ -255,6 +265,40 @@ class _NoInput:
         return None
 
 
+@functools.cache
+def _cvode() -> tuple[Callable[..., int], Callable[..., int], Any]:
+    """CVode, CVodeSetStopTime (which FMPy does not bind) and the real type, loaded
+    on first use (loading SUNDIALS is left to the first model-exchange FMU)."""
+    from fmpy.sundials.cvode import CVode
+    from fmpy.sundials.libraries import sundials_cvode
+    from fmpy.sundials.sundials_types import realtype
+
+    set_stop_time = sundials_cvode.CVodeSetStopTime
+    set_stop_time.argtypes = [ctypes.c_void_p, realtype]
+    set_stop_time.restype = ctypes.c_int
+    return CVode, set_stop_time, realtype
+
+
+def _advance(solver: Any, t_next: float) -> tuple[bool, float]:
+    """Integrate with FMPy's CVode ``solver`` to ``t_next`` or the first root before
+    it; (root found, time reached). Unlike ``CVodeSolver.step`` it sets ``t_next`` as
+    CVode's stop time, so that the FMU is never evaluated past the end of the tick
+    (whose inputs are not known yet) or past a time event."""
+    cvode, set_stop_time, realtype = _cvode()
+    set_stop_time(solver.cvode_mem, t_next)
+    reached = realtype(0.0)
+    flag = cvode(solver.cvode_mem, t_next, solver.x, ctypes.byref(reached), _CV_NORMAL)
+    if not solver.discrete:
+        solver.set_x(solver.px, solver.nx)
+    if flag < 0:
+        code, function, _, message = solver.error_info or (flag, "CVode", "", "failed")
+        raise RuntimeError(f"CVode error {code} in {function}: {message}")
+    return flag == _CV_ROOT_RETURN, float(reached.value)
+
+
+_CV_NORMAL, _CV_ROOT_RETURN = 1, 2
+
+
 def _release(fmu: Any, handle: list[Any]) -> None:
     """Free an FMI instance and its library (finalizer: holds no model reference)."""
     if not handle or handle[0] is None:
@@ -311,6 +355,11 @@ class FMU(Model):
             fv = desc.local(name)
             if fv is None:
                 names = ", ".join(f.variable.name for f in desc.locals) or "none"
+                why = dict(desc.skipped).get(name)
+                if why is not None:
+                    raise ConfigError(f"options.states: {name!r} of FMU {desc.path.name!r} "
+                                      f"cannot be a state: {why} (its locals: {names}; "
+                                      f"`twin-server fmu inspect` lists what can)")
                 raise ConfigError(f"options.states: FMU {desc.path.name!r} has no local "
                                   f"variable {name!r} (its locals: {names})")
             states.append(fv)
@@ -344,7 +393,12 @@ class FMU(Model):
         self._time = 0.0
         self._next_event: float | None = None
         self._last_inputs: dict[str, Value] = {}
+        self._start_inputs: dict[str, Value] = {}
         self._solver: Any = None
+        #: model exchange: the integrator's last restart (time, continuous states) and
+        #: the times it was asked to reach since, for ``_replay``
+        self._anchor: tuple[float, tuple[float, ...]] = (0.0, ())
+        self._targets: list[float] = []
         self._handle: list[Any] = []
         self._finalizer: weakref.finalize[..., FMU] | None = None
         self._instantiate()
@@ -464,7 +518,8 @@ class FMU(Model):
                 raise NotWritable(
                     f"state {name!r} (FMI local {fv.fmi_name!r}) is calculated by the FMU "
                     f"(initial={fv.initial}) and cannot be given an initial value")
-        inputs = {n: self._fmi[n].variable.default for n in self._input_names}
+        inputs = {n: self._start_inputs.get(n, self._fmi[n].variable.default)
+                  for n in self._input_names}
         try:
             self._setup(parameters, initial, inputs)
         except FMICallException as exc:
@@ -479,7 +534,15 @@ class FMU(Model):
         if self._version == 2:
             fmu.setupExperiment(tolerance=self._opts.tolerance if self._me else None,
                                 startTime=0.0)
-        self._set_by_name({**parameters, **inputs})
+        structural = {n: v for n, v in parameters.items()
+                      if self._fmi[n].causality == "structuralParameter"}
+        if structural:  # FMI 3.0 allows setting them in Configuration Mode only
+            fmu.enterConfigurationMode()
+            self._mode = _Mode.CONFIGURATION
+            self._set_by_name(structural)
+            fmu.exitConfigurationMode()
+            self._mode = _Mode.INSTANTIATED
+        self._set_by_name({n: v for n, v in parameters.items() if n not in structural})
         self._set_by_name(initial, states=True)
         if self._version == 2:
             fmu.enterInitializationMode()
@@ -487,12 +550,16 @@ class FMU(Model):
             fmu.enterInitializationMode(tolerance=self._opts.tolerance if self._me else None,
                                         startTime=0.0)
         self._mode = _Mode.INITIALIZATION
+        # the inputs at t0 are known before the outputs at t0 are (as FMPy applies
+        # its input signals): set them in Initialization Mode
+        self._set_by_name(inputs)
         fmu.exitInitializationMode()
         self._mode = _Mode.EVENT if self._me else _Mode.STEP
         if self._me:
             self._event_iteration()
             self._enter_continuous_time_mode()
-            self._solver = self._make_solver()
+            self._solver = None
+            self._restart(0.0)
 
     def _set_by_name(self, values: Mapping[str, Value], *, states: bool = False) -> None:
         table = self._states if states else self._fmi
@@ -511,14 +578,53 @@ class FMU(Model):
                     self._pending = {}
                 _write(c, self._inputs_g, inputs)
                 if self._version == 2:
-                    self._do_step(c, t, dt, fmi2.fmi2True)
+                    self._do_step_2(c, t, dt)
                 else:
-                    self._fmu.doStep(t, dt)
+                    self._do_step_3(t, dt)
         except FMICallException as exc:
             self._broken = exc.status >= 4
             raise self._fmi_error(exc, f"stepping from t={t:g} s") from None
         self._time = t + dt
         return dict(_read(c, self._outputs_g, self._outputs))
+
+    def set_start_inputs(self, inputs: Mapping[str, Value]) -> None:
+        """Inputs known before Reset: set in Initialization Mode, so that the outputs
+        at t0 reflect them (as FMPy's ``simulate_fmu`` does)."""
+        self._start_inputs = dict(inputs)
+
+    def _do_step_2(self, c: Any, t: float, dt: float) -> None:
+        try:
+            self._do_step(c, t, dt, fmi2.fmi2True)
+        except FMICallException as exc:
+            # Discard: the FMU may be asking to terminate (FMI 2.0, 4.2.3)
+            if exc.status == 2 and self._asks_to_terminate():
+                self._mode = _Mode.TERMINATING
+                raise self._terminated("DoStep", self._last_successful_time(t)) from None
+            raise
+
+    def _asks_to_terminate(self) -> bool:
+        try:
+            return bool(self._fmu.getBooleanStatus(fmi2.fmi2Terminated))
+        except FMICallException:  # an FMU without the status: a plain Discard
+            return False
+
+    def _last_successful_time(self, t: float) -> float:
+        try:
+            return float(self._fmu.getRealStatus(fmi2.fmi2LastSuccessfulTime))
+        except FMICallException:
+            return t
+
+    def _do_step_3(self, t: float, dt: float) -> None:
+        _, terminate, early, last = self._fmu.doStep(t, dt)
+        if terminate:
+            self._mode = _Mode.TERMINATING
+            raise self._terminated("DoStep", last)
+        if early:  # only allowed when asked for (earlyReturnAllowed), which we do not
+            self._mode = _Mode.TERMINATING
+            raise FMIError(
+                f"FMU {self._desc.path.name!r}: fmi3DoStep returned early at t={last:g} s "
+                f"instead of t={t + dt:g} s, which the importer did not allow (earlyReturn)"
+                f"{self._log_suffix()}", function="fmi3DoStep", fmi_status="earlyReturn")
 
     def set_parameter(self, name: str, value: Value) -> None:
         """A tunable parameter: applied to the FMU before the next step (in event
@@ -551,6 +657,7 @@ class FMU(Model):
             for name, value in states.items():
                 x[continuous[name]] = float(value)
             self._fmu.setContinuousStates(x, nx)
+            self._restart(self._time)  # the solution jumps here
         except FMICallException as exc:
             raise self._fmi_error(exc, f"writing {', '.join(map(repr, states))}") from None
 
@@ -567,7 +674,7 @@ class FMU(Model):
 
     # -- model exchange ---------------------------------------------------------------
 
-    def _make_solver(self) -> Any:
+    def _make_solver(self, start: float) -> Any:
         from fmpy.sundials import CVodeSolver
 
         fmu, md = self._fmu, self._desc.md
@@ -576,9 +683,24 @@ class FMU(Model):
             get_x=fmu.getContinuousStates, set_x=fmu.setContinuousStates,
             get_dx=fmu.getDerivatives if self._version == 2 else fmu.getContinuousStateDerivatives,
             get_z=fmu.getEventIndicators, get_nominals=fmu.getNominalsOfContinuousStates,
-            set_time=fmu.setTime, input=_NoInput(), startTime=0.0,
+            set_time=fmu.setTime, input=_NoInput(), startTime=start,
             relativeTolerance=self._opts.tolerance,
         )
+
+    def _restart(self, time: float) -> None:
+        """(Re)start the integrator at ``time`` from the FMU's continuous states: at
+        Reset, events, new inputs or parameters, written states and every
+        ``_REPLAY_LIMIT`` integrator calls. Between restarts CVode keeps its history
+        (step size, order, Nordsieck array) from tick to tick."""
+        if self._solver is None:
+            self._solver = self._make_solver(time)
+        self._solver.reset(time)
+        nx = self._desc.md.numberOfContinuousStates
+        x = (ctypes.c_double * nx)()
+        if nx:
+            self._fmu.getContinuousStates(x, nx)
+        self._anchor = (time, tuple(x))
+        self._targets = []
 
     def _event_iteration(self) -> None:
         fmu = self._fmu
@@ -593,29 +715,34 @@ class FMU(Model):
         self._next_event = float(next_time) if defined else None
 
     def _step_me(self, t: float, dt: float, inputs: Mapping[str, Value]) -> None:
-        fmu, c, solver = self._fmu, self._fmu.component, self._solver
+        fmu, c = self._fmu, self._fmu.component
         t_end = t + dt
         changed = any(inputs[n] != self._last_inputs.get(n) for n in self._input_names)
         if changed or self._pending:
-            # a new input or parameter value is an event: discrete equations see it
+            # a new input or parameter value is an event: discrete equations see it,
+            # and the solution may jump there, so the integrator starts afresh
             self._enter_event_mode()
             if self._pending:
                 self._set_by_name(self._pending)
                 self._pending = {}
             _write(c, self._inputs_g, inputs)
             self._last_inputs = dict(inputs)
+            self._time = t
             self._event_iteration()
             self._enter_continuous_time_mode()
+            self._restart(t)
+        elif len(self._targets) >= _REPLAY_LIMIT:
+            self._restart(t)  # bounds what Restore replays (see ``_replay``)
+        solver, targets = self._solver, self._targets
         time = t
-        fmu.setTime(time)
-        solver.reset(time)
         needs_completed = bool(self._desc.md.modelExchange.needsCompletedIntegratorStep)
         eps = 1e-12 * (1 + t_end)  # "the same time" for event and end-of-tick tests
         while time < t_end and not math.isclose(time, t_end, rel_tol=0, abs_tol=eps):
             t_next, time_event = t_end, False
             if self._next_event is not None and self._next_event <= t_next + eps:
                 t_next, time_event = max(self._next_event, time), True
-            state_event, _, time = solver.step(time, t_next)
+            state_event, time = _advance(solver, t_next)
+            targets.append(t_next)
             if time_event and not math.isclose(time, t_next, rel_tol=0, abs_tol=eps):
                 time_event = False  # a state event came first
             fmu.setTime(time)
@@ -629,7 +756,50 @@ class FMU(Model):
                 self._time = time
                 self._event_iteration()
                 self._enter_continuous_time_mode()
-                solver.reset(time)
+                self._restart(time)
+                targets = self._targets
+
+    def _replay(self, anchor: tuple[float, tuple[float, ...]], targets: Sequence[float],
+                time: float) -> None:
+        """Rebuild the integrator a restored state was taken with: from the state at
+        its last restart (``anchor``: time and continuous states; the discrete state
+        has not changed since), integrate through the same ``targets`` again, which
+        gives CVode the same history and the FMU the same continuous states, bit for
+        bit, so that a restored or forked session goes on exactly as the original.
+        Should the replay not end on the snapshot's states (an FMU whose derivatives
+        depend on more than its state), those are kept and the integrator restarts."""
+        fmu = self._fmu
+        nx = self._desc.md.numberOfContinuousStates
+        now = (ctypes.c_double * nx)()
+        if nx:
+            fmu.getContinuousStates(now, nx)
+        t0, x0 = anchor
+        if targets:
+            fmu.setTime(t0)
+            if nx:
+                fmu.setContinuousStates((ctypes.c_double * nx)(*x0), nx)
+        self._solver = None
+        self._restart(t0)
+        if not targets:
+            return
+        solver = self._solver
+        needs_completed = bool(self._desc.md.modelExchange.needsCompletedIntegratorStep)
+        at = t0
+        for target in targets:
+            _, at = _advance(solver, target)
+            fmu.setTime(at)
+            if needs_completed:
+                fmu.completedIntegratorStep()
+        self._targets = list(targets)
+        replayed = (ctypes.c_double * nx)()
+        if nx:
+            fmu.getContinuousStates(replayed, nx)
+        if at != time or list(replayed) != list(now):
+            log.debug("fmu_replay_differs", fmu=self._name, time=time, replayed_to=at)
+            fmu.setTime(time)
+            if nx:
+                fmu.setContinuousStates(now, nx)
+            self._restart(time)
 
     # -- snapshot / restore -------------------------------------------------------------
 
@@ -650,7 +820,8 @@ class FMU(Model):
         extra = {"parameters": dict(self.parameters), "pending": dict(self._pending),
                  "time": self._time, "next_event": self._next_event,
                  "last_inputs": dict(self._last_inputs),
-                 "initialized": self._mode is self._rest}
+                 "initialized": self._mode is self._rest,
+                 "anchor": self._anchor, "targets": tuple(self._targets)}
         try:
             state = self._fmu.getFMUState()
             if self._desc.can_serialize_state(self._interface):
@@ -678,6 +849,7 @@ class FMU(Model):
         try:
             if not extra["initialized"]:
                 self._to_instantiated(recreate=not in_place)
+                self._solver = None
             elif not self._between_steps:
                 # a step or Reset failed partway (in Event Mode, say): initialize the FMU
                 # afresh (its own start values; the state set below replaces them) so
@@ -691,6 +863,8 @@ class FMU(Model):
                 self._fmu.freeFMUState(state)
             else:
                 self._fmu.setFMUState(snapshot.handle)
+            if self._me and extra["initialized"]:
+                self._replay(extra["anchor"], extra["targets"], extra["time"])
         except FMICallException as exc:
             self._broken = exc.status >= 4
             raise self._fmi_error(exc, "restoring a snapshot") from None

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import fmpy
 from fmpy.model_description import ModelDescription, ModelVariable, read_model_description
@@ -43,6 +44,19 @@ DATATYPES: dict[str, DataType] = {
     "Int32": DataType.INT32, "UInt32": DataType.DOUBLE, "Int64": DataType.DOUBLE,
     "UInt64": DataType.DOUBLE, "Boolean": DataType.BOOLEAN, "String": DataType.STRING,
 }
+
+#: the values each narrower or wider FMI type can hold, as the closed range our
+#: checks use (64-bit bounds rounded inwards to the nearest Double)
+TYPE_RANGES: dict[str, tuple[float, float]] = {
+    "Int8": (-128.0, 127.0), "UInt8": (0.0, 255.0),
+    "Int16": (-32768.0, 32767.0), "UInt16": (0.0, 65535.0),
+    "UInt32": (0.0, 2.0**32 - 1),
+    "Int64": (-(2.0**63), 2.0**63 - 1024), "UInt64": (0.0, 2.0**64 - 2048),
+    "Float32": (-3.4028234663852886e38, 3.4028234663852886e38),
+}  # Int32 and Integer: Int32 variables are checked as such; enumerations by their items
+
+#: FMI types carried as Double that hold whole numbers only
+_INTEGRAL_DOUBLES = frozenset({"UInt32", "Int64", "UInt64"})
 
 _INTERFACES = {"co-simulation": "cs", "cs": "cs", "model-exchange": "me", "me": "me"}
 
@@ -186,7 +200,7 @@ def _describe(path: str, size: int, mtime_ns: int) -> FMUDescription:
     if not interfaces:
         raise ConfigError(f"FMU file {path!r} offers neither co-simulation nor model "
                           f"exchange (only scheduled execution, which is not supported)")
-    variables, local_vars, skipped = _variables(md)
+    variables, local_vars, skipped = _variables(md, _unsigned_ranges(path, version))
     return FMUDescription(Path(path), md, version, interfaces, variables, local_vars, skipped)
 
 
@@ -254,8 +268,28 @@ def _digest(path: str, mtime_ns: int) -> str:
 # -- mapping onto our variables ----------------------------------------------------------
 
 
+def _unsigned_ranges(path: str, version: int) -> dict[str, tuple[str | None, str | None]]:
+    """min and max of FMI 3.0 UInt8..UInt64 variables (their own, else their declared
+    type's), by variable name: FMPy does not read them (it reads them for Int* only)."""
+    if version != 3:
+        return {}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            root = ElementTree.fromstring(zf.read("modelDescription.xml"))
+    except (KeyError, zipfile.BadZipFile, ElementTree.ParseError):
+        return {}
+    types = {t.get("name"): (t.get("min"), t.get("max"))
+             for t in root.iterfind("TypeDefinitions/*") if t.tag.startswith("UInt")}
+    ranges = {}
+    for v in root.iterfind("ModelVariables/*"):
+        if v.tag.startswith("UInt"):
+            low, high = types.get(v.get("declaredType"), (None, None))
+            ranges[str(v.get("name"))] = (v.get("min", low), v.get("max", high))
+    return ranges
+
+
 def _variables(
-    md: ModelDescription,
+    md: ModelDescription, unsigned: Mapping[str, tuple[str | None, str | None]],
 ) -> tuple[tuple[FMUVariable, ...], tuple[FMUVariable, ...], tuple[tuple[str, str], ...]]:
     exposed: list[FMUVariable] = []
     local_vars: list[FMUVariable] = []
@@ -279,9 +313,12 @@ def _variables(
         if kind is Kind.STATE and datatype is DataType.STRING:
             skipped.append((v.name, "String locals cannot be states"))
             continue
+        if kind is Kind.STATE and v.variability == "constant":
+            skipped.append((v.name, "a constant: it never changes, so it is no state"))
+            continue
         name = _identifier(v.name, taken)
         fv = FMUVariable(
-            variable=_declare(v, name, kind, datatype),
+            variable=_declare(v, name, kind, datatype, unsigned.get(v.name)),
             fmi_name=v.name, value_reference=int(v.valueReference), fmi_type=v.type,
             causality=causality, variability=v.variability or "continuous", initial=v.initial,
             settable=causality in ("parameter", "structuralParameter", "input")
@@ -291,25 +328,49 @@ def _variables(
     return tuple(exposed), tuple(local_vars), tuple(skipped)
 
 
-def _declare(v: ModelVariable, name: str, kind: Kind, datatype: DataType) -> Variable:
+def _declare(v: ModelVariable, name: str, kind: Kind, datatype: DataType,
+             unsigned: tuple[str | None, str | None] | None) -> Variable:
+    """Our declaration of ``v``: its range is the declared min/max within what its
+    FMI type holds (so that nothing wraps on its way into the FMU)."""
     declared = v.declaredType
     unit = v.unit or (declared.unit if declared is not None else None) or ""
     display = v.displayUnit or (declared.displayUnit if declared is not None else None)
-    low = _number(v.min if v.min is not None else declared.min if declared is not None else None)
-    high = _number(v.max if v.max is not None else declared.max if declared is not None else None)
+    if unsigned is not None:
+        low, high = _number(unsigned[0]), _number(unsigned[1])
+    else:
+        low = _number(v.min if v.min is not None
+                      else declared.min if declared is not None else None)
+        high = _number(v.max if v.max is not None
+                       else declared.max if declared is not None else None)
+    bounds = TYPE_RANGES.get(v.type)
+    if bounds is not None:
+        low = bounds[0] if low is None else max(low, bounds[0])
+        high = bounds[1] if high is None else min(high, bounds[1])
+    choices: tuple[tuple[int, str], ...] = ()
+    if v.type == "Enumeration" and declared is not None and declared.items:
+        choices = tuple((int(item.value), str(item.name)) for item in declared.items)
     parts = [v.description or (declared.description if declared is not None else "") or ""]
     if name != v.name:
         parts.append(f"FMI name {v.name}")
     if display and display != unit:
         parts.append(f"display unit {display}")
+    numeric = datatype in (DataType.DOUBLE, DataType.INT32)
+    default = parse_value(v.start, datatype)
+    if numeric and isinstance(default, int | float):  # UInt64's largest start, say
+        default = type(default)(min(max(default, low if low is not None else default),
+                                    high if high is not None else default))
     return Variable(
         name=name, kind=kind, unit=unit,
-        low=low if datatype in (DataType.DOUBLE, DataType.INT32) else None,
-        high=high if datatype in (DataType.DOUBLE, DataType.INT32) else None,
-        default=parse_value(v.start, datatype),
+        low=low if numeric else None,
+        high=high if numeric else None,
+        default=default,
         datatype=datatype,
         description="; ".join(p for p in parts if p),
-        tunable=v.variability == "tunable" if kind is Kind.PARAMETER else True,
+        # a structural parameter changes the FMU's structure: only at Reset
+        tunable=v.variability == "tunable" and v.causality != "structuralParameter"
+        if kind is Kind.PARAMETER else True,
+        integral=v.type in _INTEGRAL_DOUBLES,
+        choices=choices,
     )
 
 
@@ -374,14 +435,24 @@ def inspect_fmu(path: str | os.PathLike[str]) -> str:
     lines.append("")
     rows = [("name", "causality", "type", "unit", "range", "start", "description")]
     order = {"input": 0, "output": 1, "parameter": 2, "structuralParameter": 2, "local": 3}
+    continuous, derivatives = _continuous_states(desc), _derivatives(desc)
     for fv in sorted((*desc.variables, *desc.locals), key=lambda f: order[f.causality]):
         var = fv.variable
         causality = fv.causality
         if var.kind is Kind.PARAMETER:
             causality += " (tunable)" if var.tunable else " (fixed)"
+        elif fv.fmi_name in continuous:
+            causality += " (state)"
+        elif fv.fmi_name in derivatives:
+            causality += " (derivative)"
+        if var.choices:
+            shown = "{" + ", ".join(f"{value} {name}" for value, name in var.choices) + "}"
+        elif var.low is not None or var.high is not None:
+            shown = var.range_text()
+        else:
+            shown = ""
         rows.append((
-            var.name, causality, f"{fv.fmi_type}->{var.datatype.value}", var.unit,
-            var.range_text() if var.low is not None or var.high is not None else "",
+            var.name, causality, f"{fv.fmi_type}->{var.datatype.value}", var.unit, shown,
             "(calculated)" if fv.initial == "calculated"
             else repr(var.default) if var.datatype is DataType.STRING else str(var.default),
             var.description,
@@ -392,10 +463,39 @@ def inspect_fmu(path: str | os.PathLike[str]) -> str:
         lines.append("not exposed:")
         lines.extend(f"  {name}: {why}" for name, why in desc.skipped)
     lines.append("")
-    lines.append("locals (causality local) become STATE variables when listed in "
-                 "options.states, e.g. states = \"" +
-                 ", ".join(fv.variable.name for fv in desc.locals[:2]) + "\"")
+    lines.extend(_states_hint(desc))
     return "\n".join(lines)
+
+
+def _continuous_states(desc: FMUDescription) -> set[str]:
+    """FMI names of the continuous-time states (ModelStructure's derivatives' states)."""
+    return {str(d.variable.derivative.name) for d in desc.md.derivatives
+            if d.variable.derivative is not None}
+
+
+def _derivatives(desc: FMUDescription) -> set[str]:
+    return {str(d.variable.name) for d in desc.md.derivatives}
+
+
+def _states_hint(desc: FMUDescription) -> list[str]:
+    """What may go into options.states: locals that hold state (continuous-time states
+    first), not derivatives (the FMU calculates them) nor constants."""
+    continuous, derivatives = _continuous_states(desc), _derivatives(desc)
+    offered = sorted((fv for fv in desc.locals if fv.fmi_name not in derivatives),
+                     key=lambda fv: fv.fmi_name not in continuous)
+    if not offered:
+        return ["no locals to offer as states (options.states)"]
+    names = [fv.variable.name for fv in offered]
+    lines = ["locals become STATE variables when listed in options.states:"]
+    states = [fv.variable.name for fv in offered if fv.fmi_name in continuous]
+    others = [fv.variable.name for fv in offered if fv.fmi_name not in continuous]
+    if states:
+        lines.append(f"  continuous-time states (model exchange may overwrite them while "
+                     f"running): {', '.join(states)}")
+    if others:
+        lines.append(f"  other locals (read-only while running): {', '.join(others)}")
+    lines.append(f"  e.g. states = \"{', '.join(names[:2])}\"")
+    return lines
 
 
 def _table(rows: Iterable[tuple[str, ...]]) -> list[str]:

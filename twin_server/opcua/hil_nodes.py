@@ -6,10 +6,12 @@
       <peer>                                            ns;s=HIL.<peer>
         Connected (Boolean), State (String: connecting/connected/disconnected/backoff),
         LastError (String), ReconnectCount, WritesSent, ValuesReceived (UInt64),
-        RoundTripLatency (Double, ms), Endpoint, Session (String)
+        RoundTripLatency, PublishingInterval (as the PLC revised it),
+        RequestedPublishingInterval (Double, ms), Endpoint, Session (String)
         Bindings/<binding>                              ns;s=HIL.<peer>.Bindings.<binding>
           Status (String: an OPC UA status code name; for a from_plc binding the
-                  quality of the value its input holds), Error (String), Transfers (UInt64)
+                  quality of the value its input holds), Error (String), Transfers,
+          Clamped (UInt64), SamplingInterval (Double, ms, as the PLC revised it)
 
 The nodes are built with ``NodeBatch`` and fed like the session nodes: only
 changed values, as prepared DataValues through ``write_attribute_value``, from
@@ -49,6 +51,13 @@ PEER_VARIABLES: tuple[tuple[str, ua.VariantType, str, Callable[[PeerStatistics],
      lambda p: p.values_received),
     ("RoundTripLatency", _D, "Round trip of the latest liveness read, in ms",
      lambda p: float(p.round_trip_latency)),
+    ("PublishingInterval", _D, "The PLC's publishing interval for our subscription, in "
+                               "ms, as the PLC revised it (0 until subscribed): a PLC "
+                               "value reaches the twin within about this",
+     lambda p: float(p.publishing_interval)),
+    ("RequestedPublishingInterval", _D, "The publishing interval asked of the PLC, in ms "
+                                        "(the session's publish period)",
+     lambda p: float(p.requested_publishing_interval)),
     ("Endpoint", _S, "The PLC's endpoint URL", lambda p: p.endpoint),
     ("Session", _S, "The session this peer mirrors", lambda p: p.session),
 )
@@ -59,7 +68,15 @@ BINDING_VARIABLES: tuple[tuple[str, ua.VariantType, str,
                    "BadCommunicationError, ...)", lambda b: b.status),
     ("Error", _S, "What is wrong with the binding, in words", lambda b: b.error),
     ("Transfers", _U64, "Values sent to or applied from the PLC", lambda b: b.transfers),
+    ("Clamped", _U64, "Of the values transferred, those clamped to fit the PLC node's type "
+                      "(to_plc) or the input's range (from_plc)", lambda b: b.clamped),
+    ("SamplingInterval", _D, "from_plc: the sampling interval of the PLC node, in ms, as "
+                             "the PLC revised it (0 until monitored)",
+     lambda b: float(b.sampling_interval)),
 )
+#: the variables given EngineeringUnits ms (and AnalogItemType)
+_MS = frozenset({"RoundTripLatency", "PublishingInterval", "RequestedPublishingInterval",
+                 "SamplingInterval"})
 
 
 @dataclass(slots=True)
@@ -115,8 +132,8 @@ def build_hil(batch: NodeBatch, parent: ua.NodeId, stats: MirrorStatistics) -> H
         node = batch.object(root, base, peer.name,
                             f"Link to {peer.endpoint} for session {peer.session}")
         ids = [batch.variable(node, f"{base}.{name}", name, get(peer), vtype,
-                              description=desc, analog=name == "RoundTripLatency",
-                              unit=ms if name == "RoundTripLatency" else None)
+                              description=desc, analog=name in _MS,
+                              unit=ms if name in _MS else None)
                for name, vtype, desc, get in PEER_VARIABLES]
         folder = batch.folder(node, f"{base}.Bindings", "Bindings",
                               "Each binding's status (for from_plc: its input's quality)")
@@ -127,7 +144,8 @@ def build_hil(batch: NodeBatch, parent: ua.NodeId, stats: MirrorStatistics) -> H
                                  f"{b.variable} {'->' if b.direction == 'to_plc' else '<-'} "
                                  f"{b.node}")
             binding_ids.append((b.name, [
-                batch.variable(bnode, f"{bbase}.{name}", name, get(b), vtype, description=desc)
+                batch.variable(bnode, f"{bbase}.{name}", name, get(b), vtype, description=desc,
+                               analog=name in _MS, unit=ms if name in _MS else None)
                 for name, vtype, desc, get in BINDING_VARIABLES]))
         peers.append((peer.name, ids, binding_ids))
     nodes = HilNodes(root, peers)

@@ -222,6 +222,9 @@ class TwinHistoryManager(HistoryManager):  # type: ignore[misc]  # asyncua: unty
         self.on_activity = on_activity
         self.reads = 0
         self.refused = 0
+        #: how often the requests served so far let the event loop run between two
+        #: slices of their work (``history_wire.Slices``)
+        self.yields = 0
         self._vtypes: dict[ua.NodeId, ua.VariantType | None] = {}
         self._evaluator_log = logging.getLogger("asyncua.server.history")
 
@@ -295,6 +298,7 @@ class TwinHistoryManager(HistoryManager):  # type: ignore[misc]  # asyncua: unty
             results.append(result)
         if wire:
             await encode_results(results, request.slices)
+        self.yields += request.slices.yields
         return results
 
     def session_closed(self, session: Hashable) -> None:
@@ -567,7 +571,7 @@ def install(server: Server, store: HistoryStore, namespace: int, *,
     HistoryServerCapabilities, the limits under ServerCapabilities and its
     OperationLimits. Every client session created from now on reads with its own
     continuation points (``security.history_sessions``). Returns the manager (its
-    ``reads`` / ``refused`` count requests)."""
+    ``reads`` / ``refused`` count requests, ``yields`` the slices they were served in)."""
     iserver = server.iserver
     if event_type is None:
         candidate = ua.NodeId("TwinSessionEventType", namespace)

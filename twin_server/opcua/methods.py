@@ -2,7 +2,8 @@
 
 Session: Start, Suspend, Resume, Halt, Reset([Parameters]), Step(Count),
 SetParameters(Parameters), Snapshot() -> SnapshotId, Restore(SnapshotId),
-Fork(Name, RealtimeFactor) -> SessionNodeId.
+Fork(Name, RealtimeFactor) -> SessionNodeId, ReleaseInput(Name),
+ReleaseInputs() -> Released.
 TwinServer: CreateSession(Twin, Name, Parameters) -> SessionNodeId,
 DeleteSession(Name), DefineTwin(Definition) -> TwinNodeId, RemoveTwin(Name).
 
@@ -49,6 +50,7 @@ from asyncua import ua
 from twin_server.config.nesting import MAX_DEPTH, TooDeep, json_too_deep, toml_too_deep
 from twin_server.config.security import LimitsConfig
 from twin_server.engine.manager import parse_parameters
+from twin_server.engine.session import VarKey
 from twin_server.errors import (
     AlreadyExists,
     ConfigError,
@@ -62,6 +64,7 @@ from twin_server.errors import (
     ValueRejected,
 )
 from twin_server.logs import excerpt
+from twin_server.models.base import Kind
 from twin_server.opcua.runtime import Runtime
 from twin_server.opcua.status import GOOD, diagnostic, status_code, status_of
 from twin_server.opcua.tree import (
@@ -356,6 +359,8 @@ class SessionMethods(_Counted):
             "Resume": (self._run(session.resume), None),
             "Halt": (self._run(session.halt), None),
             "Reset": (self._reset, _value_refusals),
+            "ReleaseInput": (self._release_input, _name_refusals),
+            "ReleaseInputs": (self._release_inputs, None),
             "Step": (self._step, None),
             "SetParameters": (self._set_parameters, _value_refusals),
             "Snapshot": (self._snapshot, None),
@@ -388,6 +393,26 @@ class SessionMethods(_Counted):
 
     async def _reset(self, parameters: str = "") -> None:
         await self.session.reset(_parameters(parameters))
+        await self._released()
+
+    async def _release_input(self, name: str) -> None:
+        component, dot, variable = name.partition(".")
+        if not dot or not component or not variable or "." in variable:
+            raise ArgumentError(0, InvalidArgument(
+                f"ReleaseInput Name is component.input, e.g. tank.inflow (got {name!r})"))
+        if await self.session.release(VarKey(component, Kind.INPUT, variable)):
+            await self._released()
+
+    async def _release_inputs(self) -> list[ua.Variant]:
+        released = await self.session.release_all()
+        await self._released()
+        return [ua.Variant([f"{k.component}.{k.name}" for k in released],
+                           ua.VariantType.String, is_array=True)]
+
+    async def _released(self) -> None:
+        """Forces were released: HIL bindings force their inputs again (the daemon's)."""
+        if self._runtime is not None:
+            await self._runtime.inputs_released(self.session.name)
 
     async def _set_parameters(self, parameters: str) -> None:
         await self.session.set_parameters(_parameters(parameters))

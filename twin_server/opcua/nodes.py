@@ -111,10 +111,13 @@ class Argument:
     name: str
     vtype: ua.VariantType
     description: str
+    array: bool = False  # a one-dimensional array of vtype
 
     def to_ua(self) -> ua.Argument:
         return ua.Argument(Name=self.name, DataType=datatype_id(self.vtype),
-                           ValueRank=ua.ValueRank.Scalar, ArrayDimensions=[],
+                           ValueRank=(ua.ValueRank.OneDimension if self.array
+                                      else ua.ValueRank.Scalar),
+                           ArrayDimensions=[0] if self.array else [],
                            Description=ua.LocalizedText(self.description))
 
 
@@ -208,15 +211,18 @@ class NodeBatch:
         description: str = "", writable: bool = False, analog: bool = False,
         unit: ua.EUInformation | None = None, low: float | None = None,
         high: float | None = None, typedef: ua.NodeId | None = None,
-        namespace: int | None = None, array: bool = False, display_name: str | None = None,
+        namespace: int | None = None, array: bool = False, sampling: float = 0.0,
+        display_name: str | None = None,
     ) -> ua.NodeId:
         """A scalar data variable (``array``: a one-dimensional array of ``vtype``).
         ``analog`` makes it an analog item (OPC UA Part 8): an AnalogItemType with
         its EURange where ``low`` and ``high`` are both finite, else a BaseAnalogType
         without one (an EURange is never infinite); either with EngineeringUnits
         given a unit. ``typedef`` and ``namespace`` (of the browse name) serve
-        standard instance declarations such as a state machine's CurrentState;
-        ``display_name`` replaces ``name`` as the DisplayName."""
+        standard instance declarations such as a state machine's CurrentState.
+        ``sampling``: its MinimumSamplingInterval in ms (a session variable's value
+        changes at most once per publish period); ``display_name`` replaces ``name``
+        as the DisplayName."""
         ranged = analog and finite_range(low, high)
         if typedef is None:
             typedef = (_ANALOG_ITEM_TYPE if ranged else _BASE_ANALOG_TYPE) if analog \
@@ -224,7 +230,7 @@ class NodeBatch:
         nodeid = self._add(
             parent, path, name, ua.NodeClass.Variable, typedef,
             _variable_attributes(name, description, datatype_id(vtype), writable=writable,
-                                 array=array),
+                                 array=array, sampling=sampling),
             namespace=namespace, value=(value, vtype, array), display_name=display_name)
         if ranged:
             assert low is not None and high is not None
@@ -399,7 +405,8 @@ def _object_attributes(name: str, description: str) -> dict[ua.AttributeIds, Att
 
 
 def _variable_attributes(name: str, description: str, datatype: ua.NodeId, *, writable: bool,
-                         array: bool = False) -> dict[ua.AttributeIds, AttributeValue]:
+                         array: bool = False, sampling: float = 0.0,
+                         ) -> dict[ua.AttributeIds, AttributeValue]:
     level = _READ_WRITE if writable else _READ
     return {
         _A.Description: _text(description or name),
@@ -411,6 +418,6 @@ def _variable_attributes(name: str, description: str, datatype: ua.NodeId, *, wr
         _A.ArrayDimensions: _ONE_DIMENSION if array else _NO_DIMENSIONS,
         _A.AccessLevel: _shared(level, ua.VariantType.Byte),
         _A.UserAccessLevel: _shared(level, ua.VariantType.Byte),
-        _A.MinimumSamplingInterval: _shared(0.0, ua.VariantType.Double),
+        _A.MinimumSamplingInterval: _shared(float(sampling), ua.VariantType.Double),
         _A.Historizing: _shared(False, ua.VariantType.Boolean),
     }

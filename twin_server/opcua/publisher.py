@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -53,7 +53,7 @@ from twin_server.opcua.patches import fastpath
 from twin_server.opcua.patches.fastpath import data_value
 from twin_server.opcua.tree import SessionNodes, scalar_values
 from twin_server.runtime.clock import TICKS, Ticks
-from twin_server.runtime.host import Frame, HostedSession
+from twin_server.runtime.host import GOOD_ONLY, Frame, HostedSession
 from twin_server.runtime.sinks import Stamp
 
 log = structlog.get_logger(__name__)
@@ -118,15 +118,19 @@ class PublishTarget:
     values_seconds: float = 0.0
     #: whether the frame last published was good (its values Good unless ``quality``)
     good: bool = True
-    #: variables (by index) whose value is not Good, e.g. a HIL input while its PLC
-    #: link is down: published with this StatusCode until set back
-    quality: dict[int, ua.StatusCode] = field(default_factory=dict)
+    #: the ``Frame.quality`` last published: the variables (by index) whose value is
+    #: not Good (a HIL input while its PLC link is down), with their StatusCode
+    quality: Mapping[int, int] = field(default_factory=lambda: GOOD_ONLY)
     #: while a publish is writing: the variables a client wrote meanwhile, which that
     #: publish leaves alone
     overwritten: set[int] | None = None
     #: taken out of the publisher (its session is being deleted): a publish waiting
     #: for a tick or between two chunks stops there
     removed: bool = False
+    #: the frame's ``forces`` last shown, and what shows the forced inputs when it
+    #: moves (``server.py``: asks the session which, writes ForcedInputs)
+    forces: int | None = None
+    on_forces: Callable[[], Awaitable[None]] | None = None
 
     def __post_init__(self) -> None:
         self.sent_scalars = [_UNSENT] * len(self.nodes.scalars)
@@ -137,17 +141,6 @@ class PublishTarget:
         self.sent_values[index] = _Written(value) if index in self.flags else value
         if self.overwritten is not None:
             self.overwritten.add(index)
-
-    def set_quality(self, index: int, status: ua.StatusCode | None) -> None:
-        """Publish variable ``index`` with ``status`` (None: Good again) from the next
-        cycle on, its value unchanged."""
-        if status is None or status.is_good():
-            if self.quality.pop(index, None) is None:
-                return
-        else:
-            self.quality[index] = status
-        self.sent_values[index] = _UNSENT  # sent again, with its new status
-        self.version = None
 
 
 class Publisher:
@@ -194,7 +187,8 @@ class Publisher:
         target = self._targets.get(session)
         if target is None or target.removed:
             return
-        if frame.version == target.version and target.pending is None:
+        if (frame.version == target.version and frame.quality == target.quality
+                and target.pending is None):
             self._skipped += 1
             self._cycles += 1
             return
@@ -217,7 +211,7 @@ class Publisher:
             except NotFound:
                 return 0  # deleted meanwhile
             version = frame.version
-            if version == target.version:
+            if version == target.version and frame.quality == target.quality:
                 self._skipped += 1
                 self._cycles += 1
                 return 0
@@ -242,8 +236,19 @@ class Publisher:
             sent = target.sent_values
             # (an _UNSENT entry never equals a value)
             changed = [i for i, value in enumerate(current) if sent[i] != value]
+            quality, before = frame.quality, target.quality
+            if quality != before:  # a status that changed alone: sent again
+                again = {i for i in quality.keys() | before.keys()
+                         if quality.get(i) != before.get(i)}.difference(changed)
+                if again:
+                    changed = sorted([*changed, *again])
+                target.quality = quality
             target.values_seconds = time.perf_counter() - started
             written = await self._write(target, changes, changed, frame, now)
+            if frame.forces != target.forces and target.on_forces is not None \
+                    and not target.removed:
+                target.forces = frame.forces  # (rare: a write, a release, a reset)
+                await target.on_forces()
             self._cycles += 1
             self._values += written
             self._last_cycle = time.perf_counter() - started
@@ -263,7 +268,7 @@ class Publisher:
         variables = target.nodes.variables
         sent = target.sent_values
         flags = target.flags
-        quality = target.quality
+        quality = frame.quality
         lost = not target.good
         on_flag = target.on_flag
         current = frame.values
@@ -298,7 +303,7 @@ class Publisher:
                     if lost:
                         dv.StatusCode = LOST
                     elif quality and i in quality:
-                        dv.StatusCode = quality[i]
+                        dv.StatusCode = ua.StatusCode(quality[i])
                     changes.append((nodeid, dv))
                     if i in flags and sent[i] is not _UNSENT and on_flag is not None:
                         changes.extend(on_flag(key, value, frame))

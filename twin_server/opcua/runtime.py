@@ -66,6 +66,11 @@ class Runtime(Protocol):
         for an invalid file, InvalidState when the change cannot apply: nothing changed)."""
         ...
 
+    async def inputs_released(self, session: str) -> None:
+        """The session's forced inputs were released (Reset, ReleaseInput,
+        ReleaseInputs): whoever drives inputs of it (HIL bindings) forces them again."""
+        ...
+
     def touch(self, session: str) -> None:
         """Note client activity on a session (reads, writes, calls, subscriptions),
         which keeps a client-created session from expiring."""

@@ -16,8 +16,9 @@ import collections
 import contextlib
 import enum
 import gc
+import itertools
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -38,7 +39,7 @@ from twin_server.opcua import history_read, identity
 from twin_server.opcua.hil_nodes import HilNodes, build_hil
 from twin_server.opcua.methods import ServerMethods, SessionMethods, method_statistics
 from twin_server.opcua.nodes import NodeBatch, add_reference
-from twin_server.opcua.patches import aspace_cache, internals
+from twin_server.opcua.patches import aspace_cache, fastpath, internals, monitoring
 from twin_server.opcua.program import STATES, ProgramState, StateView
 from twin_server.opcua.publisher import Publisher, PublisherStatistics, PublishTarget
 from twin_server.opcua.ranges import RangeFollower
@@ -127,6 +128,9 @@ class _Pending:
 
 #: session events after which the session is Halted, whatever its last frame says
 _HALTING = frozenset({"fault", "recovered"})
+#: session events a publish itself raises (the edges of Boolean outputs): what they
+#: say is in the nodes already
+_FROM_PUBLISH = frozenset({"alarm", "alarm_cleared"})
 
 
 class OpcUaServer:
@@ -193,6 +197,9 @@ class OpcUaServer:
                                                 on_activity=self._touch)
         iserver.attribute_service = self._attributes
         self._publisher = Publisher(iserver.aspace)
+        # sampling intervals, deadbands, items that outlive their node (before security
+        # wraps the same services: its ownership check comes first)
+        monitoring.install(iserver)
         self._emitter = ev.Emitter(server, await ev.register_event_type(server, self.namespace))
         batch = self._batch()
         server_methods = build_root(batch, ua.NodeId(ua.ObjectIds.ObjectsFolder))
@@ -274,6 +281,7 @@ class OpcUaServer:
         with _collector_paused():  # (in slices: a twin of 20,000 components is 60,000 nodes)
             root = await in_slices(build_twin_steps(batch, twin))
             added = await in_slices(batch.commit_steps(self._iserver.aspace))
+        await monitoring.reattach(self._iserver.aspace, added)
         self._twins[twin.name] = added
         self._nodes += len(added)
         self._log.info("twin_added", twin=twin.name, nodes=len(added))
@@ -329,6 +337,7 @@ class OpcUaServer:
                 aspace, [self.session_nodeid(session.name, path) for path in historized])
             history_read.mark_event_history(aspace, [nodes.root])
         target = PublishTarget(session, nodes)
+        target.on_forces = _forces_shower(session, nodes, aspace)
         publisher = self._publisher
 
         async def changed() -> None:
@@ -351,6 +360,9 @@ class OpcUaServer:
         await publisher.publish(target)
         self._sessions[session.name] = served
         self._nodes += len(nodes.all)
+        # items on these NodeIds from before (the session deleted, or restarted by a
+        # reload) watch the new nodes
+        await monitoring.reattach(aspace, nodes.all)
         elapsed = time.perf_counter() - started
         self._log.info("session_added", session=session.name, twin=twin.name,
                        nodes=len(nodes.all), variables=len(variables),
@@ -442,6 +454,9 @@ class OpcUaServer:
         # outside is its folder's Organizes, so drop that one (the subtree is out of
         # sight from then on) and delete the nodes bare, children first, in slices
         aspace = self._iserver.aspace
+        # the nodes' monitored items hear BadNodeIdUnknown and wait for the NodeIds to
+        # come back (asyncua's delete would drop them, unawaited: patches/monitoring.py)
+        await monitoring.detach(aspace, nodeids)
         root = nodeids[0]
         data = aspace[self.nodeid(folder)]
         data.references[:] = [r for r in data.references if r.NodeId != root]
@@ -501,13 +516,16 @@ class OpcUaServer:
         if self.on_log_event is not None:
             self.on_log_event(session.name, kind, message, severity)
 
-    async def flush_events(self) -> None:
-        """Emit every queued session event and update the state machine nodes."""
+    async def flush_events(self, count: int | None = None) -> None:
+        """Emit the queued session events (the first ``count`` of them; every one if
+        None) and update the state machine nodes."""
         if not self._pending:
             return
         async with self._flush_lock:
             emitter = self._emitter
-            while self._pending:
+            while self._pending and (count is None or count > 0):
+                if count is not None:
+                    count -= 1
                 item = self._pending.popleft()
                 served = item.served
                 if served.program.follow(item.kind, item.state):
@@ -550,11 +568,31 @@ class OpcUaServer:
                 nodeid, _VALUE, ua.DataValue(variant, SourceTimestamp=now, ServerTimestamp=now))
 
     async def _pump_events(self) -> None:
-        """Emit events from ticks (faults, alarm flags) as they come."""
+        """Emit the events of ticks and of the host (faults, a worker's return, a Step's
+        end, alarm flags) as they come, each once its session's nodes show what it
+        changed (``_show``)."""
         while True:
             await self._pending_wake.wait()
             self._pending_wake.clear()
-            await self.flush_events()
+            while self._pending:
+                count = len(self._pending)
+                await self._show([item.served for item in itertools.islice(self._pending, count)
+                                  if item.kind not in _FROM_PUBLISH])
+                await self.flush_events(count)
+
+    async def _show(self, sessions: list[_Served]) -> None:
+        """Publish each of ``sessions`` now, a frame its pacer delivers to every sink, so
+        that a client that gets an event reads what the event changed (a fault's Halted
+        and Bad values, a worker's return) and not the values of the last period (a
+        method call's ``changed`` does the same before its events go out)."""
+        assert self._publisher is not None
+        done: set[int] = set()
+        for served in sessions:
+            if id(served) in done or self._sessions.get(served.session.name) is not served:
+                continue  # (removed meanwhile: its last frame went out with its removal)
+            done.add(id(served))
+            served.pacer.pulse()
+            await self._publisher.publish(served.target)
 
     # -- activity ------------------------------------------------------------------
     def _touch(self, session: str) -> None:
@@ -594,43 +632,11 @@ class OpcUaServer:
         self._nodes += len(batch.commit(self._iserver.aspace))
 
     async def publish_hil_forever(self, mirror: HilMirror, period: float = 0.5) -> None:
-        """Keep the HIL health nodes current, and mark each input the PLC feeds with
-        its binding's quality (UncertainLastUsableValue, UncertainSubstituteValue,
-        BadCommunicationError while the link is down), until cancelled."""
+        """Keep the HIL health nodes current until cancelled. (The quality of each
+        input a PLC feeds travels with its value, in the session's frames:
+        ``HostedSession.mark``.)"""
         assert self._hil is not None, "add_hil first"
-        aspace = self._iserver.aspace
-        marked: dict[tuple[str, str], tuple[PublishTarget, str]] = {}
-        while True:
-            stats = mirror.statistics()
-            await self._hil.publish(aspace, stats)
-            for peer in stats.peers:
-                for binding in peer.bindings:
-                    if binding.direction == "from_plc":
-                        self._mark_input(peer.session, binding.variable, binding.status,
-                                         marked)
-            await asyncio.sleep(period)
-
-    def _mark_input(self, session: str, variable: str, status: str,
-                    marked: dict[tuple[str, str], tuple[PublishTarget, str]]) -> None:
-        """Publish ``session``'s input ``component.name`` with ``status`` (a status
-        code name) when it differs from what was marked last on the session's
-        current nodes (a session created again under the name starts unmarked)."""
-        served = self._sessions.get(session)
-        if served is None:
-            return
-        last = marked.get((session, variable))
-        if (last[1] if last is not None and last[0] is served.target else "Good") == status:
-            return
-        component, _, name = variable.partition(".")
-        key = VarKey(component, Kind.INPUT, name)
-        index = next((i for i, (k, _, _) in enumerate(served.target.nodes.variables)
-                      if k == key), None)
-        if index is None:
-            return
-        code = getattr(ua.StatusCodes, status, None)
-        served.target.set_quality(index, None if code is None or status == "Good"
-                                  else ua.StatusCode(code))
-        marked[(session, variable)] = (served.target, status)
+        await self._hil.run(self._iserver.aspace, mirror.statistics, period)
 
     # -- worker health -------------------------------------------------------------
     async def publish_workers_forever(self, statistics: Callable[[], HostStatistics],
@@ -651,9 +657,12 @@ class OpcUaServer:
         """Publish the frames the pacers deliver, and emit the events of ticks as they
         come, until cancelled."""
         assert self._publisher is not None, "not started"
+        sampler = fastpath.sampler(self._iserver.aspace)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._publisher.run(), name="publisher")
             tg.create_task(self._pump_events(), name="events")
+            if sampler is not None:  # (the items with a sampling interval of their own)
+                tg.create_task(sampler.run(), name="sampler")
 
     async def publish(self, name: str) -> int:
         """Publish one session now, a frame its pacer delivers to every sink (tests,
@@ -769,6 +778,26 @@ def _writer(server: OpcUaServer, session: HostedSession, key: VarKey) -> Any:
             server.on_written(session.name, key, stored, "client")
         return stored
     return write
+
+
+def _forces_shower(session: HostedSession, nodes: SessionNodes,
+                   aspace: Any) -> Callable[[], Awaitable[None]]:
+    """What writes a session's ForcedInputs: its forced inputs, in layout order."""
+    order = {key: i for i, (key, _, _) in enumerate(nodes.variables)}
+
+    async def show() -> None:
+        if nodes.forced is None or nodes.forced not in aspace:
+            return
+        try:
+            forced = await session.forced()
+        except NotFound:
+            return  # deleted meanwhile
+        names = [f"{k.component}.{k.name}" for k in sorted(forced, key=lambda k: order.get(k, 0))]
+        now = datetime.now(UTC)
+        await aspace.write_attribute_value(nodes.forced, _VALUE, ua.DataValue(
+            ua.Variant(names, ua.VariantType.String, is_array=True),
+            SourceTimestamp=now, ServerTimestamp=now))
+    return show
 
 
 def _remember(target: PublishTarget, index: int) -> Any:

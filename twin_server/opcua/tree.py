@@ -8,12 +8,13 @@
         Components/<component>                      ns;s=Twins.<twin>.Components.<component>
           Model, Description                        properties
       Sessions/<session>                            ns;s=Sessions.<session>  ProgramStateMachineType
-        State, SimTime, StepCount, StepsRemaining, StepSize, RealtimeFactor
+        State, SimTime, StepCount, StepsRemaining, StepSize, RealtimeFactor, ForcedInputs
         Diagnostics/{Overruns, LatenessP50, LatenessP99, LatenessMax,
                      StepDurationMean, StepDurationMax, Ticks}
         CurrentState, LastTransition, Deletable, AutoDelete, RecycleCount  (0: browse names)
         Start, Suspend, Resume, Halt, Reset         methods (0: browse names)
-        Step, SetParameters, Snapshot, Restore, Fork  methods
+        Step, SetParameters, Snapshot, Restore, Fork,  methods
+        ReleaseInput, ReleaseInputs
         Components/<component>/{Inputs,Outputs,States,Parameters}/<var>
       CreateSession, DeleteSession, DefineTwin, RemoveTwin  methods
 
@@ -164,10 +165,22 @@ METHODS: tuple[MethodSpec, ...] = (
     MethodSpec("Suspend", "Running -> Suspended: the clock pauses, state is kept"),
     MethodSpec("Resume", "Suspended -> Running"),
     MethodSpec("Halt", "Running or Suspended -> Halted; only Reset (or Restore) leaves Halted"),
-    MethodSpec("Reset", "Any state -> Ready at t0 with initial states; pending fixed "
-               "parameters apply, then the optional Parameters (all or none)",
+    MethodSpec("Reset", "Any state -> Ready at t0 with initial states and no input forced "
+               "(HIL bindings force theirs again); pending fixed parameters apply, then the "
+               "optional Parameters (all or none)",
                (Argument("Parameters", ua.VariantType.String,
                          f"Optional new parameters: {_PARAMETERS_JSON}"),), optional=1),
+    MethodSpec("ReleaseInput", "Stop forcing one input (a client's write forces it until "
+               "then): it follows its connection, else its default, again. Good also for "
+               "an input that was not forced; an input a HIL binding drives is forced "
+               "again by the binding at once",
+               (Argument("Name", ua.VariantType.String,
+                         "The input as component.input, e.g. tank.inflow"),)),
+    MethodSpec("ReleaseInputs", "Stop forcing every input of the session (as Reset does); "
+               "the inputs HIL bindings drive are forced again by them at once",
+               outputs=(Argument("Released", ua.VariantType.String,
+                                 "The inputs that were forced (component.input)",
+                                 array=True),)),
     MethodSpec("Step", "Take Count ticks (from Ready or Suspended; ends Suspended). Answered "
                "when done or after at most half a second; a longer Step runs on in the "
                "background (StepsRemaining counts down, a step_completed event announces its "
@@ -248,6 +261,8 @@ class SessionNodes:
     variables: list[tuple[VarKey, ua.NodeId, ua.VariantType]]
     methods: dict[str, ua.NodeId]
     program: ProgramNodes
+    #: ForcedInputs: the inputs forced now (String[], component.input)
+    forced: ua.NodeId | None = None
     all: list[ua.NodeId] = field(default_factory=list)  # every node, parents first
 
     def scalar(self, path: str) -> ua.NodeId:
@@ -320,6 +335,8 @@ def build_session_steps(
     if view is None:
         view = ProgramState(frame.state).view()
     start = len(batch)
+    # (values change at most once per publish period: MinimumSamplingInterval, in ms)
+    period = 1000.0 / layout.publish_rate if layout.publish_rate > 0 else 0.0
     base = f"{SESSIONS}.{session.name}"
     root = batch.object(batch.nodeid(SESSIONS), base, session.name,
                         twin.description or f"A session of twin {twin.name}",
@@ -340,8 +357,13 @@ def build_session_steps(
             parent, f"{base}.{spec.path}", spec.name, value, spec.vtype,
             description=spec.description, writable=spec.writable, analog=analog,
             unit=engineering_units(spec.unit) if spec.unit else None,
-            low=spec.low, high=spec.high)
+            low=spec.low, high=spec.high, sampling=period)
         scalars.append((nodeid, spec.vtype))
+    forced = batch.variable(
+        root, f"{base}.ForcedInputs", "ForcedInputs", [], ua.VariantType.String, array=True,
+        description="The inputs forced now (component.input): by a client's write until "
+                    "ReleaseInput, ReleaseInputs or Reset; by a HIL binding while it drives "
+                    "them")
     program = _build_program(batch, root, base, view)
     methods = {m.name: batch.method(root, f"{base}.{m.name}", m.name, m.description, m.inputs,
                                     m.outputs,
@@ -375,11 +397,11 @@ def build_session_steps(
             description=_describe(key, var), writable=key.kind is not Kind.OUTPUT,
             analog=var.datatype in NUMERIC,
             unit=engineering_units(var.unit) if var.unit else None,
-            low=low, high=high, display_name=display_name(key))
+            low=low, high=high, sampling=period, display_name=display_name(key))
         variables.append((key, nodeid, vtype))
         if on_variable is not None:
             on_variable(key, var, nodeid)
-    nodes = SessionNodes(root, scalars, variables, methods, program)
+    nodes = SessionNodes(root, scalars, variables, methods, program, forced)
     nodes.all = batch.nodeids[start:]
     return nodes
 

@@ -8,7 +8,8 @@ crash was, and where each session steps.
         Host (String: "workers" or "in-process"), Workers, SparesReady,
         Sessions (UInt32), Crashes, Hangs, Replacements (UInt64),
         LastReplacementTime (Double, ms)
-        Names, Roles (String[]), Pids, SessionCounts (UInt32[])   one entry per worker
+        Scheduling, SchedulingFallback (String)
+        Names, Roles, Policies (String[]), Pids, SessionCounts (UInt32[])   one per worker
         LastCrash                                   ns;s=Diagnostics.Workers.LastCrash
           Time (DateTime; 1601-01-01: none yet), Worker, Cause, Signal (String),
           ExitCode (Int32), Pid (UInt32), Hung (Boolean), Session, Component
@@ -98,10 +99,20 @@ WORKER_VARIABLES: tuple[Spec, ...] = (
     Spec("LastReplacementTime", _D, "From noticing the latest death to its sessions "
          "served again (Halted) by the new worker, in ms",
          lambda s: s.last_replacement_seconds * 1e3, unit="ms"),
+    Spec("Scheduling", _S, "What the workers ask the kernel for: 'realtime' (SCHED_FIFO) or "
+         "'normal' (server.worker_scheduling); 'in-process' with server.workers = 0",
+         lambda s: s.scheduling),
+    Spec("SchedulingFallback", _S, "Empty when the workers got the scheduling asked for; "
+         "else what they got instead, why, and how to grant it (systemd LimitRTPRIO=, "
+         "docker --cap-add SYS_NICE)", lambda s: s.scheduling_fallback),
     Spec("Names", _S, "Each worker's name (w0.. shared, isolated-<session>, spare<n>)",
          lambda s: [w.name for w in s.processes], array=True),
     Spec("Roles", _S, "Each worker's role: shared, isolated or spare",
          lambda s: [w.role for w in s.processes], array=True),
+    Spec("Policies", _S, "Each worker's scheduling as the kernel has it now: 'SCHED_FIFO "
+         "priority 10', or 'SCHED_OTHER nice 0' (normal; a realtime worker is too while "
+         "it runs flat out: a Step, real-time factor 0, creating a session)",
+         lambda s: [w.policy for w in s.processes], array=True),
     Spec("Pids", _U32, "Each worker's process id",
          lambda s: [w.pid for w in s.processes], array=True),
     Spec("SessionCounts", _U32, "How many sessions each worker steps",

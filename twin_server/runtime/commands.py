@@ -25,7 +25,8 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "halt": Session.halt,
     "reset": Session.reset,  # (parameters=None)
     "write": Session.write,  # (key, value) -> the coerced value
-    "release": Session.release,  # (key)
+    "release": Session.release,  # (key) -> whether it was forced
+    "release_all": Session.release_all,  # -> the keys that were forced
     "read": Session.read,  # (key) -> value
     "forced": Session.forced,  # -> {key: value}
     "set_parameters": Session.set_parameters,  # (overrides) -> the coerced overrides
@@ -60,16 +61,19 @@ def create_session(
     snapshot: SessionSnapshot | None = None,
     fault: SessionFault | None = None,
     progress: Progress | None = None,
+    keep_faulted: bool = False,
 ) -> Session:
     """A new session, restored from ``snapshot`` when given (as ``Session.fork`` does:
     the snapshot's run state decides Ready or Suspended), and halted on ``fault``
     when given (a session brought back after its worker died). A refusal closes
-    what was built and raises."""
-    session = Session(name, twin, settings, progress=progress)
+    what was built and raises; with ``keep_faulted``, a first Reset that fails
+    does not (``Session``): the session is Halted on that fault, which wins over
+    ``fault`` (it is the newer), and a snapshot is still restored if it can be."""
+    session = Session(name, twin, settings, progress=progress, keep_faulted=keep_faulted)
     try:
         if snapshot is not None:
             session.restore(snapshot)
-        if fault is not None:
+        if fault is not None and session.fault is None:
             session.halt_on_fault(fault)
     except BaseException:
         session.close()

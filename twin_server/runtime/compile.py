@@ -24,8 +24,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from twin_server.config.fmu_files import NO_FOLDERS, FmuFolders, in_client_words
 from twin_server.config.loader import (
     STRING_FILE,
@@ -37,7 +35,7 @@ from twin_server.config.loader import (
     read_config,
     read_twin,
 )
-from twin_server.config.schema import Config, HilBinding
+from twin_server.config.schema import BindingFields, Config
 from twin_server.engine.twin import Resolver, TwinDefinition, compile_twin
 from twin_server.errors import ConfigError, ConfigErrors, ValueRejected
 from twin_server.models import registry
@@ -53,6 +51,9 @@ class LoadedConfig:
     twins: dict[str, TwinDefinition]
     path: Path | None = None
     session_parameters: dict[str, dict[str, dict[str, Value]]] = field(default_factory=dict)
+    #: what is valid but likely not meant (``twin-server check`` prints them, the
+    #: daemon logs them as ``config_warning``)
+    warnings: tuple[ConfigError, ...] = ()
 
     @property
     def file(self) -> str:
@@ -100,12 +101,13 @@ def compile_config(described: ConfigDescription, *,
         except ConfigErrors as group:
             errors.extend(in_file(group, file))
 
-    errors.extend(_check_bindings(described, twins))
+    warnings: list[ConfigError] = []
+    errors.extend(_check_bindings(described, twins, warnings))
     if described.config is not None:
         errors.extend(_check_history_variables(described.config, twins, file))
 
     config = described.valid(errors)
-    return LoadedConfig(config, twins, described.path, parameters)
+    return LoadedConfig(config, twins, described.path, parameters, tuple(warnings))
 
 
 def parse_twin(
@@ -133,13 +135,16 @@ def parse_twin(
 _READ_KINDS = (Kind.OUTPUT, Kind.STATE)
 
 
-def _check_bindings(described: ConfigDescription,
-                    twins: Mapping[str, TwinDefinition]) -> list[ConfigError]:
+def _check_bindings(described: ConfigDescription, twins: Mapping[str, TwinDefinition],
+                    warnings: list[ConfigError]) -> list[ConfigError]:
     """Each HIL binding of a peer whose session and twin are sound names a variable of
     that twin, of the kind its direction needs; an input is bound from the PLC once;
-    a fallback is of the variable's type. (The rest of the ``[hil.<peer>]`` tables is
-    checked by ``config.loader``.) Checked on the raw tables, binding by binding, so
-    that a peer with a structural error elsewhere still gets these checks."""
+    a fallback is of the variable's type. An input that a connection drives is
+    ``warnings`` (a PLC in place of a twin's controller is what HIL is for, but a
+    binding onto the wrong input is an easy mistake). (The rest of the
+    ``[hil.<peer>]`` tables is checked by ``config.loader``.) Checked on the raw
+    tables, field by field, so that a binding with a structural error in one field
+    still gets these checks: every error of a binding at once."""
     errors: list[ConfigError] = []
     peers = described.raw.get("hil")
     for peer, body in peers.items() if isinstance(peers, Mapping) else ():
@@ -158,17 +163,18 @@ def _check_bindings(described: ConfigDescription,
 
         bindings = body.get("bindings")
         forced: dict[str, str] = {}
+        driven = {f"{c.target}.{c.target_port}": str(c) for c in twin.connections}
         for bname, bbody in bindings.items() if isinstance(bindings, Mapping) else ():
-            try:
-                binding = HilBinding.model_validate(bbody)
-            except ValidationError:
+            binding = BindingFields.of(bbody)
+            if binding is None or binding.variable is None or binding.direction is None:
                 continue  # reported by the whole-file validation
             path = f"bindings.{quoted_key(str(bname))}"
 
             def fail_variable(message: str, where: str = path) -> None:
                 fail(f"{where}.variable", message)
 
-            variable = _binding_variable(twin, binding, str(session_name), fail_variable)
+            variable = _binding_variable(twin, binding.variable, binding.direction,
+                                         str(session_name), fail_variable)
             if variable is None:
                 continue
             if binding.direction == "from_plc":
@@ -176,6 +182,16 @@ def _check_bindings(described: ConfigDescription,
                 if other != bname:
                     fail(f"{path}.variable", f"input {binding.variable!r} is already bound "
                                              f"from the PLC by binding {other!r}")
+                connection = driven.get(binding.variable)
+                if connection is not None:
+                    warnings.append(ConfigError(
+                        f"input {binding.variable!r} is driven by the connection "
+                        f"'{connection}' of twin {twin.name!r}: the PLC's values override "
+                        f"it (the PLC takes that output's place) from its first value on; "
+                        f"until then, and never again after it, the connection drives it. "
+                        f"If the PLC is meant to replace the component that drives it, "
+                        f"this is right; else bind another input",
+                        path=f"{where}.{path}.variable", file=described.file))
                 if binding.fallback is not None:
                     try:
                         variable.coerce(binding.fallback)
@@ -184,23 +200,25 @@ def _check_bindings(described: ConfigDescription,
     return errors
 
 
-def _binding_variable(twin: TwinDefinition, binding: HilBinding, session: str,
+def _binding_variable(twin: TwinDefinition, name: str, direction: str, session: str,
                       fail: Callable[[str], None]) -> Variable | None:
-    """The variable a binding mirrors, or None after reporting why there is none."""
-    cname, _, vname = binding.variable.partition(".")
+    """The variable ``name`` a binding in ``direction`` mirrors, or None after
+    reporting why there is none."""
+    cname, _, vname = name.partition(".")
     names = [c.name for c in twin.components]
     if cname not in names:
         fail(f"session {session!r} (twin {twin.name!r}) has no component {cname!r} "
              f"(its components: {', '.join(names)}){did_you_mean(cname, names)}")
         return None
     declared = twin.component(cname).declared()
-    kinds = _READ_KINDS if binding.direction == "to_plc" else (Kind.INPUT,)
+    kinds = _READ_KINDS if direction == "to_plc" else (Kind.INPUT,)
     for kind in kinds:
         for var in declared:
             if var.kind is kind and var.name == vname:
                 return var
-    wanted = "an output or state" if binding.direction == "to_plc" else "an input"
-    fitting = [v.name for v in declared if v.kind in kinds]
+    wanted = "an output or state" if direction == "to_plc" else "an input"
+    # (a name once: a tank's level is its state and its output)
+    fitting = list(dict.fromkeys(v.name for v in declared if v.kind in kinds))
     other = next((v for v in declared if v.name == vname), None)
     if other is not None:
         hint = ("inputs come from the PLC: use direction = 'from_plc'"
@@ -208,10 +226,10 @@ def _binding_variable(twin: TwinDefinition, binding: HilBinding, session: str,
                 "outputs and states go to the PLC: use direction = 'to_plc'"
                 if other.kind in _READ_KINDS else
                 "parameters are not mirrored")
-        fail(f"{binding.variable!r} is {_a(other.kind)} {other.kind}, but a "
-             f"{binding.direction} binding needs {wanted}; {hint}")
+        fail(f"{name!r} is {_a(other.kind)} {other.kind}, but a "
+             f"{direction} binding needs {wanted}; {hint}")
     else:
-        fail(f"component {cname!r} has no {vname!r} (a {binding.direction} binding needs "
+        fail(f"component {cname!r} has no {vname!r} (a {direction} binding needs "
              f"{wanted}; it has: {', '.join(fitting) or 'none'})"
              f"{did_you_mean(vname, fitting)}")
     return None

@@ -51,6 +51,7 @@ from twin_server.config.fmu_files import FMU_MODEL, FmuFolders
 from twin_server.config.schema import SessionConfig
 from twin_server.engine.manager import Origin, Overrides
 from twin_server.engine.session import (
+    SEVERITY_FAULT,
     SEVERITY_INFO,
     RunState,
     SessionEvent,
@@ -265,6 +266,7 @@ class Daemon:
             self._sinks.append(self.hil)
             if config.hil:
                 await server.add_hil(self.hil)
+                await self._publish_hil_sessions()
             async with asyncio.TaskGroup() as tg:
                 self._tasks = tg
                 for record in self.sessions.values():
@@ -338,15 +340,21 @@ class Daemon:
             return LocalHost(self._on_event, sleep=self._sleep)
         return WorkerHost(self._on_event, workers=server.workers,
                           hang_timeout=server.hang_timeout,
+                          scheduling=server.worker_scheduling,
+                          priority=server.worker_priority,
                           snapshot_interval=self.loaded.config.history.snapshot_interval or 5.0)
 
     def _on_event(self, name: str, event: SessionEvent) -> None:
-        """The host's listener: every session's events (a worker's crash included)."""
+        """The host's listener: every session's events (a worker's crash included).
+        The session's pacer delivers a frame at once: what the event changed (a
+        fault's Halted and Bad values, a worker's return) shows without waiting."""
         if self.server is not None:
             self.server.session_event(name, event)
             if event.kind in ("fault", "recovered") and self.server.worker_nodes is not None:
                 self.server.worker_nodes.wake()  # the health nodes show it now
         record = self.manager.sessions.get(name)
+        if record is not None:
+            record.pacer.wake()
         if event.kind == "fault" and record is not None and self.store is not None \
                 and self._tasks is not None:
             # saved Halted on its fault now: a daemon killed before the next periodic
@@ -504,6 +512,10 @@ class Daemon:
         await self.manager.get(session).session.restore(snapshot)
         self.manager.touch(session)
 
+    async def inputs_released(self, session: str) -> None:
+        if self.hil is not None:
+            await self.hil.reforce(session)  # the inputs its PLCs drive, forced again
+
     def touch(self, session: str) -> None:
         self.manager.touch(session)
 
@@ -552,7 +564,7 @@ class Daemon:
                 name, self.manager.twin(scfg.twin), settings, "config",
                 f"session {name!r} of twin {scfg.twin!r} created by a config reload "
                 f"({plan.why[name]})", isolate=scfg.isolate)
-            if scfg.autostart:
+            if scfg.autostart and record.session.frame().state is RunState.READY:
                 await record.session.start()
                 await self.server.publish(name)  # Running when the reload answers
 
@@ -638,16 +650,28 @@ class Daemon:
                      ) -> ServedSession:
         """Create a session in the host (from ``snapshot``, or resumed from ``stored``
         when ``resume``), then ``after`` it, then serve it: its record, recorder and
-        nodes, all or nothing (on failure the host lets go of it again)."""
+        nodes, all or nothing (on failure the host lets go of it again).
+
+        A session of the config, or one brought back from the store, whose models fail
+        their first Reset (an FMU that cannot initialise) is served all the same,
+        Halted on that fault, with a ``fault`` event and the fault on its nodes: one
+        broken twin must not keep the daemon from serving the others. A client's
+        CreateSession or Fork is refused instead (the client hears why at once)."""
         assert self.server is not None and self.host is not None
         self.manager.check_new(name)
         alone = isolated(twin, isolate) and isinstance(self.host, WorkerHost)
+        keep = origin == "config" or resume
         outcome = "fresh"
         if resume:
             outcome = await persistence.create_resumed(self.host, name, twin, settings, stored,
-                                                       isolate=alone)
+                                                       isolate=alone, keep_faulted=keep)
         else:
-            await self.host.create(name, twin, settings, snapshot=snapshot, isolate=alone)
+            await self.host.create(name, twin, settings, snapshot=snapshot, isolate=alone,
+                                   keep_faulted=keep)
+            if self.host.fault(name) is not None:
+                outcome = "start_failed"
+                log.error("session_start_failed", session=name, twin=twin.name,
+                          fault=str(self.host.fault(name)))
         hosted = HostedSession(self.host, name)
         record = ServedSession(name, twin, settings, origin, hosted, Pacer(hosted, self._sinks),
                                isolated=alone)
@@ -667,6 +691,9 @@ class Daemon:
                 hosted, twin, pacer=record.pacer,
                 created=message + _resumed(frame, outcome, hosted.fault()),
                 historized=historized)
+            failed = hosted.fault()
+            if outcome == "start_failed" and failed is not None:
+                await hosted.emit("fault", str(failed), SEVERITY_FAULT)
         except BaseException:
             if self.recording is not None:
                 self.recording.remove(name)
@@ -677,9 +704,19 @@ class Daemon:
             raise
         if self.hil is not None:
             await self.hil.rebind(hosted)  # a PLC peer serving this name mirrors it again
+            await self._publish_hil_sessions(name)
         if self._tasks is not None:
             record.pacer.start(self._tasks)
         return record
+
+    async def _publish_hil_sessions(self, only: str | None = None) -> None:
+        """Publish the sessions PLCs feed (or ``only``) now: their inputs carry the
+        mirror's marks from its start (BadWaitingForInitialData until a PLC's first
+        value), so none reads its default as Good before its PLC ever answered."""
+        assert self.server is not None and self.hil is not None
+        names = {peer.session for peer in self.hil.statistics().peers}
+        for name in sorted(names if only is None else names & {only}):
+            await self.server.publish(name)
 
     async def _open_history(self) -> None:
         """Open the store under state_dir; the recorders and snapshots on top of it."""
@@ -765,6 +802,9 @@ class Daemon:
 
 
 def _resumed(frame: Frame, outcome: str, fault: SessionFault | None) -> str:
+    if outcome == "start_failed":
+        return (f"; Halted at once: its first Reset failed, so it cannot start until "
+                f"that is fixed (write the parameters it needs, then Reset it): {fault}")
     if outcome == "faulted":
         return (f"; Halted at tick {frame.step_count} (t={frame.sim_time:g} s) on the fault "
                 f"it had when the daemon stopped, not started again: {fault}")

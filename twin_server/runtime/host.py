@@ -17,7 +17,8 @@ in the order the session emitted them.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from twin_server.engine.session import (
@@ -33,6 +34,9 @@ from twin_server.engine.twin import TwinDefinition
 from twin_server.errors import SessionFault
 from twin_server.models.base import Value, Variable
 from twin_server.runtime.clock import ClockStatistics
+
+#: ``Frame.quality`` of a frame whose values are all Good
+GOOD_ONLY: Mapping[int, int] = MappingProxyType({})
 
 #: called with the session's name and each event it emits (and the host's own:
 #: a worker's crash is a ``fault`` event, its replacement a ``recovered`` one)
@@ -60,7 +64,10 @@ class Frame:
     Halted. ``version`` moves whenever any value may have changed (as
     ``Session.version``, but counted by the host: compare, do not do sums).
     ``steps_remaining``: ticks the Step running in the background has still to
-    take (0: none runs)."""
+    take (0: none runs). ``quality``: the OPC UA StatusCode (an int) of each value,
+    by index, that is not Good although the session stepped it, e.g. a HIL input
+    while its PLC is lost (``HostedSession.mark``): the status travels with the
+    value it describes to every sink. ``forces``: see below."""
 
     step_count: int
     sim_time: float
@@ -72,6 +79,10 @@ class Frame:
     step_duration_max: float
     good: bool = True
     steps_remaining: int = 0
+    #: moves whenever the set of forced inputs may have changed (``Session.forces``,
+    #: counted by the host): ask ``forced`` then
+    forces: int = 0
+    quality: Mapping[int, int] = field(default_factory=lambda: GOOD_ONLY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +93,9 @@ class WorkerInfo:
     pid: int
     role: str  # "shared", "isolated" or "spare" (idle, ready to take a dead one's place)
     sessions: tuple[str, ...]  # the sessions it steps, in creation order
+    #: its scheduling as the kernel has it now: "SCHED_FIFO priority 10",
+    #: "SCHED_OTHER nice 0" (``runtime.scheduling``)
+    policy: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +137,11 @@ class HostStatistics:
     last_crash: CrashReport | None = None
     #: the sessions step in the host's own process (``LocalHost``: workers = 0)
     in_process: bool = False
+    #: the scheduling the workers ask for ("realtime" or "normal";
+    #: ``server.worker_scheduling``), and, when they did not get it, why and how to
+    #: grant it ("" when they did)
+    scheduling: str = ""
+    scheduling_fallback: str = ""
 
     def worker_of(self, session: str) -> WorkerInfo | None:
         """The worker stepping ``session`` (None: in-process, or none right now: its
@@ -159,10 +178,13 @@ class SessionHost(Protocol):
         snapshot: SessionSnapshot | None = None,
         isolate: bool = False,
         fault: SessionFault | None = None,
+        keep_faulted: bool = False,
     ) -> SessionLayout:
         """Build the session (restored from ``snapshot`` when given, then Halted on
         ``fault`` when given: a session that had crashed before a restart) and its
-        clock. The engine's refusals are raised as they are; nothing is left behind."""
+        clock. The engine's refusals are raised as they are; nothing is left behind.
+        With ``keep_faulted``, a session whose models fail their first Reset is built
+        all the same, Halted on that fault (``fault(name)`` returns it)."""
         ...
 
     async def delete(self, name: str) -> None:
@@ -203,19 +225,91 @@ class SessionHost(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class _Mark:
+    """The status of one variable's value: ``status`` for ``value`` (any value when
+    ``conditional`` is False), ``otherwise`` for any other value (the value before
+    a write under way, which the frame may still show)."""
+
+    status: int
+    value: Value | None = None
+    conditional: bool = False
+    otherwise: int = 0
+
+
 class HostedSession:
-    """The typed front of one hosted session (``SessionHost.call`` underneath)."""
+    """The typed front of one hosted session (``SessionHost.call`` underneath).
+
+    It also holds the *quality* of values that the session steps but something in
+    this process vouches for (a HIL input fed by a PLC, ``hil/mirror.py``):
+    ``mark`` and ``write_marked`` set it, and every ``frame`` read through this
+    front carries it (``Frame.quality``), so that a value and the status that
+    describes it reach the sinks together. The daemon holds one front per served
+    session, which the pacer, the publisher, the recorder and the mirror share."""
 
     def __init__(self, host: SessionHost, name: str) -> None:
         self.host = host
         self.name = name
+        self._marks: dict[VarKey, _Mark] = {}
+        self._positions: dict[VarKey, int] | None = None
 
     @property
     def layout(self) -> SessionLayout:
         return self.host.layout(self.name)
 
     def frame(self) -> Frame:
-        return self.host.frame(self.name)
+        """The latest frame, with the quality of the values marked (``mark``)."""
+        frame = self.host.frame(self.name)
+        if not self._marks:
+            return frame
+        positions = self._positions
+        if positions is None:
+            positions = self._positions = {
+                key: i for i, (key, _) in enumerate(self.layout.variables)}
+        values = frame.values
+        quality: dict[int, int] = {}
+        for key, mark in self._marks.items():
+            i = positions[key]
+            status = (mark.status if not mark.conditional or values[i] == mark.value
+                      else mark.otherwise)
+            if status:
+                quality[i] = status
+        return replace(frame, quality=MappingProxyType(quality)) if quality else frame
+
+    def status(self, key: VarKey) -> int:
+        """The status ``key``'s value is marked with (0: Good)."""
+        mark = self._marks.get(key)
+        return 0 if mark is None else mark.status
+
+    def mark(self, key: VarKey, status: int) -> None:
+        """From now on ``key``'s value has OPC UA StatusCode ``status`` (0: Good, the
+        mark is removed), whatever it is."""
+        if status:
+            self._marks[key] = _Mark(status)
+        else:
+            self._marks.pop(key, None)
+
+    async def write_marked(self, key: VarKey, value: Value, status: int) -> Value:
+        """``write`` ``value`` to ``key``, whose value has ``status`` from then on. A
+        frame read while the write is under way shows ``status`` only with ``value``
+        (a worker may show the new value before its answer comes, or the old one
+        after the request left): a value never carries a status that is not its
+        own. On a refused write the mark stays as it was."""
+        before = self._marks.get(key)
+        self._marks[key] = mark = _Mark(status, value, True,
+                                         0 if before is None else before.status)
+        try:
+            stored = await self.write(key, value)
+        except BaseException:
+            if self._marks.get(key) is mark:
+                if before is None:
+                    del self._marks[key]
+                else:
+                    self._marks[key] = before
+            raise
+        if self._marks.get(key) is mark:  # (not marked again meanwhile)
+            self.mark(key, status)
+        return stored
 
     def values(self) -> dict[VarKey, Value]:
         """The latest frame's values by key (a fresh dict)."""
@@ -256,8 +350,20 @@ class HostedSession:
         result: Value = await self.host.call(self.name, "write", key, value)
         return result
 
-    async def release(self, key: VarKey) -> None:
-        await self.host.call(self.name, "release", key)
+    async def release(self, key: VarKey) -> bool:
+        """Stop forcing an input; whether it was forced."""
+        result: bool = await self.host.call(self.name, "release", key)
+        return result
+
+    async def release_all(self) -> list[VarKey]:
+        """Stop forcing every input; the ones that were forced."""
+        result: list[VarKey] = await self.host.call(self.name, "release_all")
+        return result
+
+    async def forced(self) -> dict[VarKey, Value]:
+        """Every forced input with its value."""
+        result: dict[VarKey, Value] = await self.host.call(self.name, "forced")
+        return result
 
     async def set_parameters(
         self, overrides: Mapping[str, Mapping[str, Value]]

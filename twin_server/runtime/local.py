@@ -45,7 +45,7 @@ def frame_of(session: Session) -> Frame:
     return Frame(session.step_count, session.sim_time, session.state,
                  session.realtime_factor, session.version, tuple(session.value_list()),
                  stats.step_duration_mean, stats.step_duration_max,
-                 steps_remaining=session.steps_remaining)
+                 steps_remaining=session.steps_remaining, forces=session.forces)
 
 
 class SessionFrames:
@@ -97,11 +97,13 @@ class LocalHost:
 
     async def create(self, name: str, twin: TwinDefinition, settings: SessionSettings, *,
                      snapshot: SessionSnapshot | None = None,
-                     isolate: bool = False, fault: SessionFault | None = None) -> SessionLayout:
+                     isolate: bool = False, fault: SessionFault | None = None,
+                     keep_faulted: bool = False) -> SessionLayout:
         self._require_open()
         if name in self._sessions:
             raise AlreadyExists(f"a session named {name!r} is hosted already")
-        session = create_session(name, twin, settings, snapshot=snapshot, fault=fault)
+        session = create_session(name, twin, settings, snapshot=snapshot, fault=fault,
+                                 keep_faulted=keep_faulted)
         extra: dict[str, Any] = {} if self._sleep is None else {"sleep": self._sleep}
         clock = Clock(session, phase=clock_phase(name), **extra)
         on_event = self._on_event
@@ -155,7 +157,8 @@ class LocalHost:
 
     def statistics(self) -> HostStatistics:
         return HostStatistics(workers=0, spares=0, sessions=len(self._sessions), crashes=0, hangs=0,
-                              replacements=0, last_replacement_seconds=0.0, in_process=True)
+                              replacements=0, last_replacement_seconds=0.0, in_process=True,
+                              scheduling="in-process")
 
     def names(self) -> list[str]:
         return list(self._sessions)

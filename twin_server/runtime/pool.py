@@ -39,6 +39,13 @@ live count after every tick of a Step); one that has not moved for
 longer) gets its worker killed with SIGKILL, and the death is handled as above,
 the fault saying that it hung. A Step(n) takes its ticks in slices of a few ms
 between the other sessions' ticks, so a long one holds no other session up.
+
+Scheduling (``scheduling.py``): ``scheduling = "realtime"`` has every worker
+(spares included) ask for ``SCHED_FIFO`` at ``priority``; each says in its hello
+what it got, and the first that did not get it has the host log one
+``worker_scheduling_fallback`` event (what was asked, what was got, why, how to
+grant it). ``statistics()`` reads each worker's policy from the kernel as it is
+now (a worker drops real-time scheduling while it runs flat out).
 """
 
 from __future__ import annotations
@@ -79,7 +86,7 @@ from twin_server.errors import (
     SessionFault,
     WorkerCrashed,
 )
-from twin_server.runtime import shm, worker
+from twin_server.runtime import scheduling, shm, worker
 from twin_server.runtime.clock import ClockStatistics
 from twin_server.runtime.commands import STEP
 from twin_server.runtime.host import (
@@ -91,6 +98,7 @@ from twin_server.runtime.host import (
     WorkerInfo,
 )
 from twin_server.runtime.local import LocalHost
+from twin_server.runtime.scheduling import DEFAULT_PRIORITY, NORMAL, Asked, Outcome
 from twin_server.runtime.wire import Channel, decode_error
 
 log = structlog.get_logger(__name__)
@@ -118,7 +126,9 @@ class _Worker:
     status: shm.StatusBlock
     channel: Channel | None = None
     pid: int = 0
-    hello: asyncio.Future[int] | None = None
+    hello: asyncio.Future[tuple[int, Outcome]] | None = None
+    #: the scheduling it asked for and got at start (its hello)
+    outcome: Outcome | None = None
     exited: asyncio.Future[int | None] | None = None
     pending: dict[int, asyncio.Future[Any]] = field(default_factory=dict)
     sessions: dict[str, _Record] = field(default_factory=dict)
@@ -175,6 +185,8 @@ class WorkerHost:
         start_timeout: float = 30.0,
         start_method: str = "spawn",
         spares: int = 1,
+        scheduling: Asked = NORMAL,
+        priority: int = DEFAULT_PRIORITY,
     ) -> None:
         count = (os.cpu_count() or 1) if workers is None else workers
         if count < 1:
@@ -192,6 +204,9 @@ class WorkerHost:
         # (typeshed: BaseContext has no Process)
         self._context: Any = multiprocessing.get_context(start_method)
         self._spare_count = spares
+        self._scheduling, self._priority = scheduling, priority
+        #: the first worker's scheduling that was not the one asked for (logged once)
+        self._fallback: Outcome | None = None
         self._spares: list[_Worker] = []
         self._spares_starting = 0
         self._spare_added = asyncio.Event()
@@ -226,8 +241,10 @@ class WorkerHost:
         self._shared = list(started[:self._count])
         self._spares = list(started[self._count:])
         self._background(self._watch_forever(), "hang-watch")
+        got = self._shared[0].outcome
         log.info("workers_started", workers=self._count,
-                 pids=[w.pid for w in self._shared])
+                 pids=[w.pid for w in self._shared],
+                 scheduling=self._scheduling, policy=str(got.got) if got else "")
 
     async def aclose(self) -> None:
         if self.state in (HostState.CLOSING, HostState.CLOSED):
@@ -259,7 +276,8 @@ class WorkerHost:
 
     async def create(self, name: str, twin: TwinDefinition, settings: SessionSettings, *,
                      snapshot: SessionSnapshot | None = None,
-                     isolate: bool = False, fault: SessionFault | None = None) -> SessionLayout:
+                     isolate: bool = False, fault: SessionFault | None = None,
+                     keep_faulted: bool = False) -> SessionLayout:
         self._require_running()
         if name in self._records:
             raise AlreadyExists(f"a session named {name!r} is hosted already")
@@ -271,7 +289,8 @@ class WorkerHost:
                 target = await self._take_worker(f"isolated-{name}", isolated=True)
             else:
                 target = await self._place()
-            await self._host(record, target, snapshot=snapshot, fault=fault)
+            await self._host(record, target, snapshot=snapshot, fault=fault,
+                             keep_faulted=keep_faulted)
         except BaseException:
             if self._records.get(name) is record:
                 del self._records[name]
@@ -369,13 +388,18 @@ class WorkerHost:
         alive = sum(w.alive for w in (*self._shared, *self._isolated)) + spares
         processes = tuple(
             WorkerInfo(w.name, w.pid, role,
-                       tuple(r.name for r in w.sessions.values() if r.good))
+                       tuple(r.name for r in w.sessions.values() if r.good),
+                       _policy(w.pid))
             for role, group in (("shared", self._shared), ("isolated", self._isolated),
                                 ("spare", self._spares))
             for w in group if w.alive and w.pid)
+        fallback = self._fallback
         return HostStatistics(alive, spares, len(self._records), self._crashes, self._hangs,
                               self._replacements, self._last_replacement,
-                              processes=processes, last_crash=self._last_crash)
+                              processes=processes, last_crash=self._last_crash,
+                              scheduling=self._scheduling,
+                              scheduling_fallback="" if fallback is None else
+                              _fallback_message(fallback))
 
     def names(self) -> list[str]:
         return list(self._records)
@@ -442,7 +466,8 @@ class WorkerHost:
         ours, theirs = socket.socketpair()
         options = worker.WorkerOptions(worker=name, status=status_name,
                                        snapshot_interval=self._snapshot_interval,
-                                       publish_interval=self._publish_interval)
+                                       publish_interval=self._publish_interval,
+                                       asked=self._scheduling, priority=self._priority)
         process = self._context.Process(target=worker.main, args=(theirs, options),
                                         name=f"twin-worker-{name}", daemon=True)
         created = _Worker(name, isolated, process, status)
@@ -470,12 +495,27 @@ class WorkerHost:
         created.channel = await Channel.open(
             ours, lambda message: self._on_message(created, message))
         try:
-            created.pid = await asyncio.wait_for(asyncio.shield(created.hello),
-                                                 self._start_timeout)
+            created.pid, created.outcome = await asyncio.wait_for(
+                asyncio.shield(created.hello), self._start_timeout)
         except BaseException:
             await self._stop_worker(created)
             raise
+        self._check_scheduling(created)
         return created
+
+    def _check_scheduling(self, started: _Worker) -> None:
+        """Log, once per host, that a worker did not get the scheduling asked for."""
+        outcome = started.outcome
+        if outcome is None or not outcome.fell_back:
+            return
+        if self._fallback is None:
+            self._fallback = outcome
+            log.warning("worker_scheduling_fallback", worker=started.name, pid=started.pid,
+                        scheduling=outcome.asked, asked=str(outcome.wanted),
+                        got=str(outcome.got), reason=outcome.reason, fix=outcome.fix)
+        else:
+            log.debug("worker_scheduling_fallback", worker=started.name,
+                      pid=started.pid, got=str(outcome.got))
 
     async def _stop_worker(self, target: _Worker) -> None:
         """End a worker: ask, then kill after a few seconds; release its resources."""
@@ -579,15 +619,18 @@ class WorkerHost:
         return record.worker
 
     async def _host(self, record: _Record, target: _Worker, *,
-                    snapshot: SessionSnapshot | None, fault: SessionFault | None) -> None:
-        """Create ``record``'s session in ``target`` and attach its block."""
+                    snapshot: SessionSnapshot | None, fault: SessionFault | None,
+                    keep_faulted: bool = False) -> None:
+        """Create ``record``'s session in ``target`` and attach its block; with
+        ``keep_faulted``, Halted on the fault of a first Reset that failed."""
         block_name = f"{self._prefix}v{next(self._blocks)}"
         request = worker.CreateRequest(record.name, record.twin, record.settings, record.slot,
-                                       block_name, snapshot, fault)
+                                       block_name, snapshot, fault, keep_faulted)
         record.worker = target
         target.sessions[record.name] = record
         try:
-            variables, strings, strings_seq = await self._request(target, "create", request)
+            variables, strings, strings_seq, failed = await self._request(target, "create",
+                                                                           request)
             layout = SessionLayout(record.name, record.twin.name,
                                    float(record.settings.step_size),
                                    float(record.settings.publish_rate), variables)
@@ -604,7 +647,8 @@ class WorkerHost:
         record.frame_seq = -1
         record.watch = (-1, 0.0)
         record.good = True
-        record.fault = fault
+        decoded = decode_error(failed) if failed is not None else None
+        record.fault = decoded if isinstance(decoded, SessionFault) else fault
         record.hosted.set()
         self._read(record)
 
@@ -643,7 +687,7 @@ class WorkerHost:
             return
         if tag == "hello":
             if source.hello is not None and not source.hello.done():
-                source.hello.set_result(message[1])
+                source.hello.set_result((message[1], message[2]))
             return
         record = self._records.get(message[1])
         if record is None or record.worker is not source:
@@ -705,6 +749,8 @@ class WorkerHost:
             step_duration_mean=float(floats[shm.DURATION_MEAN]),
             step_duration_max=float(floats[shm.DURATION_MAX]),
             steps_remaining=int(raw.ints[shm.STEPS_LEFT]),
+            # (a replacement worker counts from 0 again: the base moves it past the old)
+            forces=record.version_base + int(raw.ints[shm.FORCES]),
         )
         record.frame_seq = int(raw.ints[shm.SEQ])
 
@@ -862,7 +908,8 @@ class WorkerHost:
                 continue
             snapshot = record.snapshot if record.recoveries < _FRESH_AFTER else None
             try:
-                await self._host(record, fresh, snapshot=snapshot, fault=record.fault)
+                await self._host(record, fresh, snapshot=snapshot, fault=record.fault,
+                                 keep_faulted=True)
             except WorkerCrashed:
                 return  # this worker died too: its own replacement carries on
             except Exception as exc:
@@ -966,6 +1013,19 @@ def _kill_left() -> None:
                 shm.unlink(name)
         for record in host._records.values():
             host._release_block(record)
+
+
+def _policy(pid: int) -> str:
+    """Process ``pid``'s scheduling as the kernel has it now ("" if it is gone)."""
+    try:
+        return str(scheduling.current(pid))
+    except OSError:
+        return ""
+
+
+def _fallback_message(outcome: Outcome) -> str:
+    return (f"server.worker_scheduling = {outcome.asked!r} asked for {outcome.wanted}, the "
+            f"workers got {outcome.got}: {outcome.reason}; {outcome.fix}")
 
 
 def _drop_answer(answer: asyncio.Future[Any]) -> None:

@@ -5,7 +5,7 @@ unlinks them whatever happened to the worker.
 A session's ``ValueBlock`` (created by the worker, which knows its size) holds::
 
     ints[16]    int64   seqlock, step count, version, run state, strings seq,
-                        steps left of a running Step, ...
+                        steps left of a running Step, forces, ...
                         and, outside the seqlock, the live step count (the hang check's)
     floats[16]  float64 real-time factor, clock lateness, step durations, ...
     counts[64]  int64   the clock's ticks by lateness (``ClockStatistics.lateness_counts``)
@@ -53,6 +53,7 @@ STRINGS = 4  # string updates sent so far, as of this frame
 TICKS = 5  # ticks the clock took
 OVERRUNS = 6
 STEPS_LEFT = 7  # ticks the running Step has still to take (0: none runs)
+FORCES = 8  # the session's count of changes to its set of forced inputs
 # written outside the seqlock (one aligned 8-byte store):
 LIVE_STEP = 9  # the step count after every tick (frames may be published less often)
 # -- status block slots ----------------------------------------------------------------

@@ -36,8 +36,11 @@ Decisions:
   sessions of 5,000 variables at 20 Hz published a fifth as many frames).
 * **Out of period**: ``pulse`` delivers a frame now (after a method call, so that
   its effect shows when the call returns; at a session's removal and at shutdown,
-  so that its last values are recorded). It is a frame like the others: every
-  sink gets it.
+  so that its last values are recorded). ``wake`` has the pacer's task deliver one
+  at once and start its period afresh (the daemon wakes a session's pacer at each
+  of its events: a fault, a lost worker back, a state change shows everywhere
+  without waiting for the period's end). Either is a frame like the others:
+  every sink gets it.
 * **Ticks first** (``TICKS``, in-process clocks): before reading a frame the pacer
   waits for a clock tick that would fall due while it reads and delivers (as long
   as its previous pulse took), so that reading never delays a tick.
@@ -137,6 +140,7 @@ class Pacer:
         self._pulses = self._idle = self._late = self._failures = 0
         self._last_pulse = 0.0
         self._task: asyncio.Task[None] | None = None
+        self._woken = asyncio.Event()
         self._closed = False
 
     @property
@@ -164,16 +168,23 @@ class Pacer:
         self._last_pulse = time.perf_counter() - started
         return frame
 
+    def wake(self) -> None:
+        """Have ``run`` deliver a frame at once (then one per period from then on).
+        Never blocks: safe from an event listener, even inside a tick."""
+        self._woken.set()
+
     async def run(self) -> None:
-        """Pulse once per period until cancelled or ``stop``ped."""
+        """Pulse once per period until cancelled or ``stop``ped (and when woken)."""
         loop = asyncio.get_running_loop()
+        woken = self._woken
         due = loop.time()
         while not self._closed:
             await self._ticks.clear(MARGIN * self._last_pulse)
             if self._closed:
                 return
             name = self.name
-            if any(sink.wants(name) for sink in self.sinks):
+            if woken.is_set() or any(sink.wants(name) for sink in self.sinks):
+                woken.clear()
                 self.pulse()
             else:
                 self._idle += 1
@@ -184,7 +195,13 @@ class Pacer:
                 if now - due > period:
                     self._late += 1
                 due = now + period
-            await asyncio.sleep(due - now)
+            if woken.is_set():
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(due - now):
+                    await woken.wait()
+            if woken.is_set():  # a new period from this frame on
+                due = loop.time()
 
     def start(self, tasks: asyncio.TaskGroup) -> None:
         """Run in ``tasks`` (the daemon's TaskGroup) until ``stop``."""

@@ -14,6 +14,12 @@ session's values go into its shared-memory block (``shm.py``); a command is
 answered after that, so the main process sees its effect in the next frame it
 reads. String values that changed go over the pipe first.
 
+Scheduling (``scheduling.py``): after its imports, the process takes the
+scheduling ``WorkerOptions.scheduling`` asks for (real-time, or normal) and says
+in its hello what it got; while it runs flat out (a Step in the background, a
+session Running at real-time factor 0, creating a session) it drops real-time
+scheduling, so that it cannot take a core from the server.
+
 SIGINT and SIGTERM are ignored: a Ctrl-C or systemd's stop reaches every process
 of the group, and the main process stops its workers itself, in its own
 shutdown stage. The worker ends when told to, or when the pipe closes (the
@@ -38,7 +44,7 @@ from twin_server.engine.snapshot import SessionSnapshot
 from twin_server.engine.twin import TwinDefinition
 from twin_server.errors import AlreadyExists, InvalidState, NotFound, NotSupported, SessionFault
 from twin_server.models import registry
-from twin_server.runtime import shm
+from twin_server.runtime import scheduling, shm
 from twin_server.runtime.clock import Clock
 from twin_server.runtime.commands import STEP, create_session, run_command
 from twin_server.runtime.local import clock_phase
@@ -60,6 +66,10 @@ class WorkerOptions:
     publish_interval: float = 0.001
     #: how often the clock's statistics (percentiles) are recomputed for the block
     statistics_interval: float = 0.25
+    #: the scheduling to ask the kernel for (``scheduling.py``); "normal" but for
+    #: the session workers of ``pool.WorkerHost`` that the config asks it for
+    asked: scheduling.Asked = scheduling.NORMAL
+    priority: int = scheduling.DEFAULT_PRIORITY
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +83,8 @@ class CreateRequest:
     block: str  # the shared-memory name to create
     snapshot: SessionSnapshot | None = None
     fault: SessionFault | None = None
+    #: keep a session whose first Reset fails, Halted on it (``Session``)
+    keep_faulted: bool = False
 
 
 def main(sock: socket.socket, options: WorkerOptions) -> None:
@@ -83,7 +95,9 @@ def main(sock: socket.socket, options: WorkerOptions) -> None:
     # what is imported now lives as long as the process: keep it out of full collections
     gc.collect()
     gc.freeze()
-    asyncio.run(Worker(sock, options).run())
+    # after the imports: a start-up that takes seconds of CPU is no real-time work
+    outcome = scheduling.apply(options.asked, options.priority)
+    asyncio.run(Worker(sock, options, outcome).run())
 
 
 class _Ticking:
@@ -165,6 +179,7 @@ class _Hosted:
         ints[shm.STATE] = shm.STATE_CODES[session.state]
         ints[shm.STRINGS] = self.strings_seq
         ints[shm.STEPS_LEFT] = session.steps_remaining
+        ints[shm.FORCES] = session.forces
         floats[shm.FACTOR] = session.realtime_factor
         floats[shm.DURATION_MEAN] = stats.step_duration_mean
         floats[shm.DURATION_MAX] = stats.step_duration_max
@@ -186,9 +201,14 @@ class _Hosted:
 class Worker:
     """The sessions of one worker process, and its end of the pipe."""
 
-    def __init__(self, sock: socket.socket, options: WorkerOptions) -> None:
+    def __init__(self, sock: socket.socket, options: WorkerOptions,
+                 outcome: scheduling.Outcome | None = None) -> None:
         self._sock = sock
         self.options = options
+        if outcome is None:
+            policy = scheduling.current()
+            outcome = scheduling.Outcome(scheduling.NORMAL, policy, policy)
+        self.scheduler = scheduling.Scheduler(outcome)
         self._sessions: dict[str, _Hosted] = {}
         self._channel: Channel | None = None
         self._done = asyncio.Event()
@@ -198,7 +218,7 @@ class Worker:
 
     async def run(self) -> None:
         self._channel = await Channel.open(self._sock, self._on_message, self._on_lost)
-        self.send(("hello", os.getpid()))
+        self.send(("hello", os.getpid(), self.scheduler.outcome))
         try:
             async with asyncio.TaskGroup() as tasks:
                 self._tasks = tasks
@@ -224,6 +244,15 @@ class Worker:
     def _on_lost(self, exc: Exception | None) -> None:
         self._done.set()  # the main process is gone, or closed the pipe
 
+    def _reschedule(self) -> None:
+        """Real-time scheduling only while every session here is paced: none steps
+        flat out (a Step in the background, Running at real-time factor 0)."""
+        running = RunState.RUNNING
+        self.scheduler.flat_out(any(
+            (hosted.step is not None and not hosted.step.done)
+            or (hosted.session.state is running and hosted.session.realtime_factor == 0)
+            for hosted in self._sessions.values()))
+
     def _on_message(self, message: tuple[Any, ...]) -> None:
         op, request = message[0], message[1]
         try:
@@ -246,7 +275,8 @@ class Worker:
             elif op == "create":
                 self.status.ints[shm.CURRENT] = message[2].slot
                 try:
-                    result = self._create(message[2])
+                    with self.scheduler.normal():  # (a big twin compiles for seconds)
+                        result = self._create(message[2])
                 finally:
                     self.status.ints[shm.PROGRESS] = -1
             elif op == "delete":
@@ -260,8 +290,10 @@ class Worker:
             else:
                 raise ValueError(f"unknown request {op!r}")
         except Exception as exc:
+            self._reschedule()
             self.send(("error", request, encode_error(exc)))
             return
+        self._reschedule()  # (before the answer: its effect on the scheduling is seen)
         try:
             self.send(("reply", request, result))
         except Exception as exc:  # an unpicklable result (a snapshot of an FMU's memory)
@@ -274,7 +306,8 @@ class Worker:
             raise AlreadyExists(f"a session named {name!r} is hosted by this worker already")
         session = create_session(name, request.twin, request.settings,
                                  snapshot=request.snapshot, fault=request.fault,
-                                 progress=self.status.progress)
+                                 progress=self.status.progress,
+                                 keep_faulted=request.keep_faulted)
         try:
             variables = tuple(session.variables())
             codec = shm.Codec(tuple(var for _, var in variables))
@@ -290,7 +323,10 @@ class Worker:
         hosted.publish()
         assert self._tasks is not None
         hosted.task = self._tasks.create_task(hosted.clock.run(), name=f"clock:{name}")
-        return variables, hosted.strings, hosted.strings_seq
+        # the fault of a first Reset that failed (kept: ``keep_faulted``), not the one given
+        failed = session.fault if session.fault is not request.fault else None
+        return (variables, hosted.strings, hosted.strings_seq,
+                None if failed is None else encode_error(failed))
 
     def _begin_step(self, request: int, hosted: _Hosted, count: int = 1,
                     wait: float | None = None) -> None:
@@ -313,6 +349,9 @@ class Worker:
 
         job = hosted.step = StepJob.begin(session, count, before=before, progress=progress,
                                           after=after, replacing=hosted.step)
+        assert job.task is not None
+        job.task.add_done_callback(lambda _: self._reschedule())
+        self._reschedule()  # (before any answer: the caller sees the worker lowered)
         hosted.publish()  # Suspended, with its steps left, before the first slice
         if wait is not None and wait <= 0:
             self.send(("reply", request, job.progress()))  # (before a slice can hang)
@@ -329,6 +368,7 @@ class Worker:
 
     def _on_event(self, hosted: _Hosted, event: SessionEvent) -> None:
         session = hosted.session
+        self._reschedule()  # (Start, Resume, a new real-time factor, a Step's end)
         if event.kind == "step_completed":
             hosted.publish()  # the frame that goes with it, before the event
         fault = session.fault if event.kind == "fault" else None

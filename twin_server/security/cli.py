@@ -8,6 +8,8 @@
     twin-server pki trust FILE-OR-THUMBPRINT    a file, or a certificate in rejected/certs
     twin-server pki untrust THUMBPRINT
     twin-server pki list
+    twin-server pki hil-client [--out DIR] [--application-uri URI] [--days N]
+                                                the HIL mirror's certificate for PLCs
 
 Each takes ``--config CONFIG`` (the daemon's config: its state_dir, users_file
 and pki_dir) or ``--state-dir DIR``; without either, the default state_dir
@@ -24,7 +26,14 @@ from typing import IO
 
 from twin_server.config.schema import ServerConfig
 from twin_server.errors import ConfigErrors
-from twin_server.security.pki import PkiLayout, list_certificates, trust, untrust
+from twin_server.security.pki import (
+    HIL_CLIENT_URI,
+    PkiLayout,
+    list_certificates,
+    make_hil_client,
+    trust,
+    untrust,
+)
 from twin_server.security.roles import Role
 from twin_server.security.users import (
     UsersFileError,
@@ -76,6 +85,15 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     untrust_cmd.add_argument("thumbprint")
     pki_commands.add_parser("list", parents=[where],
                             help="list our, trusted, issuer and rejected certificates")
+    hil = pki_commands.add_parser(
+        "hil-client", parents=[where],
+        help="make the certificate and key the HIL mirror presents to PLCs "
+             "(<pki>/hil/client.der and client.key)")
+    hil.add_argument("--out", help="the folder to write them to (default <pki>/hil)")
+    hil.add_argument("--application-uri", default=HIL_CLIENT_URI,
+                     help="its ApplicationUri: [hil.<peer>.security] application_uri "
+                          f"(default {HIL_CLIENT_URI})")
+    hil.add_argument("--days", type=int, default=730, help="validity (default 730)")
 
 
 def run(args: argparse.Namespace, stdin: IO[str] | None = None,
@@ -142,6 +160,19 @@ def _pki(args: argparse.Namespace, layout: PkiLayout, out: IO[str]) -> int:
     if command == "trust":
         path = trust(layout, args.certificate)
         print(f"trusted: {path}", file=out)
+    elif command == "hil-client":
+        folder = Path(args.out) if args.out else layout.root / "hil"
+        cert, key = make_hil_client(folder, application_uri=args.application_uri,
+                                    days=args.days)
+        print(f"wrote {cert} and {key}. Give each PLC peer:\n\n"
+              f"    [hil.<peer>.security]\n"
+              f"    policy = \"Basic256Sha256\"\n"
+              f"    mode = \"SignAndEncrypt\"\n"
+              f"    certificate = \"{cert.resolve()}\"\n"
+              f"    private_key = \"{key.resolve()}\"\n"
+              f"    application_uri = \"{args.application_uri}\"\n\n"
+              f"and trust {cert.name} on the PLC (its trusted client certificates).",
+              file=out)
     elif command == "untrust":
         path = untrust(layout, args.thumbprint)
         print(f"no longer trusted (moved to): {path}", file=out)

@@ -220,6 +220,31 @@ def make_certificate(key: rsa.RSAPrivateKey, *, application_uri: str, name: str,
     return builder.sign(signer_key, hashes.SHA256())
 
 
+#: the HIL client's ApplicationUri by default (``HilSecurity.application_uri``)
+HIL_CLIENT_URI = "urn:twin-server:hil"
+
+
+def make_hil_client(folder: Path, *, application_uri: str = HIL_CLIENT_URI,
+                    days: int = 730, key_size: int = 2048) -> tuple[Path, Path]:
+    """A certificate for the HIL mirror to present to PLCs (an application instance
+    certificate with ``application_uri`` and this host's names, DER) and its key
+    (PEM), written into ``folder`` as ``client.der`` and ``client.key``; their paths.
+    An existing pair is not overwritten (ValueError): a PLC trusts that one."""
+    cert_path, key_path = folder / "client.der", folder / "client.key"
+    for path in (cert_path, key_path):
+        if path.exists():
+            raise ValueError(f"{path} exists already (a PLC may trust it); remove it, or "
+                             f"give another folder with --out")
+    folder.mkdir(parents=True, exist_ok=True)
+    key = new_key(key_size)
+    cert = make_certificate(key, application_uri=application_uri,
+                            name="twin-server HIL client",
+                            hostnames=endpoint_hostnames(None), days=days)
+    write_key(key_path, key)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.DER))
+    return cert_path, key_path
+
+
 def new_key(size: int = 2048) -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=size)
 

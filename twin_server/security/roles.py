@@ -3,6 +3,7 @@
     viewer     read, browse, subscribe, read history (anonymous clients by default)
     operator   also write inputs, states and parameters, RealtimeFactor, and call the
                run-control methods (Start, Suspend, Resume, Halt, Reset, Step,
+               ReleaseInput, ReleaseInputs,
                SetParameters, Snapshot, Restore)
     admin      also create, fork and delete sessions, define and remove twins, reload
                the config, and write or call anything else
@@ -89,7 +90,7 @@ def role_of(user: object) -> Role:
 METHOD_ROLES: dict[str, Role] = {
     **{name: Role.OPERATOR for name in (
         "Start", "Suspend", "Resume", "Halt", "Reset", "Step", "SetParameters",
-        "Snapshot", "Restore")},
+        "Snapshot", "Restore", "ReleaseInput", "ReleaseInputs")},
     **{name: Role.ADMIN for name in (
         "CreateSession", "DeleteSession", "Fork", "DefineTwin", "RemoveTwin", "ReloadConfig")},
 }

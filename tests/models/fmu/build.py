@@ -20,7 +20,8 @@ SRC = Path(__file__).parent / "src"
 HEADERS = Path(fmpy.__file__).parent / "c-code"
 
 #: FMU name -> FMI major version
-MODELS = {"lag2": 2, "ball2": 2, "lag3": 3, "ball3": 3, "crash2": 2}
+MODELS = {"lag2": 2, "ball2": 2, "lag3": 3, "ball3": 3, "crash2": 2, "vdp2": 2,
+          "types3": 3}
 
 
 def _stubs(version: int) -> str:

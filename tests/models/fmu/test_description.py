@@ -161,7 +161,45 @@ class TestInspect:
         assert "me: model identifier ball3, snapshot/fork yes" in text
         assert lines["stop_at_rest"].split()[:4] == ["stop_at_rest", "parameter", "(fixed)",
                                                      "Boolean->Boolean"]
-        assert lines["ball_x"].split()[:4] == ["ball_x", "local", "Float64->Double", "m"]
+        assert lines["ball_x"].split()[:5] == ["ball_x", "local", "(state)", "Float64->Double",
+                                               "m"]
+
+    def test_offers_only_what_can_be_a_state(self, fmus: dict[str, Path]) -> None:
+        """The states hint offers the continuous-time state and the discrete local, not
+        the derivatives the FMU calculates."""
+        text = inspect_fmu(fmus["ball3"])
+        hint = text[text.index("locals become STATE"):]
+        assert "continuous-time states (model exchange may overwrite them while running): "\
+            "ball_x" in hint
+        assert "other locals (read-only while running): resting" in hint
+        assert 'e.g. states = "ball_x, resting"' in hint
+        assert "der_ball" not in hint
+        assert "local (derivative)" in text.splitlines()[text.splitlines().index(
+            next(line for line in text.splitlines() if line.startswith("der_ball_h")))]
+
+    def test_nothing_to_offer(self, fmus: dict[str, Path]) -> None:
+        """An FMU without a local that can be a state says so, with no empty states = ""."""
+        text = inspect_fmu(fmus["types3"])
+        assert 'states = ""' not in text
+        assert "no locals to offer as states (options.states)" in text
+        assert "v_min: a constant: it never changes, so it is no state" in text
+
+    def test_constant_refused_as_a_state(self, fmus: dict[str, Path]) -> None:
+        """options.states naming a constant local is a config error saying why."""
+        with pytest.raises(ConfigError, match=r"'v_min' of FMU 'types3.fmu' cannot be a state: "
+                                              r"a constant"):
+            FMU.declare({"path": str(fmus["types3"]), "states": "v_min"})
+
+    def test_structural_parameter_and_type_ranges(self, fmus: dict[str, Path]) -> None:
+        """A structural parameter shows its declared range; integers their type's;
+        an enumeration its items."""
+        text = inspect_fmu(fmus["types3"])
+        lines = {line.split()[0]: line for line in text.splitlines() if line.strip()}
+        assert lines["n"].split()[:5] == ["n", "structuralParameter", "(fixed)",
+                                          "UInt64->Double", "[0,"]
+        assert "[0, 5]" in lines["n"]
+        assert "[-128, 127]" in lines["i8"] and "[0, 255]" in lines["u8"]
+        assert "{1 Off, 2 On, 5 Auto}" in lines["mode"]
 
     def test_inspect_of_a_missing_file_is_a_config_error(self, tmp_path: Path) -> None:
         """Inspecting a missing file raises the same config error as loading it."""

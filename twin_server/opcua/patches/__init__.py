@@ -10,6 +10,11 @@ touches asyncua's internals lives in this package or goes through it:
                                  ``AddressSpace._nodes``
     patches/aspace_cache.py      ``AddressSpace._nodes`` (the pickled standard space),
                                  ``InternalServer.load_standard_address_space``
+    patches/monitoring.py        ``SubscriptionService.create_monitored_items`` /
+                                 ``modify_monitored_items`` (sampling intervals,
+                                 deadbands), ``AddressSpace._handle_to_attribute_map``,
+                                 ``delete_datachange_callback`` and the data-change
+                                 callbacks of deleted nodes (items that outlive them)
     patches/internals.py         every private attribute read or written elsewhere, one
                                  named function each (``external_sessions``,
                                  ``monitored_items``, ``listening_sockets``, ...)

@@ -42,12 +42,17 @@ instead of silently falling back or misbehaving.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
 import datetime as _dt
+import heapq
+import itertools
 import struct
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from asyncua import ua
@@ -66,6 +71,7 @@ _DATACHANGE_TYPEID = ua.NodeId(ua.ObjectIds.DataChangeNotification_Encoding_Defa
 _ORIGINAL_CALLBACK = MonitoredItemService.datachange_callback
 _MARK = "_twin_server_fastpath"
 _TICKS_MARK = "_twin_server_ticks"
+_SAMPLER = "_twin_server_sampler"
 
 #: values nobody can change in place: a DataValue holding one is kept by reference
 _IMMUTABLE = frozenset((bool, int, float, str, bytes, _dt.datetime, uuid.UUID, type(None)))
@@ -80,13 +86,15 @@ def install(aspace: AddressSpace, ticks: Ticks | None = None) -> None:
     if getattr(aspace, _MARK, False):
         return
     original = aspace.add_datachange_callback
+    sampler = Sampler()
+    setattr(aspace, _SAMPLER, sampler)
 
     def add_datachange_callback(nodeid: ua.NodeId, attr: ua.AttributeIds,
                                 callback: Callable[..., Any]) -> tuple[ua.StatusCode, int]:
         service = getattr(callback, "__self__", None)
         if (isinstance(service, MonitoredItemService)
                 and getattr(callback, "__func__", None) is _ORIGINAL_CALLBACK):
-            callback = _Watch(service)
+            callback = _Watch(service, sampler)
             _encode_on_pop(service.isub)
             if ticks is not None:
                 _publish_around_ticks(service.isub, ticks)
@@ -95,6 +103,18 @@ def install(aspace: AddressSpace, ticks: Ticks | None = None) -> None:
 
     aspace.add_datachange_callback = add_datachange_callback
     setattr(aspace, _MARK, True)
+
+
+def sampler(aspace: AddressSpace) -> Sampler | None:
+    """The sampler of ``aspace``'s items with a sampling interval (``install``): its
+    ``run`` must run for their samples to be taken."""
+    found: Sampler | None = getattr(aspace, _SAMPLER, None)
+    return found
+
+
+def watch_of(callback: Any) -> _Watch | None:
+    """``callback`` when it is one of ours."""
+    return callback if type(callback) is _Watch else None
 
 
 def installed(aspace: AddressSpace) -> bool:
@@ -109,50 +129,148 @@ def uninstall(aspace: AddressSpace) -> None:
         delattr(aspace, _MARK)
 
 
+@dataclass(frozen=True, slots=True)
+class ItemSpec:
+    """How one data-change monitored item samples and filters, where asyncua's own
+    path would not do it right (``monitoring.py`` sets it on the item when it is
+    created or modified).
+
+    ``interval``: seconds between two samples, when that is longer than the rate
+    its node's value can change at (0: every change is a sample). ``trigger``: the
+    DataChangeFilter's trigger. ``deadband``: the absolute deadband, a
+    PercentDeadband already turned into one over the node's EURange (None: none).
+    A sample is reported when it differs from the value *last reported* by the
+    trigger and beyond the deadband (Part 4, 7.22.2), not from the sample before."""
+
+    interval: float = 0.0
+    trigger: ua.DataChangeTrigger = ua.DataChangeTrigger.StatusValue
+    deadband: float | None = None
+
+
+#: the attribute of asyncua's ``MonitoredItemData`` that holds our ``ItemSpec``
+SPEC = "_twin_server_spec"
+
+
+def spec_of(mdata: Any) -> ItemSpec | None:
+    spec: ItemSpec | None = getattr(mdata, SPEC, None)
+    return spec
+
+
+def set_spec(mdata: Any, spec: ItemSpec | None) -> None:
+    setattr(mdata, SPEC, spec)
+
+
+class _Item:
+    """What a ``_Watch`` keeps of one monitored item."""
+
+    __slots__ = ("due", "filter", "mdata", "mid", "pending", "plain", "scheduled", "spec")
+
+    def __init__(self, mid: int, mdata: Any, spec: ItemSpec | None) -> None:
+        self.mid = mid
+        self.mdata = mdata
+        self.filter = mdata.filter
+        self.spec = spec
+        flt = self.filter
+        #: asyncua's own StatusValue comparison with the previous value will do
+        self.plain = spec is None and (not flt or (flt.Trigger == _STATUS_VALUE
+                                                   and flt.DeadbandType == _DEADBAND_NONE))
+        #: when the next sample is due (time.monotonic), for an item with an interval
+        self.due = 0.0
+        #: the latest value not sampled yet (it came before ``due``)
+        self.pending: ua.DataValue | None = None
+        self.scheduled = False
+
+
 class _Watch:
-    """One subscription's data-change callback (asyncua keys items by handle)."""
+    """One monitored item's data-change callback (asyncua keys items by handle)."""
 
-    __slots__ = ("_items", "isub", "service")
+    __slots__ = ("_items", "isub", "sampler", "service")
 
-    def __init__(self, service: MonitoredItemService) -> None:
+    def __init__(self, service: MonitoredItemService, sampler: Sampler | None = None) -> None:
         self.service = service
         self.isub = service.isub
-        #: handle -> (monitored item id, its data, the filter seen, whether that filter
-        #: is the plain StatusValue trigger without deadband)
-        self._items: dict[int, tuple[int, Any, Any, bool]] = {}
+        self.sampler = sampler
+        self._items: dict[int, _Item] = {}
 
     async def __call__(self, handle: int, value: ua.DataValue,
                        error: ua.StatusCode | None = None) -> None:
         """asyncua's signature: ``write_attribute_value`` awaits this per item."""
         if error:
-            await self.service.trigger_statuschange(error)
+            if self.gone(handle, error):
+                await self.isub._trigger_publish()
         elif self.notify(handle, value):
             await self.isub._trigger_publish()
 
-    def _item(self, handle: int) -> tuple[int, Any, Any, bool] | None:
+    def alive(self, handle: int) -> bool:
+        """Whether the monitored item still exists (its client may have deleted it)."""
+        return handle in self.service._monitored_datachange
+
+    def _item(self, handle: int) -> _Item | None:
         mid = self.service._monitored_datachange.get(handle)
         if mid is None:
             self._items.pop(handle, None)
             return None  # deleted meanwhile
         mdata = self.service._monitored_items[mid]
-        flt = mdata.filter
-        plain = not flt or (flt.Trigger == _STATUS_VALUE and flt.DeadbandType == _DEADBAND_NONE)
-        entry = self._items[handle] = (mid, mdata, flt, plain)
-        return entry
+        item = self._items[handle] = _Item(mid, mdata, spec_of(mdata))
+        return item
+
+    def _current(self, handle: int) -> _Item | None:
+        item = self._items.get(handle)
+        if item is None or item.mdata.filter is not item.filter \
+                or spec_of(item.mdata) is not item.spec:
+            item = self._item(handle)
+        return item
 
     def notify(self, handle: int, value: ua.DataValue) -> bool:
         """Filter and queue one change; True when it opened a new item queue (then a
         0 ms subscription must be told to publish, ``_trigger_publish``)."""
         # (a deleted item's callback is gone from the node: handles are never reused)
-        entry = self._items.get(handle)
-        if entry is None or entry[1].filter is not entry[2]:
-            entry = self._item(handle)
-            if entry is None:
-                return False
-        mid, mdata, flt, plain = entry
-        if mdata.mode == _DISABLED:
+        item = self._current(handle)
+        if item is None or item.mdata.mode == _DISABLED:
             return False
-        mvalue = mdata.mvalue
+        if item.plain:
+            return self._plain(item, value)
+        spec = item.spec
+        if spec is not None and spec.interval:
+            now = time.monotonic()
+            if now < item.due:  # not due yet: the sample at ``due`` takes the latest
+                item.pending = value
+                if not item.scheduled and self.sampler is not None:
+                    item.scheduled = True
+                    self.sampler.schedule(item.due, self, handle)
+                return False
+            item.pending = None
+            item.due = now + spec.interval
+        return self._report(item, value)
+
+    def sample(self, handle: int, now: float) -> bool:
+        """The sampler's call at an item's due time: report the value that came since
+        the last sample, if one did; True as ``notify``."""
+        item = self._current(handle)
+        if item is None:
+            return False
+        item.scheduled = False
+        value, item.pending = item.pending, None
+        if value is None or item.mdata.mode == _DISABLED or item.spec is None:
+            return False
+        item.due = now + item.spec.interval
+        return self._report(item, value)
+
+    def gone(self, handle: int, status: ua.StatusCode) -> bool:
+        """The item's node was deleted: report a value of ``status`` (BadNodeIdUnknown)
+        now, past any filter or sampling interval; True as ``notify``."""
+        item = self._current(handle)
+        if item is None or item.mdata.mode == _DISABLED:
+            return False
+        item.pending = None
+        item.due = 0.0  # the node's next value (should it come back) is reported at once
+        value = ua.DataValue(StatusCode=status, ServerTimestamp=_dt.datetime.now(_dt.UTC))
+        mvalue = item.mdata.mvalue
+        mvalue.old_dvalue, mvalue.current_dvalue = mvalue.current_dvalue, value
+        return self._queue(item, value)
+
+    def _plain(self, item: _Item, value: ua.DataValue) -> bool:
+        mvalue = item.mdata.mvalue
         old = mvalue.current_dvalue
         mvalue.old_dvalue = old
         variant = value.Value
@@ -160,36 +278,127 @@ class _Watch:
             mvalue.current_dvalue = value
         else:
             mvalue.current_dvalue = copy.deepcopy(value)
-        if plain:
-            # MonitoredItemService._is_data_changed with StatusValue, inlined
-            if old is not None:
-                before, status = old.Value, value.StatusCode
-                if type(before) is _Variant and type(variant) is _Variant:
-                    same = before is variant or (before.Value == variant.Value
-                                                 and before.VariantType == variant.VariantType)
-                else:
-                    same = before == variant
-                if same and (old.StatusCode is status or old.StatusCode == status):
+        # MonitoredItemService._is_data_changed with StatusValue, inlined
+        if old is not None:
+            before, status = old.Value, value.StatusCode
+            if type(before) is _Variant and type(variant) is _Variant:
+                same = before is variant or (before.Value == variant.Value
+                                             and before.VariantType == variant.VariantType)
+            else:
+                same = before == variant
+            if same and (old.StatusCode is status or old.StatusCode == status):
+                return False
+        return self._queue(item, value)
+
+    def _report(self, item: _Item, value: ua.DataValue) -> bool:
+        """Queue ``value`` if it passes the item's filter against the value reported
+        last (``mvalue.current_dvalue``, which it then becomes)."""
+        mvalue = item.mdata.mvalue
+        last = mvalue.current_dvalue
+        if last is not None:
+            spec = item.spec
+            if spec is not None:
+                if not _passes(last, value, spec):
                     return False
-        elif not (MonitoredItemService._is_data_changed(mvalue, flt.Trigger)
-                  and self.service._is_deadband_exceeded(mvalue, flt)):
-            return False
+            else:  # asyncua's trigger and deadband checks, against the value reported last
+                mvalue.old_dvalue, mvalue.current_dvalue = last, value
+                try:
+                    if not (MonitoredItemService._is_data_changed(mvalue, item.filter.Trigger)
+                            and self.service._is_deadband_exceeded(mvalue, item.filter)):
+                        return False
+                finally:
+                    mvalue.current_dvalue = last
+        variant = value.Value
+        mvalue.old_dvalue = last
+        if variant is not None and not variant.is_array and type(variant.Value) in _IMMUTABLE:
+            mvalue.current_dvalue = value
+        else:
+            mvalue.current_dvalue = copy.deepcopy(value)
+        return self._queue(item, value)
+
+    def _queue(self, item: _Item, value: ua.DataValue) -> bool:
         # InternalSubscription._enqueue_event, inlined; a client's subscription queues
         # the notification encoded (bytes: nothing for the garbage collector to scan)
+        mdata = item.mdata
         isub = self.isub
         queued: Any = (_Notification(mdata.client_handle, value)
                        if isub.pub_request_callback is None
                        else encode_value(mdata.client_handle, value))
         queue = isub._triggered_datachanges
-        items = queue.get(mid)
+        items = queue.get(item.mid)
         if items is None:
-            queue[mid] = [queued]
+            queue[item.mid] = [queued]
             return True
         size = mdata.queue_size
         if size and len(items) >= size:
             del items[0]
         items.append(queued)
         return False
+
+
+_NUMERIC = (int, float)
+
+
+def _passes(last: ua.DataValue, new: ua.DataValue, spec: ItemSpec) -> bool:
+    """Whether ``new`` is to be reported after ``last`` under ``spec`` (Part 4, 7.22.2)."""
+    if last.StatusCode != new.StatusCode:
+        return True
+    if spec.trigger == ua.DataChangeTrigger.Status:
+        return False
+    before = last.Value.Value if last.Value is not None else None
+    after = new.Value.Value if new.Value is not None else None
+    if before != after or (last.Value is not None and new.Value is not None
+                           and last.Value.VariantType != new.Value.VariantType):
+        if spec.deadband is None or type(before) is bool or type(after) is bool \
+                or not isinstance(before, _NUMERIC) or not isinstance(after, _NUMERIC):
+            return True
+        if abs(after - before) > spec.deadband:
+            return True
+    return bool(spec.trigger == ua.DataChangeTrigger.StatusValueTimestamp
+            and (last.SourceTimestamp != new.SourceTimestamp
+                 or last.SourcePicoseconds != new.SourcePicoseconds))
+
+
+class Sampler:
+    """Takes each sampled item's sample when it falls due (``_Watch.sample``): a value
+    that came between two samples is reported at the next, even when no other
+    follows it. One task (``run``, the OPC UA server's) for all items."""
+
+    def __init__(self) -> None:
+        self._due: list[tuple[float, int, _Watch, int]] = []
+        self._count = itertools.count()
+        self._wake = asyncio.Event()
+
+    def schedule(self, due: float, watch: _Watch, handle: int) -> None:
+        first = not self._due or due < self._due[0][0]
+        heapq.heappush(self._due, (due, next(self._count), watch, handle))
+        if first:
+            self._wake.set()
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    async def run(self) -> None:
+        """Take the samples as they fall due, until cancelled."""
+        due = self._due
+        while True:
+            self._wake.clear()
+            if not due:
+                await self._wake.wait()
+                continue
+            wait = due[0][0] - time.monotonic()
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), wait)
+                continue
+            now = time.monotonic()
+            publish: set[InternalSubscription] = set()
+            while due and due[0][0] <= now:
+                _, _, watch, handle = heapq.heappop(due)
+                if watch.sample(handle, now):
+                    publish.add(watch.isub)
+            for isub in publish:
+                await isub._trigger_publish()
 
 
 async def write_values(aspace: AddressSpace,

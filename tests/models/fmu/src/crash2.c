@@ -5,9 +5,13 @@
  * simulation reaches past t = crash_at (default never): then the doStep (CS) or the
  * derivative evaluation (ME) writes through a NULL pointer (how = 0: SIGSEGV),
  * calls abort() (how = 1: SIGABRT) or spins in a busy loop for ever (how = 2: a
- * hang). CS misbehaves in the doStep that would step past crash_at, so at step size
+ * hang); how = 3 (CS only) asks to terminate instead (fmi2Discard, then
+ * fmi2Terminated in fmi2GetBooleanStatus). CS misbehaves in the doStep that would step past crash_at, so at step size
  * h, crash_at = (k + 0.5) * h means the doStep of tick k; ME in the first
  * derivative evaluation at a time after crash_at.
+ *
+ * how = 4 fails cleanly instead, and at once: fmi2ExitInitializationMode returns
+ * fmi2Error (logged), as an FMU that cannot start with its parameters does.
  */
 #define GUID "{b7f3c2a1-0d5e-4c8b-9a61-3e2f7d4c5b10}"
 #define NR 4
@@ -28,9 +32,17 @@ typedef struct {
     char s[NS][64];
 } Data;
 
+#define MODEL_CAN_REFUSE_INIT
 #include "fmi2_frame.h"
 
-enum { SEGFAULT, ABORT, HANG };
+enum { SEGFAULT, ABORT, HANG, TERMINATE, REFUSE_INIT };
+
+static fmi2Status model_refuse_init(Instance *m) {
+    if (m->d.i[HOW] != REFUSE_INIT) return fmi2OK;
+    LOG(m, fmi2Error, "how = %d: this FMU refuses to initialise (a test of a failed start)",
+        m->d.i[HOW]);
+    return fmi2Error;
+}
 
 static void misbehave(int how) {
     if (how == ABORT) abort();
@@ -54,6 +66,12 @@ static void model_initialize(Data *d) {
 
 static fmi2Status model_do_step(Instance *m, double h) {
     Data *d = &m->d;
+    if (d->time + h > d->r[CRASH_AT] && d->i[HOW] == TERMINATE) {
+        LOG(m, fmi2Discard, "crash2 asks to terminate at t=%g (crash_at=%g)", d->time,
+            d->r[CRASH_AT]);
+        m->terminated = 1;
+        return fmi2Discard;
+    }
     if (d->time + h > d->r[CRASH_AT]) misbehave(d->i[HOW]);
     d->r[Y] = d->r[U] + (d->r[Y] - d->r[U]) * exp(-h);
     d->r[DER_Y] = d->r[U] - d->r[Y];

@@ -9,6 +9,9 @@
  *   and the hooks below. Everything model-specific lives in `Data`, so get/set
  *   FMU state and serialization are plain copies of it.
  *
+ * A model that defines MODEL_CAN_REFUSE_INIT also defines model_refuse_init, which
+ * may make fmi2ExitInitializationMode fail (a parameter value it cannot start with).
+ *
  * Functions a model does not need are weak stubs (stubs2.c) returning fmi2Error.
  * Every call checks the mode it is made in (fmi_modes.h).
  */
@@ -25,6 +28,7 @@ typedef struct {
     fmi2CallbackFunctions cb;
     int is_me;
     Mode mode;
+    int terminated;  /* set by model_do_step, which then returns fmi2Discard: fmi2Terminated */
 } Instance;
 
 static void model_defaults(Data *d);                 /* start values */
@@ -35,6 +39,9 @@ static void model_set_x(Data *d, const double *x);
 static void model_derivatives(const Data *d, double *dx);
 static void model_event_indicators(const Data *d, double *z);
 static fmi2Status model_event_update(Instance *m, fmi2EventInfo *info); /* ME: handle any event */
+#ifdef MODEL_CAN_REFUSE_INIT
+static fmi2Status model_refuse_init(Instance *m);     /* fmi2Error (logged) to fail exitInit */
+#endif
 
 #define LOG(m, status, ...) do { \
     if ((m)->cb.logger) (m)->cb.logger((m)->cb.componentEnvironment, (m)->name, status, "logStatusError", __VA_ARGS__); \
@@ -97,6 +104,9 @@ fmi2Status fmi2EnterInitializationMode(fmi2Component c) {
 fmi2Status fmi2ExitInitializationMode(fmi2Component c) {
     Instance *m = c;
     REQUIRE(MODE_INITIALIZATION);
+#ifdef MODEL_CAN_REFUSE_INIT
+    if (model_refuse_init(m) != fmi2OK) return fmi2Error;
+#endif
     model_initialize(&m->d);
     m->mode = m->is_me ? MODE_EVENT : MODE_STEP;
     return fmi2OK;
@@ -112,6 +122,7 @@ fmi2Status fmi2Terminate(fmi2Component c) {
 fmi2Status fmi2Reset(fmi2Component c) {  /* any mode */
     Instance *m = c;
     model_defaults(&m->d);
+    m->terminated = 0;
     m->mode = MODE_INSTANTIATED;
     return fmi2OK;
 }
@@ -243,7 +254,9 @@ fmi2Status fmi2GetRealStatus(fmi2Component c, const fmi2StatusKind s, fmi2Real *
     Instance *m = c; (void)s; REQUIRE(STATUS_MODES); *v = m->d.time; return fmi2OK;
 }
 fmi2Status fmi2GetBooleanStatus(fmi2Component c, const fmi2StatusKind s, fmi2Boolean *v) {
-    Instance *m = c; (void)s; REQUIRE(STATUS_MODES); *v = fmi2False; return fmi2OK;
+    Instance *m = c; REQUIRE(STATUS_MODES);
+    *v = s == fmi2Terminated && m->terminated ? fmi2True : fmi2False;
+    return fmi2OK;
 }
 
 /* ---- model exchange ---- */

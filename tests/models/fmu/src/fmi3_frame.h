@@ -25,6 +25,7 @@ typedef struct {
     fmi3LogMessageCallback log;
     int is_me;
     Mode mode;
+    fmi3Boolean terminate;  /* set by model_do_step: fmi3DoStep's terminateSimulation */
 } Instance;
 
 /* what fmi3UpdateDiscreteStates reports (the FMI 2.0 fmi2EventInfo, by another name) */
@@ -136,6 +137,20 @@ fmi3Status fmi3ExitInitializationMode(fmi3Instance c) {
     return fmi3OK;
 }
 
+fmi3Status fmi3EnterConfigurationMode(fmi3Instance c) {
+    Instance *m = c;
+    REQUIRE(MODE_INSTANTIATED);
+    m->mode = MODE_CONFIGURATION;
+    return fmi3OK;
+}
+
+fmi3Status fmi3ExitConfigurationMode(fmi3Instance c) {
+    Instance *m = c;
+    REQUIRE(MODE_CONFIGURATION);
+    m->mode = MODE_INSTANTIATED;
+    return fmi3OK;
+}
+
 fmi3Status fmi3EnterEventMode(fmi3Instance c) {
     Instance *m = c;
     REQUIRE(MODE_CONTINUOUS);  /* Step Mode too, for co-simulation with eventModeUsed */
@@ -160,6 +175,7 @@ fmi3Status fmi3Terminate(fmi3Instance c) {
 fmi3Status fmi3Reset(fmi3Instance c) {  /* any mode */
     Instance *m = c;
     model_defaults(&m->d);
+    m->terminate = false;
     m->mode = MODE_INSTANTIATED;
     return fmi3OK;
 }
@@ -270,6 +286,7 @@ fmi3Status fmi3DoStep(fmi3Instance c, fmi3Float64 t, fmi3Float64 h, fmi3Boolean 
     }
     fmi3Status s = model_do_step(m, h);
     *lastTime = m->d.time;
+    *terminate = m->terminate;
     return s;
 }
 

@@ -22,15 +22,16 @@ typedef enum {
     MODE_CONTINUOUS = 1 << 3,  /* model exchange: Continuous-Time Mode */
     MODE_STEP = 1 << 4,        /* co-simulation: Step Mode (FMI 2.0: stepComplete) */
     MODE_TERMINATED = 1 << 5,
+    MODE_CONFIGURATION = 1 << 6,  /* FMI 3.0: structural parameters are set here */
 } Mode;
 
-#define MODE_ANY 0x3f
+#define MODE_ANY 0x7f
 /* initialized and not terminated */
 #define MODE_RUNNING (MODE_EVENT | MODE_CONTINUOUS | MODE_STEP)
 
 static const char *const MODE_NAMES[] = {
     "Instantiated", "Initialization Mode", "Event Mode", "Continuous-Time Mode", "Step Mode",
-    "Terminated",
+    "Terminated", "Configuration Mode",
 };
 
 /* "Event Mode, Continuous-Time Mode" for MODE_EVENT | MODE_CONTINUOUS */

@@ -1,0 +1,222 @@
+"""FMI 3.0 specifics with types3 (src/types3.c): structural parameters set in
+Configuration Mode within their declared range, every integer width, Float32 and an
+enumeration range-checked before they reach the FMU, a co-simulation FMU asking to
+terminate (and FMI 2.0's way of asking, with crash2), and configured inputs applied
+in Initialization Mode."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.models.fmu.conftest import defaults, started
+from twin_server.engine.session import RunState, Session, SessionSettings, VarKey
+from twin_server.engine.twin import TwinDefinition
+from twin_server.errors import ConfigErrors, FMIError, OutOfRange, TypeMismatch
+from twin_server.models.base import Kind
+from twin_server.runtime.compile import load_config
+
+CONFIG = """
+[server]
+fmu_dirs = ["{path.parent}"]
+
+[twins.typed.components.plant]
+model = "fmu"
+options = {{ path = "{path}", cache_dir = "{cache}" }}
+{extra}
+"""
+
+TOTAL = VarKey("plant", Kind.OUTPUT, "total")
+SIZE = VarKey("plant", Kind.OUTPUT, "size")
+
+#: (variable, value) a 0.1 s tick of types3 refuses: wraps, fractions, non-members
+REFUSED = [
+    pytest.param("i8", 200, OutOfRange, id="Int8-200"),
+    pytest.param("i8", -129, OutOfRange, id="Int8--129"),
+    pytest.param("u8", -1, OutOfRange, id="UInt8--1"),
+    pytest.param("u8", 256, OutOfRange, id="UInt8-256"),
+    pytest.param("i16", 40000, OutOfRange, id="Int16-40000"),
+    pytest.param("u16", 65536, OutOfRange, id="UInt16-65536"),
+    pytest.param("u32", -1.0, OutOfRange, id="UInt32--1.0"),
+    pytest.param("u32", 4294967296.0, OutOfRange, id="UInt32-2**32"),
+    pytest.param("u32", 1.5, TypeMismatch, id="UInt32-1.5"),
+    pytest.param("i64", 1e19, OutOfRange, id="Int64-1e19"),
+    pytest.param("i64", 0.25, TypeMismatch, id="Int64-0.25"),
+    pytest.param("u64", -1.0, OutOfRange, id="UInt64--1"),
+    pytest.param("u64", 2.0**64, OutOfRange, id="UInt64-2**64"),
+    pytest.param("i8", 1.5, TypeMismatch, id="Int8-1.5"),
+    pytest.param("f32", 1e39, OutOfRange, id="Float32-1e39"),
+    pytest.param("f32", -3.5e38, OutOfRange, id="Float32--3.5e38"),
+    pytest.param("mode", 3, OutOfRange, id="Enumeration-3"),
+]
+
+#: values at the edges of each type, which reach the FMU unchanged
+ACCEPTED = [
+    pytest.param("i8", -128, id="Int8-min"), pytest.param("i8", 127, id="Int8-max"),
+    pytest.param("u8", 255, id="UInt8-max"), pytest.param("i16", -32768, id="Int16-min"),
+    pytest.param("u16", 65535, id="UInt16-max"),
+    pytest.param("u32", 4294967295.0, id="UInt32-max"),
+    pytest.param("i64", -(2.0**62), id="Int64"), pytest.param("u64", 2.0**53, id="UInt64"),
+    pytest.param("f32", 0.5, id="Float32"), pytest.param("mode", 5, id="Enumeration-Auto"),
+]
+
+
+def typed_twin(tmp_path: Path, fmu: Path, cache_dir: Path, extra: str = "") -> TwinDefinition:
+    config = tmp_path / "typed.toml"
+    config.write_text(CONFIG.format(path=fmu, cache=cache_dir, extra=extra))
+    return load_config(config).twins["typed"]
+
+
+@pytest.fixture
+def session(tmp_path: Path, fmus: dict[str, Path], cache_dir: Path) -> Iterator[Session]:
+    session = Session("s", typed_twin(tmp_path, fmus["types3"], cache_dir),
+                      SessionSettings(step_size=0.1))
+    yield session
+    session.close()
+
+
+class TestStructuralParameters:
+    def test_set_in_configuration_mode(self, fmus: dict[str, Path], cache_dir: Path) -> None:
+        """n (a UInt64 structural parameter) is set in Configuration Mode: the FMU takes it."""
+        model = started(fmus["types3"], cache_dir, {"n": 4.0})
+        try:
+            assert model.step(0.0, 0.1, defaults(model, Kind.INPUT))["size"] == 4.0
+        finally:
+            model.close()
+
+    def test_declared_range_is_honoured(self, fmus: dict[str, Path], cache_dir: Path) -> None:
+        """n's declared range 0..5 (a UInt64: FMPy does not read it) is n's range."""
+        model = started(fmus["types3"], cache_dir)
+        try:
+            n = model.variable(Kind.PARAMETER, "n")
+            assert (n.low, n.high, n.tunable) == (0.0, 5.0, False)
+        finally:
+            model.close()
+
+    def test_out_of_range_is_refused_with_nothing_changed(self, session: Session) -> None:
+        """n = 9 is refused (OutOfRange naming n and 0..5) at Reset; n stays, the session runs."""
+        with pytest.raises(OutOfRange, match=r"'n' of component 'plant' must be within \[0, 5\]"):
+            session.reset({"plant": {"n": 9}})
+        session.step(1)
+        assert session.fault is None and session.read(SIZE) == 2.0
+
+    def test_out_of_range_in_the_config(self, tmp_path: Path, fmus: dict[str, Path],
+                                        cache_dir: Path) -> None:
+        """A config giving n = 9 is a config error naming the key."""
+        with pytest.raises(ConfigErrors) as info:
+            typed_twin(tmp_path, fmus["types3"], cache_dir, "parameters = { n = 9 }")
+        (error,) = info.value.exceptions
+        assert "components.plant.parameters.n: parameter 'n' must be within [0, 5] (got 9.0)" in (
+            str(error))
+
+
+class TestTypeRanges:
+    @pytest.mark.parametrize(("name", "value", "error"), REFUSED)
+    def test_refused_with_nothing_changed(self, session: Session, name: str, value: float,
+                                          error: type[Exception]) -> None:
+        """A value its FMI type cannot hold is refused, nothing changes, the session steps on."""
+        session.step(1)
+        key = VarKey("plant", Kind.INPUT, name)
+        before = session.read(key)
+        with pytest.raises(error):
+            session.write(key, value)
+        assert session.read(key) == before
+        session.step(2)
+        assert session.fault is None and session.read(TOTAL) == 1.0  # mode Off = 1
+
+    @pytest.mark.parametrize(("name", "value"), ACCEPTED)
+    def test_edges_reach_the_fmu_unchanged(self, session: Session, name: str,
+                                           value: float) -> None:
+        """A value at the edge of its type reaches the FMU as it was written."""
+        session.write(VarKey("plant", Kind.INPUT, name), value)
+        session.step(1)
+        assert session.fault is None
+        assert session.read(TOTAL) == pytest.approx(value + (1 if name != "mode" else 0),
+                                                     rel=1e-15)
+
+    def test_declared_parameter_range(self, session: Session) -> None:
+        """level (Int8, declared -10..10) refuses 11 although an Int8 holds it."""
+        with pytest.raises(OutOfRange, match=r"\[-10, 10\]"):
+            session.set_parameters({"plant": {"level": 11}})
+        session.set_parameters({"plant": {"level": -10}})
+        session.step(1)
+        assert session.read(TOTAL) == -9.0
+
+    def test_enumeration_names_its_items(self, session: Session) -> None:
+        """An enumeration refuses a non-member with a message listing its items."""
+        with pytest.raises(OutOfRange, match=r"one of 1 \(Off\), 2 \(On\), 5 \(Auto\)"):
+            session.write(VarKey("plant", Kind.INPUT, "mode"), 3)
+
+
+class TestTermination:
+    def test_terminate_simulation_ends_the_session(self, tmp_path: Path, fmus: dict[str, Path],
+                                                   cache_dir: Path) -> None:
+        """fmi3DoStep's terminateSimulation at t = 0.5 halts the session there, its fault
+        naming the request; Reset runs it again."""
+        twin = typed_twin(tmp_path, fmus["types3"], cache_dir, "parameters = { stop_at = 0.5 }")
+        session = Session("s", twin, SessionSettings(step_size=0.1))
+        try:
+            session.step(10)
+            assert session.state is RunState.HALTED and session.fault is not None
+            assert session.step_count == 4  # the fifth tick (to t = 0.5) ended it
+            cause = session.fault.cause
+            assert isinstance(cause, FMIError) and cause.fmi_status == "terminateSimulation"
+            assert "fmi3DoStep requested termination (terminateSimulation) at t=0.5 s" in str(
+                session.fault)
+            session.reset()
+            session.step(3)
+            assert session.fault is None and session.step_count == 3
+        finally:
+            session.close()
+
+    def test_termination_at_the_model(self, fmus: dict[str, Path], cache_dir: Path) -> None:
+        """The model raises FMIError naming fmi3DoStep and the time the FMU stopped at."""
+        model = started(fmus["types3"], cache_dir, {"stop_at": 0.2})
+        try:
+            inputs = defaults(model, Kind.INPUT)
+            model.step(0.0, 0.1, inputs)
+            with pytest.raises(FMIError, match=r"fmi3DoStep requested termination.*t=0\.2 s"):
+                model.step(0.1, 0.1, inputs)
+        finally:
+            model.close()
+
+
+    def test_fmi2_discard_with_terminated(self, fmus: dict[str, Path], cache_dir: Path) -> None:
+        """FMI 2.0 co-simulation: fmi2DoStep's Discard with fmi2Terminated set is the
+        same termination, at the FMU's last successful time."""
+        model = started(fmus["crash2"], cache_dir, {"crash_at": 0.25, "how": 3})
+        try:
+            inputs = defaults(model, Kind.INPUT)
+            model.step(0.0, 0.1, inputs)
+            model.step(0.1, 0.1, inputs)
+            with pytest.raises(FMIError, match=r"fmi2DoStep requested termination "
+                                               r"\(terminateSimulation\) at t=0\.2 s") as info:
+                model.step(0.2, 0.1, inputs)
+            assert info.value.fmi_status == "terminateSimulation"
+        finally:
+            model.close()
+
+
+class TestInputsAtStart:
+    def test_configured_inputs_set_in_initialization(self, tmp_path: Path,
+                                                     fmus: dict[str, Path],
+                                                     cache_dir: Path) -> None:
+        """Inputs given in the config reach the FMU before its outputs at t = 0 are read."""
+        twin = typed_twin(tmp_path, fmus["types3"], cache_dir,
+                          "inputs = { i8 = 5, f64 = 0.25, mode = 2 }")
+        session = Session("s", twin, SessionSettings(step_size=0.1))
+        try:
+            assert session.read(TOTAL) == 7.25
+        finally:
+            session.close()
+
+    def test_reset_starts_from_the_configured_inputs(self, session: Session) -> None:
+        """Reset releases a client's force (the session's defined state): the FMU's
+        input at t = 0 is the configured one again, not the forced value."""
+        session.write(VarKey("plant", Kind.INPUT, "u8"), 7)
+        assert session.forced()
+        session.reset()
+        assert not session.forced()
+        assert session.read(TOTAL) == 1.0

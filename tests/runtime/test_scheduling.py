@@ -1,0 +1,293 @@
+"""Real-time scheduling of the worker processes (``runtime/scheduling.py``,
+``server.worker_scheduling``): what the kernel reports for real workers, the
+drop to normal scheduling while a worker runs flat out, the fallback where the
+kernel refuses (this process run again without CAP_SYS_NICE, by ``setpriv``),
+and a worker spinning at SCHED_FIFO on the very core of the main process's
+event loop still killed by the hang watch.
+
+The tests that need real-time scheduling skip where this process may not have
+it (not root, no CAP_SYS_NICE, no RLIMIT_RTPRIO)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.models.fmu import conftest as fmu_conftest
+from tests.runtime.conftest import DEMO, EventLog, child_processes, shm_blocks, wait_until
+from tests.runtime.test_fmu_crash import (
+    CRASH_TICK,
+    HANG,
+    HANG_TIMEOUT,
+    TANK,
+    TankWatch,
+    crashing_twin,
+    tank_and_fmu,
+    tank_twin,
+)
+from twin_server.errors import ConfigErrors, WorkerCrashed
+from twin_server.runtime import HostedSession, WorkerHost, scheduling
+from twin_server.runtime.compile import load_config, parse_config
+
+ROOT = Path(__file__).resolve().parents[2]
+FIFO = "SCHED_FIFO priority 10"
+NORMAL = "SCHED_OTHER nice 0"
+
+fmus = fmu_conftest.fmus
+cache_dir = fmu_conftest.cache_dir
+
+
+def may_realtime() -> bool:
+    """Whether this process may take SCHED_FIFO (it gives it back at once)."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+    except OSError:
+        return False
+    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    return True
+
+
+needs_realtime = pytest.mark.skipif(not may_realtime(),
+                                    reason="this process may not take SCHED_FIFO")
+
+
+def kernel_policy(pid: int) -> tuple[int, int]:
+    """The policy (with its SCHED_RESET_ON_FORK flag) and priority the kernel has."""
+    return os.sched_getscheduler(pid), os.sched_getparam(pid).sched_priority
+
+
+@contextlib.asynccontextmanager
+async def started(events: EventLog, asked: scheduling.Asked, *, workers: int = 1,
+                  hang_timeout: float = 5.0) -> AsyncIterator[WorkerHost]:
+    host = WorkerHost(events, workers=workers, scheduling=asked, hang_timeout=hang_timeout,
+                      snapshot_interval=0.1)
+    await host.start()
+    try:
+        yield host
+    finally:
+        await host.aclose()
+        assert child_processes() == []
+        assert shm_blocks() == set()
+
+
+def policies(host: WorkerHost) -> dict[str, str]:
+    return {w.name: w.policy for w in host.statistics().processes}
+
+
+class TestRealtime:
+    @needs_realtime
+    async def test_every_worker_runs_sched_fifo(self, events: EventLog) -> None:
+        """Asked for "realtime", each worker, the spare too, runs SCHED_FIFO at priority
+        10 with SCHED_RESET_ON_FORK (a child it starts gets normal scheduling), as the
+        kernel reports and the host's statistics say; the host's own process keeps
+        normal scheduling."""
+        async with started(events, "realtime", workers=2) as host:
+            stats = host.statistics()
+            assert (stats.scheduling, stats.scheduling_fallback) == ("realtime", "")
+            assert policies(host) == {"w0": FIFO, "w1": FIFO, "spare0": FIFO}
+            for info in stats.processes:
+                assert kernel_policy(info.pid) == (
+                    os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, 10)
+            assert os.sched_getscheduler(0) == os.SCHED_OTHER
+
+    async def test_normal_leaves_the_workers_as_any_process(self, events: EventLog) -> None:
+        """Asked for "normal", the workers keep the daemon's scheduling: SCHED_OTHER at
+        nice 0 here."""
+        async with started(events, "normal") as host:
+            assert set(policies(host).values()) == {NORMAL}
+            assert host.statistics().scheduling == "normal"
+            for pid in host.worker_pids():
+                assert kernel_policy(pid) == (os.SCHED_OTHER, 0)
+
+    @needs_realtime
+    async def test_flat_out_work_drops_to_normal_scheduling(self, events: EventLog) -> None:
+        """A worker running a Step of many ticks, or a session at real-time factor 0,
+        drops to normal scheduling meanwhile (it never sleeps: at SCHED_FIFO it would
+        take a core from the server) and takes SCHED_FIFO back once it is paced only."""
+        async with started(events, "realtime") as host:
+            await host.create("tank", tank_twin(), TANK)
+            tank = HostedSession(host, "tank")
+            pid = host.worker_pid("tank")
+            progress = await tank.step(10_000_000, wait=0)
+            assert progress.running
+            assert scheduling.current(pid) == scheduling.NORMAL_POLICY
+            await tank.suspend()  # (ends the Step)
+            await wait_until(lambda: str(scheduling.current(pid)) == FIFO)
+            await tank.set_realtime_factor(0.0)
+            await tank.resume()
+            await wait_until(lambda: tank.frame().step_count > 1000)
+            assert scheduling.current(pid) == scheduling.NORMAL_POLICY
+            assert policies(host)["w0"] == NORMAL
+            await tank.set_realtime_factor(1.0)
+            assert str(scheduling.current(pid)) == FIFO
+            await tank.halt()
+
+
+FALLBACK = """
+import asyncio, json
+import structlog
+from twin_server.runtime import WorkerHost
+
+async def main() -> None:
+    with structlog.testing.capture_logs() as logs:
+        host = WorkerHost(lambda name, event: None, workers=2, scheduling="realtime")
+        await host.start()
+        stats = host.statistics()
+        await host.aclose()
+    print(json.dumps({
+        "policies": [w.policy for w in stats.processes],
+        "fallback": stats.scheduling_fallback,
+        "events": [e for e in logs if e["event"].startswith("worker_scheduling")],
+    }))
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+@pytest.fixture
+def without_sys_nice() -> list[str]:
+    """The command prefix that runs a program without CAP_SYS_NICE (and RLIMIT_RTPRIO
+    at its hard limit here, 0): a service's or container's lot."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("setpriv (util-linux) is not installed")
+    if os.geteuid() != 0 and not may_realtime():
+        return []  # (already without it)
+    if resource_rtprio() >= scheduling.DEFAULT_PRIORITY:
+        pytest.skip("RLIMIT_RTPRIO here permits SCHED_FIFO without CAP_SYS_NICE")
+    return [setpriv, "--bounding-set", "-sys_nice", "--inh-caps", "-sys_nice"]
+
+
+def resource_rtprio() -> int:
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_RTPRIO)[0]
+    return 1 << 30 if soft == resource.RLIM_INFINITY else soft
+
+
+class TestFallback:
+    def test_refused_realtime_falls_back_with_one_event(
+            self, tmp_path: Path, without_sys_nice: list[str]) -> None:
+        """Where the kernel refuses SCHED_FIFO, the workers run at normal scheduling and
+        the host logs one warning that says what was asked, what was got, why, and how
+        to grant it; the statistics carry the same words."""
+        script = tmp_path / "fallback.py"
+        script.write_text(textwrap.dedent(FALLBACK))
+        done = subprocess.run([*without_sys_nice, sys.executable, str(script)], cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)},
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        got = json.loads(done.stdout.splitlines()[-1])
+        assert got["policies"] == [NORMAL] * 3
+        warnings = [e for e in got["events"] if e["log_level"] == "warning"]
+        assert len(warnings) == 1, got["events"]
+        (event,) = warnings
+        assert event["event"] == "worker_scheduling_fallback"
+        assert (event["scheduling"], event["asked"], event["got"]) == (
+            "realtime", FIFO, NORMAL)
+        assert "no CAP_SYS_NICE" in event["reason"]
+        assert "RLIMIT_RTPRIO" in event["reason"]
+        for fix in ("LimitRTPRIO=10", "CAP_SYS_NICE", "--cap-add SYS_NICE",
+                    'worker_scheduling = "normal"'):
+            assert fix in event["fix"]
+        assert got["fallback"].startswith(
+            f"server.worker_scheduling = 'realtime' asked for {FIFO}, the workers got "
+            f"{NORMAL}: ")
+        assert event["fix"] in got["fallback"]
+
+
+@contextlib.contextmanager
+def one_core(pids: list[int], cpu: int) -> Iterator[None]:
+    """This thread (the event loop's: the host's hang watch) and every thread of
+    ``pids`` on core ``cpu`` alone, for the block."""
+    mine = os.sched_getaffinity(0)
+    threads = [int(t) for pid in pids for t in os.listdir(f"/proc/{pid}/task")]
+    os.sched_setaffinity(0, {cpu})
+    for tid in threads:
+        os.sched_setaffinity(tid, {cpu})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, mine)
+
+
+class TestHungRealtimeWorker:
+    @needs_realtime
+    @fmu_conftest.pytestmark
+    async def test_spinning_fifo_worker_on_the_loops_core_is_killed_and_replaced(
+            self, events: EventLog, tmp_path: Path, fmus: dict[str, Path],
+            cache_dir: Path) -> None:
+        """An FMU spinning for ever in doStep, in a SCHED_FIFO worker that shares one core
+        with the main process's event loop: the kernel still leaves the loop some time
+        (RT throttling), so the hang watch kills the worker after the hang timeout
+        (plus at most a couple of seconds), a new worker brings the session back
+        Halted at SCHED_FIFO, and the tank in the other worker misses no tick."""
+        twin = crashing_twin(tmp_path, fmus["crash2"], cache_dir, HANG)
+        async with started(events, "realtime", hang_timeout=HANG_TIMEOUT) as host:
+            tank, fmu = await tank_and_fmu(host, twin)
+            pid = host.worker_pid("fmu")
+            assert str(scheduling.current(pid)) == FIFO
+            watch = TankWatch(tank)
+            cpu = min(os.sched_getaffinity(0))
+            with one_core([pid], cpu):
+                await fmu.start()
+                await wait_until(lambda: fmu.frame().step_count >= CRASH_TICK)
+                stuck = time.monotonic()
+                # the worker spins at SCHED_FIFO now (not dropped: it is paced)
+                assert str(scheduling.current(pid)) == FIFO
+                await events.wait("fmu", "fault", timeout=HANG_TIMEOUT + 10.0)
+                waited = time.monotonic() - stuck
+            assert waited <= HANG_TIMEOUT + 3.0
+            fault = fmu.fault()
+            assert isinstance(fault, WorkerCrashed)
+            assert (fault.signal, fault.hung, fault.component, fault.pid) == (
+                "SIGKILL", True, "plant", pid)
+            await events.wait("fmu", "recovered", timeout=5.0)
+            fresh = host.worker_pid("fmu")
+            assert fresh not in (0, pid)
+            assert str(scheduling.current(fresh)) == FIFO
+            await wait_until(lambda: pid not in child_processes())
+            await watch.none_missed()
+            assert host.statistics().hangs == 1
+
+
+class TestConfig:
+    def test_default_is_realtime_at_priority_10(self) -> None:
+        """A config that says nothing asks for real-time scheduling at priority 10."""
+        server = load_config(DEMO).config.server
+        assert (server.worker_scheduling, server.worker_priority) == ("realtime", 10)
+
+    def test_normal_and_a_priority_are_taken(self) -> None:
+        """``worker_scheduling = "normal"`` and a priority in 1..49 load as written."""
+        server = parse_config('[server]\nworker_scheduling = "normal"\n'
+                              'worker_priority = 49\n').config.server
+        assert (server.worker_scheduling, server.worker_priority) == ("normal", 49)
+
+    @pytest.mark.parametrize(("line", "key", "message"), [
+        pytest.param('worker_scheduling = "fifo"', "worker_scheduling",
+                     "must be 'realtime' or 'normal' (got 'fifo')", id="unknown"),
+        pytest.param("worker_scheduling = true", "worker_scheduling",
+                     "must be 'realtime' or 'normal' (got true)", id="boolean"),
+        pytest.param("worker_priority = 0", "worker_priority",
+                     "must be at least 1 (got 0)", id="priority-0"),
+        pytest.param("worker_priority = 99", "worker_priority",
+                     "must be at most 49 (got 99)", id="priority-99"),
+    ])
+    def test_a_bad_setting_is_named_with_its_key(self, line: str, key: str,
+                                                 message: str) -> None:
+        """A bad value is refused with the key path and what it must be."""
+        with pytest.raises(ConfigErrors) as info:
+            parse_config(f"[server]\n{line}\n")
+        assert [(e.path, e.message) for e in info.value.exceptions] == [
+            (f"server.{key}", message)]
