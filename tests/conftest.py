@@ -58,12 +58,19 @@ def _state_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]
     mp.undo()
 
 
-@pytest.fixture(scope="session")
-def nodeopcua() -> NodeOpcua:
+@pytest.fixture(scope="module")
+def nodeopcua() -> Iterator[NodeOpcua]:
     """Runs node-opcua scripts against a server (tests/nodeopcua); installs node-opcua
-    first if ``make test`` has not; skips the test where Node.js is not installed."""
+    first if ``make test`` has not; skips the test where Node.js is not installed.
+    One node process per test module: none outlives the module (tests elsewhere check
+    that no child process is left behind)."""
     if node() is None:
         pytest.skip("node (Node.js) is not installed; the node-opcua conformance tests "
                     "need it: apt-get install nodejs npm")
     ensure_installed()
-    return NodeOpcua()
+    runner = NodeOpcua()
+    runner.start()
+    try:
+        yield runner
+    finally:
+        runner.close()

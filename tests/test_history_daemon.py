@@ -59,6 +59,31 @@ async def call(client: Client, ns: int, obj: str, method: str, *args: ua.Variant
 
 
 class TestDaemonHistory:
+    async def test_unrecorded_write_is_in_the_event_history(self, tmp_path: Path) -> None:
+        """A client forcing an input whose history is not recorded leaves a
+        value_written event (Severity 200) in the session's event history."""
+        daemon, task = await run_daemon(CONFIG, state_dir=tmp_path)
+        try:
+            async with Client(daemon.endpoint_url, timeout=10) as client:
+                ns = await client.get_namespace_index(NAMESPACE_URI)
+                inflow = client.get_node(ua.NodeId(
+                    "Sessions.main.Components.tank.Inputs.inflow", ns))
+                await inflow.write_value(ua.Variant(0.01, ua.VariantType.Double))
+                wanted = "input 'inflow' of component 'tank' forced to 0.01 by a client"
+                session = client.get_node(ua.NodeId("Sessions.main", ns))
+                for _ in range(50):  # the recorder's batch interval is 0.05 s
+                    now = datetime.now(UTC)
+                    events = await session.read_event_history(now - timedelta(minutes=1),
+                                                              now)
+                    found = [e for e in events if e.Message.Text == wanted]
+                    if found:
+                        break
+                    await asyncio.sleep(0.1)
+                assert found, [e.Message.Text for e in events]
+                assert found[0].Severity == 200
+        finally:
+            await stop_daemon(daemon, task)
+
     async def test_record_read_and_resume_after_restart(self, tmp_path: Path) -> None:
         """Values and events are readable over HistoryRead; after a restart the config
         session resumes from where it stopped, the client session and the run-time twin

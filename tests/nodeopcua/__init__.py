@@ -8,16 +8,22 @@ pinned in ``package.json`` and ``package-lock.json`` and installed by ``make tes
 when pytest runs without make). Tests that use the ``nodeopcua`` fixture are skipped,
 saying why, only where ``node`` is not installed.
 
-A script prints one JSON document on stdout, as its last line (``scripts/lib.js``'
-``main`` does that), which :meth:`NodeOpcua.run` returns; its stderr is shown when
-it fails or times out::
+A script hands its result to ``main`` of ``scripts/lib.js``; :meth:`NodeOpcua.run`
+runs it in one node process for the whole test module (``scripts/runner.js``:
+loading node-opcua takes over 10 s on a busy machine) and returns that result as JSON; what
+the script wrote on stderr meanwhile is shown when it fails or times out (a timeout
+kills the runner; the next script starts another)::
 
     async def test_reads(nodeopcua: NodeOpcua, daemon: Daemon) -> None:
         out = await nodeopcua.run("browse_read.js", daemon.endpoint_url, node="ns=2;s=X")
 
-The scripts get their arguments (``endpoint`` and the keywords) as JSON in
-``$NODEOPCUA_ARGS``; ``lib.js`` parses them and connects (anonymous, or ``user`` and
-``password``; ``policy`` and ``mode`` for a secure channel).
+A script gets its arguments (``endpoint`` and the keywords) as an object; ``lib.js``
+connects with them (anonymous, or ``user`` and ``password``; ``policy`` and ``mode``
+for a secure channel). Run on its own, a script reads them as JSON from
+``$NODEOPCUA_ARGS`` and prints its result: ``NODEOPCUA_ARGS='{"endpoint":
+"opc.tcp://127.0.0.1:4840/twin-server"}' node tests/nodeopcua/scripts/endpoints.js``.
+:meth:`NodeOpcua.spawn` starts a long-running script (a node-opcua server) in a
+process of its own.
 """
 
 from __future__ import annotations
@@ -27,19 +33,25 @@ import contextlib
 import fcntl
 import json
 import os
+import queue
 import shutil
 import signal
 import subprocess
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 HERE = Path(__file__).parent
 SCRIPTS = HERE / "scripts"
 LOCK_FILE = HERE / "package-lock.json"
 #: written after a successful ``npm ci``; older than the lock file means reinstall
 STAMP = HERE / "node_modules" / ".installed"
+
+
+#: what the runner writes on stderr at the end of each request
+_DONE = "@@nodeopcua-done "
 
 
 class NodeScriptError(AssertionError):
@@ -88,6 +100,14 @@ def _command(script: str) -> list[str]:
     return [exe, "-e", script]
 
 
+def _pump(stream: IO[str] | None, put: Callable[[Any], None]) -> None:
+    """Hand each line of ``stream`` to ``put``; None at its end."""
+    assert stream is not None
+    for line in stream:
+        put(line)
+    put(None)
+
+
 def _environment(args: dict[str, Any]) -> dict[str, str]:
     return {**os.environ, "NODEOPCUA_ARGS": json.dumps(args)}
 
@@ -97,42 +117,140 @@ def _kill(process: asyncio.subprocess.Process) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
-@dataclass(frozen=True)
 class NodeOpcua:
-    """Runs node-opcua scripts (the ``nodeopcua`` fixture)."""
+    """Runs node-opcua scripts (the ``nodeopcua`` fixture) in one node process
+    (``scripts/runner.js``), started at the first script and again after one timed out:
+    loading node-opcua costs over 10 s on a busy machine, which a process per script
+    would pay each time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[str] | None = None
+        self._replies: queue.Queue[str | None] = queue.Queue()
+        self._stderr: list[str] = []
+        self._next = 0
+        self._pumps: list[threading.Thread] = []
+        self._stderr_seen = threading.Condition()
+        self._done = 0
+
+    def start(self, timeout: float = 180.0) -> None:
+        """Start the runner (if it is not running) and wait until node-opcua is loaded."""
+        with self._lock:
+            self._start(timeout)
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop()
 
     async def run(self, script: str, endpoint: str, *, timeout: float = 30.0,
                   **args: Any) -> Any:
-        """Run ``script`` (a file name under scripts/, or inline source that may
-        ``require("./lib")``) with ``endpoint`` and ``args``; its JSON output.
-        Asynchronous: the server under test may serve it from this event loop."""
-        process = await asyncio.create_subprocess_exec(
-            *_command(script), cwd=SCRIPTS, env=_environment({"endpoint": endpoint, **args}),
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True)
-        assert process.stdout is not None and process.stderr is not None
-        # read both pipes to their end whatever happens, so that a timeout still shows
-        # what the script wrote before it
-        output = asyncio.gather(process.stdout.read(), process.stderr.read())
+        """Run ``script`` (a file name under scripts/, or inline source that calls
+        ``main`` of ``require("./lib")``) with ``endpoint`` and ``args``; its result.
+        Asynchronous (the wait is in a thread): the server under test may serve it
+        from this event loop."""
+        return await asyncio.to_thread(self._request, script,
+                                       {"endpoint": endpoint, **args}, timeout)
+
+    def _request(self, script: str, args: dict[str, Any], timeout: float) -> Any:
+        with self._lock:
+            self._start(180.0)
+            assert self._process is not None and self._process.stdin is not None
+            self._next += 1
+            ident = self._next
+            request: dict[str, Any] = {"id": ident, "args": args}
+            if "\n" not in script and script.endswith(".js"):
+                if not (SCRIPTS / script).is_file():
+                    raise NodeScriptError(f"no node script {SCRIPTS / script}")
+                request["script"] = script
+            else:
+                request["source"] = script
+            mark = len(self._stderr)
+            self._process.stdin.write(json.dumps(request) + "\n")
+            self._process.stdin.flush()
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    line = self._replies.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    self._stop()
+                    raise NodeScriptError(
+                        f"node script {_name(script)} did not finish within {timeout} s; "
+                        f"its stderr:\n{self._since(mark)}") from None
+                if line is None:
+                    self._stop()
+                    raise NodeScriptError(f"the node runner died during {_name(script)}; "
+                                          f"its stderr:\n{self._since(mark)}")
+                try:
+                    reply = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # something a library printed on stdout
+                if reply.get("id") == ident:
+                    break
+            self._wait_stderr(ident)
+            if not reply["ok"]:
+                raise NodeScriptError(f"node script {_name(script)} failed: {reply['error']}"
+                                      f"\nits stderr:\n{self._since(mark)}")
+            return reply["result"]
+
+    def _start(self, timeout: float) -> None:
+        if self._process is not None and self._process.poll() is None:
+            return
+        exe = node()
+        assert exe is not None
+        process = subprocess.Popen(
+            [exe, str(SCRIPTS / "runner.js")], cwd=SCRIPTS, stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
+            start_new_session=True)
+        replies: queue.Queue[str | None] = queue.Queue()
+        self._process, self._replies = process, replies
+        mark = len(self._stderr)
+        self._pumps = [
+            threading.Thread(target=_pump, args=(process.stdout, replies.put), daemon=True),
+            threading.Thread(target=_pump, args=(process.stderr, self._stderr_line),
+                             daemon=True)]
+        for pump in self._pumps:
+            pump.start()
         try:
-            await asyncio.wait_for(process.wait(), timeout)
-        except TimeoutError:
-            _kill(process)
-            _, stderr = await output
-            raise NodeScriptError(f"node script {_name(script)} did not finish within "
-                                  f"{timeout} s; its stderr:\n{_tail(stderr)}") from None
-        finally:
-            _kill(process)  # and whatever it started
-        stdout, stderr = await output
-        if process.returncode != 0:
-            raise NodeScriptError(f"node script {_name(script)} failed (exit "
-                                  f"{process.returncode}); its stderr:\n{_tail(stderr)}")
-        try:
-            return json.loads(stdout.strip().rsplit(b"\n", 1)[-1])
-        except json.JSONDecodeError:
-            raise NodeScriptError(
-                f"node script {_name(script)} printed no JSON: {stdout[-2000:]!r}; "
-                f"its stderr:\n{_tail(stderr)}") from None
+            ready = replies.get(timeout=timeout)
+        except queue.Empty:
+            ready = None
+        if ready is None or not json.loads(ready).get("ready"):
+            self._stop()
+            raise NodeScriptError(f"the node runner did not start within {timeout} s; "
+                                  f"its stderr:\n{self._since(mark)}")
+
+    def _stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        for pump in self._pumps:  # (at the pipes' end, now that the runner is gone)
+            pump.join(5.0)
+        for stream in (process.stdin, process.stdout, process.stderr):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+
+    def _stderr_line(self, line: str | None) -> None:
+        with self._stderr_seen:
+            if line is None:
+                pass
+            elif line.startswith(_DONE):
+                self._done = int(line.split()[1])
+            else:
+                self._stderr.append(line)
+            self._stderr_seen.notify_all()
+
+    def _wait_stderr(self, ident: int) -> None:
+        """Until the runner's stderr has reached the end of request ``ident`` (its
+        marker comes before the reply, but through another pipe and thread)."""
+        with self._stderr_seen:
+            self._stderr_seen.wait_for(lambda: self._done >= ident, timeout=5.0)
+
+    def _since(self, mark: int) -> str:
+        return "".join(self._stderr[mark:])[-6000:] or "(empty)"
 
     @contextlib.asynccontextmanager
     async def spawn(self, script: str, *, ready_timeout: float = 30.0,

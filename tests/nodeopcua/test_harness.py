@@ -52,12 +52,20 @@ class TestHarness:
 
     async def test_failure_shows_stderr(self, nodeopcua: NodeOpcua, daemon: Daemon) -> None:
         """A failing script raises with what it wrote on stderr."""
-        with pytest.raises(NodeScriptError, match="no such node"):
-            await nodeopcua.run("console.error('no such node'); process.exit(3);",
-                                daemon.endpoint_url)
+        with pytest.raises(NodeScriptError, match=r"(?s)no such node.*on stderr"):
+            await nodeopcua.run("const { main } = require('./lib');\n"
+                                "main(async () => { console.error('on stderr'); "
+                                "throw new Error('no such node'); });", daemon.endpoint_url)
+        # and the runner goes on with the next script
+        assert await nodeopcua.run("require('./lib').main(async (args) => args.x);",
+                                   daemon.endpoint_url, x=[1, 2]) == [1, 2]
 
     async def test_timeout_is_reported(self, nodeopcua: NodeOpcua, daemon: Daemon) -> None:
         """A script that hangs is killed after its timeout, with its stderr in the error."""
         with pytest.raises(NodeScriptError, match=r"(?s)within 5\.0 s.*waiting"):
-            await nodeopcua.run("console.error('waiting'); setInterval(() => {}, 1000);",
+            await nodeopcua.run("require('./lib').main(async () => { "
+                                "console.error('waiting'); await new Promise(() => {}); });",
                                 daemon.endpoint_url, timeout=5.0)
+        # a new runner takes the next script
+        assert await nodeopcua.run("require('./lib').main(async () => 7);",
+                                   daemon.endpoint_url) == 7

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 import pytest
@@ -111,6 +112,45 @@ class TestTree:
         assert await served.var("StepSize").read_value() == 0.01
 
 
+class TestNames:
+    @pytest.mark.parametrize(("path", "display"), [
+        pytest.param("Components.tank.Outputs.level", "tank.level", id="output"),
+        pytest.param("Components.controller.Outputs.output", "controller.output", id="pid"),
+        pytest.param("Components.setpoint.Outputs.output", "setpoint.output", id="source"),
+        pytest.param("Components.tank.Parameters.height", "tank.height", id="parameter"),
+    ])
+    async def test_display_name_names_the_component(self, served: Served, path: str,
+                                                    display: str) -> None:
+        """A variable's DisplayName is component.variable, for a trend legend; its
+        browse name stays the variable's."""
+        node = served.var(path)
+        assert (await node.read_display_name()).Text == display
+        assert (await node.read_browse_name()).Name == path.rpartition(".")[2]
+
+    async def test_description_names_component_and_kind(self, served: Served) -> None:
+        """A variable's Description says component, variable, kind and what it is."""
+        text = (await served.var("Components.controller.Outputs.output").read_description()).Text
+        assert text.startswith("controller.output (output): manipulated value")
+
+    @pytest.mark.parametrize(("component", "description"), [
+        pytest.param("setpoint", "Level setpoint", id="configured"),
+        pytest.param("tank", "Gravity-drained tank: dh/dt = (inflow - k*sqrt(h)) / area; "
+                             "spills at height", id="model-default"),
+        pytest.param("controller", "PID controller with derivative on measurement and "
+                                   "anti-windup", id="pid-default"),
+    ])
+    async def test_component_description(self, served: Served, component: str,
+                                         description: str) -> None:
+        """A component's Description is the config's, else its model's, under Twins and
+        under the session."""
+        twin_component = served.node(f"Twins.plant.Components.{component}")
+        assert (await twin_component.read_description()).Text == description
+        prop = served.node(f"Twins.plant.Components.{component}.Description")
+        assert await prop.read_value() == description
+        session_component = served.var(f"Components.{component}")
+        assert (await session_component.read_description()).Text == description
+
+
 class TestTwinDefinition:
     async def test_twin_node(self, served: Served) -> None:
         """Twins.<twin> shows the description, the connections and each component's model."""
@@ -153,20 +193,76 @@ class TestEngineeringUnits:
         assert eu.UnitId == -1
         assert eu.DisplayName.Text == "m^2.5/s"
 
+
+
+_ANALOG_ITEM = ua.NodeId(ua.ObjectIds.AnalogItemType)
+_BASE_ANALOG = ua.NodeId(ua.ObjectIds.BaseAnalogType)
+
+
+async def _eu_range(node: Node) -> tuple[float, float] | None:
+    """A variable's EURange as (low, high); None where it has none."""
+    try:
+        eu_range = await (await node.get_child("0:EURange")).read_value()
+    except ua.UaStatusCodeError:
+        return None
+    return (eu_range.Low, eu_range.High)
+
+
+class TestAnalogItems:
     @pytest.mark.parametrize(("path", "low", "high"), [
-        pytest.param("Components.tank.Parameters.area", 1e-6, math.inf, id="low-only"),
-        pytest.param("Components.setpoint.Parameters.step_time", 0.0, math.inf, id="time"),
+        pytest.param("Components.tank.Outputs.level", 0.0, 2.0, id="level-to-height"),
+        pytest.param("Components.tank.States.level", 0.0, 2.0, id="state-level"),
+        pytest.param("Components.tank.Outputs.outflow", 0.0, 0.02 * math.sqrt(2.0),
+                     id="outflow-at-the-rim"),
+        pytest.param("Components.controller.Outputs.output", 0.0, 0.05, id="pid-limits"),
+        pytest.param("Components.controller.States.integral", 0.0, 0.05, id="integral"),
+        pytest.param("Components.setpoint.Outputs.output", 0.5, 1.0, id="step-ends"),
         pytest.param("RealtimeFactor", 0.0, 1000.0, id="realtime-factor"),
     ])
-    async def test_eu_range(self, served: Served, path: str, low: float, high: float) -> None:
-        """EURange holds the variable's low/high; an open end is infinite."""
+    async def test_eu_range_from_parameters(self, served: Served, path: str, low: float,
+                                            high: float) -> None:
+        """A variable the model bounds is an AnalogItemType whose EURange its parameters
+        set (the tank's level: 0..height)."""
         node = served.var(path)
-        assert await node.read_type_definition() == ua.NodeId(ua.ObjectIds.AnalogItemType)
-        eu_range = await (await node.get_child("0:EURange")).read_value()
-        assert (eu_range.Low, eu_range.High) == (low, high)
+        assert await node.read_type_definition() == _ANALOG_ITEM
+        assert await _eu_range(node) == pytest.approx((low, high))
 
-    async def test_plain_variables_are_not_analog(self, served: Served) -> None:
-        """Booleans and unitless unbounded numbers are BaseDataVariables."""
-        for path in ("Components.tank.Outputs.overflow", "Components.controller.Outputs.output"):
-            assert await served.var(path).read_type_definition() == ua.NodeId(
-                ua.ObjectIds.BaseDataVariableType)
+    @pytest.mark.parametrize("path", [
+        pytest.param("Components.tank.Parameters.area", id="low-only"),
+        pytest.param("Components.tank.Inputs.inflow", id="input-low-only"),
+        pytest.param("Components.controller.Inputs.measurement", id="unbounded"),
+        pytest.param("SimTime", id="sim-time"),
+    ])
+    async def test_open_range_has_no_eu_range(self, served: Served, path: str) -> None:
+        """A numeric variable with an open end is a BaseAnalogType without EURange
+        (never an infinite one)."""
+        node = served.var(path)
+        assert await node.read_type_definition() == _BASE_ANALOG
+        assert await _eu_range(node) is None
+
+    async def test_every_numeric_variable_is_analog(self, served: Served) -> None:
+        """Every numeric model variable is an analog item, and no EURange is infinite."""
+        checked = 0
+        for key, var in served.session.variables():
+            node = served.var(key.path)
+            typedef = await node.read_type_definition()
+            if var.datatype.value in ("Double", "Int32"):
+                assert typedef in (_ANALOG_ITEM, _BASE_ANALOG), key.path
+                eu_range = await _eu_range(node)
+                assert (eu_range is not None) == (typedef == _ANALOG_ITEM), key.path
+                assert eu_range is None or all(map(math.isfinite, eu_range)), key.path
+                checked += 1
+            else:
+                assert typedef == ua.NodeId(ua.ObjectIds.BaseDataVariableType), key.path
+        assert checked > 15
+
+    async def test_eu_range_follows_a_parameter(self, running: Served) -> None:
+        """Writing a tank's height moves its level's EURange to 0..the new height."""
+        level = running.var("Components.tank.Outputs.level")
+        await running.var("Components.tank.Parameters.height").write_value(3.0)
+        for _ in range(100):
+            if await _eu_range(level) == (0.0, 3.0):
+                break
+            await asyncio.sleep(0.05)
+        assert await _eu_range(level) == (0.0, 3.0)
+        assert await _eu_range(running.var("Components.tank.States.level")) == (0.0, 3.0)

@@ -51,6 +51,24 @@ class TestRunControl:
         assert await served.var("State").read_value() == "Suspended"
         assert await level.read_value() != 0.5
 
+    async def test_step_from_ready_is_start_and_suspend(self, served: Served) -> None:
+        """After a Step from Ready the session shows Suspended with LastTransition
+        RunningToSuspended (Part 10's Start then Suspend); Start is refused with a
+        message that says to Resume, and Resume runs it."""
+        result = await _call(served, "Step", ua.Variant(3, ua.VariantType.UInt32))
+        assert result.StatusCode.is_good()
+        await served.server.publish("tank")
+        current = await served.var("CurrentState").read_value()
+        last = await served.var("LastTransition").read_value()
+        assert (current.Text, last.Text) == ("Suspended", "RunningToSuspended")
+        refused = await _call(served, "Start")
+        assert refused.StatusCode.value == ua.StatusCodes.BadInvalidState
+        message = " ".join(d.AdditionalInfo or "" for d in
+                           refused.InputArgumentDiagnosticInfos or [])
+        assert "in state Suspended" in message and "Resume it" in message, message
+        assert (await _call(served, "Resume")).StatusCode.is_good()
+        assert served.session.state is RunState.RUNNING
+
     async def test_step_takes_any_integer_type(self, served: Served) -> None:
         """Step accepts an Int64 (what a client sends for a plain integer)."""
         await served.var("").call_method(served.var("Step").nodeid, 3)

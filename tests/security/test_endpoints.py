@@ -23,6 +23,7 @@ from tests.security.conftest import (
     secured_server,
     trust_file,
 )
+from twin_server import cli
 from twin_server.config.schema import ServerConfig
 from twin_server.config.security import SecurityConfig
 from twin_server.security import pki as P
@@ -120,6 +121,30 @@ class TestClientCertificates:
         assert f"stranger [{cert.thumbprint}].der" in rejected(secured)
         P.trust(secured.security.pki, cert.thumbprint[:12].lower())
         assert f"stranger [{cert.thumbprint}].der" not in rejected(secured)
+        client = await secure_client(secured.url, cert)
+        async with client:
+            await client.get_node(secured.nodeid(VARIABLE)).read_value()
+
+    async def test_trusting_the_file_removes_the_rejected_copy(
+            self, secured: Secured, certs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """`twin-server pki trust FILE` with the client's own certificate file trusts it
+        and removes the copy a refused connection left in rejected/certs: `pki list`
+        shows it once, trusted, and the client connects."""
+        cert = make_client_cert(certs, "returning")
+        client = await secure_client(secured.url, cert)
+        with pytest.raises(ua.UaStatusCodeError):
+            await client.connect()
+        client.disconnect_socket()
+        assert f"returning [{cert.thumbprint}].der" in rejected(secured)
+        state = ["--state-dir", str(secured.state_dir)]
+        assert cli.main(["pki", "trust", str(cert.cert), *state]) == 0
+        assert rejected(secured) == sorted(
+            n for n in rejected(secured) if cert.thumbprint not in n)
+        capsys.readouterr()
+        assert cli.main(["pki", "list", *state]) == 0
+        listed = [line for line in capsys.readouterr().out.splitlines()
+                  if cert.thumbprint in line]
+        assert len(listed) == 1 and "trusted" in listed[0], listed
         client = await secure_client(secured.url, cert)
         async with client:
             await client.get_node(secured.nodeid(VARIABLE)).read_value()

@@ -404,8 +404,8 @@ class TestRefusedByRole:
         await served_within_a_second(operator_daemon)
 
     async def test_huge_node_ids_logged_as_excerpts(self, operator_daemon: Daemon) -> None:
-        """A call and a write naming a 3 MiB NodeId are refused; the log holds an
-        excerpt of each, not the NodeId."""
+        """A call and a write naming a 3 MiB NodeId are refused (no such method; no
+        right to write); the log holds an excerpt of each, not the NodeId."""
         huge = "Sessions.main." + "x" * (3 * MIB)
         async with Client(operator_daemon.endpoint_url, timeout=10) as client:
             ns = await client.get_namespace_index(NAMESPACE_URI)
@@ -416,7 +416,7 @@ class TestRefusedByRole:
                     ua.WriteValue(NodeId=ua.NodeId(huge, ns),
                                   AttributeId=ua.AttributeIds.Value,
                                   Value=ua.DataValue(ua.Variant(1.0)))]))
-        assert called.StatusCode.name == "BadUserAccessDenied"
+        assert called.StatusCode.name == "BadMethodInvalid"
         assert [s.name for s in written] == ["BadUserAccessDenied"]
         assert len(events(log, "call_refused")) == 1
         assert len(events(log, "write_refused")) == 1

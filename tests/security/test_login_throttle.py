@@ -72,15 +72,31 @@ class TestLockout:
         # and a third address, where admin never logged in, is not held up either
         assert (await log_in(secured, BYSTANDER, PASSWORD)).is_good()
 
+    async def test_third_failure_locks(self, secured: Secured,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+        """Two wrong passwords from an address still let the right one in; after three,
+        the right one is refused from there (as the README says)."""
+        throttle = secured.security.users.throttle
+        frozen = throttle.clock()
+        monkeypatch.setattr(throttle, "clock", lambda: frozen)
+        for source in ("127.0.0.4", "127.0.0.5"):
+            for i in range(2):
+                assert not (await log_in(secured, source, f"typo {i}")).is_good()
+        assert (await log_in(secured, "127.0.0.4", PASSWORD)).is_good()
+        assert not (await log_in(secured, "127.0.0.5", "typo 3")).is_good()
+        assert (await log_in(secured, "127.0.0.5", PASSWORD)).value == \
+            ua.StatusCodes.BadUserAccessDenied
+        assert throttle.locked_for("127.0.0.5", "admin").seconds == 1
+
 
 class TestThrottleTable:
     async def test_pair_backoff_doubles_to_the_cap(self) -> None:
-        """After the free attempts each failure of a pair locks it for twice as long,
-        up to the cap; the user from another address is not locked."""
+        """The third failure of a pair locks it for 1 s, each further one for twice as
+        long, up to the cap; the user from another address is not locked."""
         now = [0.0]
-        throttle = LoginThrottle(free=3, max_lockout=8.0, clock=lambda: now[0])
+        throttle = LoginThrottle(lock_after=3, max_lockout=8.0, clock=lambda: now[0])
         lockouts = [throttle.failed("10.0.0.1", "x") for _ in range(8)]
-        assert lockouts == [0, 0, 0, 1, 2, 4, 8, 8]
+        assert lockouts == [0, 0, 1, 2, 4, 8, 8, 8]
         assert throttle.locked_for("10.0.0.1", "x").seconds == 8
         assert throttle.locked_for("10.0.0.2", "x").seconds == 0
         now[0] = 9.0
@@ -89,23 +105,24 @@ class TestThrottleTable:
         assert throttle.failed("10.0.0.1", "x") == 0
 
     async def test_address_guessing_many_names(self) -> None:
-        """An address failing for many user names is locked as a whole, for every name."""
+        """An address failing for many user names is locked as a whole, for every name,
+        from its tenth failure."""
         now = [0.0]
-        throttle = LoginThrottle(free=3, address_free=10, clock=lambda: now[0])
-        for i in range(10):
+        throttle = LoginThrottle(lock_after=3, address_lock_after=10, clock=lambda: now[0])
+        for i in range(9):
             assert throttle.failed("10.0.0.1", f"user{i}") == 0
-        assert throttle.failed("10.0.0.1", "user10") == 1
+        assert throttle.failed("10.0.0.1", "user9") == 1
         lock = throttle.locked_for("10.0.0.1", "someone")
         assert lock.seconds == 1 and lock.scope == "address"
         assert throttle.locked_for("10.0.0.2", "someone").seconds == 0
 
     async def test_spread_guessing_spares_known_addresses(self) -> None:
-        """A user name guessed at from many addresses is locked for new addresses, but
+        """A user name guessed at from ten addresses is locked for new addresses, but
         not for an address it logged in from before."""
         now = [0.0]
-        throttle = LoginThrottle(free=3, spread=10, clock=lambda: now[0])
+        throttle = LoginThrottle(lock_after=3, spread=10, clock=lambda: now[0])
         throttle.succeeded("192.168.1.5", "admin")  # the real admin's workstation
-        for i in range(11):
+        for i in range(10):
             throttle.failed(f"10.0.0.{i}", "admin")
         lock = throttle.locked_for("10.9.9.9", "admin")
         assert lock.seconds == 1 and lock.scope == "user from a new address"
@@ -116,7 +133,8 @@ class TestThrottleTable:
         """However long one address keeps failing for a user, the user is not locked
         for other addresses."""
         now = [0.0]
-        throttle = LoginThrottle(free=3, spread=10, max_lockout=300.0, clock=lambda: now[0])
+        throttle = LoginThrottle(lock_after=3, spread=10, max_lockout=300.0,
+                                 clock=lambda: now[0])
         for _ in range(100):
             now[0] += 301.0
             throttle.failed("10.0.0.1", "admin")
@@ -125,8 +143,8 @@ class TestThrottleTable:
     async def test_forgets_after_quiet(self) -> None:
         """Failures are forgotten after the quiet period."""
         now = [0.0]
-        throttle = LoginThrottle(free=3, forget=3600.0, clock=lambda: now[0])
-        for _ in range(3):
+        throttle = LoginThrottle(lock_after=3, forget=3600.0, clock=lambda: now[0])
+        for _ in range(2):
             throttle.failed("10.0.0.1", "x")
         now[0] = 3601.0
         assert throttle.failed("10.0.0.1", "x") == 0

@@ -303,10 +303,10 @@ def structlog_errors(logs: list[dict[str, object]]) -> list[dict[str, object]]:
 
 
 class TestRoutineRefusalsLogging:
-    async def test_refused_write_service(self, secured: Secured,
-                                         asyncua_records: ErrorRecords) -> None:
-        """A viewer's Write (a service its role may not use) is refused with
-        BadUserAccessDenied and logs nothing at ERROR."""
+    async def test_refused_write(self, secured: Secured,
+                                 asyncua_records: ErrorRecords) -> None:
+        """A viewer's Write is refused per node with BadUserAccessDenied and logs
+        nothing at ERROR."""
         with structlog.testing.capture_logs() as logs:
             async with Client(secured.url, timeout=5) as client:
                 node = client.get_node(secured.nodeid(VARIABLE))
@@ -314,6 +314,28 @@ class TestRoutineRefusalsLogging:
                     await node.write_value(1.0)
                 assert refused.value.code == ua.StatusCodes.BadUserAccessDenied
                 assert await node.read_value() == 0.0
+        assert asyncua_records.errors() == []
+        assert structlog_errors(logs) == []
+        assert any(e["event"] == "write_refused" and e["status"] == "BadUserAccessDenied"
+                   and e["log_level"] == "info" for e in logs)
+        await served_within_a_second(secured)
+
+    async def test_refused_service(self, secured: Secured,
+                                   asyncua_records: ErrorRecords) -> None:
+        """A service the viewer's role may not use (AddNodes) is refused with a
+        ServiceFault BadUserAccessDenied and logs nothing at ERROR."""
+        with structlog.testing.capture_logs() as logs:
+            async with Client(secured.url, timeout=5) as client:
+                item = ua.AddNodesItem(
+                    ParentNodeId=ua.NodeId(ua.ObjectIds.ObjectsFolder),
+                    ReferenceTypeId=ua.NodeId(ua.ObjectIds.Organizes),
+                    RequestedNewNodeId=secured.nodeid("Intruder"),
+                    BrowseName=ua.QualifiedName("Intruder", secured.ns),
+                    NodeClass=ua.NodeClass.Object,
+                    TypeDefinition=ua.NodeId(ua.ObjectIds.BaseObjectType))
+                with pytest.raises(ua.UaStatusCodeError) as refused:
+                    await client.uaclient.add_nodes([item])
+                assert refused.value.code == ua.StatusCodes.BadUserAccessDenied
         assert asyncua_records.errors() == []
         assert structlog_errors(logs) == []
         assert any(e["event"] == "service_fault" and e["status"] == "BadUserAccessDenied"

@@ -205,16 +205,17 @@ class TestRoles:
             assert may_call(TwinUser.of("u", r), node, NS) == (r >= role), r
 
     def test_services(self) -> None:
-        """Viewers read and subscribe but may not write; node management is admin-only."""
+        """Viewers read, subscribe, and send Write and Call (refused item by item by the
+        guard, not as a whole); node management is admin-only."""
         def svc(name: str) -> ua.NodeId:
             return ua.NodeId(getattr(ua.ObjectIds, f"{name}Request_Encoding_DefaultBinary"))
 
         viewer, operator, admin = (TwinUser.of(None, r) for r in Role)
         for name in ("Read", "Browse", "CreateSubscription", "CreateMonitoredItems",
-                     "Publish", "HistoryRead", "Call"):
+                     "Publish", "HistoryRead", "Call", "Write"):
             assert may_use_service(viewer, svc(name)), name
-        assert not may_use_service(viewer, svc("Write"))
         assert may_use_service(operator, svc("Write"))
+        assert not may_use_service(viewer, svc("AddNodes"))
         assert not may_use_service(operator, svc("AddNodes"))
         assert may_use_service(admin, svc("AddNodes"))
         assert not may_use_service(admin, svc("QueryFirst"))

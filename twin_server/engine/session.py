@@ -950,7 +950,16 @@ class Session:
     # -- run control (InvalidState with the current state named when not allowed) --
 
     def start(self) -> None:
+        """Ready -> Running. A Suspended session (suspended, or stepped: a Step from
+        Ready is Start and Suspend in one, as in an OPC UA Part 10 program) is not
+        started again but resumed: the refusal says so."""
         self._require_no_step("Start")
+        if self.state is RunState.SUSPENDED and not self._closed:
+            raise InvalidState(
+                f"cannot Start session {self.name!r} in state Suspended (Start needs "
+                f"Ready): it has run to tick {self.step_count} (a Step or a Suspend); "
+                f"Resume it to run on, Step it, or Reset it to Ready first",
+                session=self.name, state=self.state)
         self._require("Start", RunState.READY)
         self._transition(RunState.RUNNING, "started", "started")
 

@@ -166,6 +166,16 @@ class Model(abc.ABC):
         self.options = dict(options or {})
 
     @classmethod
+    def ranges(cls, parameters: Mapping[str, Value]) -> dict[str, tuple[float, float]]:
+        """The ranges that ``parameters`` (every parameter, coerced and in range) set
+        for the model's other variables, by name (an output, state or input of that
+        name): a tank's level lies within 0..height. OPC UA shows them as the
+        variables' EURange, following the parameters as they change; a variable not
+        named here has its declared ``low``..``high`` (no EURange where either end
+        is open). Pure; the default sets none."""
+        return {}
+
+    @classmethod
     def declare(cls, options: Mapping[str, Any]) -> tuple[Variable, ...]:
         """The variables an instance made with ``options`` will have, without making
         one: config checks call this. Override where they depend on the options

@@ -67,6 +67,11 @@ class PID(Model):
 
     integral: float
 
+    @classmethod
+    def ranges(cls, parameters: Mapping[str, Value]) -> dict[str, tuple[float, float]]:
+        limits = (float(parameters["output_min"]), float(parameters["output_max"]))
+        return {"output": limits, "integral": limits}  # the integral is clamped as well
+
     def reset(
         self, parameters: Mapping[str, Value], initial: Mapping[str, Value]
     ) -> dict[str, Value]:

@@ -56,6 +56,10 @@ class Constant(_Source):
         Variable("value", Kind.PARAMETER, default=0.0, description="the output value"),
     )
 
+    @classmethod
+    def ranges(cls, parameters: Mapping[str, Value]) -> dict[str, tuple[float, float]]:
+        return {"output": (float(parameters["value"]), float(parameters["value"]))}
+
     def value(self, t: float) -> float:
         return self._p("value")
 
@@ -71,6 +75,11 @@ class Step(_Source):
         Variable("step_time", Kind.PARAMETER, "s", low=0.0, default=1.0,
                  description="simulation time of the step"),
     )
+
+    @classmethod
+    def ranges(cls, parameters: Mapping[str, Value]) -> dict[str, tuple[float, float]]:
+        ends = (float(parameters["initial"]), float(parameters["final"]))
+        return {"output": (min(ends), max(ends))}
 
     def value(self, t: float) -> float:
         return self._p("final") if t >= self._p("step_time") else self._p("initial")
@@ -107,6 +116,10 @@ class Sine(_Source):
         Variable("offset", Kind.PARAMETER, default=0.0, description="mean value"),
     )
 
+    @classmethod
+    def ranges(cls, parameters: Mapping[str, Value]) -> dict[str, tuple[float, float]]:
+        return {"output": _around(parameters)}
+
     def value(self, t: float) -> float:
         angle = 2.0 * math.pi * self._p("frequency") * t + self._p("phase")
         return self._p("offset") + self._p("amplitude") * math.sin(angle)
@@ -127,7 +140,17 @@ class Square(_Source):
         Variable("offset", Kind.PARAMETER, default=0.0, description="middle value"),
     )
 
+    @classmethod
+    def ranges(cls, parameters: Mapping[str, Value]) -> dict[str, tuple[float, float]]:
+        return {"output": _around(parameters)}
+
     def value(self, t: float) -> float:
         high = (t / self._p("period")) % 1.0 < self._p("duty")
         amplitude = self._p("amplitude")
         return self._p("offset") + (amplitude if high else -amplitude)
+
+
+def _around(parameters: Mapping[str, Value]) -> tuple[float, float]:
+    """offset -/+ |amplitude|: the range of a sine or square wave."""
+    offset, amplitude = float(parameters["offset"]), abs(float(parameters["amplitude"]))
+    return (offset - amplitude, offset + amplitude)

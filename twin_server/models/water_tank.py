@@ -139,6 +139,12 @@ class WaterTank(Model):
     level: float
     overflow: bool
 
+    @classmethod
+    def ranges(cls, parameters: Mapping[str, Value]) -> dict[str, tuple[float, float]]:
+        height = float(parameters["height"])
+        return {"level": (0.0, height),
+                "outflow": (0.0, float(parameters["outflow_coefficient"]) * math.sqrt(height))}
+
     def reset(
         self, parameters: Mapping[str, Value], initial: Mapping[str, Value]
     ) -> dict[str, Value]:

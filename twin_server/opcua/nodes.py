@@ -63,6 +63,7 @@ _OBJECT_TYPE = ua.NodeId(ua.ObjectIds.BaseObjectType)
 _DATA_VARIABLE_TYPE = ua.NodeId(ua.ObjectIds.BaseDataVariableType)
 _PROPERTY_TYPE = ua.NodeId(ua.ObjectIds.PropertyType)
 _ANALOG_ITEM_TYPE = ua.NodeId(ua.ObjectIds.AnalogItemType)
+_BASE_ANALOG_TYPE = ua.NodeId(ua.ObjectIds.BaseAnalogType)
 _RANGE = ua.NodeId(ua.ObjectIds.Range)
 _EU_INFORMATION = ua.NodeId(ua.ObjectIds.EUInformation)
 _ARGUMENT = ua.NodeId(ua.ObjectIds.Argument)
@@ -71,6 +72,16 @@ _A = ua.AttributeIds
 #: nodes checked or added between two yields of ``commit_steps``
 COMMIT_STEP = 256
 _SUBSCRIBE_TO_EVENTS = ua.EventNotifier.SubscribeToEvents.mask
+
+
+def finite_range(low: float | None, high: float | None) -> bool:
+    """Whether ``low``..``high`` makes an EURange: both ends given and finite."""
+    return (low is not None and high is not None
+            and math.isfinite(low) and math.isfinite(high) and low <= high)
+
+
+def eu_range(low: float, high: float) -> ua.Range:
+    return ua.Range(Low=float(low), High=float(high))
 
 
 def datatype_id(vtype: ua.VariantType) -> ua.NodeId:
@@ -172,10 +183,11 @@ class NodeBatch:
     def _add(self, parent: ua.NodeId, path: str, name: str, nodeclass: ua.NodeClass,
              typedef: ua.NodeId | None, attributes: dict[ua.AttributeIds, AttributeValue], *,
              reference: ua.NodeId | None = None, namespace: int | None = None,
-             value: tuple[Any, ua.VariantType, bool] | None = None) -> ua.NodeId:
+             value: tuple[Any, ua.VariantType, bool] | None = None,
+             display_name: str | None = None) -> ua.NodeId:
         nodeid = self.nodeid(path)
-        display = ua.LocalizedText(name)
-        attributes[_A.DisplayName] = _text(name)
+        display = ua.LocalizedText(display_name or name)
+        attributes[_A.DisplayName] = _text(display_name or name)
         self._pending.append(_Pending(
             nodeid, ua.QualifiedName(name, self.ns if namespace is None else namespace),
             display, nodeclass, parent,
@@ -212,28 +224,35 @@ class NodeBatch:
         unit: ua.EUInformation | None = None, low: float | None = None,
         high: float | None = None, typedef: ua.NodeId | None = None,
         namespace: int | None = None, array: bool = False, sampling: float = 0.0,
+        display_name: str | None = None,
     ) -> ua.NodeId:
-        """A scalar data variable (``array``: a one-dimensional array of ``vtype``);
-        ``analog`` makes it an AnalogItemType with EURange (open ends as -inf/inf)
-        and, given a unit, EngineeringUnits. ``typedef`` and ``namespace`` (of the
-        browse name) serve standard instance declarations such as a state
-        machine's CurrentState. ``sampling``: its MinimumSamplingInterval in ms (a
-        session variable's value changes at most once per publish period)."""
+        """A scalar data variable (``array``: a one-dimensional array of ``vtype``).
+        ``analog`` makes it an analog item (OPC UA Part 8): an AnalogItemType with
+        its EURange where ``low`` and ``high`` are both finite, else a BaseAnalogType
+        without one (an EURange is never infinite); either with EngineeringUnits
+        given a unit. ``typedef`` and ``namespace`` (of the browse name) serve
+        standard instance declarations such as a state machine's CurrentState.
+        ``sampling``: its MinimumSamplingInterval in ms (a session variable's value
+        changes at most once per publish period); ``display_name`` replaces ``name``
+        as the DisplayName."""
+        ranged = analog and finite_range(low, high)
+        if typedef is None:
+            typedef = (_ANALOG_ITEM_TYPE if ranged else _BASE_ANALOG_TYPE) if analog \
+                else _DATA_VARIABLE_TYPE
         nodeid = self._add(
-            parent, path, name, ua.NodeClass.Variable,
-            typedef or (_ANALOG_ITEM_TYPE if analog else _DATA_VARIABLE_TYPE),
+            parent, path, name, ua.NodeClass.Variable, typedef,
             _variable_attributes(name, description, datatype_id(vtype), writable=writable,
                                  array=array, sampling=sampling),
-            namespace=namespace, value=(value, vtype, array))
-        if analog:
-            eu_range = ua.Range(Low=-math.inf if low is None else float(low),
-                                High=math.inf if high is None else float(high))
-            self.property(nodeid, f"{path}.EURange", "EURange", eu_range,
-                          ua.VariantType.ExtensionObject, datatype=_RANGE, namespace=0)
-            if unit is not None:
-                self.property(nodeid, f"{path}.EngineeringUnits", "EngineeringUnits", unit,
-                              ua.VariantType.ExtensionObject, datatype=_EU_INFORMATION,
-                              namespace=0)
+            namespace=namespace, value=(value, vtype, array), display_name=display_name)
+        if ranged:
+            assert low is not None and high is not None
+            self.property(nodeid, f"{path}.EURange", "EURange", eu_range(low, high),
+                          ua.VariantType.ExtensionObject, datatype=_RANGE, namespace=0,
+                          description="The range the value normally lies in")
+        if analog and unit is not None:
+            self.property(nodeid, f"{path}.EngineeringUnits", "EngineeringUnits", unit,
+                          ua.VariantType.ExtensionObject, datatype=_EU_INFORMATION,
+                          namespace=0)
         return nodeid
 
     def property(self, parent: ua.NodeId, path: str, name: str, value: Any,

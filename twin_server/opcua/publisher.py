@@ -73,6 +73,17 @@ LOST = ua.StatusCode(ua.StatusCodes.BadCommunicationError)
 MARGIN = 1.5
 
 
+class _Written:
+    """What a client wrote into a watched variable's node (``flags``), as the sent
+    value: never equal to a value, so that the next publish tells ``on_flag`` of it
+    (without writing it again where the frame holds the same value)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
 @dataclass(frozen=True, slots=True)
 class PublisherStatistics:
     """An immutable snapshot of the publisher's work since it was created."""
@@ -98,8 +109,9 @@ class PublishTarget:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     #: told of each published change of a watched variable (index into variables)
     #: after the first publish, with the frame it is in: the edges of Boolean
-    #: outputs (``server.py``)
-    on_flag: Callable[[VarKey, Any, Frame], None] | None = None
+    #: outputs, the parameters that set other variables' EURange (``server.py``);
+    #: returns more writes for the same publish (those EURanges)
+    on_flag: Callable[[VarKey, Any, Frame], list[tuple[ua.NodeId, ua.DataValue]]] | None = None
     flags: frozenset[int] = frozenset()
     #: how long the latest publish ran before it could first yield (the frame, the
     #: scalars and the comparison with what was sent)
@@ -126,7 +138,7 @@ class PublishTarget:
 
     def accepted(self, index: int, value: Any) -> None:
         """A client write put ``value`` into variable ``index``'s node already."""
-        self.sent_values[index] = value
+        self.sent_values[index] = _Written(value) if index in self.flags else value
         if self.overwritten is not None:
             self.overwritten.add(index)
 
@@ -280,6 +292,13 @@ class Publisher:
                         continue
                     key, nodeid, vtype = variables[i]
                     value = current[i]
+                    before = sent[i]
+                    if type(before) is _Written and before.value == value and not lost \
+                            and i not in quality:
+                        sent[i] = value  # in the node already
+                        if on_flag is not None:
+                            changes.extend(on_flag(key, value, frame))
+                        continue
                     dv = data_value(value, vtype, now)
                     if lost:
                         dv.StatusCode = LOST
@@ -287,7 +306,7 @@ class Publisher:
                         dv.StatusCode = ua.StatusCode(quality[i])
                     changes.append((nodeid, dv))
                     if i in flags and sent[i] is not _UNSENT and on_flag is not None:
-                        on_flag(key, value, frame)
+                        changes.extend(on_flag(key, value, frame))
                     sent[i] = value
                 await fastpath.write_values(aspace, changes)  # (the first with the scalars)
                 written += len(changes)

@@ -33,13 +33,14 @@ from twin_server.hil import HilMirror
 from twin_server.history import HistoryStore
 from twin_server.models.base import DataType, Kind, Variable
 from twin_server.opcua import events as ev
-from twin_server.opcua import history_read
+from twin_server.opcua import history_read, identity
 from twin_server.opcua.hil_nodes import HilNodes, build_hil
 from twin_server.opcua.methods import ServerMethods, SessionMethods, method_statistics
 from twin_server.opcua.nodes import NodeBatch, add_reference
 from twin_server.opcua.patches import aspace_cache, browse, fastpath, internals, monitoring
 from twin_server.opcua.program import STATES, ProgramState, StateView
 from twin_server.opcua.publisher import Publisher, PublisherStatistics, PublishTarget
+from twin_server.opcua.ranges import RangeFollower
 from twin_server.opcua.runtime import Runtime
 from twin_server.opcua.tree import (
     BUILD_STEP,
@@ -185,6 +186,7 @@ class OpcUaServer:
         server = self._server
         # the standard address space from a cache ($CACHE_DIRECTORY, else state_dir/cache)
         await aspace_cache.init_server(server, aspace_cache.cache_dir(self.config.state_dir))
+        await identity.set_build_info(server)  # (asyncua's init wrote its own)
         server.set_endpoint(self._endpoint)
         server.set_server_name(self.config.application_name)
         await server.set_application_uri(self.config.application_uri)
@@ -216,6 +218,7 @@ class OpcUaServer:
         # endpoints, certificates, users and roles, limits (twin_server.security); last
         # before binding: it wraps the attribute and method services set up above
         self.security = await configure_security(server, self.config, self.config.state_dir)
+        identity.set_capabilities(aspace, self.config.limits)
         await server.start()
         self._endpoint = self._bound_endpoint()
         self._log = log.bind(endpoint=self._endpoint)
@@ -348,7 +351,7 @@ class OpcUaServer:
             aspace.add_method_callback(nodes.methods[name], callback)
         flags = await in_slices(self._route_writes(session, nodes, target, variables))
         served = _Served(session, nodes, methods, target, program, pacer)
-        self._watch_flags(served, flags)
+        self._watch_flags(served, twin, variables, flags)
         # what the build put in the nodes counts as sent
         publisher.add(target)
         assert self.worker_nodes is not None
@@ -371,14 +374,22 @@ class OpcUaServer:
                                   message=f"session {session.name!r} added")
         return nodes.root
 
-    def _watch_flags(self, served: _Served, flags: frozenset[int]) -> None:
-        """Boolean outputs are alarm flags (a tank's ``overflow``; ``flags``: their
+    def _watch_flags(self, served: _Served, twin: TwinDefinition,
+                     variables: list[tuple[VarKey, Variable, ua.NodeId]],
+                     alarms: frozenset[int]) -> None:
+        """Boolean outputs are alarm flags (a tank's ``overflow``; ``alarms``: their
         indexes, from ``_route_writes``): each edge the publisher sees becomes an
-        ``alarm`` / ``alarm_cleared`` event."""
+        ``alarm`` / ``alarm_cleared`` event. A change of a parameter that bounds other
+        variables (a tank's height) rewrites their EURange (``ranges.py``)."""
+        ranges = RangeFollower(twin, variables, served.session.frame().values)
+        flags = alarms | ranges.watched
         if not flags:
             return
 
-        def on_flag(key: VarKey, value: Any, frame: Frame) -> None:
+        def on_flag(key: VarKey, value: Any,
+                    frame: Frame) -> list[tuple[ua.NodeId, ua.DataValue]]:
+            if key.kind is Kind.PARAMETER:
+                return ranges.changed(key, frame.values)
             where = (f"output {key.name!r} of component {key.component!r}")
             at = f"at t={frame.sim_time:g} s (tick {frame.step_count})"
             if value:
@@ -386,6 +397,7 @@ class OpcUaServer:
             else:
                 self._queue(served, "alarm_cleared", f"{where} turned false again {at}",
                             ev.SEVERITY_ALARM_CLEARED)
+            return []
 
         served.target.flags = flags
         served.target.on_flag = on_flag

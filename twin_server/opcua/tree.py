@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 from asyncua import ua
 
 from twin_server.engine.session import VarKey
-from twin_server.engine.twin import TwinDefinition
+from twin_server.engine.twin import ComponentDefinition, TwinDefinition
 from twin_server.models.base import DataType, Kind, Variable
 from twin_server.opcua.nodes import VARIANT_TYPES, Argument, NodeBatch
 from twin_server.opcua.program import (
@@ -47,6 +47,7 @@ from twin_server.opcua.program import (
     ProgramState,
     StateView,
 )
+from twin_server.opcua.ranges import parameter_ranges
 from twin_server.opcua.units import engineering_units
 from twin_server.runtime.clock import ClockStatistics
 from twin_server.runtime.host import Frame, HostedSession
@@ -59,6 +60,9 @@ SESSIONS = "Sessions"
 MAX_REALTIME_FACTOR = 1000.0
 #: most ticks one Step call may take
 MAX_STEP_COUNT = 1_000_000
+#: the data types whose variables are analog items (BaseAnalogType, or AnalogItemType
+#: with an EURange where their range is finite)
+NUMERIC = frozenset({DataType.DOUBLE, DataType.INT32})
 #: components (of a twin) or variables (of a session) built between two yields
 BUILD_STEP = 64
 
@@ -299,11 +303,14 @@ def build_twin_steps(batch: NodeBatch,
                          "Components in evaluation order")
     for i, comp in enumerate(twin.components, 1):
         cpath = f"{path}.Components.{comp.name}"
-        cnode = batch.object(comps, cpath, comp.name, comp.description)
+        description = component_description(comp)
+        cnode = batch.object(comps, cpath, comp.name, description)
         batch.property(cnode, f"{cpath}.Model", "Model", comp.model, ua.VariantType.String,
                        description="The model this component instantiates")
-        batch.property(cnode, f"{cpath}.Description", "Description", comp.description,
-                       ua.VariantType.String)
+        batch.property(cnode, f"{cpath}.Description", "Description", description,
+                       ua.VariantType.String,
+                       description="What the component is (its model's description unless "
+                                   "the config gives one)")
         if not i % BUILD_STEP:
             yield
     return node
@@ -368,7 +375,8 @@ def build_session_steps(
     variables: list[tuple[VarKey, ua.NodeId, ua.VariantType]] = []
     folders: dict[tuple[str, Kind], ua.NodeId] = {}
     comp_nodes: dict[str, ua.NodeId] = {}
-    descriptions = {c.name: c.description for c in twin.components}
+    descriptions = {c.name: component_description(c) for c in twin.components}
+    ranges = parameter_ranges(twin, layout.variables, frame.values)
     for i, ((key, var), value) in enumerate(zip(layout.variables, frame.values, strict=True), 1):
         if not i % BUILD_STEP:
             yield
@@ -383,13 +391,13 @@ def build_session_steps(
                                   key.kind.folder)
             folders[(key.component, key.kind)] = folder
         vtype = VARIANT_TYPES[var.datatype]
-        numeric = var.datatype in (DataType.DOUBLE, DataType.INT32)
-        analog = numeric and bool(var.unit or var.low is not None or var.high is not None)
+        low, high = ranges.get((key.component, key.kind, key.name), (var.low, var.high))
         nodeid = batch.variable(
             folder, f"{base}.{key.path}", key.name, value, vtype,
-            description=_describe(var), writable=key.kind is not Kind.OUTPUT,
-            analog=analog, unit=engineering_units(var.unit) if var.unit else None,
-            low=var.low, high=var.high, sampling=period)
+            description=_describe(key, var), writable=key.kind is not Kind.OUTPUT,
+            analog=var.datatype in NUMERIC,
+            unit=engineering_units(var.unit) if var.unit else None,
+            low=low, high=high, sampling=period, display_name=display_name(key))
         variables.append((key, nodeid, vtype))
         if on_variable is not None:
             on_variable(key, var, nodeid)
@@ -437,8 +445,19 @@ def _build_program(batch: NodeBatch, root: ua.NodeId, base: str,
     return ProgramNodes(current, cid, cnum, last, lid, lnum, ltime, recycle)
 
 
-def _describe(var: Variable) -> str:
-    text = var.description or var.name
+def component_description(comp: ComponentDefinition) -> str:
+    """A component's description: the config's, else its model's."""
+    return comp.description or comp.factory.description or f"A {comp.model} component"
+
+
+def display_name(key: VarKey) -> str:
+    """A model variable's DisplayName: ``component.variable`` (``tank.level``), so
+    that a data view or a trend legend tells the variables apart without NodeIds."""
+    return f"{key.component}.{key.name}"
+
+
+def _describe(key: VarKey, var: Variable) -> str:
+    text = f"{key.component}.{key.name} ({key.kind}): {var.description or var.name}"
     extras = []
     if var.unit:
         extras.append(var.unit)

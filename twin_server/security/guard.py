@@ -25,8 +25,11 @@ module closes them without changing asyncua:
   ``CURRENT_USER`` for the services that asyncua calls without it (Call, Read).
 * **Items.** ``GuardedAttributeService`` and ``GuardedMethodService`` wrap the
   server's attribute and method services and refuse each write or call the user's
-  role may not make, item by item, with BadUserAccessDenied; the rest go through
-  unchanged. Read answers UserAccessLevel and UserExecutable for the reading user.
+  role may not make, item by item, with BadUserAccessDenied (a viewer's Write too:
+  its request is answered per node, never refused whole); the rest go through
+  unchanged. A call to an object or method that does not exist gets
+  BadNodeIdUnknown or BadMethodInvalid, whoever calls. Read answers UserAccessLevel
+  and UserExecutable for the reading user.
 
 ``CURRENT_USER`` unset (None) means the call did not come from a client request:
 the server itself, through asyncua's internal session, which may do anything.
@@ -450,20 +453,40 @@ class GuardedAttributeService:
 
 
 class GuardedMethodService:
-    """Wraps the server's method service: per-call permission."""
+    """Wraps the server's method service: per-call permission, and the codes of
+    OPC UA Part 4 for a call to nothing (asyncua answers BadNodeIdInvalid for both):
+    an object that does not exist gets BadNodeIdUnknown, a MethodId that names no
+    method BadMethodInvalid, whoever calls."""
 
     def __init__(self, inner: Any, guard: Guard) -> None:
         self.inner = inner
         self.guard = guard
 
+    def _missing(self, request: ua.CallMethodRequest) -> str | None:
+        """The status name of a call whose object or method does not exist, else None."""
+        aspace = self.guard.iserver.aspace
+        if request.ObjectId not in aspace:
+            return "BadNodeIdUnknown"
+        if request.MethodId not in aspace:
+            return "BadMethodInvalid"
+        nodeclass = aspace.read_attribute_value(request.MethodId, ua.AttributeIds.NodeClass)
+        if nodeclass.Value is None or nodeclass.Value.Value != ua.NodeClass.Method:
+            return "BadMethodInvalid"
+        return None
+
     async def call(self, methods: list[ua.CallMethodRequest]) -> list[ua.CallMethodResult]:
         user = CURRENT_USER.get()
-        if user is None:
-            return list(await self.inner.call(methods))
         results: list[ua.CallMethodResult | None] = []
         allowed: list[tuple[int, ua.CallMethodRequest]] = []
         for index, request in enumerate(methods):
-            if self.guard.may_call(user, request.MethodId):
+            missing = self._missing(request)
+            if missing is not None:
+                self.guard.counters.calls_refused += 1
+                log.info("call_refused", user=str(user), method=request.MethodId.to_string(),
+                         object=request.ObjectId.to_string(), status=missing)
+                results.append(ua.CallMethodResult(
+                    StatusCode=ua.StatusCode(getattr(ua.StatusCodes, missing))))
+            elif self.guard.may_call(user, request.MethodId):
                 allowed.append((index, request))
                 results.append(None)
             else:

@@ -527,9 +527,10 @@ def list_certificates(layout: PkiLayout) -> list[CertificateEntry]:
 
 
 def trust(layout: PkiLayout, what: str) -> Path:
-    """Trust a client certificate: ``what`` is a file (DER or PEM; a file in
-    rejected/certs is moved) or a thumbprint (or a unique prefix of one, at least 8
-    hex digits) of a certificate in rejected/certs. Returns the trusted file."""
+    """Trust a client certificate: ``what`` is a file (DER or PEM) or a thumbprint
+    (or a unique prefix of one, at least 8 hex digits) of a certificate in
+    rejected/certs. Every copy of it in rejected/certs goes (``pki list`` would
+    show it as both trusted and rejected). Returns the trusted file."""
     layout.create()
     path = Path(what)
     if path.is_file():
@@ -554,6 +555,14 @@ def trust(layout: PkiLayout, what: str) -> Path:
     target.write_bytes(cert.public_bytes(serialization.Encoding.DER))
     if source is not None:
         source.unlink(missing_ok=True)
+    wanted_thumbprint = thumbprint(cert)
+    for rejected in _cert_files(layout.rejected_certs):
+        try:
+            same = thumbprint(load_certificate_file(rejected)) == wanted_thumbprint
+        except (OSError, ValueError):
+            continue  # not a certificate: not ours to remove
+        if same:
+            rejected.unlink(missing_ok=True)
     log.info("client_certificate_trusted", subject=common_name(cert),
              thumbprint=thumbprint(cert), path=str(target))
     return target

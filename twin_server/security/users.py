@@ -19,8 +19,8 @@ Comparison is constant-time (``hmac.compare_digest``), and an unknown user name
 costs as much as a wrong password, so timing does not tell which names exist.
 
 Failed logins back off per client address and user name together (``LoginThrottle``):
-the first ``FREE_ATTEMPTS`` failures cost nothing, then each further one locks
-that pair for twice as long as the last, from 1 s up to ``MAX_LOCKOUT``. While
+the ``LOCK_AFTER``-th failure (the third) locks that pair for 1 s, each further one
+for twice as long as the last, up to ``MAX_LOCKOUT``. While
 locked, attempts are refused without checking the password (even a right one),
 so a guesser gets a handful of tries per hour instead of thousands per second,
 while the user, logging in from another address, is not held up. An address
@@ -64,11 +64,12 @@ MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
 USERNAME_MAX = 64
 
-#: failures of one user name from one address before the backoff starts
-FREE_ATTEMPTS = 3
-#: failures from one address, whatever the user names, before the backoff starts
-ADDRESS_FREE = 10
-#: addresses failing for one user name before new addresses are held back for it
+#: the failure of one user name from one address that starts the lockout (the third:
+#: two typos are free, as the README says)
+LOCK_AFTER = 3
+#: the failure from one address, whatever the user names, that locks the address
+ADDRESS_LOCK_AFTER = 10
+#: addresses failing for one user name after which new addresses are held back for it
 SPREAD_ADDRESSES = 10
 MAX_LOCKOUT = 300.0
 #: quiet seconds after which failures are forgotten
@@ -322,16 +323,17 @@ class LoginThrottle:
     """Backoff after failed logins, so that a guesser is slowed down without being
     able to lock anyone else out.
 
-    * **address and user**: after ``free`` failures for one user name from one client
-      address, each further failure locks that pair for twice as long as the last,
-      from 1 s up to ``max_lockout``. The same user from another address is not
+    * **address and user**: the ``lock_after``-th failure for one user name from one
+      client address locks that pair for 1 s, each further failure for twice as
+      long as the last, up to ``max_lockout``. The same user from another address is not
       held up: a guesser cannot lock the real user out.
-    * **address**: after ``address_free`` failures from one address, whatever the user
-      names (a guesser trying many names), that address is locked likewise.
+    * **address**: from the ``address_lock_after``-th failure from one address,
+      whatever the user names (a guesser trying many names), that address is locked
+      likewise.
     * **user from a new address** (a guess spread over many addresses): once failures
-      for one user name came from ``spread`` addresses, each further address locks
-      the name likewise, but only for addresses it has never logged in from: the
-      real user's own address keeps working.
+      for one user name came from ``spread`` addresses, the name is locked likewise
+      (each further address's failure doubling it), but only for addresses it has
+      never logged in from: the real user's own address keeps working.
 
     A lock refuses attempts without checking the password (and without counting
     them). Failures are forgotten after ``forget`` quiet seconds or a successful
@@ -339,12 +341,13 @@ class LoginThrottle:
     quiet go first), so that memory stays bounded whatever the clients send.
     """
 
-    def __init__(self, *, free: int = FREE_ATTEMPTS, address_free: int = ADDRESS_FREE,
+    def __init__(self, *, lock_after: int = LOCK_AFTER,
+                 address_lock_after: int = ADDRESS_LOCK_AFTER,
                  spread: int = SPREAD_ADDRESSES, max_lockout: float = MAX_LOCKOUT,
                  forget: float = FORGET_AFTER, clock: Callable[[], float] = time.monotonic,
                  entries: int = THROTTLE_ENTRIES) -> None:
-        self.free = free
-        self.address_free = address_free
+        self.lock_after = lock_after
+        self.address_lock_after = address_lock_after
         self.spread = spread
         self.max_lockout = max_lockout
         self.forget = forget
@@ -371,24 +374,26 @@ class LoginThrottle:
         return max(0.0, entry.locked_until - now) if entry is not None else 0.0
 
     def failed(self, address: str, user: str) -> float:
-        """Count a failure; returns the longest lockout it starts (0 within the free
-        attempts)."""
+        """Count a failure; returns the longest lockout it starts (0 before a
+        threshold is reached)."""
         now = self.clock()
         pair, new_pair = self._pairs.touch((address, user), now, self.forget)
-        lockouts = [self._count(pair, self.free, now)]
+        lockouts = [self._count(pair, self.lock_after, now)]
         entry, _ = self._addresses.touch(address, now, self.forget)
-        lockouts.append(self._count(entry, self.address_free, now))
+        lockouts.append(self._count(entry, self.address_lock_after, now))
         if new_pair:  # the first failure of this address for this user
             entry, _ = self._users.touch(user, now, self.forget)
             lockouts.append(self._count(entry, self.spread, now))
         return max(lockouts)
 
-    def _count(self, entry: _Failures, free: int, now: float) -> float:
+    def _count(self, entry: _Failures, threshold: int, now: float) -> float:
+        """Count one more failure of ``entry``; from the ``threshold``-th on, lock it
+        for 1 s, then twice as long each time."""
         entry.count += 1
-        over = entry.count - free
-        if over <= 0:
+        over = entry.count - threshold
+        if over < 0:
             return 0.0
-        lockout = min(self.max_lockout, 2.0 ** (over - 1))
+        lockout = min(self.max_lockout, 2.0 ** over)
         entry.locked_until = now + lockout
         return lockout
 

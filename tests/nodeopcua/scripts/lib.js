@@ -1,7 +1,8 @@
 // What every node-opcua test script shares: its arguments, a connected client and
-// session, and printing one JSON result on stdout (tests/nodeopcua/__init__.py runs
-// the script and parses that). Anything else goes to stderr, which the test shows
-// when the script fails.
+// session, and its JSON result: printed on stdout when the script runs on its own
+// (`NODEOPCUA_ARGS='{"endpoint": ...}' node read.js`), handed to runner.js when
+// tests/nodeopcua/__init__.py runs it there. Anything else goes to stderr, which the
+// test shows when the script fails.
 //
 //   const { main, withSession, plain } = require("./lib");   // from a script file
 //   main(async (args, opcua) => withSession(args, async (session) => { ... return x; }));
@@ -32,8 +33,10 @@ function identity(options) {
              password: options.password || "" };
 }
 
+let certificateManager;
+
 async function connect(options = args) {
-    const certificateManager = new opcua.OPCUACertificateManager({
+    certificateManager = certificateManager || new opcua.OPCUACertificateManager({
         rootFolder: PKI, automaticallyAcceptUnknownCertificate: true,
     });
     const policy = options.policy || "None";
@@ -117,7 +120,12 @@ function plain(x) {
 }
 
 // run the script's body; print its result as JSON, or its error on stderr and exit 1
+// (in runner.js, which runs many scripts in one process: hand the body over)
 function main(fn) {
+    if (global.__nodeopcuaRunner) {
+        global.__nodeopcuaRunner.register(fn);
+        return;
+    }
     fn(args, opcua).then(
         (result) => {
             process.stdout.write("\n" + JSON.stringify(plain(result === undefined ? null : result))
