@@ -280,7 +280,8 @@ class TestOtherReads:
     @pytest.mark.parametrize("kind", ["processed", "events"])
     async def test_storm_is_capped(self, env: Env, kind: str) -> None:
         """100 processed reads of 1,000 intervals each, or 100 event reads of the session
-        node, answer at most the cap in total, with continuation points, on time."""
+        node, answer at most the cap in total, with continuation points, in slices while
+        the clock ticks on."""
         if kind == "processed":
             node = env.nodeid(LEVEL)
             details: Any = ua.ReadProcessedDetails(

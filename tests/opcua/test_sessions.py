@@ -25,6 +25,7 @@ from tests.opcua.conftest import (
 from twin_server.engine.session import RunState, VarKey
 from twin_server.models.base import Kind
 from twin_server.opcua.server import NAMESPACE_URI
+from twin_server.runtime import LocalHost
 from twin_server.runtime.daemon import Daemon
 
 pytestmark = MODULE_LOOP
@@ -371,9 +372,17 @@ class TestFork:
                                      ua.Variant(10.0, ua.VariantType.Double))
         racer = in_process(ua_client.daemon, "racer")
         assert racer.state is RunState.RUNNING
+        assert racer.realtime_factor == 10.0
+        host = ua_client.daemon.host
+        assert isinstance(host, LocalHost)
+        assert host.clock("racer").session is racer
+        assert host.clock("racer") is not host.clock("main")
+        # the pace a factor sets is tests/runtime/test_clock.py's (a fake clock) and the benches':
+        # here, its ticks arrive (50: 0.05 s unloaded)
         start = racer.step_count
-        await asyncio.sleep(0.3)
-        assert racer.step_count > start + 50  # 10x real time at 10 ms steps
+        async with asyncio.timeout(10):
+            while racer.step_count < start + 50:
+                await asyncio.sleep(0.01)
 
     @pytest.mark.parametrize(("name", "factor", "status", "index"), [
         pytest.param("main", 1.0, "BadBrowseNameDuplicated", 0, id="taken-name"),

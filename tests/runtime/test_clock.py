@@ -23,7 +23,6 @@ from tests.engine.conftest import (
     TimeSource,
     bits,
     component,
-    loop_twin,
     make_session,
     run_scripted,
     tank_pid_twin,
@@ -470,23 +469,32 @@ class TestFlatOut:
         assert set(fake_clock.sleeps) == {0}
         assert turns >= 5000 // 64 - 1
 
-    async def test_yields_by_wall_time(self, running: Any) -> None:
-        """At factor 0 with the real clock, the loop gets a turn at least every few ms."""
-        s = make_session(loop_twin(record=False), step_size=DT, realtime_factor=0.0)
-        running(Clock(s, yield_interval=0.002, yield_ticks=10**9))
-        gaps: list[float] = []
+    async def test_yields_by_wall_time(self, fake_clock: FakeClock, running: Any) -> None:
+        """At factor 0 the loop gets a turn once ticks have taken ``yield_interval`` of
+        wall time, however many ticks that is."""
+        s = counter_session(realtime_factor=0.0)
+        real_tick = s.tick
+
+        def tick() -> None:  # each tick takes 0.6 ms of (fake) wall time
+            real_tick()
+            fake_clock.advance(0.0006)
+
+        s.tick = tick  # type: ignore[method-assign]
+        running(Clock(s, now=fake_clock.now, sleep=fake_clock.sleep,
+                      yield_interval=0.002, yield_ticks=10**9))
+        runs: list[int] = []  # the ticks between two turns of another task
 
         async def watch() -> None:
-            last = time.perf_counter()
-            while s.step_count < 20_000:
+            last = s.step_count
+            while s.step_count < 2000:
                 await asyncio.sleep(0)
-                now = time.perf_counter()
-                gaps.append(now - last)
-                last = now
+                runs.append(s.step_count - last)
+                last = s.step_count
 
         s.start()
-        await asyncio.wait_for(watch(), timeout=20)
-        assert sorted(gaps)[int(len(gaps) * 0.99)] < 0.02
+        await asyncio.wait_for(watch(), timeout=10)
+        assert max(runs) == 4  # the first 4 ticks to reach 2 ms: 2.4 ms
+        assert set(fake_clock.sleeps) == {0}
 
 
 SCRIPT: Script = {

@@ -5,6 +5,7 @@ placement and isolation; nothing left behind."""
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import signal
 import time
@@ -248,3 +249,63 @@ class TestCleanup:
         assert child_processes() == []
         assert shm_blocks() == set()
         assert host.statistics().workers == 0
+
+    async def test_close_while_a_spare_is_starting_is_bounded(self, events: EventLog) -> None:
+        """Closing a host while the spare that replaces a dead worker's is still starting
+        (held stopped before its hello, as a loaded machine can hold one for seconds)
+        returns within a bound, the starting worker killed."""
+        host = WorkerHost(events, workers=1, spares=1)
+        await host.start()
+        try:
+            await ticking(host, "a")
+            known = {w.pid for w in host.statistics().processes}
+            os.kill(host.worker_pid("a"), signal.SIGKILL)
+            starting = await new_child(known)  # the spare started in the taken one's place
+            os.kill(starting, signal.SIGSTOP)
+            await events.wait("a", "recovered", timeout=10.0)
+        finally:
+            began = time.monotonic()
+            await host.aclose()
+            took = time.monotonic() - began
+        assert took < CLOSE_BOUND, f"close took {took:.1f} s"
+        assert child_processes() == []
+        assert shm_blocks() == set()
+
+    async def test_close_while_a_replacement_is_starting_is_bounded(
+            self, events: EventLog) -> None:
+        """Closing a host while a dead worker's replacement has not answered yet (its
+        spare held stopped) returns within a bound, every worker killed."""
+        host = WorkerHost(events, workers=1, spares=1)
+        await host.start()
+        try:
+            await ticking(host, "a")
+            (spare,) = [w.pid for w in host.statistics().processes if w.role == "spare"]
+            os.kill(spare, signal.SIGSTOP)
+            known = {w.pid for w in host.statistics().processes}
+            os.kill(host.worker_pid("a"), signal.SIGKILL)
+            await events.wait("a", "fault")
+            os.kill(await new_child(known), signal.SIGSTOP)  # and the spare after it
+        finally:
+            began = time.monotonic()
+            await host.aclose()
+            took = time.monotonic() - began
+        assert took < CLOSE_BOUND, f"close took {took:.1f} s"
+        assert child_processes() == []
+        assert shm_blocks() == set()
+
+
+#: what closing a host may take at most, whatever its workers do (the daemon's
+#: shutdown stage for it allows 5 s)
+CLOSE_BOUND = 4.5
+
+
+async def new_child(known: set[int], timeout: float = 10.0) -> int:
+    """The pid of a worker process not in ``known``, once started (its interpreter
+    running, importing: it has not said hello yet)."""
+    async with asyncio.timeout(timeout):
+        while not (new := {p.pid for p in multiprocessing.active_children()
+                           if p.name.startswith("twin-worker")} - known):
+            await asyncio.sleep(0.005)
+    (pid,) = new
+    assert pid is not None
+    return pid

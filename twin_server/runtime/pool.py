@@ -46,6 +46,13 @@ what it got, and the first that did not get it has the host log one
 ``worker_scheduling_fallback`` event (what was asked, what was got, why, how to
 grant it). ``statistics()`` reads each worker's policy from the kernel as it is
 now (a worker drops real-time scheduling while it runs flat out).
+
+Closing (``aclose``) is bounded whatever the workers do: a worker that said hello
+is asked to end and SIGKILLed after ``stop_timeout`` s; one still starting (a spare,
+a replacement: seconds on a busy machine, reading no pipe yet) is SIGKILLed at
+once. Every worker is known to the host from the moment its process started
+(``_starting`` until its hello), so none is left running past ``aclose`` or, if
+the host is never closed, past the interpreter's exit (``_kill_left``).
 """
 
 from __future__ import annotations
@@ -109,6 +116,9 @@ _FRESH_AFTER, _ABANDON_AFTER = 2, 3
 _STEP_GRACE = 0.25
 #: twins of at least this many components cross the pipe pickled in threads
 LARGE = worker.LARGE
+#: seconds a SIGKILLed worker has to be reaped (the kernel: microseconds) before the
+#: host gives up waiting for it and logs ``worker_not_reaped``
+_KILL_WAIT = 1.0
 
 
 class HostState(enum.StrEnum):
@@ -188,6 +198,7 @@ class WorkerHost:
         snapshot_interval: float = 5.0,
         publish_interval: float = 0.001,
         start_timeout: float = 30.0,
+        stop_timeout: float = 2.0,
         start_method: str = "spawn",
         spares: int = 1,
         scheduling: Asked = NORMAL,
@@ -206,6 +217,7 @@ class WorkerHost:
         self._snapshot_interval = snapshot_interval
         self._publish_interval = publish_interval
         self._start_timeout = start_timeout
+        self._stop_timeout = stop_timeout
         # (typeshed: BaseContext has no Process)
         self._context: Any = multiprocessing.get_context(start_method)
         self._spare_count = spares
@@ -214,6 +226,8 @@ class WorkerHost:
         self._fallback: Outcome | None = None
         self._spares: list[_Worker] = []
         self._spares_starting = 0
+        #: workers whose process has started and which have not said hello yet
+        self._starting: set[_Worker] = set()
         self._spare_added = asyncio.Event()
         self.state = HostState.CREATED
         self._shared: list[_Worker] = []
@@ -254,14 +268,22 @@ class WorkerHost:
                  scheduling=self._scheduling, policy=str(got.got) if got else "")
 
     async def aclose(self) -> None:
+        """Stop every worker: the ones that said hello are asked to end and killed
+        after ``stop_timeout`` s; the ones still starting (a replacement, a spare) are
+        killed at once. Takes ``stop_timeout`` + 2 x ``_KILL_WAIT`` s at most."""
         if self.state in (HostState.CLOSING, HostState.CLOSED):
             return
         self.state = HostState.CLOSING
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
-            await asyncio.wait(list(self._tasks))
-        workers = [*self._shared, *self._isolated, *self._spares]
+            # (each ends at once, but one whose worker is starting kills it and waits
+            # for it to be reaped; one still starting its process is left to do so)
+            _done, pending = await asyncio.wait(list(self._tasks), timeout=_KILL_WAIT)
+            if pending:
+                log.warning("host_tasks_still_ending",
+                            tasks=sorted(t.get_name() for t in pending))
+        workers = [*self._shared, *self._isolated, *self._spares, *self._starting]
         await asyncio.gather(*(self._stop_worker(w) for w in workers))
         self._spares.clear()
         _OPEN.discard(self)
@@ -493,24 +515,30 @@ class WorkerHost:
             if process.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(process.pid, signal.SIGKILL)
-                await asyncio.to_thread(process.join)
+                await asyncio.to_thread(process.join, _KILL_WAIT)
             ours.close()
             status.close()
             shm.unlink(status_name)
             raise
         finally:
             theirs.close()
+        created.pid = process.pid or 0
         created.hello = loop.create_future()
         created.exited = loop.create_future()
         loop.add_reader(process.sentinel, self._on_exit, created)
-        created.channel = await Channel.open(
-            ours, lambda message: self._on_message(created, message))
+        # from here on the host can stop it (``aclose``), and kills it if nobody does
+        # (``_kill_left``), whatever happens to this coroutine
+        self._starting.add(created)
         try:
+            created.channel = await Channel.open(
+                ours, lambda message: self._on_message(created, message))
             created.pid, created.outcome = await asyncio.wait_for(
                 asyncio.shield(created.hello), self._start_timeout)
         except BaseException:
             await self._stop_worker(created)
             raise
+        finally:
+            self._starting.discard(created)
         self._check_scheduling(created)
         return created
 
@@ -529,21 +557,33 @@ class WorkerHost:
                       pid=started.pid, got=str(outcome.got))
 
     async def _stop_worker(self, target: _Worker) -> None:
-        """End a worker: ask, then kill after a few seconds; release its resources."""
+        """End a worker and release its resources: one that said hello is asked to end
+        and killed after ``stop_timeout`` s; one still starting is killed at once (it
+        reads no pipe yet, and holds nothing to save). Bounded: a process the kernel
+        does not reap within ``_KILL_WAIT`` s of its SIGKILL is logged and left."""
         if target in self._isolated:
             self._isolated.remove(target)
         target.closing = True
-        process = target.process
-        if target.alive and target.channel is not None:
+        exited = target.exited
+        if exited is None or exited.done() or target.forgotten:
+            self._forget_worker(target)
+            return
+        started = target.hello is not None and target.hello.done()
+        if started and target.alive and target.channel is not None:
             target.channel.send(("shutdown", 0))
-        if target.exited is not None and not target.exited.done():
-            try:
-                await asyncio.wait_for(asyncio.shield(target.exited), 5.0)
-            except TimeoutError:
-                log.error("worker_stop_timeout", worker=target.name, pid=target.pid)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(process.pid or 0, signal.SIGKILL)
-                await asyncio.wait_for(asyncio.shield(target.exited), 5.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(exited), self._stop_timeout)
+            if not exited.done():
+                log.error("worker_stop_timeout", worker=target.name, pid=target.pid,
+                          seconds=self._stop_timeout)
+        if not exited.done() and target.pid > 0:  # (os.kill(0) would be our group)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(target.pid, signal.SIGKILL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(exited), _KILL_WAIT)
+            if not exited.done():
+                log.error("worker_not_reaped", worker=target.name, pid=target.pid,
+                          seconds=_KILL_WAIT)
         self._forget_worker(target)
 
     def _forget_worker(self, target: _Worker) -> None:
@@ -556,7 +596,8 @@ class WorkerHost:
         with contextlib.suppress(ValueError, AttributeError):
             process = target.process
             asyncio.get_running_loop().remove_reader(process.sentinel)
-            process.join(1.0)
+            # (exited: reaped in microseconds; not: it was killed and not reaped in time)
+            process.join(1.0 if target.exited is None or target.exited.done() else 0.0)
             process.close()
         name = target.status.name
         target.status.close()
@@ -1055,7 +1096,7 @@ def _kill_left() -> None:
     exit handler (registered before this one, so run after it) would SIGTERM and
     then join them while the pipes are still open, and wait for ever."""
     for host in list(_OPEN):
-        for target in (*host._shared, *host._isolated, *host._spares):
+        for target in (*host._shared, *host._isolated, *host._spares, *host._starting):
             if target.alive and target.pid:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(target.pid, signal.SIGKILL)
