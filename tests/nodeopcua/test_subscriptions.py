@@ -48,6 +48,30 @@ autostart = true
 DUTY = "Sessions.main.Components.pulse.Parameters.duty"
 
 
+#: one item created at 0 ms, modified to 480 ms (queue 5), then to a PercentDeadband
+MODIFY = """
+const { main, withSession, twinNamespace } = require("./lib");
+main(async (args, opcua) => withSession(args, async (session) => {
+    const ns = await twinNamespace(session);
+    const subscription = await session.createSubscription2({
+        requestedPublishingInterval: 100, publishingEnabled: true });
+    const item = await subscription.monitor(
+        { nodeId: ns(args.node), attributeId: opcua.AttributeIds.Value },
+        { samplingInterval: 0, queueSize: 1 }, opcua.TimestampsToReturn.Both);
+    const modified = await item.modify({ samplingInterval: 480, queueSize: 5 });
+    const percent = await item.modify({ samplingInterval: 0, queueSize: 1,
+        filter: new opcua.DataChangeFilter({ deadbandType: opcua.DeadbandType.Percent,
+                                             deadbandValue: 10 }) })
+        .then((result) => result.statusCode.name, (err) => err.message);
+    return { created: item.result.revisedSamplingInterval,
+             modified: { status: modified.statusCode,
+                         revisedSamplingInterval: modified.revisedSamplingInterval,
+                         revisedQueueSize: modified.revisedQueueSize },
+             percent };
+}));
+"""
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def daemon() -> AsyncIterator[Daemon]:
     daemon, task = await run_daemon(CONFIG)
@@ -177,6 +201,16 @@ class TestSamplingInterval:
                        for i in seen.answer["items"]]
         assert revised == [("Good", 1000.0), ("Good", 50.0), ("Good", 150.0),
                            ("Good", 100.0)]
+
+    async def test_modify_revises(self, nodeopcua: NodeOpcua, daemon: Daemon) -> None:
+        """node-opcua's ModifyMonitoredItems gets 480 ms revised to 500 ms and the
+        queue size it asked for; a PercentDeadband on SimTime (no finite EURange)
+        is refused with BadDeadbandFilterInvalid."""
+        out = await nodeopcua.run(MODIFY, daemon.endpoint_url, node="Sessions.main.SimTime")
+        assert out["created"] == 50.0
+        assert out["modified"] == {"status": "Good", "revisedSamplingInterval": 500.0,
+                                   "revisedQueueSize": 5}
+        assert "BadDeadbandFilterInvalid" in out["percent"]
 
     async def test_notifications_throttled(self, nodeopcua: NodeOpcua,
                                            daemon: Daemon) -> None:
