@@ -10,6 +10,10 @@
 // args: the JSON object the test passed (always with `endpoint`); optional `user` and
 // `password` (a UserName identity, else anonymous), `policy` (a SecurityPolicy name such
 // as "Basic256Sha256", default "None") and `mode` ("Sign" or "SignAndEncrypt").
+//
+// A long-running script (the test starts it with NodeOpcua.spawn) prints one JSON line
+// when it is ready and more as things happen, with emit(), and never returns: the test
+// kills it.
 "use strict";
 
 const path = require("path");
@@ -18,6 +22,8 @@ const opcua = require("node-opcua");
 // stdout is for the result alone: node-opcua's own messages ("Creating default
 // certificate ...") go to stderr
 console.log = console.info = console.debug = console.error;
+
+const NAMESPACE_URI = "urn:twin-server";
 
 const args = JSON.parse(process.env.NODEOPCUA_ARGS || "{}");
 
@@ -67,6 +73,17 @@ async function withSession(options, fn) {
         }
         await client.disconnect();
     }
+}
+
+// twin-server's namespace (urn:twin-server) in this session: a function that makes the
+// NodeId string of an identifier in it, e.g. ns("Sessions.main.SimTime")
+async function twinNamespace(session) {
+    const namespaces = await session.readNamespaceArray();
+    const index = namespaces.indexOf(NAMESPACE_URI);
+    if (index < 0) {
+        throw new Error(`the server has no namespace ${NAMESPACE_URI}: ${namespaces}`);
+    }
+    return (identifier) => `ns=${index};s=${identifier}`;
 }
 
 // a DataValue, a StatusCode or a Variant as plain JSON
@@ -119,6 +136,12 @@ function plain(x) {
     return x;
 }
 
+// one JSON line on stdout now (a long-running script's output: NodeOpcua.spawn reads
+// the first, the test the others)
+function emit(x) {
+    process.stdout.write(JSON.stringify(plain(x === undefined ? null : x)) + "\n");
+}
+
 // run the script's body; print its result as JSON, or its error on stderr and exit 1
 // (in runner.js, which runs many scripts in one process: hand the body over)
 function main(fn) {
@@ -139,4 +162,5 @@ function main(fn) {
     );
 }
 
-module.exports = { args, opcua, connect, withSession, identity, plain, main, PKI };
+module.exports = { args, opcua, connect, withSession, identity, twinNamespace, plain, emit,
+                   main, PKI };

@@ -174,11 +174,23 @@ class _Item:
         #: asyncua's own StatusValue comparison with the previous value will do
         self.plain = spec is None and (not flt or (flt.Trigger == _STATUS_VALUE
                                                    and flt.DeadbandType == _DEADBAND_NONE))
-        #: when the next sample is due (time.monotonic), for an item with an interval
+        #: when the next sample is due (time.monotonic), for an item with an interval:
+        #: one interval on where the item has reported a value already (its first, at
+        #: its creation, before its interval was set: the next is a sample later),
+        #: else now
         self.due = 0.0
+        if spec is not None and spec.interval and _reported(mdata):
+            self.due = time.monotonic() + spec.interval
         #: the latest value not sampled yet (it came before ``due``)
         self.pending: ua.DataValue | None = None
         self.scheduled = False
+
+
+def _reported(mdata: Any) -> bool:
+    """Whether the item reported a value of its node last (not none, nor a Bad
+    status without a value: a node that was deleted, ``_Watch.gone``)."""
+    last = mdata.mvalue.current_dvalue
+    return last is not None and last.Value is not None and last.Value.Value is not None
 
 
 class _Watch:
