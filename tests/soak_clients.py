@@ -82,8 +82,40 @@ class Counter:
 async def connect(url: str) -> tuple[Client, int]:
     client = Client(url, timeout=10)
     client.session_timeout = SESSION_TIMEOUT_MS
+
+    async def lost(exc: Exception) -> None:
+        # a connection the client did not close: the soak fails on each (with when,
+        # so that it can be set beside the daemon's loop stalls and this process's)
+        emit({"lost": f"{type(exc).__name__}: {exc}", "at": time.time(),
+              "client_stall": round(WATCH.longest_recent(), 3)})
+
+    client.connection_lost_callback = lost
     await client.connect()
     return client, await client.get_namespace_index(NAMESPACE_URI)
+
+
+class LoopWatch:
+    """This process's own event-loop stalls: a client whose loop is held longer than
+    its keep-alive probe's timeout (1 s) thinks the server is gone."""
+
+    def __init__(self) -> None:
+        self.recent: list[tuple[float, float]] = []  # (when, stall) over 0.1 s
+
+    def longest_recent(self, window: float = 5.0) -> float:
+        now = time.monotonic()
+        return max((g for t, g in self.recent if now - t < window), default=0.0)
+
+    async def run(self) -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            if now - last > 0.1:
+                self.recent = [*self.recent[-50:], (now, now - last)]
+            last = now
+
+
+WATCH = LoopWatch()
 
 
 async def drop(client: Client) -> None:
@@ -312,11 +344,13 @@ async def user(name: str, visit: Callable[[str, int, int, bool], Awaitable[None]
 
 async def main(url: str, seconds: float, warmup: bool) -> None:
     until = time.monotonic() + seconds
+    watch = asyncio.ensure_future(WATCH.run())
     async with asyncio.TaskGroup() as tg:
         for i in range(SCADA_USERS):
             tg.create_task(user(f"scada{i}", scada_cycle, url, i, until, warmup))
             await asyncio.sleep(0.3)  # not all in the same instant
         tg.create_task(user("churn", churn_cycle, url, 0, until, warmup))
+    watch.cancel()
     emit({"done": True})
 
 

@@ -32,7 +32,11 @@ warm-up:
 and resident memory under load, fitted by least squares over the later half of the
 samples, grew by less than the same bound over their span. (So a short run catches
 only a fast leak in RSS; the object and block counts catch small ones.) Besides:
-every client cycle succeeded, each user made progress, the daemon logged no error,
+every client cycle succeeded, no client lost its connection without asking (an
+asyncua client probes the server every second and gives up on a probe that takes
+longer: each loss is printed beside the daemon's loop stalls around it and the
+client process's own), the daemon's event loop never spent ``MAX_STALL`` of CPU
+time in one stall, each user made progress, the daemon logged no error,
 never reported itself stalled (the systemd watchdog's check) and kept publishing,
 the history store neither failed nor dropped a sample, and the config sessions'
 clocks missed at most ``MAX_OVERRUNS`` ticks in the main phase. ``pytest -s``
@@ -43,11 +47,13 @@ does), runs a full garbage collection, so that it counts what is reachable (the
 daemon's collector defers full collections while clocks run, up to ten minutes: the
 ``garbage`` column shows what each collection freed), and clears the one bounded
 cache whose size follows the names clients choose (``opcua.nodes._text``, at most
-4,096 display names): every session the churning client creates has a new name.
+4,096 display names): every session the churning client creates has a new name;
+and the ABCs' isinstance caches (``clear_abc_caches``).
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import gc
@@ -211,10 +217,21 @@ async def sample(daemon: Daemon, phase: str, t0: float, cycles: int, state: Path
     memory would otherwise follow the cyclic garbage of the last minutes, not what
     is reachable. The collection holds the loop for tens of ms: it waits for a clock
     tick about to fall due first, as the daemon's own long work does."""
+    global _SAMPLING
     await TICKS.clear(0.1)
+    _SAMPLING = True
+    try:
+        return _sample(daemon, phase, t0, cycles, state)
+    finally:
+        await asyncio.sleep(0)  # (the watch sees the end of the stall first)
+        _SAMPLING = False
+
+
+def _sample(daemon: Daemon, phase: str, t0: float, cycles: int, state: Path) -> Sample:
     started = time.perf_counter()
     before = len(gc.get_objects())
     opcua_nodes._text.cache_clear()  # bounded (4,096), keyed by names clients choose
+    clear_abc_caches()
     gc.collect()
     tracked = gc.get_objects()
     objects = len([o for o in tracked if not _dead_weakref(o)])
@@ -228,7 +245,7 @@ async def sample(daemon: Daemon, phase: str, t0: float, cycles: int, state: Path
         phase=phase, t=time.monotonic() - t0, took=time.perf_counter() - started,
         rss=rss_bytes(), blocks=sys.getallocatedblocks(), objects=objects,
         garbage=garbage,
-        tasks=len(asyncio.all_tasks()), fds=len(os.listdir("/proc/self/fd")),
+        tasks=len(_standing_tasks()), fds=len(os.listdir("/proc/self/fd")),
         nodes=len(iserver.aspace._nodes), sessions=daemon.manager.statistics().sessions,
         ua_sessions=len(iserver._external_sessions),
         subscriptions=len(iserver.subscription_service.subscriptions),
@@ -240,6 +257,39 @@ async def sample(daemon: Daemon, phase: str, t0: float, cycles: int, state: Path
         **(_makeup(iserver) if phase == "quiet" else {}))
 
 
+def _blocks(value: Any) -> int:
+    """The memory blocks ``value`` holds of its own: a sample's tuple, floats, ints
+    past the small ones, strings (a phase name is a shared constant)."""
+    if value is None or isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return 0 if -5 <= value <= 256 else 1
+    if isinstance(value, str):
+        return 0 if value in ("start", "quiet", "load") else 1
+    if isinstance(value, tuple):
+        return (1 if value else 0) + sum(_blocks(v) for v in value)
+    return 1
+
+
+def clear_abc_caches() -> None:
+    """Empty every ABC's isinstance caches. Each ABC keeps the types it answered for in
+    sets of weak references (two weak references and a ``_destroy`` builtin an entry),
+    emptied whenever any ``register`` call anywhere (a module imported late:
+    ``PathLike.register(Path)``) bumps the global counter, and refilled as code paths
+    ask about new types: bounded by ABCs times types, but it moves the object count
+    between two quiet samples by dozens."""
+    stack: list[type] = [object]
+    seen: set[int] = set()
+    while stack:
+        cls = stack.pop()
+        if id(cls) in seen:
+            continue
+        seen.add(id(cls))
+        if isinstance(cls, abc.ABCMeta):
+            cls._abc_caches_clear()  # type: ignore[attr-defined]
+        stack.extend(type.__subclasses__(cls))
+
+
 def _makeup(iserver: Any) -> dict[str, tuple[str, ...]]:
     """The running tasks by coroutine, and the address space's nodes by the first
     two parts of their name ("Sessions.mc13: 121"), without keeping the nodes."""
@@ -247,8 +297,17 @@ def _makeup(iserver: Any) -> dict[str, tuple[str, ...]]:
     for nodeid in iserver.aspace._nodes:
         name = str(nodeid.Identifier)
         groups[".".join(name.split(".")[:2]) if nodeid.NamespaceIndex else "ns=0"] += 1
-    return {"task_names": tuple(sorted(_task_name(t) for t in asyncio.all_tasks())),
+    return {"task_names": tuple(sorted(_task_name(t) for t in _standing_tasks())),
             "node_groups": tuple(f"{g}: {n}" for g, n in sorted(groups.items()))}
+
+
+#: tasks that come and go with the work of the moment (a batch the history writer is
+#: committing when a sample is taken): not counted
+TRANSIENT_TASKS = frozenset({"Writer._write_batch"})
+
+
+def _standing_tasks() -> list[asyncio.Task[Any]]:
+    return [t for t in asyncio.all_tasks() if _task_name(t) not in TRANSIENT_TASKS]
 
 
 def _task_name(task: asyncio.Task[Any]) -> str:
@@ -347,6 +406,8 @@ class Load:
 
     cycles: Counter[str] = field(default_factory=Counter)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    #: connections the clients lost without asking (their keep-alive probe failed)
+    lost: list[dict[str, Any]] = field(default_factory=list)
     done: bool = False
 
     @property
@@ -365,6 +426,8 @@ class Load:
                     record = json.loads(line)
                     if record.get("done"):
                         self.done = True
+                    elif "lost" in record:
+                        self.lost.append(record)
                     elif record["ok"]:
                         self.cycles[record["user"]] += 1
                     else:
@@ -407,6 +470,12 @@ class Run:
     clocks: dict[str, ClockStatistics] = field(default_factory=dict)
     #: the same after the warm-up: the main phase's ticks are the difference
     clocks_warm: dict[str, ClockStatistics] = field(default_factory=dict)
+    #: the daemon's event-loop stalls over 0.1 s (``StallLog``)
+    stall_log: StallLog = field(default_factory=lambda: StallLog())
+
+    @property
+    def stalls(self) -> list[tuple[float, float, float]]:
+        return self.stall_log.rows()
 
     @property
     def loaded(self) -> list[Sample]:
@@ -423,6 +492,7 @@ async def soak(state: Path) -> Run:
     run = Run()
     daemon = Daemon(parse_config(CONFIG.replace("{state}", str(state))))
     runner = asyncio.create_task(daemon.run())
+    watch = asyncio.create_task(watch_loop(run.stall_log))
     with run.problems.installed():
         try:
             await asyncio.wait_for(daemon.wait_ready(), 60)
@@ -454,9 +524,49 @@ async def soak(state: Path) -> Run:
             store = daemon.store.statistics()
             run.store_errors, run.store_dropped = store.errors, store.dropped
         finally:
+            watch.cancel()
             daemon.stop()
             await asyncio.wait_for(runner, 60)
     return run
+
+
+#: the most CPU time the daemon's event loop may spend in one stall (a client's
+#: keep-alive probe gives up after 1 s; a busy machine stretches CPU time)
+MAX_STALL = 0.5
+#: set while ``sample`` holds the loop on purpose
+_SAMPLING = False
+
+
+class StallLog:
+    """Stalls of the daemon's event loop over 0.1 s: (time.time(), seconds, CPU
+    seconds of the loop's thread), samples not counted (each holds the loop for its
+    full collection). In a numpy array made at the start: the soak's own records
+    must not count as the daemon's memory blocks."""
+
+    def __init__(self, size: int = 100_000) -> None:
+        self._rows = np.zeros((size, 3))
+        self._count = 0
+
+    def append(self, row: tuple[float, float, float]) -> None:
+        if self._count < len(self._rows):
+            self._rows[self._count] = row
+            self._count += 1
+
+    def rows(self) -> list[tuple[float, float, float]]:
+        return [(float(a), float(b), float(c)) for a, b, c in self._rows[:self._count]]
+
+
+async def watch_loop(stalls: StallLog) -> None:
+    """Note every stall of this process's (the daemon's) event loop over 0.1 s: when,
+    how long, and the CPU time the loop's thread spent in it (the rest: the machine
+    or another thread of the process had the CPU or the GIL)."""
+    last, cpu = time.monotonic(), time.thread_time()
+    while True:
+        await asyncio.sleep(0.01)
+        now, now_cpu = time.monotonic(), time.thread_time()
+        if now - last > 0.1 and not _SAMPLING:
+            stalls.append((time.time(), now - last, now_cpu - cpu))
+        last, cpu = now, now_cpu
 
 
 class TestSoak:
@@ -493,6 +603,20 @@ class TestSoak:
                   f"{_last_frame(failure.get('trace', ''))})")
         check("every client cycle succeeded", not failures,
               f"{len(failures)} failed" + (f", the first: {failures[0]}" if failures else ""))
+        lost = warm.lost + main.lost
+        for record in lost:
+            near = [f"{g:.2f} ({c:.2f} CPU)" for t, g, c in run.stalls
+                    if abs(t - record["at"]) < 5.0]
+            print(f"connection lost: {record['lost']}; the client's loop stalled "
+                  f"{record['client_stall']} s, the daemon's {', '.join(near) or 'not'} "
+                  f"(s, within 5 s)")
+        check("no connection lost unasked", not lost,
+              f"{len(lost)} lost" + (f", the first: {lost[0]}" if lost else ""))
+        held = max((c for _, _, c in run.stalls), default=0.0)
+        longest = max((g for _, g, _ in run.stalls), default=0.0)
+        check("daemon loop never held", held < MAX_STALL,
+              f"longest stall {longest * 1e3:.0f} ms; the most CPU time the loop spent "
+              f"in one {held * 1e3:.0f} ms (under {MAX_STALL * 1e3:.0f} ms)")
         users = {f"scada{i}" for i in range(3)} | {"churn"}
         check("every user made progress",
               main.done and set(main.cycles) == users and min(main.cycles.values()) >= MAIN / 30,
@@ -527,7 +651,9 @@ class TestSoak:
         check("objects per cycle", per_cycle < OBJECTS_PER_CYCLE,
               f"{grown:+d} over {main.total} cycles = {per_cycle:+.2f} "
               f"(under {OBJECTS_PER_CYCLE}); grown most: {run.grown[:6]}")
-        blocks = (quiet2.blocks - quiet1.blocks) / max(main.total, 1)
+        # (less the blocks of the samples the soak took meanwhile: their numbers)
+        own = sum(_blocks(sample) for sample in samples[samples.index(quiet1) + 1:])
+        blocks = (quiet2.blocks - quiet1.blocks - own) / max(main.total, 1)
         check("memory blocks per cycle", blocks < BLOCKS_PER_CYCLE,
               f"{quiet2.blocks - quiet1.blocks:+d} = {blocks:+.1f} per cycle "
               f"(under {BLOCKS_PER_CYCLE})")

@@ -52,12 +52,14 @@ snapshot is asked of the session's host, in this process or a worker;
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import json
 import struct
 import time
-from collections.abc import Iterable, Mapping, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -228,26 +230,37 @@ class HostedSessions(Protocol):
 
 async def encode_hosted(record: HostedRecord, *, now: float | None = None) -> tuple[bytes, str]:
     """``encode_session`` of a hosted session: the snapshot is asked of its host; for a
-    session Halted on a fault, its fault and the host's last snapshot from before it."""
+    session Halted on a fault, its fault and the host's last snapshot from before it.
+    A twin of ``LARGE`` components or more is serialised in a thread (its snapshot
+    and fingerprint take a second or more for 20,000)."""
     problem = ""
-    body = b""
+    snapshot: SessionSnapshot | None = None
     hosted = record.session
     fault = hosted.fault()
     if fault is not None:
-        before = hosted.recovery_snapshot()
-        if before is not None:
-            body = before.to_bytes()
-        else:
+        snapshot = hosted.recovery_snapshot()
+        if snapshot is None:
             problem = f"it halted on a fault before any snapshot was kept: {fault}"
     else:
         try:
-            body = (await hosted.snapshot()).to_bytes()
+            snapshot = await hosted.snapshot()
         except TwinServerError as exc:  # NotSupported (an FMU), a fault meanwhile, crashed
             problem = str(exc)
             fault = hosted.fault()
     frame = hosted.frame()
-    return _envelope(record.origin, record.twin, record.settings, frame.state,
-                     frame.step_count, now, body, problem, fault), problem
+
+    def encode() -> bytes:
+        body = snapshot.to_bytes() if snapshot is not None else b""
+        return _envelope(record.origin, record.twin, record.settings, frame.state,
+                         frame.step_count, now, body, problem, fault)
+
+    if len(record.twin.components) >= LARGE:
+        return await asyncio.to_thread(encode), problem
+    return encode(), problem
+
+
+#: twins of at least this many components are serialised in a thread
+LARGE = 500
 
 
 #: the fault of a session saved Halted on one, as it comes back after a restart
@@ -373,8 +386,13 @@ async def save_state(store: HistoryStore, sessions: SessionSource, *,
 
 
 async def save_hosted(store: HistoryStore, sessions: HostedSessions, *,
-                      keep: Iterable[str] = ()) -> SaveResult:
-    """``save_state`` for the daemon's hosted sessions."""
+                      keep: Iterable[str] = (),
+                      saved_versions: dict[str, tuple[Callable[[], Any], int, str]] | None = None,
+                      ) -> SaveResult:
+    """``save_state`` for the daemon's hosted sessions. ``saved_versions``, when
+    given, is kept up to date with the frame version each session was saved at, and
+    a session whose frame has not changed since is not saved again (a Ready session
+    of a big twin costs its worker a second per snapshot)."""
     started = time.perf_counter()
     records = sessions.records()
     saved: list[str] = []
@@ -383,8 +401,18 @@ async def save_hosted(store: HistoryStore, sessions: HostedSessions, *,
     for record in records:
         name = record.name
         try:
+            version = record.session.frame().version
+            last = saved_versions.get(name) if saved_versions is not None else None
+            if last is not None and last[0]() is record and last[1] == version:
+                saved.append(name)
+                if last[2]:
+                    without.append(name)
+                continue
             blob, problem = await encode_hosted(record, now=now)
             await store.save_snapshot(name, blob)
+            if saved_versions is not None:
+                with contextlib.suppress(TypeError):  # (a record without weak references)
+                    saved_versions[name] = (weakref.ref(record), version, problem)
         except NotFound:  # deleted (or not hosted yet) while the others were saved
             log.debug("session_save_skipped", session=name, reason="not hosted now")
             continue
@@ -395,6 +423,9 @@ async def save_hosted(store: HistoryStore, sessions: HostedSessions, *,
         if problem:
             without.append(name)
     live = {r.name for r in records}
+    if saved_versions is not None:
+        for name in [n for n in saved_versions if n not in live]:
+            del saved_versions[name]
     stored = await store.load_snapshots()
     kept = set(keep)
     deleted = [name for name in stored if name not in live and name not in kept]
@@ -605,12 +636,16 @@ class Snapshots:
         self.interval = interval
         self.last: SaveResult | None = None
         self.failures = 0
+        #: the frame version each hosted session was last saved at (``save_hosted``)
+        self._saved: dict[str, tuple[Callable[[], Any], int, str]] = {}
 
     async def save(self) -> SaveResult | None:
         try:
             sessions = self.sessions
             if hasattr(sessions, "records"):
-                self.last = await save_hosted(self.store, sessions)  # type: ignore[arg-type]
+                self.last = await save_hosted(
+                    self.store, sessions,  # type: ignore[arg-type]
+                    saved_versions=self._saved)
             else:
                 self.last = await save_state(self.store, sessions)
         except Exception as exc:

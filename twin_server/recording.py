@@ -63,6 +63,7 @@ Decisions:
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import math
 import time
@@ -98,6 +99,8 @@ SEVERITY_WRITE = 200
 MAX_RECORD_RATE = 1000.0
 #: the series of a session's simulated time (the path below ``Sessions.<session>``)
 SIM_TIME = "SimTime"
+#: sessions of at least this many variables get their recorder built in a thread
+LARGE = 5_000
 
 Now = Callable[[], float]
 
@@ -216,6 +219,7 @@ class Recorder:
         self._sim_time: float | None = None
         #: the last value stored of each key, with its status (0: Good)
         self._last: dict[VarKey, tuple[Value | None, int]] = {}
+        self._paths = [key.path for key in self.keys] + [SIM_TIME]
         self._version: int | None = None
         self._quality: Mapping[int, int] = GOOD_ONLY
         #: when the next frame is to be taken (decimation: a record rate below the
@@ -247,14 +251,17 @@ class Recorder:
     def paths(self) -> list[str]:
         """The ``VarKey.path`` of every recorded variable, and ``SimTime`` (their
         NodeIds are ``Sessions.<session>.<path>``: mark those Historizing)."""
-        return [key.path for key in self.keys] + [SIM_TIME]
+        return self._paths
 
     async def declare(self) -> None:
         """Create every recorded series with its data type (else the first value
         stored decides, and an Int32 that starts at 0 is as good as any)."""
-        datatypes = {key: var.datatype for key, var in self.layout.variables}
-        for key in self.keys:
-            await self.store.declare_series(self._series[key], HISTORY_DATATYPES[datatypes[key]])
+        variables = self.layout.variables
+        for i, (index, _key, series) in enumerate(self._slots, 1):
+            await self.store.declare_series(series,
+                                            HISTORY_DATATYPES[variables[index][1].datatype])
+            if not i % 1024:
+                await asyncio.sleep(0)  # (20,000 series: the event loop serves meanwhile)
         await self.store.declare_series(self._sim_series, "Double")
 
     # -- recording (plain defs: the store's queue never waits) --------------------------
@@ -405,7 +412,11 @@ class Recording:
             raise InvalidArgument(f"session {session.name!r} is recorded already")
         if not settings.enabled:
             return None
-        recorder = Recorder(self.store, session, settings, now=self._now)
+        if len(session.layout.variables) >= LARGE:  # (seconds of work for 60,000)
+            recorder = await asyncio.to_thread(Recorder, self.store, session, settings,
+                                               now=self._now)
+        else:
+            recorder = Recorder(self.store, session, settings, now=self._now)
         try:
             await recorder.declare()
         except BaseException:

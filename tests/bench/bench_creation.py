@@ -1,7 +1,8 @@
 """Creating a big twin: the longest stall of the daemon's event loop, and the slowest
 answer another client got, while a client defines a twin of 1,000, 5,000 and 20,000
 components (a chain of gains) with DefineTwin and creates a session of it with
-CreateSession, then deletes both; beside the longest stall of the same daemon over
+CreateSession (which answers within a second; the session is served when its
+``created`` event comes), then deletes both; beside the longest stall of the same daemon over
 the same time with nothing created (the floor of this machine right now).
 
 The daemon runs in this process with one worker, where the demo's tank ticks at
@@ -22,8 +23,8 @@ from typing import Any
 from asyncua import Client, ua
 
 from tests.bench.common import TANK_TWIN
-from twin_server.config.loader import parse_config
 from twin_server.opcua.server import NAMESPACE_URI
+from twin_server.runtime.compile import parse_config
 from twin_server.runtime.daemon import Daemon
 
 SIZES = (1_000, 5_000, 20_000)
@@ -87,6 +88,19 @@ class Watch:
                 await asyncio.sleep(0.05)
 
 
+class Created:
+    """Events from the Sessions folder: ``done`` once session ``name``'s created event
+    came (a big twin's creation runs on after CreateSession answered)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.done = asyncio.Event()
+
+    def event_notification(self, event: Any) -> None:
+        if getattr(event, "SourceName", None) == self.name:
+            self.done.set()
+
+
 async def _call(client: Client, ns: int, method: str, *args: str) -> float:
     request = ua.CallMethodRequest(ObjectId=ua.NodeId("TwinServer", ns),
                                    MethodId=ua.NodeId(method, ns),
@@ -105,10 +119,17 @@ async def _one(url: str, watch: Watch, size: int, idle_stall: float,
     text = chain(f"big{size}", size)
     async with Client(url, timeout=600) as client:
         ns = await client.get_namespace_index(NAMESPACE_URI)
+        created = Created(f"s{size}")
+        sub = await client.create_subscription(50, created)
+        await sub.subscribe_events(client.get_node(ua.NodeId("Sessions", ns)))
         watch.reset()
         define = await _call(client, ns, "DefineTwin", text)
+        asked = time.monotonic()
         create = await _call(client, ns, "CreateSession", f"big{size}", f"s{size}", "")
+        await asyncio.wait_for(created.done.wait(), 600)  # (it may run on in the background)
+        served = time.monotonic() - asked
         stall, slowest = watch.stall, watch.slowest
+        await sub.delete()
         try:
             await client.check_connection()
             kept = 1.0
@@ -132,8 +153,10 @@ async def _one(url: str, watch: Watch, size: int, idle_stall: float,
          "higher_is_better": False},
         {"figure": f"the caller still connected after creating {size:,}",
          "value": kept, "unit": "yes=1", "target": ">= 1", "higher_is_better": True},
-        {"figure": f"DefineTwin + CreateSession of {size:,} components",
-         "value": define + create, "unit": "s", "higher_is_better": False},
+        {"figure": f"CreateSession of {size:,} components answered in",
+         "value": create, "unit": "s", "target": "<= 2 s", "higher_is_better": False},
+        {"figure": f"DefineTwin, then CreateSession of {size:,} until its created event",
+         "value": define + served, "unit": "s", "higher_is_better": False},
         {"figure": f"longest loop stall, deleting the session and twin of {size:,}",
          "value": delete_stall * 1e3, "unit": "ms", "baseline": idle,
          "baseline_value": idle_stall * 1e3, "target": "<= 1000 ms",

@@ -40,6 +40,7 @@ client's whole value.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -155,6 +156,10 @@ class _Call:
     limits: LimitsConfig = _DEFAULT_LIMITS
 
 
+#: characters of String arguments above which a call's arguments are checked in a thread
+_LONG_TEXT = 65_536
+
+
 def make_callback(call: _Call, action: Action) -> MethodCallback:
     """An asyncua method callback around ``action`` that never raises."""
     spec = call.spec
@@ -165,7 +170,12 @@ def make_callback(call: _Call, action: Action) -> MethodCallback:
             call.before()
         result = ua.CallMethodResult()
         try:
-            values = check_arguments(spec, args, call.limits)
+            if sum(len(a.Value) for a in args if isinstance(a.Value, str)) > _LONG_TEXT:
+                # (a twin of 20,000 components is 1.6 MB of TOML: its nesting check
+                # takes a second, which the event loop does not wait for)
+                values = await asyncio.to_thread(check_arguments, spec, args, call.limits)
+            else:
+                values = check_arguments(spec, args, call.limits)
             outputs = await action(*values)
         except ArgumentError as exc:
             result = _refuse(call, args, exc.error, exc.index)

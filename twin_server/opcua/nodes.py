@@ -48,6 +48,9 @@ VARIANT_TYPES: dict[DataType, ua.VariantType] = {
     DataType.STRING: ua.VariantType.String,
 }
 
+#: NodeIds gathered between two yields (``nodeids_steps``)
+_NODEIDS_STEP = 4096
+
 _READ = ua.AccessLevel.CurrentRead.mask
 _READ_WRITE = ua.AccessLevel.CurrentRead.mask | ua.AccessLevel.CurrentWrite.mask
 
@@ -153,6 +156,15 @@ class NodeBatch:
     def nodeids(self) -> list[ua.NodeId]:
         """The NodeIds collected so far, in creation order."""
         return [p.nodeid for p in self._pending]
+
+    def nodeids_steps(self, start: int = 0) -> Generator[None, None, list[ua.NodeId]]:
+        """The NodeIds collected from the ``start``-th on, in steps (``run_steps``)."""
+        found: list[ua.NodeId] = []
+        pending = self._pending
+        for end in range(start, len(pending), _NODEIDS_STEP):
+            found.extend(p.nodeid for p in pending[end:end + _NODEIDS_STEP])
+            yield
+        return found
 
     def nodeid(self, path: str) -> ua.NodeId:
         return ua.NodeId(path, self.ns)
@@ -343,7 +355,11 @@ class NodeBatch:
                 yield
         for parent_id, link in links:
             aspace[parent_id].references.append(link)
-        return [p.nodeid for p in pending]
+        added: list[ua.NodeId] = []
+        for end in range(0, len(pending), _NODEIDS_STEP):
+            added.extend(p.nodeid for p in pending[end:end + _NODEIDS_STEP])
+            yield
+        return added
 
 
 def add_reference(aspace: AddressSpace, source: ua.NodeId, target: ua.NodeId,

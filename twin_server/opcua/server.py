@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import enum
-import gc
 import itertools
 import time
-from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -39,7 +37,7 @@ from twin_server.opcua import history_read
 from twin_server.opcua.hil_nodes import HilNodes, build_hil
 from twin_server.opcua.methods import ServerMethods, SessionMethods, method_statistics
 from twin_server.opcua.nodes import NodeBatch, add_reference
-from twin_server.opcua.patches import aspace_cache, fastpath, internals, monitoring
+from twin_server.opcua.patches import aspace_cache, browse, fastpath, internals, monitoring
 from twin_server.opcua.program import STATES, ProgramState, StateView
 from twin_server.opcua.publisher import Publisher, PublisherStatistics, PublishTarget
 from twin_server.opcua.runtime import Runtime
@@ -58,6 +56,7 @@ from twin_server.opcua.tree import (
 from twin_server.opcua.worker_nodes import WorkerNodes, build_session_health, build_workers
 from twin_server.opcua.writes import TwinAttributeService, WriteTarget, session_of
 from twin_server.runtime.clock import TICKS
+from twin_server.runtime.collector import collector_paused
 from twin_server.runtime.host import Frame, HostedSession, HostStatistics
 from twin_server.runtime.sinks import Pacer
 from twin_server.security import SecurityContext, configure_security
@@ -191,6 +190,7 @@ class OpcUaServer:
         await server.set_application_uri(self.config.application_uri)
         self.namespace = await server.register_namespace(NAMESPACE_URI)
         iserver = server.iserver
+        browse.install(iserver)  # (reference subtypes looked up once, not per reference)
         self._attributes = TwinAttributeService(iserver.aspace, self.namespace,
                                                 on_activity=self._touch)
         iserver.attribute_service = self._attributes
@@ -275,7 +275,7 @@ class OpcUaServer:
         if twin.name in self._twins:
             raise ValueError(f"twin {twin.name!r} is already served")
         batch = self._batch()
-        with _collector_paused():  # (in slices: a twin of 20,000 components is 60,000 nodes)
+        with collector_paused():  # (in slices: a twin of 20,000 components is 60,000 nodes)
             root = await in_slices(build_twin_steps(batch, twin))
             added = await in_slices(batch.commit_steps(self._iserver.aspace))
         await monitoring.reattach(self._iserver.aspace, added)
@@ -321,7 +321,7 @@ class OpcUaServer:
         # in slices of BUILD_SLICE seconds between which the loop serves the others (a
         # session of 20,000 components is 100,000s of nodes: seconds of building); its
         # subtree becomes reachable by browsing once it is whole (``commit_steps``)
-        with _collector_paused():
+        with collector_paused():
             nodes = await in_slices(build_session_steps(
                 batch, session, twin,
                 lambda key, var, nodeid: variables.append((key, var, nodeid)), program.view()))
@@ -330,8 +330,8 @@ class OpcUaServer:
             await in_slices(batch.commit_steps(self._iserver.aspace))
         aspace = self._iserver.aspace
         if historized is not None:
-            history_read.mark_historizing(
-                aspace, [self.session_nodeid(session.name, path) for path in historized])
+            await in_slices(_each(historized, lambda path: history_read.mark_historizing(
+                aspace, (self.session_nodeid(session.name, path),))))
             history_read.mark_event_history(aspace, [nodes.root])
         target = PublishTarget(session, nodes)
         target.on_forces = _forces_shower(session, nodes, aspace)
@@ -346,9 +346,9 @@ class OpcUaServer:
                                  session_nodeid=self.session_nodeid, limits=self.config.limits)
         for name, callback in methods.callbacks().items():
             aspace.add_method_callback(nodes.methods[name], callback)
-        await in_slices(self._route_writes(session, nodes, target, variables))
+        flags = await in_slices(self._route_writes(session, nodes, target, variables))
         served = _Served(session, nodes, methods, target, program, pacer)
-        self._watch_flags(served, variables)
+        self._watch_flags(served, flags)
         # what the build put in the nodes counts as sent
         publisher.add(target)
         assert self.worker_nodes is not None
@@ -371,12 +371,10 @@ class OpcUaServer:
                                   message=f"session {session.name!r} added")
         return nodes.root
 
-    def _watch_flags(self, served: _Served,
-                     variables: list[tuple[VarKey, Variable, ua.NodeId]]) -> None:
-        """Boolean outputs are alarm flags (a tank's ``overflow``): each edge the
-        publisher sees becomes an ``alarm`` / ``alarm_cleared`` event."""
-        flags = frozenset(i for i, (key, var, _) in enumerate(variables)
-                          if key.kind is Kind.OUTPUT and var.datatype is DataType.BOOLEAN)
+    def _watch_flags(self, served: _Served, flags: frozenset[int]) -> None:
+        """Boolean outputs are alarm flags (a tank's ``overflow``; ``flags``: their
+        indexes, from ``_route_writes``): each edge the publisher sees becomes an
+        ``alarm`` / ``alarm_cleared`` event."""
         if not flags:
             return
 
@@ -394,19 +392,24 @@ class OpcUaServer:
 
     def _route_writes(self, session: HostedSession, nodes: SessionNodes, target: PublishTarget,
                       variables: list[tuple[VarKey, Variable, ua.NodeId]],
-                      ) -> Generator[None, None, None]:
-        """The write route of every writable node (in steps, for ``in_slices``)."""
+                      ) -> Generator[None, None, frozenset[int]]:
+        """The write route of every writable node (in steps, for ``in_slices``);
+        returns the indexes of the alarm flags (``_watch_flags``)."""
         assert self._attributes is not None
         targets = self._attributes.targets
-        for index, (key, _var, nodeid) in enumerate(variables):
+        flags: list[int] = []
+        for index, (key, var, nodeid) in enumerate(variables):
             vtype = nodes.variables[index][2]
             targets[nodeid] = WriteTarget(
                 vtype, _writer(self, session, key), session.name,
                 accepted=_remember(target, index))
+            if key.kind is Kind.OUTPUT and var.datatype is DataType.BOOLEAN:
+                flags.append(index)
             if not index % BUILD_STEP:
                 yield
         targets[nodes.scalar("RealtimeFactor")] = WriteTarget(
             ua.VariantType.Double, _realtime_factor_writer(session), session.name)
+        return frozenset(flags)
 
     async def remove_session(self, name: str, *, kind: str = "deleted",
                              message: str | None = None,
@@ -425,13 +428,17 @@ class OpcUaServer:
         self._publisher.remove(name)
         if self.worker_nodes is not None:
             self.worker_nodes.remove_session(name)
-        for nodeid in served.nodes.all:
-            self._attributes.targets.pop(nodeid, None)
-        if self.history is not None:
-            self.history.forget(served.nodes.all)
+        targets, history, folders = self._attributes.targets, self.history, self._folders
+
+        def forget(nodeid: ua.NodeId) -> None:
+            targets.pop(nodeid, None)
+            if history is not None:
+                history.forget((nodeid,))
+            # (the folders among them: kept, they would pile up with every new name)
+            folders.discard(nodeid)
+
+        await in_slices(_each(served.nodes.all, forget))
         await self._delete_subtree(SESSIONS, served.nodes.all, name)
-        # (the folders among them: kept, they would pile up with every new session name)
-        self._folders.difference_update(served.nodes.all)
         self._nodes -= len(served.nodes.all)
         self._log.info("session_removed", session=name, nodes=len(served.nodes.all))
         await self._model_changed(SESSIONS, served.nodes.root, _PROGRAM_TYPE, added=False,
@@ -449,19 +456,19 @@ class OpcUaServer:
         root = nodeids[0]
         data = aspace[self.nodeid(folder)]
         data.references[:] = [r for r in data.references if r.NodeId != root]
-        items = [ua.DeleteNodesItem(NodeId=n, DeleteTargetReferences=False)
-                 for n in reversed(nodeids)]
-        results: list[ua.StatusCode] = []
+        failed: list[str] = []
 
         def deleting() -> Generator[None, None, None]:
-            for start in range(0, len(items), DELETE_STEP):
-                results.extend(self._iserver.node_mgt_service.delete_nodes(
-                    ua.DeleteNodesParameters(NodesToDelete=items[start:start + DELETE_STEP])))
+            for end in range(len(nodeids), 0, -DELETE_STEP):  # (children first)
+                items = [ua.DeleteNodesItem(NodeId=n, DeleteTargetReferences=False)
+                         for n in reversed(nodeids[max(0, end - DELETE_STEP):end])]
+                results = self._iserver.node_mgt_service.delete_nodes(
+                    ua.DeleteNodesParameters(NodesToDelete=items))
+                failed.extend(i.NodeId.to_string() for i, r in zip(items, results, strict=True)
+                              if not r.is_good())
                 yield
 
         await in_slices(deleting())
-        failed = [i.NodeId.to_string() for i, r in zip(items, results, strict=True)
-                  if not r.is_good()]
         if failed:
             self._log.warning("nodes_not_deleted", folder=folder, name=name,
                               nodes=failed[:10], count=len(failed))
@@ -504,6 +511,17 @@ class OpcUaServer:
         self._pending_wake.set()
         if self.on_log_event is not None:
             self.on_log_event(session.name, kind, message, severity)
+
+    async def announce(self, name: str, kind: str, message: str, severity: int) -> None:
+        """A log event about session ``name``, which is not served (its creation in
+        the background failed), from the Sessions folder up (TwinServer, Server)."""
+        if self.on_log_event is not None:
+            self.on_log_event(name, kind, message, severity)
+        if self._emitter is None or self.state is not ServerState.RUNNING:
+            return
+        await self._emitter.session_event(
+            (self.nodeid(SESSIONS), self.nodeid(ROOT), ev.SERVER_OBJECT), name, kind,
+            message, severity, 0.0, 0)
 
     async def flush_events(self, count: int | None = None) -> None:
         """Emit the queued session events (the first ``count`` of them; every one if
@@ -699,9 +717,6 @@ class OpcUaServer:
 BUILD_SLICE = 0.01
 #: nodes deleted in one step of ``_delete_subtree``
 DELETE_STEP = 256
-#: objects allocated while the collector was paused above which they are frozen
-#: (``gc.freeze``) before it runs again
-FREEZE_AFTER = 100_000
 
 T = TypeVar("T")
 
@@ -724,40 +739,15 @@ async def in_slices(steps: Generator[None, None, T], budget: float = BUILD_SLICE
             deadline = perf() + budget
 
 
-class _Collector:
-    """The cyclic garbage collector held off while subtrees are built (``paused``)."""
-
-    def __init__(self) -> None:
-        self.depth = 0
-        self.enable_after = False
-
-    @contextlib.contextmanager
-    def paused(self) -> Iterator[None]:
-        """Hold off the collector while a subtree is built (builds may overlap, each
-        in slices): the build allocates ~50 objects per node, all of which live on,
-        and the full collections they would trigger each walk asyncua's whole
-        address space (~0.2 s apiece, more than the build itself). When the last
-        build ends, what they allocated is frozen if it is a lot (a young
-        collection would otherwise walk all of it, for as long as the build took),
-        then the collector runs again."""
-        if self.depth == 0:
-            self.enable_after = gc.isenabled()
-            gc.disable()
-        self.depth += 1
-        try:
+def _each(items: Iterable[T], action: Callable[[T], object],
+          step: int = 4 * BUILD_STEP) -> Generator[None, None, None]:
+    """``action`` on every item, in steps for ``in_slices``."""
+    for i, item in enumerate(items, 1):
+        action(item)
+        if not i % step:
             yield
-        finally:
-            self.depth -= 1
-            if self.depth == 0:
-                if gc.get_count()[0] > FREEZE_AFTER:
-                    # (what lives as long as the twin or session: the garbage of
-                    # others meanwhile, freed by reference counting, is not in it)
-                    gc.freeze()
-                if self.enable_after:
-                    gc.enable()
 
 
-_collector_paused = _Collector().paused
 
 
 def _writer(server: OpcUaServer, session: HostedSession, key: VarKey) -> Any:

@@ -394,7 +394,7 @@ def build_session_steps(
         if on_variable is not None:
             on_variable(key, var, nodeid)
     nodes = SessionNodes(root, scalars, variables, methods, program, forced)
-    nodes.all = batch.nodeids[start:]
+    nodes.all = yield from batch.nodeids_steps(start)
     return nodes
 
 

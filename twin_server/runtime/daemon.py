@@ -40,9 +40,10 @@ import enum
 import gc
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -61,6 +62,7 @@ from twin_server.engine.session import (
 )
 from twin_server.engine.twin import TwinDefinition
 from twin_server.errors import (
+    AlreadyExists,
     ConfigErrors,
     InvalidState,
     NotFound,
@@ -73,6 +75,7 @@ from twin_server.models.base import Value
 from twin_server.opcua import events as ev
 from twin_server.opcua.server import OpcUaServer
 from twin_server.recording import Recording
+from twin_server.runtime.collector import collector_paused
 from twin_server.runtime.compile import LoadedConfig, load_config, parse_twin
 from twin_server.runtime.host import Frame, HostedSession
 from twin_server.runtime.local import LocalHost
@@ -100,8 +103,25 @@ class DaemonState(enum.StrEnum):
 STAGE_TIMEOUT = 5.0
 #: the stages of a shutdown, in order; together at most len * STAGE_TIMEOUT seconds,
 #: which must stay inside the systemd unit's TimeoutStopSec (a test checks it)
-SHUTDOWN_STAGES = ("hil", "clocks", "pacers", "publisher", "snapshots", "history",
+SHUTDOWN_STAGES = ("creations", "hil", "clocks", "pacers", "publisher", "snapshots", "history",
                    "history-writer", "server", "workers")
+
+
+#: seconds CreateSession waits for a session of a big twin to be served before it
+#: answers (the creation runs on in the background: ``Daemon.create_session``)
+ANSWER_WITHIN = 1.0
+#: twins of at least this many components are big in that sense
+BACKGROUND_COMPONENTS = 1_000
+
+
+@dataclass(eq=False)
+class _Creation:
+    """A client's session being created (``Daemon.create_session``)."""
+
+    name: str
+    task: asyncio.Task[ServedSession | Exception] | None = None
+    #: the caller was answered before it ended: the outcome is announced instead
+    answered: bool = False
 
 
 def session_settings(cfg: SessionConfig,
@@ -162,6 +182,11 @@ class Daemon:
     #: the clocks' sleep (in-process host): a timerfd wakes them within the kernel's
     #: timer precision instead of the event loop's whole milliseconds (``timers.py``)
     _sleep: PreciseSleep = field(default_factory=PreciseSleep)
+    #: seconds CreateSession waits for its session before it answers and lets the
+    #: creation run on in the background (``create_session``)
+    answer_within: float = ANSWER_WITHIN
+    #: client sessions being created, by name (``create_session``)
+    _creating: dict[str, _Creation] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         server = self.loaded.config.server
@@ -314,6 +339,8 @@ class Daemon:
                 self.state = DaemonState.STOPPING
                 self.notifier.stopping()
                 log.info("daemon_stopping")
+                await _stop_stage("creations", [c.task for c in self._creating.values()
+                                                if c.task is not None])
                 await _stop_stage("hil", hil_tasks)
                 await _with_timeout("clocks", self._stop_clocks())
                 await _with_timeout("pacers", self._stop_pacers())
@@ -393,21 +420,82 @@ class Daemon:
 
     async def create_session(self, twin: str, name: str,
                              parameters: Overrides) -> HostedSession:
+        """Serve a new session of ``twin``. Answered once it is served, or, for a twin
+        of ``BACKGROUND_COMPONENTS`` or more, after ``answer_within`` seconds while it is
+        still being built (20,000 components take many seconds): the creation then
+        runs on in the background, the name stays taken, and its ``created`` event
+        (from the session, the Sessions folder and TwinServer up) announces the end,
+        or a ``create_failed`` event from the Sessions folder says why it failed."""
         self._require_running("create a session")
         definition = self.manager.twin(twin)
-        self.manager.check_new(name)
+        self._check_new(name)
         settings = merge_parameters(self.client_settings, parameters)
         given = "; parameters " + ", ".join(
             f"{c}.{p}={v!r}" for c, values in parameters.items() for p, v in values.items()
         ) if parameters else ""
-        record = await self._serve(name, definition, settings, "client",
-                                   f"session {name!r} of twin {twin!r} created by a client"
-                                   f"{given}")
-        return record.session
+        message = f"session {name!r} of twin {twin!r} created by a client{given}"
+        assert self._tasks is not None and self.host is not None
+        creation = _Creation(name)
+        creation.task = self._tasks.create_task(
+            self._create_in_background(creation, definition, settings, message),
+            name=f"create:{name}")
+        self._creating[name] = creation
+        # (a twin of fewer components is served within milliseconds: waited for, so
+        # that the NodeId answered is there to browse, even on a busy machine)
+        big = len(definition.components) >= BACKGROUND_COMPONENTS
+        try:
+            done, _ = await asyncio.wait({creation.task},
+                                         timeout=self.answer_within if big else None)
+        except asyncio.CancelledError:  # (the caller went: the outcome is announced)
+            creation.answered = True
+            raise
+        if not done:
+            creation.answered = True
+            log.info("session_create_continues", session=name, twin=twin,
+                     components=len(definition.components),
+                     after_seconds=self.answer_within)
+            return HostedSession(self.host, name)
+        result = creation.task.result()
+        if isinstance(result, BaseException):
+            raise result
+        return result.session
+
+    async def _create_in_background(self, creation: _Creation, twin: TwinDefinition,
+                                    settings: SessionSettings,
+                                    message: str) -> ServedSession | Exception:
+        """``_serve`` a client's session; its failure is returned to a caller still
+        waiting, else logged and announced (never raised: the task is the daemon's)."""
+        name = creation.name
+        try:
+            return await self._serve(name, twin, settings, "client", message)
+        except Exception as exc:
+            if creation.answered:
+                log.error("session_create_failed", session=name, twin=twin.name,
+                          error=f"{type(exc).__name__}: {exc}")
+                if self.server is not None:
+                    with contextlib.suppress(Exception):
+                        await self.server.announce(
+                            name, "create_failed",
+                            f"session {name!r} of twin {twin.name!r} could not be created: "
+                            f"{exc}", SEVERITY_FAULT)
+            return exc
+        finally:
+            if self._creating.get(name) is creation:
+                del self._creating[name]
+
+    def _check_new(self, name: str) -> None:
+        """``manager.check_new``, and refuse the name of a session being created."""
+        self.manager.check_new(name)
+        if name in self._creating:
+            raise AlreadyExists(f"a session named {name!r} is being created; choose another "
+                                f"name, or wait for its created event")
 
     async def delete_session(self, name: str, *, kind: str = "deleted",
                              message: str | None = None,
                              severity: int = ev.SEVERITY_LIFECYCLE) -> None:
+        if name in self._creating and name not in self.manager.sessions:
+            raise InvalidState(f"session {name!r} is still being created; delete it after "
+                               f"its created event")
         record = self.manager.remove(name)  # (a second delete meanwhile: NotFound)
         assert self.server is not None and self.host is not None
         try:
@@ -435,7 +523,7 @@ class Daemon:
                            realtime_factor: float) -> HostedSession:
         self._require_running("fork a session")
         parent = self.manager.get(source)
-        self.manager.check_new(name)
+        self._check_new(name)
         _check_factor(name, realtime_factor)
         snapshot = await parent.session.snapshot()
         settings = dataclasses.replace(parent.settings, realtime_factor=float(realtime_factor),
@@ -469,8 +557,9 @@ class Daemon:
     async def define_twin(self, definition: str) -> TwinDefinition:
         # parsing and compiling take seconds for a twin of 20,000 components: in a
         # thread, so that the event loop serves meanwhile (the GIL switches every 5 ms)
-        twin = await asyncio.to_thread(parse_twin, definition, file="DefineTwin",
-                                       fmu=self.fmu_folders())
+        with collector_paused():  # (what it allocates lives on: ``collector.py``)
+            twin = await asyncio.to_thread(parse_twin, definition, file="DefineTwin",
+                                           fmu=self.fmu_folders())
         self.manager.define_twin(twin)
         assert self.server is not None
         try:
@@ -656,7 +745,21 @@ class Daemon:
         their first Reset (an FMU that cannot initialise) is served all the same,
         Halted on that fault, with a ``fault`` event and the fault on its nodes: one
         broken twin must not keep the daemon from serving the others. A client's
-        CreateSession or Fork is refused instead (the client hears why at once)."""
+        CreateSession or Fork is refused instead (the client hears why at once).
+
+        The collector is held off meanwhile (``collector.py``: a session of 20,000
+        components allocates millions of objects that all live on)."""
+        with collector_paused():
+            return await self._serve_paused(name, twin, settings, origin, created,
+                                            stored=stored, resume=resume, snapshot=snapshot,
+                                            isolate=isolate, after=after)
+
+    async def _serve_paused(self, name: str, twin: TwinDefinition, settings: SessionSettings,
+                            origin: Origin, created: str | Callable[[Frame], str], *,
+                            stored: persistence.StoredSession | None, resume: bool,
+                            snapshot: SessionSnapshot | None, isolate: bool | None,
+                            after: Callable[[HostedSession], Awaitable[None]] | None,
+                            ) -> ServedSession:
         assert self.server is not None and self.host is not None
         self.manager.check_new(name)
         alone = isolated(twin, isolate) and isinstance(self.host, WorkerHost)
@@ -821,7 +924,7 @@ def _state(record: ServedSession) -> RunState | None:
         return None
 
 
-async def _stop_stage(stage: str, tasks: list[asyncio.Task[None]]) -> None:
+async def _stop_stage(stage: str, tasks: Sequence[asyncio.Task[Any]]) -> None:
     """Cancel ``tasks`` and wait for them at most STAGE_TIMEOUT seconds."""
     for task in tasks:
         task.cancel()

@@ -103,7 +103,7 @@ from twin_server.runtime.host import (
 )
 from twin_server.runtime.local import LocalHost
 from twin_server.runtime.scheduling import DEFAULT_PRIORITY, NORMAL, Asked, Outcome
-from twin_server.runtime.wire import Channel, decode_error
+from twin_server.runtime.wire import Channel, Packed, decode_error, unpacked
 
 log = structlog.get_logger(__name__)
 
@@ -111,6 +111,8 @@ log = structlog.get_logger(__name__)
 _FRESH_AFTER, _ABANDON_AFTER = 2, 3
 #: seconds past a Step's wait after which the host answers it itself (``_step``)
 _STEP_GRACE = 0.25
+#: twins of at least this many components cross the pipe pickled in threads
+LARGE = worker.LARGE
 
 
 class HostState(enum.StrEnum):
@@ -168,6 +170,9 @@ class _Record:
     strings_seq: int = 0
     pending_strings: list[tuple[int, dict[int, Any]]] = field(default_factory=list)
     snapshot: SessionSnapshot | None = None
+    #: counts what set ``snapshot``: a snapshot unpacked in a thread is kept only if
+    #: nothing set it meanwhile (``_keep_snapshot``)
+    snapshot_seq: int = 0
     fault: SessionFault | None = None
     good: bool = False
     hosted: asyncio.Event = field(default_factory=asyncio.Event)
@@ -220,6 +225,8 @@ class WorkerHost:
         self._shared: list[_Worker] = []
         self._isolated: list[_Worker] = []
         self._records: dict[str, _Record] = {}
+        #: each twin of a hosted session, pickled once (in a thread: seconds for a big one)
+        self._packs: dict[str, tuple[TwinDefinition, Packed]] = {}
         self._ids = itertools.count(1)
         self._slots = itertools.count(1)
         self._blocks = itertools.count(1)
@@ -306,9 +313,11 @@ class WorkerHost:
         if self._records.get(name) is not record:  # deleted while it was being created
             await self._unhost(record)
             raise NotFound(f"session {name!r} was deleted while it was being created")
-        record.snapshot = snapshot
+        self._set_snapshot(record, snapshot)
+        packed = self._packs.get(twin.name)
         for spare in self._spares:
-            self._warm(spare, {twin.name: twin})
+            if packed is not None and packed[0] is twin:
+                self._warm(spare, [packed[1]])
         assert record.layout is not None
         return record.layout
 
@@ -321,6 +330,7 @@ class WorkerHost:
                     await self._request(target, "delete", name)
         finally:
             self._records.pop(name, None)
+            self._prune_packs()
             if target is not None:
                 target.sessions.pop(name, None)
             record.good = False
@@ -333,11 +343,11 @@ class WorkerHost:
         target = await self._hosting(record)
         if command == STEP:
             return await self._step(record, target, *args)
-        result = await self._request(target, "call", name, command, args)
+        result = await unpacked(await self._request(target, "call", name, command, args))
         if command == "snapshot":
-            record.snapshot = result
+            self._set_snapshot(record, result)
         elif command == "restore":
-            record.snapshot = args[0]
+            self._set_snapshot(record, args[0])
         return result
 
     async def _step(self, record: _Record, target: _Worker, count: int = 1,
@@ -461,7 +471,8 @@ class WorkerHost:
         finally:
             self._spares_starting -= 1
         if self.state is HostState.RUNNING:
-            self._warm(spare, {r.twin.name: r.twin for r in self._records.values()})
+            twins = {r.twin.name: r.twin for r in self._records.values()}
+            self._warm(spare, [await self._pack(t) for t in twins.values()])
             self._spares.append(spare)
             self._spare_added.set()
         else:
@@ -564,12 +575,44 @@ class WorkerHost:
                 future.set_exception(InvalidState(f"worker {target.name} stopped"))
         target.pending.clear()
 
-    def _warm(self, spare: _Worker, twins: dict[str, TwinDefinition]) -> None:
+    def _warm(self, spare: _Worker, twins: list[Packed]) -> None:
         """Have a spare import the models of ``twins`` (unpickling them does) now, not
         when it takes a crashed worker's place (no answer is awaited)."""
         if twins and spare.alive and spare.channel is not None:
             with contextlib.suppress(Exception):
-                spare.channel.send(("warm", 0, list(twins.values())))
+                spare.channel.send(("warm", 0, twins))
+
+    async def _pack(self, twin: TwinDefinition) -> Packed:
+        """``twin`` pickled (in a thread: a twin of 20,000 components takes a second),
+        once while sessions of it are hosted."""
+        cached = self._packs.get(twin.name)
+        if cached is not None and cached[0] is twin:
+            return cached[1]
+        if len(twin.components) >= LARGE:
+            packed = await Packed.of(twin)
+        else:
+            packed = Packed.now(twin)
+        self._packs[twin.name] = (twin, packed)
+        return packed
+
+    def _prune_packs(self) -> None:
+        """Forget the packed twins no hosted session uses."""
+        used = {id(r.twin) for r in self._records.values()}
+        for name, (twin, _) in list(self._packs.items()):
+            if id(twin) not in used:
+                del self._packs[name]
+
+    def _set_snapshot(self, record: _Record, snapshot: SessionSnapshot | None) -> None:
+        record.snapshot = snapshot
+        record.snapshot_seq += 1
+
+    async def _keep_snapshot(self, record: _Record, packed: Packed) -> None:
+        """A worker's periodic snapshot of a large session, unpickled in a thread; kept
+        unless something else set the record's snapshot meanwhile."""
+        seq = record.snapshot_seq
+        snapshot = await packed.unpack()
+        if record.snapshot_seq == seq:
+            self._set_snapshot(record, snapshot)
 
     async def _place(self) -> _Worker:
         """The shared worker with the least load (waiting for a replacement when
@@ -633,17 +676,23 @@ class WorkerHost:
         """Create ``record``'s session in ``target`` and attach its block; with
         ``keep_faulted``, Halted on the fault of a first Reset that failed."""
         block_name = f"{self._prefix}v{next(self._blocks)}"
-        request = worker.CreateRequest(record.name, record.twin, record.settings, record.slot,
-                                       block_name, snapshot, fault, keep_faulted)
+        large = len(record.twin.components) >= LARGE
+        request = worker.CreateRequest(
+            record.name, await self._pack(record.twin), record.settings, record.slot,
+            block_name, await Packed.of(snapshot) if large and snapshot is not None
+            else snapshot, fault, keep_faulted)
         record.worker = target
         target.sessions[record.name] = record
+        record.pending_strings.clear()  # (a dead worker's)
         try:
             variables, strings, strings_seq, failed = await self._request(target, "create",
                                                                            request)
+            variables = await unpacked(variables)
             layout = SessionLayout(record.name, record.twin.name,
                                    float(record.settings.step_size),
                                    float(record.settings.publish_rate), variables)
-            codec = shm.Codec(tuple(var for _, var in variables))
+            kinds = tuple(var for _, var in variables)
+            codec = await asyncio.to_thread(shm.Codec, kinds) if large else shm.Codec(kinds)
             block = shm.ValueBlock.attach(block_name, len(codec.numeric))
         except BaseException:
             if target.sessions.get(record.name) is record:
@@ -652,7 +701,8 @@ class WorkerHost:
             raise
         record.layout, record.codec, record.block = layout, codec, block
         record.strings, record.strings_seq = list(strings), strings_seq
-        record.pending_strings.clear()
+        # (strings sent while the reply was unpacked are newer than the reply's)
+        record.pending_strings[:] = [p for p in record.pending_strings if p[0] > strings_seq]
         record.frame_seq = -1
         record.watch = (-1, 0.0)
         record.good = True
@@ -712,12 +762,16 @@ class WorkerHost:
             elif kind in ("reset", "restored"):
                 record.fault = None
                 if kind == "reset":  # what it had is not where it is now (the worker
-                    record.snapshot = None  # sends a snapshot of the reset state next)
+                    self._set_snapshot(record, None)  # sends one of the reset state next)
             self._emit(name, SessionEvent(kind, text, severity))
         elif tag == "strings":
             record.pending_strings.append((message[2], message[3]))
         elif tag == "snapshot":
-            record.snapshot = message[2]
+            if isinstance(message[2], Packed):
+                self._background(self._keep_snapshot(record, message[2]),
+                                 f"snapshot:{record.name}")
+            else:
+                self._set_snapshot(record, message[2])
 
     def _on_overload(self, source: _Worker, overloaded: bool, share: float) -> None:
         sessions = list(source.sessions)

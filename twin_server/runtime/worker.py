@@ -36,6 +36,7 @@ import gc
 import os
 import signal
 import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -49,11 +50,12 @@ from twin_server.errors import AlreadyExists, InvalidState, NotFound, NotSupport
 from twin_server.models import registry
 from twin_server.runtime import scheduling, shm
 from twin_server.runtime.clock import Clock
+from twin_server.runtime.collector import collector_paused
 from twin_server.runtime.commands import STEP, create_session, run_command
 from twin_server.runtime.local import clock_phase
 from twin_server.runtime.stepping import StepJob
 from twin_server.runtime.timers import PreciseSleep
-from twin_server.runtime.wire import Channel, encode_error
+from twin_server.runtime.wire import Channel, Packed, encode_error
 
 log = structlog.get_logger(__name__)
 
@@ -80,14 +82,18 @@ class CreateRequest:
     """What the main process sends to create (or bring back) a session."""
 
     name: str
-    twin: TwinDefinition
+    twin: TwinDefinition | Packed
     settings: SessionSettings
     slot: int  # the number the status block names the session by
     block: str  # the shared-memory name to create
-    snapshot: SessionSnapshot | None = None
+    snapshot: SessionSnapshot | Packed | None = None
     fault: SessionFault | None = None
     #: keep a session whose first Reset fails, Halted on it (``Session``)
     keep_faulted: bool = False
+
+
+#: seconds a thread holds the GIL before the event loop may take it (Python's default: 5 ms)
+SWITCH_INTERVAL = 0.0005
 
 
 def main(sock: socket.socket, options: WorkerOptions) -> None:
@@ -95,6 +101,9 @@ def main(sock: socket.socket, options: WorkerOptions) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     registry.available()  # import every registered model now, not in a first create
+    # a session is built in a thread (``Worker._build``): the clocks' ticks wait at most
+    # this long for the GIL meanwhile
+    sys.setswitchinterval(SWITCH_INTERVAL)
     # what is imported now lives as long as the process: keep it out of full collections
     gc.collect()
     gc.freeze()
@@ -156,6 +165,7 @@ class _Hosted:
     strings: list[Any] = field(default_factory=list)
     strings_seq: int = 0
     snapshot_version: int = -1
+    snapshots_taken: int = 0
     published_version: int = -1
     #: the Step running in the background, if any
     step: StepJob | None = None
@@ -214,6 +224,7 @@ class Worker:
         self.scheduler = scheduling.Scheduler(outcome)
         self.guard = scheduling.OverloadGuard(self.scheduler)
         self._sessions: dict[str, _Hosted] = {}
+        self._building: set[str] = set()
         self._channel: Channel | None = None
         self._done = asyncio.Event()
         self._sleep = PreciseSleep()
@@ -280,17 +291,24 @@ class Worker:
                         hosted.publish()
                 if command == "reset":  # the main process brings it back from here now
                     self._send_snapshot(hosted)
+                if command == "snapshot" and _large(hosted.session):
+                    assert self._tasks is not None
+                    self._tasks.create_task(self._reply_packed(request, result),
+                                            name=f"answer:{request}")
+                    return
             elif op == "create":
-                self.status.ints[shm.CURRENT] = message[2].slot
-                try:
-                    with self.scheduler.normal():  # (a big twin compiles for seconds)
-                        result = self._create(message[2])
-                finally:
-                    self.status.ints[shm.PROGRESS] = -1
+                assert self._tasks is not None
+                self._tasks.create_task(self._create(request, message[2]),
+                                        name=f"create:{message[2].name}")
+                return  # answered when built
             elif op == "delete":
                 self._drop(message[2], known=True)
                 result = None
-            elif op in ("ping", "warm"):  # (warm: unpickling the twins imported their models)
+            elif op == "warm":  # unpickling the twins imports their models
+                assert self._tasks is not None
+                self._tasks.create_task(_warm(message[2]), name="warm")
+                return
+            elif op == "ping":
                 result = os.getpid()
             elif op == "shutdown":
                 self._done.set()
@@ -308,22 +326,43 @@ class Worker:
             self.send(("error", request, encode_error(NotSupported(
                 f"the result of {op} cannot be sent to the server process: {exc}"))))
 
-    def _create(self, request: CreateRequest) -> tuple[Any, ...]:
-        name = request.name
-        if name in self._sessions:
-            raise AlreadyExists(f"a session named {name!r} is hosted by this worker already")
-        session = create_session(name, request.twin, request.settings,
-                                 snapshot=request.snapshot, fault=request.fault,
-                                 progress=self.status.progress,
-                                 keep_faulted=request.keep_faulted)
+    async def _create(self, request: int, create: CreateRequest) -> None:
+        """Build a session and host it; answer ``request`` (``reply`` or ``error``)."""
+        self.status.ints[shm.CURRENT] = create.slot
         try:
-            variables = tuple(session.variables())
+            with self.scheduler.normal():  # (a big twin compiles for seconds)
+                result = await self._build(create)
+        except Exception as exc:
+            self._reschedule()
+            self.send(("error", request, encode_error(exc)))
+            return
+        finally:
+            self.status.ints[shm.PROGRESS] = -1
+        self._reschedule()  # (before the answer: its effect on the scheduling is seen)
+        self.send(("reply", request, result))
+
+    async def _build(self, create: CreateRequest) -> tuple[Any, ...]:
+        """Build the session in a thread (a twin of 20,000 components takes seconds to
+        unpickle and build: the sessions of this worker tick meanwhile, the thread
+        handing the GIL back every switch interval), then start its clock here."""
+        name = create.name
+        if name in self._sessions or name in self._building:
+            raise AlreadyExists(f"a session named {name!r} is hosted by this worker already")
+        self._building.add(name)
+        try:
+            with collector_paused():  # (millions of objects that live on: no passes)
+                session, variables, packed = await asyncio.to_thread(self._construct, create)
+        finally:
+            self._building.discard(name)
+        try:
+            if self._done.is_set():
+                raise InvalidState(f"worker {self.options.worker} is stopping")
             codec = shm.Codec(tuple(var for _, var in variables))
-            block = shm.ValueBlock.create(request.block, len(codec.numeric))
+            block = shm.ValueBlock.create(create.block, len(codec.numeric))
         except BaseException:
             session.close()
             raise
-        hosted = _Hosted(self, session, request.slot, block, codec)
+        hosted = _Hosted(self, session, create.slot, block, codec)
         hosted.clock = Clock(cast(Session, _Ticking(hosted)), phase=clock_phase(name),
                              sleep=self._sleep)
         hosted.unsubscribe = session.subscribe(lambda event: self._on_event(hosted, event))
@@ -332,9 +371,37 @@ class Worker:
         assert self._tasks is not None
         hosted.task = self._tasks.create_task(hosted.clock.run(), name=f"clock:{name}")
         # the fault of a first Reset that failed (kept: ``keep_faulted``), not the one given
-        failed = session.fault if session.fault is not request.fault else None
-        return (variables, hosted.strings, hosted.strings_seq,
+        failed = session.fault if session.fault is not create.fault else None
+        # (the strings as of now: any sent before this reply are in them, the main
+        # process applies only those sent after it)
+        return (packed, hosted.strings, hosted.strings_seq,
                 None if failed is None else encode_error(failed))
+
+    def _construct(self, create: CreateRequest) -> tuple[Session, tuple[Any, ...], Any]:
+        """In a thread: the session, its variables, and those packed for the reply."""
+        twin = create.twin.unpack_now() if isinstance(create.twin, Packed) else create.twin
+        snapshot = (create.snapshot.unpack_now() if isinstance(create.snapshot, Packed)
+                    else create.snapshot)
+        session = create_session(create.name, twin, create.settings, snapshot=snapshot,
+                                 fault=create.fault, progress=self.status.progress,
+                                 keep_faulted=create.keep_faulted)
+        try:
+            variables = tuple(session.variables())
+            packed = Packed.now(variables) if _large(session) else variables
+        except BaseException:
+            session.close()
+            raise
+        return session, variables, packed
+
+    async def _reply_packed(self, request: int, result: Any) -> None:
+        """Answer ``request`` with ``result`` pickled in a thread (a large snapshot)."""
+        try:
+            packed = await Packed.of(result)
+        except Exception as exc:
+            self.send(("error", request, encode_error(NotSupported(
+                f"the result cannot be sent to the server process: {exc}"))))
+            return
+        self.send(("reply", request, packed))
 
     def _begin_step(self, request: int, hosted: _Hosted, count: int = 1,
                     wait: float | None = None) -> None:
@@ -430,8 +497,39 @@ class Worker:
         self.status.ints[shm.CURRENT] = hosted.slot
         try:
             snap = session.snapshot()
-            self.send(("snapshot", session.name, snap))
+            hosted.snapshots_taken += 1
+            if _large(session):  # pickled in a thread; sent unless a newer one was taken
+                assert self._tasks is not None
+                self._tasks.create_task(self._send_packed(hosted, snap,
+                                                          hosted.snapshots_taken),
+                                        name=f"snapshot:{session.name}")
+            else:
+                self.send(("snapshot", session.name, snap))
         except (NotSupported, InvalidState):
             pass  # the main process brings it back afresh
         except Exception as exc:  # an unpicklable model state
             log.debug("worker_snapshot_skipped", session=session.name, error=repr(exc))
+
+    async def _send_packed(self, hosted: _Hosted, snap: SessionSnapshot, taken: int) -> None:
+        try:
+            packed = await Packed.of(snap)
+        except Exception as exc:  # an unpicklable model state
+            log.debug("worker_snapshot_skipped", session=hosted.session.name, error=repr(exc))
+            return
+        if hosted.snapshots_taken == taken and self._sessions.get(hosted.session.name) is hosted:
+            self.send(("snapshot", hosted.session.name, packed))
+
+
+#: sessions of at least this many components have their large values (variables,
+#: snapshots) pickled in a thread (``wire.Packed``)
+LARGE = 500
+
+
+def _large(session: Session) -> bool:
+    return len(session.twin.components) >= LARGE
+
+
+async def _warm(twins: list[Any]) -> None:
+    for twin in twins:
+        if isinstance(twin, Packed):
+            await twin.unpack()

@@ -10,6 +10,8 @@ touches asyncua's internals lives in this package or goes through it:
                                  ``AddressSpace._nodes``
     patches/aspace_cache.py      ``AddressSpace._nodes`` (the pickled standard space),
                                  ``InternalServer.load_standard_address_space``
+    patches/browse.py            ``ViewService._suitable_reftype`` and ``_get_sub_ref``
+                                 (reference subtypes cached), ``NodeManagementService``
     patches/monitoring.py        ``SubscriptionService.create_monitored_items`` /
                                  ``modify_monitored_items`` (sampling intervals,
                                  deadbands), ``AddressSpace._handle_to_attribute_map``,
