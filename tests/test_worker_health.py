@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,12 +30,14 @@ from asyncua import Client, Node, ua
 
 from tests.models.fmu import conftest as fmu_conftest
 from tests.opcua.conftest import PLANT, start_daemon
-from tests.runtime.test_scheduling import may_realtime
+from tests.runtime.models import burn_twin
+from tests.runtime.test_scheduling import HOT, may_realtime, one_core
 from tests.test_operations import Listener
 from twin_server import health
+from twin_server.engine.twin import TwinDefinition
 from twin_server.opcua import events as ev
 from twin_server.opcua.server import NAMESPACE_URI
-from twin_server.runtime import WorkerHost
+from twin_server.runtime import WorkerHost, scheduling
 from twin_server.runtime.compile import parse_config
 from twin_server.runtime.daemon import Daemon
 from twin_server.systemd import Notifier
@@ -152,14 +154,15 @@ class Served:
 
 
 @contextlib.asynccontextmanager
-async def served(config: str, state_dir: Path,
-                 notifier: Notifier | None = None) -> AsyncIterator[Served]:
+async def served(config: str, state_dir: Path, notifier: Notifier | None = None, *,
+                 twins: Mapping[str, TwinDefinition] | None = None) -> AsyncIterator[Served]:
     """The daemon serving ``config`` with its state in ``state_dir``, on a free port,
-    with a connected client; stopped (gracefully) at the end."""
+    with a connected client; stopped (gracefully) at the end. ``twins`` adds twins
+    made in code (of test models: no config can name them)."""
     loaded = parse_config(config)
     server = loaded.config.server.model_copy(update={"state_dir": str(state_dir)})
     loaded = dataclasses.replace(loaded, config=loaded.config.model_copy(
-        update={"server": server}))
+        update={"server": server}), twins={**loaded.twins, **(twins or {})})
     daemon = Daemon(loaded, endpoint="opc.tcp://127.0.0.1:0/twin-server",
                     **({"notifier": notifier} if notifier is not None else {}))
     runner = await start_daemon(daemon)
@@ -542,3 +545,39 @@ class TestNoCrashLoop:
             await asyncio.sleep(1.0)  # (past tick 30 if it ran: no event to await)
             assert s.host.statistics().crashes == 0
             assert await s.read("Sessions.fmu.State") == "Halted"
+
+
+class TestOverload:
+    @pytest.mark.skipif(not may_realtime(), reason="this process may not take SCHED_FIFO")
+    async def test_overloaded_worker_on_the_servers_core_leaves_the_server_answering(
+            self, tmp_path: Path) -> None:
+        """A SCHED_FIFO worker given more than its core (a 100 Hz session burning 15 ms a
+        tick) on the one core the server's event loop has: it drops to normal
+        scheduling, Diagnostics.Workers says so (its policy, and SchedulingFallback
+        naming it, its session and what to do), and meanwhile every read a client makes
+        is answered within half a second (at SCHED_FIFO the worker would leave the
+        server 50 ms a second)."""
+        async with served(TANKS, tmp_path, twins={"burn": burn_twin(HOT)}) as s:
+            await spare_ready(s.host)
+            await s.daemon.create_session("burn", "hot", {})
+            pid = s.host.worker_pid("hot")
+            assert str(scheduling.current(pid)) == "SCHED_FIFO priority 10"
+            workers = "Diagnostics.Workers"
+            with one_core([pid], min(os.sched_getaffinity(0))):
+                await s.call("hot", "Start")
+                async with asyncio.timeout(20.0):
+                    while not (said := await s.read(f"{workers}.SchedulingFallback")):
+                        await asyncio.sleep(0.05)
+                assert said.startswith("worker w0 is overloaded: its sessions (steady, hot) ")
+                assert "isolate = true" in said
+                names = await s.read(f"{workers}.Names")
+                assert (await s.read(f"{workers}.Policies"))[names.index("w0")] == \
+                    "SCHED_OTHER nice 0"
+                slowest = 0.0
+                for _ in range(30):
+                    began = time.monotonic()
+                    await asyncio.sleep(0.05)
+                    await s.read(f"{workers}.Crashes")
+                    slowest = max(slowest, time.monotonic() - began)
+                assert slowest < 0.5, f"a read took {slowest:.3f} s"
+                assert s.host.worker_pid("hot") == pid  # (not killed: it kept ticking)

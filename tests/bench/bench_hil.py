@@ -1,5 +1,8 @@
 """HIL mirror figures against the soft PLC (``tests/hil/soft_plc.py``) in a subprocess.
 
+The session ticks in an in-process host (``LocalHost``), its pacer feeding the
+mirror one frame per publish period, as in the daemon.
+
 * Round trip: a twin output changes, the mirror writes it to the PLC's EchoIn,
   the PLC's scan (5 ms) copies it to EchoOut, the subscription brings it back
   into a twin input. Session: 1 ms steps at real time, publish rate 100 Hz,
@@ -14,17 +17,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from asyncua import Client, ua
 
-from tests.hil.conftest import SoftPlc, cancel, start_clock
-from twin_server.engine.session import Session, SessionSettings, VarKey
+from tests.hil.conftest import SoftPlc, cancel, hosted_of, quiet_host, start_clock
+from twin_server.engine.session import Session, VarKey
 from twin_server.hil import HilMirror
 from twin_server.models.base import Kind
-from twin_server.runtime.compile import parse_config
+from twin_server.runtime.compile import LoadedConfig, parse_config
+from twin_server.runtime.sinks import Pacer
 
 ROUNDS = 200
 BINDINGS = 1000
@@ -54,10 +60,20 @@ sampling_interval = 0.0
 """
 
 
-def _session(loaded: Any) -> Session:
-    cfg = loaded.config.sessions["s"]
-    return Session("s", loaded.twins[cfg.twin], SessionSettings(
-        step_size=cfg.step_size, realtime_factor=1.0, publish_rate=cfg.publish_rate))
+@contextlib.asynccontextmanager
+async def _mirrored(loaded: LoadedConfig) -> AsyncIterator[tuple[Session, HilMirror]]:
+    """Session "s" of ``loaded`` ticking in an in-process host, its pacer feeding a
+    running mirror of it (as ``tests/hil/test_mirror.py`` builds one)."""
+    async with quiet_host() as host:
+        hosted = await hosted_of(host, loaded)
+        mirror = HilMirror(loaded.config.hil, {"s": hosted})
+        tasks = [asyncio.create_task(mirror.run()),
+                 asyncio.create_task(Pacer(hosted, [mirror]).run()),
+                 start_clock(host.session("s"))]
+        try:
+            yield host.session("s"), mirror
+        finally:
+            await cancel(*tasks)
 
 
 def _percentiles(samples: list[float]) -> tuple[float, float]:
@@ -67,13 +83,10 @@ def _percentiles(samples: list[float]) -> tuple[float, float]:
 
 async def _mirror_round_trip(endpoint: str) -> list[float]:
     loaded = parse_config(ECHO.format(endpoint=endpoint))
-    session = _session(loaded)
-    mirror = HilMirror(loaded.config.hil, {"s": session})
-    tasks = [asyncio.create_task(mirror.run()), start_clock(session)]
     value_key = VarKey("src", Kind.PARAMETER, "value")
     back_key = VarKey("back", Kind.INPUT, "input")
     samples = []
-    try:
+    async with _mirrored(loaded) as (session, mirror):
         while mirror.statistics().peer("plc").binding("back").status != "Good":
             await asyncio.sleep(0.01)
         for i in range(1, ROUNDS + 1):
@@ -82,8 +95,6 @@ async def _mirror_round_trip(endpoint: str) -> list[float]:
             while session.read(back_key) != float(i):
                 await asyncio.sleep(0.0005)
             samples.append((time.perf_counter() - started) * 1e3)
-    finally:
-        await cancel(*tasks)
     return samples
 
 
@@ -130,18 +141,13 @@ def _bulk_config(endpoint: str) -> str:
 
 async def _mirror_bindings(endpoint: str) -> float:
     loaded = parse_config(_bulk_config(endpoint))
-    session = _session(loaded)
-    mirror = HilMirror(loaded.config.hil, {"s": session})
-    tasks = [asyncio.create_task(mirror.run()), start_clock(session)]
-    try:
+    async with _mirrored(loaded) as (_, mirror):
         while not mirror.statistics().peer("plc").connected:
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.5)
         before = mirror.statistics().peer("plc").writes_sent
         await asyncio.sleep(SECONDS)
         after = mirror.statistics().peer("plc").writes_sent
-    finally:
-        await cancel(*tasks)
     return (after - before) / SECONDS / 10.0
 
 

@@ -4,6 +4,7 @@ process can unpickle the twins made of them (a model class crosses by reference)
 from __future__ import annotations
 
 import ctypes
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -101,6 +102,33 @@ class Crash(Model):
         if snapshot["parameters"]["crash_on_restore"]:
             ctypes.string_at(0)
         self.__dict__.update(snapshot)
+
+
+class Burn(Model):
+    """Passes u through after burning ``seconds`` of this thread's CPU time a tick: a
+    session that needs more of a core than its period gives, whatever else runs."""
+
+    variables = (
+        Variable("u", Kind.INPUT, default=0.0),
+        Variable("y", Kind.OUTPUT),
+        Variable("seconds", Kind.PARAMETER, low=0.0, high=1.0, default=0.001),
+    )
+
+    def reset(self, parameters: Mapping[str, Value],
+              initial: Mapping[str, Value]) -> dict[str, Value]:
+        self.parameters = dict(parameters)
+        return {"y": 0.0}
+
+    def step(self, t: float, dt: float, inputs: Mapping[str, Value]) -> dict[str, Value]:
+        until = time.thread_time() + float(self.parameters["seconds"])
+        while time.thread_time() < until:
+            pass
+        return {"y": float(inputs["u"])}
+
+
+def burn_twin(seconds: float) -> TwinDefinition:
+    """One component burning ``seconds`` of CPU a tick."""
+    return twin("burn", component("burn", Burn, parameters={"seconds": seconds}))
 
 
 def echo_twin() -> TwinDefinition:

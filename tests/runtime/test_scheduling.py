@@ -22,9 +22,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from tests.models.fmu import conftest as fmu_conftest
 from tests.runtime.conftest import DEMO, EventLog, child_processes, shm_blocks, wait_until
+from tests.runtime.models import burn_twin
 from tests.runtime.test_fmu_crash import (
     CRASH_TICK,
     HANG,
@@ -35,9 +37,11 @@ from tests.runtime.test_fmu_crash import (
     tank_and_fmu,
     tank_twin,
 )
+from twin_server.engine.session import SessionSettings
 from twin_server.errors import ConfigErrors, WorkerCrashed
 from twin_server.runtime import HostedSession, WorkerHost, scheduling
 from twin_server.runtime.compile import load_config, parse_config
+from twin_server.runtime.scheduling import Overload, OverloadGuard, Scheduler
 
 ROOT = Path(__file__).resolve().parents[2]
 FIFO = "SCHED_FIFO priority 10"
@@ -131,6 +135,153 @@ class TestRealtime:
             await tank.set_realtime_factor(1.0)
             assert str(scheduling.current(pid)) == FIFO
             await tank.halt()
+
+
+#: CPU a tick of a 100 Hz session: 15 ms (more than its 10 ms period: overloaded),
+#: 2 ms (20 % of a core: paced, never overloaded)
+HOT, WARM = 0.015, 0.002
+HUNDRED_HZ = SessionSettings(step_size=0.01)
+
+
+class FakeThread:
+    """The time and CPU use the guard reads, moved by the test: ``run(seconds, used,
+    waited)`` passes ``seconds`` of wall time with those shares."""
+
+    def __init__(self) -> None:
+        self.now, self.ran, self.waited = 0.0, 0.0, 0.0
+
+    def usage(self) -> tuple[float, float]:
+        return self.ran, self.waited
+
+    def run(self, guard: OverloadGuard, seconds: float, used: float,
+            waited: float = 0.0) -> list[Overload]:
+        """Sample every window while it passes; the changes the guard made."""
+        changes = []
+        for _ in range(round(seconds / scheduling.GUARD_WINDOW)):
+            self.now += scheduling.GUARD_WINDOW
+            self.ran += used * scheduling.GUARD_WINDOW
+            self.waited += waited * scheduling.GUARD_WINDOW
+            if (change := guard.sample()) is not None:
+                changes.append(change)
+        return changes
+
+
+def realtime_scheduler() -> Scheduler:
+    """The scheduler of a worker that got SCHED_FIFO (as the kernel is not asked here:
+    the guard's decisions only, with a priority this process can take or not)."""
+    fifo = scheduling.Policy("SCHED_FIFO", 10)
+    return Scheduler(scheduling.Outcome("realtime", fifo, fifo))
+
+
+@pytest.fixture
+def guarded() -> tuple[OverloadGuard, FakeThread]:
+    thread = FakeThread()
+    scheduler = realtime_scheduler()
+    scheduler._update = lambda: None  # type: ignore[method-assign]  # (no kernel call)
+    return OverloadGuard(scheduler, now=lambda: thread.now, usage=thread.usage), thread
+
+
+class TestOverloadGuard:
+    def test_a_second_above_the_share_is_an_overload(
+            self, guarded: tuple[OverloadGuard, FakeThread]) -> None:
+        """CPU use at 95 % for a second drops the worker, with the share that did it;
+        at 85 % for ever, or at 95 % for under a second, it does not."""
+        guard, thread = guarded
+        assert thread.run(guard, 10.0, used=0.85) == []
+        assert thread.run(guard, scheduling.OVERLOAD_SECONDS - 0.25, used=0.95) == []
+        assert thread.run(guard, 0.25, used=0.5) == []
+        assert thread.run(guard, scheduling.OVERLOAD_SECONDS, used=0.95) == [
+            Overload(True, pytest.approx(0.95))]
+        assert guard.scheduler.overloaded
+
+    def test_it_ends_only_after_staying_well_below(
+            self, guarded: tuple[OverloadGuard, FakeThread]) -> None:
+        """Overloaded, the worker takes real-time scheduling back after RECOVER_SECONDS
+        busy under 70 %, not at 80 % (between the thresholds: no flapping), and not
+        while it waits for its core most of the time though it runs little (at normal
+        scheduling, sharing the core, the load is still there)."""
+        guard, thread = guarded
+        thread.run(guard, 2.0, used=1.0)
+        assert guard.scheduler.overloaded
+        assert thread.run(guard, 10.0, used=0.8) == []
+        assert thread.run(guard, 10.0, used=0.4, waited=0.6) == []
+        assert thread.run(guard, scheduling.RECOVER_SECONDS - 0.5, used=0.3) == []
+        assert thread.run(guard, 0.5, used=0.3) == [Overload(False, pytest.approx(0.3))]
+        assert not guard.scheduler.overloaded
+
+    def test_flat_out_work_is_no_overload(
+            self, guarded: tuple[OverloadGuard, FakeThread]) -> None:
+        """A Step or a session at real-time factor 0 (dropped for it already) uses the
+        whole core without counting as an overload, nor does a window with such work."""
+        guard, thread = guarded
+        guard.scheduler.flat_out(True)
+        assert thread.run(guard, 5.0, used=1.0) == []
+        guard.scheduler.flat_out(False)
+        with guard.scheduler.normal():
+            pass  # (a session created: seconds of CPU in no window at all)
+        assert thread.run(guard, 0.75, used=1.0) == []
+        assert not guard.scheduler.overloaded
+
+    def test_a_worker_without_realtime_has_nothing_to_guard(self) -> None:
+        """A worker at normal scheduling (asked, or fallen back) never counts."""
+        thread = FakeThread()
+        normal = Scheduler(scheduling.Outcome("normal", scheduling.NORMAL_POLICY,
+                                              scheduling.NORMAL_POLICY))
+        guard = OverloadGuard(normal, now=lambda: thread.now, usage=thread.usage)
+        assert not guard.active
+        assert thread.run(guard, 5.0, used=1.0) == []
+
+
+class TestOverloadedWorker:
+    @needs_realtime
+    async def test_overloaded_fifo_worker_drops_to_normal_until_the_load_goes(
+            self, events: EventLog) -> None:
+        """A SCHED_FIFO worker stepping a 100 Hz session that burns 15 ms a tick drops
+        to SCHED_OTHER within seconds, with one worker_overloaded event naming it, its
+        session and its CPU share, and the host's statistics saying so; once the
+        session is deleted it takes SCHED_FIFO back."""
+        with structlog.testing.capture_logs() as logs:
+            async with started(events, "realtime") as host:
+                await host.create("hot", burn_twin(HOT), HUNDRED_HZ)
+                hot = HostedSession(host, "hot")
+                pid = host.worker_pid("hot")
+                assert str(scheduling.current(pid)) == FIFO
+                await hot.start()
+                await wait_until(lambda: host.statistics().processes[0].overload > 0,
+                                 timeout=15.0)
+                assert scheduling.current(pid) == scheduling.NORMAL_POLICY
+                stats = host.statistics()
+                assert policies(host)["w0"] == NORMAL
+                assert stats.processes[0].overload >= scheduling.OVERLOAD_SHARE
+                assert stats.scheduling_fallback.startswith(
+                    "worker w0 is overloaded: its sessions (hot) kept it busy ")
+                assert "server.workers" in stats.scheduling_fallback
+                (event,) = [e for e in logs if e["event"] == "worker_overloaded"]
+                assert (event["worker"], event["pid"], event["sessions"]) == (
+                    "w0", pid, ["hot"])
+                assert event["share"] >= scheduling.OVERLOAD_SHARE
+                assert event["log_level"] == "warning"
+                await host.delete("hot")
+                await wait_until(lambda: str(scheduling.current(pid)) == FIFO,
+                                 timeout=scheduling.RECOVER_SECONDS + 10.0)
+                await wait_until(lambda: host.statistics().scheduling_fallback == "")
+                assert host.statistics().processes[0].overload == 0.0
+                assert [e["worker"] for e in logs
+                        if e["event"] == "worker_overload_ended"] == ["w0"]
+                assert len([e for e in logs if e["event"] == "worker_overloaded"]) == 1
+
+    @needs_realtime
+    async def test_a_paced_worker_keeps_sched_fifo(self, events: EventLog) -> None:
+        """A worker whose 100 Hz session needs a fifth of its core stays at SCHED_FIFO."""
+        async with started(events, "realtime") as host:
+            await host.create("warm", burn_twin(WARM), HUNDRED_HZ)
+            warm = HostedSession(host, "warm")
+            pid = host.worker_pid("warm")
+            await warm.start()
+            await wait_until(lambda: warm.frame().step_count >= 300)
+            assert str(scheduling.current(pid)) == FIFO
+            assert host.statistics().processes[0].overload == 0.0
+            await warm.halt()
 
 
 FALLBACK = """

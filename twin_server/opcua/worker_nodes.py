@@ -104,14 +104,17 @@ WORKER_VARIABLES: tuple[Spec, ...] = (
          lambda s: s.scheduling),
     Spec("SchedulingFallback", _S, "Empty when the workers got the scheduling asked for; "
          "else what they got instead, why, and how to grant it (systemd LimitRTPRIO=, "
-         "docker --cap-add SYS_NICE)", lambda s: s.scheduling_fallback),
+         "docker --cap-add SYS_NICE); and each worker overloaded now (its sessions need "
+         "more than its core: it dropped to normal scheduling until they do not), with "
+         "its CPU share and what to do", lambda s: s.scheduling_fallback),
     Spec("Names", _S, "Each worker's name (w0.. shared, isolated-<session>, spare<n>)",
          lambda s: [w.name for w in s.processes], array=True),
     Spec("Roles", _S, "Each worker's role: shared, isolated or spare",
          lambda s: [w.role for w in s.processes], array=True),
     Spec("Policies", _S, "Each worker's scheduling as the kernel has it now: 'SCHED_FIFO "
          "priority 10', or 'SCHED_OTHER nice 0' (normal; a realtime worker is too while "
-         "it runs flat out: a Step, real-time factor 0, creating a session)",
+         "it runs flat out: a Step, real-time factor 0, creating a session; and while it "
+         "is overloaded: SchedulingFallback)",
          lambda s: [w.policy for w in s.processes], array=True),
     Spec("Pids", _U32, "Each worker's process id",
          lambda s: [w.pid for w in s.processes], array=True),

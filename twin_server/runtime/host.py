@@ -96,6 +96,10 @@ class WorkerInfo:
     #: its scheduling as the kernel has it now: "SCHED_FIFO priority 10",
     #: "SCHED_OTHER nice 0" (``runtime.scheduling``)
     policy: str = ""
+    #: while its paced sessions need more than its core and it dropped real-time
+    #: scheduling for that (``scheduling.OverloadGuard``): the CPU share that had it
+    #: drop (0.0: not overloaded)
+    overload: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +143,8 @@ class HostStatistics:
     in_process: bool = False
     #: the scheduling the workers ask for ("realtime" or "normal";
     #: ``server.worker_scheduling``), and, when they did not get it, why and how to
-    #: grant it ("" when they did)
+    #: grant it, and which worker is overloaded now, each with what to do ("" when
+    #: every worker has what was asked for)
     scheduling: str = ""
     scheduling_fallback: str = ""
 

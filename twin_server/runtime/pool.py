@@ -45,7 +45,11 @@ Scheduling (``scheduling.py``): ``scheduling = "realtime"`` has every worker
 what it got, and the first that did not get it has the host log one
 ``worker_scheduling_fallback`` event (what was asked, what was got, why, how to
 grant it). ``statistics()`` reads each worker's policy from the kernel as it is
-now (a worker drops real-time scheduling while it runs flat out).
+now (a worker drops real-time scheduling while it runs flat out). A worker whose
+paced sessions need more than its core drops it too, and says so
+(``scheduling.OverloadGuard``): the host logs ``worker_overloaded`` (the worker,
+its sessions, its CPU share; ``worker_overload_ended`` when it takes real-time
+scheduling back), and ``scheduling_fallback`` says it while it lasts.
 
 Closing (``aclose``) is bounded whatever the workers do: a worker that said hello
 is asked to end and SIGKILLed after ``stop_timeout`` s; one still starting (a spare,
@@ -149,6 +153,8 @@ class _Worker:
     forgotten: bool = False
     #: why the host killed it (it hung), for the fault message
     killed_because: str | None = None
+    #: the CPU share that had it drop real-time scheduling, while it is overloaded
+    overload: float | None = None
 
 
 @dataclass(eq=False)
@@ -421,17 +427,20 @@ class WorkerHost:
         processes = tuple(
             WorkerInfo(w.name, w.pid, role,
                        tuple(r.name for r in w.sessions.values() if r.good),
-                       _policy(w.pid))
+                       _policy(w.pid), w.overload or 0.0)
             for role, group in (("shared", self._shared), ("isolated", self._isolated),
                                 ("spare", self._spares))
             for w in group if w.alive and w.pid)
-        fallback = self._fallback
+        said = [] if self._fallback is None else [_fallback_message(self._fallback)]
+        said.extend(_overload_message(w.name, list(w.sessions), w.overload,
+                                      "" if w.outcome is None else str(w.outcome.got))
+                    for w in (*self._shared, *self._isolated, *self._spares)
+                    if w.alive and w.overload is not None)
         return HostStatistics(alive, spares, len(self._records), self._crashes, self._hangs,
                               self._replacements, self._last_replacement,
                               processes=processes, last_crash=self._last_crash,
                               scheduling=self._scheduling,
-                              scheduling_fallback="" if fallback is None else
-                              _fallback_message(fallback))
+                              scheduling_fallback="; ".join(said))
 
     def names(self) -> list[str]:
         return list(self._records)
@@ -780,6 +789,9 @@ class WorkerHost:
             if source.hello is not None and not source.hello.done():
                 source.hello.set_result((message[1], message[2]))
             return
+        if tag == "overload":
+            self._on_overload(source, message[1], message[2])
+            return
         record = self._records.get(message[1])
         if record is None or record.worker is not source:
             return  # a deleted session, or the last words of a replaced worker
@@ -801,6 +813,19 @@ class WorkerHost:
                                  f"snapshot:{record.name}")
             else:
                 self._set_snapshot(record, message[2])
+
+    def _on_overload(self, source: _Worker, overloaded: bool, share: float) -> None:
+        sessions = list(source.sessions)
+        policy = "" if source.outcome is None else str(source.outcome.got)
+        if overloaded:
+            source.overload = share
+            log.warning("worker_overloaded", worker=source.name, pid=source.pid,
+                        sessions=sessions, share=round(share, 3), policy=policy,
+                        message=_overload_message(source.name, sessions, share, policy))
+        else:
+            source.overload = None
+            log.info("worker_overload_ended", worker=source.name, pid=source.pid,
+                     sessions=sessions, busy=round(share, 3), policy=policy)
 
     def _emit(self, name: str, event: SessionEvent) -> None:
         try:
@@ -1121,6 +1146,18 @@ def _policy(pid: int) -> str:
 def _fallback_message(outcome: Outcome) -> str:
     return (f"server.worker_scheduling = {outcome.asked!r} asked for {outcome.wanted}, the "
             f"workers got {outcome.got}: {outcome.reason}; {outcome.fix}")
+
+
+def _overload_message(worker: str, sessions: list[str], share: float, policy: str) -> str:
+    names = ", ".join(sessions) or "none"
+    return (f"worker {worker} is overloaded: its sessions ({names}) kept it busy "
+            f"{share:.0%} of the time at {policy or 'real-time scheduling'} (at least "
+            f"{scheduling.OVERLOAD_SHARE:.0%} for {scheduling.OVERLOAD_SECONDS:g} s), so it "
+            f"runs at normal scheduling, ticking late, until it is busy less than "
+            f"{scheduling.RECOVER_SHARE:.0%} of the time for "
+            f"{scheduling.RECOVER_SECONDS:g} s; to have it keep time, give its sessions "
+            f"more workers (server.workers, isolate = true), or lower their rates "
+            f"(step_size) or real-time factors")
 
 
 def _drop_answer(answer: asyncio.Future[Any]) -> None:

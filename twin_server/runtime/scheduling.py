@@ -37,9 +37,26 @@ not sleep takes a core. Three things keep that bounded:
   server), and the main process moves to another core when there is one;
 * the priority is modest, so kernel threads still come first.
 
-Not bounded: a worker given more paced sessions than its core can step stays
-busy at ``SCHED_FIFO`` and takes up to 95 % of that core until the load goes
-(README, "Workers").
+* a worker given more paced sessions than its core can step (it never sleeps:
+  every tick is late) drops to normal scheduling while that lasts
+  (``OverloadGuard``, below).
+
+The overload guard: every ``GUARD_WINDOW`` seconds a worker at ``SCHED_FIFO``
+compares the CPU time its main thread used with the wall time that passed (one
+read of ``/proc/thread-self/schedstat`` a window, nothing per tick). When that
+share stays at or above ``OVERLOAD_SHARE`` for ``OVERLOAD_SECONDS`` it drops to
+normal scheduling, and says so (the host logs ``worker_overloaded`` and shows it
+on ``Diagnostics/Workers``): its ticks come late anyway, and at ``SCHED_FIFO`` it
+would take 95 % of its core from the server and everything else. It takes
+``SCHED_FIFO`` back once it has been busy less than ``RECOVER_SHARE`` of the
+time for ``RECOVER_SECONDS``. Busy, at normal scheduling, counts the time it
+waited on the run queue as well as the time it ran (schedstat has both): an
+overloaded worker that shares its core gets less than it needs and would look
+idle enough by its CPU time alone, take FIFO back, and drop again a second
+later; by the time it was runnable, it stays dropped until its load is really
+gone (a session deleted, suspended, or slowed down). The thresholds are
+constants, not settings: they say "never sleeps" and "sleeps a good part of the
+time", which no deployment needs to put elsewhere.
 """
 
 from __future__ import annotations
@@ -48,7 +65,8 @@ import contextlib
 import errno
 import os
 import resource
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -63,6 +81,15 @@ DEFAULT_PRIORITY = 10
 #: the nice value a "realtime" worker falls back to, where RLIMIT_NICE allows it
 FALLBACK_NICE = -10
 _CAP_SYS_NICE = 23
+#: the overload guard (module docstring): how often it looks, in seconds
+GUARD_WINDOW = 0.25
+#: the CPU share at SCHED_FIFO that counts as overloaded, and for how long
+OVERLOAD_SHARE = 0.90
+OVERLOAD_SECONDS = 1.0
+#: the busy share (running or runnable) below which an overloaded worker takes
+#: SCHED_FIFO back, and for how long it must stay below
+RECOVER_SHARE = 0.70
+RECOVER_SECONDS = 3.0
 _POLICIES = {getattr(os, name): name for name in (
     "SCHED_OTHER", "SCHED_FIFO", "SCHED_RR", "SCHED_BATCH", "SCHED_IDLE")
     if hasattr(os, name)}
@@ -215,24 +242,46 @@ class Scheduler:
         self.outcome = outcome
         self._flat = False
         self._held = 0
+        self._overloaded = False
         self._lowered = False
         self._warned = False
+        #: counts the times flat-out work began (the overload guard skips a window
+        #: that had some: its CPU share says nothing about the paced load)
+        self.work_count = 0
 
     @property
     def lowered(self) -> bool:
         """Real-time scheduling is dropped for now."""
         return self._lowered
 
+    @property
+    def working(self) -> bool:
+        """Dropped for flat-out work now (not for an overload)."""
+        return self._flat or self._held > 0
+
+    @property
+    def overloaded(self) -> bool:
+        return self._overloaded
+
     def flat_out(self, busy: bool) -> None:
         """The worker now runs flat out (``busy``) or paced only: drop real-time
         scheduling for the first, take it back for the second."""
+        if busy and not self._flat:
+            self.work_count += 1
         self._flat = busy
+        self._update()
+
+    def overload(self, overloaded: bool) -> None:
+        """The paced load is more than the core gives (``OverloadGuard``): normal
+        scheduling until it is not."""
+        self._overloaded = overloaded
         self._update()
 
     @contextlib.contextmanager
     def normal(self) -> Iterator[None]:
         """Normal scheduling for the block (long work between two ticks)."""
         self._held += 1
+        self.work_count += 1
         self._update()
         try:
             yield
@@ -242,7 +291,7 @@ class Scheduler:
 
     def _update(self) -> None:
         got = self.outcome.got
-        lower = self._flat or self._held > 0
+        lower = self._flat or self._held > 0 or self._overloaded
         if not got.realtime or lower == self._lowered:
             return
         try:
@@ -256,3 +305,100 @@ class Scheduler:
                 self._warned = True
                 log.warning("worker_scheduling_change_failed", lower=lower,
                             policy=str(got), error=os.strerror(exc.errno or 0))
+
+
+class Usage:
+    """This thread's CPU time and run-queue wait so far, in seconds: one ``pread`` of
+    ``/proc/thread-self/schedstat`` (where the kernel has no schedstat: the thread's
+    CPU time, and no wait)."""
+
+    def __init__(self) -> None:
+        try:
+            self._fd: int | None = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+        except OSError:
+            self._fd = None
+
+    def read(self) -> tuple[float, float]:
+        if self._fd is not None:
+            with contextlib.suppress(OSError, ValueError):
+                ran, waited = os.pread(self._fd, 64, 0).split()[:2]
+                return int(ran) * 1e-9, int(waited) * 1e-9
+        return time.thread_time(), 0.0
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+@dataclass(frozen=True, slots=True)
+class Overload:
+    """A change the guard made: ``overloaded`` now (or no longer), and the CPU share
+    (the busy share, when it ends) over the time that decided it."""
+
+    overloaded: bool
+    share: float
+
+
+class OverloadGuard:
+    """Drops a ``SCHED_FIFO`` worker to normal scheduling while its paced load is more
+    than its core gives, and takes ``SCHED_FIFO`` back when the load has gone (the
+    module's docstring). ``sample`` is called every ``GUARD_WINDOW`` seconds;
+    ``now`` and ``usage`` are injected so that tests drive them."""
+
+    def __init__(self, scheduler: Scheduler, *,
+                 now: Callable[[], float] = time.monotonic,
+                 usage: Callable[[], tuple[float, float]] | None = None) -> None:
+        self.scheduler = scheduler
+        self._now = now
+        self._own: Usage | None = None
+        if usage is None:
+            self._own = Usage()
+            usage = self._own.read
+        self._usage = usage
+        self._start()
+
+    @property
+    def active(self) -> bool:
+        """The worker got real-time scheduling: there is something to guard."""
+        return self.scheduler.outcome.got.realtime
+
+    def _start(self) -> None:
+        """Count anew from now (a streak of windows begins here)."""
+        self._since = self._now()
+        self._ran, self._waited = self._usage()
+        self._work_count = self.scheduler.work_count
+
+    def sample(self) -> Overload | None:
+        """Look at the time since the streak began: the change made, if any."""
+        scheduler = self.scheduler
+        if not self.active:
+            return None
+        if scheduler.working or scheduler.work_count != self._work_count:
+            self._start()  # flat-out work: its CPU share says nothing of the paced load
+            return None
+        now = self._now()
+        ran, waited = self._usage()
+        elapsed = now - self._since
+        if elapsed <= 0.0:
+            return None
+        used = (ran - self._ran) / elapsed
+        busy = (ran - self._ran + waited - self._waited) / elapsed
+        if not scheduler.overloaded:
+            if used < OVERLOAD_SHARE:
+                self._start()
+            elif elapsed >= OVERLOAD_SECONDS:
+                scheduler.overload(True)
+                self._start()
+                return Overload(True, min(used, 1.0))
+        elif busy >= RECOVER_SHARE:
+            self._start()
+        elif elapsed >= RECOVER_SECONDS:
+            scheduler.overload(False)
+            self._start()
+            return Overload(False, busy)
+        return None
+
+    def close(self) -> None:
+        if self._own is not None:
+            self._own.close()

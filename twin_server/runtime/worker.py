@@ -18,7 +18,10 @@ Scheduling (``scheduling.py``): after its imports, the process takes the
 scheduling ``WorkerOptions.scheduling`` asks for (real-time, or normal) and says
 in its hello what it got; while it runs flat out (a Step in the background, a
 session Running at real-time factor 0, creating a session) it drops real-time
-scheduling, so that it cannot take a core from the server.
+scheduling, so that it cannot take a core from the server; and while its paced
+sessions need more than its core (``scheduling.OverloadGuard``, looked at every
+``scheduling.GUARD_WINDOW`` seconds) too, telling the main process with an
+``("overload", overloaded, share)`` message.
 
 SIGINT and SIGTERM are ignored: a Ctrl-C or systemd's stop reaches every process
 of the group, and the main process stops its workers itself, in its own
@@ -219,6 +222,7 @@ class Worker:
             policy = scheduling.current()
             outcome = scheduling.Outcome(scheduling.NORMAL, policy, policy)
         self.scheduler = scheduling.Scheduler(outcome)
+        self.guard = scheduling.OverloadGuard(self.scheduler)
         self._sessions: dict[str, _Hosted] = {}
         self._building: set[str] = set()
         self._channel: Channel | None = None
@@ -233,9 +237,12 @@ class Worker:
         try:
             async with asyncio.TaskGroup() as tasks:
                 self._tasks = tasks
-                snapshots = tasks.create_task(self._snapshots_forever(), name="snapshots")
+                background = [tasks.create_task(self._snapshots_forever(), name="snapshots")]
+                if self.guard.active:
+                    background.append(tasks.create_task(self._guard_forever(), name="guard"))
                 await self._done.wait()
-                snapshots.cancel()
+                for task in background:
+                    task.cancel()
                 for hosted in self._sessions.values():
                     if hosted.task is not None:
                         hosted.task.cancel()
@@ -243,6 +250,7 @@ class Worker:
             for name in list(self._sessions):
                 self._drop(name)
             self._sleep.close()
+            self.guard.close()
             self._channel.close()
             self.status.close()
 
@@ -462,6 +470,14 @@ class Worker:
             return self._sessions[name]
         except (KeyError, TypeError):
             raise NotFound(f"no session named {name!r} in worker {self.options.worker}") from None
+
+    async def _guard_forever(self) -> None:
+        """Drop real-time scheduling while the paced load is more than the core gives."""
+        while True:
+            await asyncio.sleep(scheduling.GUARD_WINDOW)
+            change = self.guard.sample()
+            if change is not None:
+                self.send(("overload", change.overloaded, change.share))
 
     # -- snapshots for the main process ------------------------------------------------
 
