@@ -47,7 +47,6 @@ autostart = true
 
 DUTY = "Sessions.main.Components.pulse.Parameters.duty"
 
-
 #: one item created at 0 ms, modified to 480 ms (queue 5), then to a PercentDeadband
 MODIFY = """
 const { main, withSession, twinNamespace } = require("./lib");
@@ -95,6 +94,9 @@ async def driver(daemon: Daemon) -> AsyncIterator[Connected]:
 
 @dataclass
 class Notification:
+    """One notification node-opcua was given: its item's index in the request, the
+    status's name, the value and its SourceTimestamp."""
+
     item: int
     status: str
     value: Any
