@@ -492,9 +492,16 @@ class WorkerHost:
             spare = await self._spawn(f"spare{next(self._blocks)}", isolated=False)
         finally:
             self._spares_starting -= 1
+        packed = []
+        try:
+            if self.state is HostState.RUNNING:
+                twins = {r.twin.name: r.twin for r in self._records.values()}
+                packed = [await self._pack(t) for t in twins.values()]
+        except BaseException:  # (cancelled: the host is closing) in no list yet: stop it
+            await self._stop_worker(spare)
+            raise
         if self.state is HostState.RUNNING:
-            twins = {r.twin.name: r.twin for r in self._records.values()}
-            self._warm(spare, [await self._pack(t) for t in twins.values()])
+            self._warm(spare, packed)
             self._spares.append(spare)
             self._spare_added.set()
         else:
