@@ -96,14 +96,20 @@ class TestNodeOpcuaPlc:
                 await wait_for(lambda: float(session.values()[LEVEL]) > 0.6, timeout=20)
                 async with Client(ready["endpoint"], timeout=10) as plc_client:
                     pns = await plc_client.get_namespace_index("urn:soft-plc")
+                    # (the level rises meanwhile: each PLC value is bracketed by the
+                    # twin's values read just before and just after it)
+                    before = session.values()
                     plc_level = float(await plc_client.get_node(
                         ua.NodeId("PLC.Level", pns)).read_value())
                     plc_valve = float(await plc_client.get_node(
                         ua.NodeId("PLC.Valve", pns)).read_value())
-                twin_level = float(session.values()[LEVEL])
-                inflow = float(session.values()[INFLOW])
-                assert plc_level > 0.6 and abs(plc_level - twin_level) < 0.05
-                assert abs(inflow - plc_valve) < 0.02 and inflow < 0.05 + 0.2 * 0.5
+                    after = session.values()
+                levels = sorted(float(v[LEVEL]) for v in (before, after))
+                inflows = sorted(float(v[INFLOW]) for v in (before, after))
+                assert plc_level > 0.6
+                assert levels[0] - 0.05 < plc_level < levels[1] + 0.05, (plc_level, levels)
+                assert inflows[0] - 0.02 < plc_valve < inflows[1] + 0.02, (plc_valve, inflows)
+                assert inflows[1] < 0.05 + 0.2 * 0.5
 
                 subscriptions = [s["subscription"] for s in said if "subscription" in s]
                 items = [s["monitoredItem"] for s in said if "monitoredItem" in s]
