@@ -14,6 +14,7 @@ import pytest
 import structlog
 
 from tests.nodeopcua import NodeOpcua, ensure_installed, node
+from tests.processes import children, kill, left_behind
 
 
 @pytest.fixture(autouse=True)
@@ -56,6 +57,22 @@ def _state_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]
     mp.setenv("CACHE_DIRECTORY", str(ASPACE_CACHE))
     yield
     mp.undo()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _no_process_left(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A module's tests leave no child process behind: one that does is named (its
+    command line) in an error at the module's end and killed, so that the checks of
+    later modules (tests/runtime: a host leaves no process) are not blamed for it."""
+    before = set(children())
+    yield
+    left = left_behind(before)
+    if left:
+        kill(left)
+        pytest.fail(f"{request.module.__name__} left {len(left)} child process(es) running "
+                    f"(killed now): " + "; ".join(f"{pid}: {cmd[:300]}"
+                                                   for pid, cmd in left.items()),
+                    pytrace=False)
 
 
 @pytest.fixture(scope="module")

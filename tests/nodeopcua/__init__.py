@@ -132,6 +132,7 @@ class NodeOpcua:
         self._pumps: list[threading.Thread] = []
         self._stderr_seen = threading.Condition()
         self._done = 0
+        self._closed = False
 
     def start(self, timeout: float = 180.0) -> None:
         """Start the runner (if it is not running) and wait until node-opcua is loaded."""
@@ -139,7 +140,11 @@ class NodeOpcua:
             self._start(timeout)
 
     def close(self) -> None:
+        """Stop the runner for good: a request still waiting for the lock (its test
+        timed out while another script ran) fails instead of starting a new runner
+        that nothing would stop."""
         with self._lock:
+            self._closed = True
             self._stop()
 
     async def run(self, script: str, endpoint: str, *, timeout: float = 30.0,
@@ -153,6 +158,9 @@ class NodeOpcua:
 
     def _request(self, script: str, args: dict[str, Any], timeout: float) -> Any:
         with self._lock:
+            if self._closed:
+                raise NodeScriptError(f"node script {_name(script)}: the runner is closed "
+                                      f"(its test module has ended)")
             self._start(180.0)
             assert self._process is not None and self._process.stdin is not None
             self._next += 1

@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from tests.nodeopcua import NodeOpcua, NodeScriptError
+from tests.nodeopcua import NodeOpcua, NodeScriptError, node
 from tests.opcua.conftest import MODULE_LOOP, PLANT, run_daemon, stop_daemon
+from tests.processes import children, left_behind
 from twin_server.opcua.server import NAMESPACE_URI
 from twin_server.runtime.daemon import Daemon
 
@@ -69,3 +70,17 @@ class TestHarness:
         # a new runner takes the next script
         assert await nodeopcua.run("require('./lib').main(async () => 7);",
                                    daemon.endpoint_url) == 7
+
+
+class TestClosed:
+    async def test_a_request_after_close_starts_no_runner(self) -> None:
+        """A script asked for after its module's runner closed (a timed-out test's
+        request, still waiting for the lock) fails and leaves no node process running."""
+        if node() is None:
+            pytest.skip("node (Node.js) is not installed")
+        runner = NodeOpcua()
+        runner.close()
+        before = set(children())
+        with pytest.raises(NodeScriptError, match="the runner is closed"):
+            await runner.run("read.js", "opc.tcp://127.0.0.1:1", timeout=5.0)
+        assert left_behind(before, grace=0.0) == {}

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import children
 from twin_server.engine.session import SessionEvent
 from twin_server.runtime import LocalHost, WorkerHost
 
@@ -52,22 +53,8 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> No
 
 
 def child_processes() -> list[int]:
-    """Live children of this process, but multiprocessing's resource tracker (it
-    lives as long as the process, by design)."""
-    me = os.getpid()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[1]) == me and fields[0] != "Z" and b"resource_tracker" not in cmdline:
-            found.append(int(entry.name))
-    return found
+    """Live children of this process, but multiprocessing's resource tracker."""
+    return list(children())
 
 
 def shm_blocks() -> set[str]:

@@ -938,7 +938,8 @@ async def _stop_stage(stage: str, tasks: Sequence[asyncio.Task[Any]]) -> None:
 
 async def _with_timeout(stage: str, awaitable: Awaitable[None]) -> None:
     try:
-        await asyncio.wait_for(awaitable, STAGE_TIMEOUT)
+        async with asyncio.timeout(STAGE_TIMEOUT):
+            await awaitable
     except TimeoutError:
         log.error("shutdown_stage_timeout", stage=stage, timeout=STAGE_TIMEOUT)
 

@@ -9,7 +9,6 @@ and means nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from twin_server.runtime.clock import Clock, ClockStatistics
 from twin_server.runtime.commands import STEP, create_session, run_command
 from twin_server.runtime.host import EventListener, Frame, HostStatistics, SessionLayout
 from twin_server.runtime.stepping import StepJob
+from twin_server.runtime.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -178,9 +178,7 @@ class LocalHost:
         for local in self._sessions.values():
             task, local.task = local.task, None
             if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await cancel_and_wait(task)
 
     async def aclose(self) -> None:
         self._closed = True
@@ -210,9 +208,7 @@ async def _stop(local: _Local) -> None:
     if local.step is not None:
         local.step.cancel()
     if local.task is not None:
-        local.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await local.task
+        await cancel_and_wait(local.task)
     local.session.close()  # emits "closed" to the listener, then drops it
     local.unsubscribe()
 

@@ -467,7 +467,8 @@ class WorkerHost:
         if not any(w.alive for w in self._spares) and self._spares_starting:
             self._spare_added.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._spare_added.wait(), self._start_timeout)
+                async with asyncio.timeout(self._start_timeout):
+                    await self._spare_added.wait()
         while self._spares:
             taken = self._spares.pop(0)
             if taken.alive:
@@ -548,8 +549,8 @@ class WorkerHost:
         try:
             created.channel = await Channel.open(
                 ours, lambda message: self._on_message(created, message))
-            created.pid, created.outcome = await asyncio.wait_for(
-                asyncio.shield(created.hello), self._start_timeout)
+            async with asyncio.timeout(self._start_timeout):
+                created.pid, created.outcome = await asyncio.shield(created.hello)
         except BaseException:
             await self._stop_worker(created)
             raise
@@ -588,7 +589,8 @@ class WorkerHost:
         if started and target.alive and target.channel is not None:
             target.channel.send(("shutdown", 0))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(exited), self._stop_timeout)
+                async with asyncio.timeout(self._stop_timeout):
+                    await asyncio.shield(exited)
             if not exited.done():
                 log.error("worker_stop_timeout", worker=target.name, pid=target.pid,
                           seconds=self._stop_timeout)
@@ -596,7 +598,8 @@ class WorkerHost:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(target.pid, signal.SIGKILL)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(exited), _KILL_WAIT)
+                async with asyncio.timeout(_KILL_WAIT):
+                    await asyncio.shield(exited)
             if not exited.done():
                 log.error("worker_not_reaped", worker=target.name, pid=target.pid,
                           seconds=_KILL_WAIT)
@@ -710,7 +713,8 @@ class WorkerHost:
             raise record.fault or InvalidState(f"session {record.name!r} has no worker")
         if not record.good:
             try:
-                await asyncio.wait_for(record.hosted.wait(), self._start_timeout)
+                async with asyncio.timeout(self._start_timeout):
+                    await record.hosted.wait()
             except TimeoutError:
                 raise record.fault or InvalidState(
                     f"session {record.name!r} has no worker") from None

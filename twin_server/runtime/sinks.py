@@ -63,6 +63,7 @@ import structlog
 from twin_server.errors import NotFound
 from twin_server.runtime.clock import TICKS, Ticks
 from twin_server.runtime.host import Frame, FrameSource
+from twin_server.runtime.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -217,9 +218,7 @@ class Pacer:
         self._closed = True
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         self.pulse()
 
     def statistics(self) -> PacerStatistics:

@@ -391,7 +391,10 @@ class Sampler:
         return len(self._due)
 
     async def run(self) -> None:
-        """Take the samples as they fall due, until cancelled."""
+        """Take the samples as they fall due, until cancelled. (Its waits are
+        ``asyncio.timeout``, never ``asyncio.wait_for``: on Python 3.11, a wait_for
+        whose awaited event comes in the instant its task is cancelled returns, and the
+        cancellation is lost: the daemon's stop then waited for this task for ever.)"""
         due = self._due
         while True:
             self._wake.clear()
@@ -401,7 +404,8 @@ class Sampler:
             wait = due[0][0] - time.monotonic()
             if wait > 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait)
+                    async with asyncio.timeout(wait):
+                        await self._wake.wait()
                 continue
             now = time.monotonic()
             publish: set[InternalSubscription] = set()
