@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from twin_server.models.base import Kind, Model, Value, Variable
+from twin_server.models.base import DataType, Kind, Model, Value, Variable
 
 ABSOLUTE_ZERO = -273.15
 
@@ -37,6 +37,8 @@ class RoomTemperature(Model):
                  description="temperature outside the room"),
         Variable("temperature", Kind.OUTPUT, "degC", low=ABSOLUTE_ZERO, default=20.0,
                  description="room temperature"),
+        Variable("too_cold", Kind.OUTPUT, datatype=DataType.BOOLEAN, default=False,
+                 description="temperature below comfort_min (an off-normal alarm's input)"),
         Variable("temperature", Kind.STATE, "degC", low=ABSOLUTE_ZERO, default=20.0,
                  description="room temperature"),
         Variable("thermal_resistance", Kind.PARAMETER, "K/W", low=1e-9, default=0.005,
@@ -45,6 +47,8 @@ class RoomTemperature(Model):
                  description="heat capacity of the room (> 0)"),
         Variable("efficiency", Kind.PARAMETER, "", low=0.0, high=1.0, default=1.0,
                  description="share of the heater power that heats the room"),
+        Variable("comfort_min", Kind.PARAMETER, "degC", low=ABSOLUTE_ZERO, default=18.0,
+                 description="too_cold is true below this temperature"),
         Variable("initial_temperature", Kind.PARAMETER, "degC", low=ABSOLUTE_ZERO, default=20.0,
                  tunable=False,
                  description="temperature at Reset (an initial value for the state wins)"),
@@ -58,7 +62,7 @@ class RoomTemperature(Model):
         self.parameters = dict(parameters)
         self.temperature = float(initial.get("temperature", parameters["initial_temperature"]))
         self._factors: dict[float, float] = {}
-        return {"temperature": self.temperature}
+        return self._outputs()
 
     def step(self, t: float, dt: float, inputs: Mapping[str, Value]) -> dict[str, Value]:
         p = self.parameters
@@ -70,7 +74,11 @@ class RoomTemperature(Model):
                   + float(p["efficiency"]) * float(inputs["heater_power"])
                   * float(p["thermal_resistance"]))
         self.temperature += (steady - self.temperature) * factor
-        return {"temperature": self.temperature}
+        return self._outputs()
+
+    def _outputs(self) -> dict[str, Value]:
+        return {"temperature": self.temperature,
+                "too_cold": self.temperature < float(self.parameters["comfort_min"])}
 
     def set_parameter(self, name: str, value: Value) -> None:
         self.parameters[name] = value

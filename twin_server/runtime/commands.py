@@ -35,6 +35,8 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "restore": Session.restore,  # (snapshot)
     "statistics": Session.statistics,  # -> SessionStatistics
     "emit": Session.emit,  # (kind, message, severity)
+    "alarm": Session.alarm,  # (name, action, event, comment, user) -> AlarmState
+    "alarm_states": Session.alarm_states,  # -> (AlarmState, ...)
 }
 
 
