@@ -93,7 +93,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from twin_server.engine.alarms import AlarmSet, AlarmState
+from twin_server.engine.alarms import AlarmDefinition, AlarmSet, AlarmState
 from twin_server.engine.alarms import merge as merge_alarms
 from twin_server.engine.snapshot import SNAPSHOT_FORMAT, SessionSnapshot
 from twin_server.engine.state import (
@@ -1195,6 +1195,10 @@ class Session:
                                  tick=self.step_count, sim_time=self.sim_time)
         self._emit_alarm(state)
         return state
+
+    def alarm_definitions(self) -> tuple[AlarmDefinition, ...]:
+        """Every alarm as defined (the twin's, with the session's overrides)."""
+        return self.alarms.definitions
 
     def alarm_states(self) -> tuple[AlarmState, ...]:
         """Every alarm's condition as it is now."""

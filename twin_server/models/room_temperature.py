@@ -13,6 +13,9 @@ Defaults: R = 0.005 K/W (200 W/K of losses), C = 1e6 J/K (air, walls' inner
 layer and furniture of a ~30 m^2 room), tau = 5000 s (~83 min); a 2 kW heater
 lifts the room 10 K above ambient and warms it at ~0.12 K/min at first: slow
 like a real room yet visible within a minute on a trend.
+
+``too_cold`` (Boolean) is true while the temperature is below ``comfort_min``: the
+input of the demo room's off-normal alarm (README, Alarms and conditions).
 """
 
 from __future__ import annotations

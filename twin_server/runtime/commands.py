@@ -37,6 +37,7 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "emit": Session.emit,  # (kind, message, severity)
     "alarm": Session.alarm,  # (name, action, event, comment, user) -> AlarmState
     "alarm_states": Session.alarm_states,  # -> (AlarmState, ...)
+    "alarm_definitions": Session.alarm_definitions,  # -> (AlarmDefinition, ...)
 }
 
 

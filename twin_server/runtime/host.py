@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from twin_server.engine.alarms import AlarmState
+from twin_server.engine.alarms import AlarmDefinition, AlarmState
 from twin_server.engine.session import (
     RunState,
     SessionEvent,
@@ -402,6 +402,12 @@ class HostedSession:
         alarms (``Session.alarm``); its new condition."""
         result: AlarmState = await self.host.call(self.name, "alarm", name, action, event,
                                                   comment, user)
+        return result
+
+    async def alarm_definitions(self) -> tuple[AlarmDefinition, ...]:
+        """Every alarm of the session as defined."""
+        result: tuple[AlarmDefinition, ...] = await self.host.call(self.name,
+                                                                   "alarm_definitions")
         return result
 
     async def alarm_states(self) -> tuple[AlarmState, ...]:
