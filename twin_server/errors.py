@@ -13,6 +13,8 @@
     │   ├── ResourceExhausted        BadResourceUnavailable: server.max_sessions reached
     │   └── NotSupported             BadNotSupported: an FMU without get/set state, ...
     ├── InvalidState                 BadInvalidState: a method called in the wrong run state
+    │   └── AlarmRefused             an alarm method its condition's state refuses (Part 9
+    │                                codes: BadConditionBranchAlreadyAcked, BadEventIdUnknown, ...)
     ├── FMIError                     an FMI call returned Error/Fatal: FMI function and status
     └── SessionFault                 a model raised or produced NaN/inf: session, component, tick
         └── WorkerCrashed            the worker process stepping the session died: its signal
@@ -139,6 +141,15 @@ class InvalidState(TwinServerError):
         self.session = session
         self.state = state
         super().__init__(message)
+
+
+class AlarmRefused(InvalidState):
+    """An alarm method (Acknowledge, Confirm, AddComment, Enable, Disable) that the
+    condition's state refuses; ``status`` is the Part 9 code for it."""
+
+    def __init__(self, message: str, *, status: str = "BadInvalidState") -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class FMIError(TwinServerError):

@@ -31,6 +31,7 @@ Example (``configs/demo.toml`` is the full one)::
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from pydantic import (
     StringConstraints,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -224,12 +226,72 @@ class ComponentConfig(_Frozen):
     )
 
 
+class AlarmConfig(_Frozen):
+    """An alarm on one variable (``[twins.<t>.alarms.<name>]``, overridden by name in
+    ``[sessions.<s>.alarms.<name>]``): a limit alarm (any of ``high_high``, ``high``,
+    ``low``, ``low_low``) on a number, or an off-normal alarm (``normal``) on a
+    Boolean. Served as an OPC UA Part 9 condition (``engine/alarms.py``)."""
+
+    variable: str = Field(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$",
+        description="'component.variable' of the twin, any kind")
+    high_high: float | None = Field(None, description="HighHigh limit")
+    high: float | None = Field(None, description="High limit")
+    low: float | None = Field(None, description="Low limit")
+    low_low: float | None = Field(None, description="LowLow limit")
+    normal: bool | None = Field(
+        None, description="off-normal alarm: the Boolean's normal value (active while it "
+                          "differs)")
+    exclusive: bool = Field(
+        True, description="limit alarm: one limit state at a time, the most severe "
+                          "(ExclusiveLimitAlarmType); false: every exceeded limit active "
+                          "(NonExclusiveLimitAlarmType)")
+    deadband: float = Field(0.0, ge=0, description="limit alarm: how far back past a limit "
+                                                   "the value must go to leave it")
+    on_delay: float = Field(0.0, ge=0, le=86_400,
+                            description="simulated seconds a new state must hold first")
+    off_delay: float = Field(0.0, ge=0, le=86_400,
+                             description="simulated seconds a return to normal must hold first")
+    severity: int = Field(500, ge=1, le=1000, description="OPC UA severity (High, Low, "
+                                                          "off-normal)")
+    severity_high_high: int | None = Field(
+        None, ge=1, le=1000, description="severity of HighHigh and LowLow (default: "
+                                         "severity + 200, at most 1000)")
+    message: str = Field("", max_length=500,
+                         description="what a person reads, e.g. 'Tank level high'")
+    enabled: bool = Field(True, description="the condition's state after Reset")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> AlarmConfig:
+        limits = [v for v in (self.high_high, self.high, self.low, self.low_low)
+                  if v is not None]
+        if self.normal is not None and limits:
+            raise PydanticCustomError(
+                "alarm_kind", "an alarm has limits (a limit alarm) or 'normal' (an "
+                              "off-normal alarm), not both")
+        if self.normal is None and not limits:
+            raise PydanticCustomError(
+                "alarm_kind", "an alarm needs a limit (high_high, high, low, low_low) or "
+                              "'normal' (off-normal alarm on a Boolean)")
+        order = [(n, v) for n, v in (("high_high", self.high_high), ("high", self.high),
+                                      ("low", self.low), ("low_low", self.low_low))
+                 if v is not None]
+        for (a, x), (b, y) in itertools.pairwise(order):
+            if not x > y:
+                raise PydanticCustomError(
+                    "alarm_limits", "limits must fall from high_high to low_low ({a} = {x} "
+                                    "is not above {b} = {y})", {"a": a, "x": x, "b": b, "y": y})
+        return self
+
+
 class TwinConfig(_Frozen):
     """A twin definition: components and the connections between them."""
 
     description: str = ""
     components: dict[Name, ComponentConfig] = Field(min_length=1)
     connections: tuple[Annotated[ConnectionSpec, BeforeValidator(_connection)], ...] = ()
+    alarms: dict[Name, AlarmConfig] = Field(
+        default_factory=dict, description="alarms of every session of the twin, by name")
     isolate: bool | None = Field(
         None, description="sessions of this twin step in a worker process of their own, so "
                           "that a crash harms none but them (default: true for twins with "
@@ -322,6 +384,9 @@ class SessionConfig(_Frozen):
     history: SessionHistoryConfig = Field(
         default_factory=SessionHistoryConfig,
         description="what this session records ([sessions.<name>.history])")
+    alarms: dict[Name, AlarmConfig] = Field(
+        default_factory=dict,
+        description="alarms of this session: each replaces the twin's of its name, or adds one")
 
 
 class Config(_Frozen):

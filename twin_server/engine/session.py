@@ -93,6 +93,8 @@ from typing import Any, Protocol
 
 import structlog
 
+from twin_server.engine.alarms import AlarmDefinition, AlarmSet, AlarmState
+from twin_server.engine.alarms import merge as merge_alarms
 from twin_server.engine.snapshot import SNAPSHOT_FORMAT, SessionSnapshot
 from twin_server.engine.state import (
     SEVERITY_CHANGE,
@@ -250,6 +252,9 @@ class Session:
         self._step_left = 0
 
         self._closed = False
+        #: the session's alarms (``engine.alarms``), evaluated after every tick
+        self.alarms = AlarmSet(name, merge_alarms(getattr(twin, "alarms", ()), settings.alarms),
+                               self.step_size)
         self._components: list[_Component] = []
         self._by_name: dict[str, _Component] = {}
         try:
@@ -819,6 +824,7 @@ class Session:
             forced=tuple(dict(c.forced) for c in comps),
             inputs=tuple(dict(c.inputs) for c in comps),
             outputs=tuple(dict(o) for o in self._outputs),
+            alarms=self.alarms.snapshot() if self.alarms else None,
         )
 
     def restore(self, snapshot: SessionSnapshot) -> None:
@@ -876,6 +882,9 @@ class Session:
             f"taken in state {snapshot.state}; now {self.state}",
             SEVERITY_CHANGE,
         )
+        for changed in self.alarms.restore(getattr(snapshot, "alarms", None), self.sim_time,
+                                           self.step_count):
+            self._emit_alarm(changed)
 
     def fork(self, name: str, settings: SessionSettings | None = None) -> Session:
         """A new session of the same twin in exactly this session's current state, in
@@ -1036,6 +1045,8 @@ class Session:
         if released:
             message += f"; forced inputs released: {', '.join(released)}"
         self._emit("reset", message, SEVERITY_INFO)
+        for changed in self.alarms.reset():
+            self._emit_alarm(changed)
 
     def step(self, count: int = 1) -> None:
         """Take ``count`` ticks now (Ready or Suspended; ends Suspended): ``begin_step``
@@ -1164,11 +1175,51 @@ class Session:
         elapsed = time.perf_counter() - started
         self.step_count = k + 1
         self.version += 1
+        if self.alarms:
+            for changed in self.alarms.evaluate(self.read, k + 1, (k + 1) * dt):
+                self._emit_alarm(changed)
         self._duration_sum += elapsed
         self._duration_count += 1
         if elapsed > self._duration_max:
             self._duration_max = elapsed
         return True
+
+    # -- alarms ----------------------------------------------------------------------
+
+    def alarm(self, name: str, action: str, event: bytes | None = None, comment: str = "",
+              user: str = "") -> AlarmState:
+        """Acknowledge, Confirm, AddComment, Enable or Disable alarm ``name``
+        (``engine.alarms.AlarmSet.call``); emits its transition, returns its state."""
+        self._require_open("call an alarm method of")
+        state = self.alarms.call(name, action, event=event, comment=comment, user=user,
+                                 tick=self.step_count, sim_time=self.sim_time)
+        self._emit_alarm(state)
+        return state
+
+    def alarm_definitions(self) -> tuple[AlarmDefinition, ...]:
+        """Every alarm as defined (the twin's, with the session's overrides)."""
+        return self.alarms.definitions
+
+    def alarm_states(self) -> tuple[AlarmState, ...]:
+        """Every alarm's condition as it is now."""
+        return self.alarms.states()
+
+    def _emit_alarm(self, state: AlarmState) -> None:
+        if not self._listeners:
+            return
+        by = f" by {state.user}" if state.user and state.transition in (
+            "acknowledged", "confirmed", "comment", "enabled", "disabled") else ""
+        said = f" ({state.comment})" if state.comment and state.transition in (
+            "acknowledged", "confirmed", "comment") else ""
+        message = (state.message if state.transition in ("active", "inactive", "limit")
+                   else f"alarm {state.name!r} {state.transition}{by}{said}: {state.message}")
+        event = SessionEvent(f"alarm_{state.transition}", message, state.severity, state)
+        for listener in tuple(self._listeners):
+            try:
+                listener(event)
+            except Exception as exc:  # a listener's bug must not break the session
+                log.error("session_listener_failed", session=self.name, kind=event.kind,
+                          listener=repr(listener), error=repr(exc))
 
     # -- observation -----------------------------------------------------------------
 

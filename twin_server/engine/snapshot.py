@@ -38,6 +38,9 @@ class SessionSnapshot:
     forced: tuple[dict[str, Value], ...]
     inputs: tuple[dict[str, Value], ...]
     outputs: tuple[dict[str, Value], ...]
+    #: the alarms' conditions (``engine.alarms.AlarmsSnapshot``; None: none, or a
+    #: snapshot from before alarms)
+    alarms: Any = None
 
     @property
     def sim_time(self) -> float:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from twin_server.models.base import Kind, Value
 
@@ -42,6 +43,9 @@ class SessionSettings:
     autostart: bool = False
     #: per component: parameter overrides on top of the twin's values
     parameters: Mapping[str, Mapping[str, Value]] | None = None
+    #: alarms by name that replace the twin's of that name, or add to them
+    #: (``engine.alarms.AlarmDefinition``)
+    alarms: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +55,8 @@ class SessionEvent:
     kind: str  # "started", "suspended", "reset", "parameter_changed", "fault", ...
     message: str
     severity: int = 100  # OPC UA severity 1..1000
+    #: an ``alarm_<transition>`` event's condition (``engine.alarms.AlarmState``)
+    alarm: Any = None
 
 
 Listener = Callable[[SessionEvent], None]

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from twin_server.engine.alarms import AlarmDefinition, compile_alarms
 from twin_server.engine.graph import CycleError, evaluation_order
 from twin_server.errors import ConfigError, ConfigErrors, ValueRejected
 from twin_server.models import registry
@@ -85,6 +86,8 @@ class TwinDefinition:
     description: str = ""
     #: step its sessions in a worker of their own (None: only if it has an FMU)
     isolate: bool | None = None
+    #: the alarms of its sessions (``engine.alarms``; a session may override them)
+    alarms: tuple[AlarmDefinition, ...] = ()
 
     def component(self, name: str) -> ComponentDefinition:
         for c in self.components:
@@ -226,6 +229,8 @@ def compile_twin(
                 "such as a first_order_lag, in the loop)",
             )
 
+    alarms = compile_alarms(twin.alarms, {n: c.variables for n, c in built.items()}, fail)
+
     if errors:
         raise ConfigErrors(errors)
     return TwinDefinition(
@@ -234,6 +239,7 @@ def compile_twin(
         connections=tuple(connections),
         description=twin.description,
         isolate=twin.isolate,
+        alarms=alarms,
     )
 
 

@@ -13,6 +13,9 @@ Defaults: R = 0.005 K/W (200 W/K of losses), C = 1e6 J/K (air, walls' inner
 layer and furniture of a ~30 m^2 room), tau = 5000 s (~83 min); a 2 kW heater
 lifts the room 10 K above ambient and warms it at ~0.12 K/min at first: slow
 like a real room yet visible within a minute on a trend.
+
+``too_cold`` (Boolean) is true while the temperature is below ``comfort_min``: the
+input of the demo room's off-normal alarm (README, Alarms and conditions).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from twin_server.models.base import Kind, Model, Value, Variable
+from twin_server.models.base import DataType, Kind, Model, Value, Variable
 
 ABSOLUTE_ZERO = -273.15
 
@@ -37,6 +40,8 @@ class RoomTemperature(Model):
                  description="temperature outside the room"),
         Variable("temperature", Kind.OUTPUT, "degC", low=ABSOLUTE_ZERO, default=20.0,
                  description="room temperature"),
+        Variable("too_cold", Kind.OUTPUT, datatype=DataType.BOOLEAN, default=False,
+                 description="temperature below comfort_min (an off-normal alarm's input)"),
         Variable("temperature", Kind.STATE, "degC", low=ABSOLUTE_ZERO, default=20.0,
                  description="room temperature"),
         Variable("thermal_resistance", Kind.PARAMETER, "K/W", low=1e-9, default=0.005,
@@ -45,6 +50,8 @@ class RoomTemperature(Model):
                  description="heat capacity of the room (> 0)"),
         Variable("efficiency", Kind.PARAMETER, "", low=0.0, high=1.0, default=1.0,
                  description="share of the heater power that heats the room"),
+        Variable("comfort_min", Kind.PARAMETER, "degC", low=ABSOLUTE_ZERO, default=18.0,
+                 description="too_cold is true below this temperature"),
         Variable("initial_temperature", Kind.PARAMETER, "degC", low=ABSOLUTE_ZERO, default=20.0,
                  tunable=False,
                  description="temperature at Reset (an initial value for the state wins)"),
@@ -58,7 +65,7 @@ class RoomTemperature(Model):
         self.parameters = dict(parameters)
         self.temperature = float(initial.get("temperature", parameters["initial_temperature"]))
         self._factors: dict[float, float] = {}
-        return {"temperature": self.temperature}
+        return self._outputs()
 
     def step(self, t: float, dt: float, inputs: Mapping[str, Value]) -> dict[str, Value]:
         p = self.parameters
@@ -70,7 +77,11 @@ class RoomTemperature(Model):
                   + float(p["efficiency"]) * float(inputs["heater_power"])
                   * float(p["thermal_resistance"]))
         self.temperature += (steady - self.temperature) * factor
-        return {"temperature": self.temperature}
+        return self._outputs()
+
+    def _outputs(self) -> dict[str, Value]:
+        return {"temperature": self.temperature,
+                "too_cold": self.temperature < float(self.parameters["comfort_min"])}
 
     def set_parameter(self, name: str, value: Value) -> None:
         self.parameters[name] = value

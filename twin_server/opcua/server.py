@@ -34,6 +34,7 @@ from twin_server.history import HistoryStore
 from twin_server.models.base import DataType, Kind, Variable
 from twin_server.opcua import events as ev
 from twin_server.opcua import history_read, identity
+from twin_server.opcua.alarms import AlarmConditions
 from twin_server.opcua.hil_nodes import HilNodes, build_hil
 from twin_server.opcua.methods import ServerMethods, SessionMethods, method_statistics
 from twin_server.opcua.nodes import NodeBatch, add_reference
@@ -123,6 +124,8 @@ class _Pending:
     sim_time: float
     step_count: int
     time: datetime = field(default_factory=lambda: datetime.now(UTC))
+    #: an alarm transition's condition (``opcua/alarms.py`` emits it)
+    alarm: Any = None
 
 
 #: session events after which the session is Halted, whatever its last frame says
@@ -149,6 +152,8 @@ class OpcUaServer:
         self._attributes: TwinAttributeService | None = None
         self._publisher: Publisher | None = None
         self._emitter: ev.Emitter | None = None
+        #: the sessions' alarms as Part 9 conditions (``alarms.py``), from ``start``
+        self.alarms: AlarmConditions | None = None
         self._server_methods: ServerMethods | None = None
         self._folders: set[ua.NodeId] = {ua.NodeId(ua.ObjectIds.ObjectsFolder)}
         self._twins: dict[str, list[ua.NodeId]] = {}
@@ -201,6 +206,8 @@ class OpcUaServer:
         # wraps the same services: its ownership check comes first)
         monitoring.install(iserver)
         self._emitter = ev.Emitter(server, await ev.register_event_type(server, self.namespace))
+        self.alarms = AlarmConditions(iserver, self.namespace, after=self.flush_events)
+        self.alarms.install()
         batch = self._batch()
         server_methods = build_root(batch, ua.NodeId(ua.ObjectIds.ObjectsFolder))
         self.worker_nodes = build_workers(batch, self.nodeid(ROOT))
@@ -321,6 +328,9 @@ class OpcUaServer:
         batch = self._batch()
         variables: list[tuple[VarKey, Variable, ua.NodeId]] = []
         program = ProgramState(session.frame().state)
+        alarm_definitions = await session.alarm_definitions()
+        alarm_states = await session.alarm_states() if alarm_definitions else ()
+        assert self.alarms is not None
         # in slices of BUILD_SLICE seconds between which the loop serves the others (a
         # session of 20,000 components is 100,000s of nodes: seconds of building); its
         # subtree becomes reachable by browsing once it is whole (``commit_steps``)
@@ -330,6 +340,13 @@ class OpcUaServer:
                 lambda key, var, nodeid: variables.append((key, var, nodeid)), program.view()))
             health = build_session_health(batch, session.name)
             nodes.all += health
+            first = len(batch)
+            conditions = self.alarms.build(
+                batch, session, nodes.root,
+                (nodes.root, self.nodeid(SESSIONS), self.nodeid(ROOT), ev.SERVER_OBJECT),
+                alarm_definitions, alarm_states,
+                lambda d: self.session_nodeid(session.name, d.variable.path))
+            nodes.all += batch.nodeids[first:]
             await in_slices(batch.commit_steps(self._iserver.aspace))
         aspace = self._iserver.aspace
         if historized is not None:
@@ -349,6 +366,7 @@ class OpcUaServer:
                                  session_nodeid=self.session_nodeid, limits=self.config.limits)
         for name, callback in methods.callbacks().items():
             aspace.add_method_callback(nodes.methods[name], callback)
+        self.alarms.link(session.name, conditions)
         flags = await in_slices(self._route_writes(session, nodes, target, variables))
         served = _Served(session, nodes, methods, target, program, pacer)
         self._watch_flags(served, twin, variables, flags)
@@ -436,6 +454,8 @@ class OpcUaServer:
         if message is not None:
             self._queue(served, kind, message, severity)
         await self.flush_events()
+        if self.alarms is not None:
+            await self.alarms.remove_session(name, self.on_log_event)
         del self._sessions[name]
         self._publisher.remove(name)
         if self.worker_nodes is not None:
@@ -504,9 +524,10 @@ class OpcUaServer:
         Events of a session not served (yet, or any more) are not ours to show."""
         served = self._sessions.get(name)
         if served is not None:
-            self._queue(served, event.kind, event.message, event.severity)
+            self._queue(served, event.kind, event.message, event.severity, event.alarm)
 
-    def _queue(self, served: _Served, kind: str, message: str, severity: int) -> None:
+    def _queue(self, served: _Served, kind: str, message: str, severity: int,
+               alarm: Any = None) -> None:
         session = served.session
         try:
             frame = session.frame()
@@ -519,7 +540,7 @@ class OpcUaServer:
             # first frame not read yet) and show it Running
             state = RunState.HALTED
         self._pending.append(_Pending(served, kind, message, severity, state,
-                                      sim_time, step_count))
+                                      sim_time, step_count, alarm=alarm))
         self._pending_wake.set()
         if self.on_log_event is not None:
             self.on_log_event(session.name, kind, message, severity)
@@ -552,6 +573,13 @@ class OpcUaServer:
                 if emitter is None:
                     continue
                 root = served.nodes.root
+                if item.alarm is not None and self.alarms is not None:
+                    try:
+                        await self.alarms.transition(served.session.name, item.alarm, item.time)
+                    except Exception:
+                        self._log.exception("alarm_event_failed", session=served.session.name,
+                                            alarm=item.alarm.name)
+                    continue
                 try:
                     await emitter.session_event(
                         (root, self.nodeid(SESSIONS), self.nodeid(ROOT), ev.SERVER_OBJECT),

@@ -35,6 +35,9 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "restore": Session.restore,  # (snapshot)
     "statistics": Session.statistics,  # -> SessionStatistics
     "emit": Session.emit,  # (kind, message, severity)
+    "alarm": Session.alarm,  # (name, action, event, comment, user) -> AlarmState
+    "alarm_states": Session.alarm_states,  # -> (AlarmState, ...)
+    "alarm_definitions": Session.alarm_definitions,  # -> (AlarmDefinition, ...)
 }
 
 

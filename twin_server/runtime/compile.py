@@ -35,7 +35,8 @@ from twin_server.config.loader import (
     read_config,
     read_twin,
 )
-from twin_server.config.schema import BindingFields, Config
+from twin_server.config.schema import AlarmConfig, BindingFields, Config
+from twin_server.engine.alarms import AlarmDefinition, compile_alarms
 from twin_server.engine.twin import Resolver, TwinDefinition, compile_twin
 from twin_server.errors import ConfigError, ConfigErrors, ValueRejected
 from twin_server.models import registry
@@ -51,6 +52,8 @@ class LoadedConfig:
     twins: dict[str, TwinDefinition]
     path: Path | None = None
     session_parameters: dict[str, dict[str, dict[str, Value]]] = field(default_factory=dict)
+    #: per session: its alarms that replace or add to its twin's (``engine.alarms``)
+    session_alarms: dict[str, dict[str, AlarmDefinition]] = field(default_factory=dict)
     #: what is valid but likely not meant (``twin-server check`` prints them, the
     #: daemon logs them as ``config_warning``)
     warnings: tuple[ConfigError, ...] = ()
@@ -90,6 +93,7 @@ def compile_config(described: ConfigDescription, *,
             errors.extend(in_file(group, file))
 
     parameters: dict[str, dict[str, dict[str, Value]]] = {}
+    alarms: dict[str, dict[str, AlarmDefinition]] = {}
     for name, session in described.sessions.items():
         twin_def = twins.get(session.twin)
         if twin_def is None:
@@ -100,6 +104,8 @@ def compile_config(described: ConfigDescription, *,
             )
         except ConfigErrors as group:
             errors.extend(in_file(group, file))
+        if session.alarms:
+            alarms[name] = _session_alarms(name, session.alarms, twin_def, file, errors)
 
     warnings: list[ConfigError] = []
     errors.extend(_check_bindings(described, twins, warnings))
@@ -107,7 +113,20 @@ def compile_config(described: ConfigDescription, *,
         errors.extend(_check_history_variables(described.config, twins, file))
 
     config = described.valid(errors)
-    return LoadedConfig(config, twins, described.path, parameters, tuple(warnings))
+    return LoadedConfig(config, twins, described.path, parameters,
+                        session_alarms=alarms, warnings=tuple(warnings))
+
+
+def _session_alarms(name: str, configs: Mapping[str, AlarmConfig], twin: TwinDefinition,
+                    file: str, errors: list[ConfigError]) -> dict[str, AlarmDefinition]:
+    """``[sessions.<name>.alarms]`` compiled against the session's twin; problems go
+    to ``errors`` at their key paths."""
+
+    def fail(path: str, message: str) -> None:
+        errors.append(ConfigError(message, path=f"sessions.{name}.{path}", file=file))
+
+    variables = {c.name: c.declared() for c in twin.components}
+    return {d.name: d for d in compile_alarms(configs, variables, fail)}
 
 
 def parse_twin(

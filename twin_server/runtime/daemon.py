@@ -50,6 +50,7 @@ import structlog
 from twin_server import persistence
 from twin_server.config.fmu_files import FMU_MODEL, FmuFolders
 from twin_server.config.schema import SessionConfig
+from twin_server.engine.alarms import AlarmDefinition
 from twin_server.engine.manager import Origin, Overrides
 from twin_server.engine.session import (
     SEVERITY_FAULT,
@@ -125,9 +126,10 @@ class _Creation:
 
 
 def session_settings(cfg: SessionConfig,
-                     parameters: Mapping[str, Mapping[str, Value]]) -> SessionSettings:
+                     parameters: Mapping[str, Mapping[str, Value]],
+                     alarms: Mapping[str, AlarmDefinition] | None = None) -> SessionSettings:
     """The engine's settings for a session declared in the config, with its
-    parameter overrides as the loader coerced them."""
+    parameter overrides as the loader coerced them and its own alarms."""
     return SessionSettings(
         step_size=cfg.step_size,
         realtime_factor=cfg.realtime_factor,
@@ -135,6 +137,7 @@ def session_settings(cfg: SessionConfig,
         overrun_policy=cfg.overrun_policy,
         autostart=cfg.autostart,
         parameters={c: dict(p) for c, p in parameters.items()},
+        alarms=dict(alarms) if alarms else None,
     )
 
 
@@ -266,7 +269,8 @@ class Daemon:
                     self.manager.define_twin(twin)
                     await server.add_twin(twin)
             for name, scfg in config.sessions.items():
-                settings = session_settings(scfg, self.loaded.session_parameters.get(name, {}))
+                settings = session_settings(scfg, self.loaded.session_parameters.get(name, {}),
+                                            self.loaded.session_alarms.get(name))
                 await self._serve(
                     name, self.manager.twin(scfg.twin), settings, "config",
                     f"session {name!r} of twin {scfg.twin!r} created from the config",
@@ -648,7 +652,8 @@ class Daemon:
         self.loaded = new
         for name in plan.start:
             scfg = new.config.sessions[name]
-            settings = session_settings(scfg, new.session_parameters.get(name, {}))
+            settings = session_settings(scfg, new.session_parameters.get(name, {}),
+                                        new.session_alarms.get(name))
             record = await self._serve(
                 name, self.manager.twin(scfg.twin), settings, "config",
                 f"session {name!r} of twin {scfg.twin!r} created by a config reload "

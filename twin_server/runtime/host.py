@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Protocol
 
+from twin_server.engine.alarms import AlarmDefinition, AlarmState
 from twin_server.engine.session import (
     RunState,
     SessionEvent,
@@ -394,3 +395,22 @@ class HostedSession:
     async def emit(self, kind: str, message: str, severity: int = 100) -> None:
         """Emit an event through the session (the daemon's ``created``, ``expired``)."""
         await self.host.call(self.name, "emit", kind, message, severity)
+
+    async def alarm(self, name: str, action: str, event: bytes | None = None,
+                    comment: str = "", user: str = "") -> AlarmState:
+        """Acknowledge, Confirm, AddComment, Enable or Disable one of the session's
+        alarms (``Session.alarm``); its new condition."""
+        result: AlarmState = await self.host.call(self.name, "alarm", name, action, event,
+                                                  comment, user)
+        return result
+
+    async def alarm_definitions(self) -> tuple[AlarmDefinition, ...]:
+        """Every alarm of the session as defined."""
+        result: tuple[AlarmDefinition, ...] = await self.host.call(self.name,
+                                                                   "alarm_definitions")
+        return result
+
+    async def alarm_states(self) -> tuple[AlarmState, ...]:
+        """Every alarm's condition as it is now."""
+        result: tuple[AlarmState, ...] = await self.host.call(self.name, "alarm_states")
+        return result

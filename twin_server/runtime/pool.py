@@ -807,7 +807,7 @@ class WorkerHost:
         if record is None or record.worker is not source:
             return  # a deleted session, or the last words of a replaced worker
         if tag == "event":
-            _, name, kind, text, severity, fault = message
+            _, name, kind, text, severity, fault, alarm = message
             if fault is not None:
                 decoded = decode_error(fault)
                 record.fault = decoded if isinstance(decoded, SessionFault) else None
@@ -815,7 +815,7 @@ class WorkerHost:
                 record.fault = None
                 if kind == "reset":  # what it had is not where it is now (the worker
                     self._set_snapshot(record, None)  # sends one of the reset state next)
-            self._emit(name, SessionEvent(kind, text, severity))
+            self._emit(name, SessionEvent(kind, text, severity, alarm))
         elif tag == "strings":
             record.pending_strings.append((message[2], message[3]))
         elif tag == "snapshot":

@@ -448,7 +448,7 @@ class Worker:
             hosted.publish()  # the frame that goes with it, before the event
         fault = session.fault if event.kind == "fault" else None
         self.send(("event", session.name, event.kind, event.message, event.severity,
-                   None if fault is None else encode_error(fault)))
+                   None if fault is None else encode_error(fault), event.alarm))
 
     def _drop(self, name: str, *, known: bool = False) -> None:
         if known:

@@ -108,9 +108,21 @@ _WRITABLE_KINDS = frozenset({"Inputs", "States", "Parameters"})
 _WRITABLE_SCALARS = frozenset({"RealtimeFactor"})
 
 
+#: namespace-0 methods of Part 9 conditions an operator calls on our alarms
+_OPERATOR_METHODS_NS0 = frozenset({
+    ua.ObjectIds.AcknowledgeableConditionType_Acknowledge,
+    ua.ObjectIds.AcknowledgeableConditionType_Confirm,
+    ua.ObjectIds.ConditionType_AddComment,
+    ua.ObjectIds.ConditionType_Enable,
+    ua.ObjectIds.ConditionType_Disable,
+})
+
+
 def method_role(method: ua.NodeId, namespace: int) -> Role:
     """The lowest role that may call ``method``."""
     if method.NamespaceIndex == 0:
+        if method.Identifier in _OPERATOR_METHODS_NS0:
+            return Role.OPERATOR
         return Role.VIEWER if method.Identifier in _READ_METHODS_NS0 else Role.ADMIN
     if method.NamespaceIndex != namespace or not isinstance(method.Identifier, str):
         return Role.ADMIN

@@ -1,0 +1,244 @@
+"""Alarms as OPC UA Part 9 conditions, end to end through a daemon and asyncua clients:
+an alarm's whole life, ConditionRefresh, the roles, event history, and the session's
+Fork, Snapshot, Restore, Reset and deletion (``opcua/alarms.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest_asyncio
+from asyncua import Client, ua
+
+from tests.opcua.conftest import (
+    MODULE_LOOP,
+    in_process,
+    run_daemon,
+    stop_daemon,
+)
+from twin_server.engine.session import Session
+from twin_server.opcua.server import NAMESPACE_URI
+
+pytestmark = MODULE_LOOP
+
+CONFIG = """
+[server.security]
+policies = ["None"]
+anonymous = "{role}"
+
+[twins.t]
+[twins.t.components.src]
+model = "constant"
+parameters = {{ value = 0.0 }}
+[twins.t.alarms.Level]
+variable = "src.output"
+high = 1.0
+high_high = 2.0
+severity = 600
+message = "Level high"
+
+[sessions.a]
+twin = "t"
+autostart = false
+step_size = 0.1
+"""
+
+_ACK = ua.NodeId(ua.ObjectIds.AcknowledgeableConditionType_Acknowledge)
+_CONFIRM = ua.NodeId(ua.ObjectIds.AcknowledgeableConditionType_Confirm)
+_REFRESH = ua.NodeId(ua.ObjectIds.ConditionType_ConditionRefresh)
+_SERVER = ua.NodeId(ua.ObjectIds.Server)
+
+
+class _Events:
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self.arrived = asyncio.Event()
+
+    def event_notification(self, event: Any) -> None:
+        self.items.append(event)
+        self.arrived.set()
+
+    async def wait(self, count: int, timeout: float = 10.0) -> list[Any]:
+        """The first ``count`` events, waiting for them."""
+        async with asyncio.timeout(timeout):
+            while len(self.items) < count:
+                self.arrived.clear()
+                await self.arrived.wait()
+        return self.items[:count]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def daemon() -> AsyncIterator[Any]:
+    daemon, task = await run_daemon(CONFIG.format(role="operator"))
+    try:
+        yield daemon
+    finally:
+        await stop_daemon(daemon, task)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def client(daemon: Any) -> AsyncIterator[tuple[Client, int]]:
+    async with Client(daemon.endpoint_url, timeout=10) as c:
+        yield c, await c.get_namespace_index(NAMESPACE_URI)
+
+
+async def _subscribe(client: Client, node: ua.NodeId) -> tuple[Any, _Events]:
+    events = _Events()
+    sub = await client.create_subscription(20, events)
+    alarm_type = client.get_node(ua.NodeId(ua.ObjectIds.ExclusiveLimitAlarmType))
+    await sub.subscribe_events(client.get_node(node), alarm_type)
+    return sub, events
+
+
+def _drive(session: Session, *values: float) -> None:
+    for value in values:
+        session.set_parameters({"src": {"value": value}})
+        session.step(1)
+
+
+async def _call(client: Client, obj: ua.NodeId, method: ua.NodeId,
+                *args: ua.Variant) -> ua.StatusCode:
+    (result,) = await client.uaclient.call([ua.CallMethodRequest(
+        ObjectId=obj, MethodId=method, InputArguments=list(args))])
+    return result.StatusCode
+
+
+def _args(event_id: bytes, comment: str) -> tuple[ua.Variant, ua.Variant]:
+    return (ua.Variant(event_id, ua.VariantType.ByteString),
+            ua.Variant(ua.LocalizedText(comment), ua.VariantType.LocalizedText))
+
+
+class TestLife:
+    async def test_whole_life(self, daemon: Any, client: tuple[Client, int]) -> None:
+        """Inactive, active High, acknowledged, confirmed, HighHigh, back to normal:
+        each an ExclusiveLimitAlarm event on the Server object, nodes following."""
+        c, ns = client
+        session = in_process(daemon, "a")
+        cond = ua.NodeId("Sessions.a.Alarms.Level", ns)
+        assert await c.get_node(ua.NodeId("Sessions.a.Alarms.Level.ActiveState.Id", ns)
+                                ).read_value() is False
+        sub, events = await _subscribe(c, _SERVER)
+        try:
+            _drive(session, 1.5)
+            (active,) = await events.wait(1)
+            assert (active.ConditionName, getattr(active, "ActiveState/Id"),
+                    getattr(active, "AckedState/Id"), active.Retain, active.Severity) == (
+                "Level", True, False, True, 600)
+            assert "High limit 1" in active.Message.Text
+            status = await _call(c, cond, _ACK, *_args(active.EventId, "on my way"))
+            assert status.is_good(), status
+            acked = (await events.wait(2))[1]
+            assert getattr(acked, "AckedState/Id") is True
+            assert acked.Comment.Text == "on my way"
+            assert acked.ClientUserId == "anonymous"
+            status = await _call(c, cond, _CONFIRM, *_args(acked.EventId, ""))
+            assert status.is_good(), status
+            confirmed = (await events.wait(3))[2]
+            assert getattr(confirmed, "ConfirmedState/Id") is True and confirmed.Retain
+            _drive(session, 2.5)
+            high_high = (await events.wait(4))[3]
+            assert (getattr(high_high, "AckedState/Id"), high_high.Severity) == (False, 800)
+            _drive(session, 0.0)
+            normal = (await events.wait(5))[4]
+            assert getattr(normal, "ActiveState/Id") is False and normal.Retain
+            assert await c.get_node(ua.NodeId("Sessions.a.Alarms.Level.LimitState", ns)
+                                    ).read_value() == ua.LocalizedText("")
+            # a stale EventId is refused, nothing changes
+            status = await _call(c, cond, _ACK, *_args(active.EventId, ""))
+            assert status.value == ua.StatusCodes.BadEventIdUnknown
+        finally:
+            await sub.delete()
+            session.reset()
+
+    async def test_condition_refresh(self, daemon: Any, client: tuple[Client, int]) -> None:
+        """ConditionRefresh sends RefreshStart, each retained condition, RefreshEnd."""
+        c, _ns = client
+        session = in_process(daemon, "a")
+        _drive(session, 1.5)
+        await daemon.server.flush_events()
+        events = _Events()
+        sub = await c.create_subscription(20, events)
+        base = c.get_node(ua.NodeId(ua.ObjectIds.BaseEventType))
+        await sub.subscribe_events(c.get_node(_SERVER), base)
+        try:
+            status = await _call(c, ua.NodeId(ua.ObjectIds.ConditionType), _REFRESH,
+                                 ua.Variant(sub.subscription_id, ua.VariantType.UInt32))
+            assert status.is_good(), status
+            got = await events.wait(3)
+            assert [e.EventType for e in got] == [
+                ua.NodeId(ua.ObjectIds.RefreshStartEventType),
+                ua.NodeId(ua.ObjectIds.ExclusiveLimitAlarmType),
+                ua.NodeId(ua.ObjectIds.RefreshEndEventType)]
+        finally:
+            await sub.delete()
+            session.reset()
+
+    async def test_event_history(self, daemon: Any, client: tuple[Client, int]) -> None:
+        """Alarm transitions are in the session's event history, found by a where-filter."""
+        c, ns = client
+        session = in_process(daemon, "a")
+        start = datetime.now(UTC) - timedelta(seconds=1)
+        _drive(session, 1.5, 0.0)
+        await daemon.server.flush_events()
+        await daemon.store.flush()
+        node = c.get_node(ua.NodeId("Sessions.a", ns))
+        etype = c.get_node(ua.NodeId("TwinSessionEventType", ns))
+        found = await node.read_event_history(start, datetime.now(UTC) + timedelta(seconds=1),
+                                              evtypes=[etype])
+        kinds = [e.Kind for e in found if e.Kind.startswith("alarm_")]
+        assert kinds[-2:] == ["alarm_active", "alarm_inactive"], kinds
+        session.reset()
+
+
+class TestSessions:
+    async def test_fork_snapshot_restore_reset_delete(self, daemon: Any,
+                                                       client: tuple[Client, int]) -> None:
+        """A fork serves its source's condition; Restore brings back an acknowledgement;
+        Reset clears; a deleted session's active condition ends with a last event."""
+        c, ns = client
+        session = in_process(daemon, "a")
+        _drive(session, 1.5)
+        session.alarm("Level", "acknowledge", None, "", "test")
+        snap_id = await daemon.take_snapshot("a")
+        await daemon.fork_session("a", "b", 0.0)
+        acked = c.get_node(ua.NodeId("Sessions.b.Alarms.Level.AckedState.Id", ns))
+        active = c.get_node(ua.NodeId("Sessions.b.Alarms.Level.ActiveState.Id", ns))
+        assert (await active.read_value(), await acked.read_value()) == (True, True)
+        session.reset()
+        await daemon.server.flush_events()
+        a_active = c.get_node(ua.NodeId("Sessions.a.Alarms.Level.ActiveState.Id", ns))
+        assert await a_active.read_value() is False
+        await daemon.restore_snapshot("a", snap_id)
+        await daemon.server.flush_events()
+        assert await a_active.read_value() is True
+        sub, events = await _subscribe(c, _SERVER)
+        try:
+            await daemon.delete_session("b")
+            (last,) = await events.wait(1)
+            assert (last.SourceName, last.Retain, getattr(last, "ActiveState/Id")) == (
+                "b", False, False)
+            assert "deleted" in last.Message.Text
+        finally:
+            await sub.delete()
+            session.reset()
+
+
+class TestRoles:
+    async def test_viewer_acknowledge_refused(self) -> None:
+        """A viewer's Acknowledge is BadUserAccessDenied; the condition stays unacknowledged."""
+        daemon, task = await run_daemon(CONFIG.format(role="viewer"))
+        try:
+            session = in_process(daemon, "a")
+            _drive(session, 1.5)
+            async with Client(daemon.endpoint_url, timeout=10) as c:
+                ns = await c.get_namespace_index(NAMESPACE_URI)
+                cond = ua.NodeId("Sessions.a.Alarms.Level", ns)
+                status = await _call(c, cond, _ACK,
+                                     *_args(session.alarms.event_id("Level"), ""))
+                assert status.value == ua.StatusCodes.BadUserAccessDenied
+            assert not session.alarm_states()[0].acked
+        finally:
+            await stop_daemon(daemon, task)
+

@@ -1,0 +1,387 @@
+"""OPC UA Alarms & Conditions (Part 9) of the sessions' alarms (``engine/alarms.py``).
+
+Each alarm of a served session is a condition object ``Sessions.<s>.Alarms.<name>``
+of ExclusiveLimitAlarmType (a limit alarm, one limit state at a time),
+NonExclusiveLimitAlarmType (``exclusive = false``) or OffNormalAlarmType (a
+Boolean), with its variable as InputNode (and ``HasCondition`` from it), and the
+standard fields as child nodes: EnabledState, ActiveState, AckedState,
+ConfirmedState (each with its Id), Retain, Severity, Message, Time, Comment,
+ClientUserId, an exclusive alarm's LimitState/CurrentState, and its limits.
+
+Every transition the session reports (an ``alarm_<transition>`` SessionEvent
+carrying the ``AlarmState``) writes those nodes and emits an event of the
+condition's type (ConditionId = the condition's NodeId, SourceNode the session,
+with the same fields) from the session node, Sessions, TwinServer and the Server
+object, as the session log's events go (``events.py``).
+
+Methods: the standard ones of the condition types, called on the condition
+(ObjectId) with the type's method (AcknowledgeableConditionType.Acknowledge and
+.Confirm, ConditionType.AddComment, .Enable, .Disable; each condition references
+them): the call goes to the session, whose engine checks the EventId and the
+condition's state (``AlarmRefused``: BadEventIdUnknown, BadConditionBranchAlreadyAcked,
+...); the comment and the calling user (ClientUserId) are kept. Roles
+(``security/roles.py``): an operator's; a viewer gets BadUserAccessDenied.
+ConditionRefresh and ConditionRefresh2 (on the server, replacing asyncua's,
+which is unbound by default): RefreshStartEvent, the current event of every
+retained condition, RefreshEndEvent, to the one subscription asked for.
+
+A deleted session's retained conditions get a last event first (inactive, not
+retained: "session deleted"), so that an alarm list drops them.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from asyncua import ua
+from asyncua.common import event_objects
+
+from twin_server.engine.alarms import LIMITS, AlarmDefinition, AlarmState, event_id
+from twin_server.errors import TwinServerError
+from twin_server.opcua.nodes import NodeBatch, add_reference
+from twin_server.opcua.status import status_of
+from twin_server.runtime.host import HostedSession
+from twin_server.security.guard import CURRENT_USER
+
+log = structlog.get_logger(__name__)
+
+_ID = ua.ObjectIds
+#: the standard methods a condition's clients call, by MethodId -> engine action
+METHODS: dict[int, str] = {
+    _ID.AcknowledgeableConditionType_Acknowledge: "acknowledge",
+    _ID.AcknowledgeableConditionType_Confirm: "confirm",
+    _ID.ConditionType_AddComment: "add_comment",
+    _ID.ConditionType_Enable: "enable",
+    _ID.ConditionType_Disable: "disable",
+}
+REFRESH = (_ID.ConditionType_ConditionRefresh, _ID.ConditionType_ConditionRefresh2)
+_HAS_COMPONENT = ua.NodeId(_ID.HasComponent)
+_HAS_CONDITION = ua.NodeId(_ID.HasCondition)
+_PROCESS_CLASS = ua.NodeId(_ID.ProcessConditionClassType)
+_LIMIT_STATE_IDS = {
+    "HighHigh": _ID.ExclusiveLimitStateMachineType_HighHigh,
+    "High": _ID.ExclusiveLimitStateMachineType_High,
+    "Low": _ID.ExclusiveLimitStateMachineType_Low,
+    "LowLow": _ID.ExclusiveLimitStateMachineType_LowLow,
+}
+_VALUE = ua.AttributeIds.Value
+_LT = ua.VariantType.LocalizedText
+
+
+def condition_type(definition: AlarmDefinition) -> ua.NodeId:
+    if definition.kind == "off_normal":
+        return ua.NodeId(_ID.OffNormalAlarmType)
+    return ua.NodeId(_ID.ExclusiveLimitAlarmType if definition.exclusive
+                     else _ID.NonExclusiveLimitAlarmType)
+
+
+@dataclass(slots=True)
+class _Condition:
+    session: HostedSession
+    definition: AlarmDefinition
+    nodeid: ua.NodeId
+    input_node: ua.NodeId
+    #: the notifiers its events go out from: the session node first
+    chain: tuple[ua.NodeId, ...]
+    state: AlarmState
+    #: child variable -> its NodeId (the nodes each transition writes)
+    fields: dict[str, ua.NodeId] = field(default_factory=dict)
+    when: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+class AlarmConditions:
+    """Every served session's conditions, their events, methods and ConditionRefresh."""
+
+    def __init__(self, iserver: Any, namespace: int, *,
+                 after: Callable[[], Awaitable[None]] | None = None) -> None:
+        self._iserver = iserver
+        self.ns = namespace
+        self._by_node: dict[ua.NodeId, _Condition] = {}
+        self._by_session: dict[str, dict[str, _Condition]] = {}
+        #: awaited after a method call: the call's event goes out before it returns
+        self._after = after
+        self.emitted = 0
+
+    def install(self) -> None:
+        """Bind the standard condition methods and ConditionRefresh(2) to us."""
+        aspace = self._iserver.aspace
+        for method in METHODS:
+            aspace.add_method_callback(ua.NodeId(method), self._method(method))
+        for method in REFRESH:
+            aspace.add_method_callback(ua.NodeId(method), self._refresh)
+
+    # -- building ------------------------------------------------------------------------
+
+    def build(self, batch: NodeBatch, session: HostedSession, root: ua.NodeId,
+              chain: Sequence[ua.NodeId], definitions: Sequence[AlarmDefinition],
+              states: Sequence[AlarmState],
+              input_node: Callable[[AlarmDefinition], ua.NodeId]) -> list[_Condition]:
+        """Collect ``Alarms/<name>`` below ``root`` into ``batch`` (``link`` after the
+        commit adds the references)."""
+        if not definitions:
+            return []
+        base = f"{root.Identifier}.Alarms"
+        folder = batch.folder(root, base, "Alarms", "the session's alarms (Part 9 conditions)")
+        made: list[_Condition] = []
+        for definition, state in zip(definitions, states, strict=True):
+            path = f"{base}.{definition.name}"
+            nodeid = batch.object(folder, path, definition.name,
+                                  definition.message or definition.name,
+                                  typedef=condition_type(definition))
+            cond = _Condition(session, definition, nodeid, input_node(definition),
+                              tuple(chain), state)
+            values = _node_values(cond)
+            for name, (value, vtype) in values.items():
+                parent, _, leaf = name.rpartition("/")
+                owner = cond.fields[parent] if parent else nodeid
+                child = f"{path}.{name.replace('/', '.')}"
+                if leaf in ("Id", "Retain", "Severity", "Message", "Time", "InputNode",
+                            "ConditionName", "ClientUserId") or leaf.endswith("Limit"):
+                    cond.fields[name] = batch.property(owner, child, leaf, value, vtype,
+                                                       namespace=0)
+                else:
+                    cond.fields[name] = batch.variable(owner, child, leaf, value, vtype,
+                                                       namespace=0)
+            made.append(cond)
+        return made
+
+    def link(self, session: str, conditions: Sequence[_Condition]) -> None:
+        """After the commit: the references to the standard methods and from the
+        input variable, and the conditions known by NodeId."""
+        aspace = self._iserver.aspace
+        own = self._by_session.setdefault(session, {})
+        for cond in conditions:
+            for method in METHODS:  # forward only: the standard method nodes stay as they are
+                aspace[cond.nodeid].references.append(ua.ReferenceDescription(
+                    ReferenceTypeId=_HAS_COMPONENT, IsForward=True, NodeId=ua.NodeId(method),
+                    NodeClass=ua.NodeClass.Method,
+                    BrowseName=ua.QualifiedName(METHODS[method].title().replace("_", ""), 0),
+                    DisplayName=ua.LocalizedText(METHODS[method].title().replace("_", "")),
+                    TypeDefinition=ua.NodeId()))
+            if cond.input_node in aspace:
+                add_reference(aspace, cond.input_node, cond.nodeid, _HAS_CONDITION)
+            own[cond.definition.name] = cond
+            self._by_node[cond.nodeid] = cond
+
+    # -- transitions -----------------------------------------------------------------------
+
+    async def transition(self, session: str, state: AlarmState, when: datetime) -> None:
+        """Show one transition: the condition's nodes, then its event."""
+        cond = self._by_session.get(session, {}).get(state.name)
+        if cond is None:
+            return
+        cond.state, cond.when = state, when
+        await self._write(cond)
+        await self._emit(cond, cond.chain)
+
+    async def remove_session(self, session: str,
+                             record: Callable[[str, str, str, int], None] | None) -> None:
+        """A last event of each retained condition (inactive, not retained), each handed
+        to ``record`` (the history) too, then forget the session's conditions."""
+        conditions = self._by_session.pop(session, {})
+        for cond in conditions.values():
+            self._by_node.pop(cond.nodeid, None)
+            state = cond.state
+            if not state.retain and not state.active:
+                continue
+            text = f"alarm {state.name!r} cleared: session {session!r} deleted"
+            cond.state = AlarmState(
+                name=state.name, enabled=state.enabled, active=False, limits=(),
+                acked=True, confirmed=True, retain=False, severity=state.severity,
+                message=text, time=state.time, active_time=state.time,
+                sequence=state.sequence + 1, transition="deleted", tick=state.tick)
+            cond.when = datetime.now(UTC)
+            if record is not None:
+                record(session, "alarm_deleted", text, state.severity)
+            await self._emit(cond, cond.chain)
+
+    # -- methods ---------------------------------------------------------------------------
+
+    def _method(self, method: int) -> Callable[..., Awaitable[ua.StatusCode]]:
+        action = METHODS[method]
+
+        async def call(parent: ua.NodeId, *args: ua.Variant) -> ua.StatusCode:
+            cond = self._by_node.get(parent)
+            if cond is None:
+                return ua.StatusCode(ua.StatusCodes.BadNodeIdInvalid)
+            values = [a.Value if isinstance(a, ua.Variant) else a for a in args]
+            wants = 2 if action in ("acknowledge", "confirm", "add_comment") else 0
+            if len(values) < wants:
+                return ua.StatusCode(ua.StatusCodes.BadArgumentsMissing)
+            if len(values) > wants:
+                return ua.StatusCode(ua.StatusCodes.BadTooManyArguments)
+            event = comment = None
+            if wants:
+                event, text = values
+                if not isinstance(event, bytes) or not isinstance(
+                        text, ua.LocalizedText | type(None)):
+                    return ua.StatusCode(ua.StatusCodes.BadInvalidArgument)
+                comment = text.Text if text is not None else None
+            user = CURRENT_USER.get()
+            who = getattr(user, "name", None) or ("" if user is None else "anonymous")
+            try:
+                await cond.session.alarm(cond.definition.name, action, event, comment or "",
+                                         who)
+            except TwinServerError as exc:
+                log.info("alarm_method_refused", session=cond.session.name,
+                         alarm=cond.definition.name, method=action, status=exc.status,
+                         reason=str(exc))
+                return status_of(exc)
+            log.info("alarm_method_called", session=cond.session.name,
+                     alarm=cond.definition.name, method=action, user=who)
+            if self._after is not None:
+                await self._after()
+            return ua.StatusCode(ua.StatusCodes.Good)
+
+        return call
+
+    async def _refresh(self, parent: ua.NodeId, *args: ua.Variant) -> ua.StatusCode:
+        values = [a.Value if isinstance(a, ua.Variant) else a for a in args]
+        if not values or not isinstance(values[0], int):
+            return ua.StatusCode(ua.StatusCodes.BadInvalidArgument)
+        subscription = int(values[0])
+        service = self._iserver.subscription_service
+        if subscription not in service.subscriptions:
+            return ua.StatusCode(ua.StatusCodes.BadSubscriptionIdInvalid)
+        conditions = [c for c in self._by_node.values() if c.state.retain]
+        notifiers: dict[ua.NodeId, None] = {}
+        for cond in self._by_node.values():
+            notifiers.update(dict.fromkeys(cond.chain))
+        notifiers.setdefault(ua.NodeId(_ID.Server), None)
+        await self._system(_ID.RefreshStartEventType, notifiers, subscription)
+        for cond in conditions:
+            await self._emit(cond, cond.chain, subscription)
+        await self._system(_ID.RefreshEndEventType, notifiers, subscription)
+        return ua.StatusCode(ua.StatusCodes.Good)
+
+    async def _system(self, etype: int, notifiers: dict[ua.NodeId, None],
+                      subscription: int) -> None:
+        event = event_objects.SystemEvent()
+        event.EventType = ua.NodeId(etype)
+        _stamp(event, ua.NodeId(_ID.Server), "Server", "", 1, datetime.now(UTC))
+        service = self._iserver.subscription_service
+        for node in notifiers:
+            event.emitting_node = node
+            await service.trigger_event(event, subscription)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    async def _write(self, cond: _Condition) -> None:
+        aspace = self._iserver.aspace
+        if cond.nodeid not in aspace:
+            return
+        now = datetime.now(UTC)
+        for name, (value, vtype) in _node_values(cond).items():
+            nodeid = cond.fields.get(name)
+            if nodeid is None:
+                continue
+            await aspace.write_attribute_value(nodeid, _VALUE, ua.DataValue(
+                ua.Variant(value, vtype), SourceTimestamp=now, ServerTimestamp=now))
+
+    async def _emit(self, cond: _Condition, chain: Sequence[ua.NodeId],
+                    subscription: int | None = None) -> None:
+        event = _event(cond)
+        service = self._iserver.subscription_service
+        for node in chain:
+            event.emitting_node = node
+            await service.trigger_event(event, subscription)
+        self.emitted += 1
+
+
+def _two(flag: bool, true: str, false: str) -> tuple[ua.LocalizedText, bool]:
+    return ua.LocalizedText(true if flag else false), flag
+
+
+def _node_values(cond: _Condition) -> dict[str, tuple[Any, ua.VariantType]]:
+    """The condition's fields as node values, by path below the condition."""
+    s, d = cond.state, cond.definition
+    values: dict[str, tuple[Any, ua.VariantType]] = {}
+    for name, flag, true, false in (
+            ("EnabledState", s.enabled, "Enabled", "Disabled"),
+            ("ActiveState", s.active, _active_text(s), "Inactive"),
+            ("AckedState", s.acked, "Acknowledged", "Unacknowledged"),
+            ("ConfirmedState", s.confirmed, "Confirmed", "Unconfirmed")):
+        text, _ = _two(flag, true, false)
+        values[name] = (text, _LT)
+        values[f"{name}/Id"] = (flag, ua.VariantType.Boolean)
+    values["Retain"] = (s.retain, ua.VariantType.Boolean)
+    values["Severity"] = (s.severity, ua.VariantType.UInt16)
+    values["Message"] = (ua.LocalizedText(s.message), _LT)
+    values["Time"] = (cond.when, ua.VariantType.DateTime)
+    values["Comment"] = (ua.LocalizedText(s.comment), _LT)
+    values["ClientUserId"] = (s.user, ua.VariantType.String)
+    values["ConditionName"] = (d.name, ua.VariantType.String)
+    values["InputNode"] = (cond.input_node, ua.VariantType.NodeId)
+    if d.kind == "limit":
+        for limit, value, _ in d.limits:
+            values[f"{limit}Limit"] = (value, ua.VariantType.Double)
+        if d.exclusive:
+            values["LimitState"] = (ua.LocalizedText(s.limit), _LT)
+    return values
+
+
+def _active_text(state: AlarmState) -> str:
+    return f"{state.limit} active" if state.limit else "Active"
+
+
+def _event(cond: _Condition) -> Any:
+    s, d = cond.state, cond.definition
+    if d.kind == "off_normal":
+        event = event_objects.OffNormalAlarm()
+    elif d.exclusive:
+        event = event_objects.ExclusiveLimitAlarm()
+    else:
+        event = event_objects.NonExclusiveLimitAlarm()
+    _stamp(event, cond.chain[0], cond.session.name, s.message, s.severity, cond.when)
+    event.EventId = event_id(cond.session.name, s.name, s.sequence)
+    event.add_property("NodeId", cond.nodeid, ua.VariantType.NodeId)  # the ConditionId
+    event.ConditionClassId = _PROCESS_CLASS
+    event.ConditionClassName = ua.LocalizedText("ProcessConditionClassType")
+    event.ConditionName = d.name
+    event.BranchId = ua.NodeId()
+    event.Retain = s.retain
+    event.Quality = ua.StatusCode(ua.StatusCodes.Good)
+    event.LastSeverity = s.severity
+    event.Comment = ua.LocalizedText(s.comment)
+    event.ClientUserId = s.user
+    event.InputNode = cond.input_node
+    for name, (value, vtype) in _node_values(cond).items():
+        if name in ("Time", "Message", "Severity"):
+            continue
+        event.add_property(name, value, vtype)
+    event.add_property("Transition", s.transition, ua.VariantType.String)
+    if d.kind == "limit" and d.exclusive:
+        event.add_property("LimitState/CurrentState", ua.LocalizedText(s.limit), _LT)
+        event.add_property("LimitState/CurrentState/Id",
+                           ua.NodeId(_LIMIT_STATE_IDS[s.limit]) if s.limit else ua.NodeId(),
+                           ua.VariantType.NodeId)
+    elif d.kind == "limit":
+        for limit in LIMITS:
+            on = limit in s.limits
+            event.add_property(f"{limit}State", ua.LocalizedText(
+                f"{limit} active" if on else f"{limit} inactive"), _LT)
+            event.add_property(f"{limit}State/Id", on, ua.VariantType.Boolean)
+    for state in ("EnabledState", "ActiveState", "AckedState", "ConfirmedState"):
+        event.add_property(f"{state}/TransitionTime", cond.when, ua.VariantType.DateTime)
+    return event
+
+
+def _stamp(event: Any, source: ua.NodeId, source_name: str, message: str, severity: int,
+           when: datetime) -> None:
+    now = datetime.now(UTC)
+    event.EventId = uuid.uuid4().bytes
+    event.SourceNode = source
+    event.SourceName = source_name
+    event.Message = ua.LocalizedText(message)
+    event.Severity = max(1, min(1000, int(severity)))
+    event.Time = when
+    event.ReceiveTime = now
+    offset = time.localtime(when.timestamp())
+    event.LocalTime = ua.TimeZoneDataType(Offset=offset.tm_gmtoff // 60,
+                                          DaylightSavingInOffset=offset.tm_isdst > 0)
