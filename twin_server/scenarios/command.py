@@ -37,6 +37,9 @@ def add_parser(commands: Any) -> None:
     test.add_argument("scenarios", nargs="+", metavar="SCENARIO")
     test.add_argument("--config", help="the config of the twins (offline runs)")
     test.add_argument("--endpoint", help="a running daemon's endpoint (live runs)")
+    test.add_argument("--session", help="live runs: run on this session of the daemon, as it "
+                                        "is (a HIL test: the session the PLC is bound to); "
+                                        "default: a fork or a fresh session, deleted after")
     test.add_argument("--seed", type=int, default=None,
                       help="give every 'seed' parameter this value (default: the scenario's)")
     test.add_argument("--junit", metavar="FILE", help="write a JUnit XML report")
@@ -66,7 +69,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         if args.endpoint:
             from twin_server.scenarios.live import run_live
 
-            results = asyncio.run(run_live(scenarios, args.endpoint, listener=listener,
+            results = asyncio.run(run_live(scenarios, args.endpoint, session=args.session,
+                                           listener=listener,
                                            timeout=args.timeout, seed=args.seed))
         else:
             results = _offline(scenarios, args.config, args.seed, listener, out)
