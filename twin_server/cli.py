@@ -6,6 +6,7 @@
     twin-server history export DATABASE --session S --start T --end T [--path P ...]
                                [--sim-start S] [--sim-end S] [-o FILE]
     twin-server fmu inspect FILE
+    twin-server test SCENARIO... [--config CONFIG | --endpoint URL] [--junit FILE] [--report DIR]
     twin-server user add|passwd|role|remove|list NAME [--role ROLE] [--config CONFIG]
     twin-server pki trust|untrust|list|hil-client [FILE-OR-THUMBPRINT] [--config CONFIG]
 
@@ -89,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = fmu_commands.add_parser(
         "inspect", help="print an FMU's variables (causality, type, unit, range, start)")
     inspect.add_argument("file", help="path of the .fmu file")
+
+    from twin_server.scenarios import command as scenario_command
+
+    scenario_command.add_parser(commands)
     return parser
 
 
@@ -108,6 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return security_cli.run(args)
     if args.command == "history":
         return asyncio.run(_history_export(args))
+    if args.command == "test":
+        from twin_server.scenarios import command as scenario_command
+
+        return scenario_command.run(args)
     return _run(args)
 
 

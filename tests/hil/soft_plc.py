@@ -4,6 +4,7 @@
                                  [--max-nodes-per-write N] [--bulk N]
                                  [--min-publishing-interval MS]
                                  [--setpoint 1.0] [--kp 0.2] [--bias 0.05]
+                                 [--high-limit M]
 
 It prints ``PORT <n>`` on stdout once it serves ``opc.tcp://127.0.0.1:<n>/plc``
 (namespace ``urn:soft-plc``; string NodeIds ``PLC.<name>`` under Objects/PLC):
@@ -20,6 +21,11 @@ It prints ``PORT <n>`` on stdout once it serves ``opc.tcp://127.0.0.1:<n>/plc``
     EchoIn     Double   writable  copied to EchoOut every scan (round-trip benchmark)
     EchoOut    Double   read-only
     Bulk/B<i>  Double   writable  ``--bulk`` nodes for the bindings benchmark
+
+With ``--high-limit M`` (m) it has an interlock and two nodes more: ``HighLimit``
+(Double, writable) and ``HighAlarm`` (Boolean, read-only). When the level passes the
+limit the alarm latches and the valve closes (0), whatever the controller says, until
+the level is back 0.1 m below the limit (the scenario tests' HIL example).
 
 With ``--secure DIR`` it offers Basic256Sha256 SignAndEncrypt alone (no None
 endpoint) with ``DIR/cert.der`` and ``DIR/key.pem`` as its application instance
@@ -107,6 +113,7 @@ async def main(argv: list[str]) -> None:
     parser.add_argument("--valve-max", type=float, default=0.5)
     parser.add_argument("--scan", type=float, default=0.01)
     parser.add_argument("--min-publishing-interval", type=float, default=0.0)
+    parser.add_argument("--high-limit", type=float, default=0.0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
 
@@ -155,6 +162,10 @@ async def main(argv: list[str]) -> None:
     await var("Status", "running", ua.VariantType.String, False)
     echo_in = await var("EchoIn", 0.0, ua.VariantType.Double, True)
     echo_out = await var("EchoOut", 0.0, ua.VariantType.Double, False)
+    high_limit = high_alarm = None
+    if args.high_limit:
+        high_limit = await var("HighLimit", args.high_limit, ua.VariantType.Double, True)
+        high_alarm = await var("HighAlarm", False, ua.VariantType.Boolean, False)
     if args.bulk:
         bulk = await plc.add_folder(ua.NodeId("PLC.Bulk", ns), ua.QualifiedName("Bulk", ns))
         for i in range(args.bulk):
@@ -164,10 +175,20 @@ async def main(argv: list[str]) -> None:
         port = server.bserver._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         print(f"PORT {port}", flush=True)
         last_echo = None
+        tripped = False
         while True:
             sp = float(await setpoint.read_value())  # type: ignore[attr-defined]
             lv = float(await level.read_value())  # type: ignore[attr-defined]
             command = min(max(args.bias + args.kp * (sp - lv), 0.0), args.valve_max)
+            if high_limit is not None and high_alarm is not None:
+                limit = float(await high_limit.read_value())  # type: ignore[attr-defined]
+                was = tripped
+                tripped = lv > limit or (tripped and lv > limit - 0.1)
+                if tripped:
+                    command = 0.0
+                if tripped != was:
+                    await high_alarm.write_value(  # type: ignore[attr-defined]
+                        ua.Variant(tripped, ua.VariantType.Boolean))
             await valve.write_value(ua.Variant(command, ua.VariantType.Double))  # type: ignore[attr-defined]
             await valve_mm.write_value(  # type: ignore[attr-defined]
                 ua.Variant(round(command * 1e4), ua.VariantType.Int16))
