@@ -76,7 +76,8 @@ class TestRun:
         """`run` serves the demo to a real client and exits 0 on SIGTERM."""
         env = {**os.environ, "TWIN_SERVER_LOG_LEVEL": "info"}
         proc = subprocess.Popen(
-            [*CLI, "run", str(DEMO), "--endpoint", "opc.tcp://127.0.0.1:0/twin-server"],
+            [*CLI, "run", str(DEMO), "--endpoint", "opc.tcp://127.0.0.1:0/twin-server",
+             "--web-port", "0"],
             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=tmp_path, env=env,
         )
         try:
