@@ -352,3 +352,49 @@ class TestOpenApi:
         assert documented == served
         step = document["paths"]["/api/sessions/{session}/step"]["post"]
         assert {"409", "422", "401", "403"} <= set(step["responses"])
+
+
+# -- live values -----------------------------------------------------------------------
+
+class TestLive:
+    async def test_the_websocket_pushes_a_layout_then_what_changes(self, web: Web) -> None:
+        """/live sends the variables' layout, a frame with every value, then frames
+        with the values that changed at the publish rate; a write shows in them."""
+        async with web.http.ws_connect(web.url + SESSION + "/live") as ws:
+            layout = await ws.receive_json(timeout=10)
+            assert layout["type"] == "layout"
+            paths = [v["path"] for v in layout["variables"]]
+            level = paths.index("Components.tank.Outputs.level")
+            inflow = paths.index("Components.tank.Inputs.inflow")
+            first = await ws.receive_json(timeout=10)
+            assert first["type"] == "frame" and len(first["values"]) == len(paths)
+            ticks = first["step_count"]
+            changed: set[int] = set()
+            async with asyncio.timeout(10):
+                while level not in changed:
+                    frame = await ws.receive_json()
+                    assert frame["step_count"] >= ticks
+                    changed |= {i for i, _ in frame["values"]}
+            assert len(changed) < len(paths)  # only what changed
+            await web.call("PUT", INFLOW, {"value": 0.004})
+            async with asyncio.timeout(10):
+                while True:
+                    frame = await ws.receive_json()
+                    if [inflow, 0.004] in frame["values"]:
+                        break
+            await web.call("POST", SESSION + "/release-inputs")
+
+    async def test_an_unknown_session_is_refused_before_the_upgrade(self, web: Web) -> None:
+        """/live of an unknown session answers 404 BadNotFound, not a socket."""
+        status, answer = await web.call("GET", "/api/sessions/nope/live")
+        assert (status, answer["status"]) == (404, "BadNotFound")
+
+
+class TestCoverage:
+    async def test_every_documented_route_was_exercised(self, web: Web) -> None:
+        """The tests of this module called every route of the document (run last)."""
+        assert web.daemon.web is not None
+        _, document = await web.call("GET", "/api/openapi.json")
+        documented = {op["operationId"] for ops in document["paths"].values()
+                      for op in ops.values()}
+        assert documented - set(web.daemon.web.calls) == set()

@@ -84,6 +84,8 @@ class WebServer:
         self.routes: list[Route] = []
         self._route_of: dict[tuple[str, str], Route] = {}
         self._document: dict[str, Any] = {}
+        #: requests per operation (its operationId)
+        self.calls: dict[str, int] = {}
         self.api: Api | None = None
 
     async def start(self) -> None:
@@ -151,6 +153,8 @@ class WebServer:
         resource = info.route.resource
         route = self._route_of.get((request.method, resource.canonical)) \
             if resource is not None else None
+        if route is not None:
+            self.calls[route.operation] = self.calls.get(route.operation, 0) + 1
         try:
             if route is not None or request.path.startswith("/api/"):
                 check_same_origin(request)
