@@ -70,6 +70,8 @@ class LiveFeed:
         self._watchers: dict[str, set[Watcher]] = {}
         self._frames = 0
         self._skipped = 0
+        #: per session, the last message computed and what it was computed from
+        self._shared: dict[str, tuple[Any, ...]] = {}
 
     def watch(self, session: str) -> Watcher:
         watcher = Watcher(session)
@@ -83,6 +85,7 @@ class LiveFeed:
             self._skipped += watcher.skipped
             if not watchers:
                 del self._watchers[watcher.session]
+                self._shared.pop(watcher.session, None)
 
     # -- Sink --------------------------------------------------------------------------
     def wants(self, session: str) -> bool:
@@ -95,6 +98,22 @@ class LiveFeed:
             for watcher in watchers:
                 watcher.offer(frame, stamp)
             self._frames += 1
+
+    def message(self, session: str, changes: Changes, frame: Frame, stamp: Stamp
+                ) -> str | None:
+        """``changes.message(frame, stamp)``, computed once for every watcher of the
+        session that saw the same frame last (the usual case: all of them), so that
+        ten browsers cost one diff and one JSON encoding a period, not ten."""
+        key = (changes.values, frame.values, changes.scalars, tuple(changes.status.items()))
+        shared = self._shared.get(session)
+        if shared is not None and shared[0] is key[0] and shared[1] is key[1] \
+                and shared[2:4] == key[2:4] and shared[4] is stamp:
+            changes.values, changes.scalars, changes.status = shared[5]
+            return shared[6]
+        message = changes.message(frame, stamp)
+        self._shared[session] = (*key, stamp,
+                                 (changes.values, changes.scalars, changes.status), message)
+        return message
 
     def statistics(self) -> LiveStatistics:
         skipped = self._skipped + sum(w.skipped for ws in self._watchers.values() for w in ws)

@@ -239,7 +239,7 @@ class WebServer:
                         await ws.send_str('{"type": "deleted"}')
                         break
                     if taking in done:
-                        message = changes.message(*taking.result())
+                        message = self.feed.message(name, changes, *taking.result())
                         if message is not None:
                             await ws.send_str(message)
                     daemon.touch(name)
