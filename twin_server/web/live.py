@@ -109,7 +109,8 @@ class LiveFeed:
         if shared is not None and shared[0] is key[0] and shared[1] is key[1] \
                 and shared[2:4] == key[2:4] and shared[4] is stamp:
             changes.values, changes.scalars, changes.status = shared[5]
-            return shared[6]
+            cached: str | None = shared[6]
+            return cached
         message = changes.message(frame, stamp)
         self._shared[session] = (*key, stamp,
                                  (changes.values, changes.scalars, changes.status), message)
