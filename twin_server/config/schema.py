@@ -389,6 +389,19 @@ class SessionConfig(_Frozen):
         description="alarms of this session: each replaces the twin's of its name, or adds one")
 
 
+class WebConfig(_Frozen):
+    """The REST API and the dashboard (``twin_server/web``): off unless enabled, on
+    loopback by default; the same users, roles and anonymous access as OPC UA."""
+
+    enabled: bool = Field(False, description="serve the REST API and the dashboard")
+    host: str = Field("127.0.0.1", min_length=1,
+                      description="the address to listen on (127.0.0.1: this machine only)")
+    port: int = Field(8080, ge=0, le=65_535, description="the TCP port (0: any free one)")
+    token_lifetime: float = Field(
+        3600.0, gt=0, le=30 * 86_400,
+        description="seconds a token from POST /api/login stays valid")
+
+
 class Config(_Frozen):
     """A whole config file."""
 
@@ -400,6 +413,8 @@ class Config(_Frozen):
     history: HistoryConfig = Field(
         default_factory=HistoryConfig,
         description="the history store and recording defaults ([history])")
+    web: WebConfig = Field(default_factory=WebConfig,
+                           description="the REST API and the dashboard ([web])")
 
 
 # -- hardware in the loop ------------------------------------------------------------

@@ -43,7 +43,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from asyncua import ua
@@ -51,7 +51,6 @@ from asyncua import ua
 from twin_server.config.nesting import MAX_DEPTH, TooDeep, json_too_deep, toml_too_deep
 from twin_server.config.security import LimitsConfig
 from twin_server.engine.manager import parse_parameters
-from twin_server.engine.session import VarKey
 from twin_server.errors import (
     AlreadyExists,
     ConfigError,
@@ -59,30 +58,27 @@ from twin_server.errors import (
     InvalidArgument,
     NotFound,
     NotSupported,
-    OutOfRange,
     TwinServerError,
     TypeMismatch,
     ValueRejected,
 )
 from twin_server.logs import excerpt
-from twin_server.models.base import Kind
 from twin_server.opcua.runtime import Runtime
 from twin_server.opcua.status import GOOD, diagnostic, status_code, status_of
 from twin_server.opcua.tree import (
-    MAX_REALTIME_FACTOR,
-    MAX_STEP_COUNT,
     METHODS,
     SERVER_METHODS,
     MethodSpec,
 )
+from twin_server.runtime import checks
 from twin_server.runtime.host import HostedSession
 
 log = structlog.get_logger(__name__)
 
-#: seconds a Step call waits for its ticks before it answers (the Step runs on in
-#: the background): well under the 1 s in which asyncua's client expects its
-#: keep-alive read answered, which waits behind this call on the same connection
-STEP_WAIT = 0.5
+T = TypeVar("T")
+
+#: seconds a Step call waits for its ticks before it answers (``runtime/checks.py``)
+STEP_WAIT = checks.STEP_WAIT
 
 _INTEGER_TYPES = frozenset({
     ua.VariantType.SByte, ua.VariantType.Byte, ua.VariantType.Int16, ua.VariantType.UInt16,
@@ -320,6 +316,15 @@ def _count(spec: MethodSpec) -> str:
     return f"{most - spec.optional} to {most}" if spec.optional else str(most)
 
 
+def _argument(index: int, check: Callable[[Any], T], value: Any) -> T:
+    """``check(value)`` (a shared check, ``runtime/checks.py``), its refusal that of
+    argument ``index``."""
+    try:
+        return check(value)
+    except TwinServerError as exc:
+        raise ArgumentError(index, exc) from None
+
+
 def _parameters(text: str, index: int = 0) -> dict[str, dict[str, Any]]:
     try:
         # (check_arguments held the text to max_nesting_depth, at most MAX_DEPTH)
@@ -406,11 +411,8 @@ class SessionMethods(_Counted):
         await self._released()
 
     async def _release_input(self, name: str) -> None:
-        component, dot, variable = name.partition(".")
-        if not dot or not component or not variable or "." in variable:
-            raise ArgumentError(0, InvalidArgument(
-                f"ReleaseInput Name is component.input, e.g. tank.inflow (got {name!r})"))
-        if await self.session.release(VarKey(component, Kind.INPUT, variable)):
+        key = _argument(0, checks.input_key, name)
+        if await self.session.release(key):
             await self._released()
 
     async def _release_inputs(self) -> list[ua.Variant]:
@@ -428,9 +430,7 @@ class SessionMethods(_Counted):
         await self.session.set_parameters(_parameters(parameters))
 
     async def _step(self, count: int) -> None:
-        if not 1 <= count <= MAX_STEP_COUNT:
-            raise ArgumentError(0, OutOfRange(
-                f"Step Count must be within [1, {MAX_STEP_COUNT}] (got {count})"))
+        _argument(0, checks.step_count, count)
         # it steps in the background, in slices (runtime/stepping.py); the call
         # answers once it is done, or after STEP_WAIT with the Step running on
         await self.session.step(count, wait=STEP_WAIT)
@@ -443,10 +443,7 @@ class SessionMethods(_Counted):
         await self._need_runtime("Restore").restore_snapshot(self.session.name, snapshot_id)
 
     async def _fork(self, name: str, realtime_factor: float) -> list[ua.Variant]:
-        if not 0.0 <= realtime_factor <= MAX_REALTIME_FACTOR:  # also refuses NaN
-            raise ArgumentError(1, OutOfRange(
-                f"Fork RealtimeFactor must be within [0, {MAX_REALTIME_FACTOR:g}] "
-                f"(got {realtime_factor}); 0 runs as fast as possible"))
+        _argument(1, checks.fork_factor, realtime_factor)
         runtime = self._need_runtime("Fork")
         child = await runtime.fork_session(self.session.name, name, realtime_factor)
         assert self._session_nodeid is not None
@@ -509,10 +506,7 @@ class ServerMethods(_Counted):
         await self._runtime.delete_session(name)
 
     async def _define(self, definition: str) -> list[ua.Variant]:
-        if not definition.strip():
-            raise ArgumentError(0, InvalidArgument(
-                "DefineTwin takes a twin in TOML, e.g. [twins.tank] with "
-                "[twins.tank.components.tank] model = \"water_tank\" (got an empty text)"))
+        _argument(0, checks.definition, definition)
         try:
             twin = await self._runtime.define_twin(definition)
         except ConfigErrors as group:

@@ -28,7 +28,7 @@ from asyncua import Server, ua
 from twin_server.config.schema import ServerConfig
 from twin_server.engine.session import RunState, SessionEvent, VarKey
 from twin_server.engine.twin import TwinDefinition
-from twin_server.errors import NotFound, OutOfRange, TypeMismatch
+from twin_server.errors import NotFound
 from twin_server.hil import HilMirror
 from twin_server.history import HistoryStore
 from twin_server.models.base import DataType, Kind, Variable
@@ -45,7 +45,6 @@ from twin_server.opcua.ranges import RangeFollower
 from twin_server.opcua.runtime import Runtime
 from twin_server.opcua.tree import (
     BUILD_STEP,
-    MAX_REALTIME_FACTOR,
     ROOT,
     SESSIONS,
     TWINS,
@@ -57,6 +56,7 @@ from twin_server.opcua.tree import (
 )
 from twin_server.opcua.worker_nodes import WorkerNodes, build_session_health, build_workers
 from twin_server.opcua.writes import TwinAttributeService, WriteTarget, session_of
+from twin_server.runtime import checks
 from twin_server.runtime.clock import TICKS
 from twin_server.runtime.collector import collector_paused
 from twin_server.runtime.host import Frame, HostedSession, HostStatistics
@@ -792,10 +792,7 @@ def _each(items: Iterable[T], action: Callable[[T], object],
 
 def _writer(server: OpcUaServer, session: HostedSession, key: VarKey) -> Any:
     async def write(value: Any) -> Any:
-        stored = await session.write(key, value)
-        if server.on_written is not None:
-            server.on_written(session.name, key, stored, "client")
-        return stored
+        return await checks.write_value(session, key, value, server.on_written)
     return write
 
 
@@ -827,11 +824,7 @@ def _remember(target: PublishTarget, index: int) -> Any:
 
 def _realtime_factor_writer(session: HostedSession) -> Any:
     async def write(value: Any) -> float:
-        if not isinstance(value, float):
-            raise TypeMismatch(f"RealtimeFactor takes a Double (got {value!r})")
-        if not 0.0 <= value <= MAX_REALTIME_FACTOR:  # also refuses NaN
-            raise OutOfRange(f"RealtimeFactor must be within [0, {MAX_REALTIME_FACTOR:g}] "
-                             f"(got {value}); 0 runs as fast as possible")
-        await session.set_realtime_factor(value)
-        return value
+        factor = checks.realtime_factor(value)
+        await session.set_realtime_factor(factor)
+        return factor
     return write

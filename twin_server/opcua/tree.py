@@ -49,6 +49,7 @@ from twin_server.opcua.program import (
 )
 from twin_server.opcua.ranges import parameter_ranges
 from twin_server.opcua.units import engineering_units
+from twin_server.runtime import checks
 from twin_server.runtime.clock import ClockStatistics
 from twin_server.runtime.host import Frame, HostedSession
 
@@ -56,10 +57,9 @@ ROOT = "TwinServer"
 TWINS = "Twins"
 SESSIONS = "Sessions"
 
-#: highest real-time factor a client may set (as the config allows)
-MAX_REALTIME_FACTOR = 1000.0
-#: most ticks one Step call may take
-MAX_STEP_COUNT = 1_000_000
+# (the limits clients are held to: shared with the web front, ``runtime/checks.py``)
+MAX_REALTIME_FACTOR = checks.MAX_REALTIME_FACTOR
+MAX_STEP_COUNT = checks.MAX_STEP_COUNT
 #: the data types whose variables are analog items (BaseAnalogType, or AnalogItemType
 #: with an EURange where their range is finite)
 NUMERIC = frozenset({DataType.DOUBLE, DataType.INT32})

@@ -89,6 +89,7 @@ from twin_server.runtime.served import (
 from twin_server.runtime.sinks import Pacer, Sink
 from twin_server.runtime.timers import PreciseSleep
 from twin_server.systemd import Notifier
+from twin_server.web import WebServer
 
 log = structlog.get_logger(__name__)
 
@@ -104,8 +105,8 @@ class DaemonState(enum.StrEnum):
 STAGE_TIMEOUT = 5.0
 #: the stages of a shutdown, in order; together at most len * STAGE_TIMEOUT seconds,
 #: which must stay inside the systemd unit's TimeoutStopSec (a test checks it)
-SHUTDOWN_STAGES = ("creations", "hil", "clocks", "pacers", "publisher", "snapshots", "history",
-                   "history-writer", "server", "workers")
+SHUTDOWN_STAGES = ("creations", "web", "hil", "clocks", "pacers", "publisher", "snapshots",
+                   "history", "history-writer", "server", "workers")
 
 
 #: seconds CreateSession waits for a session of a big twin to be served before it
@@ -179,6 +180,8 @@ class Daemon:
     _store_tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _history_closed: bool = False
     hil: HilMirror | None = None
+    #: the REST API and dashboard (``[web]``, ``twin_server.web``), None when off
+    web: WebServer | None = None
     #: the service manager (systemd) when $NOTIFY_SOCKET names one, else a no-op
     notifier: Notifier = field(default_factory=Notifier)
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -296,6 +299,10 @@ class Daemon:
             if config.hil:
                 await server.add_hil(self.hil)
                 await self._publish_hil_sessions()
+            if config.web.enabled:
+                self.web = WebServer(config.web, self)
+                self._sinks.append(self.web.feed)
+                await self.web.start()
             async with asyncio.TaskGroup() as tg:
                 self._tasks = tg
                 for record in self.sessions.values():
@@ -345,6 +352,7 @@ class Daemon:
                 log.info("daemon_stopping")
                 await _stop_stage("creations", [c.task for c in self._creating.values()
                                                 if c.task is not None])
+                await _with_timeout("web", self._stop_web())
                 await _stop_stage("hil", hil_tasks)
                 await _with_timeout("clocks", self._stop_clocks())
                 await _with_timeout("pacers", self._stop_pacers())
@@ -356,6 +364,7 @@ class Daemon:
             self._tasks = None
             self.state = DaemonState.STOPPING
             await self._stop_history()  # (after a failure, when the stages above did not run)
+            await _with_timeout("web", self._stop_web())
             await _with_timeout("server", server.stop())
             self._sleep.close()
             for name in list(self.manager.sessions):
@@ -401,6 +410,10 @@ class Daemon:
         if self.manager.sessions.get(record.name) is not record:  # deleted meanwhile
             with contextlib.suppress(Exception):  # (the store closing: stale rows go at
                 await persistence.forget_session(self.store, record.name)  # the next save)
+
+    async def _stop_web(self) -> None:
+        if self.web is not None:
+            await self.web.stop()
 
     async def _stop_pacers(self) -> None:
         """Shutdown stage: every pacer stops after one last frame (the values the
@@ -611,6 +624,15 @@ class Daemon:
 
     def touch(self, session: str) -> None:
         self.manager.touch(session)
+
+    async def show(self, session: str) -> None:
+        """A client's call on ``session`` is done: its effect shows now on every sink
+        (a frame from its pacer) and its events go out, as after an OPC UA method call
+        (the web front calls this)."""
+        assert self.server is not None
+        with contextlib.suppress(KeyError):  # (deleted meanwhile)
+            await self.server.publish(session)
+        await self.server.flush_events()
 
     # -- reload -----------------------------------------------------------------------
 
@@ -1031,7 +1053,7 @@ def reload_plan(old: LoadedConfig, new: LoadedConfig, manager: SessionRegistry) 
                                    "client-created session has: delete it first, then reload")
             plan.start.append(name)
             plan.why[name] = "new in the config"
-    for section in ("server", "hil", "history"):
+    for section in ("server", "hil", "history", "web"):
         if getattr(old.config, section, None) != getattr(new.config, section, None):
             plan.restart_needed.append(f"[{section}]")
     return plan
