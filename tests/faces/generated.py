@@ -12,7 +12,8 @@ _HEAD = """<?xml version="1.0" encoding="utf-8"?>
            xmlns:uax="http://opcfoundation.org/UA/2008/02/Types.xsd">
   <NamespaceUris><Uri>{uri}</Uri></NamespaceUris>
   <Models><Model ModelUri="{uri}" Version="1.0.0" PublicationDate="2024-01-01T00:00:00Z">
-    <RequiredModel ModelUri="http://opcfoundation.org/UA/" Version="1.04"/></Model></Models>
+    <RequiredModel ModelUri="http://opcfoundation.org/UA/" Version="1.04"
+      PublicationDate="2019-05-01T00:00:00Z"/></Model></Models>
   <Aliases><Alias Alias="Double">i=11</Alias><Alias Alias="HasComponent">i=47</Alias>
     <Alias Alias="HasProperty">i=46</Alias><Alias Alias="Organizes">i=35</Alias>
     <Alias Alias="HasTypeDefinition">i=40</Alias><Alias Alias="Range">i=884</Alias>
