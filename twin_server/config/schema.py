@@ -402,6 +402,19 @@ class WebConfig(_Frozen):
         description="seconds a token from POST /api/login stays valid")
 
 
+class FaceConfig(_Frozen):
+    """A machine face (README, "Machine faces"): a real machine's own address space,
+    from its NodeSet2 files, served beside the twin tree."""
+
+    nodesets: Annotated[tuple[Annotated[str, StringConstraints(min_length=1)], ...],
+                        BeforeValidator(lambda v: tuple(v) if isinstance(v, list) else v)
+                        ] = Field(
+        min_length=1,
+        description="NodeSet2 XML files, relative to the config file's folder: the "
+                    "companion specifications the machine's model requires and the "
+                    "model itself, in any order (sorted by their RequiredModels)")
+
+
 class Config(_Frozen):
     """A whole config file."""
 
@@ -415,6 +428,9 @@ class Config(_Frozen):
         description="the history store and recording defaults ([history])")
     web: WebConfig = Field(default_factory=WebConfig,
                            description="the REST API and the dashboard ([web])")
+    faces: dict[Name, FaceConfig] = Field(
+        default_factory=dict, description="machine faces: NodeSet2 address spaces served "
+                                          "beside the twin tree")
 
 
 # -- hardware in the loop ------------------------------------------------------------

@@ -70,6 +70,7 @@ from twin_server.errors import (
     SessionFault,
     TwinServerError,
 )
+from twin_server.faces.serve import serve_faces
 from twin_server.hil import HilMirror
 from twin_server.history import HistoryStore
 from twin_server.models.base import Value
@@ -219,6 +220,11 @@ class Daemon:
         """Return once the endpoint is bound and every session is served."""
         await self._ready.wait()
 
+    def _config_folder(self) -> Path:
+        """The folder config-relative paths start from (the working one for a string)."""
+        path = self.loaded.path
+        return Path(path).parent if path is not None else Path.cwd()
+
     def stop(self) -> None:
         """Ask ``run`` to shut down (safe to call from a signal handler)."""
         self._stop.set()
@@ -256,6 +262,8 @@ class Daemon:
             raise
         try:
             self._sinks.append(server.publisher)
+            if config.faces:  # (README, "Machine faces")
+                await serve_faces(server.asyncua, dict(config.faces), self._config_folder())
             stored: persistence.StoredState | None = None
             if config.history.enabled:
                 await self._open_history()
