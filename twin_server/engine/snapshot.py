@@ -38,6 +38,10 @@ class SessionSnapshot:
     forced: tuple[dict[str, Value], ...]
     inputs: tuple[dict[str, Value], ...]
     outputs: tuple[dict[str, Value], ...]
+    #: the injected faults, each with its state (``engine.faults.snapshot_of``), and
+    #: the last automatic fault id's number (a snapshot of an older version has none)
+    faults: tuple[dict[str, Any], ...] = ()
+    fault_seq: int = 0
 
     @property
     def sim_time(self) -> float:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from twin_server.models.base import Kind, Value
 
@@ -42,6 +43,8 @@ class SessionSettings:
     autostart: bool = False
     #: per component: parameter overrides on top of the twin's values
     parameters: Mapping[str, Mapping[str, Value]] | None = None
+    #: faults (``engine.faults.FaultSpec``) active from every Reset on (the config's)
+    faults: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
