@@ -48,7 +48,9 @@ Bad_SensorFailure: the value comes from a sensor that failed, which is what a
 dropout of a sensor is; Bad_NoCommunication is for a link with no last value,
 and the HIL link faults use the link-loss codes). Its value stays the last one
 shown before the dropout, and that held value is what downstream components
-get: a PLC program that ignores the status sees a frozen sensor.
+(and HIL bindings to a PLC) get: a program that ignores the status sees a frozen
+sensor. OPC UA clients read the status with a null value (Part 4 7.7.1: the
+value of a Bad DataValue is null; asyncua's server enforces it).
 
 A ``duration`` (simulated seconds, rounded to whole ticks, at least one) ends
 the fault by itself: it acts on ticks ``s .. s+n-1`` and is gone at tick

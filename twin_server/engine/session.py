@@ -1270,6 +1270,7 @@ class Session:
         self.fault = None
         self.version += 1
         cleared = self._drop_faults()
+        self._fault_seq = 0
         self._initialise()
         self.state = RunState.READY
         self._duration_sum = self._duration_max = 0.0

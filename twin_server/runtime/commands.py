@@ -35,6 +35,10 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "restore": Session.restore,  # (snapshot)
     "statistics": Session.statistics,  # -> SessionStatistics
     "emit": Session.emit,  # (kind, message, severity)
+    "inject_fault": Session.inject_fault,  # (FaultSpec) -> its id
+    "clear_fault": Session.clear_fault,  # (id)
+    "clear_faults": Session.clear_faults,  # -> the ids cleared
+    "faults": Session.faults,  # -> [FaultState]
 }
 
 

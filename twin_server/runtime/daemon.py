@@ -76,7 +76,7 @@ from twin_server.opcua import events as ev
 from twin_server.opcua.server import OpcUaServer
 from twin_server.recording import Recording
 from twin_server.runtime.collector import collector_paused
-from twin_server.runtime.compile import LoadedConfig, load_config, parse_twin
+from twin_server.runtime.compile import LoadedConfig, fault_specs, load_config, parse_twin
 from twin_server.runtime.host import Frame, HostedSession
 from twin_server.runtime.local import LocalHost
 from twin_server.runtime.pool import WorkerHost
@@ -135,6 +135,7 @@ def session_settings(cfg: SessionConfig,
         overrun_policy=cfg.overrun_policy,
         autostart=cfg.autostart,
         parameters={c: dict(p) for c, p in parameters.items()},
+        faults=fault_specs(cfg),
     )
 
 
