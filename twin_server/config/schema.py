@@ -365,6 +365,21 @@ class HistoryConfig(SessionHistoryConfig):
                                   "and resume every session from its snapshot")
 
 
+class FaultConfig(_Frozen):
+    """A fault the session has from every Reset on (``[[sessions.<s>.faults]]``); its
+    kind, parameters and target are checked against the twin when the config compiles
+    (``runtime.compile``: the engine's ``engine.faults`` rules)."""
+
+    target: str = Field(description="component.Inputs.name or component.Outputs.name")
+    kind: Literal["stuck", "offset", "drift", "noise", "spike", "quantise", "delay",
+                  "dropout"]
+    parameters: dict[Name, float] = Field(
+        default_factory=dict, description="the kind's numbers, e.g. { sigma = 0.01, seed = 7 }")
+    duration: float | None = Field(
+        None, ge=0, description="simulated seconds from each Reset; none: until cleared")
+    id: Name | None = Field(None, description="its name under Faults (default f1, f2, ...)")
+
+
 class SessionConfig(_Frozen):
     """A session that the daemon creates at start (and never expires)."""
 
@@ -387,6 +402,9 @@ class SessionConfig(_Frozen):
     alarms: dict[Name, AlarmConfig] = Field(
         default_factory=dict,
         description="alarms of this session: each replaces the twin's of its name, or adds one")
+    faults: list[FaultConfig] = Field(
+        default_factory=list, description="faults injected at start and at every Reset "
+                                          "([[sessions.<name>.faults]])")
 
 
 class WebConfig(_Frozen):

@@ -3,7 +3,8 @@
 Session: Start, Suspend, Resume, Halt, Reset([Parameters]), Step(Count),
 SetParameters(Parameters), Snapshot() -> SnapshotId, Restore(SnapshotId),
 Fork(Name, RealtimeFactor) -> SessionNodeId, ReleaseInput(Name),
-ReleaseInputs() -> Released.
+ReleaseInputs() -> Released, InjectFault(Target, Kind, Parameters, [Duration], [Id])
+-> FaultId, ClearFault(Id), ClearFaults() -> Cleared (``faults.py``).
 TwinServer: CreateSession(Twin, Name, Parameters) -> SessionNodeId,
 DeleteSession(Name), DefineTwin(Definition) -> TwinNodeId, RemoveTwin(Name).
 
@@ -63,6 +64,7 @@ from twin_server.errors import (
     ValueRejected,
 )
 from twin_server.logs import excerpt
+from twin_server.opcua import faults
 from twin_server.opcua.runtime import Runtime
 from twin_server.opcua.status import GOOD, diagnostic, status_code, status_of
 from twin_server.opcua.tree import (
@@ -381,6 +383,9 @@ class SessionMethods(_Counted):
             "Snapshot": (self._snapshot, None),
             "Restore": (self._restore, _restore_refusals),
             "Fork": (self._fork, _fork_refusals),
+            "InjectFault": (self._inject_fault, None),
+            "ClearFault": (self._clear_fault, _not_found_refusals),
+            "ClearFaults": (self._clear_faults, None),
         }
         callbacks: dict[str, MethodCallback] = {}
         for spec in METHODS:
@@ -448,6 +453,27 @@ class SessionMethods(_Counted):
         child = await runtime.fork_session(self.session.name, name, realtime_factor)
         assert self._session_nodeid is not None
         return [ua.Variant(self._session_nodeid(child.name), ua.VariantType.NodeId)]
+
+
+    async def _inject_fault(self, target: str, kind: str, parameters: str,
+                            duration: float = 0.0, fault_id: str = "") -> list[ua.Variant]:
+        try:
+            injected = await faults.inject(self.session, target, kind, parameters,
+                                           duration, fault_id)
+        except faults.ArgumentRefused as exc:
+            raise ArgumentError(exc.index, exc.error) from None
+        return [ua.Variant(injected, ua.VariantType.String)]
+
+    async def _clear_fault(self, fault_id: str) -> None:
+        await self.session.clear_fault(fault_id)
+
+    async def _clear_faults(self) -> list[ua.Variant]:
+        cleared = await self.session.clear_faults()
+        return [ua.Variant(cleared, ua.VariantType.String, is_array=True)]
+
+
+def _not_found_refusals(exc: TwinServerError) -> int | None:
+    return 0 if isinstance(exc, NotFound) else None
 
 
 def _value_refusals(exc: TwinServerError) -> int | None:

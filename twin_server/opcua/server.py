@@ -35,6 +35,7 @@ from twin_server.models.base import DataType, Kind, Variable
 from twin_server.opcua import events as ev
 from twin_server.opcua import history_read, identity
 from twin_server.opcua.alarms import AlarmConditions
+from twin_server.opcua.faults import FaultNodes
 from twin_server.opcua.hil_nodes import HilNodes, build_hil
 from twin_server.opcua.methods import ServerMethods, SessionMethods, method_statistics
 from twin_server.opcua.nodes import NodeBatch, add_reference
@@ -355,6 +356,10 @@ class OpcUaServer:
             history_read.mark_event_history(aspace, [nodes.root])
         target = PublishTarget(session, nodes)
         target.on_forces = _forces_shower(session, nodes, aspace)
+        target.fault_nodes = FaultNodes(
+            aspace, self._batch, session, nodes.root, nodes.all,
+            lambda path: self.session_nodeid(session.name, f"Components.{path}"),
+            self._iserver.node_mgt_service.delete_nodes)
         publisher = self._publisher
 
         async def changed() -> None:

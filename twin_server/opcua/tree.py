@@ -208,6 +208,33 @@ METHODS: tuple[MethodSpec, ...] = (
                          f"Its real-time factor, 0..{MAX_REALTIME_FACTOR:g} (0 = as fast "
                          "as possible)")),
                (Argument("SessionNodeId", ua.VariantType.NodeId, "The new session's node"),)),
+    MethodSpec("InjectFault", "Make a variable lie on purpose, from now on: stuck, offset, "
+               "drift, noise, spike, quantise, delay or dropout (its status goes "
+               "BadSensorFailure, its value held); shown under Faults, a fault_injected "
+               "event at its start and fault_cleared at its end",
+               (Argument("Target", ua.VariantType.String,
+                         "The variable: component.Inputs.name or component.Outputs.name, "
+                         "e.g. tank.Outputs.level"),
+                Argument("Kind", ua.VariantType.String,
+                         "stuck, offset, drift, noise, spike, quantise, delay or dropout"),
+                Argument("Parameters", ua.VariantType.String,
+                         'JSON object of the kind\'s numbers, e.g. {"sigma": 0.01, "seed": 7}: '
+                         "stuck {value} (default: the value now), offset {offset}, drift "
+                         "{rate} per s, noise {sigma, seed}, spike {amplitude, rate per s, "
+                         "seed}, quantise {step}, delay {delay} s, dropout {}"),
+                Argument("Duration", ua.VariantType.Double,
+                         "Simulated seconds it acts; 0 or left out: until cleared"),
+                Argument("Id", ua.VariantType.String,
+                         "Its name under Faults (letters, digits, _); empty or left out: "
+                         "f1, f2, ...")),
+               (Argument("FaultId", ua.VariantType.String, "The fault's id, for ClearFault"),),
+               optional=2),
+    MethodSpec("ClearFault", "End one fault now (the variable shows its true value again)",
+               (Argument("Id", ua.VariantType.String, "The fault's id (a child of Faults)"),)),
+    MethodSpec("ClearFaults", "End every fault now (Reset does too, then brings back the "
+               "config's)",
+               outputs=(Argument("Cleared", ua.VariantType.String, "The ids of the faults "
+                                 "that ended", array=True),)),
 )
 
 SERVER_METHODS: tuple[MethodSpec, ...] = (

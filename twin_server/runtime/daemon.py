@@ -78,7 +78,7 @@ from twin_server.opcua import events as ev
 from twin_server.opcua.server import OpcUaServer
 from twin_server.recording import Recording
 from twin_server.runtime.collector import collector_paused
-from twin_server.runtime.compile import LoadedConfig, load_config, parse_twin
+from twin_server.runtime.compile import LoadedConfig, fault_specs, load_config, parse_twin
 from twin_server.runtime.host import Frame, HostedSession
 from twin_server.runtime.local import LocalHost
 from twin_server.runtime.pool import WorkerHost
@@ -140,6 +140,7 @@ def session_settings(cfg: SessionConfig,
         autostart=cfg.autostart,
         parameters={c: dict(p) for c, p in parameters.items()},
         alarms=dict(alarms) if alarms else None,
+        faults=fault_specs(cfg),
     )
 
 
