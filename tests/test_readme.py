@@ -92,3 +92,28 @@ class TestSessionsExample:
         assert 0.0 < float(level.group(1)) <= 2.0
         assert re.search(r"^whatif created 100 session 'whatif'", out, re.MULTILINE), out
         assert not {"whatif", "ahead"} & set(daemon.manager.sessions)
+
+
+class TestStuckSensorExample:
+    async def test_stuck_sensor_script_runs_on_the_demo(
+            self, demo: tuple[Daemon, Path]) -> None:
+        """The stuck level sensor of "Fault injection", run as written against the demo:
+        the sensor reads 0.6 m, the tank overflows, HighLevel is HighHigh, and the
+        fault is cleared and the tank running after it."""
+        daemon, _ = demo
+        script = python_block("A stuck level sensor on the demo")
+        assert DEMO_ENDPOINT in script
+        status, out = await run(sys.executable, "-c",
+                                script.replace(DEMO_ENDPOINT, daemon.endpoint_url))
+        assert status == 0, out
+        found = re.search(r"^sensor ([0-9.]+) m, tank ([0-9.]+) m, valve ([0-9.]+) m3/s, "
+                          r"HighLevel: (.+)$", out, re.MULTILINE)
+        assert found is not None, out
+        assert float(found.group(1)) == 0.6
+        assert float(found.group(2)) > 1.8
+        assert float(found.group(3)) == 0.05
+        assert found.group(4) == "HighHigh active"
+        assert found.group(0) in " ".join(README.split())  # what the README says it prints
+        tank = daemon.sessions["tank"].session
+        assert not await tank.faults()
+        assert tank.frame().state.name == "RUNNING"

@@ -49,6 +49,7 @@ from twin_server.config.schema import (
     NAME_PATTERN,
     BindingFields,
     Config,
+    HilLinkFaultConfig,
     HilSecurity,
     ServerConfig,
     SessionConfig,
@@ -544,7 +545,41 @@ def _check_hil(raw: Mapping[str, Any], file: str) -> list[ConfigError]:
             if binding.fallback is not None and binding.direction == "to_plc":
                 fail(f"{path}.fallback", "only a from_plc binding has a fallback (the value "
                                          "its input takes while the PLC is unreachable)")
+        _check_link_faults(body.get("faults"), bindings, fail)
     return errors
+
+
+def _check_link_faults(faults: object, bindings: object,
+                       fail: Callable[[str, str], None]) -> None:
+    """``[[hil.<peer>.faults]]`` as InjectLinkFault checks them (``hil.link_faults``,
+    which this package does not import): a delay only for kind delay and there > 0,
+    known bindings, and no two acting on one binding."""
+    if not isinstance(faults, list) or not isinstance(bindings, Mapping):
+        return  # (reported by the whole-file validation)
+    names = sorted(str(name) for name in bindings)
+    taken: dict[str, int] = {}
+    for index, body in enumerate(faults):
+        try:
+            fault = HilLinkFaultConfig.model_validate(body)
+        except ValidationError:
+            continue  # reported by the whole-file validation
+        where = f"faults[{index}]"
+        if fault.kind == "delay" and fault.delay <= 0:
+            fail(f"{where}.delay", "a delay link fault needs its delay in s (> 0)")
+        if fault.kind != "delay" and fault.delay:
+            fail(f"{where}.delay", f"a {fault.kind} link fault has no delay (leave it out)")
+        unknown = [b for b in fault.bindings if b not in names]
+        if unknown:
+            fail(f"{where}.bindings", f"the peer has no binding "
+                                      f"{', '.join(map(repr, unknown))} (its bindings: "
+                                      f"{', '.join(names)})")
+        for binding in fault.bindings or names:
+            if binding in taken:
+                fail(where, f"it acts on binding {binding!r}, as faults[{taken[binding]}] "
+                            f"does: one link fault per binding at a time")
+                break
+        for binding in fault.bindings or names:
+            taken.setdefault(binding, index)
 
 
 def _check_security(body: object, fail: Callable[[str, str], None]) -> None:

@@ -604,6 +604,18 @@ class HilSecurity(_Frozen):
         "urn:twin-server:hil", description="our ApplicationUri (must match the certificate's)")
 
 
+class HilLinkFaultConfig(_Frozen):
+    """A link fault the peer has from the daemon's start (``[[hil.<peer>.faults]]``;
+    ``hil.link_faults``); its bindings are checked against the peer's by the loader."""
+
+    kind: Literal["freeze", "delay", "cut"]
+    delay: float = Field(0.0, ge=0, le=60, description="s, for kind 'delay' (> 0 there)")
+    duration: float | None = Field(
+        None, ge=0, description="wall-clock seconds from the start; none: until cleared")
+    bindings: list[Name] = Field(
+        default_factory=list, description="the bindings it acts on; empty: the whole link")
+
+
 class HilPeerConfig(_Frozen):
     """An external OPC UA server (a PLC) and the bindings mirrored with it."""
 
@@ -627,3 +639,5 @@ class HilPeerConfig(_Frozen):
                     "values written and its own taken: at least one cycle of its program, "
                     "so that outputs it computed from its defaults never reach the twin")
     bindings: dict[Name, HilBinding] = Field(min_length=1)
+    faults: list[HilLinkFaultConfig] = Field(
+        default_factory=list, description="link faults from the start ([[hil.<peer>.faults]])")

@@ -68,6 +68,7 @@ class BindingStatistics:
     transfers: int  # values sent or applied
     clamped: int  # of which had to be clamped to fit the target type or range
     sampling_interval: float = 0.0  # ms, from_plc: as the PLC revised it (0: not monitored)
+    link_fault: str = ""  # the kind of link fault acting on it (``link_faults``), "" for none
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +91,7 @@ class PeerStatistics:
     #: and as asked for (the session's publish period)
     publishing_interval: float = 0.0
     requested_publishing_interval: float = 0.0
+    link_fault: str = ""  # the kind of link fault on the whole link, "" for none
 
     @property
     def connected(self) -> bool:

@@ -43,8 +43,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -59,7 +62,7 @@ from cryptography import x509
 
 from twin_server.config.schema import HilBinding, HilPeerConfig
 from twin_server.engine.session import VarKey
-from twin_server.errors import ValueRejected
+from twin_server.errors import NotFound, ValueRejected
 from twin_server.hil import health
 from twin_server.hil.casting import changed, from_plc, to_plc
 from twin_server.hil.health import (
@@ -67,6 +70,16 @@ from twin_server.hil.health import (
     LinkState,
     MirrorStatistics,
     PeerStatistics,
+)
+from twin_server.hil.link_faults import (
+    LINK_FAULT_CLEARED,
+    LINK_FAULT_INJECTED,
+    SEVERITY_CLEARED,
+    SEVERITY_INJECTED,
+    LinkFault,
+    LinkFaultKind,
+    LinkFaults,
+    LinkFaultSpec,
 )
 from twin_server.hil.resolve import Limits, Resolved, chunks, read_limits, resolve
 from twin_server.hil.security import (
@@ -104,6 +117,14 @@ class _LinkLost(Exception):
     """The link to a peer ended; the message says why, for LastError."""
 
 
+class _LinkCut(_LinkLost):
+    """The link was cut on purpose (a link fault): it ends as a lost one does."""
+
+
+def _cut_message(fault: LinkFault) -> str:
+    return f"the link was cut on purpose (link fault: {fault.describe()}; ClearLinkFault ends it)"
+
+
 @dataclass(slots=True, eq=False)
 class _Binding:
     """A binding's configuration and what the mirror knows of it now."""
@@ -127,18 +148,21 @@ class _Binding:
     sampling_interval: float = 0.0
     logged: str = ""  # the last error logged, so that a repeat is not
     warned_clamp: bool = False
+    #: from_plc: the PLC's latest value on this link, applied or not (a link fault
+    #: holds it back; it is applied when the fault ends)
+    latest: ua.DataValue | None = None
 
     @property
     def to_plc(self) -> bool:
         return self.config.direction == "to_plc"
 
-    def statistics(self) -> BindingStatistics:
+    def statistics(self, link_fault: str = "") -> BindingStatistics:
         return BindingStatistics(
             name=self.name, variable=self.config.variable, direction=self.config.direction,
             node=self.node, datatype=self.resolved.vtype.name if self.resolved else "",
             status=self.status, error=self.error, value=self.value,
             transfers=self.transfers, clamped=self.clamped,
-            sampling_interval=self.sampling_interval)
+            sampling_interval=self.sampling_interval, link_fault=link_fault)
 
 
 class HilMirror:
@@ -150,9 +174,12 @@ class HilMirror:
                  rng: random.Random | None = None,
                  client_factory: ClientFactory | None = None,
                  on_written: WriteHook | None = None,
-                 trust: TrustList | None = None) -> None:
+                 trust: TrustList | None = None,
+                 on_event: EventHook | None = None) -> None:
         """``trust``: the daemon's trust list, which checks the certificates PLCs
-        announce (``HilSecurity.server_trust``)."""
+        announce (``HilSecurity.server_trust``). ``on_event``: told of each event a
+        person should see in the peer's session log (a link lost and recovered, a
+        link fault's start and end)."""
         missing = sorted({p.session for p in peers.values()} - set(sessions))
         if missing:
             raise ValueError(f"HIL peers serve sessions that do not exist: {', '.join(missing)}")
@@ -165,6 +192,7 @@ class HilMirror:
         for peer in self._peers:
             #: told of every value written into a session: (session, key, value, "hil")
             peer.on_written = on_written
+            peer.on_event = on_event
             self._by_session.setdefault(peer.config.session, []).append(peer)
         self._stop = asyncio.Event()
 
@@ -201,6 +229,26 @@ class HilMirror:
     def statistics(self) -> MirrorStatistics:
         return MirrorStatistics(tuple(p.statistics() for p in self._peers))
 
+    # -- link faults (``link_faults``) -----------------------------------------------
+    def _peer(self, name: str) -> _Peer:
+        for peer in self._peers:
+            if peer.name == name:
+                return peer
+        raise NotFound(f"no HIL peer {name!r} (peers: {', '.join(self.peer_names) or 'none'})")
+
+    async def inject_link_fault(self, peer: str, spec: LinkFaultSpec) -> LinkFault:
+        """Start a link fault on ``peer``: ``link_faults.FieldRefused`` for a bad field,
+        InvalidState when a fault acts on one of its bindings already, NotFound for
+        an unknown peer."""
+        return await self._peer(peer).inject(spec)
+
+    async def clear_link_faults(self, peer: str, bindings: Sequence[str] = ()) -> list[LinkFault]:
+        """End the link faults of ``peer`` acting on ``bindings`` (all when empty)."""
+        return await self._peer(peer).clear(bindings)
+
+    def link_faults(self, peer: str) -> tuple[LinkFault, ...]:
+        return self._peer(peer).faults.active
+
     def stop(self) -> None:
         """Ask ``run`` to close every link and return."""
         self._stop.set()
@@ -215,6 +263,8 @@ class HilMirror:
         try:
             async with asyncio.TaskGroup() as tg:
                 tasks = [tg.create_task(p.run(), name=f"hil:{p.name}") for p in self._peers]
+                tasks += [tg.create_task(p.keep_faults(), name=f"hil:{p.name}:faults")
+                          for p in self._peers]
                 await self._stop.wait()
                 for task in tasks:
                     task.cancel()
@@ -232,12 +282,18 @@ def _client(endpoint: str, timeout: float) -> Client:
 #: (session, key, value as the session stored it, "hil", its StatusCode: 0 for Good):
 #: the history recorder's hook
 WriteHook = Callable[[str, VarKey, Value, str, int], None]
+#: (session, kind, message, OPC UA severity): an event of the session's log
+EventHook = Callable[[str, str, str, int], None]
+#: severities of the events of a link lost and recovered
+SEVERITY_LINK_LOST = 700
+SEVERITY_RECOVERED = 300
 
 
 class _Peer:
     """One PLC: its link loop and its bindings."""
 
     on_written: WriteHook | None = None
+    on_event: EventHook | None = None
 
     def __init__(self, name: str, config: HilPeerConfig, session: HostedSession,
                  rng: random.Random, client_factory: ClientFactory,
@@ -288,6 +344,19 @@ class _Peer:
                                           bcfg.node or bcfg.browse_path or ""))
         self._to_plc = [b for b in self.bindings if b.to_plc]
         self._from_plc = [b for b in self.bindings if not b.to_plc]
+        self.faults = LinkFaults([b.name for b in self.bindings])
+        #: set when the set of link faults changed (``keep_faults`` looks again)
+        self._faults_changed = asyncio.Event()
+        #: set while the whole link is cut (the connected link ends at once), and
+        #: when a cut ends (a wait to reconnect ends at once)
+        self._cut = asyncio.Event()
+        self._uncut = asyncio.Event()
+        #: delay faults: PLC values on their way to the twin (due, seq, binding, value)
+        self._incoming: list[tuple[float, int, _Binding, ua.DataValue]] = []
+        self._incoming_wake = asyncio.Event()
+        self._seq = itertools.count()
+        #: delay faults: the frames offered lately (monotonic time, frame), oldest first
+        self._recent: deque[tuple[float, Frame]] = deque()
         for b in self._from_plc:  # no value from the PLC yet
             session.mark(b.key, _code(b.status))
 
@@ -299,6 +368,8 @@ class _Peer:
         """The latest frame of the session, for the writer (replacing one not taken)."""
         self._frame = frame
         self._fresh.set()
+        if self.faults:
+            self._keep_offered(frame)
 
     def _gone(self) -> bool:
         """Whether the session was deleted (until ``rebind`` gives another)."""
@@ -338,7 +409,12 @@ class _Peer:
             max_nodes_per_write=self.limits.max_nodes_per_write,
             publishing_interval=self.publishing_interval,
             requested_publishing_interval=self.requested_publishing,
-            bindings=tuple(b.statistics() for b in self.bindings))
+            bindings=tuple(b.statistics(self._fault_kind(b)) for b in self.bindings),
+            link_fault=self.faults.whole_link())
+
+    def _fault_kind(self, b: _Binding) -> str:
+        fault = self.faults.on(b.name) if self.faults else None
+        return "" if fault is None else str(fault.kind)
 
     # -- the link loop -------------------------------------------------------------
     async def run(self) -> None:
@@ -348,8 +424,11 @@ class _Peer:
             while True:
                 self.state = LinkState.CONNECTING
                 client: Client | None = None
-                alive = unreachable = False
+                alive = unreachable = dropped = False
                 try:
+                    cut = self.faults.link_cut()
+                    if cut is not None:  # every reconnect fails, as to a PLC gone
+                        raise _LinkCut(_cut_message(cut))
                     client = self._client_factory(self.config.endpoint, self.config.timeout)
                     await self._connect(client)
                     alive = True
@@ -358,8 +437,11 @@ class _Peer:
                         self.reconnect_count += 1
                     self._ever_connected = True
                     if failures:
-                        self._log.info("hil_recovered", attempts=failures,
-                                       down_seconds=round(time.monotonic() - (down_since or 0), 3))
+                        down = round(time.monotonic() - (down_since or 0), 3)
+                        self._log.info("hil_recovered", attempts=failures, down_seconds=down)
+                        self._event("hil_recovered", f"the link to HIL peer {self.name!r} "
+                                    f"({self.config.endpoint}) is back after {down:g} s",
+                                    SEVERITY_RECOVERED)
                     else:
                         self._log.info("hil_connected", bindings=len(self.bindings))
                     failures, down_since = 0, None
@@ -368,6 +450,7 @@ class _Peer:
                     alive = alive and not isinstance(_leaf(exc), _LinkLost | OSError)
                     # (a PLC gone or silent, rather than one that answered with a refusal)
                     unreachable = isinstance(_leaf(exc), _LinkLost | OSError)
+                    dropped = isinstance(_leaf(exc), _LinkCut)
                     offered = await self._offered(exc)
                     self._failed(exc, first=failures == 0, offered=offered)
                     await self._mark_lost()  # before closing: a hung peer's close takes a while
@@ -375,7 +458,10 @@ class _Peer:
                     down_since = down_since or time.monotonic()
                 finally:
                     if client is not None:
-                        await self._close(client, alive)
+                        if dropped:
+                            client.disconnect_socket()  # as a pulled cable: no CloseSession
+                        else:
+                            await self._close(client, alive)
                 self.state = LinkState.BACKOFF
                 await self._wait_to_retry(failures, probe=unreachable)
         finally:
@@ -387,6 +473,11 @@ class _Peer:
         and end the wait as soon as it answers, so that a PLC back from a restart
         is reconnected within about that, however long it was away."""
         delay = self._backoff(failures)
+        if self.faults.link_cut() is not None:  # cut: no probe (the PLC would answer)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._uncut.wait()  # (the cut ended: reconnect at once)
+            return
         if not probe:
             await asyncio.sleep(delay)
             return
@@ -437,6 +528,8 @@ class _Peer:
         self.last_error = message
         if first and self.state is LinkState.CONNECTED:
             self._log.error("hil_link_lost", error=message)
+            self._event("hil_link_lost", f"the link to HIL peer {self.name!r} "
+                        f"({self.config.endpoint}) was lost: {message}", SEVERITY_LINK_LOST)
         elif first:
             self._log.error("hil_connect_failed", error=message)
         else:
@@ -448,25 +541,29 @@ class _Peer:
         each with the status that says so."""
         if self._gone():  # deleted: nothing to mark until rebind() gives another
             return
-        for b in self._from_plc:
-            if b.fallback is not None:
-                if b.status == health.SUBSTITUTE:
-                    continue
-                try:
-                    stored = await self.session.write_marked(b.key, b.fallback,
-                                                             _code(health.SUBSTITUTE))
-                except ValueRejected as exc:  # coerced at start: only a model's own check
-                    self._binding_error(b, exc.status, f"fallback refused: {exc}")
-                    continue
-                self._written(b, stored, health.SUBSTITUTE)
-                b.value, b.has_value = b.fallback, True
-                b.status = health.SUBSTITUTE
-            else:
-                self._quality(b, health.LAST_USABLE if b.has_value
-                              else health.COMMUNICATION_ERROR)
-        for b in self._to_plc:
+        for b in self.bindings:
+            await self._lose(b)
+
+    async def _lose(self, b: _Binding) -> None:
+        """``b``'s link is down (the whole link's, or its own cut on purpose): its input
+        keeps its last value or takes its fallback, with the status that says so."""
+        if b.to_plc:
             if b.resolved is not None:
                 b.status = health.COMMUNICATION_ERROR
+            return
+        if b.fallback is None:
+            self._quality(b, health.LAST_USABLE if b.has_value else health.COMMUNICATION_ERROR)
+            return
+        if b.status == health.SUBSTITUTE:
+            return
+        try:
+            stored = await self.session.write_marked(b.key, b.fallback, _code(health.SUBSTITUTE))
+        except ValueRejected as exc:  # coerced at start: only a model's own check
+            self._binding_error(b, exc.status, f"fallback refused: {exc}")
+            return
+        self._written(b, stored, health.SUBSTITUTE)
+        b.value, b.has_value = b.fallback, True
+        b.status = health.SUBSTITUTE
 
     def _quality(self, b: _Binding, status: str) -> None:
         """``b``'s status is ``status`` (a StatusCode name); for a from_plc binding,
@@ -491,6 +588,126 @@ class _Peer:
             self._log.debug("hil_close_incomplete", error=repr(exc))
         finally:
             client.disconnect_socket()
+
+    # -- link faults ---------------------------------------------------------------
+    def _event(self, kind: str, message: str, severity: int) -> None:
+        if self.on_event is not None and not self._gone():
+            self.on_event(self.session.name, kind, message, severity)
+
+    async def inject(self, spec: LinkFaultSpec, *, from_config: bool = False) -> LinkFault:
+        """Start a link fault (``link_faults``); refusals change nothing."""
+        fault = self.faults.add(spec, time.monotonic(), from_config=from_config)
+        self._faults_changed.set()
+        what = fault.describe()
+        self._log.warning("hil_link_fault_injected", fault=what, from_config=from_config)
+        self._event(LINK_FAULT_INJECTED, f"link fault injected on HIL peer {self.name!r}: "
+                    f"{what}", SEVERITY_INJECTED)
+        if fault.kind is LinkFaultKind.CUT and not fault.bindings:
+            self._uncut.clear()
+            self._cut.set()  # (``_cut_watch`` ends the link now, as a real loss)
+        elif fault.kind is LinkFaultKind.CUT and not self._gone():
+            for b in self._covered(fault):
+                await self._lose(b)
+        if fault.kind is LinkFaultKind.DELAY:
+            self._recent.clear()  # (frames from before it would be sent as delayed)
+            if self._frame is not None:
+                self._keep_offered(self._frame)
+        return fault
+
+    async def clear(self, bindings: Sequence[str] = ()) -> list[LinkFault]:
+        """End the faults acting on ``bindings`` (all when empty): NotFound for a binding
+        unknown or without one."""
+        ended = self.faults.remove(bindings)
+        for fault in ended:
+            await self._end(fault, "ClearLinkFault")
+        return ended
+
+    async def keep_faults(self) -> None:
+        """Start the config's link faults, then end each whose duration runs out, until
+        cancelled (a task of ``HilMirror.run``)."""
+        for index, spec in enumerate(self.config.faults):
+            wanted = LinkFaultSpec(spec.kind, spec.delay, spec.duration, tuple(spec.bindings))
+            try:
+                await self.inject(wanted, from_config=True)
+            except Exception as exc:  # (the loader checked them: an overlap at most)
+                self._log.error("hil_link_fault_refused", index=index, error=str(exc))
+        while True:
+            self._faults_changed.clear()
+            end = self.faults.next_end()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(None if end is None
+                                           else max(end - time.monotonic(), 0.0)):
+                    await self._faults_changed.wait()
+            for fault in self.faults.expire(time.monotonic()):
+                await self._end(fault, "its duration ran out")
+
+    async def _end(self, fault: LinkFault, why: str) -> None:
+        """``fault`` ended (taken out of ``faults``): the link carries the values of now."""
+        self._faults_changed.set()
+        what = fault.describe()
+        self._log.info("hil_link_fault_cleared", fault=what, reason=why)
+        self._event(LINK_FAULT_CLEARED, f"link fault cleared on HIL peer {self.name!r} "
+                    f"({why}): {what}", SEVERITY_CLEARED)
+        if fault.kind is LinkFaultKind.CUT and not fault.bindings:
+            self._cut.clear()
+            self._uncut.set()  # the link loop reconnects at once
+            return
+        covered = set(self._covered(fault))
+        self._incoming = [item for item in self._incoming if item[2] not in covered]
+        heapq.heapify(self._incoming)
+        if self.state is LinkState.CONNECTED and not self._gone():
+            for b in covered:
+                if b.to_plc and fault.kind is LinkFaultKind.CUT and b.resolved is not None:
+                    b.status, b.value = health.WAITING, None  # sent afresh, as on a new link
+                elif not b.to_plc and b.latest is not None and b.resolved is not None:
+                    await self._apply_value(b, b.latest)  # the PLC's value of now
+        if self._frame is not None:
+            self._fresh.set()  # the writer sends the twin's values of now
+
+    def _covered(self, fault: LinkFault) -> list[_Binding]:
+        return [b for b in self.bindings if fault.covers(b.name)]
+
+    async def _cut_watch(self) -> None:
+        """End the link as soon as the whole of it is cut on purpose."""
+        await self._cut.wait()
+        cut = self.faults.link_cut()
+        raise _LinkCut(_cut_message(cut) if cut is not None else "the link was cut on purpose")
+
+    def _keep_offered(self, frame: Frame) -> None:
+        """Keep ``frame`` for the delay faults towards the PLC, and as many older ones
+        as the longest delay needs (one older than it: the value then)."""
+        now = time.monotonic()
+        offered = self._recent
+        offered.append((now, frame))
+        horizon = now - self.faults.longest_delay()
+        while len(offered) > 1 and offered[1][0] <= horizon:
+            offered.popleft()
+
+    def _delayed_frame(self, delay: float, now: float) -> Frame | None:
+        """The latest frame offered at least ``delay`` s before ``now`` (None: none)."""
+        found = None
+        for at, frame in self._recent:
+            if at > now - delay:
+                break
+            found = frame
+        return found
+
+    async def _delayed_reader(self) -> None:
+        """Apply the PLC's values held back by a delay fault once they are due."""
+        while True:
+            self._incoming_wake.clear()
+            if not self._incoming:
+                await self._incoming_wake.wait()
+                continue
+            due = self._incoming[0][0]
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(due - time.monotonic(), 0.0)):
+                    await self._incoming_wake.wait()
+            now = time.monotonic()
+            while self._incoming and self._incoming[0][0] <= now:
+                _, _, b, dv = heapq.heappop(self._incoming)
+                if not self._gone():
+                    await self._apply_value(b, dv)
 
     # -- connecting ----------------------------------------------------------------
     async def _connect(self, client: Client) -> None:
@@ -517,6 +734,11 @@ class _Peer:
             else:
                 b.resolved = None
                 self._binding_error(b, result.status, result.message)
+            b.latest = None  # (this link's subscription sends the PLC's values afresh)
+        for b in self.bindings:  # a binding cut on purpose stays down
+            fault = self.faults.on(b.name) if self.faults else None
+            if fault is not None and fault.kind is LinkFaultKind.CUT:
+                await self._lose(b)
 
     async def _subscribe(self, client: Client) -> Subscription | None:
         bindings = [b for b in self._from_plc if b.resolved is not None]
@@ -595,8 +817,10 @@ class _Peer:
             tg.create_task(self._watch(client), name=f"hil:{self.name}:watch")
             tg.create_task(self._keepalive(client), name=f"hil:{self.name}:keepalive")
             tg.create_task(self._writer(client), name=f"hil:{self.name}:writer")
+            tg.create_task(self._cut_watch(), name=f"hil:{self.name}:cut")
             if any(b.resolved is not None for b in self._from_plc):
                 tg.create_task(self._reader(client), name=f"hil:{self.name}:reader")
+                tg.create_task(self._delayed_reader(), name=f"hil:{self.name}:delayed")
 
     async def _watch(self, client: Client) -> None:
         async with client.uaclient.subscribe_state() as states:
@@ -664,7 +888,16 @@ class _Peer:
             resolved = b.resolved
             if resolved is None:
                 continue
-            value = values[index[b.key]]
+            fault = self.faults.on(b.name) if self.faults else None
+            if fault is None:
+                value = values[index[b.key]]
+            elif fault.kind is LinkFaultKind.DELAY:
+                found = self._delayed_frame(fault.delay, now)
+                if found is None:
+                    continue  # nothing offered that long ago yet
+                value = found.values[index[b.key]]
+            else:
+                continue  # frozen or cut: the PLC keeps what it has
             ok = b.status in _DELIVERED
             if ok and not changed(value, b.value, b.config.deadband):
                 continue
@@ -741,6 +974,18 @@ class _Peer:
         if b is None or self._gone():
             return
         dv = event.data.monitored_item.Value
+        b.latest = dv
+        fault = self.faults.on(b.name) if self.faults else None
+        if fault is None:
+            await self._apply_value(b, dv)
+        elif fault.kind is LinkFaultKind.DELAY:  # on its way, for ``_delayed_reader``
+            heapq.heappush(self._incoming, (time.monotonic() + fault.delay, next(self._seq),
+                                            b, dv))
+            self._incoming_wake.set()
+        # (frozen or cut: held back in ``latest`` until the fault ends)
+
+    async def _apply_value(self, b: _Binding, dv: ua.DataValue) -> None:
+        """The PLC's value ``dv`` onto ``b``'s input, with its status."""
         if not dv.StatusCode.is_good():  # the PLC says the value is not usable
             name = _status_name(dv.StatusCode)
             self._binding_error(b, name, f"the PLC reports {name} for node {b.node}; the "

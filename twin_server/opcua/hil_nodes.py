@@ -7,11 +7,14 @@
         Connected (Boolean), State (String: connecting/connected/disconnected/backoff),
         LastError (String), ReconnectCount, WritesSent, ValuesReceived (UInt64),
         RoundTripLatency, PublishingInterval (as the PLC revised it),
-        RequestedPublishingInterval (Double, ms), Endpoint, Session (String)
+        RequestedPublishingInterval (Double, ms), Endpoint, Session (String),
+        LinkFault (String: freeze, delay or cut on the whole link, "" for none)
+        InjectLinkFault, ClearLinkFault                 methods (``hil_methods``)
         Bindings/<binding>                              ns;s=HIL.<peer>.Bindings.<binding>
           Status (String: an OPC UA status code name; for a from_plc binding the
                   quality of the value its input holds), Error (String), Transfers,
-          Clamped (UInt64), SamplingInterval (Double, ms, as the PLC revised it)
+          Clamped (UInt64), SamplingInterval (Double, ms, as the PLC revised it),
+          LinkFault (String: the kind of link fault acting on it, "" for none)
 
 The nodes are built with ``NodeBatch`` and fed like the session nodes: only
 changed values, as prepared DataValues through ``write_attribute_value``, from
@@ -30,6 +33,7 @@ from asyncua import ua
 from asyncua.server.address_space import AddressSpace
 
 from twin_server.hil.health import BindingStatistics, MirrorStatistics, PeerStatistics
+from twin_server.opcua.hil_methods import HIL_METHODS
 from twin_server.opcua.nodes import NodeBatch
 from twin_server.opcua.units import engineering_units
 
@@ -60,6 +64,8 @@ PEER_VARIABLES: tuple[tuple[str, ua.VariantType, str, Callable[[PeerStatistics],
      lambda p: float(p.requested_publishing_interval)),
     ("Endpoint", _S, "The PLC's endpoint URL", lambda p: p.endpoint),
     ("Session", _S, "The session this peer mirrors", lambda p: p.session),
+    ("LinkFault", _S, "The link fault on the whole link now: freeze, delay or cut (\"\": "
+                      "none; InjectLinkFault, ClearLinkFault)", lambda p: p.link_fault),
 )
 BINDING_VARIABLES: tuple[tuple[str, ua.VariantType, str,
                                Callable[[BindingStatistics], Any]], ...] = (
@@ -73,6 +79,8 @@ BINDING_VARIABLES: tuple[tuple[str, ua.VariantType, str,
     ("SamplingInterval", _D, "from_plc: the sampling interval of the PLC node, in ms, as "
                              "the PLC revised it (0 until monitored)",
      lambda b: float(b.sampling_interval)),
+    ("LinkFault", _S, "The link fault acting on this binding now: freeze, delay or cut "
+                      "(\"\": none)", lambda b: b.link_fault),
 )
 #: the variables given EngineeringUnits ms (and AnalogItemType)
 _MS = frozenset({"RoundTripLatency", "PublishingInterval", "RequestedPublishingInterval",
@@ -86,6 +94,8 @@ class HilNodes:
     root: ua.NodeId
     peers: list[tuple[str, list[ua.NodeId], list[tuple[str, list[ua.NodeId]]]]]
     sent: dict[ua.NodeId, Any] = field(default_factory=dict)
+    #: each peer's method nodes, by peer and method name
+    methods: dict[str, dict[str, ua.NodeId]] = field(default_factory=dict)
 
     async def publish(self, aspace: AddressSpace, stats: MirrorStatistics) -> int:
         """Write the values that changed since the last publish; return how many."""
@@ -126,6 +136,7 @@ def build_hil(batch: NodeBatch, parent: ua.NodeId, stats: MirrorStatistics) -> H
     The values are those of ``stats``; ``HilNodes.publish`` keeps them current."""
     root = batch.folder(parent, HIL, HIL, "Hardware-in-the-loop links to PLCs")
     peers = []
+    methods: dict[str, dict[str, ua.NodeId]] = {}
     ms = engineering_units("ms")
     for peer in stats.peers:
         base = f"{HIL}.{peer.name}"
@@ -135,6 +146,10 @@ def build_hil(batch: NodeBatch, parent: ua.NodeId, stats: MirrorStatistics) -> H
                               description=desc, analog=name in _MS,
                               unit=ms if name in _MS else None)
                for name, vtype, desc, get in PEER_VARIABLES]
+        methods[peer.name] = {
+            m.name: batch.method(node, f"{base}.{m.name}", m.name, m.description, m.inputs,
+                                 m.outputs)
+            for m in HIL_METHODS}
         folder = batch.folder(node, f"{base}.Bindings", "Bindings",
                               "Each binding's status (for from_plc: its input's quality)")
         binding_ids = []
@@ -148,5 +163,4 @@ def build_hil(batch: NodeBatch, parent: ua.NodeId, stats: MirrorStatistics) -> H
                                analog=name in _MS, unit=ms if name in _MS else None)
                 for name, vtype, desc, get in BINDING_VARIABLES]))
         peers.append((peer.name, ids, binding_ids))
-    nodes = HilNodes(root, peers)
-    return nodes
+    return HilNodes(root, peers, methods=methods)

@@ -65,6 +65,7 @@ from twin_server.errors import (
 )
 from twin_server.logs import excerpt
 from twin_server.opcua import faults
+from twin_server.opcua.nodes import Argument
 from twin_server.opcua.runtime import Runtime
 from twin_server.opcua.status import GOOD, diagnostic, status_code, status_of
 from twin_server.opcua.tree import (
@@ -252,6 +253,9 @@ def check_arguments(spec: MethodSpec, args: Sequence[ua.Variant],
     values: list[Any] = []
     for index, (arg, variant) in enumerate(zip(spec.inputs, args, strict=False)):
         value = variant.Value
+        if arg.array:  # (InjectLinkFault's Bindings: a one-dimensional array)
+            values.append(_array(spec, index, arg, variant, limits))
+            continue
         if variant.is_array or isinstance(value, list | tuple):
             raise ArgumentError(index, TypeMismatch(
                 f"{spec.name} argument {arg.name} takes a scalar {arg.vtype.name} "
@@ -278,6 +282,25 @@ def check_arguments(spec: MethodSpec, args: Sequence[ua.Variant],
             _check_text(spec, index, value, limits)
         values.append(value)
     return values
+
+
+def _array(spec: MethodSpec, index: int, arg: Argument, variant: ua.Variant,
+           limits: LimitsConfig) -> list[Any]:
+    """An array argument's values (a null array is an empty one); String elements
+    held to the size limit, as scalars are."""
+    value = variant.Value
+    if value is None and variant.VariantType in (arg.vtype, ua.VariantType.Null):
+        return []
+    if not isinstance(value, list | tuple) or variant.VariantType != arg.vtype:
+        got = f"an array of {variant.VariantType.name}" if isinstance(value, list | tuple) \
+            else f"a scalar {variant.VariantType.name}"
+        raise ArgumentError(index, TypeMismatch(
+            f"{spec.name} argument {arg.name} takes an array of {arg.vtype.name} (got {got})"))
+    items = [("" if v is None else v) if arg.vtype is ua.VariantType.String else v
+             for v in value]
+    if arg.vtype is ua.VariantType.String:
+        _check_text(spec, index, "".join(items), limits)
+    return items
 
 
 def _shown(value: Any) -> str:

@@ -36,6 +36,7 @@ from twin_server.opcua import events as ev
 from twin_server.opcua import history_read, identity
 from twin_server.opcua.alarms import AlarmConditions
 from twin_server.opcua.faults import FaultNodes
+from twin_server.opcua.hil_methods import HilMethods
 from twin_server.opcua.hil_nodes import HilNodes, build_hil
 from twin_server.opcua.methods import ServerMethods, SessionMethods, method_statistics
 from twin_server.opcua.nodes import NodeBatch, add_reference
@@ -680,8 +681,16 @@ class OpcUaServer:
     async def add_hil(self, mirror: HilMirror) -> None:
         """Add ``HIL/<peer>`` health nodes below TwinServer."""
         batch = self._batch()
-        self._hil = build_hil(batch, self.nodeid(ROOT), mirror.statistics())
-        self._nodes += len(batch.commit(self._iserver.aspace))
+        self._hil = hil = build_hil(batch, self.nodeid(ROOT), mirror.statistics())
+        aspace = self._iserver.aspace
+        self._nodes += len(batch.commit(aspace))
+
+        async def shown() -> None:  # (a link fault's call returns with its effect shown)
+            await hil.publish(aspace, mirror.statistics())
+
+        for peer, methods in hil.methods.items():
+            for name, callback in HilMethods(mirror, peer, shown).callbacks().items():
+                aspace.add_method_callback(methods[name], callback)
 
     async def publish_hil_forever(self, mirror: HilMirror, period: float = 0.5) -> None:
         """Keep the HIL health nodes current until cancelled. (The quality of each

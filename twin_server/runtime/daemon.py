@@ -303,7 +303,7 @@ class Daemon:
                                 reason=str(exc))
             self.hil = HilMirror(config.hil, {n: r.session for n, r in self.sessions.items()},
                                  on_written=self.recording.written if self.recording else None,
-                                 trust=server.trust_list())
+                                 trust=server.trust_list(), on_event=self._hil_event)
             self._sinks.append(self.hil)
             if config.hil:
                 await server.add_hil(self.hil)
@@ -409,6 +409,11 @@ class Daemon:
             # saved Halted on its fault now: a daemon killed before the next periodic
             # save must not resume it Running into the same crash
             self._tasks.create_task(self._save_faulted(record), name=f"save-faulted:{name}")
+
+    def _hil_event(self, name: str, kind: str, message: str, severity: int) -> None:
+        """The HIL mirror's events (a link lost and back, a link fault's start and end):
+        session ``name``'s, as OPC UA events and in its event history."""
+        self._on_event(name, SessionEvent(kind, message, severity))
 
     async def _save_faulted(self, record: ServedSession) -> None:
         """Save a session that halted on a fault, unless (or until) it was deleted."""

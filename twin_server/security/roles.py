@@ -91,7 +91,7 @@ METHOD_ROLES: dict[str, Role] = {
     **{name: Role.OPERATOR for name in (
         "Start", "Suspend", "Resume", "Halt", "Reset", "Step", "SetParameters",
         "Snapshot", "Restore", "ReleaseInput", "ReleaseInputs",
-        "InjectFault", "ClearFault", "ClearFaults")},
+        "InjectFault", "ClearFault", "ClearFaults", "InjectLinkFault", "ClearLinkFault")},
     **{name: Role.ADMIN for name in (
         "CreateSession", "DeleteSession", "Fork", "DefineTwin", "RemoveTwin", "ReloadConfig")},
 }
