@@ -88,6 +88,7 @@ from twin_server.runtime.served import (
 )
 from twin_server.runtime.sinks import Pacer, Sink
 from twin_server.runtime.timers import PreciseSleep
+from twin_server.scenarios.service import ScenarioService
 from twin_server.systemd import Notifier
 
 log = structlog.get_logger(__name__)
@@ -190,6 +191,8 @@ class Daemon:
     answer_within: float = ANSWER_WITHIN
     #: client sessions being created, by name (``create_session``)
     _creating: dict[str, _Creation] = field(default_factory=dict)
+    #: RunScenario's runs (``scenarios/service.py``), from ``run``
+    scenarios: ScenarioService | None = None
 
     def __post_init__(self) -> None:
         server = self.loaded.config.server
@@ -296,8 +299,13 @@ class Daemon:
             if config.hil:
                 await server.add_hil(self.hil)
                 await self._publish_hil_sessions()
+            self.scenarios = ScenarioService(self, keep=config.server.scenario_reports)
+            scenario_nodes = await server.add_scenarios(self.scenarios)
             async with asyncio.TaskGroup() as tg:
                 self._tasks = tg
+                scenario_tasks = [
+                    tg.create_task(self.scenarios.serve(), name="scenarios"),
+                    tg.create_task(scenario_nodes.publish_forever(), name="scenario-nodes")]
                 for record in self.sessions.values():
                     record.pacer.start(tg)
                 hil_tasks = [tg.create_task(self.hil.run(), name="hil")]
@@ -345,6 +353,7 @@ class Daemon:
                 log.info("daemon_stopping")
                 await _stop_stage("creations", [c.task for c in self._creating.values()
                                                 if c.task is not None])
+                await _stop_stage("scenarios", scenario_tasks)
                 await _stop_stage("hil", hil_tasks)
                 await _with_timeout("clocks", self._stop_clocks())
                 await _with_timeout("pacers", self._stop_pacers())

@@ -135,6 +135,11 @@ class Runner:
             return None
         return self.scenario.steps[self._done]
 
+    @property
+    def steps_done(self) -> int:
+        """Steps finished so far."""
+        return self._done
+
     async def run(self) -> ScenarioResult:
         started = wallclock.perf_counter()
         self._record_sample()

@@ -4,7 +4,7 @@
     operator   also write inputs, states and parameters, RealtimeFactor, and call the
                run-control methods (Start, Suspend, Resume, Halt, Reset, Step,
                ReleaseInput, ReleaseInputs,
-               SetParameters, Snapshot, Restore)
+               SetParameters, Snapshot, Restore) and RunScenario
     admin      also create, fork and delete sessions, define and remove twins, reload
                the config, and write or call anything else
 
@@ -90,7 +90,7 @@ def role_of(user: object) -> Role:
 METHOD_ROLES: dict[str, Role] = {
     **{name: Role.OPERATOR for name in (
         "Start", "Suspend", "Resume", "Halt", "Reset", "Step", "SetParameters",
-        "Snapshot", "Restore", "ReleaseInput", "ReleaseInputs")},
+        "Snapshot", "Restore", "ReleaseInput", "ReleaseInputs", "RunScenario")},
     **{name: Role.ADMIN for name in (
         "CreateSession", "DeleteSession", "Fork", "DefineTwin", "RemoveTwin", "ReloadConfig")},
 }
