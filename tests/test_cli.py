@@ -74,9 +74,11 @@ class TestRun:
     @pytest.mark.timeout(60)
     async def test_serves_demo_and_stops_on_sigterm(self, tmp_path: Path) -> None:
         """`run` serves the demo to a real client and exits 0 on SIGTERM."""
-        env = {**os.environ, "TWIN_SERVER_LOG_LEVEL": "info"}
+        # (this checkout's package, also where another one is installed: cwd is tmp_path)
+        env = {**os.environ, "TWIN_SERVER_LOG_LEVEL": "info", "PYTHONPATH": str(ROOT)}
         proc = subprocess.Popen(
-            [*CLI, "run", str(DEMO), "--endpoint", "opc.tcp://127.0.0.1:0/twin-server"],
+            [*CLI, "run", str(DEMO), "--endpoint", "opc.tcp://127.0.0.1:0/twin-server",
+             "--web-port", "0"],
             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=tmp_path, env=env,
         )
         try:

@@ -1,6 +1,6 @@
 """The ``twin-server`` command.
 
-    twin-server run CONFIG [--endpoint URL] [--log-level LEVEL]
+    twin-server run CONFIG [--endpoint URL] [--web-port PORT] [--log-level LEVEL]
     twin-server check CONFIG [CONFIG ...]
     twin-server health [ENDPOINT] [--timeout SECONDS]
     twin-server history export DATABASE --session S --start T --end T [--path P ...]
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime
@@ -45,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="serve the twins of CONFIG over OPC UA (foreground)")
     run.add_argument("config", help="path of the TOML config file")
     run.add_argument("--endpoint", help="override server.endpoint, e.g. opc.tcp://0.0.0.0:4840/twin-server")
+    run.add_argument("--web-port", type=int, metavar="PORT",
+                     help="override web.port (0: any free port; the log's web_server_started "
+                          "says which)")
     run.add_argument("--log-level", choices=sorted(logs.LEVELS),
                      help="log level; else $TWIN_SERVER_LOG_LEVEL, else server.log_level")
 
@@ -223,6 +227,10 @@ def _run(args: argparse.Namespace) -> int:
 
     from twin_server.runtime.daemon import Daemon
 
+    if args.web_port is not None:
+        web = loaded.config.web.model_copy(update={"port": args.web_port})
+        loaded = dataclasses.replace(loaded, config=loaded.config.model_copy(
+            update={"web": web}))
     daemon = Daemon(loaded, endpoint=args.endpoint)
     try:
         _run_loop(daemon.run(install_signal_handlers=True))

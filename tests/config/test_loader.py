@@ -146,7 +146,7 @@ class TestSchemaErrors:
             pytest.param(
                 "[serv]\n",
                 "",
-                "unknown key 'serv' (allowed: server, twins, sessions, hil, history); "
+                "unknown key 'serv' (allowed: server, twins, sessions, hil, history, web, faces); "
                 "did you mean 'server'?",
                 id="unknown-top-level-key",
             ),

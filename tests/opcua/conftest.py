@@ -198,8 +198,10 @@ async def run_daemon(config: str, state_dir: Path | None = None, *,
         # processes costs 0.5-2.5 s a daemon (tests/test_workers.py runs them)
         update["workers"] = 0
     server = loaded.config.server.model_copy(update=update)
+    # (a web front on a free port: the demo's 8080 may be taken)
+    web = loaded.config.web.model_copy(update={"port": 0})
     loaded = dataclasses.replace(loaded, config=loaded.config.model_copy(
-        update={"server": server}))
+        update={"server": server, "web": web}))
     daemon = Daemon(loaded, endpoint="opc.tcp://127.0.0.1:0/twin-server")
     try:
         task = await start_daemon(daemon, READY_TIMEOUT if timeout is None else timeout)

@@ -41,7 +41,8 @@ class TestTree:
             "State", "SimTime", "StepCount", "StepsRemaining", "StepSize", "RealtimeFactor",
             "ForcedInputs", "Diagnostics",
             "Step", "SetParameters", "Snapshot", "Restore", "Fork", "ReleaseInput",
-            "ReleaseInputs", "Components"}
+            "ReleaseInputs", "Components", "InjectFault", "ClearFault", "ClearFaults",
+            "Faults"}
         for name, node in children.items():
             assert node.nodeid == ua.NodeId(f"Sessions.tank.{name}", served.ns)
             namespace = 0 if name in standard else served.ns

@@ -373,6 +373,21 @@ class HistoryConfig(SessionHistoryConfig):
                                   "and resume every session from its snapshot")
 
 
+class FaultConfig(_Frozen):
+    """A fault the session has from every Reset on (``[[sessions.<s>.faults]]``); its
+    kind, parameters and target are checked against the twin when the config compiles
+    (``runtime.compile``: the engine's ``engine.faults`` rules)."""
+
+    target: str = Field(description="component.Inputs.name or component.Outputs.name")
+    kind: Literal["stuck", "offset", "drift", "noise", "spike", "quantise", "delay",
+                  "dropout"]
+    parameters: dict[Name, float] = Field(
+        default_factory=dict, description="the kind's numbers, e.g. { sigma = 0.01, seed = 7 }")
+    duration: float | None = Field(
+        None, ge=0, description="simulated seconds from each Reset; none: until cleared")
+    id: Name | None = Field(None, description="its name under Faults (default f1, f2, ...)")
+
+
 class SessionConfig(_Frozen):
     """A session that the daemon creates at start (and never expires)."""
 
@@ -395,6 +410,35 @@ class SessionConfig(_Frozen):
     alarms: dict[Name, AlarmConfig] = Field(
         default_factory=dict,
         description="alarms of this session: each replaces the twin's of its name, or adds one")
+    faults: list[FaultConfig] = Field(
+        default_factory=list, description="faults injected at start and at every Reset "
+                                          "([[sessions.<name>.faults]])")
+
+
+class WebConfig(_Frozen):
+    """The REST API and the dashboard (``twin_server/web``): off unless enabled, on
+    loopback by default; the same users, roles and anonymous access as OPC UA."""
+
+    enabled: bool = Field(False, description="serve the REST API and the dashboard")
+    host: str = Field("127.0.0.1", min_length=1,
+                      description="the address to listen on (127.0.0.1: this machine only)")
+    port: int = Field(8080, ge=0, le=65_535, description="the TCP port (0: any free one)")
+    token_lifetime: float = Field(
+        3600.0, gt=0, le=30 * 86_400,
+        description="seconds a token from POST /api/login stays valid")
+
+
+class FaceConfig(_Frozen):
+    """A machine face (README, "Machine faces"): a real machine's own address space,
+    from its NodeSet2 files, served beside the twin tree."""
+
+    nodesets: Annotated[tuple[Annotated[str, StringConstraints(min_length=1)], ...],
+                        BeforeValidator(lambda v: tuple(v) if isinstance(v, list) else v)
+                        ] = Field(
+        min_length=1,
+        description="NodeSet2 XML files, relative to the config file's folder: the "
+                    "companion specifications the machine's model requires and the "
+                    "model itself, in any order (sorted by their RequiredModels)")
 
 
 class Config(_Frozen):
@@ -408,6 +452,11 @@ class Config(_Frozen):
     history: HistoryConfig = Field(
         default_factory=HistoryConfig,
         description="the history store and recording defaults ([history])")
+    web: WebConfig = Field(default_factory=WebConfig,
+                           description="the REST API and the dashboard ([web])")
+    faces: dict[Name, FaceConfig] = Field(
+        default_factory=dict, description="machine faces: NodeSet2 address spaces served "
+                                          "beside the twin tree")
 
 
 # -- hardware in the loop ------------------------------------------------------------

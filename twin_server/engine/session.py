@@ -93,8 +93,10 @@ from typing import Any, Protocol
 
 import structlog
 
+from twin_server.engine import faults as _faults
 from twin_server.engine.alarms import AlarmDefinition, AlarmSet, AlarmState
 from twin_server.engine.alarms import merge as merge_alarms
+from twin_server.engine.faults import FaultSpec, FaultState
 from twin_server.engine.snapshot import SNAPSHOT_FORMAT, SessionSnapshot
 from twin_server.engine.state import (
     SEVERITY_CHANGE,
@@ -111,6 +113,7 @@ from twin_server.engine.state import (
 )
 from twin_server.engine.twin import TwinDefinition
 from twin_server.errors import (
+    AlreadyExists,
     ConfigError,
     InvalidArgument,
     InvalidState,
@@ -240,6 +243,19 @@ class Session:
         #: released, all of them by Reset, others by Restore): compare, do not do sums
         self.forces = 0
         self.fault: SessionFault | None = None
+        #: moves whenever the set of injected faults changes (``engine.faults``)
+        self.fault_changes = 0
+        #: the injected faults by id, in the order they apply (``engine.faults``)
+        self._faults: dict[str, _faults.Active] = {}
+        #: by component index: the faults on its inputs, on its outputs
+        self._fault_in: dict[int, list[_faults.Active]] = {}
+        self._fault_out: dict[int, list[_faults.Active]] = {}
+        #: by component index: the model's own outputs of a component with faulted ones
+        self._true: dict[int, Mapping[str, Value]] = {}
+        #: the first tick at which a fault with a duration ends (None: none will)
+        self._next_end: int | None = None
+        #: the last automatic fault id's number (f1, f2, ...)
+        self._fault_seq = 0
         self._listeners: list[Listener] = []
         #: where the index of the component being stepped is stored (module docstring)
         self._progress: Progress = progress if progress is not None else [0]
@@ -259,6 +275,7 @@ class Session:
         self._by_name: dict[str, _Component] = {}
         try:
             self._construct(twin, settings)
+            self._inject_configured()
         except SessionFault as exc:
             if keep_faulted and exc is self.fault:  # (Halted on it by _initialise)
                 return
@@ -285,6 +302,7 @@ class Session:
             self._names.append((comp, tuple(
                 tuple(v.name for v in comp.model.variables if v.kind is kind)
                 for kind in _KIND_ORDER)))
+        self._positions = {key: i for i, key in enumerate(self._keys)}
         overrides = self._validate_overrides(settings.parameters or {})
         for comp in self._components:
             comp.parameters.update(overrides.get(comp.name, {}))
@@ -493,6 +511,9 @@ class Session:
                 comp.inputs[name] = self._outputs[src][port]
             else:
                 comp.inputs[name] = comp.defaults[name]
+        faults = self._fault_in.get(comp.index)
+        if faults:
+            self._fault_inputs(comp, faults, self.step_count, in_tick=False)
 
     # -- introspection ---------------------------------------------------------------
 
@@ -603,6 +624,10 @@ class Session:
             if newly_forced:  # a HIL binding rewrites its inputs every cycle: keep that cheap
                 self._replan(comp)
                 self.forces += 1
+            if self._fault_in:
+                faults = self._fault_in.get(comp.index)
+                if faults:
+                    self._fault_inputs(comp, faults, self.step_count, in_tick=False)
         elif kind is Kind.STATE:
             if comp.stand_in:
                 raise InvalidState(
@@ -779,6 +804,219 @@ class Session:
             self.version += 1
         return checked
 
+    # -- injected faults (engine.faults) ------------------------------------------------
+
+    def inject_fault(self, spec: FaultSpec) -> str:
+        """Inject a fault from now on (any run state); returns its id.
+
+        InvalidArgument for a malformed spec (kind, parameters, duration, id, a kind
+        that does not fit the variable's type), NotFound for an unknown component or
+        variable, AlreadyExists for an id in use; nothing changes on a refusal. Emits
+        ``fault_injected``."""
+        self._require_open("InjectFault")
+        active = self._make_fault(spec, from_config=False)
+        self._add_faults([active])
+        return active.id
+
+    def clear_fault(self, fault_id: str) -> None:
+        """End one injected fault now (NotFound naming the active ones); emits
+        ``fault_cleared``."""
+        self._require_open("ClearFault")
+        active = self._faults.get(fault_id) if isinstance(fault_id, str) else None
+        if active is None:
+            raise NotFound(
+                f"session {self.name!r} has no active fault {excerpt(str(fault_id), 100)!r} "
+                f"(active: {', '.join(self._faults) or 'none'})")
+        del self._faults[fault_id]
+        self._faults_changed()
+        self._announce_faults([active], [], "by ClearFault")
+
+    def clear_faults(self) -> list[str]:
+        """End every injected fault now; their ids (in the order they applied)."""
+        self._require_open("ClearFaults")
+        cleared = self._drop_faults()
+        self._announce_faults(cleared, [], "by ClearFaults")
+        return [a.id for a in cleared]
+
+    def faults(self) -> list[FaultState]:
+        """The active faults, in the order they apply."""
+        self._require_open("read faults")
+        return [a.state(self.step_size, self.step_count) for a in self._faults.values()]
+
+    def quality(self) -> dict[int, int]:
+        """The OPC UA StatusCode of every value that is not Good, by its index in
+        ``variables()``: those of a dropout (``faults.BAD_SENSOR_FAILURE``)."""
+        if not self._faults:
+            return {}
+        tick = self.step_count
+        return {
+            self._positions[VarKey(self._components[a.component].name, a.var_kind, a.name)]:
+                _faults.BAD_SENSOR_FAILURE
+            for a in self._faults.values()
+            if a.kind is _faults.FaultKind.DROPOUT and a.acts(tick)
+        }
+
+    def _make_fault(self, spec: FaultSpec, *, from_config: bool) -> _faults.Active:
+        if not isinstance(spec, FaultSpec):
+            raise InvalidArgument(
+                f"session {self.name!r}: expected a FaultSpec (got {type(spec).__name__})")
+        if not isinstance(spec.target, str):
+            raise InvalidArgument(f"a fault's target is a string (got {spec.target!r})")
+        _faults.check_spec(spec)
+        cname, kind, vname = _faults.parse_target(spec.target)
+        comp = self._component(cname)
+        var = self._variable(comp, kind, vname)
+        target = f"{cname}.{kind.folder}.{vname}"
+        fault_id, seq = spec.id, self._fault_seq
+        if fault_id and fault_id in self._faults:
+            raise AlreadyExists(
+                f"session {self.name!r} has an active fault {fault_id!r} already "
+                f"({_faults.describe(self._faults[fault_id])}); clear it first or pick "
+                f"another id")
+        while not fault_id or fault_id in self._faults:
+            seq += 1
+            fault_id = f"f{seq}"
+        if kind is Kind.OUTPUT:
+            shown = self._outputs[comp.index][vname]
+            true = self._true.get(comp.index, self._outputs[comp.index])[vname]
+        else:
+            shown = comp.inputs[vname]
+            true = self._true_input(comp, vname, in_tick=False)
+        # (the value entering this fault: what the ones before it on the variable give)
+        entering = shown if any(a.target == target for a in self._faults.values()) else true
+        active = _faults.make_active(
+            spec, fault_id=fault_id, component=comp.index, var_kind=kind, name=vname,
+            target=target, variable=var, start=self.step_count, step_size=self.step_size,
+            shown=shown, true=entering, from_config=from_config)
+        self._fault_seq = seq
+        return active
+
+    def _add_faults(self, added: list[_faults.Active]) -> None:
+        for active in added:
+            self._faults[active.id] = active
+        self._faults_changed()
+        self._announce_faults([], added, "")
+
+    def _drop_faults(self) -> list[_faults.Active]:
+        """Take every fault out (no events); the ones there were."""
+        cleared = list(self._faults.values())
+        if cleared:
+            self._faults.clear()
+            self._faults_changed()
+        return cleared
+
+    def _inject_configured(self) -> None:
+        """The faults of the config (``settings.faults``), from now on."""
+        if self.settings.faults and self.fault is None:
+            self._add_faults([self._make_fault(spec, from_config=True)
+                              for spec in self.settings.faults])
+
+    def _restore_faults(self, snapshot: SessionSnapshot
+                        ) -> tuple[list[_faults.Active], list[_faults.Active]]:
+        """Take ``snapshot``'s faults; (those that ended, those that started) by it."""
+        before = self._faults
+        self._faults = {}
+        self._true = {}
+        self._fault_in, self._fault_out = {}, {}
+        for saved in getattr(snapshot, "faults", ()):
+            active = _faults.from_snapshot(saved)
+            self._faults[active.id] = active
+        self._fault_seq = getattr(snapshot, "fault_seq", 0)
+        self._faults_changed()
+        now = self._faults
+
+        def same(a: _faults.Active, b: _faults.Active | None) -> bool:
+            return b is not None and (a.target, a.kind, a.start) == (b.target, b.kind, b.start)
+
+        return ([a for a in before.values() if not same(a, now.get(a.id))],
+                [a for a in now.values() if not same(a, before.get(a.id))])
+
+    def _faults_changed(self) -> None:
+        """Rebuild the per-component lists after ``_faults`` changed and show the
+        values as they are now (outputs and inputs)."""
+        fault_in: dict[int, list[_faults.Active]] = {}
+        fault_out: dict[int, list[_faults.Active]] = {}
+        for active in self._faults.values():
+            into = fault_in if active.var_kind is Kind.INPUT else fault_out
+            into.setdefault(active.component, []).append(active)
+            if active.var_kind is Kind.OUTPUT and active.component not in self._true:
+                self._true[active.component] = self._outputs[active.component]
+        for index in [i for i in self._true if i not in fault_out]:
+            self._outputs[index] = self._true.pop(index)
+        # (inputs fed by a faulted output, or faulted themselves, show it at once)
+        refresh = (range(len(self._components)) if fault_out or self._fault_out
+                   else {*self._fault_in, *fault_in})
+        self._fault_in, self._fault_out = fault_in, fault_out
+        ends = [a.end for a in self._faults.values() if a.end is not None]
+        self._next_end = min(ends) if ends else None
+        tick = self.step_count
+        for index, faults in fault_out.items():
+            self._outputs[index] = self._faulted_outputs(self._true[index], faults, tick)
+        for index in refresh:
+            self._refresh_inputs(self._components[index])
+        self.fault_changes += 1
+        self.version += 1
+
+    def _faulted_outputs(self, true: Mapping[str, Value], faults: list[_faults.Active],
+                         tick: int) -> dict[str, Value]:
+        shown = dict(true)
+        dt = self.step_size
+        for active in faults:
+            name = active.name
+            value = shown[name]
+            active.observe(tick, value)
+            shown[name] = active.apply(value, tick, dt)
+        return shown
+
+    def _fault_inputs(self, comp: _Component, faults: list[_faults.Active], tick: int, *,
+                      in_tick: bool) -> None:
+        """Set ``comp``'s faulted inputs to what the faults make of their true values
+        (in a tick a connected one was just read; between ticks it is read here)."""
+        inputs = comp.inputs
+        dt = self.step_size
+        seen: set[str] = set()
+        for active in faults:
+            name = active.name
+            if name not in seen:
+                seen.add(name)
+                inputs[name] = self._true_input(comp, name, in_tick=in_tick)
+            value = inputs[name]
+            active.observe(tick, value)
+            inputs[name] = active.apply(value, tick, dt)
+
+    def _true_input(self, comp: _Component, name: str, *, in_tick: bool) -> Value:
+        if name in comp.forced:
+            return comp.forced[name]
+        link = comp.connected.get(name)
+        if link is None:
+            return comp.defaults[name]
+        return comp.inputs[name] if in_tick else self._outputs[link[0]][link[1]]
+
+    def _expire_faults(self) -> None:
+        tick = self.step_count
+        ended = [a for a in self._faults.values() if a.end is not None and a.end <= tick]
+        for active in ended:
+            del self._faults[active.id]
+        self._faults_changed()
+        self._announce_faults(ended, [], "")
+
+    def _announce_faults(self, ended: list[_faults.Active], started: list[_faults.Active],
+                         cause: str) -> None:
+        at = f"at t={self.sim_time:g} s (tick {self.step_count})"
+        for active in ended:
+            how = (f"cleared {cause}" if cause else
+                   f"ended after its {active.duration:g} s")
+            self._emit(_faults.FAULT_CLEARED,
+                       f"fault {active.id!r} ({_faults.describe(active)}) {how} {at}",
+                       _faults.SEVERITY_CLEARED)
+        for active in started:
+            source = " (from the config)" if active.from_config else ""
+            how = f" {cause}" if cause else ""
+            self._emit(_faults.FAULT_INJECTED,
+                       f"fault {active.id!r} injected{source}{how}: "
+                       f"{_faults.describe(active)} {at}",
+                       _faults.SEVERITY_INJECTED)
+
     # -- snapshot, restore, fork, close ------------------------------------------------
 
     @property
@@ -823,8 +1061,11 @@ class Session:
             pending=tuple(dict(c.pending) for c in comps),
             forced=tuple(dict(c.forced) for c in comps),
             inputs=tuple(dict(c.inputs) for c in comps),
-            outputs=tuple(dict(o) for o in self._outputs),
+            # (the models' own outputs: the faults are applied to them again on Restore)
+            outputs=tuple(dict(self._true.get(i, o)) for i, o in enumerate(self._outputs)),
             alarms=self.alarms.snapshot() if self.alarms else None,
+            faults=tuple(_faults.snapshot_of(a) for a in self._faults.values()),
+            fault_seq=self._fault_seq,
         )
 
     def restore(self, snapshot: SessionSnapshot) -> None:
@@ -874,6 +1115,7 @@ class Session:
         self.step_count = snapshot.step_count
         self.realtime_factor = snapshot.realtime_factor
         self.fault = None
+        ended, started = self._restore_faults(snapshot)
         self.state = RunState.READY if snapshot.state is RunState.READY else RunState.SUSPENDED
         self.version += 1
         self._emit(
@@ -885,6 +1127,7 @@ class Session:
         for changed in self.alarms.restore(getattr(snapshot, "alarms", None), self.sim_time,
                                            self.step_count):
             self._emit_alarm(changed)
+        self._announce_faults(ended, started, "by Restore")
 
     def fork(self, name: str, settings: SessionSettings | None = None) -> Session:
         """A new session of the same twin in exactly this session's current state, in
@@ -1035,6 +1278,8 @@ class Session:
             self.forces += 1
         self.fault = None
         self.version += 1
+        cleared = self._drop_faults()
+        self._fault_seq = 0
         self._initialise()
         self.state = RunState.READY
         self._duration_sum = self._duration_max = 0.0
@@ -1047,6 +1292,8 @@ class Session:
         self._emit("reset", message, SEVERITY_INFO)
         for changed in self.alarms.reset():
             self._emit_alarm(changed)
+        self._announce_faults(cleared, [], "by Reset")
+        self._inject_configured()
 
     def step(self, count: int = 1) -> None:
         """Take ``count`` ticks now (Ready or Suspended; ends Suspended): ``begin_step``
@@ -1148,6 +1395,7 @@ class Session:
         outputs = self._outputs
         isfinite = math.isfinite
         progress = self._progress
+        fault_in, fault_out = self._fault_in, self._fault_out
         index = 0
         out: Any = None
         started = time.perf_counter()
@@ -1159,11 +1407,17 @@ class Session:
                 progress[0] = index
                 for name, src, port in links:
                     inputs[name] = outputs[src][port]
+                if fault_in and index in fault_in:
+                    self._fault_inputs(self._components[index], fault_in[index], k,
+                                       in_tick=True)
                 out = None
                 out = step(t, dt, inputs)
                 for name in checked:
                     if not isfinite(out[name]):
                         raise _NonFinite(name, out[name])
+                if fault_out and index in fault_out:
+                    self._true[index] = out
+                    out = self._faulted_outputs(out, fault_out[index], k + 1)
                 outputs[index] = out
         except Exception as exc:
             self.version += 1
@@ -1175,6 +1429,8 @@ class Session:
         elapsed = time.perf_counter() - started
         self.step_count = k + 1
         self.version += 1
+        if self._next_end is not None and k + 1 >= self._next_end:
+            self._expire_faults()
         if self.alarms:
             for changed in self.alarms.evaluate(self.read, k + 1, (k + 1) * dt):
                 self._emit_alarm(changed)

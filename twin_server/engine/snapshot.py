@@ -41,6 +41,10 @@ class SessionSnapshot:
     #: the alarms' conditions (``engine.alarms.AlarmsSnapshot``; None: none, or a
     #: snapshot from before alarms)
     alarms: Any = None
+    #: the injected faults, each with its state (``engine.faults.snapshot_of``), and
+    #: the last automatic fault id's number (a snapshot of an older version has none)
+    faults: tuple[dict[str, Any], ...] = ()
+    fault_seq: int = 0
 
     @property
     def sim_time(self) -> float:

@@ -46,6 +46,8 @@ class SessionSettings:
     #: alarms by name that replace the twin's of that name, or add to them
     #: (``engine.alarms.AlarmDefinition``)
     alarms: Mapping[str, Any] | None = None
+    #: faults (``engine.faults.FaultSpec``) active from every Reset on (the config's)
+    faults: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,8 @@
 Session: Start, Suspend, Resume, Halt, Reset([Parameters]), Step(Count),
 SetParameters(Parameters), Snapshot() -> SnapshotId, Restore(SnapshotId),
 Fork(Name, RealtimeFactor) -> SessionNodeId, ReleaseInput(Name),
-ReleaseInputs() -> Released.
+ReleaseInputs() -> Released, InjectFault(Target, Kind, Parameters, [Duration], [Id])
+-> FaultId, ClearFault(Id), ClearFaults() -> Cleared (``faults.py``).
 TwinServer: CreateSession(Twin, Name, Parameters) -> SessionNodeId,
 DeleteSession(Name), DefineTwin(Definition) -> TwinNodeId, RemoveTwin(Name).
 
@@ -43,7 +44,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from asyncua import ua
@@ -51,7 +52,6 @@ from asyncua import ua
 from twin_server.config.nesting import MAX_DEPTH, TooDeep, json_too_deep, toml_too_deep
 from twin_server.config.security import LimitsConfig
 from twin_server.engine.manager import parse_parameters
-from twin_server.engine.session import VarKey
 from twin_server.errors import (
     AlreadyExists,
     ConfigError,
@@ -59,30 +59,28 @@ from twin_server.errors import (
     InvalidArgument,
     NotFound,
     NotSupported,
-    OutOfRange,
     TwinServerError,
     TypeMismatch,
     ValueRejected,
 )
 from twin_server.logs import excerpt
-from twin_server.models.base import Kind
+from twin_server.opcua import faults
 from twin_server.opcua.runtime import Runtime
 from twin_server.opcua.status import GOOD, diagnostic, status_code, status_of
 from twin_server.opcua.tree import (
-    MAX_REALTIME_FACTOR,
-    MAX_STEP_COUNT,
     METHODS,
     SERVER_METHODS,
     MethodSpec,
 )
+from twin_server.runtime import checks
 from twin_server.runtime.host import HostedSession
 
 log = structlog.get_logger(__name__)
 
-#: seconds a Step call waits for its ticks before it answers (the Step runs on in
-#: the background): well under the 1 s in which asyncua's client expects its
-#: keep-alive read answered, which waits behind this call on the same connection
-STEP_WAIT = 0.5
+T = TypeVar("T")
+
+#: seconds a Step call waits for its ticks before it answers (``runtime/checks.py``)
+STEP_WAIT = checks.STEP_WAIT
 
 _INTEGER_TYPES = frozenset({
     ua.VariantType.SByte, ua.VariantType.Byte, ua.VariantType.Int16, ua.VariantType.UInt16,
@@ -322,6 +320,15 @@ def _count(spec: MethodSpec) -> str:
     return f"{most - spec.optional} to {most}" if spec.optional else str(most)
 
 
+def _argument(index: int, check: Callable[[Any], T], value: Any) -> T:
+    """``check(value)`` (a shared check, ``runtime/checks.py``), its refusal that of
+    argument ``index``."""
+    try:
+        return check(value)
+    except TwinServerError as exc:
+        raise ArgumentError(index, exc) from None
+
+
 def _parameters(text: str, index: int = 0) -> dict[str, dict[str, Any]]:
     try:
         # (check_arguments held the text to max_nesting_depth, at most MAX_DEPTH)
@@ -378,6 +385,9 @@ class SessionMethods(_Counted):
             "Snapshot": (self._snapshot, None),
             "Restore": (self._restore, _restore_refusals),
             "Fork": (self._fork, _fork_refusals),
+            "InjectFault": (self._inject_fault, None),
+            "ClearFault": (self._clear_fault, _not_found_refusals),
+            "ClearFaults": (self._clear_faults, None),
         }
         callbacks: dict[str, MethodCallback] = {}
         for spec in METHODS:
@@ -408,11 +418,8 @@ class SessionMethods(_Counted):
         await self._released()
 
     async def _release_input(self, name: str) -> None:
-        component, dot, variable = name.partition(".")
-        if not dot or not component or not variable or "." in variable:
-            raise ArgumentError(0, InvalidArgument(
-                f"ReleaseInput Name is component.input, e.g. tank.inflow (got {name!r})"))
-        if await self.session.release(VarKey(component, Kind.INPUT, variable)):
+        key = _argument(0, checks.input_key, name)
+        if await self.session.release(key):
             await self._released()
 
     async def _release_inputs(self) -> list[ua.Variant]:
@@ -430,9 +437,7 @@ class SessionMethods(_Counted):
         await self.session.set_parameters(_parameters(parameters))
 
     async def _step(self, count: int) -> None:
-        if not 1 <= count <= MAX_STEP_COUNT:
-            raise ArgumentError(0, OutOfRange(
-                f"Step Count must be within [1, {MAX_STEP_COUNT}] (got {count})"))
+        _argument(0, checks.step_count, count)
         # it steps in the background, in slices (runtime/stepping.py); the call
         # answers once it is done, or after STEP_WAIT with the Step running on
         await self.session.step(count, wait=STEP_WAIT)
@@ -445,14 +450,32 @@ class SessionMethods(_Counted):
         await self._need_runtime("Restore").restore_snapshot(self.session.name, snapshot_id)
 
     async def _fork(self, name: str, realtime_factor: float) -> list[ua.Variant]:
-        if not 0.0 <= realtime_factor <= MAX_REALTIME_FACTOR:  # also refuses NaN
-            raise ArgumentError(1, OutOfRange(
-                f"Fork RealtimeFactor must be within [0, {MAX_REALTIME_FACTOR:g}] "
-                f"(got {realtime_factor}); 0 runs as fast as possible"))
+        _argument(1, checks.fork_factor, realtime_factor)
         runtime = self._need_runtime("Fork")
         child = await runtime.fork_session(self.session.name, name, realtime_factor)
         assert self._session_nodeid is not None
         return [ua.Variant(self._session_nodeid(child.name), ua.VariantType.NodeId)]
+
+
+    async def _inject_fault(self, target: str, kind: str, parameters: str,
+                            duration: float = 0.0, fault_id: str = "") -> list[ua.Variant]:
+        try:
+            injected = await faults.inject(self.session, target, kind, parameters,
+                                           duration, fault_id)
+        except faults.ArgumentRefused as exc:
+            raise ArgumentError(exc.index, exc.error) from None
+        return [ua.Variant(injected, ua.VariantType.String)]
+
+    async def _clear_fault(self, fault_id: str) -> None:
+        await self.session.clear_fault(fault_id)
+
+    async def _clear_faults(self) -> list[ua.Variant]:
+        cleared = await self.session.clear_faults()
+        return [ua.Variant(cleared, ua.VariantType.String, is_array=True)]
+
+
+def _not_found_refusals(exc: TwinServerError) -> int | None:
+    return 0 if isinstance(exc, NotFound) else None
 
 
 def _value_refusals(exc: TwinServerError) -> int | None:
@@ -511,10 +534,7 @@ class ServerMethods(_Counted):
         await self._runtime.delete_session(name)
 
     async def _define(self, definition: str) -> list[ua.Variant]:
-        if not definition.strip():
-            raise ArgumentError(0, InvalidArgument(
-                "DefineTwin takes a twin in TOML, e.g. [twins.tank] with "
-                "[twins.tank.components.tank] model = \"water_tank\" (got an empty text)"))
+        _argument(0, checks.definition, definition)
         try:
             twin = await self._runtime.define_twin(definition)
         except ConfigErrors as group:

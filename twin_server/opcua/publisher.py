@@ -49,6 +49,7 @@ from asyncua.server.address_space import AddressSpace
 
 from twin_server.engine.session import VarKey
 from twin_server.errors import NotFound
+from twin_server.opcua.faults import FaultNodes
 from twin_server.opcua.patches import fastpath
 from twin_server.opcua.patches.fastpath import data_value
 from twin_server.opcua.tree import SessionNodes, scalar_values
@@ -131,6 +132,10 @@ class PublishTarget:
     #: moves (``server.py``: asks the session which, writes ForcedInputs)
     forces: int | None = None
     on_forces: Callable[[], Awaitable[None]] | None = None
+    #: the frame's ``faults`` last shown, and what shows the session's Faults
+    #: (``opcua/faults.py``): ``sync`` when it moves, ``show`` with every frame
+    faults: int | None = None
+    fault_nodes: FaultNodes | None = None
 
     def __post_init__(self) -> None:
         self.sent_scalars = [_UNSENT] * len(self.nodes.scalars)
@@ -249,6 +254,12 @@ class Publisher:
                     and not target.removed:
                 target.forces = frame.forces  # (rare: a write, a release, a reset)
                 await target.on_forces()
+            fault_nodes = target.fault_nodes
+            if fault_nodes is not None and not target.removed:
+                if frame.faults != target.faults:  # (rare: an inject, a clear, a reset)
+                    target.faults = frame.faults
+                    await fault_nodes.sync()
+                await fault_nodes.show(frame)
             self._cycles += 1
             self._values += written
             self._last_cycle = time.perf_counter() - started

@@ -28,13 +28,14 @@ from asyncua import Server, ua
 from twin_server.config.schema import ServerConfig
 from twin_server.engine.session import RunState, SessionEvent, VarKey
 from twin_server.engine.twin import TwinDefinition
-from twin_server.errors import NotFound, OutOfRange, TypeMismatch
+from twin_server.errors import NotFound
 from twin_server.hil import HilMirror
 from twin_server.history import HistoryStore
 from twin_server.models.base import DataType, Kind, Variable
 from twin_server.opcua import events as ev
 from twin_server.opcua import history_read, identity
 from twin_server.opcua.alarms import AlarmConditions
+from twin_server.opcua.faults import FaultNodes
 from twin_server.opcua.hil_nodes import HilNodes, build_hil
 from twin_server.opcua.methods import ServerMethods, SessionMethods, method_statistics
 from twin_server.opcua.nodes import NodeBatch, add_reference
@@ -46,7 +47,6 @@ from twin_server.opcua.runtime import Runtime
 from twin_server.opcua.scenario_nodes import ScenarioNodes
 from twin_server.opcua.tree import (
     BUILD_STEP,
-    MAX_REALTIME_FACTOR,
     ROOT,
     SESSIONS,
     TWINS,
@@ -58,6 +58,7 @@ from twin_server.opcua.tree import (
 )
 from twin_server.opcua.worker_nodes import WorkerNodes, build_session_health, build_workers
 from twin_server.opcua.writes import TwinAttributeService, WriteTarget, session_of
+from twin_server.runtime import checks
 from twin_server.runtime.clock import TICKS
 from twin_server.runtime.collector import collector_paused
 from twin_server.runtime.host import Frame, HostedSession, HostStatistics
@@ -357,6 +358,10 @@ class OpcUaServer:
             history_read.mark_event_history(aspace, [nodes.root])
         target = PublishTarget(session, nodes)
         target.on_forces = _forces_shower(session, nodes, aspace)
+        target.fault_nodes = FaultNodes(
+            aspace, self._batch, session, nodes.root, nodes.all,
+            lambda path: self.session_nodeid(session.name, f"Components.{path}"),
+            self._iserver.node_mgt_service.delete_nodes)
         publisher = self._publisher
 
         async def changed() -> None:
@@ -804,10 +809,7 @@ def _each(items: Iterable[T], action: Callable[[T], object],
 
 def _writer(server: OpcUaServer, session: HostedSession, key: VarKey) -> Any:
     async def write(value: Any) -> Any:
-        stored = await session.write(key, value)
-        if server.on_written is not None:
-            server.on_written(session.name, key, stored, "client")
-        return stored
+        return await checks.write_value(session, key, value, server.on_written)
     return write
 
 
@@ -839,11 +841,7 @@ def _remember(target: PublishTarget, index: int) -> Any:
 
 def _realtime_factor_writer(session: HostedSession) -> Any:
     async def write(value: Any) -> float:
-        if not isinstance(value, float):
-            raise TypeMismatch(f"RealtimeFactor takes a Double (got {value!r})")
-        if not 0.0 <= value <= MAX_REALTIME_FACTOR:  # also refuses NaN
-            raise OutOfRange(f"RealtimeFactor must be within [0, {MAX_REALTIME_FACTOR:g}] "
-                             f"(got {value}); 0 runs as fast as possible")
-        await session.set_realtime_factor(value)
-        return value
+        factor = checks.realtime_factor(value)
+        await session.set_realtime_factor(factor)
+        return factor
     return write

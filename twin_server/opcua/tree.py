@@ -49,6 +49,7 @@ from twin_server.opcua.program import (
 )
 from twin_server.opcua.ranges import parameter_ranges
 from twin_server.opcua.units import engineering_units
+from twin_server.runtime import checks
 from twin_server.runtime.clock import ClockStatistics
 from twin_server.runtime.host import Frame, HostedSession
 
@@ -56,10 +57,9 @@ ROOT = "TwinServer"
 TWINS = "Twins"
 SESSIONS = "Sessions"
 
-#: highest real-time factor a client may set (as the config allows)
-MAX_REALTIME_FACTOR = 1000.0
-#: most ticks one Step call may take
-MAX_STEP_COUNT = 1_000_000
+# (the limits clients are held to: shared with the web front, ``runtime/checks.py``)
+MAX_REALTIME_FACTOR = checks.MAX_REALTIME_FACTOR
+MAX_STEP_COUNT = checks.MAX_STEP_COUNT
 #: the data types whose variables are analog items (BaseAnalogType, or AnalogItemType
 #: with an EURange where their range is finite)
 NUMERIC = frozenset({DataType.DOUBLE, DataType.INT32})
@@ -208,6 +208,33 @@ METHODS: tuple[MethodSpec, ...] = (
                          f"Its real-time factor, 0..{MAX_REALTIME_FACTOR:g} (0 = as fast "
                          "as possible)")),
                (Argument("SessionNodeId", ua.VariantType.NodeId, "The new session's node"),)),
+    MethodSpec("InjectFault", "Make a variable lie on purpose, from now on: stuck, offset, "
+               "drift, noise, spike, quantise, delay or dropout (its status goes "
+               "BadSensorFailure, its value held); shown under Faults, a fault_injected "
+               "event at its start and fault_cleared at its end",
+               (Argument("Target", ua.VariantType.String,
+                         "The variable: component.Inputs.name or component.Outputs.name, "
+                         "e.g. tank.Outputs.level"),
+                Argument("Kind", ua.VariantType.String,
+                         "stuck, offset, drift, noise, spike, quantise, delay or dropout"),
+                Argument("Parameters", ua.VariantType.String,
+                         'JSON object of the kind\'s numbers, e.g. {"sigma": 0.01, "seed": 7}: '
+                         "stuck {value} (default: the value now), offset {offset}, drift "
+                         "{rate} per s, noise {sigma, seed}, spike {amplitude, rate per s, "
+                         "seed}, quantise {step}, delay {delay} s, dropout {}"),
+                Argument("Duration", ua.VariantType.Double,
+                         "Simulated seconds it acts; 0 or left out: until cleared"),
+                Argument("Id", ua.VariantType.String,
+                         "Its name under Faults (letters, digits, _); empty or left out: "
+                         "f1, f2, ...")),
+               (Argument("FaultId", ua.VariantType.String, "The fault's id, for ClearFault"),),
+               optional=2),
+    MethodSpec("ClearFault", "End one fault now (the variable shows its true value again)",
+               (Argument("Id", ua.VariantType.String, "The fault's id (a child of Faults)"),)),
+    MethodSpec("ClearFaults", "End every fault now (Reset does too, then brings back the "
+               "config's)",
+               outputs=(Argument("Cleared", ua.VariantType.String, "The ids of the faults "
+                                 "that ended", array=True),)),
 )
 
 SERVER_METHODS: tuple[MethodSpec, ...] = (

@@ -38,6 +38,10 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "alarm": Session.alarm,  # (name, action, event, comment, user) -> AlarmState
     "alarm_states": Session.alarm_states,  # -> (AlarmState, ...)
     "alarm_definitions": Session.alarm_definitions,  # -> (AlarmDefinition, ...)
+    "inject_fault": Session.inject_fault,  # (FaultSpec) -> its id
+    "clear_fault": Session.clear_fault,  # (id)
+    "clear_faults": Session.clear_faults,  # -> the ids cleared
+    "faults": Session.faults,  # -> [FaultState]
 }
 
 

@@ -35,12 +35,13 @@ from twin_server.config.loader import (
     read_config,
     read_twin,
 )
-from twin_server.config.schema import AlarmConfig, BindingFields, Config
+from twin_server.config.schema import AlarmConfig, BindingFields, Config, SessionConfig
 from twin_server.engine.alarms import AlarmDefinition, compile_alarms
+from twin_server.engine.faults import NUMERIC_KINDS, FaultSpec, check_spec, parse_target
 from twin_server.engine.twin import Resolver, TwinDefinition, compile_twin
-from twin_server.errors import ConfigError, ConfigErrors, ValueRejected
+from twin_server.errors import ConfigError, ConfigErrors, InvalidArgument, ValueRejected
 from twin_server.models import registry
-from twin_server.models.base import Kind, Value, Variable
+from twin_server.models.base import DataType, Kind, Value, Variable
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +110,7 @@ def compile_config(described: ConfigDescription, *,
 
     warnings: list[ConfigError] = []
     errors.extend(_check_bindings(described, twins, warnings))
+    errors.extend(_check_faults(described, twins))
     if described.config is not None:
         errors.extend(_check_history_variables(described.config, twins, file))
 
@@ -252,6 +254,64 @@ def _binding_variable(twin: TwinDefinition, name: str, direction: str, session: 
              f"{wanted}; it has: {', '.join(fitting) or 'none'})"
              f"{did_you_mean(vname, fitting)}")
     return None
+
+
+def fault_specs(session: SessionConfig) -> tuple[FaultSpec, ...]:
+    """The engine's specs of a session's configured faults."""
+    return tuple(FaultSpec(f.target, f.kind, dict(f.parameters), f.duration, f.id or "")
+                 for f in session.faults)
+
+
+def _check_faults(described: ConfigDescription,
+                  twins: Mapping[str, TwinDefinition]) -> list[ConfigError]:
+    """Each configured fault is sound (``engine.faults.check_spec``), names an input or
+    output of its session's twin, fits its type, and has an id of its own."""
+    errors: list[ConfigError] = []
+    for name, session in described.sessions.items():
+        twin = twins.get(session.twin)
+        if twin is None:
+            continue  # reported already
+        ids: set[str] = set()
+        for i, (fault, spec) in enumerate(zip(session.faults, fault_specs(session),
+                                              strict=True)):
+            path = f"sessions.{quoted_key(name)}.faults[{i}]"
+
+            def fail(key: str, message: str, path: str = path) -> None:
+                errors.append(ConfigError(message, path=f"{path}.{key}", file=described.file))
+
+            if fault.id is not None:
+                if fault.id in ids:
+                    fail("id", f"fault id {fault.id!r} is used twice in session {name!r}")
+                ids.add(fault.id)
+            try:
+                kind, _, _ = check_spec(spec)
+            except InvalidArgument as exc:
+                fail("parameters", str(exc))
+                continue
+            try:
+                cname, vkind, vname = parse_target(fault.target)
+            except InvalidArgument as exc:
+                fail("target", str(exc))
+                continue
+            names = [c.name for c in twin.components]
+            if cname not in names:
+                fail("target", f"twin {twin.name!r} has no component {cname!r} (its "
+                               f"components: {', '.join(names)}){did_you_mean(cname, names)}")
+                continue
+            declared = [v for v in twin.component(cname).declared() if v.kind is vkind]
+            var = next((v for v in declared if v.name == vname), None)
+            if var is None:
+                fitting = [v.name for v in declared]
+                fail("target", f"component {cname!r} has no {vkind} {vname!r} (its "
+                               f"{vkind}s: {', '.join(fitting) or 'none'})"
+                               f"{did_you_mean(vname, fitting)}")
+                continue
+            if kind in NUMERIC_KINDS and var.datatype not in (DataType.DOUBLE,
+                                                              DataType.INT32):
+                fail("kind", f"a {kind} fault needs a Double or Int32 variable; "
+                             f"{fault.target} is {var.datatype} (stuck, delay and dropout "
+                             f"fit any type)")
+    return errors
 
 
 def _a(kind: Kind) -> str:

@@ -70,6 +70,7 @@ from twin_server.errors import (
     SessionFault,
     TwinServerError,
 )
+from twin_server.faces.serve import serve_faces
 from twin_server.hil import HilMirror
 from twin_server.history import HistoryStore
 from twin_server.models.base import Value
@@ -77,7 +78,7 @@ from twin_server.opcua import events as ev
 from twin_server.opcua.server import OpcUaServer
 from twin_server.recording import Recording
 from twin_server.runtime.collector import collector_paused
-from twin_server.runtime.compile import LoadedConfig, load_config, parse_twin
+from twin_server.runtime.compile import LoadedConfig, fault_specs, load_config, parse_twin
 from twin_server.runtime.host import Frame, HostedSession
 from twin_server.runtime.local import LocalHost
 from twin_server.runtime.pool import WorkerHost
@@ -90,6 +91,7 @@ from twin_server.runtime.sinks import Pacer, Sink
 from twin_server.runtime.timers import PreciseSleep
 from twin_server.scenarios.service import ScenarioService
 from twin_server.systemd import Notifier
+from twin_server.web import WebServer
 
 log = structlog.get_logger(__name__)
 
@@ -105,8 +107,8 @@ class DaemonState(enum.StrEnum):
 STAGE_TIMEOUT = 5.0
 #: the stages of a shutdown, in order; together at most len * STAGE_TIMEOUT seconds,
 #: which must stay inside the systemd unit's TimeoutStopSec (a test checks it)
-SHUTDOWN_STAGES = ("creations", "hil", "clocks", "pacers", "publisher", "snapshots", "history",
-                   "history-writer", "server", "workers")
+SHUTDOWN_STAGES = ("creations", "web", "hil", "clocks", "pacers", "publisher", "snapshots",
+                   "history", "history-writer", "server", "workers")
 
 
 #: seconds CreateSession waits for a session of a big twin to be served before it
@@ -139,6 +141,7 @@ def session_settings(cfg: SessionConfig,
         autostart=cfg.autostart,
         parameters={c: dict(p) for c, p in parameters.items()},
         alarms=dict(alarms) if alarms else None,
+        faults=fault_specs(cfg),
     )
 
 
@@ -180,6 +183,8 @@ class Daemon:
     _store_tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _history_closed: bool = False
     hil: HilMirror | None = None
+    #: the REST API and dashboard (``[web]``, ``twin_server.web``), None when off
+    web: WebServer | None = None
     #: the service manager (systemd) when $NOTIFY_SOCKET names one, else a no-op
     notifier: Notifier = field(default_factory=Notifier)
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -219,6 +224,11 @@ class Daemon:
         """Return once the endpoint is bound and every session is served."""
         await self._ready.wait()
 
+    def _config_folder(self) -> Path:
+        """The folder config-relative paths start from (the working one for a string)."""
+        path = self.loaded.path
+        return Path(path).parent if path is not None else Path.cwd()
+
     def stop(self) -> None:
         """Ask ``run`` to shut down (safe to call from a signal handler)."""
         self._stop.set()
@@ -256,6 +266,8 @@ class Daemon:
             raise
         try:
             self._sinks.append(server.publisher)
+            if config.faces:  # (README, "Machine faces")
+                await serve_faces(server.asyncua, dict(config.faces), self._config_folder())
             stored: persistence.StoredState | None = None
             if config.history.enabled:
                 await self._open_history()
@@ -301,6 +313,10 @@ class Daemon:
                 await self._publish_hil_sessions()
             self.scenarios = ScenarioService(self, keep=config.server.scenario_reports)
             scenario_nodes = await server.add_scenarios(self.scenarios)
+            if config.web.enabled:
+                self.web = WebServer(config.web, self)
+                self._sinks.append(self.web.feed)
+                await self.web.start()
             async with asyncio.TaskGroup() as tg:
                 self._tasks = tg
                 scenario_tasks = [
@@ -354,6 +370,7 @@ class Daemon:
                 await _stop_stage("creations", [c.task for c in self._creating.values()
                                                 if c.task is not None])
                 await _stop_stage("scenarios", scenario_tasks)
+                await _with_timeout("web", self._stop_web())
                 await _stop_stage("hil", hil_tasks)
                 await _with_timeout("clocks", self._stop_clocks())
                 await _with_timeout("pacers", self._stop_pacers())
@@ -365,6 +382,7 @@ class Daemon:
             self._tasks = None
             self.state = DaemonState.STOPPING
             await self._stop_history()  # (after a failure, when the stages above did not run)
+            await _with_timeout("web", self._stop_web())
             await _with_timeout("server", server.stop())
             self._sleep.close()
             for name in list(self.manager.sessions):
@@ -410,6 +428,10 @@ class Daemon:
         if self.manager.sessions.get(record.name) is not record:  # deleted meanwhile
             with contextlib.suppress(Exception):  # (the store closing: stale rows go at
                 await persistence.forget_session(self.store, record.name)  # the next save)
+
+    async def _stop_web(self) -> None:
+        if self.web is not None:
+            await self.web.stop()
 
     async def _stop_pacers(self) -> None:
         """Shutdown stage: every pacer stops after one last frame (the values the
@@ -620,6 +642,15 @@ class Daemon:
 
     def touch(self, session: str) -> None:
         self.manager.touch(session)
+
+    async def show(self, session: str) -> None:
+        """A client's call on ``session`` is done: its effect shows now on every sink
+        (a frame from its pacer) and its events go out, as after an OPC UA method call
+        (the web front calls this)."""
+        assert self.server is not None
+        with contextlib.suppress(KeyError):  # (deleted meanwhile)
+            await self.server.publish(session)
+        await self.server.flush_events()
 
     # -- reload -----------------------------------------------------------------------
 
@@ -1040,7 +1071,7 @@ def reload_plan(old: LoadedConfig, new: LoadedConfig, manager: SessionRegistry) 
                                    "client-created session has: delete it first, then reload")
             plan.start.append(name)
             plan.why[name] = "new in the config"
-    for section in ("server", "hil", "history"):
+    for section in ("server", "hil", "history", "web"):
         if getattr(old.config, section, None) != getattr(new.config, section, None):
             plan.restart_needed.append(f"[{section}]")
     return plan

@@ -22,6 +22,7 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 from twin_server.engine.alarms import AlarmDefinition, AlarmState
+from twin_server.engine.faults import FaultSpec, FaultState
 from twin_server.engine.session import (
     RunState,
     SessionEvent,
@@ -84,6 +85,9 @@ class Frame:
     #: counted by the host): ask ``forced`` then
     forces: int = 0
     quality: Mapping[int, int] = field(default_factory=lambda: GOOD_ONLY)
+    #: moves whenever the set of injected faults changes (``Session.fault_changes``,
+    #: counted by the host): ask ``faults`` then
+    faults: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,7 +277,7 @@ class HostedSession:
             positions = self._positions = {
                 key: i for i, (key, _) in enumerate(self.layout.variables)}
         values = frame.values
-        quality: dict[int, int] = {}
+        quality: dict[int, int] = dict(frame.quality)  # (a dropout's, from the session)
         for key, mark in self._marks.items():
             i = positions[key]
             status = (mark.status if not mark.conditional or values[i] == mark.value
@@ -390,6 +394,24 @@ class HostedSession:
 
     async def statistics(self) -> SessionStatistics:
         result: SessionStatistics = await self.host.call(self.name, "statistics")
+        return result
+
+    async def inject_fault(self, spec: FaultSpec) -> str:
+        """Inject a fault (``engine.faults``); its id."""
+        result: str = await self.host.call(self.name, "inject_fault", spec)
+        return result
+
+    async def clear_fault(self, fault_id: str) -> None:
+        await self.host.call(self.name, "clear_fault", fault_id)
+
+    async def clear_faults(self) -> list[str]:
+        """End every injected fault; their ids."""
+        result: list[str] = await self.host.call(self.name, "clear_faults")
+        return result
+
+    async def faults(self) -> list[FaultState]:
+        """The active faults, in the order they apply."""
+        result: list[FaultState] = await self.host.call(self.name, "faults")
         return result
 
     async def emit(self, kind: str, message: str, severity: int = 100) -> None:

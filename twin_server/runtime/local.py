@@ -21,7 +21,13 @@ from twin_server.engine.twin import TwinDefinition
 from twin_server.errors import AlreadyExists, InvalidState, NotFound, SessionFault
 from twin_server.runtime.clock import Clock, ClockStatistics
 from twin_server.runtime.commands import STEP, create_session, run_command
-from twin_server.runtime.host import EventListener, Frame, HostStatistics, SessionLayout
+from twin_server.runtime.host import (
+    GOOD_ONLY,
+    EventListener,
+    Frame,
+    HostStatistics,
+    SessionLayout,
+)
 from twin_server.runtime.stepping import StepJob
 from twin_server.runtime.tasks import cancel_and_wait
 
@@ -45,7 +51,8 @@ def frame_of(session: Session) -> Frame:
     return Frame(session.step_count, session.sim_time, session.state,
                  session.realtime_factor, session.version, tuple(session.value_list()),
                  stats.step_duration_mean, stats.step_duration_max,
-                 steps_remaining=session.steps_remaining, forces=session.forces)
+                 steps_remaining=session.steps_remaining, forces=session.forces,
+                 quality=session.quality() or GOOD_ONLY, faults=session.fault_changes)
 
 
 class SessionFrames:

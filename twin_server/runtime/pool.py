@@ -73,8 +73,10 @@ import signal
 import socket
 import time
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
+from types import MappingProxyType
 from typing import Any
 
 import structlog
@@ -101,6 +103,7 @@ from twin_server.runtime import scheduling, shm, worker
 from twin_server.runtime.clock import ClockStatistics
 from twin_server.runtime.commands import STEP
 from twin_server.runtime.host import (
+    GOOD_ONLY,
     CrashReport,
     EventListener,
     Frame,
@@ -178,7 +181,11 @@ class _Record:
     version_base: int = 0
     strings: list[Any] = field(default_factory=list)
     strings_seq: int = 0
-    pending_strings: list[tuple[int, dict[int, Any]]] = field(default_factory=list)
+    #: (seq, strings changed, statuses of values not Good) sent by the worker
+    pending_strings: list[tuple[int, dict[int, Any], dict[int, int]]] = field(
+        default_factory=list)
+    #: the statuses of values that are not Good (``Session.quality``), as of strings_seq
+    quality: Mapping[int, int] = field(default_factory=lambda: GOOD_ONLY)
     snapshot: SessionSnapshot | None = None
     #: counts what set ``snapshot``: a snapshot unpacked in a thread is kept only if
     #: nothing set it meanwhile (``_keep_snapshot``)
@@ -737,8 +744,8 @@ class WorkerHost:
         target.sessions[record.name] = record
         record.pending_strings.clear()  # (a dead worker's)
         try:
-            variables, strings, strings_seq, failed = await self._request(target, "create",
-                                                                           request)
+            variables, strings, strings_seq, failed, quality = await self._request(
+                target, "create", request)
             variables = await unpacked(variables)
             layout = SessionLayout(record.name, record.twin.name,
                                    float(record.settings.step_size),
@@ -753,6 +760,7 @@ class WorkerHost:
             raise
         record.layout, record.codec, record.block = layout, codec, block
         record.strings, record.strings_seq = list(strings), strings_seq
+        record.quality = MappingProxyType(dict(quality)) if quality else GOOD_ONLY
         # (strings sent while the reply was unpacked are newer than the reply's)
         record.pending_strings[:] = [p for p in record.pending_strings if p[0] > strings_seq]
         record.frame_seq = -1
@@ -817,7 +825,7 @@ class WorkerHost:
                     self._set_snapshot(record, None)  # sends one of the reset state next)
             self._emit(name, SessionEvent(kind, text, severity, alarm))
         elif tag == "strings":
-            record.pending_strings.append((message[2], message[3]))
+            record.pending_strings.append((message[2], message[3], message[4]))
         elif tag == "snapshot":
             if isinstance(message[2], Packed):
                 self._background(self._keep_snapshot(record, message[2]),
@@ -859,7 +867,8 @@ class WorkerHost:
         if wanted != record.strings_seq:
             pending = record.pending_strings
             while pending and pending[0][0] <= wanted:
-                seq, changed = pending.pop(0)
+                seq, changed, quality = pending.pop(0)
+                record.quality = MappingProxyType(quality) if quality else GOOD_ONLY
                 for j, value in changed.items():
                     if j < len(record.strings):
                         record.strings[j] = value
@@ -882,6 +891,8 @@ class WorkerHost:
             steps_remaining=int(raw.ints[shm.STEPS_LEFT]),
             # (a replacement worker counts from 0 again: the base moves it past the old)
             forces=record.version_base + int(raw.ints[shm.FORCES]),
+            quality=record.quality,
+            faults=record.version_base + int(raw.ints[shm.FAULTS]),
         )
         record.frame_seq = int(raw.ints[shm.SEQ])
 

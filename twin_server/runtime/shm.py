@@ -25,6 +25,9 @@ over the pipe *before* it writes the frame that counts them (``strings`` is
 the number of such updates sent so far), so the reader can tell whether it has
 them yet.
 
+The statuses of values that are not Good (a dropout's, ``Session.quality``) travel
+with the strings: a ``strings`` message carries them whenever they changed.
+
 The seqlock: the writer makes ``ints[SEQ]`` odd, writes, makes it even again;
 the reader copies everything between two reads of an equal, even ``SEQ``, else
 tries again (a bounded number of times; the caller keeps the last good frame).
@@ -54,6 +57,7 @@ TICKS = 5  # ticks the clock took
 OVERRUNS = 6
 STEPS_LEFT = 7  # ticks the running Step has still to take (0: none runs)
 FORCES = 8  # the session's count of changes to its set of forced inputs
+FAULTS = 10  # the session's count of changes to its set of injected faults
 # written outside the seqlock (one aligned 8-byte store):
 LIVE_STEP = 9  # the step count after every tick (frames may be published less often)
 # -- status block slots ----------------------------------------------------------------

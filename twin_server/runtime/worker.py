@@ -164,6 +164,8 @@ class _Hosted:
     next_statistics: float = 0.0
     strings: list[Any] = field(default_factory=list)
     strings_seq: int = 0
+    #: the statuses last sent with the strings (``Session.quality``)
+    quality: dict[int, int] = field(default_factory=dict)
     snapshot_version: int = -1
     snapshots_taken: int = 0
     published_version: int = -1
@@ -175,12 +177,14 @@ class _Hosted:
         now = time.monotonic() if now is None else now
         session = self.session
         numeric, strings = self.codec.split(session.value_list())
-        if strings != self.strings:
+        quality = session.quality()
+        if strings != self.strings or quality != self.quality:
             changed = {j: s for j, s in enumerate(strings)
                        if j >= len(self.strings) or self.strings[j] != s}
             self.strings = strings
+            self.quality = quality
             self.strings_seq += 1
-            self.worker.send(("strings", session.name, self.strings_seq, changed))
+            self.worker.send(("strings", session.name, self.strings_seq, changed, quality))
         block = self.block
         ints, floats = block.ints, block.floats
         stats = session.statistics()
@@ -193,6 +197,7 @@ class _Hosted:
         ints[shm.STRINGS] = self.strings_seq
         ints[shm.STEPS_LEFT] = session.steps_remaining
         ints[shm.FORCES] = session.forces
+        ints[shm.FAULTS] = session.fault_changes
         floats[shm.FACTOR] = session.realtime_factor
         floats[shm.DURATION_MEAN] = stats.step_duration_mean
         floats[shm.DURATION_MAX] = stats.step_duration_max
@@ -375,7 +380,7 @@ class Worker:
         # (the strings as of now: any sent before this reply are in them, the main
         # process applies only those sent after it)
         return (packed, hosted.strings, hosted.strings_seq,
-                None if failed is None else encode_error(failed))
+                None if failed is None else encode_error(failed), hosted.quality)
 
     def _construct(self, create: CreateRequest) -> tuple[Session, tuple[Any, ...], Any]:
         """In a thread: the session, its variables, and those packed for the reply."""

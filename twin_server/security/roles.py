@@ -90,7 +90,8 @@ def role_of(user: object) -> Role:
 METHOD_ROLES: dict[str, Role] = {
     **{name: Role.OPERATOR for name in (
         "Start", "Suspend", "Resume", "Halt", "Reset", "Step", "SetParameters",
-        "Snapshot", "Restore", "ReleaseInput", "ReleaseInputs", "RunScenario")},
+        "Snapshot", "Restore", "ReleaseInput", "ReleaseInputs",
+        "InjectFault", "ClearFault", "ClearFaults", "RunScenario")},
     **{name: Role.ADMIN for name in (
         "CreateSession", "DeleteSession", "Fork", "DefineTwin", "RemoveTwin", "ReloadConfig")},
 }

@@ -17,6 +17,8 @@ touches asyncua's internals lives in this package or goes through it:
                                  deadbands), ``AddressSpace._handle_to_attribute_map``,
                                  ``delete_datachange_callback`` and the data-change
                                  callbacks of deleted nodes (items that outlive them)
+    patches/bulk.py              ``ReferenceDescription``'s slots, filled directly (the
+                                 machine faces' bulk loader, ``faces/loader.py``)
     patches/internals.py         every private attribute read or written elsewhere, one
                                  named function each (``external_sessions``,
                                  ``monitored_items``, ``listening_sockets``, ...)

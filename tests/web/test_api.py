@@ -1,0 +1,400 @@
+"""The REST API against the real daemon over 127.0.0.1: the session workflow, each
+refusal's HTTP status and body (the OPC UA status name and message, the same as
+OPC UA's for the same call), roles, and the OpenAPI document."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+from asyncua import Client, ua
+
+from tests.opcua.conftest import MODULE_LOOP, message, s
+from tests.web.conftest import PASSWORD, USERS, Web, basic
+from twin_server.security.roles import Role
+
+pytestmark = MODULE_LOOP
+
+SESSION = "/api/sessions/main"
+LEVEL = SESSION + "/components/tank/outputs/level"
+INFLOW = SESSION + "/components/tank/inputs/inflow"
+AREA = SESSION + "/components/tank/parameters/area"
+
+
+async def _until(web: Web, path: str, check: Any, timeout: float = 10.0) -> Any:
+    """GET ``path`` until ``check(answer)`` holds; the answer."""
+    async with asyncio.timeout(timeout):
+        while True:
+            status, found = await web.call("GET", path)
+            if status == 200 and check(found):
+                return found
+            await asyncio.sleep(0.05)
+
+
+class TestWorkflow:
+    async def test_create_step_reset_set_snapshot_restore_fork_delete(self, web: Web) -> None:
+        """The seed's workflow: create a session with parameters, step it, read its
+        state, reset it with parameters, set parameters, snapshot, restore, fork, delete."""
+        status, created = await web.call("POST", "/api/sessions", {
+            "twin": "plant", "name": "flow", "parameters": {"tank": {"area": 1.5}}})
+        assert status == 201, created
+        assert created["state"] == "Ready" and created["origin"] == "client"
+        status, area = await web.call("GET", "/api/sessions/flow/components/tank/parameters/area")
+        assert (status, area["value"]) == (200, 1.5)
+        status, stepped = await web.call("POST", "/api/sessions/flow/step", {"count": 10})
+        assert status == 200 and stepped["step_count"] == 10
+        status, snap = await web.call("POST", "/api/sessions/flow/snapshots")
+        assert status == 201 and snap["id"]
+        await web.call("POST", "/api/sessions/flow/step", {"count": 5})
+        status, restored = await web.call("POST", "/api/sessions/flow/restore",
+                                          {"snapshot": snap["id"]})
+        assert status == 200 and restored["step_count"] == 10
+        status, forked = await web.call("POST", "/api/sessions/flow/fork",
+                                        {"name": "flow2", "realtime_factor": 2.0})
+        assert status == 201 and forked["step_count"] == 10 and forked["realtime_factor"] == 2
+        status, _ = await web.call("POST", "/api/sessions/flow/parameters",
+                                   {"parameters": {"tank.outflow_coefficient": 0.03}})
+        assert status == 200
+        status, reset = await web.call("POST", "/api/sessions/flow/reset",
+                                       {"parameters": {"tank": {"initial_level": 0.9}}})
+        assert status == 200 and reset["step_count"] == 0 and reset["state"] == "Ready"
+        status, level = await web.call("GET", "/api/sessions/flow/components/tank/outputs/level")
+        assert level["value"] == pytest.approx(0.9)
+        status, listed = await web.call("GET", "/api/sessions")
+        assert {"main", "flow", "flow2"} <= {x["name"] for x in listed}
+        for name in ("flow2", "flow"):
+            assert (await web.call("DELETE", f"/api/sessions/{name}"))[0] == 204
+        assert (await web.call("GET", "/api/sessions/flow"))[0] == 404
+
+    async def test_run_control_follows_the_program_state_machine(self, web: Web) -> None:
+        """Suspend, step, resume, halt and start change the run state as the OPC UA
+        methods do, and the answer shows the new state."""
+        assert (await web.call("POST", SESSION + "/suspend"))[1]["state"] == "Suspended"
+        step = (await web.call("GET", SESSION))[1]["step_count"]
+        assert (await web.call("POST", SESSION + "/step", {"count": 3}))[1]["step_count"] \
+            == step + 3
+        assert (await web.call("POST", SESSION + "/resume"))[1]["state"] == "Running"
+        assert (await web.call("POST", SESSION + "/halt"))[1]["state"] == "Halted"
+        assert (await web.call("POST", SESSION + "/reset"))[1]["state"] == "Ready"
+        assert (await web.call("POST", SESSION + "/start"))[1]["state"] == "Running"
+        assert (await web.call("PUT", SESSION + "/realtime-factor",
+                               {"value": 1}))[1]["realtime_factor"] == 1.0
+
+    async def test_an_input_written_is_forced_until_released(self, web: Web) -> None:
+        """PUT on an input forces it (the OPC UA write); DELETE releases it
+        (ReleaseInput); release-inputs releases them all."""
+        status, written = await web.call("PUT", INFLOW, {"value": 0.01})
+        assert status == 200 and written["forced"] and written["value"] == 0.01
+        _, variables = await web.call("GET", SESSION + "/variables")
+        inflow = next(v for v in variables if v["path"] == "Components.tank.Inputs.inflow")
+        assert inflow["forced"] and inflow["unit"] == "m^3/s" and inflow["low"] == 0.0
+        status, released = await web.call("DELETE", INFLOW)
+        assert status == 200 and released["released"] and not released["forced"]
+        await web.call("PUT", INFLOW, {"value": 0.01})
+        status, every = await web.call("POST", SESSION + "/release-inputs")
+        assert (status, every) == (200, {"released": ["tank.inflow"]})
+
+    async def test_twins_are_defined_listed_and_removed(self, web: Web) -> None:
+        """POST /api/twins defines a twin from TOML (DefineTwin), GET lists it,
+        DELETE removes it (RemoveTwin)."""
+        toml = '[twins.lag.components.lag]\nmodel = "first_order_lag"\n'
+        status, twin = await web.call("POST", "/api/twins", {"definition": toml})
+        assert status == 201 and twin["name"] == "lag" and twin["origin"] == "client"
+        assert (await web.call("GET", "/api/twins/lag"))[1]["components"][0]["model"] \
+            == "first_order_lag"
+        assert "lag" in {t["name"] for t in (await web.call("GET", "/api/twins"))[1]}
+        assert (await web.call("DELETE", "/api/twins/lag"))[0] == 204
+        assert (await web.call("GET", "/api/twins/lag"))[0] == 404
+
+    async def test_history_pages_never_repeat_nor_drop(self, web: Web) -> None:
+        """A variable's history over a time range comes a page at a time; following
+        the continuations gives every sample once, in time order."""
+        await web.daemon.store.flush()  # type: ignore[union-attr]
+        path = SESSION + "/components/tank/outputs/level/history"
+        _, whole = await web.call("GET", f"{path}?end={time.time() + 60}&start=0&max=10000")
+        assert len(whole["items"]) > 3, whole
+        pages: list[Any] = []
+        token = ""
+        while True:
+            query = f"?start=0&end={time.time() + 60}&max=2" + (
+                f"&continuation={token}" if token else "")
+            status, page = await web.call("GET", path + query)
+            assert status == 200, page
+            pages += page["items"]
+            token = page["continuation"]
+            if token is None or len(pages) >= len(whole["items"]):
+                break
+        assert pages == whole["items"][:len(pages)]
+        assert [p["t"] for p in pages] == sorted(p["t"] for p in pages)
+
+    async def test_a_sessions_events_are_read_back(self, web: Web) -> None:
+        """GET events returns the session's log events (its creation, state changes)."""
+        await web.daemon.store.flush()  # type: ignore[union-attr]
+        status, page = await web.call("GET", SESSION + "/events?max=1000")
+        assert status == 200
+        assert {"created", "suspended"} <= {e["kind"] for e in page["items"]}, page
+
+    async def test_hil_health_is_listed(self, web: Web) -> None:
+        """GET /api/hil lists the HIL peers (none in this config)."""
+        assert await web.call("GET", "/api/hil") == (200, [])
+
+
+# -- refusals --------------------------------------------------------------------------
+
+REFUSALS = [
+    pytest.param("GET", "/api/sessions/nope", None, 404, "BadNotFound", id="unknown-session"),
+    pytest.param("GET", SESSION + "/components/tank/outputs/nope", None, 404, "BadNotFound",
+                 id="unknown-variable"),
+    pytest.param("GET", SESSION + "/components/tank/widgets/level", None, 404, "BadNotFound",
+                 id="unknown-kind"),
+    pytest.param("POST", "/api/sessions", {"twin": "nope", "name": "x"}, 404, "BadNotFound",
+                 id="unknown-twin"),
+    pytest.param("POST", "/api/sessions", {"twin": "plant", "name": "main"}, 409,
+                 "BadBrowseNameDuplicated", id="taken-name"),
+    pytest.param("POST", "/api/sessions", {"twin": "plant", "name": "bad name!"}, 400,
+                 "BadInvalidArgument", id="bad-name"),
+    pytest.param("POST", "/api/sessions", {"twin": "plant"}, 400, "BadInvalidArgument",
+                 id="missing-field"),
+    pytest.param("POST", "/api/sessions", {"twin": "plant", "name": 3}, 400,
+                 "BadTypeMismatch", id="wrong-field-type"),
+    pytest.param("POST", "/api/sessions", {"twin": "plant", "name": "y",
+                                           "parameters": {"tank": {"area": -1}}},
+                 422, "BadOutOfRange", id="parameter-out-of-range"),
+    pytest.param("POST", "/api/sessions", {"twin": "plant", "name": "y",
+                                           "parameters": {"tank": {"nope": 1}}},
+                 404, "BadNotFound", id="unknown-parameter"),
+    pytest.param("POST", "/api/sessions", {"twin": "plant", "name": "y",
+                                           "parameters": [1]},
+                 400, "BadInvalidArgument", id="parameters-not-an-object"),
+    pytest.param("POST", SESSION + "/step", {"count": 0}, 422, "BadOutOfRange", id="step-0"),
+    pytest.param("POST", SESSION + "/step", {"count": 1.5}, 400, "BadTypeMismatch",
+                 id="step-float"),
+    pytest.param("POST", SESSION + "/resume", None, 409, "BadInvalidState",
+                 id="resume-running"),
+    pytest.param("POST", SESSION + "/restore", {"snapshot": "nope"}, 404, "BadNotFound",
+                 id="unknown-snapshot"),
+    pytest.param("POST", SESSION + "/fork", {"name": "f", "realtime_factor": 5000}, 422,
+                 "BadOutOfRange", id="fork-factor"),
+    pytest.param("PUT", SESSION + "/realtime-factor", {"value": -1}, 422, "BadOutOfRange",
+                 id="realtime-factor"),
+    pytest.param("PUT", INFLOW, {"value": -1.0}, 422, "BadOutOfRange", id="write-range"),
+    pytest.param("PUT", INFLOW, {"value": "x"}, 400, "BadTypeMismatch", id="write-type"),
+    pytest.param("PUT", INFLOW, {}, 400, "BadInvalidArgument", id="write-no-value"),
+    pytest.param("PUT", LEVEL, {"value": 1.0}, 409, "BadNotWritable", id="write-output"),
+    pytest.param("PUT", AREA.replace("area", "initial_level"), {"value": 1.0}, 409,
+                 "BadNotWritable", id="fixed-parameter-running"),
+    pytest.param("DELETE", LEVEL, None, 400, "BadInvalidArgument", id="release-output"),
+    pytest.param("POST", "/api/twins", {"definition": "[twins.t.components.c]\nmodel = 1\n"},
+                 422, "BadConfigurationError", id="invalid-twin"),
+    pytest.param("POST", "/api/twins", {"definition": "  "}, 400, "BadInvalidArgument",
+                 id="empty-twin"),
+    pytest.param("DELETE", "/api/twins/plant", None, 409, "BadInvalidState", id="twin-in-use"),
+    pytest.param("GET", SESSION + "/events?start=yesterday", None, 400, "BadInvalidArgument",
+                 id="bad-time"),
+    pytest.param("GET", SESSION + "/events?max=0", None, 400, "BadInvalidArgument",
+                 id="bad-max"),
+    pytest.param("GET", "/api/nothing", None, 404, "BadNotFound", id="unknown-route"),
+    pytest.param("PATCH", SESSION, None, 405, "BadMethodInvalid", id="wrong-method"),
+]
+
+
+class TestRefusals:
+    @pytest.mark.parametrize(("method", "path", "body", "http", "status"), REFUSALS)
+    async def test_refused_with_status_and_message(self, web: Web, method: str, path: str,
+                                                   body: Any, http: int, status: str) -> None:
+        """A refused request answers its HTTP status and {status, message}; nothing changes."""
+        before = sorted(web.daemon.sessions)
+        got, answer = await web.call(method, path, body)
+        assert (got, answer["status"]) == (http, status), answer
+        assert answer["message"]
+        assert sorted(web.daemon.sessions) == before
+
+    @pytest.mark.parametrize(("body", "why"), [
+        pytest.param("{not json", "not valid JSON", id="not-json"),
+        pytest.param("[" * 200 + "]" * 200, "nests more than", id="too-deep"),
+        pytest.param('{"count": 1, "count": 2}', "twice", id="duplicate-key"),
+        pytest.param('{"count": NaN}', "NaN", id="nan"),
+    ])
+    async def test_a_malformed_body_is_refused(self, web: Web, body: str, why: str) -> None:
+        """A body that is not one JSON object within the limits is BadInvalidArgument."""
+        got, answer = await web.call("POST", SESSION + "/step", data=body,
+                                     headers={"Content-Type": "application/json"})
+        assert (got, answer["status"]) == (400, "BadInvalidArgument")
+        assert why in answer["message"]
+
+    async def test_refusals_match_opc_uas_for_the_same_call(self, web: Web) -> None:
+        """Step(0), a taken CreateSession name and an out-of-range write: the REST
+        refusal carries the status name and message OPC UA's call or write gets."""
+        daemon = web.daemon
+        client = Client(daemon.endpoint_url, timeout=10)
+        client.set_user(USERS[Role.ADMIN])
+        client.set_password(PASSWORD)
+        async with client:
+            ns = await client.get_namespace_index("urn:twin-server")
+
+            async def call(obj: str, method: str, *args: ua.Variant) -> ua.CallMethodResult:
+                (result,) = await client.uaclient.call([ua.CallMethodRequest(
+                    ObjectId=ua.NodeId(obj, ns), MethodId=ua.NodeId(method, ns),
+                    InputArguments=list(args))])
+                return result
+
+            step = await call("Sessions.main", "Sessions.main.Step",
+                              ua.Variant(0, ua.VariantType.UInt32))
+            _, rest = await web.call("POST", SESSION + "/step", {"count": 0})
+            assert (rest["status"], rest["message"]) == (step.StatusCode.name, message(step))
+            create = await call("TwinServer", "CreateSession", s("plant"), s("main"), s(""))
+            _, rest = await web.call("POST", "/api/sessions", {"twin": "plant", "name": "main"})
+            assert (rest["status"], rest["message"]) == (create.StatusCode.name,
+                                                         message(create))
+            inflow = client.get_node(ua.NodeId("Sessions.main.Components.tank.Inputs.inflow", ns))
+            with pytest.raises(ua.UaStatusCodeError) as written:
+                await inflow.write_value(ua.DataValue(ua.Variant(-1.0, ua.VariantType.Double)))
+            _, rest = await web.call("PUT", INFLOW, {"value": -1.0})
+            assert rest["status"] == ua.StatusCode(written.value.code).name
+
+    async def test_a_cross_site_request_is_refused(self, web: Web) -> None:
+        """A state-changing request from another site's page (its Origin) is refused
+        with 403 before it is done; one from the server's own pages is not."""
+        got, answer = await web.call("POST", SESSION + "/suspend",
+                                     headers={"Origin": "http://evil.example"})
+        assert (got, answer["status"]) == (403, "BadUserAccessDenied")
+        assert (await web.call("GET", SESSION))[1]["state"] == "Running"
+        got, _ = await web.call("POST", SESSION + "/suspend", headers={"Origin": web.url})
+        assert got == 200
+        assert (await web.call("POST", SESSION + "/resume"))[0] == 200
+
+
+# -- roles -----------------------------------------------------------------------------
+
+class TestRoles:
+    async def test_anonymous_may_read_where_opc_ua_allows_it(self, web: Web) -> None:
+        """Without credentials the anonymous role (viewer here) applies: reads pass,
+        run control is refused 403."""
+        assert (await web.call("GET", "/api/sessions", role=None))[0] == 200
+        got, answer = await web.call("POST", SESSION + "/suspend", role=None)
+        assert (got, answer["status"]) == (403, "BadUserAccessDenied")
+        assert (await web.call("GET", "/api/me", role=None))[1] == {
+            "name": None, "role": "viewer", "anonymous": True}
+
+    @pytest.mark.parametrize(("role", "method", "path", "body", "allowed"), [
+        pytest.param(Role.VIEWER, "PUT", INFLOW, {"value": 0.01}, False, id="viewer-write"),
+        pytest.param(Role.OPERATOR, "PUT", AREA, {"value": 0.5}, True, id="operator-write"),
+        pytest.param(Role.OPERATOR, "POST", SESSION + "/snapshots", None, True,
+                     id="operator-snapshot"),
+        pytest.param(Role.OPERATOR, "POST", "/api/sessions", {"twin": "plant", "name": "o"},
+                     False, id="operator-create"),
+        pytest.param(Role.OPERATOR, "POST", "/api/twins", {"definition": "x"}, False,
+                     id="operator-define"),
+        pytest.param(Role.OPERATOR, "POST", SESSION + "/fork", {"name": "o"}, False,
+                     id="operator-fork"),
+    ])
+    async def test_each_operation_needs_its_opc_ua_role(self, web: Web, role: Role,
+                                                        method: str, path: str, body: Any,
+                                                        allowed: bool) -> None:
+        """An operation needs the role of its OPC UA method or write (security/roles.py)."""
+        got, answer = await web.call(method, path, body, role=role)
+        if allowed:
+            assert got < 300, answer
+        else:
+            assert (got, answer["status"]) == (403, "BadUserAccessDenied"), answer
+            assert str(role) in answer["message"]
+
+    async def test_a_wrong_password_is_refused_with_a_challenge(self, web: Web) -> None:
+        """A wrong password answers 401 BadIdentityTokenRejected and a Basic challenge."""
+        async with web.http.get(web.url + "/api/sessions",
+                                headers=basic(USERS[Role.ADMIN], "wrong")) as response:
+            assert response.status == 401
+            assert response.headers["WWW-Authenticate"].startswith("Basic")
+            assert (await response.json())["status"] == "BadIdentityTokenRejected"
+
+    async def test_a_token_from_login_stands_for_the_user(self, web: Web) -> None:
+        """POST /api/login with Basic credentials hands out a token that authenticates
+        as that user until logout revokes it; an unknown token is refused."""
+        got, login = await web.call("POST", "/api/login", role=Role.OPERATOR)
+        assert got == 200 and login["role"] == "operator"
+        bearer = {"Authorization": f"Bearer {login['token']}"}
+        assert (await web.call("GET", "/api/me", role=None, headers=bearer))[1]["name"] == \
+            USERS[Role.OPERATOR]
+        assert (await web.call("POST", "/api/logout", role=None, headers=bearer)) == \
+            (200, {"revoked": True})
+        got, answer = await web.call("GET", "/api/me", role=None, headers=bearer)
+        assert (got, answer["status"]) == (401, "BadIdentityTokenRejected")
+
+    async def test_login_without_credentials_is_refused(self, web: Web) -> None:
+        """POST /api/login needs Basic credentials (anonymous gets no token)."""
+        got, answer = await web.call("POST", "/api/login", role=None)
+        assert (got, answer["status"]) == (401, "BadIdentityTokenRejected")
+        assert PASSWORD not in json.dumps(answer)
+
+
+# -- the document ----------------------------------------------------------------------
+
+class TestOpenApi:
+    async def test_the_document_is_valid_openapi_3(self, web: Web) -> None:
+        """/api/openapi.json passes openapi-spec-validator (an independent check of the
+        OpenAPI 3 schema)."""
+        validator = pytest.importorskip(
+            "openapi_spec_validator",
+            reason="openapi-spec-validator is not installed (pip install -e '.[test]')")
+        got, document = await web.call("GET", "/api/openapi.json", role=None)
+        assert got == 200
+        validator.validate(document)
+
+    async def test_the_document_lists_every_served_route(self, web: Web) -> None:
+        """Every route the API serves is documented, with its refusals."""
+        assert web.daemon.web is not None
+        _, document = await web.call("GET", "/api/openapi.json")
+        documented = {(m.upper(), p) for p, ops in document["paths"].items() for m in ops}
+        served = {(r.method, r.path) for r in web.daemon.web.routes}
+        assert documented == served
+        step = document["paths"]["/api/sessions/{session}/step"]["post"]
+        assert {"409", "422", "401", "403"} <= set(step["responses"])
+
+
+# -- live values -----------------------------------------------------------------------
+
+class TestLive:
+    async def test_the_websocket_pushes_a_layout_then_what_changes(self, web: Web) -> None:
+        """/live sends the variables' layout, a frame with every value, then frames
+        with the values that changed at the publish rate; a write shows in them."""
+        async with web.http.ws_connect(web.url + SESSION + "/live") as ws:
+            layout = await ws.receive_json(timeout=10)
+            assert layout["type"] == "layout"
+            paths = [v["path"] for v in layout["variables"]]
+            level = paths.index("Components.tank.Outputs.level")
+            inflow = paths.index("Components.tank.Inputs.inflow")
+            first = await ws.receive_json(timeout=10)
+            assert first["type"] == "frame" and len(first["values"]) == len(paths)
+            ticks = first["step_count"]
+            changed: set[int] = set()
+            async with asyncio.timeout(10):
+                while level not in changed:
+                    frame = await ws.receive_json()
+                    assert frame["step_count"] >= ticks
+                    changed |= {i for i, _ in frame["values"]}
+            assert len(changed) < len(paths)  # only what changed
+            await web.call("PUT", INFLOW, {"value": 0.004})
+            async with asyncio.timeout(10):
+                while True:
+                    frame = await ws.receive_json()
+                    if [inflow, 0.004] in frame["values"]:
+                        break
+            await web.call("POST", SESSION + "/release-inputs")
+
+    async def test_an_unknown_session_is_refused_before_the_upgrade(self, web: Web) -> None:
+        """/live of an unknown session answers 404 BadNotFound, not a socket."""
+        status, answer = await web.call("GET", "/api/sessions/nope/live")
+        assert (status, answer["status"]) == (404, "BadNotFound")
+
+
+class TestCoverage:
+    async def test_every_documented_route_was_exercised(self, web: Web) -> None:
+        """The tests of this module called every route of the document (run last)."""
+        assert web.daemon.web is not None
+        _, document = await web.call("GET", "/api/openapi.json")
+        documented = {op["operationId"] for ops in document["paths"].values()
+                      for op in ops.values()}
+        assert documented - set(web.daemon.web.calls) == set()

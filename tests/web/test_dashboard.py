@@ -1,0 +1,102 @@
+"""The dashboard in a real browser: Playwright drives Debian's Chromium
+(/usr/bin/chromium; Playwright may not download browsers) against the daemon.
+Screenshots go to test-artefacts/ (CI keeps them)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from tests.opcua.conftest import MODULE_LOOP
+from tests.web.conftest import PASSWORD, USERS, Web
+from twin_server.security.roles import Role
+
+pytestmark = MODULE_LOOP
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARTEFACTS = Path(__file__).resolve().parents[2] / "test-artefacts"
+LEVEL = 'td.value[data-path="Components.tank.Outputs.level"]'
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def page(web: Web) -> AsyncIterator[Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip("chromium is not installed (apt-get install -y chromium; .ci/run does)")
+    playwright_api = pytest.importorskip("playwright.async_api")
+    async with playwright_api.async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            context = await browser.new_context(viewport={"width": 1400, "height": 900})
+            page = await context.new_page()
+            page.set_default_timeout(15_000)
+            await page.goto(web.url + "/")
+            yield page
+            await context.close()
+        finally:
+            await browser.close()
+
+
+async def shot(page: Any, name: str) -> None:
+    ARTEFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTEFACTS / f"dashboard-{name}.png"))
+
+
+class TestDashboard:
+    async def test_a_viewer_logs_in_as_an_operator(self, page: Any) -> None:
+        """Anonymous visitors are viewers here; the login form gets an operator's token."""
+        await page.locator("#who", has_text="anonymous (viewer)").wait_for()
+        await page.locator('#login input[name="user"]').fill(USERS[Role.OPERATOR])
+        await page.locator('#login input[name="password"]').fill(PASSWORD)
+        await page.locator("#login button").click()
+        await page.locator("#who", has_text=f"{USERS[Role.OPERATOR]} (operator)").wait_for()
+
+    async def test_it_lists_the_sessions_and_shows_live_values(self, page: Any) -> None:
+        """The page lists the sessions; a chosen one's level changes live."""
+        row = page.locator('tr[data-session="main"]')
+        await row.wait_for()
+        await row.locator("td").first.click()
+        level = page.locator(LEVEL)
+        await page.wait_for_function(
+            f"document.querySelector('{LEVEL}')?.textContent.match(/[0-9]/)")
+        first = await level.text_content()
+        await page.wait_for_function(
+            f"document.querySelector('{LEVEL}').textContent !== {first!r}")
+        await shot(page, "live")
+
+    async def test_suspend_and_resume_from_the_page(self, page: Any, web: Web) -> None:
+        """The Suspend and Resume buttons change the session's run state."""
+        row = page.locator('tr[data-session="main"]')
+        await row.locator('button[data-command="suspend"]').click()
+        await page.locator('#session-state[data-state="Suspended"]').wait_for()
+        assert (await web.call("GET", "/api/sessions/main"))[1]["state"] == "Suspended"
+        await row.locator('button[data-command="resume"]').click()
+        await page.locator('#session-state[data-state="Running"]').wait_for()
+        await shot(page, "resumed")
+
+    async def test_an_input_edited_on_the_page_is_forced(self, page: Any, web: Web) -> None:
+        """Typing a value into an input's edit box writes it (forced) through the API;
+        an out-of-range one shows the refusal's status and changes nothing."""
+        box = page.get_by_label("new value of Components.tank.Inputs.inflow")
+        await box.fill("-5")
+        await box.press("Enter")
+        await page.locator("#message.error", has_text="BadOutOfRange").wait_for()
+        await box.fill("0.003")
+        await box.press("Enter")
+        await page.locator('tr.forced[data-path="Components.tank.Inputs.inflow"]').wait_for()
+        _, inflow = await web.call("GET", "/api/sessions/main/components/tank/inputs/inflow")
+        assert inflow["forced"] and inflow["value"] == 0.003
+        await shot(page, "forced")
+        await web.call("POST", "/api/sessions/main/release-inputs")
+
+    async def test_a_trend_reaches_back_into_history(self, page: Any) -> None:
+        """Ticking a variable's Trend box plots it, from its history on."""
+        await page.get_by_label("trend Components.tank.Outputs.level").check()
+        await page.locator("#trend-legend span", has_text="tank.level").wait_for()
+        await shot(page, "trend")

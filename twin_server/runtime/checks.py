@@ -1,0 +1,85 @@
+"""The checks and the write path every client front shares: OPC UA and the web.
+
+An OPC UA method or write and the REST operation that does the same thing must
+accept and refuse the same values with the same status and message. What is
+checked before the session or the daemon is asked lives here, free of asyncua
+and of HTTP: ``opcua/methods.py`` and ``opcua/server.py`` call it and attribute a
+refusal to their argument; ``web/api.py`` calls it and answers the status name.
+What the session or daemon checks itself (names, ranges, run states) is theirs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twin_server.engine.state import VarKey
+from twin_server.errors import InvalidArgument, OutOfRange, TypeMismatch
+from twin_server.models.base import Kind, Value
+from twin_server.runtime.host import HostedSession
+
+#: highest real-time factor a client may set (as the config allows)
+MAX_REALTIME_FACTOR = 1000.0
+#: most ticks one Step call may take
+MAX_STEP_COUNT = 1_000_000
+#: seconds a Step call waits for its ticks before it answers (the Step runs on in
+#: the background): well under the 1 s in which asyncua's client expects its
+#: keep-alive read answered, which waits behind this call on the same connection
+STEP_WAIT = 0.5
+
+#: told of every accepted client write: (session, key, stored value, "client")
+Written = Callable[[str, VarKey, Value, str], None]
+
+
+def step_count(count: int) -> int:
+    """Step's count of ticks (OutOfRange outside [1, MAX_STEP_COUNT])."""
+    if not 1 <= count <= MAX_STEP_COUNT:
+        raise OutOfRange(f"Step Count must be within [1, {MAX_STEP_COUNT}] (got {count})")
+    return count
+
+
+def fork_factor(realtime_factor: float) -> float:
+    """Fork's real-time factor (OutOfRange outside [0, MAX_REALTIME_FACTOR], NaN too)."""
+    if not 0.0 <= realtime_factor <= MAX_REALTIME_FACTOR:  # also refuses NaN
+        raise OutOfRange(
+            f"Fork RealtimeFactor must be within [0, {MAX_REALTIME_FACTOR:g}] "
+            f"(got {realtime_factor}); 0 runs as fast as possible")
+    return realtime_factor
+
+
+def realtime_factor(value: object) -> float:
+    """A value written to a session's RealtimeFactor (TypeMismatch, OutOfRange)."""
+    if not isinstance(value, float):
+        raise TypeMismatch(f"RealtimeFactor takes a Double (got {value!r})")
+    if not 0.0 <= value <= MAX_REALTIME_FACTOR:  # also refuses NaN
+        raise OutOfRange(f"RealtimeFactor must be within [0, {MAX_REALTIME_FACTOR:g}] "
+                         f"(got {value}); 0 runs as fast as possible")
+    return value
+
+
+def input_key(name: str) -> VarKey:
+    """ReleaseInput's ``component.input`` (InvalidArgument when it is not that form)."""
+    component, dot, variable = name.partition(".")
+    if not dot or not component or not variable or "." in variable:
+        raise InvalidArgument(
+            f"ReleaseInput Name is component.input, e.g. tank.inflow (got {name!r})")
+    return VarKey(component, Kind.INPUT, variable)
+
+
+def definition(text: str) -> str:
+    """DefineTwin's TOML text (InvalidArgument when empty)."""
+    if not text.strip():
+        raise InvalidArgument(
+            "DefineTwin takes a twin in TOML, e.g. [twins.tank] with "
+            "[twins.tank.components.tank] model = \"water_tank\" (got an empty text)")
+    return text
+
+
+async def write_value(session: HostedSession, key: VarKey, value: Value,
+                      written: Written | None) -> Value:
+    """A client's write of one variable: the session takes it (or raises with nothing
+    changed), then ``written`` (the history's record of client writes) is told the
+    value as stored."""
+    stored = await session.write(key, value)
+    if written is not None:
+        written(session.name, key, stored, "client")
+    return stored
