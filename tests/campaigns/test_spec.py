@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.campaigns.conftest import TANK, TANK_CAMPAIGN, write
-from twin_server.campaigns.spec import load_campaign, plan_runs
+from twin_server.campaigns.spec import load_campaign, parse_campaign, plan_runs
 from twin_server.engine.state import VarKey
 from twin_server.errors import ConfigErrors
 from twin_server.models.base import Kind
@@ -121,3 +121,21 @@ sead = 1
                           'duration = 1.0\n')
         assert any("campaign.session: no session 'tnak'" in e and "did you mean 'tank'" in e
                    for e in found)
+
+
+class TestExample:
+    def test_readme_campaign_is_the_shipped_one(self) -> None:
+        """The README's example campaign and configs/campaign-tank.toml are valid and give
+        the same 60 runs."""
+        import re
+
+        root = Path(__file__).resolve().parents[2]
+        readme = (root / "README.md").read_text()
+        start = readme.index("## Campaigns")
+        match = re.search(r"```toml\n(.*?)```", readme[start:], re.DOTALL)
+        assert match is not None
+        shown = parse_campaign(match.group(1), base_dir=root / "configs")
+        shipped = load_campaign(root / "configs" / "campaign-tank.toml")
+        assert len(plan_runs(shipped)) == 60
+        assert plan_runs(shown) == plan_runs(shipped)
+        assert shown.figure_columns() == shipped.figure_columns()
