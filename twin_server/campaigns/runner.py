@@ -148,10 +148,12 @@ def _record(store: ResultStore, run: int, future: Any) -> bool:
 
 
 @contextlib.contextmanager
-def local_cluster(workers: int | None = None, *, processes: bool = True) -> Iterator[Any]:
+def local_cluster(workers: int | None = None, *, processes: bool = True,
+                  niceness: int = WORKER_NICENESS) -> Iterator[Any]:
     """A ``LocalCluster`` and its client: ``workers`` single-threaded workers (default:
-    one per core), processes at a lower priority that ignore SIGINT (module docstring);
-    ``processes=False`` runs the workers as threads of this process (tests, debugging)."""
+    one per core), processes at a lower priority (``niceness``) that ignore SIGINT
+    (module docstring); ``processes=False`` runs the workers as threads of this process
+    (tests, debugging)."""
     from distributed import Client, LocalCluster
 
     count = workers or os.cpu_count() or 1
@@ -171,8 +173,8 @@ def local_cluster(workers: int | None = None, *, processes: bool = True) -> Iter
     try:
         client = Client(cluster)
         try:
-            if processes:
-                client.run(os.nice, WORKER_NICENESS)
+            if processes and niceness:
+                client.run(os.nice, niceness)
             yield client
         finally:
             client.close()
