@@ -100,8 +100,8 @@ def _run(args: argparse.Namespace, campaign: Any, plans: list[Any]) -> int:
               file=sys.stderr)
         return EXIT_FAILURE
     out = args.out or Path(f"{campaign.name}-results")
-    try:
-        store = ResultStore.create(out, campaign, plans, overwrite=args.overwrite)
+    try:  # before any cluster starts; the store itself once one is there
+        ResultStore.check_free(out, overwrite=args.overwrite)
     except ResultsExist as exc:
         print(f"twin-server: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -116,34 +116,35 @@ def _run(args: argparse.Namespace, campaign: Any, plans: list[Any]) -> int:
     # distributed logs every worker's start and stop at INFO: the progress bar says enough
     logging.getLogger("distributed").setLevel(logging.WARNING)
     bar = ProgressBar(len(plans), sys.stderr)
+    if args.scheduler:
+        cluster = runner.remote_cluster(args.scheduler)
+    else:
+        cluster = runner.local_cluster(1 if args.in_process else args.workers,
+                                       processes=not args.in_process)
     try:
-        if args.scheduler:
-            cluster = runner.remote_cluster(args.scheduler)
-        else:
-            cluster = runner.local_cluster(1 if args.in_process else args.workers,
-                                           processes=not args.in_process)
-        try:
-            with cluster as client:
-                where = args.scheduler or ("in-process" if args.in_process else "a local cluster")
-                workers = len(client.scheduler_info().get("workers", {}))
-                print(f"{campaign.name}: {len(plans)} runs on {where} ({workers} workers); "
-                      f"results in {out}", file=sys.stderr)
+        with cluster as client:
+            where = args.scheduler or ("in-process" if args.in_process else "a local cluster")
+            workers = len(client.scheduler_info().get("workers", {}))
+            print(f"{campaign.name}: {len(plans)} runs on {where} ({workers} workers); "
+                  f"results in {out}", file=sys.stderr)
+            store = ResultStore.create(out, campaign, plans, overwrite=args.overwrite)
+            try:
                 outcome = runner.run_campaign(campaign, store, client, plans=plans, stop=stop,
                                               on_progress=bar.update)
-        except OSError as exc:  # the scheduler could not be reached
-            store.finish("cancelled")
-            print(f"\ntwin-server: no Dask cluster: {exc}", file=sys.stderr)
-            return EXIT_FAILURE
-        bar.close()
-        store.export()
-        counts = outcome.counts
-        state = "cancelled" if outcome.cancelled else "finished"
-        print(f"{campaign.name}: {state} in {outcome.elapsed:.1f} s: {counts.ok} ok, "
-              f"{counts.failed} failed, {counts.cancelled} cancelled; results in {out}",
-              file=sys.stderr)
+                bar.close()
+                store.export()
+            finally:
+                store.close()
+    except OSError as exc:  # the scheduler could not be reached, or was lost
+        print(f"\ntwin-server: no Dask cluster: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     finally:
         signal.signal(signal.SIGINT, previous)
-        store.close()
+    counts = outcome.counts
+    state = "cancelled" if outcome.cancelled else "finished"
+    print(f"{campaign.name}: {state} in {outcome.elapsed:.1f} s: {counts.ok} ok, "
+          f"{counts.failed} failed, {counts.cancelled} cancelled; results in {out}",
+          file=sys.stderr)
     if outcome.cancelled:
         return EXIT_CANCELLED
     return EXIT_FAILURE if counts.failed else EXIT_OK

@@ -101,36 +101,39 @@ def ship(twin: TwinDefinition, fmu_of: Mapping[str, str]) -> TwinDefinition:
     return dataclasses.replace(twin, components=tuple(components))
 
 
-#: twins with their FMUs written to this process's disk, by the spec's FMU digests
-_landed: dict[tuple[str, tuple[str, ...]], TwinDefinition] = {}
+#: the FMUs already written to this machine's disk (sha-256 -> path), for this process
+_landed: dict[str, Path] = {}
 
 
 def land(twin: TwinDefinition, fmus: Mapping[str, bytes]) -> TwinDefinition:
-    """``twin`` with each shipped FMU written to this machine and its path pointing there."""
+    """``twin`` with each shipped FMU written to this machine (once per process and
+    content) and its path pointing there."""
     if not fmus:
         return twin
-    key = (twin.name, tuple(sorted(fmus)))
-    landed = _landed.get(key)
-    if landed is not None:
-        return landed
-    folder = Path(tempfile.gettempdir()) / f"twin-server-campaign-fmus-{os.getuid()}"
-    folder.mkdir(parents=True, exist_ok=True)
     components = []
     for comp in twin.components:
         path = comp.options.get("path")
         if isinstance(path, str) and path.startswith(_SHIPPED):
-            digest = path[len(_SHIPPED):]
-            target = folder / f"{digest}.fmu"
-            if not target.is_file():
-                fd, tmp = tempfile.mkstemp(dir=folder, suffix=".part")
-                with os.fdopen(fd, "wb") as out:
-                    out.write(fmus[digest])
-                os.replace(tmp, target)  # atomic: a concurrent run sees all or nothing
+            target = _write_once(path[len(_SHIPPED):], fmus)
             comp = dataclasses.replace(comp, options={**comp.options, "path": str(target)})
         components.append(comp)
-    landed = dataclasses.replace(twin, components=tuple(components))
-    _landed[key] = landed
-    return landed
+    return dataclasses.replace(twin, components=tuple(components))
+
+
+def _write_once(digest: str, fmus: Mapping[str, bytes]) -> Path:
+    target = _landed.get(digest)
+    if target is not None and target.is_file():
+        return target
+    folder = Path(tempfile.gettempdir()) / f"twin-server-campaign-fmus-{os.getuid()}"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{digest}.fmu"
+    if not target.is_file():
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".part")
+        with os.fdopen(fd, "wb") as out:
+            out.write(fmus[digest])
+        os.replace(tmp, target)  # atomic: a concurrent run sees all of it or nothing
+    _landed[digest] = target
+    return target
 
 
 def overrides(spec: RunSpec, plan: RunPlan) -> dict[str, dict[str, Value]]:

@@ -37,11 +37,12 @@ way to drive a run: ``scenario`` is reserved for them and refused until they lan
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import math
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -61,6 +62,8 @@ Figure = Literal["final", "min", "max", "mean"]
 FIGURES: tuple[Figure, ...] = ("final", "min", "max", "mean")
 #: how a variable's name is looked up: an output first, then a state, an input, a parameter
 _LOOKUP = (Kind.OUTPUT, Kind.STATE, Kind.INPUT, Kind.PARAMETER)
+#: records one error: (message, key path)
+Fail = Callable[[str, str], None]
 #: the model whose ``options.path`` is a file the runs need (shipped with them)
 FMU_MODEL = "fmu"
 
@@ -323,7 +326,7 @@ def _whole_steps(seconds: float, step_size: float) -> int:
 
 def _twin_and_session(head: CampaignSection, twins: Mapping[str, TwinDefinition],
                       sessions: Mapping[str, SessionConfig],
-                      fail: Any) -> tuple[TwinDefinition | None, SessionConfig | None]:
+                      fail: Fail) -> tuple[TwinDefinition | None, SessionConfig | None]:
     session = None
     twin_name = head.twin
     if head.session is not None:
@@ -358,7 +361,7 @@ def _split(name: str) -> tuple[str, str] | None:
 
 
 def _varied(specs: Mapping[str, ParameterSpec], twin: TwinDefinition,
-            fail: Any) -> list[Varied]:
+            fail: Fail) -> list[Varied]:
     result = []
     for name, spec in specs.items():
         where = f"parameters.{quoted_key(name)}"
@@ -399,8 +402,6 @@ def _varied(specs: Mapping[str, ParameterSpec], twin: TwinDefinition,
 
 
 def _replace(varied: Varied, **changes: Any) -> Varied:
-    import dataclasses
-
     return dataclasses.replace(varied, **changes)
 
 
@@ -414,7 +415,7 @@ def _probe(twin: TwinDefinition, component: str, parameter: str) -> Value:
 
 
 def _coerced(twin: TwinDefinition, component: str, parameter: str, values: Sequence[Any],
-             where: str, fail: Any) -> tuple[Value, ...] | None:
+             where: str, fail: Fail) -> tuple[Value, ...] | None:
     result = []
     ok = True
     for i, value in enumerate(values):
@@ -429,7 +430,7 @@ def _coerced(twin: TwinDefinition, component: str, parameter: str, values: Seque
     return tuple(result) if ok else None
 
 
-def _distribution(spec: ParameterSpec, where: str, fail: Any) -> dict[str, Any] | None:
+def _distribution(spec: ParameterSpec, where: str, fail: Fail) -> dict[str, Any] | None:
     kind = spec.distribution
     if kind in ("uniform", "loguniform"):
         if spec.low is None or spec.high is None or spec.mean is not None or spec.std is not None:
@@ -448,7 +449,7 @@ def _distribution(spec: ParameterSpec, where: str, fail: Any) -> dict[str, Any] 
     return {"distribution": kind, "mean": spec.mean, "std": spec.std}
 
 
-def _variable(twin: TwinDefinition, name: str, where: str, fail: Any) -> VarKey | None:
+def _variable(twin: TwinDefinition, name: str, where: str, fail: Fail) -> VarKey | None:
     split = _split(name)
     if split is None:
         fail(f"name a variable as 'component.variable' (got {name!r})", where)
@@ -473,7 +474,7 @@ def _variable(twin: TwinDefinition, name: str, where: str, fail: Any) -> VarKey 
     return None
 
 
-def _fmu_files(twin: TwinDefinition, fail: Any) -> tuple[dict[str, bytes], dict[str, str]]:
+def _fmu_files(twin: TwinDefinition, fail: Fail) -> tuple[dict[str, bytes], dict[str, str]]:
     """The bytes of every FMU the twin loads, by sha-256, and which one each component
     loads: a worker on another machine gets them with its runs (no shared filesystem
     is assumed)."""

@@ -68,17 +68,12 @@ class ResultStore:
         """A new store in ``folder`` with every planned run pending; ResultsExist if the
         folder holds results already (unless ``overwrite``)."""
         folder = Path(folder)
-        path = folder / DATABASE
-        if path.exists():
-            if not overwrite:
-                raise ResultsExist(
-                    f"{str(folder)!r} already holds a campaign's results ({DATABASE}); "
-                    "choose another folder with --out, or pass --overwrite to replace them")
-            for name in (DATABASE, f"{DATABASE}-wal", f"{DATABASE}-shm", RUNS_CSV,
-                         TRAJECTORIES_CSV):
-                (folder / name).unlink(missing_ok=True)
+        cls.check_free(folder, overwrite=overwrite)
+        for name in (DATABASE, f"{DATABASE}-wal", f"{DATABASE}-shm", RUNS_CSV,
+                     TRAJECTORIES_CSV):
+            (folder / name).unlink(missing_ok=True)
         folder.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(path)
+        db = sqlite3.connect(folder / DATABASE)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         store = cls(folder, db)
@@ -102,6 +97,14 @@ class ResultStore:
             db.executemany(f"INSERT INTO runs ({names}) VALUES ({marks})",
                            ((p.index, "pending", *p.values) for p in plans))
         return store
+
+    @staticmethod
+    def check_free(folder: str | Path, *, overwrite: bool = False) -> None:
+        """ResultsExist if ``folder`` holds a campaign's results (and not ``overwrite``)."""
+        if (Path(folder) / DATABASE).exists() and not overwrite:
+            raise ResultsExist(
+                f"{str(folder)!r} already holds a campaign's results ({DATABASE}); "
+                "choose another folder with --out, or pass --overwrite to replace them")
 
     @classmethod
     def open(cls, folder: str | Path) -> ResultStore:
