@@ -5,6 +5,7 @@ OPC UA's for the same call), roles, and the OpenAPI document."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from typing import Any
@@ -310,6 +311,21 @@ class TestRoles:
             assert response.headers["WWW-Authenticate"].startswith("Basic")
             assert (await response.json())["status"] == "BadIdentityTokenRejected"
 
+    async def test_a_scripts_basic_requests_check_the_password_once(self, web: Web) -> None:
+        """A loop of requests with the same Basic credentials is checked against the
+        users store once (not scrypt and a log line each); another password is
+        checked, and refused, at once."""
+        users = web.daemon.server.security.users  # type: ignore[union-attr]
+        name = USERS[Role.VIEWER]
+        before = users.statistics()
+        for _ in range(5):
+            assert (await web.call("GET", "/api/me", role=None,
+                                   headers=basic(name)))[1]["name"] == name
+        after = users.statistics()
+        assert after.accepted - before.accepted <= 1
+        got, _ = await web.call("GET", "/api/me", role=None, headers=basic(name, "wrong"))
+        assert got == 401 and users.statistics().failed == after.failed + 1
+
     async def test_a_token_from_login_stands_for_the_user(self, web: Web) -> None:
         """POST /api/login with Basic credentials hands out a token that authenticates
         as that user until logout revokes it; an unknown token is refused."""
@@ -382,6 +398,58 @@ class TestLive:
                     frame = await ws.receive_json()
                     if [inflow, 0.004] in frame["values"]:
                         break
+            await web.call("POST", SESSION + "/release-inputs")
+
+    async def test_forced_marks_follow_a_force_and_a_release_made_over_opc_ua(
+            self, web: Web) -> None:
+        """The first frame names the forced inputs; an input forced and then released
+        over OPC UA (not through this socket's page) shows in the next frames."""
+        client = Client(web.daemon.endpoint_url, timeout=10)
+        client.set_user(USERS[Role.ADMIN])
+        client.set_password(PASSWORD)
+        async with client, web.http.ws_connect(web.url + SESSION + "/live") as ws:
+            ns = await client.get_namespace_index("urn:twin-server")
+            paths = [v["path"] for v in (await ws.receive_json(timeout=10))["variables"]]
+            inflow = paths.index("Components.tank.Inputs.inflow")
+            assert (await ws.receive_json(timeout=10))["forced"] == []
+
+            async def forced_now() -> list[int]:
+                async with asyncio.timeout(10):
+                    while "forced" not in (frame := await ws.receive_json()):
+                        pass
+                    found: list[int] = frame["forced"]
+                    return found
+
+            node = client.get_node(ua.NodeId("Sessions.main.Components.tank.Inputs.inflow", ns))
+            await node.write_value(ua.DataValue(ua.Variant(0.002, ua.VariantType.Double)))
+            assert await forced_now() == [inflow]
+            session = client.get_node(ua.NodeId("Sessions.main", ns))
+            await session.call_method(ua.NodeId("Sessions.main.ReleaseInputs", ns))
+            assert await forced_now() == []
+
+    async def test_a_big_listing_is_the_views_of_each_variable(self, web: Web) -> None:
+        """GET .../variables (encoded from the layout once) answers what variable_view
+        gives for each variable: values of every type, non-finite as null, status
+        and forced marks."""
+        from twin_server.web import views
+        record = web.daemon.manager.get("main")
+        await web.call("PUT", INFLOW, {"value": 0.003})
+        try:
+            _, listing = await web.call("GET", SESSION + "/variables")
+            layout = record.session.layout.variables
+            view = await views.LayoutView(record.session.layout).build("plant")
+            frame = record.session.frame()
+            values = (*frame.values[:-4], float("nan"), float("-inf"), True, 'a "quoted"\n')
+            frame = dataclasses.replace(frame, values=values, quality={0: 0x80000000})
+            text = await view.listing(frame, await record.session.forced())
+            assert json.loads(text) == [
+                views.variable_view(key, var, frame.values[i], frame.quality.get(i, 0),
+                                    key.path == "Components.tank.Inputs.inflow")
+                for i, (key, var) in enumerate(layout)]
+            assert [v["path"] for v in listing] == [k.path for k, _ in layout]
+            assert [v["path"] for v in listing if v["forced"]] == \
+                ["Components.tank.Inputs.inflow"]
+        finally:
             await web.call("POST", SESSION + "/release-inputs")
 
     async def test_an_unknown_session_is_refused_before_the_upgrade(self, web: Web) -> None:

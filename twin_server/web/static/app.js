@@ -273,16 +273,16 @@ function buildVariables(layout) {
   });
   $("#variables tbody").replaceChildren(...rows);
   applyFilter();
-  forcedMarks();
 }
 
-async function forcedMarks() {
-  const name = ui.selected;
-  try {
-    const variables = await api("GET", `/api/sessions/${encodeURIComponent(name)}/variables`);
-    if (name !== ui.selected) return;
-    variables.forEach((v, i) => ui.cells[i]?.row.classList.toggle("forced", !!v.forced));
-  } catch { /* shown by the next call that fails */ }
+// the forced inputs' marks: every frame that follows a force or a release (here, over
+// OPC UA, another page or a reset) carries the indices of the forced inputs
+function forcedMarks(forced) {
+  const set = new Set(forced);
+  ui.cells.forEach((cell, i) => {
+    const on = set.has(i);
+    if (cell.row.classList.contains("forced") !== on) cell.row.classList.toggle("forced", on);
+  });
 }
 
 function applyFrame(frame) {
@@ -291,6 +291,7 @@ function applyFrame(frame) {
   state.textContent = stateText;
   state.className = `state-${frame.state}`;
   state.dataset.state = frame.state;
+  if (frame.forced) forcedMarks(frame.forced);
   for (const [index, value] of frame.values) {
     ui.values[index] = value;
     const cell = ui.cells[index];
