@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import threading
 import time
 from typing import Any
 
@@ -456,6 +457,160 @@ class TestLive:
         """/live of an unknown session answers 404 BadNotFound, not a socket."""
         status, answer = await web.call("GET", "/api/sessions/nope/live")
         assert (status, answer["status"]) == (404, "BadNotFound")
+
+
+# -- alarms ------------------------------------------------------------------------------
+
+ALARMS = SESSION + "/alarms"
+HIGH = ALARMS + "/HighLevel"
+
+
+class TestAlarms:
+    async def test_the_alarm_list_shows_each_condition(self, web: Web) -> None:
+        """GET /api/alarms lists the session's alarm with its definition and condition
+        (active once the level passed its limit); ?retained=true keeps retained ones."""
+        alarms = await _until(web, "/api/alarms", lambda a: any(
+            x["name"] == "HighLevel" and x["active"] for x in a))
+        high = next(a for a in alarms if a["name"] == "HighLevel")
+        assert high["session"] == "main" and high["variable"] == "tank.level"
+        assert high["limits"] == ["High"] and high["severity"] == 700 and high["retain"]
+        assert high["limits_defined"] == [{"name": "High", "value": 0.52, "severity": 700}]
+        assert len(high["event_id"]) == 32
+        _, retained = await web.call("GET", "/api/alarms?retained=true")
+        assert "HighLevel" in [a["name"] for a in retained]
+        assert (await web.call("GET", ALARMS))[1][0]["name"] == "HighLevel"
+
+    async def test_acknowledge_confirm_comment_as_over_opc_ua(self, web: Web) -> None:
+        """Acknowledge, Confirm and AddComment need the listed EventId and an operator;
+        a repeated Acknowledge is refused as the condition's OPC UA method refuses it
+        (the same status and message); Disable and Enable follow."""
+        await _until(web, ALARMS, lambda a: a[0]["active"])
+        _, (high,) = await web.call("GET", ALARMS)
+        event = {"event_id": high["event_id"], "comment": "seen"}
+        got, answer = await web.call("POST", HIGH + "/acknowledge", event, role=Role.VIEWER)
+        assert (got, answer["status"]) == (403, "BadUserAccessDenied")
+        got, answer = await web.call("POST", HIGH + "/acknowledge", {"event_id": "00" * 16},
+                                     role=Role.OPERATOR)
+        assert (got, answer["status"]) == (409, "BadEventIdUnknown")
+        got, acked = await web.call("POST", HIGH + "/acknowledge", event, role=Role.OPERATOR)
+        assert got == 200 and acked["acked"] and acked["comment"] == "seen"
+        assert acked["user"] == USERS[Role.OPERATOR]
+        got, again = await web.call("POST", HIGH + "/acknowledge",
+                                    {"event_id": acked["event_id"]}, role=Role.OPERATOR)
+        assert (got, again["status"]) == (409, "BadConditionBranchAlreadyAcked")
+        client = Client(web.daemon.endpoint_url, timeout=10)
+        client.set_user(USERS[Role.OPERATOR])
+        client.set_password(PASSWORD)
+        async with client:
+            ns = await client.get_namespace_index("urn:twin-server")
+            (result,) = await client.uaclient.call([ua.CallMethodRequest(
+                ObjectId=ua.NodeId("Sessions.main.Alarms.HighLevel", ns),
+                MethodId=ua.NodeId(ua.ObjectIds.AcknowledgeableConditionType_Acknowledge),
+                InputArguments=[ua.Variant(bytes.fromhex(acked["event_id"])),
+                                ua.Variant(ua.LocalizedText("again"))])])
+        assert result.StatusCode.name == again["status"]
+        got, confirmed = await web.call("POST", HIGH + "/confirm",
+                                        {"event_id": acked["event_id"]}, role=Role.OPERATOR)
+        assert got == 200 and confirmed["confirmed"]
+        got, commented = await web.call("POST", HIGH + "/comment", {
+            "event_id": confirmed["event_id"], "comment": "valve checked"}, role=Role.OPERATOR)
+        assert got == 200 and commented["comment"] == "valve checked"
+        got, disabled = await web.call("POST", HIGH + "/disable", role=Role.OPERATOR)
+        assert got == 200 and not disabled["enabled"]
+        got, twice = await web.call("POST", HIGH + "/disable", role=Role.OPERATOR)
+        assert (got, twice["status"]) == (409, "BadConditionAlreadyDisabled")
+        got, enabled = await web.call("POST", HIGH + "/enable", role=Role.OPERATOR)
+        assert got == 200 and enabled["enabled"]
+
+    async def test_an_unknown_alarm_is_not_found(self, web: Web) -> None:
+        """An alarm the session does not have answers 404 naming its alarms."""
+        got, answer = await web.call("POST", ALARMS + "/Nope/enable")
+        assert (got, answer["status"]) == (404, "BadNotFound")
+        assert "HighLevel" in answer["message"]
+
+
+# -- scenario runs -------------------------------------------------------------------------
+
+SCENARIO = """
+[scenario]
+description = "The level follows the setpoint up"
+session = "main"
+
+[[steps]]
+name = "the tank never overflows"
+check = "tank.level < 1.9"
+always = true
+
+[[steps]]
+wait_until = "setpoint.output > 0.9"
+timeout = 5.0
+
+[[steps]]
+name = "the level rises"
+check = "tank.level > {level}"
+within = 60.0
+"""
+
+
+class TestScenarios:
+    async def test_a_scenario_runs_offline_with_its_reports(self, web: Web) -> None:
+        """POST /api/scenarios runs the file on a fresh session of the config's 'main'
+        and answers its verdicts; the run is listed, its JUnit XML and Markdown report
+        are served, DELETE forgets it."""
+        got, run = await web.call("POST", "/api/scenarios", {
+            "scenario": SCENARIO.format(level=0.6), "file": "rise.toml", "wait": 20},
+            role=Role.OPERATOR)
+        assert got == 201 and run["state"] == "passed", run
+        assert [c["verdict"] for c in run["checks"]] == ["passed", "passed"]
+        assert run["user"] == USERS[Role.OPERATOR] and run["file"] == "rise.toml"
+        assert "main" not in [s["name"] for s in (await web.call("GET", "/api/sessions"))[1]
+                              if s["name"] == run["session"]]
+        _, runs = await web.call("GET", "/api/scenarios")
+        assert runs[0]["id"] == run["id"]
+        assert (await web.call("GET", f"/api/scenarios/{run['id']}"))[1]["state"] == "passed"
+        async with web.http.get(f"{web.url}/api/scenarios/{run['id']}/junit") as response:
+            assert response.content_type == "application/xml"
+            assert "<testsuite" in await response.text()
+        async with web.http.get(f"{web.url}/api/scenarios/{run['id']}/report") as response:
+            assert response.content_type == "text/markdown"
+            assert (await response.text()).startswith("# ")
+        assert (await web.call("DELETE", f"/api/scenarios/{run['id']}"))[0] == 204
+        got, answer = await web.call("GET", f"/api/scenarios/{run['id']}")
+        assert (got, answer["status"]) == (404, "BadNotFound")
+
+    async def test_a_failing_check_fails_the_run(self, web: Web) -> None:
+        """A check that does not hold gives the run the verdict failed, with why."""
+        _, run = await web.call("POST", "/api/scenarios", {
+            "scenario": SCENARIO.format(level=5.0), "wait": 30})
+        assert run["state"] == "failed", run
+        assert run["checks"][-1]["verdict"] == "failed"
+
+    async def test_a_long_run_answers_running_and_stops_when_deleted(self, web: Web) -> None:
+        """With wait 0 the POST answers a running run at once; DELETE stops it (its
+        thread ends) and forgets it."""
+        long = SCENARIO.format(level=0.6).replace("timeout = 5.0", "timeout = 1e6") \
+            .replace("setpoint.output > 0.9", "tank.level > 10")
+        got, run = await web.call("POST", "/api/scenarios", {"scenario": long, "wait": 0})
+        assert (got, run["state"]) == (201, "running")
+        started = time.monotonic()
+        assert (await web.call("DELETE", f"/api/scenarios/{run['id']}"))[0] == 204
+        assert time.monotonic() - started < 5
+        assert not [t for t in threading.enumerate() if t.name == f"scenario-{run['id']}"]
+
+    async def test_a_bad_file_is_refused_with_every_error(self, web: Web) -> None:
+        """A scenario file with errors answers 422 BadConfigurationError naming each,
+        and runs nothing; a viewer may not run one."""
+        before = len((await web.call("GET", "/api/scenarios"))[1])
+        got, answer = await web.call("POST", "/api/scenarios", {
+            "scenario": '[scenario]\nsession = "nope"\n[[steps]]\ncheck = "x >"\n'})
+        assert (got, answer["status"]) == (422, "BadConfigurationError"), answer
+        assert len((await web.call("GET", "/api/scenarios"))[1]) == before
+        got, answer = await web.call("POST", "/api/scenarios",
+                                     {"scenario": SCENARIO.format(level=0.6)},
+                                     role=Role.VIEWER)
+        assert (got, answer["status"]) == (403, "BadUserAccessDenied")
+        got, answer = await web.call("GET", "/api/scenarios/nope/report")
+        assert (got, answer["status"]) == (404, "BadNotFound")
 
 
 class TestCoverage:

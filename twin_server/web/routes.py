@@ -34,9 +34,10 @@ TAGS: tuple[tuple[str, str], ...] = (
     ("variables", "A session's variables: read, write, release a forced input"),
     ("history", "Recorded values and a session's events"),
     ("hil", "Hardware-in-the-loop peers' health"),
-    ("alarms", "Alarms and conditions (to come: issue #17)"),
+    ("alarms", "Alarms and conditions: the alarm list, Acknowledge, Confirm, AddComment, "
+               "Enable, Disable"),
     ("faults", "Faults injected into sessions (to come: issue #17)"),
-    ("scenarios", "Scenario runs and their results (to come: issue #18)"),
+    ("scenarios", "Scenario runs (offline, on the server) and their reports"),
     ("campaigns", "Campaign runs and their results (to come: issue #19)"),
     ("access", "Who you are, tokens, this document"),
 )
@@ -70,6 +71,8 @@ class Route:
     refusals: tuple[str, ...] = ()
     #: a WebSocket (GET, answered 101 Switching Protocols)
     websocket: bool = False
+    #: the media type of the answer
+    media: str = "application/json"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
