@@ -7,11 +7,12 @@ schemas of its body and answer. The API serves exactly the routes of the table
 and documents exactly those: nothing is served undocumented.
 
 Groups of routes, one module each, each exporting ``routes(api) -> list[Route]``:
-``api.py`` (twins, sessions, variables, history, events, HIL, login). Alarms and
-conditions, faults, scenario runs and campaign runs add a module of their own
-here (``web/alarms.py``, ``web/faults.py``, ``web/scenarios.py``,
-``web/campaigns.py``) and list it in ``GROUPS`` in ``server.py``; their tags are
-declared below already so that the document orders them.
+``api.py`` (twins, sessions, variables, history, events, HIL, login),
+``alarms.py`` (the alarm list, the condition methods), ``scenarios.py`` (scenario
+runs). Faults and campaign runs add a module of their own here
+(``web/faults.py``, ``web/campaigns.py``) and list it in ``GROUPS`` in
+``server.py``; their tags are declared below already so that the document orders
+them.
 """
 
 from __future__ import annotations
