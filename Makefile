@@ -17,7 +17,7 @@ NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,campaigns]'
 	touch $(STAMP)
 
 # the independent OPC UA stack the conformance tests run (tests/nodeopcua/__init__.py)
@@ -44,7 +44,7 @@ soak: $(STAMP) $(NODE_STAMP)
 
 # ruff and mypy (strict on twin_server); not part of `make test`
 lint: $(STAMP)
-	$(PY) -m pip install --quiet -e '.[test,dev]'
+	$(PY) -m pip install --quiet -e '.[test,campaigns,dev]'
 	$(VENV)/bin/ruff check twin_server tests
 	$(VENV)/bin/mypy
 
@@ -52,7 +52,7 @@ lint: $(STAMP)
 # bench-results/results.md with the table and PNG plots. BENCH=word selects modules.
 BENCH ?=
 bench: $(STAMP)
-	$(PY) -m pip install --quiet -e '.[test,bench]'
+	$(PY) -m pip install --quiet -e '.[test,campaigns,bench]'
 	$(PY) -m tests.bench $(BENCH)
 
 clean:

@@ -107,9 +107,6 @@ class TestRuntimeSessions:
             await daemon.delete_session(session.name)
         assert all(s.closed for s in local)
 
-    @pytest.mark.xfail(strict=False, run=False,
-                       reason="deleting a flat-out fork in-process waits on its cancelled "
-                       "clock task for ever (found at the end of session 4; issue note)")
     async def test_fork_runs_at_its_factor(self, daemon: Daemon) -> None:
         """A fork of the running config session runs as fast as possible."""
         main = daemon.session("main")

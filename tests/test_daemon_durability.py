@@ -19,7 +19,7 @@ from asyncua import Client, ua
 
 from twin_server.history import HistoryStore
 from twin_server.persistence import load_state
-from twin_server.runtime.daemon import SHUTDOWN_STAGES, STAGE_TIMEOUT
+from twin_server.runtime.daemon import SHUTDOWN_LIMIT
 
 BATCH = 0.25
 CONFIG = f"""
@@ -111,7 +111,7 @@ class TestStop:
             await asyncio.sleep(1.5)
             stopped = time.time()
             proc.send_signal(signal.SIGTERM)
-            code = await asyncio.to_thread(proc.wait, len(SHUTDOWN_STAGES) * STAGE_TIMEOUT)
+            code = await asyncio.to_thread(proc.wait, SHUTDOWN_LIMIT)
             assert code == 0
         finally:
             finish(proc)

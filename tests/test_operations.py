@@ -21,7 +21,17 @@ from asyncua.ua.uaerrors import BadConfigurationError
 from twin_server.config.schema import ServerConfig
 from twin_server.runtime import LocalHost
 from twin_server.runtime.compile import load_config
-from twin_server.runtime.daemon import SHUTDOWN_STAGES, STAGE_TIMEOUT, Daemon
+from twin_server.runtime.daemon import (
+    SHUTDOWN_BUDGET,
+    SHUTDOWN_LIMIT,
+    SHUTDOWN_STAGES,
+    STAGE_FLOOR,
+    STAGE_TIMEOUT,
+    Daemon,
+    _stop_stage,
+    _with_timeout,
+    stage_timeout,
+)
 from twin_server.systemd import Notifier
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,7 +143,7 @@ class TestNotify:
             proc.send_signal(signal.SIGTERM)
             rest = listener.until("STOPPING=1", timeout=10)
             assert not any(m.startswith("READY") for m in rest)
-            assert proc.wait(timeout=len(SHUTDOWN_STAGES) * STAGE_TIMEOUT) == 0
+            assert proc.wait(timeout=SHUTDOWN_LIMIT) == 0
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -198,11 +208,45 @@ class TestNotify:
 
 class TestShutdown:
     def test_stages_fit_in_the_units_stop_timeout(self) -> None:
-        """Every shutdown stage at its timeout still ends before systemd's TimeoutStopSec."""
+        """A shutdown whose every stage is stuck still ends before systemd's
+        TimeoutStopSec: the stages share SHUTDOWN_BUDGET, each with at least
+        STAGE_FLOOR, and room is left for a few more stages."""
         unit = configparser.ConfigParser(strict=False, interpolation=None)
         unit.read(UNIT)
         stop_timeout = float(unit["Service"]["TimeoutStopSec"].removesuffix("s"))
-        assert len(SHUTDOWN_STAGES) * STAGE_TIMEOUT < stop_timeout
+        assert SHUTDOWN_BUDGET + len(SHUTDOWN_STAGES) * STAGE_FLOOR == SHUTDOWN_LIMIT
+        assert stop_timeout > SHUTDOWN_LIMIT + 10 * STAGE_FLOOR
+
+    async def test_stuck_stages_share_the_budget(self) -> None:
+        """With the budget nearly spent, a stuck stage waits what is left (or the
+        floor), not STAGE_TIMEOUT; outside a shutdown a stage waits STAGE_TIMEOUT."""
+        from twin_server.runtime import daemon as module
+
+        assert stage_timeout() == STAGE_TIMEOUT
+        loop = asyncio.get_running_loop()
+        token = module._SHUTDOWN_DEADLINE.set(loop.time() + 0.3)
+        try:
+            assert 0.2 < stage_timeout() <= 0.3
+            stuck = asyncio.ensure_future(asyncio.Event().wait())
+            started = loop.time()
+            await _with_timeout("stuck", stuck)  # (cancelled at its timeout)
+            assert 0.2 < loop.time() - started < STAGE_TIMEOUT / 2
+            started = loop.time()
+
+            async def deaf() -> None:  # (ignores its first cancellation)
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(10)
+                await asyncio.sleep(10)
+
+            task = asyncio.ensure_future(deaf())
+            await _stop_stage("deaf", [task])  # the budget is spent: the floor
+            assert loop.time() - started < STAGE_FLOOR + 1.0
+            assert stage_timeout() == STAGE_FLOOR
+        finally:
+            module._SHUTDOWN_DEADLINE.reset(token)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     def test_unit_file_has_the_hardening(self) -> None:
         """The unit is Type=notify with a watchdog and the sandbox the README promises."""

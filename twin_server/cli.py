@@ -9,6 +9,7 @@
     twin-server test SCENARIO... [--config CONFIG | --endpoint URL] [--junit FILE] [--report DIR]
     twin-server user add|passwd|role|remove|list NAME [--role ROLE] [--config CONFIG]
     twin-server pki trust|untrust|list|hil-client [FILE-OR-THUMBPRINT] [--config CONFIG]
+    twin-server campaign check|run|show|export ...   (twin_server/campaigns/cli.py)
 
 Exit status: 0 on success or a clean stop, 2 for an invalid config (every error
 printed, each with its file and key path), 1 for anything else.
@@ -89,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     security_cli.add_parsers(commands)
 
+    from twin_server.campaigns import cli as campaign_cli
+
+    campaign_cli.add_parsers(commands)
+
     fmu = commands.add_parser("fmu", help="work with FMU files")
     fmu_commands = fmu.add_subparsers(dest="fmu_command", required=True, metavar="COMMAND")
     inspect = fmu_commands.add_parser(
@@ -115,6 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from twin_server.security import cli as security_cli
 
         return security_cli.run(args)
+    if args.command == "campaign":
+        from twin_server.campaigns import cli as campaign_cli
+
+        return campaign_cli.run(args)
     if args.command == "history":
         return asyncio.run(_history_export(args))
     if args.command == "test":

@@ -8,6 +8,7 @@ import struct
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from tests.engine.conftest import faulting_twin, noisy_loop_twin
 from tests.runtime.conftest import DEMO, EventLog, wait_until
@@ -23,7 +24,7 @@ from twin_server.errors import (
     TypeMismatch,
 )
 from twin_server.models.base import Kind
-from twin_server.runtime import HostedSession, LocalHost, WorkerHost
+from twin_server.runtime import HostedSession, LocalHost, WorkerHost, local
 from twin_server.runtime.compile import load_config
 
 Host = LocalHost | WorkerHost
@@ -293,3 +294,41 @@ class TestStepInTheBackground:
         frame = session.frame()
         assert (frame.state, frame.steps_remaining) == (RunState.HALTED, 0)
         assert "step_completed" not in events.kinds("s")
+
+
+async def _deaf_clock(session: Session) -> None:
+    """A clock that does not take its cancellation (what a lost cancellation looked
+    like): it ticks flat out while the session runs."""
+    while session.state is RunState.RUNNING:
+        try:
+            session.tick()
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            continue
+
+
+class TestLocalDelete:
+    async def test_a_clock_that_does_not_end_is_reported_and_the_delete_ends(
+            self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Deleting a session whose clock task ignores its cancellation ends within the
+        stop timeout: the error names the session and where its clock was, and the
+        closed session stops ticking."""
+        monkeypatch.setattr(local, "CLOCK_STOP_TIMEOUT", 0.5)
+        events = EventLog()
+        host = LocalHost(events, clocks=False)
+        definition = noisy_loop_twin()
+        await host.create("s", definition, SessionSettings(step_size=0.01, realtime_factor=0.0))
+        session = host.session("s")
+        session.start()
+        deaf = asyncio.create_task(_deaf_clock(session))
+        host._sessions["s"].task = deaf
+        await wait_until(lambda: session.step_count > 100)
+        with capture_logs() as logs:
+            async with asyncio.timeout(20):
+                await host.delete("s")
+        [stop] = [e for e in logs if e["event"] == "clock_stop_timeout"]
+        assert stop["session"] == "s" and "_deaf_clock" in stop["stack"]
+        async with asyncio.timeout(5):
+            await deaf  # (it ended: the closed session no longer runs)
+        assert session.closed
+        await host.aclose()

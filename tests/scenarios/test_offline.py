@@ -236,22 +236,80 @@ wait = 1
         result = run_text(loaded, '[[steps]]\nset = "tank.inflow"\nvalue = -1.0\n')
         assert result.error is not None and "steps[0]" in result.error
 
-    def test_fault_steps_wait(self, loaded: LoadedConfig) -> None:
-        """inject_fault and clear_fault are skipped (no fault injection in this build)."""
+    def test_fault_steps(self, loaded: LoadedConfig) -> None:
+        """inject_fault holds an output stuck (its readers see it), clear_fault ends it."""
         result = run_text(loaded, """
 [[steps]]
-inject_fault = "stuck"
+set = "tank.inflow"
+value = 0.05
+[[steps]]
+inject_fault = "stuck_level"
 variable = "tank.level"
 kind = "stuck"
-parameters = { value = 1.0 }
+parameters = { value = 1.5 }
+[[steps]]
+wait = 0.1  # (a fault applies from the next tick on)
+[[steps]]
+check = "tank.level == 1.5 and sensor.output == 1.5 ± 0.05"
+always = 2.0
+[[steps]]
+wait = 2.0  # (an always check runs beside the steps after it)
+[[steps]]
+clear_fault = "stuck_level"
+[[steps]]
+wait = 0.2
+[[steps]]
+check = "tank.level < 1"
+""")
+        assert [r.outcome for r in result.steps] == ["done"] * 8, result.error
+        assert [c.verdict for c in result.checks] == [Verdict.PASSED] * 2, [
+            c.describe() for c in result.checks]
+
+    def test_fault_with_duration_and_clear_all(self, loaded: LoadedConfig) -> None:
+        """A fault with a duration ends by itself; clear_fault '*' ends every fault."""
+        result = run_text(loaded, """
+[[steps]]
+inject_fault = "offset"
+variable = "tank.level"
+kind = "offset"
+parameters = { offset = 1.0 }
+duration = 1.0
+[[steps]]
+wait = 0.1
+[[steps]]
+check = "tank.level > 1.4"
+[[steps]]
+wait = 1.5
+[[steps]]
+check = "tank.level < 0.6"
+[[steps]]
+inject_fault = "again"
+variable = "tank.level"
+kind = "offset"
+parameters = { offset = 1.0 }
 [[steps]]
 clear_fault = "*"
 [[steps]]
-check = "tank.level == 0.5"
+wait = 0.2
+[[steps]]
+check = "tank.level < 0.6"
 """)
-        assert [r.outcome for r in result.steps] == ["skipped", "skipped", "done"]
-        assert "issue #17" in result.steps[0].message
-        assert result.passed
+        assert [c.verdict for c in result.checks] == [Verdict.PASSED] * 3, [
+            c.describe() for c in result.checks]
+
+    def test_refused_fault(self, loaded: LoadedConfig) -> None:
+        """A fault the session refuses (an unknown parameter) breaks the run off."""
+        result = run_text(loaded, """
+[[steps]]
+inject_fault = "f"
+variable = "tank.level"
+kind = "stuck"
+parameters = { valu = 1.0 }
+[[steps]]
+check = "tank.level > 0"
+""")
+        assert result.error is not None and "steps[0]" in result.error
+        assert result.checks[0].verdict is Verdict.SKIPPED
 
 
 class TestDeterminism:

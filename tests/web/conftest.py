@@ -34,6 +34,12 @@ port = 0
 twin = "plant"
 step_size = 0.01
 publish_rate = 20.0
+
+[sessions.main.alarms.HighLevel]  # active within a second of the start
+variable = "tank.level"
+high = 0.52
+severity = 700
+message = "Tank level high"
 """
 
 

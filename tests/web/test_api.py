@@ -5,7 +5,9 @@ OPC UA's for the same call), roles, and the OpenAPI document."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import threading
 import time
 from typing import Any
 
@@ -310,6 +312,21 @@ class TestRoles:
             assert response.headers["WWW-Authenticate"].startswith("Basic")
             assert (await response.json())["status"] == "BadIdentityTokenRejected"
 
+    async def test_a_scripts_basic_requests_check_the_password_once(self, web: Web) -> None:
+        """A loop of requests with the same Basic credentials is checked against the
+        users store once (not scrypt and a log line each); another password is
+        checked, and refused, at once."""
+        users = web.daemon.server.security.users  # type: ignore[union-attr]
+        name = USERS[Role.VIEWER]
+        before = users.statistics()
+        for _ in range(5):
+            assert (await web.call("GET", "/api/me", role=None,
+                                   headers=basic(name)))[1]["name"] == name
+        after = users.statistics()
+        assert after.accepted - before.accepted <= 1
+        got, _ = await web.call("GET", "/api/me", role=None, headers=basic(name, "wrong"))
+        assert got == 401 and users.statistics().failed == after.failed + 1
+
     async def test_a_token_from_login_stands_for_the_user(self, web: Web) -> None:
         """POST /api/login with Basic credentials hands out a token that authenticates
         as that user until logout revokes it; an unknown token is refused."""
@@ -384,10 +401,216 @@ class TestLive:
                         break
             await web.call("POST", SESSION + "/release-inputs")
 
+    async def test_forced_marks_follow_a_force_and_a_release_made_over_opc_ua(
+            self, web: Web) -> None:
+        """The first frame names the forced inputs; an input forced and then released
+        over OPC UA (not through this socket's page) shows in the next frames."""
+        client = Client(web.daemon.endpoint_url, timeout=10)
+        client.set_user(USERS[Role.ADMIN])
+        client.set_password(PASSWORD)
+        async with client, web.http.ws_connect(web.url + SESSION + "/live") as ws:
+            ns = await client.get_namespace_index("urn:twin-server")
+            paths = [v["path"] for v in (await ws.receive_json(timeout=10))["variables"]]
+            inflow = paths.index("Components.tank.Inputs.inflow")
+            assert (await ws.receive_json(timeout=10))["forced"] == []
+
+            async def forced_now() -> list[int]:
+                async with asyncio.timeout(10):
+                    while "forced" not in (frame := await ws.receive_json()):
+                        pass
+                    found: list[int] = frame["forced"]
+                    return found
+
+            node = client.get_node(ua.NodeId("Sessions.main.Components.tank.Inputs.inflow", ns))
+            await node.write_value(ua.DataValue(ua.Variant(0.002, ua.VariantType.Double)))
+            assert await forced_now() == [inflow]
+            session = client.get_node(ua.NodeId("Sessions.main", ns))
+            await session.call_method(ua.NodeId("Sessions.main.ReleaseInputs", ns))
+            assert await forced_now() == []
+
+    async def test_a_big_listing_is_the_views_of_each_variable(self, web: Web) -> None:
+        """GET .../variables (encoded from the layout once) answers what variable_view
+        gives for each variable: values of every type, non-finite as null, status
+        and forced marks."""
+        from twin_server.web import views
+        record = web.daemon.manager.get("main")
+        await web.call("PUT", INFLOW, {"value": 0.003})
+        try:
+            _, listing = await web.call("GET", SESSION + "/variables")
+            layout = record.session.layout.variables
+            view = await views.LayoutView(record.session.layout).build("plant")
+            frame = record.session.frame()
+            values = (*frame.values[:-4], float("nan"), float("-inf"), True, 'a "quoted"\n')
+            frame = dataclasses.replace(frame, values=values, quality={0: 0x80000000})
+            text = await view.listing(frame, await record.session.forced())
+            assert json.loads(text) == [
+                views.variable_view(key, var, frame.values[i], frame.quality.get(i, 0),
+                                    key.path == "Components.tank.Inputs.inflow")
+                for i, (key, var) in enumerate(layout)]
+            assert [v["path"] for v in listing] == [k.path for k, _ in layout]
+            assert [v["path"] for v in listing if v["forced"]] == \
+                ["Components.tank.Inputs.inflow"]
+        finally:
+            await web.call("POST", SESSION + "/release-inputs")
+
     async def test_an_unknown_session_is_refused_before_the_upgrade(self, web: Web) -> None:
         """/live of an unknown session answers 404 BadNotFound, not a socket."""
         status, answer = await web.call("GET", "/api/sessions/nope/live")
         assert (status, answer["status"]) == (404, "BadNotFound")
+
+
+# -- alarms ------------------------------------------------------------------------------
+
+ALARMS = SESSION + "/alarms"
+HIGH = ALARMS + "/HighLevel"
+
+
+class TestAlarms:
+    async def test_the_alarm_list_shows_each_condition(self, web: Web) -> None:
+        """GET /api/alarms lists the session's alarm with its definition and condition
+        (active once the level passed its limit); ?retained=true keeps retained ones."""
+        alarms = await _until(web, "/api/alarms", lambda a: any(
+            x["name"] == "HighLevel" and x["active"] for x in a))
+        high = next(a for a in alarms if a["name"] == "HighLevel")
+        assert high["session"] == "main" and high["variable"] == "tank.level"
+        assert high["limits"] == ["High"] and high["severity"] == 700 and high["retain"]
+        assert high["limits_defined"] == [{"name": "High", "value": 0.52, "severity": 700}]
+        assert len(high["event_id"]) == 32
+        _, retained = await web.call("GET", "/api/alarms?retained=true")
+        assert "HighLevel" in [a["name"] for a in retained]
+        assert (await web.call("GET", ALARMS))[1][0]["name"] == "HighLevel"
+
+    async def test_acknowledge_confirm_comment_as_over_opc_ua(self, web: Web) -> None:
+        """Acknowledge, Confirm and AddComment need the listed EventId and an operator;
+        a repeated Acknowledge is refused as the condition's OPC UA method refuses it
+        (the same status and message); Disable and Enable follow."""
+        await _until(web, ALARMS, lambda a: a[0]["active"])
+        _, (high,) = await web.call("GET", ALARMS)
+        event = {"event_id": high["event_id"], "comment": "seen"}
+        got, answer = await web.call("POST", HIGH + "/acknowledge", event, role=Role.VIEWER)
+        assert (got, answer["status"]) == (403, "BadUserAccessDenied")
+        got, answer = await web.call("POST", HIGH + "/acknowledge", {"event_id": "00" * 16},
+                                     role=Role.OPERATOR)
+        assert (got, answer["status"]) == (409, "BadEventIdUnknown")
+        got, acked = await web.call("POST", HIGH + "/acknowledge", event, role=Role.OPERATOR)
+        assert got == 200 and acked["acked"] and acked["comment"] == "seen"
+        assert acked["user"] == USERS[Role.OPERATOR]
+        got, again = await web.call("POST", HIGH + "/acknowledge",
+                                    {"event_id": acked["event_id"]}, role=Role.OPERATOR)
+        assert (got, again["status"]) == (409, "BadConditionBranchAlreadyAcked")
+        client = Client(web.daemon.endpoint_url, timeout=10)
+        client.set_user(USERS[Role.OPERATOR])
+        client.set_password(PASSWORD)
+        async with client:
+            ns = await client.get_namespace_index("urn:twin-server")
+            (result,) = await client.uaclient.call([ua.CallMethodRequest(
+                ObjectId=ua.NodeId("Sessions.main.Alarms.HighLevel", ns),
+                MethodId=ua.NodeId(ua.ObjectIds.AcknowledgeableConditionType_Acknowledge),
+                InputArguments=[ua.Variant(bytes.fromhex(acked["event_id"])),
+                                ua.Variant(ua.LocalizedText("again"))])])
+        assert result.StatusCode.name == again["status"]
+        got, confirmed = await web.call("POST", HIGH + "/confirm",
+                                        {"event_id": acked["event_id"]}, role=Role.OPERATOR)
+        assert got == 200 and confirmed["confirmed"]
+        got, commented = await web.call("POST", HIGH + "/comment", {
+            "event_id": confirmed["event_id"], "comment": "valve checked"}, role=Role.OPERATOR)
+        assert got == 200 and commented["comment"] == "valve checked"
+        got, disabled = await web.call("POST", HIGH + "/disable", role=Role.OPERATOR)
+        assert got == 200 and not disabled["enabled"]
+        got, twice = await web.call("POST", HIGH + "/disable", role=Role.OPERATOR)
+        assert (got, twice["status"]) == (409, "BadConditionAlreadyDisabled")
+        got, enabled = await web.call("POST", HIGH + "/enable", role=Role.OPERATOR)
+        assert got == 200 and enabled["enabled"]
+
+    async def test_an_unknown_alarm_is_not_found(self, web: Web) -> None:
+        """An alarm the session does not have answers 404 naming its alarms."""
+        got, answer = await web.call("POST", ALARMS + "/Nope/enable")
+        assert (got, answer["status"]) == (404, "BadNotFound")
+        assert "HighLevel" in answer["message"]
+
+
+# -- scenario runs -------------------------------------------------------------------------
+
+SCENARIO = """
+[scenario]
+description = "The level follows the setpoint up"
+session = "main"
+
+[[steps]]
+name = "the tank never overflows"
+check = "tank.level < 1.9"
+always = true
+
+[[steps]]
+wait_until = "setpoint.output > 0.9"
+timeout = 5.0
+
+[[steps]]
+name = "the level rises"
+check = "tank.level > {level}"
+within = 60.0
+"""
+
+
+class TestScenarios:
+    async def test_a_scenario_runs_offline_with_its_reports(self, web: Web) -> None:
+        """POST /api/scenarios runs the file on a fresh session of the config's 'main'
+        and answers its verdicts; the run is listed, its JUnit XML and Markdown report
+        are served, DELETE forgets it."""
+        got, run = await web.call("POST", "/api/scenarios", {
+            "scenario": SCENARIO.format(level=0.6), "file": "rise.toml", "wait": 20},
+            role=Role.OPERATOR)
+        assert got == 201 and run["state"] == "passed", run
+        assert [c["verdict"] for c in run["checks"]] == ["passed", "passed"]
+        assert run["user"] == USERS[Role.OPERATOR] and run["file"] == "rise.toml"
+        assert "main" not in [s["name"] for s in (await web.call("GET", "/api/sessions"))[1]
+                              if s["name"] == run["session"]]
+        _, runs = await web.call("GET", "/api/scenarios")
+        assert runs[0]["id"] == run["id"]
+        assert (await web.call("GET", f"/api/scenarios/{run['id']}"))[1]["state"] == "passed"
+        async with web.http.get(f"{web.url}/api/scenarios/{run['id']}/junit") as response:
+            assert response.content_type == "application/xml"
+            assert "<testsuite" in await response.text()
+        async with web.http.get(f"{web.url}/api/scenarios/{run['id']}/report") as response:
+            assert response.content_type == "text/markdown"
+            assert (await response.text()).startswith("# ")
+        assert (await web.call("DELETE", f"/api/scenarios/{run['id']}"))[0] == 204
+        got, answer = await web.call("GET", f"/api/scenarios/{run['id']}")
+        assert (got, answer["status"]) == (404, "BadNotFound")
+
+    async def test_a_failing_check_fails_the_run(self, web: Web) -> None:
+        """A check that does not hold gives the run the verdict failed, with why."""
+        _, run = await web.call("POST", "/api/scenarios", {
+            "scenario": SCENARIO.format(level=5.0), "wait": 30})
+        assert run["state"] == "failed", run
+        assert run["checks"][-1]["verdict"] == "failed"
+
+    async def test_a_long_run_answers_running_and_stops_when_deleted(self, web: Web) -> None:
+        """With wait 0 the POST answers a running run at once; DELETE stops it (its
+        thread ends) and forgets it."""
+        long = SCENARIO.format(level=0.6).replace("timeout = 5.0", "timeout = 1e6") \
+            .replace("setpoint.output > 0.9", "tank.level > 10")
+        got, run = await web.call("POST", "/api/scenarios", {"scenario": long, "wait": 0})
+        assert (got, run["state"]) == (201, "running")
+        started = time.monotonic()
+        assert (await web.call("DELETE", f"/api/scenarios/{run['id']}"))[0] == 204
+        assert time.monotonic() - started < 5
+        assert not [t for t in threading.enumerate() if t.name == f"scenario-{run['id']}"]
+
+    async def test_a_bad_file_is_refused_with_every_error(self, web: Web) -> None:
+        """A scenario file with errors answers 422 BadConfigurationError naming each,
+        and runs nothing; a viewer may not run one."""
+        before = len((await web.call("GET", "/api/scenarios"))[1])
+        got, answer = await web.call("POST", "/api/scenarios", {
+            "scenario": '[scenario]\nsession = "nope"\n[[steps]]\ncheck = "x >"\n'})
+        assert (got, answer["status"]) == (422, "BadConfigurationError"), answer
+        assert len((await web.call("GET", "/api/scenarios"))[1]) == before
+        got, answer = await web.call("POST", "/api/scenarios",
+                                     {"scenario": SCENARIO.format(level=0.6)},
+                                     role=Role.VIEWER)
+        assert (got, answer["status"]) == (403, "BadUserAccessDenied")
+        got, answer = await web.call("GET", "/api/scenarios/nope/report")
+        assert (got, answer["status"]) == (404, "BadNotFound")
 
 
 class TestCoverage:

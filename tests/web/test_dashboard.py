@@ -100,3 +100,56 @@ class TestDashboard:
         await page.get_by_label("trend Components.tank.Outputs.level").check()
         await page.locator("#trend-legend span", has_text="tank.level").wait_for()
         await shot(page, "trend")
+
+    async def test_an_alarm_is_acknowledged_from_the_alarm_list(self, page: Any, web: Web
+                                                                 ) -> None:
+        """The alarm list shows the tank's HighLevel; its Acknowledge button
+        acknowledges it (as the operator logged in), then Confirm confirms it."""
+        row = page.locator('tr[data-alarm="main/HighLevel"]')
+        await row.locator('button[data-action="acknowledge"]').click()
+        await row.locator('button[data-action="confirm"]').wait_for()
+        _, (high,) = await web.call("GET", "/api/sessions/main/alarms")
+        assert high["acked"] and high["user"] == USERS[Role.OPERATOR]
+        await shot(page, "alarm-acknowledged")
+        await row.locator('button[data-action="confirm"]').click()
+        await row.locator(".alarm-state", has_text="acknowledged").wait_for()
+        await page.wait_for_function(
+            "!document.querySelector('tr[data-alarm=\"main/HighLevel\"] button')")
+
+    async def test_a_scenario_runs_from_the_page_with_its_report(self, page: Any) -> None:
+        """A scenario pasted into the page runs on the server; its row shows the
+        verdict and its Markdown report opens."""
+        await page.get_by_label("scenario file", exact=True).fill(
+            '[scenario]\nsession = "main"\n[[steps]]\nname = "no overflow"\n'
+            'check = "tank.level < 1.9"\nalways = 2.0\n')
+        await page.locator("#scenario-form button").click()
+        verdict = page.locator("#scenarios .verdict-passed")
+        await verdict.wait_for()
+        await page.locator('#scenarios button[data-report="report"]').first.click()
+        await page.locator("#scenario-report", has_text="PASSED").wait_for()
+        await shot(page, "scenario")
+
+    async def test_a_big_twins_frames_render_fast(self, page: Any, web: Web) -> None:
+        """A session of a 1,000-variable twin (200 sine sources) opens on the page and
+        each live frame renders well within its publish period (a generous bound: the
+        machine is shared)."""
+        definition = "[twins.big]\n" + "".join(
+            f'[twins.big.components.s{i}]\nmodel = "sine"\n' for i in range(200))
+        got, twin = await web.call("POST", "/api/twins", {"definition": definition})
+        assert got == 201, twin
+        got, _ = await web.call("POST", "/api/sessions", {"twin": "big", "name": "big"})
+        assert got in (201, 202)
+        row = page.locator('tr[data-session="big"]')
+        await row.wait_for()
+        await web.call("POST", "/api/sessions/big/start")
+        await row.wait_for()
+        await row.locator("td").first.click()
+        await page.wait_for_function("window.dashboardStats.frames >= 10", timeout=20_000)
+        stats = await page.evaluate("window.dashboardStats")
+        rows = await page.locator("#variables tbody tr").count()
+        assert rows == 1000
+        print(f"big twin: layout {stats['layoutMs']:.1f} ms, frame max "
+              f"{stats['frameMsMax']:.1f} ms over {stats['frames']} frames")
+        assert stats["frameMsMax"] < 250 and stats["layoutMs"] < 3000, stats
+        await shot(page, "big")
+        await web.call("DELETE", "/api/sessions/big")

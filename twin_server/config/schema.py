@@ -121,6 +121,14 @@ class ServerConfig(_Frozen):
                     "config file and by clients (DefineTwin); relative entries are relative "
                     "to the config file's folder; default: the config file's folder; [] "
                     "allows none (config/fmu_files.py)")
+    scenario_dirs: tuple[Annotated[str, StringConstraints(min_length=1)], ...] | None = Field(
+        None,
+        description="the folders (and their subfolders) RunScenario may read scenario files "
+                    "from; relative entries are relative to the config file's folder; "
+                    "default: the config file's folder; [] allows none (scenarios/service.py)")
+    scenario_reports: int = Field(
+        20, ge=1, le=1000,
+        description="finished RunScenario runs kept under Scenarios, with their reports")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     max_sessions: int = Field(100, ge=1, le=100_000,
                               description="most sessions at once, config and client ones together")
@@ -157,7 +165,7 @@ class ServerConfig(_Frozen):
         default_factory=LimitsConfig,
         description="bounds on what clients may hold ([server.limits])")
 
-    @field_validator("fmu_dirs", mode="before")
+    @field_validator("fmu_dirs", "scenario_dirs", mode="before")
     @classmethod
     def _array_as_tuple(cls, value: object) -> object:
         # TOML arrays arrive as lists; strict mode takes only tuples for a tuple field.

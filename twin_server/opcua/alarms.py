@@ -46,6 +46,7 @@ from twin_server.engine.alarms import LIMITS, AlarmDefinition, AlarmState, event
 from twin_server.errors import TwinServerError
 from twin_server.opcua.nodes import NodeBatch, add_reference
 from twin_server.opcua.status import status_of
+from twin_server.runtime import checks
 from twin_server.runtime.host import HostedSession
 from twin_server.security.guard import CURRENT_USER
 
@@ -225,16 +226,11 @@ class AlarmConditions:
                 comment = text.Text if text is not None else None
             user = CURRENT_USER.get()
             who = getattr(user, "name", None) or ("" if user is None else "anonymous")
-            try:
-                await cond.session.alarm(cond.definition.name, action, event, comment or "",
-                                         who)
+            try:  # (the REST API's alarm calls go through the same: runtime/checks.py)
+                await checks.alarm_method(cond.session, cond.definition.name, action, event,
+                                          comment or "", who)
             except TwinServerError as exc:
-                log.info("alarm_method_refused", session=cond.session.name,
-                         alarm=cond.definition.name, method=action, status=exc.status,
-                         reason=str(exc))
                 return status_of(exc)
-            log.info("alarm_method_called", session=cond.session.name,
-                     alarm=cond.definition.name, method=action, user=who)
             if self._after is not None:
                 await self._after()
             return ua.StatusCode(ua.StatusCodes.Good)

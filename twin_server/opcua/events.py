@@ -122,6 +122,12 @@ class Emitter:
                          for a, t, v in changes]
         await self._emit(event, chain, source_name, message, SEVERITY_MODEL_CHANGE, None)
 
+    async def emit(self, event: Any, chain: Sequence[ua.NodeId], source_name: str,
+                   message: str, severity: int) -> None:
+        """An event of another type (``scenario_nodes``), its standard fields filled
+        in here; ``chain[0]`` is its SourceNode."""
+        await self._emit(event, chain, source_name, message, severity, None)
+
     async def _emit(self, event: Any, chain: Sequence[ua.NodeId], source_name: str,
                     message: str, severity: int, when: datetime | None) -> None:
         now = datetime.now(UTC)

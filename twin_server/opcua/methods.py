@@ -111,6 +111,8 @@ _TEXTS = {
                         'parameters need two levels, as in {"tank": {"area": 2.0}}'),
     "Definition": _Text("TOML", "max_definition_size",
                         "a twin needs about seven ([twins.t.components.c] and its options)"),
+    "Scenario": _Text("TOML", "max_definition_size",
+                      "a scenario needs three ([[steps]] with a table in it)"),
 }
 
 

@@ -45,6 +45,7 @@ from twin_server.opcua.program import STATES, ProgramState, StateView
 from twin_server.opcua.publisher import Publisher, PublisherStatistics, PublishTarget
 from twin_server.opcua.ranges import RangeFollower
 from twin_server.opcua.runtime import Runtime
+from twin_server.opcua.scenario_nodes import ScenarioNodes
 from twin_server.opcua.tree import (
     BUILD_STEP,
     ROOT,
@@ -63,6 +64,7 @@ from twin_server.runtime.clock import TICKS
 from twin_server.runtime.collector import collector_paused
 from twin_server.runtime.host import Frame, HostedSession, HostStatistics
 from twin_server.runtime.sinks import Pacer
+from twin_server.scenarios.service import ScenarioService
 from twin_server.security import SecurityContext, configure_security
 from twin_server.security.pki import TrustList
 
@@ -698,6 +700,16 @@ class OpcUaServer:
         ``HostedSession.mark``.)"""
         assert self._hil is not None, "add_hil first"
         await self._hil.run(self._iserver.aspace, mirror.statistics, period)
+
+    # -- scenario runs -------------------------------------------------------------
+    async def add_scenarios(self, service: ScenarioService) -> ScenarioNodes:
+        """RunScenario on TwinServer and ``Scenarios/<run>`` for ``service``'s runs
+        (``scenario_nodes``); the caller runs its ``publish_forever``."""
+        assert self._emitter is not None, "not started"
+        nodes = ScenarioNodes(self._server, self.namespace, self._batch, self._emitter,
+                              service, limits=self.config.limits)
+        await nodes.build()
+        return nodes
 
     # -- worker health -------------------------------------------------------------
     async def publish_workers_forever(self, statistics: Callable[[], HostStatistics],

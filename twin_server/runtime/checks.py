@@ -12,10 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import structlog
+
+from twin_server.engine.alarms import AlarmState
 from twin_server.engine.state import VarKey
-from twin_server.errors import InvalidArgument, OutOfRange, TypeMismatch
+from twin_server.errors import InvalidArgument, OutOfRange, TwinServerError, TypeMismatch
 from twin_server.models.base import Kind, Value
 from twin_server.runtime.host import HostedSession
+
+log = structlog.get_logger(__name__)
 
 #: highest real-time factor a client may set (as the config allows)
 MAX_REALTIME_FACTOR = 1000.0
@@ -83,3 +88,20 @@ async def write_value(session: HostedSession, key: VarKey, value: Value,
     if written is not None:
         written(session.name, key, stored, "client")
     return stored
+
+
+async def alarm_method(session: HostedSession, alarm: str, action: str, event: bytes | None,
+                       comment: str, user: str) -> AlarmState:
+    """An alarm's Acknowledge, Confirm, AddComment, Enable or Disable (``action``:
+    ``engine.alarms.ACTIONS``) as ``user`` (its ClientUserId): the session checks the
+    EventId and the condition's state (``AlarmRefused`` with the Part 9 status,
+    NotFound for an unknown alarm); logged either way. The condition after it."""
+    try:
+        state = await session.alarm(alarm, action, event, comment, user)
+    except TwinServerError as exc:
+        log.info("alarm_method_refused", session=session.name, alarm=alarm, method=action,
+                 status=exc.status, reason=str(exc))
+        raise
+    log.info("alarm_method_called", session=session.name, alarm=alarm, method=action,
+             user=user)
+    return state

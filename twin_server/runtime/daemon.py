@@ -17,7 +17,8 @@ recovery), history, HIL, the expiry check and the watchdog; the clocks belong to
 the host (tasks in this process, or the workers'). Shutdown runs in stages
 (HIL, clocks, pacers with a last frame each, publisher and expiry, history,
 server, workers), each with a timeout that logs what was still running when it
-expires.
+expires; the stages share one budget (``SHUTDOWN_BUDGET``), so the whole stays
+inside systemd's TimeoutStopSec however many stages there are.
 
 The daemon is the ``opcua.runtime.Runtime`` the OPC UA methods call: it keeps
 the ``SessionRegistry`` (twins, sessions, snapshots, idle times), the host and
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import enum
 import gc
@@ -89,6 +91,7 @@ from twin_server.runtime.served import (
 )
 from twin_server.runtime.sinks import Pacer, Sink
 from twin_server.runtime.timers import PreciseSleep
+from twin_server.scenarios.service import ScenarioService
 from twin_server.systemd import Notifier
 from twin_server.web import WebServer
 
@@ -104,10 +107,21 @@ class DaemonState(enum.StrEnum):
 
 #: seconds each shutdown stage may take before we log what is stuck and move on
 STAGE_TIMEOUT = 5.0
-#: the stages of a shutdown, in order; together at most len * STAGE_TIMEOUT seconds,
-#: which must stay inside the systemd unit's TimeoutStopSec (a test checks it)
+#: the stages of a shutdown, in order
 SHUTDOWN_STAGES = ("creations", "web", "hil", "clocks", "pacers", "publisher", "snapshots",
                    "history", "history-writer", "server", "workers")
+#: seconds the whole shutdown may take: the stages share it, each waiting at most
+#: STAGE_TIMEOUT and at most what is left of it (but STAGE_FLOOR, so that each still
+#: gets its chance to end cleanly), so that adding a stage never stretches a stuck
+#: shutdown past the systemd unit's TimeoutStopSec
+SHUTDOWN_BUDGET = 40.0
+STAGE_FLOOR = 0.25
+#: the longest a shutdown can take, whatever is stuck (a test holds it inside
+#: TimeoutStopSec)
+SHUTDOWN_LIMIT = SHUTDOWN_BUDGET + len(SHUTDOWN_STAGES) * STAGE_FLOOR
+#: the loop time by which the running shutdown must end (None: no shutdown runs)
+_SHUTDOWN_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "shutdown_deadline", default=None)
 
 
 #: seconds CreateSession waits for a session of a big twin to be served before it
@@ -195,6 +209,8 @@ class Daemon:
     answer_within: float = ANSWER_WITHIN
     #: client sessions being created, by name (``create_session``)
     _creating: dict[str, _Creation] = field(default_factory=dict)
+    #: RunScenario's runs (``scenarios/service.py``), from ``run``
+    scenarios: ScenarioService | None = None
 
     def __post_init__(self) -> None:
         server = self.loaded.config.server
@@ -308,12 +324,17 @@ class Daemon:
             if config.hil:
                 await server.add_hil(self.hil)
                 await self._publish_hil_sessions()
+            self.scenarios = ScenarioService(self, keep=config.server.scenario_reports)
+            scenario_nodes = await server.add_scenarios(self.scenarios)
             if config.web.enabled:
                 self.web = WebServer(config.web, self)
                 self._sinks.append(self.web.feed)
                 await self.web.start()
             async with asyncio.TaskGroup() as tg:
                 self._tasks = tg
+                scenario_tasks = [
+                    tg.create_task(self.scenarios.serve(), name="scenarios"),
+                    tg.create_task(scenario_nodes.publish_forever(), name="scenario-nodes")]
                 for record in self.sessions.values():
                     record.pacer.start(tg)
                 hil_tasks = [tg.create_task(self.hil.run(), name="hil")]
@@ -356,11 +377,13 @@ class Daemon:
                     if result is not None:
                         await result
                 await self._stop.wait()
+                _SHUTDOWN_DEADLINE.set(asyncio.get_running_loop().time() + SHUTDOWN_BUDGET)
                 self.state = DaemonState.STOPPING
                 self.notifier.stopping()
                 log.info("daemon_stopping")
                 await _stop_stage("creations", [c.task for c in self._creating.values()
                                                 if c.task is not None])
+                await _stop_stage("scenarios", scenario_tasks)
                 await _with_timeout("web", self._stop_web())
                 await _stop_stage("hil", hil_tasks)
                 await _with_timeout("clocks", self._stop_clocks())
@@ -965,24 +988,36 @@ def _state(record: ServedSession) -> RunState | None:
         return None
 
 
+def stage_timeout() -> float:
+    """Seconds the next shutdown stage may take: STAGE_TIMEOUT, or what is left of
+    the shutdown's SHUTDOWN_BUDGET when that is less (never below STAGE_FLOOR)."""
+    deadline = _SHUTDOWN_DEADLINE.get()
+    if deadline is None:
+        return STAGE_TIMEOUT
+    left = deadline - asyncio.get_running_loop().time()
+    return max(STAGE_FLOOR, min(STAGE_TIMEOUT, left))
+
+
 async def _stop_stage(stage: str, tasks: Sequence[asyncio.Task[Any]]) -> None:
-    """Cancel ``tasks`` and wait for them at most STAGE_TIMEOUT seconds."""
+    """Cancel ``tasks`` and wait for them at most ``stage_timeout()`` seconds."""
     for task in tasks:
         task.cancel()
     if not tasks:
         return
-    _done, pending = await asyncio.wait(tasks, timeout=STAGE_TIMEOUT)
+    timeout = stage_timeout()
+    _done, pending = await asyncio.wait(tasks, timeout=timeout)
     if pending:
-        log.error("shutdown_stage_timeout", stage=stage, timeout=STAGE_TIMEOUT,
+        log.error("shutdown_stage_timeout", stage=stage, timeout=round(timeout, 3),
                   still_running=sorted(t.get_name() for t in pending))
 
 
 async def _with_timeout(stage: str, awaitable: Awaitable[None]) -> None:
+    timeout = stage_timeout()
     try:
-        async with asyncio.timeout(STAGE_TIMEOUT):
+        async with asyncio.timeout(timeout):
             await awaitable
     except TimeoutError:
-        log.error("shutdown_stage_timeout", stage=stage, timeout=STAGE_TIMEOUT)
+        log.error("shutdown_stage_timeout", stage=stage, timeout=round(timeout, 3))
 
 
 @dataclass

@@ -33,6 +33,10 @@ from twin_server.runtime.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
+#: seconds a deleted session's clock task may take to end once cancelled (it ends at
+#: its next await: a tick is far shorter)
+CLOCK_STOP_TIMEOUT = 5.0
+
 
 def clock_phase(name: str) -> float:
     """A fixed fraction of a period from the session's name: sessions started
@@ -211,13 +215,30 @@ class LocalHost:
             raise InvalidState("the session host is closed")
 
 
-async def _stop(local: _Local) -> None:
+async def _stop(local: _Local, timeout: float = CLOCK_STOP_TIMEOUT) -> None:
+    """End the session's clock, then close the session. A clock task that has not
+    ended ``timeout`` seconds after its cancellation is reported (``clock_stop_timeout``,
+    with where it is) and the session closed under it: a closed session is Halted, so
+    its clock stops ticking, and a deletion never waits for ever."""
     if local.step is not None:
         local.step.cancel()
-    if local.task is not None:
-        await cancel_and_wait(local.task)
+    task = local.task
+    if task is not None:
+        task.cancel()
+        # (asyncio.wait, not a timeout around ``await task``: cancelling a wait for a
+        # task only cancels that task again, so a task that ignores it is waited for
+        # for ever; the caller's own cancellation still ends this wait)
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if not done:
+            log.error("clock_stop_timeout", session=local.session.name, seconds=timeout,
+                      task=task.get_name(), stack=_where(task))
     local.session.close()  # emits "closed" to the listener, then drops it
     local.unsubscribe()
+
+
+def _where(task: asyncio.Task[None]) -> str:
+    frames = task.get_stack()
+    return " <- ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in reversed(frames)) or "?"
 
 
 def _log_clock_end(task: asyncio.Task[None]) -> None:

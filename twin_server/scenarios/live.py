@@ -144,33 +144,34 @@ class LiveTarget:
 
     async def release(self, ref: Ref) -> None:
         assert isinstance(ref, VarKey)
-        await self._call("ReleaseInput", ua.Variant(f"{ref.component}.{ref.name}",
+        await self.call_method("ReleaseInput", ua.Variant(f"{ref.component}.{ref.name}",
                                                     ua.VariantType.String))
         await self._read()
 
     async def call(self, method: str, label: str) -> None:
         if method == "Snapshot":
-            (snapshot_id,) = await self._call("Snapshot")
+            (snapshot_id,) = await self.call_method("Snapshot")
             self._snapshots[label] = str(snapshot_id)
         elif method == "Restore":
             if label not in self._snapshots:
                 raise NotFound(f"no snapshot labelled {label!r} taken in this scenario")
             running = self._state == "Running"
             if running:
-                await self._call("Suspend")
-            await self._call("Restore", ua.Variant(self._snapshots[label], ua.VariantType.String))
+                await self.call_method("Suspend")
+            await self.call_method("Restore",
+                                   ua.Variant(self._snapshots[label], ua.VariantType.String))
             if running:
-                await self._call("Resume")
+                await self.call_method("Resume")
         elif method == "Reset":
             running = self._state == "Running"
-            await self._call("Reset", ua.Variant("", ua.VariantType.String))
+            await self.call_method("Reset", ua.Variant("", ua.VariantType.String))
             if running:
-                await self._call("Start")
+                await self.call_method("Start")
         else:
-            await self._call(method)
+            await self.call_method(method)
         await self._read(first=True)
 
-    async def _call(self, method: str, *args: ua.Variant) -> list[Any]:
+    async def call_method(self, method: str, *args: ua.Variant) -> list[Any]:
         standard = method in ("Start", "Suspend", "Resume", "Halt", "Reset")
         request = ua.CallMethodRequest(
             ObjectId=ua.NodeId(f"Sessions.{self.session}", self._ns),
@@ -263,12 +264,12 @@ async def _run_one(client: Client, ns: int, scenario: ScenarioFile, given: str |
             plc[alias] = (peers[node.peer], await _plc_nodeid(peers[node.peer], node.node))
         target = LiveTarget(client, ns, name, binding, plc, poll=poll)
         if header.parameters:
-            await target._call("SetParameters", _text(json.dumps(header.parameters)))
+            await target.call_method("SetParameters", _text(json.dumps(header.parameters)))
         state = await client.get_node(target.node("State")).read_value()
         if state == "Ready":
-            await target._call("Start")
+            await target.call_method("Start")
         elif state == "Suspended":
-            await target._call("Resume")
+            await target.call_method("Resume")
         await target.start()
         runner = Runner(scenario, binding, target, mode="live", listener=listener, seed=seed)
         return await runner.run()

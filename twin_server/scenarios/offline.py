@@ -17,7 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from twin_server.config.loader import did_you_mean
+from twin_server.engine.faults import FaultSpec
 from twin_server.engine.session import RunState, Session, SessionSettings, SessionSnapshot
+from twin_server.engine.state import VarKey
 from twin_server.engine.twin import TwinDefinition
 from twin_server.errors import ConfigError, ConfigErrors, NotFound
 from twin_server.models.base import Value
@@ -27,7 +29,6 @@ from twin_server.scenarios.names import TIME, Binding, PlcRef, Ref, bind
 from twin_server.scenarios.results import ScenarioResult
 from twin_server.scenarios.runner import (
     Listener,
-    NoFaultInjection,
     Runner,
     TargetStopped,
 )
@@ -197,9 +198,21 @@ class SessionTarget:
 
     async def inject_fault(self, step: InjectFaultStep | ClearFaultStep,
                            ref: Ref | None) -> None:
-        raise NoFaultInjection(
-            "fault injection waits for issue #17 part 5 (Session.inject_fault): this "
-            "build has none, so the step was skipped")
+        """``Session.inject_fault`` with the step's name as the fault's id, or
+        ``clear_fault`` (``*``: every fault); a refusal breaks the run off."""
+        session = self._session
+        if isinstance(step, InjectFaultStep):
+            assert isinstance(ref, VarKey)
+            parameters = {k: float(v) for k, v in step.parameters.items()
+                          if not isinstance(v, str)}
+            session.inject_fault(FaultSpec(
+                target=f"{ref.component}.{ref.kind.folder}.{ref.name}", kind=step.kind,
+                parameters=parameters, duration=step.duration, id=step.inject_fault))
+        elif step.clear_fault == "*":
+            session.clear_faults()
+        else:
+            session.clear_fault(step.clear_fault)
+        self._read()
 
 
 def _run(session: Session) -> None:

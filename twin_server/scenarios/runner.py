@@ -20,9 +20,10 @@ Semantics, at each sample (a tick offline, a poll live):
   the scenario; it runs *beside* the steps after it, which do not wait for it, and
   fails at the first sample where it does not hold. The run ends when every step
   is done and every ``always`` with a time has run its time out.
-* ``inject_fault``, ``clear_fault``: ``Target.inject_fault``; a target without
-  fault injection (none today: issue #17 part 5 builds it) records the step as
-  skipped, and the run goes on.
+* ``inject_fault``, ``clear_fault``: ``Target.inject_fault`` (offline and on the
+  server: ``Session.inject_fault``, the step's name the fault's id, applying from
+  the next tick); a target without fault injection (live runs, for now) records
+  the step as skipped, and the run goes on.
 """
 
 from __future__ import annotations
@@ -134,6 +135,11 @@ class Runner:
         if not self.records or self._done >= len(self.scenario.steps):
             return None
         return self.scenario.steps[self._done]
+
+    @property
+    def steps_done(self) -> int:
+        """Steps finished so far."""
+        return self._done
 
     async def run(self) -> ScenarioResult:
         started = wallclock.perf_counter()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -69,10 +70,15 @@ def user_of(request: web.Request) -> WebUser:
 class Api:
     """The handlers, over one daemon."""
 
-    def __init__(self, daemon: Daemon, auth: Authenticator, limits: LimitsConfig) -> None:
+    def __init__(self, daemon: Daemon, auth: Authenticator, limits: LimitsConfig,
+                 layouts: views.Layouts | None = None) -> None:
         self.daemon = daemon
         self.auth = auth
         self.limits = limits
+        self.layouts = layouts if layouts is not None else views.Layouts(
+            lambda: daemon.sessions)
+        #: what the server awaits when it stops (a group's background work)
+        self.closers: list[Callable[[], Awaitable[None]]] = []
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -278,12 +284,12 @@ class Api:
     async def list_variables(self, request: web.Request) -> web.Response:
         record = self.record(request)
         session = record.session
-        frame = session.frame()
+        view = await self.layouts.of(record)
         forced = await session.forced()
-        quality = frame.quality
-        return web.json_response([
-            views.variable_view(key, var, frame.values[i], quality.get(i, 0), key in forced)
-            for i, (key, var) in enumerate(session.layout.variables)])
+        # (a big session's thousand entries: encoded from what never changes, in
+        # slices that let the loop's clocks tick between them)
+        text = await view.listing(session.frame(), forced)
+        return web.Response(text=text, content_type="application/json")
 
     async def get_variable(self, request: web.Request) -> web.Response:
         record = self.record(request)

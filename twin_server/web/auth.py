@@ -6,8 +6,10 @@ password guessed over HTTP counts against the same user and address as over
 OPC UA. A request authenticates with
 
 * HTTP Basic (``Authorization: Basic ...``): a script's or curl's way, checked
-  on every request (the store remembers a password it verified, so a repeat
-  costs a keyed hash, not scrypt);
+  against the store (scrypt, the throttle, a ``login_accepted`` log line) once
+  per ``BASIC_REMEMBERED`` seconds per user and password: a script's loop of
+  requests in between costs a keyed hash each; an edit of the users file (a
+  password or role changed, a user removed) applies to the next request;
 * a token (``Authorization: Bearer <token>``, or ``?token=`` on the WebSocket,
   which browsers cannot give headers): ``POST /api/login`` with Basic
   credentials hands one out, valid for ``web.token_lifetime`` seconds, held in
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -48,6 +51,10 @@ CHALLENGE = {"WWW-Authenticate": 'Basic realm="twin-server", charset="UTF-8"'}
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: most tokens held at once (the oldest goes first)
 MAX_TOKENS = 10_000
+#: seconds a verified Basic user name and password are taken without the store
+BASIC_REMEMBERED = 10.0
+#: most Basic credentials remembered at once
+MAX_REMEMBERED = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +76,9 @@ class Authenticator:
     anonymous: Role | None  # None: anonymous access is off
     token_lifetime: float = 3600.0
     _tokens: dict[str, tuple[WebUser, float]] = field(default_factory=dict)
+    #: keyed digest of "name:password" -> (user, until, the users the store had)
+    _remembered: dict[bytes, tuple[WebUser, float, object]] = field(default_factory=dict)
+    _key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
 
     def identify(self, request: web.Request) -> WebUser:
         """The request's user (Refused 401 when it cannot be identified)."""
@@ -95,13 +105,23 @@ class Authenticator:
         return WebUser(None, self.anonymous)
 
     def _login(self, name: str, password: str, peer: str | None) -> WebUser:
+        digest = hmac.digest(self._key, f"{name}\0{password}".encode(), "sha256")
+        now = time.monotonic()
+        users = self.users.users()  # (re-read when the file changed)
+        found = self._remembered.get(digest)
+        if found is not None and found[1] > now and found[2] is users:
+            return found[0]
         role = self.users.authenticate(name, password, peer)
         if role is None:
             raise Refused("BadIdentityTokenRejected",
                           f"user {name[:64]!r} was not accepted: unknown user, wrong password, "
                           f"or too many failed logins (wait, then try again)",
                           headers=CHALLENGE)
-        return WebUser(name, role)
+        user = WebUser(name, role)
+        if len(self._remembered) >= MAX_REMEMBERED:
+            self._remembered.clear()
+        self._remembered[digest] = (user, now + BASIC_REMEMBERED, users)
+        return user
 
     def _token(self, token: str) -> WebUser:
         found = self._tokens.get(token)

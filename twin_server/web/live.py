@@ -15,7 +15,9 @@ Messages (JSON text):
 * ``{"type": "frame", "t", "state", "sim_time", "step_count", "realtime_factor",
   "values": [[index, value], ...], "status": {index: "<status name>"}}`` then:
   the first with every value, each next one with those that changed; ``status``
-  holds the values that are not Good;
+  holds the values that are not Good; ``forced`` (the indices of the forced
+  inputs) comes in the first and whenever the forced inputs changed, wherever
+  they were forced or released (OPC UA, REST, a reset);
 * ``{"type": "deleted"}`` when the session goes, then the socket closes.
 """
 
@@ -23,13 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from twin_server.runtime.host import Frame
 from twin_server.runtime.sinks import Stamp
-from twin_server.web.views import status_name
+from twin_server.web.views import encode_values, status_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +101,9 @@ class LiveFeed:
                 watcher.offer(frame, stamp)
             self._frames += 1
 
-    def message(self, session: str, changes: Changes, frame: Frame, stamp: Stamp
-                ) -> str | None:
-        """``changes.message(frame, stamp)``, computed once for every watcher of the
+    def message(self, session: str, changes: Changes, frame: Frame, stamp: Stamp,
+                forced: list[int] | None = None) -> str | None:
+        """``changes.message(frame, stamp, forced)``, computed once for every watcher of the
         session that saw the same frame last (the usual case: all of them), so that
         ten browsers cost one diff and one JSON encoding a period, not ten."""
         key = (changes.values, frame.values, changes.scalars, tuple(changes.status.items()))
@@ -111,7 +113,7 @@ class LiveFeed:
             changes.values, changes.scalars, changes.status = shared[5]
             cached: str | None = shared[6]
             return cached
-        message = changes.message(frame, stamp)
+        message = changes.message(frame, stamp, forced)
         self._shared[session] = (*key, stamp,
                                  (changes.values, changes.scalars, changes.status), message)
         return message
@@ -130,20 +132,24 @@ class Changes:
         self.status: dict[int, int] = {}
         self.scalars: tuple[Any, ...] = ()
 
-    def message(self, frame: Frame, stamp: Stamp) -> str | None:
+    def message(self, frame: Frame, stamp: Stamp, forced: list[int] | None = None
+                ) -> str | None:
         """The frame's message, None when it shows nothing new (a session standing
-        still: its pacer still delivers every period)."""
+        still: its pacer still delivers every period). ``forced``: the indices of
+        the forced inputs as of ``frame.forces``, sent when that moved since the last
+        message (``needs_forced``)."""
         values = frame.values
         scalars = (str(frame.state), frame.sim_time, frame.step_count, frame.realtime_factor,
-                   frame.good, frame.steps_remaining)
+                   frame.good, frame.steps_remaining, frame.forces)
         quality = dict(frame.quality)
         last = self.values
+        changed: Sequence[int]
         if last is None or len(last) != len(values):
-            changed = [[i, _plain(v)] for i, v in enumerate(values)]
+            changed = range(len(values))
         elif values is last:
-            changed = []
+            changed = ()
         else:
-            changed = [[i, _plain(v)] for i, (v, w) in enumerate(zip(values, last, strict=True))
+            changed = [i for i, (v, w) in enumerate(zip(values, last, strict=True))
                        if v != w and not (v != v and w != w)]  # (NaN stays NaN: unchanged)
         if last is not None and not changed and scalars == self.scalars \
                 and quality == self.status:
@@ -151,17 +157,19 @@ class Changes:
         status = {str(i): status_name(code) for i, code in quality.items()}
         # values that turned Good again are named with "Good"
         status.update({str(i): "Good" for i in self.status if i not in quality})
+        send_forced = forced is not None and self.needs_forced(frame)
         self.values, self.scalars, self.status = values, scalars, quality
-        return json.dumps({
+        head = json.dumps({
             "type": "frame", "t": stamp.seconds, "state": scalars[0],
             "sim_time": frame.sim_time, "step_count": frame.step_count,
             "realtime_factor": frame.realtime_factor, "good": frame.good,
-            "steps_remaining": frame.steps_remaining,
-            "values": changed, "status": status,
+            "steps_remaining": frame.steps_remaining, "status": status,
+            **({"forced": forced} if send_forced else {}),
         })
+        # the values, the bulk of a big session's message, encoded without json's
+        # per-object overhead
+        return f'{head[:-1]}, "values": {encode_values(changed, [values[i] for i in changed])}}}'
 
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    def needs_forced(self, frame: Frame) -> bool:
+        """Whether the forced inputs may have changed since the last message."""
+        return not self.scalars or self.scalars[-1] != frame.forces

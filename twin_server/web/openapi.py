@@ -73,7 +73,7 @@ def _operation(route: Route) -> dict[str, Any]:
     elif route.status == 204:
         responses["204"] = {"description": "done"}
     else:
-        content = {"application/json": {"schema": route.response or {"type": "object"}}}
+        content = {route.media: {"schema": route.response or {"type": "object"}}}
         responses[str(route.status)] = {"description": "done", "content": content}
     refusals = tuple(route.refusals) + (_AUTH_REFUSALS if route.role is not None else
                                         ("BadIdentityTokenRejected",))

@@ -7,11 +7,12 @@ schemas of its body and answer. The API serves exactly the routes of the table
 and documents exactly those: nothing is served undocumented.
 
 Groups of routes, one module each, each exporting ``routes(api) -> list[Route]``:
-``api.py`` (twins, sessions, variables, history, events, HIL, login). Alarms and
-conditions, faults, scenario runs and campaign runs add a module of their own
-here (``web/alarms.py``, ``web/faults.py``, ``web/scenarios.py``,
-``web/campaigns.py``) and list it in ``GROUPS`` in ``server.py``; their tags are
-declared below already so that the document orders them.
+``api.py`` (twins, sessions, variables, history, events, HIL, login),
+``alarms.py`` (the alarm list, the condition methods), ``scenarios.py`` (scenario
+runs). Faults and campaign runs add a module of their own here
+(``web/faults.py``, ``web/campaigns.py``) and list it in ``GROUPS`` in
+``server.py``; their tags are declared below already so that the document orders
+them.
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ TAGS: tuple[tuple[str, str], ...] = (
     ("variables", "A session's variables: read, write, release a forced input"),
     ("history", "Recorded values and a session's events"),
     ("hil", "Hardware-in-the-loop peers' health"),
-    ("alarms", "Alarms and conditions (to come: issue #17)"),
+    ("alarms", "Alarms and conditions: the alarm list, Acknowledge, Confirm, AddComment, "
+               "Enable, Disable"),
     ("faults", "Faults injected into sessions (to come: issue #17)"),
-    ("scenarios", "Scenario runs and their results (to come: issue #18)"),
+    ("scenarios", "Scenario runs (offline, on the server) and their reports"),
     ("campaigns", "Campaign runs and their results (to come: issue #19)"),
     ("access", "Who you are, tokens, this document"),
 )
@@ -70,6 +72,8 @@ class Route:
     refusals: tuple[str, ...] = ()
     #: a WebSocket (GET, answered 101 Switching Protocols)
     websocket: bool = False
+    #: the media type of the answer
+    media: str = "application/json"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

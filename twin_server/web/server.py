@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -33,12 +32,15 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from twin_server.config.schema import WebConfig
+from twin_server.engine.state import VarKey
 from twin_server.errors import ConfigErrors, TwinServerError
 from twin_server.logs import excerpt
+from twin_server.models.base import Value
+from twin_server.runtime.served import ServedSession
 from twin_server.runtime.sinks import Stamp
 from twin_server.security.roles import Role
+from twin_server.web import alarms, openapi, scenarios, views
 from twin_server.web import api as api_module
-from twin_server.web import openapi, views
 from twin_server.web.api import USER, Api
 from twin_server.web.auth import Authenticator, check_same_origin, require
 from twin_server.web.errors import Refused, refusal
@@ -53,7 +55,8 @@ log = structlog.get_logger(__name__)
 STATIC = Path(str(resources.files("twin_server.web").joinpath("static")))
 #: the groups of routes, each a module with ``routes(api) -> list[Route]``
 #: (alarms, faults, scenarios and campaigns add theirs here: ``routes.py``)
-GROUPS: tuple[Callable[[Api], list[Route]], ...] = (api_module.routes,)
+GROUPS: tuple[Callable[[Api], list[Route]], ...] = (
+    api_module.routes, alarms.routes, scenarios.routes)
 #: the route of the live WebSocket (documented with the others)
 LIVE = "/api/sessions/{session}/live"
 #: seconds a closing server gives its WebSockets and requests
@@ -87,6 +90,10 @@ class WebServer:
         #: requests per operation (its operationId)
         self.calls: dict[str, int] = {}
         self.api: Api | None = None
+        self.layouts = views.Layouts(lambda: self.daemon.sessions)
+        #: per session: the forced inputs asked for its frames' ``forces`` value
+        self._forced_lists: dict[str, tuple[ServedSession, int, asyncio.Future[
+            dict[VarKey, Value]]]] = {}
 
     async def start(self) -> None:
         """Bind and serve (the daemon's OPC UA server is started: its users and
@@ -96,7 +103,7 @@ class WebServer:
         limits = server.config.limits
         auth = Authenticator(server.security.users, server.security.guard.anonymous,
                              self.config.token_lifetime)
-        self.api = api = Api(self.daemon, auth, limits)
+        self.api = api = Api(self.daemon, auth, limits, self.layouts)
         self.routes = [route for group in GROUPS for route in group(api)]
         self.routes.append(Route(
             "GET", LIVE, self._live, "watchSession",
@@ -136,6 +143,8 @@ class WebServer:
         for ws in list(self._sockets):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(code=1001, message=b"server stopping"), 0.5)
+        for close in self.api.closers if self.api is not None else ():
+            await close()
         await runner.cleanup()
         log.info("web_server_stopped", url=self.url)
 
@@ -209,18 +218,20 @@ class WebServer:
         name = request.match_info["session"]
         record = daemon.manager.get(name)  # (NotFound before the upgrade: a 404)
         require(request[USER], Role.VIEWER, "watching a session")
-        ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096)
+        view = await self.layouts.of(record)
+        # no per-message compression: each socket would deflate every frame itself
+        # (on threads beyond 16 KiB), CPU the ticks of this process need
+        ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096, compress=False)
         await ws.prepare(request)
         self._sockets.add(ws)
         watcher = self.feed.watch(name)
         session = record.session
         try:
-            await ws.send_str(json.dumps({
-                "type": "layout", "session": name, "twin": record.twin.name,
-                "publish_rate": record.settings.publish_rate,
-                "variables": [views.variable_meta(k, v) for k, v in session.layout.variables]}))
+            await ws.send_str(view.message)
             changes = Changes()
-            first = changes.message(session.frame(), Stamp.now())
+            frame = session.frame()
+            first = changes.message(frame, Stamp.now(),
+                                    await self._forced(record, view, frame.forces))
             assert first is not None
             await ws.send_str(first)
             reader = asyncio.ensure_future(_drain(ws))
@@ -239,7 +250,10 @@ class WebServer:
                         await ws.send_str('{"type": "deleted"}')
                         break
                     if taking in done:
-                        message = self.feed.message(name, changes, *taking.result())
+                        frame, stamp = taking.result()
+                        forced = await self._forced(record, view, frame.forces) \
+                            if changes.needs_forced(frame) else None
+                        message = self.feed.message(name, changes, frame, stamp, forced)
                         if message is not None:
                             await ws.send_str(message)
                     daemon.touch(name)
@@ -253,6 +267,21 @@ class WebServer:
             self.feed.unwatch(watcher)
             await ws.close()
         return ws
+
+
+    async def _forced(self, record: ServedSession, view: views.LayoutView, forces: int
+                      ) -> list[int]:
+        """The indices of the session's forced inputs as of ``forces`` (its frames'
+        counter), asked of the session once for every watcher."""
+        found = self._forced_lists.get(record.name)
+        if found is None or found[0] is not record or found[1] != forces or \
+                (found[2].done() and (found[2].cancelled() or found[2].exception())):
+            future = asyncio.ensure_future(record.session.forced())
+            found = self._forced_lists[record.name] = (record, forces, future)
+            for gone in [n for n in self._forced_lists if n not in self.daemon.sessions]:
+                del self._forced_lists[gone]
+        forced = await asyncio.shield(found[2])
+        return view.forced_indices(forced)
 
 
 async def _drain(ws: web.WebSocketResponse) -> None:

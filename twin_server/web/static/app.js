@@ -187,10 +187,96 @@ async function refreshHil() {
   if (!peers.length) body.append(el("tr", {}, el("td", { colspan: 6 }, "no HIL peers")));
 }
 
+// -- alarms -------------------------------------------------------------------------
+
+function alarmState(a) {
+  if (!a.enabled) return "disabled";
+  const active = a.active ? `active${a.limit ? ` (${a.limit})` : ""}` : "inactive";
+  return `${active}, ${a.acked ? "acknowledged" : "unacknowledged"}` +
+    (a.acked && !a.confirmed ? ", unconfirmed" : "");
+}
+
+async function alarmCall(alarm, action) {
+  const path = `/api/sessions/${encodeURIComponent(alarm.session)}/alarms/` +
+    `${encodeURIComponent(alarm.name)}/${action}`;
+  await attempt(`${action} ${alarm.session}.${alarm.name}`,
+                () => api("POST", path, { event_id: alarm.event_id }));
+  refreshAlarms();
+}
+
+async function refreshAlarms() {
+  let alarms;
+  try { alarms = await api("GET", "/api/alarms"); } catch { return; }
+  const body = $("#alarms tbody");
+  body.replaceChildren(...alarms.map((a) => {
+    const buttons = [];
+    if (a.enabled && !a.acked) {
+      buttons.push(el("button", { "data-action": "acknowledge",
+                                  onclick: () => alarmCall(a, "acknowledge") }, "Acknowledge"));
+    }
+    if (a.enabled && a.acked && !a.confirmed) {
+      buttons.push(el("button", { "data-action": "confirm",
+                                  onclick: () => alarmCall(a, "confirm") }, "Confirm"));
+    }
+    return el("tr", { "data-alarm": `${a.session}/${a.name}`,
+                      class: a.active ? "alarm-active" : (a.retain ? "alarm-retained" : "") },
+      el("td", {}, a.session), el("td", {}, a.name),
+      el("td", { class: "alarm-state" }, alarmState(a)),
+      el("td", { class: "num" }, String(a.severity)), el("td", {}, a.message),
+      el("td", {}, a.comment ? `${a.comment} (${a.user})` : ""), el("td", {}, ...buttons));
+  }));
+  if (!alarms.length) body.append(el("tr", {}, el("td", { colspan: 7 }, "no alarms")));
+}
+
+// -- scenario runs ------------------------------------------------------------------
+
+async function showReport(run, kind) {
+  const box = $("#scenario-report");
+  try {
+    const response = await fetch(`/api/scenarios/${run.id}/${kind}`, {
+      headers: ui.token ? { Authorization: `Bearer ${ui.token}` } : {} });
+    box.textContent = await response.text();
+    box.hidden = false;
+  } catch (err) { say(`report: ${err.message}`, true); }
+}
+
+async function refreshScenarios() {
+  let runs;
+  try { runs = await api("GET", "/api/scenarios"); } catch { return; }
+  const body = $("#scenarios tbody");
+  body.replaceChildren(...runs.map((run) => el("tr", { "data-run": run.id },
+    el("td", {}, `${run.name} (${run.file})`),
+    el("td", { class: `verdict verdict-${run.state}` }, run.state),
+    el("td", {}, run.summary ?? run.error ?? ""),
+    el("td", {}, ...(run.state === "running" ? [] : [
+      el("button", { "data-report": "report", onclick: () => showReport(run, "report") },
+         "Markdown"),
+      el("button", { onclick: () => showReport(run, "junit") }, "JUnit XML")])))));
+  if (!runs.length) body.append(el("tr", {}, el("td", { colspan: 4 }, "no runs yet")));
+}
+
+$("#scenario-form").file.addEventListener("change", async (event) => {
+  const file = event.target.files[0];
+  if (file) $("#scenario-form").scenario.value = await file.text();
+});
+
+$("#scenario-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = event.target;
+  const file = form.file.files[0]?.name ?? "dashboard.toml";
+  await attempt("run the scenario",
+                () => api("POST", "/api/scenarios", { scenario: form.scenario.value, file, wait: 0 }));
+  refreshScenarios();
+});
+
 // -- one session: its variables, live ------------------------------------------------
+
+// what the page's rendering costs (the browser tests read it)
+window.dashboardStats = { frames: 0, frameMsMax: 0, layoutMs: 0 };
 
 function select(name) {
   ui.selected = name;
+  window.dashboardStats = { frames: 0, frameMsMax: 0, layoutMs: 0 };
   if (ui.socket) ui.socket.close();
   ui.trends.clear();
   $("#session-panel").hidden = false;
@@ -205,10 +291,18 @@ function select(name) {
   ui.socket = socket;
   socket.onmessage = (event) => {
     if (ui.socket !== socket) return;
+    const started = performance.now();
     const message = JSON.parse(event.data);
     if (message.type === "layout") buildVariables(message);
     else if (message.type === "frame") applyFrame(message);
     else if (message.type === "deleted") say(`session ${name} was deleted`, true);
+    const took = performance.now() - started;
+    const stats = window.dashboardStats;
+    if (message.type === "layout") stats.layoutMs = took;
+    else if (message.type === "frame") {
+      stats.frames += 1;
+      stats.frameMsMax = Math.max(stats.frameMsMax, took);
+    }
   };
   socket.onclose = () => { if (ui.socket === socket) ui.socket = null; };
 }
@@ -273,16 +367,16 @@ function buildVariables(layout) {
   });
   $("#variables tbody").replaceChildren(...rows);
   applyFilter();
-  forcedMarks();
 }
 
-async function forcedMarks() {
-  const name = ui.selected;
-  try {
-    const variables = await api("GET", `/api/sessions/${encodeURIComponent(name)}/variables`);
-    if (name !== ui.selected) return;
-    variables.forEach((v, i) => ui.cells[i]?.row.classList.toggle("forced", !!v.forced));
-  } catch { /* shown by the next call that fails */ }
+// the forced inputs' marks: every frame that follows a force or a release (here, over
+// OPC UA, another page or a reset) carries the indices of the forced inputs
+function forcedMarks(forced) {
+  const set = new Set(forced);
+  ui.cells.forEach((cell, i) => {
+    const on = set.has(i);
+    if (cell.row.classList.contains("forced") !== on) cell.row.classList.toggle("forced", on);
+  });
 }
 
 function applyFrame(frame) {
@@ -291,6 +385,7 @@ function applyFrame(frame) {
   state.textContent = stateText;
   state.className = `state-${frame.state}`;
   state.dataset.state = frame.state;
+  if (frame.forced) forcedMarks(frame.forced);
   for (const [index, value] of frame.values) {
     ui.values[index] = value;
     const cell = ui.cells[index];
@@ -404,7 +499,11 @@ function draw() {
 whoAmI();
 refreshSessions();
 refreshHil();
+refreshAlarms();
+refreshScenarios();
 draw();
 setInterval(refreshSessions, 1000);
 setInterval(refreshHil, 2000);
+setInterval(refreshAlarms, 1000);
+setInterval(refreshScenarios, 2000);
 setInterval(() => { if (ui.trends.size) scheduleDraw(); }, 500);

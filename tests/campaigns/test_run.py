@@ -1,0 +1,66 @@
+"""One run, in this process: a fresh session stepped flat out, the same as stepping a
+plain session by hand; a failed run says why; FMUs travel as bytes."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from twin_server.campaigns.run import execute, land, spec_of
+from twin_server.campaigns.spec import load_campaign, plan_runs
+from twin_server.engine.session import Session, SessionSettings
+from twin_server.engine.state import VarKey
+from twin_server.models.base import Kind
+
+
+class TestRun:
+    def test_bit_identical_to_a_plain_session(self, tank_campaign: Path) -> None:
+        """Figures and trajectories equal, bit for bit, a session stepped by hand with the
+        run's parameters."""
+        campaign = load_campaign(tank_campaign)
+        plan = plan_runs(campaign)[5]
+        result = execute(spec_of(campaign), plan)
+        assert result.ok and result.ticks == 200 and result.sim_time == 20.0
+
+        area, kp, level0 = plan.values
+        parameters = {"tank": {"area": area, "initial_level": level0},
+                      "controller": {"kp": kp, "ki": 0.005}}
+        session = Session("plain", campaign.twin,
+                          SessionSettings(step_size=0.1, parameters=parameters))
+        level = VarKey("tank", Kind.OUTPUT, "level")
+        levels = [session.read(level)]
+        for _ in range(200):
+            session.step(1)
+            levels.append(session.read(level))
+        assert result.trajectories["tank.level"] == tuple(levels[::10])
+        assert result.times == tuple(k * 0.1 for k in range(0, 201, 10))
+        assert result.figures["tank.level.final"] == levels[-1]
+        assert result.figures["tank.level.max"] == max(levels)
+        assert result.figures["tank.level.mean"] == math.fsum(levels) / 201
+        assert result.figures["tank.level.time_above"] == sum(
+            v > 0.8 for v in levels[:-1]) * 0.1
+
+    def test_failed_fmu_run_says_why(self, lag_campaign: Path) -> None:
+        """An FMU error halts the run: not ok, the FMU's message, the trajectory up to the
+        fault and no figures."""
+        campaign = load_campaign(lag_campaign)
+        results = [execute(spec_of(campaign), plan) for plan in plan_runs(campaign)]
+        assert [r.ok for r in results] == [True, False, True, False]
+        failed = results[1]
+        assert "lag2 fails on purpose" in failed.message and "fail_at=0.055" in failed.message
+        assert failed.ticks == 6 and failed.figures == {}
+        assert failed.times == (0.0, 0.05)
+        assert results[0].figures["lag.y.final"] == results[0].trajectories["lag.y"][-1]
+
+    def test_fmu_lands_from_bytes(self, lag_campaign: Path, tmp_path: Path) -> None:
+        """A shipped twin names its FMU by sha-256; landing it writes the bytes where this
+        process can read them, with the original file gone."""
+        campaign = load_campaign(lag_campaign)
+        spec = spec_of(campaign)
+        shipped = spec.twin.component("lag").options["path"]
+        assert shipped.startswith("sha256:") and "cache_dir" not in spec.twin.component(
+            "lag").options
+        (lag_campaign.parent / "lag2.fmu").unlink()
+        landed = Path(land(spec.twin, spec.fmus).component("lag").options["path"])
+        assert landed.read_bytes() == spec.fmus[shipped.removeprefix("sha256:")]
+        assert execute(spec, plan_runs(campaign)[0]).ok
