@@ -91,3 +91,117 @@ within = 0.3
             forced = client.get_node(ua.NodeId("Sessions.plant.Components.tank.Inputs.inflow",
                                                ns))
             assert await forced.read_value() != 0.3  # the PLC's session was not touched
+
+
+@pytest.mark.asyncio(loop_scope="module")
+class TestLiveFaults:
+    async def test_stuck_level_sensor(self, daemon: Daemon) -> None:
+        """A stuck level sensor injected over InjectFault holds tank.level while the tank
+        fills, and clearing it shows the true level again; the fault ends with the run."""
+        scenario = parse_scenario("""
+[scenario]
+name = "stuck"
+session = "plant"
+[[steps]]
+set = "tank.inflow"
+value = 0.3
+[[steps]]
+inject_fault = "stuck_level"
+variable = "tank.level"
+kind = "stuck"
+parameters = { value = 0.25 }
+[[steps]]
+name = "the sensor shows the stuck value"
+check = "tank.level == 0.25"
+within = 2.0
+[[steps]]
+name = "it stays stuck while the tank fills"
+check = "tank.level == 0.25"
+always = 0.5
+[[steps]]
+wait = 0.5
+[[steps]]
+clear_fault = "stuck_level"
+[[steps]]
+name = "the true level shows again"
+check = "tank.level > 0.3"
+within = 2.0
+""", file="stuck.toml")
+        (result,) = await run_live([scenario], daemon.endpoint_url)
+        assert result.error is None, result.error
+        assert [c.verdict for c in result.checks] == [Verdict.PASSED] * 3, [
+            c.describe() for c in result.checks]
+        assert [r.outcome for r in result.steps][1] != "skipped"
+
+    async def test_refused_fault_stops_the_run(self, daemon: Daemon) -> None:
+        """A fault the server refuses (clearing one that is not active) breaks the run off
+        with the server's status and message; the checks after it are skipped."""
+        scenario = parse_scenario("""
+[scenario]
+name = "refused"
+session = "plant"
+[[steps]]
+clear_fault = "no_such_fault"
+[[steps]]
+check = "tank.level > 0"
+""", file="refused.toml")
+        (result,) = await run_live([scenario], daemon.endpoint_url)
+        assert result.error is not None
+        assert "ClearFault" in result.error and "BadNotFound" in result.error, result.error
+        assert "no_such_fault" in result.error, result.error
+        assert [c.verdict for c in result.checks] == [Verdict.SKIPPED]
+
+    async def test_link_cut_closes_the_valve(self, daemon: Daemon) -> None:
+        """A link cut over HIL/plc/InjectLinkFault takes the valve command to its
+        fallback (0, closed) and the level falls; cleared, the PLC drives it again."""
+        scenario = parse_scenario("""
+[scenario]
+name = "cut"
+session = "plant"
+[[steps]]
+name = "the PLC opens the valve"
+check = "tank.inflow > 0"
+within = 5.0
+[[steps]]
+inject_link_fault = "plc"
+kind = "cut"
+[[steps]]
+name = "the valve takes its fallback"
+check = "tank.inflow == 0"
+within = 3.0
+[[steps]]
+name = "it stays closed while the link is cut"
+check = "tank.inflow == 0"
+always = 0.5
+[[steps]]
+wait = 0.5
+[[steps]]
+clear_link_fault = "plc"
+[[steps]]
+name = "the PLC drives the valve again"
+check = "tank.inflow > 0"
+within = 10.0
+""", file="cut.toml")
+        (result,) = await run_live([scenario], daemon.endpoint_url, session="plant")
+        assert result.error is None, result.error
+        assert [c.verdict for c in result.checks] == [Verdict.PASSED] * 4, [
+            c.describe() for c in result.checks]
+
+    async def test_refused_link_fault_stops_the_run(self, daemon: Daemon) -> None:
+        """A link fault on a binding the peer has not is refused (BadNotFound, naming it)
+        and breaks the run off."""
+        scenario = parse_scenario("""
+[scenario]
+name = "badlink"
+session = "plant"
+[[steps]]
+inject_link_fault = "plc"
+kind = "freeze"
+bindings = ["no_such_binding"]
+[[steps]]
+check = "tank.level > 0"
+""", file="badlink.toml")
+        (result,) = await run_live([scenario], daemon.endpoint_url, session="plant")
+        assert result.error is not None
+        assert "InjectLinkFault" in result.error and "BadNotFound" in result.error, result.error
+        assert "no_such_binding" in result.error, result.error

@@ -52,7 +52,8 @@ wiat = 3
             "end of the condition\n    tank.level >\n                ^",
             "s.toml: steps[2]: missing required key 'value'",
             "s.toml: steps[3]: a step has exactly one action key: set, ramp, release, wait, "
-            "wait_until, call, inject_fault, clear_fault, check (found none)",
+            "wait_until, call, inject_fault, clear_fault, inject_link_fault, "
+            "clear_link_fault, check (found none)",
         ]
 
     def test_parse_error_names_file_key_and_column(self) -> None:
@@ -70,6 +71,28 @@ wiat = 3
         """A check is within a time or always, not both."""
         (error,) = errors_of(HEADER + '[[steps]]\ncheck = "a.b > 1"\nwithin = 1\nalways = 2\n')
         assert "not both" in error
+
+    def test_link_fault_fields(self) -> None:
+        """A link fault's kind, and delay (for kind delay alone), are checked at their keys."""
+        errors = errors_of(HEADER + """
+[[steps]]
+inject_link_fault = "plc"
+kind = "unplug"
+[[steps]]
+inject_link_fault = "plc"
+kind = "delay"
+[[steps]]
+inject_link_fault = "plc"
+kind = "cut"
+delay = 0.5
+[[steps]]
+clear_link_fault = "plc"
+bindings = "valve"
+""")
+        assert [e.split(":")[1].strip() for e in errors] == [
+            "steps[0].kind", "steps[1].delay", "steps[2].delay", "steps[3].bindings"], errors
+        assert "a delay link fault needs delay = S" in errors[1]
+        assert "delay is for kind = 'delay' alone (got kind = 'cut')" in errors[2]
 
     def test_unknown_step_key(self) -> None:
         """A misspelt key of a step is refused with the keys it allows."""
@@ -144,6 +167,23 @@ check = "plc.alarm or plc.other"
 """)
         assert "steps[0].check: plc.alarm is a PLC node: it exists only in a live run" in errors[0]
         assert "no PLC node 'other'" in errors[1]
+
+    def test_link_faults_need_a_live_run(self, loaded: LoadedConfig) -> None:
+        """inject_link_fault and clear_link_fault are refused offline, each at its key."""
+        errors = bind_errors(loaded, HEADER + """
+[[steps]]
+inject_link_fault = "plc"
+kind = "cut"
+[[steps]]
+clear_link_fault = "plc"
+""")
+        assert errors == [
+            "s.toml: steps[0].inject_link_fault: inject_link_fault acts on a HIL peer's link "
+            "('plc'): it exists only in a live run (--endpoint URL against a daemon with that "
+            "HIL peer)",
+            "s.toml: steps[1].clear_link_fault: clear_link_fault acts on a HIL peer's link "
+            "('plc'): it exists only in a live run (--endpoint URL against a daemon with that "
+            "HIL peer)"]
 
     def test_unknown_session_and_parameter(self, loaded: LoadedConfig) -> None:
         """A session the config lacks, and a parameter the twin lacks, name their keys."""

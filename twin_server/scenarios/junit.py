@@ -5,8 +5,8 @@ the scenario, its ``time`` the simulated seconds it took to decide). A failed ch
 carries ``<failure>`` with the condition, the values seen and the simulated time;
 a check that could not be evaluated ``<error>``; one never reached ``<skipped>``.
 A run that broke off (a wait_until past its timeout, a refused write) adds a test
-case for that step with its ``<error>``; a step skipped (fault injection not in
-this build) a skipped test case. ``tests/scenarios/junit.xsd`` is the schema
+case for that step with its ``<error>``; a step recorded as skipped a skipped
+test case. ``tests/scenarios/junit.xsd`` is the schema
 (after the Jenkins/Ant JUnit schema) the tests validate this against.
 """
 

@@ -10,7 +10,16 @@ A sample is one Read of every watched node with the session's StepCount and Stat
 every ``poll`` seconds of wall time; scenario time is the session's simulated time
 stepped since the run began (StepCount deltas; a Reset or Restore does not turn it
 back). Writes go to the variable's node (an input is forced), ``release`` calls
-ReleaseInput, ``call`` the session's method (Snapshot's id kept under its label).
+ReleaseInput, ``call`` the session's method (Snapshot's id kept under its label),
+``inject_fault`` InjectFault (the step's name the fault's Id), ``clear_fault``
+ClearFault (``*``: ClearFaults), ``inject_link_fault`` and ``clear_link_fault`` the
+peer's ``HIL/<peer>/InjectLinkFault`` and ``ClearLinkFault``; a refusal breaks the run
+off with the server's status and message (``CallRefused``).
+
+A value read with an Uncertain status (a mirrored input while its link is cut or
+lost, UncertainLastUsableValue or UncertainSubstituteValue) is taken as it is; a
+Bad one (a dropout fault: Bad_SensorFailure, no value on the wire) keeps the value
+last read, the value the session holds (offline reads show that held value too).
 PLC nodes (``plc.<alias>``) are read and written on the PLC itself: the peer's
 endpoint is read from ``HIL/<peer>/Endpoint`` and a second client (anonymous, no
 security: a PLC that asks for more is not reachable this way yet) connects to it.
@@ -33,8 +42,14 @@ from twin_server.models.base import Kind
 from twin_server.scenarios.expr import Number
 from twin_server.scenarios.names import TIME, Binding, PlcRef, Ref, bind
 from twin_server.scenarios.results import ScenarioResult
-from twin_server.scenarios.runner import Listener, NoFaultInjection, Runner, TargetStopped
-from twin_server.scenarios.schema import ClearFaultStep, InjectFaultStep, ScenarioFile
+from twin_server.scenarios.runner import Listener, Runner, TargetStopped
+from twin_server.scenarios.schema import (
+    ClearFaultStep,
+    ClearLinkFaultStep,
+    InjectFaultStep,
+    InjectLinkFaultStep,
+    ScenarioFile,
+)
 
 NAMESPACE = "urn:twin-server"
 _FOLDERS = {kind.folder: kind for kind in Kind}
@@ -104,20 +119,24 @@ class LiveTarget:
         self.elapsed = self._steps * self.step_size
         values: dict[str, Number] = {TIME: self.elapsed}
         for (name, _), value in zip(own, results[2:], strict=True):
-            self._store(name, value)
-            values[name] = value.Value.Value
+            values[name] = self._store(name, value)
         for name, ref in self._reads:
             if isinstance(ref, PlcRef):
                 client, nodeid = self._plc[ref.alias]
                 value = await client.get_node(nodeid).read_data_value()
-                self._store(name, value)
-                values[name] = value.Value.Value
+                values[name] = self._store(name, value)
         self._values = values
 
-    def _store(self, name: str, value: ua.DataValue) -> None:
-        if value.Value is None or not value.StatusCode.is_good():
+    def _store(self, name: str, value: ua.DataValue) -> Number:
+        """The value read (Good or Uncertain), else the one last read (module docstring)."""
+        if (value.Value is None or value.Value.Value is None
+                or value.StatusCode.is_bad()):
+            if name in self._values:
+                return self._values[name]
             raise NotFound(f"{name}: cannot be read ({value.StatusCode.name})")
         self._types.setdefault(name, value.Value.VariantType)
+        found: Number = value.Value.Value
+        return found
 
     async def sample(self) -> None:
         if self._state != "Running":
@@ -187,8 +206,41 @@ class LiveTarget:
 
     async def inject_fault(self, step: InjectFaultStep | ClearFaultStep,
                            ref: Ref | None) -> None:
-        raise NoFaultInjection(
-            "fault injection waits for issue #17 part 5 (InjectFault): the step was skipped")
+        """InjectFault with the step's name as the fault's Id, or ClearFault (``*``:
+        ClearFaults), as ``SessionTarget.inject_fault`` does offline."""
+        if isinstance(step, InjectFaultStep):
+            if not isinstance(ref, VarKey):
+                raise CallRefused(f"{step.variable} is a PLC node: a fault acts on a "
+                                  "variable of the session (component.variable)")
+            parameters = {k: float(v) for k, v in step.parameters.items()
+                          if not isinstance(v, str)}
+            await self.call_method(
+                "InjectFault", _text(f"{ref.component}.{ref.kind.folder}.{ref.name}"),
+                _text(step.kind), _text(json.dumps(parameters)),
+                ua.Variant(step.duration or 0.0, ua.VariantType.Double),
+                _text(step.inject_fault))
+        elif step.clear_fault == "*":
+            await self.call_method("ClearFaults")
+        else:
+            await self.call_method("ClearFault", _text(step.clear_fault))
+        await self._read()
+
+    async def link_fault(self, step: InjectLinkFaultStep | ClearLinkFaultStep) -> None:
+        """The peer's InjectLinkFault(Kind, Delay, Duration, Bindings) or
+        ClearLinkFault(Bindings)."""
+        bindings = ua.Variant(list(step.bindings), ua.VariantType.String, is_array=True)
+        if isinstance(step, InjectLinkFaultStep):
+            peer = step.inject_link_fault
+            await _server_call(
+                self._client, self._ns, f"HIL.{peer}.InjectLinkFault", _text(step.kind),
+                ua.Variant(step.delay or 0.0, ua.VariantType.Double),
+                ua.Variant(step.duration or 0.0, ua.VariantType.Double), bindings,
+                obj=f"HIL.{peer}")
+        else:
+            peer = step.clear_link_fault
+            await _server_call(self._client, self._ns, f"HIL.{peer}.ClearLinkFault", bindings,
+                               obj=f"HIL.{peer}")
+        await self._read()
 
 
 async def _variables(client: Client, ns: int, session: str) -> list[VarKey]:

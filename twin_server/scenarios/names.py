@@ -8,6 +8,9 @@
 * ``time``: the simulated seconds since the scenario started (read only).
 * ``plc.<alias>``: a PLC node declared under ``[plc.<alias>]`` (live runs only).
 
+Link fault steps (``inject_link_fault``, ``clear_link_fault``) act on a HIL peer of
+a daemon: live runs only, like PLC nodes (offline, each is a ConfigError at its key).
+
 ``bind`` checks every name of a scenario at once and returns a ``Binding``; each
 unknown name is a ConfigError at its step's key, with the names it could have meant.
 """
@@ -23,7 +26,9 @@ from twin_server.errors import ConfigError, ConfigErrors
 from twin_server.models.base import Kind
 from twin_server.scenarios.schema import (
     CheckStep,
+    ClearLinkFaultStep,
     InjectFaultStep,
+    InjectLinkFaultStep,
     RampStep,
     ReleaseStep,
     ScenarioFile,
@@ -108,6 +113,12 @@ def bind(scenario: ScenarioFile, variables: Iterable[VarKey], *, live: bool) -> 
     for planned in scenario.steps:
         step = planned.step
         where = planned.path
+        if isinstance(step, InjectLinkFaultStep | ClearLinkFaultStep) and not live:
+            key = planned.action
+            errors.append(ConfigError(
+                f"{key} acts on a HIL peer's link ({getattr(step, key)!r}): it exists only "
+                "in a live run (--endpoint URL against a daemon with that HIL peer)",
+                path=f"{where}.{key}", file=scenario.file))
         if planned.condition is not None:
             key = "check" if isinstance(step, CheckStep) else "wait_until"
             for name in sorted(planned.condition.names):

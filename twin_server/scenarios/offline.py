@@ -21,7 +21,7 @@ from twin_server.engine.faults import FaultSpec
 from twin_server.engine.session import RunState, Session, SessionSettings, SessionSnapshot
 from twin_server.engine.state import VarKey
 from twin_server.engine.twin import TwinDefinition
-from twin_server.errors import ConfigError, ConfigErrors, NotFound
+from twin_server.errors import ConfigError, ConfigErrors, InvalidState, NotFound
 from twin_server.models.base import Value
 from twin_server.runtime.compile import LoadedConfig
 from twin_server.scenarios.expr import Number
@@ -34,7 +34,9 @@ from twin_server.scenarios.runner import (
 )
 from twin_server.scenarios.schema import (
     ClearFaultStep,
+    ClearLinkFaultStep,
     InjectFaultStep,
+    InjectLinkFaultStep,
     ScenarioFile,
     config_errors,
 )
@@ -213,6 +215,11 @@ class SessionTarget:
         else:
             session.clear_fault(step.clear_fault)
         self._read()
+
+    async def link_fault(self, step: InjectLinkFaultStep | ClearLinkFaultStep) -> None:
+        """Never reached: ``bind`` refuses link fault steps offline."""
+        raise InvalidState(f"{step.model_dump(by_alias=True)}: link faults act on a HIL "
+                           "peer of a daemon, in a live run (--endpoint URL)")
 
 
 def _run(session: Session) -> None:

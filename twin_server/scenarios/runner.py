@@ -21,9 +21,12 @@ Semantics, at each sample (a tick offline, a poll live):
   fails at the first sample where it does not hold. The run ends when every step
   is done and every ``always`` with a time has run its time out.
 * ``inject_fault``, ``clear_fault``: ``Target.inject_fault`` (offline and on the
-  server: ``Session.inject_fault``, the step's name the fault's id, applying from
-  the next tick); a target without fault injection (live runs, for now) records
-  the step as skipped, and the run goes on.
+  server: ``Session.inject_fault``; live: the session's InjectFault, ClearFault or
+  ClearFaults method), the step's name the fault's id (``*`` clears every fault),
+  applying from the next tick; a refused fault breaks the run off with the refusal.
+* ``inject_link_fault``, ``clear_link_fault``: ``Target.link_fault`` (live runs
+  only: the peer's InjectLinkFault or ClearLinkFault method), at once; a refusal
+  breaks the run off.
 """
 
 from __future__ import annotations
@@ -47,7 +50,9 @@ from twin_server.scenarios.schema import (
     CallStep,
     CheckStep,
     ClearFaultStep,
+    ClearLinkFaultStep,
     InjectFaultStep,
+    InjectLinkFaultStep,
     PlannedStep,
     RampStep,
     ReleaseStep,
@@ -60,10 +65,6 @@ from twin_server.scenarios.schema import (
 
 class TargetStopped(TwinServerError):
     """The session no longer advances (Suspended, Halted, a fault) while a step needs time."""
-
-
-class NoFaultInjection(TwinServerError):
-    """The target cannot inject faults (issue #17 part 5 is not in this build)."""
 
 
 class Target(Protocol):
@@ -88,6 +89,8 @@ class Target(Protocol):
 
     async def inject_fault(self, step: InjectFaultStep | ClearFaultStep, ref: Ref | None,
                            ) -> None: ...
+
+    async def link_fault(self, step: InjectLinkFaultStep | ClearLinkFaultStep) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,11 +197,9 @@ class Runner:
         elif isinstance(step, CallStep):
             await target.call(step.call, step.label)
         elif isinstance(step, InjectFaultStep | ClearFaultStep):
-            try:
-                await target.inject_fault(step, self.binding.writes.get(planned.index))
-            except NoFaultInjection as exc:
-                record.outcome = "skipped"
-                record.message = str(exc)
+            await target.inject_fault(step, self.binding.writes.get(planned.index))
+        elif isinstance(step, InjectLinkFaultStep | ClearLinkFaultStep):
+            await target.link_fault(step)
         else:
             await self._check(planned, step)
 

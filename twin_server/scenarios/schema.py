@@ -24,6 +24,9 @@
     call = "Snapshot"                 #   call METHOD [, label = L]
     inject_fault = "stuck_level"      #   inject_fault NAME, variable, kind, parameters
     clear_fault = "stuck_level"       #   clear_fault NAME (or "*")
+    inject_link_fault = "plc"         #   inject_link_fault PEER, kind [, delay, duration,
+                                      #     bindings] (live runs only)
+    clear_link_fault = "plc"          #   clear_link_fault PEER [, bindings] (live only)
     check = "tank.level < 1.9"        #   check CONDITION [, within = S | always = S | true]
 
 Each step may have a ``name`` (the test case's name in JUnit for a check). This
@@ -50,6 +53,8 @@ from twin_server.scenarios.expr import Expression, ExpressionError, parse
 METHODS = ("Snapshot", "Restore", "Suspend", "Resume", "Start", "Halt", "Reset")
 #: fault kinds of issue #17 part 5 (``inject_fault``)
 FAULT_KINDS = ("stuck", "offset", "drift", "noise", "spike", "quantise", "delay", "dropout")
+#: HIL link fault kinds (``inject_link_fault``, ``hil.link_faults``)
+LINK_FAULT_KINDS = ("freeze", "delay", "cut")
 
 Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -133,6 +138,23 @@ class ClearFaultStep(_Step):
         return value
 
 
+class InjectLinkFaultStep(_Step):
+    """A HIL peer's link frozen, delayed or cut (``HIL/<peer>/InjectLinkFault``)."""
+
+    inject_link_fault: Name
+    kind: Literal["freeze", "delay", "cut"]
+    delay: Positive | None = None
+    duration: Positive | None = None  # wall-clock s (a HIL link runs in real time)
+    bindings: list[Name] = Field(default_factory=list)
+
+
+class ClearLinkFaultStep(_Step):
+    """A HIL peer's link faults ended (``HIL/<peer>/ClearLinkFault``)."""
+
+    clear_link_fault: Name
+    bindings: list[Name] = Field(default_factory=list)
+
+
 class CheckStep(_Step):
     check: str
     within: Positive | None = None
@@ -155,13 +177,15 @@ class CheckStep(_Step):
 
 
 Step = (SetStep | RampStep | ReleaseStep | WaitStep | WaitUntilStep | CallStep
-        | InjectFaultStep | ClearFaultStep | CheckStep)
+        | InjectFaultStep | ClearFaultStep | InjectLinkFaultStep | ClearLinkFaultStep
+        | CheckStep)
 
 #: the action key of each kind of step
 ACTIONS: dict[str, type[_Step]] = {
     "set": SetStep, "ramp": RampStep, "release": ReleaseStep, "wait": WaitStep,
     "wait_until": WaitUntilStep, "call": CallStep, "inject_fault": InjectFaultStep,
-    "clear_fault": ClearFaultStep, "check": CheckStep,
+    "clear_fault": ClearFaultStep, "inject_link_fault": InjectLinkFaultStep,
+    "clear_link_fault": ClearLinkFaultStep, "check": CheckStep,
 }
 
 
@@ -209,6 +233,13 @@ class PlannedStep:
                                          ("Snapshot", "Restore") else "")
         if isinstance(step, InjectFaultStep):
             return f"inject fault {step.inject_fault} ({step.kind} on {step.variable})"
+        if isinstance(step, InjectLinkFaultStep):
+            what = f"{step.kind}" + (f" {step.delay:g} s" if step.delay is not None else "")
+            return (f"inject link fault ({what}) on {step.inject_link_fault}"
+                    + (f" {', '.join(step.bindings)}" if step.bindings else ""))
+        if isinstance(step, ClearLinkFaultStep):
+            return (f"clear link faults on {step.clear_link_fault}"
+                    + (f" {', '.join(step.bindings)}" if step.bindings else ""))
         return f"clear fault {step.clear_fault}"
 
     @property
@@ -346,6 +377,13 @@ def _step(index: int, body: dict[str, Any], file: str,
     if isinstance(step, CheckStep) and step.always is False:
         errors.append(ConfigError("always = false means nothing: leave it out for a check "
                                   "that must hold now", path=f"{where}.always", file=file))
+        return None
+    if isinstance(step, InjectLinkFaultStep) and (step.kind == "delay") != (
+            step.delay is not None):
+        errors.append(ConfigError(
+            "a delay link fault needs delay = S (s, > 0)" if step.kind == "delay" else
+            f"delay is for kind = 'delay' alone (got kind = {step.kind!r})",
+            path=f"{where}.delay", file=file))
         return None
     if isinstance(step, SetStep) and isinstance(step.value, float) and not math.isfinite(
             step.value):
