@@ -94,6 +94,14 @@ bindings = "valve"
         assert "a delay link fault needs delay = S" in errors[1]
         assert "delay is for kind = 'delay' alone (got kind = 'cut')" in errors[2]
 
+    def test_live_only(self) -> None:
+        """A scenario with PLC nodes or link fault steps says it runs live alone (the
+        pytest plugin skips it offline); one without says nothing."""
+        link = parse_scenario(HEADER + '[[steps]]\nclear_link_fault = "plc"\n')
+        plain = parse_scenario(HEADER + "[[steps]]\nwait = 1\n")
+        assert (link.live_only, plain.live_only) == ("has link fault steps", "")
+        assert read_scenario(EXAMPLES / "hil_interlock.toml").live_only == "reads PLC nodes"
+
     def test_unknown_step_key(self) -> None:
         """A misspelt key of a step is refused with the keys it allows."""
         (error,) = errors_of(HEADER + '[[steps]]\ncheck = "a.b > 1"\nwithn = 1\n')

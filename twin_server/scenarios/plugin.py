@@ -9,9 +9,9 @@ pytest collects, one test item per scenario file:
 Each item runs its scenario offline (its ``[scenario] config``, or
 ``--scenario-config``), or live with ``--scenario-endpoint URL``; it fails with
 the failure text of every check that failed (the condition, the values seen, the
-simulated time). A scenario that reads PLC nodes (``[plc.*]``) needs a live run and
-is skipped offline. ``--scenario-junit``/``--junit-xml`` are independent: pytest's
-own JUnit report has one test case per scenario.
+simulated time). A scenario that reads PLC nodes (``[plc.*]``) or has link fault
+steps needs a live run and is skipped offline. ``--scenario-junit``/``--junit-xml``
+are independent: pytest's own JUnit report has one test case per scenario.
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ class ScenarioItem(pytest.Item):
             (result,) = asyncio.run(run_live([scenario], options.scenario_endpoint,
                                              seed=options.scenario_seed))
         else:
-            if scenario.plc:
-                pytest.skip("reads PLC nodes: needs a live run (--scenario-endpoint URL)")
+            if scenario.live_only:
+                pytest.skip(f"{scenario.live_only}: needs a live run (--scenario-endpoint URL)")
             result = self._offline(scenario, options.scenario_config, options.scenario_seed)
         self.user_properties.append(("verdict", str(result.verdict)))
         if not result.passed:

@@ -268,6 +268,16 @@ class ScenarioFile:
         return (base / self.header.config).resolve()
 
     @property
+    def live_only(self) -> str:
+        """Why it runs live alone (it reads PLC nodes, it has link fault steps), or ""."""
+        if self.plc:
+            return "reads PLC nodes"
+        if any(isinstance(s.step, InjectLinkFaultStep | ClearLinkFaultStep)
+               for s in self.steps):
+            return "has link fault steps"
+        return ""
+
+    @property
     def checks(self) -> list[PlannedStep]:
         return [s for s in self.steps if isinstance(s.step, CheckStep)]
 
