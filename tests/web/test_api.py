@@ -613,6 +613,113 @@ class TestScenarios:
         assert (got, answer["status"]) == (404, "BadNotFound")
 
 
+class TestFaults:
+    async def test_inject_list_clear_and_clear_all(self, web: Web) -> None:
+        """A fault injected over REST is listed (and in the session, as InjectFault's),
+        acts on its target, and ends with DELETE of it or of them all."""
+        assert (await web.call("POST", "/api/sessions",
+                               {"twin": "plant", "name": "faulty"}))[0] == 201
+        path = "/api/sessions/faulty/faults"
+        try:
+            got, fault = await web.call("POST", path, {
+                "target": "setpoint.Outputs.output", "kind": "stuck",
+                "parameters": {"value": 7.0}, "id": "stuck7"}, role=Role.OPERATOR)
+            assert got == 201, fault
+            assert (fault["id"], fault["kind"], fault["parameters"], fault["duration"]) == (
+                "stuck7", "stuck", {"value": 7.0}, None)
+            await _until(web, "/api/sessions/faulty/components/setpoint/outputs/output",
+                         lambda v: v["value"] == 7.0)
+            got, second = await web.call("POST", path, {
+                "target": "tank.Inputs.inflow", "kind": "offset",
+                "parameters": '{"offset": 0.01}'})
+            assert got == 201 and second["id"] == "f1", second
+            states = await web.daemon.manager.get("faulty").session.faults()
+            assert [f.id for f in states] == ["stuck7", "f1"]
+            assert [f["id"] for f in (await web.call("GET", path))[1]] == ["stuck7", "f1"]
+            assert (await web.call("DELETE", path + "/stuck7", role=Role.OPERATOR))[0] == 204
+            assert [f["id"] for f in (await web.call("GET", path))[1]] == ["f1"]
+            got, answer = await web.call("DELETE", path + "/stuck7")
+            assert (got, answer["status"]) == (404, "BadNotFound")
+            assert (await web.call("DELETE", path))[1] == {"cleared": ["f1"]}
+            assert (await web.call("GET", path))[1] == []
+        finally:
+            await web.call("DELETE", "/api/sessions/faulty")
+
+    async def test_a_timed_fault_shows_what_remains_and_ends_by_itself(self, web: Web) -> None:
+        """A fault with a duration lists its remaining simulated time and is gone
+        once it ran out, with its start and end among the session's events."""
+        path = SESSION + "/faults"
+        got, fault = await web.call("POST", path, {
+            "target": "setpoint.Outputs.output", "kind": "offset",
+            "parameters": {"offset": 0.0}, "duration": 0.3})
+        assert got == 201, fault
+        assert fault["duration"] == pytest.approx(0.3)
+        assert 0 < fault["remaining"] <= 0.3
+        await _until(web, path, lambda faults: fault["id"] not in [f["id"] for f in faults])
+
+    async def test_refusals_match_inject_faults(self, web: Web) -> None:
+        """A malformed target, an unknown kind, bad parameters, an unknown variable,
+        a negative duration and a taken id: the REST refusal carries the status name
+        and message of the OPC UA InjectFault call; a viewer may not inject."""
+        path = SESSION + "/faults"
+        assert (await web.call("POST", path, {"target": "tank.Outputs.level",
+                                              "kind": "stuck", "id": "taken"}))[0] == 201
+        cases = [
+            ("tank.level", "stuck", "", 0.0, ""),
+            ("tank.Outputs.level", "melted", "", 0.0, ""),
+            ("tank.Outputs.level", "noise", '{"sigma": -1}', 0.0, ""),
+            ("tank.Outputs.level", "offset", '{"offset": 1, "nope": 2}', 0.0, ""),
+            ("tank.Outputs.nothing", "stuck", "", 0.0, ""),
+            ("tank.Outputs.level", "stuck", "", -1.0, ""),
+            ("tank.Outputs.level", "stuck", "", 0.0, "taken"),
+        ]
+        client = Client(web.daemon.endpoint_url, timeout=10)
+        client.set_user(USERS[Role.ADMIN])
+        client.set_password(PASSWORD)
+        try:
+            async with client:
+                ns = await client.get_namespace_index("urn:twin-server")
+                for target, kind, parameters, duration, fault_id in cases:
+                    (result,) = await client.uaclient.call([ua.CallMethodRequest(
+                        ObjectId=ua.NodeId("Sessions.main", ns),
+                        MethodId=ua.NodeId("Sessions.main.InjectFault", ns),
+                        InputArguments=[s(target), s(kind), s(parameters),
+                                        ua.Variant(duration, ua.VariantType.Double),
+                                        s(fault_id)])])
+                    got, rest = await web.call("POST", path, {
+                        "target": target, "kind": kind, "parameters": parameters,
+                        "duration": duration, "id": fault_id})
+                    assert not result.StatusCode.is_good()
+                    assert got >= 400 and (rest["status"], rest["message"]) == (
+                        result.StatusCode.name, message(result)), (target, kind, rest)
+        finally:
+            await web.call("DELETE", path + "/taken")
+        got, answer = await web.call("POST", path, {"target": "tank.Outputs.level",
+                                                    "kind": "stuck"}, role=Role.VIEWER)
+        assert (got, answer["status"]) == (403, "BadUserAccessDenied")
+        got, answer = await web.call("POST", path, {"target": "tank.Outputs.level",
+                                                    "kind": "stuck", "parameters": [1]})
+        assert (got, answer["status"]) == (400, "BadTypeMismatch")
+
+    async def test_the_live_feed_carries_the_fault_counter(self, web: Web) -> None:
+        """The WebSocket's frames carry the session's fault counter, which moves when
+        a fault is injected."""
+        async with web.http.ws_connect(web.url + SESSION + "/live",
+                                       headers=web.headers[Role.ADMIN]) as socket:
+            await socket.receive_json()  # the layout
+            first = await socket.receive_json()
+            got, fault = await web.call("POST", SESSION + "/faults", {
+                "target": "setpoint.Outputs.output", "kind": "offset",
+                "parameters": {"offset": 0.0}})
+            assert got == 201
+            try:
+                async with asyncio.timeout(10):
+                    while (await socket.receive_json()).get("faults") == first["faults"]:
+                        pass
+            finally:
+                await web.call("DELETE", f"{SESSION}/faults/{fault['id']}")
+
+
 class TestCoverage:
     async def test_every_documented_route_was_exercised(self, web: Web) -> None:
         """The tests of this module called every route of the document (run last)."""
