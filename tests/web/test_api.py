@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import threading
 import time
 from typing import Any
 
@@ -552,31 +551,69 @@ within = 60.0
 """
 
 
+async def _opcua_client(web: Web) -> Client:
+    client = Client(web.daemon.endpoint_url, timeout=10)
+    client.set_user(USERS[Role.ADMIN])
+    client.set_password(PASSWORD)
+    return client
+
+
+async def _run_scenario(client: Client, scenario: str, options: str = ""
+                        ) -> ua.CallMethodResult:
+    ns = await client.get_namespace_index("urn:twin-server")
+    (result,) = await client.uaclient.call([ua.CallMethodRequest(
+        ObjectId=ua.NodeId("TwinServer", ns), MethodId=ua.NodeId("RunScenario", ns),
+        InputArguments=[s(scenario), s(options)])])
+    return result
+
+
+async def _run_value(client: Client, run: str, name: str) -> Any:
+    ns = await client.get_namespace_index("urn:twin-server")
+    return await client.get_node(ua.NodeId(f"Scenarios.{run}.{name}", ns)).read_value()
+
+
 class TestScenarios:
-    async def test_a_scenario_runs_offline_with_its_reports(self, web: Web) -> None:
-        """POST /api/scenarios runs the file on a fresh session of the config's 'main'
-        and answers its verdicts; the run is listed, its JUnit XML and Markdown report
-        are served, DELETE forgets it."""
+    async def test_a_scenario_runs_with_its_reports_and_shows_in_opc_ua(self, web: Web
+                                                                          ) -> None:
+        """POST /api/scenarios starts a RunScenario run on a fresh session like 'main'
+        and answers its verdicts; it is listed, its JUnit XML and Markdown report are
+        served, and it is the run under Scenarios/<id> in OPC UA."""
         got, run = await web.call("POST", "/api/scenarios", {
-            "scenario": SCENARIO.format(level=0.6), "file": "rise.toml", "wait": 20},
-            role=Role.OPERATOR)
+            "scenario": SCENARIO.format(level=0.6), "file": "rise.toml", "wait": 20,
+            "seed": 3}, role=Role.OPERATOR)
         assert got == 201 and run["state"] == "passed", run
         assert [c["verdict"] for c in run["checks"]] == ["passed", "passed"]
-        assert run["user"] == USERS[Role.OPERATOR] and run["file"] == "rise.toml"
-        assert "main" not in [s["name"] for s in (await web.call("GET", "/api/sessions"))[1]
-                              if s["name"] == run["session"]]
+        assert (run["user"], run["file"], run["seed"]) == (USERS[Role.OPERATOR],
+                                                          "rise.toml", 3)
+        assert run["id"] not in web.daemon.sessions
         _, runs = await web.call("GET", "/api/scenarios")
         assert runs[0]["id"] == run["id"]
         assert (await web.call("GET", f"/api/scenarios/{run['id']}"))[1]["state"] == "passed"
         async with web.http.get(f"{web.url}/api/scenarios/{run['id']}/junit") as response:
             assert response.content_type == "application/xml"
-            assert "<testsuite" in await response.text()
+            junit = await response.text()
+            assert "<testsuite" in junit
         async with web.http.get(f"{web.url}/api/scenarios/{run['id']}/report") as response:
             assert response.content_type == "text/markdown"
             assert (await response.text()).startswith("# ")
-        assert (await web.call("DELETE", f"/api/scenarios/{run['id']}"))[0] == 204
-        got, answer = await web.call("GET", f"/api/scenarios/{run['id']}")
-        assert (got, answer["status"]) == (404, "BadNotFound")
+        async with await _opcua_client(web) as client:
+            assert await _run_value(client, run["id"], "Verdict") == "passed"
+            assert await _run_value(client, run["id"], "File") == "rise.toml"
+            assert await _run_value(client, run["id"], "JUnit") == junit
+
+    async def test_a_run_started_over_opc_ua_is_listed(self, web: Web) -> None:
+        """A run RunScenario started is listed over REST with its verdict and reports."""
+        async with await _opcua_client(web) as client:
+            result = await _run_scenario(client, SCENARIO.format(level=0.6))
+            assert result.StatusCode.is_good(), message(result)
+            node = result.OutputArguments[0].Value.Identifier
+        run_id = node.removeprefix("Scenarios.")
+        run = await _until(web, f"/api/scenarios/{run_id}", lambda r: r["state"] != "running",
+                           timeout=20)
+        assert (run["state"], run["user"]) == ("passed", "")
+        assert run_id in [r["id"] for r in (await web.call("GET", "/api/scenarios"))[1]]
+        async with web.http.get(f"{web.url}/api/scenarios/{run_id}/report") as response:
+            assert response.status == 200
 
     async def test_a_failing_check_fails_the_run(self, web: Web) -> None:
         """A check that does not hold gives the run the verdict failed, with why."""
@@ -585,26 +622,54 @@ class TestScenarios:
         assert run["state"] == "failed", run
         assert run["checks"][-1]["verdict"] == "failed"
 
-    async def test_a_long_run_answers_running_and_stops_when_deleted(self, web: Web) -> None:
-        """With wait 0 the POST answers a running run at once; DELETE stops it (its
-        thread ends) and forgets it."""
+    async def test_a_long_run_answers_running_and_halts(self, web: Web) -> None:
+        """With wait 0 the POST answers a running run at once, with no report yet;
+        /halt is its Halt: it ends with the verdict error, in OPC UA too, and a
+        second halt is refused."""
         long = SCENARIO.format(level=0.6).replace("timeout = 5.0", "timeout = 1e6") \
             .replace("setpoint.output > 0.9", "tank.level > 10")
         got, run = await web.call("POST", "/api/scenarios", {"scenario": long, "wait": 0})
         assert (got, run["state"]) == (201, "running")
+        got, answer = await web.call("GET", f"/api/scenarios/{run['id']}/junit")
+        assert (got, answer["status"]) == (409, "BadInvalidState")
+        got, answer = await web.call("POST", f"/api/scenarios/{run['id']}/halt",
+                                     role=Role.VIEWER)
+        assert (got, answer["status"]) == (403, "BadUserAccessDenied")
         started = time.monotonic()
-        assert (await web.call("DELETE", f"/api/scenarios/{run['id']}"))[0] == 204
+        got, halted = await web.call("POST", f"/api/scenarios/{run['id']}/halt")
+        assert (got, halted["state"]) == (200, "error"), halted
+        assert "halted by alice" in halted["error"]
         assert time.monotonic() - started < 5
-        assert not [t for t in threading.enumerate() if t.name == f"scenario-{run['id']}"]
+        async with await _opcua_client(web) as client:
+            assert await _run_value(client, run["id"], "Verdict") == "error"
+        got, answer = await web.call("POST", f"/api/scenarios/{run['id']}/halt")
+        assert (got, answer["status"]) == (409, "BadInvalidState")
 
-    async def test_a_bad_file_is_refused_with_every_error(self, web: Web) -> None:
-        """A scenario file with errors answers 422 BadConfigurationError naming each,
-        and runs nothing; a viewer may not run one."""
+    @pytest.mark.parametrize(("scenario", "options", "http"), [
+        pytest.param('[scenario]\nsession = "nope"\n[[steps]]\ncheck = "x >"\n', {}, 400,
+                     id="errors-in-the-file"),
+        pytest.param("../secret.toml", {}, 400, id="out-of-the-folders"),
+        pytest.param("scenarios/none.toml", {}, 404, id="no-such-file"),
+        pytest.param("", {}, 400, id="empty"),
+        pytest.param(SCENARIO.format(level=0.6), {"seed": "x"}, 400, id="bad-seed"),
+        pytest.param(SCENARIO.format(level=0.6), {"fork": "nope"}, 404, id="unknown-fork"),
+    ])
+    async def test_refusals_match_run_scenarios(self, web: Web, scenario: str,
+                                                options: dict[str, Any], http: int) -> None:
+        """A scenario with errors, a file name outside the scenario folders or not in
+        them, bad options: the REST refusal carries RunScenario's status and message,
+        and nothing runs."""
         before = len((await web.call("GET", "/api/scenarios"))[1])
-        got, answer = await web.call("POST", "/api/scenarios", {
-            "scenario": '[scenario]\nsession = "nope"\n[[steps]]\ncheck = "x >"\n'})
-        assert (got, answer["status"]) == (422, "BadConfigurationError"), answer
+        async with await _opcua_client(web) as client:
+            result = await _run_scenario(client, scenario, json.dumps(options))
+        got, answer = await web.call("POST", "/api/scenarios",
+                                     {"scenario": scenario, **options})
+        assert got == http and (answer["status"], answer["message"]) == (
+            result.StatusCode.name, message(result)), answer
         assert len((await web.call("GET", "/api/scenarios"))[1]) == before
+
+    async def test_a_viewer_may_not_run_one(self, web: Web) -> None:
+        """Running a scenario needs RunScenario's role (an operator's)."""
         got, answer = await web.call("POST", "/api/scenarios",
                                      {"scenario": SCENARIO.format(level=0.6)},
                                      role=Role.VIEWER)

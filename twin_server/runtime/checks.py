@@ -174,7 +174,8 @@ async def inject_fault(session: HostedSession, target: str, kind: str, parameter
 
 
 class ArgumentRefused(Exception):
-    """One InjectFault argument refused: its index and the refusal."""
+    """One argument of a method refused (InjectFault's, RunScenario's): its index and
+    the refusal; OPC UA attributes it to that argument, REST answers the refusal."""
 
     def __init__(self, index: int, error: TwinServerError) -> None:
         super().__init__(str(error))

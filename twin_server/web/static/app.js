@@ -248,10 +248,15 @@ async function refreshScenarios() {
   try { runs = await api("GET", "/api/scenarios"); } catch { return; }
   const body = $("#scenarios tbody");
   body.replaceChildren(...runs.map((run) => el("tr", { "data-run": run.id },
-    el("td", {}, `${run.name} (${run.file})`),
+    el("td", { title: `${run.id} on ${run.runs_on}` }, `${run.name} (${run.file})`),
     el("td", { class: `verdict verdict-${run.state}` }, run.state),
-    el("td", {}, run.summary ?? run.error ?? ""),
-    el("td", {}, ...(run.state === "running" ? [] : [
+    el("td", {}, run.summary ?? `${fmt(run.progress)} %: ${run.current_step}`),
+    el("td", {}, ...(run.state === "running" ? [
+      el("button", { "data-halt": run.id, onclick: async () => {
+        await attempt(`halt ${run.id}`,
+                      () => api("POST", `/api/scenarios/${encodeURIComponent(run.id)}/halt`));
+        refreshScenarios();
+      } }, "Halt")] : [
       el("button", { "data-report": "report", onclick: () => showReport(run, "report") },
          "Markdown"),
       el("button", { onclick: () => showReport(run, "junit") }, "JUnit XML")])))));
