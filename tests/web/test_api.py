@@ -601,6 +601,28 @@ class TestScenarios:
             assert await _run_value(client, run["id"], "File") == "rise.toml"
             assert await _run_value(client, run["id"], "JUnit") == junit
 
+    async def test_the_report_shows_its_plots(self, web: Web) -> None:
+        """A finished run's HTML report holds each check's SVG plot inline, and
+        plots/step<N>.svg serves one, both unable to load or run anything; a step
+        without a check has no plot."""
+        _, run = await web.call("POST", "/api/scenarios", {
+            "scenario": SCENARIO.format(level=0.6), "wait": 20})
+        assert run["state"] == "passed", run
+        base = f"{web.url}/api/scenarios/{run['id']}"
+        async with web.http.get(base + "/report.html") as response:
+            assert response.content_type == "text/html"
+            assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+            page = await response.text()
+        assert page.count("<svg") == 2 and "<script" not in page
+        assert '<section data-step="2">' in page and "the level rises" in page
+        async with web.http.get(base + "/plots/step2.svg") as response:
+            assert response.content_type == "image/svg+xml"
+            svg = await response.text()
+        assert svg.startswith("<svg") and "tank.level" in svg
+        got, answer = await web.call("GET", f"/api/scenarios/{run['id']}/plots/step1.svg")
+        assert (got, answer["status"]) == (404, "BadNotFound")
+        assert "step0.svg, step2.svg" in answer["message"]
+
     async def test_a_run_started_over_opc_ua_is_listed(self, web: Web) -> None:
         """A run RunScenario started is listed over REST with its verdict and reports."""
         async with await _opcua_client(web) as client:

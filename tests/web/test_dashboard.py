@@ -147,7 +147,7 @@ class TestDashboard:
 
     async def test_a_scenario_runs_from_the_page_with_its_report(self, page: Any) -> None:
         """A scenario pasted into the page runs on the server; its row shows the
-        verdict and its Markdown report opens."""
+        verdict, its Markdown report opens, and its report with the check's SVG plot."""
         await page.get_by_label("scenario file", exact=True).fill(
             '[scenario]\nsession = "main"\n[[steps]]\nname = "no overflow"\n'
             'check = "tank.level < 1.9"\nalways = 2.0\n')
@@ -157,6 +157,10 @@ class TestDashboard:
         await page.locator('#scenarios button[data-report="report"]').first.click()
         await page.locator("#scenario-report", has_text="PASSED").wait_for()
         await shot(page, "scenario")
+        await page.locator('#scenarios button[data-report="html"]').first.click()
+        plot = page.frame_locator("#scenario-html").locator('section[data-step="0"] svg')
+        await plot.locator("polyline").first.wait_for()
+        await shot(page, "scenario-plots")
 
     async def test_a_big_twins_frames_render_fast(self, page: Any, web: Web) -> None:
         """A session of a 1,000-variable twin (200 sine sources) opens on the page and

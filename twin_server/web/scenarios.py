@@ -12,20 +12,26 @@ one: ``fork``), never on the daemon's loop. POST answers when it ends or after
 ``wait`` seconds (``state`` running: GET it again); ``/halt`` is the run's Halt
 (its verdict is then error); ``/junit`` and ``/report`` are its reports once it
 has ended. The HTML view of the report (``/report.html``) embeds the SVG plot
-of each check; ``/plots/step<N>.svg`` serves one.
+of each check (``scenarios/report.plot_check``, as ``twin-server test --report``
+writes them); ``/plots/step<N>.svg`` serves one. Both are sent with a Content
+Security Policy that lets them load and run nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import json
+import re
 from typing import Any
 
 from aiohttp import web
 
-from twin_server.errors import InvalidArgument, InvalidState, NotSupported
+from twin_server.errors import InvalidArgument, InvalidState, NotFound, NotSupported
 from twin_server.runtime import checks
+from twin_server.scenarios.report import plot_check
+from twin_server.scenarios.results import ScenarioResult, Verdict
 from twin_server.scenarios.service import ScenarioRun, ScenarioService
 from twin_server.security.roles import METHOD_ROLES
 from twin_server.web import views
@@ -34,6 +40,10 @@ from twin_server.web.routes import Route
 
 #: seconds a POST waits for its run at most
 MAX_WAIT = 60.0
+#: a plot's name: step<N>.svg, N the index of its check's step
+PLOT = re.compile(r"^step(\d{1,6})\.svg$")
+#: what a served SVG or HTML report may load or run: nothing but its inline styles
+REPORT_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
 RUN: dict[str, Any] = {
     "type": "object", "required": ["id", "name", "state"],
@@ -135,6 +145,28 @@ class ScenarioRuns:
     async def report(self, request: web.Request) -> web.Response:
         return web.Response(text=self._ended(request).markdown, content_type="text/markdown")
 
+    async def report_html(self, request: web.Request) -> web.Response:
+        result = self._ended(request).result
+        assert result is not None
+        return web.Response(text=report_html(result), content_type="text/html",
+                            headers={"Content-Security-Policy": REPORT_POLICY})
+
+    async def plot(self, request: web.Request) -> web.Response:
+        run = self._ended(request)
+        assert run.result is not None
+        name = request.match_info["plot"]
+        match = PLOT.match(name)
+        check = next((c for c in run.result.checks
+                      if match is not None and c.step == int(match.group(1))), None)
+        svg = plot_check(run.result.trace, check) if check is not None else None
+        if svg is None:
+            plotted = [f"step{c.step}.svg" for c in run.result.checks
+                       if plot_check(run.result.trace, c) is not None]
+            raise NotFound(f"scenario run {run.name} has no plot {name[:40]!r} (its plots: "
+                           f"{', '.join(plotted) or 'none'}; a check not reached has none)")
+        return web.Response(text=svg, content_type="image/svg+xml",
+                            headers={"Content-Security-Policy": REPORT_POLICY})
+
     async def halt(self, request: web.Request) -> web.Response:
         run = self._run(request)
         run.halt(f"halted by {user_of(request).name or 'an anonymous client'} over the "
@@ -143,6 +175,52 @@ class ScenarioRuns:
             async with asyncio.timeout(5.0):
                 await run.done.wait()
         return web.json_response(run_view(run))
+
+
+_MARK = {Verdict.PASSED: "PASS", Verdict.FAILED: "FAIL", Verdict.ERROR: "ERROR",
+         Verdict.SKIPPED: "SKIP"}
+
+
+def report_html(result: ScenarioResult) -> str:
+    """The report as one HTML page, each check's SVG plot inline (what the Markdown
+    report says, with the plots ``twin-server test --report`` writes beside it)."""
+    e = html.escape
+    parts = [
+        "<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{e(result.name)}: {e(result.verdict.upper())}</title>",
+        "<style>body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}"
+        ".passed{color:#1a7f37}.failed,.error{color:#cf222e}.skipped{color:#777}</style>",
+        "</head><body>",
+        f'<h1>{e(result.name)}: <span class="{e(str(result.verdict))}">'
+        f"{e(result.verdict.upper())}</span></h1>",
+        f"<p>{e(result.summary())}</p>",
+        f"<ul><li>file: <code>{e(result.file)}</code></li><li>mode: {e(result.mode)}, "
+        f"session <code>{e(result.session)}</code></li><li>seed: {e(str(result.seed))}</li>"
+        f"</ul>"]
+    if result.error:
+        parts.append(f'<p class="error"><b>The run broke off:</b> {e(result.error)}</p>')
+    parts.append("<h2>Steps</h2><table><tr><th>#</th><th>step</th><th>from</th><th>to</th>"
+                 "<th>outcome</th></tr>")
+    for step in result.steps:
+        note = f" ({step.message})" if step.message else ""
+        parts.append(f"<tr><td>{step.index}</td><td>{e(step.label)}</td>"
+                     f"<td>{step.started:.6g} s</td><td>{step.ended:.6g} s</td>"
+                     f"<td>{e(step.outcome + note)}</td></tr>")
+    parts.append("</table><h2>Checks</h2>")
+    for check in result.checks:
+        parts.append(f'<section data-step="{check.step}"><h3 class="{e(str(check.verdict))}">'
+                     f"{_MARK[check.verdict]}: {e(check.name)}</h3>"
+                     f"<p><code>{e(check.condition)}</code> ({e(check.mode)}): "
+                     f"{e(check.message)}</p>")
+        if check.verdict in (Verdict.FAILED, Verdict.ERROR):
+            parts.append(f"<pre>{e(check.describe())}</pre>")
+        svg = plot_check(result.trace, check)
+        if svg is not None:
+            parts.append(svg)
+        parts.append("</section>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
 
 
 def routes(api: Api) -> list[Route]:
@@ -181,6 +259,15 @@ def routes(api: Api) -> list[Route]:
         Route("GET", one + "/report", runs.report, "getScenarioReport",
               "A finished run's Markdown report", "scenarios",
               response={"type": "string"}, media="text/markdown",
+              refusals=("BadNotFound", "BadInvalidState")),
+        Route("GET", one + "/report.html", runs.report_html, "getScenarioReportHtml",
+              "A finished run's report as an HTML page, each check's SVG plot inline",
+              "scenarios", response={"type": "string"}, media="text/html",
+              refusals=("BadNotFound", "BadInvalidState")),
+        Route("GET", one + "/plots/{plot}", runs.plot, "getScenarioPlot",
+              "The SVG plot of a finished run's check: plots/step<N>.svg, N its step's "
+              "index (the variables it read around its verdict)", "scenarios",
+              response={"type": "string"}, media="image/svg+xml",
               refusals=("BadNotFound", "BadInvalidState")),
         Route("POST", one + "/halt", runs.halt, "haltScenarioRun",
               "Stop a run at its next tick, as its Halt (its verdict is then error)",

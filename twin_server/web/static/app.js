@@ -240,6 +240,19 @@ async function showReport(run, kind) {
       headers: ui.token ? { Authorization: `Bearer ${ui.token}` } : {} });
     box.textContent = await response.text();
     box.hidden = false;
+    $("#scenario-html").hidden = true;
+  } catch (err) { say(`report: ${err.message}`, true); }
+}
+
+// the report with its plots: fetched with the token, shown in a sandboxed frame
+async function showPlots(run) {
+  try {
+    const response = await fetch(`/api/scenarios/${encodeURIComponent(run.id)}/report.html`, {
+      headers: ui.token ? { Authorization: `Bearer ${ui.token}` } : {} });
+    const frame = $("#scenario-html");
+    frame.srcdoc = await response.text();
+    frame.hidden = false;
+    $("#scenario-report").hidden = true;
   } catch (err) { say(`report: ${err.message}`, true); }
 }
 
@@ -257,6 +270,7 @@ async function refreshScenarios() {
                       () => api("POST", `/api/scenarios/${encodeURIComponent(run.id)}/halt`));
         refreshScenarios();
       } }, "Halt")] : [
+      el("button", { "data-report": "html", onclick: () => showPlots(run) }, "Report"),
       el("button", { "data-report": "report", onclick: () => showReport(run, "report") },
          "Markdown"),
       el("button", { onclick: () => showReport(run, "junit") }, "JUnit XML")])))));
