@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import threading
 import time
 from typing import Any
 
@@ -552,31 +551,91 @@ within = 60.0
 """
 
 
+async def _opcua_client(web: Web) -> Client:
+    client = Client(web.daemon.endpoint_url, timeout=10)
+    client.set_user(USERS[Role.ADMIN])
+    client.set_password(PASSWORD)
+    return client
+
+
+async def _run_scenario(client: Client, scenario: str, options: str = ""
+                        ) -> ua.CallMethodResult:
+    ns = await client.get_namespace_index("urn:twin-server")
+    (result,) = await client.uaclient.call([ua.CallMethodRequest(
+        ObjectId=ua.NodeId("TwinServer", ns), MethodId=ua.NodeId("RunScenario", ns),
+        InputArguments=[s(scenario), s(options)])])
+    return result
+
+
+async def _run_value(client: Client, run: str, name: str) -> Any:
+    ns = await client.get_namespace_index("urn:twin-server")
+    return await client.get_node(ua.NodeId(f"Scenarios.{run}.{name}", ns)).read_value()
+
+
 class TestScenarios:
-    async def test_a_scenario_runs_offline_with_its_reports(self, web: Web) -> None:
-        """POST /api/scenarios runs the file on a fresh session of the config's 'main'
-        and answers its verdicts; the run is listed, its JUnit XML and Markdown report
-        are served, DELETE forgets it."""
+    async def test_a_scenario_runs_with_its_reports_and_shows_in_opc_ua(self, web: Web
+                                                                          ) -> None:
+        """POST /api/scenarios starts a RunScenario run on a fresh session like 'main'
+        and answers its verdicts; it is listed, its JUnit XML and Markdown report are
+        served, and it is the run under Scenarios/<id> in OPC UA."""
         got, run = await web.call("POST", "/api/scenarios", {
-            "scenario": SCENARIO.format(level=0.6), "file": "rise.toml", "wait": 20},
-            role=Role.OPERATOR)
+            "scenario": SCENARIO.format(level=0.6), "file": "rise.toml", "wait": 20,
+            "seed": 3}, role=Role.OPERATOR)
         assert got == 201 and run["state"] == "passed", run
         assert [c["verdict"] for c in run["checks"]] == ["passed", "passed"]
-        assert run["user"] == USERS[Role.OPERATOR] and run["file"] == "rise.toml"
-        assert "main" not in [s["name"] for s in (await web.call("GET", "/api/sessions"))[1]
-                              if s["name"] == run["session"]]
+        assert (run["user"], run["file"], run["seed"]) == (USERS[Role.OPERATOR],
+                                                          "rise.toml", 3)
+        assert run["id"] not in web.daemon.sessions
         _, runs = await web.call("GET", "/api/scenarios")
         assert runs[0]["id"] == run["id"]
         assert (await web.call("GET", f"/api/scenarios/{run['id']}"))[1]["state"] == "passed"
         async with web.http.get(f"{web.url}/api/scenarios/{run['id']}/junit") as response:
             assert response.content_type == "application/xml"
-            assert "<testsuite" in await response.text()
+            junit = await response.text()
+            assert "<testsuite" in junit
         async with web.http.get(f"{web.url}/api/scenarios/{run['id']}/report") as response:
             assert response.content_type == "text/markdown"
             assert (await response.text()).startswith("# ")
-        assert (await web.call("DELETE", f"/api/scenarios/{run['id']}"))[0] == 204
-        got, answer = await web.call("GET", f"/api/scenarios/{run['id']}")
+        async with await _opcua_client(web) as client:
+            assert await _run_value(client, run["id"], "Verdict") == "passed"
+            assert await _run_value(client, run["id"], "File") == "rise.toml"
+            assert await _run_value(client, run["id"], "JUnit") == junit
+
+    async def test_the_report_shows_its_plots(self, web: Web) -> None:
+        """A finished run's HTML report holds each check's SVG plot inline, and
+        plots/step<N>.svg serves one, both unable to load or run anything; a step
+        without a check has no plot."""
+        _, run = await web.call("POST", "/api/scenarios", {
+            "scenario": SCENARIO.format(level=0.6), "wait": 20})
+        assert run["state"] == "passed", run
+        base = f"{web.url}/api/scenarios/{run['id']}"
+        async with web.http.get(base + "/report.html") as response:
+            assert response.content_type == "text/html"
+            assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+            page = await response.text()
+        assert page.count("<svg") == 2 and "<script" not in page
+        assert '<section data-step="2">' in page and "the level rises" in page
+        async with web.http.get(base + "/plots/step2.svg") as response:
+            assert response.content_type == "image/svg+xml"
+            svg = await response.text()
+        assert svg.startswith("<svg") and "tank.level" in svg
+        got, answer = await web.call("GET", f"/api/scenarios/{run['id']}/plots/step1.svg")
         assert (got, answer["status"]) == (404, "BadNotFound")
+        assert "step0.svg, step2.svg" in answer["message"]
+
+    async def test_a_run_started_over_opc_ua_is_listed(self, web: Web) -> None:
+        """A run RunScenario started is listed over REST with its verdict and reports."""
+        async with await _opcua_client(web) as client:
+            result = await _run_scenario(client, SCENARIO.format(level=0.6))
+            assert result.StatusCode.is_good(), message(result)
+            node = result.OutputArguments[0].Value.Identifier
+        run_id = node.removeprefix("Scenarios.")
+        run = await _until(web, f"/api/scenarios/{run_id}", lambda r: r["state"] != "running",
+                           timeout=20)
+        assert (run["state"], run["user"]) == ("passed", "")
+        assert run_id in [r["id"] for r in (await web.call("GET", "/api/scenarios"))[1]]
+        async with web.http.get(f"{web.url}/api/scenarios/{run_id}/report") as response:
+            assert response.status == 200
 
     async def test_a_failing_check_fails_the_run(self, web: Web) -> None:
         """A check that does not hold gives the run the verdict failed, with why."""
@@ -585,32 +644,167 @@ class TestScenarios:
         assert run["state"] == "failed", run
         assert run["checks"][-1]["verdict"] == "failed"
 
-    async def test_a_long_run_answers_running_and_stops_when_deleted(self, web: Web) -> None:
-        """With wait 0 the POST answers a running run at once; DELETE stops it (its
-        thread ends) and forgets it."""
+    async def test_a_long_run_answers_running_and_halts(self, web: Web) -> None:
+        """With wait 0 the POST answers a running run at once, with no report yet;
+        /halt is its Halt: it ends with the verdict error, in OPC UA too, and a
+        second halt is refused."""
         long = SCENARIO.format(level=0.6).replace("timeout = 5.0", "timeout = 1e6") \
             .replace("setpoint.output > 0.9", "tank.level > 10")
         got, run = await web.call("POST", "/api/scenarios", {"scenario": long, "wait": 0})
         assert (got, run["state"]) == (201, "running")
+        got, answer = await web.call("GET", f"/api/scenarios/{run['id']}/junit")
+        assert (got, answer["status"]) == (409, "BadInvalidState")
+        got, answer = await web.call("POST", f"/api/scenarios/{run['id']}/halt",
+                                     role=Role.VIEWER)
+        assert (got, answer["status"]) == (403, "BadUserAccessDenied")
         started = time.monotonic()
-        assert (await web.call("DELETE", f"/api/scenarios/{run['id']}"))[0] == 204
+        got, halted = await web.call("POST", f"/api/scenarios/{run['id']}/halt")
+        assert (got, halted["state"]) == (200, "error"), halted
+        assert "halted by alice" in halted["error"]
         assert time.monotonic() - started < 5
-        assert not [t for t in threading.enumerate() if t.name == f"scenario-{run['id']}"]
+        async with await _opcua_client(web) as client:
+            assert await _run_value(client, run["id"], "Verdict") == "error"
+        got, answer = await web.call("POST", f"/api/scenarios/{run['id']}/halt")
+        assert (got, answer["status"]) == (409, "BadInvalidState")
 
-    async def test_a_bad_file_is_refused_with_every_error(self, web: Web) -> None:
-        """A scenario file with errors answers 422 BadConfigurationError naming each,
-        and runs nothing; a viewer may not run one."""
+    @pytest.mark.parametrize(("scenario", "options", "http"), [
+        pytest.param('[scenario]\nsession = "nope"\n[[steps]]\ncheck = "x >"\n', {}, 400,
+                     id="errors-in-the-file"),
+        pytest.param("../secret.toml", {}, 400, id="out-of-the-folders"),
+        pytest.param("scenarios/none.toml", {}, 404, id="no-such-file"),
+        pytest.param("", {}, 400, id="empty"),
+        pytest.param(SCENARIO.format(level=0.6), {"seed": "x"}, 400, id="bad-seed"),
+        pytest.param(SCENARIO.format(level=0.6), {"fork": "nope"}, 404, id="unknown-fork"),
+    ])
+    async def test_refusals_match_run_scenarios(self, web: Web, scenario: str,
+                                                options: dict[str, Any], http: int) -> None:
+        """A scenario with errors, a file name outside the scenario folders or not in
+        them, bad options: the REST refusal carries RunScenario's status and message,
+        and nothing runs."""
         before = len((await web.call("GET", "/api/scenarios"))[1])
-        got, answer = await web.call("POST", "/api/scenarios", {
-            "scenario": '[scenario]\nsession = "nope"\n[[steps]]\ncheck = "x >"\n'})
-        assert (got, answer["status"]) == (422, "BadConfigurationError"), answer
+        async with await _opcua_client(web) as client:
+            result = await _run_scenario(client, scenario, json.dumps(options))
+        got, answer = await web.call("POST", "/api/scenarios",
+                                     {"scenario": scenario, **options})
+        assert got == http and (answer["status"], answer["message"]) == (
+            result.StatusCode.name, message(result)), answer
         assert len((await web.call("GET", "/api/scenarios"))[1]) == before
+
+    async def test_a_viewer_may_not_run_one(self, web: Web) -> None:
+        """Running a scenario needs RunScenario's role (an operator's)."""
         got, answer = await web.call("POST", "/api/scenarios",
                                      {"scenario": SCENARIO.format(level=0.6)},
                                      role=Role.VIEWER)
         assert (got, answer["status"]) == (403, "BadUserAccessDenied")
         got, answer = await web.call("GET", "/api/scenarios/nope/report")
         assert (got, answer["status"]) == (404, "BadNotFound")
+
+
+class TestFaults:
+    async def test_inject_list_clear_and_clear_all(self, web: Web) -> None:
+        """A fault injected over REST is listed (and in the session, as InjectFault's),
+        acts on its target, and ends with DELETE of it or of them all."""
+        assert (await web.call("POST", "/api/sessions",
+                               {"twin": "plant", "name": "faulty"}))[0] == 201
+        path = "/api/sessions/faulty/faults"
+        try:
+            got, fault = await web.call("POST", path, {
+                "target": "setpoint.Outputs.output", "kind": "stuck",
+                "parameters": {"value": 7.0}, "id": "stuck7"}, role=Role.OPERATOR)
+            assert got == 201, fault
+            assert (fault["id"], fault["kind"], fault["parameters"], fault["duration"]) == (
+                "stuck7", "stuck", {"value": 7.0}, None)
+            await _until(web, "/api/sessions/faulty/components/setpoint/outputs/output",
+                         lambda v: v["value"] == 7.0)
+            got, second = await web.call("POST", path, {
+                "target": "tank.Inputs.inflow", "kind": "offset",
+                "parameters": '{"offset": 0.01}'})
+            assert got == 201 and second["id"] == "f1", second
+            states = await web.daemon.manager.get("faulty").session.faults()
+            assert [f.id for f in states] == ["stuck7", "f1"]
+            assert [f["id"] for f in (await web.call("GET", path))[1]] == ["stuck7", "f1"]
+            assert (await web.call("DELETE", path + "/stuck7", role=Role.OPERATOR))[0] == 204
+            assert [f["id"] for f in (await web.call("GET", path))[1]] == ["f1"]
+            got, answer = await web.call("DELETE", path + "/stuck7")
+            assert (got, answer["status"]) == (404, "BadNotFound")
+            assert (await web.call("DELETE", path))[1] == {"cleared": ["f1"]}
+            assert (await web.call("GET", path))[1] == []
+        finally:
+            await web.call("DELETE", "/api/sessions/faulty")
+
+    async def test_a_timed_fault_shows_what_remains_and_ends_by_itself(self, web: Web) -> None:
+        """A fault with a duration lists its remaining simulated time and is gone
+        once it ran out, with its start and end among the session's events."""
+        path = SESSION + "/faults"
+        got, fault = await web.call("POST", path, {
+            "target": "setpoint.Outputs.output", "kind": "offset",
+            "parameters": {"offset": 0.0}, "duration": 0.3})
+        assert got == 201, fault
+        assert fault["duration"] == pytest.approx(0.3)
+        assert 0 < fault["remaining"] <= 0.3
+        await _until(web, path, lambda faults: fault["id"] not in [f["id"] for f in faults])
+
+    async def test_refusals_match_inject_faults(self, web: Web) -> None:
+        """A malformed target, an unknown kind, bad parameters, an unknown variable,
+        a negative duration and a taken id: the REST refusal carries the status name
+        and message of the OPC UA InjectFault call; a viewer may not inject."""
+        path = SESSION + "/faults"
+        assert (await web.call("POST", path, {"target": "tank.Outputs.level",
+                                              "kind": "stuck", "id": "taken"}))[0] == 201
+        cases = [
+            ("tank.level", "stuck", "", 0.0, ""),
+            ("tank.Outputs.level", "melted", "", 0.0, ""),
+            ("tank.Outputs.level", "noise", '{"sigma": -1}', 0.0, ""),
+            ("tank.Outputs.level", "offset", '{"offset": 1, "nope": 2}', 0.0, ""),
+            ("tank.Outputs.nothing", "stuck", "", 0.0, ""),
+            ("tank.Outputs.level", "stuck", "", -1.0, ""),
+            ("tank.Outputs.level", "stuck", "", 0.0, "taken"),
+        ]
+        client = Client(web.daemon.endpoint_url, timeout=10)
+        client.set_user(USERS[Role.ADMIN])
+        client.set_password(PASSWORD)
+        try:
+            async with client:
+                ns = await client.get_namespace_index("urn:twin-server")
+                for target, kind, parameters, duration, fault_id in cases:
+                    (result,) = await client.uaclient.call([ua.CallMethodRequest(
+                        ObjectId=ua.NodeId("Sessions.main", ns),
+                        MethodId=ua.NodeId("Sessions.main.InjectFault", ns),
+                        InputArguments=[s(target), s(kind), s(parameters),
+                                        ua.Variant(duration, ua.VariantType.Double),
+                                        s(fault_id)])])
+                    got, rest = await web.call("POST", path, {
+                        "target": target, "kind": kind, "parameters": parameters,
+                        "duration": duration, "id": fault_id})
+                    assert not result.StatusCode.is_good()
+                    assert got >= 400 and (rest["status"], rest["message"]) == (
+                        result.StatusCode.name, message(result)), (target, kind, rest)
+        finally:
+            await web.call("DELETE", path + "/taken")
+        got, answer = await web.call("POST", path, {"target": "tank.Outputs.level",
+                                                    "kind": "stuck"}, role=Role.VIEWER)
+        assert (got, answer["status"]) == (403, "BadUserAccessDenied")
+        got, answer = await web.call("POST", path, {"target": "tank.Outputs.level",
+                                                    "kind": "stuck", "parameters": [1]})
+        assert (got, answer["status"]) == (400, "BadTypeMismatch")
+
+    async def test_the_live_feed_carries_the_fault_counter(self, web: Web) -> None:
+        """The WebSocket's frames carry the session's fault counter, which moves when
+        a fault is injected."""
+        async with web.http.ws_connect(web.url + SESSION + "/live",
+                                       headers=web.headers[Role.ADMIN]) as socket:
+            await socket.receive_json()  # the layout
+            first = await socket.receive_json()
+            got, fault = await web.call("POST", SESSION + "/faults", {
+                "target": "setpoint.Outputs.output", "kind": "offset",
+                "parameters": {"offset": 0.0}})
+            assert got == 201
+            try:
+                async with asyncio.timeout(10):
+                    while (await socket.receive_json()).get("faults") == first["faults"]:
+                        pass
+            finally:
+                await web.call("DELETE", f"{SESSION}/faults/{fault['id']}")
 
 
 class TestCoverage:

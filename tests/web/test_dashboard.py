@@ -101,6 +101,35 @@ class TestDashboard:
         await page.locator("#trend-legend span", has_text="tank.level").wait_for()
         await shot(page, "trend")
 
+    async def test_a_fault_is_injected_watched_and_cleared(self, page: Any, web: Web) -> None:
+        """The faults panel's form injects a fault on the chosen session, its row's
+        remaining time counts down live, one injected over REST shows up unasked,
+        and the Clear buttons end them."""
+        form = page.locator("#fault-form")
+        await form.get_by_label("fault target").select_option("setpoint.Outputs.output")
+        await form.get_by_label("fault kind").select_option("offset")
+        await form.get_by_label("fault parameters (JSON)").fill('{"offset": 0.0}')
+        await form.get_by_label("fault duration").fill("600")
+        await form.get_by_label("fault id").fill("page")
+        await form.locator("button").click()
+        remaining = page.locator('#faults tr[data-fault="page"] .remaining')
+        await remaining.wait_for()
+        first = await remaining.text_content()
+        await page.wait_for_function(
+            "document.querySelector('#faults tr[data-fault=\"page\"] .remaining')"
+            f".textContent !== {first!r}")
+        got, _ = await web.call("POST", "/api/sessions/main/faults", {
+            "target": "tank.Inputs.inflow", "kind": "offset",
+            "parameters": {"offset": 0.0}, "id": "rest"})
+        assert got == 201
+        await page.locator('#faults tr[data-fault="rest"]', has_text="until cleared").wait_for()
+        await shot(page, "faults")
+        await page.locator('#faults button[data-clear="page"]').click()
+        await page.locator('#faults tr[data-fault="page"]').wait_for(state="detached")
+        await page.locator("#clear-faults").click()
+        await page.locator("#faults tbody", has_text="no faults").wait_for()
+        assert (await web.call("GET", "/api/sessions/main/faults"))[1] == []
+
     async def test_an_alarm_is_acknowledged_from_the_alarm_list(self, page: Any, web: Web
                                                                  ) -> None:
         """The alarm list shows the tank's HighLevel; its Acknowledge button
@@ -118,7 +147,7 @@ class TestDashboard:
 
     async def test_a_scenario_runs_from_the_page_with_its_report(self, page: Any) -> None:
         """A scenario pasted into the page runs on the server; its row shows the
-        verdict and its Markdown report opens."""
+        verdict, its Markdown report opens, and its report with the check's SVG plot."""
         await page.get_by_label("scenario file", exact=True).fill(
             '[scenario]\nsession = "main"\n[[steps]]\nname = "no overflow"\n'
             'check = "tank.level < 1.9"\nalways = 2.0\n')
@@ -128,6 +157,10 @@ class TestDashboard:
         await page.locator('#scenarios button[data-report="report"]').first.click()
         await page.locator("#scenario-report", has_text="PASSED").wait_for()
         await shot(page, "scenario")
+        await page.locator('#scenarios button[data-report="html"]').first.click()
+        plot = page.frame_locator("#scenario-html").locator('section[data-step="0"] svg')
+        await plot.locator("polyline").first.wait_for()
+        await shot(page, "scenario-plots")
 
     async def test_a_big_twins_frames_render_fast(self, page: Any, web: Web) -> None:
         """A session of a 1,000-variable twin (200 sine sources) opens on the page and

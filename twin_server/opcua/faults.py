@@ -21,7 +21,6 @@ TwinServer and Server, and recorded in the event history as every session event.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -29,14 +28,8 @@ from typing import Any
 from asyncua import ua
 from asyncua.server.address_space import AddressSpace
 
-from twin_server.engine.faults import (
-    FaultKind,
-    FaultSpec,
-    FaultState,
-    check_spec,
-    parse_target,
-)
-from twin_server.errors import AlreadyExists, InvalidArgument, NotFound, TwinServerError
+from twin_server.engine.faults import FaultKind, FaultState
+from twin_server.errors import NotFound
 from twin_server.opcua.nodes import NodeBatch
 from twin_server.opcua.patches import monitoring
 from twin_server.runtime.host import Frame, HostedSession
@@ -59,64 +52,6 @@ _PROPERTIES: tuple[tuple[str, ua.VariantType, str], ...] = (
     ("FromConfig", ua.VariantType.Boolean,
      "Defined in the config: Reset brings it back (ClearFault ends it until then)"),
 )
-
-
-def parse_parameters(text: str) -> dict[str, float]:
-    """InjectFault's Parameters: a JSON object of numbers ("" or {} for none)."""
-    if not text.strip():
-        return {}
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise InvalidArgument(f"InjectFault Parameters is not JSON: {exc}; write an object "
-                              f'such as {{"sigma": 0.01, "seed": 7}}') from None
-    if not isinstance(value, dict) or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in value.values()):
-        raise InvalidArgument(
-            f"InjectFault Parameters is a JSON object of numbers, such as "
-            f'{{"sigma": 0.01, "seed": 7}} (got {text[:100]!r})')
-    return value
-
-
-async def inject(session: HostedSession, target: str, kind: str, parameters: str,
-                 duration: float = 0.0, fault_id: str = "") -> str:
-    """InjectFault(Target, Kind, Parameters, [Duration], [Id]) -> Id: each argument
-    checked on its own first, so that a refusal names it (``ArgumentRefused``)."""
-    checks: tuple[tuple[int, Callable[[], Any]], ...] = (
-        (0, lambda: parse_target(target)),
-        (1, lambda: check_spec(FaultSpec(target, kind))
-         if kind not in tuple(FaultKind) else None),
-        (2, lambda: check_spec(FaultSpec(target, kind, parse_parameters(parameters)))),
-        (3, lambda: check_spec(FaultSpec(target, kind, parse_parameters(parameters),
-                                         duration))),
-        (4, lambda: check_spec(FaultSpec(target, kind, parse_parameters(parameters),
-                                         duration, fault_id))),
-    )
-    for index, check in checks:
-        try:
-            check()
-        except TwinServerError as exc:
-            raise ArgumentRefused(index, exc) from None
-    if not math.isfinite(duration) or duration < 0:  # (NaN passes check_spec's compare)
-        raise ArgumentRefused(3, InvalidArgument(
-            f"InjectFault Duration is simulated seconds >= 0, 0 meaning until cleared "
-            f"(got {duration})"))
-    spec = FaultSpec(target, kind, parse_parameters(parameters), duration or None, fault_id)
-    try:
-        return await session.inject_fault(spec)
-    except NotFound as exc:
-        raise ArgumentRefused(0, exc) from None
-    except AlreadyExists as exc:
-        raise ArgumentRefused(4, exc) from None
-
-
-class ArgumentRefused(Exception):
-    """One InjectFault argument refused: its index and the refusal."""
-
-    def __init__(self, index: int, error: TwinServerError) -> None:
-        super().__init__(str(error))
-        self.index = index
-        self.error = error
 
 
 class FaultNodes:

@@ -4,7 +4,8 @@ Session: Start, Suspend, Resume, Halt, Reset([Parameters]), Step(Count),
 SetParameters(Parameters), Snapshot() -> SnapshotId, Restore(SnapshotId),
 Fork(Name, RealtimeFactor) -> SessionNodeId, ReleaseInput(Name),
 ReleaseInputs() -> Released, InjectFault(Target, Kind, Parameters, [Duration], [Id])
--> FaultId, ClearFault(Id), ClearFaults() -> Cleared (``faults.py``).
+-> FaultId, ClearFault(Id), ClearFaults() -> Cleared (checks: ``runtime/checks.py``;
+the Faults folder: ``faults.py``).
 TwinServer: CreateSession(Twin, Name, Parameters) -> SessionNodeId,
 DeleteSession(Name), DefineTwin(Definition) -> TwinNodeId, RemoveTwin(Name).
 
@@ -64,7 +65,6 @@ from twin_server.errors import (
     ValueRejected,
 )
 from twin_server.logs import excerpt
-from twin_server.opcua import faults
 from twin_server.opcua.nodes import Argument
 from twin_server.opcua.runtime import Runtime
 from twin_server.opcua.status import GOOD, diagnostic, status_code, status_of
@@ -483,9 +483,9 @@ class SessionMethods(_Counted):
     async def _inject_fault(self, target: str, kind: str, parameters: str,
                             duration: float = 0.0, fault_id: str = "") -> list[ua.Variant]:
         try:
-            injected = await faults.inject(self.session, target, kind, parameters,
-                                           duration, fault_id)
-        except faults.ArgumentRefused as exc:
+            injected = await checks.inject_fault(self.session, target, kind, parameters,
+                                                 duration, fault_id)
+        except checks.ArgumentRefused as exc:
             raise ArgumentError(exc.index, exc.error) from None
         return [ua.Variant(injected, ua.VariantType.String)]
 

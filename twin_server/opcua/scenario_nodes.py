@@ -42,7 +42,7 @@ from asyncua.common.event_objects import BaseEvent
 
 from twin_server.config.security import LimitsConfig
 from twin_server.engine.session import RunState
-from twin_server.errors import InvalidArgument, NotFound, TwinServerError
+from twin_server.errors import TwinServerError
 from twin_server.opcua import events as ev
 from twin_server.opcua.methods import ArgumentError, MethodCounter, _Call, make_callback
 from twin_server.opcua.nodes import Argument, NodeBatch
@@ -55,14 +55,9 @@ from twin_server.opcua.program import (
 )
 from twin_server.opcua.tree import ROOT, MethodSpec, _build_program
 from twin_server.opcua.units import engineering_units
+from twin_server.runtime.checks import ArgumentRefused
 from twin_server.scenarios.results import CheckResult, Verdict
-from twin_server.scenarios.service import (
-    RunOptions,
-    ScenarioRun,
-    ScenarioService,
-    counts,
-    read_argument,
-)
+from twin_server.scenarios.service import ScenarioRun, ScenarioService, counts
 
 SCENARIOS = "Scenarios"
 EVENT_TYPE = "ScenarioFinishedEventType"
@@ -212,19 +207,9 @@ class ScenarioNodes:
 
     async def _run_scenario(self, scenario: str, options: str = "") -> list[ua.Variant]:
         try:
-            parsed_options = RunOptions.parse(options)
-        except InvalidArgument as exc:
-            raise ArgumentError(1, exc) from None
-        try:
-            parsed = read_argument(scenario, self.service.folders())
-        except (InvalidArgument, NotFound) as exc:
-            raise ArgumentError(0, exc) from None
-        try:
-            run = await self.service.start(parsed, parsed_options)
-        except InvalidArgument as exc:
-            raise ArgumentError(0, exc) from None
-        except NotFound as exc:
-            raise ArgumentError(1, exc) from None
+            run = await self.service.run_scenario(scenario, options)
+        except ArgumentRefused as exc:
+            raise ArgumentError(exc.index, exc.error) from None
         return [ua.Variant(self._runs[run.name].root, ua.VariantType.NodeId)]
 
     # -- a run's nodes -------------------------------------------------------------

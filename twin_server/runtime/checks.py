@@ -10,13 +10,24 @@ What the session or daemon checks itself (names, ranges, run states) is theirs.
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 
 from twin_server.engine.alarms import AlarmState
+from twin_server.engine.faults import FaultKind, FaultSpec, check_spec, parse_target
 from twin_server.engine.state import VarKey
-from twin_server.errors import InvalidArgument, OutOfRange, TwinServerError, TypeMismatch
+from twin_server.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    NotFound,
+    OutOfRange,
+    TwinServerError,
+    TypeMismatch,
+)
 from twin_server.models.base import Kind, Value
 from twin_server.runtime.host import HostedSession
 
@@ -105,3 +116,68 @@ async def alarm_method(session: HostedSession, alarm: str, action: str, event: b
     log.info("alarm_method_called", session=session.name, alarm=alarm, method=action,
              user=user)
     return state
+
+
+def fault_parameters(text: str) -> dict[str, float]:
+    """InjectFault's Parameters: a JSON object of numbers ("" or {} for none)."""
+    if not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InvalidArgument(f"InjectFault Parameters is not JSON: {exc}; write an object "
+                              f'such as {{"sigma": 0.01, "seed": 7}}') from None
+    if not isinstance(value, dict) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in value.values()):
+        raise InvalidArgument(
+            f"InjectFault Parameters is a JSON object of numbers, such as "
+            f'{{"sigma": 0.01, "seed": 7}} (got {text[:100]!r})')
+    return value
+
+
+#: InjectFault's arguments, in order (``ArgumentRefused.index`` names one)
+INJECT_ARGUMENTS = ("Target", "Kind", "Parameters", "Duration", "Id")
+
+
+async def inject_fault(session: HostedSession, target: str, kind: str, parameters: str,
+                       duration: float = 0.0, fault_id: str = "") -> str:
+    """InjectFault(Target, Kind, Parameters, [Duration], [Id]) -> Id, over OPC UA and
+    REST alike: each argument checked on its own first, so that a refusal names it
+    (``ArgumentRefused``, its index in ``INJECT_ARGUMENTS``), then the session
+    injects it (an unknown target: NotFound; an id in use: AlreadyExists)."""
+    checks: tuple[tuple[int, Callable[[], Any]], ...] = (
+        (0, lambda: parse_target(target)),
+        (1, lambda: check_spec(FaultSpec(target, kind))
+         if kind not in tuple(FaultKind) else None),
+        (2, lambda: check_spec(FaultSpec(target, kind, fault_parameters(parameters)))),
+        (3, lambda: check_spec(FaultSpec(target, kind, fault_parameters(parameters),
+                                         duration))),
+        (4, lambda: check_spec(FaultSpec(target, kind, fault_parameters(parameters),
+                                         duration, fault_id))),
+    )
+    for index, check in checks:
+        try:
+            check()
+        except TwinServerError as exc:
+            raise ArgumentRefused(index, exc) from None
+    if not math.isfinite(duration) or duration < 0:  # (NaN passes check_spec's compare)
+        raise ArgumentRefused(3, InvalidArgument(
+            f"InjectFault Duration is simulated seconds >= 0, 0 meaning until cleared "
+            f"(got {duration})"))
+    spec = FaultSpec(target, kind, fault_parameters(parameters), duration or None, fault_id)
+    try:
+        return await session.inject_fault(spec)
+    except NotFound as exc:
+        raise ArgumentRefused(0, exc) from None
+    except AlreadyExists as exc:
+        raise ArgumentRefused(4, exc) from None
+
+
+class ArgumentRefused(Exception):
+    """One argument of a method refused (InjectFault's, RunScenario's): its index and
+    the refusal; OPC UA attributes it to that argument, REST answers the refusal."""
+
+    def __init__(self, index: int, error: TwinServerError) -> None:
+        super().__init__(str(error))
+        self.index = index
+        self.error = error

@@ -49,6 +49,7 @@ from twin_server.errors import (
     ResourceExhausted,
     TwinServerError,
 )
+from twin_server.runtime.checks import ArgumentRefused
 from twin_server.runtime.compile import LoadedConfig
 from twin_server.runtime.served import ServedSession
 from twin_server.scenarios.junit import junit_text
@@ -154,11 +155,13 @@ class ScenarioFolders:
                        f"'scenarios/{relative.name}', or the scenario's TOML text")
 
 
-def read_argument(text: str, folders: ScenarioFolders) -> ScenarioFile:
+def read_argument(text: str, folders: ScenarioFolders, label: str = "RunScenario"
+                  ) -> ScenarioFile:
     """RunScenario's Scenario argument: TOML text (it has a newline or a '[') or a
-    file name below ``folders``; InvalidArgument with every error (file, key, column)."""
+    file name below ``folders``; InvalidArgument with every error (file, key, column).
+    ``label``: the file name of a text in the reports."""
     if "\n" in text or "[" in text:
-        file, source, path = "RunScenario", text, None
+        file, source, path = label, text, None
     else:
         if not text.strip():
             raise InvalidArgument("RunScenario Scenario is a scenario in TOML, or the name of "
@@ -206,6 +209,8 @@ class ScenarioRun:
     result: ScenarioResult | None = None
     junit: str = ""
     markdown: str = ""
+    #: who started it (the web front's user; "" over OPC UA)
+    user: str = ""
     cancel: threading.Event = field(default_factory=threading.Event)
     #: why it was cancelled (the run's error then)
     cancel_reason: str = "the run was cancelled: the server is stopping"
@@ -329,7 +334,38 @@ class ScenarioService:
             for run in self.runs.values():
                 run.cancel.set()
 
-    async def start(self, scenario: ScenarioFile, options: RunOptions) -> ScenarioRun:
+    async def run_scenario(self, scenario: str, options: str = "", *, user: str = "",
+                           label: str = "RunScenario") -> ScenarioRun:
+        """RunScenario(Scenario, [Options]) over OPC UA and REST alike: the arguments
+        read (``RunOptions.parse``, ``read_argument`` with the folders' rules) and
+        the run started; a refusal names its argument (``checks.ArgumentRefused``:
+        0 the scenario, 1 the options)."""
+        try:
+            parsed_options = RunOptions.parse(options)
+        except InvalidArgument as exc:
+            raise ArgumentRefused(1, exc) from None
+        try:
+            parsed = read_argument(scenario, self.folders(), label)
+        except (InvalidArgument, NotFound) as exc:
+            raise ArgumentRefused(0, exc) from None
+        try:
+            return await self.start(parsed, parsed_options, user=user)
+        except InvalidArgument as exc:
+            raise ArgumentRefused(0, exc) from None
+        except NotFound as exc:
+            raise ArgumentRefused(1, exc) from None
+
+    def get(self, name: str) -> ScenarioRun:
+        """The run ``name`` (NotFound: the service keeps the running ones and the last
+        ``keep`` finished)."""
+        run = self.runs.get(name)
+        if run is None:
+            raise NotFound(f"no scenario run {name[:60]!r} (the server keeps the running "
+                           f"ones and the last {self.keep} finished: Scenarios/ lists them)")
+        return run
+
+    async def start(self, scenario: ScenarioFile, options: RunOptions, *,
+                    user: str = "") -> ScenarioRun:
         """Prepare a run and start it; the run (its nodes are built by the
         ``on_started`` listeners before this returns). InvalidArgument for names the
         twin lacks (every error, with file and key), NotFound for an unknown session
@@ -363,7 +399,7 @@ class ScenarioService:
                       f"a fresh session of twin {scenario.header.twin!r}")
         except ConfigErrors as group:
             raise InvalidArgument(_errors_text(group)) from None
-        run = ScenarioRun(name, scenario, options, on)
+        run = ScenarioRun(name, scenario, options, on, user=user)
         self.runs[name] = run
         for listener in self.on_started:
             await listener(run)

@@ -17,7 +17,10 @@ Messages (JSON text):
   the first with every value, each next one with those that changed; ``status``
   holds the values that are not Good; ``forced`` (the indices of the forced
   inputs) comes in the first and whenever the forced inputs changed, wherever
-  they were forced or released (OPC UA, REST, a reset);
+  they were forced or released (OPC UA, REST, a reset); ``faults`` is the
+  session's fault counter, which moves whenever its set of injected faults
+  changes (GET .../faults then; a fault's remaining time is its ``started +
+  duration - sim_time``);
 * ``{"type": "deleted"}`` when the session goes, then the socket closes.
 """
 
@@ -140,7 +143,7 @@ class Changes:
         message (``needs_forced``)."""
         values = frame.values
         scalars = (str(frame.state), frame.sim_time, frame.step_count, frame.realtime_factor,
-                   frame.good, frame.steps_remaining, frame.forces)
+                   frame.good, frame.steps_remaining, frame.faults, frame.forces)
         quality = dict(frame.quality)
         last = self.values
         changed: Sequence[int]
@@ -163,7 +166,8 @@ class Changes:
             "type": "frame", "t": stamp.seconds, "state": scalars[0],
             "sim_time": frame.sim_time, "step_count": frame.step_count,
             "realtime_factor": frame.realtime_factor, "good": frame.good,
-            "steps_remaining": frame.steps_remaining, "status": status,
+            "steps_remaining": frame.steps_remaining, "faults": frame.faults,
+            "status": status,
             **({"forced": forced} if send_forced else {}),
         })
         # the values, the bulk of a big session's message, encoded without json's

@@ -8,11 +8,11 @@ and documents exactly those: nothing is served undocumented.
 
 Groups of routes, one module each, each exporting ``routes(api) -> list[Route]``:
 ``api.py`` (twins, sessions, variables, history, events, HIL, login),
-``alarms.py`` (the alarm list, the condition methods), ``scenarios.py`` (scenario
-runs). Faults and campaign runs add a module of their own here
-(``web/faults.py``, ``web/campaigns.py``) and list it in ``GROUPS`` in
-``server.py``; their tags are declared below already so that the document orders
-them.
+``alarms.py`` (the alarm list, the condition methods), ``faults.py`` (a session's
+injected faults), ``scenarios.py`` (scenario runs). Campaign runs add a module
+of their own here (``web/campaigns.py``) and list it in ``GROUPS`` in
+``server.py``; its tag is declared below already so that the document orders
+it.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ TAGS: tuple[tuple[str, str], ...] = (
     ("hil", "Hardware-in-the-loop peers' health"),
     ("alarms", "Alarms and conditions: the alarm list, Acknowledge, Confirm, AddComment, "
                "Enable, Disable"),
-    ("faults", "Faults injected into sessions (to come: issue #17)"),
+    ("faults", "Faults injected into sessions: list, inject, clear"),
     ("scenarios", "Scenario runs (offline, on the server) and their reports"),
     ("campaigns", "Campaign runs and their results (to come: issue #19)"),
     ("access", "Who you are, tokens, this document"),

@@ -1,297 +1,257 @@
-"""The REST API's scenario runs: a scenario file run offline on the server, its
-verdicts, its JUnit XML and its Markdown report.
+"""The REST API's scenario runs: RunScenario's runs (``Daemon.scenarios``, the
+``ScenarioService``), over HTTP.
 
-``POST /api/scenarios`` takes a scenario file's text (TOML, as ``twin-server
-test`` reads it: ``scenarios/schema.py``) and runs it offline
-(``scenarios/offline.py``: a fresh session of the named twin or config session,
-faster than real time, deleted afterwards) against this daemon's twins, those
-defined by clients included; the file's own ``config`` key is not read. Every
-error of the file comes back at once (422 BadConfigurationError, with file, key
-and column) and nothing runs.
+A run started here is the one RunScenario starts (``ScenarioService.run_scenario``:
+the same arguments, the same scenario folders' path rules, the same refusals):
+it shows under ``Scenarios/<run>`` in OPC UA, and every run started over OPC UA
+is listed here. Its id is the run's name there (``<scenario>_<n>``). The server
+keeps the running runs and the last ``server.scenario_reports`` finished ones.
 
-Ticks first: a run steps its private session on a thread of its own, with its
-own event loop, never on the daemon's loop, where the sessions of ``workers =
-0`` tick and the OPC UA clients are served (the interpreter's lock is shared: a
-run takes at most its switch interval, 5 ms, at a time). The POST answers when
-the run ends or after ``wait`` seconds (then ``state`` is ``running``: ask
-``GET /api/scenarios/{id}`` again). The daemon keeps the latest ``MAX_RUNS``
-runs in memory (a restart forgets them); ``DELETE`` stops a running one and
-forgets it. Running one needs the operator's role (it costs the server CPU),
-reading them the viewer's.
+A run steps on a thread of its own, on a fresh session (or a fork of a served
+one: ``fork``), never on the daemon's loop. POST answers when it ends or after
+``wait`` seconds (``state`` running: GET it again); ``/halt`` is the run's Halt
+(its verdict is then error); ``/junit`` and ``/report`` are its reports once it
+has ended. The HTML view of the report (``/report.html``) embeds the SVG plot
+of each check (``scenarios/report.plot_check``, as ``twin-server test --report``
+writes them); ``/plots/step<N>.svg`` serves one. Both are sent with a Content
+Security Policy that lets them load and run nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import secrets
-import threading
-import time
-from dataclasses import dataclass, field
+import html
+import json
+import re
 from typing import Any
 
-import structlog
 from aiohttp import web
 
-from twin_server.errors import InvalidArgument, InvalidState, NotFound, ResourceExhausted
-from twin_server.scenarios.offline import Prepared, prepare, run_prepared
-from twin_server.scenarios.results import ScenarioResult
-from twin_server.scenarios.schema import parse_scenario
-from twin_server.security.roles import Role
+from twin_server.errors import InvalidArgument, InvalidState, NotFound, NotSupported
+from twin_server.runtime import checks
+from twin_server.scenarios.report import plot_check
+from twin_server.scenarios.results import ScenarioResult, Verdict
+from twin_server.scenarios.service import ScenarioRun, ScenarioService
+from twin_server.security.roles import METHOD_ROLES
 from twin_server.web import views
 from twin_server.web.api import Api, _field, user_of
 from twin_server.web.routes import Route
 
-log = structlog.get_logger(__name__)
-
-#: runs kept (the oldest finished one goes first)
-MAX_RUNS = 50
-#: runs at once (each a thread stepping a session as fast as it can)
-MAX_RUNNING = 2
 #: seconds a POST waits for its run at most
 MAX_WAIT = 60.0
-#: seconds the server's stop waits for the runs it stopped
-STOP_WAIT = 2.0
-
-
-@dataclass(eq=False)
-class Run:
-    """One scenario run and what it found."""
-
-    id: str
-    name: str
-    file: str
-    user: str
-    started: float  # s since the epoch
-    result: ScenarioResult | None = None
-    error: str | None = None  # it could not run (a crash of the runner itself)
-    cancelled: bool = False
-    ended: float | None = None
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    _loop: asyncio.AbstractEventLoop | None = None
-    _task: asyncio.Task[ScenarioResult] | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    thread: threading.Thread | None = None
-
-    @property
-    def state(self) -> str:
-        if not self.done.is_set():
-            return "running"
-        if self.cancelled:
-            return "cancelled"
-        if self.result is None:
-            return "error"
-        return str(self.result.verdict)
-
-    def cancel(self) -> None:
-        with self._lock:
-            if self.ended is not None:
-                return  # (ended already: its verdict stands)
-            self.cancelled = True
-            if self._loop is not None and self._task is not None:
-                self._loop.call_soon_threadsafe(self._task.cancel)
-
-    def view(self) -> dict[str, Any]:
-        result = self.result
-        found: dict[str, Any] = {
-            "id": self.id, "name": self.name, "file": self.file, "user": self.user,
-            "state": self.state, "started": self.started, "ended": self.ended,
-            "summary": result.summary() if result is not None else None,
-            "error": self.error if result is None else result.error,
-        }
-        if result is not None:
-            found.update(
-                session=result.session, seed=result.seed, sim_time=result.sim_time,
-                wall_time=result.wall_time,
-                steps=[{"index": s.index, "label": s.label, "started": s.started,
-                        "ended": s.ended, "outcome": s.outcome, "message": s.message}
-                       for s in result.steps],
-                checks=[{"name": c.name, "step": c.step, "condition": c.condition,
-                         "mode": c.mode, "verdict": str(c.verdict), "message": c.message,
-                         "decided": c.decided} for c in result.checks])
-        return found
-
+#: a plot's name: step<N>.svg, N the index of its check's step
+PLOT = re.compile(r"^step(\d{1,6})\.svg$")
+#: what a served SVG or HTML report may load or run: nothing but its inline styles
+REPORT_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
 RUN: dict[str, Any] = {
     "type": "object", "required": ["id", "name", "state"],
     "properties": {
-        "id": {"type": "string"}, "name": {"type": "string"}, "file": {"type": "string"},
-        "user": {"type": "string"},
-        "state": {"type": "string",
-                  "enum": ["running", "passed", "failed", "error", "cancelled"]},
-        "started": {"type": "number"}, "ended": {"type": "number", "nullable": True},
+        "id": {"type": "string", "description": "the run's name: Scenarios/<id> in OPC UA"},
+        "name": {"type": "string", "description": "the scenario's name"},
+        "file": {"type": "string"}, "user": {"type": "string"},
+        "state": {"type": "string", "enum": ["running", "passed", "failed", "error"]},
+        "started": {"type": "number"}, "runs_on": {"type": "string"},
+        "seed": {"type": "integer", "nullable": True},
+        "current_step": {"type": "string"}, "step_index": {"type": "integer"},
+        "progress": {"type": "number", "description": "steps done, per cent"},
+        "sim_time": {"type": "number"},
         "summary": {"type": "string", "nullable": True},
         "error": {"type": "string", "nullable": True},
-        "session": {"type": "string"}, "seed": {"type": "integer", "nullable": True},
-        "sim_time": {"type": "number"}, "wall_time": {"type": "number"},
+        "wall_time": {"type": "number", "nullable": True},
         "steps": {"type": "array", "items": {"type": "object"}},
         "checks": {"type": "array", "items": {"type": "object", "properties": {
-            "name": {"type": "string"}, "condition": {"type": "string"},
-            "mode": {"type": "string"}, "verdict": {"type": "string"},
-            "message": {"type": "string"}}}},
+            "name": {"type": "string"}, "step": {"type": "integer"},
+            "condition": {"type": "string"}, "mode": {"type": "string"},
+            "verdict": {"type": "string"}, "message": {"type": "string"},
+            "decided": {"type": "number"}}}},
     },
 }
 
 
+def run_view(run: ScenarioRun) -> dict[str, Any]:
+    result = run.result
+    seed = run.options.seed if run.options.seed is not None else run.scenario.header.seed
+    return {
+        "id": run.name, "name": run.scenario.name, "file": run.scenario.file,
+        "user": run.user, "state": run.verdict, "started": run.started,
+        "runs_on": run.session, "seed": seed, "current_step": run.current_step,
+        "step_index": run.step_index, "progress": run.progress, "sim_time": run.sim_time,
+        "summary": result.summary() if result is not None else None,
+        "error": result.error if result is not None else None,
+        "wall_time": result.wall_time if result is not None else None,
+        "steps": [{"index": s.index, "label": s.label, "started": s.started,
+                   "ended": s.ended, "outcome": s.outcome, "message": s.message}
+                  for s in result.steps] if result is not None else [],
+        "checks": [{"name": c.name, "step": c.step, "condition": c.condition,
+                    "mode": c.mode, "verdict": str(c.verdict), "message": c.message,
+                    "decided": c.decided} for c in run.checks],
+    }
+
+
 class ScenarioRuns:
-    """The runs of one daemon, each on its own thread."""
+    """The routes, over the daemon's ScenarioService."""
 
     def __init__(self, api: Api) -> None:
         self.api = api
-        self.runs: dict[str, Run] = {}
-        self._threads: set[threading.Thread] = set()
 
-    # -- routes ------------------------------------------------------------------------
+    @property
+    def service(self) -> ScenarioService:
+        service = self.api.daemon.scenarios
+        if service is None:
+            raise NotSupported("scenario runs are not served (the daemon is not running)")
+        return service
 
     async def start(self, request: web.Request) -> web.Response:
         body = await self.api.body(request, "max_definition_size")
         text = _field(body, "scenario", str)
-        seed = _field(body, "seed", int, default=None)
         wait = _field(body, "wait", float, default=10.0)
         if not 0 <= wait <= MAX_WAIT:
             raise InvalidArgument(f"wait must be within [0, {MAX_WAIT:g}] s (got {wait:g})")
-        running = sum(not r.done.is_set() for r in self.runs.values())
-        if running >= MAX_RUNNING:
-            raise ResourceExhausted(
-                f"{running} scenario runs are running already (at most {MAX_RUNNING} at "
-                f"once): wait for one to end, or stop one (DELETE /api/scenarios/<id>)")
-        file = _field(body, "file", str, default="<request>")[:200]
-        scenario = parse_scenario(text, file=file)  # (ConfigErrors: 422, every error)
-        daemon = self.api.daemon
-        loaded = dataclasses.replace(daemon.loaded, twins=dict(daemon.manager.twins))
-        run = Run(secrets.token_hex(8), scenario.name, file, user_of(request).name or
-                  "anonymous", time.time())
-        # (a fresh session: its models are made here, FMUs loaded; ConfigErrors: 422)
-        prepared = await asyncio.to_thread(prepare, scenario, loaded, seed=seed,
-                                           name=f"scenario_{run.id}")
-        self._keep(run)
-        loop = asyncio.get_running_loop()
-        thread = threading.Thread(target=self._thread, args=(run, prepared, loop),
-                                  name=f"scenario-{run.id}", daemon=True)
-        self._threads.add(thread)
-        run.thread = thread
-        thread.start()
-        log.info("scenario_run_started", run=run.id, scenario=run.name, user=run.user)
+        label = _field(body, "file", str, default="RunScenario")[:200]
+        # RunScenario's Options, from the body's seed and fork (checked there)
+        options = json.dumps({k: body[k] for k in ("seed", "fork") if body.get(k) is not None})
+        try:
+            run = await self.service.run_scenario(
+                text, options, user=user_of(request).name or "anonymous", label=label)
+        except checks.ArgumentRefused as exc:
+            raise exc.error from None
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait):
                 await run.done.wait()
-        return web.json_response(run.view(), status=201)
+        return web.json_response(run_view(run), status=201)
 
     async def list_runs(self, request: web.Request) -> web.Response:
-        return web.json_response([r.view() for r in reversed(self.runs.values())])
+        return web.json_response([run_view(r) for r in reversed(list(self.service))])
 
-    def _run(self, request: web.Request) -> Run:
-        key = request.match_info["run"]
-        run = self.runs.get(key)
-        if run is None:
-            raise NotFound(f"no scenario run {key[:40]!r} (the server keeps the latest "
-                           f"{MAX_RUNS}: GET /api/scenarios lists them)")
-        return run
+    def _run(self, request: web.Request) -> ScenarioRun:
+        return self.service.get(request.match_info["run"])
 
-    def _result(self, request: web.Request) -> tuple[Run, ScenarioResult]:
+    def _ended(self, request: web.Request) -> ScenarioRun:
         run = self._run(request)
         if run.result is None:
-            raise InvalidState(f"scenario run {run.id} is {run.state}: it has no report"
-                               + (" yet" if run.state == "running" else ""))
-        return run, run.result
+            raise InvalidState(f"scenario run {run.name} is running: it has no report yet "
+                               f"(GET /api/scenarios/{run.name} until its state is not "
+                               f"running)")
+        return run
 
     async def get_run(self, request: web.Request) -> web.Response:
-        return web.json_response(self._run(request).view())
+        return web.json_response(run_view(self._run(request)))
 
     async def junit(self, request: web.Request) -> web.Response:
-        from twin_server.scenarios.junit import junit_text
-
-        _, result = self._result(request)
-        return web.Response(text=junit_text([result]), content_type="application/xml")
+        return web.Response(text=self._ended(request).junit, content_type="application/xml")
 
     async def report(self, request: web.Request) -> web.Response:
-        from twin_server.scenarios.report import scenario_markdown
+        return web.Response(text=self._ended(request).markdown, content_type="text/markdown")
 
-        _, result = self._result(request)
-        return web.Response(text=scenario_markdown(result), content_type="text/markdown")
+    async def report_html(self, request: web.Request) -> web.Response:
+        result = self._ended(request).result
+        assert result is not None
+        return web.Response(text=report_html(result), content_type="text/html",
+                            headers={"Content-Security-Policy": REPORT_POLICY})
 
-    async def delete(self, request: web.Request) -> web.Response:
+    async def plot(self, request: web.Request) -> web.Response:
+        run = self._ended(request)
+        assert run.result is not None
+        name = request.match_info["plot"]
+        match = PLOT.match(name)
+        check = next((c for c in run.result.checks
+                      if match is not None and c.step == int(match.group(1))), None)
+        svg = plot_check(run.result.trace, check) if check is not None else None
+        if svg is None:
+            plotted = [f"step{c.step}.svg" for c in run.result.checks
+                       if plot_check(run.result.trace, c) is not None]
+            raise NotFound(f"scenario run {run.name} has no plot {name[:40]!r} (its plots: "
+                           f"{', '.join(plotted) or 'none'}; a check not reached has none)")
+        return web.Response(text=svg, content_type="image/svg+xml",
+                            headers={"Content-Security-Policy": REPORT_POLICY})
+
+    async def halt(self, request: web.Request) -> web.Response:
         run = self._run(request)
-        run.cancel()
-        async with asyncio.timeout(STOP_WAIT):
-            await run.done.wait()
-            while run.thread is not None and run.thread.is_alive():
-                await asyncio.sleep(0.005)
-        self.runs.pop(run.id, None)
-        return web.Response(status=204)
+        run.halt(f"halted by {user_of(request).name or 'an anonymous client'} over the "
+                 f"REST API")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5.0):
+                await run.done.wait()
+        return web.json_response(run_view(run))
 
-    # -- the runs' threads ---------------------------------------------------------------
 
-    def _keep(self, run: Run) -> None:
-        self.runs[run.id] = run
-        while len(self.runs) > MAX_RUNS:
-            oldest = next((r for r in self.runs.values() if r.done.is_set()), None)
-            if oldest is None:
-                break
-            del self.runs[oldest.id]
+_MARK = {Verdict.PASSED: "PASS", Verdict.FAILED: "FAIL", Verdict.ERROR: "ERROR",
+         Verdict.SKIPPED: "SKIP"}
 
-    def _thread(self, run: Run, prepared: Prepared, loop: asyncio.AbstractEventLoop) -> None:
-        async def main() -> ScenarioResult:
-            with run._lock:
-                run._loop = asyncio.get_running_loop()
-                run._task = asyncio.current_task()
-                if run.cancelled:
-                    raise asyncio.CancelledError
-            return await run_prepared(prepared, mode="server")
 
-        try:
-            run.result = asyncio.run(main())
-        except asyncio.CancelledError:
-            pass
-        except Exception as exc:  # (the runner's own failure: a step's is in the result)
-            log.exception("scenario_run_failed", run=run.id)
-            run.error = f"the scenario runner failed: {type(exc).__name__}: {exc}"
-        finally:
-            prepared.session.close()  # (idempotent: run_prepared closes it once started)
-            with run._lock:
-                run.ended = time.time()
-                run._loop = run._task = None
-            with contextlib.suppress(RuntimeError):  # (the daemon's loop closed)
-                loop.call_soon_threadsafe(self._ended, run)
-
-    def _ended(self, run: Run) -> None:
-        run.done.set()
-        self._threads = {t for t in self._threads if t.is_alive()}
-        log.info("scenario_run_ended", run=run.id, scenario=run.name, state=run.state,
-                 summary=run.result.summary() if run.result is not None else run.error)
-
-    async def stop(self) -> None:
-        """Stop every run and wait for its thread (at most ``STOP_WAIT`` s)."""
-        for run in self.runs.values():
-            if not run.done.is_set():
-                run.cancel()
-        async with asyncio.timeout(STOP_WAIT):
-            while any(t.is_alive() for t in self._threads):
-                await asyncio.sleep(0.01)
+def report_html(result: ScenarioResult) -> str:
+    """The report as one HTML page, each check's SVG plot inline (what the Markdown
+    report says, with the plots ``twin-server test --report`` writes beside it)."""
+    e = html.escape
+    parts = [
+        "<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{e(result.name)}: {e(result.verdict.upper())}</title>",
+        "<style>body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}"
+        ".passed{color:#1a7f37}.failed,.error{color:#cf222e}.skipped{color:#777}</style>",
+        "</head><body>",
+        f'<h1>{e(result.name)}: <span class="{e(str(result.verdict))}">'
+        f"{e(result.verdict.upper())}</span></h1>",
+        f"<p>{e(result.summary())}</p>",
+        f"<ul><li>file: <code>{e(result.file)}</code></li><li>mode: {e(result.mode)}, "
+        f"session <code>{e(result.session)}</code></li><li>seed: {e(str(result.seed))}</li>"
+        f"</ul>"]
+    if result.error:
+        parts.append(f'<p class="error"><b>The run broke off:</b> {e(result.error)}</p>')
+    parts.append("<h2>Steps</h2><table><tr><th>#</th><th>step</th><th>from</th><th>to</th>"
+                 "<th>outcome</th></tr>")
+    for step in result.steps:
+        note = f" ({step.message})" if step.message else ""
+        parts.append(f"<tr><td>{step.index}</td><td>{e(step.label)}</td>"
+                     f"<td>{step.started:.6g} s</td><td>{step.ended:.6g} s</td>"
+                     f"<td>{e(step.outcome + note)}</td></tr>")
+    parts.append("</table><h2>Checks</h2>")
+    for check in result.checks:
+        parts.append(f'<section data-step="{check.step}"><h3 class="{e(str(check.verdict))}">'
+                     f"{_MARK[check.verdict]}: {e(check.name)}</h3>"
+                     f"<p><code>{e(check.condition)}</code> ({e(check.mode)}): "
+                     f"{e(check.message)}</p>")
+        if check.verdict in (Verdict.FAILED, Verdict.ERROR):
+            parts.append(f"<pre>{e(check.describe())}</pre>")
+        svg = plot_check(result.trace, check)
+        if svg is not None:
+            parts.append(svg)
+        parts.append("</section>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
 
 
 def routes(api: Api) -> list[Route]:
     runs = ScenarioRuns(api)
-    api.closers.append(runs.stop)
     one = "/api/scenarios/{run}"
     return [
         Route("POST", "/api/scenarios", runs.start, "runScenario",
-              "Run a scenario file offline on the server (its text); answered when it "
-              "ends or after wait seconds", "scenarios", role=Role.OPERATOR,
+              "Run a scenario on the server, as RunScenario (it shows under Scenarios/ in "
+              "OPC UA); answered when it ends or after wait seconds", "scenarios",
+              role=METHOD_ROLES["RunScenario"],
               body={"type": "object", "required": ["scenario"], "properties": {
-                  "scenario": {"type": "string", "description": "the scenario file, TOML"},
-                  "file": {"type": "string", "description": "its name, for the reports"},
-                  "seed": {"type": "integer"},
+                  "scenario": {"type": "string",
+                               "description": "the scenario in TOML, or the name of a "
+                                              "scenario file relative to the scenario "
+                                              "folders (server.scenario_dirs)"},
+                  "file": {"type": "string",
+                           "description": "a TOML text's name, for the reports"},
+                  "seed": {"type": "integer", "description": "RunScenario's Options seed"},
+                  "fork": {"type": "string",
+                           "description": "RunScenario's Options fork: start from the "
+                                          "current state of this served session"},
                   "wait": {"type": "number", "minimum": 0, "maximum": MAX_WAIT}}},
               response=RUN, status=201,
-              refusals=("BadConfigurationError", "BadInvalidArgument", "BadTypeMismatch",
+              refusals=("BadInvalidArgument", "BadNotFound", "BadTypeMismatch",
                         "BadResourceUnavailable")),
         Route("GET", "/api/scenarios", runs.list_runs, "listScenarioRuns",
-              "The latest scenario runs, newest first", "scenarios",
-              response=views.array_of(RUN)),
-        Route("GET", one, runs.get_run, "getScenarioRun", "A run: its state and verdicts",
-              "scenarios", response=RUN, refusals=("BadNotFound",)),
+              "The running scenario runs and the last finished ones, newest first (over "
+              "OPC UA and REST)", "scenarios", response=views.array_of(RUN)),
+        Route("GET", one, runs.get_run, "getScenarioRun",
+              "A run: its state, current step, progress and checks", "scenarios",
+              response=RUN, refusals=("BadNotFound",)),
         Route("GET", one + "/junit", runs.junit, "getScenarioJunit",
               "A finished run's JUnit XML", "scenarios",
               response={"type": "string"}, media="application/xml",
@@ -300,7 +260,17 @@ def routes(api: Api) -> list[Route]:
               "A finished run's Markdown report", "scenarios",
               response={"type": "string"}, media="text/markdown",
               refusals=("BadNotFound", "BadInvalidState")),
-        Route("DELETE", one, runs.delete, "deleteScenarioRun",
-              "Stop a run (if it runs) and forget it", "scenarios", role=Role.OPERATOR,
-              status=204, refusals=("BadNotFound",)),
+        Route("GET", one + "/report.html", runs.report_html, "getScenarioReportHtml",
+              "A finished run's report as an HTML page, each check's SVG plot inline",
+              "scenarios", response={"type": "string"}, media="text/html",
+              refusals=("BadNotFound", "BadInvalidState")),
+        Route("GET", one + "/plots/{plot}", runs.plot, "getScenarioPlot",
+              "The SVG plot of a finished run's check: plots/step<N>.svg, N its step's "
+              "index (the variables it read around its verdict)", "scenarios",
+              response={"type": "string"}, media="image/svg+xml",
+              refusals=("BadNotFound", "BadInvalidState")),
+        Route("POST", one + "/halt", runs.halt, "haltScenarioRun",
+              "Stop a run at its next tick, as its Halt (its verdict is then error)",
+              "scenarios", role=METHOD_ROLES["Halt"], response=RUN,
+              refusals=("BadNotFound", "BadInvalidState")),
     ]

@@ -14,6 +14,9 @@ const ui = {
   values: [],
   cells: [],           // per variable: {row, value}
   trends: new Map(),   // variable index -> [[t, value], ...]
+  faults: [],          // the chosen session's active faults
+  faultCounter: null,  // its frames' fault counter when they were fetched
+  simTime: 0,
   drawPending: false,
 };
 
@@ -237,6 +240,19 @@ async function showReport(run, kind) {
       headers: ui.token ? { Authorization: `Bearer ${ui.token}` } : {} });
     box.textContent = await response.text();
     box.hidden = false;
+    $("#scenario-html").hidden = true;
+  } catch (err) { say(`report: ${err.message}`, true); }
+}
+
+// the report with its plots: fetched with the token, shown in a sandboxed frame
+async function showPlots(run) {
+  try {
+    const response = await fetch(`/api/scenarios/${encodeURIComponent(run.id)}/report.html`, {
+      headers: ui.token ? { Authorization: `Bearer ${ui.token}` } : {} });
+    const frame = $("#scenario-html");
+    frame.srcdoc = await response.text();
+    frame.hidden = false;
+    $("#scenario-report").hidden = true;
   } catch (err) { say(`report: ${err.message}`, true); }
 }
 
@@ -245,10 +261,16 @@ async function refreshScenarios() {
   try { runs = await api("GET", "/api/scenarios"); } catch { return; }
   const body = $("#scenarios tbody");
   body.replaceChildren(...runs.map((run) => el("tr", { "data-run": run.id },
-    el("td", {}, `${run.name} (${run.file})`),
+    el("td", { title: `${run.id} on ${run.runs_on}` }, `${run.name} (${run.file})`),
     el("td", { class: `verdict verdict-${run.state}` }, run.state),
-    el("td", {}, run.summary ?? run.error ?? ""),
-    el("td", {}, ...(run.state === "running" ? [] : [
+    el("td", {}, run.summary ?? `${fmt(run.progress)} %: ${run.current_step}`),
+    el("td", {}, ...(run.state === "running" ? [
+      el("button", { "data-halt": run.id, onclick: async () => {
+        await attempt(`halt ${run.id}`,
+                      () => api("POST", `/api/scenarios/${encodeURIComponent(run.id)}/halt`));
+        refreshScenarios();
+      } }, "Halt")] : [
+      el("button", { "data-report": "html", onclick: () => showPlots(run) }, "Report"),
       el("button", { "data-report": "report", onclick: () => showReport(run, "report") },
          "Markdown"),
       el("button", { onclick: () => showReport(run, "junit") }, "JUnit XML")])))));
@@ -279,6 +301,9 @@ function select(name) {
   window.dashboardStats = { frames: 0, frameMsMax: 0, layoutMs: 0 };
   if (ui.socket) ui.socket.close();
   ui.trends.clear();
+  ui.faults = [];
+  ui.faultCounter = null;
+  $("#faults tbody").replaceChildren();
   $("#session-panel").hidden = false;
   $("#session-title").textContent = name;
   for (const row of $("#sessions tbody").rows) {
@@ -367,7 +392,70 @@ function buildVariables(layout) {
   });
   $("#variables tbody").replaceChildren(...rows);
   applyFilter();
+  const targets = ui.layout.filter((v) => v.kind === "inputs" || v.kind === "outputs")
+    .map((v) => `${v.component}.${v.kind === "inputs" ? "Inputs" : "Outputs"}.${v.name}`);
+  $("#fault-form").target.replaceChildren(...targets.map((t) => el("option", {}, t)));
 }
+
+// -- faults of the chosen session: fetched when its frames' fault counter moves -------
+
+function faultsPath() { return `/api/sessions/${encodeURIComponent(ui.selected)}/faults`; }
+
+async function refreshFaults() {
+  const name = ui.selected;
+  try {
+    const faults = await api("GET", faultsPath());
+    if (name === ui.selected) { ui.faults = faults; showFaults(); }
+  } catch { /* the session went: its frames say so */ }
+}
+
+function remainingText(f) {
+  if (f.duration === null) return "until cleared";
+  return `${fmt(Math.max(0, f.started + f.duration - ui.simTime))} s`;
+}
+
+function showFaults() {
+  const body = $("#faults tbody");
+  body.replaceChildren(...ui.faults.map((f) => el("tr", { "data-fault": f.id },
+    el("td", {}, f.id), el("td", {}, f.kind), el("td", {}, f.target),
+    el("td", {}, JSON.stringify(f.parameters)), el("td", { class: "num" }, fmt(f.started)),
+    el("td", { class: "num remaining" }, remainingText(f)),
+    el("td", {}, el("button", { "data-clear": f.id, onclick: async () => {
+      await attempt(`clear fault ${f.id}`,
+                    () => api("DELETE", `${faultsPath()}/${encodeURIComponent(f.id)}`));
+      refreshFaults();
+    } }, "Clear")))));
+  if (!ui.faults.length) body.append(el("tr", {}, el("td", { colspan: 7 }, "no faults")));
+}
+
+function showRemaining() {
+  const rows = $("#faults tbody").rows;
+  ui.faults.forEach((f, i) => {
+    const cell = rows[i]?.querySelector(".remaining");
+    if (cell && f.duration !== null) cell.textContent = remainingText(f);
+  });
+}
+
+$("#fault-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = event.target;
+  const body = { target: form.target.value, kind: form.kind.value };
+  const text = form.parameters.value.trim();
+  if (text) {
+    try { body.parameters = JSON.parse(text); } catch { body.parameters = text; }
+  }
+  if (form.duration.value !== "") body.duration = Number(form.duration.value);
+  if (form.id.value.trim()) body.id = form.id.value.trim();
+  const done = await attempt(`inject a ${body.kind} fault on ${body.target}`,
+                             () => api("POST", faultsPath(), body));
+  if (done) { form.parameters.value = ""; form.id.value = ""; }
+  refreshFaults();
+});
+
+$("#clear-faults").addEventListener("click", async () => {
+  await attempt("clear every fault", () => api("DELETE", faultsPath()));
+  refreshFaults();
+});
 
 // the forced inputs' marks: every frame that follows a force or a release (here, over
 // OPC UA, another page or a reset) carries the indices of the forced inputs
@@ -386,6 +474,9 @@ function applyFrame(frame) {
   state.className = `state-${frame.state}`;
   state.dataset.state = frame.state;
   if (frame.forced) forcedMarks(frame.forced);
+  ui.simTime = frame.sim_time;
+  if (frame.faults !== ui.faultCounter) { ui.faultCounter = frame.faults; refreshFaults(); }
+  else if (ui.faults.length) showRemaining();
   for (const [index, value] of frame.values) {
     ui.values[index] = value;
     const cell = ui.cells[index];
