@@ -208,6 +208,14 @@ class AlarmConditions:
         await self._write(cond)
         await self._emit(cond, cond.chain)
 
+    def differing(self, session: str, states: Sequence[AlarmState]) -> list[AlarmState]:
+        """Those of ``states`` (a session's conditions as its engine holds them) that
+        are not what the session's condition nodes show: another state, or a new
+        EventId (``sequence``)."""
+        own = self._by_session.get(session, {})
+        return [s for s in states if (cond := own.get(s.name)) is not None and (
+            s.sequence != cond.state.sequence or _shown(s) != _shown(cond.state))]
+
     async def remove_session(self, session: str,
                              record: Callable[[str, str, str, int], None] | None) -> None:
         """A last event of each retained condition (inactive, not retained), each handed
@@ -320,6 +328,11 @@ class AlarmConditions:
             event.emitting_node = node
             await service.trigger_event(event, subscription)
         self.emitted += 1
+
+
+def _shown(state: AlarmState) -> tuple[object, ...]:
+    return (state.enabled, state.active, state.limits, state.acked, state.confirmed,
+            state.retain, state.severity, state.comment)
 
 
 def _two(flag: bool, true: str, false: str) -> tuple[ua.LocalizedText, bool]:
