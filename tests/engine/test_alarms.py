@@ -158,6 +158,15 @@ class TestMethods:
 
 
 class TestSessionState:
+    def test_a_method_changes_the_version(self) -> None:
+        """An Acknowledge bumps the session's version (its snapshot differs: a worker's
+        periodic snapshot of a suspended session is sent again)."""
+        session, _ = _session("high = 1.0")
+        _drive(session, [1.5])
+        before = session.version
+        session.alarm("Level", "acknowledge", None, "", "alice")
+        assert session.version > before
+
     def test_snapshot_restore_carry_acks_and_comments(self) -> None:
         """Restore brings back the condition as it was, acknowledgement and comment too."""
         session, seen = _session("high = 1.0")

@@ -1449,6 +1449,7 @@ class Session:
         self._require_open("call an alarm method of")
         state = self.alarms.call(name, action, event=event, comment=comment, user=user,
                                  tick=self.step_count, sim_time=self.sim_time)
+        self.version += 1  # (its snapshot changed: a worker sends the next one again)
         self._emit_alarm(state)
         return state
 

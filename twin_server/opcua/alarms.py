@@ -12,7 +12,10 @@ Every transition the session reports (an ``alarm_<transition>`` SessionEvent
 carrying the ``AlarmState``) writes those nodes and emits an event of the
 condition's type (ConditionId = the condition's NodeId, SourceNode the session,
 with the same fields) from the session node, Sessions, TwinServer and the Server
-object, as the session log's events go (``events.py``).
+object, as the session log's events go (``events.py``). Each event carries what
+Part 9 makes mandatory: BranchId null, LastSeverity (the severity before it), each
+state's TransitionTime (when that state last changed), the SourceTimestamp of
+Quality, LastSeverity and Comment, SuppressedOrShelved (false).
 
 Methods: the standard ones of the condition types, called on the condition
 (ObjectId) with the type's method (AcknowledgeableConditionType.Acknowledge and
@@ -94,6 +97,30 @@ class _Condition:
     #: child variable -> its NodeId (the nodes each transition writes)
     fields: dict[str, ua.NodeId] = field(default_factory=dict)
     when: datetime = field(default_factory=lambda: datetime.now(UTC))
+    #: the severity before the latest event's (its LastSeverity)
+    last_severity: int = 0
+    #: when each two-state variable (and Comment, Severity, Quality) last changed: the
+    #: TransitionTime and SourceTimestamp fields of its events
+    changed: dict[str, datetime] = field(default_factory=dict)
+
+    def follow(self, state: AlarmState, when: datetime) -> None:
+        """Take ``state`` (the condition after its latest transition) at ``when``."""
+        before = self.state
+        self.last_severity = before.severity
+        for name, (old, new) in _tracked(before, state).items():
+            if old != new or name not in self.changed:
+                self.changed[name] = when
+        self.state, self.when = state, when
+
+
+def _tracked(before: AlarmState, after: AlarmState) -> dict[str, tuple[object, object]]:
+    return {"EnabledState": (before.enabled, after.enabled),
+            "ActiveState": (before.active, after.active),
+            "AckedState": (before.acked, after.acked),
+            "ConfirmedState": (before.confirmed, after.confirmed),
+            "Comment": (before.comment, after.comment),
+            "LastSeverity": (before.severity, after.severity),
+            "Quality": (None, None)}
 
 
 class AlarmConditions:
@@ -136,7 +163,8 @@ class AlarmConditions:
                                   definition.message or definition.name,
                                   typedef=condition_type(definition))
             cond = _Condition(session, definition, nodeid, input_node(definition),
-                              tuple(chain), state)
+                              tuple(chain), state, last_severity=state.severity)
+            cond.follow(state, cond.when)
             values = _node_values(cond)
             for name, (value, vtype) in values.items():
                 parent, _, leaf = name.rpartition("/")
@@ -177,9 +205,17 @@ class AlarmConditions:
         cond = self._by_session.get(session, {}).get(state.name)
         if cond is None:
             return
-        cond.state, cond.when = state, when
+        cond.follow(state, when)
         await self._write(cond)
         await self._emit(cond, cond.chain)
+
+    def differing(self, session: str, states: Sequence[AlarmState]) -> list[AlarmState]:
+        """Those of ``states`` (a session's conditions as its engine holds them) that
+        are not what the session's condition nodes show: another state, or a new
+        EventId (``sequence``)."""
+        own = self._by_session.get(session, {})
+        return [s for s in states if (cond := own.get(s.name)) is not None and (
+            s.sequence != cond.state.sequence or _shown(s) != _shown(cond.state))]
 
     async def remove_session(self, session: str,
                              record: Callable[[str, str, str, int], None] | None) -> None:
@@ -192,12 +228,12 @@ class AlarmConditions:
             if not state.retain and not state.active:
                 continue
             text = f"alarm {state.name!r} cleared: session {session!r} deleted"
-            cond.state = AlarmState(
+            cond.follow(AlarmState(
                 name=state.name, enabled=state.enabled, active=False, limits=(),
                 acked=True, confirmed=True, retain=False, severity=state.severity,
                 message=text, time=state.time, active_time=state.time,
-                sequence=state.sequence + 1, transition="deleted", tick=state.tick)
-            cond.when = datetime.now(UTC)
+                sequence=state.sequence + 1, transition="deleted", tick=state.tick),
+                datetime.now(UTC))
             if record is not None:
                 record(session, "alarm_deleted", text, state.severity)
             await self._emit(cond, cond.chain)
@@ -290,6 +326,11 @@ class AlarmConditions:
         self.emitted += 1
 
 
+def _shown(state: AlarmState) -> tuple[object, ...]:
+    return (state.enabled, state.active, state.limits, state.acked, state.confirmed,
+            state.retain, state.severity, state.comment)
+
+
 def _two(flag: bool, true: str, false: str) -> tuple[ua.LocalizedText, bool]:
     return ua.LocalizedText(true if flag else false), flag
 
@@ -343,7 +384,8 @@ def _event(cond: _Condition) -> Any:
     event.BranchId = ua.NodeId()
     event.Retain = s.retain
     event.Quality = ua.StatusCode(ua.StatusCodes.Good)
-    event.LastSeverity = s.severity
+    event.LastSeverity = cond.last_severity
+    event.add_property("SuppressedOrShelved", False, ua.VariantType.Boolean)
     event.Comment = ua.LocalizedText(s.comment)
     event.ClientUserId = s.user
     event.InputNode = cond.input_node
@@ -364,7 +406,11 @@ def _event(cond: _Condition) -> Any:
                 f"{limit} active" if on else f"{limit} inactive"), _LT)
             event.add_property(f"{limit}State/Id", on, ua.VariantType.Boolean)
     for state in ("EnabledState", "ActiveState", "AckedState", "ConfirmedState"):
-        event.add_property(f"{state}/TransitionTime", cond.when, ua.VariantType.DateTime)
+        event.add_property(f"{state}/TransitionTime", cond.changed[state],
+                           ua.VariantType.DateTime)
+    for name in ("Comment", "LastSeverity", "Quality"):
+        event.add_property(f"{name}/SourceTimestamp", cond.changed[name],
+                           ua.VariantType.DateTime)
     return event
 
 

@@ -29,7 +29,7 @@ What is served:
   for an interval without data (Count: 0). Average is Part 13's simple mean of
   the raw values, not a time-weighted one.
 * ``ReadEventDetails`` on a session node: its stored log events, filtered by the
-  event filter's WhereClause (as asyncua evaluates subscriptions' filters), with
+  event filter's WhereClause (as subscriptions' filters: ``patches/events.py``), with
   the fields its SelectClauses name: EventId, EventType, SourceNode,
   SourceName, Time, ReceiveTime, Message, Severity and our ``Kind``; fields not
   stored (``SimTime``, ``StepCount``) are null.
@@ -77,7 +77,6 @@ from asyncua import Server, ua
 from asyncua.common.events import Event as UaEvent
 from asyncua.server.address_space import AddressSpace, AttributeValue
 from asyncua.server.history import HistoryManager
-from asyncua.server.monitored_item_service import WhereClauseEvaluator
 
 from twin_server.config.security import LimitsConfig
 from twin_server.errors import InvalidArgument
@@ -91,6 +90,7 @@ from twin_server.history import (
 from twin_server.opcua.history_points import ContinuationPoints
 from twin_server.opcua.history_wire import Slices, encode_results
 from twin_server.opcua.patches import internals
+from twin_server.opcua.patches.events import EventWhere
 from twin_server.security.history_sessions import route_history_reads
 
 log = structlog.get_logger(__name__)
@@ -490,8 +490,7 @@ class TwinHistoryManager(HistoryManager):  # type: ignore[misc]  # asyncua: unty
         evfilter = details.Filter or ua.EventFilter()
         want = self._page(details.NumValuesPerNode, share)
         token = _unwrap(cp, _EVENTS)
-        evaluator = WhereClauseEvaluator(self._evaluator_log, self.aspace,
-                                         evfilter.WhereClause or ua.ContentFilter())
+        evaluator = EventWhere(self.aspace, evfilter.WhereClause, self._evaluator_log)
         fields: list[ua.HistoryEventFieldList] = []
         read = 0
         while True:

@@ -28,7 +28,7 @@ from asyncua import Server, ua
 from twin_server.config.schema import ServerConfig
 from twin_server.engine.session import RunState, SessionEvent, VarKey
 from twin_server.engine.twin import TwinDefinition
-from twin_server.errors import NotFound
+from twin_server.errors import NotFound, TwinServerError
 from twin_server.hil import HilMirror
 from twin_server.history import HistoryStore
 from twin_server.models.base import DataType, Kind, Variable
@@ -596,6 +596,24 @@ class OpcUaServer:
                 except Exception:
                     self._log.exception("event_failed", session=served.session.name,
                                         kind=item.kind)
+                if item.kind == "recovered" and self.alarms is not None:
+                    await self._resync_alarms(served)
+
+    async def _resync_alarms(self, served: _Served) -> None:
+        """After a worker's death its session is back from a snapshot: each condition
+        the engine holds now that is not what clients were shown (another state, or a
+        new EventId) goes out as an ``alarm_restored`` event, so that a client's next
+        Acknowledge names the EventId the engine expects."""
+        assert self.alarms is not None
+        try:
+            states = await served.session.alarm_states()
+        except TwinServerError as exc:
+            self._log.warning("alarm_resync_failed", session=served.session.name,
+                              error=str(exc))
+            return
+        for state in self.alarms.differing(served.session.name, states):
+            self._queue(served, f"alarm_{state.transition}", state.message, state.severity,
+                        state)
 
     async def _write_program(self, nodes: ProgramNodes, view: StateView) -> None:
         aspace = self._iserver.aspace

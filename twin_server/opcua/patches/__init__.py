@@ -19,6 +19,9 @@ touches asyncua's internals lives in this package or goes through it:
                                  callbacks of deleted nodes (items that outlive them)
     patches/bulk.py              ``ReferenceDescription``'s slots, filled directly (the
                                  machine faces' bulk loader, ``faces/loader.py``)
+    patches/events.py            ``WhereClauseEvaluator`` (subclassed) and event items'
+                                 ``where_clause_evaluator`` (Part 4's OfType, browse
+                                 paths, Like; Part 9's refresh events)
     patches/internals.py         every private attribute read or written elsewhere, one
                                  named function each (``external_sessions``,
                                  ``monitored_items``, ``listening_sockets``, ...)

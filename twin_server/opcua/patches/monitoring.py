@@ -24,6 +24,9 @@ value outside 0..100 (percent) or below 0, BadDeadbandFilterInvalid; a deadband
 on a value that is not numeric, or a DataChangeFilter on another attribute than
 Value, BadFilterNotAllowed; an unknown DeadbandType, BadMonitoredItemFilterUnsupported.
 
+**Event filters.** An event item's WhereClause is evaluated by ``events.EventWhere``
+(OfType with subtypes, whole browse paths, refresh events always delivered).
+
 **Items that outlive their node.** asyncua's ``delete_nodes`` calls each data-change
 callback of a deleted node without awaiting it (the coroutine is never run:
 "coroutine '_Watch.__call__' was never awaited") and drops it, so the items hear
@@ -55,7 +58,7 @@ import structlog
 from asyncua import ua
 from asyncua.server.address_space import AddressSpace
 
-from twin_server.opcua.patches import fastpath
+from twin_server.opcua.patches import events, fastpath
 from twin_server.opcua.patches.fastpath import ItemSpec
 
 log = structlog.get_logger(__name__)
@@ -218,6 +221,8 @@ def install(iserver: Any) -> None:
                 mdata = items.get(result.MonitoredItemId)
                 if mdata is not None and mdata.callback_handle is not None:
                     fastpath.set_spec(mdata, spec)
+                if mdata is not None:
+                    events.refit(aspace, mdata)  # (an event item: Part 4's WhereClause)
             merged.append(result)
         return merged
 
@@ -255,6 +260,7 @@ def install(iserver: Any) -> None:
                     sub.monitored_item_srv._revise_queue_size(wanted.QueueSize)
                 if mdata.callback_handle is not None:
                     fastpath.set_spec(mdata, spec)
+                events.refit(aspace, mdata)
             merged.append(result)
         return merged
 
