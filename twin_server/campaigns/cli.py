@@ -83,8 +83,11 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     plans = plan_runs(campaign)
     if command == "check":
-        print(f"{args.campaign}: ok ({len(plans)} runs of {campaign.duration:g} s of twin "
-              f"{campaign.twin.name!r}, {campaign.ticks} ticks each)")
+        each = (f"scenario {campaign.scenario}" if campaign.scenario else
+                f"{campaign.duration:g} s")
+        ticks = "" if campaign.scenario else f", {campaign.ticks} ticks each"
+        print(f"{args.campaign}: ok ({len(plans)} runs of {each} of twin "
+              f"{campaign.twin.name!r}{ticks})")
         return EXIT_OK
     return _run(args, campaign, plans)
 
