@@ -8,7 +8,8 @@ run at real-time priority where the kernel grants it: live sessions keep their t
 on time while a campaign runs (``tests/bench/bench_campaign_server.py`` measures it).
 With ``server.campaign_scheduler`` (``tcp://HOST:PORT``) the campaign runs on that
 Dask cluster instead. Its results go to ``<state_dir>/campaigns/<run>/`` (the
-command's files: ``results.sqlite``, ``runs.csv``, ``trajectories.csv``).
+command's files: ``results.sqlite``, ``runs.csv``, ``trajectories.csv``,
+``report/index.md``).
 
 The campaign is TOML text or the name of a campaign file under the scenario folders
 (``server.scenario_dirs``, the same rules as RunScenario's: ``..``, absolute paths
@@ -37,7 +38,14 @@ from typing import Any, Protocol
 
 import structlog
 
-from twin_server.campaigns.runner import Progress, local_cluster, remote_cluster, run_campaign
+from twin_server.campaigns.plots import write_report
+from twin_server.campaigns.runner import (
+    WORKER_NICENESS,
+    Progress,
+    local_cluster,
+    remote_cluster,
+    run_campaign,
+)
 from twin_server.campaigns.spec import Campaign, RunPlan, parse_campaign, plan_runs
 from twin_server.campaigns.store import ResultStore
 from twin_server.errors import (
@@ -201,7 +209,7 @@ class CampaignService:
         plans = plan_runs(campaign)
         where = (server.campaign_scheduler or
                  f"a local cluster of {server.campaign_workers or os.cpu_count() or 1} "
-                 f"worker processes at nice {_niceness()}")
+                 f"worker processes at nice {WORKER_NICENESS}")
         run = CampaignRun(name, campaign, plans, results, where)
         self.runs[name] = run
         for listener in self.on_started:
@@ -240,11 +248,6 @@ class CampaignService:
         return iter(list(self.runs.values()))
 
 
-def _niceness() -> int:
-    from twin_server.campaigns.runner import WORKER_NICENESS
-    return WORKER_NICENESS
-
-
 def _run_in_thread(run: CampaignRun, scheduler: str | None, workers: int | None) -> None:
     def progress(p: Progress) -> None:
         run.done, run.failed = p.done, p.failed
@@ -265,6 +268,7 @@ def _run_in_thread(run: CampaignRun, scheduler: str | None, workers: int | None)
     except OSError as exc:  # the scheduler could not be reached, or was lost
         run.state, run.error = "error", f"no Dask cluster at {scheduler or 'local'}: {exc}"
         return
+    write_report(run.results)
     counts = outcome.counts
     run.done, run.failed, run.cancelled = counts.ok + counts.failed, counts.failed, \
         counts.cancelled
