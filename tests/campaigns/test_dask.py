@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -22,6 +23,7 @@ import pytest
 from distributed import Client
 
 from tests.campaigns.conftest import TANK, write
+from tests.models.fmu import build
 from tests.runtime.conftest import child_processes
 from twin_server.campaigns.runner import local_cluster, run_campaign
 from twin_server.campaigns.spec import load_campaign, plan_runs
@@ -54,7 +56,18 @@ def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
 def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """``dask scheduler`` and two ``dask worker`` processes (each in a folder and with a
     TMPDIR of its own); the scheduler's address and the workers' folders."""
-    base = tmp_path_factory.mktemp("dask")
+    yield from _dask(tmp_path_factory.mktemp("dask"), nanny=False)
+    assert child_processes() == []
+
+
+@pytest.fixture
+def nanny_scheduler(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """Like ``scheduler``, with Dask's default nannies, which start a worker again
+    after it died (as on a real cluster)."""
+    yield from _dask(tmp_path, nanny=True)
+
+
+def _dask(base: Path, *, nanny: bool) -> Iterator[dict[str, Any]]:
     info = base / "scheduler.json"
     procs = [subprocess.Popen(
         [str(DASK), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
@@ -73,7 +86,8 @@ def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
             folders.append(folder)
             procs.append(subprocess.Popen(
                 [str(DASK), "worker", "--scheduler-file", str(info), "--nthreads", "1",
-                 "--no-nanny", "--no-dashboard", "--name", f"w{i}"], cwd=folder,
+                 "--nanny" if nanny else "--no-nanny", "--no-dashboard", "--name", f"w{i}"],
+                cwd=folder,
                 env=_env(folder), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         address = json.loads(info.read_text())["address"]
         with Client(address, timeout=30) as client:
@@ -82,7 +96,7 @@ def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
     finally:
         _stop(procs[1:])
         _stop(procs[:1])
-    assert child_processes() == []
+    assert all(p.poll() is not None for p in procs)
 
 
 def stored(folder: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
@@ -148,6 +162,58 @@ class TestFailuresAndFmus:
         landed = [p for f in scheduler["folders"]
                   for p in f.glob("twin-server-campaign-fmus-*/*.fmu")]
         assert landed, "no worker wrote the FMU under its own TMPDIR"
+
+
+CRASH = """
+[twins.crashing]
+connections = ["source.output -> plant.u"]
+[twins.crashing.components.source]
+model = "constant"
+parameters = { value = 1.0 }
+[twins.crashing.components.plant]
+model = "fmu"
+options = { path = "crash2.fmu" }
+parameters = { how = 0 }
+"""
+
+CRASH_CAMPAIGN = """
+[campaign]
+config = "crash.toml"
+step_size = 0.01
+duration = 0.3
+[parameters]
+"plant.crash_at" = { values = [1e30, 1e30, 0.105, 1e30, 1e30, 1e30] }
+[summary."plant.y"]
+"""
+
+
+class TestCrash:
+    def test_a_segfaulting_run_fails_alone(
+            self, nanny_scheduler: dict[str, Any], tmp_path: Path) -> None:
+        """A run whose FMU segfaults kills its worker once: it is recorded failed with a
+        message that says so, every other run succeeds, the scheduler gives a task up
+        at its first death, and both workers are there again afterwards."""
+        fmu = build.build("crash2", tmp_path / "fmu")
+        shutil.copy(fmu, tmp_path / "crash2.fmu")
+        path = write(tmp_path, {"c.toml": CRASH_CAMPAIGN, "crash.toml": CRASH})
+        with Client(nanny_scheduler["address"], timeout=30) as client:
+            outcome = run_on(client, path, tmp_path / "out")
+            limit = client.run_on_scheduler(_allowed_failures)
+            client.wait_for_workers(2, timeout=60)
+        assert (outcome.counts.ok, outcome.counts.failed) == (5, 1), outcome
+        assert limit == 0
+        store = ResultStore.open(tmp_path / "out")
+        try:
+            rows = {r[0]: r for r in store.rows("runs")}
+        finally:
+            store.close()
+        assert rows[2][1] == "failed"
+        assert "worker process died while running it" in rows[2][2]
+        assert "segfault" in rows[2][2]
+
+
+def _allowed_failures(dask_scheduler: Any) -> int:
+    return int(dask_scheduler.allowed_failures)
 
 
 class TestCommand:

@@ -110,10 +110,11 @@ sead = 1
         assert any(e.startswith(str(tmp_path / "c.toml") + ": campaign.config") for e in found)
         assert any("missing required key 'duration'" in e for e in found)
 
-    def test_scenario_is_reserved(self, tmp_path: Path) -> None:
-        """`scenario` is refused with what to do instead until scenarios (#18) land."""
+    def test_missing_scenario_file(self, tmp_path: Path) -> None:
+        """A scenario file that is not there is named, with the campaign's key."""
         found = errors_of(tmp_path, '[campaign]\nconfig = "tank.toml"\nscenario = "s.toml"\n')
-        assert any("campaign.scenario: scenarios (issue #18)" in e for e in found)
+        assert any("cannot read the scenario file" in e for e in found), found
+        assert any("campaign.scenario" in e for e in found), found
 
     def test_unknown_session(self, tmp_path: Path) -> None:
         """A session the config does not have is named with the ones it has."""

@@ -4,12 +4,14 @@
     twin-server campaign run CAMPAIGN [--out DIR] [--overwrite]
                              [--scheduler tcp://HOST:PORT | --workers N | --in-process]
     twin-server campaign show DIR            the summary of a campaign's results
+    twin-server campaign report DIR          its report with plots (DIR/report) again
     twin-server campaign export DIR [--to FOLDER]   runs.csv and trajectories.csv again
 
 ``run`` starts a local Dask cluster sized to the machine (``--workers N`` to choose)
 unless ``--scheduler`` names an existing one; it prints a progress bar on stderr (runs
 done, failed, time left) and writes ``DIR`` (default ``<campaign name>-results``):
-``results.sqlite``, ``runs.csv``, ``trajectories.csv`` (``campaigns.store``). Ctrl-C
+``results.sqlite``, ``runs.csv``, ``trajectories.csv`` (``campaigns.store``) and
+``report/index.md`` with its SVG plots (``campaigns.plots``). Ctrl-C
 cancels the runs not finished and keeps the finished ones.
 
 Exit status: 0 when every run succeeded, 1 when some failed (or the cluster could not
@@ -62,6 +64,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
                        help="run on one worker thread of this process (debugging)")
     show = verbs.add_parser("show", help="print the summary of a campaign's results")
     show.add_argument("dir", type=Path, help="the results folder")
+    report = verbs.add_parser("report", help="write the report with plots (DIR/report) again")
+    report.add_argument("dir", type=Path, help="the results folder")
     export = verbs.add_parser("export", help="write runs.csv and trajectories.csv again")
     export.add_argument("dir", type=Path, help="the results folder")
     export.add_argument("--to", type=Path, help="another folder for the CSV files")
@@ -73,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
         return _show(args.dir, sys.stdout)
     if command == "export":
         return _export(args.dir, args.to)
+    if command == "report":
+        return _report(args.dir)
     from twin_server.campaigns.spec import load_campaign, plan_runs
 
     try:
@@ -83,8 +89,11 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     plans = plan_runs(campaign)
     if command == "check":
-        print(f"{args.campaign}: ok ({len(plans)} runs of {campaign.duration:g} s of twin "
-              f"{campaign.twin.name!r}, {campaign.ticks} ticks each)")
+        each = (f"scenario {campaign.scenario}" if campaign.scenario else
+                f"{campaign.duration:g} s")
+        ticks = "" if campaign.scenario else f", {campaign.ticks} ticks each"
+        print(f"{args.campaign}: ok ({len(plans)} runs of {each} of twin "
+              f"{campaign.twin.name!r}{ticks})")
         return EXIT_OK
     return _run(args, campaign, plans)
 
@@ -140,11 +149,14 @@ def _run(args: argparse.Namespace, campaign: Any, plans: list[Any]) -> int:
         return EXIT_FAILURE
     finally:
         signal.signal(signal.SIGINT, previous)
+    from twin_server.campaigns.plots import write_report
+
+    report = write_report(out)
     counts = outcome.counts
     state = "cancelled" if outcome.cancelled else "finished"
     print(f"{campaign.name}: {state} in {outcome.elapsed:.1f} s: {counts.ok} ok, "
-          f"{counts.failed} failed, {counts.cancelled} cancelled; results in {out}",
-          file=sys.stderr)
+          f"{counts.failed} failed, {counts.cancelled} cancelled; results in {out}, "
+          f"report {report}", file=sys.stderr)
     if outcome.cancelled:
         return EXIT_CANCELLED
     return EXIT_FAILURE if counts.failed else EXIT_OK
@@ -207,6 +219,21 @@ def _show(folder: Path, out: IO[str]) -> int:
         print(f"twin-server: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     out.write(text)
+    report = folder / "report" / "index.md"
+    out.write(f"report: {report}\n" if report.is_file() else
+              f"report: none yet (twin-server campaign report {folder} writes it)\n")
+    return EXIT_OK
+
+
+def _report(folder: Path) -> int:
+    from twin_server.campaigns.plots import write_report
+
+    try:
+        index = write_report(folder)
+    except FileNotFoundError as exc:
+        print(f"twin-server: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(index)
     return EXIT_OK
 
 

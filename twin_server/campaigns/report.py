@@ -2,12 +2,15 @@
 
 The campaign's state and counts; for each varied parameter the range it took; for each
 figure its minimum, mean and maximum over the successful runs, and the run where each
-extreme occurred (the first, on a tie); the failed runs with their messages (the first
+extreme occurred (the first, on a tie); with a scenario, how many runs gave each
+verdict and each check's verdicts; the failed runs with their messages (the first
 ``FAILED_SHOWN``).
 """
 
 from __future__ import annotations
 
+import collections
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -27,14 +30,15 @@ def summary(folder: str | Path) -> str:
         rows = store.rows("runs")
     finally:
         store.close()
-    names = [c for c in columns if c not in FIXED]
-    params = [c for c in names if c.count(".") == 1]
-    figures = [c for c in names if c.count(".") >= 2]
+    params, figures, verdicts = kinds(meta, columns)
     at = {c: i for i, c in enumerate(columns)}
     ok = [r for r in rows if r[at["status"]] == "ok"]
+    scenario = meta.get("scenario")
+    each = (f"scenario {scenario}" if scenario else
+            f"{float(meta.get('duration', 'nan')):g} s")
     lines = [
         f"campaign {meta.get('name')!r} ({meta.get('file')}): {meta.get('state')}",
-        f"  {counts.total} runs of {float(meta.get('duration', 'nan')):g} s "
+        f"  {counts.total} runs of {each} "
         f"(step {float(meta.get('step_size', 'nan')):g} s, seed {meta.get('seed')}): "
         f"{counts.ok} ok, {counts.failed} failed, {counts.cancelled} cancelled, "
         f"{counts.pending} pending",
@@ -61,6 +65,14 @@ def summary(folder: str | Path) -> str:
             mean = math.fsum(p[0] for p in pairs) / len(pairs)
             lines.append(f"  {f:<{width}}  {_num(low[0]):>12} {low[1]:>6}  {_num(mean):>12}  "
                          f"{_num(high[0]):>12} {high[1]:>6}")
+    if verdicts and ok:
+        lines.append(f"scenario verdicts over the {len(ok)} ok runs:")
+        width = max(len(v) for v in verdicts if v.startswith(("scenario.verdict", "check.")))
+        for v in verdicts:
+            if v == "scenario.verdict" or v.startswith("check."):
+                tally = collections.Counter(str(r[at[v]]) for r in ok)
+                shown = ", ".join(f"{n} {word}" for word, n in sorted(tally.items()))
+                lines.append(f"  {v:<{width}}  {shown}")
     failed = [r for r in rows if r[at["status"]] == "failed"]
     if failed:
         lines.append("failed runs:")
@@ -69,6 +81,17 @@ def summary(folder: str | Path) -> str:
         if len(failed) > FAILED_SHOWN:
             lines.append(f"  ... and {len(failed) - FAILED_SHOWN} more (runs.csv has them all)")
     return "\n".join(lines) + "\n"
+
+
+def kinds(meta: dict[str, str], columns: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """The parameter, figure and verdict columns of a store (its ``campaign`` table
+    lists them; a store written before it did: by their dots)."""
+    if "parameters" in meta:
+        return (json.loads(meta["parameters"]), json.loads(meta["figures"]),
+                json.loads(meta.get("verdicts", "[]")))
+    names = [c for c in columns if c not in FIXED]
+    return ([c for c in names if c.count(".") == 1], [c for c in names if c.count(".") >= 2],
+            [])
 
 
 def _order(value: Any) -> tuple[int, Any]:

@@ -13,6 +13,14 @@ Figures of a variable over the samples at t_0 .. t_N (N ticks, N+1 values, boole
 N+1 values / (N+1)), ``time_above`` / ``time_below`` (step size x the number of ticks
 k < N whose value at t_k is above / below the limit: each value held for its tick).
 
+With a scenario (``spec.scenario_text``), the session is driven by the offline
+scenario runner (``scenarios.offline.drive``) instead of ``spec.ticks`` ticks: the
+values are sampled at each of its ticks the same way, the scenario's parameters and
+seed go under the run's, and its verdicts come back in ``verdicts`` (the verdict, the
+counts and each check's verdict: ``spec.Campaign.verdict_columns``). A scenario that
+breaks off (a wait_until past its timeout) is a run with the verdict ``error``; a
+session halted on a model fault is a failed run, as without a scenario.
+
 A run that fails (a model fault, an FMU error, a parameter the model refuses) returns
 ``ok=False`` with the message and the trajectories up to the fault; its figures are
 left out (figures of part of a run would read as those of a whole one).
@@ -33,11 +41,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from twin_server.campaigns.spec import Campaign, Figures, RunPlan
+from twin_server.campaigns.spec import Campaign, Figures, RunPlan, check_names
 from twin_server.engine.session import Session
 from twin_server.engine.state import RunState, SessionSettings, VarKey
 from twin_server.engine.twin import TwinDefinition
 from twin_server.models.base import Value
+from twin_server.scenarios.names import Binding
+from twin_server.scenarios.offline import SessionTarget, drive, scenario_parameters
+from twin_server.scenarios.results import Verdict
+from twin_server.scenarios.schema import ScenarioFile, parse_scenario
 
 #: the placeholder an FMU's path becomes in a shipped twin
 _SHIPPED = "sha256:"
@@ -56,8 +68,9 @@ class RunSpec:
     kept: tuple[tuple[str, VarKey], ...]
     every: int
     figures: tuple[Figures, ...]
-    #: scenarios (#18): the hook where a scenario would drive the session; None for now
-    scenario: str | None = None
+    #: the scenario each run runs (its TOML text and file name), or "" for ``ticks`` ticks
+    scenario_text: str = ""
+    scenario_file: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +85,8 @@ class RunResult:
     figures: Mapping[str, float] = field(default_factory=dict)  # "<var>.<figure>" -> value
     times: tuple[float, ...] = ()  # of the trajectory samples
     trajectories: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    #: the scenario's verdicts ("scenario.verdict", "scenario.passed", ..., "check.<name>")
+    verdicts: Mapping[str, str | int] = field(default_factory=dict)
     wall_s: float = 0.0  # the one thing that is not deterministic
 
 
@@ -82,7 +97,7 @@ def spec_of(campaign: Campaign) -> RunSpec:
         step_size=campaign.step_size, ticks=campaign.ticks, base=campaign.base,
         varied=tuple((v.component, v.parameter) for v in campaign.varied),
         kept=campaign.kept, every=campaign.every, figures=campaign.figures,
-        scenario=campaign.scenario)
+        scenario_text=campaign.scenario_text, scenario_file=campaign.scenario or "")
 
 
 def ship(twin: TwinDefinition, fmu_of: Mapping[str, str]) -> TwinDefinition:
@@ -136,9 +151,13 @@ def _write_once(digest: str, fmus: Mapping[str, bytes]) -> Path:
     return target
 
 
-def overrides(spec: RunSpec, plan: RunPlan) -> dict[str, dict[str, Value]]:
-    """The run's session parameters: the base, with the plan's values over it."""
+def overrides(spec: RunSpec, plan: RunPlan, middle: Mapping[str, Mapping[str, Value]] | None
+              = None) -> dict[str, dict[str, Value]]:
+    """The run's session parameters: the base, ``middle`` over it (a scenario's own),
+    and the plan's values over both."""
     result = {c: dict(p) for c, p in spec.base.items()}
+    for component, values in (middle or {}).items():
+        result.setdefault(component, {}).update(values)
     for (component, parameter), value in zip(spec.varied, plan.values, strict=True):
         result.setdefault(component, {})[parameter] = value
     return result
@@ -146,7 +165,8 @@ def overrides(spec: RunSpec, plan: RunPlan) -> dict[str, dict[str, Value]]:
 
 def execute(spec: RunSpec, plan: RunPlan) -> RunResult:
     """Run ``plan``: a fresh session of ``spec.twin`` with its parameters, stepped
-    ``spec.ticks`` times as fast as possible; never raises for the run's own failure."""
+    ``spec.ticks`` times (or driven by the scenario) as fast as possible; never raises
+    for the run's own failure."""
     started = time.perf_counter()
     name = f"run_{plan.index}"
     watched = {key for _, key in spec.kept} | {f.key for f in spec.figures}
@@ -155,25 +175,20 @@ def execute(spec: RunSpec, plan: RunPlan) -> RunResult:
     times: list[float] = []
     session: Session | None = None
     message = ""
+    verdicts: dict[str, str | int] = {}
     try:
+        scenario = _scenario(spec)
+        twin = land(spec.twin, spec.fmus)
+        own = (scenario_parameters(scenario, twin, scenario.header.seed)
+               if scenario is not None else None)
         settings = SessionSettings(step_size=spec.step_size, realtime_factor=0.0,
-                                   parameters=overrides(spec, plan))
-        session = Session(name, land(spec.twin, spec.fmus), settings)
-        read = session.read
+                                   parameters=overrides(spec, plan, own))
+        session = Session(name, twin, settings)
         keys = list(series.items())
-        session.start()
-        for k in range(spec.ticks + 1):
-            for key, values in keys:
-                values.append(float(read(key)))
-            if every and k % every == 0:
-                times.append(k * spec.step_size)
-            if k == spec.ticks:
-                break
-            session.tick()
-            if session.state is RunState.HALTED:
-                fault = session.fault
-                message = str(fault) if fault is not None else "the session halted"
-                break
+        if scenario is not None:
+            message, verdicts = _drive(scenario, session, keys, every, times, spec.step_size)
+        else:
+            message = _step(session, keys, every, times, spec.step_size, spec.ticks)
     except Exception as exc:  # a model or FMU refusing to start, a refused parameter
         message = f"{type(exc).__name__}: {exc}"
     finally:
@@ -187,7 +202,86 @@ def execute(spec: RunSpec, plan: RunPlan) -> RunResult:
     figures = _figures(spec, series) if ok else {}
     return RunResult(index=plan.index, ok=ok, message=message, ticks=ticks,
                      sim_time=ticks * spec.step_size, figures=figures, times=tuple(times),
-                     trajectories=kept, wall_s=time.perf_counter() - started)
+                     trajectories=kept, verdicts=verdicts if ok else {},
+                     wall_s=time.perf_counter() - started)
+
+
+def _step(session: Session, keys: list[tuple[VarKey, list[float]]], every: int,
+          times: list[float], step_size: float, ticks: int) -> str:
+    """Take ``ticks`` ticks, sampling ``keys`` before the first and after each; the
+    failure message ("" unless the session halted)."""
+    read = session.read
+    session.start()
+    for k in range(ticks + 1):
+        for key, values in keys:
+            values.append(float(read(key)))
+        if every and k % every == 0:
+            times.append(k * step_size)
+        if k == ticks:
+            break
+        session.tick()
+        if session.state is RunState.HALTED:
+            fault = session.fault
+            return str(fault) if fault is not None else "the session halted"
+    return ""
+
+
+#: the scenarios parsed in this process (their text -> the parsed file)
+_parsed: dict[str, ScenarioFile] = {}
+
+
+def _scenario(spec: RunSpec) -> ScenarioFile | None:
+    """The spec's scenario, parsed once per process (it does not pickle: it travels as
+    text)."""
+    if not spec.scenario_text:
+        return None
+    found = _parsed.get(spec.scenario_text)
+    if found is None:
+        found = parse_scenario(spec.scenario_text, file=spec.scenario_file,
+                               path=Path(spec.scenario_file))
+        _parsed.clear()  # one campaign's at a time is all a worker needs
+        _parsed[spec.scenario_text] = found
+    return found
+
+
+def _drive(scenario: ScenarioFile, session: Session,
+           keys: list[tuple[VarKey, list[float]]], every: int, times: list[float],
+           step_size: float) -> tuple[str, dict[str, str | int]]:
+    """Run ``scenario`` on ``session``, sampling ``keys`` at its start and at each of
+    its ticks; the failure message ("" unless the session halted on a fault) and the
+    verdicts."""
+    read = session.read
+    count = 0
+
+    def sample() -> None:
+        nonlocal count
+        for key, values in keys:
+            values.append(float(read(key)))
+        if every and count % every == 0:
+            times.append(count * step_size)
+        count += 1
+
+    class Sampled(SessionTarget):
+        def __init__(self, session: Session, binding: Binding) -> None:
+            super().__init__(session, binding)
+            sample()
+
+        async def sample(self) -> None:
+            await super().sample()
+            sample()
+
+    result = drive(scenario, session, seed=scenario.header.seed, target=Sampled,
+                   mode="campaign")
+    if session.fault is not None:
+        return str(session.fault), {}
+    tally = result.counts()
+    verdicts: dict[str, str | int] = {
+        "scenario.verdict": str(result.verdict), "scenario.passed": tally[Verdict.PASSED],
+        "scenario.failed": tally[Verdict.FAILED], "scenario.errors": tally[Verdict.ERROR],
+        "scenario.skipped": tally[Verdict.SKIPPED]}
+    for name, check in zip(check_names(scenario), result.checks, strict=True):
+        verdicts[f"check.{name}"] = str(check.verdict)
+    return "", verdicts
 
 
 def _sampled(values: list[float], every: int) -> tuple[float, ...]:

@@ -31,8 +31,17 @@ each run in run order from one ``numpy.random.default_rng(seed)``. The same file
 the same runs with the same values on any machine (NumPy's PCG64 stream is stable).
 
 A variable is named ``component.variable``: an output if the component has one of
-that name, else a state, an input, a parameter. Scenarios (issue #18) are the other
-way to drive a run: ``scenario`` is reserved for them and refused until they land.
+that name, else a state, an input, a parameter.
+
+A scenario instead of a duration (``scenario = "scenarios/step.toml"``, relative to the
+campaign file): each run is that scenario run on the run's session (the offline runner,
+``scenarios.offline.drive``), and lasts as long as the scenario does. The run's session
+is the campaign's (its twin, step size and base parameters); the scenario's own
+``parameters`` and ``seed`` go on top, the varied parameters over them; its
+``session``/``twin``/``config`` keys are not used (the campaign names the twin), and a
+``step_size`` of its own must be the campaign's. Its verdicts become columns
+(``VERDICT_COLUMNS`` and one ``check.<name>`` per check, ``passed``, ``failed``,
+``error`` or ``skipped``); trajectories and figures are taken at each tick as without.
 """
 
 from __future__ import annotations
@@ -45,7 +54,7 @@ import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -57,6 +66,9 @@ from twin_server.engine.twin import TwinDefinition
 from twin_server.errors import ConfigError, ConfigErrors
 from twin_server.models.base import DataType, Kind, Value
 
+if TYPE_CHECKING:
+    from twin_server.scenarios.schema import ScenarioFile
+
 #: what ``[summary."c.v"].figures`` may list
 Figure = Literal["final", "min", "max", "mean"]
 FIGURES: tuple[Figure, ...] = ("final", "min", "max", "mean")
@@ -66,6 +78,9 @@ _LOOKUP = (Kind.OUTPUT, Kind.STATE, Kind.INPUT, Kind.PARAMETER)
 Fail = Callable[[str, str], None]
 #: the model whose ``options.path`` is a file the runs need (shipped with them)
 FMU_MODEL = "fmu"
+#: a scenario run's columns: its verdict (passed, failed, error) and its checks' counts
+VERDICT_COLUMNS = ("scenario.verdict", "scenario.passed", "scenario.failed",
+                   "scenario.errors", "scenario.skipped")
 
 
 class _Frozen(BaseModel):
@@ -82,7 +97,8 @@ class CampaignSection(_Frozen):
         None, description="a session of the config whose step size and parameters are the base")
     step_size: float | None = Field(None, gt=0, le=3600, description="seconds per tick")
     duration: float | None = Field(None, gt=0, description="simulated seconds per run")
-    scenario: str | None = Field(None, description="reserved for scenarios (issue #18)")
+    scenario: str | None = Field(
+        None, description="a scenario file run on each run's session (instead of duration)")
     seed: int = Field(0, ge=0, description="seed of the sampled parameters")
     samples: int = Field(1, ge=1, le=1_000_000, description="draws per grid point")
 
@@ -188,11 +204,22 @@ class Campaign:
     fmus: Mapping[str, bytes] = field(default_factory=dict)
     #: which FMU each FMU component loads (component -> sha-256)
     fmu_of: Mapping[str, str] = field(default_factory=dict)
-    scenario: str | None = None  # the hook for scenarios (#18): None until they land
+    #: the scenario file each run runs (None: ``ticks`` ticks), its path and its text
+    scenario: str | None = None
+    scenario_text: str = ""
+    #: the names of the scenario's checks (``check_columns``), in step order
+    checks: tuple[str, ...] = ()
 
     @property
     def duration(self) -> float:
+        """Simulated seconds per run (0.0 when a scenario decides)."""
         return self.ticks * self.step_size
+
+    def verdict_columns(self) -> tuple[str, ...]:
+        """The scenario's verdict columns (none without a scenario)."""
+        if self.scenario is None:
+            return ()
+        return (*VERDICT_COLUMNS, *(f"check.{name}" for name in self.checks))
 
     def parameter_columns(self) -> tuple[str, ...]:
         return tuple(v.name for v in self.varied)
@@ -269,11 +296,12 @@ def parse_campaign(text: str, *, file: str = STRING_FILE, base_dir: Path | None 
         errors.extend(e for e in group.exceptions if isinstance(e, ConfigError))
         fail(f"the config file {str(config_path)!r} has errors (listed with it); fix them",
              "campaign.config")
-    if head.scenario is not None:
-        fail("scenarios (issue #18) are not in this build of twin-server yet: remove "
-             "'scenario' and give 'duration' (simulated seconds per run)", "campaign.scenario")
-    elif head.duration is None:
-        fail("missing required key 'duration' (simulated seconds per run)", "campaign")
+    if head.scenario is not None and head.duration is not None:
+        fail("give 'duration' (simulated seconds per run) or 'scenario' (a scenario run on "
+             "each run), not both", "campaign")
+    elif head.scenario is None and head.duration is None:
+        fail("missing required key 'duration' (simulated seconds per run) or 'scenario' "
+             "(a scenario file run on each run)", "campaign")
     if loaded is None:
         raise ConfigErrors(errors)
 
@@ -309,13 +337,55 @@ def parse_campaign(text: str, *, file: str = STRING_FILE, base_dir: Path | None 
             figures.append(Figures(variable, key, tuple(dict.fromkeys(summary.figures)),
                                    summary.above, summary.below))
     fmus, fmu_of = _fmu_files(twin, fail)
+    scenario = None
+    if head.scenario is not None:
+        scenario = _scenario((base_dir or Path.cwd()) / head.scenario, twin, float(step_size),
+                             errors, fail)
     if errors:
         raise ConfigErrors(errors)
     return Campaign(
         name=head.name or name, file=file, text=text, twin=twin, step_size=float(step_size),
         ticks=ticks, base=base, varied=tuple(varied), seed=head.seed, samples=head.samples,
         kept=tuple(kept), every=every, figures=tuple(figures), fmus=fmus, fmu_of=fmu_of,
-        scenario=head.scenario)
+        scenario=head.scenario, scenario_text=scenario.raw_text if scenario else "",
+        checks=check_names(scenario) if scenario else ())
+
+
+def check_names(scenario: ScenarioFile) -> tuple[str, ...]:
+    """The column name of each check of ``scenario``: its ``name``, else ``steps[N]``."""
+    return tuple(p.step.name or p.path for p in scenario.checks)
+
+
+def _scenario(path: Path, twin: TwinDefinition, step_size: float, errors: list[ConfigError],
+              fail: Fail) -> ScenarioFile | None:
+    """The scenario at ``path``, its names checked against ``twin`` (its errors name the
+    scenario file and its keys)."""
+    from twin_server.scenarios.names import bind
+    from twin_server.scenarios.offline import scenario_parameters
+    from twin_server.scenarios.schema import read_scenario
+
+    try:
+        scenario = read_scenario(path)
+        own = scenario.header.step_size
+        if own is not None and not math.isclose(own, step_size, rel_tol=1e-12):
+            fail(f"the scenario's step_size ({own:g} s) is not the campaign's "
+                 f"({step_size:g} s): remove it from {str(path)!r}, or set the campaign's",
+                 "campaign.scenario")
+        scenario_parameters(scenario, twin, scenario.header.seed)
+        variables = [VarKey(c.name, v.kind, v.name)
+                     for c in twin.components for v in c.declared()]
+        bind(scenario, variables, live=False)
+    except ConfigErrors as group:
+        found = [e for e in group.exceptions if isinstance(e, ConfigError)]
+        errors.extend(found)
+        fail(f"the scenario file {str(path)!r} has errors (listed with it); fix them",
+             "campaign.scenario")
+        return None
+    names = check_names(scenario)
+    if len(set(names)) != len(names):
+        fail(f"two checks of {str(path)!r} share a name: each check's name is a column "
+             "of the results; name them apart", "campaign.scenario")
+    return scenario
 
 
 def _whole_steps(seconds: float, step_size: float) -> int:

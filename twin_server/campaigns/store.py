@@ -13,7 +13,10 @@ too.) Floats are written as ``repr`` in the CSV, which reads back bit for bit.
   ``finished``, ``cancelled``), run count, seed, step size, duration;
 * ``runs``: one row per run: ``run``, ``status`` (``pending``, ``ok``, ``failed``,
   ``cancelled``), ``message``, ``ticks``, ``sim_time``, ``wall_s``, then one column per
-  varied parameter (``tank.area``) and one per figure (``tank.level.max``);
+  varied parameter (``tank.area``), one per figure (``tank.level.max``) and, with a
+  scenario, its verdict columns (``scenario.verdict``, ``scenario.passed``, ...,
+  ``check.<name>``); the campaign table's ``parameters``, ``figures`` and ``verdicts``
+  list them (JSON);
 * ``trajectories``: ``run``, ``time``, then one column per kept variable.
 
 ``DIR/runs.csv`` and ``DIR/trajectories.csv``: the same tables (``export``).
@@ -22,6 +25,7 @@ too.) Floats are written as ``repr`` in the CSV, which reads back bit for bit.
 from __future__ import annotations
 
 import csv
+import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -78,19 +82,24 @@ class ResultStore:
         db.execute("PRAGMA synchronous=NORMAL")
         store = cls(folder, db)
         params, figures = campaign.parameter_columns(), campaign.figure_columns()
+        verdicts = campaign.verdict_columns()
         with db:
             db.execute("CREATE TABLE campaign (key TEXT PRIMARY KEY, value TEXT)")
             columns = ", ".join([
                 "run INTEGER PRIMARY KEY", "status TEXT NOT NULL", "message TEXT",
                 "ticks INTEGER", "sim_time REAL", "wall_s REAL",
-                *(f"{_q(c)}" for c in params), *(f"{_q(c)} REAL" for c in figures)])
+                *(f"{_q(c)}" for c in params), *(f"{_q(c)} REAL" for c in figures),
+                *(f"{_q(c)} {_verdict_type(c)}" for c in verdicts)])
             db.execute(f"CREATE TABLE runs ({columns})")
             kept = ", ".join(f"{_q(name)} REAL" for name, _ in campaign.kept)
             db.execute("CREATE TABLE trajectories (run INTEGER NOT NULL, time REAL NOT NULL"
                        + (f", {kept}" if kept else "") + ", PRIMARY KEY (run, time))")
             meta = {"name": campaign.name, "file": campaign.file, "text": campaign.text,
                     "state": "running", "runs": str(len(plans)), "seed": str(campaign.seed),
-                    "step_size": repr(campaign.step_size), "duration": repr(campaign.duration)}
+                    "step_size": repr(campaign.step_size), "duration": repr(campaign.duration),
+                    "scenario": campaign.scenario or "",
+                    "parameters": json.dumps(params), "figures": json.dumps(figures),
+                    "verdicts": json.dumps(verdicts)}
             db.executemany("INSERT INTO campaign VALUES (?, ?)", meta.items())
             marks = ", ".join("?" * (2 + len(params)))
             names = ", ".join(["run", "status", *(_q(c) for c in params)])
@@ -127,7 +136,7 @@ class ResultStore:
             values: dict[str, Any] = {
                 "status": "ok" if result.ok else "failed", "message": result.message,
                 "ticks": result.ticks, "sim_time": result.sim_time, "wall_s": result.wall_s,
-                **result.figures}
+                **result.figures, **result.verdicts}
             sets = ", ".join(f"{_q(k)} = ?" for k in values)
             db.execute(f"UPDATE runs SET {sets} WHERE run = ?", (*values.values(), result.index))
             db.execute("DELETE FROM trajectories WHERE run = ?", (result.index,))
@@ -183,6 +192,11 @@ class ResultStore:
             _write_csv(path, self.columns(table), self.rows(table))
             paths.append(path)
         return paths[0], paths[1]
+
+
+def _verdict_type(column: str) -> str:
+    """INTEGER for a verdict count, TEXT for a verdict."""
+    return "TEXT" if column == "scenario.verdict" or column.startswith("check.") else "INTEGER"
 
 
 def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:

@@ -129,6 +129,14 @@ class ServerConfig(_Frozen):
     scenario_reports: int = Field(
         20, ge=1, le=1000,
         description="finished RunScenario runs kept under Scenarios, with their reports")
+    campaign_scheduler: str | None = Field(
+        None, pattern=r"^(tcp|tls|inproc|ucx)://\S+$",
+        description="a Dask scheduler's address (tcp://HOST:PORT) RunCampaign runs "
+                    "campaigns on; default: a local cluster of campaign_workers processes "
+                    "at a lower priority than the session workers (campaigns/service.py)")
+    campaign_workers: int | None = Field(
+        None, ge=1, le=256,
+        description="worker processes of RunCampaign's local cluster (default: one per CPU)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     max_sessions: int = Field(100, ge=1, le=100_000,
                               description="most sessions at once, config and client ones together")

@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 import structlog
 from asyncua import Server, ua
 
+from twin_server.campaigns.service import CampaignService
 from twin_server.config.schema import ServerConfig
 from twin_server.engine.session import RunState, SessionEvent, VarKey
 from twin_server.engine.twin import TwinDefinition
@@ -35,6 +36,7 @@ from twin_server.models.base import DataType, Kind, Variable
 from twin_server.opcua import events as ev
 from twin_server.opcua import history_read, identity
 from twin_server.opcua.alarms import AlarmConditions
+from twin_server.opcua.campaign_nodes import CampaignNodes
 from twin_server.opcua.faults import FaultNodes
 from twin_server.opcua.hil_methods import HilMethods
 from twin_server.opcua.hil_nodes import HilNodes, build_hil
@@ -725,6 +727,16 @@ class OpcUaServer:
         (``scenario_nodes``); the caller runs its ``publish_forever``."""
         assert self._emitter is not None, "not started"
         nodes = ScenarioNodes(self._server, self.namespace, self._batch, self._emitter,
+                              service, limits=self.config.limits)
+        await nodes.build()
+        return nodes
+
+    # -- campaigns -------------------------------------------------------------------
+    async def add_campaigns(self, service: CampaignService) -> CampaignNodes:
+        """RunCampaign on TwinServer and ``Campaigns/<run>`` for ``service``'s campaigns
+        (``campaign_nodes``); the caller runs its ``publish_forever``."""
+        assert self._emitter is not None, "not started"
+        nodes = CampaignNodes(self._server, self.namespace, self._batch, self._emitter,
                               service, limits=self.config.limits)
         await nodes.build()
         return nodes

@@ -50,6 +50,7 @@ from typing import Any
 import structlog
 
 from twin_server import persistence
+from twin_server.campaigns.service import CampaignService
 from twin_server.config.fmu_files import FMU_MODEL, FmuFolders
 from twin_server.config.schema import SessionConfig
 from twin_server.engine.alarms import AlarmDefinition
@@ -211,6 +212,8 @@ class Daemon:
     _creating: dict[str, _Creation] = field(default_factory=dict)
     #: RunScenario's runs (``scenarios/service.py``), from ``run``
     scenarios: ScenarioService | None = None
+    #: RunCampaign's campaigns (``campaigns/service.py``), from ``run``
+    campaigns: CampaignService | None = None
 
     def __post_init__(self) -> None:
         server = self.loaded.config.server
@@ -326,6 +329,8 @@ class Daemon:
                 await self._publish_hil_sessions()
             self.scenarios = ScenarioService(self, keep=config.server.scenario_reports)
             scenario_nodes = await server.add_scenarios(self.scenarios)
+            self.campaigns = CampaignService(self, keep=config.server.scenario_reports)
+            campaign_nodes = await server.add_campaigns(self.campaigns)
             if config.web.enabled:
                 self.web = WebServer(config.web, self)
                 self._sinks.append(self.web.feed)
@@ -334,7 +339,9 @@ class Daemon:
                 self._tasks = tg
                 scenario_tasks = [
                     tg.create_task(self.scenarios.serve(), name="scenarios"),
-                    tg.create_task(scenario_nodes.publish_forever(), name="scenario-nodes")]
+                    tg.create_task(scenario_nodes.publish_forever(), name="scenario-nodes"),
+                    tg.create_task(self.campaigns.serve(), name="campaigns"),
+                    tg.create_task(campaign_nodes.publish_forever(), name="campaign-nodes")]
                 for record in self.sessions.values():
                     record.pacer.start(tg)
                 hil_tasks = [tg.create_task(self.hil.run(), name="hil")]

@@ -6,14 +6,15 @@ trace and verdicts, bit for bit (the engine's stepping is; the runner adds no cl
 ``session``'s twin, step size and parameter overrides, or its ``twin`` on default
 settings; then the scenario's ``parameters`` and ``seed`` on top), and checks every
 name of the scenario against it. ``run_offline`` does both and runs it. The server's
-RunScenario uses the same two with the daemon's config.
+RunScenario uses the same two with the daemon's config. ``drive`` runs a scenario on a
+session already built (a campaign's run: its own twin, step size and parameters).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from twin_server.config.loader import did_you_mean
@@ -253,3 +254,20 @@ def run_offline(scenario: ScenarioFile, loaded: LoadedConfig, *, seed: int | Non
     """Prepare and run ``scenario`` in-process (ConfigErrors before anything runs)."""
     return asyncio.run(run_prepared(prepare(scenario, loaded, seed=seed), listener=listener))
 
+
+
+def drive(scenario: ScenarioFile, session: Session, *, seed: int | None = None,
+          target: Callable[[Session, Binding], SessionTarget] = SessionTarget,
+          mode: str = "offline") -> ScenarioResult:
+    """Run ``scenario`` on ``session``, built by the caller with the parameters it
+    wants (the scenario's own ``parameters`` and ``session`` are not applied: see
+    ``scenario_parameters``), and leave it open; ``target`` builds the runner's target
+    (a ``SessionTarget`` subclass that also records, say). ConfigErrors for names the
+    session lacks; synchronous (its own event loop: call it where none runs)."""
+    binding = bind(scenario, (key for key, _ in session.variables()), live=False)
+
+    async def main() -> ScenarioResult:
+        runner = Runner(scenario, binding, target(session, binding), mode=mode, seed=seed)
+        return await runner.run()
+
+    return asyncio.run(main())

@@ -4,7 +4,7 @@
     operator   also write inputs, states and parameters, RealtimeFactor, and call the
                run-control methods (Start, Suspend, Resume, Halt, Reset, Step,
                ReleaseInput, ReleaseInputs,
-               SetParameters, Snapshot, Restore) and RunScenario
+               SetParameters, Snapshot, Restore), RunScenario and RunCampaign
     admin      also create, fork and delete sessions, define and remove twins, reload
                the config, and write or call anything else
 
@@ -92,7 +92,7 @@ METHOD_ROLES: dict[str, Role] = {
         "Start", "Suspend", "Resume", "Halt", "Reset", "Step", "SetParameters",
         "Snapshot", "Restore", "ReleaseInput", "ReleaseInputs",
         "InjectFault", "ClearFault", "ClearFaults", "InjectLinkFault", "ClearLinkFault",
-        "RunScenario")},
+        "RunScenario", "RunCampaign")},
     **{name: Role.ADMIN for name in (
         "CreateSession", "DeleteSession", "Fork", "DefineTwin", "RemoveTwin", "ReloadConfig")},
 }
