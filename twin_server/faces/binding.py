@@ -263,7 +263,7 @@ class _Finder:
     def _nodeid(self, key: str, m: re.Match[str], fail: Any) -> ua.NodeId | None:
         if m["nsu"] is not None:
             if m["nsu"] not in self.namespaces:
-                fail(f"{key!r}: no NodeSet of the face has the namespace {m['nsu']!r} "
+                fail(f"no NodeSet of the face has the namespace {m['nsu']!r} "
                      f"(they have: {', '.join(self.namespaces[2:]) or 'none'})"
                      f"{did_you_mean(m['nsu'], self.namespaces)}")
                 return None
@@ -276,7 +276,7 @@ class _Finder:
             fail(f"{key!r} is not a NodeId: {exc}")
             return None
         if nodeid not in self.aspace:
-            fail(f"{key!r}: no node {nodeid.to_string()} in the face (its NodeSets nor the "
+            fail(f"no node {nodeid.to_string()} in the face (its NodeSets nor the "
                  f"server); copy the NodeId from the NodeSet file (its NamespaceUris give "
                  f"nsu=) or use a browse path")
             return None
@@ -302,21 +302,21 @@ class _Finder:
                 elif head in self.namespaces:
                     ns, name = self.namespaces.index(head), tail
                 elif "/" in head or ":" in head:
-                    fail(f"{key!r}: the namespace {head!r} of {element!r} is none of the "
+                    fail(f"the namespace {head!r} of {element!r} is none of the "
                          f"server's (NamespaceArray: {', '.join(self.namespaces)})")
                     return None
             children = self._children(node)
             matches = [(c, bn) for c, bn in children
                        if bn.Name == name and (ns is None or bn.NamespaceIndex == ns)]
             if len(matches) > 1:
-                fail(f"{key!r}: {walked} has {len(matches)} children named {name!r} ("
+                fail(f"{walked} has {len(matches)} children named {name!r} ("
                      + ", ".join(f"{self.namespaces[bn.NamespaceIndex]}:{name}"
                                  for _, bn in matches)
                      + "); write the element as '<namespace URI>:<name>'")
                 return None
             if not matches:
                 names = [bn.Name for _, bn in children]
-                fail(f"{key!r}: {walked} has no child {element!r} (it has: "
+                fail(f"{walked} has no child {element!r} (it has: "
                      f"{', '.join(names[:20]) or 'none'}{', ...' if len(names) > 20 else ''})"
                      f"{did_you_mean(name, names)}")
                 return None
