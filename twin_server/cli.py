@@ -145,11 +145,25 @@ def _check(paths: Sequence[str]) -> int:
             print(f"{path}: {errors.message}", file=sys.stderr)
             status = EXIT_CONFIG
             continue
+        if loaded.config.faces:  # their NodeSets loaded, their bindings resolved
+            from twin_server.faces.serve import check_faces
+
+            found = asyncio.run(check_faces(
+                loaded.config, loaded.twins, base=Path(path).resolve().parent,
+                file=loaded.file))
+            if found:
+                group = ConfigErrors(found)
+                print(str(group), file=sys.stderr)
+                print(f"{path}: {group.message}", file=sys.stderr)
+                status = EXIT_CONFIG
+                continue
         for warning in loaded.warnings:
             print(f"warning: {warning}", file=sys.stderr)
         notes = f", {len(loaded.warnings)} warnings" if loaded.warnings else ""
+        count = len(loaded.config.faces)
+        faces = f", {count} face{'s' if count > 1 else ''}" if count else ""
         print(f"{path}: ok ({len(loaded.twins)} twins, {len(loaded.config.sessions)} "
-              f"sessions{notes})")
+              f"sessions{faces}{notes})")
     return status
 
 

@@ -436,6 +436,12 @@ class WebConfig(_Frozen):
         description="seconds a token from POST /api/login stays valid")
 
 
+#: a face binding's session variable: 'component.variable'
+FACE_VARIABLE = r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$"
+#: the session methods a face method may call
+FaceMethod = Literal["Start", "Suspend", "Resume", "Halt", "Reset"]
+
+
 class FaceConfig(_Frozen):
     """A machine face (README, "Machine faces"): a real machine's own address space,
     from its NodeSet2 files, served beside the twin tree."""
@@ -447,6 +453,40 @@ class FaceConfig(_Frozen):
         description="NodeSet2 XML files, relative to the config file's folder: the "
                     "companion specifications the machine's model requires and the "
                     "model itself, in any order (sorted by their RequiredModels)")
+    session: Name | None = Field(
+        None, description="the session (one of [sessions]) whose variables the bindings "
+                          "and methods reach; required with bindings or methods")
+    bindings: dict[Annotated[str, StringConstraints(min_length=1)],
+                   Annotated[str, StringConstraints(pattern=FACE_VARIABLE)]] = Field(
+        default_factory=dict,
+        description="face variable -> 'component.variable' of the session: the face "
+                    "variable by NodeId ('nsu=<namespace URI>;i=6001') or by browse path "
+                    "from the Objects folder ('DeviceSet/Tank/Level', an element "
+                    "'<namespace URI>:<name>' where a name is ambiguous)")
+    methods: dict[Annotated[str, StringConstraints(min_length=1)], FaceMethod] = Field(
+        default_factory=dict,
+        description="face method (NodeId or browse path) -> the session method it calls")
+    endpoint: str | None = Field(
+        None, description="serve the face on an endpoint of its own, e.g. the machine's "
+                          "'opc.tcp://0.0.0.0:4841' (default: on the daemon's, beside the "
+                          "twin tree)")
+    application_uri: str | None = Field(
+        None, min_length=1, description="the own endpoint's ApplicationUri (the machine's)")
+    application_name: str | None = Field(
+        None, min_length=1, description="the own endpoint's ApplicationName")
+
+    @model_validator(mode="after")
+    def _session_named(self) -> FaceConfig:
+        if (self.bindings or self.methods) and self.session is None:
+            raise PydanticCustomError(
+                "face_session", "a face with bindings or methods needs 'session', the "
+                                "session they reach (one of [sessions])")
+        if self.endpoint is None and (self.application_uri or self.application_name):
+            raise PydanticCustomError(
+                "face_endpoint", "application_uri and application_name are the own "
+                                 "endpoint's: set 'endpoint' too, or leave them out (on the "
+                                 "daemon's endpoint the face has the daemon's)")
+        return self
 
 
 class Config(_Frozen):

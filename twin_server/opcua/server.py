@@ -187,6 +187,12 @@ class OpcUaServer:
         return self._endpoint
 
     @property
+    def attributes(self) -> TwinAttributeService:
+        """Our write routing (machine faces add their variables' routes to it)."""
+        assert self._attributes is not None, "not started"
+        return self._attributes
+
+    @property
     def asyncua(self) -> Server:
         """The underlying asyncua Server (for adapters such as HistoryRead)."""
         return self._server
@@ -241,24 +247,7 @@ class OpcUaServer:
                        anonymous=self.config.security.anonymous)
 
     def _bound_endpoint(self) -> str:
-        """The configured URL with the port the socket really got, also put into the
-        endpoint descriptions clients read with GetEndpoints."""
-        bserver = self._server.bserver
-        sockets = internals.listening_sockets(bserver) if bserver is not None else []
-        if not sockets:
-            return self._endpoint
-        port = sockets[0].getsockname()[1]
-        url = urlparse(self._endpoint)
-        if url.port == port:
-            return self._endpoint
-        host = url.hostname or ""
-        host = f"[{host}]" if ":" in host else host  # an IPv6 literal keeps its brackets
-        bound = url._replace(netloc=f"{host}:{port}").geturl()
-        self._server.endpoint = urlparse(bound)
-        for edp in self._server.iserver.endpoints:
-            edp.EndpointUrl = bound
-            edp.Server.DiscoveryUrls = [bound]
-        return bound
+        return bound_endpoint(self._server, self._endpoint)
 
     async def stop(self) -> None:
         """Close every client connection and the listening socket."""
@@ -266,16 +255,7 @@ class OpcUaServer:
             self.state = ServerState.STOPPED
             return
         self.state = ServerState.STOPPING
-        # asyncua's stop waits for its CurrentTime loop to finish a 1 s sleep; end
-        # that loop now so that a shutdown stage does not spend a second on it
-        iserver = self._server.iserver
-        time_task = getattr(iserver, "time_task", None)
-        if time_task is not None:
-            internals.request_time_task_stop(iserver)
-            time_task.cancel()
-            await asyncio.wait([time_task])
-            iserver.time_task = None
-        await self._server.stop()
+        await stop_server(self._server)
         self.state = ServerState.STOPPED
         self._log.info("opcua_server_stopped")
 
@@ -815,6 +795,42 @@ BUILD_SLICE = 0.01
 DELETE_STEP = 256
 
 T = TypeVar("T")
+
+
+def bound_endpoint(server: Server, endpoint: str) -> str:
+    """The configured URL ``endpoint`` of the started ``server`` with the port its
+    socket really got, also put into the endpoint descriptions clients read with
+    GetEndpoints."""
+    bserver = server.bserver
+    sockets = internals.listening_sockets(bserver) if bserver is not None else []
+    if not sockets:
+        return endpoint
+    port = sockets[0].getsockname()[1]
+    url = urlparse(endpoint)
+    if url.port == port:
+        return endpoint
+    host = url.hostname or ""
+    host = f"[{host}]" if ":" in host else host  # an IPv6 literal keeps its brackets
+    bound = url._replace(netloc=f"{host}:{port}").geturl()
+    server.endpoint = urlparse(bound)
+    for edp in server.iserver.endpoints:
+        edp.EndpointUrl = bound
+        edp.Server.DiscoveryUrls = [bound]
+    return bound
+
+
+async def stop_server(server: Server) -> None:
+    """Close every client connection of the started ``server`` and its socket."""
+    # asyncua's stop waits for its CurrentTime loop to finish a 1 s sleep; end
+    # that loop now so that a shutdown stage does not spend a second on it
+    iserver = server.iserver
+    time_task = getattr(iserver, "time_task", None)
+    if time_task is not None:
+        internals.request_time_task_stop(iserver)
+        time_task.cancel()
+        await asyncio.wait([time_task])
+        iserver.time_task = None
+    await server.stop()
 
 
 async def in_slices(steps: Generator[None, None, T], budget: float = BUILD_SLICE) -> T:

@@ -64,6 +64,10 @@ class TwinAttributeService(AttributeService):  # type: ignore[misc]  # asyncua: 
         super().__init__(aspace)
         self.namespace = namespace
         self.targets: dict[ua.NodeId, WriteTarget] = {}
+        #: nodes outside our namespace refused with BadNotWritable and this reason (a
+        #: machine face's measured values that nothing feeds: faces/serve.py); nodes
+        #: outside it in ``targets`` are routed as ours are
+        self.refusals: dict[ua.NodeId, str] = {}
         #: told the name of every session a client reads or writes (expiry)
         self.on_activity = on_activity
         self._accepted = 0
@@ -96,7 +100,7 @@ class TwinAttributeService(AttributeService):  # type: ignore[misc]  # asyncua: 
         results: list[ua.StatusCode | None] = []
         foreign: list[tuple[int, ua.WriteValue]] = []
         for index, wv in enumerate(params.NodesToWrite):
-            if wv.NodeId.NamespaceIndex != self.namespace:
+            if not self.routes(wv.NodeId):
                 foreign.append((index, wv))
                 results.append(None)
             else:
@@ -109,10 +113,18 @@ class TwinAttributeService(AttributeService):  # type: ignore[misc]  # asyncua: 
         return [r if r is not None else ua.StatusCode(ua.StatusCodes.BadInternalError)
                 for r in results]
 
+    def routes(self, nodeid: ua.NodeId) -> bool:
+        """Whether a write of ``nodeid`` is answered here (not by asyncua's own)."""
+        return (nodeid.NamespaceIndex == self.namespace or nodeid in self.targets
+                or nodeid in self.refusals)
+
     async def _write_ours(self, wv: ua.WriteValue) -> ua.StatusCode:
         nodeid = wv.NodeId
         if nodeid not in self._aspace:
             return ua.StatusCode(ua.StatusCodes.BadNodeIdUnknown)
+        refusal = self.refusals.get(nodeid)
+        if refusal is not None:
+            return self._refuse(nodeid, ua.StatusCodes.BadNotWritable, refusal)
         target = self.targets.get(nodeid)
         if target is None or wv.AttributeId != ua.AttributeIds.Value:
             return self._refuse(nodeid, ua.StatusCodes.BadNotWritable, "read-only")

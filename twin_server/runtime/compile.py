@@ -40,6 +40,7 @@ from twin_server.engine.alarms import AlarmDefinition, compile_alarms
 from twin_server.engine.faults import NUMERIC_KINDS, FaultSpec, check_spec, parse_target
 from twin_server.engine.twin import Resolver, TwinDefinition, compile_twin
 from twin_server.errors import ConfigError, ConfigErrors, InvalidArgument, ValueRejected
+from twin_server.faces.variables import resolve_variable
 from twin_server.models import registry
 from twin_server.models.base import DataType, Kind, Value, Variable
 
@@ -113,6 +114,7 @@ def compile_config(described: ConfigDescription, *,
     errors.extend(_check_faults(described, twins))
     if described.config is not None:
         errors.extend(_check_history_variables(described.config, twins, file))
+        errors.extend(_check_faces(described.config, twins, file))
 
     config = described.valid(errors)
     return LoadedConfig(config, twins, described.path, parameters,
@@ -316,6 +318,35 @@ def _check_faults(described: ConfigDescription,
 
 def _a(kind: Kind) -> str:
     return "an" if kind.value[0] in "aeiou" else "a"
+
+
+# -- machine faces ----------------------------------------------------------------------
+
+def _check_faces(config: Config, twins: Mapping[str, TwinDefinition],
+                 file: str) -> list[ConfigError]:
+    """A face's session is one of the file's, and each binding names a variable of its
+    twin (its nodes are checked against the NodeSets when they load: faces/binding.py)."""
+    errors: list[ConfigError] = []
+    for name, face in config.faces.items():
+        where = f"faces.{quoted_key(name)}"
+        if face.session is None:
+            continue
+        session = config.sessions.get(face.session)
+        if session is None:
+            known = ", ".join(config.sessions) or "none"
+            errors.append(ConfigError(
+                f"no session {face.session!r} in this file (its sessions: {known})"
+                f"{did_you_mean(face.session, config.sessions)}",
+                path=f"{where}.session", file=file))
+            continue
+        twin = twins.get(session.twin)
+        if twin is None:
+            continue  # reported already
+        for node, variable in face.bindings.items():
+            def fail(message: str, at: str = f"{where}.bindings.{quoted_key(node)}") -> None:
+                errors.append(ConfigError(message, path=at, file=file))
+            resolve_variable(twin, variable, fail)
+    return errors
 
 
 # -- history ----------------------------------------------------------------------------

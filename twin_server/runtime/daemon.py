@@ -73,7 +73,7 @@ from twin_server.errors import (
     SessionFault,
     TwinServerError,
 )
-from twin_server.faces.serve import serve_faces
+from twin_server.faces.serve import Faces
 from twin_server.hil import HilMirror
 from twin_server.history import HistoryStore
 from twin_server.models.base import Value
@@ -199,6 +199,8 @@ class Daemon:
     hil: HilMirror | None = None
     #: the REST API and dashboard (``[web]``, ``twin_server.web``), None when off
     web: WebServer | None = None
+    #: the machine faces (``[faces]``, ``twin_server.faces``), None without any
+    faces: Faces | None = None
     #: the service manager (systemd) when $NOTIFY_SOCKET names one, else a no-op
     notifier: Notifier = field(default_factory=Notifier)
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -239,6 +241,15 @@ class Daemon:
     async def wait_ready(self) -> None:
         """Return once the endpoint is bound and every session is served."""
         await self._ready.wait()
+
+    def _served_session(self, name: str) -> HostedSession | None:
+        record = self.manager.sessions.get(name)
+        return record.session if record is not None else None
+
+    def _wake_pacer(self, name: str) -> None:
+        record = self.manager.sessions.get(name)
+        if record is not None:
+            record.pacer.wake()
 
     def _config_folder(self) -> Path:
         """The folder config-relative paths start from (the working one for a string)."""
@@ -283,7 +294,11 @@ class Daemon:
         try:
             self._sinks.append(server.publisher)
             if config.faces:  # (README, "Machine faces")
-                await serve_faces(server.asyncua, dict(config.faces), self._config_folder())
+                self.faces = Faces(config, base=self._config_folder(), file=self.loaded.file,
+                                   lookup=self._served_session, written=lambda: server.on_written,
+                                   changed=self._wake_pacer)
+                await self.faces.load(server.asyncua, server.attributes,
+                                      server.security.guard if server.security else None)
             stored: persistence.StoredState | None = None
             if config.history.enabled:
                 await self._open_history()
@@ -320,6 +335,10 @@ class Daemon:
                 except TwinServerError as exc:
                     log.warning("stored_session_skipped", session=saved.name, twin=saved.twin,
                                 reason=str(exc))
+            if self.faces is not None:
+                await self.faces.bind({n: self.manager.twin(s.twin)
+                                       for n, s in config.sessions.items()})
+                self._sinks.append(self.faces.sink)
             self.hil = HilMirror(config.hil, {n: r.session for n, r in self.sessions.items()},
                                  on_written=self.recording.written if self.recording else None,
                                  trust=server.trust_list(), on_event=self._hil_event)
@@ -351,6 +370,10 @@ class Daemon:
                 publisher = tg.create_task(server.publish_forever(), name="publisher")
                 health = tg.create_task(server.publish_workers_forever(self.host.statistics),
                                         name="worker-nodes")
+                if self.faces is not None:
+                    publishers = [tg.create_task(self.faces.run(), name="faces")]
+                else:
+                    publishers = []
                 expiry = tg.create_task(self._expire_forever(), name="expiry")
                 watchdog = tg.create_task(self._watchdog_forever(), name="watchdog")
                 if self.store is not None:
@@ -395,7 +418,8 @@ class Daemon:
                 await _stop_stage("hil", hil_tasks)
                 await _with_timeout("clocks", self._stop_clocks())
                 await _with_timeout("pacers", self._stop_pacers())
-                await _stop_stage("publisher", [publisher, health, expiry, watchdog])
+                await _stop_stage("publisher", [publisher, health, expiry, watchdog,
+                                                *publishers])
                 await self._stop_history()
         finally:
             if collecting:
@@ -404,6 +428,8 @@ class Daemon:
             self.state = DaemonState.STOPPING
             await self._stop_history()  # (after a failure, when the stages above did not run)
             await _with_timeout("web", self._stop_web())
+            if self.faces is not None:
+                await _with_timeout("faces", self.faces.stop())
             await _with_timeout("server", server.stop())
             self._sleep.close()
             for name in list(self.manager.sessions):

@@ -139,6 +139,9 @@ class Guard:
     limits: LimitsConfig
     iserver: Any
     counters: GuardCounters = field(default_factory=GuardCounters)
+    #: nodes outside our namespace an operator may write or call, as the twin's inputs
+    #: and Start: a machine face's bound variables and methods (faces/serve.py)
+    operated: set[ua.NodeId] = field(default_factory=set)
     #: the share of the session limit per client address, and abandoned sessions
     room: SessionRoom = field(init=False)
 
@@ -297,9 +300,13 @@ class Guard:
 
     # -- items ----------------------------------------------------------------------
     def may_write(self, user: User | None, node: ua.NodeId, attribute: int) -> bool:
+        if user is not None and node in self.operated and attribute == ua.AttributeIds.Value:
+            return role_of(user) >= Role.OPERATOR
         return user is None or may_write(user, node, self.namespace, attribute)
 
     def may_call(self, user: User | None, method: ua.NodeId) -> bool:
+        if user is not None and method in self.operated:
+            return role_of(user) >= Role.OPERATOR
         return user is None or may_call(user, method, self.namespace)
 
 
@@ -417,6 +424,12 @@ class GuardedAttributeService:
             return True  # unknown node or no AccessLevel: let the write path answer
         return bool(int(dv.Value.Value) & ua.AccessLevel.CurrentWrite.mask)
 
+    def _routed(self, node: ua.NodeId) -> bool:
+        """Whether the write path answers writes of ``node`` itself (a machine face's
+        variable: TwinAttributeService.routes), with its own refusals."""
+        routes = getattr(self.inner, "routes", None)
+        return bool(routes(node)) if routes is not None else False
+
     async def write(self, params: ua.WriteParameters, user: User | None = None,
                     ) -> list[ua.StatusCode]:
         if not isinstance(user, TwinUser):
@@ -427,7 +440,8 @@ class GuardedAttributeService:
         allowed: list[tuple[int, ua.WriteValue]] = []
         for index, wv in enumerate(params.NodesToWrite):
             writable = self._writable(wv.NodeId, wv.AttributeId)
-            if not writable and wv.NodeId.NamespaceIndex != self.guard.namespace:
+            if not writable and wv.NodeId.NamespaceIndex != self.guard.namespace \
+                    and not self._routed(wv.NodeId):
                 # asyncua lets an admin write even read-only server nodes (ServerStatus);
                 # no client may: the answer is asyncua's own for everyone else
                 self.guard.counters.writes_refused += 1
