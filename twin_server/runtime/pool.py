@@ -112,7 +112,13 @@ from twin_server.runtime.host import (
     WorkerInfo,
 )
 from twin_server.runtime.local import LocalHost
-from twin_server.runtime.scheduling import DEFAULT_PRIORITY, NORMAL, Asked, Outcome
+from twin_server.runtime.scheduling import (
+    DEFAULT_PRIORITY,
+    NORMAL,
+    Asked,
+    Outcome,
+    overload_share,
+)
 from twin_server.runtime.wire import Channel, Packed, decode_error, unpacked
 
 log = structlog.get_logger(__name__)
@@ -234,6 +240,10 @@ class WorkerHost:
         # (typeshed: BaseContext has no Process)
         self._context: Any = multiprocessing.get_context(start_method)
         self._spare_count = spares
+        #: the CPU share at which a worker's overload guard drops it from SCHED_FIFO:
+        #: less than 90 % where the shared workers are as many as the cores, so that
+        #: the main process keeps half a core (``scheduling.overload_share``)
+        self.overload_share = overload_share(count, os.cpu_count() or 1)
         self._scheduling, self._priority = scheduling, priority
         #: the first worker's scheduling that was not the one asked for (logged once)
         self._fallback: Outcome | None = None
@@ -440,7 +450,8 @@ class WorkerHost:
             for w in group if w.alive and w.pid)
         said = [] if self._fallback is None else [_fallback_message(self._fallback)]
         said.extend(_overload_message(w.name, list(w.sessions), w.overload,
-                                      "" if w.outcome is None else str(w.outcome.got))
+                                      "" if w.outcome is None else str(w.outcome.got),
+                                      self.overload_share)
                     for w in (*self._shared, *self._isolated, *self._spares)
                     if w.alive and w.overload is not None)
         return HostStatistics(alive, spares, len(self._records), self._crashes, self._hangs,
@@ -524,7 +535,8 @@ class WorkerHost:
         options = worker.WorkerOptions(worker=name, status=status_name,
                                        snapshot_interval=self._snapshot_interval,
                                        publish_interval=self._publish_interval,
-                                       asked=self._scheduling, priority=self._priority)
+                                       asked=self._scheduling, priority=self._priority,
+                                       overload_share=self.overload_share)
         process = self._context.Process(target=worker.main, args=(theirs, options),
                                         name=f"twin-worker-{name}", daemon=True)
         created = _Worker(name, isolated, process, status)
@@ -840,7 +852,8 @@ class WorkerHost:
             source.overload = share
             log.warning("worker_overloaded", worker=source.name, pid=source.pid,
                         sessions=sessions, share=round(share, 3), policy=policy,
-                        message=_overload_message(source.name, sessions, share, policy))
+                        message=_overload_message(source.name, sessions, share, policy,
+                                                  self.overload_share))
         else:
             source.overload = None
             log.info("worker_overload_ended", worker=source.name, pid=source.pid,
@@ -1170,13 +1183,14 @@ def _fallback_message(outcome: Outcome) -> str:
             f"workers got {outcome.got}: {outcome.reason}; {outcome.fix}")
 
 
-def _overload_message(worker: str, sessions: list[str], share: float, policy: str) -> str:
+def _overload_message(worker: str, sessions: list[str], share: float, policy: str,
+                      limit: float) -> str:
     names = ", ".join(sessions) or "none"
     return (f"worker {worker} is overloaded: its sessions ({names}) kept it busy "
             f"{share:.0%} of the time at {policy or 'real-time scheduling'} (at least "
-            f"{scheduling.OVERLOAD_SHARE:.0%} for {scheduling.OVERLOAD_SECONDS:g} s), so it "
+            f"{limit:.0%} for {scheduling.OVERLOAD_SECONDS:g} s), so it "
             f"runs at normal scheduling, ticking late, until it is busy less than "
-            f"{scheduling.RECOVER_SHARE:.0%} of the time for "
+            f"{scheduling.recover_share(limit):.0%} of the time for "
             f"{scheduling.RECOVER_SECONDS:g} s; to have it keep time, give its sessions "
             f"more workers (server.workers, isolate = true), or lower their rates "
             f"(step_size) or real-time factors")

@@ -44,7 +44,9 @@ not sleep takes a core. Three things keep that bounded:
 The overload guard: every ``GUARD_WINDOW`` seconds a worker at ``SCHED_FIFO``
 compares the CPU time its main thread used with the wall time that passed (one
 read of ``/proc/thread-self/schedstat`` a window, nothing per tick). When that
-share stays at or above ``OVERLOAD_SHARE`` for ``OVERLOAD_SECONDS`` it drops to
+share stays at or above its overload share (``OVERLOAD_SHARE``, 90 %, or less where
+the workers are as many as the cores: ``overload_share`` leaves the server half a
+core) for ``OVERLOAD_SECONDS`` it drops to
 normal scheduling, and says so (the host logs ``worker_overloaded`` and shows it
 on ``Diagnostics/Workers``): its ticks come late anyway, and at ``SCHED_FIFO`` it
 would take 95 % of its core from the server and everything else. It takes
@@ -90,6 +92,28 @@ OVERLOAD_SECONDS = 1.0
 #: SCHED_FIFO back, and for how long it must stay below
 RECOVER_SHARE = 0.70
 RECOVER_SECONDS = 3.0
+#: cores left to the main process (the server, its clients, history, HIL) and the rest
+#: of the machine when every worker is at SCHED_FIFO (``overload_share``)
+SERVER_RESERVE = 0.5
+#: the lowest overload share a worker is given, however many share the cores
+MIN_OVERLOAD_SHARE = 0.3
+
+
+def overload_share(workers: int, cores: int) -> float:
+    """The CPU share at which one of ``workers`` SCHED_FIFO workers counts as
+    overloaded on ``cores`` cores: OVERLOAD_SHARE where the workers together leave
+    the main process ``SERVER_RESERVE`` of a core at that share, else less. Two
+    workers on two cores at 90 % each left the server 0.2 of a core: measured with
+    145 paced sessions, a periodic save of their snapshots took 348 s and each
+    CreateSession 20 s while every tick was on time (the capacity bench); at 75 %
+    each the server keeps half a core."""
+    fair = (max(cores, 1) - SERVER_RESERVE) / max(workers, 1)
+    return max(MIN_OVERLOAD_SHARE, min(OVERLOAD_SHARE, fair))
+
+
+def recover_share(share: float) -> float:
+    """The busy share below which a worker dropped at ``share`` takes SCHED_FIFO back."""
+    return max(0.1, share - (OVERLOAD_SHARE - RECOVER_SHARE))
 _POLICIES = {getattr(os, name): name for name in (
     "SCHED_OTHER", "SCHED_FIFO", "SCHED_RR", "SCHED_BATCH", "SCHED_IDLE")
     if hasattr(os, name)}
@@ -346,10 +370,13 @@ class OverloadGuard:
     module's docstring). ``sample`` is called every ``GUARD_WINDOW`` seconds;
     ``now`` and ``usage`` are injected so that tests drive them."""
 
-    def __init__(self, scheduler: Scheduler, *,
+    def __init__(self, scheduler: Scheduler, *, share: float = OVERLOAD_SHARE,
                  now: Callable[[], float] = time.monotonic,
                  usage: Callable[[], tuple[float, float]] | None = None) -> None:
+        """``share``: the CPU share that counts as overloaded (``overload_share``)."""
         self.scheduler = scheduler
+        self.share = share
+        self.recover = recover_share(share)
         self._now = now
         self._own: Usage | None = None
         if usage is None:
@@ -385,13 +412,13 @@ class OverloadGuard:
         used = (ran - self._ran) / elapsed
         busy = (ran - self._ran + waited - self._waited) / elapsed
         if not scheduler.overloaded:
-            if used < OVERLOAD_SHARE:
+            if used < self.share:
                 self._start()
             elif elapsed >= OVERLOAD_SECONDS:
                 scheduler.overload(True)
                 self._start()
                 return Overload(True, min(used, 1.0))
-        elif busy >= RECOVER_SHARE:
+        elif busy >= self.recover:
             self._start()
         elif elapsed >= RECOVER_SECONDS:
             scheduler.overload(False)

@@ -75,6 +75,9 @@ class WorkerOptions:
     #: the session workers of ``pool.WorkerHost`` that the config asks it for
     asked: scheduling.Asked = scheduling.NORMAL
     priority: int = scheduling.DEFAULT_PRIORITY
+    #: the CPU share at which its overload guard drops it from SCHED_FIFO
+    #: (``scheduling.overload_share`` of the host's workers and the cores)
+    overload_share: float = scheduling.OVERLOAD_SHARE
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +230,7 @@ class Worker:
             policy = scheduling.current()
             outcome = scheduling.Outcome(scheduling.NORMAL, policy, policy)
         self.scheduler = scheduling.Scheduler(outcome)
-        self.guard = scheduling.OverloadGuard(self.scheduler)
+        self.guard = scheduling.OverloadGuard(self.scheduler, share=options.overload_share)
         self._sessions: dict[str, _Hosted] = {}
         self._building: set[str] = set()
         self._channel: Channel | None = None
