@@ -1,5 +1,7 @@
 """A daemon serving the REST API and the dashboard on 127.0.0.1, port 0, with users
-of every role (one per test module), and an HTTP client for it."""
+of every role (one per test module), and an HTTP client for it. Its scenario folder
+holds the plant's config and a tiny campaign of it (``CAMPAIGN``: 3 short runs on a
+local Dask cluster of one worker)."""
 
 from __future__ import annotations
 
@@ -21,7 +23,30 @@ PASSWORD = "correct horse battery"
 #: the users of the test daemon, by role
 USERS = {Role.VIEWER: "vera", Role.OPERATOR: "otto", Role.ADMIN: "alice"}
 
-CONFIG = PLANT + """
+#: the campaign file in the scenario folder: 3 runs of 2 s of the plant (a second or two)
+CAMPAIGN = """
+[campaign]
+name = "tiny"
+config = "plant.toml"
+session = "main"
+duration = 2.0
+[parameters]
+"tank.area" = { values = [0.4, 0.5, 0.6] }
+[summary."tank.level"]
+"""
+
+#: its config: the plant with the session 'main'
+PLANT_CONFIG = PLANT + """
+[sessions.main]
+twin = "plant"
+step_size = 0.01
+"""
+
+CONFIG = """
+[server]
+scenario_dirs = ["{folder}"]
+campaign_workers = 1
+""" + PLANT + """
 [server.security]
 policies = ["None"]
 anonymous = "viewer"
@@ -74,7 +99,11 @@ async def web(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Web]:
     state = tmp_path_factory.mktemp("web")
     for role, name in USERS.items():
         add_user(state / "users.json", name, role, PASSWORD)
-    daemon, task = await run_daemon(CONFIG, state)
+    folder = state / "scenarios"
+    folder.mkdir()
+    (folder / "plant.toml").write_text(PLANT_CONFIG)
+    (folder / "tiny.toml").write_text(CAMPAIGN)
+    daemon, task = await run_daemon(CONFIG.replace("{folder}", str(folder)), state)
     try:
         assert daemon.web is not None
         async with aiohttp.ClientSession() as http:

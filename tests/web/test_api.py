@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import re
+import sys
 import time
 from typing import Any
 
@@ -14,7 +16,7 @@ import pytest
 from asyncua import Client, ua
 
 from tests.opcua.conftest import MODULE_LOOP, message, s
-from tests.web.conftest import PASSWORD, USERS, Web, basic
+from tests.web.conftest import CAMPAIGN, PASSWORD, USERS, Web, basic
 from twin_server.security.roles import Role
 
 pytestmark = MODULE_LOOP
@@ -805,6 +807,149 @@ class TestFaults:
                         pass
             finally:
                 await web.call("DELETE", f"{SESSION}/faults/{fault['id']}")
+
+
+# -- campaign runs -------------------------------------------------------------------------
+
+#: 400 runs of 30 s at 0.01 s: minutes on one worker (halted long before)
+LONG_CAMPAIGN = """
+[campaign]
+name = "long"
+config = "plant.toml"
+session = "main"
+duration = 30.0
+[parameters]
+"tank.area" = { range = [0.3, 0.9], steps = 400 }
+[summary."tank.level"]
+"""
+
+
+async def _run_campaign(client: Client, campaign: str) -> ua.CallMethodResult:
+    ns = await client.get_namespace_index("urn:twin-server")
+    (result,) = await client.uaclient.call([ua.CallMethodRequest(
+        ObjectId=ua.NodeId("TwinServer", ns), MethodId=ua.NodeId("RunCampaign", ns),
+        InputArguments=[s(campaign)])])
+    return result
+
+
+async def _campaign_value(client: Client, run: str, name: str) -> Any:
+    ns = await client.get_namespace_index("urn:twin-server")
+    return await client.get_node(ua.NodeId(f"Campaigns.{run}.{name}", ns)).read_value()
+
+
+class TestCampaigns:
+    async def test_a_campaign_runs_with_its_results_and_shows_in_opc_ua(self, web: Web
+                                                                         ) -> None:
+        """POST /api/campaigns runs a campaign file as RunCampaign: it shows under
+        Campaigns/ in OPC UA, ends finished, its summary table pages through its runs
+        with their parameters and figures, its report comes as Markdown and as HTML
+        with its SVG plots inline, each plot alone, all under a strict CSP."""
+        got, run = await web.call("POST", "/api/campaigns", {"campaign": "tiny.toml"},
+                                  role=Role.OPERATOR)
+        assert got == 201 and (run["name"], run["total"]) == ("tiny", 3), run
+        async with await _opcua_client(web) as client:
+            assert await _campaign_value(client, run["id"], "Total") == 3
+            run = await _until(web, f"/api/campaigns/{run['id']}",
+                               lambda r: r["state"] != "running", timeout=60)
+            assert (await _campaign_value(client, run["id"], "CurrentState")).Text == "Halted"
+        assert (run["state"], run["ok"], run["progress"]) == ("finished", 3, 100.0), run
+        base = f"/api/campaigns/{run['id']}"
+        got, page = await web.call("GET", base + "/runs?limit=2", role=Role.VIEWER)
+        assert got == 200 and (page["total"], page["next_offset"]) == (3, 2), page
+        assert page["parameters"] == ["tank.area"] and page["figures"], page
+        assert [(r["tank.area"], r["status"]) for r in page["rows"]] == [
+            (0.4, "ok"), (0.5, "ok")]
+        assert all(isinstance(r[page["figures"][0]], float) for r in page["rows"])
+        _, rest = await web.call("GET", base + "/runs?offset=2&limit=2")
+        assert [r["tank.area"] for r in rest["rows"]] == [0.6] and rest["next_offset"] is None
+        got, answer = await web.call("GET", base + "/runs?limit=0")
+        assert (got, answer["status"]) == (400, "BadInvalidArgument")
+        async with web.http.get(web.url + base + "/report") as response:
+            markdown = await response.text()
+            assert response.content_type == "text/markdown"
+        assert markdown.startswith("# Campaign tiny") and "3 ok" in markdown
+        plots = re.findall(r"\]\(([^)]+\.svg)\)", markdown)
+        assert plots, markdown
+        async with web.http.get(web.url + base + "/report.html") as response:
+            page_html = await response.text()
+            assert response.headers["Content-Security-Policy"].startswith("default-src 'none'")
+        assert page_html.count("<svg") == len(plots) and "<script" not in page_html
+        async with web.http.get(f"{web.url}{base}/plots/{plots[0]}") as response:
+            assert response.content_type == "image/svg+xml"
+            assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+            assert (await response.text()).startswith("<svg")
+        got, answer = await web.call("GET", base + "/plots/..%2Fresults.sqlite")
+        assert (got, answer["status"]) == (404, "BadNotFound")
+        _, runs = await web.call("GET", "/api/campaigns", role=None)
+        assert run["id"] in [r["id"] for r in runs]
+
+    async def test_one_started_over_opc_ua_is_listed_and_halted_over_rest(self, web: Web
+                                                                          ) -> None:
+        """A campaign RunCampaign started is listed here; while it runs another is
+        BadResourceUnavailable and its report BadInvalidState; a viewer may not halt
+        it, an operator does (Halted in OPC UA); halting again is BadInvalidState."""
+        async with await _opcua_client(web) as client:
+            result = await _run_campaign(client, LONG_CAMPAIGN)
+            assert result.StatusCode.is_good(), message(result)
+            run_id = str(result.OutputArguments[0].Value.Identifier).removeprefix(
+                "Campaigns.")
+            _, runs = await web.call("GET", "/api/campaigns")
+            assert runs[0]["id"] == run_id and runs[0]["state"] == "running"
+            got, answer = await web.call("POST", "/api/campaigns", {"campaign": "tiny.toml"})
+            assert (got, answer["status"]) == (503, "BadResourceUnavailable")
+            got, answer = await web.call("GET", f"/api/campaigns/{run_id}/report")
+            assert (got, answer["status"]) == (409, "BadInvalidState")
+            got, answer = await web.call("POST", f"/api/campaigns/{run_id}/halt",
+                                         role=Role.VIEWER)
+            assert (got, answer["status"]) == (403, "BadUserAccessDenied")
+            got, run = await web.call("POST", f"/api/campaigns/{run_id}/halt",
+                                      role=Role.OPERATOR)
+            assert got == 200 and run["state"] == "cancelled", run
+            assert (await _campaign_value(client, run_id, "CurrentState")).Text == "Halted"
+        got, answer = await web.call("POST", f"/api/campaigns/{run_id}/halt")
+        assert (got, answer["status"]) == (409, "BadInvalidState")
+
+    @pytest.mark.parametrize(("campaign", "http"), [
+        pytest.param(CAMPAIGN.replace('"tank.area"', '"tank.arae"'), 400, id="errors"),
+        pytest.param(CAMPAIGN.replace('"plant.toml"', '"../users.json"'), 400,
+                     id="config-out-of-the-folders"),
+        pytest.param("../tiny.toml", 400, id="file-out-of-the-folders"),
+        pytest.param("none.toml", 404, id="no-such-file"),
+        pytest.param("", 400, id="empty"),
+    ])
+    async def test_refusals_match_run_campaigns(self, web: Web, campaign: str, http: int
+                                                ) -> None:
+        """A campaign with errors, one naming a config outside the scenario folders, a
+        file outside them or not in them: RunCampaign's status and message, nothing
+        runs."""
+        before = len((await web.call("GET", "/api/campaigns"))[1])
+        async with await _opcua_client(web) as client:
+            result = await _run_campaign(client, campaign)
+        got, answer = await web.call("POST", "/api/campaigns", {"campaign": campaign})
+        assert got == http and (answer["status"], answer["message"]) == (
+            result.StatusCode.name, message(result)), answer
+        assert len((await web.call("GET", "/api/campaigns"))[1]) == before
+
+    async def test_without_dask_it_is_not_supported(self, web: Web,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+        """Where distributed cannot be imported, POST /api/campaigns answers
+        RunCampaign's BadNotSupported naming the extra to install."""
+        monkeypatch.setitem(sys.modules, "distributed", None)
+        async with await _opcua_client(web) as client:
+            result = await _run_campaign(client, "tiny.toml")
+        got, answer = await web.call("POST", "/api/campaigns", {"campaign": "tiny.toml"})
+        assert (got, answer["status"]) == (501, result.StatusCode.name) == (
+            501, "BadNotSupported")
+        assert "twin-server[campaigns]" in answer["message"]
+
+    async def test_a_viewer_may_not_run_one(self, web: Web) -> None:
+        """Running a campaign needs RunCampaign's role (an operator's); an unknown run
+        is BadNotFound."""
+        got, answer = await web.call("POST", "/api/campaigns", {"campaign": "tiny.toml"},
+                                     role=Role.VIEWER)
+        assert (got, answer["status"]) == (403, "BadUserAccessDenied")
+        got, answer = await web.call("GET", "/api/campaigns/nope")
+        assert (got, answer["status"]) == (404, "BadNotFound") and "nope" in answer["message"]
 
 
 class TestCoverage:

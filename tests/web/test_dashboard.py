@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 
 from tests.opcua.conftest import MODULE_LOOP
-from tests.web.conftest import PASSWORD, USERS, Web
+from tests.web.conftest import CAMPAIGN, PASSWORD, USERS, Web
 from twin_server.security.roles import Role
 
 pytestmark = MODULE_LOOP
@@ -186,3 +186,18 @@ class TestDashboard:
         assert stats["frameMsMax"] < 250 and stats["layoutMs"] < 3000, stats
         await shot(page, "big")
         await web.call("DELETE", "/api/sessions/big")
+
+    async def test_a_campaign_runs_from_the_page_with_its_report(self, page: Any) -> None:
+        """A campaign pasted into the page runs on the server's Dask cluster; its row
+        shows its progress and counts, ends finished, and its report opens with the
+        SVG plots."""
+        await page.get_by_label("campaign", exact=True).fill(CAMPAIGN)
+        await page.locator("#campaign-form button").click()
+        row = page.locator("#campaigns tr[data-campaign]").first
+        await row.locator(".verdict-finished").wait_for(timeout=60_000)
+        assert await row.locator(".runs").text_content() == "3 ok, 0 failed, 0 cancelled of 3"
+        assert await row.locator("progress").get_attribute("value") == "100"
+        await row.locator("button[data-report]").click()
+        plot = page.frame_locator("#campaign-html").locator("figure[data-plot] svg")
+        await plot.first.wait_for()
+        await shot(page, "campaign")

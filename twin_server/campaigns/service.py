@@ -53,6 +53,7 @@ from twin_server.errors import (
     ConfigErrors,
     InvalidArgument,
     InvalidState,
+    NotFound,
     NotSupported,
     ResourceExhausted,
     TwinServerError,
@@ -192,6 +193,23 @@ class CampaignService:
             errors = [e for e in group.exceptions if isinstance(e, ConfigError)]
             raise InvalidArgument(f"{len(errors)} error(s) in the campaign:\n"
                                   + "\n".join(str(e) for e in errors)) from None
+
+    async def run_campaign(self, text: str) -> CampaignRun:
+        """RunCampaign's work, for every front (OPC UA's method, the REST API): Dask
+        first (NotSupported, whatever the text), then the Campaign argument read off the
+        loop (``read``: InvalidArgument, NotFound), then ``start``."""
+        require_dask()
+        campaign = await asyncio.to_thread(self.read, text)
+        return await self.start(campaign)
+
+    def get(self, name: str) -> CampaignRun:
+        """The run ``name``; NotFound naming the runs kept."""
+        run = self.runs.get(name)
+        if run is None:
+            raise NotFound(f"no campaign run {name[:80]!r} on the server (it keeps the "
+                           f"running one and the last {self.keep} finished: "
+                           f"{', '.join(self.runs) or 'none yet'})")
+        return run
 
     async def start(self, campaign: Campaign) -> CampaignRun:
         """Start ``campaign`` in the background; its run (its nodes are built by the

@@ -37,12 +37,12 @@ from typing import Any
 from asyncua import Server, ua
 from asyncua.common.event_objects import BaseEvent
 
-from twin_server.campaigns.service import CampaignRun, CampaignService, require_dask
+from twin_server.campaigns.service import CampaignRun, CampaignService
 from twin_server.config.security import LimitsConfig
 from twin_server.engine.session import RunState
 from twin_server.errors import InvalidArgument, NotFound, TwinServerError
 from twin_server.opcua import events as ev
-from twin_server.opcua.methods import ArgumentError, MethodCounter, _Call, make_callback
+from twin_server.opcua.methods import MethodCounter, _Call, make_callback
 from twin_server.opcua.nodes import Argument, NodeBatch
 from twin_server.opcua.patches import monitoring
 from twin_server.opcua.program import (
@@ -160,16 +160,13 @@ class CampaignNodes:
                               RUN_CAMPAIGN.description, RUN_CAMPAIGN.inputs,
                               RUN_CAMPAIGN.outputs)
         batch.commit(self._aspace)
-        call = _Call(RUN_CAMPAIGN, "TwinServer", self.counter, limits=self._limits)
+        call = _Call(RUN_CAMPAIGN, "TwinServer", self.counter, limits=self._limits,
+                     attribute=_campaign_argument)
         self._aspace.add_method_callback(method, make_callback(call, self._run_campaign))
 
     async def _run_campaign(self, text: str) -> list[ua.Variant]:
-        require_dask()  # (before reading anything: the answer is the same for any text)
-        try:
-            campaign = await asyncio.to_thread(self.service.read, text)
-        except (InvalidArgument, NotFound) as exc:
-            raise ArgumentError(0, exc) from None
-        run = await self.service.start(campaign)
+        # (the one entry point of every front: POST /api/campaigns runs it too)
+        run = await self.service.run_campaign(text)
         return [ua.Variant(self._runs[run.name].root, ua.VariantType.NodeId)]
 
     async def _started(self, run: CampaignRun) -> None:
@@ -277,6 +274,12 @@ class CampaignNodes:
 
 
 _UNSENT = object()
+
+
+def _campaign_argument(error: TwinServerError) -> int | None:
+    """The Campaign argument's refusals (read: a bad campaign, a file outside the
+    folders or not there) are its own; the others the call's."""
+    return 0 if isinstance(error, InvalidArgument | NotFound) else None
 
 
 def _halter(run: CampaignRun) -> Callable[[], Awaitable[None]]:

@@ -9,10 +9,8 @@ and documents exactly those: nothing is served undocumented.
 Groups of routes, one module each, each exporting ``routes(api) -> list[Route]``:
 ``api.py`` (twins, sessions, variables, history, events, HIL, login),
 ``alarms.py`` (the alarm list, the condition methods), ``faults.py`` (a session's
-injected faults), ``scenarios.py`` (scenario runs). Campaign runs add a module
-of their own here (``web/campaigns.py``) and list it in ``GROUPS`` in
-``server.py``; its tag is declared below already so that the document orders
-it.
+injected faults), ``scenarios.py`` (scenario runs), ``campaigns.py`` (campaign
+runs); ``GROUPS`` in ``server.py`` lists them.
 """
 
 from __future__ import annotations
@@ -28,7 +26,7 @@ from twin_server.security.roles import Role
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Schema = dict[str, Any]
 
-#: the document's tags, in order (those of routes still to come included)
+#: the document's tags, in order
 TAGS: tuple[tuple[str, str], ...] = (
     ("twins", "Twin definitions: list, define (TOML), remove"),
     ("sessions", "Sessions of twins and their run control"),
@@ -39,7 +37,7 @@ TAGS: tuple[tuple[str, str], ...] = (
                "Enable, Disable"),
     ("faults", "Faults injected into sessions: list, inject, clear"),
     ("scenarios", "Scenario runs (offline, on the server) and their reports"),
-    ("campaigns", "Campaign runs and their results (to come: issue #19)"),
+    ("campaigns", "Campaign runs (on the server's Dask cluster), their results and reports"),
     ("access", "Who you are, tokens, this document"),
 )
 

@@ -39,7 +39,7 @@ from twin_server.models.base import Value
 from twin_server.runtime.served import ServedSession
 from twin_server.runtime.sinks import Stamp
 from twin_server.security.roles import Role
-from twin_server.web import alarms, faults, openapi, scenarios, views
+from twin_server.web import alarms, campaigns, faults, openapi, scenarios, views
 from twin_server.web import api as api_module
 from twin_server.web.api import USER, Api
 from twin_server.web.auth import Authenticator, check_same_origin, require
@@ -54,9 +54,8 @@ log = structlog.get_logger(__name__)
 
 STATIC = Path(str(resources.files("twin_server.web").joinpath("static")))
 #: the groups of routes, each a module with ``routes(api) -> list[Route]``
-#: (campaigns add theirs here: ``routes.py``)
 GROUPS: tuple[Callable[[Api], list[Route]], ...] = (
-    api_module.routes, alarms.routes, faults.routes, scenarios.routes)
+    api_module.routes, alarms.routes, faults.routes, scenarios.routes, campaigns.routes)
 #: the route of the live WebSocket (documented with the others)
 LIVE = "/api/sessions/{session}/live"
 #: seconds a closing server gives its WebSockets and requests

@@ -291,6 +291,53 @@ $("#scenario-form").addEventListener("submit", async (event) => {
   refreshScenarios();
 });
 
+// -- campaign runs ------------------------------------------------------------------
+
+// the report with its plots: fetched with the token, shown in a sandboxed frame
+async function showCampaignReport(run) {
+  try {
+    const response = await fetch(`/api/campaigns/${encodeURIComponent(run.id)}/report.html`, {
+      headers: ui.token ? { Authorization: `Bearer ${ui.token}` } : {} });
+    const frame = $("#campaign-html");
+    frame.srcdoc = await response.text();
+    frame.hidden = false;
+  } catch (err) { say(`report: ${err.message}`, true); }
+}
+
+async function refreshCampaigns() {
+  let runs;
+  try { runs = await api("GET", "/api/campaigns"); } catch { return; }
+  const body = $("#campaigns tbody");
+  body.replaceChildren(...runs.map((run) => el("tr", { "data-campaign": run.id },
+    el("td", { title: `${run.id} on ${run.runs_on}; results in ${run.results}` },
+       `${run.name} (${run.file})`),
+    el("td", { class: `verdict verdict-${run.state}`, title: run.error }, run.state),
+    el("td", {}, el("progress", { max: 100, value: run.progress }), ` ${fmt(run.progress)} %`),
+    el("td", { class: "runs" },
+       `${run.ok} ok, ${run.failed} failed, ${run.cancelled} cancelled of ${run.total}`),
+    el("td", {}, ...(run.state === "running" ? [
+      el("button", { "data-halt": run.id, onclick: async () => {
+        await attempt(`halt ${run.id}`,
+                      () => api("POST", `/api/campaigns/${encodeURIComponent(run.id)}/halt`));
+        refreshCampaigns();
+      } }, "Halt")] : run.state === "error" ? [] : [
+      el("button", { "data-report": run.id, onclick: () => showCampaignReport(run) },
+         "Report")])))));
+  if (!runs.length) body.append(el("tr", {}, el("td", { colspan: 5 }, "no campaigns yet")));
+}
+
+$("#campaign-form").file.addEventListener("change", async (event) => {
+  const file = event.target.files[0];
+  if (file) $("#campaign-form").campaign.value = await file.text();
+});
+
+$("#campaign-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  await attempt("run the campaign",
+                () => api("POST", "/api/campaigns", { campaign: event.target.campaign.value }));
+  refreshCampaigns();
+});
+
 // -- one session: its variables, live ------------------------------------------------
 
 // what the page's rendering costs (the browser tests read it)
@@ -592,9 +639,11 @@ refreshSessions();
 refreshHil();
 refreshAlarms();
 refreshScenarios();
+refreshCampaigns();
 draw();
 setInterval(refreshSessions, 1000);
 setInterval(refreshHil, 2000);
 setInterval(refreshAlarms, 1000);
 setInterval(refreshScenarios, 2000);
+setInterval(refreshCampaigns, 1000);
 setInterval(() => { if (ui.trends.size) scheduleDraw(); }, 500);
