@@ -261,12 +261,13 @@ def outcome(result: ScenarioResult) -> tuple[ua.StatusCode, str]:
 
 
 def routine_callback(face: str, routine: Routine, session: str, lookup: Lookup,
-                     written: WrittenLookup,
+                     written: WrittenLookup, running: dict[tuple[str, str], float],
                      after: Callable[[str], Awaitable[None]] | None = None,
                      ) -> Callable[..., Awaitable[ua.CallMethodResult]]:
-    """The asyncua callback of a face method bound to ``routine``."""
+    """The asyncua callback of a face method bound to ``routine``; ``running``: the
+    routines under way, (face, method) -> their start (``time.monotonic``)."""
     key = routine.key
-    running: list[float] = []  # (the start of the run under way)
+    mine = (face, key)
 
     def refused(status: ua.StatusCode, message: str, n: int) -> ua.CallMethodResult:
         return ua.CallMethodResult(
@@ -276,16 +277,17 @@ def routine_callback(face: str, routine: Routine, session: str, lookup: Lookup,
     async def callback(parent: ua.NodeId, *args: ua.Variant) -> ua.CallMethodResult:
         n = len(args)
         hosted = lookup(session)
-        if running:
+        if mine in running:
             message = (f"face {face!r}: {key} runs already (for "
-                       f"{time.monotonic() - running[0]:.1f} s); call it again once it ended")
+                       f"{time.monotonic() - running[mine]:.1f} s); call it again once it "
+                       f"ended")
             log.info("face_routine_refused", face=face, method=key, reason=message)
             return refused(ua.StatusCode(ua.StatusCodes.BadInvalidState), message, n)
         if hosted is None:
             exc = NotFound(f"face {face!r}: session {session!r}, which {key} runs on, is "
                            f"not served (deleted)")
             return refused(status_of(exc), str(exc), n)
-        running.append(time.monotonic())
+        running[mine] = time.monotonic()
         log.info("face_routine_started", face=face, method=key, session=session,
                  scenario=routine.scenario.file)
         try:
@@ -299,7 +301,7 @@ def routine_callback(face: str, routine: Routine, session: str, lookup: Lookup,
             except TwinServerError as exc:
                 return refused(status_of(exc), f"face {face!r}: {key}: {exc}", n)
         finally:
-            running.clear()
+            del running[mine]
             if after is not None:
                 await after(session)
         status, message = outcome(result)

@@ -106,6 +106,8 @@ class Faces:
         self.bindings: dict[str, FaceBindings] = {}
         #: face -> method NodeId -> its routine (routines.py)
         self.routines: dict[str, dict[Any, Routine]] = {}
+        #: the routines under way: (face, method) -> their start (time.monotonic)
+        self.running: dict[tuple[str, str], float] = {}
         self._places: dict[str, _Place] = {}
 
     async def load(self, main: Server, attributes: TwinAttributeService,
@@ -187,7 +189,8 @@ class Faces:
             assert session is not None
             if isinstance(verb, FaceRoutine):
                 aspace.add_method_callback(nodeid, routine_callback(
-                    name, routines[nodeid], session, self._lookup, self._written, after))
+                    name, routines[nodeid], session, self._lookup, self._written,
+                    self.running, after))
             else:
                 aspace.add_method_callback(nodeid, method_callback(
                     name, verb, key, session, self._lookup, after))
