@@ -7,9 +7,10 @@ bindings resolved and wired, on the daemon's endpoint or on one of their own.
                share is loaded once
       bind()   after the sessions are served: bindings resolved (binding.py; every
                error at once, as ConfigErrors naming file, key and node), write
-               routes and refusals (routes.py), method callbacks, the operator's
-               rights on them (security/guard.py), the sink fed (sink.py), the own
-               endpoints started
+               routes and refusals (routes.py), method callbacks (a session's
+               method, or a routine: routines.py), the operator's rights on them
+               (security/guard.py), the sink fed (sink.py), the own endpoints
+               started
       sink     a sink of every pacer (the daemon adds it to its list)
       run()    the sink's task and the own endpoints' samplers (daemon's TaskGroup)
       stop()   the own endpoints closed
