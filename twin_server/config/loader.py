@@ -47,6 +47,7 @@ from twin_server.config.fmu_files import (
 from twin_server.config.nesting import MAX_DEPTH, toml_too_deep
 from twin_server.config.schema import (
     NAME_PATTERN,
+    UNION_TAG,
     BindingFields,
     Config,
     HilLinkFaultConfig,
@@ -312,6 +313,9 @@ def translate(
     """Each of pydantic's errors as a ConfigError at its dotted key path below ``prefix``."""
     result = []
     for error in exc.errors(include_url=False):
+        # (a tagged union's tag is no key of the file: schema.UNION_TAG)
+        error["loc"] = tuple(p for p in error["loc"]
+                             if not (isinstance(p, str) and p.startswith(UNION_TAG)))
         path, message = _explain(error, root)
         result.append(ConfigError(message, path=_dotted((*prefix, *path)), file=file))
     return result
@@ -394,8 +398,11 @@ def _model_at(root: type[BaseModel], loc: Iterable[str | int]) -> type[BaseModel
 def _unwrap(tp: Any) -> Any:
     while hasattr(tp, "__metadata__"):  # Annotated[X, ...]
         tp = get_args(tp)[0]
-    if get_origin(tp) is Union:  # X | None
+    if get_origin(tp) is Union:  # X | None, a Literal | a model
         args = [a for a in get_args(tp) if a is not type(None)]
+        if len(args) > 1:
+            args = [a for a in map(_unwrap, args)
+                    if isinstance(a, type) and issubclass(a, BaseModel)]
         tp = args[0] if len(args) == 1 else tp
     return tp
 

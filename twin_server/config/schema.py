@@ -41,9 +41,11 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     PlainValidator,
     StringConstraints,
+    Tag,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -440,6 +442,30 @@ class WebConfig(_Frozen):
 FACE_VARIABLE = r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$"
 #: the session methods a face method may call
 FaceMethod = Literal["Start", "Suspend", "Resume", "Halt", "Reset"]
+#: how the tags of a tagged union begin (``loader.translate`` leaves them out of key paths)
+UNION_TAG = "\x00"
+
+
+class FaceRoutine(_Frozen):
+    """A face method that runs a short scenario on the face's session (README,
+    "Machine faces"): a scenario file or steps written here."""
+
+    scenario: str | None = Field(
+        None, min_length=1,
+        description="a scenario file, relative to one of server.scenario_dirs")
+    steps: Annotated[tuple[dict[str, Any], ...] | None,
+                     BeforeValidator(lambda v: tuple(v) if isinstance(v, list) else v)
+                     ] = Field(
+        None, min_length=1,
+        description="the scenario's steps, as a scenario file's [[steps]]")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FaceRoutine:
+        if (self.scenario is None) == (self.steps is None):
+            raise PydanticCustomError(
+                "face_routine", "a face method's routine is 'scenario' (a scenario file) "
+                                "or 'steps' (the steps written here): give exactly one")
+        return self
 
 
 class FaceConfig(_Frozen):
@@ -463,9 +489,14 @@ class FaceConfig(_Frozen):
                     "variable by NodeId ('nsu=<namespace URI>;i=6001') or by browse path "
                     "from the Objects folder ('DeviceSet/Tank/Level', an element "
                     "'<namespace URI>:<name>' where a name is ambiguous)")
-    methods: dict[Annotated[str, StringConstraints(min_length=1)], FaceMethod] = Field(
+    methods: dict[Annotated[str, StringConstraints(min_length=1)], Annotated[
+            Annotated[FaceMethod, Tag(UNION_TAG + "call")]
+            | Annotated[FaceRoutine, Tag(UNION_TAG + "routine")],
+            Discriminator(lambda v: UNION_TAG + ("call" if isinstance(v, str) else "routine"))
+            ]] = Field(
         default_factory=dict,
-        description="face method (NodeId or browse path) -> the session method it calls")
+        description="face method (NodeId or browse path) -> the session method it calls, "
+                    "or a routine: { scenario = 'file.toml' } or { steps = [...] }")
     endpoint: str | None = Field(
         None, description="serve the face on an endpoint of its own, e.g. the machine's "
                           "'opc.tcp://0.0.0.0:4841' (default: on the daemon's, beside the "

@@ -27,7 +27,7 @@ from asyncua import ua
 from asyncua.server.address_space import AddressSpace
 
 from twin_server.config.loader import did_you_mean, quoted_key
-from twin_server.config.schema import FaceConfig
+from twin_server.config.schema import FaceConfig, FaceMethod, FaceRoutine
 from twin_server.engine.state import VarKey
 from twin_server.engine.twin import TwinDefinition
 from twin_server.errors import ConfigError
@@ -78,8 +78,8 @@ class FaceBindings:
     face: str
     session: str | None
     variables: list[BoundVariable] = field(default_factory=list)
-    #: method NodeId -> (session method, config key)
-    methods: dict[ua.NodeId, tuple[str, str]] = field(default_factory=dict)
+    #: method NodeId -> (session method or routine, config key)
+    methods: dict[ua.NodeId, tuple[FaceMethod | FaceRoutine, str]] = field(default_factory=dict)
     #: unbound instance variables the NodeSet makes read-only: what a write is told
     read_only: dict[ua.NodeId, str] = field(default_factory=dict)
     #: bindings whose units could not be compared (logged)

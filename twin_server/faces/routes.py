@@ -19,7 +19,8 @@ the client wrote, as the real machine would take it.
 
 A bound method calls the session's method of the same effect (Start, Suspend,
 Resume, Halt, Reset), its input arguments (the machine's) ignored; a refusal
-(Start while Running) is that method's status.
+(Start while Running) is that method's status. A method bound to a routine (a short
+scenario) is ``routines.py``'s.
 """
 
 from __future__ import annotations

@@ -7,9 +7,10 @@ bindings resolved and wired, on the daemon's endpoint or on one of their own.
                share is loaded once
       bind()   after the sessions are served: bindings resolved (binding.py; every
                error at once, as ConfigErrors naming file, key and node), write
-               routes and refusals (routes.py), method callbacks, the operator's
-               rights on them (security/guard.py), the sink fed (sink.py), the own
-               endpoints started
+               routes and refusals (routes.py), method callbacks (a session's
+               method, or a routine: routines.py), the operator's rights on them
+               (security/guard.py), the sink fed (sink.py), the own endpoints
+               started
       sink     a sink of every pacer (the daemon adds it to its list)
       run()    the sink's task and the own endpoints' samplers (daemon's TaskGroup)
       stop()   the own endpoints closed
@@ -30,7 +31,7 @@ import structlog
 from asyncua import Server
 
 from twin_server.config.loader import quoted_key
-from twin_server.config.schema import Config, FaceConfig
+from twin_server.config.schema import Config, FaceConfig, FaceRoutine
 from twin_server.engine.twin import TwinDefinition
 from twin_server.errors import ConfigError, ConfigErrors
 from twin_server.faces.binding import FaceBindings, resolve
@@ -38,6 +39,7 @@ from twin_server.faces.endpoint import FaceEndpoint, face_server_config
 from twin_server.faces.loader import LoadedNodes, load
 from twin_server.faces.nodeset import NodeSetError
 from twin_server.faces.routes import Lookup, WrittenLookup, method_callback, refusal, write_target
+from twin_server.faces.routines import Routine, load_routine, routine_callback, twin_variables
 from twin_server.faces.sink import FaceSink
 from twin_server.opcua.patches import aspace_cache, fastpath
 from twin_server.opcua.writes import TwinAttributeService
@@ -103,6 +105,10 @@ class Faces:
         self.endpoints: dict[str, FaceEndpoint] = {}
         self.loaded: dict[str, LoadedNodes] = {}
         self.bindings: dict[str, FaceBindings] = {}
+        #: face -> method NodeId -> its routine (routines.py)
+        self.routines: dict[str, dict[Any, Routine]] = {}
+        #: the routines under way: (face, method) -> their start (time.monotonic)
+        self.running: dict[tuple[str, str], float] = {}
         self._places: dict[str, _Place] = {}
 
     async def load(self, main: Server, attributes: TwinAttributeService,
@@ -142,6 +148,7 @@ class Faces:
                                       self._file)
             errors.extend(found)
             self.bindings[name] = bindings
+            self.routines[name] = self._routines(name, bindings, twin, errors)
         if errors:
             raise ConfigErrors(errors)
         for name, bindings in self.bindings.items():
@@ -152,6 +159,11 @@ class Faces:
             assert endpoint.security is not None
             self._places[name].guard = endpoint.security.guard
             endpoint.security.guard.operated.update(self._operated(self.bindings[name]))
+
+    def _routines(self, name: str, bindings: FaceBindings, twin: TwinDefinition | None,
+                  errors: list[ConfigError]) -> dict[Any, Routine]:
+        return _load_routines(name, bindings, self._config, self._base, self._file,
+                              twin, errors)
 
     def _operated(self, bindings: FaceBindings) -> set[Any]:
         return {b.nodeid for b in bindings.variables if b.writable} | set(bindings.methods)
@@ -173,10 +185,16 @@ class Faces:
         async def after(session: str) -> None:
             changed(session)
 
+        routines = self.routines.get(name, {})
         for nodeid, (verb, key) in bindings.methods.items():
             assert session is not None
-            aspace.add_method_callback(nodeid, method_callback(
-                name, verb, key, session, self._lookup, after))
+            if isinstance(verb, FaceRoutine):
+                aspace.add_method_callback(nodeid, routine_callback(
+                    name, routines[nodeid], session, self._lookup, self._written,
+                    self.running, after))
+            else:
+                aspace.add_method_callback(nodeid, method_callback(
+                    name, verb, key, session, self._lookup, after))
         if place.guard is not None:
             place.guard.operated.update(self._operated(bindings))
         self.sink.add(bindings, aspace)
@@ -229,7 +247,25 @@ async def check_faces(config: Config, twins: Mapping[str, TwinDefinition], *, ba
             continue
         session = config.sessions.get(face.session) if face.session is not None else None
         twin = twins.get(session.twin) if session is not None else None
-        _, found = resolve(name, face, loaded, server.iserver.aspace,
-                           await server.get_namespace_array(), twin, file)
+        bindings, found = resolve(name, face, loaded, server.iserver.aspace,
+                                  await server.get_namespace_array(), twin, file)
         errors.extend(found)
+        _load_routines(name, bindings, config, base, file, twin, errors)
     return errors
+
+
+def _load_routines(name: str, bindings: FaceBindings, config: Config, base: Path, file: str,
+                   twin: TwinDefinition | None, errors: list[ConfigError]
+                   ) -> dict[Any, Routine]:
+    """The routines of a face's methods (routines.py), every problem in ``errors``."""
+    variables = twin_variables(twin) if twin is not None else None
+    routines: dict[Any, Routine] = {}
+    for nodeid, (verb, key) in bindings.methods.items():
+        if isinstance(verb, FaceRoutine):
+            assert bindings.session is not None
+            routine = load_routine(name, key, verb, session=bindings.session,
+                                   server=config.server, base=base,
+                                   file=file, variables=variables, errors=errors)
+            if routine is not None:
+                routines[nodeid] = routine
+    return routines

@@ -52,7 +52,7 @@ import structlog
 from twin_server import persistence
 from twin_server.campaigns.service import CampaignService
 from twin_server.config.fmu_files import FMU_MODEL, FmuFolders
-from twin_server.config.schema import SessionConfig
+from twin_server.config.schema import Config, SessionConfig
 from twin_server.engine.alarms import AlarmDefinition
 from twin_server.engine.manager import Origin, Overrides
 from twin_server.engine.session import (
@@ -183,6 +183,8 @@ class Daemon:
     #: settings of sessions created by clients (CreateSession)
     client_settings: SessionSettings = field(default_factory=SessionSettings)
     manager: SessionRegistry = field(init=False)
+    #: the config the daemon started with: what its restart-only sections run
+    started_config: Config = field(init=False)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: asyncio.TaskGroup | None = None
@@ -218,6 +220,7 @@ class Daemon:
     campaigns: CampaignService | None = None
 
     def __post_init__(self) -> None:
+        self.started_config = self.loaded.config
         server = self.loaded.config.server
         self.manager = SessionRegistry(self.loaded.twins, max_sessions=server.max_sessions,
                                        idle_timeout=server.session_idle_timeout)
@@ -719,7 +722,8 @@ class Daemon:
         async with self._reload_lock:
             try:
                 new = await asyncio.to_thread(load_config, path)
-                plan = reload_plan(self.loaded, new, self.manager)
+                plan = reload_plan(self.loaded, new, self.manager,
+                                   running=self.started_config)
             except (ConfigErrors, TwinServerError) as exc:
                 log.error("config_reload_refused", file=str(path), errors=str(exc))
                 raise
@@ -1080,8 +1084,12 @@ class ReloadPlan:
         return "; ".join(parts) or "nothing changed"
 
 
-def reload_plan(old: LoadedConfig, new: LoadedConfig, manager: SessionRegistry) -> ReloadPlan:
+def reload_plan(old: LoadedConfig, new: LoadedConfig, manager: SessionRegistry, *,
+                running: Config | None = None) -> ReloadPlan:
     """The difference between two configs, as the running daemon must apply it.
+    ``running``: the config whose restart-only sections (``[server]``, ``[hil]``,
+    ``[history]``, ``[web]``, ``[faces]``) run, the one the daemon started with
+    (default: ``old``): a change a reload did not apply is named again at the next.
 
     Raises InvalidState (nothing changed) when a twin the new config changes or
     removes is still used by client-created sessions, or a new config twin takes
@@ -1135,7 +1143,8 @@ def reload_plan(old: LoadedConfig, new: LoadedConfig, manager: SessionRegistry) 
                                    "client-created session has: delete it first, then reload")
             plan.start.append(name)
             plan.why[name] = "new in the config"
-    for section in ("server", "hil", "history", "web"):
-        if getattr(old.config, section, None) != getattr(new.config, section, None):
+    started = running if running is not None else old.config
+    for section in ("server", "hil", "history", "web", "faces"):
+        if getattr(started, section, None) != getattr(new.config, section, None):
             plan.restart_needed.append(f"[{section}]")
     return plan

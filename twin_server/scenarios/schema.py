@@ -305,6 +305,13 @@ def parse_scenario(text: str, *, file: str = "<string>", path: Path | None = Non
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigErrors([ConfigError(f"TOML syntax error: {exc}", file=file)]) from None
+    return scenario_from_table(raw, file=file, path=path, text=text)
+
+
+def scenario_from_table(raw: dict[str, Any], *, file: str = "<string>",
+                        path: Path | None = None, text: str = "") -> ScenarioFile:
+    """Like ``parse_scenario`` for the TOML already read (a table with ``scenario``,
+    ``plc`` and ``steps``: a face method's inline steps)."""
     errors: list[ConfigError] = []
 
     def fail(key: str, message: str) -> None:
