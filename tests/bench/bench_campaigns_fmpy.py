@@ -29,7 +29,7 @@ session's graph, where the example's loop sets the input once and reads y alone.
 the campaign runs at about the tick rate ``bench_fmu`` measures for a session, the
 example's loop at about twice that: its loop is about the least a sweep of an FMU
 costs, and Dask's share of either is small (``bench_campaigns``: a few ms a run). The
-target (at least 0.3x the example) is a guard against a
+target (at least 0.25x the example) is a guard against a
 regression of the per-tick cost of campaign runs, not a goal the session is tuned to.
 """
 
@@ -266,7 +266,7 @@ def run() -> list[dict[str, Any]]:
         {"figure": f"campaign runs/s ({RUNS} lag2 FMU runs of {DURATION:g} s, "
                    f"{workers} workers)", "value": campaign, "unit": "runs/s",
          "baseline": "FMPy parameter_variation example (dask.bag)",
-         "baseline_value": example, "target": ">= 0.3x baseline", "higher_is_better": True},
+         "baseline_value": example, "target": ">= 0.25x baseline", "higher_is_better": True},
         {"figure": "campaign runs/s vs one simulate_fmu per run", "value": campaign,
          "unit": "runs/s", "baseline": "dask.bag map over fmpy.simulate_fmu",
          "baseline_value": simulated, "target": "", "higher_is_better": True},
