@@ -328,7 +328,14 @@ class Clock:
 
     async def _run_flat_out(self) -> None:
         """Step as fast as possible, yielding to the loop every few ms; return when
-        the session stops running or the factor becomes non-zero."""
+        the session stops running or the factor becomes non-zero.
+
+        Each yield also lets go of the GIL (``time.sleep(0)``): yielding to the loop
+        alone kept it, and a thread that wanted it (the history writer's and the
+        snapshots' aiosqlite threads, ``asyncio.to_thread``) got it only when the
+        interpreter's switch interval forced it, one short turn per 5 ms: in-process
+        (``workers = 0``) a flat-out session made a periodic snapshot save take 48 s
+        and a test wait 60 s for history (``tests/nodeopcua/test_sim_time_history``)."""
         session = self.session
         now = self._now
         tick = session.tick
@@ -345,6 +352,7 @@ class Clock:
                     break
                 if now() - since >= budget:
                     break
+            time.sleep(0)  # lets a thread that waits for the GIL take it (see below)
             await self._sleep(0)
         self._reanchor = True
 

@@ -120,4 +120,5 @@ class StepJob:
             finally:
                 progress()
                 self._after()
+            time.sleep(0)  # a thread waiting for the GIL takes it (clock.py, flat out)
             await self._sleep(0)
