@@ -24,7 +24,7 @@ from distributed import Client
 
 from tests.campaigns.conftest import TANK, write
 from tests.models.fmu import build
-from tests.runtime.conftest import child_processes
+from tests.processes import children
 from twin_server.campaigns.runner import local_cluster, run_campaign
 from twin_server.campaigns.spec import load_campaign, plan_runs
 from twin_server.campaigns.store import ResultStore
@@ -57,7 +57,7 @@ def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
     """``dask scheduler`` and two ``dask worker`` processes (each in a folder and with a
     TMPDIR of its own); the scheduler's address and the workers' folders."""
     yield from _dask(tmp_path_factory.mktemp("dask"), nanny=False)
-    assert child_processes() == []
+    assert children() == {}
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from asyncua import Client, ua
 
 from tests.campaigns.conftest import TANK, TANK_TWIN
 from tests.opcua.conftest import MODULE_LOOP, run_daemon, stop_daemon
-from tests.runtime.conftest import child_processes
+from tests.processes import children
 from twin_server.campaigns.store import ResultStore
 from twin_server.opcua.server import NAMESPACE_URI
 from twin_server.runtime.daemon import Daemon
@@ -95,7 +95,7 @@ async def daemon(folder: Path) -> AsyncIterator[Daemon]:
         await stop_daemon(daemon, task)
         assert daemon.campaigns is not None
         assert all(not r.running for r in daemon.campaigns.runs.values())
-    assert child_processes() == [], "a campaign's cluster outlived the daemon"
+    assert children() == {}, "a campaign's cluster outlived the daemon"
 
 
 @pytest_asyncio.fixture(loop_scope="module")

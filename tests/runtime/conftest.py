@@ -76,7 +76,7 @@ async def workers(events: EventLog) -> AsyncIterator[WorkerHost]:
         yield host
     finally:
         await host.aclose()
-        assert child_processes() == []
+        assert children() == {}
         assert shm_blocks() == set()
 
 
@@ -97,5 +97,5 @@ async def host(request: pytest.FixtureRequest,
         yield remote
     finally:
         await remote.aclose()
-        assert child_processes() == []
+        assert children() == {}
         assert shm_blocks() == set()

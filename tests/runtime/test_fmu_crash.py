@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.models.fmu import conftest as fmu_conftest
+from tests.processes import children
 from tests.runtime.conftest import DEMO, EventLog, child_processes, shm_blocks, wait_until
 from twin_server.engine.session import RunState, SessionSettings, VarKey
 from twin_server.engine.twin import TwinDefinition
@@ -92,7 +93,7 @@ async def host(events: EventLog) -> AsyncIterator[WorkerHost]:
         yield workers
     finally:
         await workers.aclose()
-        assert child_processes() == []
+        assert children() == {}
         assert shm_blocks() == set()
 
 

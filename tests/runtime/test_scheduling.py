@@ -25,6 +25,7 @@ import pytest
 import structlog
 
 from tests.models.fmu import conftest as fmu_conftest
+from tests.processes import children
 from tests.runtime.conftest import DEMO, EventLog, child_processes, shm_blocks, wait_until
 from tests.runtime.models import burn_twin
 from tests.runtime.test_fmu_crash import (
@@ -80,7 +81,7 @@ async def started(events: EventLog, asked: scheduling.Asked, *, workers: int = 1
         yield host
     finally:
         await host.aclose()
-        assert child_processes() == []
+        assert children() == {}
         assert shm_blocks() == set()
 
 

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from tests.processes import children
 from tests.runtime.conftest import EventLog, child_processes, shm_blocks, wait_until
 from tests.runtime.models import crash_twin, echo_twin
 from twin_server.engine.session import RunState, SessionSettings, VarKey
@@ -127,7 +128,7 @@ class TestCrash:
             await events.wait("calm", "recovered")
             await events.wait("bad", "recovered")
             assert host.statistics().crashes == 1
-        assert child_processes() == []
+        assert children() == {}
         assert shm_blocks() == set()
 
     async def test_a_snapshot_that_crashes_on_restore_is_given_up(
@@ -246,7 +247,7 @@ class TestCleanup:
             assert len(child_processes()) >= 2
         finally:
             await host.aclose()
-        assert child_processes() == []
+        assert children() == {}
         assert shm_blocks() == set()
         assert host.statistics().workers == 0
 
@@ -268,7 +269,7 @@ class TestCleanup:
             await host.aclose()
             took = time.monotonic() - began
         assert took < CLOSE_BOUND, f"close took {took:.1f} s"
-        assert child_processes() == []
+        assert children() == {}
         assert shm_blocks() == set()
 
     async def test_close_while_a_replacement_is_starting_is_bounded(
@@ -290,7 +291,7 @@ class TestCleanup:
             await host.aclose()
             took = time.monotonic() - began
         assert took < CLOSE_BOUND, f"close took {took:.1f} s"
-        assert child_processes() == []
+        assert children() == {}
         assert shm_blocks() == set()
 
 
