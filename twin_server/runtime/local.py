@@ -215,7 +215,7 @@ class LocalHost:
             raise InvalidState("the session host is closed")
 
 
-async def _stop(local: _Local, timeout: float = CLOCK_STOP_TIMEOUT) -> None:
+async def _stop(local: _Local, timeout: float | None = None) -> None:
     """End the session's clock, then close the session. A clock task that has not
     ended ``timeout`` seconds after its cancellation is reported (``clock_stop_timeout``,
     with where it is) and the session closed under it: a closed session is Halted, so
@@ -228,6 +228,8 @@ async def _stop(local: _Local, timeout: float = CLOCK_STOP_TIMEOUT) -> None:
         # (asyncio.wait, not a timeout around ``await task``: cancelling a wait for a
         # task only cancels that task again, so a task that ignores it is waited for
         # for ever; the caller's own cancellation still ends this wait)
+        if timeout is None:
+            timeout = CLOCK_STOP_TIMEOUT
         done, _ = await asyncio.wait({task}, timeout=timeout)
         if not done:
             log.error("clock_stop_timeout", session=local.session.name, seconds=timeout,
