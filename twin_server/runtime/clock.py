@@ -352,7 +352,7 @@ class Clock:
                     break
                 if now() - since >= budget:
                     break
-            time.sleep(0)  # lets a thread that waits for the GIL take it (see below)
+            time.sleep(0)  # lets a thread that waits for the GIL take it (the docstring)
             await self._sleep(0)
         self._reanchor = True
 
