@@ -332,3 +332,24 @@ class TestLocalDelete:
             await deaf  # (it ended: the closed session no longer runs)
         assert session.closed
         await host.aclose()
+
+    async def test_stopping_the_clocks_is_bounded_too(
+            self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The daemon's shutdown stage that stops the clocks ends within the stop
+        timeout when a clock ignores its cancellation, and names it."""
+        monkeypatch.setattr(local, "CLOCK_STOP_TIMEOUT", 0.5)
+        host = LocalHost(EventLog(), clocks=False)
+        await host.create("s", noisy_loop_twin(),
+                          SessionSettings(step_size=0.01, realtime_factor=0.0))
+        session = host.session("s")
+        session.start()
+        deaf = asyncio.create_task(_deaf_clock(session))
+        host._sessions["s"].task = deaf
+        await wait_until(lambda: session.step_count > 100)
+        with capture_logs() as logs:
+            async with asyncio.timeout(20):
+                await host.stop_clocks()
+        assert [e["session"] for e in logs if e["event"] == "clock_stop_timeout"] == ["s"]
+        await host.aclose()  # (closes the session: the deaf clock stops ticking)
+        async with asyncio.timeout(5):
+            await deaf

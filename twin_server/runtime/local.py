@@ -29,7 +29,6 @@ from twin_server.runtime.host import (
     SessionLayout,
 )
 from twin_server.runtime.stepping import StepJob
-from twin_server.runtime.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -189,7 +188,7 @@ class LocalHost:
         for local in self._sessions.values():
             task, local.task = local.task, None
             if task is not None:
-                await cancel_and_wait(task)
+                await _end_clock(local, task, None)
 
     async def aclose(self) -> None:
         self._closed = True
@@ -222,20 +221,25 @@ async def _stop(local: _Local, timeout: float | None = None) -> None:
     its clock stops ticking, and a deletion never waits for ever."""
     if local.step is not None:
         local.step.cancel()
-    task = local.task
-    if task is not None:
-        task.cancel()
-        # (asyncio.wait, not a timeout around ``await task``: cancelling a wait for a
-        # task only cancels that task again, so a task that ignores it is waited for
-        # for ever; the caller's own cancellation still ends this wait)
-        if timeout is None:
-            timeout = CLOCK_STOP_TIMEOUT
-        done, _ = await asyncio.wait({task}, timeout=timeout)
-        if not done:
-            log.error("clock_stop_timeout", session=local.session.name, seconds=timeout,
-                      task=task.get_name(), stack=_where(task))
+    if local.task is not None:
+        await _end_clock(local, local.task, timeout)
     local.session.close()  # emits "closed" to the listener, then drops it
     local.unsubscribe()
+
+
+async def _end_clock(local: _Local, task: asyncio.Task[None], timeout: float | None) -> None:
+    """Cancel the clock ``task`` and wait ``timeout`` seconds (CLOCK_STOP_TIMEOUT) at
+    most for it to end; one that has not is reported with where it is."""
+    task.cancel()
+    # (asyncio.wait, not a timeout around ``await task``: cancelling a wait for a task
+    # only cancels that task again, so a task that ignores it is waited for for ever;
+    # the caller's own cancellation still ends this wait)
+    if timeout is None:
+        timeout = CLOCK_STOP_TIMEOUT
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if not done:
+        log.error("clock_stop_timeout", session=local.session.name, seconds=timeout,
+                  task=task.get_name(), stack=_where(task))
 
 
 def _where(task: asyncio.Task[None]) -> str:
