@@ -47,11 +47,10 @@ from twin_server.opcua.nodes import Argument, NodeBatch
 from twin_server.opcua.patches import monitoring
 from twin_server.opcua.program import (
     PROGRAM_STATE_MACHINE_TYPE,
-    STATES,
     TRANSITIONS,
     StateView,
 )
-from twin_server.opcua.tree import ROOT, MethodSpec, _build_program
+from twin_server.opcua.tree import ROOT, MethodSpec, _build_program, write_program
 from twin_server.opcua.units import engineering_units
 
 CAMPAIGNS = "Campaigns"
@@ -241,22 +240,9 @@ class CampaignNodes:
                                  SEVERITY.get(run.state, 500))
 
     async def _write_halted(self, nodes: _RunNodes) -> None:
-        program = nodes.program
-        now = datetime.now(UTC)
-        state_id, number = STATES[RunState.HALTED]
-        t = TRANSITIONS[(RunState.RUNNING, RunState.HALTED)]
-        for nodeid, variant in (
-                (program.current, ua.Variant(ua.LocalizedText("Halted"),
-                                             ua.VariantType.LocalizedText)),
-                (program.current_id, ua.Variant(state_id, ua.VariantType.NodeId)),
-                (program.current_number, ua.Variant(number, ua.VariantType.UInt32)),
-                (program.last, ua.Variant(ua.LocalizedText(t.name),
-                                          ua.VariantType.LocalizedText)),
-                (program.last_id, ua.Variant(t.nodeid, ua.VariantType.NodeId)),
-                (program.last_number, ua.Variant(t.number, ua.VariantType.UInt32)),
-                (program.last_time, ua.Variant(now, ua.VariantType.DateTime))):
-            await self._aspace.write_attribute_value(
-                nodeid, _VALUE, ua.DataValue(variant, SourceTimestamp=now, ServerTimestamp=now))
+        halted = TRANSITIONS[(RunState.RUNNING, RunState.HALTED)]
+        await write_program(self._aspace, nodes.program,
+                            StateView(RunState.HALTED, halted, datetime.now(UTC), 0))
 
     async def _removed(self, run: CampaignRun) -> None:
         nodes = self._runs.pop(run.name, None)

@@ -43,7 +43,7 @@ from twin_server.opcua.hil_nodes import HilNodes, build_hil
 from twin_server.opcua.methods import ServerMethods, SessionMethods, method_statistics
 from twin_server.opcua.nodes import NodeBatch, add_reference
 from twin_server.opcua.patches import aspace_cache, browse, fastpath, internals, monitoring
-from twin_server.opcua.program import STATES, ProgramState, StateView
+from twin_server.opcua.program import ProgramState, StateView
 from twin_server.opcua.publisher import Publisher, PublisherStatistics, PublishTarget
 from twin_server.opcua.ranges import RangeFollower
 from twin_server.opcua.runtime import Runtime
@@ -58,6 +58,7 @@ from twin_server.opcua.tree import (
     build_root,
     build_session_steps,
     build_twin_steps,
+    write_program,
 )
 from twin_server.opcua.worker_nodes import WorkerNodes, build_session_health, build_workers
 from twin_server.opcua.writes import TwinAttributeService, WriteTarget, session_of
@@ -598,29 +599,7 @@ class OpcUaServer:
                         state)
 
     async def _write_program(self, nodes: ProgramNodes, view: StateView) -> None:
-        aspace = self._iserver.aspace
-        if nodes.current not in aspace:
-            return  # removed meanwhile
-        now = datetime.now(UTC)
-        state_id, number = STATES[view.state]
-        t = view.transition
-        values: list[tuple[ua.NodeId, ua.Variant]] = [
-            (nodes.current, ua.Variant(ua.LocalizedText(str(view.state)),
-                                       ua.VariantType.LocalizedText)),
-            (nodes.current_id, ua.Variant(state_id, ua.VariantType.NodeId)),
-            (nodes.current_number, ua.Variant(number, ua.VariantType.UInt32)),
-            (nodes.recycle_count, ua.Variant(view.recycle_count, ua.VariantType.Int32)),
-        ]
-        if t is not None:
-            values += [
-                (nodes.last, ua.Variant(ua.LocalizedText(t.name), ua.VariantType.LocalizedText)),
-                (nodes.last_id, ua.Variant(t.nodeid, ua.VariantType.NodeId)),
-                (nodes.last_number, ua.Variant(t.number, ua.VariantType.UInt32)),
-                (nodes.last_time, ua.Variant(view.transition_time, ua.VariantType.DateTime)),
-            ]
-        for nodeid, variant in values:
-            await aspace.write_attribute_value(
-                nodeid, _VALUE, ua.DataValue(variant, SourceTimestamp=now, ServerTimestamp=now))
+        await write_program(self._iserver.aspace, nodes, view)
 
     async def _pump_events(self) -> None:
         """Emit the events of ticks and of the host (faults, a worker's return, a Step's

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from asyncua import ua
@@ -493,3 +494,31 @@ def _describe(key: VarKey, var: Variable) -> str:
     if var.kind is Kind.PARAMETER and not var.tunable:
         extras.append("fixed: applies at Reset")
     return f"{text} ({', '.join(extras)})" if extras else text
+
+
+async def write_program(aspace: Any, nodes: ProgramNodes, view: StateView) -> None:
+    """Show ``view`` on a Program's state machine nodes (a session's, a scenario or
+    campaign run's); nothing where the nodes were removed meanwhile."""
+    if nodes.current not in aspace:
+        return
+    now = datetime.now(UTC)
+    state_id, number = STATES[view.state]
+    t = view.transition
+    values: list[tuple[ua.NodeId, ua.Variant]] = [
+        (nodes.current, ua.Variant(ua.LocalizedText(str(view.state)),
+                                   ua.VariantType.LocalizedText)),
+        (nodes.current_id, ua.Variant(state_id, ua.VariantType.NodeId)),
+        (nodes.current_number, ua.Variant(number, ua.VariantType.UInt32)),
+        (nodes.recycle_count, ua.Variant(view.recycle_count, ua.VariantType.Int32)),
+    ]
+    if t is not None:
+        values += [
+            (nodes.last, ua.Variant(ua.LocalizedText(t.name), ua.VariantType.LocalizedText)),
+            (nodes.last_id, ua.Variant(t.nodeid, ua.VariantType.NodeId)),
+            (nodes.last_number, ua.Variant(t.number, ua.VariantType.UInt32)),
+            (nodes.last_time, ua.Variant(view.transition_time, ua.VariantType.DateTime)),
+        ]
+    for nodeid, variant in values:
+        await aspace.write_attribute_value(
+            nodeid, ua.AttributeIds.Value,
+            ua.DataValue(variant, SourceTimestamp=now, ServerTimestamp=now))
