@@ -28,7 +28,6 @@ BadResourceUnavailable while another campaign runs, BadNotSupported without Dask
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,12 +43,12 @@ from twin_server.errors import InvalidArgument, NotFound, TwinServerError
 from twin_server.opcua import events as ev
 from twin_server.opcua.methods import MethodCounter, _Call, make_callback
 from twin_server.opcua.nodes import Argument, NodeBatch
-from twin_server.opcua.patches import monitoring
 from twin_server.opcua.program import (
     PROGRAM_STATE_MACHINE_TYPE,
     TRANSITIONS,
     StateView,
 )
+from twin_server.opcua.scenario_nodes import remove_run
 from twin_server.opcua.tree import ROOT, MethodSpec, _build_program, write_program
 from twin_server.opcua.units import engineering_units
 
@@ -248,15 +247,7 @@ class CampaignNodes:
         nodes = self._runs.pop(run.name, None)
         if nodes is None:
             return
-        aspace = self._aspace
-        await monitoring.detach(aspace, nodes.all)
-        folder = aspace[self.nodeid(CAMPAIGNS)]
-        folder.references[:] = [r for r in folder.references if r.NodeId != nodes.root]
-        items = [ua.DeleteNodesItem(NodeId=n, DeleteTargetReferences=False)
-                 for n in reversed(nodes.all)]
-        with contextlib.suppress(TwinServerError):
-            self._server.iserver.node_mgt_service.delete_nodes(
-                ua.DeleteNodesParameters(NodesToDelete=items))
+        await remove_run(self._server, self.nodeid(CAMPAIGNS), nodes.root, nodes.all)
 
 
 _UNSENT = object()

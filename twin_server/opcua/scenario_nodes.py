@@ -312,15 +312,22 @@ class ScenarioNodes:
         nodes = self._runs.pop(run.name, None)
         if nodes is None:
             return
-        aspace = self._aspace
-        await monitoring.detach(aspace, nodes.all)
-        folder = aspace[self.nodeid(SCENARIOS)]
-        folder.references[:] = [r for r in folder.references if r.NodeId != nodes.root]
-        items = [ua.DeleteNodesItem(NodeId=n, DeleteTargetReferences=False)
-                 for n in reversed(nodes.all)]
-        with contextlib.suppress(TwinServerError):
-            self._server.iserver.node_mgt_service.delete_nodes(
-                ua.DeleteNodesParameters(NodesToDelete=items))
+        await remove_run(self._server, self.nodeid(SCENARIOS), nodes.root, nodes.all)
+
+
+async def remove_run(server: Server, folder: ua.NodeId, root: ua.NodeId,
+                     nodes: list[ua.NodeId]) -> None:
+    """Take a run's ``nodes`` (its object ``root`` under ``folder`` and all below it)
+    out of the address space; their monitored items are told first."""
+    aspace = server.iserver.aspace
+    await monitoring.detach(aspace, nodes)
+    parent = aspace[folder]
+    parent.references[:] = [r for r in parent.references if r.NodeId != root]
+    items = [ua.DeleteNodesItem(NodeId=n, DeleteTargetReferences=False)
+             for n in reversed(nodes)]
+    with contextlib.suppress(TwinServerError):
+        server.iserver.node_mgt_service.delete_nodes(
+            ua.DeleteNodesParameters(NodesToDelete=items))
 
 
 _UNSENT = object()
