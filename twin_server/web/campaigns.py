@@ -32,12 +32,12 @@ from twin_server.campaigns.plots import REPORT
 from twin_server.campaigns.report import kinds
 from twin_server.campaigns.service import CampaignRun, CampaignService
 from twin_server.campaigns.store import ResultStore
-from twin_server.errors import InvalidArgument, InvalidState, NotFound, NotSupported
+from twin_server.errors import InvalidArgument, InvalidState, NotFound
 from twin_server.security.roles import METHOD_ROLES
 from twin_server.web import views
 from twin_server.web.api import Api, _field
 from twin_server.web.routes import Query, Route
-from twin_server.web.scenarios import REPORT_POLICY
+from twin_server.web.runs import RunRoutes, confined, served
 
 #: rows of the summary table in one answer at most (and by default)
 MAX_ROWS = 1000
@@ -91,41 +91,30 @@ def run_view(run: CampaignRun) -> dict[str, Any]:
     }
 
 
-class CampaignRuns:
+class CampaignRuns(RunRoutes[CampaignRun]):
     """The routes, over the daemon's CampaignService."""
 
-    def __init__(self, api: Api) -> None:
-        self.api = api
+    KIND = "campaign"
+    FOLDER = "campaigns"
+
+    def view(self, run: CampaignRun) -> dict[str, Any]:
+        return run_view(run)
+
+    def running(self, run: CampaignRun) -> bool:
+        return run.running
+
+    def running_note(self, run: CampaignRun) -> str:
+        return "; /runs shows the runs done so far"
 
     @property
     def service(self) -> CampaignService:
-        service = self.api.daemon.campaigns
-        if service is None:
-            raise NotSupported("campaign runs are not served (the daemon is not running)")
-        return service
+        return served(self.api.daemon.campaigns, "campaign")
 
     async def start(self, request: web.Request) -> web.Response:
         body = await self.api.body(request)
         text = _field(body, "campaign", str)
         run = await self.service.run_campaign(text)
         return web.json_response(run_view(run), status=201)
-
-    async def list_runs(self, request: web.Request) -> web.Response:
-        return web.json_response([run_view(r) for r in reversed(list(self.service))])
-
-    def _run(self, request: web.Request) -> CampaignRun:
-        return self.service.get(request.match_info["run"])
-
-    def _ended(self, request: web.Request) -> CampaignRun:
-        run = self._run(request)
-        if run.running:
-            raise InvalidState(f"campaign run {run.name} is running: its report is written "
-                               f"when it ends (GET /api/campaigns/{run.name} until its state "
-                               f"is not running; /runs shows the runs done so far)")
-        return run
-
-    async def get_run(self, request: web.Request) -> web.Response:
-        return web.json_response(run_view(self._run(request)))
 
     async def halt(self, request: web.Request) -> web.Response:
         run = self._run(request)
@@ -157,8 +146,7 @@ class CampaignRuns:
     async def report_html(self, request: web.Request) -> web.Response:
         _, folder = self._report_folder(request)
         page = await asyncio.to_thread(report_html, folder)
-        return web.Response(text=page, content_type="text/html",
-                            headers={"Content-Security-Policy": REPORT_POLICY})
+        return confined(page, "text/html")
 
     async def plot(self, request: web.Request) -> web.Response:
         run, folder = self._report_folder(request)
@@ -168,8 +156,7 @@ class CampaignRuns:
             raise NotFound(f"campaign run {run.name} has no plot {name[:40]!r} (its plots: "
                            f"{', '.join(plots) or 'none'})")
         svg = await asyncio.to_thread((folder / name).read_text, encoding="utf-8")
-        return web.Response(text=svg, content_type="image/svg+xml",
-                            headers={"Content-Security-Policy": REPORT_POLICY})
+        return confined(svg, "image/svg+xml")
 
 
 def _int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:

@@ -28,7 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
-from twin_server.errors import InvalidArgument, InvalidState, NotFound, NotSupported
+from twin_server.errors import InvalidArgument, NotFound
 from twin_server.runtime import checks
 from twin_server.scenarios.report import plot_check
 from twin_server.scenarios.results import ScenarioResult, Verdict
@@ -37,13 +37,12 @@ from twin_server.security.roles import METHOD_ROLES
 from twin_server.web import views
 from twin_server.web.api import Api, _field, user_of
 from twin_server.web.routes import Route
+from twin_server.web.runs import RunRoutes, confined, served
 
 #: seconds a POST waits for its run at most
 MAX_WAIT = 60.0
 #: a plot's name: step<N>.svg, N the index of its check's step
 PLOT = re.compile(r"^step(\d{1,6})\.svg$")
-#: what a served SVG or HTML report may load or run: nothing but its inline styles
-REPORT_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
 RUN: dict[str, Any] = {
     "type": "object", "required": ["id", "name", "state"],
@@ -90,18 +89,21 @@ def run_view(run: ScenarioRun) -> dict[str, Any]:
     }
 
 
-class ScenarioRuns:
+class ScenarioRuns(RunRoutes[ScenarioRun]):
     """The routes, over the daemon's ScenarioService."""
 
-    def __init__(self, api: Api) -> None:
-        self.api = api
+    KIND = "scenario"
+    FOLDER = "scenarios"
+
+    def view(self, run: ScenarioRun) -> dict[str, Any]:
+        return run_view(run)
+
+    def running(self, run: ScenarioRun) -> bool:
+        return run.result is None
 
     @property
     def service(self) -> ScenarioService:
-        service = self.api.daemon.scenarios
-        if service is None:
-            raise NotSupported("scenario runs are not served (the daemon is not running)")
-        return service
+        return served(self.api.daemon.scenarios, "scenario")
 
     async def start(self, request: web.Request) -> web.Response:
         body = await self.api.body(request, "max_definition_size")
@@ -122,23 +124,6 @@ class ScenarioRuns:
                 await run.done.wait()
         return web.json_response(run_view(run), status=201)
 
-    async def list_runs(self, request: web.Request) -> web.Response:
-        return web.json_response([run_view(r) for r in reversed(list(self.service))])
-
-    def _run(self, request: web.Request) -> ScenarioRun:
-        return self.service.get(request.match_info["run"])
-
-    def _ended(self, request: web.Request) -> ScenarioRun:
-        run = self._run(request)
-        if run.result is None:
-            raise InvalidState(f"scenario run {run.name} is running: it has no report yet "
-                               f"(GET /api/scenarios/{run.name} until its state is not "
-                               f"running)")
-        return run
-
-    async def get_run(self, request: web.Request) -> web.Response:
-        return web.json_response(run_view(self._run(request)))
-
     async def junit(self, request: web.Request) -> web.Response:
         return web.Response(text=self._ended(request).junit, content_type="application/xml")
 
@@ -148,8 +133,7 @@ class ScenarioRuns:
     async def report_html(self, request: web.Request) -> web.Response:
         result = self._ended(request).result
         assert result is not None
-        return web.Response(text=report_html(result), content_type="text/html",
-                            headers={"Content-Security-Policy": REPORT_POLICY})
+        return confined(report_html(result), "text/html")
 
     async def plot(self, request: web.Request) -> web.Response:
         run = self._ended(request)
@@ -164,8 +148,7 @@ class ScenarioRuns:
                        if plot_check(run.result.trace, c) is not None]
             raise NotFound(f"scenario run {run.name} has no plot {name[:40]!r} (its plots: "
                            f"{', '.join(plotted) or 'none'}; a check not reached has none)")
-        return web.Response(text=svg, content_type="image/svg+xml",
-                            headers={"Content-Security-Policy": REPORT_POLICY})
+        return confined(svg, "image/svg+xml")
 
     async def halt(self, request: web.Request) -> web.Response:
         run = self._run(request)
