@@ -17,6 +17,7 @@ import pytest_asyncio
 from asyncua import Client, ua
 
 from tests.campaigns.conftest import TANK, TANK_TWIN
+from tests.events import RunEvents
 from tests.opcua.conftest import MODULE_LOOP, run_daemon, stop_daemon
 from tests.processes import children
 from twin_server.campaigns.store import ResultStore
@@ -52,25 +53,6 @@ duration = 30.0
 """
 
 
-class _Events:
-    def __init__(self) -> None:
-        self.items: list[Any] = []
-        self.arrived = asyncio.Event()
-
-    def event_notification(self, event: Any) -> None:
-        self.items.append(event)
-        self.arrived.set()
-
-    async def wait_for(self, run: str, timeout: float = 60.0) -> Any:
-        async with asyncio.timeout(timeout):
-            while True:
-                for event in self.items:
-                    if event.Run == run:
-                        return event
-                self.arrived.clear()
-                await self.arrived.wait()
-
-
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The scenario folder: the tank's config and a campaign file; a config outside."""
@@ -99,10 +81,10 @@ async def daemon(folder: Path) -> AsyncIterator[Daemon]:
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def client(daemon: Daemon) -> AsyncIterator[tuple[Client, int, _Events]]:
+async def client(daemon: Daemon) -> AsyncIterator[tuple[Client, int, RunEvents]]:
     async with Client(daemon.endpoint_url, timeout=30) as c:
         ns = await c.get_namespace_index(NAMESPACE_URI)
-        events = _Events()
+        events = RunEvents()
         sub = await c.create_subscription(20, events)
         etype = c.get_node(ua.NodeId("CampaignFinishedEventType", ns))
         await sub.subscribe_events(c.get_node(ua.NodeId("Campaigns", ns)), etype)
@@ -134,13 +116,13 @@ async def _read(c: Client, ns: int, path: str) -> Any:
 
 class TestRunCampaign:
     async def test_file_campaign_runs_to_the_end(
-            self, client: tuple[Client, int, _Events]) -> None:
+            self, client: tuple[Client, int, RunEvents]) -> None:
         """A campaign file below the folders runs on the local cluster: its node ends
         Halted with every run done, the event says finished, the results are there."""
         c, ns, events = client
         run = await _started(c, ns, "quick.toml")
         assert await _read(c, ns, f"{run}.Total") == 4
-        event = await events.wait_for(run)
+        event = await events.wait_for(run, timeout=60.0)
         assert (event.State, event.Ok, event.Failed, event.Campaign) == ("finished", 4, 0,
                                                                           "quick")
         assert (await _read(c, ns, f"{run}.CurrentState")).Text == "Halted"
@@ -156,7 +138,7 @@ class TestRunCampaign:
             store.close()
 
     async def test_halt_keeps_the_finished_runs(
-            self, client: tuple[Client, int, _Events]) -> None:
+            self, client: tuple[Client, int, RunEvents]) -> None:
         """Halt cancels what has not finished: the event says cancelled, the finished
         runs are stored; a second Halt is BadInvalidState; a campaign given as text
         resolves its config against the scenario folder."""
@@ -172,7 +154,7 @@ class TestRunCampaign:
         (result,) = await c.uaclient.call([ua.CallMethodRequest(
             ObjectId=ua.NodeId(f"Campaigns.{run}", ns), MethodId=halt)])
         assert result.StatusCode.is_good()
-        event = await events.wait_for(run)
+        event = await events.wait_for(run, timeout=60.0)
         assert event.State == "cancelled" and event.Ok >= 1 and event.Cancelled > 0
         assert event.Ok + event.Failed + event.Cancelled == 400
         (again,) = await c.uaclient.call([ua.CallMethodRequest(
@@ -181,14 +163,14 @@ class TestRunCampaign:
 
 
 class TestRefused:
-    async def test_bad_campaign(self, client: tuple[Client, int, _Events]) -> None:
+    async def test_bad_campaign(self, client: tuple[Client, int, RunEvents]) -> None:
         """A campaign with errors is BadInvalidArgument naming the key."""
         c, ns, _ = client
         result = await _call(c, ns, QUICK.replace('"tank.area"', '"tank.arae"'))
         assert result.StatusCode.name == "BadInvalidArgument"
         assert "parameters" in _info(result) and "arae" in _info(result)
 
-    async def test_config_outside_the_folders(self, client: tuple[Client, int, _Events]) -> None:
+    async def test_config_outside_the_folders(self, client: tuple[Client, int, RunEvents]) -> None:
         """A campaign naming a config outside the scenario folders is refused, unread."""
         c, ns, _ = client
         result = await _call(c, ns, QUICK.replace('"tank.toml"', '"../secret.toml"'))
@@ -197,7 +179,7 @@ class TestRefused:
         missing = await _call(c, ns, "nope.toml")
         assert missing.StatusCode.name == "BadNotFound"
 
-    async def test_without_dask(self, client: tuple[Client, int, _Events],
+    async def test_without_dask(self, client: tuple[Client, int, RunEvents],
                                 monkeypatch: pytest.MonkeyPatch) -> None:
         """Where distributed cannot be imported, RunCampaign is BadNotSupported naming
         the extra to install."""

@@ -16,6 +16,7 @@ import pytest
 import pytest_asyncio
 from asyncua import Client, ua
 
+from tests.events import RunEvents
 from tests.opcua.conftest import MODULE_LOOP, run_daemon, stop_daemon
 from tests.scenarios.conftest import CONFIG
 from twin_server.opcua.server import NAMESPACE_URI
@@ -64,26 +65,6 @@ wait = 1e7
 """
 
 
-class _Events:
-    def __init__(self) -> None:
-        self.items: list[Any] = []
-        self.arrived = asyncio.Event()
-
-    def event_notification(self, event: Any) -> None:
-        self.items.append(event)
-        self.arrived.set()
-
-    async def wait_for(self, run: str, timeout: float = 30.0) -> Any:
-        """The finished event of ``run``, waiting for it."""
-        async with asyncio.timeout(timeout):
-            while True:
-                for event in self.items:
-                    if event.Run == run:
-                        return event
-                self.arrived.clear()
-                await self.arrived.wait()
-
-
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The scenario folder: a file in it, a secret beside it, a symlink out."""
@@ -111,10 +92,10 @@ async def daemon(folder: Path) -> AsyncIterator[Daemon]:
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def client(daemon: Daemon) -> AsyncIterator[tuple[Client, int, _Events]]:
+async def client(daemon: Daemon) -> AsyncIterator[tuple[Client, int, RunEvents]]:
     async with Client(daemon.endpoint_url, timeout=10) as c:
         ns = await c.get_namespace_index(NAMESPACE_URI)
-        events = _Events()
+        events = RunEvents()
         sub = await c.create_subscription(20, events)
         etype = c.get_node(ua.NodeId("ScenarioFinishedEventType", ns))
         await sub.subscribe_events(c.get_node(ua.NodeId("Scenarios", ns)), etype)
@@ -150,7 +131,7 @@ async def _read(c: Client, ns: int, path: str) -> Any:
 
 
 class TestRunScenario:
-    async def test_passing_run(self, client: tuple[Client, int, _Events]) -> None:
+    async def test_passing_run(self, client: tuple[Client, int, RunEvents]) -> None:
         """A run shows Halted, passed, its checks and reports, and ends with an event."""
         c, ns, events = client
         run = await _started(c, ns, PASSING, '{"seed": 3}')
@@ -170,7 +151,7 @@ class TestRunScenario:
         assert junit.get("tests") == "2" and junit.get("failures") == "0"
         assert (await _read(c, ns, f"{run}.Report")).startswith("# fills: PASSED")
 
-    async def test_failing_run(self, client: tuple[Client, int, _Events]) -> None:
+    async def test_failing_run(self, client: tuple[Client, int, RunEvents]) -> None:
         """A failing check makes the run's verdict failed, with the values seen."""
         c, ns, events = client
         run = await _started(c, ns, FAILING)
@@ -181,7 +162,7 @@ class TestRunScenario:
         junit = await _read(c, ns, f"{run}.JUnit")
         assert "<failure" in junit and "tank.level" in junit
 
-    async def test_running_then_halted(self, client: tuple[Client, int, _Events]) -> None:
+    async def test_running_then_halted(self, client: tuple[Client, int, RunEvents]) -> None:
         """A long run shows Running with its step and progress; Halt ends it (error)."""
         c, ns, events = client
         run = await _started(c, ns, LONG)
@@ -204,7 +185,7 @@ class TestRunScenario:
         assert again.StatusCode.name == "BadInvalidState"
 
     async def test_last_runs_kept(self, daemon: Daemon,
-                                  client: tuple[Client, int, _Events]) -> None:
+                                  client: tuple[Client, int, RunEvents]) -> None:
         """Beyond server.scenario_reports finished runs, the oldest one's nodes go."""
         c, ns, events = client
         runs = [await _started(c, ns, FAILING) for _ in range(3)]
@@ -219,7 +200,7 @@ class TestRunScenario:
 
 class TestDeterminism:
     async def test_same_trace_as_offline(self, daemon: Daemon,
-                                         client: tuple[Client, int, _Events]) -> None:
+                                         client: tuple[Client, int, RunEvents]) -> None:
         """The same seed gives the same trace and verdicts via the method and offline;
         another seed another trace."""
         c, ns, events = client
@@ -239,7 +220,7 @@ class TestDeterminism:
 
 class TestFork:
     async def test_fork_starts_from_the_served_state(
-            self, daemon: Daemon, client: tuple[Client, int, _Events]) -> None:
+            self, daemon: Daemon, client: tuple[Client, int, RunEvents]) -> None:
         """With fork, the run starts at the served session's tick and leaves it alone."""
         c, ns, events = client
         served = daemon.session("plant")
@@ -264,7 +245,7 @@ class TestFork:
         finally:
             await served.resume()
 
-    async def test_unknown_session(self, client: tuple[Client, int, _Events]) -> None:
+    async def test_unknown_session(self, client: tuple[Client, int, RunEvents]) -> None:
         """A fork of no served session is BadNotFound on Options."""
         c, ns, _ = client
         result = await _run(c, ns, PASSING, '{"fork": "nope"}')
@@ -274,7 +255,7 @@ class TestFork:
 
 
 class TestRefusals:
-    async def test_bad_condition(self, client: tuple[Client, int, _Events]) -> None:
+    async def test_bad_condition(self, client: tuple[Client, int, RunEvents]) -> None:
         """A condition that does not parse: BadInvalidArgument naming key and column."""
         c, ns, _ = client
         result = await _run(c, ns, PASSING.replace("tank.level > 0.55", "tank.level >> 1"))
@@ -282,14 +263,14 @@ class TestRefusals:
         info = _info(result)
         assert "RunScenario: steps[1].check: column 13" in info, info
 
-    async def test_unknown_variable(self, client: tuple[Client, int, _Events]) -> None:
+    async def test_unknown_variable(self, client: tuple[Client, int, RunEvents]) -> None:
         """A name the twin lacks: BadInvalidArgument naming it and its key."""
         c, ns, _ = client
         result = await _run(c, ns, PASSING.replace("tank.inflow", "tank.inflw"))
         assert result.StatusCode.name == "BadInvalidArgument"
         assert "steps[0].set" in _info(result) and "tank.inflw" in _info(result)
 
-    async def test_bad_options(self, client: tuple[Client, int, _Events]) -> None:
+    async def test_bad_options(self, client: tuple[Client, int, RunEvents]) -> None:
         """Options that are not the JSON it takes: BadInvalidArgument on Options."""
         c, ns, _ = client
         for options, says in (("{seed: 1}", "line 1, column 2"), ('{"sed": 1}', "unknown key"),
@@ -300,7 +281,7 @@ class TestRefusals:
             assert says in _info(result)
 
     async def test_nothing_runs_on_refusal(self, daemon: Daemon,
-                                           client: tuple[Client, int, _Events]) -> None:
+                                           client: tuple[Client, int, RunEvents]) -> None:
         """A refused call starts no run."""
         c, ns, _ = client
         assert daemon.scenarios is not None
@@ -310,7 +291,7 @@ class TestRefusals:
 
 
 class TestFiles:
-    async def test_file_in_the_folder(self, client: tuple[Client, int, _Events]) -> None:
+    async def test_file_in_the_folder(self, client: tuple[Client, int, RunEvents]) -> None:
         """A file name relative to the scenario folder runs that file."""
         c, ns, events = client
         run = await _started(c, ns, "sub/fills.toml")
@@ -323,7 +304,7 @@ class TestFiles:
         ("out.toml", "BadInvalidArgument", "leads out of"),
         ("missing.toml", "BadNotFound", "no scenario file 'missing.toml'"),
     ])
-    async def test_outside_refused(self, client: tuple[Client, int, _Events], name: str,
+    async def test_outside_refused(self, client: tuple[Client, int, RunEvents], name: str,
                                    status: str, says: str) -> None:
         """Names outside the scenario folders (.., absolute, a symlink out) are refused."""
         c, ns, _ = client
