@@ -144,6 +144,7 @@ class TestRunScenario:
         assert await _read(c, ns, f"{run}.Verdict") == "passed"
         assert await _read(c, ns, f"{run}.Progress") == 100.0
         assert await _read(c, ns, f"{run}.Seed") == "3"
+        assert await _read(c, ns, f"{run}.User") == "anonymous"
         assert await _read(c, ns, f"{run}.Results.step1.Name") == "the level rises"
         assert await _read(c, ns, f"{run}.Results.step1.Verdict") == "passed"
         assert 0 < await _read(c, ns, f"{run}.Results.step1.Decided") < 30

@@ -626,7 +626,8 @@ class TestScenarios:
         assert "step0.svg, step2.svg" in answer["message"]
 
     async def test_a_run_started_over_opc_ua_is_listed(self, web: Web) -> None:
-        """A run RunScenario started is listed over REST with its verdict and reports."""
+        """A run RunScenario started is listed over REST with its verdict, its OPC UA
+        user and reports."""
         async with await _opcua_client(web) as client:
             result = await _run_scenario(client, SCENARIO.format(level=0.6))
             assert result.StatusCode.is_good(), message(result)
@@ -634,7 +635,7 @@ class TestScenarios:
         run_id = node.removeprefix("Scenarios.")
         run = await _until(web, f"/api/scenarios/{run_id}", lambda r: r["state"] != "running",
                            timeout=20)
-        assert (run["state"], run["user"]) == ("passed", "")
+        assert (run["state"], run["user"]) == ("passed", "alice")
         assert run_id in [r["id"] for r in (await web.call("GET", "/api/scenarios"))[1]]
         async with web.http.get(f"{web.url}/api/scenarios/{run_id}/report") as response:
             assert response.status == 200

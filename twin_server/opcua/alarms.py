@@ -51,7 +51,7 @@ from twin_server.opcua.nodes import NodeBatch, add_reference
 from twin_server.opcua.status import status_of
 from twin_server.runtime import checks
 from twin_server.runtime.host import HostedSession
-from twin_server.security.guard import CURRENT_USER
+from twin_server.security.guard import current_user_name
 
 log = structlog.get_logger(__name__)
 
@@ -260,8 +260,7 @@ class AlarmConditions:
                         text, ua.LocalizedText | type(None)):
                     return ua.StatusCode(ua.StatusCodes.BadInvalidArgument)
                 comment = text.Text if text is not None else None
-            user = CURRENT_USER.get()
-            who = getattr(user, "name", None) or ("" if user is None else "anonymous")
+            who = current_user_name()
             try:  # (the REST API's alarm calls go through the same: runtime/checks.py)
                 await checks.alarm_method(cond.session, cond.definition.name, action, event,
                                           comment or "", who)

@@ -9,7 +9,7 @@
           CurrentState (+Id, Number), LastTransition (+Id, Number, TransitionTime)
                             Running while it runs, then Halted (RunningToHalted)
           Halt                            (0:Halt) an operator's: stops the run
-          Scenario, File, RunsOn, Seed (String)           what runs, on what
+          Scenario, File, RunsOn, Seed, User (String)     what runs, on what, for whom
           CurrentStep (String), StepIndex (Int32, -1: none), Progress (Double, %)
           SimTime (Double, s: the scenario's time), Verdict (String: running,
           passed, failed, error), Error (String: why the run broke off), Summary
@@ -46,6 +46,7 @@ from twin_server.opcua.tree import MethodSpec
 from twin_server.runtime.checks import ArgumentRefused
 from twin_server.scenarios.results import CheckResult, Verdict
 from twin_server.scenarios.service import ScenarioRun, ScenarioService, counts
+from twin_server.security.guard import current_user_name
 
 SCENARIOS = "Scenarios"
 EVENT_TYPE = "ScenarioFinishedEventType"
@@ -79,6 +80,8 @@ RUN_VARIABLES: Variables = (
     ("RunsOn", _S, "The session the run steps: a fresh one, or a fork", lambda r: r.session),
     ("Seed", _S, "The seed given to every 'seed' parameter (empty: none)",
      lambda r: _seed(r)),
+    ("User", _S, "Who started the run (the client's user name, anonymous)",
+     lambda r: r.user),
     ("CurrentStep", _S, "The step running now (empty once ended)", lambda r: r.current_step),
     ("StepIndex", _I, "Index of the step running now in the scenario's steps (-1: none)",
      lambda r: r.step_index),
@@ -138,7 +141,7 @@ class ScenarioNodes(RunObjects[ScenarioRun]):
 
     async def start(self, *arguments: Any) -> ScenarioRun:
         try:
-            return await self.service.run_scenario(*arguments)
+            return await self.service.run_scenario(*arguments, user=current_user_name())
         except ArgumentRefused as exc:
             raise ArgumentError(exc.index, exc.error) from None
 

@@ -209,7 +209,7 @@ class ScenarioRun:
     result: ScenarioResult | None = None
     junit: str = ""
     markdown: str = ""
-    #: who started it (the web front's user; "" over OPC UA)
+    #: who started it (the OPC UA or REST user, "anonymous"; "" for the server itself)
     user: str = ""
     cancel: threading.Event = field(default_factory=threading.Event)
     #: why it was cancelled (the run's error then)

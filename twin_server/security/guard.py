@@ -111,6 +111,13 @@ def current_user() -> User | None:
     return CURRENT_USER.get()
 
 
+def current_user_name() -> str:
+    """The calling client's user name, "anonymous" for an anonymous client, "" for the
+    server's own calls (what an alarm's ClientUserId and a run's user show)."""
+    user = CURRENT_USER.get()
+    return getattr(user, "name", None) or ("" if user is None else "anonymous")
+
+
 def _peer(name: Any) -> str | None:
     if isinstance(name, tuple) and name:
         return str(name[0])
