@@ -153,6 +153,11 @@ class Outcome:
 
     @property
     def fell_back(self) -> bool:
+        # (a real-time policy has no nice value: a daemon started niced, systemd's
+        # Nice= say, that gets SCHED_FIFO got what it asked for)
+        if self.wanted.realtime:
+            return (self.got.policy, self.got.priority) != (self.wanted.policy,
+                                                            self.wanted.priority)
         return self.got != self.wanted
 
 
