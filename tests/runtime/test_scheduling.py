@@ -358,6 +358,17 @@ def resource_rtprio() -> int:
 
 
 class TestFallback:
+    def test_a_niced_daemon_that_gets_fifo_did_not_fall_back(self) -> None:
+        """SCHED_FIFO has no nice value: a worker of a daemon started at nice 10
+        (systemd's Nice=) that got its priority got what it asked for."""
+        fifo = scheduling.Policy("SCHED_FIFO", 10)
+        assert not scheduling.Outcome("realtime", fifo, scheduling.Policy(
+            "SCHED_FIFO", 10, nice=10)).fell_back
+        assert scheduling.Outcome("realtime", fifo, scheduling.Policy(
+            "SCHED_OTHER", 0, nice=10)).fell_back
+        assert scheduling.Outcome("realtime", fifo, scheduling.Policy(
+            "SCHED_FIFO", 5)).fell_back
+
     def test_refused_realtime_falls_back_with_one_event(
             self, tmp_path: Path, without_sys_nice: list[str]) -> None:
         """Where the kernel refuses SCHED_FIFO, the workers run at normal scheduling and
