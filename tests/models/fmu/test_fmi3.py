@@ -151,6 +151,25 @@ class TestTypeRanges:
         session.step(1)
         assert session.read(TOTAL) == -9.0
 
+    def test_config_values_refused(self, tmp_path: Path, fmus: dict[str, Path],
+                                   cache_dir: Path) -> None:
+        """Config inputs its FMI types cannot hold are config errors, each at its key."""
+        with pytest.raises(ConfigErrors) as info:
+            typed_twin(tmp_path, fmus["types3"], cache_dir,
+                       "inputs = { i8 = 200, u8 = -1, u32 = 1.5, f32 = 1e39, mode = 3 }")
+        errors = [str(e).split(": ", 1)[1] for e in info.value.exceptions]
+        assert errors == [
+            "twins.typed.components.plant.inputs.i8: input 'i8' must be within [-128, 127] "
+            "(got 200)",
+            "twins.typed.components.plant.inputs.u8: input 'u8' must be within [0, 255] "
+            "(got -1)",
+            "twins.typed.components.plant.inputs.u32: input 'u32' takes a whole number "
+            "(got non-integral 1.5)",
+            "twins.typed.components.plant.inputs.f32: input 'f32' must be within "
+            "[-3.40282e+38, 3.40282e+38] (got 1e+39)",
+            "twins.typed.components.plant.inputs.mode: input 'mode' must be one of 1 (Off), "
+            "2 (On), 5 (Auto) (got 3)"]
+
     def test_enumeration_names_its_items(self, session: Session) -> None:
         """An enumeration refuses a non-member with a message listing its items."""
         with pytest.raises(OutOfRange, match=r"one of 1 \(Off\), 2 \(On\), 5 \(Auto\)"):
