@@ -266,13 +266,17 @@ class TestRunCommand:
             self, tmp_path: Path, fmus: dict[str, Path], cache_dir: Path,
             workers: int) -> None:
         """``twin-server run`` of a config with an FMU session that cannot initialise
-        serves every session (the broken one Halted on its fault, logged as
-        session_start_failed) and stops cleanly on SIGTERM (exit 0, no traceback)."""
+        serves every session (the broken one Halted on its fault, a fault event in its
+        event history, logged as session_start_failed) and stops cleanly on SIGTERM
+        (exit 0, no traceback)."""
         text = config(fmus["crash2"], cache_dir, workers)
         async with daemon_process(text, tmp_path) as (nodes, logged):
             await nodes.ticking("before")
             await nodes.ticking("after")
             await nodes.halted_on_the_fault()
+            messages = await nodes.event_messages("broken", "halted; fix the cause")
+            (fault,) = [m for m in messages if m.startswith("session 'broken': component")]
+            assert CAUSE in fault and FMU_LOG in fault
         failed = [e for e in logged if e.get("event") == "session_start_failed"]
         assert [e["session"] for e in failed] == ["broken"]
         assert logged[-1]["sessions"] == 3

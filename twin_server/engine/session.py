@@ -31,6 +31,7 @@ Run states follow the OPC UA Program state machine:
     Running|Suspended --Halt--> Halted;  any --Reset--> Ready
     Ready|Suspended --Step(n)--> Suspended (n ticks taken)
     a model fault in any tick --> Halted (``fault`` set)
+    a model that ends the simulation --> Halted (``terminated``; no fault)
 
 Step(n) in slices: ``begin_step(n)`` starts a Step (Ready or Suspended; the
 session is Suspended from then on, ``step_started``), ``continue_step(limit)``
@@ -51,6 +52,12 @@ Decisions beyond the contract:
   must not keep a reference to it beyond ``step`` (copy what it needs).
 * A fault stops the tick at the failing component: components before it in the
   order have advanced, ``step_count`` has not. Only Reset (or Restore) leaves Halted.
+* A model that asks to end the simulation (an FMU's terminateSimulation) raises
+  ``SimulationEnded`` with its outputs where it stopped: no fault. The tick is
+  finished with them (every other component steps, ``step_count`` moves), then the
+  session halts with a ``terminated`` event (SEVERITY_HALT) naming the component,
+  the time and the request; a running Step ends with it. Only Reset (or Restore)
+  leaves Halted, as after Halt.
 * Parameter changes are all or none: ``set_parameters`` and ``reset`` validate
   every value first (a fixed parameter while Running is refused too), then apply;
   a model's own cross-parameter check that refuses is rolled back. Each changed
@@ -125,7 +132,7 @@ from twin_server.errors import (
     ValueRejected,
 )
 from twin_server.logs import excerpt
-from twin_server.models.base import DataType, Kind, Model, Value, Variable
+from twin_server.models.base import DataType, Kind, Model, SimulationEnded, Value, Variable
 
 __all__ = [
     "SEVERITY_CHANGE", "SEVERITY_FAULT", "SEVERITY_HALT", "SEVERITY_INFO", "SNAPSHOT_FORMAT",
@@ -1329,7 +1336,9 @@ class Session:
         todo = min(limit, left)
         advance = self._advance
         for done in range(todo):
-            if not advance():  # (the fault ended the Step)
+            if not advance():  # (a fault, or a model's end, ended the Step)
+                if self.fault is None:
+                    done += 1  # (the model's end: the tick that ended it was taken)
                 self._step_taken += done
                 return done
         left -= todo
@@ -1388,7 +1397,8 @@ class Session:
         self._advance()
 
     def _advance(self) -> bool:
-        """One tick; False (and Halted) when a model faulted."""
+        """One tick; False (and Halted) when a model faulted, or ended the simulation
+        (the tick then taken)."""
         k = self.step_count
         dt = self.step_size
         t = k * dt
@@ -1398,6 +1408,7 @@ class Session:
         fault_in, fault_out = self._fault_in, self._fault_out
         index = 0
         out: Any = None
+        ended: tuple[int, SimulationEnded] | None = None
         started = time.perf_counter()
         try:
             for inputs, links in self._held.values():  # outputs at t_k, before any step
@@ -1411,7 +1422,10 @@ class Session:
                     self._fault_inputs(self._components[index], fault_in[index], k,
                                        in_tick=True)
                 out = None
-                out = step(t, dt, inputs)
+                try:
+                    out = step(t, dt, inputs)
+                except SimulationEnded as end:  # the tick goes on with where it stopped
+                    out, ended = end.outputs, (index, end)
                 for name in checked:
                     if not isfinite(out[name]):
                         raise _NonFinite(name, out[name])
@@ -1438,7 +1452,19 @@ class Session:
         self._duration_count += 1
         if elapsed > self._duration_max:
             self._duration_max = elapsed
+        if ended is not None:
+            self._end(self._components[ended[0]], ended[1])
+            return False
         return True
+
+    def _end(self, comp: _Component, end: SimulationEnded) -> None:
+        """Halt because ``comp``'s model ended the simulation (not a fault)."""
+        self.state = RunState.HALTED
+        self._step_left = 0
+        self.version += 1
+        self._emit("terminated", f"session {self.name!r}: component {comp.name!r} ended the "
+                   f"simulation: {end}; the session halted at t={self.sim_time:g} s (tick "
+                   f"{self.step_count}), not on a fault; Reset runs it again", SEVERITY_HALT)
 
     # -- alarms ----------------------------------------------------------------------
 

@@ -12,6 +12,10 @@ its variables (name, kind, data type, unit, range, default) and implements
 inputs (a gain, a PID) or only on the state carried in from before (a tank's
 level, a lag's output): only feedthrough components order the graph, so a loop
 through a tank is fine and a loop of gains is an algebraic loop.
+
+A model that asks to end the simulation (an FMU setting terminateSimulation)
+raises ``SimulationEnded`` from ``step`` with its outputs where it stopped: not
+a fault, the end of the run (the session finishes the tick and halts).
 """
 
 from __future__ import annotations
@@ -145,6 +149,21 @@ class Variable:
 def _shown(value: object) -> str:
     """A refused value in a message: an excerpt (it may be a client's whole argument)."""
     return repr(excerpt(value, 100)) if isinstance(value, str) else excerpt(value, 100)
+
+
+class SimulationEnded(Exception):
+    """Raised from ``step`` by a model that asks to end the simulation (an FMU's
+    terminateSimulation). Not a fault: the session takes ``outputs`` (the model's
+    outputs where it stopped, at simulated time ``time``) as the tick's, finishes the
+    tick and halts with a ``terminated`` event carrying the message. Only Reset (or
+    Restore) runs the model again."""
+
+    def __init__(self, message: str, *, time: float, outputs: Mapping[str, Value] | None = None,
+                 function: str = "") -> None:
+        super().__init__(message)
+        self.time = time
+        self.outputs: dict[str, Value] = dict(outputs or {})
+        self.function = function
 
 
 class Model(abc.ABC):

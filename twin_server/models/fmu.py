@@ -38,9 +38,13 @@ False); an output that truly feeds an input straight through lags one tick.
 Errors: reading problems are ConfigErrors naming the file; an FMI call that
 returns Discard, Error or Fatal raises FMIError naming the function, the status,
 the simulation time and the FMU's last log message; after Fatal the instance is
-re-created at the next Reset. The component tracks the FMI mode it has driven the
-instance into: a step or Reset that fails partway (an Error or a termination
-request in Event Mode) leaves the FMU where it stopped, so the next Reset resets it
+re-created at the next Reset. An FMU that asks to terminate in a step
+(terminateSimulation; FMI 2.0 co-simulation's Discard with fmi2Terminated) raises
+SimulationEnded with its outputs where it stopped: the end of the run, not a fault
+(while initializing it is an FMIError: the Reset failed). The component tracks the
+FMI mode it has driven the instance into: a step or Reset that fails partway (an
+Error or a termination request in Event Mode) leaves the FMU where it stopped, so
+the next Reset resets it
 (``fmi*Reset``, else a new instance) and Restore first brings it back to where a
 step starts (Continuous-Time Mode for model exchange, Step Mode for co-simulation),
 whether or not the FMU's own state holds the mode. Snapshot needs
@@ -67,7 +71,7 @@ from fmpy import fmi2, fmi3
 from fmpy.fmi1 import FMICallException
 
 from twin_server.errors import ConfigError, FMIError, InvalidState, NotSupported, NotWritable
-from twin_server.models.base import Kind, Model, Value, Variable
+from twin_server.models.base import Kind, Model, SimulationEnded, Value, Variable
 from twin_server.models.fmu_description import (
     FMUDescription,
     FMUOptions,
@@ -556,7 +560,12 @@ class FMU(Model):
         fmu.exitInitializationMode()
         self._mode = _Mode.EVENT if self._me else _Mode.STEP
         if self._me:
-            self._event_iteration()
+            try:
+                self._event_iteration()
+            except SimulationEnded as end:  # before the first step: it cannot start
+                self._mode = _Mode.TERMINATING
+                raise FMIError(f"{end}, while initializing: it cannot start so",
+                               function=end.function, fmi_status="terminateSimulation") from None
             self._enter_continuous_time_mode()
             self._solver = None
             self._restart(0.0)
@@ -584,6 +593,16 @@ class FMU(Model):
         except FMICallException as exc:
             self._broken = exc.status >= 4
             raise self._fmi_error(exc, f"stepping from t={t:g} s") from None
+        except SimulationEnded as end:
+            # the FMU asked to end the simulation: its outputs where it stopped go with
+            # the end (FMI allows reading them), and only Reset or Restore goes on
+            self._mode = _Mode.TERMINATING
+            self._time = end.time
+            try:
+                end.outputs = dict(_read(c, self._outputs_g, self._outputs))
+            except FMICallException:  # it allows no reads: its outputs before the step
+                end.outputs = dict(self._outputs)
+            raise
         self._time = t + dt
         return dict(_read(c, self._outputs_g, self._outputs))
 
@@ -811,6 +830,7 @@ class FMU(Model):
                 f"available for this component (Reset is)")
         if self.closed or self._broken or self._mode not in (_Mode.INSTANTIATED, self._rest):
             where = ("is closed" if self.closed else "returned Fatal" if self._broken
+                     else "asked to end the simulation" if self._mode is _Mode.TERMINATING
                      else f"was left in {self._mode.value} by a step or Reset that failed")
             raise InvalidState(
                 f"FMU {self._desc.path.name!r} cannot snapshot: its FMI instance {where}, "
@@ -882,14 +902,15 @@ class FMU(Model):
             f"FMU {self._desc.path.name!r}: {exc.function} returned {status} while {doing}"
             f"{self._log_suffix()}", function=exc.function, fmi_status=status)
 
-    def _terminated(self, function: str, time: float) -> FMIError:
-        """The error for a model-exchange FMU that set terminateSimulation in
-        ``fmi<version><function>`` at ``time``."""
+    def _terminated(self, function: str, time: float) -> SimulationEnded:
+        """The end of the simulation an FMU asked for in ``fmi<version><function>``
+        (terminateSimulation, or FMI 2.0 co-simulation's Discard with fmi2Terminated)
+        at ``time``: not a fault (``step`` adds the outputs)."""
         name = f"fmi{self._version}{function}"
-        return FMIError(
-            f"FMU {self._desc.path.name!r}: {name} requested termination "
-            f"(terminateSimulation) at t={time:g} s{self._log_suffix()}",
-            function=name, fmi_status="terminateSimulation")
+        return SimulationEnded(
+            f"FMU {self._desc.path.name!r} asked to end the simulation at t={time:g} s "
+            f"({name}: terminateSimulation){self._log_suffix()}",
+            time=time, function=name)
 
     def _log_suffix(self) -> str:
         last = self._log.last()

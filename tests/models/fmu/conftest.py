@@ -21,8 +21,10 @@ pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is need
 def fmus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Paths of the built FMUs: lag2 (FMI 2.0 CS), ball2 (FMI 2.0 ME), lag3 (FMI 3.0 CS),
     ball3 (FMI 3.0 ME), crash2 (FMI 2.0 CS and ME: segfaults, aborts or hangs at
-    crash_at, for the worker tests) and variants: lag2_nostate, lag2_noserialize,
-    lag2_win64 (no Linux binary), lag2_badxml (malformed modelDescription), notzip."""
+    crash_at, for the worker tests), vdp2 (FMI 2.0 ME), types3 (FMI 3.0 CS) and
+    variants: lag2_nostate, lag2_noserialize, lag2_enum (substeps an FMI 2.0
+    enumeration), lag2_win64 (no Linux binary), lag2_badxml (malformed
+    modelDescription), notzip."""
     out = tmp_path_factory.mktemp("fmus")
     result = {name: build.build(name, out) for name in build.MODELS}
     library = out / "build" / "lag2" / "lag2.so"
@@ -36,6 +38,14 @@ def fmus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         xml=xml.replace('canSerializeFMUstate="true"', 'canSerializeFMUstate="false"'))
     result["lag2_win64"] = build.package("lag2", library, out / "lag2_win64.fmu",
                                          binary_dir="win64")
+    result["lag2_enum"] = build.package(  # substeps as an FMI 2.0 enumeration
+        "lag2", library, out / "lag2_enum.fmu", xml=xml.replace(
+            "  </TypeDefinitions>",
+            '    <SimpleType name="Substeps"><Enumeration><Item name="one" value="1"/>'
+            '<Item name="two" value="2"/><Item name="five" value="5"/></Enumeration>'
+            "</SimpleType>\n  </TypeDefinitions>").replace(
+            '<Integer start="1" min="1" max="1000"/>',
+            '<Enumeration declaredType="Substeps" start="1"/>'))
     result["lag2_badxml"] = build.package(
         "lag2", library, out / "lag2_badxml.fmu", xml=xml.replace("</ModelVariables>", ""))
     notzip = out / "notzip.fmu"

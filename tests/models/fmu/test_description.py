@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.models.fmu.conftest import open_fmu
-from twin_server.errors import ConfigError
+from twin_server.errors import ConfigError, OutOfRange
 from twin_server.models import registry
 from twin_server.models.base import DataType, Kind, Variable
 from twin_server.models.fmu import FMU, inspect_fmu
@@ -74,6 +74,22 @@ class TestVariables:
         """A state that is not a local of the FMU is a config error listing the locals."""
         with pytest.raises(ConfigError, match=r"no local variable 'nope' \(its locals: energy\)"):
             FMU.declare({"path": str(fmus["lag2"]), "states": "nope"})
+
+    def test_fmi2_enumeration_takes_only_its_items(self, fmus: dict[str, Path],
+                                                   cache_dir: Path) -> None:
+        """An FMI 2.0 enumeration is an Int32 of its items: 3 is refused naming them; the
+        FMU initialises and steps with 5."""
+        substeps = declared(fmus["lag2_enum"])[(Kind.PARAMETER, "substeps")]
+        assert substeps.datatype is DataType.INT32
+        assert substeps.choices == ((1, "one"), (2, "two"), (5, "five"))
+        with pytest.raises(OutOfRange, match=r"one of 1 \(one\), 2 \(two\), 5 \(five\)"):
+            substeps.coerce(3)
+        model = open_fmu(fmus["lag2_enum"], cache_dir)
+        try:
+            model.reset({"substeps": 5}, {})
+            assert model.step(0.0, 0.1, {"u": 1.0})["steps"] == 1
+        finally:
+            model.close()
 
     def test_registered_as_fmu(self) -> None:
         """The entry point 'fmu' names this model."""

@@ -12,10 +12,17 @@ from pathlib import Path
 import pytest
 
 from tests.models.fmu.conftest import defaults, started
-from twin_server.engine.session import RunState, Session, SessionSettings, VarKey
+from twin_server.engine.session import (
+    SEVERITY_HALT,
+    RunState,
+    Session,
+    SessionEvent,
+    SessionSettings,
+    VarKey,
+)
 from twin_server.engine.twin import TwinDefinition
-from twin_server.errors import ConfigErrors, FMIError, OutOfRange, TypeMismatch
-from twin_server.models.base import Kind
+from twin_server.errors import ConfigErrors, InvalidState, OutOfRange, TypeMismatch
+from twin_server.models.base import Kind, SimulationEnded
 from twin_server.runtime.compile import load_config
 
 CONFIG = """
@@ -144,57 +151,121 @@ class TestTypeRanges:
         session.step(1)
         assert session.read(TOTAL) == -9.0
 
+    def test_config_values_refused(self, tmp_path: Path, fmus: dict[str, Path],
+                                   cache_dir: Path) -> None:
+        """Config inputs its FMI types cannot hold are config errors, each at its key."""
+        with pytest.raises(ConfigErrors) as info:
+            typed_twin(tmp_path, fmus["types3"], cache_dir,
+                       "inputs = { i8 = 200, u8 = -1, u32 = 1.5, f32 = 1e39, mode = 3 }")
+        errors = [str(e).split(": ", 1)[1] for e in info.value.exceptions]
+        assert errors == [
+            "twins.typed.components.plant.inputs.i8: input 'i8' must be within [-128, 127] "
+            "(got 200)",
+            "twins.typed.components.plant.inputs.u8: input 'u8' must be within [0, 255] "
+            "(got -1)",
+            "twins.typed.components.plant.inputs.u32: input 'u32' takes a whole number "
+            "(got non-integral 1.5)",
+            "twins.typed.components.plant.inputs.f32: input 'f32' must be within "
+            "[-3.40282e+38, 3.40282e+38] (got 1e+39)",
+            "twins.typed.components.plant.inputs.mode: input 'mode' must be one of 1 (Off), "
+            "2 (On), 5 (Auto) (got 3)"]
+
     def test_enumeration_names_its_items(self, session: Session) -> None:
         """An enumeration refuses a non-member with a message listing its items."""
         with pytest.raises(OutOfRange, match=r"one of 1 \(Off\), 2 \(On\), 5 \(Auto\)"):
             session.write(VarKey("plant", Kind.INPUT, "mode"), 3)
 
 
+def terminated_events(session: Session) -> list[SessionEvent]:
+    """The session's events from now on (a list that fills as they come)."""
+    events: list[SessionEvent] = []
+    session.subscribe(events.append)
+    return events
+
+
 class TestTermination:
-    def test_terminate_simulation_ends_the_session(self, tmp_path: Path, fmus: dict[str, Path],
-                                                   cache_dir: Path) -> None:
-        """fmi3DoStep's terminateSimulation at t = 0.5 halts the session there, its fault
-        naming the request; Reset runs it again."""
-        twin = typed_twin(tmp_path, fmus["types3"], cache_dir, "parameters = { stop_at = 0.5 }")
+    @pytest.mark.parametrize("how", [
+        pytest.param("types3", id="fmi3-cs-terminateSimulation"),
+        pytest.param("crash2", id="fmi2-cs-discard-terminated"),
+        pytest.param("ball3", id="fmi3-me-terminateSimulation"),
+        pytest.param("ball2", id="fmi2-me-terminateSimulation"),
+    ])
+    def test_the_fmu_ends_the_session_cleanly(self, tmp_path: Path, fmus: dict[str, Path],
+                                              cache_dir: Path, how: str) -> None:
+        """An FMU asking to terminate at t = 0.5 s, by any FMI version and kind, ends the
+        session as Halt would, not on a fault: the tick is taken (the FMU's outputs where
+        it stopped), a ``terminated`` event (Halt's severity) names the component, the
+        time and the FMI call, a Step in progress ends; Reset runs it again."""
+        parameters = {"types3": "parameters = { stop_at = 0.5 }",
+                      "crash2": "parameters = { crash_at = 0.45, how = 3 }",
+                      "ball3": "parameters = { stop_at = 0.5, period = 0.25 }",
+                      "ball2": "parameters = { stop_at = 0.5, period = 0.25 }"}[how]
+        twin = typed_twin(tmp_path, fmus[how], cache_dir, parameters)
         session = Session("s", twin, SessionSettings(step_size=0.1))
+        events = terminated_events(session)
         try:
             session.step(10)
-            assert session.state is RunState.HALTED and session.fault is not None
-            assert session.step_count == 4  # the fifth tick (to t = 0.5) ended it
-            cause = session.fault.cause
-            assert isinstance(cause, FMIError) and cause.fmi_status == "terminateSimulation"
-            assert "fmi3DoStep requested termination (terminateSimulation) at t=0.5 s" in str(
-                session.fault)
+            assert session.state is RunState.HALTED and session.fault is None
+            assert session.step_count == 5 and session.steps_remaining == 0
+            assert session.step_progress().taken == 5
+            (end,) = [e for e in events if e.kind == "terminated"]
+            assert end.severity == SEVERITY_HALT
+            assert not [e for e in events if e.kind in ("fault", "step_completed")]
+            function, at = {"types3": ("fmi3DoStep", 0.5),
+                            "crash2": ("fmi2DoStep", 0.4),  # (Discard: the step not taken)
+                            "ball3": ("fmi3UpdateDiscreteStates", 0.5),
+                            "ball2": ("fmi2NewDiscreteStates", 0.5)}[how]
+            assert (f"component 'plant' ended the simulation: FMU '{how}.fmu' asked to end "
+                    f"the simulation at t={at:g} s ({function}: terminateSimulation)") in (
+                end.message)
+            assert "the session halted at t=0.5 s (tick 5), not on a fault" in end.message
             session.reset()
             session.step(3)
             assert session.fault is None and session.step_count == 3
         finally:
             session.close()
 
+    def test_clock_ticks_end_there(self, tmp_path: Path, fmus: dict[str, Path],
+                                   cache_dir: Path) -> None:
+        """A Running session (ticked by a clock) is Halted by the request, no tick after."""
+        twin = typed_twin(tmp_path, fmus["types3"], cache_dir, "parameters = { stop_at = 0.3 }")
+        session = Session("s", twin, SessionSettings(step_size=0.1))
+        try:
+            session.start()
+            while session.state is RunState.RUNNING:
+                session.tick()
+            assert session.state is RunState.HALTED and session.fault is None
+            assert session.step_count == 3 and session.read(TOTAL) == 1.0
+        finally:
+            session.close()
+
     def test_termination_at_the_model(self, fmus: dict[str, Path], cache_dir: Path) -> None:
-        """The model raises FMIError naming fmi3DoStep and the time the FMU stopped at."""
+        """The model raises SimulationEnded naming fmi3DoStep and the time the FMU stopped
+        at, with its outputs there; it snapshots no more (InvalidState) until Reset."""
         model = started(fmus["types3"], cache_dir, {"stop_at": 0.2})
         try:
-            inputs = defaults(model, Kind.INPUT)
+            inputs = {**defaults(model, Kind.INPUT), "i8": 3}
             model.step(0.0, 0.1, inputs)
-            with pytest.raises(FMIError, match=r"fmi3DoStep requested termination.*t=0\.2 s"):
+            with pytest.raises(SimulationEnded, match=r"fmi3DoStep: terminateSimulation") as info:
                 model.step(0.1, 0.1, inputs)
+            assert info.value.time == pytest.approx(0.2)
+            assert info.value.outputs["total"] == 4.0
+            with pytest.raises(InvalidState, match="asked to end the simulation"):
+                model.snapshot()
         finally:
             model.close()
 
-
     def test_fmi2_discard_with_terminated(self, fmus: dict[str, Path], cache_dir: Path) -> None:
         """FMI 2.0 co-simulation: fmi2DoStep's Discard with fmi2Terminated set is the
-        same termination, at the FMU's last successful time."""
+        same end, at the FMU's last successful time."""
         model = started(fmus["crash2"], cache_dir, {"crash_at": 0.25, "how": 3})
         try:
             inputs = defaults(model, Kind.INPUT)
             model.step(0.0, 0.1, inputs)
             model.step(0.1, 0.1, inputs)
-            with pytest.raises(FMIError, match=r"fmi2DoStep requested termination "
-                                               r"\(terminateSimulation\) at t=0\.2 s") as info:
+            with pytest.raises(SimulationEnded, match=r"asked to end the simulation at t=0\.2 s "
+                                                      r"\(fmi2DoStep: terminateSimulation\)"):
                 model.step(0.2, 0.1, inputs)
-            assert info.value.fmi_status == "terminateSimulation"
         finally:
             model.close()
 

@@ -20,17 +20,23 @@ from structlog.testing import capture_logs
 
 from tests.models.fmu.conftest import defaults, open_fmu, started
 from twin_server.errors import FMIError, InvalidState, NotSupported, NotWritable
-from twin_server.models.base import Kind, Value
+from twin_server.models.base import Kind, SimulationEnded, Value
 from twin_server.models.fmu import FMU, FMUSnapshot
 
 DT = 0.01
 
-#: how a model-exchange step fails in Event Mode: the ball FMUs' tunable parameter
-#: that makes their event update fail from that time on, and the FMIError's status
+#: how a model-exchange step stops in Event Mode: the ball FMUs' tunable parameter
+#: that makes their event update fail (FMIError with its status) or ask to terminate
+#: (SimulationEnded, no fault) from that time on
 EVENT_FAILURES = [
     pytest.param("fail_at", "Error", id="error"),
     pytest.param("stop_at", "terminateSimulation", id="terminate"),
 ]
+
+
+def stop_status(exc: BaseException) -> str:
+    """The FMIError's status, or terminateSimulation for the end an FMU asked for."""
+    return exc.fmi_status if isinstance(exc, FMIError) else "terminateSimulation"
 
 
 def event_update(name: str) -> str:
@@ -250,25 +256,27 @@ class TestModelExchange:
         assert after["resting"] is False
 
     def test_termination_names_the_fmi_call(self, fmus: dict[str, Path], cache_dir: Path) -> None:
-        """An FMU asking to terminate raises FMIError naming the FMI call and the event time
-        (ball3 with e = 0.2 comes to rest at its third impact, t = 1.48 * sqrt(2/g));
-        Reset runs it again."""
+        """An FMU asking to terminate raises SimulationEnded (no fault) naming the FMI call
+        and the event time, with its outputs there (ball3 with e = 0.2 comes to rest at
+        its third impact, t = 1.48 * sqrt(2/g)); Reset runs it again."""
         model = started(fmus["ball3"], cache_dir, {"e": 0.2, "stop_at_rest": True},
                         tolerance=1e-10)
         try:
-            with pytest.raises(FMIError) as info:
+            with pytest.raises(SimulationEnded) as info:
                 for k in range(100):
                     model.step(k * DT, DT, {"a": 0.0})
             model.reset({**defaults(model, Kind.PARAMETER), "e": 0.2}, {})
             rested = [model.step(k * DT, DT, {"a": 0.0}) for k in range(100)][-1]
         finally:
             model.close()
-        err = info.value
-        assert (err.function, err.fmi_status) == ("fmi3UpdateDiscreteStates",
-                                                  "terminateSimulation")
+        end = info.value
         rest = (1 + 2 * 0.2 + 2 * 0.2**2) * math.sqrt(2 * 1.0 / 9.81)  # 0.668255 s
-        assert str(err).startswith("FMU 'ball3.fmu': fmi3UpdateDiscreteStates requested "
-                                   f"termination (terminateSimulation) at t={rest:g} s")
+        assert end.function == "fmi3UpdateDiscreteStates"
+        assert end.time == pytest.approx(rest, abs=1e-6)
+        assert str(end).startswith(f"FMU 'ball3.fmu' asked to end the simulation at "
+                                   f"t={rest:g} s (fmi3UpdateDiscreteStates: "
+                                   f"terminateSimulation)")
+        assert end.outputs["ball_h"] == 0.0 and end.outputs["ball_v"] == 0.0
         assert k == math.floor(rest / DT)  # in the tick that holds the rest time
         assert rested["ball_h"] == 0.0 and rested["ball_v"] == 0.0
 
@@ -326,13 +334,13 @@ class TestSnapshot:
             first = [model.step(k * DT, DT, {"a": 0.2}) for k in range(30, 90)]
             model.restore(snap)
             model.set_parameter(parameter, 0.0)
-            with pytest.raises(FMIError) as info:
+            with pytest.raises((FMIError, SimulationEnded)) as info:
                 model.step(30 * DT, DT, {"a": 0.2})
             model.restore(snap)
             second = [model.step(k * DT, DT, {"a": 0.2}) for k in range(30, 90)]
         finally:
             model.close()
-        assert (info.value.function, info.value.fmi_status) == (event_update(name), status)
+        assert (info.value.function, stop_status(info.value)) == (event_update(name), status)
         assert first == second
 
     def test_no_snapshot_of_a_failed_step(self, fmus: dict[str, Path], cache_dir: Path) -> None:
