@@ -7,11 +7,28 @@ import math
 import shutil
 from pathlib import Path
 
+import pytest
+
+from tests.campaigns.conftest import LAG, write
+from tests.models.fmu import build
 from twin_server.campaigns.run import execute, land, spec_of
 from twin_server.campaigns.spec import load_campaign, plan_runs
 from twin_server.engine.session import Session, SessionSettings
 from twin_server.engine.state import VarKey
 from twin_server.models.base import Kind
+
+#: crash2 asking to terminate (how = 3) in the doStep past crash_at: never, or at 0.045 s
+ENDS_CAMPAIGN = """
+[campaign]
+config = "ends.toml"
+step_size = 0.01
+duration = 0.1
+
+[parameters]
+"lag.crash_at" = { values = [1e30, 0.045] }
+
+[summary."lag.y"]
+"""
 
 
 class TestRun:
@@ -52,6 +69,22 @@ class TestRun:
         assert failed.ticks == 6 and failed.figures == {}
         assert failed.times == (0.0, 0.05)
         assert results[0].figures["lag.y.final"] == results[0].trajectories["lag.y"][-1]
+
+    def test_an_fmu_ending_the_simulation_early_says_so(
+            self, lag_campaign: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+        """An FMU asking to terminate before the campaign's duration (crash2, how = 3)
+        ends its run as failed with the FMU's own words, not 'the session halted'."""
+        folder = lag_campaign.parent
+        build.build("crash2", folder)
+        write(folder, {"ends.toml": LAG.replace("lag2.fmu", "crash2.fmu").replace(
+                           "inputs = { u = 1.0 }", "parameters = { how = 3 }"),
+                       "ends_sweep.toml": ENDS_CAMPAIGN})
+        campaign = load_campaign(folder / "ends_sweep.toml")
+        results = [execute(spec_of(campaign), plan) for plan in plan_runs(campaign)]
+        assert [r.ok for r in results] == [True, False]
+        message = results[1].message
+        assert "asked to end the simulation at t=0.04 s" in message, message
+        assert "not on a fault" in message and "before the campaign's duration" in message
 
     def test_fmu_lands_from_bytes(self, lag_campaign: Path, tmp_path: Path) -> None:
         """A shipped twin names its FMU by sha-256; landing it writes the bytes where this

@@ -21,7 +21,8 @@ counts and each check's verdict: ``spec.Campaign.verdict_columns``). A scenario 
 breaks off (a wait_until past its timeout) is a run with the verdict ``error``; a
 session halted on a model fault is a failed run, as without a scenario.
 
-A run that fails (a model fault, an FMU error, a parameter the model refuses) returns
+A run that fails (a model fault, an FMU error, an FMU that ends the simulation before
+the campaign's duration, a parameter the model refuses) returns
 ``ok=False`` with the message and the trajectories up to the fault; its figures are
 left out (figures of part of a run would read as those of a whole one).
 
@@ -206,6 +207,16 @@ def execute(spec: RunSpec, plan: RunPlan) -> RunResult:
                      wall_s=time.perf_counter() - started)
 
 
+def halted(session: Session) -> str:
+    """Why a run's session halted before its end: a fault, or a model (an FMU asking
+    to terminate) that ended the simulation before the campaign's duration."""
+    if session.fault is not None:
+        return str(session.fault)
+    if session.ended is not None:
+        return f"{session.ended}, before the campaign's duration"
+    return "the session halted"
+
+
 def _step(session: Session, keys: list[tuple[VarKey, list[float]]], every: int,
           times: list[float], step_size: float, ticks: int) -> str:
     """Take ``ticks`` ticks, sampling ``keys`` before the first and after each; the
@@ -221,8 +232,7 @@ def _step(session: Session, keys: list[tuple[VarKey, list[float]]], every: int,
             break
         session.tick()
         if session.state is RunState.HALTED:
-            fault = session.fault
-            return str(fault) if fault is not None else "the session halted"
+            return halted(session)
     return ""
 
 
@@ -272,8 +282,8 @@ def _drive(scenario: ScenarioFile, session: Session,
 
     result = drive(scenario, session, seed=scenario.header.seed, target=Sampled,
                    mode="campaign")
-    if session.fault is not None:
-        return str(session.fault), {}
+    if session.fault is not None or session.ended is not None:
+        return halted(session), {}
     tally = result.counts()
     verdicts: dict[str, str | int] = {
         "scenario.verdict": str(result.verdict), "scenario.passed": tally[Verdict.PASSED],

@@ -250,6 +250,9 @@ class Session:
         #: released, all of them by Reset, others by Restore): compare, do not do sums
         self.forces = 0
         self.fault: SessionFault | None = None
+        #: why a model ended the simulation (the ``terminated`` event's message) while
+        #: the session is Halted on that; None otherwise (Reset and Restore clear it)
+        self.ended: str | None = None
         #: moves whenever the set of injected faults changes (``engine.faults``)
         self.fault_changes = 0
         #: the injected faults by id, in the order they apply (``engine.faults``)
@@ -1121,7 +1124,7 @@ class Session:
         self._replan()
         self.step_count = snapshot.step_count
         self.realtime_factor = snapshot.realtime_factor
-        self.fault = None
+        self.fault = self.ended = None
         ended, started = self._restore_faults(snapshot)
         self.state = RunState.READY if snapshot.state is RunState.READY else RunState.SUSPENDED
         self.version += 1
@@ -1283,7 +1286,7 @@ class Session:
             for comp in self._components:
                 comp.forced.clear()
             self.forces += 1
-        self.fault = None
+        self.fault = self.ended = None
         self.version += 1
         cleared = self._drop_faults()
         self._fault_seq = 0
@@ -1462,9 +1465,11 @@ class Session:
         self.state = RunState.HALTED
         self._step_left = 0
         self.version += 1
-        self._emit("terminated", f"session {self.name!r}: component {comp.name!r} ended the "
-                   f"simulation: {end}; the session halted at t={self.sim_time:g} s (tick "
-                   f"{self.step_count}), not on a fault; Reset runs it again", SEVERITY_HALT)
+        self.ended = (f"component {comp.name!r} ended the simulation: {end}; the session "
+                      f"halted at t={self.sim_time:g} s (tick {self.step_count}), not on a "
+                      f"fault")
+        self._emit("terminated", f"session {self.name!r}: {self.ended}; Reset runs it again",
+                   SEVERITY_HALT)
 
     # -- alarms ----------------------------------------------------------------------
 

@@ -156,7 +156,7 @@ class SessionTarget:
         if session.state is not RunState.RUNNING:
             raise TargetStopped(_stopped(session))
         session.tick()
-        if session.state is not RunState.RUNNING:  # halted on a fault in that tick
+        if session.state is not RunState.RUNNING:  # halted in that tick (fault, model end)
             raise TargetStopped(_stopped(session))
         self._ticks += 1
         self.elapsed = self._ticks * self.step_size
@@ -233,6 +233,8 @@ def _run(session: Session) -> None:
 def _stopped(session: Session) -> str:
     if session.fault is not None:
         return f"session {session.name!r} halted on a fault: {session.fault}"
+    if session.ended is not None:
+        return f"session {session.name!r} halted: {session.ended}"
     return (f"session {session.name!r} is {session.state}: time does not pass; "
             "a call = 'Resume' (or 'Start') step must come first")
 

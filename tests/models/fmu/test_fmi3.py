@@ -219,7 +219,9 @@ class TestTermination:
                     f"the simulation at t={at:g} s ({function}: terminateSimulation)") in (
                 end.message)
             assert "the session halted at t=0.5 s (tick 5), not on a fault" in end.message
+            assert session.ended is not None and session.ended in end.message
             session.reset()
+            assert session.ended is None
             session.step(3)
             assert session.fault is None and session.step_count == 3
         finally:
