@@ -172,13 +172,18 @@ class TestRefusals:
                      id="not-a-method"),
         pytest.param(None, "Sessions.nosuch", "Sessions.nosuch.Start", "BadNodeIdUnknown",
                      id="unknown-object"),
+        pytest.param("alice", "Sessions.room", "Sessions.tank.Snapshot", "BadMethodInvalid",
+                     id="another-objects-method"),
+        pytest.param("alice", "Sessions.tank", "DeleteSession", "BadMethodInvalid",
+                     id="twinserver-method-on-a-session"),
         pytest.param("vera", "Sessions.tank", "Sessions.tank.Halt", "BadUserAccessDenied",
                      id="viewer-halt"),
     ])
     async def test_call_refusals(self, nodeopcua: NodeOpcua, demo: Demo, user: str | None,
                                  obj: str, method: str, status: str) -> None:
-        """A call to nothing gets BadMethodInvalid or BadNodeIdUnknown (whoever calls);
-        a call the role may not make BadUserAccessDenied; each per operation."""
+        """A call to nothing, or to one object's method on another, gets
+        BadMethodInvalid or BadNodeIdUnknown (whoever calls); a call the role may not
+        make BadUserAccessDenied; each per operation."""
         call = {"objectId": demo.node(obj), "methodId": demo.node(method)}
         auth = {"user": user, "password": PASSWORD} if user else {}
         out = await nodeopcua.run("call.js", demo.url, calls=[call], **auth)

@@ -28,7 +28,8 @@ module closes them without changing asyncua:
   role may not make, item by item, with BadUserAccessDenied (a viewer's Write too:
   its request is answered per node, never refused whole); the rest go through
   unchanged. A call to an object or method that does not exist gets
-  BadNodeIdUnknown or BadMethodInvalid, whoever calls. Read answers UserAccessLevel
+  BadNodeIdUnknown or BadMethodInvalid, whoever calls, and so does one of our
+  methods called on an object it does not belong to. Read answers UserAccessLevel
   and UserExecutable for the reading user.
 
 ``CURRENT_USER`` unset (None) means the call did not come from a client request:
@@ -470,7 +471,9 @@ class GuardedMethodService:
     """Wraps the server's method service: per-call permission, and the codes of
     OPC UA Part 4 for a call to nothing (asyncua answers BadNodeIdInvalid for both):
     an object that does not exist gets BadNodeIdUnknown, a MethodId that names no
-    method BadMethodInvalid, whoever calls."""
+    method, or one of ours that is not the object's, BadMethodInvalid, whoever calls
+    (the standard methods of a type, such as a condition's Acknowledge, are asyncua's
+    to check)."""
 
     def __init__(self, inner: Any, guard: Guard) -> None:
         self.inner = inner
@@ -485,6 +488,12 @@ class GuardedMethodService:
             return "BadMethodInvalid"
         nodeclass = aspace.read_attribute_value(request.MethodId, ua.AttributeIds.NodeClass)
         if nodeclass.Value is None or nodeclass.Value.Value != ua.NodeClass.Method:
+            return "BadMethodInvalid"
+        if request.MethodId.NamespaceIndex == self.guard.namespace and not any(
+                ref.IsForward and ref.NodeId == request.MethodId
+                for ref in aspace[request.ObjectId].references):
+            # one of our methods acts on the object it belongs to alone: asyncua would
+            # run Sessions.a.Start called on Sessions.b (or DeleteSession on a session)
             return "BadMethodInvalid"
         return None
 
