@@ -21,7 +21,8 @@ module closes them without changing asyncua:
   is checked before (``tokens.PasswordCheck``).
 * **Requests.** ``TwinRuleset.check_validity`` runs before every request of an
   activated session: it refuses services the role may not use (BadUserAccessDenied),
-  enforces subscription and monitored-item limits, and records the user in
+  enforces subscription and monitored-item limits and the OperationLimits of one
+  request (``operations.py``: BadTooManyOperations), and records the user in
   ``CURRENT_USER`` for the services that asyncua calls without it (Call, Read).
 * **Items.** ``GuardedAttributeService`` and ``GuardedMethodService`` wrap the
   server's attribute and method services and refuse each write or call the user's
@@ -53,6 +54,7 @@ from cryptography.hazmat.primitives import serialization
 
 from twin_server.config.security import LimitsConfig
 from twin_server.opcua.patches import internals
+from twin_server.security import operations
 from twin_server.security.pki import TrustList, thumbprint
 from twin_server.security.roles import (
     Role,
@@ -260,11 +262,21 @@ class Guard:
             self.counters.services_refused += 1
             log.info("service_refused", user=str(user), service=_service_name(service))
             return False
+        self._check_operations(service, body)
         if service == _CREATE_SUBSCRIPTION:
             self._check_subscriptions()
         elif service == _CREATE_MONITORED_ITEMS:
             self._check_monitored_items(body)
         return True
+
+    def _check_operations(self, service: ua.NodeId, body: Any) -> None:
+        counted = operations.count(service, body)
+        if counted is not None and counted[1] > self.limits.max_nodes_per_request:
+            self.counters.limits_hit += 1
+            log.info("operation_limit_reached", service=_service_name(service),
+                     limit=counted[0], max=self.limits.max_nodes_per_request,
+                     asked=counted[1])
+            raise ServiceError(ua.StatusCodes.BadTooManyOperations)
 
     def _check_subscriptions(self) -> None:
         conn = CONNECTION.get()
