@@ -10,12 +10,15 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from asyncua import Client, Node, ua
+from asyncua.sync import Client as SyncClient
 from asyncua.ua.uaerrors import BadConfigurationError
 
 from twin_server.config.schema import ServerConfig
@@ -326,24 +329,40 @@ class TestReload:
             assert daemon.manager.origin("spare") == "client"
 
     def test_sighup_reloads(self, tmp_path: Path) -> None:
-        """SIGHUP makes a running daemon apply its edited config file."""
+        """SIGHUP makes a running daemon apply its edited config file; a session it
+        restarts under the same NodeIds keeps feeding the items that watched it (one
+        BadNodeIdUnknown, then Good values), and the daemon prints no warning of a
+        coroutine never awaited (issue #15)."""
         config = tmp_path / "plant.toml"
         config.write_text(plant(tmp_path, session_table("one")))
         proc = subprocess.Popen(
             [sys.executable, "-m", "twin_server", "run", str(config)], cwd=tmp_path,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        printed: list[str] = []  # what the daemon wrote to stderr that is not an event
         try:
             assert proc.stderr is not None
-            endpoint = _wait_for_event(proc, "daemon_ready")["endpoint"]
-            config.write_text(plant(tmp_path, session_table("one") + session_table("two")))
-            proc.send_signal(signal.SIGHUP)
-            event = _wait_for_event(proc, "config_reloaded")
-            assert event["summary"] == "started: two; unchanged: one"
+            endpoint = str(_wait_for_event(proc, "daemon_ready", printed=printed)["endpoint"])
+            with SyncClient(endpoint, timeout=10) as client:
+                ns = client.get_namespace_index("urn:twin-server")
+                seen = Statuses()
+                sub = client.create_subscription(50, seen)
+                sub.subscribe_data_change(client.get_node(ua.NodeId("Sessions.one.SimTime", ns)))
+                seen.until(lambda: len(seen.names) >= 2)
+                config.write_text(plant(tmp_path, session_table("one", rate=0.04)
+                                        + session_table("two")))
+                proc.send_signal(signal.SIGHUP)
+                event = _wait_for_event(proc, "config_reloaded", printed=printed)
+                assert event["summary"] == "started: two; restarted: one"
+                seen.until(lambda: "BadNodeIdUnknown" in seen.names
+                           and seen.names[-3:] == ["Good"] * 3)
+                assert seen.names.count("BadNodeIdUnknown") == 1, seen.names
             health = subprocess.run([sys.executable, "-m", "twin_server", "health", endpoint],
                                     capture_output=True, text=True, timeout=30, check=False)
             assert "2 sessions" in health.stdout
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=30) == 0
+            printed += proc.stderr.read().splitlines()
+            assert not [line for line in printed if "never awaited" in line], printed
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -370,8 +389,30 @@ class Counter:
                 await self._changed.wait()
 
 
-def _wait_for_event(proc: subprocess.Popen[str], name: str, timeout: float = 30.0
-                    ) -> dict[str, object]:
+class Statuses:
+    """A subscription handler of asyncua's sync client (called in its thread): the
+    status name of every notification."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self._changed = threading.Event()
+
+    def datachange_notification(self, node: Any, val: Any, data: Any) -> None:
+        self.names.append(data.monitored_item.Value.StatusCode.name)
+        self._changed.set()
+
+    def until(self, check: Callable[[], bool], timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            assert time.monotonic() < deadline, f"not within {timeout} s: {self.names}"
+            self._changed.clear()
+            self._changed.wait(0.5)
+
+
+def _wait_for_event(proc: subprocess.Popen[str], name: str, timeout: float = 30.0,
+                    printed: list[str] | None = None) -> dict[str, object]:
+    """The next event ``name`` the daemon logs; the lines before it that are no
+    event go to ``printed``."""
     import json
 
     assert proc.stderr is not None
@@ -383,6 +424,8 @@ def _wait_for_event(proc: subprocess.Popen[str], name: str, timeout: float = 30.
         try:
             event = json.loads(line)
         except json.JSONDecodeError:
+            if printed is not None:
+                printed.append(line)
             continue
         if event.get("event") == name:
             return dict(event)

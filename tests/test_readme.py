@@ -20,6 +20,7 @@ import pytest_asyncio
 
 from tests.opcua.conftest import MODULE_LOOP, run_daemon, stop_daemon
 from twin_server import cli
+from twin_server.runtime.compile import parse_config
 from twin_server.runtime.daemon import Daemon
 
 pytestmark = MODULE_LOOP
@@ -67,6 +68,19 @@ async def demo() -> AsyncIterator[tuple[Daemon, Path]]:
     finally:
         await stop_daemon(daemon, task)
         shutil.rmtree(state, ignore_errors=True)
+
+
+class TestQuickStart:
+    async def test_make_run_serves_the_demo_where_the_examples_connect(self) -> None:
+        """`make run` serves configs/demo.toml, at the endpoint the quick start names and
+        the examples below connect to, with anonymous clients operating (not admin)."""
+        assert re.search(r"^CONFIG \?= configs/demo\.toml$", (ROOT / "Makefile").read_text(),
+                         re.MULTILINE)
+        loaded = parse_config(DEMO.read_text())
+        assert loaded.config.server.endpoint == DEMO_ENDPOINT
+        assert loaded.config.server.security.anonymous == "operator"
+        quick = README[README.index("## Quick start"):README.index("## Commands")]
+        assert f"`make run` serves the demo at `{DEMO_ENDPOINT}`" in quick
 
 
 class TestSessionsExample:

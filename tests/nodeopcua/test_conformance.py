@@ -136,6 +136,29 @@ class TestIdentity:
         values = _read(await nodeopcua.run("read.js", demo.url, nodes=nodes))
         assert dict(zip(expected, values, strict=True)) == expected
 
+    async def test_no_capability_reads_null(self, nodeopcua: NodeOpcua, demo: Demo) -> None:
+        """Every variable node-opcua browses under ServerCapabilities and its
+        OperationLimits reads Good and not null; the OperationLimits are the enforced
+        max_nodes_per_request (HistoryRead's the history's), and nothing claims what
+        is not served (no RoleSet, ConformanceUnits or HistoryUpdate limits)."""
+        seen: dict[str, object] = {}
+        for node in (f"i={ua.ObjectIds.Server_ServerCapabilities}",
+                     f"i={ua.ObjectIds.Server_ServerCapabilities_OperationLimits}"):
+            out = await nodeopcua.run("browse_read.js", demo.url, node=node)
+            for name, dv in out["values"].items():
+                assert dv["status"] == "Good" and dv["value"] is not None, (name, dv)
+                seen[name.split(":")[-1]] = dv["value"]
+            seen.update({ref["browseName"].split(":")[-1]: ref["nodeClass"]
+                         for ref in out["browse"] if ref["nodeClass"] != "Variable"})
+        limits = LimitsConfig()
+        assert seen["MaxNodesPerRead"] == seen["MaxNodesPerWrite"] == \
+            seen["MaxNodesPerMethodCall"] == seen["MaxNodesPerBrowse"] == \
+            seen["MaxMonitoredItemsPerCall"] == limits.max_nodes_per_request
+        assert seen["MaxNodesPerHistoryReadData"] == limits.max_history_nodes_per_request
+        assert {"MaxSelectClauseParameters", "MaxWhereClauseParameters",
+                "OperationLimits"} <= set(seen)
+        assert not {"RoleSet", "ConformanceUnits", "MaxNodesPerHistoryUpdateData"} & set(seen)
+
 
 class TestRefusals:
     async def test_viewer_write_is_refused_per_node(self, nodeopcua: NodeOpcua,
@@ -172,13 +195,18 @@ class TestRefusals:
                      id="not-a-method"),
         pytest.param(None, "Sessions.nosuch", "Sessions.nosuch.Start", "BadNodeIdUnknown",
                      id="unknown-object"),
+        pytest.param("alice", "Sessions.room", "Sessions.tank.Snapshot", "BadMethodInvalid",
+                     id="another-objects-method"),
+        pytest.param("alice", "Sessions.tank", "DeleteSession", "BadMethodInvalid",
+                     id="twinserver-method-on-a-session"),
         pytest.param("vera", "Sessions.tank", "Sessions.tank.Halt", "BadUserAccessDenied",
                      id="viewer-halt"),
     ])
     async def test_call_refusals(self, nodeopcua: NodeOpcua, demo: Demo, user: str | None,
                                  obj: str, method: str, status: str) -> None:
-        """A call to nothing gets BadMethodInvalid or BadNodeIdUnknown (whoever calls);
-        a call the role may not make BadUserAccessDenied; each per operation."""
+        """A call to nothing, or to one object's method on another, gets
+        BadMethodInvalid or BadNodeIdUnknown (whoever calls); a call the role may not
+        make BadUserAccessDenied; each per operation."""
         call = {"objectId": demo.node(obj), "methodId": demo.node(method)}
         auth = {"user": user, "password": PASSWORD} if user else {}
         out = await nodeopcua.run("call.js", demo.url, calls=[call], **auth)

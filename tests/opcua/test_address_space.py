@@ -100,10 +100,13 @@ class TestTree:
             assert bool(level & ua.AccessLevel.CurrentWrite.mask) is writable
 
     async def test_description(self, served: Served) -> None:
-        """A variable's Description comes from the model, with its unit and range."""
-        text = (await served.var("Components.tank.Parameters.area").read_description()).Text
-        assert "m^2" in text
-        assert "range" in text
+        """A variable's Description comes from the model, with its unit and range (an
+        open one as its one bound, never "inf")."""
+        area = (await served.var("Components.tank.Parameters.area").read_description()).Text
+        assert area.endswith("(m^2, at least 1e-06)")
+        for key, _ in served.session.variables():
+            text = (await served.var(key.path).read_description()).Text
+            assert "inf" not in text.replace("inflow", ""), text
 
     async def test_initial_values(self, served: Served) -> None:
         """Nodes hold the session's values as soon as the session is added."""

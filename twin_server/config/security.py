@@ -130,6 +130,12 @@ class LimitsConfig(_Frozen):
                                      description="in the whole server")
     max_monitored_items_per_subscription: int = Field(5_000, ge=1, le=1_000_000)
     max_monitored_item_queue_size: int = Field(1_000, ge=1, le=100_000)
+    max_nodes_per_request: int = Field(
+        10_000, ge=1, le=1_000_000,
+        description="operations one request may ask for: nodes to read, write, browse, "
+                    "register or translate, methods to call, monitored items to create, "
+                    "modify or delete (more: BadTooManyOperations for the whole request; "
+                    "Server/ServerCapabilities/OperationLimits shows it)")
     max_message_size: int = Field(
         4 * 1024 * 1024, ge=64 * 1024, le=100 * 1024 * 1024,
         description="bytes of one request, all its chunks together")

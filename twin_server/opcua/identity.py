@@ -11,11 +11,14 @@
   monitored items and their queues), the string, byte string and array lengths one
   message can carry (``max_message_size``: no element is shorter than a byte), the
   fastest sampling a session can give (``publish_rate`` at most 1,000 Hz: 1 ms), the
-  locale of our texts and the profiles served. Browse has no continuation points (a
+  locale of our texts and the profiles served; the OperationLimits of one request
+  (``max_nodes_per_request``, enforced by ``security/operations.py``). Event filters
+  have no clause limits of their own (0). Browse has no continuation points (a
   Browse answers every reference at once), Query and log objects are not served:
   their maxima read 0, which OPC UA defines as "no limit" for the first and which
   no client can use for the others. The history's own figures are set where
-  HistoryRead is installed (``history_read.install``).
+  HistoryRead is installed (``history_read.install``). Optional nodes that would
+  read null or claim what is not served are removed (``UNSERVED``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from asyncua.server.address_space import AddressSpace, AttributeValue
 
 import twin_server
 from twin_server.config.security import LimitsConfig
+from twin_server.security import operations
 
 PRODUCT_NAME = "twin-server"
 PRODUCT_URI = "urn:twin-server"
@@ -121,10 +125,53 @@ def set_capabilities(aspace: AddressSpace, limits: LimitsConfig) -> None:
             ua.Variant(limits.max_history_continuation_points, u16),
         ids.Server_ServerCapabilities_SoftwareCertificates:
             ua.Variant([], ua.VariantType.ExtensionObject, is_array=True),
+        # an event filter's clauses: bounded by what one message carries alone
+        ids.Server_ServerCapabilities_MaxSelectClauseParameters: ua.Variant(0, u32),
+        ids.Server_ServerCapabilities_MaxWhereClauseParameters: ua.Variant(0, u32),
     }
+    for name in operations.LIMITS:  # enforced by the guard (security/operations.py)
+        values[getattr(ids, f"Server_ServerCapabilities_OperationLimits_{name}")] = \
+            ua.Variant(limits.max_nodes_per_request, u32)
     now = datetime.now(UTC)
     for ident, variant in values.items():
         nodeid = ua.NodeId(ident)
         if nodeid in aspace:  # (a node this nodeset does not have stays out)
             aspace[nodeid].attributes[ua.AttributeIds.Value] = AttributeValue(
                 ua.DataValue(variant, SourceTimestamp=now, ServerTimestamp=now))
+    for ident in UNSERVED:
+        _remove(aspace, ua.NodeId(ident))
+
+
+#: optional standard nodes under ServerCapabilities that would only read null or
+#: claim what is not served: the conformance units (none claimed), Part 18's RoleSet
+#: (our roles are viewer, operator and admin: Security in the README) and the limits
+#: of HistoryUpdate (not served)
+UNSERVED = (
+    ua.ObjectIds.Server_ServerCapabilities_ConformanceUnits,
+    ua.ObjectIds.Server_ServerCapabilities_RoleSet,
+    ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerHistoryUpdateData,
+    ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerHistoryUpdateEvents,
+)
+_CHILDREN = (ua.NodeId(ua.ObjectIds.HasComponent), ua.NodeId(ua.ObjectIds.HasProperty))
+
+
+def _remove(aspace: AddressSpace, root: ua.NodeId) -> None:
+    """``root``, the instances below it (components and properties) and the
+    references to it from its parent."""
+    doomed: set[ua.NodeId] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if node in doomed or node not in aspace:
+            continue
+        doomed.add(node)
+        stack.extend(ref.NodeId for ref in aspace[node].references
+                     if ref.IsForward and ref.ReferenceTypeId in _CHILDREN)
+    if root not in doomed:
+        return  # (not in this nodeset, or removed already)
+    parents = {ref.NodeId for ref in aspace[root].references if not ref.IsForward}
+    for parent in (p for p in parents if p in aspace):
+        references = aspace[parent].references
+        references[:] = [ref for ref in references if ref.NodeId != root]
+    for node in doomed:
+        del aspace[node]

@@ -489,8 +489,12 @@ def _describe(key: VarKey, var: Variable) -> str:
     extras = []
     if var.unit:
         extras.append(var.unit)
-    if var.low is not None or var.high is not None:
+    if var.low is not None and var.high is not None:
         extras.append(f"range {var.range_text()}")
+    elif var.low is not None:  # (never "inf" in what a person reads: #15)
+        extras.append(f"at least {var.low:g}")
+    elif var.high is not None:
+        extras.append(f"at most {var.high:g}")
     if var.kind is Kind.PARAMETER and not var.tunable:
         extras.append("fixed: applies at Reset")
     return f"{text} ({', '.join(extras)})" if extras else text

@@ -21,14 +21,16 @@ module closes them without changing asyncua:
   is checked before (``tokens.PasswordCheck``).
 * **Requests.** ``TwinRuleset.check_validity`` runs before every request of an
   activated session: it refuses services the role may not use (BadUserAccessDenied),
-  enforces subscription and monitored-item limits, and records the user in
+  enforces subscription and monitored-item limits and the OperationLimits of one
+  request (``operations.py``: BadTooManyOperations), and records the user in
   ``CURRENT_USER`` for the services that asyncua calls without it (Call, Read).
 * **Items.** ``GuardedAttributeService`` and ``GuardedMethodService`` wrap the
   server's attribute and method services and refuse each write or call the user's
   role may not make, item by item, with BadUserAccessDenied (a viewer's Write too:
   its request is answered per node, never refused whole); the rest go through
   unchanged. A call to an object or method that does not exist gets
-  BadNodeIdUnknown or BadMethodInvalid, whoever calls. Read answers UserAccessLevel
+  BadNodeIdUnknown or BadMethodInvalid, whoever calls, and so does one of our
+  methods called on an object it does not belong to. Read answers UserAccessLevel
   and UserExecutable for the reading user.
 
 ``CURRENT_USER`` unset (None) means the call did not come from a client request:
@@ -52,6 +54,7 @@ from cryptography.hazmat.primitives import serialization
 
 from twin_server.config.security import LimitsConfig
 from twin_server.opcua.patches import internals
+from twin_server.security import operations
 from twin_server.security.pki import TrustList, thumbprint
 from twin_server.security.roles import (
     Role,
@@ -266,11 +269,21 @@ class Guard:
             self.counters.services_refused += 1
             log.info("service_refused", user=str(user), service=_service_name(service))
             return False
+        self._check_operations(service, body)
         if service == _CREATE_SUBSCRIPTION:
             self._check_subscriptions()
         elif service == _CREATE_MONITORED_ITEMS:
             self._check_monitored_items(body)
         return True
+
+    def _check_operations(self, service: ua.NodeId, body: Any) -> None:
+        counted = operations.count(service, body)
+        if counted is not None and counted[1] > self.limits.max_nodes_per_request:
+            self.counters.limits_hit += 1
+            log.info("operation_limit_reached", service=_service_name(service),
+                     limit=counted[0], max=self.limits.max_nodes_per_request,
+                     asked=counted[1])
+            raise ServiceError(ua.StatusCodes.BadTooManyOperations)
 
     def _check_subscriptions(self) -> None:
         conn = CONNECTION.get()
@@ -477,7 +490,9 @@ class GuardedMethodService:
     """Wraps the server's method service: per-call permission, and the codes of
     OPC UA Part 4 for a call to nothing (asyncua answers BadNodeIdInvalid for both):
     an object that does not exist gets BadNodeIdUnknown, a MethodId that names no
-    method BadMethodInvalid, whoever calls."""
+    method, or one of ours that is not the object's, BadMethodInvalid, whoever calls
+    (the standard methods of a type, such as a condition's Acknowledge, are asyncua's
+    to check)."""
 
     def __init__(self, inner: Any, guard: Guard) -> None:
         self.inner = inner
@@ -492,6 +507,12 @@ class GuardedMethodService:
             return "BadMethodInvalid"
         nodeclass = aspace.read_attribute_value(request.MethodId, ua.AttributeIds.NodeClass)
         if nodeclass.Value is None or nodeclass.Value.Value != ua.NodeClass.Method:
+            return "BadMethodInvalid"
+        if request.MethodId.NamespaceIndex == self.guard.namespace and not any(
+                ref.IsForward and ref.NodeId == request.MethodId
+                for ref in aspace[request.ObjectId].references):
+            # one of our methods acts on the object it belongs to alone: asyncua would
+            # run Sessions.a.Start called on Sessions.b (or DeleteSession on a session)
             return "BadMethodInvalid"
         return None
 
