@@ -12,6 +12,7 @@ from typing import Any
 import pytest_asyncio
 from asyncua import Client, ua
 from asyncua.common.events import Event, get_filter_from_event_type
+from structlog.testing import capture_logs
 
 from tests.opcua.conftest import (
     MODULE_LOOP,
@@ -180,7 +181,8 @@ class TestLife:
         """Active, acknowledged, inactive read back from the session's event history
         with an AlarmConditionType filter (its every field, where OfType): condition
         events of the alarm's type, field for field the events that went out live. An
-        alarm event stored without fields (before schema v3) is a session log event."""
+        alarm event stored without fields (before schema v3), or with fields it cannot
+        read (logged), is a session log event."""
         c, ns = client
         session = in_process(daemon, "a")
         await daemon.server.flush_events()  # (the earlier tests' resets)
@@ -208,10 +210,13 @@ class TestLife:
         await daemon.server.flush_events()
         daemon.store.record_event("a", "alarm_active", "stored before v3", 600,
                                   datetime.now(UTC).timestamp())
+        daemon.store.record_event("a", "alarm_active", "damaged", 600,
+                                  datetime.now(UTC).timestamp(), b"\x07 not ours")
         await daemon.store.flush()
         end = datetime.now(UTC) + timedelta(seconds=1)
-        result = await node.history_read_events(ua.ReadEventDetails(
-            StartTime=start, EndTime=end, NumValuesPerNode=0, Filter=evfilter))
+        with capture_logs() as logs:
+            result = await node.history_read_events(ua.ReadEventDetails(
+                StartTime=start, EndTime=end, NumValuesPerNode=0, Filter=evfilter))
         assert result.StatusCode.is_good(), result.StatusCode
         read = [Event.from_event_fields(evfilter.SelectClauses, e.EventFields)
                 for e in result.HistoryData.Events]
@@ -223,10 +228,12 @@ class TestLife:
             (False, True, 600, "Level", limit_alarm, ua.NodeId("Sessions.a.Alarms.Level", ns))]
         assert [e.get_event_props_as_fields_dict() for e in read] == [
             e.get_event_props_as_fields_dict() for e in live]
+        assert [e["event"] for e in logs if e["log_level"] == "warning"] == [
+            "history_event_fields_unreadable"]
         logged = await node.read_event_history(
             start, end, evtypes=[c.get_node(ua.NodeId("TwinSessionEventType", ns))])
         assert [(e.Kind, e.Message.Text) for e in logged if e.Kind.startswith("alarm_")] == [
-            ("alarm_active", "stored before v3")]
+            ("alarm_active", "stored before v3"), ("alarm_active", "damaged")]
         session.reset()
 
 

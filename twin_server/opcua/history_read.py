@@ -236,6 +236,7 @@ class TwinHistoryManager(HistoryManager):  # type: ignore[misc]  # asyncua: unty
         self._evaluator_log = logging.getLogger("asyncua.server.history")
         #: stored events whose fields could not be read (served as log events)
         self.unreadable = 0
+        self._unreadable_error = ""
 
     @property
     def max_values(self) -> int:
@@ -502,6 +503,7 @@ class TwinHistoryManager(HistoryManager):  # type: ignore[misc]  # asyncua: unty
         evaluator = EventWhere(self.aspace, evfilter.WhereClause, self._evaluator_log)
         fields: list[ua.HistoryEventFieldList] = []
         read = 0
+        unreadable = self.unreadable
         while True:
             try:
                 found = await self.store.read_events(session, start, end,
@@ -522,6 +524,9 @@ class TwinHistoryManager(HistoryManager):  # type: ignore[misc]  # asyncua: unty
             token = found.continuation
             if token is None or read >= want:
                 break
+        if self.unreadable > unreadable:  # once a request: a damaged file has many
+            log.warning("history_event_fields_unreadable", session=session,
+                        events=self.unreadable - unreadable, error=self._unreadable_error)
         return fields, read, None if token is None else _EVENTS + token
 
     def _event(self, session: str, nodeid: ua.NodeId, stored: Event) -> UaEvent:
@@ -530,9 +535,7 @@ class TwinHistoryManager(HistoryManager):  # type: ignore[misc]  # asyncua: unty
                 event = event_fields.decode(stored.fields, self.namespace)
             except event_fields.BadFields as exc:
                 self.unreadable += 1
-                if self.unreadable == 1:  # (the first: a damaged file has many)
-                    log.warning("history_event_fields_unreadable", session=session,
-                                kind=stored.kind, t_us=stored.t_us, error=str(exc))
+                self._unreadable_error = str(exc)
             else:
                 if not hasattr(event, "Kind"):
                     event.add_property("Kind", stored.kind, ua.VariantType.String)
