@@ -2,7 +2,7 @@
 127.0.0.1 with an asyncua client: transitions evaluated in the worker reach the
 client as Part 9 events, Acknowledge and Confirm cross the pipe, and the condition
 comes back with its session after the worker is killed (from the snapshot the
-worker sent last)."""
+worker sent last); the event history holds each transition as the event that went out."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import asyncio
 import os
 import signal
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest_asyncio
@@ -83,6 +84,7 @@ class TestInAWorker:
         async with Client(daemon.endpoint_url, timeout=10) as c:
             ns = await c.get_namespace_index(NAMESPACE_URI)
             cond = ua.NodeId("Sessions.a.Alarms.Level", ns)
+            began = datetime.now(UTC)
             events = _Events()
             sub = await c.create_subscription(20, events)
             base = c.get_node(ua.NodeId(ua.ObjectIds.ExclusiveLimitAlarmType))
@@ -135,3 +137,12 @@ class TestInAWorker:
             commented = (await events.wait(8))[7]
             assert commented.Comment.Text == "after crash"
             await sub.delete()
+            # the event history holds each transition as the event that went out
+            assert daemon.server is not None and daemon.store is not None
+            await daemon.server.flush_events()
+            await daemon.store.flush()
+            history = await session_node.read_event_history(
+                began, datetime.now(UTC) + timedelta(seconds=1), evtypes=[base])
+            assert [e.get_event_props_as_fields_dict() for e in history] == [
+                e.get_event_props_as_fields_dict()
+                for e in (active, acked, confirmed, restored, commented)]

@@ -56,7 +56,9 @@ Decisions:
   parameter write is logged by the session itself as ``parameter_changed``).
 * **Events**: the owner hands every event to ``event`` as it happens
   (``record_event`` never waits): the daemon stores every event the OPC UA server
-  emits (the session's own, ``created``, alarms).
+  emits (the session's own, ``created``, alarms). An alarm transition comes with the
+  fields of the condition event that went out, and its time, so that a history
+  read answers the same event (``opcua/event_fields.py``).
 * **Drops**: the store never makes a tick wait; when its queue is full it drops
   and counts. The recorder counts what it handed over and what was refused.
 """
@@ -359,10 +361,13 @@ class Recorder:
                        f"{key.kind} {key.name!r} of component {key.component!r} {what} to "
                        f"{value!r} by a client", SEVERITY_WRITE)
 
-    def event(self, kind: str, message: str, severity: int = 100) -> None:
+    def event(self, kind: str, message: str, severity: int = 100, *,
+              fields: bytes | None = None, t: float | None = None) -> None:
         """Store a log event of this session that did not come from the session itself
-        (the daemon's ``created``, the server's alarms)."""
-        if self.store.record_event(self.session.name, kind, message, severity, self._now()):
+        (the daemon's ``created``, the server's alarms), at ``t`` (seconds since the
+        epoch; None: now), with the ``fields`` it was served with (an alarm's)."""
+        when = self._now() if t is None else t
+        if self.store.record_event(self.session.name, kind, message, severity, when, fields):
             self._events += 1
         else:
             self._dropped += 1
@@ -465,11 +470,13 @@ class Recording:
         if recorder is not None:
             recorder.written(key, value, source, status)
 
-    def event(self, session: str, kind: str, message: str, severity: int = 100) -> None:
-        """Store a log event of ``session`` that the session itself did not emit."""
+    def event(self, session: str, kind: str, message: str, severity: int = 100, *,
+              fields: bytes | None = None, t: float | None = None) -> None:
+        """Store a log event of ``session`` that the session itself did not emit (the
+        server's ``on_log_event``), at ``t`` with ``fields`` (``Recorder.event``)."""
         recorder = self._recorders.get(session)
         if recorder is not None:
-            recorder.event(kind, message, severity)
+            recorder.event(kind, message, severity, fields=fields, t=t)
 
     def close(self) -> None:
         for name in list(self._recorders):

@@ -313,7 +313,7 @@ class TestSchema:
             mode = db.execute("PRAGMA journal_mode").fetchone()[0]
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master "
                                                "WHERE type = 'table'")}
-        assert rows == [(1,), (2,)] and mode == "wal"
+        assert rows == [(1,), (2,), (3,)] and mode == "wal"
         assert {"series", "samples", "events", "snapshots", "twins", "meta"} <= tables
 
     async def test_next_version_is_one_function(self, tmp_path: Path,
@@ -358,7 +358,7 @@ class TestSchema:
             db.execute("UPDATE meta SET value = 3 WHERE key = 'next_seq'")
         store = await HistoryStore.open(path)
         try:
-            assert (store.migrated_from, store.schema_version) == (1, 2)
+            assert (store.migrated_from, store.schema_version) == (1, 3)
             store.record("s/v", T0 + 3, 3.0, sim_t=30.0)
             store.record("s/v", T0 + 4, 4.0, sim_t=40)
             await store.flush()
@@ -369,6 +369,39 @@ class TestSchema:
                 (0.0, None), (1.0, None), (2.0, None), (3.0, 30.0), (4.0, 40.0)]
         finally:
             await store.close()
+
+    async def test_v2_file_gains_event_fields(self, tmp_path: Path) -> None:
+        """A file written at schema v2 opens migrated in place to v3: its events read
+        back unchanged with fields None, new events keep their fields (bytes, as
+        given), and a read pages across both in order."""
+        path = tmp_path / "v2.db"
+        with sqlite3.connect(path) as db:  # the v2 schema as v2 builds wrote it
+            for statement in V1_SCHEMA:
+                db.execute(statement)
+            db.execute("ALTER TABLE samples ADD COLUMN sim_t REAL")
+            db.executemany("INSERT INTO schema_version VALUES (?, 0, ?)",
+                           [(1, "Series, samples, ..."), (2, "Samples carry ...")])
+            db.executemany("INSERT INTO events (session, t, kind, severity, message) "
+                           "VALUES ('s', ?, ?, 600, ?)",
+                           [(int((T0 + i) * 1e6), "alarm_active", f"old {i}") for i in range(2)])
+        store = await HistoryStore.open(path)
+        try:
+            assert (store.migrated_from, store.schema_version) == (2, 3)
+            blob = bytes(range(256)) * 3
+            assert store.record_event("s", "alarm_inactive", "new", 600, T0 + 2, blob)
+            store.record_event("s", "started", "plain", t=T0 + 3)
+            store.record_event("s", "alarm_active", "bad", t=T0 + 4,
+                               fields="not bytes")  # type: ignore[arg-type]
+            await store.flush()
+            first = await store.read_events("s", T0, T0 + 10, max_values=2)
+            rest = await store.read_events("s", T0, T0 + 10, continuation=first.continuation)
+            got = [(e.message, e.fields) for e in first.events + rest.events]
+            assert got == [("old 0", None), ("old 1", None), ("new", blob), ("plain", None)]
+            assert store.statistics().rejected == 1
+        finally:
+            await store.close()
+        with sqlite3.connect(path) as db:
+            assert [r[0] for r in db.execute("SELECT version FROM schema_version")] == [1, 2, 3]
 
     @pytest.mark.parametrize("sim_t", [
         pytest.param(math.nan, id="nan"), pytest.param(math.inf, id="inf"),

@@ -3,7 +3,8 @@ an alarm's whole life through node-opcua's own Part 9 event filter (the fields o
 ExclusiveLimitAlarmType as its extractConditionFields finds them, where OfType
 AcknowledgeableConditionType) on the Server object, its Acknowledge and Confirm
 (``acknowledgeCondition``, ``confirmCondition``), a viewer's Acknowledge,
-ConditionRefresh, and the event history through HistoryReadEvents. One run of
+ConditionRefresh, and the event history through HistoryReadEvents (with a filter on
+Kind, and with node-opcua's own AlarmConditionType filter). One run of
 ``scripts/alarm_life.js`` against one daemon; each test checks one part of it."""
 
 from __future__ import annotations
@@ -60,8 +61,11 @@ autostart = true
 
 CONDITION = "Sessions.tank.Alarms.HighLevel"
 
-#: HistoryReadEvents on the session node, twice: where Kind is Like 'alarm_%', and
-#: where Severity >= 900; args: node, start (ISO), ns
+#: HistoryReadEvents on the session node, three times: where Kind is Like 'alarm_%',
+#: where Severity >= 900, and with node-opcua's own Part 9 filter (every field of
+#: AlarmConditionType as its extractConditionFields finds them, where OfType
+#: AlarmConditionType), each event then flat as alarm_life.js keeps them (non-null
+#: fields by their dotted names); args: node, start (ISO), ns
 HISTORY = """
 const { main, withSession, plain } = require("./lib");
 main(async (args, opcua) => withSession(args, async (session) => {
@@ -74,21 +78,26 @@ main(async (args, opcua) => withSession(args, async (session) => {
         new opcua.ContentFilterElement({ filterOperator: opcua.FilterOperator[operator],
             filterOperands: [field(name), new opcua.LiteralOperand({
                 value: new opcua.Variant({ dataType: opcua.DataType[dataType], value }) })] })] });
-    async function read(whereClause) {
+    async function read(whereClause, names = select, filter = new opcua.EventFilter({
+        selectClauses: names.map(field), whereClause })) {
         const response = await session.historyRead(new opcua.HistoryReadRequest({
             historyReadDetails: new opcua.ReadEventDetails({
                 startTime: new Date(args.start), endTime: new Date(Date.now() + 1000),
-                numValuesPerNode: 0,
-                filter: new opcua.EventFilter({ selectClauses: select.map(field), whereClause }) }),
+                numValuesPerNode: 0, filter }),
             timestampsToReturn: opcua.TimestampsToReturn.Both,
             nodesToRead: [{ nodeId: args.node }] }));
         const result = response.results[0];
         return { status: result.statusCode.name,
                  events: (result.historyData.events || []).map((e) => Object.fromEntries(
-                     select.map((name, i) => [name, plain(e.eventFields[i].value)]))) };
+                     names.map((name, i) => [name, e.eventFields[i]])
+                         .filter(([, v]) => v && v.dataType !== opcua.DataType.Null)
+                         .map(([name, v]) => [name, plain(v.value)]))) };
     }
+    const fields = await opcua.extractConditionFields(session, "AlarmConditionType");
     return { like: await read(where("Like", "Kind", "String", "alarm_%")),
-             severe: await read(where("GreaterThanOrEqual", "Severity", "UInt16", 900)) };
+             severe: await read(where("GreaterThanOrEqual", "Severity", "UInt16", 900)),
+             alarms: await read(null, fields, opcua.constructEventFilter(
+                 fields, opcua.ofType("AlarmConditionType"))) };
 }));
 """
 
@@ -233,8 +242,8 @@ class TestLife:
 class TestHistory:
     async def test_read_events_with_a_where_filter(self, life: Life) -> None:
         """node-opcua's HistoryReadEvents on the session node: a where-filter Kind Like
-        'alarm_%' finds every transition in order (TwinSessionEventType events whose
-        Kind names the transition), and Severity >= 900 the HighHigh alone."""
+        'alarm_%' finds every transition in order (condition events that also carry
+        the Kind naming the transition), and Severity >= 900 the HighHigh alone."""
         like, severe = life.history["like"], life.history["severe"]
         assert (like["status"], severe["status"]) == ("Good", "Good")
         kinds = [e["Kind"] for e in like["events"]]
@@ -244,3 +253,26 @@ class TestHistory:
         assert all(e["SourceName"] == "tank" for e in like["events"])
         assert [(e["Kind"], e["Severity"]) for e in severe["events"]] == [("alarm_limit", 900)]
         assert "above the HighHigh limit 1.5" in severe["events"][0]["Message"]
+
+    async def test_read_alarm_events_with_a_part9_filter(self, life: Life) -> None:
+        """node-opcua's HistoryReadEvents with its own AlarmConditionType filter (every
+        field, where OfType AlarmConditionType): each transition an
+        ExclusiveLimitAlarmType event of the condition, every field node-opcua selects
+        as the live event had it (matched by EventId)."""
+        alarms = life.history["alarms"]
+        assert alarms["status"] == "Good"
+        read = alarms["events"]
+        assert [(e["EventType"], e["ConditionId"], e["ConditionName"]) for e in read] == [
+            ("ns=0;i=9341", f"ns={life.ns};s={CONDITION}", "HighLevel")] * 8
+        assert [(e["ActiveState.Id"], e["AckedState.Id"], e["ConfirmedState.Id"],
+                 e["Severity"]) for e in read] == [
+            (True, False, False, 600), (True, True, False, 600), (True, True, True, 600),
+            (True, True, True, 600), (True, False, False, 900), (False, False, False, 600),
+            (False, True, False, 600), (False, True, True, 600)]
+        live: dict[str, dict[str, Any]] = {}
+        for event in life.alarm_events():  # the first of each EventId (not a refresh's)
+            live.setdefault(str(event["EventId"]), event)
+        for event in read:
+            went_out = live[str(event["EventId"])]
+            assert len(event) > 30 and event.keys() <= went_out.keys(), event
+            assert {k: went_out[k] for k in event} == event

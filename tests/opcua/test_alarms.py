@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest_asyncio
 from asyncua import Client, ua
+from asyncua.common.events import Event, get_filter_from_event_type
+from structlog.testing import capture_logs
 
 from tests.opcua.conftest import (
     MODULE_LOOP,
@@ -176,19 +178,62 @@ class TestLife:
             session.reset()
 
     async def test_event_history(self, daemon: Any, client: tuple[Client, int]) -> None:
-        """Alarm transitions are in the session's event history, found by a where-filter."""
+        """Active, acknowledged, inactive read back from the session's event history
+        with an AlarmConditionType filter (its every field, where OfType): condition
+        events of the alarm's type, field for field the events that went out live. An
+        alarm event stored without fields (before schema v3), or with fields it cannot
+        read (logged), is a session log event."""
         c, ns = client
         session = in_process(daemon, "a")
-        start = datetime.now(UTC) - timedelta(seconds=1)
-        _drive(session, 1.5, 0.0)
-        await daemon.server.flush_events()
-        await daemon.store.flush()
+        await daemon.server.flush_events()  # (the earlier tests' resets)
+        start = datetime.now(UTC)
         node = c.get_node(ua.NodeId("Sessions.a", ns))
-        etype = c.get_node(ua.NodeId("TwinSessionEventType", ns))
-        found = await node.read_event_history(start, datetime.now(UTC) + timedelta(seconds=1),
-                                              evtypes=[etype])
-        kinds = [e.Kind for e in found if e.Kind.startswith("alarm_")]
-        assert kinds[-2:] == ["alarm_active", "alarm_inactive"], kinds
+        alarm_type = c.get_node(ua.NodeId(ua.ObjectIds.AlarmConditionType))
+        evfilter = await get_filter_from_event_type([alarm_type], where_clause_generation=False)
+        evfilter.WhereClause = ua.ContentFilter(Elements=[ua.ContentFilterElement(
+            FilterOperator=ua.FilterOperator.OfType, FilterOperands=[
+                ua.LiteralOperand(Value=ua.Variant(alarm_type.nodeid))])])
+        events = _Events()
+        sub = await c.create_subscription(20, events)
+        try:
+            await sub.subscribe_events(node, alarm_type, evfilter)
+            _drive(session, 1.5)
+            (active,) = await events.wait(1)
+            status = await _call(c, ua.NodeId("Sessions.a.Alarms.Level", ns), _ACK,
+                                 *_args(active.EventId, "seen"))
+            assert status.is_good(), status
+            await events.wait(2)
+            _drive(session, 0.0)
+            live = await events.wait(3)
+        finally:
+            await sub.delete()
+        await daemon.server.flush_events()
+        daemon.store.record_event("a", "alarm_active", "stored before v3", 600,
+                                  datetime.now(UTC).timestamp())
+        daemon.store.record_event("a", "alarm_active", "damaged", 600,
+                                  datetime.now(UTC).timestamp(), b"\x07 not ours")
+        await daemon.store.flush()
+        end = datetime.now(UTC) + timedelta(seconds=1)
+        with capture_logs() as logs:
+            result = await node.history_read_events(ua.ReadEventDetails(
+                StartTime=start, EndTime=end, NumValuesPerNode=0, Filter=evfilter))
+        assert result.StatusCode.is_good(), result.StatusCode
+        read = [Event.from_event_fields(evfilter.SelectClauses, e.EventFields)
+                for e in result.HistoryData.Events]
+        limit_alarm = ua.NodeId(ua.ObjectIds.ExclusiveLimitAlarmType)
+        assert [(getattr(e, "ActiveState/Id"), getattr(e, "AckedState/Id"), e.Severity,
+                 e.ConditionName, e.EventType, e.NodeId) for e in read] == [
+            (True, False, 600, "Level", limit_alarm, ua.NodeId("Sessions.a.Alarms.Level", ns)),
+            (True, True, 600, "Level", limit_alarm, ua.NodeId("Sessions.a.Alarms.Level", ns)),
+            (False, True, 600, "Level", limit_alarm, ua.NodeId("Sessions.a.Alarms.Level", ns))]
+        assert [e.get_event_props_as_fields_dict() for e in read] == [
+            e.get_event_props_as_fields_dict() for e in live]
+        assert [e["event"] for e in logs if e["log_level"] == "warning"] == [
+            "history_event_fields_unreadable"]
+        logged = await node.read_event_history(
+            start, end, evtypes=[c.get_node(ua.NodeId("TwinSessionEventType", ns))])
+        assert [(e.Kind, e.Message.Text) for e in logged if e.Kind.startswith("alarm_")] == [
+            ("alarm_active", "stored before v3"), ("alarm_active", "damaged")]
         session.reset()
 
 

@@ -235,9 +235,9 @@ def session_scope(session: str) -> int:
 
 
 _EVENT_PAGE = {
-    FORWARD: "SELECT t, id, kind, severity, message FROM events WHERE session = ? "
+    FORWARD: "SELECT t, id, kind, severity, message, fields FROM events WHERE session = ? "
              "AND (t, id) > (?, ?) AND t < ? ORDER BY t, id LIMIT ?",
-    BACKWARD: "SELECT t, id, kind, severity, message FROM events WHERE session = ? "
+    BACKWARD: "SELECT t, id, kind, severity, message, fields FROM events WHERE session = ? "
               "AND (t, id) < (?, ?) AND t > ? ORDER BY t DESC, id DESC LIMIT ?",
 }
 
@@ -259,7 +259,8 @@ async def read_events(db: aiosqlite.Connection, session: str, start: int | None,
     fetch = max_values + 1 if max_values else -1
     async with db.execute(_EVENT_PAGE[direction], (session, *cursor, stop, fetch)) as cur:
         rows = list(await cur.fetchall())
-    events = [Event(t, kind, severity, message) for t, _id, kind, severity, message in rows]
+    events = [Event(t, kind, severity, message, fields)
+              for t, _id, kind, severity, message, fields in rows]
     if not max_values or len(events) <= max_values:
         return EventResult(events, None)
     last_row = rows[max_values - 1]

@@ -132,12 +132,14 @@ class Processed(NamedTuple):
 
 
 class Event(NamedTuple):
-    """One session log event."""
+    """One session log event; ``fields``: the event as it was served, if its recorder
+    kept it (``HistoryStore.record_event``), else None."""
 
     t_us: int
     kind: str
     severity: int
     message: str
+    fields: bytes | None = None
 
     @property
     def time(self) -> datetime:

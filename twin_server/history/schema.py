@@ -3,8 +3,8 @@
 ``MIGRATIONS[n]`` takes a database at version n-1 to version n. Each runs inside
 one ``BEGIN IMMEDIATE`` transaction together with the row that records it in
 ``schema_version``, so a crash mid-migration leaves the previous version, and two
-processes opening one file never migrate it twice. Adding v2 is adding one
-``async def _v2(db)`` and one dict entry.
+processes opening one file never migrate it twice. Adding a version is
+adding one ``async def _vN(db)`` and one dict entry.
 
 Samples (``samples``) are a WITHOUT ROWID table clustered on
 ``(series_id, t, seq)``: the primary key *is* the time-ordered index, so a read of
@@ -21,6 +21,11 @@ class (REAL, INTEGER, TEXT); ``series.datatype`` says how to read it back.
 where it is not known (samples recorded before v2, or by a caller that gave
 none): a session at real-time factor 0 takes many simulated seconds per wall
 second, and this is what rebuilds its history in simulated time.
+
+An event's ``fields`` (v3) are the fields of the event as it was served, in the
+encoding of whoever recorded it (the OPC UA layer's ``opcua/event_fields.py``: an
+alarm transition's condition fields), opaque to the store; NULL for an event that
+has none (every event recorded before v3, and the session's own log events).
 """
 
 from __future__ import annotations
@@ -88,10 +93,16 @@ async def _v2(db: aiosqlite.Connection) -> None:
     await db.execute("ALTER TABLE samples ADD COLUMN sim_t REAL")
 
 
+async def _v3(db: aiosqlite.Connection) -> None:
+    """Events keep the fields they were served with (fields, opaque; NULL where none)."""
+    await db.execute("ALTER TABLE events ADD COLUMN fields BLOB")
+
+
 #: version -> the migration that produces it from the version before
 MIGRATIONS: dict[int, Migration] = {
     1: _v1,
     2: _v2,
+    3: _v3,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

@@ -163,9 +163,12 @@ class HistoryStore:
         return self._writer.record(series, t, value, status, source, sim_t)
 
     def record_event(self, session: str, kind: str, message: str, severity: int = 100,
-                     t: float | None = None) -> bool:
-        """Queue a session log event (``t`` defaults to now); same rules as ``record``."""
-        item = EventItem(session, time.time() if t is None else t, kind, severity, message)
+                     t: float | None = None, fields: bytes | None = None) -> bool:
+        """Queue a session log event (``t`` defaults to now), with the ``fields`` it was
+        served with (opaque bytes, read back as ``Event.fields``); same rules as
+        ``record``."""
+        item = EventItem(session, time.time() if t is None else t, kind, severity, message,
+                         fields)
         return self._writer.record_event(item)
 
     def statistics(self) -> WriterStatistics:

@@ -52,20 +52,23 @@ _INT64 = 2**63
 
 _INSERT_SAMPLES = ("INSERT INTO samples (series_id, t, seq, value, status, source, sim_t) "
                    "VALUES (?, ?, ?, ?, ?, ?, ?)")
-_INSERT_EVENTS = "INSERT INTO events (session, t, kind, severity, message) VALUES (?, ?, ?, ?, ?)"
+_INSERT_EVENTS = ("INSERT INTO events (session, t, kind, severity, message, fields) "
+                  "VALUES (?, ?, ?, ?, ?, ?)")
 
 
 class EventItem:
     """A session log event waiting in the queue (samples wait as plain tuples)."""
 
-    __slots__ = ("kind", "message", "session", "severity", "t")
+    __slots__ = ("fields", "kind", "message", "session", "severity", "t")
 
-    def __init__(self, session: str, t: float, kind: str, severity: int, message: str) -> None:
+    def __init__(self, session: str, t: float, kind: str, severity: int, message: str,
+                 fields: bytes | None = None) -> None:
         self.session = session
         self.t = t
         self.kind = kind
         self.severity = severity
         self.message = message
+        self.fields = fields
 
 
 def datatype_of(value: Any) -> str:
@@ -392,9 +395,14 @@ def _normalise(value: Any, kind: int) -> tuple[Any, str]:
 
 
 def _event_row(item: EventItem, rejected: list[tuple[Any, str]]) -> Any:
+    fields = item.fields
+    if fields is not None and not isinstance(fields, bytes):
+        rejected.append((item, f"bad event fields {type(fields).__name__}, expected bytes "
+                               "or None"))
+        return None
     try:
         return (str(item.session), round(item.t * 1_000_000), str(item.kind),
-                int(item.severity), str(item.message))
+                int(item.severity), str(item.message), fields)
     except (TypeError, ValueError, OverflowError) as exc:
         rejected.append((item, str(exc)))
         return None

@@ -30,6 +30,12 @@ retained condition, RefreshEndEvent, to the one subscription asked for.
 
 A deleted session's retained conditions get a last event first (inactive, not
 retained: "session deleted"), so that an alarm list drops them.
+
+History: each event emitted for a transition (and each last one) is handed back
+encoded (``event_fields.encode``), for the session's event history to keep with
+the transition, so that HistoryReadEvents answers the same event, of the
+condition's type with its fields (``history_read.py``). A ConditionRefresh's
+repeats are not transitions and are not stored again.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from asyncua import ua
@@ -47,6 +53,7 @@ from asyncua.common import event_objects
 
 from twin_server.engine.alarms import LIMITS, AlarmDefinition, AlarmState, event_id
 from twin_server.errors import TwinServerError
+from twin_server.opcua import event_fields
 from twin_server.opcua.nodes import NodeBatch, add_reference
 from twin_server.opcua.status import status_of
 from twin_server.runtime import checks
@@ -76,6 +83,14 @@ _LIMIT_STATE_IDS = {
 }
 _VALUE = ua.AttributeIds.Value
 _LT = ua.VariantType.LocalizedText
+
+
+class LogEvent(Protocol):
+    """Where the server hands every event it emits, for the history (the daemon's
+    ``Recording.event``): an alarm's with its time and its ``event_fields``."""
+
+    def __call__(self, session: str, kind: str, message: str, severity: int = 100, *,
+                 fields: bytes | None = None, t: float | None = None) -> None: ...
 
 
 def condition_type(definition: AlarmDefinition) -> ua.NodeId:
@@ -200,14 +215,16 @@ class AlarmConditions:
 
     # -- transitions -----------------------------------------------------------------------
 
-    async def transition(self, session: str, state: AlarmState, when: datetime) -> None:
-        """Show one transition: the condition's nodes, then its event."""
+    async def transition(self, session: str, state: AlarmState,
+                         when: datetime) -> bytes | None:
+        """Show one transition: the condition's nodes, then its event; return that
+        event's fields for the history (None: no such condition, nothing emitted)."""
         cond = self._by_session.get(session, {}).get(state.name)
         if cond is None:
-            return
+            return None
         cond.follow(state, when)
         await self._write(cond)
-        await self._emit(cond, cond.chain)
+        return event_fields.encode(await self._emit(cond, cond.chain), self.ns)
 
     def differing(self, session: str, states: Sequence[AlarmState]) -> list[AlarmState]:
         """Those of ``states`` (a session's conditions as its engine holds them) that
@@ -217,8 +234,7 @@ class AlarmConditions:
         return [s for s in states if (cond := own.get(s.name)) is not None and (
             s.sequence != cond.state.sequence or _shown(s) != _shown(cond.state))]
 
-    async def remove_session(self, session: str,
-                             record: Callable[[str, str, str, int], None] | None) -> None:
+    async def remove_session(self, session: str, record: LogEvent | None) -> None:
         """A last event of each retained condition (inactive, not retained), each handed
         to ``record`` (the history) too, then forget the session's conditions."""
         conditions = self._by_session.pop(session, {})
@@ -234,9 +250,10 @@ class AlarmConditions:
                 message=text, time=state.time, active_time=state.time,
                 sequence=state.sequence + 1, transition="deleted", tick=state.tick),
                 datetime.now(UTC))
+            event = await self._emit(cond, cond.chain)
             if record is not None:
-                record(session, "alarm_deleted", text, state.severity)
-            await self._emit(cond, cond.chain)
+                record(session, "alarm_deleted", text, state.severity,
+                       fields=event_fields.encode(event, self.ns), t=cond.when.timestamp())
 
     # -- methods ---------------------------------------------------------------------------
 
@@ -316,13 +333,15 @@ class AlarmConditions:
                 ua.Variant(value, vtype), SourceTimestamp=now, ServerTimestamp=now))
 
     async def _emit(self, cond: _Condition, chain: Sequence[ua.NodeId],
-                    subscription: int | None = None) -> None:
+                    subscription: int | None = None) -> Any:
+        """The condition's event, from each notifier of ``chain``; returns it."""
         event = _event(cond)
         service = self._iserver.subscription_service
         for node in chain:
             event.emitting_node = node
             await service.trigger_event(event, subscription)
         self.emitted += 1
+        return event
 
 
 def _shown(state: AlarmState) -> tuple[object, ...]:

@@ -30,9 +30,15 @@ What is served:
   the raw values, not a time-weighted one.
 * ``ReadEventDetails`` on a session node: its stored log events, filtered by the
   event filter's WhereClause (as subscriptions' filters: ``patches/events.py``), with
-  the fields its SelectClauses name: EventId, EventType, SourceNode,
-  SourceName, Time, ReceiveTime, Message, Severity and our ``Kind``; fields not
-  stored (``SimTime``, ``StepCount``) are null.
+  the fields its SelectClauses name. A log event is a TwinSessionEventType event:
+  EventId, EventType, SourceNode, SourceName, Time, ReceiveTime, Message, Severity
+  and our ``Kind``; fields not stored (``SimTime``, ``StepCount``) are null. An
+  alarm transition stored with the fields of the event that went out (schema v3,
+  ``event_fields.py``) is that event again, of its condition's type with every
+  field it carried (ConditionId as the NodeId of an empty browse path, ActiveState/Id,
+  AckedState/Id, LimitState/CurrentState, ...), so ``OfType(AlarmConditionType)``
+  admits it; it carries ``Kind`` too, so a filter on ``Kind`` finds it as before.
+  One stored before v3 (no fields) is a TwinSessionEventType event.
 
 Limits (``HistoryLimits``, from ``[server.limits]``), so that no client, of any
 role, can make one request cost more than a bounded amount of time and memory:
@@ -87,6 +93,7 @@ from twin_server.history import (
     StoreError,
     to_datetime,
 )
+from twin_server.opcua import event_fields
 from twin_server.opcua.history_points import ContinuationPoints
 from twin_server.opcua.history_wire import Slices, encode_results
 from twin_server.opcua.patches import internals
@@ -227,6 +234,9 @@ class TwinHistoryManager(HistoryManager):  # type: ignore[misc]  # asyncua: unty
         self.yields = 0
         self._vtypes: dict[ua.NodeId, ua.VariantType | None] = {}
         self._evaluator_log = logging.getLogger("asyncua.server.history")
+        #: stored events whose fields could not be read (served as log events)
+        self.unreadable = 0
+        self._unreadable_error = ""
 
     @property
     def max_values(self) -> int:
@@ -493,6 +503,7 @@ class TwinHistoryManager(HistoryManager):  # type: ignore[misc]  # asyncua: unty
         evaluator = EventWhere(self.aspace, evfilter.WhereClause, self._evaluator_log)
         fields: list[ua.HistoryEventFieldList] = []
         read = 0
+        unreadable = self.unreadable
         while True:
             try:
                 found = await self.store.read_events(session, start, end,
@@ -513,9 +524,22 @@ class TwinHistoryManager(HistoryManager):  # type: ignore[misc]  # asyncua: unty
             token = found.continuation
             if token is None or read >= want:
                 break
+        if self.unreadable > unreadable:  # once a request: a damaged file has many
+            log.warning("history_event_fields_unreadable", session=session,
+                        events=self.unreadable - unreadable, error=self._unreadable_error)
         return fields, read, None if token is None else _EVENTS + token
 
     def _event(self, session: str, nodeid: ua.NodeId, stored: Event) -> UaEvent:
+        if stored.fields is not None:
+            try:
+                event = event_fields.decode(stored.fields, self.namespace)
+            except event_fields.BadFields as exc:
+                self.unreadable += 1
+                self._unreadable_error = str(exc)
+            else:
+                if not hasattr(event, "Kind"):
+                    event.add_property("Kind", stored.kind, ua.VariantType.String)
+                return event
         when = to_datetime(stored.t_us)
         digest = hashlib.sha256(f"{session}\0{stored.t_us}\0{stored.kind}\0"
                                 f"{stored.message}".encode()).digest()[:16]

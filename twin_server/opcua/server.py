@@ -35,7 +35,7 @@ from twin_server.history import HistoryStore
 from twin_server.models.base import DataType, Kind, Variable
 from twin_server.opcua import events as ev
 from twin_server.opcua import history_read, identity
-from twin_server.opcua.alarms import AlarmConditions
+from twin_server.opcua.alarms import AlarmConditions, LogEvent
 from twin_server.opcua.campaign_nodes import CampaignNodes
 from twin_server.opcua.faults import FaultNodes
 from twin_server.opcua.hil_methods import HilMethods
@@ -173,8 +173,9 @@ class OpcUaServer:
         #: told of every accepted client write: (session, key, stored value, "client")
         self.on_written: Callable[[str, VarKey, Any, str], None] | None = None
         #: told of every session log event this server emits: (session, kind, message,
-        #: severity) -- the session's own, created, deleted, expired, alarms
-        self.on_log_event: Callable[[str, str, str, int], None] | None = None
+        #: severity) -- the session's own, created, deleted, expired; an alarm
+        #: transition's once emitted, with its time and fields (``alarms.LogEvent``)
+        self.on_log_event: LogEvent | None = None
         self._nodes = 0
         self._hil: HilNodes | None = None
         #: Diagnostics/Workers and each session's worker health (``worker_nodes``)
@@ -533,7 +534,8 @@ class OpcUaServer:
         self._pending.append(_Pending(served, kind, message, severity, state,
                                       sim_time, step_count, alarm=alarm))
         self._pending_wake.set()
-        if self.on_log_event is not None:
+        if self.on_log_event is not None and alarm is None:
+            # an alarm's is recorded as it goes out, with its fields (flush_events)
             self.on_log_event(session.name, kind, message, severity)
 
     async def announce(self, name: str, kind: str, message: str, severity: int) -> None:
@@ -561,16 +563,12 @@ class OpcUaServer:
                 served = item.served
                 if served.program.follow(item.kind, item.state):
                     await self._write_program(served.nodes.program, served.program.view())
+                if item.alarm is not None:
+                    await self._alarm_event(item, emitting=emitter is not None)
+                    continue
                 if emitter is None:
                     continue
                 root = served.nodes.root
-                if item.alarm is not None and self.alarms is not None:
-                    try:
-                        await self.alarms.transition(served.session.name, item.alarm, item.time)
-                    except Exception:
-                        self._log.exception("alarm_event_failed", session=served.session.name,
-                                            alarm=item.alarm.name)
-                    continue
                 try:
                     await emitter.session_event(
                         (root, self.nodeid(SESSIONS), self.nodeid(ROOT), ev.SERVER_OBJECT),
@@ -581,6 +579,21 @@ class OpcUaServer:
                                         kind=item.kind)
                 if item.kind == "recovered" and self.alarms is not None:
                     await self._resync_alarms(served)
+
+    async def _alarm_event(self, item: _Pending, *, emitting: bool) -> None:
+        """An alarm transition: its condition's event (when events go out), and the
+        history's record of it, with that event's fields (without them if none went
+        out)."""
+        name = item.served.session.name
+        fields = None
+        if emitting and self.alarms is not None:
+            try:
+                fields = await self.alarms.transition(name, item.alarm, item.time)
+            except Exception:
+                self._log.exception("alarm_event_failed", session=name, alarm=item.alarm.name)
+        if self.on_log_event is not None:
+            self.on_log_event(name, item.kind, item.message, item.severity, fields=fields,
+                              t=item.time.timestamp())
 
     async def _resync_alarms(self, served: _Served) -> None:
         """After a worker's death its session is back from a snapshot: each condition

@@ -951,8 +951,18 @@ class Daemon:
         await _stop_stage("snapshots", self._snapshot_tasks)
         if self.snapshots is not None:
             await _with_timeout("snapshots", self._save_snapshots())
-        await _with_timeout("history", store.close())
+        await _with_timeout("history", self._close_store(store))
         await _stop_stage("history-writer", self._store_tasks)  # returned already, normally
+
+    async def _close_store(self, store: HistoryStore) -> None:
+        """The events still queued in the server go out (an alarm transition is recorded
+        as its event goes out, with its fields), then everything queued is committed."""
+        if self.server is not None:
+            try:
+                await self.server.flush_events()
+            except Exception:
+                log.exception("shutdown_events_failed")
+        await store.close()
 
     async def _save_snapshots(self) -> None:
         assert self.snapshots is not None
