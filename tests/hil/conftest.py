@@ -34,7 +34,7 @@ class SoftPlc:
     def __init__(self, *args: str) -> None:
         self.args = args
         self.port = 0
-        self.process: subprocess.Popen[str] | None = None
+        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def endpoint(self) -> str:
@@ -43,18 +43,27 @@ class SoftPlc:
     def start(self) -> SoftPlc:
         argv = [sys.executable, "-m", "tests.hil.soft_plc", "--port", str(self.port), *self.args]
         self.process = process = subprocess.Popen(
-            argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         assert process.stdout is not None
+        # the pipe's bytes as they come (os.read), not readline(): a line that came
+        # with the one before it (the address-space cache's log line, on a loaded
+        # machine) waits in readline's buffer, where select() does not see it, and
+        # the start timed out with PORT read
+        fd = process.stdout.fileno()
+        said = b""
         deadline = time.monotonic() + 40  # (a loaded machine takes 25 s to start one)
         while time.monotonic() < deadline:
-            ready, _, _ = select.select([process.stdout], [], [], 0.2)
-            if ready:
-                line = process.stdout.readline()
-                if line.startswith("PORT "):
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if not ready:
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:  # it ended
+                break
+            said += chunk
+            for line in said.split(b"\n")[:-1]:
+                if line.startswith(b"PORT "):
                     self.port = int(line.split()[1])
                     return self
-                if not line and process.poll() is not None:
-                    break
         self.kill()
         raise RuntimeError(f"the soft PLC did not start ({argv})")
 

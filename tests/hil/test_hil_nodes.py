@@ -103,3 +103,28 @@ class TestRevisedIntervals:
         assert revised[0]["publishing_ms"] == 100.0
         assert revised[0]["requested_publishing_ms"] == 50.0
         assert revised[0]["sampling_ms"] == {"valve": 100.0}
+
+
+class TestClampedCounted:
+    ECHO = """
+[hil.plc.bindings.echo]
+variable = "tank.inflow"
+direction = "from_plc"
+node = "nsu=urn:soft-plc;s=PLC.EchoOut"
+"""
+
+    async def test_a_clamped_value_shows_on_the_bindings_nodes(self, shared_plc: SoftPlc) -> None:
+        """-1.0 from the PLC into an input of range [0, inf]: the binding's Status node
+        reads GoodClamped, not Good, and its Clamped node counts it."""
+        async with Client(shared_plc.endpoint) as plc:
+            echo = plc.get_node("ns=2;s=PLC.EchoIn")
+            await echo.write_value(-1.0)
+            try:
+                async with served(shared_plc.endpoint, self.ECHO) as (_, client, ns):
+                    deadline = asyncio.get_running_loop().time() + 5
+                    while await read(client, ns, "Bindings.echo.Clamped") != 1:
+                        assert asyncio.get_running_loop().time() < deadline
+                        await asyncio.sleep(0.05)
+                    assert await read(client, ns, "Bindings.echo.Status") == "GoodClamped"
+            finally:
+                await echo.write_value(0.0)

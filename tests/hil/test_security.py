@@ -323,9 +323,9 @@ class TestSecurityFiles:
 class TestClientCertificate:
     async def test_pki_hil_client_makes_a_usable_identity(
             self, pki: Pki, tmp_path: Path) -> None:
-        """'twin-server pki hil-client' writes a certificate and key that the mirror
-        takes for a secure link (key and ApplicationUri matching), and never overwrites
-        them."""
+        """'twin-server pki hil-client' writes a certificate and key that open a secure
+        link to a PLC that trusts the certificate (its ApplicationUri the mirror's),
+        and never overwrites them."""
         import io
 
         from twin_server.cli import main
@@ -343,6 +343,20 @@ class TestClientCertificate:
         certificate = await apply_security(Client("opc.tcp://127.0.0.1:4840"), security)
         assert certificate is not None
         assert application_uris(certificate) == [HIL_URI]
+        # copied into the PLC's trusted client certificates, as the README says
+        plc_dir = tmp_path / "plc"
+        (plc_dir / "trusted").mkdir(parents=True)
+        for name in ("cert.der", "key.pem"):
+            (plc_dir / name).write_bytes((pki.plc_dir / name).read_bytes())
+        (plc_dir / "trusted" / "client.der").write_bytes((folder / "client.der").read_bytes())
+        plc = SoftPlc("--secure", str(plc_dir)).start()
+        try:
+            made = Identity(folder / "client.der", folder / "client.key")
+            async with mirrored(plc.endpoint, with_certificate(made, pki.plc.certificate),
+                                clock=False) as (_, m):
+                await wait_for(lambda: peer(m).binding("valve").status == "Good", 5)
+        finally:
+            plc.kill()
         with contextlib.redirect_stderr(io.StringIO()) as err:
             assert main(["pki", "hil-client", "--state-dir", str(tmp_path)]) == 1
         assert "exists already" in err.getvalue()
