@@ -159,7 +159,8 @@ def _check(paths: Sequence[str]) -> int:
                 continue
         for warning in loaded.warnings:
             print(f"warning: {warning}", file=sys.stderr)
-        notes = f", {len(loaded.warnings)} warnings" if loaded.warnings else ""
+        warned = len(loaded.warnings)
+        notes = f", {warned} warning{'s' if warned > 1 else ''}" if warned else ""
         count = len(loaded.config.faces)
         faces = f", {count} face{'s' if count > 1 else ''}" if count else ""
         print(f"{path}: ok ({len(loaded.twins)} twins, {len(loaded.config.sessions)} "

@@ -243,8 +243,9 @@ node = "ns=2;s=Valve"
         config = tmp_path / "hil.toml"
         config.write_text(self.CONNECTED)
         assert main(["check", str(config)]) == 0
-        err = capsys.readouterr().err
+        out, err = capsys.readouterr()
         assert "warning: " in err and "hil.plc.bindings.valve.variable" in err
+        assert out.rstrip().endswith(", 1 warning)"), out
 
     def test_an_unconnected_input_gives_no_warning(self) -> None:
         """Binding an input nothing drives is what a from_plc binding is for: no warning."""
