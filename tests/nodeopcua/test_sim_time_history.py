@@ -74,8 +74,12 @@ class TestSimTimeHistory:
         async with Client(daemon.endpoint_url, timeout=10) as client:
             ns = await client.get_namespace_index(NAMESPACE_URI)
             count = client.get_node(ua.NodeId("Sessions.fast.StepCount", ns))
+            # 10,000 ticks, and 10 publish periods (20 Hz) to record a level in each: on
+            # a quiet machine the ticks alone can take less than the 5 samples need
+            began = asyncio.get_running_loop().time()
             async with asyncio.timeout(15):
-                while await count.read_value() < 10_000:
+                while (await count.read_value() < 10_000
+                       or asyncio.get_running_loop().time() - began < 0.5):
                     await asyncio.sleep(0.05)
         assert daemon.store is not None
         await daemon.store.flush()
