@@ -49,6 +49,7 @@ import structlog
 from asyncua import ua
 from asyncua.server.address_space import AddressSpace, AttributeValue, NodeData
 
+from twin_server.faces.datatypes import DataTypes, UnknownStructure
 from twin_server.faces.nodeset import (
     UA_URI,
     Header,
@@ -58,7 +59,7 @@ from twin_server.faces.nodeset import (
     read_header,
     read_nodes,
 )
-from twin_server.faces.values import UnknownStructure, ValueReader
+from twin_server.faces.values import ValueReader
 from twin_server.opcua.patches.bulk import reference
 from twin_server.opcua.patches.fastpath import data_value
 
@@ -69,6 +70,8 @@ _NC = ua.NodeClass
 _HAS_TYPE_DEFINITION = ua.NodeId(ua.ObjectIds.HasTypeDefinition)
 _HAS_MODELLING_RULE = ua.NodeId(ua.ObjectIds.HasModellingRule)
 _HAS_PROPERTY = ua.NodeId(ua.ObjectIds.HasProperty)
+_HAS_SUBTYPE = ua.NodeId(ua.ObjectIds.HasSubtype)
+_HAS_ENCODING = ua.NodeId(ua.ObjectIds.HasEncoding)
 _PROPERTY_TYPE = ua.NodeId(ua.ObjectIds.PropertyType)
 _BASE_DATA_TYPE = ua.NodeId(ua.ObjectIds.BaseDataType)
 #: the status of an unbound instance variable's value (see the module docstring)
@@ -238,6 +241,10 @@ def build_steps(aspace: AddressSpace, raws: dict[int, RawNode],
     for _, rtype, dst in edges.values():  # (a property listed on its parent's side)
         if rtype == has_property:
             properties.add(id(dst))
+    types = _datatypes(aspace, raws, edges)
+    for reader in readers.values():
+        reader.types = types
+    yield
     values: dict[int, ua.Variant | None] = {}
     for i, raw in enumerate(raws.values(), 1):
         if raw.value is not None and raw.nodeclass in (_NC.Variable, _NC.VariableType):
@@ -246,7 +253,10 @@ def build_steps(aspace: AddressSpace, raws: dict[int, RawNode],
             except UnknownStructure as exc:
                 values[id(raw.nodeid)] = None
                 result.valueless += 1
-                log.debug("face_value_left_out", node=raw.label, reason=str(exc))
+                if str(exc) not in types.refused:  # once for each structure
+                    types.refused.add(str(exc))
+                    log.warning("face_structure_not_served", reason=str(exc),
+                                first_node=raw.label)
             except (ValueError, TypeError) as exc:
                 raise NodeSetError(raw.file, f"its Value cannot be read: {exc}",
                                    node=raw.label) from None
@@ -279,6 +289,9 @@ def build_steps(aspace: AddressSpace, raws: dict[int, RawNode],
         instance = (nodeclass is _NC.Variable and key not in modelled
                     and key not in properties and typedefs.get(key) != property_type)
         _attributes(data.attributes, raw, values.get(key), now, instance=instance)
+        if nodeclass is _NC.DataType and raw.nodeid in types.types:
+            data.attributes[_A.DataTypeDefinition] = AttributeValue(ua.DataValue(ua.Variant(
+                types.types[raw.nodeid].definition, ua.VariantType.ExtensionObject)))
         datas[key] = data
         if nodeclass is _NC.Variable:
             result.variables[raw.nodeid] = VariableInfo(
@@ -326,6 +339,28 @@ def build_steps(aspace: AddressSpace, raws: dict[int, RawNode],
             yield
     for owner, ref in outside:
         aspace[owner].references.append(ref)
+
+
+def _datatypes(aspace: AddressSpace, raws: dict[int, RawNode],
+               edges: dict[tuple[int, int, int], tuple[ua.NodeId, ua.NodeId, ua.NodeId]],
+               ) -> DataTypes:
+    """The DataTypes the files define, from their ``<Definition>``s, supertypes and
+    encodings."""
+    types = DataTypes(aspace)
+    defined = {raw.nodeid: (raw.browse_name.Name, raw.definition) for raw in raws.values()
+               if raw.nodeclass is _NC.DataType and raw.definition is not None}
+    supertypes: dict[ua.NodeId, ua.NodeId] = {}
+    encodings: dict[ua.NodeId, list[tuple[ua.NodeId, str]]] = {}
+    for src, rtype, dst in edges.values():
+        if rtype == _HAS_SUBTYPE and (id(dst) in raws):
+            supertypes[dst] = src
+        elif rtype == _HAS_ENCODING and id(src) in raws:
+            raw = raws.get(id(dst))
+            name = raw.browse_name.Name if raw is not None else (
+                _describe(aspace, dst).browse_name.Name if dst in aspace else "")
+            encodings.setdefault(src, []).append((dst, name))
+    types.add(defined, supertypes, encodings)
+    return types
 
 
 def _describe(aspace: AddressSpace, nodeid: ua.NodeId) -> _Target:

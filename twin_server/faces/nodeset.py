@@ -49,6 +49,7 @@ _DESCRIPTION = f"{UANODESET}Description"
 _REFERENCES = f"{UANODESET}References"
 _VALUE = f"{UANODESET}Value"
 _INVERSE_NAME = f"{UANODESET}InverseName"
+_DEFINITION = f"{UANODESET}Definition"
 
 
 class NodeSetError(TwinServerError):
@@ -92,6 +93,32 @@ class Header:
         return {r for m in self.models for r in m.required}
 
 
+@dataclass(frozen=True, slots=True)
+class RawField:
+    """A ``<Field>`` of a DataType's ``<Definition>`` (DataType in the server's indexes)."""
+
+    name: str
+    datatype: ua.NodeId
+    value_rank: int
+    array_dimensions: list[int] | None
+    max_string_length: int
+    is_optional: bool
+    #: an enumeration's value (None in a structure)
+    value: int | None
+    display_name: ua.LocalizedText | None
+    description: ua.LocalizedText | None
+
+
+@dataclass(frozen=True, slots=True)
+class RawDefinition:
+    """A UADataType's ``<Definition>`` (Part 6, F.12)."""
+
+    name: str
+    fields: list[RawField]
+    is_union: bool
+    is_option_set: bool
+
+
 @dataclass(slots=True)
 class RawNode:
     """One node of a file, NodeIds in the server's indexes; attributes as written."""
@@ -111,6 +138,8 @@ class RawNode:
     file: Path = field(default_factory=Path)
     #: how an error names the node: its NodeId and BrowseName as the file writes them
     label: str = ""
+    #: a DataType's ``<Definition>``
+    definition: RawDefinition | None = None
 
 
 def read_header(path: Path) -> Header:
@@ -267,10 +296,36 @@ def _node(element: ET.Element, nodeclass: ua.NodeClass, nodeids: NodeIds,
         if value is not None:
             value = _detached(value)
         inverse = _text(element, _INVERSE_NAME)
+        definition = None
+        if nodeclass is ua.NodeClass.DataType:
+            found = element.find(_DEFINITION)
+            if found is not None:
+                definition = _definition(found, nodeids)
     except ValueError as exc:
         raise NodeSetError(path, str(exc), node=label) from None
     return RawNode(nodeid, nodeclass, browse_name, display, description, references, attrs,
-                   value, inverse, path, label)
+                   value, inverse, path, label, definition)
+
+
+def _definition(element: ET.Element, nodeids: NodeIds) -> RawDefinition:
+    fields = []
+    for f in element.iterfind(f"{UANODESET}Field"):
+        name = f.get("Name", "")
+        dims = f.get("ArrayDimensions")
+        value = f.get("Value")
+        try:
+            fields.append(RawField(
+                name, nodeids(f.get("DataType") or "i=24"), int(f.get("ValueRank") or -1),
+                [int(d) for d in dims.split(",") if d.strip()] if dims else None,
+                int(f.get("MaxStringLength") or 0),
+                (f.get("IsOptional") or "").strip().lower() == "true",
+                None if value is None else int(value),
+                _text(f, _DISPLAY_NAME), _text(f, _DESCRIPTION)))
+        except ValueError as exc:
+            raise ValueError(f"Definition's field {name!r}: {exc}") from None
+    return RawDefinition(element.get("Name", ""), fields,
+                         (element.get("IsUnion") or "").lower() == "true",
+                         (element.get("IsOptionSet") or "").lower() == "true")
 
 
 def _detached(value: ET.Element) -> ET.Element:

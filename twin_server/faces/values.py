@@ -6,9 +6,9 @@ NodeId (namespace indexes mapped to the server's), and ExtensionObjects of the
 standard structures (``EUInformation``, ``Range``, ``Argument``,
 ``EnumValueType``, ... : any structure asyncua knows by the name of the Body's
 element), decoded field by field from the structure's declared field types. A
-structure the server does not know (a companion specification's own DataType)
-raises ``UnknownStructure``: the loader serves that variable without a value
-and says so (README, "Machine faces").
+structure of the NodeSets' own DataTypes (``datatypes.py``) is encoded from the
+type's definition. A structure found nowhere raises ``UnknownStructure``: the
+loader serves that variable without a value and logs it (README, "Machine faces").
 """
 
 from __future__ import annotations
@@ -24,13 +24,11 @@ from typing import Any
 
 from asyncua import ua
 
+from twin_server.faces.datatypes import DataTypes, UnknownStructure
+
 TYPES = "{http://opcfoundation.org/UA/2008/02/Types.xsd}"
 
 _V = ua.VariantType
-
-
-class UnknownStructure(ValueError):
-    """An ExtensionObject whose structure the server has no encoding for."""
 
 
 def _local(tag: str) -> str:
@@ -74,13 +72,18 @@ class ValueReader:
     def __init__(self, nodeid: Callable[[str], ua.NodeId], remap: list[int]) -> None:
         self.nodeid = nodeid
         self.remap = remap
+        #: the DataTypes of the load (set once the files are read)
+        self.types: DataTypes | None = None
 
     def variant(self, value: ET.Element) -> ua.Variant | None:
         """The Variant of a ``<Value>`` element; None when it is empty."""
         children = list(value)
         if not children:
             return None
-        element = children[0]
+        return self.variant_of(children[0])
+
+    def variant_of(self, element: ET.Element) -> ua.Variant:
+        """The Variant of one value element (``<Int32>``, ``<ListOfString>``, ...)."""
         name = _local(element.tag)
         if name.startswith("ListOf"):
             item = name[6:]
@@ -100,6 +103,10 @@ class ValueReader:
             return ua.VariantType[name]
         except KeyError:
             raise ValueError(f"unknown value type <{name}>") from None
+
+    def scalar(self, name: str, element: ET.Element) -> Any:
+        """A value of the built-in type ``name`` (``Double``, ``LocalizedText``, ...)."""
+        return self._one(name, element)[1]
 
     def _one(self, name: str, element: ET.Element) -> tuple[ua.VariantType, Any]:
         scalar = _SCALARS.get(name)
@@ -148,7 +155,17 @@ class ValueReader:
         if body is None or not len(body):
             return None
         struct = body[0]
-        return self.structure(_local(struct.tag), struct)
+        name = _local(struct.tag)
+        if self.types is not None:
+            holder = element.find(TYPES + "TypeId")
+            typeid = None if holder is None else self._field_text(holder, "Identifier")
+            own = self.types.by_typeid(self.nodeid(typeid)) if typeid else None
+            if own is None and not (typeid or "").startswith("i="):
+                found = self.types.by_name.get(name)
+                own = None if found is None else self.types.find(found)
+            if own is not None:
+                return self.types.extension_object(self, own, struct)
+        return self.structure(name, struct)
 
     def structure(self, name: str, element: ET.Element) -> Any:
         cls: Any = getattr(ua, name, None)

@@ -1,0 +1,134 @@
+"""A NodeSet's own structures and enumerations (faces/datatypes.py): their
+DataTypeDefinition is served, and values of them decode in the clients that build
+their decoders from it: asyncua's ``load_data_type_definitions`` and node-opcua.
+tests/faces/nodesets/Types.NodeSet2.xml is the machine's model."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+import structlog
+from asyncua import Client, Server, ua
+
+from tests.faces.test_loader import _server
+from tests.nodeopcua import NodeOpcua
+from twin_server.faces.loader import INITIAL, LoadedNodes, load
+from twin_server.opcua.patches import internals
+
+MODULE_LOOP = pytest.mark.asyncio(loop_scope="module")
+TYPES = Path(__file__).parent / "nodesets" / "Types.NodeSet2.xml"
+URI = "urn:twin-server:test:types"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def served() -> AsyncIterator[tuple[str, int, LoadedNodes, list[dict[str, Any]]]]:
+    """The machine's model loaded into a started server: its URL, the model's
+    namespace index, what the load did and what it logged."""
+    server: Server = await _server()
+    await server.register_namespace("urn:taken-first")  # the file's ns=1 is not the server's
+    with structlog.testing.capture_logs() as logs:
+        loaded = await load(server, [TYPES], loaded_models={})
+    await server.start()
+    port = internals.listening_sockets(server.bserver)[0].getsockname()[1]
+    try:
+        yield (f"opc.tcp://127.0.0.1:{port}/faces", loaded.namespaces[URI], loaded, logs)
+    finally:
+        await server.stop()
+
+
+@MODULE_LOOP
+class TestAsyncua:
+    async def test_definitions(self, served: tuple[str, int, LoadedNodes, Any]) -> None:
+        """The DataTypeDefinition attribute says what the file's <Definition> says:
+        fields in order with their types, ranks and optionality, the Default Binary
+        encoding (named on either side of HasEncoding), a base structure's fields first;
+        an enumeration's fields with values and descriptions."""
+        url, ns, _, _ = served
+        async with Client(url, timeout=10) as client:
+            route = await client.get_node(ua.NodeId(3003, ns)).read_data_type_definition()
+            point = await client.get_node(ua.NodeId(3001, ns)).read_data_type_definition()
+            point3 = await client.get_node(ua.NodeId(3004, ns)).read_data_type_definition()
+            color = await client.get_node(ua.NodeId(3002, ns)).read_data_type_definition()
+            strings = await client.get_node(ua.NodeId(6001, ns)).read_value()
+        assert isinstance(route, ua.StructureDefinition)
+        assert route.StructureType == ua.StructureType.StructureWithOptionalFields
+        assert route.DefaultEncodingId == ua.NodeId(5005, ns)
+        assert route.BaseDataType == ua.NodeId(ua.ObjectIds.Structure)
+        assert [(f.Name, f.DataType, f.ValueRank, f.IsOptional) for f in route.Fields] == [
+            ("Name", ua.NodeId(12), -1, False), ("Color", ua.NodeId(3002, ns), -1, False),
+            ("Start", ua.NodeId(3001, ns), -1, False), ("Points", ua.NodeId(3001, ns), 1, False),
+            ("Limits", ua.NodeId(884), -1, False), ("Note", ua.NodeId(21), -1, True)]
+        assert point.DefaultEncodingId == ua.NodeId(5001, ns)
+        assert point.StructureType == ua.StructureType.Structure
+        assert point3.BaseDataType == ua.NodeId(3001, ns)
+        assert [f.Name for f in point3.Fields] == ["X", "Y", "Z"]
+        assert isinstance(color, ua.EnumDefinition)
+        assert [(f.Name, f.Value, f.Description.Text) for f in color.Fields] == [
+            ("Red", 0, None), ("Green", 1, "grass"), ("Blue", 2, None)]
+        assert [t.Text for t in strings] == ["Red", "Green", "Blue"]
+
+    async def test_values_decode(self, served: tuple[str, int, LoadedNodes, Any]) -> None:
+        """After load_data_type_definitions, the NodeSet's values read back as the
+        structures they are: nested, arrays of structures, an enumeration field,
+        a standard structure, an optional field present and absent, a derived type."""
+        url, ns, _, _ = served
+        async with Client(url, timeout=10) as client:
+            await client.load_data_type_definitions()
+            values = [await client.get_node(ua.NodeId(i, ns)).read_data_value(
+                raise_on_bad_status=False) for i in (6010, 6011, 6012, 6013)]
+        route, routes, paint, corner = (dv.Value.Value for dv in values)
+        assert all(dv.StatusCode == INITIAL for dv in values)
+        assert (route.Name, int(route.Color), route.Start.X, route.Start.Y) == (
+            "outline", 2, 1.5, -2.0)
+        assert [(p.X, p.Y) for p in route.Points] == [(10.0, 20.0), (30.0, 40.0)]
+        assert (route.Limits.Low, route.Limits.High) == (0.0, 100.0)
+        assert (route.Note.Locale, route.Note.Text) == ("en", "first pass")
+        assert [(r.Name, int(r.Color), len(r.Points), r.Note) for r in routes] == [
+            ("a", 0, 0, None), ("b", 1, 1, ua.LocalizedText("second"))]
+        assert paint == 2
+        assert (corner.X, corner.Y, corner.Z) == (1.0, 2.0, 3.0)
+
+    async def test_unencodable_structure_is_served_empty(
+            self, served: tuple[str, int, LoadedNodes, list[dict[str, Any]]]) -> None:
+        """A structure with a field of a type found nowhere: its value is served empty
+        and the load says so once, naming the structure; the rest loads."""
+        url, ns, loaded, logs = served
+        assert loaded.valueless == 1
+        said = [e for e in logs if e["event"] == "face_structure_not_served"]
+        assert len(said) == 1 and "TestOdd" in said[0]["reason"]
+        async with Client(url, timeout=10) as client:
+            odd = await client.get_node(ua.NodeId(6014, ns)).read_data_value(
+                raise_on_bad_status=False)
+        assert odd.Value.Value is None
+
+
+NODE_READ = """
+const { main, withSession, plain } = require("./lib");
+main(async (args, opcua) => withSession(args, async (session) => {
+    const ns = (await session.readNamespaceArray()).indexOf(args.uri);
+    const values = await session.read(args.ids.map((i) => ({
+        nodeId: `ns=${ns};i=${i}`, attributeId: opcua.AttributeIds.Value })));
+    return values.map((dv) => plain(dv.value.value));
+}));
+"""
+
+
+@MODULE_LOOP
+async def test_node_opcua_decodes(nodeopcua: NodeOpcua,
+                                  served: tuple[str, int, LoadedNodes, Any]) -> None:
+    """node-opcua, which builds its decoders from the DataTypeDefinitions it reads,
+    gets the structures' fields."""
+    url, _, _, _ = served
+    route, routes, corner = await nodeopcua.run(NODE_READ, url, uri=URI,
+                                                ids=[6010, 6011, 6013])
+    assert route["name"] == "outline" and route["color"] == 2
+    assert route["start"] == {"x": 1.5, "y": -2}
+    assert route["points"] == [{"x": 10, "y": 20}, {"x": 30, "y": 40}]
+    assert route["limits"] == {"low": 0, "high": 100}
+    assert route["note"]["text"] == "first pass"
+    assert [r["name"] for r in routes] == ["a", "b"]
+    assert corner == {"x": 1, "y": 2, "z": 3}
