@@ -1,7 +1,8 @@
 """A NodeSet's own structures and enumerations (faces/datatypes.py): their
 DataTypeDefinition is served, and values of them decode in the clients that build
 their decoders from it: asyncua's ``load_data_type_definitions`` and node-opcua.
-tests/faces/nodesets/Types.NodeSet2.xml is the machine's model."""
+tests/faces/nodesets/Types.NodeSet2.xml is the machine's model; the OPC Foundation's
+CNC companion specification (whose positions are structures) is loaded beside it."""
 
 from __future__ import annotations
 
@@ -22,16 +23,21 @@ from twin_server.opcua.patches import internals
 MODULE_LOOP = pytest.mark.asyncio(loop_scope="module")
 TYPES = Path(__file__).parent / "nodesets" / "Types.NodeSet2.xml"
 URI = "urn:twin-server:test:types"
+CNC_URI = "http://opcfoundation.org/UA/CNC"
+#: CncInterfaceType's instance declaration .../PosDirect, of CncPositionDataType
+POS_DIRECT = 6938
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def served() -> AsyncIterator[tuple[str, int, LoadedNodes, list[dict[str, Any]]]]:
-    """The machine's model loaded into a started server: its URL, the model's
+async def served(published: Path,
+                 ) -> AsyncIterator[tuple[str, int, LoadedNodes, list[dict[str, Any]]]]:
+    """The machine's model and CNC loaded into a started server: its URL, the model's
     namespace index, what the load did and what it logged."""
     server: Server = await _server()
     await server.register_namespace("urn:taken-first")  # the file's ns=1 is not the server's
     with structlog.testing.capture_logs() as logs:
-        loaded = await load(server, [TYPES], loaded_models={})
+        loaded = await load(server, [TYPES, published / "Opc.Ua.CNC.NodeSet.xml"],
+                            loaded_models={})
     await server.start()
     port = internals.listening_sockets(server.bserver)[0].getsockname()[1]
     try:
@@ -80,6 +86,8 @@ class TestAsyncua:
             await client.load_data_type_definitions()
             values = [await client.get_node(ua.NodeId(i, ns)).read_data_value(
                 raise_on_bad_status=False) for i in (6010, 6011, 6012, 6013)]
+            cnc = await client.get_namespace_index(CNC_URI)
+            position = await client.get_node(ua.NodeId(POS_DIRECT, cnc)).read_value()
         route, routes, paint, corner = (dv.Value.Value for dv in values)
         assert all(dv.StatusCode == INITIAL for dv in values)
         assert (route.Name, int(route.Color), route.Start.X, route.Start.Y) == (
@@ -91,6 +99,8 @@ class TestAsyncua:
             ("a", 0, 0, None), ("b", 1, 1, ua.LocalizedText("second"))]
         assert paint == 2
         assert (corner.X, corner.Y, corner.Z) == (1.0, 2.0, 3.0)
+        assert type(position).__name__ == "CncPositionDataType"  # a companion spec's
+        assert (position.ActPos, position.CmdPos, position.RemDist) == (0.0, 0.0, 0.0)
 
     async def test_unencodable_structure_is_served_empty(
             self, served: tuple[str, int, LoadedNodes, list[dict[str, Any]]]) -> None:
@@ -109,9 +119,10 @@ class TestAsyncua:
 NODE_READ = """
 const { main, withSession, plain } = require("./lib");
 main(async (args, opcua) => withSession(args, async (session) => {
-    const ns = (await session.readNamespaceArray()).indexOf(args.uri);
-    const values = await session.read(args.ids.map((i) => ({
-        nodeId: `ns=${ns};i=${i}`, attributeId: opcua.AttributeIds.Value })));
+    const namespaces = await session.readNamespaceArray();
+    const values = await session.read(args.ids.map(([uri, i]) => ({
+        nodeId: `ns=${namespaces.indexOf(uri)};i=${i}`,
+        attributeId: opcua.AttributeIds.Value })));
     return values.map((dv) => plain(dv.value.value));
 }));
 """
@@ -121,10 +132,10 @@ main(async (args, opcua) => withSession(args, async (session) => {
 async def test_node_opcua_decodes(nodeopcua: NodeOpcua,
                                   served: tuple[str, int, LoadedNodes, Any]) -> None:
     """node-opcua, which builds its decoders from the DataTypeDefinitions it reads,
-    gets the structures' fields."""
+    gets the structures' fields, the machine's and CNC's."""
     url, _, _, _ = served
-    route, routes, corner = await nodeopcua.run(NODE_READ, url, uri=URI,
-                                                ids=[6010, 6011, 6013])
+    route, routes, corner, position = await nodeopcua.run(
+        NODE_READ, url, ids=[[URI, 6010], [URI, 6011], [URI, 6013], [CNC_URI, POS_DIRECT]])
     assert route["name"] == "outline" and route["color"] == 2
     assert route["start"] == {"x": 1.5, "y": -2}
     assert route["points"] == [{"x": 10, "y": 20}, {"x": 30, "y": 40}]
@@ -132,3 +143,4 @@ async def test_node_opcua_decodes(nodeopcua: NodeOpcua,
     assert route["note"]["text"] == "first pass"
     assert [r["name"] for r in routes] == ["a", "b"]
     assert corner == {"x": 1, "y": 2, "z": 3}
+    assert position == {"actPos": 0, "cmdPos": 0, "remDist": 0}
