@@ -156,11 +156,12 @@ class ValueReader:
             return None
         struct = body[0]
         name = _local(struct.tag)
-        if self.types is not None:
-            holder = element.find(TYPES + "TypeId")
-            typeid = None if holder is None else self._field_text(holder, "Identifier")
+        holder = element.find(TYPES + "TypeId")
+        typeid = None if holder is None else (self._field_text(holder, "Identifier") or "")
+        # (a base-model TypeId, i=..., is asyncua's: the many EUInformation and Range)
+        if self.types is not None and not (typeid or "").lstrip().startswith("i="):
             own = self.types.by_typeid(self.nodeid(typeid)) if typeid else None
-            if own is None and not (typeid or "").startswith("i="):
+            if own is None:
                 found = self.types.by_name.get(name)
                 own = None if found is None else self.types.find(found)
             if own is not None:
