@@ -80,15 +80,16 @@ class TestAsyncua:
     async def test_values_decode(self, served: tuple[str, int, LoadedNodes, Any]) -> None:
         """After load_data_type_definitions, the NodeSet's values read back as the
         structures they are: nested, arrays of structures, an enumeration field,
-        a standard structure, an optional field present and absent, a derived type."""
+        a standard structure, an optional field present and absent, a derived type, a
+        union."""
         url, ns, _, _ = served
         async with Client(url, timeout=10) as client:
             await client.load_data_type_definitions()
             values = [await client.get_node(ua.NodeId(i, ns)).read_data_value(
-                raise_on_bad_status=False) for i in (6010, 6011, 6012, 6013)]
+                raise_on_bad_status=False) for i in (6010, 6011, 6012, 6013, 6015)]
             cnc = await client.get_namespace_index(CNC_URI)
             position = await client.get_node(ua.NodeId(POS_DIRECT, cnc)).read_value()
-        route, routes, paint, corner = (dv.Value.Value for dv in values)
+        route, routes, paint, corner, shape = (dv.Value.Value for dv in values)
         assert all(dv.StatusCode == INITIAL for dv in values)
         assert (route.Name, int(route.Color), route.Start.X, route.Start.Y) == (
             "outline", 2, 1.5, -2.0)
@@ -99,6 +100,7 @@ class TestAsyncua:
             ("a", 0, 0, None), ("b", 1, 1, ua.LocalizedText("second"))]
         assert paint == 2
         assert (corner.X, corner.Y, corner.Z) == (1.0, 2.0, 3.0)
+        assert (shape.Encoding, shape.Value.X, shape.Value.Y) == (2, 4.0, 5.0)  # a union
         assert type(position).__name__ == "CncPositionDataType"  # a companion spec's
         assert (position.ActPos, position.CmdPos, position.RemDist) == (0.0, 0.0, 0.0)
 
@@ -134,8 +136,8 @@ async def test_node_opcua_decodes(nodeopcua: NodeOpcua,
     """node-opcua, which builds its decoders from the DataTypeDefinitions it reads,
     gets the structures' fields, the machine's and CNC's."""
     url, _, _, _ = served
-    route, routes, corner, position = await nodeopcua.run(
-        NODE_READ, url, ids=[[URI, 6010], [URI, 6011], [URI, 6013], [CNC_URI, POS_DIRECT]])
+    route, routes, corner, shape, position = await nodeopcua.run(NODE_READ, url, ids=[
+        [URI, 6010], [URI, 6011], [URI, 6013], [URI, 6015], [CNC_URI, POS_DIRECT]])
     assert route["name"] == "outline" and route["color"] == 2
     assert route["start"] == {"x": 1.5, "y": -2}
     assert route["points"] == [{"x": 10, "y": 20}, {"x": 30, "y": 40}]
@@ -143,4 +145,5 @@ async def test_node_opcua_decodes(nodeopcua: NodeOpcua,
     assert route["note"]["text"] == "first pass"
     assert [r["name"] for r in routes] == ["a", "b"]
     assert corner == {"x": 1, "y": 2, "z": 3}
+    assert shape["switchField"] == 2 and shape["Corner"] == {"x": 4, "y": 5}  # a union
     assert position == {"actPos": 0, "cmdPos": 0, "remDist": 0}
