@@ -24,20 +24,44 @@ MODULE_LOOP = pytest.mark.asyncio(loop_scope="module")
 TYPES = Path(__file__).parent / "nodesets" / "Types.NodeSet2.xml"
 URI = "urn:twin-server:test:types"
 CNC_URI = "http://opcfoundation.org/UA/CNC"
+#: a second face's model: a value of the first one's TestPoint
+USES = """<?xml version="1.0" encoding="utf-8"?>
+<UANodeSet xmlns="http://opcfoundation.org/UA/2011/03/UANodeSet.xsd"
+           xmlns:uax="http://opcfoundation.org/UA/2008/02/Types.xsd">
+  <NamespaceUris><Uri>urn:twin-server:test:uses</Uri><Uri>urn:twin-server:test:types</Uri>
+  </NamespaceUris>
+  <Models><Model ModelUri="urn:twin-server:test:uses">
+    <RequiredModel ModelUri="urn:twin-server:test:types"/></Model></Models>
+  <UAVariable NodeId="ns=1;i=1" BrowseName="1:Home" DataType="ns=2;i=3001">
+    <DisplayName>Home</DisplayName>
+    <References><Reference ReferenceType="i=35" IsForward="false">i=85</Reference>
+    </References>
+    <Value><uax:ExtensionObject>
+      <uax:TypeId><uax:Identifier>ns=2;i=5002</uax:Identifier></uax:TypeId>
+      <uax:Body><TestPoint xmlns="urn:twin-server:test:types"><X>-1</X><Y>9</Y></TestPoint>
+      </uax:Body></uax:ExtensionObject></Value>
+  </UAVariable>
+</UANodeSet>
+"""
 #: CncInterfaceType's instance declaration .../PosDirect, of CncPositionDataType
 POS_DIRECT = 6938
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def served(published: Path,
+async def served(published: Path, tmp_path_factory: pytest.TempPathFactory,
                  ) -> AsyncIterator[tuple[str, int, LoadedNodes, list[dict[str, Any]]]]:
-    """The machine's model and CNC loaded into a started server: its URL, the model's
-    namespace index, what the load did and what it logged."""
+    """The machine's model and CNC loaded into a started server, then a second
+    face's model that uses the first's types: its URL, the model's namespace index,
+    what the first load did and what it logged."""
     server: Server = await _server()
     await server.register_namespace("urn:taken-first")  # the file's ns=1 is not the server's
     with structlog.testing.capture_logs() as logs:
+        models: dict[str, Path] = {}
         loaded = await load(server, [TYPES, published / "Opc.Ua.CNC.NodeSet.xml"],
-                            loaded_models={})
+                            loaded_models=models)
+    uses = tmp_path_factory.mktemp("types") / "Uses.NodeSet2.xml"
+    uses.write_text(USES)
+    await load(server, [uses], loaded_models=models)
     await server.start()
     port = internals.listening_sockets(server.bserver)[0].getsockname()[1]
     try:
@@ -81,7 +105,7 @@ class TestAsyncua:
         """After load_data_type_definitions, the NodeSet's values read back as the
         structures they are: nested, arrays of structures, an enumeration field,
         a standard structure, an optional field present and absent, a derived type, a
-        union."""
+        union; a structure of a face loaded before; a companion specification's."""
         url, ns, _, _ = served
         async with Client(url, timeout=10) as client:
             await client.load_data_type_definitions()
@@ -89,6 +113,9 @@ class TestAsyncua:
                 raise_on_bad_status=False) for i in (6010, 6011, 6012, 6013, 6015)]
             cnc = await client.get_namespace_index(CNC_URI)
             position = await client.get_node(ua.NodeId(POS_DIRECT, cnc)).read_value()
+            home = (await client.get_node(ua.NodeId(1, await client.get_namespace_index(
+                "urn:twin-server:test:uses"))).read_data_value(raise_on_bad_status=False)
+                    ).Value.Value
         route, routes, paint, corner, shape = (dv.Value.Value for dv in values)
         assert all(dv.StatusCode == INITIAL for dv in values)
         assert (route.Name, int(route.Color), route.Start.X, route.Start.Y) == (
@@ -101,6 +128,7 @@ class TestAsyncua:
         assert paint == 2
         assert (corner.X, corner.Y, corner.Z) == (1.0, 2.0, 3.0)
         assert (shape.Encoding, shape.Value.X, shape.Value.Y) == (2, 4.0, 5.0)  # a union
+        assert (home.X, home.Y) == (-1.0, 9.0)  # another face's structure
         assert type(position).__name__ == "CncPositionDataType"  # a companion spec's
         assert (position.ActPos, position.CmdPos, position.RemDist) == (0.0, 0.0, 0.0)
 
