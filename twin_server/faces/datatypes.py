@@ -117,7 +117,9 @@ class DataTypes:
             binary = next((e for e, n in encodings.get(nodeid, []) if n == _DEFAULT_BINARY),
                           None)
             definition: ua.StructureDefinition | ua.EnumDefinition
-            if self.root(nodeid) == _STRUCTURE and not raw.is_option_set:
+            root = self.root(nodeid)  # (None: a supertype found nowhere)
+            if not raw.is_option_set and (root == _STRUCTURE or (root is None and all(
+                    f.value is None for f in raw.fields))):
                 inherited = self.find(base)
                 own = [_structure_field(f) for f in raw.fields]
                 names = {f.Name for f in own}

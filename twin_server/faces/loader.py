@@ -166,6 +166,7 @@ async def load(server: Any, paths: Sequence[Path], *, loaded_models: dict[str, P
     raws: dict[int, RawNode] = {}
     aspace: AddressSpace = server.iserver.aspace
     readers: dict[Path, ValueReader] = {}
+    types = DataTypes(aspace)
     interned: dict[tuple[int, str, str], ua.NodeId] = {}
     for header in ordered:
         remap = [0]
@@ -174,7 +175,7 @@ async def load(server: Any, paths: Sequence[Path], *, loaded_models: dict[str, P
             remap.append(index)
             result.namespaces[uri] = index
         nodeids = NodeIds(header, remap, interned)
-        readers[header.path] = ValueReader(nodeids, remap)
+        readers[header.path] = ValueReader(nodeids, remap, types)
 
         def take(raw: RawNode) -> None:
             key = id(raw.nodeid)
@@ -189,7 +190,7 @@ async def load(server: Any, paths: Sequence[Path], *, loaded_models: dict[str, P
             raws[key] = raw
 
         read_nodes(header, nodeids, take)
-    steps = build_steps(aspace, raws, readers, result)
+    steps = build_steps(aspace, raws, readers, types, result)
     while True:
         try:
             next(steps)
@@ -211,11 +212,12 @@ class _Target:
 
 
 def build_steps(aspace: AddressSpace, raws: dict[int, RawNode],
-                readers: dict[Path, ValueReader],
+                readers: dict[Path, ValueReader], types: DataTypes,
                 result: LoadedNodes) -> Generator[None, None, None]:
     """Build every node of ``raws`` (by ``id()`` of their interned NodeIds) into
     ``aspace``: every check and value decoded first (a NodeSetError leaves the address
-    space untouched), then the nodes."""
+    space untouched), then the nodes. ``types`` (the ``readers``' DataTypes) gets the
+    files' DataTypes before the values are decoded."""
     now = datetime.now(UTC)
     typedefs: dict[int, ua.NodeId] = {}
     #: (source, reference type, target) by the ids of the three: each once
@@ -241,9 +243,7 @@ def build_steps(aspace: AddressSpace, raws: dict[int, RawNode],
     for _, rtype, dst in edges.values():  # (a property listed on its parent's side)
         if rtype == has_property:
             properties.add(id(dst))
-    types = _datatypes(aspace, raws, edges)
-    for reader in readers.values():
-        reader.types = types
+    _datatypes(types, raws, edges)
     yield
     values: dict[int, ua.Variant | None] = {}
     for i, raw in enumerate(raws.values(), 1):
@@ -341,12 +341,12 @@ def build_steps(aspace: AddressSpace, raws: dict[int, RawNode],
         aspace[owner].references.append(ref)
 
 
-def _datatypes(aspace: AddressSpace, raws: dict[int, RawNode],
+def _datatypes(types: DataTypes, raws: dict[int, RawNode],
                edges: dict[tuple[int, int, int], tuple[ua.NodeId, ua.NodeId, ua.NodeId]],
-               ) -> DataTypes:
-    """The DataTypes the files define, from their ``<Definition>``s, supertypes and
-    encodings."""
-    types = DataTypes(aspace)
+               ) -> None:
+    """Add the DataTypes the files define to ``types``, from their ``<Definition>``s,
+    supertypes and encodings."""
+    aspace = types.aspace
     defined = {raw.nodeid: (raw.browse_name.Name, raw.definition) for raw in raws.values()
                if raw.nodeclass is _NC.DataType and raw.definition is not None}
     supertypes: dict[ua.NodeId, ua.NodeId] = {}
@@ -362,7 +362,6 @@ def _datatypes(aspace: AddressSpace, raws: dict[int, RawNode],
                 _describe(aspace, dst).browse_name.Name if dst in aspace else "")
             encodings.setdefault(src, []).append((dst, name))
     types.add(defined, supertypes, encodings)
-    return types
 
 
 def _describe(aspace: AddressSpace, nodeid: ua.NodeId) -> _Target:

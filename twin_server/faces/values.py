@@ -69,11 +69,12 @@ _INTEGERS = frozenset({"SByte", "Byte", "Int16", "UInt16", "Int32", "UInt32", "I
 class ValueReader:
     """Decodes values of one file (``nodeid`` maps the file's NodeIds)."""
 
-    def __init__(self, nodeid: Callable[[str], ua.NodeId], remap: list[int]) -> None:
+    def __init__(self, nodeid: Callable[[str], ua.NodeId], remap: list[int],
+                 types: DataTypes | None = None) -> None:
         self.nodeid = nodeid
         self.remap = remap
-        #: the DataTypes of the load (set once the files are read)
-        self.types: DataTypes | None = None
+        #: the DataTypes of the load (filled once every file is read)
+        self.types = types
 
     def variant(self, value: ET.Element) -> ua.Variant | None:
         """The Variant of a ``<Value>`` element; None when it is empty."""
