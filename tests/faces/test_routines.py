@@ -126,7 +126,14 @@ class Served:
                                       ua.Variant("", ua.VariantType.String))
         if wanted == "Running":
             await session.call_method(ua.NodeId("Sessions.tank.Start", self.twins))
-        assert await self.twin("State").read_value() == wanted
+        await self.shows(wanted)
+
+    async def shows(self, wanted: str) -> None:
+        """Wait until the twin tree's State reads ``wanted``: the node shows a change at
+        the session's next publish, not when the method returns."""
+        async with asyncio.timeout(10):
+            while await self.twin("State").read_value() != wanted:
+                await asyncio.sleep(0.01)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -197,10 +204,10 @@ class TestRoutine:
         await served.state("Ready")
         status, _ = await served.call(START)
         assert status.is_good()
-        assert await served.twin("State").read_value() == "Running"
+        await served.shows("Running")
         status, _ = await served.call(STOP)
         assert status.is_good()
-        assert await served.twin("State").read_value() == "Suspended"
+        await served.shows("Suspended")
 
 
 @MODULE_LOOP
