@@ -17,8 +17,15 @@ enumerations, the standard structures asyncua knows), into an ``ExtensionObject`
 whose Body is the encoded bytes and whose TypeId is the type's Default Binary
 encoding: asyncua sends it as it is, and no class is registered in asyncua's
 process-wide tables. A structure that cannot be encoded (a field of a type found
-nowhere, a StructureWithSubtypedValues, no Default Binary encoding) raises
-``UnknownStructure``; the loader serves that value empty and logs the type once.
+nowhere, a multi-dimensional array field, StructureWithSubtypedValues, no Default
+Binary encoding) raises ``UnknownStructure``; the loader serves that value empty
+and logs the type once.
+
+Why not asyncua's ``structures104`` (which generates Python classes from
+StructureDefinitions): it registers each class in asyncua's process-wide tables
+and as an attribute of ``asyncua.ua`` by its name, where two faces' (or a face's
+and the base model's) types of the same name would collide; encoding straight from
+the XML needs no class.
 
 Types a face loaded before into the same server are found in its address space
 (their DataTypeDefinition attribute and references), so a second face's values may
@@ -252,7 +259,9 @@ class DataTypes:
 
     def _field(self, reader: ValueReader, f: ua.StructureField, element: ET.Element | None,
                out: list[bytes]) -> None:
-        if f.ValueRank >= 1:
+        if f.ValueRank > 1:
+            raise UnknownStructure(f"field {f.Name} is a {f.ValueRank}-dimensional array")
+        if f.ValueRank == 1:
             if element is None:
                 out.append(_INT32.pack(-1))
                 return

@@ -27,6 +27,11 @@ the server is left out and counted (``LoadedNodes.skipped``; logged with the
 first few): companion specifications name standard nodes newer than the
 server's base model, and one such reference should not stop a face.
 
+DataTypes: the files' structures and enumerations get their DataTypeDefinition
+attribute from their ``<Definition>``, and values of them are encoded from it
+(``datatypes.py``), once every file is read and before any value is decoded (a
+value may use a type of a later file).
+
 Status: a data variable that is an instance (not a type's instance declaration:
 no ModellingRule) and not a property starts ``UncertainInitialValue`` (Part 4,
 7.34: "the value is an initial value for a variable that normally receives its

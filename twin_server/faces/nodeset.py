@@ -9,6 +9,9 @@ namespace indexes: the file's own ``NamespaceUris`` (index 1, 2, ... in the file
 are mapped through ``Header.uris`` and the ``remap`` the loader hands in, so
 ``ns=1;i=5001`` of DI's file is ``ns=<DI's index in the server>;i=5001``.
 
+A UADataType's ``<Definition>`` (Part 6, F.12) comes as a ``RawDefinition``, its
+fields' DataTypes in the server's indexes too (``datatypes.py`` serves it).
+
 ``read_header`` reads only what comes before the first node (NamespaceUris,
 Models with their RequiredModels, Aliases): the loader orders the files by it.
 

@@ -49,6 +49,9 @@ in its docstring:
                                  ``process_message``, the request dispatcher through
                                  ``internals``; ``_process_message`` found by name in
                                  tracebacks)
+    faces/datatypes.py           ``ua_binary``'s serializers of built-in types and
+                                 structures; an ``ExtensionObject`` with a bytes Body
+                                 sent as it is (a NodeSet's own structures' values)
     security/limits.py           ``TransportLimits``, a connection's buffered bytes and
                                  the subscription counter (``internals``), subscription
                                  loggers
