@@ -18,6 +18,7 @@ from asyncua import Client, Server, ua
 from tests.faces.test_loader import _server
 from tests.nodeopcua import NodeOpcua
 from twin_server.faces.loader import INITIAL, LoadedNodes, load
+from twin_server.faces.nodeset import NodeSetError
 from twin_server.opcua.patches import internals
 
 MODULE_LOOP = pytest.mark.asyncio(loop_scope="module")
@@ -175,3 +176,20 @@ async def test_node_opcua_decodes(nodeopcua: NodeOpcua,
     assert corner == {"x": 1, "y": 2, "z": 3}
     assert shape["switchField"] == 2 and shape["Corner"] == {"x": 4, "y": 5}  # a union
     assert position == {"actPos": 0, "cmdPos": 0, "remDist": 0}
+
+
+@MODULE_LOOP
+async def test_malformed_definition_named(tmp_path: Path) -> None:
+    """A <Definition> field that does not parse stops the load with the file, the
+    DataType and the field."""
+    bad = tmp_path / "Bad.NodeSet2.xml"
+    bad.write_text(USES.replace("urn:twin-server:test:uses", "urn:twin-server:test:bad")
+                   .replace("<UAVariable", """<UADataType NodeId="ns=1;i=9" BrowseName="1:Bad">
+    <DisplayName>Bad</DisplayName>
+    <Definition Name="1:Bad"><Field Name="Speed" DataType="i=11" ValueRank="one"/>
+    </Definition></UADataType>
+  <UAVariable""", 1))
+    server = await _server()
+    with pytest.raises(NodeSetError, match=r"Bad\.NodeSet2\.xml, node ns=1;i=9 \(1:Bad\): "
+                                           r"Definition's field 'Speed'"):
+        await load(server, [TYPES, bad], loaded_models={})
