@@ -447,8 +447,9 @@ def _shelve(d: AlarmDefinition, state: AlarmState, where: str, action: str,
                                status="BadConditionAlreadyShelved")
         if not 0 < shelving_time <= d.max_time_shelved:  # (NaN too)
             raise AlarmRefused(
-                f"{where}: ShelvingTime must be within (0, {d.max_time_shelved * 1000:g}] ms "
-                f"(its MaxTimeShelved; got {shelving_time * 1000:g} ms)",
+                f"{where}: ShelvingTime must be more than 0 and at most its "
+                f"MaxTimeShelved, {d.max_time_shelved * 1000:.10g} ms "
+                f"({_duration(d.max_time_shelved)}; got {shelving_time * 1000:.10g} ms)",
                 status="BadShelvingTimeOutOfRange")
         shelving, until = TIMED_SHELVED, wall + shelving_time
         text = f"{_title(d)}: shelved{by} for {_duration(shelving_time)}"
