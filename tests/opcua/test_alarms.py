@@ -301,7 +301,8 @@ class TestShelving:
 
     async def test_one_shot_refusals_and_refresh(self, daemon: Any,
                                                  client: tuple[Client, int]) -> None:
-        """Refusals with Part 9's codes (Unshelve of an unshelved alarm, a ShelvingTime
+        """Refusals with Part 9's codes (Unshelve of an unshelved alarm, called on the
+        condition with AlarmConditionType's ShelvingState.Unshelve; a ShelvingTime
         over MaxTimeShelved, OneShotShelve twice); ConditionRefresh shows the one-shot
         shelving; the alarm going inactive ends it (one event, SuppressedOrShelved
         false)."""
@@ -312,7 +313,9 @@ class TestShelving:
         try:
             _drive(session, 1.5)
             await events.wait(1)
-            status = await _call(c, shelving, _UNSHELVE)
+            status = await _call(  # (AlarmConditionType's method, on the condition)
+                c, ua.NodeId("Sessions.a.Alarms.Level", ns),
+                ua.NodeId(ua.ObjectIds.AlarmConditionType_ShelvingState_Unshelve))
             assert status.value == ua.StatusCodes.BadConditionNotShelved
             status = await _call(c, shelving, _TIMED_SHELVE, _ms(60_001.0))
             assert status.value == ua.StatusCodes.BadShelvingTimeOutOfRange

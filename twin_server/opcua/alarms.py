@@ -412,11 +412,16 @@ class AlarmConditions:
     # -- the shelving's end by time ----------------------------------------------------------
 
     def _arm(self, session: str, state: AlarmState) -> None:
+        """Keep when ``state``'s shelving ends (wakes ``run_shelving`` only when that
+        changed: a storm of transitions of unshelved alarms costs it nothing)."""
         key = (session, state.name)
-        if state.shelved and state.unshelve_at > 0:
-            self._expiries[key] = state.unshelve_at
+        at = state.unshelve_at if state.shelved else 0.0
+        if self._expiries.get(key, 0.0) == at:
+            return
+        if at > 0:
+            self._expiries[key] = at
         else:
-            self._expiries.pop(key, None)
+            del self._expiries[key]
         self._wake.set()
 
     async def run_shelving(self) -> None:
@@ -457,9 +462,12 @@ class AlarmConditions:
     async def _write_unshelve_times(self) -> None:
         aspace = self._iserver.aspace
         now = datetime.now(UTC)
-        for cond in list(self._by_node.values()):
+        for session, alarm in list(self._expiries):
+            cond = self._by_session.get(session, {}).get(alarm)
+            if cond is None or not cond.state.shelved:
+                continue
             nodeid = cond.fields.get("ShelvingState/UnshelveTime")
-            if not cond.state.shelved or nodeid is None or nodeid not in aspace:
+            if nodeid is None or nodeid not in aspace:
                 continue
             await aspace.write_attribute_value(nodeid, _VALUE, ua.DataValue(
                 ua.Variant(_unshelve_time(cond.state), ua.VariantType.Double),
