@@ -9,6 +9,7 @@ import pytest
 
 from twin_server.engine.alarms import AlarmState, event_id
 from twin_server.engine.session import Session, SessionEvent, SessionSettings
+from twin_server.engine.snapshot import SessionSnapshot
 from twin_server.errors import AlarmRefused, ConfigErrors, NotFound
 from twin_server.runtime.compile import parse_config
 
@@ -235,12 +236,13 @@ class TestShelving:
             "unshelved", "Unshelved", "src.output: unshelved by bob")
 
     def test_snapshot_fork_reset_and_disable(self) -> None:
-        """Restore and Fork carry the shelving and its end time; Reset and Disable end
-        it; an AlarmState pickled before shelving existed reads as unshelved."""
+        """Restore (of a snapshot as the store keeps it) and Fork carry the shelving and
+        its end time; Reset and Disable end it; an AlarmState pickled before shelving
+        existed reads as unshelved."""
         session, seen = _session("high = 1.0")
         _drive(session, [1.5])
         session.alarm("Level", "timed_shelve", None, "", "alice", 30.0, 100.0)
-        snap = session.snapshot()
+        snap = SessionSnapshot.from_bytes(session.snapshot().to_bytes())  # (as stored)
         assert session.fork("c").alarm_states()[0].unshelve_at == 130.0
         session.reset()
         assert (_alarms(seen)[-1].transition, _alarms(seen)[-1].shelving) == (
