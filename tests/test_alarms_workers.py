@@ -1,7 +1,7 @@
 """Alarms of a session that steps in a worker process (``[server] workers = 1``), over
 127.0.0.1 with an asyncua client: transitions evaluated in the worker reach the
-client as Part 9 events, Acknowledge and Confirm cross the pipe, and the condition
-comes back with its session after the worker is killed (from the snapshot the
+client as Part 9 events, Acknowledge, Confirm and TimedShelve cross the pipe, and the
+condition comes back with its session after the worker is killed (from the snapshot the
 worker sent last); the event history holds each transition as the event that went out."""
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ step_size = 0.05
 """
 
 _COMMENT = ua.NodeId(ua.ObjectIds.ConditionType_AddComment)
+_TIMED_SHELVE = ua.NodeId(ua.ObjectIds.ShelvedStateMachineType_TimedShelve)
 _REFRESH = ua.NodeId(ua.ObjectIds.ConditionType_ConditionRefresh)
 
 
@@ -74,11 +75,12 @@ async def _until(check: Any, timeout: float = 10.0) -> None:
 
 class TestInAWorker:
     async def test_life_and_a_killed_worker(self, daemon: Daemon) -> None:
-        """A write makes the worker's alarm active (an event on Server); Acknowledge and
-        Confirm of the suspended session through the pipe are Good and in the worker's
-        next periodic snapshot; killed, the worker's session comes back with the
-        condition active, acknowledged and confirmed (a 'restored' event with a new
-        EventId), and ConditionRefresh's EventId is the one AddComment takes."""
+        """A write makes the worker's alarm active (an event on Server); Acknowledge,
+        Confirm and TimedShelve of the suspended session through the pipe are Good and
+        in the worker's next periodic snapshot; killed, the worker's session comes back
+        with the condition active, acknowledged, confirmed and still shelved for the
+        rest of its time (a 'restored' event with a new EventId), and
+        ConditionRefresh's EventId is the one AddComment takes."""
         host = daemon.host
         assert isinstance(host, WorkerHost)
         async with Client(daemon.endpoint_url, timeout=10) as c:
@@ -106,20 +108,28 @@ class TestInAWorker:
             assert status.is_good(), status
             confirmed = (await events.wait(3))[2]
             assert getattr(confirmed, "ConfirmedState/Id") is True
+            status = await _call(c, ua.NodeId("Sessions.a.Alarms.Level.ShelvingState", ns),
+                                 _TIMED_SHELVE, ua.Variant(600_000.0, ua.VariantType.Double))
+            assert status.is_good(), status
+            shelved = (await events.wait(4))[3]
+            assert shelved.SuppressedOrShelved is True
 
             def held() -> bool:  # the worker's periodic snapshot has the confirmation
                 snap = host.recovery_snapshot("a")
                 alarms = getattr(snap, "alarms", None)
                 state = None if alarms is None else alarms.states[0][1]
-                return state is not None and state.active and state.confirmed
+                return (state is not None and state.active and state.confirmed
+                        and state.shelved)
 
             await _until(held)
             pid = host.worker_pid("a")
             os.kill(pid, signal.SIGKILL)
-            restored = (await events.wait(4, timeout=20))[3]
+            restored = (await events.wait(5, timeout=20))[4]
             assert (getattr(restored, "ActiveState/Id"), getattr(restored, "AckedState/Id"),
-                    getattr(restored, "ConfirmedState/Id")) == (True, True, True)
-            assert restored.EventId != confirmed.EventId
+                    getattr(restored, "ConfirmedState/Id"), restored.SuppressedOrShelved) == (
+                True, True, True, True)
+            assert getattr(restored, "ShelvingState/UnshelveTime") > 500_000
+            assert restored.EventId != shelved.EventId
             assert host.worker_pid("a") not in (0, pid)
             acked_node = c.get_node(ua.NodeId("Sessions.a.Alarms.Level.AckedState.Id", ns))
             assert await acked_node.read_value() is True
@@ -127,14 +137,14 @@ class TestInAWorker:
             status = await _call(c, ua.NodeId(ua.ObjectIds.ConditionType), _REFRESH,
                                  ua.Variant(sub.subscription_id, ua.VariantType.UInt32))
             assert status.is_good(), status
-            start, refreshed, end = (await events.wait(7))[4:7]
+            start, refreshed, end = (await events.wait(8))[5:8]
             assert (start.EventType, end.EventType) == (  # (they pass every filter)
                 ua.NodeId(ua.ObjectIds.RefreshStartEventType),
                 ua.NodeId(ua.ObjectIds.RefreshEndEventType))
             assert refreshed.EventId == restored.EventId
             status = await _call(c, cond, _COMMENT, *_args(refreshed.EventId, "after crash"))
             assert status.is_good(), status
-            commented = (await events.wait(8))[7]
+            commented = (await events.wait(9))[8]
             assert commented.Comment.Text == "after crash"
             await sub.delete()
             # the event history holds each transition as the event that went out
@@ -145,4 +155,4 @@ class TestInAWorker:
                 began, datetime.now(UTC) + timedelta(seconds=1), evtypes=[base])
             assert [e.get_event_props_as_fields_dict() for e in history] == [
                 e.get_event_props_as_fields_dict()
-                for e in (active, acked, confirmed, restored, commented)]
+                for e in (active, acked, confirmed, shelved, restored, commented)]

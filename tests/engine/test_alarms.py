@@ -9,6 +9,7 @@ import pytest
 
 from twin_server.engine.alarms import AlarmState, event_id
 from twin_server.engine.session import Session, SessionEvent, SessionSettings
+from twin_server.engine.snapshot import SessionSnapshot
 from twin_server.errors import AlarmRefused, ConfigErrors, NotFound
 from twin_server.runtime.compile import parse_config
 
@@ -157,6 +158,104 @@ class TestMethods:
         assert [s.transition for s in _alarms(seen)][-2:] == ["enabled", "active"]
 
 
+class TestShelving:
+    def test_timed_shelve_then_expiry(self) -> None:
+        """TimedShelve: shelved (its transitions still go out, shelved) until the wall
+        clock passes its time; the expiry called early is refused and changes nothing."""
+        session, seen = _session("high = 1.0\nhigh_high = 2.0\nmax_time_shelved = 60")
+        _drive(session, [1.5])
+        state = session.alarm("Level", "timed_shelve", None, "commissioning", "alice",
+                              10.0, 1000.0)
+        assert (state.transition, state.shelving, state.unshelve_at, state.shelved) == (
+            "shelved", "TimedShelved", 1010.0, True)
+        assert state.message == "src.output: shelved by alice for 10 s (commissioning)"
+        assert seen[-1].message == state.message
+        _drive(session, [2.5])
+        assert (_alarms(seen)[-1].transition, _alarms(seen)[-1].shelved) == ("limit", True)
+        with pytest.raises(AlarmRefused) as caught:
+            session.alarm("Level", "expire_shelving", wall=1009.0)
+        assert caught.value.status == "BadInvalidState"
+        state = session.alarm("Level", "expire_shelving", wall=1010.0)
+        assert (state.transition, state.shelving, state.unshelve_at, state.user) == (
+            "unshelved", "Unshelved", 0.0, "")
+        assert "shelving ended" in state.message
+
+    def test_one_shot_ends_when_inactive(self) -> None:
+        """OneShotShelve lasts until the alarm goes inactive (one event: inactive and
+        unshelved), at most MaxTimeShelved."""
+        session, seen = _session("high = 1.0\nmax_time_shelved = 60")
+        _drive(session, [1.5])
+        state = session.alarm("Level", "one_shot_shelve", None, "", "alice", 0.0, 1000.0)
+        assert (state.shelving, state.unshelve_at) == ("OneShotShelved", 1060.0)
+        assert "until it goes inactive (at most 1 min)" in state.message
+        _drive(session, [0.0])
+        last = _alarms(seen)[-1]
+        assert (last.transition, last.active, last.shelving) == ("inactive", False,
+                                                                 "Unshelved")
+
+    @pytest.mark.parametrize(("first", "second", "time", "status"), [
+        pytest.param(None, "unshelve", 0.0, "BadConditionNotShelved", id="not-shelved"),
+        pytest.param("timed_shelve", "timed_shelve", 5.0, "BadConditionAlreadyShelved",
+                     id="timed-twice"),
+        pytest.param("one_shot_shelve", "one_shot_shelve", 0.0,
+                     "BadConditionAlreadyShelved", id="one-shot-twice"),
+        pytest.param(None, "timed_shelve", 61.0, "BadShelvingTimeOutOfRange", id="too-long"),
+        pytest.param(None, "timed_shelve", 0.0, "BadShelvingTimeOutOfRange", id="zero"),
+        pytest.param(None, "timed_shelve", float("nan"), "BadShelvingTimeOutOfRange",
+                     id="nan"),
+        pytest.param("disable", "timed_shelve", 5.0, "BadConditionDisabled", id="disabled"),
+        pytest.param(None, "expire_shelving", 0.0, "BadConditionNotShelved",
+                     id="expire-unshelved"),
+    ])
+    def test_refusals(self, first: str | None, second: str, time: float,
+                      status: str) -> None:
+        """A shelving method the shelving state does not allow names the Part 9 status,
+        and changes nothing."""
+        session, _ = _session("high = 1.0\nmax_time_shelved = 60")
+        _drive(session, [1.5])
+        if first is not None:
+            session.alarm("Level", first, None, "", "alice", 5.0, 1000.0)
+        before = session.alarm_states()
+        with pytest.raises(AlarmRefused) as caught:
+            session.alarm("Level", second, None, "", "alice", time, 1000.0)
+        assert caught.value.status == status
+        assert session.alarm_states() == before
+
+    def test_switch_between_shelvings_and_unshelve(self) -> None:
+        """One-shot to timed and back are allowed (the state machine's transitions);
+        Unshelve ends either."""
+        session, _ = _session("high = 1.0")
+        _drive(session, [1.5])
+        session.alarm("Level", "one_shot_shelve", wall=1.0)
+        assert session.alarm("Level", "timed_shelve", None, "", "", 5.0, 2.0
+                             ).shelving == "TimedShelved"
+        assert session.alarm("Level", "one_shot_shelve", wall=3.0
+                             ).unshelve_at == 3.0 + 8 * 3600
+        state = session.alarm("Level", "unshelve", None, "", "bob", 0.0, 4.0)
+        assert (state.transition, state.shelving, state.message) == (
+            "unshelved", "Unshelved", "src.output: unshelved by bob")
+
+    def test_snapshot_fork_reset_and_disable(self) -> None:
+        """Restore (of a snapshot as the store keeps it) and Fork carry the shelving and
+        its end time; Reset and Disable end it; an AlarmState pickled before shelving
+        existed reads as unshelved."""
+        session, seen = _session("high = 1.0")
+        _drive(session, [1.5])
+        session.alarm("Level", "timed_shelve", None, "", "alice", 30.0, 100.0)
+        snap = SessionSnapshot.from_bytes(session.snapshot().to_bytes())  # (as stored)
+        assert session.fork("c").alarm_states()[0].unshelve_at == 130.0
+        session.reset()
+        assert (_alarms(seen)[-1].transition, _alarms(seen)[-1].shelving) == (
+            "reset", "Unshelved")
+        session.restore(snap)
+        assert session.alarm_states()[0].shelving == "TimedShelved"
+        session.alarm("Level", "disable")
+        assert session.alarm_states()[0].shelving == "Unshelved"
+        old = AlarmState.__new__(AlarmState)
+        old.__setstate__(session.alarm_states()[0].__getstate__()[:-2])
+        assert (old.shelving, old.unshelve_at) == ("Unshelved", 0.0)
+
+
 class TestSessionState:
     def test_a_method_changes_the_version(self) -> None:
         """An Acknowledge bumps the session's version (its snapshot differs: a worker's
@@ -225,6 +324,9 @@ class TestConfig:
                      "needs a limit", id="no-kind"),
         pytest.param('variable = "src.output"\nhigh = 1.0\nhigh_high = 0.5',
                      "twins.t.alarms.Bad", "must fall", id="limits-order"),
+        pytest.param('variable = "src.output"\nhigh = 1.0\nmax_time_shelved = 0',
+                     "twins.t.alarms.Bad.max_time_shelved", "greater than 0",
+                     id="max-time-shelved"),
     ])
     def test_errors_name_file_and_key(self, alarm: str, path: str, text: str) -> None:
         """A bad alarm is reported with its file and key path."""

@@ -239,6 +239,33 @@ class TestLife:
             "ns=0;i=2787", "ns=0;i=2788"]
 
 
+class TestShelving:
+    async def test_timed_shelve_and_unshelve(self, life: Life) -> None:
+        """ShelvingState's TimedShelve and Unshelve as node-opcua finds them (a browse
+        from ShelvingState: the standard i=2949, 2947): over MaxTimeShelved
+        BadShelvingTimeOutOfRange, then Good (an event with SuppressedOrShelved and
+        ShelvingState TimedShelved, CurrentState read so), again
+        BadConditionAlreadyShelved; Unshelve Good (SuppressedOrShelved false), again
+        BadConditionNotShelved."""
+        assert life.out["shelvingMethods"] == {
+            "TimedShelve": "ns=0;i=2949", "OneShotShelve": "ns=0;i=2948",
+            "Unshelve": "ns=0;i=2947"}
+        assert life.step("TimedShelve over MaxTimeShelved") == "BadShelvingTimeOutOfRange"
+        assert life.step("TimedShelve") == "Good"
+        assert life.step("TimedShelve again") == "BadConditionAlreadyShelved"
+        assert life.step("Unshelve") == "Good"
+        assert life.step("Unshelve again") == "BadConditionNotShelved"
+        shelved, unshelved = life.out["shelved"], life.out["unshelved"]
+        assert (shelved["ShelvingState.CurrentState"], shelved["ShelvingState.CurrentState.Id"],
+                shelved["ClientUserId"]) == ("TimedShelved", "ns=0;i=2932", "anonymous")
+        assert 0 < shelved["ShelvingState.UnshelveTime"] <= 60000
+        assert shelved["Message"] == "Tank level high: shelved by anonymous for 1 min"
+        assert (unshelved["ShelvingState.CurrentState"],
+                unshelved["ShelvingState.LastTransition.Id"]) == ("Unshelved", "ns=0;i=2940")
+        assert (life.out["shelvingRead"], life.out["shelvingReadAfter"]) == (
+            "TimedShelved", "Unshelved")
+
+
 class TestHistory:
     async def test_read_events_with_a_where_filter(self, life: Life) -> None:
         """node-opcua's HistoryReadEvents on the session node: a where-filter Kind Like
@@ -249,7 +276,8 @@ class TestHistory:
         kinds = [e["Kind"] for e in like["events"]]
         assert kinds == ["alarm_active", "alarm_acknowledged", "alarm_confirmed",
                          "alarm_comment", "alarm_limit", "alarm_inactive",
-                         "alarm_acknowledged", "alarm_confirmed"], kinds
+                         "alarm_acknowledged", "alarm_confirmed", "alarm_shelved",
+                         "alarm_unshelved"], kinds
         assert all(e["SourceName"] == "tank" for e in like["events"])
         assert [(e["Kind"], e["Severity"]) for e in severe["events"]] == [("alarm_limit", 900)]
         assert "above the HighHigh limit 1.5" in severe["events"][0]["Message"]
@@ -263,12 +291,14 @@ class TestHistory:
         assert alarms["status"] == "Good"
         read = alarms["events"]
         assert [(e["EventType"], e["ConditionId"], e["ConditionName"]) for e in read] == [
-            ("ns=0;i=9341", f"ns={life.ns};s={CONDITION}", "HighLevel")] * 8
+            ("ns=0;i=9341", f"ns={life.ns};s={CONDITION}", "HighLevel")] * 10
         assert [(e["ActiveState.Id"], e["AckedState.Id"], e["ConfirmedState.Id"],
                  e["Severity"]) for e in read] == [
             (True, False, False, 600), (True, True, False, 600), (True, True, True, 600),
             (True, True, True, 600), (True, False, False, 900), (False, False, False, 600),
-            (False, True, False, 600), (False, True, True, 600)]
+            (False, True, False, 600), (False, True, True, 600), (False, True, True, 600),
+            (False, True, True, 600)]
+        assert [e["SuppressedOrShelved"] for e in read] == [False] * 8 + [True, False]
         live: dict[str, dict[str, Any]] = {}
         for event in life.alarm_events():  # the first of each EventId (not a refresh's)
             live.setdefault(str(event["EventId"]), event)

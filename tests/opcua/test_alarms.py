@@ -40,6 +40,7 @@ high = 1.0
 high_high = 2.0
 severity = 600
 message = "Level high"
+max_time_shelved = 60
 
 [sessions.a]
 twin = "t"
@@ -51,6 +52,9 @@ _ACK = ua.NodeId(ua.ObjectIds.AcknowledgeableConditionType_Acknowledge)
 _CONFIRM = ua.NodeId(ua.ObjectIds.AcknowledgeableConditionType_Confirm)
 _REFRESH = ua.NodeId(ua.ObjectIds.ConditionType_ConditionRefresh)
 _SERVER = ua.NodeId(ua.ObjectIds.Server)
+_TIMED_SHELVE = ua.NodeId(ua.ObjectIds.ShelvedStateMachineType_TimedShelve)
+_ONE_SHOT_SHELVE = ua.NodeId(ua.ObjectIds.ShelvedStateMachineType_OneShotShelve)
+_UNSHELVE = ua.NodeId(ua.ObjectIds.ShelvedStateMachineType_Unshelve)
 
 
 class _Events:
@@ -237,6 +241,108 @@ class TestLife:
         session.reset()
 
 
+def _ms(value: float) -> ua.Variant:
+    return ua.Variant(value, ua.VariantType.Double)
+
+
+class TestShelving:
+    async def test_timed_shelve_then_unshelved_by_time(self, daemon: Any,
+                                                        client: tuple[Client, int]) -> None:
+        """TimedShelve on ShelvingState (1 s): an event saying who shelved it for how
+        long, SuppressedOrShelved true, ShelvingState TimedShelved; a shelved alarm's
+        transitions still go out (shelved), ConditionRefresh shows it shelved; once its
+        time is up, an 'unshelved' event (TimedShelvedToUnshelved), in the history too."""
+        c, ns = client
+        session = in_process(daemon, "a")
+        shelving = ua.NodeId("Sessions.a.Alarms.Level.ShelvingState", ns)
+        start = datetime.now(UTC)
+        sub, events = await _subscribe(c, _SERVER)
+        try:
+            _drive(session, 1.5)
+            await events.wait(1)
+            assert await c.get_node(ua.NodeId("Sessions.a.Alarms.Level.MaxTimeShelved", ns)
+                                    ).read_value() == 60_000.0
+            status = await _call(c, shelving, _TIMED_SHELVE, _ms(1000.0))
+            assert status.is_good(), status
+            shelved = (await events.wait(2))[1]
+            assert (shelved.SuppressedOrShelved, getattr(shelved, "ActiveState/Id"),
+                    shelved.ClientUserId) == (True, True, "anonymous")
+            assert shelved.Message.Text == "Level high: shelved by anonymous for 1 s"
+            current = c.get_node(ua.NodeId(
+                "Sessions.a.Alarms.Level.ShelvingState.CurrentState.Id", ns))
+            assert await current.read_value() == ua.NodeId(
+                ua.ObjectIds.ShelvedStateMachineType_TimedShelved)
+            left = await c.get_node(ua.NodeId(
+                "Sessions.a.Alarms.Level.ShelvingState.UnshelveTime", ns)).read_value()
+            assert 0 < left <= 1000.0
+            _drive(session, 2.5)  # HighHigh while shelved: reported, shelved
+            high_high = (await events.wait(3))[2]
+            assert (high_high.Severity, high_high.SuppressedOrShelved) == (800, True)
+            unshelved = (await events.wait(4))[3]
+            assert (unshelved.SuppressedOrShelved, unshelved.ClientUserId) == (False, "")
+            assert "shelving ended" in unshelved.Message.Text
+            assert await current.read_value() == ua.NodeId(
+                ua.ObjectIds.ShelvedStateMachineType_Unshelved)
+            assert await c.get_node(ua.NodeId(
+                "Sessions.a.Alarms.Level.ShelvingState.LastTransition.Id", ns)
+            ).read_value() == ua.NodeId(
+                ua.ObjectIds.ShelvedStateMachineType_TimedShelvedToUnshelved)
+        finally:
+            await sub.delete()
+            session.reset()
+        await daemon.server.flush_events()
+        await daemon.store.flush()
+        stored = await c.get_node(ua.NodeId("Sessions.a", ns)).read_event_history(
+            start, datetime.now(UTC) + timedelta(seconds=1),
+            evtypes=[c.get_node(ua.NodeId(ua.ObjectIds.ExclusiveLimitAlarmType))])
+        assert [(e.Message.Text, e.SuppressedOrShelved) for e in stored][1:4] == [
+            (shelved.Message.Text, True), (high_high.Message.Text, True),
+            (unshelved.Message.Text, False)]
+
+    async def test_one_shot_refusals_and_refresh(self, daemon: Any,
+                                                 client: tuple[Client, int]) -> None:
+        """Refusals with Part 9's codes (Unshelve of an unshelved alarm, called on the
+        condition with AlarmConditionType's ShelvingState.Unshelve; a ShelvingTime
+        over MaxTimeShelved, OneShotShelve twice); ConditionRefresh shows the one-shot
+        shelving; the alarm going inactive ends it (one event, SuppressedOrShelved
+        false)."""
+        c, ns = client
+        session = in_process(daemon, "a")
+        shelving = ua.NodeId("Sessions.a.Alarms.Level.ShelvingState", ns)
+        sub, events = await _subscribe(c, _SERVER)
+        try:
+            _drive(session, 1.5)
+            await events.wait(1)
+            status = await _call(  # (AlarmConditionType's method, on the condition)
+                c, ua.NodeId("Sessions.a.Alarms.Level", ns),
+                ua.NodeId(ua.ObjectIds.AlarmConditionType_ShelvingState_Unshelve))
+            assert status.value == ua.StatusCodes.BadConditionNotShelved
+            status = await _call(c, shelving, _TIMED_SHELVE, _ms(60_001.0))
+            assert status.value == ua.StatusCodes.BadShelvingTimeOutOfRange
+            status = await _call(c, shelving, _ONE_SHOT_SHELVE)
+            assert status.is_good(), status
+            status = await _call(c, shelving, _ONE_SHOT_SHELVE)
+            assert status.value == ua.StatusCodes.BadConditionAlreadyShelved
+            shelved = (await events.wait(2))[1]
+            assert (shelved.SuppressedOrShelved,
+                    getattr(shelved, "ShelvingState/CurrentState").Text) == (
+                True, "OneShotShelved")
+            status = await _call(c, ua.NodeId(ua.ObjectIds.ConditionType), _REFRESH,
+                                 ua.Variant(sub.subscription_id, ua.VariantType.UInt32))
+            assert status.is_good(), status
+            refresh = await events.wait(5)  # RefreshStart, the condition, RefreshEnd
+            assert (refresh[3].EventId, refresh[3].SuppressedOrShelved) == (
+                shelved.EventId, True)
+            _drive(session, 0.0)
+            inactive = (await events.wait(6))[5]
+            assert (getattr(inactive, "ActiveState/Id"), inactive.SuppressedOrShelved) == (
+                False, False)
+            assert len(events.items) == 6
+        finally:
+            await sub.delete()
+            session.reset()
+
+
 class TestSessions:
     async def test_fork_snapshot_restore_reset_delete(self, daemon: Any,
                                                        client: tuple[Client, int]) -> None:
@@ -272,7 +378,8 @@ class TestSessions:
 
 class TestRoles:
     async def test_viewer_acknowledge_refused(self) -> None:
-        """A viewer's Acknowledge is BadUserAccessDenied; the condition stays unacknowledged."""
+        """A viewer's Acknowledge and TimedShelve are BadUserAccessDenied; the condition
+        stays unacknowledged and unshelved."""
         daemon, task = await run_daemon(CONFIG.format(role="viewer"))
         try:
             session = in_process(daemon, "a")
@@ -283,7 +390,11 @@ class TestRoles:
                 status = await _call(c, cond, _ACK,
                                      *_args(session.alarms.event_id("Level"), ""))
                 assert status.value == ua.StatusCodes.BadUserAccessDenied
+                status = await _call(c, ua.NodeId("Sessions.a.Alarms.Level.ShelvingState",
+                                                  ns), _TIMED_SHELVE, _ms(1000.0))
+                assert status.value == ua.StatusCodes.BadUserAccessDenied
             assert not session.alarm_states()[0].acked
+            assert not session.alarm_states()[0].shelved
         finally:
             await stop_daemon(daemon, task)
 

@@ -523,6 +523,40 @@ class TestAlarms:
         got, enabled = await web.call("POST", HIGH + "/enable", role=Role.OPERATOR)
         assert got == 200 and enabled["enabled"]
 
+    async def test_shelving_as_over_opc_ua(self, web: Web) -> None:
+        """timed-shelve, one-shot-shelve and unshelve as ShelvingState's methods: an
+        operator's, refused with the same status as over OPC UA (a shelving time over
+        max_time_shelved, Unshelve of an unshelved alarm, shelving twice); the list
+        shows the shelving and the seconds left."""
+        got, answer = await web.call("POST", HIGH + "/timed-shelve", {"shelving_time": 60},
+                                     role=Role.VIEWER)
+        assert (got, answer["status"]) == (403, "BadUserAccessDenied")
+        got, answer = await web.call("POST", HIGH + "/timed-shelve",
+                                     {"shelving_time": 8 * 3600 + 1}, role=Role.OPERATOR)
+        assert (got, answer["status"]) == (409, "BadShelvingTimeOutOfRange")
+        assert "28800000 ms" in answer["message"]
+        got, answer = await web.call("POST", HIGH + "/unshelve", role=Role.OPERATOR)
+        assert (got, answer["status"]) == (409, "BadConditionNotShelved")
+        got, shelved = await web.call("POST", HIGH + "/timed-shelve",
+                                      {"shelving_time": 600, "comment": "commissioning"},
+                                      role=Role.OPERATOR)
+        assert got == 200, shelved
+        assert (shelved["shelving"], shelved["suppressed_or_shelved"],
+                shelved["max_time_shelved"]) == ("TimedShelved", True, 8 * 3600)
+        assert 590 < shelved["unshelve_time"] <= 600
+        assert f"shelved by {USERS[Role.OPERATOR]} for 10 min (commissioning)" in (
+            shelved["message"])
+        got, answer = await web.call("POST", HIGH + "/timed-shelve", {"shelving_time": 60},
+                                     role=Role.OPERATOR)
+        assert (got, answer["status"]) == (409, "BadConditionAlreadyShelved")
+        got, one_shot = await web.call("POST", HIGH + "/one-shot-shelve", role=Role.OPERATOR)
+        assert got == 200 and one_shot["shelving"] == "OneShotShelved"
+        _, (listed,) = await web.call("GET", ALARMS)
+        assert listed["shelving"] == "OneShotShelved"
+        got, unshelved = await web.call("POST", HIGH + "/unshelve", role=Role.OPERATOR)
+        assert got == 200 and (unshelved["shelving"], unshelved["unshelve_time"]) == (
+            "Unshelved", 0.0)
+
     async def test_an_unknown_alarm_is_not_found(self, web: Web) -> None:
         """An alarm the session does not have answers 404 naming its alarms."""
         got, answer = await web.call("POST", ALARMS + "/Nope/enable")

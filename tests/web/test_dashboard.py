@@ -133,7 +133,8 @@ class TestDashboard:
     async def test_an_alarm_is_acknowledged_from_the_alarm_list(self, page: Any, web: Web
                                                                  ) -> None:
         """The alarm list shows the tank's HighLevel; its Acknowledge button
-        acknowledges it (as the operator logged in), then Confirm confirms it."""
+        acknowledges it (as the operator logged in), then Confirm confirms it; Shelve
+        shelves it for an hour, Unshelve unshelves it."""
         row = page.locator('tr[data-alarm="main/HighLevel"]')
         await row.locator('button[data-action="acknowledge"]').click()
         await row.locator('button[data-action="confirm"]').wait_for()
@@ -143,7 +144,14 @@ class TestDashboard:
         await row.locator('button[data-action="confirm"]').click()
         await row.locator(".alarm-state", has_text="acknowledged").wait_for()
         await page.wait_for_function(
-            "!document.querySelector('tr[data-alarm=\"main/HighLevel\"] button')")
+            "!document.querySelector('tr[data-alarm=\"main/HighLevel\"] "
+            "button:not([data-action$=\"shelve\"])')")
+        await row.locator('button[data-action="timed-shelve"]').click()
+        await row.locator(".alarm-state", has_text="shelved (60 min left)").wait_for()
+        _, (high,) = await web.call("GET", "/api/sessions/main/alarms")
+        assert (high["shelving"], high["user"]) == ("TimedShelved", USERS[Role.OPERATOR])
+        await row.locator('button[data-action="unshelve"]').click()
+        await row.locator('button[data-action="timed-shelve"]').wait_for()
 
     async def test_a_scenario_runs_from_the_page_with_its_report(self, page: Any) -> None:
         """A scenario pasted into the page runs on the server; its row shows the

@@ -278,6 +278,10 @@ class AlarmConfig(_Frozen):
     message: str = Field("", max_length=500,
                          description="what a person reads, e.g. 'Tank level high'")
     enabled: bool = Field(True, description="the condition's state after Reset")
+    max_time_shelved: float = Field(
+        8 * 3600.0, gt=0, le=7 * 86_400,
+        description="wall-clock seconds a shelving lasts at most (MaxTimeShelved): the "
+                    "longest TimedShelve, and when a OneShotShelve ends anyway")
 
     @model_validator(mode="after")
     def _one_kind(self) -> AlarmConfig:

@@ -30,6 +30,22 @@ acknowledged, unconfirmed one; both, and AddComment, name the condition's latest
 condition is shown inactive, not retained); Enable starts it afresh (inactive,
 acknowledged, confirmed: the next tick finds what is true).
 
+Shelving (Part 9 ShelvedStateMachineType): an operator silences an alarm for a while.
+``shelving`` is Unshelved, TimedShelved (TimedShelve: for a time at most the
+definition's ``max_time_shelved``) or OneShotShelved (OneShotShelve: until the alarm
+goes inactive, at most ``max_time_shelved``). A shelved alarm is evaluated as
+before and its transitions still go out, with SuppressedOrShelved true (a client's
+alarm list hides them). Shelving is an operator's act in real time, not simulated
+time: the caller gives the wall-clock time (``wall``, seconds since the epoch), the
+condition keeps the wall-clock time it ends at (``unshelve_at``), and whoever owns a
+real clock (``opcua/alarms.py``) calls ``expire_shelving`` with the time once it
+has passed (refused before it: a stale timer changes nothing). So the engine stays
+pure, and the expiry travels with the condition through Snapshot, Restore, Fork and a
+worker's death. Refusals: BadConditionAlreadyShelved (TimedShelve when timed-shelved,
+OneShotShelve when one-shot-shelved), BadConditionNotShelved (Unshelve),
+BadShelvingTimeOutOfRange (a time <= 0 or over ``max_time_shelved``). Disable,
+Enable and Reset end shelving.
+
 Every change is an ``AlarmState`` (the whole condition after it, with what changed
 in ``transition``), which the session emits as an ``alarm_<transition>`` event.
 """
@@ -39,7 +55,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Literal
 
 from twin_server.engine.state import VarKey
@@ -56,8 +72,18 @@ _HIGH = frozenset({"HighHigh", "High"})
 #: the order in which an exclusive alarm picks the one limit state shown
 _RANK = {"HighHigh": 4, "LowLow": 4, "High": 2, "Low": 2}
 
-Action = Literal["acknowledge", "confirm", "add_comment", "enable", "disable"]
-ACTIONS: tuple[Action, ...] = ("acknowledge", "confirm", "add_comment", "enable", "disable")
+Action = Literal["acknowledge", "confirm", "add_comment", "enable", "disable",
+                 "timed_shelve", "one_shot_shelve", "unshelve"]
+ACTIONS: tuple[Action, ...] = ("acknowledge", "confirm", "add_comment", "enable", "disable",
+                               "timed_shelve", "one_shot_shelve", "unshelve")
+#: the shelving methods (Part 9 ShelvedStateMachineType), and the expiry of a shelving
+#: that the owner of the real clock calls (not a client's method)
+SHELVING: tuple[str, ...] = ("timed_shelve", "one_shot_shelve", "unshelve")
+EXPIRE = "expire_shelving"
+#: the states of ShelvedStateMachineType
+UNSHELVED, TIMED_SHELVED, ONE_SHOT_SHELVED = "Unshelved", "TimedShelved", "OneShotShelved"
+#: MaxTimeShelved when the config gives none: one shift, s
+MAX_TIME_SHELVED = 8 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +103,8 @@ class AlarmDefinition:
     severity: int = 500
     message: str = ""
     enabled: bool = True
+    #: the longest a shelving lasts (MaxTimeShelved), wall-clock seconds
+    max_time_shelved: float = MAX_TIME_SHELVED
 
     def severity_of(self, limits: Iterable[str]) -> int:
         given = {name: sev for name, _, sev in self.limits}
@@ -106,13 +134,33 @@ class AlarmState:
     #: counts the condition's events: its EventId is derived from it (``event_id``)
     sequence: int
     #: what changed: active, inactive, limit, acknowledged, confirmed, comment,
-    #: enabled, disabled, reset, restored
+    #: enabled, disabled, shelved, unshelved, reset, restored
     transition: str
     value: Value | None = None
     comment: str = ""
     #: who made the latest comment, acknowledgement or confirmation (ClientUserId)
     user: str = ""
     tick: int = 0
+    #: ShelvingState: UNSHELVED, TIMED_SHELVED or ONE_SHOT_SHELVED
+    shelving: str = UNSHELVED
+    #: when a shelving ends by itself, wall-clock seconds since the epoch (0: unshelved)
+    unshelve_at: float = 0.0
+
+    @property
+    def shelved(self) -> bool:
+        """SuppressedOrShelved (there is no suppression yet)."""
+        return self.shelving != UNSHELVED
+
+    def __setstate__(self, state: tuple[object, ...]) -> None:
+        # a snapshot pickled before shelving holds fewer fields: the rest take defaults
+        names = [f.name for f in fields(self)]
+        for name, value in zip(names, state, strict=False):
+            object.__setattr__(self, name, value)
+        for f in fields(self)[len(state):]:
+            object.__setattr__(self, f.name, f.default)
+
+    def __getstate__(self) -> tuple[object, ...]:
+        return tuple(getattr(self, f.name) for f in fields(self))
 
     @property
     def limit(self) -> str:
@@ -212,13 +260,18 @@ class AlarmSet:
     # -- methods ---------------------------------------------------------------------
 
     def call(self, name: str, action: str, *, event: bytes | None = None, comment: str = "",
-             user: str = "", tick: int = 0, sim_time: float = 0.0) -> AlarmState:
-        """Acknowledge, Confirm, AddComment, Enable or Disable alarm ``name``; its new
-        state. AlarmRefused (with the Part 9 status) when the condition is not in a
-        state that allows it, or ``event`` is not its latest EventId."""
+             user: str = "", tick: int = 0, sim_time: float = 0.0,
+             shelving_time: float = 0.0, wall: float = 0.0) -> AlarmState:
+        """Acknowledge, Confirm, AddComment, Enable, Disable, TimedShelve (for
+        ``shelving_time`` s), OneShotShelve or Unshelve alarm ``name`` (or
+        ``expire_shelving``), at wall-clock time ``wall``; its new state. AlarmRefused
+        (with the Part 9 status) when the condition is not in a state that allows it,
+        or ``event`` is not its latest EventId."""
         live = self._get(name)
         state = live.state
         where = f"alarm {name!r} of session {self.session!r}"
+        if action == EXPIRE:
+            return self._expire(live, tick, sim_time, wall)
         if action not in ACTIONS:
             raise AlarmRefused(f"{action!r} is not an alarm method (methods: "
                                f"{', '.join(ACTIONS)})", status="BadInvalidArgument")
@@ -241,8 +294,13 @@ class AlarmSet:
             live.raw, live.pending = frozenset(), None
             live.state = replace(state, enabled=False, active=False, limits=(), retain=False,
                                  transition="disabled", time=sim_time, tick=tick, user=user,
-                                 sequence=state.sequence + 1,
+                                 sequence=state.sequence + 1, shelving=UNSHELVED,
+                                 unshelve_at=0.0,
                                  message=f"{_title(live.definition)}: disabled")
+            return live.state
+        if action in SHELVING:
+            live.state = _shelve(live.definition, state, where, action, shelving_time, wall,
+                                 user, comment, tick, sim_time)
             return live.state
         current = event_id(self.session, name, state.sequence)
         if event is not None and event != current:
@@ -316,6 +374,23 @@ class AlarmSet:
             live.state = after
         return changed
 
+    def _expire(self, live: _Live, tick: int, sim_time: float, wall: float) -> AlarmState:
+        """The shelving of ``live`` ends, its time (``unshelve_at``) passed at ``wall``."""
+        state = live.state
+        where = f"alarm {state.name!r} of session {self.session!r}"
+        if not state.shelved:
+            raise AlarmRefused(f"{where} is not shelved", status="BadConditionNotShelved")
+        if wall < state.unshelve_at:
+            raise AlarmRefused(f"{where} is shelved until {state.unshelve_at:.3f}, not "
+                               f"ended at {wall:.3f}", status="BadInvalidState")
+        text = (f"{_title(live.definition)}: shelving ended "
+                f"({'its time' if state.shelving == TIMED_SHELVED else 'MaxTimeShelved'} "
+                f"is up)")
+        live.state = replace(state, shelving=UNSHELVED, unshelve_at=0.0,
+                             transition="unshelved", message=text, user="", time=sim_time,
+                             tick=tick, sequence=state.sequence + 1)
+        return live.state
+
     def _get(self, name: str) -> _Live:
         try:
             return self._alarms[name]
@@ -345,7 +420,52 @@ def _retain(enabled: bool, active: bool, acked: bool, confirmed: bool) -> bool:
 
 
 def _condition(state: AlarmState) -> tuple[object, ...]:
-    return (state.enabled, state.active, state.limits, state.acked, state.confirmed)
+    return (state.enabled, state.active, state.limits, state.acked, state.confirmed,
+            state.shelving, state.unshelve_at)
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
+
+
+def _shelve(d: AlarmDefinition, state: AlarmState, where: str, action: str,
+            shelving_time: float, wall: float, user: str, comment: str, tick: int,
+            sim_time: float) -> AlarmState:
+    """TimedShelve, OneShotShelve or Unshelve of ``state`` (see the module docstring)."""
+    by = f" by {user}" if user else ""
+    if action == "unshelve":
+        if not state.shelved:
+            raise AlarmRefused(f"{where} is not shelved", status="BadConditionNotShelved")
+        shelving, until, text = UNSHELVED, 0.0, f"{_title(d)}: unshelved{by}"
+    elif action == "timed_shelve":
+        if state.shelving == TIMED_SHELVED:
+            raise AlarmRefused(f"{where} is timed-shelved already: Unshelve it first",
+                               status="BadConditionAlreadyShelved")
+        if not 0 < shelving_time <= d.max_time_shelved:  # (NaN too)
+            raise AlarmRefused(
+                f"{where}: ShelvingTime must be more than 0 and at most its "
+                f"MaxTimeShelved, {d.max_time_shelved * 1000:.10g} ms "
+                f"({_duration(d.max_time_shelved)}; got {shelving_time * 1000:.10g} ms)",
+                status="BadShelvingTimeOutOfRange")
+        shelving, until = TIMED_SHELVED, wall + shelving_time
+        text = f"{_title(d)}: shelved{by} for {_duration(shelving_time)}"
+    else:
+        if state.shelving == ONE_SHOT_SHELVED:
+            raise AlarmRefused(f"{where} is one-shot-shelved already",
+                               status="BadConditionAlreadyShelved")
+        shelving, until = ONE_SHOT_SHELVED, wall + d.max_time_shelved
+        text = (f"{_title(d)}: shelved{by} until it goes inactive (at most "
+                f"{_duration(d.max_time_shelved)})")
+    if comment:
+        text += f" ({comment})"
+    return replace(state, shelving=shelving, unshelve_at=until,
+                   transition="unshelved" if shelving == UNSHELVED else "shelved",
+                   message=text, user=user, comment=comment or state.comment,
+                   time=sim_time, tick=tick, sequence=state.sequence + 1)
 
 
 def _initial(d: AlarmDefinition, sim_time: float, tick: int, sequence: int, transition: str,
@@ -398,6 +518,8 @@ def _moved(d: AlarmDefinition, state: AlarmState, target: frozenset[str], value:
     confirmed = state.confirmed and not escalated
     transition = ("active" if active and not state.active else
                   "inactive" if not active else "limit")
+    if not active and state.shelving == ONE_SHOT_SHELVED:  # (its one shot is over)
+        state = replace(state, shelving=UNSHELVED, unshelve_at=0.0)
     return replace(
         state, active=active, limits=limits, acked=acked, confirmed=confirmed,
         retain=_retain(state.enabled, active, acked, confirmed),
@@ -444,7 +566,8 @@ def compile_alarms(configs: Mapping[str, AlarmConfig],
         base = AlarmDefinition(name, key, "limit", deadband=float(cfg.deadband),
                                on_delay=float(cfg.on_delay), off_delay=float(cfg.off_delay),
                                severity=cfg.severity, message=cfg.message,
-                               enabled=cfg.enabled)
+                               enabled=cfg.enabled,
+                               max_time_shelved=float(cfg.max_time_shelved))
         if cfg.normal is not None:
             if var.datatype is not DataType.BOOLEAN:
                 fail(path, f"alarm {name!r}: an off-normal alarm ('normal') needs a Boolean, "

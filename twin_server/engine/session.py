@@ -1474,12 +1474,15 @@ class Session:
     # -- alarms ----------------------------------------------------------------------
 
     def alarm(self, name: str, action: str, event: bytes | None = None, comment: str = "",
-              user: str = "") -> AlarmState:
-        """Acknowledge, Confirm, AddComment, Enable or Disable alarm ``name``
-        (``engine.alarms.AlarmSet.call``); emits its transition, returns its state."""
+              user: str = "", shelving_time: float = 0.0, wall: float = 0.0) -> AlarmState:
+        """Acknowledge, Confirm, AddComment, Enable, Disable, TimedShelve (for
+        ``shelving_time`` s), OneShotShelve or Unshelve alarm ``name`` at wall-clock
+        time ``wall`` (``engine.alarms.AlarmSet.call``); emits its transition, returns
+        its state."""
         self._require_open("call an alarm method of")
         state = self.alarms.call(name, action, event=event, comment=comment, user=user,
-                                 tick=self.step_count, sim_time=self.sim_time)
+                                 tick=self.step_count, sim_time=self.sim_time,
+                                 shelving_time=shelving_time, wall=wall)
         self.version += 1  # (its snapshot changed: a worker sends the next one again)
         self._emit_alarm(state)
         return state
@@ -1499,7 +1502,8 @@ class Session:
             "acknowledged", "confirmed", "comment", "enabled", "disabled") else ""
         said = f" ({state.comment})" if state.comment and state.transition in (
             "acknowledged", "confirmed", "comment") else ""
-        message = (state.message if state.transition in ("active", "inactive", "limit")
+        message = (state.message if state.transition in ("active", "inactive", "limit",
+                                                          "shelved", "unshelved")
                    else f"alarm {state.name!r} {state.transition}{by}{said}: {state.message}")
         event = SessionEvent(f"alarm_{state.transition}", message, state.severity, state)
         for listener in tuple(self._listeners):

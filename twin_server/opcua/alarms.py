@@ -15,7 +15,24 @@ with the same fields) from the session node, Sessions, TwinServer and the Server
 object, as the session log's events go (``events.py``). Each event carries what
 Part 9 makes mandatory: BranchId null, LastSeverity (the severity before it), each
 state's TransitionTime (when that state last changed), the SourceTimestamp of
-Quality, LastSeverity and Comment, SuppressedOrShelved (false).
+Quality, LastSeverity and Comment, SuppressedOrShelved.
+
+Shelving (Part 9 ShelvedStateMachineType; the engine's ``shelving``): each condition
+has ShelvingState (an object of ShelvedStateMachineType with CurrentState and its
+Id, LastTransition and its Id, UnshelveTime: the milliseconds left, kept current
+about once a second while shelved), SuppressedOrShelved and MaxTimeShelved (ms).
+ShelvingState references the standard TimedShelve(ShelvingTime, ms), OneShotShelve
+and Unshelve (ShelvedStateMachineType's; AlarmConditionType's instance declarations
+are bound too), which clients call with ShelvingState as the ObjectId (the condition
+itself is taken as well): BadConditionAlreadyShelved, BadConditionNotShelved,
+BadShelvingTimeOutOfRange (over MaxTimeShelved), BadConditionDisabled; an
+operator's, as Acknowledge. A shelved condition's transitions still go out, with
+SuppressedOrShelved true: a client's alarm list hides them (Part 9 leaves the
+filtering to the client). The shelving's end by time is this module's: the server's
+real clock (``run_shelving``, a task of the server's TaskGroup) calls the engine's
+``expire_shelving`` once the ``unshelve_at`` a condition shows has passed; the
+expiry lives in the condition, so a fork, a restored snapshot or a worker's
+replacement re-arms it from the state it shows.
 
 Methods: the standard ones of the condition types, called on the condition
 (ObjectId) with the type's method (AcknowledgeableConditionType.Acknowledge and
@@ -40,6 +57,8 @@ repeats are not transitions and are not stored again.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -51,7 +70,16 @@ import structlog
 from asyncua import ua
 from asyncua.common import event_objects
 
-from twin_server.engine.alarms import LIMITS, AlarmDefinition, AlarmState, event_id
+from twin_server.engine.alarms import (
+    EXPIRE,
+    LIMITS,
+    ONE_SHOT_SHELVED,
+    TIMED_SHELVED,
+    UNSHELVED,
+    AlarmDefinition,
+    AlarmState,
+    event_id,
+)
 from twin_server.errors import TwinServerError
 from twin_server.opcua import event_fields
 from twin_server.opcua.nodes import NodeBatch, add_reference
@@ -71,6 +99,36 @@ METHODS: dict[int, str] = {
     _ID.ConditionType_Enable: "enable",
     _ID.ConditionType_Disable: "disable",
 }
+#: the shelving methods, by MethodId -> engine action: ShelvedStateMachineType's (what
+#: ShelvingState references) and AlarmConditionType's instance declarations of them
+SHELVE_METHODS: dict[int, str] = {
+    _ID.ShelvedStateMachineType_TimedShelve: "timed_shelve",
+    _ID.ShelvedStateMachineType_OneShotShelve: "one_shot_shelve",
+    _ID.ShelvedStateMachineType_Unshelve: "unshelve",
+    _ID.AlarmConditionType_ShelvingState_TimedShelve: "timed_shelve",
+    _ID.AlarmConditionType_ShelvingState_OneShotShelve: "one_shot_shelve",
+    _ID.AlarmConditionType_ShelvingState_Unshelve: "unshelve",
+}
+_SHELVING_BROWSE = {_ID.ShelvedStateMachineType_TimedShelve: "TimedShelve",
+                    _ID.ShelvedStateMachineType_OneShotShelve: "OneShotShelve",
+                    _ID.ShelvedStateMachineType_Unshelve: "Unshelve"}
+_SHELVING_STATE_IDS = {
+    UNSHELVED: _ID.ShelvedStateMachineType_Unshelved,
+    TIMED_SHELVED: _ID.ShelvedStateMachineType_TimedShelved,
+    ONE_SHOT_SHELVED: _ID.ShelvedStateMachineType_OneShotShelved,
+}
+_SHELVING_TRANSITION_IDS = {
+    (UNSHELVED, TIMED_SHELVED): _ID.ShelvedStateMachineType_UnshelvedToTimedShelved,
+    (UNSHELVED, ONE_SHOT_SHELVED): _ID.ShelvedStateMachineType_UnshelvedToOneShotShelved,
+    (TIMED_SHELVED, UNSHELVED): _ID.ShelvedStateMachineType_TimedShelvedToUnshelved,
+    (TIMED_SHELVED, ONE_SHOT_SHELVED):
+        _ID.ShelvedStateMachineType_TimedShelvedToOneShotShelved,
+    (ONE_SHOT_SHELVED, UNSHELVED): _ID.ShelvedStateMachineType_OneShotShelvedToUnshelved,
+    (ONE_SHOT_SHELVED, TIMED_SHELVED):
+        _ID.ShelvedStateMachineType_OneShotShelvedToTimedShelved,
+}
+#: how often UnshelveTime (the time left) is written while a condition is shelved, s
+UNSHELVE_TIME_PERIOD = 1.0
 REFRESH = (_ID.ConditionType_ConditionRefresh, _ID.ConditionType_ConditionRefresh2)
 _HAS_COMPONENT = ua.NodeId(_ID.HasComponent)
 _HAS_CONDITION = ua.NodeId(_ID.HasCondition)
@@ -117,11 +175,16 @@ class _Condition:
     #: when each two-state variable (and Comment, Severity, Quality) last changed: the
     #: TransitionTime and SourceTimestamp fields of its events
     changed: dict[str, datetime] = field(default_factory=dict)
+    #: its ShelvingState object, and the latest change of shelving (from, to)
+    shelving_node: ua.NodeId | None = None
+    last_shelving: tuple[str, str] | None = None
 
     def follow(self, state: AlarmState, when: datetime) -> None:
         """Take ``state`` (the condition after its latest transition) at ``when``."""
         before = self.state
         self.last_severity = before.severity
+        if before.shelving != state.shelving:
+            self.last_shelving = (before.shelving, state.shelving)
         for name, (old, new) in _tracked(before, state).items():
             if old != new or name not in self.changed:
                 self.changed[name] = when
@@ -135,6 +198,7 @@ def _tracked(before: AlarmState, after: AlarmState) -> dict[str, tuple[object, o
             "ConfirmedState": (before.confirmed, after.confirmed),
             "Comment": (before.comment, after.comment),
             "LastSeverity": (before.severity, after.severity),
+            "ShelvingState": (before.shelving, after.shelving),
             "Quality": (None, None)}
 
 
@@ -150,12 +214,18 @@ class AlarmConditions:
         #: awaited after a method call: the call's event goes out before it returns
         self._after = after
         self.emitted = 0
+        #: (session, alarm) -> when its shelving ends (wall clock), for ``run_shelving``
+        self._expiries: dict[tuple[str, str], float] = {}
+        self._wake = asyncio.Event()
+        self._by_shelving: dict[ua.NodeId, _Condition] = {}
 
     def install(self) -> None:
         """Bind the standard condition methods and ConditionRefresh(2) to us."""
         aspace = self._iserver.aspace
         for method in METHODS:
             aspace.add_method_callback(ua.NodeId(method), self._method(method))
+        for method in SHELVE_METHODS:
+            aspace.add_method_callback(ua.NodeId(method), self._shelving_method(method))
         for method in REFRESH:
             aspace.add_method_callback(ua.NodeId(method), self._refresh)
 
@@ -180,13 +250,19 @@ class AlarmConditions:
             cond = _Condition(session, definition, nodeid, input_node(definition),
                               tuple(chain), state, last_severity=state.severity)
             cond.follow(state, cond.when)
+            cond.shelving_node = batch.object(
+                nodeid, f"{path}.ShelvingState", "ShelvingState",
+                "shelving: Unshelved, TimedShelved, OneShotShelved",
+                typedef=ua.NodeId(_ID.ShelvedStateMachineType), namespace=0)
+            cond.fields["ShelvingState"] = cond.shelving_node
             values = _node_values(cond)
             for name, (value, vtype) in values.items():
                 parent, _, leaf = name.rpartition("/")
                 owner = cond.fields[parent] if parent else nodeid
                 child = f"{path}.{name.replace('/', '.')}"
                 if leaf in ("Id", "Retain", "Severity", "Message", "Time", "InputNode",
-                            "ConditionName", "ClientUserId") or leaf.endswith("Limit"):
+                            "ConditionName", "ClientUserId", "SuppressedOrShelved",
+                            "MaxTimeShelved", "UnshelveTime") or leaf.endswith("Limit"):
                     cond.fields[name] = batch.property(owner, child, leaf, value, vtype,
                                                        namespace=0)
                 else:
@@ -208,10 +284,19 @@ class AlarmConditions:
                     BrowseName=ua.QualifiedName(METHODS[method].title().replace("_", ""), 0),
                     DisplayName=ua.LocalizedText(METHODS[method].title().replace("_", "")),
                     TypeDefinition=ua.NodeId()))
+            if cond.shelving_node is not None:
+                for method, name in _SHELVING_BROWSE.items():
+                    aspace[cond.shelving_node].references.append(ua.ReferenceDescription(
+                        ReferenceTypeId=_HAS_COMPONENT, IsForward=True,
+                        NodeId=ua.NodeId(method), NodeClass=ua.NodeClass.Method,
+                        BrowseName=ua.QualifiedName(name, 0),
+                        DisplayName=ua.LocalizedText(name), TypeDefinition=ua.NodeId()))
+                self._by_shelving[cond.shelving_node] = cond
             if cond.input_node in aspace:
                 add_reference(aspace, cond.input_node, cond.nodeid, _HAS_CONDITION)
             own[cond.definition.name] = cond
             self._by_node[cond.nodeid] = cond
+            self._arm(session, cond.state)
 
     # -- transitions -----------------------------------------------------------------------
 
@@ -223,6 +308,7 @@ class AlarmConditions:
         if cond is None:
             return None
         cond.follow(state, when)
+        self._arm(session, state)
         await self._write(cond)
         return event_fields.encode(await self._emit(cond, cond.chain), self.ns)
 
@@ -240,6 +326,9 @@ class AlarmConditions:
         conditions = self._by_session.pop(session, {})
         for cond in conditions.values():
             self._by_node.pop(cond.nodeid, None)
+            if cond.shelving_node is not None:
+                self._by_shelving.pop(cond.shelving_node, None)
+            self._expiries.pop((session, cond.definition.name), None)
             state = cond.state
             if not state.retain and not state.active:
                 continue
@@ -288,6 +377,101 @@ class AlarmConditions:
             return ua.StatusCode(ua.StatusCodes.Good)
 
         return call
+
+    def _shelving_method(self, method: int) -> Callable[..., Awaitable[ua.StatusCode]]:
+        action = SHELVE_METHODS[method]
+
+        async def call(parent: ua.NodeId, *args: ua.Variant) -> ua.StatusCode:
+            cond = self._by_shelving.get(parent) or self._by_node.get(parent)
+            if cond is None:
+                return ua.StatusCode(ua.StatusCodes.BadNodeIdInvalid)
+            values = [a.Value if isinstance(a, ua.Variant) else a for a in args]
+            wants = 1 if action == "timed_shelve" else 0
+            if len(values) < wants:
+                return ua.StatusCode(ua.StatusCodes.BadArgumentsMissing)
+            if len(values) > wants:
+                return ua.StatusCode(ua.StatusCodes.BadTooManyArguments)
+            seconds = 0.0
+            if wants:
+                (shelving_time,) = values  # a Duration: milliseconds
+                if isinstance(shelving_time, bool) or not isinstance(shelving_time,
+                                                                     int | float):
+                    return ua.StatusCode(ua.StatusCodes.BadInvalidArgument)
+                seconds = float(shelving_time) / 1000.0
+            try:  # (the REST API's shelving goes through the same: runtime/checks.py)
+                await checks.alarm_method(cond.session, cond.definition.name, action, None,
+                                          "", current_user_name(), seconds)
+            except TwinServerError as exc:
+                return status_of(exc)
+            if self._after is not None:
+                await self._after()
+            return ua.StatusCode(ua.StatusCodes.Good)
+
+        return call
+
+    # -- the shelving's end by time ----------------------------------------------------------
+
+    def _arm(self, session: str, state: AlarmState) -> None:
+        """Keep when ``state``'s shelving ends (wakes ``run_shelving`` only when that
+        changed: a storm of transitions of unshelved alarms costs it nothing)."""
+        key = (session, state.name)
+        at = state.unshelve_at if state.shelved else 0.0
+        if self._expiries.get(key, 0.0) == at:
+            return
+        if at > 0:
+            self._expiries[key] = at
+        else:
+            del self._expiries[key]
+        self._wake.set()
+
+    async def run_shelving(self) -> None:
+        """Until cancelled: end each shelving whose time has passed (the engine's
+        ``expire_shelving``, an ``alarm_unshelved`` event), and keep the UnshelveTime of
+        shelved conditions current."""
+        while True:
+            self._wake.clear()
+            now = time.time()
+            for key, at in list(self._expiries.items()):
+                if at <= now:
+                    await self._expire(key)
+            await self._write_unshelve_times()
+            wait = min((at for at in self._expiries.values()), default=None)
+            timeout = None if wait is None else min(UNSHELVE_TIME_PERIOD,
+                                                    max(0.0, wait - time.time()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _expire(self, key: tuple[str, str]) -> None:
+        session, alarm = key
+        self._expiries.pop(key, None)
+        cond = self._by_session.get(session, {}).get(alarm)
+        if cond is None:
+            return
+        try:
+            await checks.alarm_method(cond.session, alarm, EXPIRE, None, "", "")
+        except TwinServerError as exc:  # (re-shelved meanwhile, or the session went)
+            log.debug("shelving_expiry_refused", session=session, alarm=alarm,
+                      reason=str(exc))
+            return
+        except Exception:  # a worker's pipe gone mid-call: the restored state re-arms
+            log.exception("shelving_expiry_failed", session=session, alarm=alarm)
+            return
+        if self._after is not None:
+            await self._after()
+
+    async def _write_unshelve_times(self) -> None:
+        aspace = self._iserver.aspace
+        now = datetime.now(UTC)
+        for session, alarm in list(self._expiries):
+            cond = self._by_session.get(session, {}).get(alarm)
+            if cond is None or not cond.state.shelved:
+                continue
+            nodeid = cond.fields.get("ShelvingState/UnshelveTime")
+            if nodeid is None or nodeid not in aspace:
+                continue
+            await aspace.write_attribute_value(nodeid, _VALUE, ua.DataValue(
+                ua.Variant(_unshelve_time(cond.state), ua.VariantType.Double),
+                SourceTimestamp=now, ServerTimestamp=now))
 
     async def _refresh(self, parent: ua.NodeId, *args: ua.Variant) -> ua.StatusCode:
         values = [a.Value if isinstance(a, ua.Variant) else a for a in args]
@@ -346,7 +530,14 @@ class AlarmConditions:
 
 def _shown(state: AlarmState) -> tuple[object, ...]:
     return (state.enabled, state.active, state.limits, state.acked, state.confirmed,
-            state.retain, state.severity, state.comment)
+            state.retain, state.severity, state.comment, state.shelving, state.unshelve_at)
+
+
+def _unshelve_time(state: AlarmState) -> float:
+    """UnshelveTime: the milliseconds until the shelving ends by itself (0: unshelved)."""
+    if not state.shelved:
+        return 0.0
+    return max(0.0, (state.unshelve_at - time.time()) * 1000.0)
 
 
 def _two(flag: bool, true: str, false: str) -> tuple[ua.LocalizedText, bool]:
@@ -373,6 +564,18 @@ def _node_values(cond: _Condition) -> dict[str, tuple[Any, ua.VariantType]]:
     values["ClientUserId"] = (s.user, ua.VariantType.String)
     values["ConditionName"] = (d.name, ua.VariantType.String)
     values["InputNode"] = (cond.input_node, ua.VariantType.NodeId)
+    values["SuppressedOrShelved"] = (s.shelved, ua.VariantType.Boolean)
+    values["MaxTimeShelved"] = (d.max_time_shelved * 1000.0, ua.VariantType.Double)
+    values["ShelvingState/CurrentState"] = (ua.LocalizedText(s.shelving), _LT)
+    values["ShelvingState/CurrentState/Id"] = (
+        ua.NodeId(_SHELVING_STATE_IDS.get(s.shelving, 0)), ua.VariantType.NodeId)
+    last = cond.last_shelving
+    values["ShelvingState/LastTransition"] = (
+        ua.LocalizedText(f"{last[0]}To{last[1]}" if last else ""), _LT)
+    values["ShelvingState/LastTransition/Id"] = (
+        ua.NodeId(_SHELVING_TRANSITION_IDS.get(last, 0)) if last else ua.NodeId(),
+        ua.VariantType.NodeId)
+    values["ShelvingState/UnshelveTime"] = (_unshelve_time(s), ua.VariantType.Double)
     if d.kind == "limit":
         for limit, value, _ in d.limits:
             values[f"{limit}Limit"] = (value, ua.VariantType.Double)
@@ -403,7 +606,6 @@ def _event(cond: _Condition) -> Any:
     event.Retain = s.retain
     event.Quality = ua.StatusCode(ua.StatusCodes.Good)
     event.LastSeverity = cond.last_severity
-    event.add_property("SuppressedOrShelved", False, ua.VariantType.Boolean)
     event.Comment = ua.LocalizedText(s.comment)
     event.ClientUserId = s.user
     event.InputNode = cond.input_node
@@ -426,6 +628,8 @@ def _event(cond: _Condition) -> Any:
     for state in ("EnabledState", "ActiveState", "AckedState", "ConfirmedState"):
         event.add_property(f"{state}/TransitionTime", cond.changed[state],
                            ua.VariantType.DateTime)
+    event.add_property("ShelvingState/LastTransition/TransitionTime",
+                       cond.changed["ShelvingState"], ua.VariantType.DateTime)
     for name in ("Comment", "LastSeverity", "Quality"):
         event.add_property(f"{name}/SourceTimestamp", cond.changed[name],
                            ua.VariantType.DateTime)

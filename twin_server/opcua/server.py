@@ -736,6 +736,8 @@ class OpcUaServer:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._publisher.run(), name="publisher")
             tg.create_task(self._pump_events(), name="events")
+            if self.alarms is not None:  # (the shelvings' ends by time)
+                tg.create_task(self.alarms.run_shelving(), name="shelving")
             if sampler is not None:  # (the items with a sampling interval of their own)
                 tg.create_task(sampler.run(), name="sampler")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -102,13 +103,16 @@ async def write_value(session: HostedSession, key: VarKey, value: Value,
 
 
 async def alarm_method(session: HostedSession, alarm: str, action: str, event: bytes | None,
-                       comment: str, user: str) -> AlarmState:
-    """An alarm's Acknowledge, Confirm, AddComment, Enable or Disable (``action``:
-    ``engine.alarms.ACTIONS``) as ``user`` (its ClientUserId): the session checks the
-    EventId and the condition's state (``AlarmRefused`` with the Part 9 status,
-    NotFound for an unknown alarm); logged either way. The condition after it."""
+                       comment: str, user: str, shelving_time: float = 0.0) -> AlarmState:
+    """An alarm's Acknowledge, Confirm, AddComment, Enable, Disable, TimedShelve (for
+    ``shelving_time`` wall-clock seconds), OneShotShelve or Unshelve (``action``:
+    ``engine.alarms.ACTIONS``; ``expire_shelving`` from the shelving timer) as
+    ``user`` (its ClientUserId), now by the wall clock: the session checks the EventId
+    and the condition's state (``AlarmRefused`` with the Part 9 status, NotFound for
+    an unknown alarm); logged either way. The condition after it."""
     try:
-        state = await session.alarm(alarm, action, event, comment, user)
+        state = await session.alarm(alarm, action, event, comment, user, shelving_time,
+                                    time.time())
     except TwinServerError as exc:
         log.info("alarm_method_refused", session=session.name, alarm=alarm, method=action,
                  status=exc.status, reason=str(exc))

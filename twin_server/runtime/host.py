@@ -419,11 +419,12 @@ class HostedSession:
         await self.host.call(self.name, "emit", kind, message, severity)
 
     async def alarm(self, name: str, action: str, event: bytes | None = None,
-                    comment: str = "", user: str = "") -> AlarmState:
-        """Acknowledge, Confirm, AddComment, Enable or Disable one of the session's
-        alarms (``Session.alarm``); its new condition."""
+                    comment: str = "", user: str = "", shelving_time: float = 0.0,
+                    wall: float = 0.0) -> AlarmState:
+        """Acknowledge, Confirm, AddComment, Enable, Disable, TimedShelve, OneShotShelve
+        or Unshelve one of the session's alarms (``Session.alarm``); its new condition."""
         result: AlarmState = await self.host.call(self.name, "alarm", name, action, event,
-                                                  comment, user)
+                                                  comment, user, shelving_time, wall)
         return result
 
     async def alarm_definitions(self) -> tuple[AlarmDefinition, ...]:

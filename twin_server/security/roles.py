@@ -117,6 +117,14 @@ _OPERATOR_METHODS_NS0 = frozenset({
     ua.ObjectIds.ConditionType_AddComment,
     ua.ObjectIds.ConditionType_Enable,
     ua.ObjectIds.ConditionType_Disable,
+    # ShelvingState's TimedShelve, OneShotShelve, Unshelve: the type's, the instance
+    # declaration's of AlarmConditionType
+    ua.ObjectIds.ShelvedStateMachineType_TimedShelve,
+    ua.ObjectIds.ShelvedStateMachineType_OneShotShelve,
+    ua.ObjectIds.ShelvedStateMachineType_Unshelve,
+    ua.ObjectIds.AlarmConditionType_ShelvingState_TimedShelve,
+    ua.ObjectIds.AlarmConditionType_ShelvingState_OneShotShelve,
+    ua.ObjectIds.AlarmConditionType_ShelvingState_Unshelve,
 })
 
 

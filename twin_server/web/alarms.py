@@ -15,10 +15,18 @@ BadConditionAlreadyEnabled, BadConditionAlreadyDisabled, BadConditionDisabled,
 BadEventIdUnknown (409 Conflict: the condition is not in a state that allows
 it), BadNotFound for an unknown session or alarm. The caller's user name is
 the condition's ClientUserId.
+
+Shelving, as ShelvingState's methods: ``timed-shelve`` (body ``shelving_time``,
+wall-clock seconds, at most the alarm's ``max_time_shelved``), ``one-shot-shelve``
+and ``unshelve``, each with an optional ``comment``; refusals
+BadConditionAlreadyShelved, BadConditionNotShelved, BadShelvingTimeOutOfRange (409).
+The list shows ``shelving`` (Unshelved, TimedShelved, OneShotShelved),
+``suppressed_or_shelved``, ``unshelve_time`` (seconds left) and ``max_time_shelved``.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from aiohttp import web
@@ -39,6 +47,9 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "comment": ("add_comment", "AddComment"),
     "enable": ("enable", "Enable"),
     "disable": ("disable", "Disable"),
+    "timed-shelve": ("timed_shelve", "TimedShelve"),
+    "one-shot-shelve": ("one_shot_shelve", "OneShotShelve"),
+    "unshelve": ("unshelve", "Unshelve"),
 }
 #: the actions that name the event they answer (as OPC UA's take an EventId)
 WITH_EVENT = frozenset({"acknowledge", "confirm", "add_comment"})
@@ -70,6 +81,14 @@ ALARM: dict[str, Any] = {
         "user": {"type": "string", "description": "ClientUserId of the latest method"},
         "transition": {"type": "string"},
         "event_id": {"type": "string", "description": "its latest event's EventId, hex"},
+        "shelving": {"type": "string",
+                     "enum": ["Unshelved", "TimedShelved", "OneShotShelved"]},
+        "suppressed_or_shelved": {"type": "boolean"},
+        "unshelve_time": {"type": "number",
+                          "description": "wall-clock seconds until the shelving ends by "
+                                         "itself (0: unshelved)"},
+        "max_time_shelved": {"type": "number",
+                             "description": "the longest a shelving lasts, s"},
     },
 }
 _METHOD_BODY: dict[str, Any] = {
@@ -78,11 +97,15 @@ _METHOD_BODY: dict[str, Any] = {
                      "description": "the EventId (hex) of the event answered: the alarm's "
                                     "event_id as listed (required by acknowledge, confirm "
                                     "and comment)"},
-        "comment": {"type": "string"}}}
+        "comment": {"type": "string"},
+        "shelving_time": {"type": "number",
+                          "description": "timed_shelve: wall-clock seconds, at most the "
+                                         "alarm's max_time_shelved"}}}
 _REFUSALS = ("BadNotFound", "BadInvalidArgument", "BadEventIdUnknown",
              "BadConditionBranchAlreadyAcked", "BadConditionBranchAlreadyConfirmed",
              "BadConditionAlreadyEnabled", "BadConditionAlreadyDisabled",
-             "BadConditionDisabled")
+             "BadConditionDisabled", "BadConditionAlreadyShelved",
+             "BadConditionNotShelved", "BadShelvingTimeOutOfRange")
 
 
 def alarm_view(session: str, definition: AlarmDefinition, state: AlarmState
@@ -101,6 +124,10 @@ def alarm_view(session: str, definition: AlarmDefinition, state: AlarmState
         "value": views.json_value(state.value), "comment": state.comment,
         "user": state.user, "transition": state.transition,
         "event_id": event_id(session, state.name, state.sequence).hex(),
+        "shelving": state.shelving, "suppressed_or_shelved": state.shelved,
+        "unshelve_time": max(0.0, state.unshelve_at - time.time()) if state.shelved
+        else 0.0,
+        "max_time_shelved": definition.max_time_shelved,
     }
 
 
@@ -145,15 +172,24 @@ class Alarms:
                     raise InvalidArgument(f"event_id {text[:64]!r} is not hex (the alarm's "
                                           f"event_id as GET .../alarms lists it)") from None
             comment = _field(body, "comment", str, default="")
+            shelving_time = (_field(body, "shelving_time", float)
+                             if engine_action == "timed_shelve" else 0.0)
             user = user_of(request)
             name = request.match_info["alarm"]
             state = await checks.alarm_method(record.session, name, engine_action, event,
-                                              comment, user.name or "anonymous")
+                                              comment, user.name or "anonymous",
+                                              shelving_time)
             await api.done(record.name)
             definitions = {d.name: d for d in await record.session.alarm_definitions()}
             return web.json_response(alarm_view(record.name, definitions[name], state))
 
         return handler
+
+
+def _operation(action: str) -> str:
+    """The operationId of a path action: timed-shelve -> timedShelveAlarm."""
+    first, *rest = action.split("-")
+    return first + "".join(part.title() for part in rest) + "Alarm"
 
 
 def routes(api: Api) -> list[Route]:
@@ -173,7 +209,7 @@ def routes(api: Api) -> list[Route]:
     for action, (_, method) in ACTIONS.items():
         table.append(Route(
             "POST", f"{session}/{{alarm}}/{action}", alarms.method(action),
-            f"{action}Alarm", f"{method} the alarm, as the condition's OPC UA {method}",
+            _operation(action), f"{method} the alarm, as the condition's OPC UA {method}",
             "alarms", role=Role.OPERATOR, body=_METHOD_BODY, response=ALARM,
             refusals=_REFUSALS))
     return table

@@ -3,7 +3,8 @@
 // as extractConditionFields finds them, where OfType AcknowledgeableConditionType),
 // the level driven over High and HighHigh by writing the tank's inflow, the alarm
 // acknowledged and confirmed with the EventId of the event answered, a viewer's
-// Acknowledge, ConditionRefresh, and back to normal.
+// Acknowledge, ConditionRefresh, back to normal, then shelved with ShelvingState's
+// TimedShelve and unshelved.
 // args: endpoint, session (its name), alarm (its name), viewer {user, password}.
 // Returns {fields, steps: [{step, ...}], events: [flat event]} where each event holds
 // the non-null fields by their dotted names (e.g. "ActiveState.Id"), and each step
@@ -139,11 +140,39 @@ main(async (args, opcua) => withSession(args, async (session) => {
                () => opcua.callConditionRefresh(session, subscription.subscriptionId));
     await until("RefreshEnd (normal)", (e) => e.EventType === eventType("RefreshEndEventType"), mark);
     const refreshedNormal = events.slice(mark);
+    // shelving: ShelvingState's methods as a client finds them (a browse from it)
+    const shelvingState = ns(`Sessions.${args.session}.Alarms.${args.alarm}.ShelvingState`);
+    const shelvingMethods = {};
+    for (const name of ["TimedShelve", "OneShotShelve", "Unshelve"]) {
+        shelvingMethods[name] = await session.findMethodId(shelvingState, name);
+    }
+    const shelve = (label, name, inputArguments = []) => call(label, async () => (
+        await session.call({ objectId: shelvingState, methodId: shelvingMethods[name],
+                             inputArguments })).statusCode);
+    const duration = (ms) => [{ dataType: opcua.DataType.Double, value: ms }];
+    const readShelving = async () => (await session.read({
+        nodeId: ns(`Sessions.${args.session}.Alarms.${args.alarm}.ShelvingState.CurrentState`),
+        attributeId: opcua.AttributeIds.Value })).value.value.text;
+    await shelve("TimedShelve over MaxTimeShelved", "TimedShelve", duration(8 * 3600000 + 1));
+    mark = events.length;
+    await shelve("TimedShelve", "TimedShelve", duration(60000));
+    const shelved = await until("shelved", (e) => ofAlarm(e) && e.SuppressedOrShelved, mark);
+    const shelvingRead = await readShelving();
+    await shelve("TimedShelve again", "TimedShelve", duration(60000));
+    mark = events.length;
+    await shelve("Unshelve", "Unshelve");
+    const unshelved = await until("unshelved", (e) => ofAlarm(e) &&
+        e.SuppressedOrShelved === false, mark);
+    await shelve("Unshelve again", "Unshelve");
     await subscription.terminate();
     const strip = ({ eventIdBuffer, ...e }) => e;
     return {
         fields, steps, methods, commented: strip(commented), events: events.map(strip), high: strip(high), highHigh: strip(highHigh),
         confirmed: strip(confirmed), refreshed: refreshed.map(strip),
         refreshedNormal: refreshedNormal.map(strip),
+        shelvingMethods: Object.fromEntries(Object.entries(shelvingMethods).map(
+            ([name, id]) => [name, id.toString()])),
+        shelved: strip(shelved), unshelved: strip(unshelved), shelvingRead,
+        shelvingReadAfter: await readShelving(),
     };
 }));

@@ -195,15 +195,16 @@ async function refreshHil() {
 function alarmState(a) {
   if (!a.enabled) return "disabled";
   const active = a.active ? `active${a.limit ? ` (${a.limit})` : ""}` : "inactive";
+  const shelved = a.shelving === "Unshelved" ? "" : (a.shelving === "OneShotShelved"
+    ? ", shelved until inactive" : `, shelved (${Math.ceil(a.unshelve_time / 60)} min left)`);
   return `${active}, ${a.acked ? "acknowledged" : "unacknowledged"}` +
-    (a.acked && !a.confirmed ? ", unconfirmed" : "");
+    (a.acked && !a.confirmed ? ", unconfirmed" : "") + shelved;
 }
 
-async function alarmCall(alarm, action) {
+async function alarmCall(alarm, action, body = { event_id: alarm.event_id }) {
   const path = `/api/sessions/${encodeURIComponent(alarm.session)}/alarms/` +
     `${encodeURIComponent(alarm.name)}/${action}`;
-  await attempt(`${action} ${alarm.session}.${alarm.name}`,
-                () => api("POST", path, { event_id: alarm.event_id }));
+  await attempt(`${action} ${alarm.session}.${alarm.name}`, () => api("POST", path, body));
   refreshAlarms();
 }
 
@@ -220,6 +221,14 @@ async function refreshAlarms() {
     if (a.enabled && a.acked && !a.confirmed) {
       buttons.push(el("button", { "data-action": "confirm",
                                   onclick: () => alarmCall(a, "confirm") }, "Confirm"));
+    }
+    if (a.enabled && a.shelving === "Unshelved") {  // silence it for an hour (at most)
+      const seconds = Math.min(3600, a.max_time_shelved);
+      buttons.push(el("button", { "data-action": "timed-shelve", onclick: () => alarmCall(
+        a, "timed-shelve", { shelving_time: seconds }) }, `Shelve ${Math.round(seconds / 60)} min`));
+    } else if (a.enabled) {
+      buttons.push(el("button", { "data-action": "unshelve",
+                                  onclick: () => alarmCall(a, "unshelve", {}) }, "Unshelve"));
     }
     return el("tr", { "data-alarm": `${a.session}/${a.name}`,
                       class: a.active ? "alarm-active" : (a.retain ? "alarm-retained" : "") },
