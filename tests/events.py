@@ -1,5 +1,5 @@
 """An asyncua subscription handler that keeps the events it gets, for tests that
-await one (a scenario run's or a campaign's finished event)."""
+await them (a scenario run's or a campaign's finished event, an alarm's events)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Any
 
 
 class RunEvents:
-    """Events kept in arrival order; :meth:`wait_for` awaits the one of a run."""
+    """Events kept in arrival order; :meth:`wait_for` awaits the one of a run,
+    :meth:`wait` the first few."""
 
     def __init__(self) -> None:
         self.items: list[Any] = []
@@ -27,3 +28,11 @@ class RunEvents:
                         return event
                 self.arrived.clear()
                 await self.arrived.wait()
+
+    async def wait(self, count: int, timeout: float = 10.0) -> list[Any]:
+        """The first ``count`` events, waiting for them."""
+        async with asyncio.timeout(timeout):
+            while len(self.items) < count:
+                self.arrived.clear()
+                await self.arrived.wait()
+        return self.items[:count]

@@ -16,8 +16,9 @@ from typing import Any
 import pytest_asyncio
 from asyncua import Client, ua
 
+from tests.events import RunEvents
 from tests.opcua.conftest import MODULE_LOOP, run_daemon, stop_daemon
-from tests.opcua.test_alarms import _ACK, _CONFIRM, _SERVER, _args, _call, _Events
+from tests.opcua.test_alarms import _ACK, _CONFIRM, _SERVER, _args, _call
 from twin_server.engine.session import RunState
 from twin_server.opcua.server import NAMESPACE_URI
 from twin_server.runtime import WorkerHost
@@ -87,7 +88,7 @@ class TestInAWorker:
             ns = await c.get_namespace_index(NAMESPACE_URI)
             cond = ua.NodeId("Sessions.a.Alarms.Level", ns)
             began = datetime.now(UTC)
-            events = _Events()
+            events = RunEvents()
             sub = await c.create_subscription(20, events)
             base = c.get_node(ua.NodeId(ua.ObjectIds.ExclusiveLimitAlarmType))
             await sub.subscribe_events(c.get_node(_SERVER), base)

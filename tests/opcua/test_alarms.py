@@ -4,7 +4,6 @@ Fork, Snapshot, Restore, Reset and deletion (``opcua/alarms.py``)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,6 +13,7 @@ from asyncua import Client, ua
 from asyncua.common.events import Event, get_filter_from_event_type
 from structlog.testing import capture_logs
 
+from tests.events import RunEvents
 from tests.opcua.conftest import (
     MODULE_LOOP,
     in_process,
@@ -57,24 +57,6 @@ _ONE_SHOT_SHELVE = ua.NodeId(ua.ObjectIds.ShelvedStateMachineType_OneShotShelve)
 _UNSHELVE = ua.NodeId(ua.ObjectIds.ShelvedStateMachineType_Unshelve)
 
 
-class _Events:
-    def __init__(self) -> None:
-        self.items: list[Any] = []
-        self.arrived = asyncio.Event()
-
-    def event_notification(self, event: Any) -> None:
-        self.items.append(event)
-        self.arrived.set()
-
-    async def wait(self, count: int, timeout: float = 10.0) -> list[Any]:
-        """The first ``count`` events, waiting for them."""
-        async with asyncio.timeout(timeout):
-            while len(self.items) < count:
-                self.arrived.clear()
-                await self.arrived.wait()
-        return self.items[:count]
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def daemon() -> AsyncIterator[Any]:
     daemon, task = await run_daemon(CONFIG.format(role="operator"))
@@ -90,8 +72,8 @@ async def client(daemon: Any) -> AsyncIterator[tuple[Client, int]]:
         yield c, await c.get_namespace_index(NAMESPACE_URI)
 
 
-async def _subscribe(client: Client, node: ua.NodeId) -> tuple[Any, _Events]:
-    events = _Events()
+async def _subscribe(client: Client, node: ua.NodeId) -> tuple[Any, RunEvents]:
+    events = RunEvents()
     sub = await client.create_subscription(20, events)
     alarm_type = client.get_node(ua.NodeId(ua.ObjectIds.ExclusiveLimitAlarmType))
     await sub.subscribe_events(client.get_node(node), alarm_type)
@@ -164,7 +146,7 @@ class TestLife:
         session = in_process(daemon, "a")
         _drive(session, 1.5)
         await daemon.server.flush_events()
-        events = _Events()
+        events = RunEvents()
         sub = await c.create_subscription(20, events)
         base = c.get_node(ua.NodeId(ua.ObjectIds.BaseEventType))
         await sub.subscribe_events(c.get_node(_SERVER), base)
@@ -197,7 +179,7 @@ class TestLife:
         evfilter.WhereClause = ua.ContentFilter(Elements=[ua.ContentFilterElement(
             FilterOperator=ua.FilterOperator.OfType, FilterOperands=[
                 ua.LiteralOperand(Value=ua.Variant(alarm_type.nodeid))])])
-        events = _Events()
+        events = RunEvents()
         sub = await c.create_subscription(20, events)
         try:
             await sub.subscribe_events(node, alarm_type, evfilter)

@@ -366,15 +366,7 @@ class AlarmConditions:
                         text, ua.LocalizedText | type(None)):
                     return ua.StatusCode(ua.StatusCodes.BadInvalidArgument)
                 comment = text.Text if text is not None else None
-            who = current_user_name()
-            try:  # (the REST API's alarm calls go through the same: runtime/checks.py)
-                await checks.alarm_method(cond.session, cond.definition.name, action, event,
-                                          comment or "", who)
-            except TwinServerError as exc:
-                return status_of(exc)
-            if self._after is not None:
-                await self._after()
-            return ua.StatusCode(ua.StatusCodes.Good)
+            return await self._act(cond, action, event, comment or "")
 
         return call
 
@@ -398,16 +390,22 @@ class AlarmConditions:
                                                                      int | float):
                     return ua.StatusCode(ua.StatusCodes.BadInvalidArgument)
                 seconds = float(shelving_time) / 1000.0
-            try:  # (the REST API's shelving goes through the same: runtime/checks.py)
-                await checks.alarm_method(cond.session, cond.definition.name, action, None,
-                                          "", current_user_name(), seconds)
-            except TwinServerError as exc:
-                return status_of(exc)
-            if self._after is not None:
-                await self._after()
-            return ua.StatusCode(ua.StatusCodes.Good)
+            return await self._act(cond, action, None, "", seconds)
 
         return call
+
+    async def _act(self, cond: _Condition, action: str, event: bytes | None, comment: str,
+                   seconds: float = 0.0) -> ua.StatusCode:
+        """A method's action on ``cond``, by the calling user, as the REST API's alarm
+        calls do it (``runtime/checks.py``)."""
+        try:
+            await checks.alarm_method(cond.session, cond.definition.name, action, event,
+                                      comment, current_user_name(), seconds)
+        except TwinServerError as exc:
+            return status_of(exc)
+        if self._after is not None:
+            await self._after()
+        return ua.StatusCode(ua.StatusCodes.Good)
 
     # -- the shelving's end by time ----------------------------------------------------------
 
