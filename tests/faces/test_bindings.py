@@ -13,54 +13,18 @@ import pytest_asyncio
 from asyncua import Client, ua
 from structlog.testing import capture_logs
 
-from tests.faces.conftest import DI, FACES
+from tests.faces.conftest import DI, TANK, TANK_FACE, TANK_URI
 from twin_server.faces.loader import INITIAL
 from twin_server.runtime.compile import load_config
 from twin_server.runtime.daemon import Daemon
 
 MODULE_LOOP = pytest.mark.asyncio(loop_scope="module")
-TANK = FACES / "TankMachine.NodeSet2.xml"
-TANK_URI = "urn:twin-server:examples:TankMachine"
 MACHINE_URI = "urn:example:tank-machine"
 LEVEL, INFLOW, OUTFLOW, OVERFLOW, VALVE, SETPOINT, TEMPERATURE = (
     6001, 6011, 6021, 6031, 6041, 6051, 6061)
 START, STOP, RESET = 7001, 7002, 7003
 
-CONFIG = """
-[server]
-endpoint = "opc.tcp://127.0.0.1:0/twin-server"
-state_dir = "{state}"
-workers = 0
-
-[server.security]  # tests: the None endpoint, anonymous may operate
-policies = ["None"]
-anonymous = "operator"
-
-[history]
-enabled = false
-
-[twins.tank.components.tank]
-model = "water_tank"
-parameters = {{ area = 0.5, outflow_coefficient = 0.02, initial_level = 0.5 }}
-
-[twins.tank.components.source]
-model = "constant"
-parameters = {{ value = 0.01 }}
-
-[twins.tank]
-connections = ["source.output -> tank.inflow"]
-
-[sessions.tank]
-twin = "tank"
-autostart = false
-publish_rate = 20.0
-
-[faces.machine]
-nodesets = ["{tank}", "{di}"]
-session = "tank"
-
-[faces.machine.bindings]
-"DeviceSet/Tank1/Level" = "tank.level"
+CONFIG = TANK_FACE + """\
 "nsu={uri};i=6011" = "tank.inflow"
 "DeviceSet/Tank1/Outflow" = "tank.outflow"
 "DeviceSet/Tank1/Overflow" = "tank.overflow"

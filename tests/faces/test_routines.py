@@ -13,53 +13,16 @@ import pytest
 import pytest_asyncio
 from asyncua import Client, ua
 
-from tests.faces.conftest import DI, FACES
+from tests.faces.conftest import DI, FACES, TANK, TANK_FACE, TANK_URI
 from twin_server.errors import ConfigError, ConfigErrors
 from twin_server.faces.serve import check_faces
 from twin_server.runtime.compile import load_config
 from twin_server.runtime.daemon import Daemon
 
 MODULE_LOOP = pytest.mark.asyncio(loop_scope="module")
-TANK = FACES / "TankMachine.NodeSet2.xml"
-TANK_URI = "urn:twin-server:examples:TankMachine"
 START, STOP, RESET, FILL = 7001, 7002, 7003, 7004
 
-CONFIG = """
-[server]
-endpoint = "opc.tcp://127.0.0.1:0/twin-server"
-state_dir = "{state}"
-workers = 0
-
-[server.security]  # tests: the None endpoint, anonymous may operate
-policies = ["None"]
-anonymous = "operator"
-
-[history]
-enabled = false
-
-[twins.tank.components.tank]
-model = "water_tank"
-parameters = {{ area = 0.5, outflow_coefficient = 0.02, initial_level = 0.5 }}
-
-[twins.tank.components.source]
-model = "constant"
-parameters = {{ value = 0.01 }}
-
-[twins.tank]
-connections = ["source.output -> tank.inflow"]
-
-[sessions.tank]
-twin = "tank"
-autostart = false
-publish_rate = 20.0
-
-[faces.machine]
-nodesets = ["{tank}", "{di}"]
-session = "tank"
-
-[faces.machine.bindings]
-"DeviceSet/Tank1/Level" = "tank.level"
-
+CONFIG = TANK_FACE + """
 [faces.machine.methods]
 "DeviceSet/Tank1/Start" = "Start"
 "DeviceSet/Tank1/Stop" = "Suspend"
