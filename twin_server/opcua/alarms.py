@@ -437,7 +437,8 @@ class AlarmConditions:
             timeout = None if wait is None else min(UNSHELVE_TIME_PERIOD,
                                                     max(0.0, wait - time.time()))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):  # (never 3.11's wait_for: it can
+                    await self._wake.wait()           # drop a cancellation)
 
     async def _expire(self, key: tuple[str, str]) -> None:
         session, alarm = key

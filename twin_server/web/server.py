@@ -141,7 +141,8 @@ class WebServer:
             return
         for ws in list(self._sockets):
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(ws.close(code=1001, message=b"server stopping"), 0.5)
+                async with asyncio.timeout(0.5):
+                    await ws.close(code=1001, message=b"server stopping")
         for close in self.api.closers if self.api is not None else ():
             await close()
         await runner.cleanup()
